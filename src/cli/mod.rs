@@ -1,0 +1,59 @@
+//! The command line: one module per subcommand; each returns an exit code instead of exiting so
+//! the library never ends the process behind a caller's back.
+
+mod crds;
+mod files;
+mod render;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// dgidgi: Kubernetes operator and multi-tenant LLM gateway.
+#[derive(Debug, Parser)]
+#[command(name = "dgidgi", version, about, long_about = None)]
+pub struct Cli {
+    /// Log filter (RUST_LOG syntax), e.g. `info` or `dgidgi=debug`.
+    #[arg(long, global = true, env = "DGIDGI_LOG", default_value = "info")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the CustomResourceDefinitions (the YAML under crds/), generated from the Rust types.
+    Crds(crds::CrdsArgs),
+    /// Render CR, Secret and Namespace YAML into the gateway config, key store and access keys,
+    /// offline and deterministically.
+    Render(render::RenderArgs),
+}
+
+impl Cli {
+    /// Runs the chosen subcommand and turns its outcome into an exit code.
+    pub fn run(self) -> ExitCode {
+        init_logging(&self.log);
+        let result = match self.command {
+            Command::Crds(args) => crds::run(&args),
+            Command::Render(args) => render::run(&args),
+        };
+        match result {
+            Ok(code) => code,
+            Err(error) => {
+                eprintln!("error: {error:#}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+/// Logs go to stderr so stdout stays clean for YAML (`dgidgi crds > crds.yaml`).
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}

@@ -1,0 +1,302 @@
+//! The rendered gateway config: the one contract between the control plane (render, operator)
+//! and the data plane (gateway). Render writes it; the gateway loads it. Nothing secret is in
+//! here: provider keys are referenced by key store row id, access keys by SHA-256 hash.
+
+use serde::{Deserialize, Serialize};
+
+use crate::crd::Source;
+use crate::crd::policy::RetryOn;
+use crate::crd::tenant::{BudgetAction, EffectiveLimits};
+use crate::providers::ProviderKind;
+
+/// File (and ConfigMap key) holding [`GatewayConfig`].
+pub const GATEWAY_CONFIG_FILE: &str = "gateway.yaml";
+/// File (and Secret key) holding the key store rows.
+pub const KEY_STORE_FILE: &str = "keys.yaml";
+/// File (and Secret key) holding the master key ring.
+pub const MASTER_KEY_FILE: &str = "master-key.yaml";
+/// File in a config directory keeping the tenants' access key Secrets between offline renders.
+/// The gateway never reads it (it only needs the hashes); a cluster never mounts it.
+pub const ACCESS_KEYS_FILE: &str = "access-keys.yaml";
+
+/// Name of the rendered ConfigMap in the platform namespace.
+pub const CONFIG_MAP_NAME: &str = "dgidgi-gateway-config";
+/// Name of the key store Secret in the platform namespace.
+pub const KEY_STORE_SECRET_NAME: &str = "dgidgi-gateway-keys";
+/// Name of the master key ring Secret in the platform namespace.
+pub const MASTER_KEY_SECRET_NAME: &str = "dgidgi-master-key";
+/// Key of an access key Secret's data that holds the key.
+pub const ACCESS_KEY_DATA_KEY: &str = "accessKey";
+
+/// Format version of [`GatewayConfig`]; bumped on incompatible changes so an old gateway refuses
+/// a config it cannot understand instead of misreading it.
+pub const CONFIG_VERSION: u32 = 1;
+
+/// Everything the gateway needs to route, limit and meter requests.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayConfig {
+    /// Format version, see [`CONFIG_VERSION`].
+    pub version: u32,
+    /// The platform namespace the config was rendered for.
+    pub platform_namespace: String,
+    /// Every Ready provider, sorted by id.
+    pub providers: Vec<ProviderConfig>,
+    /// Every tenant, sorted by id.
+    pub tenants: Vec<TenantConfig>,
+    /// Compiled routing rules, in match order (priority descending, then id).
+    pub routing: Vec<CompiledRule>,
+}
+
+/// Whose keys a provider uses, which is also the source boundary fallback never crosses.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProviderScope {
+    /// Defined in the platform namespace: the platform's keys.
+    Platform,
+    /// Defined in a tenant namespace: that namespace's tenants' keys.
+    Tenant,
+}
+
+/// A resolved provider.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ProviderConfig {
+    /// `<namespace>/<name>`.
+    pub id: String,
+    /// Namespace of the LlmProvider.
+    pub namespace: String,
+    /// Name of the LlmProvider.
+    pub name: String,
+    /// Wire format.
+    #[serde(rename = "type")]
+    pub kind: ProviderKind,
+    /// Platform or tenant keys.
+    pub scope: ProviderScope,
+    /// Base URL (absent only for the mock provider).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    /// Key store row holding the API key (absent when the type needs none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+    /// Whether models outside `models` are accepted.
+    pub open_catalog: bool,
+    /// Models served, sorted by name.
+    pub models: Vec<ModelConfig>,
+    /// The key's own quota.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<ProviderLimitsConfig>,
+    /// Timeouts in milliseconds.
+    pub timeouts: TimeoutsConfig,
+    /// For tenant-scoped providers: the namespace's allowed private endpoints, re-checked by the
+    /// gateway against the resolved address at connect time.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_endpoints: Vec<String>,
+}
+
+/// A model with its capabilities and price.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelConfig {
+    /// The provider's model id.
+    pub name: String,
+    /// Other accepted names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+    /// Supports streaming.
+    pub streaming: bool,
+    /// Supports tools.
+    pub function_calling: bool,
+    /// Context window in tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_window: Option<u32>,
+    /// Largest completion in tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_output_tokens: Option<u32>,
+    /// Price, in integer micro-USD per million tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pricing: Option<PricingConfig>,
+}
+
+/// Integer prices: micro-USD per million tokens (3 USD/M = 3,000,000).
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PricingConfig {
+    /// Micro-USD per million input tokens.
+    pub input_micro_usd_per_million: u64,
+    /// Micro-USD per million output tokens.
+    pub output_micro_usd_per_million: u64,
+}
+
+/// A provider key's quota.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ProviderLimitsConfig {
+    /// Requests per minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_per_minute: Option<u64>,
+    /// Tokens per minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_minute: Option<u64>,
+}
+
+/// Timeouts in milliseconds.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct TimeoutsConfig {
+    /// Connection establishment.
+    pub connect_ms: u64,
+    /// First response byte.
+    pub first_byte_ms: u64,
+    /// Whole response.
+    pub total_ms: u64,
+}
+
+impl Default for TimeoutsConfig {
+    fn default() -> Self {
+        Self {
+            connect_ms: 5_000,
+            first_byte_ms: 60_000,
+            total_ms: 600_000,
+        }
+    }
+}
+
+/// A resolved tenant.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantConfig {
+    /// `<namespace>/<name>`.
+    pub id: String,
+    /// Namespace of the LlmTenant.
+    pub namespace: String,
+    /// Name of the LlmTenant.
+    pub name: String,
+    /// Tier from the namespace label.
+    pub tier: String,
+    /// Source that serves this tenant.
+    pub source: Source,
+    /// Provider id used when a request names none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preferred_provider: Option<String>,
+    /// Model used when a request names none, and as the last fallback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preferred_model: Option<String>,
+    /// For source tenant: ids of the tenant's own Ready providers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub providers: Vec<String>,
+    /// For source tenant: whether platform providers may serve what the tenant's cannot.
+    pub allow_platform_fallback: bool,
+    /// For source cli: the endpoint and model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cli: Option<CliConfig>,
+    /// Platform limits (platform source only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<EffectiveLimits>,
+    /// Monthly budget, applied to platform-served traffic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetConfig>,
+    /// Access keys by name and SHA-256 hash (hex); never the keys themselves.
+    pub access_keys: Vec<AccessKeyHash>,
+    /// The namespace's allowed private endpoints, re-checked at connect time (cli source).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_endpoints: Vec<String>,
+}
+
+/// A cli-source tenant's endpoint.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct CliConfig {
+    /// Base URL of the Ollama-compatible endpoint.
+    pub endpoint: String,
+    /// Model to use there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+}
+
+/// A budget in integer micro-USD.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct BudgetConfig {
+    /// Micro-USD per UTC month.
+    pub monthly_micro_usd: u64,
+    /// Alert thresholds in percent, ascending and unique.
+    pub alert_thresholds: Vec<u32>,
+    /// Block or alert when spent.
+    pub action: BudgetAction,
+}
+
+/// An access key, by hash.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessKeyHash {
+    /// Name of the key.
+    pub name: String,
+    /// Lowercase hex SHA-256 of the key.
+    pub sha256: String,
+}
+
+/// A routing rule, with provider references resolved to ids.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct CompiledRule {
+    /// `<namespace>/<policy>#<rule index>`.
+    pub id: String,
+    /// Priority of the policy.
+    pub priority: i32,
+    /// Tenant namespaces the rule applies to; `None` means every tenant namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespaces: Option<Vec<String>>,
+    /// Model glob.
+    pub model: String,
+    /// Streaming requirement, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub streaming: Option<bool>,
+    /// Tools requirement, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<bool>,
+    /// Weighted targets.
+    pub targets: Vec<CompiledTarget>,
+    /// Ordered fallback chain (weight is unused there and always 1).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fallback: Vec<CompiledTarget>,
+    /// Retries per target.
+    pub retry: RetryConfig,
+    /// Overall request timeout in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+}
+
+/// A resolved target.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct CompiledTarget {
+    /// Provider id.
+    pub provider: String,
+    /// Model name at that provider.
+    pub model: String,
+    /// Load-balancing weight.
+    pub weight: u32,
+}
+
+/// Retry settings.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RetryConfig {
+    /// Extra attempts on the same target.
+    pub attempts: u32,
+    /// Failure classes retried.
+    pub on: Vec<RetryOn>,
+    /// First backoff in milliseconds, doubled per attempt.
+    pub backoff_ms: u64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            attempts: 0,
+            on: RetryOn::all(),
+            backoff_ms: 200,
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! `LlmProvider`: one upstream LLM API (a provider type, its endpoint, its key, its models).
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::{DURATION_RULE, SecretKeyRef};
+use crate::providers::ProviderKind;
+
+/// Desired state of an upstream LLM provider. In the platform namespace it is platform-wide;
+/// in any other namespace it belongs to that namespace's tenants only.
+#[derive(CustomResource, Clone, Debug, Deserialize, Serialize, PartialEq, KubeSchema)]
+#[kube(
+    group = "llm.dgidgi.io",
+    version = "v1alpha1",
+    kind = "LlmProvider",
+    plural = "llmproviders",
+    singular = "llmprovider",
+    shortname = "llmp",
+    namespaced,
+    cel,
+    status = "LlmProviderStatus",
+    doc = "An upstream LLM API (OpenAI, Anthropic, Gemini, an Ollama endpoint, ...) with its credentials, models, limits and timeouts.",
+    printcolumn(name = "Type", type_ = "string", json_path = ".spec.type", description = "Provider wire format"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", description = "Whether the gateway can use this provider"),
+    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", description = "Why it is (not) ready"),
+    printcolumn(name = "Models", type_ = "integer", json_path = ".status.models", description = "Number of models served"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[x_kube(validation = Rule::new("self.type in ['ollama', 'mock'] || has(self.credentialsRef)").message("credentialsRef is required for every provider type except ollama and mock"))]
+#[x_kube(validation = Rule::new("self.type != 'openai-compatible' || has(self.baseUrl)").message("baseUrl is required for type openai-compatible"))]
+#[serde(rename_all = "camelCase")]
+pub struct LlmProviderSpec {
+    /// Wire format and defaults of the upstream: openai, anthropic, gemini, groq, mistral, cohere,
+    /// perplexity, xai, deepseek, openrouter, ollama, openai-compatible, or mock (a built-in
+    /// offline provider for demos and load tests).
+    #[serde(rename = "type")]
+    pub kind: ProviderKind,
+    /// Base URL of the API (http or https). Optional: each type has its default. In a tenant
+    /// namespace it must not point at loopback, link-local or private addresses unless the
+    /// namespace annotation llm.dgidgi.io/allowed-endpoints allows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("isURL(self) && url(self).getScheme() in ['http', 'https']").message("baseUrl must be an absolute http or https URL"))]
+    pub base_url: Option<String>,
+    /// The API key: a key of a Secret in the same namespace. Required except for ollama and mock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_ref: Option<SecretKeyRef>,
+    /// Models this provider serves. Omitted: the built-in catalog for the type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.all(m, self.exists_one(o, o.name == m.name))").message("model names must be unique"))]
+    pub models: Option<Vec<ModelSpec>>,
+    /// The key's own quota at the provider; the gateway skips this provider when it is exhausted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<ProviderLimits>,
+    /// How long the gateway waits for this provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeouts: Option<ProviderTimeouts>,
+}
+
+/// One model served by a provider.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelSpec {
+    /// The provider's own model id, e.g. claude-sonnet-4-20250514.
+    #[x_kube(validation = Rule::new("self.size() > 0").message("model name must not be empty"))]
+    pub name: String,
+    /// Other names clients may use for this model, e.g. claude-sonnet-4.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+    /// Whether the model supports streaming responses (default true).
+    #[serde(default = "default_true")]
+    pub streaming: bool,
+    /// Whether the model supports tools / function calling (default true).
+    #[serde(default = "default_true")]
+    pub function_calling: bool,
+    /// Context window in tokens, used to bound reservations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self > 0").message("contextWindow must be positive"))]
+    pub context_window: Option<u32>,
+    /// Largest completion the model produces, used to bound token reservations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self > 0").message("maxOutputTokens must be positive"))]
+    pub max_output_tokens: Option<u32>,
+    /// Price in USD per million tokens; drives cost metering and budgets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pricing: Option<PricingSpec>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Model price in USD per million tokens (decimals allowed, converted to integer micro-USD).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PricingSpec {
+    /// USD per million input (prompt) tokens.
+    #[x_kube(validation = Rule::new("self >= 0.0 && self <= 1000000.0").message("inputPerMillion must be between 0 and 1000000"))]
+    pub input_per_million: f64,
+    /// USD per million output (completion) tokens.
+    #[x_kube(validation = Rule::new("self >= 0.0 && self <= 1000000.0").message("outputPerMillion must be between 0 and 1000000"))]
+    pub output_per_million: f64,
+}
+
+/// The provider key's own quota.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProviderLimits {
+    /// Requests per minute the key allows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self > 0").message("requestsPerMinute must be positive"))]
+    pub requests_per_minute: Option<u64>,
+    /// Tokens per minute the key allows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self > 0").message("tokensPerMinute must be positive"))]
+    pub tokens_per_minute: Option<u64>,
+}
+
+/// Timeouts as duration strings (`200ms`, `5s`, `10m`).
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProviderTimeouts {
+    /// Time to establish the TCP/TLS connection (default 5s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(DURATION_RULE).message("connect must be a duration such as 200ms, 5s or 1m"))]
+    pub connect: Option<String>,
+    /// Time until the first response byte (default 60s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(DURATION_RULE).message("firstByte must be a duration such as 200ms, 5s or 1m"))]
+    pub first_byte: Option<String>,
+    /// Time for the whole response, streaming included (default 600s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(DURATION_RULE).message("total must be a duration such as 200ms, 5s or 1m"))]
+    pub total: Option<String>,
+}
+
+/// Observed state of a provider, written by the operator (or `dgidgi render`'s status output).
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LlmProviderStatus {
+    /// Number of models the gateway will route to on this provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub models: Option<u32>,
+    /// Standard conditions: Ready.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+}

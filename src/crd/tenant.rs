@@ -1,0 +1,217 @@
+//! `LlmTenant`: one tenant's choice of LLM source, its preferences, limits, budget and keys.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Desired state of a tenant. The tier is *not* here: it comes from the namespace label
+/// `llm.dgidgi.io/tier`, which the platform owns and the tenant cannot change.
+#[derive(CustomResource, Clone, Debug, Deserialize, Serialize, PartialEq, KubeSchema)]
+#[kube(
+    group = "llm.dgidgi.io",
+    version = "v1alpha1",
+    kind = "LlmTenant",
+    plural = "llmtenants",
+    singular = "llmtenant",
+    shortname = "llmt",
+    namespaced,
+    cel,
+    status = "LlmTenantStatus",
+    doc = "A tenant of the LLM gateway: which source serves it (platform keys, its own keys, or a local CLI endpoint), its preferences, limits, budget and access keys.",
+    printcolumn(name = "Source", type_ = "string", json_path = ".status.effectiveSource", description = "Source that serves this tenant"),
+    printcolumn(name = "Tier", type_ = "string", json_path = ".status.tier", description = "Tier from the namespace label"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", description = "Whether the tenant can be served"),
+    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", description = "Why it is (not) ready"),
+    printcolumn(name = "Spend", type_ = "number", json_path = ".status.usage.spendThisMonthUsd", description = "USD spent this month", priority = 1),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[x_kube(validation = Rule::new("self.source != 'cli' || has(self.cli)").message("source cli requires cli.endpoint"))]
+#[serde(rename_all = "camelCase")]
+pub struct LlmTenantSpec {
+    /// Where this tenant's requests go: platform (the platform's shared keys, metered, tier
+    /// limits; default), tenant (the tenant's own LlmProviders and keys, no platform limits), or
+    /// cli (a local or self-hosted Ollama-compatible endpoint).
+    #[serde(default)]
+    pub source: Source,
+    /// Provider used when a request names no provider (an LlmProvider name visible to the tenant).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preferred_provider: Option<String>,
+    /// Model used as the last fallback and when a request names none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preferred_model: Option<String>,
+    /// For source tenant: the LlmProviders in this namespace to use (default: all of them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub providers: Option<Vec<ProviderRef>>,
+    /// For source tenant: whether requests may fall back to platform providers when none of the
+    /// tenant's own providers can serve them. Default false, for privacy.
+    #[serde(default)]
+    pub allow_platform_fallback: bool,
+    /// For source cli: the Ollama-compatible endpoint and model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cli: Option<CliSpec>,
+    /// Limits tighter than the tier's. Looser values are clamped to the tier (see status).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<TenantLimits>,
+    /// Monthly spending budget for platform-served traffic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<Budget>,
+    /// Gateway access keys for the tenant's applications, each stored in the Secret
+    /// `<tenant>-llm-access-<name>` in this namespace. Omitted: one key named default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.all(k, self.exists_one(o, o.name == k.name))").message("access key names must be unique"))]
+    pub access_keys: Option<Vec<AccessKeySpec>>,
+}
+
+/// Which kind of keys serve a tenant (DESIGN §2).
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Source {
+    /// The platform's shared keys: metered, tier limits, budgets.
+    #[default]
+    Platform,
+    /// The tenant's own keys, stored encrypted; no platform limits.
+    Tenant,
+    /// A local or self-hosted Ollama-compatible endpoint.
+    Cli,
+}
+
+impl Source {
+    /// The spelling used in CRs, config and headers.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Platform => "platform",
+            Self::Tenant => "tenant",
+            Self::Cli => "cli",
+        }
+    }
+}
+
+/// A reference to an LlmProvider in the tenant's own namespace.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProviderRef {
+    /// Name of an LlmProvider in this namespace.
+    #[x_kube(validation = Rule::new("self.size() > 0").message("provider name must not be empty"))]
+    pub name: String,
+}
+
+/// A local or self-hosted Ollama-compatible endpoint.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CliSpec {
+    /// Base URL of the endpoint, e.g. http://localhost:11434. Loopback and private addresses must
+    /// be allowed by the namespace annotation llm.dgidgi.io/allowed-endpoints.
+    #[x_kube(validation = Rule::new("isURL(self) && url(self).getScheme() in ['http', 'https']").message("cli.endpoint must be an absolute http or https URL"))]
+    pub endpoint: String,
+    /// Model to use at that endpoint, e.g. llama3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+}
+
+/// Limits a tenant asks for; each may only be tighter than its tier's.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantLimits {
+    /// Requests per minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 0").message("requestsPerMinute must not be negative"))]
+    pub requests_per_minute: Option<u64>,
+    /// Tokens per UTC day.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 0").message("tokensPerDay must not be negative"))]
+    pub tokens_per_day: Option<u64>,
+    /// Requests in flight at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 0").message("concurrent must not be negative"))]
+    pub concurrent: Option<u64>,
+}
+
+/// A monthly (UTC) budget in USD.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Budget {
+    /// Budget per UTC month in USD; decimals allowed (0.05).
+    #[x_kube(validation = Rule::new("self >= 0.0 && self <= 1000000000.0").message("monthlyUsd must be between 0 and 1e9"))]
+    pub monthly_usd: f64,
+    /// Percentages of the budget (1-100) at which an alert is recorded, once per month each.
+    #[serde(default = "default_thresholds")]
+    #[x_kube(validation = Rule::new("self.all(t, t >= 1 && t <= 100)").message("alert thresholds must be between 1 and 100"))]
+    pub alert_thresholds: Vec<u32>,
+    /// What happens when the budget is spent: block (refuse with 402) or alert (record only).
+    #[serde(default)]
+    pub action: BudgetAction,
+}
+
+fn default_thresholds() -> Vec<u32> {
+    vec![50, 80, 100]
+}
+
+/// What the gateway does once a budget is spent.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum BudgetAction {
+    /// Refuse further platform-served requests with 402 until the month ends.
+    #[default]
+    Block,
+    /// Only record the overspend and raise alerts.
+    Alert,
+}
+
+/// A named gateway access key.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessKeySpec {
+    /// Name of the key (a DNS label); its Secret is `<tenant>-llm-access-<name>`.
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$') && self.size() <= 63").message("access key name must be a DNS label"))]
+    pub name: String,
+}
+
+/// Observed state of a tenant.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LlmTenantStatus {
+    /// Tier read from the namespace label llm.dgidgi.io/tier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
+    /// The source that actually serves this tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effective_source: Option<Source>,
+    /// Limits in force: the tier's, tightened by spec.limits. Absent for tenant and cli sources.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effective_limits: Option<EffectiveLimits>,
+    /// Names of the Secrets (in this namespace) that hold the tenant's access keys.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub access_key_secrets: Vec<String>,
+    /// Usage reported by the gateways.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<TenantUsage>,
+    /// Standard conditions: Ready, ProvidersResolved, LimitsClamped, BudgetExceeded.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+}
+
+/// Limits the gateway enforces for a platform-source tenant.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EffectiveLimits {
+    /// Requests per minute.
+    pub requests_per_minute: u64,
+    /// Tokens per UTC day.
+    pub tokens_per_day: u64,
+    /// Requests in flight at once.
+    pub concurrent: u64,
+}
+
+/// Usage figures reported back by the gateways.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantUsage {
+    /// Tokens used today (UTC).
+    pub tokens_today: u64,
+    /// USD spent this month (UTC).
+    pub spend_this_month_usd: f64,
+    /// When these figures were collected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<String>,
+}

@@ -1,0 +1,11 @@
+//! dgidgi: a Kubernetes operator and multi-tenant LLM gateway.
+//!
+//! Data flows one way: custom resources → [`render`] (pure) → [`config`] → gateway → providers.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod crd;
+pub mod crypto;
+pub mod providers;
+pub mod routing;
+pub mod cli;

@@ -1,0 +1,3 @@
+//! Pure routing logic shared by render (to validate policies) and the gateway (to decide).
+
+pub mod glob;
