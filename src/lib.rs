@@ -9,3 +9,4 @@ pub mod crypto;
 pub mod providers;
 pub mod routing;
 pub mod cli;
+pub mod render;

@@ -1,8 +1,196 @@
-//! placeholder replaced below
+//! `dgidgi render`: read YAML files and directories, render, write manifests and/or a gateway
+//! config directory. All I/O of offline render lives here; the rendering itself is pure.
+
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+use anyhow::Context as _;
 use clap::Args;
+use k8s_openapi::jiff::Timestamp;
+
+use super::files::write_atomic;
+use crate::config::{ACCESS_KEYS_FILE, KEY_STORE_FILE, MASTER_KEY_FILE};
+use crate::render::manifests::{MANAGED_BY, MANAGED_BY_LABEL, OutputFile, config_dir_files, manifest_files};
+use crate::render::{DEFAULT_PLATFORM_NAMESPACE, InputLoader, RenderContext, RenderOutput, render};
+
 /// Arguments of `dgidgi render`.
 #[derive(Debug, Args)]
-pub struct RenderArgs {}
-/// Runs render.
-pub fn run(_args: &RenderArgs) -> anyhow::Result<ExitCode> { Ok(ExitCode::SUCCESS) }
+#[command(group = clap::ArgGroup::new("output").required(true).multiple(true).args(["out", "config_dir"]))]
+pub struct RenderArgs {
+    /// YAML files or directories (searched recursively for .yaml, .yml and .json) holding
+    /// Namespaces, Secrets, LlmProviders, LlmTenants, RoutingPolicies and earlier outputs.
+    #[arg(short = 'f', long = "filename", value_name = "PATH", required = true)]
+    pub inputs: Vec<PathBuf>,
+    /// Write Kubernetes manifests and status.yaml here. Earlier outputs found here are read
+    /// back first, so keys and ciphertexts stay stable.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Write the gateway's config directory here (gateway.yaml, keys.yaml, master-key.yaml,
+    /// access-keys.yaml). Earlier outputs found here are read back first.
+    #[arg(long, value_name = "DIR")]
+    pub config_dir: Option<PathBuf>,
+    /// The platform namespace.
+    #[arg(long, default_value = DEFAULT_PLATFORM_NAMESPACE)]
+    pub namespace: String,
+    /// Exit with status 2 when any resource is not Ready (for CI pipelines).
+    #[arg(long)]
+    pub strict: bool,
+}
+
+/// Runs `dgidgi render`.
+pub fn run(args: &RenderArgs) -> anyhow::Result<ExitCode> {
+    let mut loader = InputLoader::new(&args.namespace);
+    if let Some(dir) = &args.config_dir {
+        load_config_dir(&mut loader, dir)?;
+    }
+    if let Some(dir) = &args.out
+        && dir.is_dir()
+    {
+        load_paths(&mut loader, std::slice::from_ref(dir))?;
+    }
+    load_paths(&mut loader, &args.inputs)?;
+
+    let ctx = RenderContext::new(&args.namespace, now()?);
+    let output = render(loader.finish(), &ctx, &mut rand::rng());
+
+    if let Some(dir) = &args.config_dir {
+        write_files(dir, &config_dir_files(&output))?;
+    }
+    if let Some(dir) = &args.out {
+        let files = manifest_files(&output);
+        write_files(dir, &files)?;
+        prune_stale(dir, &files)?;
+    }
+    summarize(&output);
+
+    let not_ready = output.report.not_ready();
+    if args.strict && !not_ready.is_empty() {
+        for line in &not_ready {
+            eprintln!("not ready: {line}");
+        }
+        return Ok(ExitCode::from(2));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// "Now", or `SOURCE_DATE_EPOCH` for reproducible pipelines.
+fn now() -> anyhow::Result<Timestamp> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(epoch) => {
+            let seconds: i64 = epoch.trim().parse().context("SOURCE_DATE_EPOCH must be whole seconds")?;
+            Timestamp::from_second(seconds).context("SOURCE_DATE_EPOCH is out of range")
+        }
+        Err(_) => Ok(Timestamp::now()),
+    }
+}
+
+fn load_config_dir(loader: &mut InputLoader, dir: &Path) -> anyhow::Result<()> {
+    let read = |name: &str| -> anyhow::Result<Option<Vec<u8>>> {
+        let path = dir.join(name);
+        match std::fs::read(&path) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    };
+    if let Some(bytes) = read(MASTER_KEY_FILE)? {
+        loader.add_key_ring_file(&dir.join(MASTER_KEY_FILE).display().to_string(), &bytes)?;
+    }
+    if let Some(bytes) = read(KEY_STORE_FILE)? {
+        loader.add_key_store_file(&dir.join(KEY_STORE_FILE).display().to_string(), &bytes)?;
+    }
+    if let Some(bytes) = read(ACCESS_KEYS_FILE)? {
+        let path = dir.join(ACCESS_KEYS_FILE);
+        let text = String::from_utf8(bytes).with_context(|| format!("{} is not UTF-8", path.display()))?;
+        loader.add_yaml(&path.display().to_string(), &text)?;
+    }
+    Ok(())
+}
+
+/// Reads files, and directories recursively in sorted order, into the loader.
+fn load_paths(loader: &mut InputLoader, paths: &[PathBuf]) -> anyhow::Result<()> {
+    for path in paths {
+        for file in yaml_files(path)? {
+            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            loader.add_yaml(&file.display().to_string(), &text)?;
+        }
+    }
+    Ok(())
+}
+
+fn yaml_files(path: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let metadata = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    if !metadata.is_dir() {
+        return Ok(vec![path.to_owned()]);
+    }
+    let mut files = Vec::new();
+    let mut entries: Vec<_> = std::fs::read_dir(path)
+        .with_context(|| format!("listing {}", path.display()))?
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("listing {}", path.display()))?;
+    entries.sort_by_key(std::fs::DirEntry::file_name);
+    for entry in entries {
+        let child = entry.path();
+        let hidden = entry.file_name().to_string_lossy().starts_with('.');
+        if hidden {
+            continue;
+        }
+        if child.is_dir() {
+            files.extend(yaml_files(&child)?);
+        } else if matches!(child.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json")) {
+            files.push(child);
+        }
+    }
+    Ok(files)
+}
+
+fn write_files(dir: &Path, files: &[OutputFile]) -> anyhow::Result<()> {
+    for file in files {
+        let path = dir.join(&file.path);
+        let unchanged = std::fs::read(&path).is_ok_and(|old| old == file.bytes);
+        if !unchanged {
+            write_atomic(&path, &file.bytes, file.private)?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes manifests of an earlier render that this render no longer produces (a deleted
+/// tenant's access key, say). Only files that carry dgidgi's managed-by label are touched.
+fn prune_stale(dir: &Path, written: &[OutputFile]) -> anyhow::Result<()> {
+    for file in yaml_files(dir)? {
+        let relative = file.strip_prefix(dir).unwrap_or(&file).to_string_lossy().replace('\\', "/");
+        if written.iter().any(|w| w.path == relative) {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(&file) else { continue };
+        let Ok(value) = serde_yaml::from_str::<serde_yaml::Value>(&text) else { continue };
+        let managed = value
+            .get("metadata")
+            .and_then(|m| m.get("labels"))
+            .and_then(|l| l.get(MANAGED_BY_LABEL))
+            .and_then(serde_yaml::Value::as_str)
+            == Some(MANAGED_BY);
+        if managed {
+            tracing::info!("removing stale output {}", file.display());
+            std::fs::remove_file(&file).with_context(|| format!("removing {}", file.display()))?;
+        }
+    }
+    Ok(())
+}
+
+fn summarize(output: &RenderOutput) {
+    let report = &output.report;
+    let not_ready = report.not_ready().len();
+    tracing::info!(
+        providers = output.config.providers.len(),
+        tenants = output.config.tenants.len(),
+        rules = output.config.routing.len(),
+        key_store_rows = output.key_store.rows.len(),
+        not_ready,
+        "rendered"
+    );
+    if output.key_ring_generated {
+        tracing::info!("generated a new master key ring; keep it with the outputs, it decrypts the key store");
+    }
+}

@@ -41,7 +41,7 @@ pub struct LlmProviderSpec {
     /// namespace it must not point at loopback, link-local or private addresses unless the
     /// namespace annotation llm.dgidgi.io/allowed-endpoints allows it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("isURL(self) && url(self).getScheme() in ['http', 'https']").message("baseUrl must be an absolute http or https URL"))]
+    #[x_kube(validation = Rule::new("isURL(self) && self.matches('^https?://[^/?#@]+')").message("baseUrl must be an absolute http or https URL"))]
     pub base_url: Option<String>,
     /// The API key: a key of a Secret in the same namespace. Required except for ollama and mock.
     #[serde(default, skip_serializing_if = "Option::is_none")]

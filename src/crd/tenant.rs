@@ -102,7 +102,7 @@ pub struct ProviderRef {
 pub struct CliSpec {
     /// Base URL of the endpoint, e.g. http://localhost:11434. Loopback and private addresses must
     /// be allowed by the namespace annotation llm.dgidgi.io/allowed-endpoints.
-    #[x_kube(validation = Rule::new("isURL(self) && url(self).getScheme() in ['http', 'https']").message("cli.endpoint must be an absolute http or https URL"))]
+    #[x_kube(validation = Rule::new("isURL(self) && self.matches('^https?://[^/?#@]+')").message("cli.endpoint must be an absolute http or https URL"))]
     pub endpoint: String,
     /// Model to use at that endpoint, e.g. llama3.
     #[serde(default, skip_serializing_if = "Option::is_none")]

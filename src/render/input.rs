@@ -1,0 +1,361 @@
+//! Reading render's inputs from YAML text: Namespaces, Secrets, the three custom resources and
+//! the outputs of an earlier render. File I/O stays in the CLI; this takes text.
+//!
+//! Custom resources are checked the way the API server would: typed deserialization (schema)
+//! and the CRDs' own CEL rules, evaluated locally, so offline render refuses exactly what a
+//! cluster would.
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use kube::CustomResourceExt;
+use kube::core::cel::{CompiledSchema, Validator, compile_schema};
+use serde::de::DeserializeOwned;
+use serde_yaml::{Mapping, Value};
+use zeroize::Zeroizing;
+
+use super::report::{REPORT_KIND, RenderReport};
+use super::{InvalidResource, NamespaceMeta, ObjectKey, RenderInput, ResourceKind, SecretValues};
+use crate::config::{CONFIG_MAP_NAME, KEY_STORE_FILE, KEY_STORE_SECRET_NAME, MASTER_KEY_FILE, MASTER_KEY_SECRET_NAME};
+use crate::crd::{API_VERSION, LlmProvider, LlmTenant, RoutingPolicy};
+use crate::crypto::{CryptoError, KeyRing, KeyStore};
+
+/// Input problems that stop render: a file that is not YAML, or earlier key material that is
+/// corrupt (regenerating it would orphan every row, so render refuses instead).
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    /// Unparseable YAML.
+    #[error("{source_name}{location}: invalid YAML: {message}")]
+    Yaml {
+        /// File name (or other label) of the text.
+        source_name: String,
+        /// `:line:column`, when known.
+        location: String,
+        /// The parser's message.
+        message: String,
+    },
+    /// The master key ring Secret is corrupt.
+    #[error("{source_name}: Secret {MASTER_KEY_SECRET_NAME}: {error}; fix or restore it (a new ring could not decrypt existing rows)")]
+    KeyRing {
+        /// Where it came from.
+        source_name: String,
+        /// What is wrong.
+        error: CryptoError,
+    },
+    /// The key store Secret is corrupt.
+    #[error("{source_name}: Secret {KEY_STORE_SECRET_NAME}: {error}; fix it, or delete it to re-encrypt every key from its source Secret")]
+    KeyStore {
+        /// Where it came from.
+        source_name: String,
+        /// What is wrong.
+        error: CryptoError,
+    },
+}
+
+/// The three CRDs' CEL rules, compiled once.
+struct CelRules {
+    validator: Validator,
+    provider: CompiledSchema,
+    tenant: CompiledSchema,
+    policy: CompiledSchema,
+}
+
+fn compiled_rules<K: CustomResourceExt>() -> CompiledSchema {
+    let schema = K::crd()
+        .spec
+        .versions
+        .first()
+        .and_then(|v| v.schema.as_ref())
+        .and_then(|s| s.open_api_v3_schema.as_ref())
+        .and_then(|s| serde_json::to_value(s).ok())
+        .unwrap_or_default();
+    compile_schema(&schema)
+}
+
+impl CelRules {
+    fn new() -> Self {
+        Self {
+            validator: Validator::new(),
+            provider: compiled_rules::<LlmProvider>(),
+            tenant: compiled_rules::<LlmTenant>(),
+            policy: compiled_rules::<RoutingPolicy>(),
+        }
+    }
+
+    fn check(&self, kind: ResourceKind, object: &serde_json::Value) -> Result<(), String> {
+        let schema = match kind {
+            ResourceKind::LlmProvider => &self.provider,
+            ResourceKind::LlmTenant => &self.tenant,
+            ResourceKind::RoutingPolicy => &self.policy,
+        };
+        self.validator.validate_compiled(schema, object, None).map_err(|errors| {
+            errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+    }
+}
+
+/// Accumulates inputs from any number of YAML texts, then hands over a [`RenderInput`].
+pub struct InputLoader {
+    platform_namespace: String,
+    input: RenderInput,
+    cel: CelRules,
+    warnings: Vec<String>,
+}
+
+impl InputLoader {
+    /// A loader for the given platform namespace.
+    pub fn new(platform_namespace: impl Into<String>) -> Self {
+        Self {
+            platform_namespace: platform_namespace.into(),
+            input: RenderInput::default(),
+            cel: CelRules::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    /// Adds every document of a (multi-document) YAML text. `source_name` labels errors.
+    pub fn add_yaml(&mut self, source_name: &str, text: &str) -> Result<(), InputError> {
+        use serde::Deserialize as _;
+        for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
+            let value = Value::deserialize(document).map_err(|e| yaml_error(source_name, &e))?;
+            self.add_value(source_name, index, value)?;
+        }
+        Ok(())
+    }
+
+    /// Adds a master key ring document (`master-key.yaml` of a config directory).
+    pub fn add_key_ring_file(&mut self, source_name: &str, bytes: &[u8]) -> Result<(), InputError> {
+        let ring = KeyRing::from_yaml(bytes).map_err(|error| InputError::KeyRing {
+            source_name: source_name.to_owned(),
+            error,
+        })?;
+        self.input.previous.key_ring = Some(ring);
+        Ok(())
+    }
+
+    /// Adds a key store document (`keys.yaml` of a config directory).
+    pub fn add_key_store_file(&mut self, source_name: &str, bytes: &[u8]) -> Result<(), InputError> {
+        let store = KeyStore::from_yaml(bytes).map_err(|error| InputError::KeyStore {
+            source_name: source_name.to_owned(),
+            error,
+        })?;
+        self.input.previous.key_store = Some(store);
+        Ok(())
+    }
+
+    /// Warnings collected so far (skipped documents, overridden duplicates).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// The accumulated inputs.
+    pub fn finish(self) -> RenderInput {
+        self.input
+    }
+
+    fn warn(&mut self, message: String) {
+        tracing::warn!("{message}");
+        self.warnings.push(message);
+    }
+
+    fn add_value(&mut self, source_name: &str, index: usize, value: Value) -> Result<(), InputError> {
+        if value.is_null() {
+            return Ok(());
+        }
+        let api_version = value.get("apiVersion").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let kind = value.get("kind").and_then(Value::as_str).unwrap_or_default().to_owned();
+        if kind == "List" || kind.ends_with("List") && value.get("items").is_some() {
+            if let Some(Value::Sequence(items)) = value.get("items").cloned() {
+                for item in items {
+                    self.add_value(source_name, index, item)?;
+                }
+            }
+            return Ok(());
+        }
+        let metadata = value.get("metadata").and_then(Value::as_mapping);
+        let name = metadata.and_then(|m| m.get("name")).and_then(Value::as_str).map(str::to_owned);
+        let namespace = metadata
+            .and_then(|m| m.get("namespace"))
+            .and_then(Value::as_str)
+            .unwrap_or("default")
+            .to_owned();
+        let description = format!(
+            "{source_name} document {}: {kind} {namespace}/{}",
+            index + 1,
+            name.as_deref().unwrap_or("<unnamed>")
+        );
+
+        match (api_version.as_str(), kind.as_str()) {
+            (API_VERSION, REPORT_KIND) => {
+                match serde_yaml::from_value::<RenderReport>(value) {
+                    Ok(report) => self.input.previous.report = Some(report),
+                    Err(e) => {
+                        let message = format!("{source_name}: ignoring unreadable {REPORT_KIND}: {e}");
+                        self.warn(message);
+                    }
+                }
+                return Ok(());
+            }
+            _ if name.is_none() => {
+                let message = format!("{}: skipped, metadata.name is missing", description);
+                self.warn(message);
+                return Ok(());
+            }
+            _ => {}
+        }
+        let name = name.unwrap_or_default();
+        let key = ObjectKey::new(namespace, name);
+        match (api_version.as_str(), kind.as_str()) {
+            ("v1", "Namespace") => {
+                let meta = NamespaceMeta {
+                    labels: string_map(metadata.and_then(|m| m.get("labels"))),
+                    annotations: string_map(metadata.and_then(|m| m.get("annotations"))),
+                };
+                self.input.namespaces.insert(key.name, meta);
+            }
+            ("v1", "Secret") => self.add_secret(source_name, key, &value)?,
+            ("v1", "ConfigMap") if key.namespace == self.platform_namespace && key.name == CONFIG_MAP_NAME => {
+                // An earlier render's output: derived entirely from the other inputs.
+            }
+            (API_VERSION, "LlmProvider") => {
+                self.add_resource::<LlmProvider>(ResourceKind::LlmProvider, key, value, |input| &mut input.providers);
+            }
+            (API_VERSION, "LlmTenant") => {
+                self.add_resource::<LlmTenant>(ResourceKind::LlmTenant, key, value, |input| &mut input.tenants);
+            }
+            (API_VERSION, "RoutingPolicy") => {
+                self.add_resource::<RoutingPolicy>(ResourceKind::RoutingPolicy, key, value, |input| &mut input.policies);
+            }
+            _ => {
+                let message = format!("{}: skipped, not an input of render (apiVersion {api_version:?})", description);
+                self.warn(message);
+            }
+        }
+        Ok(())
+    }
+
+    fn add_secret(&mut self, source_name: &str, key: ObjectKey, value: &Value) -> Result<(), InputError> {
+        let secret = decode_secret(value);
+        if key.namespace == self.platform_namespace && key.name == MASTER_KEY_SECRET_NAME {
+            let bytes = secret.data.get(MASTER_KEY_FILE).map(|v| v.as_slice()).unwrap_or_default();
+            return self.add_key_ring_file(source_name, bytes);
+        }
+        if key.namespace == self.platform_namespace && key.name == KEY_STORE_SECRET_NAME {
+            let bytes = secret.data.get(KEY_STORE_FILE).map(|v| v.as_slice()).unwrap_or_default();
+            return self.add_key_store_file(source_name, bytes);
+        }
+        for bad in &secret.undecodable {
+            let message = format!("{source_name}: Secret {key}: data key {bad:?} is not valid base64");
+            self.warn(message);
+        }
+        self.input.secrets.insert(key, secret);
+        Ok(())
+    }
+
+    fn add_resource<K>(
+        &mut self,
+        kind: ResourceKind,
+        key: ObjectKey,
+        value: Value,
+        store: impl FnOnce(&mut RenderInput) -> &mut BTreeMap<ObjectKey, K>,
+    ) where
+        K: DeserializeOwned + serde::Serialize + kube::Resource,
+    {
+        let generation = value
+            .get("metadata")
+            .and_then(|m| m.get("generation"))
+            .and_then(Value::as_i64);
+        self.input.invalid.retain(|r| !(r.kind == kind && r.key == key));
+        let parsed = serde_path_to_error::deserialize::<_, K>(value.clone())
+            .map_err(|e| {
+                let path = e.path().to_string();
+                if path == "." { e.into_inner().to_string() } else { format!("{path}: {}", e.into_inner()) }
+            })
+            .and_then(|resource| {
+                let json = serde_json::to_value(&resource).map_err(|e| e.to_string())?;
+                self.cel.check(kind, &json)?;
+                Ok(resource)
+            });
+        match parsed {
+            Ok(mut resource) => {
+                let meta = resource.meta_mut();
+                meta.namespace = Some(key.namespace.clone());
+                if store(&mut self.input).insert(key.clone(), resource).is_some() {
+                    tracing::debug!("{} {key} given twice; the later one wins", kind.as_str());
+                }
+            }
+            Err(message) => {
+                store(&mut self.input).remove(&key);
+                let text = format!("{} {key} is invalid: {message}", kind.as_str());
+                self.warn(text);
+                self.input.invalid.push(InvalidResource {
+                    kind,
+                    key,
+                    generation,
+                    message,
+                });
+            }
+        }
+    }
+}
+
+fn yaml_error(source_name: &str, error: &serde_yaml::Error) -> InputError {
+    InputError::Yaml {
+        source_name: source_name.to_owned(),
+        location: error
+            .location()
+            .map(|l| format!(":{}:{}", l.line(), l.column()))
+            .unwrap_or_default(),
+        message: error.to_string(),
+    }
+}
+
+fn string_map(value: Option<&Value>) -> BTreeMap<String, String> {
+    value
+        .and_then(Value::as_mapping)
+        .map(|mapping| {
+            mapping
+                .iter()
+                .filter_map(|(k, v)| Some((k.as_str()?.to_owned(), scalar_string(v)?)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn scalar_string(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// Decodes `data` (base64) and `stringData` (plain, which wins, as in the API server).
+fn decode_secret(value: &Value) -> SecretValues {
+    let mut secret = SecretValues::default();
+    let empty = Mapping::new();
+    let data = value.get("data").and_then(Value::as_mapping).unwrap_or(&empty);
+    for (k, v) in data {
+        let (Some(k), Some(v)) = (k.as_str(), v.as_str()) else { continue };
+        let compact: String = v.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+        match STANDARD.decode(compact.as_bytes()) {
+            Ok(bytes) => {
+                secret.data.insert(k.to_owned(), Zeroizing::new(bytes));
+            }
+            Err(_) => secret.undecodable.push(k.to_owned()),
+        }
+    }
+    let string_data = value.get("stringData").and_then(Value::as_mapping).unwrap_or(&empty);
+    for (k, v) in string_data {
+        let (Some(k), Some(v)) = (k.as_str(), scalar_string(v)) else { continue };
+        secret.undecodable.retain(|bad| bad != k);
+        secret.data.insert(k.to_owned(), Zeroizing::new(v.into_bytes()));
+    }
+    secret
+}

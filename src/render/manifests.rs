@@ -1,0 +1,223 @@
+//! Turning a [`RenderOutput`] into files: Kubernetes manifests (`--out`) or the gateway's config
+//! directory (`--config-dir`). Pure: returns paths and bytes; the CLI writes them.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use sha2::{Digest, Sha256};
+
+use super::{AccessKeySecret, RenderOutput};
+use crate::config::{
+    ACCESS_KEY_DATA_KEY, ACCESS_KEYS_FILE, CONFIG_MAP_NAME, GATEWAY_CONFIG_FILE, KEY_STORE_FILE, KEY_STORE_SECRET_NAME,
+    MASTER_KEY_FILE, MASTER_KEY_SECRET_NAME,
+};
+use crate::crd::API_VERSION;
+
+/// Label marking every object dgidgi renders, so stale outputs can be recognised and pruned.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+/// Value of [`MANAGED_BY_LABEL`].
+pub const MANAGED_BY: &str = "dgidgi";
+/// Annotation on the ConfigMap with the SHA-256 of the config, for rollouts and quick diffs.
+pub const CONFIG_HASH_ANNOTATION: &str = "llm.dgidgi.io/config-sha256";
+/// Label on access key Secrets naming their LlmTenant.
+pub const TENANT_LABEL: &str = "llm.dgidgi.io/tenant";
+/// Name of the status output file under `--out`.
+pub const STATUS_FILE: &str = "status.yaml";
+
+/// One file to write.
+#[derive(Clone, PartialEq, Eq)]
+pub struct OutputFile {
+    /// Path relative to the output directory.
+    pub path: String,
+    /// Content.
+    pub bytes: Vec<u8>,
+    /// Whether it holds key material (written 0600).
+    pub private: bool,
+}
+
+impl std::fmt::Debug for OutputFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutputFile")
+            .field("path", &self.path)
+            .field("len", &self.bytes.len())
+            .field("private", &self.private)
+            .finish()
+    }
+}
+
+/// The serialized documents every output form shares.
+pub struct Documents {
+    /// gateway.yaml.
+    pub gateway_config: String,
+    /// keys.yaml.
+    pub key_store: String,
+    /// master-key.yaml.
+    pub key_ring: String,
+}
+
+/// Serializes the config, key store and key ring.
+pub fn documents(output: &RenderOutput) -> Documents {
+    Documents {
+        gateway_config: serde_yaml::to_string(&output.config).unwrap_or_default(),
+        key_store: output.key_store.to_yaml(),
+        key_ring: output.key_ring.to_yaml(),
+    }
+}
+
+fn labels(extra: &[(&str, &str)]) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::from([
+        (MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned()),
+        ("app.kubernetes.io/part-of".to_owned(), "dgidgi".to_owned()),
+    ]);
+    labels.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+    labels
+}
+
+fn meta(namespace: &str, name: &str, labels: BTreeMap<String, String>) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.to_owned()),
+        namespace: Some(namespace.to_owned()),
+        labels: Some(labels),
+        ..ObjectMeta::default()
+    }
+}
+
+fn secret(meta: ObjectMeta, key: &str, value: &[u8]) -> Secret {
+    Secret {
+        metadata: meta,
+        type_: Some("Opaque".to_owned()),
+        data: Some(BTreeMap::from([(key.to_owned(), ByteString(value.to_vec()))])),
+        ..Secret::default()
+    }
+}
+
+/// The ConfigMap with the gateway config.
+pub fn config_map(output: &RenderOutput, docs: &Documents) -> ConfigMap {
+    let mut metadata = meta(&output.config.platform_namespace, CONFIG_MAP_NAME, labels(&[("app.kubernetes.io/component", "gateway-config")]));
+    metadata.annotations = Some(BTreeMap::from([(
+        CONFIG_HASH_ANNOTATION.to_owned(),
+        hex::encode(Sha256::digest(docs.gateway_config.as_bytes())),
+    )]));
+    ConfigMap {
+        metadata,
+        data: Some(BTreeMap::from([(GATEWAY_CONFIG_FILE.to_owned(), docs.gateway_config.clone())])),
+        ..ConfigMap::default()
+    }
+}
+
+/// The key store Secret.
+pub fn key_store_secret(output: &RenderOutput, docs: &Documents) -> Secret {
+    secret(
+        meta(&output.config.platform_namespace, KEY_STORE_SECRET_NAME, labels(&[("app.kubernetes.io/component", "key-store")])),
+        KEY_STORE_FILE,
+        docs.key_store.as_bytes(),
+    )
+}
+
+/// The master key ring Secret.
+pub fn key_ring_secret(output: &RenderOutput, docs: &Documents) -> Secret {
+    secret(
+        meta(&output.config.platform_namespace, MASTER_KEY_SECRET_NAME, labels(&[("app.kubernetes.io/component", "master-key")])),
+        MASTER_KEY_FILE,
+        docs.key_ring.as_bytes(),
+    )
+}
+
+/// A tenant's access key Secret, owned by its LlmTenant when the uid is known.
+pub fn access_key_secret(access: &AccessKeySecret) -> Secret {
+    let mut metadata = meta(
+        &access.key.namespace,
+        &access.key.name,
+        labels(&[
+            ("app.kubernetes.io/component", "access-key"),
+            (TENANT_LABEL, &access.tenant),
+            ("llm.dgidgi.io/access-key", &access.key_name),
+        ]),
+    );
+    metadata.owner_references = access.owner_uid.as_ref().map(|uid| {
+        vec![OwnerReference {
+            api_version: API_VERSION.to_owned(),
+            kind: "LlmTenant".to_owned(),
+            name: access.tenant.clone(),
+            uid: uid.clone(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        }]
+    });
+    secret(metadata, ACCESS_KEY_DATA_KEY, access.value.as_bytes())
+}
+
+fn yaml<T: serde::Serialize>(object: &T) -> Vec<u8> {
+    serde_yaml::to_string(object).unwrap_or_default().into_bytes()
+}
+
+/// Manifests for `--out`: `<namespace>/<kind>-<name>.yaml` per object, plus `status.yaml`.
+pub fn manifest_files(output: &RenderOutput) -> Vec<OutputFile> {
+    let docs = documents(output);
+    let platform = &output.config.platform_namespace;
+    let mut files = vec![
+        OutputFile {
+            path: format!("{platform}/configmap-{CONFIG_MAP_NAME}.yaml"),
+            bytes: yaml(&config_map(output, &docs)),
+            private: false,
+        },
+        OutputFile {
+            path: format!("{platform}/secret-{KEY_STORE_SECRET_NAME}.yaml"),
+            bytes: yaml(&key_store_secret(output, &docs)),
+            private: true,
+        },
+        OutputFile {
+            path: format!("{platform}/secret-{MASTER_KEY_SECRET_NAME}.yaml"),
+            bytes: yaml(&key_ring_secret(output, &docs)),
+            private: true,
+        },
+    ];
+    files.extend(output.access_keys.iter().map(|access| OutputFile {
+        path: format!("{}/secret-{}.yaml", access.key.namespace, access.key.name),
+        bytes: yaml(&access_key_secret(access)),
+        private: true,
+    }));
+    files.push(OutputFile {
+        path: STATUS_FILE.to_owned(),
+        bytes: output.report.to_yaml().into_bytes(),
+        private: false,
+    });
+    files
+}
+
+/// Files for `--config-dir`: what the gateway loads (the same bytes as the ConfigMap and Secret
+/// data), plus the access key Secrets so the next offline render keeps them.
+pub fn config_dir_files(output: &RenderOutput) -> Vec<OutputFile> {
+    let docs = documents(output);
+    let access_keys = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "List",
+        "items": output.access_keys.iter().map(access_key_secret).collect::<Vec<_>>(),
+    });
+    // Order matters for a gateway watching the directory: key material first, config last, so
+    // the config never refers to a row that is not there yet.
+    vec![
+        OutputFile {
+            path: MASTER_KEY_FILE.to_owned(),
+            bytes: docs.key_ring.into_bytes(),
+            private: true,
+        },
+        OutputFile {
+            path: KEY_STORE_FILE.to_owned(),
+            bytes: docs.key_store.into_bytes(),
+            private: true,
+        },
+        OutputFile {
+            path: ACCESS_KEYS_FILE.to_owned(),
+            bytes: yaml(&access_keys),
+            private: true,
+        },
+        OutputFile {
+            path: GATEWAY_CONFIG_FILE.to_owned(),
+            bytes: docs.gateway_config.into_bytes(),
+            private: false,
+        },
+    ]
+}

@@ -1,0 +1,314 @@
+//! Provider resolution: each LlmProvider's endpoint, key, models, limits and timeouts, or the
+//! reason it cannot be used. Keys are looked up only in the provider's own namespace.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use zeroize::Zeroizing;
+
+use super::endpoints::{ALLOWED_ENDPOINTS_ANNOTATION, AllowList, check_tenant_endpoint};
+use super::report::{READY, RenderReport, ReportEntry};
+use super::{ObjectKey, RenderContext, RenderInput, ResourceKind};
+use crate::config::{ModelConfig, PricingConfig, ProviderConfig, ProviderLimitsConfig, ProviderScope, TimeoutsConfig};
+use crate::crd::common::{ConditionStatus, ConditionUpdate, merge_conditions, parse_duration_ms, usd_to_micros};
+use crate::crd::provider::{LlmProviderSpec, ModelSpec, PricingSpec};
+use crate::crd::{LlmProvider, LlmProviderStatus};
+
+/// A provider key to be stored in the key store.
+pub struct Credential {
+    /// Row id (`<namespace>/<name>`).
+    pub id: String,
+    /// Owning namespace.
+    pub tenant_id: String,
+    /// Provider type.
+    pub provider: String,
+    /// The key.
+    pub value: Zeroizing<Vec<u8>>,
+}
+
+/// Every provider's outcome.
+#[derive(Default)]
+pub struct ResolvedProviders {
+    /// Ready providers' configs, sorted by id.
+    pub configs: Vec<ProviderConfig>,
+    /// Index into `configs` by namespace/name.
+    pub ready: BTreeMap<ObjectKey, usize>,
+    /// Every LlmProvider seen, Ready or not, valid or not.
+    pub known: BTreeSet<ObjectKey>,
+    /// Keys of Ready providers, sorted by row id.
+    pub credentials: Vec<Credential>,
+}
+
+impl ResolvedProviders {
+    /// The Ready provider config at namespace/name.
+    pub fn get(&self, namespace: &str, name: &str) -> Option<&ProviderConfig> {
+        self.ready
+            .get(&ObjectKey::new(namespace, name))
+            .map(|&index| &self.configs[index])
+    }
+
+    /// Ready providers of one namespace, in name order.
+    pub fn in_namespace<'a>(&'a self, namespace: &'a str) -> impl Iterator<Item = &'a ProviderConfig> + 'a {
+        self.configs.iter().filter(move |p| p.namespace == namespace)
+    }
+}
+
+/// Why a provider cannot be used.
+struct Refusal {
+    reason: &'static str,
+    message: String,
+}
+
+fn refuse(reason: &'static str, message: impl Into<String>) -> Refusal {
+    Refusal {
+        reason,
+        message: message.into(),
+    }
+}
+
+/// Resolves every LlmProvider, recording each one's status in `report`.
+pub fn resolve_all(
+    input: &RenderInput,
+    ctx: &RenderContext,
+    previous: &RenderReport,
+    report: &mut RenderReport,
+) -> ResolvedProviders {
+    let mut out = ResolvedProviders::default();
+    out.known.extend(input.invalid.iter().filter(|r| r.kind == ResourceKind::LlmProvider).map(|r| r.key.clone()));
+    for (key, provider) in &input.providers {
+        out.known.insert(key.clone());
+        let outcome = resolve_one(input, ctx, key, &provider.spec);
+        let (conditions, models) = match outcome {
+            Ok((config, credential)) => {
+                let models = config.models.len() as u32;
+                let message = if config.open_catalog && config.models.is_empty() {
+                    "serves any model the endpoint offers".to_owned()
+                } else {
+                    format!("{models} model(s) available")
+                };
+                if let Some(credential) = credential {
+                    out.credentials.push(credential);
+                }
+                out.ready.insert(key.clone(), out.configs.len());
+                out.configs.push(config);
+                (vec![ConditionUpdate::new(READY, ConditionStatus::True, "Resolved", message)], Some(models))
+            }
+            Err(refusal) => {
+                tracing::warn!(provider = %key, reason = refusal.reason, "provider not ready: {}", refusal.message);
+                (vec![ConditionUpdate::new(READY, ConditionStatus::False, refusal.reason, refusal.message)], None)
+            }
+        };
+        report.providers.push(ReportEntry {
+            namespace: key.namespace.clone(),
+            name: key.name.clone(),
+            status: LlmProviderStatus {
+                models,
+                conditions: merge_conditions(
+                    previous.conditions(ResourceKind::LlmProvider, key),
+                    conditions,
+                    provider_generation(provider),
+                    ctx.now,
+                ),
+            },
+        });
+    }
+    out.credentials.sort_by(|a, b| a.id.cmp(&b.id));
+    out
+}
+
+fn provider_generation(provider: &LlmProvider) -> Option<i64> {
+    provider.metadata.generation
+}
+
+fn resolve_one(
+    input: &RenderInput,
+    ctx: &RenderContext,
+    key: &ObjectKey,
+    spec: &LlmProviderSpec,
+) -> Result<(ProviderConfig, Option<Credential>), Refusal> {
+    let scope = if key.namespace == ctx.platform_namespace {
+        ProviderScope::Platform
+    } else {
+        ProviderScope::Tenant
+    };
+    let defaults = spec.kind.defaults();
+
+    let base_url = spec
+        .base_url
+        .as_deref()
+        .or(defaults.base_url)
+        .map(|url| url.trim_end_matches('/').to_owned());
+    if base_url.is_none() && spec.kind != crate::providers::ProviderKind::Mock {
+        return Err(refuse("BaseUrlMissing", format!("type {} has no default baseUrl; set spec.baseUrl", spec.kind)));
+    }
+
+    let mut allowed_endpoints = Vec::new();
+    if scope == ProviderScope::Tenant {
+        let namespace = input.namespace(&key.namespace);
+        let allow = AllowList::parse(namespace.annotations.get(ALLOWED_ENDPOINTS_ANNOTATION).map(String::as_str));
+        if let Some(url) = &base_url {
+            check_tenant_endpoint(url, &allow).map_err(|e| refuse("EndpointNotAllowed", e.to_string()))?;
+        }
+        allowed_endpoints = allow.entries();
+    }
+
+    let credential = match &spec.credentials_ref {
+        None if spec.kind.requires_credentials() => {
+            return Err(refuse("CredentialsMissing", format!("type {} needs spec.credentialsRef", spec.kind)));
+        }
+        None => None,
+        Some(reference) => {
+            let secret_key = ObjectKey::new(&key.namespace, &reference.name);
+            let secret = input.secrets.get(&secret_key).ok_or_else(|| {
+                refuse(
+                    "SecretNotFound",
+                    format!(
+                        "Secret {:?} not found in namespace {:?} (references never leave their namespace)",
+                        reference.name, key.namespace
+                    ),
+                )
+            })?;
+            if secret.undecodable.contains(&reference.key) {
+                return Err(refuse(
+                    "SecretKeyInvalid",
+                    format!("key {:?} of Secret {:?} is not valid base64", reference.key, reference.name),
+                ));
+            }
+            let value = secret.data.get(&reference.key).ok_or_else(|| {
+                refuse(
+                    "SecretKeyNotFound",
+                    format!("Secret {:?} has no key {:?}", reference.name, reference.key),
+                )
+            })?;
+            let trimmed = trim_ascii_whitespace(value);
+            if trimmed.is_empty() {
+                return Err(refuse(
+                    "SecretValueEmpty",
+                    format!("key {:?} of Secret {:?} is empty", reference.key, reference.name),
+                ));
+            }
+            Some(Credential {
+                id: key.to_string(),
+                tenant_id: key.namespace.clone(),
+                provider: spec.kind.as_str().to_owned(),
+                value: Zeroizing::new(trimmed.to_vec()),
+            })
+        }
+    };
+
+    let (models, open_catalog) = match &spec.models {
+        Some(models) => (models.iter().map(model_from_spec).collect::<Result<Vec<_>, _>>()?, false),
+        None => (
+            defaults.models.iter().map(model_from_catalog).collect::<Vec<_>>(),
+            defaults.open_catalog,
+        ),
+    };
+    check_unique_model_names(&models)?;
+    let mut models = models;
+    models.sort_by(|a, b| a.name.cmp(&b.name));
+
+    let timeouts = timeouts(spec)?;
+    let limits = spec.limits.as_ref().map(|l| ProviderLimitsConfig {
+        requests_per_minute: l.requests_per_minute,
+        tokens_per_minute: l.tokens_per_minute,
+    });
+
+    Ok((
+        ProviderConfig {
+            id: key.to_string(),
+            namespace: key.namespace.clone(),
+            name: key.name.clone(),
+            kind: spec.kind,
+            scope,
+            base_url,
+            credential: credential.as_ref().map(|c| c.id.clone()),
+            open_catalog,
+            models,
+            limits,
+            timeouts,
+            allowed_endpoints,
+        },
+        credential,
+    ))
+}
+
+/// API keys pasted into Secrets often carry a trailing newline (`echo key | base64`).
+fn trim_ascii_whitespace(bytes: &[u8]) -> &[u8] {
+    let start = bytes.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(bytes.len());
+    let end = bytes.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |i| i + 1);
+    &bytes[start..end]
+}
+
+fn pricing(spec: &PricingSpec) -> Result<PricingConfig, Refusal> {
+    let convert = |field: &str, usd: f64| {
+        usd_to_micros(usd).ok_or_else(|| refuse("InvalidPricing", format!("{field} {usd} is not a valid USD amount")))
+    };
+    Ok(PricingConfig {
+        input_micro_usd_per_million: convert("inputPerMillion", spec.input_per_million)?,
+        output_micro_usd_per_million: convert("outputPerMillion", spec.output_per_million)?,
+    })
+}
+
+fn model_from_spec(spec: &ModelSpec) -> Result<ModelConfig, Refusal> {
+    let mut aliases = spec.aliases.clone();
+    aliases.sort();
+    aliases.dedup();
+    Ok(ModelConfig {
+        name: spec.name.clone(),
+        aliases,
+        streaming: spec.streaming,
+        function_calling: spec.function_calling,
+        context_window: spec.context_window,
+        max_output_tokens: spec.max_output_tokens,
+        pricing: spec.pricing.as_ref().map(pricing).transpose()?,
+    })
+}
+
+fn model_from_catalog(model: &crate::providers::catalog::CatalogModel) -> ModelConfig {
+    let mut aliases: Vec<String> = model.aliases.iter().map(|a| (*a).to_owned()).collect();
+    aliases.sort();
+    ModelConfig {
+        name: model.name.to_owned(),
+        aliases,
+        streaming: model.streaming,
+        function_calling: model.function_calling,
+        context_window: Some(model.context_window),
+        max_output_tokens: Some(model.max_output_tokens),
+        pricing: Some(PricingConfig {
+            input_micro_usd_per_million: usd_to_micros(model.input_per_million).unwrap_or(0),
+            output_micro_usd_per_million: usd_to_micros(model.output_per_million).unwrap_or(0),
+        }),
+    }
+}
+
+fn check_unique_model_names(models: &[ModelConfig]) -> Result<(), Refusal> {
+    let mut seen = BTreeSet::new();
+    for model in models {
+        for name in std::iter::once(&model.name).chain(&model.aliases) {
+            if !seen.insert(name.as_str()) {
+                return Err(refuse("DuplicateModelName", format!("model name or alias {name:?} is used twice")));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn timeouts(spec: &LlmProviderSpec) -> Result<TimeoutsConfig, Refusal> {
+    let defaults = TimeoutsConfig::default();
+    let Some(t) = &spec.timeouts else {
+        return Ok(defaults);
+    };
+    let parse = |field: &str, value: &Option<String>, fallback: u64| match value {
+        None => Ok(fallback),
+        Some(text) => parse_duration_ms(text).map_err(|e| refuse("InvalidDuration", format!("timeouts.{field}: {e}"))),
+    };
+    Ok(TimeoutsConfig {
+        connect_ms: parse("connect", &t.connect, defaults.connect_ms)?,
+        first_byte_ms: parse("firstByte", &t.first_byte, defaults.first_byte_ms)?,
+        total_ms: parse("total", &t.total, defaults.total_ms)?,
+    })
+}
+
+/// Whether `model` (a name or alias) is served by `provider`.
+pub fn serves_model(provider: &ProviderConfig, model: &str) -> bool {
+    provider.open_catalog || provider.models.iter().any(|m| m.name == model || m.aliases.iter().any(|a| a == model))
+}

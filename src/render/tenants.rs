@@ -1,0 +1,392 @@
+//! Tenant resolution: tier and limits, source and providers, CLI endpoint, budget, access keys.
+
+use std::collections::BTreeSet;
+
+use rand::CryptoRng;
+use zeroize::Zeroizing;
+
+use super::endpoints::{ALLOWED_ENDPOINTS_ANNOTATION, AllowList, check_tenant_endpoint};
+use super::providers::ResolvedProviders;
+use super::report::{READY, RenderReport, ReportEntry};
+use super::tiers::{clamp, resolve_tier};
+use super::{AccessKeySecret, ObjectKey, RenderContext, RenderInput, ResourceKind};
+use crate::config::{ACCESS_KEY_DATA_KEY, AccessKeyHash, BudgetConfig, CliConfig, ProviderScope, TenantConfig};
+use crate::crd::common::{ConditionStatus, ConditionUpdate, merge_conditions, usd_to_micros};
+use crate::crd::tenant::Budget;
+use crate::crd::{LlmTenant, LlmTenantStatus, Source};
+use crate::crypto::access_key;
+
+/// Name of the access key used when a tenant lists none.
+pub const DEFAULT_ACCESS_KEY: &str = "default";
+
+/// Tenants' configs and access key Secrets.
+#[derive(Default)]
+pub struct TenantOutput {
+    /// Configs, sorted by id.
+    pub configs: Vec<TenantConfig>,
+    /// Access key Secrets, sorted by namespace/name.
+    pub access_keys: Vec<AccessKeySecret>,
+}
+
+/// Name of the Secret holding a tenant's access key.
+pub fn access_key_secret_name(tenant: &str, key_name: &str) -> String {
+    format!("{tenant}-llm-access-{key_name}")
+}
+
+/// Resolves every tenant, recording each one's status in `report`.
+pub fn resolve_all(
+    input: &RenderInput,
+    ctx: &RenderContext,
+    providers: &ResolvedProviders,
+    previous: &RenderReport,
+    report: &mut RenderReport,
+    rng: &mut dyn CryptoRng,
+) -> TenantOutput {
+    let mut out = TenantOutput::default();
+    for (key, tenant) in &input.tenants {
+        let resolved = resolve_one(input, ctx, providers, key, tenant, rng);
+        if let Some(config) = resolved.config {
+            out.configs.push(config);
+        }
+        out.access_keys.extend(resolved.access_keys);
+        report.tenants.push(ReportEntry {
+            namespace: key.namespace.clone(),
+            name: key.name.clone(),
+            status: LlmTenantStatus {
+                conditions: merge_conditions(
+                    previous.conditions(ResourceKind::LlmTenant, key),
+                    resolved.conditions,
+                    tenant.metadata.generation,
+                    ctx.now,
+                ),
+                ..resolved.status
+            },
+        });
+    }
+    out.access_keys.sort_by(|a, b| a.key.cmp(&b.key));
+    out
+}
+
+struct Resolved {
+    config: Option<TenantConfig>,
+    access_keys: Vec<AccessKeySecret>,
+    status: LlmTenantStatus,
+    conditions: Vec<ConditionUpdate>,
+}
+
+/// The first problem that keeps a tenant from being served.
+struct Blocker {
+    reason: &'static str,
+    message: String,
+}
+
+fn resolve_one(
+    input: &RenderInput,
+    ctx: &RenderContext,
+    providers: &ResolvedProviders,
+    key: &ObjectKey,
+    tenant: &LlmTenant,
+    rng: &mut dyn CryptoRng,
+) -> Resolved {
+    let spec = &tenant.spec;
+    if key.namespace == ctx.platform_namespace {
+        return Resolved {
+            config: None,
+            access_keys: Vec::new(),
+            status: LlmTenantStatus::default(),
+            conditions: vec![ConditionUpdate::new(
+                READY,
+                ConditionStatus::False,
+                "TenantInPlatformNamespace",
+                format!(
+                    "LlmTenants belong in tenant namespaces, not the platform namespace {:?}",
+                    ctx.platform_namespace
+                ),
+            )],
+        };
+    }
+    let namespace = input.namespace(&key.namespace);
+    let allow = AllowList::parse(namespace.annotations.get(ALLOWED_ENDPOINTS_ANNOTATION).map(String::as_str));
+    let tier = resolve_tier(&namespace.labels, &namespace.annotations, &ctx.tiers);
+    let mut blocker: Option<Blocker> = None;
+    let mut conditions = Vec::new();
+
+    // Providers: platform ones for the platform source (and tenant fallback), the namespace's
+    // own for the tenant source. Never another tenant namespace's.
+    let platform_ids: Vec<&str> = providers.in_namespace(&ctx.platform_namespace).map(|p| p.id.as_str()).collect();
+    let uses_platform = match spec.source {
+        Source::Platform => true,
+        Source::Tenant => spec.allow_platform_fallback,
+        Source::Cli => false,
+    };
+    let mut own_ids: Vec<String> = Vec::new();
+    let providers_condition = match spec.source {
+        Source::Platform if platform_ids.is_empty() => {
+            ConditionUpdate::new("ProvidersResolved", false, "NoReadyProviders", "the platform has no Ready providers")
+        }
+        Source::Platform => ConditionUpdate::new(
+            "ProvidersResolved",
+            true,
+            "Resolved",
+            format!("{} platform provider(s)", platform_ids.len()),
+        ),
+        Source::Tenant => {
+            let (ids, problems) = own_providers(providers, key, tenant);
+            own_ids = ids;
+            let fallback_note = if uses_platform { "; platform fallback allowed" } else { "" };
+            if !problems.is_empty() {
+                ConditionUpdate::new("ProvidersResolved", false, "ProviderNotReady", format!("{}{fallback_note}", problems.join("; ")))
+            } else if own_ids.is_empty() && !uses_platform {
+                ConditionUpdate::new(
+                    "ProvidersResolved",
+                    false,
+                    "NoReadyProviders",
+                    "no Ready LlmProvider in this namespace and allowPlatformFallback is false",
+                )
+            } else if own_ids.is_empty() {
+                ConditionUpdate::new("ProvidersResolved", true, "PlatformFallback", "no own provider is Ready; requests go to platform providers")
+            } else {
+                ConditionUpdate::new("ProvidersResolved", true, "Resolved", format!("{} own provider(s){fallback_note}", own_ids.len()))
+            }
+        }
+        Source::Cli => ConditionUpdate::new("ProvidersResolved", true, "CliEndpoint", "served by the cli endpoint"),
+    };
+    if spec.source == Source::Tenant && own_ids.is_empty() && !uses_platform {
+        blocker.get_or_insert(Blocker {
+            reason: "NoReadyProviders",
+            message: providers_condition.message.clone(),
+        });
+    }
+    if spec.source == Source::Platform && platform_ids.is_empty() {
+        blocker.get_or_insert(Blocker {
+            reason: "NoReadyProviders",
+            message: "the platform has no Ready providers".to_owned(),
+        });
+    }
+
+    // Preferred provider: must be one this tenant may use.
+    let preferred_provider = spec.preferred_provider.as_ref().and_then(|name| {
+        let own = (spec.source == Source::Tenant)
+            .then(|| providers.get(&key.namespace, name))
+            .flatten()
+            .filter(|p| p.scope == ProviderScope::Tenant);
+        let platform = uses_platform.then(|| providers.get(&ctx.platform_namespace, name)).flatten();
+        own.or(platform).map(|p| p.id.clone())
+    });
+    let preference_problem = match (&spec.preferred_provider, &preferred_provider) {
+        (Some(name), None) if spec.source != Source::Cli => Some(format!(
+            "preferredProvider {name:?} is not a Ready provider this tenant may use; it is ignored"
+        )),
+        _ => None,
+    };
+    conditions.push(match preference_problem {
+        Some(problem) if providers_condition.status == ConditionStatus::True => {
+            ConditionUpdate::new("ProvidersResolved", false, "PreferredProviderNotFound", problem)
+        }
+        _ => providers_condition,
+    });
+
+    // CLI endpoint, checked against the namespace allow-list.
+    let cli = match (&spec.source, &spec.cli) {
+        (Source::Cli, Some(cli)) => match check_tenant_endpoint(&cli.endpoint, &allow) {
+            Ok(()) => Some(CliConfig {
+                endpoint: cli.endpoint.trim_end_matches('/').to_owned(),
+                model: cli.model.clone().or_else(|| spec.preferred_model.clone()),
+            }),
+            Err(error) => {
+                blocker.get_or_insert(Blocker {
+                    reason: "EndpointNotAllowed",
+                    message: format!("cli.endpoint: {error}"),
+                });
+                None
+            }
+        },
+        (Source::Cli, None) => {
+            blocker.get_or_insert(Blocker {
+                reason: "CliEndpointMissing",
+                message: "source cli requires cli.endpoint".to_owned(),
+            });
+            None
+        }
+        _ => None,
+    };
+
+    // Limits: the platform's, for whatever the platform serves.
+    let limits = uses_platform.then(|| {
+        let clamped = clamp(&tier.limits, spec.limits.as_ref());
+        conditions.push(if clamped.clamped.is_empty() {
+            ConditionUpdate::new("LimitsClamped", false, "WithinTier", format!("within the {} tier", tier.tier.as_str()))
+        } else {
+            ConditionUpdate::new(
+                "LimitsClamped",
+                true,
+                "Clamped",
+                format!("asked for more than the {} tier allows: {}", tier.tier.as_str(), clamped.clamped.join(", ")),
+            )
+        });
+        clamped.limits
+    });
+    conditions.push(if tier.problems.is_empty() {
+        ConditionUpdate::new("TierResolved", true, "Resolved", format!("tier {}", tier.tier.as_str()))
+    } else {
+        ConditionUpdate::new("TierResolved", false, "InvalidTierSettings", tier.problems.join("; "))
+    });
+
+    let budget = match spec.budget.as_ref().map(budget_config).transpose() {
+        Ok(budget) => budget,
+        Err(message) => {
+            blocker.get_or_insert(Blocker {
+                reason: "InvalidBudget",
+                message,
+            });
+            None
+        }
+    };
+
+    let keys = access_keys(input, key, tenant, rng);
+    if let Some(problem) = keys.problems.first() {
+        blocker.get_or_insert(Blocker {
+            reason: "AccessKeyRejected",
+            message: problem.clone(),
+        });
+    }
+
+    conditions.insert(
+        0,
+        match &blocker {
+            None => ConditionUpdate::new(READY, true, "Ready", format!("served by the {} source", spec.source.as_str())),
+            Some(b) => ConditionUpdate::new(READY, false, b.reason, b.message.clone()),
+        },
+    );
+    if let Some(b) = &blocker {
+        tracing::warn!(tenant = %key, reason = b.reason, "tenant not ready: {}", b.message);
+    }
+
+    let status = LlmTenantStatus {
+        tier: Some(tier.tier.as_str().to_owned()),
+        effective_source: Some(spec.source),
+        effective_limits: limits.clone(),
+        access_key_secrets: keys.secrets.iter().map(|s| s.key.name.clone()).collect(),
+        usage: None,
+        conditions: Vec::new(),
+    };
+    let config = TenantConfig {
+        id: key.to_string(),
+        namespace: key.namespace.clone(),
+        name: key.name.clone(),
+        tier: tier.tier.as_str().to_owned(),
+        source: spec.source,
+        preferred_provider,
+        preferred_model: spec.preferred_model.clone(),
+        providers: own_ids,
+        allow_platform_fallback: spec.source == Source::Tenant && spec.allow_platform_fallback,
+        cli,
+        limits,
+        budget,
+        access_keys: keys.hashes,
+        allowed_endpoints: if spec.source == Source::Cli { allow.entries() } else { Vec::new() },
+    };
+    Resolved {
+        config: Some(config),
+        access_keys: keys.secrets,
+        status,
+        conditions,
+    }
+}
+
+/// The tenant's own Ready providers (ids), and a message per listed one that cannot be used.
+fn own_providers(providers: &ResolvedProviders, key: &ObjectKey, tenant: &LlmTenant) -> (Vec<String>, Vec<String>) {
+    let mut problems = Vec::new();
+    let ids = match &tenant.spec.providers {
+        None => providers.in_namespace(&key.namespace).map(|p| p.id.clone()).collect(),
+        Some(list) => {
+            let mut ids = BTreeSet::new();
+            for reference in list {
+                let object = ObjectKey::new(&key.namespace, &reference.name);
+                match providers.get(&key.namespace, &reference.name) {
+                    Some(p) => {
+                        ids.insert(p.id.clone());
+                    }
+                    None if providers.known.contains(&object) => {
+                        problems.push(format!("LlmProvider {:?} is not Ready", reference.name));
+                    }
+                    None => problems.push(format!("LlmProvider {:?} not found in namespace {:?}", reference.name, key.namespace)),
+                }
+            }
+            ids.into_iter().collect()
+        }
+    };
+    (ids, problems)
+}
+
+fn budget_config(budget: &Budget) -> Result<BudgetConfig, String> {
+    let monthly_micro_usd = usd_to_micros(budget.monthly_usd)
+        .ok_or_else(|| format!("budget.monthlyUsd {} is not a valid USD amount", budget.monthly_usd))?;
+    if let Some(bad) = budget.alert_thresholds.iter().find(|t| !(1..=100).contains(*t)) {
+        return Err(format!("budget.alertThresholds: {bad} is not between 1 and 100"));
+    }
+    let mut alert_thresholds = budget.alert_thresholds.clone();
+    alert_thresholds.sort_unstable();
+    alert_thresholds.dedup();
+    Ok(BudgetConfig {
+        monthly_micro_usd,
+        alert_thresholds,
+        action: budget.action,
+    })
+}
+
+struct AccessKeys {
+    secrets: Vec<AccessKeySecret>,
+    hashes: Vec<AccessKeyHash>,
+    problems: Vec<String>,
+}
+
+/// Keeps each access key given back in its Secret, generates the missing ones.
+fn access_keys(input: &RenderInput, key: &ObjectKey, tenant: &LlmTenant, rng: &mut dyn CryptoRng) -> AccessKeys {
+    let names: Vec<String> = match &tenant.spec.access_keys {
+        Some(list) if !list.is_empty() => list.iter().map(|k| k.name.clone()).collect(),
+        _ => vec![DEFAULT_ACCESS_KEY.to_owned()],
+    };
+    let mut out = AccessKeys {
+        secrets: Vec::new(),
+        hashes: Vec::new(),
+        problems: Vec::new(),
+    };
+    for name in names {
+        let secret_name = access_key_secret_name(&key.name, &name);
+        if secret_name.len() > 253 {
+            out.problems.push(format!("access key Secret name {secret_name:?} is longer than 253 characters"));
+            continue;
+        }
+        let secret_key = ObjectKey::new(&key.namespace, &secret_name);
+        let given = input
+            .secrets
+            .get(&secret_key)
+            .and_then(|secret| secret.data.get(ACCESS_KEY_DATA_KEY));
+        let value = match given {
+            None => access_key::generate(rng),
+            Some(bytes) => match std::str::from_utf8(bytes) {
+                Ok(text) if text.trim().len() >= access_key::MIN_LEN => Zeroizing::new(text.trim().to_owned()),
+                _ => {
+                    out.problems.push(format!(
+                        "Secret {secret_name:?} holds an access key shorter than {} characters; delete it to get a generated one",
+                        access_key::MIN_LEN
+                    ));
+                    continue;
+                }
+            },
+        };
+        out.hashes.push(AccessKeyHash {
+            name: name.clone(),
+            sha256: access_key::hash(value.as_bytes()),
+        });
+        out.secrets.push(AccessKeySecret {
+            key: secret_key,
+            tenant: key.name.clone(),
+            key_name: name,
+            owner_uid: tenant.metadata.uid.clone(),
+            value,
+        });
+    }
+    out
+}
