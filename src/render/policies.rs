@@ -249,6 +249,8 @@ fn select_namespaces(
     input: &RenderInput,
     tenant_namespaces: &BTreeSet<String>,
 ) -> Result<Vec<String>, String> {
+    // Validate even when there is no namespace to match yet.
+    selector_matches(selector, &BTreeMap::new())?;
     let mut selected = Vec::new();
     for namespace in tenant_namespaces {
         let labels = input.namespace(namespace).labels;
