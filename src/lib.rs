@@ -3,10 +3,10 @@
 //! Data flows one way: custom resources → [`render`] (pure) → [`config`] → gateway → providers.
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod config;
 pub mod crd;
 pub mod crypto;
 pub mod providers;
-pub mod routing;
-pub mod cli;
 pub mod render;
+pub mod routing;

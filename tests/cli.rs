@@ -14,7 +14,10 @@ fn dgidgi(args: &[&str], dir: &Path) -> Output {
 }
 
 fn quickstart() -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart").display().to_string()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/quickstart")
+        .display()
+        .to_string()
 }
 
 fn stderr(output: &Output) -> String {
@@ -26,21 +29,35 @@ fn a_directory_with_one_broken_file_names_it_and_fails() {
     let dir = tempfile::tempdir().unwrap();
     let inputs = dir.path().join("inputs");
     std::fs::create_dir(&inputs).unwrap();
-    std::fs::write(inputs.join("a-good.yaml"), "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n").unwrap();
-    std::fs::write(inputs.join("b-broken.yaml"), "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: [oops\n").unwrap();
+    std::fs::write(
+        inputs.join("a-good.yaml"),
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        inputs.join("b-broken.yaml"),
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: [oops\n",
+    )
+    .unwrap();
     let output = dgidgi(&["render", "-f", "inputs", "--out", "out"], dir.path());
     assert!(!output.status.success());
     let message = stderr(&output);
     assert!(message.contains("inputs/b-broken.yaml:"), "{message}");
     assert!(message.contains("invalid YAML"), "{message}");
-    assert!(!dir.path().join("out").exists(), "nothing is written when an input is broken");
+    assert!(
+        !dir.path().join("out").exists(),
+        "nothing is written when an input is broken"
+    );
 }
 
 #[test]
 fn render_writes_manifests_and_config_dir_and_is_stable() {
     let dir = tempfile::tempdir().unwrap();
     let qs = quickstart();
-    let first = dgidgi(&["render", "-f", &qs, "--out", "out", "--config-dir", "cfg"], dir.path());
+    let first = dgidgi(
+        &["render", "-f", &qs, "--out", "out", "--config-dir", "cfg"],
+        dir.path(),
+    );
     assert!(first.status.success(), "{}", stderr(&first));
     for file in [
         "out/status.yaml",
@@ -59,7 +76,10 @@ fn render_writes_manifests_and_config_dir_and_is_stable() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;
-        let mode = std::fs::metadata(dir.path().join("cfg/keys.yaml")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.path().join("cfg/keys.yaml"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o077, 0, "key material is private to its owner");
     }
     let snapshot = |sub: &str| -> Vec<(String, Vec<u8>)> {
@@ -71,22 +91,34 @@ fn render_writes_manifests_and_config_dir_and_is_stable() {
     };
     let (out1, cfg1) = (snapshot("out"), snapshot("cfg"));
     // Re-render into the same directories (their earlier outputs are read back): no change.
-    let second = dgidgi(&["render", "-f", &qs, "--out", "out", "--config-dir", "cfg"], dir.path());
+    let second = dgidgi(
+        &["render", "-f", &qs, "--out", "out", "--config-dir", "cfg"],
+        dir.path(),
+    );
     assert!(second.status.success(), "{}", stderr(&second));
     assert_eq!(snapshot("out"), out1);
     assert_eq!(snapshot("cfg"), cfg1);
     // Given back explicitly with -f into a fresh directory: the same bytes.
-    let third = dgidgi(&["render", "-f", &qs, "-f", "out", "--out", "out2"], dir.path());
+    let third = dgidgi(
+        &["render", "-f", &qs, "-f", "out", "--out", "out2"],
+        dir.path(),
+    );
     assert!(third.status.success(), "{}", stderr(&third));
     let strip = |files: Vec<(String, Vec<u8>)>, prefix: &str| -> Vec<(String, Vec<u8>)> {
-        files.into_iter().map(|(p, b)| (p.split(prefix).nth(1).unwrap().to_owned(), b)).collect()
+        files
+            .into_iter()
+            .map(|(p, b)| (p.split(prefix).nth(1).unwrap().to_owned(), b))
+            .collect()
     };
     assert_eq!(strip(snapshot("out2"), "/out2/"), strip(out1, "/out/"));
 }
 
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut files = Vec::new();
-    let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     entries.sort();
     for path in entries {
         if path.is_dir() {
@@ -105,12 +137,31 @@ fn stale_outputs_of_a_deleted_tenant_are_pruned() {
     std::fs::write(dir.path().join("in.yaml"), format!("{tenant}---\napiVersion: llm.dgidgi.io/v1alpha1\nkind: LlmProvider\nmetadata: {{name: mock, namespace: dgidgi-system}}\nspec: {{type: mock}}\n")).unwrap();
     std::fs::create_dir_all(dir.path().join("out/team-x")).unwrap();
     std::fs::write(dir.path().join("out/team-x/notes.yaml"), "mine: true\n").unwrap();
-    assert!(dgidgi(&["render", "-f", "in.yaml", "--out", "out"], dir.path()).status.success());
-    assert!(dir.path().join("out/team-x/secret-gone-llm-access-default.yaml").exists());
+    assert!(
+        dgidgi(&["render", "-f", "in.yaml", "--out", "out"], dir.path())
+            .status
+            .success()
+    );
+    assert!(
+        dir.path()
+            .join("out/team-x/secret-gone-llm-access-default.yaml")
+            .exists()
+    );
     std::fs::write(dir.path().join("in.yaml"), "apiVersion: llm.dgidgi.io/v1alpha1\nkind: LlmProvider\nmetadata: {name: mock, namespace: dgidgi-system}\nspec: {type: mock}\n").unwrap();
-    assert!(dgidgi(&["render", "-f", "in.yaml", "--out", "out"], dir.path()).status.success());
-    assert!(!dir.path().join("out/team-x/secret-gone-llm-access-default.yaml").exists());
-    assert!(dir.path().join("out/team-x/notes.yaml").exists(), "files render did not write are left alone");
+    assert!(
+        dgidgi(&["render", "-f", "in.yaml", "--out", "out"], dir.path())
+            .status
+            .success()
+    );
+    assert!(
+        !dir.path()
+            .join("out/team-x/secret-gone-llm-access-default.yaml")
+            .exists()
+    );
+    assert!(
+        dir.path().join("out/team-x/notes.yaml").exists(),
+        "files render did not write are left alone"
+    );
 }
 
 #[test]
@@ -123,12 +174,23 @@ fn strict_mode_fails_on_not_ready_resources_and_unknown_kinds_only_warn() {
     .unwrap();
     let relaxed = dgidgi(&["render", "-f", "in.yaml", "--out", "out"], dir.path());
     assert!(relaxed.status.success(), "{}", stderr(&relaxed));
-    assert!(stderr(&relaxed).contains("Deployment a/web: skipped"), "{}", stderr(&relaxed));
+    assert!(
+        stderr(&relaxed).contains("Deployment a/web: skipped"),
+        "{}",
+        stderr(&relaxed)
+    );
     let status = std::fs::read_to_string(dir.path().join("out/status.yaml")).unwrap();
     assert!(status.contains("InvalidSpec"));
-    let strict = dgidgi(&["render", "-f", "in.yaml", "--out", "out", "--strict"], dir.path());
+    let strict = dgidgi(
+        &["render", "-f", "in.yaml", "--out", "out", "--strict"],
+        dir.path(),
+    );
     assert_eq!(strict.status.code(), Some(2));
-    assert!(stderr(&strict).contains("LlmTenant a/t: InvalidSpec"), "{}", stderr(&strict));
+    assert!(
+        stderr(&strict).contains("LlmTenant a/t: InvalidSpec"),
+        "{}",
+        stderr(&strict)
+    );
 }
 
 #[test]
@@ -143,8 +205,15 @@ fn render_needs_an_output() {
 fn corrupt_master_key_in_the_config_dir_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("cfg")).unwrap();
-    std::fs::write(dir.path().join("cfg/master-key.yaml"), "active: k1\nkeys:\n- id: k1\n  key: dG9vIHNob3J0\n").unwrap();
-    let output = dgidgi(&["render", "-f", &quickstart(), "--config-dir", "cfg"], dir.path());
+    std::fs::write(
+        dir.path().join("cfg/master-key.yaml"),
+        "active: k1\nkeys:\n- id: k1\n  key: dG9vIHNob3J0\n",
+    )
+    .unwrap();
+    let output = dgidgi(
+        &["render", "-f", &quickstart(), "--config-dir", "cfg"],
+        dir.path(),
+    );
     assert!(!output.status.success());
     let message = stderr(&output);
     assert!(message.contains("cfg/master-key.yaml"), "{message}");

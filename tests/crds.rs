@@ -26,7 +26,10 @@ fn crds_directory_matches_the_generated_yaml() {
         .collect();
     present.sort();
     expected_files.sort();
-    assert_eq!(present, expected_files, "crds/ holds exactly the generated CRDs");
+    assert_eq!(
+        present, expected_files,
+        "crds/ holds exactly the generated CRDs"
+    );
 }
 
 #[test]
@@ -36,12 +39,25 @@ fn the_crds_command_prints_the_same_documents() {
         .output()
         .unwrap();
     assert!(output.status.success());
-    assert_eq!(String::from_utf8(output.stdout).unwrap(), crd::all_yaml().unwrap());
+    assert_eq!(
+        String::from_utf8(output.stdout).unwrap(),
+        crd::all_yaml().unwrap()
+    );
 }
 
 fn schema_of(kind: &str) -> Value {
-    let definition = crd::all().into_iter().find(|c| c.spec.names.kind == kind).unwrap();
-    serde_json::to_value(&definition.spec.versions[0].schema.as_ref().unwrap().open_api_v3_schema).unwrap()
+    let definition = crd::all()
+        .into_iter()
+        .find(|c| c.spec.names.kind == kind)
+        .unwrap();
+    serde_json::to_value(
+        &definition.spec.versions[0]
+            .schema
+            .as_ref()
+            .unwrap()
+            .open_api_v3_schema,
+    )
+    .unwrap()
 }
 
 /// Walks a schema and returns the path of every property without a description.
@@ -49,8 +65,14 @@ fn undescribed(schema: &Value, path: &str, out: &mut Vec<String>) {
     if let Some(properties) = schema.get("properties").and_then(Value::as_object) {
         for (name, property) in properties {
             let child = format!("{path}.{name}");
-            let is_envelope = path.is_empty() && matches!(name.as_str(), "apiVersion" | "kind" | "metadata");
-            if !is_envelope && property.get("description").and_then(Value::as_str).is_none_or(str::is_empty) {
+            let is_envelope =
+                path.is_empty() && matches!(name.as_str(), "apiVersion" | "kind" | "metadata");
+            if !is_envelope
+                && property
+                    .get("description")
+                    .and_then(Value::as_str)
+                    .is_none_or(str::is_empty)
+            {
                 out.push(child.clone());
             }
             undescribed(property, &child, out);
@@ -66,7 +88,10 @@ fn every_field_has_a_description_for_kubectl_explain() {
     for kind in ["LlmProvider", "LlmTenant", "RoutingPolicy"] {
         let mut missing = Vec::new();
         undescribed(&schema_of(kind), "", &mut missing);
-        assert!(missing.is_empty(), "{kind} fields without a description: {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "{kind} fields without a description: {missing:?}"
+        );
     }
 }
 
@@ -76,7 +101,12 @@ fn rules_at(schema: &Value, pointer: &str) -> Vec<String> {
         .unwrap_or_else(|| panic!("no schema at {pointer}"))
         .get("x-kubernetes-validations")
         .and_then(Value::as_array)
-        .map(|rules| rules.iter().map(|r| r["rule"].as_str().unwrap().to_owned()).collect())
+        .map(|rules| {
+            rules
+                .iter()
+                .map(|r| r["rule"].as_str().unwrap().to_owned())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -84,34 +114,90 @@ fn rules_at(schema: &Value, pointer: &str) -> Vec<String> {
 fn cel_rules_cover_what_the_api_server_can_refuse() {
     let provider = schema_of("LlmProvider");
     let spec = rules_at(&provider, "/properties/spec");
-    assert!(spec.iter().any(|r| r.contains("has(self.credentialsRef)") && r.contains("'ollama', 'mock'")));
-    assert!(spec.iter().any(|r| r.contains("openai-compatible") && r.contains("has(self.baseUrl)")));
-    assert!(rules_at(&provider, "/properties/spec/properties/timeouts/properties/connect")[0].contains("ms|s|m|h"));
+    assert!(
+        spec.iter()
+            .any(|r| r.contains("has(self.credentialsRef)") && r.contains("'ollama', 'mock'"))
+    );
+    assert!(
+        spec.iter()
+            .any(|r| r.contains("openai-compatible") && r.contains("has(self.baseUrl)"))
+    );
+    assert!(
+        rules_at(
+            &provider,
+            "/properties/spec/properties/timeouts/properties/connect"
+        )[0]
+        .contains("ms|s|m|h")
+    );
 
     let tenant = schema_of("LlmTenant");
-    assert!(rules_at(&tenant, "/properties/spec").iter().any(|r| r.contains("self.source != 'cli' || has(self.cli)")));
-    assert!(rules_at(&tenant, "/properties/spec/properties/budget/properties/alertThresholds")[0].contains("t >= 1 && t <= 100"));
+    assert!(
+        rules_at(&tenant, "/properties/spec")
+            .iter()
+            .any(|r| r.contains("self.source != 'cli' || has(self.cli)"))
+    );
+    assert!(
+        rules_at(
+            &tenant,
+            "/properties/spec/properties/budget/properties/alertThresholds"
+        )[0]
+        .contains("t >= 1 && t <= 100")
+    );
 
     let policy = schema_of("RoutingPolicy");
-    let weight = rules_at(&policy, "/properties/spec/properties/rules/items/properties/targets/items/properties/weight");
+    let weight = rules_at(
+        &policy,
+        "/properties/spec/properties/rules/items/properties/targets/items/properties/weight",
+    );
     assert!(weight[0].contains("self > 0"));
-    assert!(rules_at(&policy, "/properties/spec/properties/rules/items/properties/timeout")[0].contains("ms|s|m|h"));
+    assert!(
+        rules_at(
+            &policy,
+            "/properties/spec/properties/rules/items/properties/timeout"
+        )[0]
+        .contains("ms|s|m|h")
+    );
 }
 
 #[test]
 fn short_names_status_subresource_and_printer_columns() {
     for (kind, short, columns) in [
-        ("LlmProvider", "llmp", vec!["Type", "Ready", "Reason", "Models", "Age"]),
-        ("LlmTenant", "llmt", vec!["Source", "Tier", "Ready", "Reason", "Spend", "Age"]),
-        ("RoutingPolicy", "llmrp", vec!["Priority", "Rules", "Ready", "Reason", "Age"]),
+        (
+            "LlmProvider",
+            "llmp",
+            vec!["Type", "Ready", "Reason", "Models", "Age"],
+        ),
+        (
+            "LlmTenant",
+            "llmt",
+            vec!["Source", "Tier", "Ready", "Reason", "Spend", "Age"],
+        ),
+        (
+            "RoutingPolicy",
+            "llmrp",
+            vec!["Priority", "Rules", "Ready", "Reason", "Age"],
+        ),
     ] {
-        let definition = crd::all().into_iter().find(|c| c.spec.names.kind == kind).unwrap();
+        let definition = crd::all()
+            .into_iter()
+            .find(|c| c.spec.names.kind == kind)
+            .unwrap();
         assert_eq!(definition.spec.group, "llm.dgidgi.io");
         assert_eq!(definition.spec.scope, "Namespaced");
-        assert_eq!(definition.spec.names.short_names.as_deref(), Some(&[short.to_owned()][..]));
+        assert_eq!(
+            definition.spec.names.short_names.as_deref(),
+            Some(&[short.to_owned()][..])
+        );
         let version = &definition.spec.versions[0];
         assert_eq!(version.name, "v1alpha1");
-        assert!(version.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some(), "{kind} status subresource");
+        assert!(
+            version
+                .subresources
+                .as_ref()
+                .and_then(|s| s.status.as_ref())
+                .is_some(),
+            "{kind} status subresource"
+        );
         let names: Vec<_> = version
             .additional_printer_columns
             .iter()
@@ -123,8 +209,18 @@ fn short_names_status_subresource_and_printer_columns() {
         let condition = conditions
             .pointer("/openAPIV3Schema/properties/status/properties/conditions/items/properties")
             .unwrap();
-        for field in ["type", "status", "reason", "message", "lastTransitionTime", "observedGeneration"] {
-            assert!(condition.get(field).is_some(), "{kind} condition lacks {field}");
+        for field in [
+            "type",
+            "status",
+            "reason",
+            "message",
+            "lastTransitionTime",
+            "observedGeneration",
+        ] {
+            assert!(
+                condition.get(field).is_some(),
+                "{kind} condition lacks {field}"
+            );
         }
     }
 }

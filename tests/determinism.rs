@@ -18,12 +18,20 @@ fn quickstart_texts() -> Vec<(String, String)> {
 fn outputs_as_texts(output: &RenderOutput) -> Vec<(String, String)> {
     manifest_files(output)
         .into_iter()
-        .map(|f| (format!("out/{}", f.path), String::from_utf8(f.bytes).unwrap()))
+        .map(|f| {
+            (
+                format!("out/{}", f.path),
+                String::from_utf8(f.bytes).unwrap(),
+            )
+        })
         .collect()
 }
 
 fn render_with(inputs: &[(String, String)], seed: u64, at: Timestamp) -> RenderOutput {
-    let pairs: Vec<(&str, &str)> = inputs.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect();
+    let pairs: Vec<(&str, &str)> = inputs
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.as_str()))
+        .collect();
     common::render_texts_at(&pairs, seed, at)
 }
 
@@ -63,7 +71,11 @@ fn replace_in(inputs: &mut [(String, String)], from: &str, to: &str) {
 fn a_changed_provider_key_re_encrypts_only_its_row() {
     let mut inputs = quickstart_texts();
     let first = render_with(&inputs, 1, common::now());
-    replace_in(&mut inputs, "sk-quickstart-placeholder-openai", "sk-rotated-openai-key-0001");
+    replace_in(
+        &mut inputs,
+        "sk-quickstart-placeholder-openai",
+        "sk-rotated-openai-key-0001",
+    );
     inputs.extend(outputs_as_texts(&first));
     let second = render_with(&inputs, 2, later());
 
@@ -86,7 +98,11 @@ fn a_new_master_key_is_rolled_in_while_old_rows_keep_decrypting() {
     let first = render_with(&inputs, 1, common::now());
     // The documented procedure: append a key to the ring and make it active.
     let ring_yaml = first.key_ring.to_yaml();
-    let rolled = format!("{}\n- id: k2\n  key: {}\n", ring_yaml.trim_end().replace("active: k1", "active: k2"), "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=");
+    let rolled = format!(
+        "{}\n- id: k2\n  key: {}\n",
+        ring_yaml.trim_end().replace("active: k1", "active: k2"),
+        "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+    );
     let mut again = inputs.clone();
     for (name, text) in outputs_as_texts(&first) {
         if name.ends_with("secret-dgidgi-master-key.yaml") {
@@ -116,7 +132,11 @@ fn a_new_master_key_is_rolled_in_while_old_rows_keep_decrypting() {
             assert_eq!(row, old, "old rows keep their k1 ciphertext byte for byte");
             assert!(row.encrypted_value.starts_with("dgv1:k1:"));
         }
-        assert!(open(&second.key_ring, row.into(), &row.encrypted_value).is_ok(), "{} decrypts", row.id);
+        assert!(
+            open(&second.key_ring, row.into(), &row.encrypted_value).is_ok(),
+            "{} decrypts",
+            row.id
+        );
     }
 }
 
@@ -124,8 +144,18 @@ fn a_new_master_key_is_rolled_in_while_old_rows_keep_decrypting() {
 fn a_ciphertext_moved_between_tenants_does_not_survive() {
     let inputs = quickstart_texts();
     let first = render_with(&inputs, 1, common::now());
-    let globex = first.key_store.get("team-globex/my-openai").unwrap().encrypted_value.clone();
-    let platform = first.key_store.get("dgidgi-system/openai").unwrap().encrypted_value.clone();
+    let globex = first
+        .key_store
+        .get("team-globex/my-openai")
+        .unwrap()
+        .encrypted_value
+        .clone();
+    let platform = first
+        .key_store
+        .get("dgidgi-system/openai")
+        .unwrap()
+        .encrypted_value
+        .clone();
     // Tamper with the key store: give the platform row the tenant's ciphertext.
     let mut again = inputs.clone();
     for (name, text) in outputs_as_texts(&first) {
@@ -144,7 +174,10 @@ fn a_ciphertext_moved_between_tenants_does_not_survive() {
     }
     let second = render_with(&again, 2, later());
     let row = second.key_store.get("dgidgi-system/openai").unwrap();
-    assert_ne!(row.encrypted_value, globex, "the moved ciphertext was detected and replaced");
+    assert_ne!(
+        row.encrypted_value, globex,
+        "the moved ciphertext was detected and replaced"
+    );
     let plain = open(&second.key_ring, row.into(), &row.encrypted_value).unwrap();
     assert_eq!(plain.as_slice(), b"sk-quickstart-placeholder-openai");
     // The tenant's own ciphertext cannot be opened as the platform row.
@@ -155,7 +188,15 @@ fn a_ciphertext_moved_between_tenants_does_not_survive() {
 fn a_removed_provider_loses_its_row() {
     let inputs: Vec<_> = quickstart_texts()
         .into_iter()
-        .map(|(n, t)| (n, t.replace("name: my-openai\n  namespace: team-globex", "name: renamed\n  namespace: team-globex")))
+        .map(|(n, t)| {
+            (
+                n,
+                t.replace(
+                    "name: my-openai\n  namespace: team-globex",
+                    "name: renamed\n  namespace: team-globex",
+                ),
+            )
+        })
         .collect();
     let out = render_with(&inputs, 1, common::now());
     assert!(out.key_store.get("team-globex/my-openai").is_none());

@@ -11,7 +11,10 @@ use dgidgi::render::manifests::{OutputFile, config_dir_files, manifest_files};
 fn quickstart_output() -> dgidgi::render::RenderOutput {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let texts = common::read_dir_texts(&root.join("examples/quickstart"));
-    let pairs: Vec<(&str, &str)> = texts.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect();
+    let pairs: Vec<(&str, &str)> = texts
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.as_str()))
+        .collect();
     common::render_texts(&pairs, 42)
 }
 
@@ -24,7 +27,8 @@ fn check(dir: &Path, files: &[OutputFile]) {
             std::fs::write(&path, &file.bytes).unwrap();
             continue;
         }
-        let expected = std::fs::read(&path).unwrap_or_else(|_| panic!("missing golden file {}", path.display()));
+        let expected = std::fs::read(&path)
+            .unwrap_or_else(|_| panic!("missing golden file {}", path.display()));
         assert!(
             expected == file.bytes,
             "{} differs from the golden file; if intended, run UPDATE_GOLDEN=1 cargo test --test golden\n--- rendered ---\n{}",
@@ -49,9 +53,18 @@ fn quickstart_config_dir_matches_the_golden_files() {
 #[test]
 fn quickstart_renders_without_any_error_condition() {
     let output = quickstart_output();
-    assert!(output.report.not_ready().is_empty(), "{:?}", output.report.not_ready());
+    assert!(
+        output.report.not_ready().is_empty(),
+        "{:?}",
+        output.report.not_ready()
+    );
     assert_eq!(output.config.tenants.len(), 4);
-    let sources: Vec<_> = output.config.tenants.iter().map(|t| (t.id.as_str(), t.source.as_str(), t.tier.as_str())).collect();
+    let sources: Vec<_> = output
+        .config
+        .tenants
+        .iter()
+        .map(|t| (t.id.as_str(), t.source.as_str(), t.tier.as_str()))
+        .collect();
     assert_eq!(
         sources,
         vec![

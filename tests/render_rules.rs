@@ -8,23 +8,33 @@ use dgidgi::config::{ProviderScope, TenantConfig};
 use dgidgi::crd::Source;
 
 fn ns(name: &str, labels: &str, annotations: &str) -> String {
-    format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n  labels: {{{labels}}}\n  annotations: {{{annotations}}}\n---\n")
+    format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n  labels: {{{labels}}}\n  annotations: {{{annotations}}}\n---\n"
+    )
 }
 
 fn tenant(namespace: &str, name: &str, spec: &str) -> String {
-    format!("apiVersion: llm.dgidgi.io/v1alpha1\nkind: LlmTenant\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec: {spec}\n---\n")
+    format!(
+        "apiVersion: llm.dgidgi.io/v1alpha1\nkind: LlmTenant\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec: {spec}\n---\n"
+    )
 }
 
 fn provider(namespace: &str, name: &str, spec: &str) -> String {
-    format!("apiVersion: llm.dgidgi.io/v1alpha1\nkind: LlmProvider\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec: {spec}\n---\n")
+    format!(
+        "apiVersion: llm.dgidgi.io/v1alpha1\nkind: LlmProvider\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec: {spec}\n---\n"
+    )
 }
 
 fn secret(namespace: &str, name: &str, key: &str, value: &str) -> String {
-    format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: {namespace}}}\nstringData: {{{key}: {value}}}\n---\n")
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: {namespace}}}\nstringData: {{{key}: {value}}}\n---\n"
+    )
 }
 
 fn policy(namespace: &str, name: &str, spec: &str) -> String {
-    format!("apiVersion: llm.dgidgi.io/v1alpha1\nkind: RoutingPolicy\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec: {spec}\n---\n")
+    format!(
+        "apiVersion: llm.dgidgi.io/v1alpha1\nkind: RoutingPolicy\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec: {spec}\n---\n"
+    )
 }
 
 fn base() -> String {
@@ -56,11 +66,24 @@ fn tier_defaults_to_free_and_follows_the_namespace_label() {
     let a = tenant_config(&out, "a/t");
     assert_eq!(a.tier, "free");
     let limits = a.limits.as_ref().unwrap();
-    assert_eq!((limits.requests_per_minute, limits.tokens_per_day, limits.concurrent), (10, 50_000, 2));
+    assert_eq!(
+        (
+            limits.requests_per_minute,
+            limits.tokens_per_day,
+            limits.concurrent
+        ),
+        (10, 50_000, 2)
+    );
     let b = tenant_config(&out, "b/t");
     assert_eq!(b.tier, "team");
     assert_eq!(b.limits.as_ref().unwrap().requests_per_minute, 200);
-    let status = &out.report.tenants.iter().find(|e| e.namespace == "b").unwrap().status;
+    let status = &out
+        .report
+        .tenants
+        .iter()
+        .find(|e| e.namespace == "b")
+        .unwrap()
+        .status;
     assert_eq!(status.tier.as_deref(), Some("team"));
     assert_eq!(status.effective_limits.as_ref().unwrap().concurrent, 50);
 }
@@ -92,16 +115,31 @@ fn enterprise_numbers_come_from_namespace_annotations() {
     );
     let out = render_yaml(&yaml);
     let limits = tenant_config(&out, "big/t").limits.clone().unwrap();
-    assert_eq!((limits.requests_per_minute, limits.tokens_per_day, limits.concurrent), (5_000, 90_000_000, 300));
+    assert_eq!(
+        (
+            limits.requests_per_minute,
+            limits.tokens_per_day,
+            limits.concurrent
+        ),
+        (5_000, 90_000_000, 300)
+    );
 }
 
 #[test]
 fn unknown_tier_label_is_reported_and_falls_back_to_free() {
-    let yaml = format!("{}{}{}", base(), ns("a", "llm.dgidgi.io/tier: platinum", ""), tenant("a", "t", "{}"));
+    let yaml = format!(
+        "{}{}{}",
+        base(),
+        ns("a", "llm.dgidgi.io/tier: platinum", ""),
+        tenant("a", "t", "{}")
+    );
     let out = render_yaml(&yaml);
     assert_eq!(tenant_config(&out, "a/t").tier, "free");
     let (status, reason, message) = condition(&out, "LlmTenant", "a", "t", "TierResolved");
-    assert_eq!((status.as_str(), reason.as_str()), ("False", "InvalidTierSettings"));
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "InvalidTierSettings")
+    );
     assert!(message.contains("platinum"));
 }
 
@@ -111,31 +149,69 @@ fn looser_limits_are_clamped_and_the_status_says_so() {
         "{}{}{}",
         base(),
         ns("a", "llm.dgidgi.io/tier: pro", ""),
-        tenant("a", "t", "{limits: {requestsPerMinute: 1000, tokensPerDay: 1000, concurrent: 50}}")
+        tenant(
+            "a",
+            "t",
+            "{limits: {requestsPerMinute: 1000, tokensPerDay: 1000, concurrent: 50}}"
+        )
     );
     let out = render_yaml(&yaml);
     let limits = tenant_config(&out, "a/t").limits.clone().unwrap();
-    assert_eq!((limits.requests_per_minute, limits.tokens_per_day, limits.concurrent), (60, 1_000, 10));
+    assert_eq!(
+        (
+            limits.requests_per_minute,
+            limits.tokens_per_day,
+            limits.concurrent
+        ),
+        (60, 1_000, 10)
+    );
     let (status, reason, message) = condition(&out, "LlmTenant", "a", "t", "LimitsClamped");
     assert_eq!((status.as_str(), reason.as_str()), ("True", "Clamped"));
-    assert!(message.contains("requestsPerMinute 1000 > tier 60"), "{message}");
+    assert!(
+        message.contains("requestsPerMinute 1000 > tier 60"),
+        "{message}"
+    );
     assert!(message.contains("concurrent 50 > tier 10"), "{message}");
     assert_eq!(ready(&out, "LlmTenant", "a", "t").0, "True");
 }
 
 #[test]
 fn tighter_limits_win() {
-    let yaml = format!("{}{}{}", base(), ns("a", "llm.dgidgi.io/tier: team", ""), tenant("a", "t", "{limits: {requestsPerMinute: 5}}"));
+    let yaml = format!(
+        "{}{}{}",
+        base(),
+        ns("a", "llm.dgidgi.io/tier: team", ""),
+        tenant("a", "t", "{limits: {requestsPerMinute: 5}}")
+    );
     let out = render_yaml(&yaml);
-    assert_eq!(tenant_config(&out, "a/t").limits.as_ref().unwrap().requests_per_minute, 5);
-    assert_eq!(condition(&out, "LlmTenant", "a", "t", "LimitsClamped").1, "WithinTier");
+    assert_eq!(
+        tenant_config(&out, "a/t")
+            .limits
+            .as_ref()
+            .unwrap()
+            .requests_per_minute,
+        5
+    );
+    assert_eq!(
+        condition(&out, "LlmTenant", "a", "t", "LimitsClamped").1,
+        "WithinTier"
+    );
 }
 
 // ---- sources and providers --------------------------------------------------------------
 
 #[test]
 fn platform_source_uses_platform_providers_and_metering() {
-    let yaml = format!("{}{}{}", base(), ns("a", "", ""), tenant("a", "t", "{preferredProvider: mock, preferredModel: mock-fast}"));
+    let yaml = format!(
+        "{}{}{}",
+        base(),
+        ns("a", "", ""),
+        tenant(
+            "a",
+            "t",
+            "{preferredProvider: mock, preferredModel: mock-fast}"
+        )
+    );
     let out = render_yaml(&yaml);
     let t = tenant_config(&out, "a/t");
     assert_eq!(t.source, Source::Platform);
@@ -160,37 +236,72 @@ fn tenant_source_uses_only_its_own_providers_and_gets_no_platform_limits() {
     assert_eq!(t.source, Source::Tenant);
     assert_eq!(t.providers, vec!["a/mine"]);
     assert_eq!(t.preferred_provider.as_deref(), Some("a/mine"));
-    assert!(t.limits.is_none(), "no platform limits for the tenant source");
+    assert!(
+        t.limits.is_none(),
+        "no platform limits for the tenant source"
+    );
     let status = &out.report.tenants[0].status;
     assert!(status.effective_limits.is_none());
     assert_eq!(ready(&out, "LlmTenant", "a", "t").0, "True");
-    let mine = out.config.providers.iter().find(|p| p.id == "a/mine").unwrap();
+    let mine = out
+        .config
+        .providers
+        .iter()
+        .find(|p| p.id == "a/mine")
+        .unwrap();
     assert_eq!(mine.scope, ProviderScope::Tenant);
 }
 
 #[test]
 fn tenant_source_without_ready_providers_fails_unless_platform_fallback_is_allowed() {
-    let strict = format!("{}{}{}", base(), ns("a", "", ""), tenant("a", "t", "{source: tenant}"));
+    let strict = format!(
+        "{}{}{}",
+        base(),
+        ns("a", "", ""),
+        tenant("a", "t", "{source: tenant}")
+    );
     let out = render_yaml(&strict);
     assert_eq!(ready(&out, "LlmTenant", "a", "t").1, "NoReadyProviders");
     assert!(tenant_config(&out, "a/t").providers.is_empty());
 
-    let with_fallback = format!("{}{}{}", base(), ns("a", "", ""), tenant("a", "t", "{source: tenant, allowPlatformFallback: true}"));
+    let with_fallback = format!(
+        "{}{}{}",
+        base(),
+        ns("a", "", ""),
+        tenant("a", "t", "{source: tenant, allowPlatformFallback: true}")
+    );
     let out = render_yaml(&with_fallback);
     assert_eq!(ready(&out, "LlmTenant", "a", "t").0, "True");
-    assert_eq!(condition(&out, "LlmTenant", "a", "t", "ProvidersResolved").1, "PlatformFallback");
+    assert_eq!(
+        condition(&out, "LlmTenant", "a", "t", "ProvidersResolved").1,
+        "PlatformFallback"
+    );
     let t = tenant_config(&out, "a/t");
     assert!(t.allow_platform_fallback);
-    assert!(t.limits.is_some(), "platform-served traffic keeps the tier limits");
+    assert!(
+        t.limits.is_some(),
+        "platform-served traffic keeps the tier limits"
+    );
 }
 
 #[test]
 fn a_listed_provider_that_does_not_exist_is_named_in_the_status() {
-    let yaml = format!("{}{}{}", base(), ns("a", "", ""), tenant("a", "t", "{source: tenant, providers: [{name: ghost}]}"));
+    let yaml = format!(
+        "{}{}{}",
+        base(),
+        ns("a", "", ""),
+        tenant("a", "t", "{source: tenant, providers: [{name: ghost}]}")
+    );
     let out = render_yaml(&yaml);
     let (status, reason, message) = condition(&out, "LlmTenant", "a", "t", "ProvidersResolved");
-    assert_eq!((status.as_str(), reason.as_str()), ("False", "ProviderNotReady"));
-    assert!(message.contains("\"ghost\" not found in namespace \"a\""), "{message}");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "ProviderNotReady")
+    );
+    assert!(
+        message.contains("\"ghost\" not found in namespace \"a\""),
+        "{message}"
+    );
 }
 
 #[test]
@@ -201,7 +312,11 @@ fn tenant_cannot_name_another_namespaces_provider() {
         ns("a", "", ""),
         secret("b", "key", "apiKey", "sk-tenant-b-secret-0002"),
         provider("b", "theirs", "{type: openai, credentialsRef: {name: key}}"),
-        tenant("a", "t", "{source: tenant, providers: [{name: theirs}], preferredProvider: theirs}")
+        tenant(
+            "a",
+            "t",
+            "{source: tenant, providers: [{name: theirs}], preferredProvider: theirs}"
+        )
     );
     let out = render_yaml(&yaml);
     let t = tenant_config(&out, "a/t");
@@ -212,10 +327,18 @@ fn tenant_cannot_name_another_namespaces_provider() {
 
 #[test]
 fn preferred_provider_must_be_usable_by_the_tenant() {
-    let yaml = format!("{}{}{}", base(), ns("a", "", ""), tenant("a", "t", "{preferredProvider: nope}"));
+    let yaml = format!(
+        "{}{}{}",
+        base(),
+        ns("a", "", ""),
+        tenant("a", "t", "{preferredProvider: nope}")
+    );
     let out = render_yaml(&yaml);
     let (status, reason, _) = condition(&out, "LlmTenant", "a", "t", "ProvidersResolved");
-    assert_eq!((status.as_str(), reason.as_str()), ("False", "PreferredProviderNotFound"));
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "PreferredProviderNotFound")
+    );
     assert_eq!(ready(&out, "LlmTenant", "a", "t").0, "True");
 }
 
@@ -224,10 +347,22 @@ fn cli_source_gets_its_endpoint_when_the_namespace_allows_it() {
     let yaml = format!(
         "{}{}{}{}{}",
         base(),
-        ns("open", "", "llm.dgidgi.io/allowed-endpoints: '127.0.0.1/32,localhost'"),
+        ns(
+            "open",
+            "",
+            "llm.dgidgi.io/allowed-endpoints: '127.0.0.1/32,localhost'"
+        ),
         ns("closed", "", ""),
-        tenant("open", "t", "{source: cli, cli: {endpoint: 'http://localhost:11434/', model: llama3}}"),
-        tenant("closed", "t", "{source: cli, cli: {endpoint: 'http://127.0.0.1:11434', model: llama3}}")
+        tenant(
+            "open",
+            "t",
+            "{source: cli, cli: {endpoint: 'http://localhost:11434/', model: llama3}}"
+        ),
+        tenant(
+            "closed",
+            "t",
+            "{source: cli, cli: {endpoint: 'http://127.0.0.1:11434', model: llama3}}"
+        )
     );
     let out = render_yaml(&yaml);
     let open = tenant_config(&out, "open/t");
@@ -238,9 +373,15 @@ fn cli_source_gets_its_endpoint_when_the_namespace_allows_it() {
     assert_eq!(open.allowed_endpoints, vec!["127.0.0.1/32", "localhost"]);
 
     let closed = tenant_config(&out, "closed/t");
-    assert!(closed.cli.is_none(), "a refused endpoint never reaches the config");
+    assert!(
+        closed.cli.is_none(),
+        "a refused endpoint never reaches the config"
+    );
     let (status, reason, message) = ready(&out, "LlmTenant", "closed", "t");
-    assert_eq!((status.as_str(), reason.as_str()), ("False", "EndpointNotAllowed"));
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "EndpointNotAllowed")
+    );
     assert!(message.contains("llm.dgidgi.io/allowed-endpoints"));
 }
 
@@ -250,16 +391,33 @@ fn tenant_provider_endpoints_are_checked_but_platform_ones_are_trusted() {
         "{}{}{}{}{}{}",
         base(),
         ns("a", "", ""),
-        provider("dgidgi-system", "local", "{type: ollama, baseUrl: 'http://10.0.0.7:11434'}"),
-        provider("a", "metadata", "{type: openai-compatible, baseUrl: 'http://169.254.169.254/latest', credentialsRef: {name: k}}"),
+        provider(
+            "dgidgi-system",
+            "local",
+            "{type: ollama, baseUrl: 'http://10.0.0.7:11434'}"
+        ),
+        provider(
+            "a",
+            "metadata",
+            "{type: openai-compatible, baseUrl: 'http://169.254.169.254/latest', credentialsRef: {name: k}}"
+        ),
         secret("a", "k", "apiKey", "sk-a-metadata-0003"),
         provider("a", "ollama", "{type: ollama}")
     );
     let out = render_yaml(&yaml);
-    assert_eq!(ready(&out, "LlmProvider", "dgidgi-system", "local").0, "True");
-    assert_eq!(ready(&out, "LlmProvider", "a", "metadata").1, "EndpointNotAllowed");
+    assert_eq!(
+        ready(&out, "LlmProvider", "dgidgi-system", "local").0,
+        "True"
+    );
+    assert_eq!(
+        ready(&out, "LlmProvider", "a", "metadata").1,
+        "EndpointNotAllowed"
+    );
     // The default Ollama URL is localhost: refused in a tenant namespace without the annotation.
-    assert_eq!(ready(&out, "LlmProvider", "a", "ollama").1, "EndpointNotAllowed");
+    assert_eq!(
+        ready(&out, "LlmProvider", "a", "ollama").1,
+        "EndpointNotAllowed"
+    );
     assert!(!out.config.providers.iter().any(|p| p.namespace == "a"));
     assert!(!out.key_store.rows.iter().any(|r| r.tenant_id == "a"));
 }
@@ -268,7 +426,10 @@ fn tenant_provider_endpoints_are_checked_but_platform_ones_are_trusted() {
 fn tenant_in_the_platform_namespace_is_refused() {
     let yaml = format!("{}{}", base(), tenant("dgidgi-system", "sneaky", "{}"));
     let out = render_yaml(&yaml);
-    assert_eq!(ready(&out, "LlmTenant", "dgidgi-system", "sneaky").1, "TenantInPlatformNamespace");
+    assert_eq!(
+        ready(&out, "LlmTenant", "dgidgi-system", "sneaky").1,
+        "TenantInPlatformNamespace"
+    );
     assert!(out.config.tenants.is_empty());
     assert!(out.access_keys.is_empty());
 }
@@ -283,15 +444,25 @@ fn a_tenant_provider_naming_a_platform_only_secret_is_refused_and_nothing_leaks(
         base(),
         ns("a", "", ""),
         secret("dgidgi-system", "openai-api-key", "apiKey", platform_key),
-        provider("a", "stolen", "{type: openai, credentialsRef: {name: openai-api-key, key: apiKey}}"),
+        provider(
+            "a",
+            "stolen",
+            "{type: openai, credentialsRef: {name: openai-api-key, key: apiKey}}"
+        ),
         tenant("a", "t", "{source: tenant, allowPlatformFallback: false}")
     );
     let out = render_yaml(&yaml);
     let (status, reason, message) = ready(&out, "LlmProvider", "a", "stolen");
-    assert_eq!((status.as_str(), reason.as_str()), ("False", "SecretNotFound"));
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "SecretNotFound")
+    );
     assert!(message.contains("never leave their namespace"));
     assert!(!out.config.providers.iter().any(|p| p.id == "a/stolen"));
-    assert!(out.key_store.rows.is_empty(), "the platform Secret was not stored for the tenant");
+    assert!(
+        out.key_store.rows.is_empty(),
+        "the platform Secret was not stored for the tenant"
+    );
     // Not even a ciphertext of it: nothing was sealed at all.
     let everything = common::all_output_text(&out);
     assert!(!everything.contains(platform_key));
@@ -303,11 +474,23 @@ fn a_credentials_ref_with_a_namespace_field_still_resolves_in_its_own_namespace(
         "{}{}{}{}",
         base(),
         ns("a", "", ""),
-        secret("dgidgi-system", "openai-api-key", "apiKey", "sk-platform-0004"),
-        provider("a", "sneaky", "{type: openai, credentialsRef: {name: openai-api-key, namespace: dgidgi-system}}")
+        secret(
+            "dgidgi-system",
+            "openai-api-key",
+            "apiKey",
+            "sk-platform-0004"
+        ),
+        provider(
+            "a",
+            "sneaky",
+            "{type: openai, credentialsRef: {name: openai-api-key, namespace: dgidgi-system}}"
+        )
     );
     let out = render_yaml(&yaml);
-    assert_eq!(ready(&out, "LlmProvider", "a", "sneaky").1, "SecretNotFound");
+    assert_eq!(
+        ready(&out, "LlmProvider", "a", "sneaky").1,
+        "SecretNotFound"
+    );
 }
 
 #[test]
@@ -316,16 +499,40 @@ fn missing_secret_key_and_empty_values_are_conditions_not_crashes() {
         "{}{}{}{}{}{}",
         base(),
         secret("dgidgi-system", "s1", "other", "x"),
-        provider("dgidgi-system", "no-key", "{type: openai, credentialsRef: {name: s1, key: apiKey}}"),
+        provider(
+            "dgidgi-system",
+            "no-key",
+            "{type: openai, credentialsRef: {name: s1, key: apiKey}}"
+        ),
         secret("dgidgi-system", "s2", "apiKey", "'  '"),
-        provider("dgidgi-system", "empty", "{type: openai, credentialsRef: {name: s2}}"),
+        provider(
+            "dgidgi-system",
+            "empty",
+            "{type: openai, credentialsRef: {name: s2}}"
+        ),
         "apiVersion: v1\nkind: Secret\nmetadata: {name: s3, namespace: dgidgi-system}\ndata: {apiKey: '!!notbase64'}\n---\n"
-    ) + &provider("dgidgi-system", "garbled", "{type: openai, credentialsRef: {name: s3}}");
+    ) + &provider(
+        "dgidgi-system",
+        "garbled",
+        "{type: openai, credentialsRef: {name: s3}}",
+    );
     let out = render_yaml(&yaml);
-    assert_eq!(ready(&out, "LlmProvider", "dgidgi-system", "no-key").1, "SecretKeyNotFound");
-    assert_eq!(ready(&out, "LlmProvider", "dgidgi-system", "empty").1, "SecretValueEmpty");
-    assert_eq!(ready(&out, "LlmProvider", "dgidgi-system", "garbled").1, "SecretKeyInvalid");
-    assert_eq!(ready(&out, "LlmProvider", "dgidgi-system", "mock").0, "True");
+    assert_eq!(
+        ready(&out, "LlmProvider", "dgidgi-system", "no-key").1,
+        "SecretKeyNotFound"
+    );
+    assert_eq!(
+        ready(&out, "LlmProvider", "dgidgi-system", "empty").1,
+        "SecretValueEmpty"
+    );
+    assert_eq!(
+        ready(&out, "LlmProvider", "dgidgi-system", "garbled").1,
+        "SecretKeyInvalid"
+    );
+    assert_eq!(
+        ready(&out, "LlmProvider", "dgidgi-system", "mock").0,
+        "True"
+    );
 }
 
 #[test]
@@ -334,7 +541,11 @@ fn secret_data_is_base64_and_string_data_wins() {
     let yaml = format!(
         "{}apiVersion: v1\nkind: Secret\nmetadata: {{name: s, namespace: dgidgi-system}}\ndata: {{apiKey: ZnJvbS1kYXRh, other: ZnJvbS1kYXRh}}\nstringData: {{apiKey: from-string-data}}\n---\n{}",
         base(),
-        provider("dgidgi-system", "p", "{type: openai, credentialsRef: {name: s}}")
+        provider(
+            "dgidgi-system",
+            "p",
+            "{type: openai, credentialsRef: {name: s}}"
+        )
     );
     let mut loader = dgidgi::render::InputLoader::new("dgidgi-system");
     loader.add_yaml("t.yaml", &yaml).unwrap();
@@ -342,7 +553,10 @@ fn secret_data_is_base64_and_string_data_wins() {
     let secret = &input.secrets[&dgidgi::render::ObjectKey::new("dgidgi-system", "s")];
     assert_eq!(secret.data["apiKey"].as_slice(), b"from-string-data");
     assert_eq!(secret.data["other"].as_slice(), b"from-data");
-    assert!(!format!("{secret:?}").contains("from-"), "Debug shows key names only");
+    assert!(
+        !format!("{secret:?}").contains("from-"),
+        "Debug shows key names only"
+    );
 }
 
 #[test]
@@ -351,15 +565,29 @@ fn provider_keys_are_sealed_per_row_and_trimmed() {
         "{}{}{}",
         base(),
         "apiVersion: v1\nkind: Secret\nmetadata: {name: s, namespace: dgidgi-system}\ndata: {apiKey: c2stcGxhdGZvcm0tdHJpbW1lZAo=}\n---\n",
-        provider("dgidgi-system", "openai", "{type: openai, credentialsRef: {name: s}}")
+        provider(
+            "dgidgi-system",
+            "openai",
+            "{type: openai, credentialsRef: {name: s}}"
+        )
     );
     let out = render_yaml(&yaml);
     let row = out.key_store.get("dgidgi-system/openai").unwrap();
     assert_eq!(row.tenant_id, "dgidgi-system");
     assert_eq!(row.provider, "openai");
-    let plain = dgidgi::crypto::keystore::open(&out.key_ring, row.into(), &row.encrypted_value).unwrap();
-    assert_eq!(plain.as_slice(), b"sk-platform-trimmed", "the trailing newline of `echo | base64` is dropped");
-    let p = out.config.providers.iter().find(|p| p.id == "dgidgi-system/openai").unwrap();
+    let plain =
+        dgidgi::crypto::keystore::open(&out.key_ring, row.into(), &row.encrypted_value).unwrap();
+    assert_eq!(
+        plain.as_slice(),
+        b"sk-platform-trimmed",
+        "the trailing newline of `echo | base64` is dropped"
+    );
+    let p = out
+        .config
+        .providers
+        .iter()
+        .find(|p| p.id == "dgidgi-system/openai")
+        .unwrap();
     assert_eq!(p.credential.as_deref(), Some("dgidgi-system/openai"));
 }
 
@@ -367,15 +595,35 @@ fn provider_keys_are_sealed_per_row_and_trimmed() {
 
 #[test]
 fn access_keys_are_generated_hashed_and_kept_when_given_back() {
-    let yaml = format!("{}{}{}", base(), ns("a", "", ""), tenant("a", "acme", "{accessKeys: [{name: default}, {name: ci}]}"));
+    let yaml = format!(
+        "{}{}{}",
+        base(),
+        ns("a", "", ""),
+        tenant("a", "acme", "{accessKeys: [{name: default}, {name: ci}]}")
+    );
     let first = render_yaml(&yaml);
     assert_eq!(first.access_keys.len(), 2);
-    let names: Vec<_> = first.access_keys.iter().map(|k| k.key.name.as_str()).collect();
+    let names: Vec<_> = first
+        .access_keys
+        .iter()
+        .map(|k| k.key.name.as_str())
+        .collect();
     assert_eq!(names, vec!["acme-llm-access-ci", "acme-llm-access-default"]);
     let t = tenant_config(&first, "a/acme");
-    for (hash, secret) in t.access_keys.iter().zip(["acme-llm-access-default", "acme-llm-access-ci"]) {
-        let key = first.access_keys.iter().find(|k| k.key.name == secret).unwrap();
-        assert_eq!(hash.sha256, dgidgi::crypto::access_key::hash(key.value.as_bytes()));
+    for (hash, secret) in t
+        .access_keys
+        .iter()
+        .zip(["acme-llm-access-default", "acme-llm-access-ci"])
+    {
+        let key = first
+            .access_keys
+            .iter()
+            .find(|k| k.key.name == secret)
+            .unwrap();
+        assert_eq!(
+            hash.sha256,
+            dgidgi::crypto::access_key::hash(key.value.as_bytes())
+        );
         assert!(key.value.starts_with("dgk_"));
     }
     // Give the Secrets back: same keys, other seed.
@@ -399,14 +647,26 @@ fn a_short_access_key_given_by_a_tenant_is_refused() {
     );
     let out = render_yaml(&yaml);
     let (status, reason, message) = ready(&out, "LlmTenant", "a", "acme");
-    assert_eq!((status.as_str(), reason.as_str()), ("False", "AccessKeyRejected"));
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "AccessKeyRejected")
+    );
     assert!(!message.contains("password1"));
     assert!(tenant_config(&out, "a/acme").access_keys.is_empty());
 }
 
 #[test]
 fn budgets_become_integer_micro_usd() {
-    let yaml = format!("{}{}{}", base(), ns("a", "", ""), tenant("a", "t", "{budget: {monthlyUsd: 0.05, alertThresholds: [100, 50, 50]}}"));
+    let yaml = format!(
+        "{}{}{}",
+        base(),
+        ns("a", "", ""),
+        tenant(
+            "a",
+            "t",
+            "{budget: {monthlyUsd: 0.05, alertThresholds: [100, 50, 50]}}"
+        )
+    );
     let out = render_yaml(&yaml);
     let budget = tenant_config(&out, "a/t").budget.clone().unwrap();
     assert_eq!(budget.monthly_micro_usd, 50_000);
@@ -419,18 +679,106 @@ fn budgets_become_integer_micro_usd() {
 #[test]
 fn invalid_resources_are_reported_and_left_out_while_the_rest_renders() {
     let cases = [
-        ("LlmTenant", "cli-no-endpoint", tenant("a", "cli-no-endpoint", "{source: cli}"), "source cli requires cli.endpoint"),
-        ("LlmTenant", "bad-source", tenant("a", "bad-source", "{source: everywhere}"), "spec.source"),
-        ("LlmTenant", "bad-threshold", tenant("a", "bad-threshold", "{budget: {monthlyUsd: 5, alertThresholds: [0, 150]}}"), "between 1 and 100"),
-        ("LlmTenant", "bad-url", tenant("a", "bad-url", "{source: cli, cli: {endpoint: 'ftp://x'}}"), "absolute http or https URL"),
-        ("LlmProvider", "no-creds", provider("a", "no-creds", "{type: openai}"), "credentialsRef is required"),
-        ("LlmProvider", "bad-type", provider("a", "bad-type", "{type: skynet}"), "spec.type"),
-        ("LlmProvider", "bad-timeout", provider("a", "bad-timeout", "{type: mock, timeouts: {connect: 5 seconds}}"), "connect must be a duration"),
-        ("LlmProvider", "compat-no-url", provider("a", "compat-no-url", "{type: openai-compatible, credentialsRef: {name: x}}"), "baseUrl is required"),
-        ("RoutingPolicy", "zero-weight", policy("a", "zero-weight", "{rules: [{match: {model: x}, targets: [{provider: mock, model: mock-fast, weight: 0}]}]}"), "weight must be between"),
-        ("RoutingPolicy", "no-targets", policy("a", "no-targets", "{rules: [{match: {model: x}, targets: []}]}"), "at least one target"),
-        ("RoutingPolicy", "bad-backoff", policy("a", "bad-backoff", "{rules: [{match: {model: x}, targets: [{provider: mock, model: mock-fast}], retry: {attempts: 1, backoff: soon}}]}"), "backoff must be a duration"),
-        ("RoutingPolicy", "too-many-retries", policy("a", "too-many-retries", "{rules: [{match: {model: x}, targets: [{provider: mock, model: mock-fast}], retry: {attempts: 50}}]}"), "attempts must be between 0 and 10"),
+        (
+            "LlmTenant",
+            "cli-no-endpoint",
+            tenant("a", "cli-no-endpoint", "{source: cli}"),
+            "source cli requires cli.endpoint",
+        ),
+        (
+            "LlmTenant",
+            "bad-source",
+            tenant("a", "bad-source", "{source: everywhere}"),
+            "spec.source",
+        ),
+        (
+            "LlmTenant",
+            "bad-threshold",
+            tenant(
+                "a",
+                "bad-threshold",
+                "{budget: {monthlyUsd: 5, alertThresholds: [0, 150]}}",
+            ),
+            "between 1 and 100",
+        ),
+        (
+            "LlmTenant",
+            "bad-url",
+            tenant("a", "bad-url", "{source: cli, cli: {endpoint: 'ftp://x'}}"),
+            "absolute http or https URL",
+        ),
+        (
+            "LlmProvider",
+            "no-creds",
+            provider("a", "no-creds", "{type: openai}"),
+            "credentialsRef is required",
+        ),
+        (
+            "LlmProvider",
+            "bad-type",
+            provider("a", "bad-type", "{type: skynet}"),
+            "spec.type",
+        ),
+        (
+            "LlmProvider",
+            "bad-timeout",
+            provider(
+                "a",
+                "bad-timeout",
+                "{type: mock, timeouts: {connect: 5 seconds}}",
+            ),
+            "connect must be a duration",
+        ),
+        (
+            "LlmProvider",
+            "compat-no-url",
+            provider(
+                "a",
+                "compat-no-url",
+                "{type: openai-compatible, credentialsRef: {name: x}}",
+            ),
+            "baseUrl is required",
+        ),
+        (
+            "RoutingPolicy",
+            "zero-weight",
+            policy(
+                "a",
+                "zero-weight",
+                "{rules: [{match: {model: x}, targets: [{provider: mock, model: mock-fast, weight: 0}]}]}",
+            ),
+            "weight must be between",
+        ),
+        (
+            "RoutingPolicy",
+            "no-targets",
+            policy(
+                "a",
+                "no-targets",
+                "{rules: [{match: {model: x}, targets: []}]}",
+            ),
+            "at least one target",
+        ),
+        (
+            "RoutingPolicy",
+            "bad-backoff",
+            policy(
+                "a",
+                "bad-backoff",
+                "{rules: [{match: {model: x}, targets: [{provider: mock, model: mock-fast}], retry: {attempts: 1, backoff: soon}}]}",
+            ),
+            "backoff must be a duration",
+        ),
+        (
+            "RoutingPolicy",
+            "too-many-retries",
+            policy(
+                "a",
+                "too-many-retries",
+                "{rules: [{match: {model: x}, targets: [{provider: mock, model: mock-fast}], retry: {attempts: 50}}]}",
+            ),
+            "attempts must be between 0 and 10",
+        ),
     ];
     let mut yaml = format!("{}{}{}", base(), ns("a", "", ""), tenant("a", "good", "{}"));
     for (_, _, doc, _) in &cases {
@@ -439,8 +787,15 @@ fn invalid_resources_are_reported_and_left_out_while_the_rest_renders() {
     let out = render_yaml(&yaml);
     for (kind, name, _, expected) in &cases {
         let (status, reason, message) = ready(&out, kind, "a", name);
-        assert_eq!((status.as_str(), reason.as_str()), ("False", "InvalidSpec"), "{kind} {name}");
-        assert!(message.contains(expected), "{kind} {name}: {message:?} should mention {expected:?}");
+        assert_eq!(
+            (status.as_str(), reason.as_str()),
+            ("False", "InvalidSpec"),
+            "{kind} {name}"
+        );
+        assert!(
+            message.contains(expected),
+            "{kind} {name}: {message:?} should mention {expected:?}"
+        );
     }
     assert_eq!(ready(&out, "LlmTenant", "a", "good").0, "True");
     assert_eq!(out.config.tenants.len(), 1);
@@ -457,19 +812,31 @@ fn unknown_kinds_are_skipped_with_a_warning() {
     let mut loader = dgidgi::render::InputLoader::new("dgidgi-system");
     loader.add_yaml("mixed.yaml", &yaml).unwrap();
     let warnings = loader.warnings().join("\n");
-    assert!(warnings.contains("mixed.yaml document 3: Deployment a/web: skipped"), "{warnings}");
-    assert!(warnings.contains("LlmTenant a/future: skipped"), "{warnings}");
+    assert!(
+        warnings.contains("mixed.yaml document 3: Deployment a/web: skipped"),
+        "{warnings}"
+    );
+    assert!(
+        warnings.contains("LlmTenant a/future: skipped"),
+        "{warnings}"
+    );
 }
 
 #[test]
 fn unparseable_yaml_names_the_source_and_line() {
     let mut loader = dgidgi::render::InputLoader::new("dgidgi-system");
     let error = loader
-        .add_yaml("broken.yaml", "apiVersion: v1\nkind: Namespace\n---\nmetadata: {name: [unclosed\n")
+        .add_yaml(
+            "broken.yaml",
+            "apiVersion: v1\nkind: Namespace\n---\nmetadata: {name: [unclosed\n",
+        )
         .unwrap_err()
         .to_string();
     // Line numbers count from the top of the file, across documents.
-    assert!(error.starts_with("broken.yaml:5:1: invalid YAML"), "{error}");
+    assert!(
+        error.starts_with("broken.yaml:5:1: invalid YAML"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -500,14 +867,29 @@ fn policies_compile_with_priority_selectors_and_resolved_targets() {
             "paid",
             "{priority: 10, tenantSelector: {matchLabels: {llm.dgidgi.io/tier: pro}}, rules: [{match: {model: 'gpt-*', tools: true}, targets: [{provider: mock, model: mock-smart, weight: 3}, {provider: mock, model: mock-fast}], fallback: [{provider: mock, model: mock-fast}], retry: {attempts: 2, on: [timeout, rate-limited], backoff: 1s}, timeout: 1m30s}]}"
         ),
-        policy("dgidgi-system", "everyone", "{priority: 1, rules: [{match: {model: '*'}, targets: [{provider: mock, model: mock-fast}]}]}"),
-        policy("b", "own", "{priority: 10, rules: [{match: {model: 'gpt-*'}, targets: [{provider: mock, model: mock}]}]}"),
+        policy(
+            "dgidgi-system",
+            "everyone",
+            "{priority: 1, rules: [{match: {model: '*'}, targets: [{provider: mock, model: mock-fast}]}]}"
+        ),
+        policy(
+            "b",
+            "own",
+            "{priority: 10, rules: [{match: {model: 'gpt-*'}, targets: [{provider: mock, model: mock}]}]}"
+        ),
         tenant("a", "t", "{}")
     );
     let out = render_yaml(&yaml);
     let ids: Vec<_> = out.config.routing.iter().map(|r| r.id.as_str()).collect();
     // Priority first; at equal priority the namespace's own rule before platform-wide ones.
-    assert_eq!(ids, vec!["b/own#0", "dgidgi-system/paid#0", "dgidgi-system/everyone#0"]);
+    assert_eq!(
+        ids,
+        vec![
+            "b/own#0",
+            "dgidgi-system/paid#0",
+            "dgidgi-system/everyone#0"
+        ]
+    );
     let paid = &out.config.routing[1];
     assert_eq!(paid.namespaces.as_deref(), Some(&["a".to_owned()][..]));
     assert_eq!(paid.tools, Some(true));
@@ -517,11 +899,26 @@ fn policies_compile_with_priority_selectors_and_resolved_targets() {
     assert_eq!(paid.fallback.len(), 1);
     assert_eq!(paid.retry.attempts, 2);
     assert_eq!(paid.retry.backoff_ms, 1_000);
-    assert_eq!(paid.retry.on, vec![dgidgi::crd::policy::RetryOn::RateLimited, dgidgi::crd::policy::RetryOn::Timeout]);
+    assert_eq!(
+        paid.retry.on,
+        vec![
+            dgidgi::crd::policy::RetryOn::RateLimited,
+            dgidgi::crd::policy::RetryOn::Timeout
+        ]
+    );
     assert_eq!(paid.timeout_ms, Some(90_000));
-    assert!(out.config.routing[2].namespaces.is_none(), "empty selector = every tenant namespace");
-    assert_eq!(out.config.routing[0].namespaces.as_deref(), Some(&["b".to_owned()][..]));
-    assert_eq!(ready(&out, "RoutingPolicy", "dgidgi-system", "paid").1, "Compiled");
+    assert!(
+        out.config.routing[2].namespaces.is_none(),
+        "empty selector = every tenant namespace"
+    );
+    assert_eq!(
+        out.config.routing[0].namespaces.as_deref(),
+        Some(&["b".to_owned()][..])
+    );
+    assert_eq!(
+        ready(&out, "RoutingPolicy", "dgidgi-system", "paid").1,
+        "Compiled"
+    );
 }
 
 #[test]
@@ -539,13 +936,26 @@ fn unresolvable_targets_are_dropped_with_reasons() {
     );
     let out = render_yaml(&yaml);
     assert_eq!(out.config.routing.len(), 1);
-    assert_eq!(out.config.routing[0].targets.len(), 1, "another namespace's provider is unreachable by name");
+    assert_eq!(
+        out.config.routing[0].targets.len(),
+        1,
+        "another namespace's provider is unreachable by name"
+    );
     let (status, reason, message) = ready(&out, "RoutingPolicy", "a", "mixed");
-    assert_eq!((status.as_str(), reason.as_str()), ("False", "TargetsUnresolved"));
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "TargetsUnresolved")
+    );
     assert!(message.contains("1 of 2 rule(s) compiled"), "{message}");
     let (_, _, targets) = condition(&out, "RoutingPolicy", "a", "mixed", "TargetsResolved");
-    assert!(targets.contains("provider \"private\" not found"), "{targets}");
-    assert!(targets.contains("does not serve model \"no-such-model\""), "{targets}");
+    assert!(
+        targets.contains("provider \"private\" not found"),
+        "{targets}"
+    );
+    assert!(
+        targets.contains("does not serve model \"no-such-model\""),
+        "{targets}"
+    );
     assert!(targets.contains("rule 1 has no usable target"), "{targets}");
 }
 
@@ -554,10 +964,17 @@ fn invalid_selector_operator_is_reported() {
     let yaml = format!(
         "{}{}",
         base(),
-        policy("dgidgi-system", "odd", "{tenantSelector: {matchExpressions: [{key: x, operator: Near, values: [y]}]}, rules: [{match: {model: x}, targets: [{provider: mock, model: mock-fast}]}]}")
+        policy(
+            "dgidgi-system",
+            "odd",
+            "{tenantSelector: {matchExpressions: [{key: x, operator: Near, values: [y]}]}, rules: [{match: {model: x}, targets: [{provider: mock, model: mock-fast}]}]}"
+        )
     );
     let out = render_yaml(&yaml);
-    assert_eq!(ready(&out, "RoutingPolicy", "dgidgi-system", "odd").1, "InvalidSelector");
+    assert_eq!(
+        ready(&out, "RoutingPolicy", "dgidgi-system", "odd").1,
+        "InvalidSelector"
+    );
     assert!(out.config.routing.is_empty());
 }
 
@@ -574,13 +991,39 @@ fn model_catalog_defaults_and_custom_models_with_prices() {
         )
     );
     let out = render_yaml(&yaml);
-    let custom = out.config.providers.iter().find(|p| p.name == "custom").unwrap();
-    assert_eq!(custom.base_url.as_deref(), Some("https://llm.example.com/v1"));
-    assert!(!custom.open_catalog, "an explicit model list is authoritative");
+    let custom = out
+        .config
+        .providers
+        .iter()
+        .find(|p| p.name == "custom")
+        .unwrap();
+    assert_eq!(
+        custom.base_url.as_deref(),
+        Some("https://llm.example.com/v1")
+    );
+    assert!(
+        !custom.open_catalog,
+        "an explicit model list is authoritative"
+    );
     let pricing = custom.models[0].pricing.unwrap();
-    assert_eq!((pricing.input_micro_usd_per_million, pricing.output_micro_usd_per_million), (150_000, 600_000));
-    let mock = out.config.providers.iter().find(|p| p.name == "mock").unwrap();
-    assert!(mock.models.iter().any(|m| m.name == "mock-fast" && m.aliases == vec!["mock"]));
+    assert_eq!(
+        (
+            pricing.input_micro_usd_per_million,
+            pricing.output_micro_usd_per_million
+        ),
+        (150_000, 600_000)
+    );
+    let mock = out
+        .config
+        .providers
+        .iter()
+        .find(|p| p.name == "mock")
+        .unwrap();
+    assert!(
+        mock.models
+            .iter()
+            .any(|m| m.name == "mock-fast" && m.aliases == vec!["mock"])
+    );
 }
 
 #[test]
@@ -588,9 +1031,16 @@ fn duplicate_model_names_are_refused() {
     let yaml = format!(
         "{}{}",
         base(),
-        provider("dgidgi-system", "dup", "{type: mock, models: [{name: a, aliases: [b]}, {name: b}]}")
+        provider(
+            "dgidgi-system",
+            "dup",
+            "{type: mock, models: [{name: a, aliases: [b]}, {name: b}]}"
+        )
     );
     let out = render_yaml(&yaml);
     // Caught by the CRD's CEL rule only for equal names; aliases colliding with names by render.
-    assert_eq!(ready(&out, "LlmProvider", "dgidgi-system", "dup").1, "DuplicateModelName");
+    assert_eq!(
+        ready(&out, "LlmProvider", "dgidgi-system", "dup").1,
+        "DuplicateModelName"
+    );
 }

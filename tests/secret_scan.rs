@@ -89,7 +89,10 @@ spec: {{}}
 
 /// The secret, and its base64 forms at every alignment inside a longer encoded blob.
 fn forms(secret: &[u8]) -> Vec<String> {
-    let mut forms = vec![String::from_utf8_lossy(secret).into_owned(), STANDARD.encode(secret)];
+    let mut forms = vec![
+        String::from_utf8_lossy(secret).into_owned(),
+        STANDARD.encode(secret),
+    ];
     for offset in 1..3 {
         let mut padded = vec![b'x'; offset];
         padded.extend_from_slice(secret);
@@ -103,7 +106,10 @@ fn forms(secret: &[u8]) -> Vec<String> {
 fn assert_clean(place: &str, text: &str, secrets: &[Vec<u8>]) {
     for secret in secrets {
         for form in forms(secret) {
-            assert!(!text.contains(&form), "{place} contains a secret (form {form:?})");
+            assert!(
+                !text.contains(&form),
+                "{place} contains a secret (form {form:?})"
+            );
         }
     }
 }
@@ -131,13 +137,24 @@ fn secrets_never_reach_the_config_map_status_or_logs() {
         .finish();
     let output = tracing::subscriber::with_default(subscriber, || common::render_yaml(&inputs()));
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-    assert!(logs.contains("key store: new row"), "logging was captured: {logs}");
+    assert!(
+        logs.contains("key store: new row"),
+        "logging was captured: {logs}"
+    );
 
     // Everything secret: provider keys, generated access keys, master key bytes.
     let mut secrets: Vec<Vec<u8>> = SECRETS.iter().map(|s| s.as_bytes().to_vec()).collect();
-    secrets.extend(output.access_keys.iter().map(|k| k.value.as_bytes().to_vec()));
+    secrets.extend(
+        output
+            .access_keys
+            .iter()
+            .map(|k| k.value.as_bytes().to_vec()),
+    );
     let ring = output.key_ring.to_yaml();
-    let master_key = ring.lines().find_map(|l| l.trim().strip_prefix("key: ")).unwrap();
+    let master_key = ring
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("key: "))
+        .unwrap();
     secrets.push(master_key.as_bytes().to_vec());
     secrets.push(STANDARD.decode(master_key).unwrap());
     assert!(output.access_keys.len() >= 2);
@@ -145,12 +162,31 @@ fn secrets_never_reach_the_config_map_status_or_logs() {
     let files = manifest_files(&output);
     let config_map = files.iter().find(|f| f.path.contains("configmap")).unwrap();
     let status = files.iter().find(|f| f.path == STATUS_FILE).unwrap();
-    let gateway_yaml = config_dir_files(&output).into_iter().find(|f| f.path == "gateway.yaml").unwrap();
-    assert_clean("the ConfigMap", &String::from_utf8_lossy(&config_map.bytes), &secrets);
-    assert_clean("gateway.yaml", &String::from_utf8_lossy(&gateway_yaml.bytes), &secrets);
-    assert_clean("the status output", &String::from_utf8_lossy(&status.bytes), &secrets);
+    let gateway_yaml = config_dir_files(&output)
+        .into_iter()
+        .find(|f| f.path == "gateway.yaml")
+        .unwrap();
+    assert_clean(
+        "the ConfigMap",
+        &String::from_utf8_lossy(&config_map.bytes),
+        &secrets,
+    );
+    assert_clean(
+        "gateway.yaml",
+        &String::from_utf8_lossy(&gateway_yaml.bytes),
+        &secrets,
+    );
+    assert_clean(
+        "the status output",
+        &String::from_utf8_lossy(&status.bytes),
+        &secrets,
+    );
     assert_clean("the logs", &logs, &secrets);
-    assert_clean("Debug of the whole output", &format!("{output:?}"), &secrets);
+    assert_clean(
+        "Debug of the whole output",
+        &format!("{output:?}"),
+        &secrets,
+    );
 
     // The provider keys are in no output file at all (only sealed in the key store), except
     // the platform-only key, which must not even be sealed.
@@ -172,12 +208,18 @@ fn the_render_command_leaks_nothing_on_stdout_or_stderr() {
         .arg(&out)
         .output()
         .unwrap();
-    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
     let secrets: Vec<Vec<u8>> = SECRETS.iter().map(|s| s.as_bytes().to_vec()).collect();
     assert_clean("stdout", &String::from_utf8_lossy(&result.stdout), &secrets);
     assert_clean("stderr", &String::from_utf8_lossy(&result.stderr), &secrets);
     let status = std::fs::read_to_string(out.join(STATUS_FILE)).unwrap();
     assert_clean("status.yaml", &status, &secrets);
-    let config_map = std::fs::read_to_string(out.join("dgidgi-system/configmap-dgidgi-gateway-config.yaml")).unwrap();
+    let config_map =
+        std::fs::read_to_string(out.join("dgidgi-system/configmap-dgidgi-gateway-config.yaml"))
+            .unwrap();
     assert_clean("the ConfigMap file", &config_map, &secrets);
 }

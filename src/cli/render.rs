@@ -10,7 +10,9 @@ use k8s_openapi::jiff::Timestamp;
 
 use super::files::write_atomic;
 use crate::config::{ACCESS_KEYS_FILE, KEY_STORE_FILE, MASTER_KEY_FILE};
-use crate::render::manifests::{MANAGED_BY, MANAGED_BY_LABEL, OutputFile, config_dir_files, manifest_files};
+use crate::render::manifests::{
+    MANAGED_BY, MANAGED_BY_LABEL, OutputFile, config_dir_files, manifest_files,
+};
 use crate::render::{DEFAULT_PLATFORM_NAMESPACE, InputLoader, RenderContext, RenderOutput, render};
 
 /// Arguments of `dgidgi render`.
@@ -77,7 +79,10 @@ pub fn run(args: &RenderArgs) -> anyhow::Result<ExitCode> {
 fn now() -> anyhow::Result<Timestamp> {
     match std::env::var("SOURCE_DATE_EPOCH") {
         Ok(epoch) => {
-            let seconds: i64 = epoch.trim().parse().context("SOURCE_DATE_EPOCH must be whole seconds")?;
+            let seconds: i64 = epoch
+                .trim()
+                .parse()
+                .context("SOURCE_DATE_EPOCH must be whole seconds")?;
             Timestamp::from_second(seconds).context("SOURCE_DATE_EPOCH is out of range")
         }
         Err(_) => Ok(Timestamp::now()),
@@ -101,7 +106,8 @@ fn load_config_dir(loader: &mut InputLoader, dir: &Path) -> anyhow::Result<()> {
     }
     if let Some(bytes) = read(ACCESS_KEYS_FILE)? {
         let path = dir.join(ACCESS_KEYS_FILE);
-        let text = String::from_utf8(bytes).with_context(|| format!("{} is not UTF-8", path.display()))?;
+        let text =
+            String::from_utf8(bytes).with_context(|| format!("{} is not UTF-8", path.display()))?;
         loader.add_yaml(&path.display().to_string(), &text)?;
     }
     Ok(())
@@ -111,7 +117,8 @@ fn load_config_dir(loader: &mut InputLoader, dir: &Path) -> anyhow::Result<()> {
 fn load_paths(loader: &mut InputLoader, paths: &[PathBuf]) -> anyhow::Result<()> {
     for path in paths {
         for file in yaml_files(path)? {
-            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
             loader.add_yaml(&file.display().to_string(), &text)?;
         }
     }
@@ -119,7 +126,8 @@ fn load_paths(loader: &mut InputLoader, paths: &[PathBuf]) -> anyhow::Result<()>
 }
 
 fn yaml_files(path: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let metadata = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    let metadata =
+        std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
     if !metadata.is_dir() {
         return Ok(vec![path.to_owned()]);
     }
@@ -137,7 +145,10 @@ fn yaml_files(path: &Path) -> anyhow::Result<Vec<PathBuf>> {
         }
         if child.is_dir() {
             files.extend(yaml_files(&child)?);
-        } else if matches!(child.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json")) {
+        } else if matches!(
+            child.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml" | "json")
+        ) {
             files.push(child);
         }
     }
@@ -159,12 +170,20 @@ fn write_files(dir: &Path, files: &[OutputFile]) -> anyhow::Result<()> {
 /// tenant's access key, say). Only files that carry dgidgi's managed-by label are touched.
 fn prune_stale(dir: &Path, written: &[OutputFile]) -> anyhow::Result<()> {
     for file in yaml_files(dir)? {
-        let relative = file.strip_prefix(dir).unwrap_or(&file).to_string_lossy().replace('\\', "/");
+        let relative = file
+            .strip_prefix(dir)
+            .unwrap_or(&file)
+            .to_string_lossy()
+            .replace('\\', "/");
         if written.iter().any(|w| w.path == relative) {
             continue;
         }
-        let Ok(text) = std::fs::read_to_string(&file) else { continue };
-        let Ok(value) = serde_yaml::from_str::<serde_yaml::Value>(&text) else { continue };
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue;
+        };
+        let Ok(value) = serde_yaml::from_str::<serde_yaml::Value>(&text) else {
+            continue;
+        };
         let managed = value
             .get("metadata")
             .and_then(|m| m.get("labels"))
@@ -191,6 +210,8 @@ fn summarize(output: &RenderOutput) {
         "rendered"
     );
     if output.key_ring_generated {
-        tracing::info!("generated a new master key ring; keep it with the outputs, it decrypts the key store");
+        tracing::info!(
+            "generated a new master key ring; keep it with the outputs, it decrypts the key store"
+        );
     }
 }

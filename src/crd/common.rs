@@ -73,7 +73,9 @@ pub fn parse_duration_ms(text: &str) -> Result<u64, DurationError> {
 
 /// A duration string that does not follow the `200ms` / `5s` / `1m30s` grammar.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("invalid duration {0:?}: expected digits followed by ms, s, m or h (e.g. 200ms, 5s, 1m30s)")]
+#[error(
+    "invalid duration {0:?}: expected digits followed by ms, s, m or h (e.g. 200ms, 5s, 1m30s)"
+)]
 pub struct DurationError(pub String);
 
 /// Number of micro-USD in one USD: money is carried as integers from render on.
@@ -189,7 +191,9 @@ pub fn truncate_to_seconds(ts: Timestamp) -> Timestamp {
 
 /// Formats a timestamp as RFC 3339 with whole seconds (`2026-11-25T11:52:27Z`).
 pub fn format_timestamp(ts: Timestamp) -> String {
-    truncate_to_seconds(ts).strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+    truncate_to_seconds(ts)
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
 }
 
 #[cfg(test)]
@@ -209,7 +213,18 @@ mod tests {
 
     #[test]
     fn durations_reject_garbage() {
-        for bad in ["", "5", "s", "5 s", "-5s", "5sec", "1.5s", "5S", "ms", "99999999999999999999s"] {
+        for bad in [
+            "",
+            "5",
+            "s",
+            "5 s",
+            "-5s",
+            "5sec",
+            "1.5s",
+            "5S",
+            "ms",
+            "99999999999999999999s",
+        ] {
             assert!(parse_duration_ms(bad).is_err(), "{bad:?} should be refused");
         }
     }
@@ -246,7 +261,12 @@ mod tests {
         assert_eq!(same[0].observed_generation, Some(2));
         let flipped = merge_conditions(
             &same,
-            vec![ConditionUpdate::new("Ready", false, "SecretNotFound", "gone")],
+            vec![ConditionUpdate::new(
+                "Ready",
+                false,
+                "SecretNotFound",
+                "gone",
+            )],
             Some(3),
             t1,
         );

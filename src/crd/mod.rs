@@ -5,8 +5,8 @@ pub mod policy;
 pub mod provider;
 pub mod tenant;
 
-use kube::CustomResourceExt;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
 
 pub use policy::{RoutingPolicy, RoutingPolicySpec, RoutingPolicyStatus};
 pub use provider::{LlmProvider, LlmProviderSpec, LlmProviderStatus};

@@ -22,11 +22,11 @@ use super::common::DURATION_RULE;
     cel,
     status = "RoutingPolicyStatus",
     doc = "Routing rules for requested models: weighted targets, an ordered fallback chain, retries and timeouts.",
-    printcolumn(name = "Priority", type_ = "integer", json_path = ".spec.priority", description = "Higher wins when several rules match"),
-    printcolumn(name = "Rules", type_ = "integer", json_path = ".status.rules", description = "Rules compiled into the gateway config"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", description = "Whether every rule compiled"),
-    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", description = "Why it is (not) ready"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn = r#"{"name":"Priority", "type":"integer", "jsonPath":".spec.priority", "description":"Higher wins when several rules match"}"#,
+    printcolumn = r#"{"name":"Rules", "type":"integer", "jsonPath":".status.rules", "description":"Rules compiled into the gateway config"}"#,
+    printcolumn = r#"{"name":"Ready", "type":"string", "jsonPath":".status.conditions[?(@.type==\"Ready\")].status", "description":"Whether every rule compiled"}"#,
+    printcolumn = r#"{"name":"Reason", "type":"string", "jsonPath":".status.conditions[?(@.type==\"Ready\")].reason", "description":"Why it is (not) ready"}"#,
+    printcolumn = r#"{"name":"Age", "type":"date", "jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct RoutingPolicySpec {
@@ -128,7 +128,9 @@ pub struct RetrySpec {
 }
 
 /// Failure classes a retry may react to.
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord, JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord, JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum RetryOn {
     /// The upstream answered 429.

@@ -22,11 +22,11 @@ use crate::providers::ProviderKind;
     cel,
     status = "LlmProviderStatus",
     doc = "An upstream LLM API (OpenAI, Anthropic, Gemini, an Ollama endpoint, ...) with its credentials, models, limits and timeouts.",
-    printcolumn(name = "Type", type_ = "string", json_path = ".spec.type", description = "Provider wire format"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", description = "Whether the gateway can use this provider"),
-    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", description = "Why it is (not) ready"),
-    printcolumn(name = "Models", type_ = "integer", json_path = ".status.models", description = "Number of models served"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn = r#"{"name":"Type", "type":"string", "jsonPath":".spec.type", "description":"Provider wire format"}"#,
+    printcolumn = r#"{"name":"Ready", "type":"string", "jsonPath":".status.conditions[?(@.type==\"Ready\")].status", "description":"Whether the gateway can use this provider"}"#,
+    printcolumn = r#"{"name":"Reason", "type":"string", "jsonPath":".status.conditions[?(@.type==\"Ready\")].reason", "description":"Why it is (not) ready"}"#,
+    printcolumn = r#"{"name":"Models", "type":"integer", "jsonPath":".status.models", "description":"Number of models served"}"#,
+    printcolumn = r#"{"name":"Age", "type":"date", "jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[x_kube(validation = Rule::new("self.type in ['ollama', 'mock'] || has(self.credentialsRef)").message("credentialsRef is required for every provider type except ollama and mock"))]
 #[x_kube(validation = Rule::new("self.type != 'openai-compatible' || has(self.baseUrl)").message("baseUrl is required for type openai-compatible"))]

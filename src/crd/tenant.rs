@@ -19,12 +19,12 @@ use serde::{Deserialize, Serialize};
     cel,
     status = "LlmTenantStatus",
     doc = "A tenant of the LLM gateway: which source serves it (platform keys, its own keys, or a local CLI endpoint), its preferences, limits, budget and access keys.",
-    printcolumn(name = "Source", type_ = "string", json_path = ".status.effectiveSource", description = "Source that serves this tenant"),
-    printcolumn(name = "Tier", type_ = "string", json_path = ".status.tier", description = "Tier from the namespace label"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", description = "Whether the tenant can be served"),
-    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", description = "Why it is (not) ready"),
-    printcolumn(name = "Spend", type_ = "number", json_path = ".status.usage.spendThisMonthUsd", description = "USD spent this month", priority = 1),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn = r#"{"name":"Source", "type":"string", "jsonPath":".status.effectiveSource", "description":"Source that serves this tenant"}"#,
+    printcolumn = r#"{"name":"Tier", "type":"string", "jsonPath":".status.tier", "description":"Tier from the namespace label"}"#,
+    printcolumn = r#"{"name":"Ready", "type":"string", "jsonPath":".status.conditions[?(@.type==\"Ready\")].status", "description":"Whether the tenant can be served"}"#,
+    printcolumn = r#"{"name":"Reason", "type":"string", "jsonPath":".status.conditions[?(@.type==\"Ready\")].reason", "description":"Why it is (not) ready"}"#,
+    printcolumn = r#"{"name":"Spend", "type":"number", "jsonPath":".status.usage.spendThisMonthUsd", "description":"USD spent this month", "priority":1}"#,
+    printcolumn = r#"{"name":"Age", "type":"date", "jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[x_kube(validation = Rule::new("self.source != 'cli' || has(self.cli)").message("source cli requires cli.endpoint"))]
 #[serde(rename_all = "camelCase")]
@@ -64,7 +64,9 @@ pub struct LlmTenantSpec {
 }
 
 /// Which kind of keys serve a tenant (DESIGN §2).
-#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord, JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord, JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Source {
     /// The platform's shared keys: metered, tier limits, budgets.

@@ -17,7 +17,10 @@ pub const MIN_LEN: usize = 32;
 pub fn generate(rng: &mut dyn CryptoRng) -> Zeroizing<String> {
     let mut bytes = Zeroizing::new([0u8; 32]);
     rng.fill_bytes(bytes.as_mut());
-    Zeroizing::new(format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes.as_ref())))
+    Zeroizing::new(format!(
+        "{PREFIX}{}",
+        URL_SAFE_NO_PAD.encode(bytes.as_ref())
+    ))
 }
 
 /// Lowercase hex SHA-256 of a key, as stored in the config and looked up by the gateway.

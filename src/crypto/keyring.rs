@@ -98,8 +98,8 @@ impl KeyRing {
 
     /// Parses the ring from its Secret data (`master-key.yaml`).
     pub fn from_yaml(bytes: &[u8]) -> Result<Self, CryptoError> {
-        let file: KeyRingFile = serde_yaml::from_slice(bytes)
-            .map_err(|e| CryptoError::KeyRingFormat(e.to_string()))?;
+        let file: KeyRingFile =
+            serde_yaml::from_slice(bytes).map_err(|e| CryptoError::KeyRingFormat(e.to_string()))?;
         let mut keys = Vec::with_capacity(file.keys.len());
         for entry in file.keys {
             let decoded = Zeroizing::new(STANDARD.decode(entry.key.as_bytes()).map_err(|_| {
@@ -177,10 +177,16 @@ mod tests {
     fn refuses_corrupt_rings() {
         let cases = [
             ("not: [valid", "not valid YAML"),
-            ("active: k2\nkeys:\n- id: k1\n  key: AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n", "not in the ring"),
+            (
+                "active: k2\nkeys:\n- id: k1\n  key: AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n",
+                "not in the ring",
+            ),
             ("active: k1\nkeys:\n- id: k1\n  key: c2hvcnQ=\n", "32 bytes"),
             ("active: k1\nkeys:\n- id: k1\n  key: '!!!'\n", "base64"),
-            ("active: K1\nkeys:\n- id: K1\n  key: AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n", "id must be"),
+            (
+                "active: K1\nkeys:\n- id: K1\n  key: AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n",
+                "id must be",
+            ),
         ];
         for (yaml, expected) in cases {
             let err = KeyRing::from_yaml(yaml.as_bytes()).unwrap_err().to_string();

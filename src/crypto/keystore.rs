@@ -69,7 +69,8 @@ impl<'a> From<&'a KeyStoreRow> for RowIdentity<'a> {
 /// to the same bytes.
 fn associated_data(key_id: &str, identity: RowIdentity<'_>) -> Vec<u8> {
     let fields = [key_id, identity.id, identity.tenant_id, identity.provider];
-    let mut aad = Vec::with_capacity(AAD_DOMAIN.len() + fields.iter().map(|f| f.len() + 4).sum::<usize>());
+    let mut aad =
+        Vec::with_capacity(AAD_DOMAIN.len() + fields.iter().map(|f| f.len() + 4).sum::<usize>());
     aad.extend_from_slice(AAD_DOMAIN);
     for field in fields {
         aad.extend_from_slice(&(field.len() as u32).to_be_bytes());
@@ -117,7 +118,8 @@ pub fn open(
         row: identity.id.to_owned(),
     };
     let mut parts = sealed.splitn(3, ':');
-    let (Some(PREFIX), Some(key_id), Some(body)) = (parts.next(), parts.next(), parts.next()) else {
+    let (Some(PREFIX), Some(key_id), Some(body)) = (parts.next(), parts.next(), parts.next())
+    else {
         return Err(malformed());
     };
     let master = ring.get(key_id).ok_or_else(|| CryptoError::UnknownKeyId {
@@ -166,6 +168,7 @@ impl KeyStore {
 mod tests {
     use super::*;
     use crate::crypto::MasterKey;
+    use rand::RngCore as _;
     use rand::SeedableRng;
     use rand_chacha::ChaCha20Rng;
 
@@ -185,7 +188,10 @@ mod tests {
         let sealed = seal(&ring, who, b"sk-secret-value", &mut rng);
         assert!(sealed.starts_with("dgv1:k1:"));
         assert!(!sealed.contains("sk-secret-value"));
-        assert_eq!(open(&ring, who, &sealed).unwrap().as_slice(), b"sk-secret-value");
+        assert_eq!(
+            open(&ring, who, &sealed).unwrap().as_slice(),
+            b"sk-secret-value"
+        );
     }
 
     #[test]
@@ -193,7 +199,10 @@ mod tests {
         let mut rng = ChaCha20Rng::seed_from_u64(8);
         let ring = KeyRing::generate(&mut rng);
         let who = identity("team-a/openai", "team-a");
-        assert_ne!(seal(&ring, who, b"k", &mut rng), seal(&ring, who, b"k", &mut rng));
+        assert_ne!(
+            seal(&ring, who, b"k", &mut rng),
+            seal(&ring, who, b"k", &mut rng)
+        );
     }
 
     #[test]
@@ -207,11 +216,20 @@ mod tests {
         for index in [0, NONCE_LEN, blob.len() - 1] {
             blob[index] ^= 0x01;
             let tampered = format!("{head}:{}", STANDARD.encode(&blob));
-            assert!(matches!(open(&ring, who, &tampered), Err(CryptoError::Decrypt { .. })));
+            assert!(matches!(
+                open(&ring, who, &tampered),
+                Err(CryptoError::Decrypt { .. })
+            ));
             blob[index] ^= 0x01;
         }
-        assert!(matches!(open(&ring, who, "dgv1:k1:%%%"), Err(CryptoError::Malformed { .. })));
-        assert!(matches!(open(&ring, who, "plain"), Err(CryptoError::Malformed { .. })));
+        assert!(matches!(
+            open(&ring, who, "dgv1:k1:%%%"),
+            Err(CryptoError::Malformed { .. })
+        ));
+        assert!(matches!(
+            open(&ring, who, "plain"),
+            Err(CryptoError::Malformed { .. })
+        ));
     }
 
     #[test]
@@ -229,7 +247,10 @@ mod tests {
                 ..a
             },
         ] {
-            assert!(matches!(open(&ring, other, &sealed_for_a), Err(CryptoError::Decrypt { .. })));
+            assert!(matches!(
+                open(&ring, other, &sealed_for_a),
+                Err(CryptoError::Decrypt { .. })
+            ));
         }
     }
 
@@ -247,14 +268,26 @@ mod tests {
         };
         let rotated = KeyRing::new(
             "k2".into(),
-            vec![old_key, MasterKey { id: "k2".into(), key: new_key }],
+            vec![
+                old_key,
+                MasterKey {
+                    id: "k2".into(),
+                    key: new_key,
+                },
+            ],
         )
         .unwrap();
-        assert_eq!(open(&rotated, who, &sealed_old).unwrap().as_slice(), b"old-row");
+        assert_eq!(
+            open(&rotated, who, &sealed_old).unwrap().as_slice(),
+            b"old-row"
+        );
         let sealed_new = seal(&rotated, who, b"new-row", &mut rng);
         assert!(sealed_new.starts_with("dgv1:k2:"));
         // The old ring cannot open what the new key sealed.
-        assert!(matches!(open(&old_ring, who, &sealed_new), Err(CryptoError::UnknownKeyId { .. })));
+        assert!(matches!(
+            open(&old_ring, who, &sealed_new),
+            Err(CryptoError::UnknownKeyId { .. })
+        ));
     }
 
     #[test]
@@ -265,14 +298,23 @@ mod tests {
         let ring = KeyRing::new(
             "k1".into(),
             vec![
-                MasterKey { id: "k1".into(), key: k1.clone() },
-                MasterKey { id: "k2".into(), key: k1 },
+                MasterKey {
+                    id: "k1".into(),
+                    key: k1.clone(),
+                },
+                MasterKey {
+                    id: "k2".into(),
+                    key: k1,
+                },
             ],
         )
         .unwrap();
         let who = identity("team-a/openai", "team-a");
         let sealed = seal(&ring, who, b"v", &mut rng);
         let relabelled = sealed.replacen(":k1:", ":k2:", 1);
-        assert!(matches!(open(&ring, who, &relabelled), Err(CryptoError::Decrypt { .. })));
+        assert!(matches!(
+            open(&ring, who, &relabelled),
+            Err(CryptoError::Decrypt { .. })
+        ));
     }
 }

@@ -70,10 +70,16 @@ impl AllowList {
     /// Whether a host name is allowed (exact, or `*.suffix` for any subdomain).
     pub fn allows_host(&self, host: &str) -> bool {
         let host = host.trim_end_matches('.').to_ascii_lowercase();
-        self.hosts.iter().any(|pattern| match pattern.strip_prefix("*.") {
-            Some(suffix) => host.len() > suffix.len() + 1 && host.ends_with(suffix) && host[..host.len() - suffix.len()].ends_with('.'),
-            None => *pattern == host,
-        })
+        self.hosts
+            .iter()
+            .any(|pattern| match pattern.strip_prefix("*.") {
+                Some(suffix) => {
+                    host.len() > suffix.len() + 1
+                        && host.ends_with(suffix)
+                        && host[..host.len() - suffix.len()].ends_with('.')
+                }
+                None => *pattern == host,
+            })
     }
 }
 
@@ -84,7 +90,9 @@ fn is_host_pattern(entry: &str) -> bool {
         && name.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
 }
 
@@ -162,7 +170,9 @@ pub enum EndpointError {
     #[error("endpoint URLs must not carry credentials; put the key in a Secret")]
     CredentialsInUrl,
     /// Internal address or host not on the allow-list.
-    #[error("{host} is an internal address; the namespace annotation {ALLOWED_ENDPOINTS_ANNOTATION} must allow it")]
+    #[error(
+        "{host} is an internal address; the namespace annotation {ALLOWED_ENDPOINTS_ANNOTATION} must allow it"
+    )]
     NotAllowed {
         /// The host as written.
         host: String,
@@ -187,20 +197,38 @@ pub fn check_tenant_endpoint(raw: &str, allow: &AllowList) -> Result<(), Endpoin
         return Err(EndpointError::CredentialsInUrl);
     }
     let port = url.port_or_known_default().unwrap_or(80);
-    let host = url.host().ok_or_else(|| EndpointError::NotHttpUrl(redact(raw)))?;
+    let host = url
+        .host()
+        .ok_or_else(|| EndpointError::NotHttpUrl(redact(raw)))?;
     let (display, internal, allowed, loopback) = match host {
         Host::Ipv4(v4) => {
             let ip = IpAddr::V4(v4);
-            (v4.to_string(), is_internal_ip(ip), allow.allows_ip(ip), v4.is_loopback())
+            (
+                v4.to_string(),
+                is_internal_ip(ip),
+                allow.allows_ip(ip),
+                v4.is_loopback(),
+            )
         }
         Host::Ipv6(v6) => {
             let ip = IpAddr::V6(v6);
             let loopback = canonical_ip(ip).is_loopback();
-            (format!("[{v6}]"), is_internal_ip(ip), allow.allows_ip(ip), loopback)
+            (
+                format!("[{v6}]"),
+                is_internal_ip(ip),
+                allow.allows_ip(ip),
+                loopback,
+            )
         }
         Host::Domain(name) => {
-            let loopback = name.eq_ignore_ascii_case("localhost") || name.to_ascii_lowercase().ends_with(".localhost");
-            (name.to_owned(), is_internal_host_name(name), allow.allows_host(name), loopback)
+            let loopback = name.eq_ignore_ascii_case("localhost")
+                || name.to_ascii_lowercase().ends_with(".localhost");
+            (
+                name.to_owned(),
+                is_internal_host_name(name),
+                allow.allows_host(name),
+                loopback,
+            )
         }
     };
     if loopback && GATEWAY_PORTS.contains(&port) {
@@ -217,7 +245,12 @@ pub fn check_tenant_endpoint(raw: &str, allow: &AllowList) -> Result<(), Endpoin
 
 /// Keeps only the scheme and host of an unparseable URL-ish string for messages.
 fn redact(raw: &str) -> String {
-    raw.split(['@', '?', '#']).next().unwrap_or_default().chars().take(80).collect()
+    raw.split(['@', '?', '#'])
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .take(80)
+        .collect()
 }
 
 #[cfg(test)]
@@ -230,7 +263,11 @@ mod tests {
 
     #[test]
     fn public_endpoints_pass() {
-        for url in ["https://api.openai.com/v1", "https://8.8.8.8/v1", "http://[2606:4700::1111]/"] {
+        for url in [
+            "https://api.openai.com/v1",
+            "https://8.8.8.8/v1",
+            "http://[2606:4700::1111]/",
+        ] {
             assert!(!refused(url), "{url}");
         }
     }
@@ -268,18 +305,25 @@ mod tests {
     #[test]
     fn credentials_in_url_are_refused() {
         assert_eq!(
-            check_tenant_endpoint("https://user:sk-123@api.example.com/", &AllowList::default()),
+            check_tenant_endpoint(
+                "https://user:sk-123@api.example.com/",
+                &AllowList::default()
+            ),
             Err(EndpointError::CredentialsInUrl)
         );
     }
 
     #[test]
     fn allow_list_admits_cidrs_and_hosts() {
-        let allow = AllowList::parse(Some("10.0.0.0/8, 127.0.0.1, ollama.team-a.svc.cluster.local, *.corp.example, bad entry!"));
+        let allow = AllowList::parse(Some(
+            "10.0.0.0/8, 127.0.0.1, ollama.team-a.svc.cluster.local, *.corp.example, bad entry!",
+        ));
         assert_eq!(allow.invalid, vec!["bad entry!"]);
         assert!(check_tenant_endpoint("http://10.1.2.3:11434", &allow).is_ok());
         assert!(check_tenant_endpoint("http://127.0.0.1:11434", &allow).is_ok());
-        assert!(check_tenant_endpoint("http://ollama.team-a.svc.cluster.local:11434", &allow).is_ok());
+        assert!(
+            check_tenant_endpoint("http://ollama.team-a.svc.cluster.local:11434", &allow).is_ok()
+        );
         assert!(check_tenant_endpoint("http://llm.corp.example/", &allow).is_ok());
         assert!(check_tenant_endpoint("http://corp.example.local/", &allow).is_err());
         assert!(check_tenant_endpoint("http://192.168.0.1/", &allow).is_err());
@@ -289,18 +333,31 @@ mod tests {
         assert!(!allow.allows_host("evilcorp.example"));
         assert_eq!(
             allow.entries(),
-            vec!["10.0.0.0/8", "127.0.0.1/32", "*.corp.example", "ollama.team-a.svc.cluster.local"]
+            vec![
+                "10.0.0.0/8",
+                "127.0.0.1/32",
+                "*.corp.example",
+                "ollama.team-a.svc.cluster.local"
+            ]
         );
     }
 
     #[test]
     fn gateway_ports_on_loopback_are_always_refused() {
         let allow = AllowList::parse(Some("127.0.0.0/8,localhost"));
-        for url in ["http://127.0.0.1:8080/", "http://localhost:9090/metrics", "http://[::1]:8080/"] {
-            assert!(matches!(
-                check_tenant_endpoint(url, &allow),
-                Err(EndpointError::GatewayItself { .. }) | Err(EndpointError::NotAllowed { .. })
-            ), "{url}");
+        for url in [
+            "http://127.0.0.1:8080/",
+            "http://localhost:9090/metrics",
+            "http://[::1]:8080/",
+        ] {
+            assert!(
+                matches!(
+                    check_tenant_endpoint(url, &allow),
+                    Err(EndpointError::GatewayItself { .. })
+                        | Err(EndpointError::NotAllowed { .. })
+                ),
+                "{url}"
+            );
         }
         assert!(check_tenant_endpoint("http://localhost:11434/", &allow).is_ok());
     }

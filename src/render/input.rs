@@ -17,7 +17,9 @@ use zeroize::Zeroizing;
 
 use super::report::{REPORT_KIND, RenderReport};
 use super::{InvalidResource, NamespaceMeta, ObjectKey, RenderInput, ResourceKind, SecretValues};
-use crate::config::{CONFIG_MAP_NAME, KEY_STORE_FILE, KEY_STORE_SECRET_NAME, MASTER_KEY_FILE, MASTER_KEY_SECRET_NAME};
+use crate::config::{
+    CONFIG_MAP_NAME, KEY_STORE_FILE, KEY_STORE_SECRET_NAME, MASTER_KEY_FILE, MASTER_KEY_SECRET_NAME,
+};
 use crate::crd::{API_VERSION, LlmProvider, LlmTenant, RoutingPolicy};
 use crate::crypto::{CryptoError, KeyRing, KeyStore};
 
@@ -36,7 +38,9 @@ pub enum InputError {
         message: String,
     },
     /// The master key ring Secret is corrupt.
-    #[error("{source_name}: Secret {MASTER_KEY_SECRET_NAME}: {error}; fix or restore it (a new ring could not decrypt existing rows)")]
+    #[error(
+        "{source_name}: Secret {MASTER_KEY_SECRET_NAME}: {error}; fix or restore it (a new ring could not decrypt existing rows)"
+    )]
     KeyRing {
         /// Where it came from.
         source_name: String,
@@ -44,7 +48,9 @@ pub enum InputError {
         error: CryptoError,
     },
     /// The key store Secret is corrupt.
-    #[error("{source_name}: Secret {KEY_STORE_SECRET_NAME}: {error}; fix it, or delete it to re-encrypt every key from its source Secret")]
+    #[error(
+        "{source_name}: Secret {KEY_STORE_SECRET_NAME}: {error}; fix it, or delete it to re-encrypt every key from its source Secret"
+    )]
     KeyStore {
         /// Where it came from.
         source_name: String,
@@ -89,13 +95,15 @@ impl CelRules {
             ResourceKind::LlmTenant => &self.tenant,
             ResourceKind::RoutingPolicy => &self.policy,
         };
-        self.validator.validate_compiled(schema, object, None).map_err(|errors| {
-            errors
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; ")
-        })
+        self.validator
+            .validate_compiled(schema, object, None)
+            .map_err(|errors| {
+                errors
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })
     }
 }
 
@@ -139,7 +147,11 @@ impl InputLoader {
     }
 
     /// Adds a key store document (`keys.yaml` of a config directory).
-    pub fn add_key_store_file(&mut self, source_name: &str, bytes: &[u8]) -> Result<(), InputError> {
+    pub fn add_key_store_file(
+        &mut self,
+        source_name: &str,
+        bytes: &[u8],
+    ) -> Result<(), InputError> {
         let store = KeyStore::from_yaml(bytes).map_err(|error| InputError::KeyStore {
             source_name: source_name.to_owned(),
             error,
@@ -163,12 +175,25 @@ impl InputLoader {
         self.warnings.push(message);
     }
 
-    fn add_value(&mut self, source_name: &str, index: usize, value: Value) -> Result<(), InputError> {
+    fn add_value(
+        &mut self,
+        source_name: &str,
+        index: usize,
+        value: Value,
+    ) -> Result<(), InputError> {
         if value.is_null() {
             return Ok(());
         }
-        let api_version = value.get("apiVersion").and_then(Value::as_str).unwrap_or_default().to_owned();
-        let kind = value.get("kind").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let api_version = value
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let kind = value
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
         if kind == "List" || kind.ends_with("List") && value.get("items").is_some() {
             if let Some(Value::Sequence(items)) = value.get("items").cloned() {
                 for item in items {
@@ -178,7 +203,10 @@ impl InputLoader {
             return Ok(());
         }
         let metadata = value.get("metadata").and_then(Value::as_mapping);
-        let name = metadata.and_then(|m| m.get("name")).and_then(Value::as_str).map(str::to_owned);
+        let name = metadata
+            .and_then(|m| m.get("name"))
+            .and_then(Value::as_str)
+            .map(str::to_owned);
         let namespace = metadata
             .and_then(|m| m.get("namespace"))
             .and_then(Value::as_str)
@@ -195,7 +223,8 @@ impl InputLoader {
                 match serde_yaml::from_value::<RenderReport>(value) {
                     Ok(report) => self.input.previous.report = Some(report),
                     Err(e) => {
-                        let message = format!("{source_name}: ignoring unreadable {REPORT_KIND}: {e}");
+                        let message =
+                            format!("{source_name}: ignoring unreadable {REPORT_KIND}: {e}");
                         self.warn(message);
                     }
                 }
@@ -219,38 +248,66 @@ impl InputLoader {
                 self.input.namespaces.insert(key.name, meta);
             }
             ("v1", "Secret") => self.add_secret(source_name, key, &value)?,
-            ("v1", "ConfigMap") if key.namespace == self.platform_namespace && key.name == CONFIG_MAP_NAME => {
+            ("v1", "ConfigMap")
+                if key.namespace == self.platform_namespace && key.name == CONFIG_MAP_NAME =>
+            {
                 // An earlier render's output: derived entirely from the other inputs.
             }
             (API_VERSION, "LlmProvider") => {
-                self.add_resource::<LlmProvider>(ResourceKind::LlmProvider, key, value, |input| &mut input.providers);
+                self.add_resource::<LlmProvider>(ResourceKind::LlmProvider, key, value, |input| {
+                    &mut input.providers
+                });
             }
             (API_VERSION, "LlmTenant") => {
-                self.add_resource::<LlmTenant>(ResourceKind::LlmTenant, key, value, |input| &mut input.tenants);
+                self.add_resource::<LlmTenant>(ResourceKind::LlmTenant, key, value, |input| {
+                    &mut input.tenants
+                });
             }
             (API_VERSION, "RoutingPolicy") => {
-                self.add_resource::<RoutingPolicy>(ResourceKind::RoutingPolicy, key, value, |input| &mut input.policies);
+                self.add_resource::<RoutingPolicy>(
+                    ResourceKind::RoutingPolicy,
+                    key,
+                    value,
+                    |input| &mut input.policies,
+                );
             }
             _ => {
-                let message = format!("{}: skipped, not an input of render (apiVersion {api_version:?})", description);
+                let message = format!(
+                    "{}: skipped, not an input of render (apiVersion {api_version:?})",
+                    description
+                );
                 self.warn(message);
             }
         }
         Ok(())
     }
 
-    fn add_secret(&mut self, source_name: &str, key: ObjectKey, value: &Value) -> Result<(), InputError> {
+    fn add_secret(
+        &mut self,
+        source_name: &str,
+        key: ObjectKey,
+        value: &Value,
+    ) -> Result<(), InputError> {
         let secret = decode_secret(value);
         if key.namespace == self.platform_namespace && key.name == MASTER_KEY_SECRET_NAME {
-            let bytes = secret.data.get(MASTER_KEY_FILE).map(|v| v.as_slice()).unwrap_or_default();
+            let bytes = secret
+                .data
+                .get(MASTER_KEY_FILE)
+                .map(|v| v.as_slice())
+                .unwrap_or_default();
             return self.add_key_ring_file(source_name, bytes);
         }
         if key.namespace == self.platform_namespace && key.name == KEY_STORE_SECRET_NAME {
-            let bytes = secret.data.get(KEY_STORE_FILE).map(|v| v.as_slice()).unwrap_or_default();
+            let bytes = secret
+                .data
+                .get(KEY_STORE_FILE)
+                .map(|v| v.as_slice())
+                .unwrap_or_default();
             return self.add_key_store_file(source_name, bytes);
         }
         for bad in &secret.undecodable {
-            let message = format!("{source_name}: Secret {key}: data key {bad:?} is not valid base64");
+            let message =
+                format!("{source_name}: Secret {key}: data key {bad:?} is not valid base64");
             self.warn(message);
         }
         self.input.secrets.insert(key, secret);
@@ -270,11 +327,17 @@ impl InputLoader {
             .get("metadata")
             .and_then(|m| m.get("generation"))
             .and_then(Value::as_i64);
-        self.input.invalid.retain(|r| !(r.kind == kind && r.key == key));
+        self.input
+            .invalid
+            .retain(|r| !(r.kind == kind && r.key == key));
         let parsed = serde_path_to_error::deserialize::<_, K>(value.clone())
             .map_err(|e| {
                 let path = e.path().to_string();
-                if path == "." { e.into_inner().to_string() } else { format!("{path}: {}", e.into_inner()) }
+                if path == "." {
+                    e.into_inner().to_string()
+                } else {
+                    format!("{path}: {}", e.into_inner())
+                }
             })
             .and_then(|resource| {
                 let json = serde_json::to_value(&resource).map_err(|e| e.to_string())?;
@@ -285,7 +348,10 @@ impl InputLoader {
             Ok(mut resource) => {
                 let meta = resource.meta_mut();
                 meta.namespace = Some(key.namespace.clone());
-                if store(&mut self.input).insert(key.clone(), resource).is_some() {
+                if store(&mut self.input)
+                    .insert(key.clone(), resource)
+                    .is_some()
+                {
                     tracing::debug!("{} {key} given twice; the later one wins", kind.as_str());
                 }
             }
@@ -340,9 +406,14 @@ fn scalar_string(value: &Value) -> Option<String> {
 fn decode_secret(value: &Value) -> SecretValues {
     let mut secret = SecretValues::default();
     let empty = Mapping::new();
-    let data = value.get("data").and_then(Value::as_mapping).unwrap_or(&empty);
+    let data = value
+        .get("data")
+        .and_then(Value::as_mapping)
+        .unwrap_or(&empty);
     for (k, v) in data {
-        let (Some(k), Some(v)) = (k.as_str(), v.as_str()) else { continue };
+        let (Some(k), Some(v)) = (k.as_str(), v.as_str()) else {
+            continue;
+        };
         let compact: String = v.chars().filter(|c| !c.is_ascii_whitespace()).collect();
         match STANDARD.decode(compact.as_bytes()) {
             Ok(bytes) => {
@@ -351,11 +422,18 @@ fn decode_secret(value: &Value) -> SecretValues {
             Err(_) => secret.undecodable.push(k.to_owned()),
         }
     }
-    let string_data = value.get("stringData").and_then(Value::as_mapping).unwrap_or(&empty);
+    let string_data = value
+        .get("stringData")
+        .and_then(Value::as_mapping)
+        .unwrap_or(&empty);
     for (k, v) in string_data {
-        let (Some(k), Some(v)) = (k.as_str(), scalar_string(v)) else { continue };
+        let (Some(k), Some(v)) = (k.as_str(), scalar_string(v)) else {
+            continue;
+        };
         secret.undecodable.retain(|bad| bad != k);
-        secret.data.insert(k.to_owned(), Zeroizing::new(v.into_bytes()));
+        secret
+            .data
+            .insert(k.to_owned(), Zeroizing::new(v.into_bytes()));
     }
     secret
 }

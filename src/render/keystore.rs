@@ -61,7 +61,13 @@ pub fn reconcile(
     KeyStore { rows }
 }
 
-fn new_row(ring: &KeyRing, identity: RowIdentity<'_>, value: &[u8], now: &str, rng: &mut dyn CryptoRng) -> KeyStoreRow {
+fn new_row(
+    ring: &KeyRing,
+    identity: RowIdentity<'_>,
+    value: &[u8],
+    now: &str,
+    rng: &mut dyn CryptoRng,
+) -> KeyStoreRow {
     KeyStoreRow {
         id: identity.id.to_owned(),
         tenant_id: identity.tenant_id.to_owned(),

@@ -10,8 +10,8 @@ use sha2::{Digest, Sha256};
 
 use super::{AccessKeySecret, RenderOutput};
 use crate::config::{
-    ACCESS_KEY_DATA_KEY, ACCESS_KEYS_FILE, CONFIG_MAP_NAME, GATEWAY_CONFIG_FILE, KEY_STORE_FILE, KEY_STORE_SECRET_NAME,
-    MASTER_KEY_FILE, MASTER_KEY_SECRET_NAME,
+    ACCESS_KEY_DATA_KEY, ACCESS_KEYS_FILE, CONFIG_MAP_NAME, GATEWAY_CONFIG_FILE, KEY_STORE_FILE,
+    KEY_STORE_SECRET_NAME, MASTER_KEY_FILE, MASTER_KEY_SECRET_NAME,
 };
 use crate::crd::API_VERSION;
 
@@ -71,7 +71,11 @@ fn labels(extra: &[(&str, &str)]) -> BTreeMap<String, String> {
         (MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned()),
         ("app.kubernetes.io/part-of".to_owned(), "dgidgi".to_owned()),
     ]);
-    labels.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+    labels.extend(
+        extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
     labels
 }
 
@@ -88,21 +92,31 @@ fn secret(meta: ObjectMeta, key: &str, value: &[u8]) -> Secret {
     Secret {
         metadata: meta,
         type_: Some("Opaque".to_owned()),
-        data: Some(BTreeMap::from([(key.to_owned(), ByteString(value.to_vec()))])),
+        data: Some(BTreeMap::from([(
+            key.to_owned(),
+            ByteString(value.to_vec()),
+        )])),
         ..Secret::default()
     }
 }
 
 /// The ConfigMap with the gateway config.
 pub fn config_map(output: &RenderOutput, docs: &Documents) -> ConfigMap {
-    let mut metadata = meta(&output.config.platform_namespace, CONFIG_MAP_NAME, labels(&[("app.kubernetes.io/component", "gateway-config")]));
+    let mut metadata = meta(
+        &output.config.platform_namespace,
+        CONFIG_MAP_NAME,
+        labels(&[("app.kubernetes.io/component", "gateway-config")]),
+    );
     metadata.annotations = Some(BTreeMap::from([(
         CONFIG_HASH_ANNOTATION.to_owned(),
         hex::encode(Sha256::digest(docs.gateway_config.as_bytes())),
     )]));
     ConfigMap {
         metadata,
-        data: Some(BTreeMap::from([(GATEWAY_CONFIG_FILE.to_owned(), docs.gateway_config.clone())])),
+        data: Some(BTreeMap::from([(
+            GATEWAY_CONFIG_FILE.to_owned(),
+            docs.gateway_config.clone(),
+        )])),
         ..ConfigMap::default()
     }
 }
@@ -110,7 +124,11 @@ pub fn config_map(output: &RenderOutput, docs: &Documents) -> ConfigMap {
 /// The key store Secret.
 pub fn key_store_secret(output: &RenderOutput, docs: &Documents) -> Secret {
     secret(
-        meta(&output.config.platform_namespace, KEY_STORE_SECRET_NAME, labels(&[("app.kubernetes.io/component", "key-store")])),
+        meta(
+            &output.config.platform_namespace,
+            KEY_STORE_SECRET_NAME,
+            labels(&[("app.kubernetes.io/component", "key-store")]),
+        ),
         KEY_STORE_FILE,
         docs.key_store.as_bytes(),
     )
@@ -119,7 +137,11 @@ pub fn key_store_secret(output: &RenderOutput, docs: &Documents) -> Secret {
 /// The master key ring Secret.
 pub fn key_ring_secret(output: &RenderOutput, docs: &Documents) -> Secret {
     secret(
-        meta(&output.config.platform_namespace, MASTER_KEY_SECRET_NAME, labels(&[("app.kubernetes.io/component", "master-key")])),
+        meta(
+            &output.config.platform_namespace,
+            MASTER_KEY_SECRET_NAME,
+            labels(&[("app.kubernetes.io/component", "master-key")]),
+        ),
         MASTER_KEY_FILE,
         docs.key_ring.as_bytes(),
     )
@@ -150,7 +172,9 @@ pub fn access_key_secret(access: &AccessKeySecret) -> Secret {
 }
 
 fn yaml<T: serde::Serialize>(object: &T) -> Vec<u8> {
-    serde_yaml::to_string(object).unwrap_or_default().into_bytes()
+    serde_yaml::to_string(object)
+        .unwrap_or_default()
+        .into_bytes()
 }
 
 /// Manifests for `--out`: `<namespace>/<kind>-<name>.yaml` per object, plus `status.yaml`.

@@ -221,7 +221,11 @@ pub struct RenderOutput {
 
 /// Renders the whole gateway configuration. Takes the previous key ring out of `input` (it is
 /// moved into the output) and otherwise only reads.
-pub fn render(mut input: RenderInput, ctx: &RenderContext, rng: &mut dyn CryptoRng) -> RenderOutput {
+pub fn render(
+    mut input: RenderInput,
+    ctx: &RenderContext,
+    rng: &mut dyn CryptoRng,
+) -> RenderOutput {
     let (key_ring, key_ring_generated) = match input.previous.key_ring.take() {
         Some(ring) => (ring, false),
         None => (KeyRing::generate(rng), true),
@@ -237,7 +241,8 @@ pub fn render(mut input: RenderInput, ctx: &RenderContext, rng: &mut dyn CryptoR
         ctx.now,
         rng,
     );
-    let tenant_out = tenants::resolve_all(&input, ctx, &resolved, &previous_report, &mut report, rng);
+    let tenant_out =
+        tenants::resolve_all(&input, ctx, &resolved, &previous_report, &mut report, rng);
     let routing = policies::compile_all(&input, ctx, &resolved, &previous_report, &mut report);
     report.add_invalid(&input.invalid, &previous_report, ctx.now);
     report.sort();

@@ -88,7 +88,12 @@ fn compile_one(
                 Err(message) => {
                     return Compiled {
                         rules: Vec::new(),
-                        conditions: vec![ConditionUpdate::new(READY, false, "InvalidSelector", message)],
+                        conditions: vec![ConditionUpdate::new(
+                            READY,
+                            false,
+                            "InvalidSelector",
+                            message,
+                        )],
                     };
                 }
             },
@@ -110,14 +115,21 @@ fn compile_one(
                 compiled.namespaces = namespaces.clone();
                 rules.push(compiled);
             }
-            None => problems.push(format!("rule {index} has no usable target and was left out")),
+            None => problems.push(format!(
+                "rule {index} has no usable target and was left out"
+            )),
         }
     }
 
     let targets_condition = if problems.is_empty() {
         ConditionUpdate::new("TargetsResolved", true, "Resolved", "every target resolved")
     } else {
-        ConditionUpdate::new("TargetsResolved", false, "TargetsUnresolved", problems.join("; "))
+        ConditionUpdate::new(
+            "TargetsResolved",
+            false,
+            "TargetsUnresolved",
+            problems.join("; "),
+        )
     };
     let mut summary = format!("{} of {} rule(s) compiled", rules.len(), spec.rules.len());
     if let Some(list) = &namespaces
@@ -154,13 +166,22 @@ fn compile_rule(
     let mut resolve = |what: &str, target: &Target, weight: u32| -> Option<CompiledTarget> {
         // A tenant's policy may name its own providers or platform ones; a platform policy only
         // platform ones. Another tenant's providers are never reachable by name.
-        let own = (!is_platform).then(|| providers.get(&key.namespace, &target.provider)).flatten();
+        let own = (!is_platform)
+            .then(|| providers.get(&key.namespace, &target.provider))
+            .flatten();
         let provider = own.or_else(|| providers.get(&ctx.platform_namespace, &target.provider));
         let Some(provider) = provider else {
-            let known = providers.known.contains(&ObjectKey::new(&key.namespace, &target.provider))
-                || providers.known.contains(&ObjectKey::new(&ctx.platform_namespace, &target.provider));
+            let known = providers
+                .known
+                .contains(&ObjectKey::new(&key.namespace, &target.provider))
+                || providers
+                    .known
+                    .contains(&ObjectKey::new(&ctx.platform_namespace, &target.provider));
             let state = if known { "is not Ready" } else { "not found" };
-            problems.push(format!("rule {index} {what}: provider {:?} {state}", target.provider));
+            problems.push(format!(
+                "rule {index} {what}: provider {:?} {state}",
+                target.provider
+            ));
             return None;
         };
         if !serves_model(provider, &target.model) {
@@ -190,7 +211,11 @@ fn compile_rule(
             )
         })
         .collect();
-    let fallback: Vec<CompiledTarget> = rule.fallback.iter().filter_map(|t| resolve("fallback", t, 1)).collect();
+    let fallback: Vec<CompiledTarget> = rule
+        .fallback
+        .iter()
+        .filter_map(|t| resolve("fallback", t, 1))
+        .collect();
     if targets.is_empty() && fallback.is_empty() {
         return None;
     }
@@ -238,8 +263,14 @@ fn compile_rule(
 }
 
 fn selector_is_empty(selector: &LabelSelector) -> bool {
-    selector.match_labels.as_ref().is_none_or(BTreeMap::is_empty)
-        && selector.match_expressions.as_ref().is_none_or(Vec::is_empty)
+    selector
+        .match_labels
+        .as_ref()
+        .is_none_or(BTreeMap::is_empty)
+        && selector
+            .match_expressions
+            .as_ref()
+            .is_none_or(Vec::is_empty)
 }
 
 /// Evaluates a label selector over the tenant namespaces (namespaces without a Namespace object
@@ -262,7 +293,10 @@ fn select_namespaces(
 }
 
 /// Kubernetes label selector semantics (matchLabels AND every matchExpression).
-pub fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> Result<bool, String> {
+pub fn selector_matches(
+    selector: &LabelSelector,
+    labels: &BTreeMap<String, String>,
+) -> Result<bool, String> {
     let labels_match = selector
         .match_labels
         .iter()
@@ -279,9 +313,17 @@ pub fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, Stri
             "NotIn" if !values.is_empty() => value.is_none_or(|v| !values.contains(v)),
             "Exists" if values.is_empty() => value.is_some(),
             "DoesNotExist" if values.is_empty() => value.is_none(),
-            "In" | "NotIn" => return Err(format!("tenantSelector: operator {} needs values", requirement.operator)),
+            "In" | "NotIn" => {
+                return Err(format!(
+                    "tenantSelector: operator {} needs values",
+                    requirement.operator
+                ));
+            }
             "Exists" | "DoesNotExist" => {
-                return Err(format!("tenantSelector: operator {} takes no values", requirement.operator));
+                return Err(format!(
+                    "tenantSelector: operator {} takes no values",
+                    requirement.operator
+                ));
             }
             other => return Err(format!("tenantSelector: unknown operator {other:?}")),
         };
@@ -298,7 +340,10 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     fn requirement(key: &str, operator: &str, values: &[&str]) -> LabelSelectorRequirement {

@@ -8,8 +8,12 @@ use zeroize::Zeroizing;
 use super::endpoints::{ALLOWED_ENDPOINTS_ANNOTATION, AllowList, check_tenant_endpoint};
 use super::report::{READY, RenderReport, ReportEntry};
 use super::{ObjectKey, RenderContext, RenderInput, ResourceKind};
-use crate::config::{ModelConfig, PricingConfig, ProviderConfig, ProviderLimitsConfig, ProviderScope, TimeoutsConfig};
-use crate::crd::common::{ConditionStatus, ConditionUpdate, merge_conditions, parse_duration_ms, usd_to_micros};
+use crate::config::{
+    ModelConfig, PricingConfig, ProviderConfig, ProviderLimitsConfig, ProviderScope, TimeoutsConfig,
+};
+use crate::crd::common::{
+    ConditionStatus, ConditionUpdate, merge_conditions, parse_duration_ms, usd_to_micros,
+};
 use crate::crd::provider::{LlmProviderSpec, ModelSpec, PricingSpec};
 use crate::crd::{LlmProvider, LlmProviderStatus};
 
@@ -47,8 +51,13 @@ impl ResolvedProviders {
     }
 
     /// Ready providers of one namespace, in name order.
-    pub fn in_namespace<'a>(&'a self, namespace: &'a str) -> impl Iterator<Item = &'a ProviderConfig> + 'a {
-        self.configs.iter().filter(move |p| p.namespace == namespace)
+    pub fn in_namespace<'a>(
+        &'a self,
+        namespace: &'a str,
+    ) -> impl Iterator<Item = &'a ProviderConfig> + 'a {
+        self.configs
+            .iter()
+            .filter(move |p| p.namespace == namespace)
     }
 }
 
@@ -73,7 +82,13 @@ pub fn resolve_all(
     report: &mut RenderReport,
 ) -> ResolvedProviders {
     let mut out = ResolvedProviders::default();
-    out.known.extend(input.invalid.iter().filter(|r| r.kind == ResourceKind::LlmProvider).map(|r| r.key.clone()));
+    out.known.extend(
+        input
+            .invalid
+            .iter()
+            .filter(|r| r.kind == ResourceKind::LlmProvider)
+            .map(|r| r.key.clone()),
+    );
     for (key, provider) in &input.providers {
         out.known.insert(key.clone());
         let outcome = resolve_one(input, ctx, key, &provider.spec);
@@ -90,11 +105,27 @@ pub fn resolve_all(
                 }
                 out.ready.insert(key.clone(), out.configs.len());
                 out.configs.push(config);
-                (vec![ConditionUpdate::new(READY, ConditionStatus::True, "Resolved", message)], Some(models))
+                (
+                    vec![ConditionUpdate::new(
+                        READY,
+                        ConditionStatus::True,
+                        "Resolved",
+                        message,
+                    )],
+                    Some(models),
+                )
             }
             Err(refusal) => {
                 tracing::warn!(provider = %key, reason = refusal.reason, "provider not ready: {}", refusal.message);
-                (vec![ConditionUpdate::new(READY, ConditionStatus::False, refusal.reason, refusal.message)], None)
+                (
+                    vec![ConditionUpdate::new(
+                        READY,
+                        ConditionStatus::False,
+                        refusal.reason,
+                        refusal.message,
+                    )],
+                    None,
+                )
             }
         };
         report.providers.push(ReportEntry {
@@ -138,22 +169,37 @@ fn resolve_one(
         .or(defaults.base_url)
         .map(|url| url.trim_end_matches('/').to_owned());
     if base_url.is_none() && spec.kind != crate::providers::ProviderKind::Mock {
-        return Err(refuse("BaseUrlMissing", format!("type {} has no default baseUrl; set spec.baseUrl", spec.kind)));
+        return Err(refuse(
+            "BaseUrlMissing",
+            format!(
+                "type {} has no default baseUrl; set spec.baseUrl",
+                spec.kind
+            ),
+        ));
     }
 
     let mut allowed_endpoints = Vec::new();
     if scope == ProviderScope::Tenant {
         let namespace = input.namespace(&key.namespace);
-        let allow = AllowList::parse(namespace.annotations.get(ALLOWED_ENDPOINTS_ANNOTATION).map(String::as_str));
+        let allow = AllowList::parse(
+            namespace
+                .annotations
+                .get(ALLOWED_ENDPOINTS_ANNOTATION)
+                .map(String::as_str),
+        );
         if let Some(url) = &base_url {
-            check_tenant_endpoint(url, &allow).map_err(|e| refuse("EndpointNotAllowed", e.to_string()))?;
+            check_tenant_endpoint(url, &allow)
+                .map_err(|e| refuse("EndpointNotAllowed", e.to_string()))?;
         }
         allowed_endpoints = allow.entries();
     }
 
     let credential = match &spec.credentials_ref {
         None if spec.kind.requires_credentials() => {
-            return Err(refuse("CredentialsMissing", format!("type {} needs spec.credentialsRef", spec.kind)));
+            return Err(refuse(
+                "CredentialsMissing",
+                format!("type {} needs spec.credentialsRef", spec.kind),
+            ));
         }
         None => None,
         Some(reference) => {
@@ -170,7 +216,10 @@ fn resolve_one(
             if secret.undecodable.contains(&reference.key) {
                 return Err(refuse(
                     "SecretKeyInvalid",
-                    format!("key {:?} of Secret {:?} is not valid base64", reference.key, reference.name),
+                    format!(
+                        "key {:?} of Secret {:?} is not valid base64",
+                        reference.key, reference.name
+                    ),
                 ));
             }
             let value = secret.data.get(&reference.key).ok_or_else(|| {
@@ -183,7 +232,10 @@ fn resolve_one(
             if trimmed.is_empty() {
                 return Err(refuse(
                     "SecretValueEmpty",
-                    format!("key {:?} of Secret {:?} is empty", reference.key, reference.name),
+                    format!(
+                        "key {:?} of Secret {:?} is empty",
+                        reference.key, reference.name
+                    ),
                 ));
             }
             Some(Credential {
@@ -196,9 +248,19 @@ fn resolve_one(
     };
 
     let (models, open_catalog) = match &spec.models {
-        Some(models) => (models.iter().map(model_from_spec).collect::<Result<Vec<_>, _>>()?, false),
+        Some(models) => (
+            models
+                .iter()
+                .map(model_from_spec)
+                .collect::<Result<Vec<_>, _>>()?,
+            false,
+        ),
         None => (
-            defaults.models.iter().map(model_from_catalog).collect::<Vec<_>>(),
+            defaults
+                .models
+                .iter()
+                .map(model_from_catalog)
+                .collect::<Vec<_>>(),
             defaults.open_catalog,
         ),
     };
@@ -233,14 +295,25 @@ fn resolve_one(
 
 /// API keys pasted into Secrets often carry a trailing newline (`echo key | base64`).
 fn trim_ascii_whitespace(bytes: &[u8]) -> &[u8] {
-    let start = bytes.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(bytes.len());
-    let end = bytes.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |i| i + 1);
+    let start = bytes
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |i| i + 1);
     &bytes[start..end]
 }
 
 fn pricing(spec: &PricingSpec) -> Result<PricingConfig, Refusal> {
     let convert = |field: &str, usd: f64| {
-        usd_to_micros(usd).ok_or_else(|| refuse("InvalidPricing", format!("{field} {usd} is not a valid USD amount")))
+        usd_to_micros(usd).ok_or_else(|| {
+            refuse(
+                "InvalidPricing",
+                format!("{field} {usd} is not a valid USD amount"),
+            )
+        })
     };
     Ok(PricingConfig {
         input_micro_usd_per_million: convert("inputPerMillion", spec.input_per_million)?,
@@ -285,7 +358,10 @@ fn check_unique_model_names(models: &[ModelConfig]) -> Result<(), Refusal> {
     for model in models {
         for name in std::iter::once(&model.name).chain(&model.aliases) {
             if !seen.insert(name.as_str()) {
-                return Err(refuse("DuplicateModelName", format!("model name or alias {name:?} is used twice")));
+                return Err(refuse(
+                    "DuplicateModelName",
+                    format!("model name or alias {name:?} is used twice"),
+                ));
             }
         }
     }
@@ -299,7 +375,8 @@ fn timeouts(spec: &LlmProviderSpec) -> Result<TimeoutsConfig, Refusal> {
     };
     let parse = |field: &str, value: &Option<String>, fallback: u64| match value {
         None => Ok(fallback),
-        Some(text) => parse_duration_ms(text).map_err(|e| refuse("InvalidDuration", format!("timeouts.{field}: {e}"))),
+        Some(text) => parse_duration_ms(text)
+            .map_err(|e| refuse("InvalidDuration", format!("timeouts.{field}: {e}"))),
     };
     Ok(TimeoutsConfig {
         connect_ms: parse("connect", &t.connect, defaults.connect_ms)?,
@@ -310,5 +387,9 @@ fn timeouts(spec: &LlmProviderSpec) -> Result<TimeoutsConfig, Refusal> {
 
 /// Whether `model` (a name or alias) is served by `provider`.
 pub fn serves_model(provider: &ProviderConfig, model: &str) -> bool {
-    provider.open_catalog || provider.models.iter().any(|m| m.name == model || m.aliases.iter().any(|a| a == model))
+    provider.open_catalog
+        || provider
+            .models
+            .iter()
+            .any(|m| m.name == model || m.aliases.iter().any(|a| a == model))
 }

@@ -61,7 +61,11 @@ pub struct ReportEntry<S> {
 impl RenderReport {
     /// Previous conditions of a resource, for keeping transition times.
     pub fn conditions(&self, kind: ResourceKind, key: &ObjectKey) -> &[Condition] {
-        fn find<'a, S>(entries: &'a [ReportEntry<S>], key: &ObjectKey, get: impl Fn(&'a S) -> &'a [Condition]) -> &'a [Condition] {
+        fn find<'a, S>(
+            entries: &'a [ReportEntry<S>],
+            key: &ObjectKey,
+            get: impl Fn(&'a S) -> &'a [Condition],
+        ) -> &'a [Condition] {
             entries
                 .iter()
                 .find(|e| e.namespace == key.namespace && e.name == key.name)
@@ -76,11 +80,21 @@ impl RenderReport {
     }
 
     /// Records resources that failed validation: `Ready=False, reason InvalidSpec`.
-    pub fn add_invalid(&mut self, invalid: &[InvalidResource], previous: &RenderReport, now: Timestamp) {
+    pub fn add_invalid(
+        &mut self,
+        invalid: &[InvalidResource],
+        previous: &RenderReport,
+        now: Timestamp,
+    ) {
         for resource in invalid {
             let conditions = merge_conditions(
                 previous.conditions(resource.kind, &resource.key),
-                vec![ConditionUpdate::new(READY, ConditionStatus::False, "InvalidSpec", resource.message.clone())],
+                vec![ConditionUpdate::new(
+                    READY,
+                    ConditionStatus::False,
+                    "InvalidSpec",
+                    resource.message.clone(),
+                )],
                 resource.generation,
                 now,
             );
@@ -89,17 +103,26 @@ impl RenderReport {
                 ResourceKind::LlmProvider => self.providers.push(ReportEntry {
                     namespace,
                     name,
-                    status: LlmProviderStatus { models: None, conditions },
+                    status: LlmProviderStatus {
+                        models: None,
+                        conditions,
+                    },
                 }),
                 ResourceKind::LlmTenant => self.tenants.push(ReportEntry {
                     namespace,
                     name,
-                    status: LlmTenantStatus { conditions, ..Default::default() },
+                    status: LlmTenantStatus {
+                        conditions,
+                        ..Default::default()
+                    },
                 }),
                 ResourceKind::RoutingPolicy => self.policies.push(ReportEntry {
                     namespace,
                     name,
-                    status: RoutingPolicyStatus { rules: None, conditions },
+                    status: RoutingPolicyStatus {
+                        rules: None,
+                        conditions,
+                    },
                 }),
             }
         }
@@ -107,17 +130,26 @@ impl RenderReport {
 
     /// Sorts every list by namespace/name.
     pub fn sort(&mut self) {
-        self.providers.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-        self.tenants.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-        self.policies.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        self.providers
+            .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        self.tenants
+            .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        self.policies
+            .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     }
 
     /// Every resource whose Ready condition is False, as `Kind namespace/name: reason: message`.
     pub fn not_ready(&self) -> Vec<String> {
         let mut lines = Vec::new();
         let mut collect = |kind: &str, namespace: &str, name: &str, conditions: &[Condition]| {
-            for c in conditions.iter().filter(|c| c.type_ == READY && c.status != "True") {
-                lines.push(format!("{kind} {namespace}/{name}: {}: {}", c.reason, c.message));
+            for c in conditions
+                .iter()
+                .filter(|c| c.type_ == READY && c.status != "True")
+            {
+                lines.push(format!(
+                    "{kind} {namespace}/{name}: {}: {}",
+                    c.reason, c.message
+                ));
             }
         };
         for e in &self.providers {

@@ -10,7 +10,9 @@ use super::providers::ResolvedProviders;
 use super::report::{READY, RenderReport, ReportEntry};
 use super::tiers::{clamp, resolve_tier};
 use super::{AccessKeySecret, ObjectKey, RenderContext, RenderInput, ResourceKind};
-use crate::config::{ACCESS_KEY_DATA_KEY, AccessKeyHash, BudgetConfig, CliConfig, ProviderScope, TenantConfig};
+use crate::config::{
+    ACCESS_KEY_DATA_KEY, AccessKeyHash, BudgetConfig, CliConfig, ProviderScope, TenantConfig,
+};
 use crate::crd::common::{ConditionStatus, ConditionUpdate, merge_conditions, usd_to_micros};
 use crate::crd::tenant::Budget;
 use crate::crd::{LlmTenant, LlmTenantStatus, Source};
@@ -106,14 +108,22 @@ fn resolve_one(
         };
     }
     let namespace = input.namespace(&key.namespace);
-    let allow = AllowList::parse(namespace.annotations.get(ALLOWED_ENDPOINTS_ANNOTATION).map(String::as_str));
+    let allow = AllowList::parse(
+        namespace
+            .annotations
+            .get(ALLOWED_ENDPOINTS_ANNOTATION)
+            .map(String::as_str),
+    );
     let tier = resolve_tier(&namespace.labels, &namespace.annotations, &ctx.tiers);
     let mut blocker: Option<Blocker> = None;
     let mut conditions = Vec::new();
 
     // Providers: platform ones for the platform source (and tenant fallback), the namespace's
     // own for the tenant source. Never another tenant namespace's.
-    let platform_ids: Vec<&str> = providers.in_namespace(&ctx.platform_namespace).map(|p| p.id.as_str()).collect();
+    let platform_ids: Vec<&str> = providers
+        .in_namespace(&ctx.platform_namespace)
+        .map(|p| p.id.as_str())
+        .collect();
     let uses_platform = match spec.source {
         Source::Platform => true,
         Source::Tenant => spec.allow_platform_fallback,
@@ -121,9 +131,12 @@ fn resolve_one(
     };
     let mut own_ids: Vec<String> = Vec::new();
     let providers_condition = match spec.source {
-        Source::Platform if platform_ids.is_empty() => {
-            ConditionUpdate::new("ProvidersResolved", false, "NoReadyProviders", "the platform has no Ready providers")
-        }
+        Source::Platform if platform_ids.is_empty() => ConditionUpdate::new(
+            "ProvidersResolved",
+            false,
+            "NoReadyProviders",
+            "the platform has no Ready providers",
+        ),
         Source::Platform => ConditionUpdate::new(
             "ProvidersResolved",
             true,
@@ -133,9 +146,18 @@ fn resolve_one(
         Source::Tenant => {
             let (ids, problems) = own_providers(providers, key, tenant);
             own_ids = ids;
-            let fallback_note = if uses_platform { "; platform fallback allowed" } else { "" };
+            let fallback_note = if uses_platform {
+                "; platform fallback allowed"
+            } else {
+                ""
+            };
             if !problems.is_empty() {
-                ConditionUpdate::new("ProvidersResolved", false, "ProviderNotReady", format!("{}{fallback_note}", problems.join("; ")))
+                ConditionUpdate::new(
+                    "ProvidersResolved",
+                    false,
+                    "ProviderNotReady",
+                    format!("{}{fallback_note}", problems.join("; ")),
+                )
             } else if own_ids.is_empty() && !uses_platform {
                 ConditionUpdate::new(
                     "ProvidersResolved",
@@ -144,12 +166,27 @@ fn resolve_one(
                     "no Ready LlmProvider in this namespace and allowPlatformFallback is false",
                 )
             } else if own_ids.is_empty() {
-                ConditionUpdate::new("ProvidersResolved", true, "PlatformFallback", "no own provider is Ready; requests go to platform providers")
+                ConditionUpdate::new(
+                    "ProvidersResolved",
+                    true,
+                    "PlatformFallback",
+                    "no own provider is Ready; requests go to platform providers",
+                )
             } else {
-                ConditionUpdate::new("ProvidersResolved", true, "Resolved", format!("{} own provider(s){fallback_note}", own_ids.len()))
+                ConditionUpdate::new(
+                    "ProvidersResolved",
+                    true,
+                    "Resolved",
+                    format!("{} own provider(s){fallback_note}", own_ids.len()),
+                )
             }
         }
-        Source::Cli => ConditionUpdate::new("ProvidersResolved", true, "CliEndpoint", "served by the cli endpoint"),
+        Source::Cli => ConditionUpdate::new(
+            "ProvidersResolved",
+            true,
+            "CliEndpoint",
+            "served by the cli endpoint",
+        ),
     };
     if spec.source == Source::Tenant && own_ids.is_empty() && !uses_platform {
         blocker.get_or_insert(Blocker {
@@ -170,7 +207,9 @@ fn resolve_one(
             .then(|| providers.get(&key.namespace, name))
             .flatten()
             .filter(|p| p.scope == ProviderScope::Tenant);
-        let platform = uses_platform.then(|| providers.get(&ctx.platform_namespace, name)).flatten();
+        let platform = uses_platform
+            .then(|| providers.get(&ctx.platform_namespace, name))
+            .flatten();
         own.or(platform).map(|p| p.id.clone())
     });
     let preference_problem = match (&spec.preferred_provider, &preferred_provider) {
@@ -181,7 +220,12 @@ fn resolve_one(
     };
     conditions.push(match preference_problem {
         Some(problem) if providers_condition.status == ConditionStatus::True => {
-            ConditionUpdate::new("ProvidersResolved", false, "PreferredProviderNotFound", problem)
+            ConditionUpdate::new(
+                "ProvidersResolved",
+                false,
+                "PreferredProviderNotFound",
+                problem,
+            )
         }
         _ => providers_condition,
     });
@@ -215,21 +259,40 @@ fn resolve_one(
     let limits = uses_platform.then(|| {
         let clamped = clamp(&tier.limits, spec.limits.as_ref());
         conditions.push(if clamped.clamped.is_empty() {
-            ConditionUpdate::new("LimitsClamped", false, "WithinTier", format!("within the {} tier", tier.tier.as_str()))
+            ConditionUpdate::new(
+                "LimitsClamped",
+                false,
+                "WithinTier",
+                format!("within the {} tier", tier.tier.as_str()),
+            )
         } else {
             ConditionUpdate::new(
                 "LimitsClamped",
                 true,
                 "Clamped",
-                format!("asked for more than the {} tier allows: {}", tier.tier.as_str(), clamped.clamped.join(", ")),
+                format!(
+                    "asked for more than the {} tier allows: {}",
+                    tier.tier.as_str(),
+                    clamped.clamped.join(", ")
+                ),
             )
         });
         clamped.limits
     });
     conditions.push(if tier.problems.is_empty() {
-        ConditionUpdate::new("TierResolved", true, "Resolved", format!("tier {}", tier.tier.as_str()))
+        ConditionUpdate::new(
+            "TierResolved",
+            true,
+            "Resolved",
+            format!("tier {}", tier.tier.as_str()),
+        )
     } else {
-        ConditionUpdate::new("TierResolved", false, "InvalidTierSettings", tier.problems.join("; "))
+        ConditionUpdate::new(
+            "TierResolved",
+            false,
+            "InvalidTierSettings",
+            tier.problems.join("; "),
+        )
     });
 
     let budget = match spec.budget.as_ref().map(budget_config).transpose() {
@@ -254,7 +317,12 @@ fn resolve_one(
     conditions.insert(
         0,
         match &blocker {
-            None => ConditionUpdate::new(READY, true, "Ready", format!("served by the {} source", spec.source.as_str())),
+            None => ConditionUpdate::new(
+                READY,
+                true,
+                "Ready",
+                format!("served by the {} source", spec.source.as_str()),
+            ),
             Some(b) => ConditionUpdate::new(READY, false, b.reason, b.message.clone()),
         },
     );
@@ -284,7 +352,11 @@ fn resolve_one(
         limits,
         budget,
         access_keys: keys.hashes,
-        allowed_endpoints: if spec.source == Source::Cli { allow.entries() } else { Vec::new() },
+        allowed_endpoints: if spec.source == Source::Cli {
+            allow.entries()
+        } else {
+            Vec::new()
+        },
     };
     Resolved {
         config: Some(config),
@@ -295,10 +367,17 @@ fn resolve_one(
 }
 
 /// The tenant's own Ready providers (ids), and a message per listed one that cannot be used.
-fn own_providers(providers: &ResolvedProviders, key: &ObjectKey, tenant: &LlmTenant) -> (Vec<String>, Vec<String>) {
+fn own_providers(
+    providers: &ResolvedProviders,
+    key: &ObjectKey,
+    tenant: &LlmTenant,
+) -> (Vec<String>, Vec<String>) {
     let mut problems = Vec::new();
     let ids = match &tenant.spec.providers {
-        None => providers.in_namespace(&key.namespace).map(|p| p.id.clone()).collect(),
+        None => providers
+            .in_namespace(&key.namespace)
+            .map(|p| p.id.clone())
+            .collect(),
         Some(list) => {
             let mut ids = BTreeSet::new();
             for reference in list {
@@ -310,7 +389,10 @@ fn own_providers(providers: &ResolvedProviders, key: &ObjectKey, tenant: &LlmTen
                     None if providers.known.contains(&object) => {
                         problems.push(format!("LlmProvider {:?} is not Ready", reference.name));
                     }
-                    None => problems.push(format!("LlmProvider {:?} not found in namespace {:?}", reference.name, key.namespace)),
+                    None => problems.push(format!(
+                        "LlmProvider {:?} not found in namespace {:?}",
+                        reference.name, key.namespace
+                    )),
                 }
             }
             ids.into_iter().collect()
@@ -320,10 +402,20 @@ fn own_providers(providers: &ResolvedProviders, key: &ObjectKey, tenant: &LlmTen
 }
 
 fn budget_config(budget: &Budget) -> Result<BudgetConfig, String> {
-    let monthly_micro_usd = usd_to_micros(budget.monthly_usd)
-        .ok_or_else(|| format!("budget.monthlyUsd {} is not a valid USD amount", budget.monthly_usd))?;
-    if let Some(bad) = budget.alert_thresholds.iter().find(|t| !(1..=100).contains(*t)) {
-        return Err(format!("budget.alertThresholds: {bad} is not between 1 and 100"));
+    let monthly_micro_usd = usd_to_micros(budget.monthly_usd).ok_or_else(|| {
+        format!(
+            "budget.monthlyUsd {} is not a valid USD amount",
+            budget.monthly_usd
+        )
+    })?;
+    if let Some(bad) = budget
+        .alert_thresholds
+        .iter()
+        .find(|t| !(1..=100).contains(*t))
+    {
+        return Err(format!(
+            "budget.alertThresholds: {bad} is not between 1 and 100"
+        ));
     }
     let mut alert_thresholds = budget.alert_thresholds.clone();
     alert_thresholds.sort_unstable();
@@ -342,7 +434,12 @@ struct AccessKeys {
 }
 
 /// Keeps each access key given back in its Secret, generates the missing ones.
-fn access_keys(input: &RenderInput, key: &ObjectKey, tenant: &LlmTenant, rng: &mut dyn CryptoRng) -> AccessKeys {
+fn access_keys(
+    input: &RenderInput,
+    key: &ObjectKey,
+    tenant: &LlmTenant,
+    rng: &mut dyn CryptoRng,
+) -> AccessKeys {
     let names: Vec<String> = match &tenant.spec.access_keys {
         Some(list) if !list.is_empty() => list.iter().map(|k| k.name.clone()).collect(),
         _ => vec![DEFAULT_ACCESS_KEY.to_owned()],
@@ -355,7 +452,9 @@ fn access_keys(input: &RenderInput, key: &ObjectKey, tenant: &LlmTenant, rng: &m
     for name in names {
         let secret_name = access_key_secret_name(&key.name, &name);
         if secret_name.len() > 253 {
-            out.problems.push(format!("access key Secret name {secret_name:?} is longer than 253 characters"));
+            out.problems.push(format!(
+                "access key Secret name {secret_name:?} is longer than 253 characters"
+            ));
             continue;
         }
         let secret_key = ObjectKey::new(&key.namespace, &secret_name);
@@ -366,7 +465,9 @@ fn access_keys(input: &RenderInput, key: &ObjectKey, tenant: &LlmTenant, rng: &m
         let value = match given {
             None => access_key::generate(rng),
             Some(bytes) => match std::str::from_utf8(bytes) {
-                Ok(text) if text.trim().len() >= access_key::MIN_LEN => Zeroizing::new(text.trim().to_owned()),
+                Ok(text) if text.trim().len() >= access_key::MIN_LEN => {
+                    Zeroizing::new(text.trim().to_owned())
+                }
                 _ => {
                     out.problems.push(format!(
                         "Secret {secret_name:?} holds an access key shorter than {} characters; delete it to get a generated one",

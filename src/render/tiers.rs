@@ -116,7 +116,8 @@ pub fn resolve_tier(
         Tier::Team => table.team.clone(),
         Tier::Enterprise => {
             let base = &table.enterprise_default;
-            let mut read = |key: &str, fallback: u64| match annotations.get(key) {
+            let mut read = |key: &str, fallback: u64| {
+                match annotations.get(key) {
                 None => fallback,
                 Some(text) => text.trim().parse::<u64>().unwrap_or_else(|_| {
                     problems.push(format!(
@@ -124,6 +125,7 @@ pub fn resolve_tier(
                     ));
                     fallback
                 }),
+            }
             };
             EffectiveLimits {
                 requests_per_minute: read(RPM_ANNOTATION, base.requests_per_minute),
@@ -161,7 +163,11 @@ pub fn clamp(tier: &EffectiveLimits, ask: Option<&TenantLimits>) -> ClampedLimit
     };
     let ask = ask.cloned().unwrap_or_default();
     let limits = EffectiveLimits {
-        requests_per_minute: pick("requestsPerMinute", tier.requests_per_minute, ask.requests_per_minute),
+        requests_per_minute: pick(
+            "requestsPerMinute",
+            tier.requests_per_minute,
+            ask.requests_per_minute,
+        ),
         tokens_per_day: pick("tokensPerDay", tier.tokens_per_day, ask.tokens_per_day),
         concurrent: pick("concurrent", tier.concurrent, ask.concurrent),
     };
@@ -173,7 +179,10 @@ mod tests {
     use super::*;
 
     fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     #[test]
@@ -187,7 +196,10 @@ mod tests {
     #[test]
     fn each_tier_has_its_numbers() {
         let table = TierTable::default();
-        for (label, expected) in [("pro", limits(60, 500_000, 10)), ("team", limits(200, 2_000_000, 50))] {
+        for (label, expected) in [
+            ("pro", limits(60, 500_000, 10)),
+            ("team", limits(200, 2_000_000, 50)),
+        ] {
             let r = resolve_tier(&map(&[(TIER_LABEL, label)]), &map(&[]), &table);
             assert_eq!(r.limits, expected);
         }
@@ -195,7 +207,11 @@ mod tests {
 
     #[test]
     fn unknown_tier_falls_back_to_free_with_a_problem() {
-        let r = resolve_tier(&map(&[(TIER_LABEL, "platinum")]), &map(&[]), &TierTable::default());
+        let r = resolve_tier(
+            &map(&[(TIER_LABEL, "platinum")]),
+            &map(&[]),
+            &TierTable::default(),
+        );
         assert_eq!(r.tier, Tier::Free);
         assert_eq!(r.problems.len(), 1);
         assert!(r.problems[0].contains("platinum"));
@@ -205,7 +221,11 @@ mod tests {
     fn enterprise_reads_annotations() {
         let r = resolve_tier(
             &map(&[(TIER_LABEL, "enterprise")]),
-            &map(&[(RPM_ANNOTATION, "5000"), (TPD_ANNOTATION, "90000000"), (CONCURRENT_ANNOTATION, "400")]),
+            &map(&[
+                (RPM_ANNOTATION, "5000"),
+                (TPD_ANNOTATION, "90000000"),
+                (CONCURRENT_ANNOTATION, "400"),
+            ]),
             &TierTable::default(),
         );
         assert_eq!(r.limits, limits(5_000, 90_000_000, 400));
@@ -224,7 +244,11 @@ mod tests {
 
     #[test]
     fn annotations_are_ignored_below_enterprise() {
-        let r = resolve_tier(&map(&[(TIER_LABEL, "pro")]), &map(&[(RPM_ANNOTATION, "5000")]), &TierTable::default());
+        let r = resolve_tier(
+            &map(&[(TIER_LABEL, "pro")]),
+            &map(&[(RPM_ANNOTATION, "5000")]),
+            &TierTable::default(),
+        );
         assert_eq!(r.limits.requests_per_minute, 60);
     }
 
@@ -247,7 +271,13 @@ mod tests {
         };
         let out = clamp(&tier, Some(&looser));
         assert_eq!(out.limits, limits(60, 400_000, 10));
-        assert_eq!(out.clamped, vec!["requestsPerMinute 1000 > tier 60", "concurrent 11 > tier 10"]);
+        assert_eq!(
+            out.clamped,
+            vec![
+                "requestsPerMinute 1000 > tier 60",
+                "concurrent 11 > tier 10"
+            ]
+        );
         assert_eq!(clamp(&tier, None).limits, tier);
     }
 }

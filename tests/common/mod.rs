@@ -33,23 +33,48 @@ pub fn render_yaml(yaml: &str) -> RenderOutput {
 }
 
 /// The Ready condition (status, reason, message) of a resource in the report.
-pub fn ready(output: &RenderOutput, kind: &str, namespace: &str, name: &str) -> (String, String, String) {
+pub fn ready(
+    output: &RenderOutput,
+    kind: &str,
+    namespace: &str,
+    name: &str,
+) -> (String, String, String) {
     condition(output, kind, namespace, name, "Ready")
 }
 
-pub fn condition(output: &RenderOutput, kind: &str, namespace: &str, name: &str, type_: &str) -> (String, String, String) {
+pub fn condition(
+    output: &RenderOutput,
+    kind: &str,
+    namespace: &str,
+    name: &str,
+    type_: &str,
+) -> (String, String, String) {
     let report = &output.report;
     let conditions = match kind {
-        "LlmProvider" => report.providers.iter().find(|e| e.namespace == namespace && e.name == name).map(|e| &e.status.conditions),
-        "LlmTenant" => report.tenants.iter().find(|e| e.namespace == namespace && e.name == name).map(|e| &e.status.conditions),
-        "RoutingPolicy" => report.policies.iter().find(|e| e.namespace == namespace && e.name == name).map(|e| &e.status.conditions),
+        "LlmProvider" => report
+            .providers
+            .iter()
+            .find(|e| e.namespace == namespace && e.name == name)
+            .map(|e| &e.status.conditions),
+        "LlmTenant" => report
+            .tenants
+            .iter()
+            .find(|e| e.namespace == namespace && e.name == name)
+            .map(|e| &e.status.conditions),
+        "RoutingPolicy" => report
+            .policies
+            .iter()
+            .find(|e| e.namespace == namespace && e.name == name)
+            .map(|e| &e.status.conditions),
         other => panic!("unknown kind {other}"),
     }
     .unwrap_or_else(|| panic!("{kind} {namespace}/{name} not in the report"));
     let c = conditions
         .iter()
         .find(|c| c.type_ == type_)
-        .unwrap_or_else(|| panic!("{kind} {namespace}/{name} has no {type_} condition: {conditions:?}"));
+        .unwrap_or_else(|| {
+            panic!("{kind} {namespace}/{name} has no {type_} condition: {conditions:?}")
+        });
     (c.status.clone(), c.reason.clone(), c.message.clone())
 }
 
@@ -70,13 +95,19 @@ pub fn all_output_text(output: &RenderOutput) -> String {
 /// Reads every YAML file of a directory (recursively, sorted) as (path, text).
 pub fn read_dir_texts(dir: &std::path::Path) -> Vec<(String, String)> {
     let mut out = Vec::new();
-    let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     entries.sort();
     for path in entries {
         if path.is_dir() {
             out.extend(read_dir_texts(&path));
         } else if path.extension().is_some_and(|e| e == "yaml") {
-            out.push((path.display().to_string(), std::fs::read_to_string(&path).unwrap()));
+            out.push((
+                path.display().to_string(),
+                std::fs::read_to_string(&path).unwrap(),
+            ));
         }
     }
     out
