@@ -55,13 +55,17 @@ fn bench_render(c: &mut Criterion) {
     group.sample_size(10);
     for tenants in [100usize, 1_000] {
         let yaml = fleet(tenants);
-        group.bench_with_input(BenchmarkId::new("parse_and_validate", tenants), &yaml, |b, yaml| {
-            b.iter(|| {
-                let mut loader = InputLoader::new("dgidgi-system");
-                loader.add_yaml("fleet.yaml", yaml).expect("fleet parses");
-                black_box(loader.finish())
-            });
-        });
+        group.bench_with_input(
+            BenchmarkId::new("parse_and_validate", tenants),
+            &yaml,
+            |b, yaml| {
+                b.iter(|| {
+                    let mut loader = InputLoader::new("dgidgi-system");
+                    loader.add_yaml("fleet.yaml", yaml).expect("fleet parses");
+                    black_box(loader.finish())
+                });
+            },
+        );
         let ctx = RenderContext::new("dgidgi-system", now());
         group.bench_with_input(BenchmarkId::new("render", tenants), &yaml, |b, yaml| {
             b.iter_batched(

@@ -230,7 +230,8 @@ fn the_helm_chart_ships_the_same_crds() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     for definition in crd::all() {
         let name = crd::file_name(&definition);
-        let chart = std::fs::read_to_string(root.join("charts/dgidgi/crds").join(&name)).unwrap_or_default();
+        let chart = std::fs::read_to_string(root.join("charts/dgidgi/crds").join(&name))
+            .unwrap_or_default();
         assert!(
             chart == crd::to_yaml(&definition).unwrap(),
             "charts/dgidgi/crds/{name} is stale; regenerate with `cargo run -- crds --out-dir charts/dgidgi/crds`"
