@@ -60,7 +60,7 @@ fn bench_render(c: &mut Criterion) {
             &yaml,
             |b, yaml| {
                 b.iter(|| {
-                    let mut loader = InputLoader::new("dgidgi-system");
+                    let mut loader = InputLoader::new("dgidgi-system").expect("schemas compile");
                     loader.add_yaml("fleet.yaml", yaml).expect("fleet parses");
                     black_box(loader.finish())
                 });
@@ -70,11 +70,16 @@ fn bench_render(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("render", tenants), &yaml, |b, yaml| {
             b.iter_batched(
                 || {
-                    let mut loader = InputLoader::new("dgidgi-system");
+                    let mut loader = InputLoader::new("dgidgi-system").expect("schemas compile");
                     loader.add_yaml("fleet.yaml", yaml).expect("fleet parses");
                     loader.finish()
                 },
-                |input| black_box(render(input, &ctx, &mut ChaCha20Rng::seed_from_u64(1))),
+                |input| {
+                    black_box(
+                        render(input, &ctx, &mut ChaCha20Rng::seed_from_u64(1))
+                            .expect("render succeeds"),
+                    )
+                },
                 criterion::BatchSize::LargeInput,
             );
         });

@@ -2,11 +2,13 @@
 //!
 //! Data flows one way: custom resources → [`render`] (pure) → [`config`] → gateway → providers.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod cli;
 pub mod config;
 pub mod crd;
 pub mod crypto;
 pub mod providers;
+pub mod redact;
 pub mod render;
 pub mod routing;

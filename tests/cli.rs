@@ -1,6 +1,8 @@
 //! The `dgidgi render` command as a user runs it: files and directories in, files out, clear
 //! errors and exit codes.
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -61,11 +63,11 @@ fn render_writes_manifests_and_config_dir_and_is_stable() {
     assert!(first.status.success(), "{}", stderr(&first));
     for file in [
         "out/status.yaml",
-        "out/dgidgi-system/configmap-dgidgi-gateway-config.yaml",
-        "out/dgidgi-system/secret-dgidgi-gateway-keys.yaml",
-        "out/dgidgi-system/secret-dgidgi-master-key.yaml",
-        "out/team-acme/secret-acme-llm-access-default.yaml",
-        "out/team-acme/secret-acme-llm-access-ci.yaml",
+        "out/manifests/dgidgi-system/configmap-dgidgi-gateway-config.yaml",
+        "out/manifests/dgidgi-system/secret-dgidgi-gateway-keys.yaml",
+        "out/manifests/dgidgi-system/secret-dgidgi-master-key.yaml",
+        "out/manifests/team-acme/secret-acme-llm-access-default.yaml",
+        "out/manifests/team-acme/secret-acme-llm-access-ci.yaml",
         "cfg/gateway.yaml",
         "cfg/keys.yaml",
         "cfg/master-key.yaml",
@@ -84,7 +86,7 @@ fn render_writes_manifests_and_config_dir_and_is_stable() {
     }
     let snapshot = |sub: &str| -> Vec<(String, Vec<u8>)> {
         let mut files = Vec::new();
-        for entry in walk(&dir.path().join(sub)) {
+        for entry in common::files_under(&dir.path().join(sub)) {
             files.push((entry.display().to_string(), std::fs::read(&entry).unwrap()));
         }
         files
@@ -100,7 +102,17 @@ fn render_writes_manifests_and_config_dir_and_is_stable() {
     assert_eq!(snapshot("cfg"), cfg1);
     // Given back explicitly with -f into a fresh directory: the same bytes.
     let third = dgidgi(
-        &["render", "-f", &qs, "-f", "out", "--out", "out2"],
+        &[
+            "render",
+            "-f",
+            &qs,
+            "-f",
+            "out/manifests",
+            "-f",
+            "out/status.yaml",
+            "--out",
+            "out2",
+        ],
         dir.path(),
     );
     assert!(third.status.success(), "{}", stderr(&third));
@@ -113,30 +125,17 @@ fn render_writes_manifests_and_config_dir_and_is_stable() {
     assert_eq!(strip(snapshot("out2"), "/out2/"), strip(out1, "/out/"));
 }
 
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut files = Vec::new();
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    entries.sort();
-    for path in entries {
-        if path.is_dir() {
-            files.extend(walk(&path));
-        } else {
-            files.push(path);
-        }
-    }
-    files
-}
-
 #[test]
 fn stale_outputs_of_a_deleted_tenant_are_pruned() {
     let dir = tempfile::tempdir().unwrap();
     let tenant = "apiVersion: llm.dgidgi.io/v1alpha1\nkind: LlmTenant\nmetadata: {name: gone, namespace: team-x}\nspec: {}\n";
     std::fs::write(dir.path().join("in.yaml"), format!("{tenant}---\napiVersion: llm.dgidgi.io/v1alpha1\nkind: LlmProvider\nmetadata: {{name: mock, namespace: dgidgi-system}}\nspec: {{type: mock}}\n")).unwrap();
-    std::fs::create_dir_all(dir.path().join("out/team-x")).unwrap();
-    std::fs::write(dir.path().join("out/team-x/notes.yaml"), "mine: true\n").unwrap();
+    std::fs::create_dir_all(dir.path().join("out/manifests/team-x")).unwrap();
+    std::fs::write(
+        dir.path().join("out/manifests/team-x/notes.yaml"),
+        "mine: true\n",
+    )
+    .unwrap();
     assert!(
         dgidgi(&["render", "-f", "in.yaml", "--out", "out"], dir.path())
             .status
@@ -144,7 +143,7 @@ fn stale_outputs_of_a_deleted_tenant_are_pruned() {
     );
     assert!(
         dir.path()
-            .join("out/team-x/secret-gone-llm-access-default.yaml")
+            .join("out/manifests/team-x/secret-gone-llm-access-default.yaml")
             .exists()
     );
     std::fs::write(dir.path().join("in.yaml"), "apiVersion: llm.dgidgi.io/v1alpha1\nkind: LlmProvider\nmetadata: {name: mock, namespace: dgidgi-system}\nspec: {type: mock}\n").unwrap();
@@ -155,11 +154,11 @@ fn stale_outputs_of_a_deleted_tenant_are_pruned() {
     );
     assert!(
         !dir.path()
-            .join("out/team-x/secret-gone-llm-access-default.yaml")
+            .join("out/manifests/team-x/secret-gone-llm-access-default.yaml")
             .exists()
     );
     assert!(
-        dir.path().join("out/team-x/notes.yaml").exists(),
+        dir.path().join("out/manifests/team-x/notes.yaml").exists(),
         "files render did not write are left alone"
     );
 }
@@ -219,4 +218,59 @@ fn corrupt_master_key_in_the_config_dir_is_refused() {
     assert!(message.contains("cfg/master-key.yaml"), "{message}");
     assert!(message.contains("32 bytes"), "{message}");
     assert!(!dir.path().join("cfg/gateway.yaml").exists());
+}
+
+#[test]
+fn hostile_names_never_write_outside_the_output_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("in.yaml"),
+        "apiVersion: llm.dgidgi.io/v1alpha1\nkind: LlmTenant\nmetadata: {name: evil, namespace: ../../pwned}\nspec: {}\n---\napiVersion: llm.dgidgi.io/v1alpha1\nkind: LlmTenant\nmetadata: {name: ../x, namespace: a}\nspec: {}\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.path().join("deep/er")).unwrap();
+    let output = dgidgi(
+        &["render", "-f", "../../in.yaml", "--out", "out"],
+        &dir.path().join("deep/er"),
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("is not a valid"),
+        "{}",
+        stderr(&output)
+    );
+    let written: Vec<_> = common::files_under(dir.path())
+        .into_iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    assert!(
+        written
+            .iter()
+            .all(|p| p.contains("/deep/er/out/") || p.ends_with("in.yaml")),
+        "{written:?}"
+    );
+}
+
+#[test]
+fn directory_link_cycles_do_not_hang_render() {
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = dir.path().join("inputs");
+    std::fs::create_dir(&inputs).unwrap();
+    std::fs::write(
+        inputs.join("ns.yaml"),
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n",
+    )
+    .unwrap();
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::symlink(".", inputs.join("self")).unwrap();
+        std::os::unix::fs::symlink("..", inputs.join("up")).unwrap();
+    }
+    let output = dgidgi(&["render", "-f", "inputs", "--out", "out"], dir.path());
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("a link to a directory"),
+        "{}",
+        stderr(&output)
+    );
 }

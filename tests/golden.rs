@@ -41,13 +41,13 @@ fn check(dir: &Path, files: &[OutputFile]) {
 #[test]
 fn quickstart_manifests_match_the_golden_files() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/quickstart/out");
-    check(&dir, &manifest_files(&quickstart_output()));
+    check(&dir, &manifest_files(&quickstart_output()).unwrap());
 }
 
 #[test]
 fn quickstart_config_dir_matches_the_golden_files() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/quickstart/config-dir");
-    check(&dir, &config_dir_files(&quickstart_output()));
+    check(&dir, &config_dir_files(&quickstart_output()).unwrap());
 }
 
 #[test]
@@ -73,5 +73,31 @@ fn quickstart_renders_without_any_error_condition() {
             ("team-globex/globex", "tenant", "team"),
             ("team-initech/initech", "platform", "enterprise"),
         ]
+    );
+}
+
+#[test]
+fn no_stale_golden_files() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/quickstart");
+    let output = quickstart_output();
+    let mut expected: Vec<String> = manifest_files(&output)
+        .unwrap()
+        .into_iter()
+        .map(|f| format!("out/{}", f.path))
+        .chain(
+            config_dir_files(&output)
+                .unwrap()
+                .into_iter()
+                .map(|f| format!("config-dir/{}", f.path)),
+        )
+        .collect();
+    expected.sort();
+    let present: Vec<String> = common::files_under(&root)
+        .into_iter()
+        .map(|p| p.strip_prefix(&root).unwrap().display().to_string())
+        .collect();
+    assert_eq!(
+        present, expected,
+        "tests/golden/quickstart holds exactly the rendered files"
     );
 }

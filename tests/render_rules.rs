@@ -3,8 +3,8 @@
 
 mod common;
 
-use common::{MOCK_PROVIDER, PLATFORM_NS, condition, ready, render_yaml};
-use dgidgi::config::{ProviderScope, TenantConfig};
+use common::{MOCK_PROVIDER, PLATFORM_NS, condition, expect_condition, ready, render_yaml};
+use dgidgi::config::{Scope, TenantConfig};
 use dgidgi::crd::Source;
 
 fn ns(name: &str, labels: &str, annotations: &str) -> String {
@@ -98,7 +98,22 @@ fn a_tenant_cannot_pick_its_own_tier() {
         ns("a", "", "")
     );
     let out = render_yaml(&yaml);
-    assert_eq!(tenant_config(&out, "a/t").tier, "free");
+    // A `tier` in the spec is an unknown field: the tenant is refused, not upgraded.
+    let message = expect_condition(
+        &out,
+        ("LlmTenant", "a", "t"),
+        "Ready",
+        "False",
+        "InvalidSpec",
+    );
+    assert!(message.contains("spec.tier"), "{message}");
+    // A label on the CR itself changes nothing.
+    let labelled = format!(
+        "{}{}apiVersion: llm.dgidgi.io/v1alpha1\nkind: LlmTenant\nmetadata: {{name: t, namespace: a, labels: {{llm.dgidgi.io/tier: enterprise}}}}\nspec: {{}}\n",
+        base(),
+        ns("a", "", "")
+    );
+    assert_eq!(tenant_config(&render_yaml(&labelled), "a/t").tier, "free");
 }
 
 #[test]
@@ -135,10 +150,12 @@ fn unknown_tier_label_is_reported_and_falls_back_to_free() {
     );
     let out = render_yaml(&yaml);
     assert_eq!(tenant_config(&out, "a/t").tier, "free");
-    let (status, reason, message) = condition(&out, "LlmTenant", "a", "t", "TierResolved");
-    assert_eq!(
-        (status.as_str(), reason.as_str()),
-        ("False", "InvalidTierSettings")
+    let message = expect_condition(
+        &out,
+        ("LlmTenant", "a", "t"),
+        "TierResolved",
+        "False",
+        "InvalidTierSettings",
     );
     assert!(message.contains("platinum"));
 }
@@ -165,8 +182,13 @@ fn looser_limits_are_clamped_and_the_status_says_so() {
         ),
         (60, 1_000, 10)
     );
-    let (status, reason, message) = condition(&out, "LlmTenant", "a", "t", "LimitsClamped");
-    assert_eq!((status.as_str(), reason.as_str()), ("True", "Clamped"));
+    let message = expect_condition(
+        &out,
+        ("LlmTenant", "a", "t"),
+        "LimitsClamped",
+        "True",
+        "Clamped",
+    );
     assert!(
         message.contains("requestsPerMinute 1000 > tier 60"),
         "{message}"
@@ -249,7 +271,7 @@ fn tenant_source_uses_only_its_own_providers_and_gets_no_platform_limits() {
         .iter()
         .find(|p| p.id == "a/mine")
         .unwrap();
-    assert_eq!(mine.scope, ProviderScope::Tenant);
+    assert_eq!(mine.scope, Scope::Tenant);
 }
 
 #[test]
@@ -293,10 +315,12 @@ fn a_listed_provider_that_does_not_exist_is_named_in_the_status() {
         tenant("a", "t", "{source: tenant, providers: [{name: ghost}]}")
     );
     let out = render_yaml(&yaml);
-    let (status, reason, message) = condition(&out, "LlmTenant", "a", "t", "ProvidersResolved");
-    assert_eq!(
-        (status.as_str(), reason.as_str()),
-        ("False", "ProviderNotReady")
+    let message = expect_condition(
+        &out,
+        ("LlmTenant", "a", "t"),
+        "ProvidersResolved",
+        "False",
+        "ProviderNotReady",
     );
     assert!(
         message.contains("\"ghost\" not found in namespace \"a\""),
@@ -334,10 +358,12 @@ fn preferred_provider_must_be_usable_by_the_tenant() {
         tenant("a", "t", "{preferredProvider: nope}")
     );
     let out = render_yaml(&yaml);
-    let (status, reason, _) = condition(&out, "LlmTenant", "a", "t", "ProvidersResolved");
-    assert_eq!(
-        (status.as_str(), reason.as_str()),
-        ("False", "PreferredProviderNotFound")
+    expect_condition(
+        &out,
+        ("LlmTenant", "a", "t"),
+        "ProvidersResolved",
+        "False",
+        "PreferredProviderNotFound",
     );
     assert_eq!(ready(&out, "LlmTenant", "a", "t").0, "True");
 }
@@ -377,10 +403,12 @@ fn cli_source_gets_its_endpoint_when_the_namespace_allows_it() {
         closed.cli.is_none(),
         "a refused endpoint never reaches the config"
     );
-    let (status, reason, message) = ready(&out, "LlmTenant", "closed", "t");
-    assert_eq!(
-        (status.as_str(), reason.as_str()),
-        ("False", "EndpointNotAllowed")
+    let message = expect_condition(
+        &out,
+        ("LlmTenant", "closed", "t"),
+        "Ready",
+        "False",
+        "EndpointNotAllowed",
     );
     assert!(message.contains("llm.dgidgi.io/allowed-endpoints"));
 }
@@ -452,10 +480,12 @@ fn a_tenant_provider_naming_a_platform_only_secret_is_refused_and_nothing_leaks(
         tenant("a", "t", "{source: tenant, allowPlatformFallback: false}")
     );
     let out = render_yaml(&yaml);
-    let (status, reason, message) = ready(&out, "LlmProvider", "a", "stolen");
-    assert_eq!(
-        (status.as_str(), reason.as_str()),
-        ("False", "SecretNotFound")
+    let message = expect_condition(
+        &out,
+        ("LlmProvider", "a", "stolen"),
+        "Ready",
+        "False",
+        "SecretNotFound",
     );
     assert!(message.contains("never leave their namespace"));
     assert!(!out.config.providers.iter().any(|p| p.id == "a/stolen"));
@@ -469,7 +499,7 @@ fn a_tenant_provider_naming_a_platform_only_secret_is_refused_and_nothing_leaks(
 }
 
 #[test]
-fn a_credentials_ref_with_a_namespace_field_still_resolves_in_its_own_namespace() {
+fn a_credentials_ref_naming_another_namespace_is_refused() {
     let yaml = format!(
         "{}{}{}{}",
         base(),
@@ -487,10 +517,19 @@ fn a_credentials_ref_with_a_namespace_field_still_resolves_in_its_own_namespace(
         )
     );
     let out = render_yaml(&yaml);
-    assert_eq!(
-        ready(&out, "LlmProvider", "a", "sneaky").1,
-        "SecretNotFound"
+    // `namespace` is not a field of credentialsRef: refused like kubectl's strict validation.
+    let message = expect_condition(
+        &out,
+        ("LlmProvider", "a", "sneaky"),
+        "Ready",
+        "False",
+        "InvalidSpec",
     );
+    assert!(
+        message.contains("unknown field(s) spec.credentialsRef.namespace"),
+        "{message}"
+    );
+    assert!(out.key_store.rows.is_empty());
 }
 
 #[test]
@@ -547,7 +586,7 @@ fn secret_data_is_base64_and_string_data_wins() {
             "{type: openai, credentialsRef: {name: s}}"
         )
     );
-    let mut loader = dgidgi::render::InputLoader::new("dgidgi-system");
+    let mut loader = dgidgi::render::InputLoader::new("dgidgi-system").unwrap();
     loader.add_yaml("t.yaml", &yaml).unwrap();
     let input = loader.finish();
     let secret = &input.secrets[&dgidgi::render::ObjectKey::new("dgidgi-system", "s")];
@@ -646,10 +685,12 @@ fn a_short_access_key_given_by_a_tenant_is_refused() {
         secret("a", "acme-llm-access-default", "accessKey", "password1")
     );
     let out = render_yaml(&yaml);
-    let (status, reason, message) = ready(&out, "LlmTenant", "a", "acme");
-    assert_eq!(
-        (status.as_str(), reason.as_str()),
-        ("False", "AccessKeyRejected")
+    let message = expect_condition(
+        &out,
+        ("LlmTenant", "a", "acme"),
+        "Ready",
+        "False",
+        "AccessKeyRejected",
     );
     assert!(!message.contains("password1"));
     assert!(tenant_config(&out, "a/acme").access_keys.is_empty());
@@ -727,7 +768,7 @@ fn invalid_resources_are_reported_and_left_out_while_the_rest_renders() {
                 "bad-timeout",
                 "{type: mock, timeouts: {connect: 5 seconds}}",
             ),
-            "connect must be a duration",
+            "connect must be a non-zero duration",
         ),
         (
             "LlmProvider",
@@ -809,7 +850,7 @@ fn unknown_kinds_are_skipped_with_a_warning() {
         "{}apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web, namespace: a}}\n---\napiVersion: llm.dgidgi.io/v1beta9\nkind: LlmTenant\nmetadata: {{name: future, namespace: a}}\n",
         base()
     );
-    let mut loader = dgidgi::render::InputLoader::new("dgidgi-system");
+    let mut loader = dgidgi::render::InputLoader::new("dgidgi-system").unwrap();
     loader.add_yaml("mixed.yaml", &yaml).unwrap();
     let warnings = loader.warnings().join("\n");
     assert!(
@@ -824,7 +865,7 @@ fn unknown_kinds_are_skipped_with_a_warning() {
 
 #[test]
 fn unparseable_yaml_names_the_source_and_line() {
-    let mut loader = dgidgi::render::InputLoader::new("dgidgi-system");
+    let mut loader = dgidgi::render::InputLoader::new("dgidgi-system").unwrap();
     let error = loader
         .add_yaml(
             "broken.yaml",
@@ -841,7 +882,7 @@ fn unparseable_yaml_names_the_source_and_line() {
 
 #[test]
 fn corrupt_master_key_stops_render_instead_of_orphaning_rows() {
-    let mut loader = dgidgi::render::InputLoader::new("dgidgi-system");
+    let mut loader = dgidgi::render::InputLoader::new("dgidgi-system").unwrap();
     let error = loader
         .add_yaml(
             "out.yaml",
@@ -861,7 +902,7 @@ fn policies_compile_with_priority_selectors_and_resolved_targets() {
         "{}{}{}{}{}{}{}",
         base(),
         ns("a", "llm.dgidgi.io/tier: pro", ""),
-        ns("b", "", ""),
+        ns("zz-own", "", ""),
         policy(
             "dgidgi-system",
             "paid",
@@ -873,7 +914,7 @@ fn policies_compile_with_priority_selectors_and_resolved_targets() {
             "{priority: 1, rules: [{match: {model: '*'}, targets: [{provider: mock, model: mock-fast}]}]}"
         ),
         policy(
-            "b",
+            "zz-own",
             "own",
             "{priority: 10, rules: [{match: {model: 'gpt-*'}, targets: [{provider: mock, model: mock}]}]}"
         ),
@@ -881,11 +922,12 @@ fn policies_compile_with_priority_selectors_and_resolved_targets() {
     );
     let out = render_yaml(&yaml);
     let ids: Vec<_> = out.config.routing.iter().map(|r| r.id.as_str()).collect();
-    // Priority first; at equal priority the namespace's own rule before platform-wide ones.
+    // Priority first; at equal priority the namespace's own rule before platform-wide ones,
+    // even though "dgidgi-system" sorts before "zz-own".
     assert_eq!(
         ids,
         vec![
-            "b/own#0",
+            "zz-own/own#0",
             "dgidgi-system/paid#0",
             "dgidgi-system/everyone#0"
         ]
@@ -913,7 +955,7 @@ fn policies_compile_with_priority_selectors_and_resolved_targets() {
     );
     assert_eq!(
         out.config.routing[0].namespaces.as_deref(),
-        Some(&["b".to_owned()][..])
+        Some(&["zz-own".to_owned()][..])
     );
     assert_eq!(
         ready(&out, "RoutingPolicy", "dgidgi-system", "paid").1,
@@ -941,10 +983,12 @@ fn unresolvable_targets_are_dropped_with_reasons() {
         1,
         "another namespace's provider is unreachable by name"
     );
-    let (status, reason, message) = ready(&out, "RoutingPolicy", "a", "mixed");
-    assert_eq!(
-        (status.as_str(), reason.as_str()),
-        ("False", "TargetsUnresolved")
+    let message = expect_condition(
+        &out,
+        ("RoutingPolicy", "a", "mixed"),
+        "Ready",
+        "False",
+        "TargetsUnresolved",
     );
     assert!(message.contains("1 of 2 rule(s) compiled"), "{message}");
     let (_, _, targets) = condition(&out, "RoutingPolicy", "a", "mixed", "TargetsResolved");
@@ -1043,4 +1087,162 @@ fn duplicate_model_names_are_refused() {
         ready(&out, "LlmProvider", "dgidgi-system", "dup").1,
         "DuplicateModelName"
     );
+}
+
+// ---- hardening ------------------------------------------------------------------------------
+
+#[test]
+fn unknown_fields_are_refused_like_strict_field_validation() {
+    let yaml = format!(
+        "{}{}{}",
+        base(),
+        ns("a", "", ""),
+        tenant("a", "typo", "{limits: {requestsPerHour: 5}, bogusField: 1}")
+    );
+    let out = render_yaml(&yaml);
+    let message = expect_condition(
+        &out,
+        ("LlmTenant", "a", "typo"),
+        "Ready",
+        "False",
+        "InvalidSpec",
+    );
+    assert!(message.contains("spec.bogusField"), "{message}");
+    assert!(message.contains("spec.limits.requestsPerHour"), "{message}");
+    // Empty values of known optional fields are fine.
+    let empty = format!(
+        "{}{}{}",
+        base(),
+        ns("a", "", ""),
+        tenant("a", "ok", "{providers: [], cli: null}")
+    );
+    assert_eq!(
+        ready(&render_yaml(&empty), "LlmTenant", "a", "ok").0,
+        "True"
+    );
+}
+
+#[test]
+fn names_that_are_not_kubernetes_names_are_skipped() {
+    let yaml = format!(
+        "{}{}{}{}",
+        base(),
+        tenant("../../pwned", "evil", "{}"),
+        tenant("a", "../x", "{}"),
+        tenant("a", "Bad_Name!", "{}")
+    );
+    let mut loader = dgidgi::render::InputLoader::new("dgidgi-system").unwrap();
+    loader.add_yaml("evil.yaml", &yaml).unwrap();
+    let warnings = loader.warnings().join("\n");
+    assert_eq!(warnings.matches("is not a valid").count(), 3, "{warnings}");
+    assert!(loader.finish().tenants.is_empty());
+}
+
+#[test]
+fn long_tenant_names_and_zero_timeouts_are_refused() {
+    // A valid Kubernetes name (dotted labels), but too long to be a label value.
+    let long = "tenant.with.a.rather.long.dotted.name.for.testing.the.label.limit";
+    let yaml = format!(
+        "{}{}{}{}",
+        base(),
+        ns("a", "", ""),
+        tenant("a", long, "{}"),
+        provider("a", "slow", "{type: mock, timeouts: {firstByte: 0s}}")
+    );
+    let out = render_yaml(&yaml);
+    let message = expect_condition(
+        &out,
+        ("LlmTenant", "a", long),
+        "Ready",
+        "False",
+        "InvalidSpec",
+    );
+    assert!(message.contains("at most 63 characters"), "{message}");
+    let message = expect_condition(
+        &out,
+        ("LlmProvider", "a", "slow"),
+        "Ready",
+        "False",
+        "InvalidSpec",
+    );
+    assert!(message.contains("non-zero"), "{message}");
+}
+
+#[test]
+fn urls_with_credentials_are_refused_everywhere() {
+    let yaml = format!(
+        "{}{}{}",
+        base(),
+        secret("dgidgi-system", "k", "apiKey", "sk-0007"),
+        provider(
+            "dgidgi-system",
+            "leaky",
+            "{type: openai, baseUrl: 'https://user:sk-in-url@api.example.com/v1', credentialsRef: {name: k}}"
+        )
+    );
+    let out = render_yaml(&yaml);
+    let message = expect_condition(
+        &out,
+        ("LlmProvider", "dgidgi-system", "leaky"),
+        "Ready",
+        "False",
+        "InvalidSpec",
+    );
+    assert!(!message.contains("sk-in-url"), "{message}");
+    assert!(!common::all_output_text(&out).contains("sk-in-url"));
+}
+
+#[test]
+fn colliding_access_key_secrets_and_copied_keys_are_refused() {
+    // `a` + key `b-llm-access-c` and `a-llm-access-b` + key `c` name the same Secret.
+    let yaml = format!(
+        "{}{}{}{}",
+        base(),
+        ns("n", "", ""),
+        tenant("n", "a", "{accessKeys: [{name: b-llm-access-c}]}"),
+        tenant("n", "a-llm-access-b", "{accessKeys: [{name: c}]}")
+    );
+    let out = render_yaml(&yaml);
+    assert_eq!(ready(&out, "LlmTenant", "n", "a").0, "True");
+    let message = expect_condition(
+        &out,
+        ("LlmTenant", "n", "a-llm-access-b"),
+        "Ready",
+        "False",
+        "AccessKeyRejected",
+    );
+    assert!(
+        message.contains("already used by another tenant"),
+        "{message}"
+    );
+
+    // A tenant copying another tenant's key into its own Secret gets refused, not a shared key.
+    let copied = "dgk_copied-key-copied-key-copied-key-000000";
+    let yaml = format!(
+        "{}{}{}{}{}{}{}",
+        base(),
+        ns("x", "", ""),
+        ns("y", "", ""),
+        tenant("x", "first", "{}"),
+        secret("x", "first-llm-access-default", "accessKey", copied),
+        tenant("y", "second", "{}"),
+        secret("y", "second-llm-access-default", "accessKey", copied)
+    );
+    let out = render_yaml(&yaml);
+    assert_eq!(ready(&out, "LlmTenant", "x", "first").0, "True");
+    let message = expect_condition(
+        &out,
+        ("LlmTenant", "y", "second"),
+        "Ready",
+        "False",
+        "AccessKeyRejected",
+    );
+    assert!(!message.contains(copied));
+    let hashes: Vec<_> = out
+        .config
+        .tenants
+        .iter()
+        .flat_map(|t| t.access_keys.iter())
+        .collect();
+    assert_eq!(hashes.len(), 1);
 }

@@ -150,7 +150,7 @@ fn secrets_never_reach_the_config_map_status_or_logs() {
             .iter()
             .map(|k| k.value.as_bytes().to_vec()),
     );
-    let ring = output.key_ring.to_yaml();
+    let ring = output.key_ring.to_yaml().unwrap();
     let master_key = ring
         .lines()
         .find_map(|l| l.trim().strip_prefix("key: "))
@@ -159,10 +159,11 @@ fn secrets_never_reach_the_config_map_status_or_logs() {
     secrets.push(STANDARD.decode(master_key).unwrap());
     assert!(output.access_keys.len() >= 2);
 
-    let files = manifest_files(&output);
+    let files = manifest_files(&output).unwrap();
     let config_map = files.iter().find(|f| f.path.contains("configmap")).unwrap();
     let status = files.iter().find(|f| f.path == STATUS_FILE).unwrap();
     let gateway_yaml = config_dir_files(&output)
+        .unwrap()
         .into_iter()
         .find(|f| f.path == "gateway.yaml")
         .unwrap();
@@ -218,8 +219,52 @@ fn the_render_command_leaks_nothing_on_stdout_or_stderr() {
     assert_clean("stderr", &String::from_utf8_lossy(&result.stderr), &secrets);
     let status = std::fs::read_to_string(out.join(STATUS_FILE)).unwrap();
     assert_clean("status.yaml", &status, &secrets);
-    let config_map =
-        std::fs::read_to_string(out.join("dgidgi-system/configmap-dgidgi-gateway-config.yaml"))
-            .unwrap();
+    let config_map = std::fs::read_to_string(
+        out.join("manifests/dgidgi-system/configmap-dgidgi-gateway-config.yaml"),
+    )
+    .unwrap();
     assert_clean("the ConfigMap file", &config_map, &secrets);
+}
+
+#[test]
+fn secrets_in_the_wrong_place_do_not_leak_through_error_messages() {
+    let misplaced = "sk-proj-MISPLACED-0a1b2c3d4e5f";
+    let key = STANDARD.encode([7u8; 32]);
+    let dir = tempfile::tempdir().unwrap();
+    // A key pasted where a reference belongs, and as an enum value.
+    std::fs::write(
+        dir.path().join("in.yaml"),
+        format!(
+            "apiVersion: llm.dgidgi.io/v1alpha1\nkind: LlmProvider\nmetadata: {{name: p, namespace: dgidgi-system}}\nspec: {{type: openai, credentialsRef: {misplaced}}}\n---\napiVersion: llm.dgidgi.io/v1alpha1\nkind: LlmTenant\nmetadata: {{name: t, namespace: a}}\nspec: {{source: {misplaced}}}\n"
+        ),
+    )
+    .unwrap();
+    let result = std::process::Command::new(env!("CARGO_BIN_EXE_dgidgi"))
+        .args(["render", "--log", "trace", "-f", "in.yaml", "--out", "out"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(result.status.success());
+    let status = std::fs::read_to_string(dir.path().join("out/status.yaml")).unwrap();
+    assert!(status.contains("InvalidSpec"));
+    let secrets = vec![misplaced.as_bytes().to_vec()];
+    assert_clean("status.yaml", &status, &secrets);
+    assert_clean("stderr", &String::from_utf8_lossy(&result.stderr), &secrets);
+
+    // A master key ring of the wrong shape: the error must not print the key.
+    std::fs::create_dir(dir.path().join("cfg")).unwrap();
+    std::fs::write(
+        dir.path().join("cfg/master-key.yaml"),
+        format!("active: k1\nkeys: {key}\n"),
+    )
+    .unwrap();
+    let result = std::process::Command::new(env!("CARGO_BIN_EXE_dgidgi"))
+        .args(["render", "-f", "in.yaml", "--config-dir", "cfg"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(!result.status.success());
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(stderr.contains("master-key.yaml"), "{stderr}");
+    assert_clean("stderr", &stderr, &[key.as_bytes().to_vec()]);
 }

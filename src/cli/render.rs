@@ -11,9 +11,13 @@ use k8s_openapi::jiff::Timestamp;
 use super::files::write_atomic;
 use crate::config::{ACCESS_KEYS_FILE, KEY_STORE_FILE, MASTER_KEY_FILE};
 use crate::render::manifests::{
-    MANAGED_BY, MANAGED_BY_LABEL, OutputFile, config_dir_files, manifest_files,
+    MANAGED_BY, MANAGED_BY_LABEL, MANIFESTS_DIR, OutputFile, STATUS_FILE, config_dir_files,
+    manifest_files,
 };
 use crate::render::{DEFAULT_PLATFORM_NAMESPACE, InputLoader, RenderContext, RenderOutput, render};
+
+/// A ConfigMap holds at most 1 MiB; warn well before.
+const CONFIG_MAP_WARN_BYTES: usize = 900 * 1024;
 
 /// Arguments of `dgidgi render`.
 #[derive(Debug, Args)]
@@ -41,27 +45,25 @@ pub struct RenderArgs {
 
 /// Runs `dgidgi render`.
 pub fn run(args: &RenderArgs) -> anyhow::Result<ExitCode> {
-    let mut loader = InputLoader::new(&args.namespace);
+    let mut loader = InputLoader::new(&args.namespace)?;
     if let Some(dir) = &args.config_dir {
         load_config_dir(&mut loader, dir)?;
     }
-    if let Some(dir) = &args.out
-        && dir.is_dir()
-    {
-        load_paths(&mut loader, std::slice::from_ref(dir))?;
+    if let Some(dir) = &args.out {
+        load_previous_out(&mut loader, dir)?;
     }
     load_paths(&mut loader, &args.inputs)?;
 
     let ctx = RenderContext::new(&args.namespace, now()?);
-    let output = render(loader.finish(), &ctx, &mut rand::rng());
+    let output = render(loader.finish(), &ctx, &mut rand::rng())?;
 
     if let Some(dir) = &args.config_dir {
-        write_files(dir, &config_dir_files(&output))?;
+        write_files(dir, &config_dir_files(&output)?)?;
     }
     if let Some(dir) = &args.out {
-        let files = manifest_files(&output);
+        let files = manifest_files(&output)?;
         write_files(dir, &files)?;
-        prune_stale(dir, &files)?;
+        prune_stale(&dir.join(MANIFESTS_DIR), dir, &files)?;
     }
     summarize(&output);
 
@@ -113,6 +115,19 @@ fn load_config_dir(loader: &mut InputLoader, dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Reads an earlier `--out` (its manifests and status) back, when there is one.
+fn load_previous_out(loader: &mut InputLoader, dir: &Path) -> anyhow::Result<()> {
+    let manifests = dir.join(MANIFESTS_DIR);
+    if manifests.is_dir() {
+        load_paths(loader, &[manifests])?;
+    }
+    let status = dir.join(STATUS_FILE);
+    if status.is_file() {
+        load_paths(loader, &[status])?;
+    }
+    Ok(())
+}
+
 /// Reads files, and directories recursively in sorted order, into the loader.
 fn load_paths(loader: &mut InputLoader, paths: &[PathBuf]) -> anyhow::Result<()> {
     for path in paths {
@@ -143,7 +158,13 @@ fn yaml_files(path: &Path) -> anyhow::Result<Vec<PathBuf>> {
         if hidden {
             continue;
         }
-        if child.is_dir() {
+        let file_type = entry
+            .file_type()
+            .with_context(|| format!("reading {}", child.display()))?;
+        if file_type.is_symlink() && child.is_dir() {
+            // Following directory links could loop forever; name the target directly instead.
+            tracing::warn!("skipping {}: a link to a directory", child.display());
+        } else if child.is_dir() {
             files.extend(yaml_files(&child)?);
         } else if matches!(
             child.extension().and_then(|e| e.to_str()),
@@ -157,7 +178,19 @@ fn yaml_files(path: &Path) -> anyhow::Result<Vec<PathBuf>> {
 
 fn write_files(dir: &Path, files: &[OutputFile]) -> anyhow::Result<()> {
     for file in files {
-        let path = dir.join(&file.path);
+        // Names were validated on input; refuse anything that could still leave `dir`.
+        let relative = Path::new(&file.path);
+        if relative.is_absolute()
+            || relative
+                .components()
+                .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
+            anyhow::bail!(
+                "refusing to write {:?}: not a plain relative path",
+                file.path
+            );
+        }
+        let path = dir.join(relative);
         let unchanged = std::fs::read(&path).is_ok_and(|old| old == file.bytes);
         if !unchanged {
             write_atomic(&path, &file.bytes, file.private)?;
@@ -168,10 +201,13 @@ fn write_files(dir: &Path, files: &[OutputFile]) -> anyhow::Result<()> {
 
 /// Removes manifests of an earlier render that this render no longer produces (a deleted
 /// tenant's access key, say). Only files that carry dgidgi's managed-by label are touched.
-fn prune_stale(dir: &Path, written: &[OutputFile]) -> anyhow::Result<()> {
-    for file in yaml_files(dir)? {
+fn prune_stale(manifests: &Path, out: &Path, written: &[OutputFile]) -> anyhow::Result<()> {
+    if !manifests.is_dir() {
+        return Ok(());
+    }
+    for file in yaml_files(manifests)? {
         let relative = file
-            .strip_prefix(dir)
+            .strip_prefix(out)
             .unwrap_or(&file)
             .to_string_lossy()
             .replace('\\', "/");
@@ -209,6 +245,14 @@ fn summarize(output: &RenderOutput) {
         not_ready,
         "rendered"
     );
+    if let Ok(docs) = crate::render::manifests::documents(output)
+        && docs.gateway_config.len() > CONFIG_MAP_WARN_BYTES
+    {
+        tracing::warn!(
+            bytes = docs.gateway_config.len(),
+            "the gateway config is close to the 1 MiB ConfigMap limit"
+        );
+    }
     if output.key_ring_generated {
         tracing::info!(
             "generated a new master key ring; keep it with the outputs, it decrypts the key store"

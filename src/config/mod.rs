@@ -48,10 +48,11 @@ pub struct GatewayConfig {
     pub routing: Vec<CompiledRule>,
 }
 
-/// Whose keys a provider uses, which is also the source boundary fallback never crosses.
+/// Who owns a provider or a routing rule: the platform namespace or a tenant namespace. For
+/// providers it is also the source boundary that fallback never crosses.
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord)]
 #[serde(rename_all = "kebab-case")]
-pub enum ProviderScope {
+pub enum Scope {
     /// Defined in the platform namespace: the platform's keys.
     Platform,
     /// Defined in a tenant namespace: that namespace's tenants' keys.
@@ -72,7 +73,7 @@ pub struct ProviderConfig {
     #[serde(rename = "type")]
     pub kind: ProviderKind,
     /// Platform or tenant keys.
-    pub scope: ProviderScope,
+    pub scope: Scope,
     /// Base URL (absent only for the mock provider).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_url: Option<String>,
@@ -244,6 +245,8 @@ pub struct CompiledRule {
     pub id: String,
     /// Priority of the policy.
     pub priority: i32,
+    /// Platform-wide or a tenant namespace's own; at equal priority a tenant's own rule wins.
+    pub scope: Scope,
     /// Tenant namespaces the rule applies to; `None` means every tenant namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespaces: Option<Vec<String>>,
@@ -289,6 +292,17 @@ pub struct RetryConfig {
     pub on: Vec<RetryOn>,
     /// First backoff in milliseconds, doubled per attempt.
     pub backoff_ms: u64,
+}
+
+impl ProviderConfig {
+    /// Whether `model` (a name or an alias) is served here.
+    pub fn serves(&self, model: &str) -> bool {
+        self.open_catalog
+            || self
+                .models
+                .iter()
+                .any(|m| m.name == model || m.aliases.iter().any(|a| a == model))
+    }
 }
 
 impl Default for RetryConfig {

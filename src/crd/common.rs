@@ -14,10 +14,12 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "camelCase")]
 pub struct SecretKeyRef {
     /// Name of the Secret, in the same namespace as this resource.
+    #[schemars(length(max = 253))]
     #[x_kube(validation = Rule::new("self.size() > 0 && self.size() <= 253").message("name must be 1-253 characters"))]
     pub name: String,
     /// Key inside the Secret's data that holds the value (default `apiKey`).
     #[serde(default = "default_secret_key")]
+    #[schemars(length(max = 253))]
     pub key: String,
 }
 
@@ -29,12 +31,23 @@ fn default_secret_key() -> String {
 /// (`200ms`, `5s`, `1m30s`). Parsed by [`parse_duration_ms`] with exactly the same grammar.
 pub const DURATION_RULE: &str = "self.matches('^([0-9]+(ms|s|m|h))+$')";
 
+/// CEL rule for timeouts: a duration as in [`DURATION_RULE`] that is not zero.
+pub const TIMEOUT_RULE: &str = "self.matches('^([0-9]+(ms|s|m|h))+$') && self.matches('[1-9]')";
+
+/// Parses a timeout: a duration that must be greater than zero.
+pub fn parse_timeout_ms(text: &str) -> Result<u64, DurationError> {
+    match parse_duration_ms(text)? {
+        0 => Err(DurationError::Zero(text.to_owned())),
+        ms => Ok(ms),
+    }
+}
+
 /// Parses a duration string such as `200ms`, `5s` or `1m30s` into whole milliseconds.
 ///
 /// Kubernetes users write durations as strings; the CRDs validate them with [`DURATION_RULE`]
 /// and the renderer converts them here, so the gateway only ever sees integers.
 pub fn parse_duration_ms(text: &str) -> Result<u64, DurationError> {
-    let invalid = || DurationError(text.to_owned());
+    let invalid = || DurationError::Syntax(text.to_owned());
     if text.is_empty() {
         return Err(invalid());
     }
@@ -71,12 +84,18 @@ pub fn parse_duration_ms(text: &str) -> Result<u64, DurationError> {
     Ok(total)
 }
 
-/// A duration string that does not follow the `200ms` / `5s` / `1m30s` grammar.
+/// A duration string that cannot be used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error(
-    "invalid duration {0:?}: expected digits followed by ms, s, m or h (e.g. 200ms, 5s, 1m30s)"
-)]
-pub struct DurationError(pub String);
+pub enum DurationError {
+    /// Not the `200ms` / `5s` / `1m30s` grammar.
+    #[error(
+        "invalid duration {0:?}: expected digits followed by ms, s, m or h (e.g. 200ms, 5s, 1m30s)"
+    )]
+    Syntax(String),
+    /// A timeout of zero.
+    #[error("timeout {0:?} must be greater than zero")]
+    Zero(String),
+}
 
 /// Number of micro-USD in one USD: money is carried as integers from render on.
 pub const MICROS_PER_USD: u64 = 1_000_000;
@@ -227,6 +246,19 @@ mod tests {
         ] {
             assert!(parse_duration_ms(bad).is_err(), "{bad:?} should be refused");
         }
+    }
+
+    #[test]
+    fn timeouts_must_be_positive() {
+        assert_eq!(parse_timeout_ms("5s"), Ok(5_000));
+        assert!(matches!(
+            parse_timeout_ms("0s"),
+            Err(DurationError::Zero(_))
+        ));
+        assert!(matches!(
+            parse_timeout_ms("0m0ms"),
+            Err(DurationError::Zero(_))
+        ));
     }
 
     #[test]

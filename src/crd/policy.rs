@@ -6,7 +6,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::DURATION_RULE;
+use super::common::{DURATION_RULE, TIMEOUT_RULE};
 
 /// Routing rules. In the platform namespace a policy applies to the tenant namespaces its
 /// tenantSelector picks; elsewhere only to its own namespace.
@@ -38,6 +38,7 @@ pub struct RoutingPolicySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant_selector: Option<LabelSelector>,
     /// Rules, matched in order within this policy.
+    #[schemars(length(max = 64))]
     #[x_kube(validation = Rule::new("self.size() > 0").message("a policy needs at least one rule"))]
     pub rules: Vec<RoutingRule>,
 }
@@ -50,17 +51,20 @@ pub struct RoutingRule {
     #[serde(rename = "match")]
     pub matcher: RuleMatch,
     /// Weighted targets; the gateway picks among the healthy ones by weight.
+    #[schemars(length(max = 16))]
     #[x_kube(validation = Rule::new("self.size() > 0").message("a rule needs at least one target"))]
     pub targets: Vec<WeightedTarget>,
     /// Tried in order when every target fails before the first byte reached the client.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
     pub fallback: Vec<Target>,
     /// Retries on the same target before moving on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetrySpec>,
     /// Overall time budget for the request across retries and fallbacks (e.g. 60s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new(DURATION_RULE).message("timeout must be a duration such as 500ms, 30s or 2m"))]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(TIMEOUT_RULE).message("timeout must be a non-zero duration such as 500ms, 30s or 2m"))]
     pub timeout: Option<String>,
 }
 
@@ -69,6 +73,7 @@ pub struct RoutingRule {
 #[serde(rename_all = "camelCase")]
 pub struct RuleMatch {
     /// Glob on the requested model name: `*` matches any run of characters, `?` one character.
+    #[schemars(length(max = 256))]
     #[x_kube(validation = Rule::new("self.size() > 0").message("match.model must not be empty"))]
     pub model: String,
     /// Only match requests that do (true) or do not (false) ask for streaming.
@@ -84,9 +89,11 @@ pub struct RuleMatch {
 #[serde(rename_all = "camelCase")]
 pub struct WeightedTarget {
     /// Name of an LlmProvider (this namespace first, then the platform namespace).
+    #[schemars(length(max = 253))]
     #[x_kube(validation = Rule::new("self.size() > 0").message("provider must not be empty"))]
     pub provider: String,
     /// Model to ask that provider for.
+    #[schemars(length(max = 256))]
     #[x_kube(validation = Rule::new("self.size() > 0").message("model must not be empty"))]
     pub model: String,
     /// Relative share of traffic (default 1).
@@ -104,9 +111,11 @@ fn default_weight() -> u32 {
 #[serde(rename_all = "camelCase")]
 pub struct Target {
     /// Name of an LlmProvider (this namespace first, then the platform namespace).
+    #[schemars(length(max = 253))]
     #[x_kube(validation = Rule::new("self.size() > 0").message("provider must not be empty"))]
     pub provider: String,
     /// Model to ask that provider for.
+    #[schemars(length(max = 256))]
     #[x_kube(validation = Rule::new("self.size() > 0").message("model must not be empty"))]
     pub model: String,
 }
@@ -120,9 +129,11 @@ pub struct RetrySpec {
     pub attempts: u32,
     /// Failure classes that are retried (default: all of them).
     #[serde(default = "RetryOn::all")]
+    #[schemars(length(max = 4))]
     pub on: Vec<RetryOn>,
     /// Wait before the first retry, doubled each time (default 200ms).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
     #[x_kube(validation = Rule::new(DURATION_RULE).message("backoff must be a duration such as 200ms or 1s"))]
     pub backoff: Option<String>,
 }

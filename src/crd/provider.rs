@@ -5,7 +5,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{DURATION_RULE, SecretKeyRef};
+use super::common::{SecretKeyRef, TIMEOUT_RULE};
 use crate::providers::ProviderKind;
 
 /// Desired state of an upstream LLM provider. In the platform namespace it is platform-wide;
@@ -41,13 +41,15 @@ pub struct LlmProviderSpec {
     /// namespace it must not point at loopback, link-local or private addresses unless the
     /// namespace annotation llm.dgidgi.io/allowed-endpoints allows it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("isURL(self) && self.matches('^https?://[^/?#@]+')").message("baseUrl must be an absolute http or https URL"))]
+    #[schemars(length(max = 2048))]
+    #[x_kube(validation = Rule::new("isURL(self) && self.matches('^https?://[^/?#@]+([/?#].*)?$')").message("baseUrl must be an absolute http or https URL without credentials"))]
     pub base_url: Option<String>,
     /// The API key: a key of a Secret in the same namespace. Required except for ollama and mock.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_ref: Option<SecretKeyRef>,
     /// Models this provider serves. Omitted: the built-in catalog for the type.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128))]
     #[x_kube(validation = Rule::new("self.all(m, self.exists_one(o, o.name == m.name))").message("model names must be unique"))]
     pub models: Option<Vec<ModelSpec>>,
     /// The key's own quota at the provider; the gateway skips this provider when it is exhausted.
@@ -63,10 +65,12 @@ pub struct LlmProviderSpec {
 #[serde(rename_all = "camelCase")]
 pub struct ModelSpec {
     /// The provider's own model id, e.g. claude-sonnet-4-20250514.
+    #[schemars(length(max = 128))]
     #[x_kube(validation = Rule::new("self.size() > 0").message("model name must not be empty"))]
     pub name: String,
     /// Other names clients may use for this model, e.g. claude-sonnet-4.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), inner(length(max = 128)))]
     pub aliases: Vec<String>,
     /// Whether the model supports streaming responses (default true).
     #[serde(default = "default_true")]
@@ -123,15 +127,18 @@ pub struct ProviderLimits {
 pub struct ProviderTimeouts {
     /// Time to establish the TCP/TLS connection (default 5s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new(DURATION_RULE).message("connect must be a duration such as 200ms, 5s or 1m"))]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(TIMEOUT_RULE).message("connect must be a non-zero duration such as 200ms, 5s or 1m"))]
     pub connect: Option<String>,
     /// Time until the first response byte (default 60s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new(DURATION_RULE).message("firstByte must be a duration such as 200ms, 5s or 1m"))]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(TIMEOUT_RULE).message("firstByte must be a non-zero duration such as 200ms, 5s or 1m"))]
     pub first_byte: Option<String>,
     /// Time for the whole response, streaming included (default 600s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new(DURATION_RULE).message("total must be a duration such as 200ms, 5s or 1m"))]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(TIMEOUT_RULE).message("total must be a non-zero duration such as 200ms, 5s or 1m"))]
     pub total: Option<String>,
 }
 

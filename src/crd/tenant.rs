@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"Spend", "type":"number", "jsonPath":".status.usage.spendThisMonthUsd", "description":"USD spent this month", "priority":1}"#,
     printcolumn = r#"{"name":"Age", "type":"date", "jsonPath":".metadata.creationTimestamp"}"#
 )]
+#[kube(validation = Rule::new("self.metadata.name.size() <= 63").message("LlmTenant names are at most 63 characters (they label the access key Secrets)"))]
 #[x_kube(validation = Rule::new("self.source != 'cli' || has(self.cli)").message("source cli requires cli.endpoint"))]
 #[serde(rename_all = "camelCase")]
 pub struct LlmTenantSpec {
@@ -36,12 +37,15 @@ pub struct LlmTenantSpec {
     pub source: Source,
     /// Provider used when a request names no provider (an LlmProvider name visible to the tenant).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
     pub preferred_provider: Option<String>,
     /// Model used as the last fallback and when a request names none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
     pub preferred_model: Option<String>,
     /// For source tenant: the LlmProviders in this namespace to use (default: all of them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
     pub providers: Option<Vec<ProviderRef>>,
     /// For source tenant: whether requests may fall back to platform providers when none of the
     /// tenant's own providers can serve them. Default false, for privacy.
@@ -59,6 +63,7 @@ pub struct LlmTenantSpec {
     /// Gateway access keys for the tenant's applications, each stored in the Secret
     /// `<tenant>-llm-access-<name>` in this namespace. Omitted: one key named default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 16))]
     #[x_kube(validation = Rule::new("self.all(k, self.exists_one(o, o.name == k.name))").message("access key names must be unique"))]
     pub access_keys: Option<Vec<AccessKeySpec>>,
 }
@@ -94,6 +99,7 @@ impl Source {
 #[serde(rename_all = "camelCase")]
 pub struct ProviderRef {
     /// Name of an LlmProvider in this namespace.
+    #[schemars(length(max = 253))]
     #[x_kube(validation = Rule::new("self.size() > 0").message("provider name must not be empty"))]
     pub name: String,
 }
@@ -104,10 +110,12 @@ pub struct ProviderRef {
 pub struct CliSpec {
     /// Base URL of the endpoint, e.g. http://localhost:11434. Loopback and private addresses must
     /// be allowed by the namespace annotation llm.dgidgi.io/allowed-endpoints.
-    #[x_kube(validation = Rule::new("isURL(self) && self.matches('^https?://[^/?#@]+')").message("cli.endpoint must be an absolute http or https URL"))]
+    #[schemars(length(max = 2048))]
+    #[x_kube(validation = Rule::new("isURL(self) && self.matches('^https?://[^/?#@]+([/?#].*)?$')").message("cli.endpoint must be an absolute http or https URL without credentials"))]
     pub endpoint: String,
     /// Model to use at that endpoint, e.g. llama3.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
     pub model: Option<String>,
 }
 
@@ -138,6 +146,7 @@ pub struct Budget {
     pub monthly_usd: f64,
     /// Percentages of the budget (1-100) at which an alert is recorded, once per month each.
     #[serde(default = "default_thresholds")]
+    #[schemars(length(max = 10))]
     #[x_kube(validation = Rule::new("self.all(t, t >= 1 && t <= 100)").message("alert thresholds must be between 1 and 100"))]
     pub alert_thresholds: Vec<u32>,
     /// What happens when the budget is spent: block (refuse with 402) or alert (record only).
@@ -165,6 +174,7 @@ pub enum BudgetAction {
 #[serde(rename_all = "camelCase")]
 pub struct AccessKeySpec {
     /// Name of the key (a DNS label); its Secret is `<tenant>-llm-access-<name>`.
+    #[schemars(length(max = 63))]
     #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$') && self.size() <= 63").message("access key name must be a DNS label"))]
     pub name: String,
 }

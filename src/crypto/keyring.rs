@@ -98,8 +98,9 @@ impl KeyRing {
 
     /// Parses the ring from its Secret data (`master-key.yaml`).
     pub fn from_yaml(bytes: &[u8]) -> Result<Self, CryptoError> {
-        let file: KeyRingFile =
-            serde_yaml::from_slice(bytes).map_err(|e| CryptoError::KeyRingFormat(e.to_string()))?;
+        let file: KeyRingFile = serde_yaml::from_slice(bytes).map_err(|e| {
+            CryptoError::KeyRingFormat(crate::redact::serde_message(&e.to_string()))
+        })?;
         let mut keys = Vec::with_capacity(file.keys.len());
         for entry in file.keys {
             let decoded = Zeroizing::new(STANDARD.decode(entry.key.as_bytes()).map_err(|_| {
@@ -125,7 +126,7 @@ impl KeyRing {
     }
 
     /// Serializes the ring for its Secret, keys in the order they were given.
-    pub fn to_yaml(&self) -> String {
+    pub fn to_yaml(&self) -> Result<String, CryptoError> {
         let file = KeyRingFile {
             active: self.active.clone(),
             keys: self
@@ -138,7 +139,10 @@ impl KeyRing {
                 .collect(),
         };
         // A struct of strings always serializes.
-        serde_yaml::to_string(&file).unwrap_or_default()
+        serde_yaml::to_string(&file).map_err(|e| CryptoError::Serialize {
+            what: "the master key ring",
+            message: e.to_string(),
+        })
     }
 
     /// The key new rows are sealed under.
@@ -167,10 +171,10 @@ mod tests {
     #[test]
     fn round_trips_through_yaml() {
         let ring = KeyRing::generate(&mut ChaCha20Rng::seed_from_u64(1));
-        let back = KeyRing::from_yaml(ring.to_yaml().as_bytes()).unwrap();
+        let back = KeyRing::from_yaml(ring.to_yaml().unwrap().as_bytes()).unwrap();
         assert_eq!(back.active().id, "k1");
         assert_eq!(*back.active().key, *ring.active().key);
-        assert_eq!(ring.to_yaml(), back.to_yaml());
+        assert_eq!(ring.to_yaml().unwrap(), back.to_yaml().unwrap());
     }
 
     #[test]

@@ -85,13 +85,12 @@ pub fn seal(
     identity: RowIdentity<'_>,
     plaintext: &[u8],
     rng: &mut dyn CryptoRng,
-) -> String {
+) -> Result<String, CryptoError> {
     let master = ring.active();
     let cipher = Aes256Gcm::new(master.key.as_ref().into());
     let mut nonce = [0u8; NONCE_LEN];
     rng.fill_bytes(&mut nonce);
     let aad = associated_data(&master.id, identity);
-    // Encryption only fails for inputs beyond AES-GCM's 64 GiB limit, impossible for an API key.
     let ciphertext = cipher
         .encrypt(
             Nonce::from_slice(&nonce),
@@ -100,11 +99,13 @@ pub fn seal(
                 aad: &aad,
             },
         )
-        .unwrap_or_default();
+        .map_err(|_| CryptoError::Encrypt {
+            row: identity.id.to_owned(),
+        })?;
     let mut blob = Vec::with_capacity(NONCE_LEN + ciphertext.len());
     blob.extend_from_slice(&nonce);
     blob.extend_from_slice(&ciphertext);
-    format!("{PREFIX}:{}:{}", master.id, STANDARD.encode(blob))
+    Ok(format!("{PREFIX}:{}:{}", master.id, STANDARD.encode(blob)))
 }
 
 /// Opens a sealed value for the row `identity`; fails if the value was sealed for another row,
@@ -150,12 +151,16 @@ pub fn open(
 impl KeyStore {
     /// Parses the key store Secret data (`keys.yaml`).
     pub fn from_yaml(bytes: &[u8]) -> Result<Self, CryptoError> {
-        serde_yaml::from_slice(bytes).map_err(|e| CryptoError::KeyStoreFormat(e.to_string()))
+        serde_yaml::from_slice(bytes)
+            .map_err(|e| CryptoError::KeyStoreFormat(crate::redact::serde_message(&e.to_string())))
     }
 
     /// Serializes the store, rows in id order.
-    pub fn to_yaml(&self) -> String {
-        serde_yaml::to_string(self).unwrap_or_default()
+    pub fn to_yaml(&self) -> Result<String, CryptoError> {
+        serde_yaml::to_string(self).map_err(|e| CryptoError::Serialize {
+            what: "the key store",
+            message: e.to_string(),
+        })
     }
 
     /// Finds a row by id.
@@ -185,7 +190,7 @@ mod tests {
         let mut rng = ChaCha20Rng::seed_from_u64(7);
         let ring = KeyRing::generate(&mut rng);
         let who = identity("team-a/openai", "team-a");
-        let sealed = seal(&ring, who, b"sk-secret-value", &mut rng);
+        let sealed = seal(&ring, who, b"sk-secret-value", &mut rng).unwrap();
         assert!(sealed.starts_with("dgv1:k1:"));
         assert!(!sealed.contains("sk-secret-value"));
         assert_eq!(
@@ -200,8 +205,8 @@ mod tests {
         let ring = KeyRing::generate(&mut rng);
         let who = identity("team-a/openai", "team-a");
         assert_ne!(
-            seal(&ring, who, b"k", &mut rng),
-            seal(&ring, who, b"k", &mut rng)
+            seal(&ring, who, b"k", &mut rng).unwrap(),
+            seal(&ring, who, b"k", &mut rng).unwrap()
         );
     }
 
@@ -210,7 +215,7 @@ mod tests {
         let mut rng = ChaCha20Rng::seed_from_u64(9);
         let ring = KeyRing::generate(&mut rng);
         let who = identity("team-a/openai", "team-a");
-        let sealed = seal(&ring, who, b"sk-secret-value", &mut rng);
+        let sealed = seal(&ring, who, b"sk-secret-value", &mut rng).unwrap();
         let (head, body) = sealed.rsplit_once(':').unwrap();
         let mut blob = STANDARD.decode(body).unwrap();
         for index in [0, NONCE_LEN, blob.len() - 1] {
@@ -237,7 +242,7 @@ mod tests {
         let mut rng = ChaCha20Rng::seed_from_u64(10);
         let ring = KeyRing::generate(&mut rng);
         let a = identity("team-a/openai", "team-a");
-        let sealed_for_a = seal(&ring, a, b"team-a-key", &mut rng);
+        let sealed_for_a = seal(&ring, a, b"team-a-key", &mut rng).unwrap();
         for other in [
             identity("team-b/openai", "team-b"),
             identity("team-a/openai", "team-b"),
@@ -259,7 +264,7 @@ mod tests {
         let mut rng = ChaCha20Rng::seed_from_u64(11);
         let old_ring = KeyRing::generate(&mut rng);
         let who = identity("team-a/openai", "team-a");
-        let sealed_old = seal(&old_ring, who, b"old-row", &mut rng);
+        let sealed_old = seal(&old_ring, who, b"old-row", &mut rng).unwrap();
         let mut new_key = Zeroizing::new([0u8; 32]);
         rng.fill_bytes(new_key.as_mut());
         let old_key = MasterKey {
@@ -281,7 +286,7 @@ mod tests {
             open(&rotated, who, &sealed_old).unwrap().as_slice(),
             b"old-row"
         );
-        let sealed_new = seal(&rotated, who, b"new-row", &mut rng);
+        let sealed_new = seal(&rotated, who, b"new-row", &mut rng).unwrap();
         assert!(sealed_new.starts_with("dgv1:k2:"));
         // The old ring cannot open what the new key sealed.
         assert!(matches!(
@@ -310,7 +315,7 @@ mod tests {
         )
         .unwrap();
         let who = identity("team-a/openai", "team-a");
-        let sealed = seal(&ring, who, b"v", &mut rng);
+        let sealed = seal(&ring, who, b"v", &mut rng).unwrap();
         let relabelled = sealed.replacen(":k1:", ":k2:", 1);
         assert!(matches!(
             open(&ring, who, &relabelled),

@@ -42,6 +42,20 @@ pub enum CryptoError {
         /// The key id.
         key_id: String,
     },
+    /// Key material could not be serialized (never expected; refused rather than written empty).
+    #[error("could not serialize {what}: {message}")]
+    Serialize {
+        /// What was being serialized.
+        what: &'static str,
+        /// The serializer's message.
+        message: String,
+    },
+    /// AES-GCM refused to encrypt (inputs beyond its limits).
+    #[error("could not encrypt row {row:?}")]
+    Encrypt {
+        /// The row id.
+        row: String,
+    },
     /// Authentication failed: wrong key, tampered ciphertext, or a value moved from another row.
     #[error("row {row:?} failed to decrypt (tampered, or moved from another row or tenant)")]
     Decrypt {

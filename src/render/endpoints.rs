@@ -10,6 +10,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use ipnet::IpNet;
 use url::{Host, Url};
 
+use crate::redact::url_for_message;
+
 /// Namespace annotation: comma-separated CIDRs and host names (`*.example.com` allowed).
 pub const ALLOWED_ENDPOINTS_ANNOTATION: &str = "llm.dgidgi.io/allowed-endpoints";
 
@@ -50,6 +52,15 @@ impl AllowList {
         list.hosts.sort();
         list.hosts.dedup();
         list
+    }
+
+    /// The allow-list of a namespace, from its platform-owned annotation.
+    pub fn for_namespace(annotations: &std::collections::BTreeMap<String, String>) -> Self {
+        Self::parse(
+            annotations
+                .get(ALLOWED_ENDPOINTS_ANNOTATION)
+                .map(String::as_str),
+        )
     }
 
     /// The valid entries, normalised, for the gateway's connect-time check.
@@ -141,8 +152,7 @@ fn is_internal_v6(ip: Ipv6Addr) -> bool {
         let v4 = Ipv4Addr::new((c >> 8) as u8, c as u8, (d >> 8) as u8, d as u8);
         return is_internal_v4(v4);
     }
-    ip.is_loopback()
-        || ip.is_unspecified()
+    segments[..6] == [0; 6] // ::/96: unspecified, loopback, deprecated IPv4-compatible
         || ip.is_multicast()
         || (segments[0] & 0xfe00) == 0xfc00 // unique local
         || (segments[0] & 0xffc0) == 0xfe80 // link-local
@@ -187,11 +197,22 @@ pub enum EndpointError {
     },
 }
 
+/// Refuses URLs that carry user-info: a key pasted into a URL would end up in the ConfigMap.
+/// Applies to every provider, platform ones included.
+pub fn reject_credentials(raw: &str) -> Result<(), EndpointError> {
+    match Url::parse(raw) {
+        Ok(url) if !url.username().is_empty() || url.password().is_some() => {
+            Err(EndpointError::CredentialsInUrl)
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Checks a tenant-owned URL against the internal-address rules and the namespace allow-list.
 pub fn check_tenant_endpoint(raw: &str, allow: &AllowList) -> Result<(), EndpointError> {
-    let url = Url::parse(raw).map_err(|_| EndpointError::NotHttpUrl(redact(raw)))?;
+    let url = Url::parse(raw).map_err(|_| EndpointError::NotHttpUrl(url_for_message(raw)))?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(EndpointError::NotHttpUrl(redact(raw)));
+        return Err(EndpointError::NotHttpUrl(url_for_message(raw)));
     }
     if !url.username().is_empty() || url.password().is_some() {
         return Err(EndpointError::CredentialsInUrl);
@@ -199,7 +220,7 @@ pub fn check_tenant_endpoint(raw: &str, allow: &AllowList) -> Result<(), Endpoin
     let port = url.port_or_known_default().unwrap_or(80);
     let host = url
         .host()
-        .ok_or_else(|| EndpointError::NotHttpUrl(redact(raw)))?;
+        .ok_or_else(|| EndpointError::NotHttpUrl(url_for_message(raw)))?;
     let (display, internal, allowed, loopback) = match host {
         Host::Ipv4(v4) => {
             let ip = IpAddr::V4(v4);
@@ -221,14 +242,10 @@ pub fn check_tenant_endpoint(raw: &str, allow: &AllowList) -> Result<(), Endpoin
             )
         }
         Host::Domain(name) => {
-            let loopback = name.eq_ignore_ascii_case("localhost")
-                || name.to_ascii_lowercase().ends_with(".localhost");
-            (
-                name.to_owned(),
-                is_internal_host_name(name),
-                allow.allows_host(name),
-                loopback,
-            )
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            let loopback = name == "localhost" || name.ends_with(".localhost");
+            let (internal, allowed) = (is_internal_host_name(&name), allow.allows_host(&name));
+            (name, internal, allowed, loopback)
         }
     };
     if loopback && GATEWAY_PORTS.contains(&port) {
@@ -241,16 +258,6 @@ pub fn check_tenant_endpoint(raw: &str, allow: &AllowList) -> Result<(), Endpoin
         return Err(EndpointError::NotAllowed { host: display });
     }
     Ok(())
-}
-
-/// Keeps only the scheme and host of an unparseable URL-ish string for messages.
-fn redact(raw: &str) -> String {
-    raw.split(['@', '?', '#'])
-        .next()
-        .unwrap_or_default()
-        .chars()
-        .take(80)
-        .collect()
 }
 
 #[cfg(test)]
@@ -279,6 +286,9 @@ mod tests {
             "http://127.0.0.1:11434",
             "http://127.1.2.3/",
             "http://[::1]:11434",
+            "http://[::127.0.0.1]/",
+            "http://[::a9fe:a9fe]/",
+            "http://localhost./",
             "http://[::ffff:127.0.0.1]/",
             "http://169.254.169.254/latest/meta-data",
             "http://[fe80::1]/",
@@ -349,6 +359,8 @@ mod tests {
             "http://127.0.0.1:8080/",
             "http://localhost:9090/metrics",
             "http://[::1]:8080/",
+            "http://localhost.:8080/",
+            "http://LOCALHOST.:9090/",
         ] {
             assert!(
                 matches!(

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use kube::CustomResourceExt;
-use kube::core::cel::{CompiledSchema, Validator, compile_schema};
+use kube::core::cel::{CompiledSchema, ErrorKind, Validator, compile_schema};
 use serde::de::DeserializeOwned;
 use serde_yaml::{Mapping, Value};
 use zeroize::Zeroizing;
@@ -22,6 +22,7 @@ use crate::config::{
 };
 use crate::crd::{API_VERSION, LlmProvider, LlmTenant, RoutingPolicy};
 use crate::crypto::{CryptoError, KeyRing, KeyStore};
+use crate::redact;
 
 /// Input problems that stop render: a file that is not YAML, or earlier key material that is
 /// corrupt (regenerating it would orphan every row, so render refuses instead).
@@ -47,6 +48,9 @@ pub enum InputError {
         /// What is wrong.
         error: CryptoError,
     },
+    /// The CRDs' own schemas could not be compiled (a build defect, not an input problem).
+    #[error("internal: the {0} CRD schema could not be compiled for local validation")]
+    Schema(&'static str),
     /// The key store Secret is corrupt.
     #[error(
         "{source_name}: Secret {KEY_STORE_SECRET_NAME}: {error}; fix it, or delete it to re-encrypt every key from its source Secret"
@@ -67,7 +71,7 @@ struct CelRules {
     policy: CompiledSchema,
 }
 
-fn compiled_rules<K: CustomResourceExt>() -> CompiledSchema {
+fn compiled_rules<K: CustomResourceExt>(kind: &'static str) -> Result<CompiledSchema, InputError> {
     let schema = K::crd()
         .spec
         .versions
@@ -75,18 +79,23 @@ fn compiled_rules<K: CustomResourceExt>() -> CompiledSchema {
         .and_then(|v| v.schema.as_ref())
         .and_then(|s| s.open_api_v3_schema.as_ref())
         .and_then(|s| serde_json::to_value(s).ok())
-        .unwrap_or_default();
-    compile_schema(&schema)
+        .ok_or(InputError::Schema(kind))?;
+    let compiled = compile_schema(&schema);
+    if compiled.compilation_errors().is_empty() {
+        Ok(compiled)
+    } else {
+        Err(InputError::Schema(kind))
+    }
 }
 
 impl CelRules {
-    fn new() -> Self {
-        Self {
+    fn new() -> Result<Self, InputError> {
+        Ok(Self {
             validator: Validator::new(),
-            provider: compiled_rules::<LlmProvider>(),
-            tenant: compiled_rules::<LlmTenant>(),
-            policy: compiled_rules::<RoutingPolicy>(),
-        }
+            provider: compiled_rules::<LlmProvider>("LlmProvider")?,
+            tenant: compiled_rules::<LlmTenant>("LlmTenant")?,
+            policy: compiled_rules::<RoutingPolicy>("RoutingPolicy")?,
+        })
     }
 
     fn check(&self, kind: ResourceKind, object: &serde_json::Value) -> Result<(), String> {
@@ -100,7 +109,19 @@ impl CelRules {
             .map_err(|errors| {
                 errors
                     .iter()
-                    .map(ToString::to_string)
+                    .map(|error| {
+                        // A failed rule's message is ours; other errors may quote input values.
+                        let message = if error.kind == ErrorKind::ValidationFailure {
+                            error.message.clone()
+                        } else {
+                            format!("rule could not be evaluated ({:?})", error.kind)
+                        };
+                        if error.field_path.is_empty() {
+                            message
+                        } else {
+                            format!("{}: {message}", error.field_path)
+                        }
+                    })
                     .collect::<Vec<_>>()
                     .join("; ")
             })
@@ -117,13 +138,13 @@ pub struct InputLoader {
 
 impl InputLoader {
     /// A loader for the given platform namespace.
-    pub fn new(platform_namespace: impl Into<String>) -> Self {
-        Self {
+    pub fn new(platform_namespace: impl Into<String>) -> Result<Self, InputError> {
+        Ok(Self {
             platform_namespace: platform_namespace.into(),
             input: RenderInput::default(),
-            cel: CelRules::new(),
+            cel: CelRules::new()?,
             warnings: Vec::new(),
-        }
+        })
     }
 
     /// Adds every document of a (multi-document) YAML text. `source_name` labels errors.
@@ -142,7 +163,11 @@ impl InputLoader {
             source_name: source_name.to_owned(),
             error,
         })?;
-        self.input.previous.key_ring = Some(ring);
+        if self.input.previous.key_ring.replace(ring).is_some() {
+            self.warn(format!(
+                "master key ring given more than once; using the one from {source_name}"
+            ));
+        }
         Ok(())
     }
 
@@ -156,7 +181,11 @@ impl InputLoader {
             source_name: source_name.to_owned(),
             error,
         })?;
-        self.input.previous.key_store = Some(store);
+        if self.input.previous.key_store.replace(store).is_some() {
+            self.warn(format!(
+                "key store given more than once; using the one from {source_name}"
+            ));
+        }
         Ok(())
     }
 
@@ -238,6 +267,11 @@ impl InputLoader {
             _ => {}
         }
         let name = name.unwrap_or_default();
+        if let Some(problem) = invalid_identity(&kind, &namespace, &name) {
+            let message = format!("{description}: skipped, {problem}");
+            self.warn(message);
+            return Ok(());
+        }
         let key = ObjectKey::new(namespace, name);
         match (api_version.as_str(), kind.as_str()) {
             ("v1", "Namespace") => {
@@ -333,14 +367,23 @@ impl InputLoader {
         let parsed = serde_path_to_error::deserialize::<_, K>(value.clone())
             .map_err(|e| {
                 let path = e.path().to_string();
+                let message = redact::serde_message(&e.into_inner().to_string());
                 if path == "." {
-                    e.into_inner().to_string()
+                    message
                 } else {
-                    format!("{path}: {}", e.into_inner())
+                    format!("{path}: {message}")
                 }
             })
             .and_then(|resource| {
-                let json = serde_json::to_value(&resource).map_err(|e| e.to_string())?;
+                let json = serde_json::to_value(&resource)
+                    .map_err(|e| redact::serde_message(&e.to_string()))?;
+                let given = serde_json::to_value(&value)
+                    .map_err(|e| redact::serde_message(&e.to_string()))?;
+                let mut unknown = Vec::new();
+                unknown_fields(given.get("spec"), json.get("spec"), "spec", &mut unknown);
+                if !unknown.is_empty() {
+                    return Err(format!("unknown field(s) {}", unknown.join(", ")));
+                }
                 self.cel.check(kind, &json)?;
                 Ok(resource)
             });
@@ -368,6 +411,95 @@ impl InputLoader {
             }
         }
     }
+}
+
+/// Fields present in what the user wrote but dropped by the typed parse: typos and fields of
+/// another version. The API server refuses them under kubectl's default strict field
+/// validation, so render does too. Empty values are ignored (they are dropped by design).
+fn unknown_fields(
+    given: Option<&serde_json::Value>,
+    parsed: Option<&serde_json::Value>,
+    path: &str,
+    out: &mut Vec<String>,
+) {
+    use serde_json::Value as Json;
+    let is_empty = |v: &Json| match v {
+        Json::Null => true,
+        Json::Array(a) => a.is_empty(),
+        Json::Object(o) => o.is_empty(),
+        _ => false,
+    };
+    match (given, parsed) {
+        (Some(Json::Object(given)), Some(Json::Object(parsed))) => {
+            for (field, value) in given {
+                let child = format!("{path}.{field}");
+                match parsed.get(field) {
+                    None if !is_empty(value) => out.push(child),
+                    None => {}
+                    Some(parsed_value) => {
+                        unknown_fields(Some(value), Some(parsed_value), &child, out)
+                    }
+                }
+            }
+        }
+        (Some(Json::Object(given)), None) => {
+            out.extend(
+                given
+                    .iter()
+                    .filter(|(_, v)| !is_empty(v))
+                    .map(|(k, _)| format!("{path}.{k}")),
+            );
+        }
+        (Some(Json::Array(given)), Some(Json::Array(parsed))) => {
+            for (index, value) in given.iter().enumerate() {
+                unknown_fields(
+                    Some(value),
+                    parsed.get(index),
+                    &format!("{path}[{index}]"),
+                    out,
+                );
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Kubernetes naming rules, checked before a name is used anywhere (file paths included):
+/// namespaces are DNS-1123 labels, names of these kinds DNS-1123 subdomains.
+fn invalid_identity(kind: &str, namespace: &str, name: &str) -> Option<String> {
+    if !is_dns_label(namespace) {
+        return Some(format!(
+            "namespace {namespace:?} is not a valid namespace name (lowercase letters, digits and '-', at most 63)"
+        ));
+    }
+    let valid_name = if kind == "Namespace" {
+        is_dns_label(name)
+    } else {
+        is_dns_subdomain(name)
+    };
+    if !valid_name {
+        return Some(format!(
+            "name {name:?} is not a valid Kubernetes name (lowercase letters, digits, '-' and '.', at most 253)"
+        ));
+    }
+    None
+}
+
+/// A DNS-1123 label: `[a-z0-9]([-a-z0-9]*[a-z0-9])?`, at most 63 characters.
+pub fn is_dns_label(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes[0] != b'-'
+        && bytes[bytes.len() - 1] != b'-'
+}
+
+/// A DNS-1123 subdomain: dot-separated labels, at most 253 characters.
+pub fn is_dns_subdomain(text: &str) -> bool {
+    text.len() <= 253 && text.split('.').all(is_dns_label)
 }
 
 fn yaml_error(source_name: &str, error: &serde_yaml::Error) -> InputError {

@@ -18,7 +18,7 @@ pub fn reconcile(
     credentials: &[Credential],
     now: Timestamp,
     rng: &mut dyn CryptoRng,
-) -> KeyStore {
+) -> Result<KeyStore, CryptoError> {
     let now = format_timestamp(now);
     let rows = credentials
         .iter()
@@ -35,30 +35,31 @@ pub fn reconcile(
                 tracing::info!(row = %credential.id, "key store: new row");
                 return new_row(ring, identity, &credential.value, &now, rng);
             };
+            let old = old.clone();
             match open(ring, identity, &old.encrypted_value) {
-                Ok(plain) if bool::from(plain.as_slice().ct_eq(&credential.value)) => old.clone(),
+                Ok(plain) if bool::from(plain.as_slice().ct_eq(&credential.value)) => Ok(old),
                 Ok(_) => {
                     tracing::info!(row = %credential.id, "key store: key changed, row re-encrypted");
-                    KeyStoreRow {
-                        encrypted_value: seal(ring, identity, &credential.value, rng),
+                    Ok(KeyStoreRow {
+                        encrypted_value: seal(ring, identity, &credential.value, rng)?,
                         rotated_at: Some(now.clone()),
-                        ..old.clone()
-                    }
+                        ..old
+                    })
                 }
                 Err(error) => {
                     // The source Secret still holds the key, so nothing is lost: re-seal it and
                     // keep the row's history. Rotation time is left alone because we cannot
                     // know whether the value changed.
                     warn_unreadable(&error);
-                    KeyStoreRow {
-                        encrypted_value: seal(ring, identity, &credential.value, rng),
-                        ..old.clone()
-                    }
+                    Ok(KeyStoreRow {
+                        encrypted_value: seal(ring, identity, &credential.value, rng)?,
+                        ..old
+                    })
                 }
             }
         })
-        .collect();
-    KeyStore { rows }
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(KeyStore { rows })
 }
 
 fn new_row(
@@ -67,15 +68,15 @@ fn new_row(
     value: &[u8],
     now: &str,
     rng: &mut dyn CryptoRng,
-) -> KeyStoreRow {
-    KeyStoreRow {
+) -> Result<KeyStoreRow, CryptoError> {
+    Ok(KeyStoreRow {
         id: identity.id.to_owned(),
         tenant_id: identity.tenant_id.to_owned(),
         provider: identity.provider.to_owned(),
-        encrypted_value: seal(ring, identity, value, rng),
+        encrypted_value: seal(ring, identity, value, rng)?,
         created_at: now.to_owned(),
         rotated_at: None,
-    }
+    })
 }
 
 fn warn_unreadable(error: &CryptoError) {

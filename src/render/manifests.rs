@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use sha2::{Digest, Sha256};
 
-use super::{AccessKeySecret, RenderOutput};
+use super::{AccessKeySecret, RenderError, RenderOutput};
 use crate::config::{
     ACCESS_KEY_DATA_KEY, ACCESS_KEYS_FILE, CONFIG_MAP_NAME, GATEWAY_CONFIG_FILE, KEY_STORE_FILE,
     KEY_STORE_SECRET_NAME, MASTER_KEY_FILE, MASTER_KEY_SECRET_NAME,
@@ -23,8 +23,11 @@ pub const MANAGED_BY: &str = "dgidgi";
 pub const CONFIG_HASH_ANNOTATION: &str = "llm.dgidgi.io/config-sha256";
 /// Label on access key Secrets naming their LlmTenant.
 pub const TENANT_LABEL: &str = "llm.dgidgi.io/tenant";
-/// Name of the status output file under `--out`.
+/// Name of the status output file under `--out` (beside, not inside, the manifests directory,
+/// so `kubectl apply -R -f <out>/manifests` applies only Kubernetes objects).
 pub const STATUS_FILE: &str = "status.yaml";
+/// Directory under `--out` holding one manifest per object.
+pub const MANIFESTS_DIR: &str = "manifests";
 
 /// One file to write.
 #[derive(Clone, PartialEq, Eq)]
@@ -58,12 +61,17 @@ pub struct Documents {
 }
 
 /// Serializes the config, key store and key ring.
-pub fn documents(output: &RenderOutput) -> Documents {
-    Documents {
-        gateway_config: serde_yaml::to_string(&output.config).unwrap_or_default(),
-        key_store: output.key_store.to_yaml(),
-        key_ring: output.key_ring.to_yaml(),
-    }
+pub fn documents(output: &RenderOutput) -> Result<Documents, RenderError> {
+    Ok(Documents {
+        gateway_config: serde_yaml::to_string(&output.config).map_err(|source| {
+            RenderError::Serialize {
+                what: "the gateway config",
+                source,
+            }
+        })?,
+        key_store: output.key_store.to_yaml()?,
+        key_ring: output.key_ring.to_yaml()?,
+    })
 }
 
 fn labels(extra: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -171,50 +179,56 @@ pub fn access_key_secret(access: &AccessKeySecret) -> Secret {
     secret(metadata, ACCESS_KEY_DATA_KEY, access.value.as_bytes())
 }
 
-fn yaml<T: serde::Serialize>(object: &T) -> Vec<u8> {
+fn yaml<T: serde::Serialize>(object: &T, what: &'static str) -> Result<Vec<u8>, RenderError> {
     serde_yaml::to_string(object)
-        .unwrap_or_default()
-        .into_bytes()
+        .map(String::into_bytes)
+        .map_err(|source| RenderError::Serialize { what, source })
 }
 
-/// Manifests for `--out`: `<namespace>/<kind>-<name>.yaml` per object, plus `status.yaml`.
-pub fn manifest_files(output: &RenderOutput) -> Vec<OutputFile> {
-    let docs = documents(output);
+/// Manifests for `--out`: `manifests/<namespace>/<kind>-<name>.yaml` per object, plus
+/// `status.yaml`.
+pub fn manifest_files(output: &RenderOutput) -> Result<Vec<OutputFile>, RenderError> {
+    let docs = documents(output)?;
     let platform = &output.config.platform_namespace;
     let mut files = vec![
         OutputFile {
-            path: format!("{platform}/configmap-{CONFIG_MAP_NAME}.yaml"),
-            bytes: yaml(&config_map(output, &docs)),
+            path: format!("{MANIFESTS_DIR}/{platform}/configmap-{CONFIG_MAP_NAME}.yaml"),
+            bytes: yaml(&config_map(output, &docs), "the ConfigMap")?,
             private: false,
         },
         OutputFile {
-            path: format!("{platform}/secret-{KEY_STORE_SECRET_NAME}.yaml"),
-            bytes: yaml(&key_store_secret(output, &docs)),
+            path: format!("{MANIFESTS_DIR}/{platform}/secret-{KEY_STORE_SECRET_NAME}.yaml"),
+            bytes: yaml(&key_store_secret(output, &docs), "the key store Secret")?,
             private: true,
         },
         OutputFile {
-            path: format!("{platform}/secret-{MASTER_KEY_SECRET_NAME}.yaml"),
-            bytes: yaml(&key_ring_secret(output, &docs)),
+            path: format!("{MANIFESTS_DIR}/{platform}/secret-{MASTER_KEY_SECRET_NAME}.yaml"),
+            bytes: yaml(&key_ring_secret(output, &docs), "the master key Secret")?,
             private: true,
         },
     ];
-    files.extend(output.access_keys.iter().map(|access| OutputFile {
-        path: format!("{}/secret-{}.yaml", access.key.namespace, access.key.name),
-        bytes: yaml(&access_key_secret(access)),
-        private: true,
-    }));
+    for access in &output.access_keys {
+        files.push(OutputFile {
+            path: format!(
+                "{MANIFESTS_DIR}/{}/secret-{}.yaml",
+                access.key.namespace, access.key.name
+            ),
+            bytes: yaml(&access_key_secret(access), "an access key Secret")?,
+            private: true,
+        });
+    }
     files.push(OutputFile {
         path: STATUS_FILE.to_owned(),
-        bytes: output.report.to_yaml().into_bytes(),
+        bytes: yaml(&output.report, "the status report")?,
         private: false,
     });
-    files
+    Ok(files)
 }
 
 /// Files for `--config-dir`: what the gateway loads (the same bytes as the ConfigMap and Secret
 /// data), plus the access key Secrets so the next offline render keeps them.
-pub fn config_dir_files(output: &RenderOutput) -> Vec<OutputFile> {
-    let docs = documents(output);
+pub fn config_dir_files(output: &RenderOutput) -> Result<Vec<OutputFile>, RenderError> {
+    let docs = documents(output)?;
     let access_keys = serde_json::json!({
         "apiVersion": "v1",
         "kind": "List",
@@ -222,7 +236,7 @@ pub fn config_dir_files(output: &RenderOutput) -> Vec<OutputFile> {
     });
     // Order matters for a gateway watching the directory: key material first, config last, so
     // the config never refers to a row that is not there yet.
-    vec![
+    Ok(vec![
         OutputFile {
             path: MASTER_KEY_FILE.to_owned(),
             bytes: docs.key_ring.into_bytes(),
@@ -235,7 +249,7 @@ pub fn config_dir_files(output: &RenderOutput) -> Vec<OutputFile> {
         },
         OutputFile {
             path: ACCESS_KEYS_FILE.to_owned(),
-            bytes: yaml(&access_keys),
+            bytes: yaml(&access_keys, "the access keys")?,
             private: true,
         },
         OutputFile {
@@ -243,5 +257,5 @@ pub fn config_dir_files(output: &RenderOutput) -> Vec<OutputFile> {
             bytes: docs.gateway_config.into_bytes(),
             private: false,
         },
-    ]
+    ])
 }

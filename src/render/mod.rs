@@ -219,13 +219,30 @@ pub struct RenderOutput {
     pub report: RenderReport,
 }
 
+/// Why render could not produce outputs. Input problems are statuses, not errors; these are
+/// failures to produce key material or to serialize, which must never be written half-done.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    /// Sealing or serializing key material failed.
+    #[error(transparent)]
+    Crypto(#[from] crate::crypto::CryptoError),
+    /// Serializing an output failed.
+    #[error("could not serialize {what}: {source}")]
+    Serialize {
+        /// Which output.
+        what: &'static str,
+        /// The serializer's error.
+        source: serde_yaml::Error,
+    },
+}
+
 /// Renders the whole gateway configuration. Takes the previous key ring out of `input` (it is
 /// moved into the output) and otherwise only reads.
 pub fn render(
     mut input: RenderInput,
     ctx: &RenderContext,
     rng: &mut dyn CryptoRng,
-) -> RenderOutput {
+) -> Result<RenderOutput, RenderError> {
     let (key_ring, key_ring_generated) = match input.previous.key_ring.take() {
         Some(ring) => (ring, false),
         None => (KeyRing::generate(rng), true),
@@ -240,7 +257,7 @@ pub fn render(
         &resolved.credentials,
         ctx.now,
         rng,
-    );
+    )?;
     let tenant_out =
         tenants::resolve_all(&input, ctx, &resolved, &previous_report, &mut report, rng);
     let routing = policies::compile_all(&input, ctx, &resolved, &previous_report, &mut report);
@@ -254,12 +271,12 @@ pub fn render(
         tenants: tenant_out.configs,
         routing,
     };
-    RenderOutput {
+    Ok(RenderOutput {
         config,
         key_store,
         key_ring,
         key_ring_generated,
         access_keys: tenant_out.access_keys,
         report,
-    }
+    })
 }

@@ -5,11 +5,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
-use super::providers::{ResolvedProviders, serves_model};
+use super::providers::ResolvedProviders;
 use super::report::{READY, RenderReport, ReportEntry};
 use super::{ObjectKey, RenderContext, RenderInput, ResourceKind};
-use crate::config::{CompiledRule, CompiledTarget, RetryConfig};
-use crate::crd::common::{ConditionStatus, ConditionUpdate, merge_conditions, parse_duration_ms};
+use crate::config::{CompiledRule, CompiledTarget, RetryConfig, Scope};
+use crate::crd::common::{
+    ConditionStatus, ConditionUpdate, merge_conditions, parse_duration_ms, parse_timeout_ms,
+};
 use crate::crd::policy::{RoutingRule, Target};
 use crate::crd::{RoutingPolicy, RoutingPolicyStatus};
 
@@ -46,7 +48,7 @@ pub fn compile_all(
     rules.sort_by(|a, b| {
         b.priority
             .cmp(&a.priority)
-            .then_with(|| a.namespaces.is_none().cmp(&b.namespaces.is_none()))
+            .then_with(|| b.scope.cmp(&a.scope))
             .then_with(|| a.id.cmp(&b.id))
     });
     rules
@@ -112,6 +114,11 @@ fn compile_one(
             Some(mut compiled) => {
                 compiled.id = format!("{key}#{index}");
                 compiled.priority = spec.priority;
+                compiled.scope = if is_platform {
+                    Scope::Platform
+                } else {
+                    Scope::Tenant
+                };
                 compiled.namespaces = namespaces.clone();
                 rules.push(compiled);
             }
@@ -184,7 +191,7 @@ fn compile_rule(
             ));
             return None;
         };
-        if !serves_model(provider, &target.model) {
+        if !provider.serves(&target.model) {
             problems.push(format!(
                 "rule {index} {what}: provider {:?} does not serve model {:?}",
                 target.provider, target.model
@@ -240,7 +247,7 @@ fn compile_rule(
             }
         }
     };
-    let timeout_ms = match rule.timeout.as_deref().map(parse_duration_ms) {
+    let timeout_ms = match rule.timeout.as_deref().map(parse_timeout_ms) {
         None => None,
         Some(Ok(ms)) => Some(ms),
         Some(Err(error)) => {
@@ -251,6 +258,7 @@ fn compile_rule(
     Some(CompiledRule {
         id: String::new(),
         priority: 0,
+        scope: Scope::Platform,
         namespaces: None,
         model: rule.matcher.model.clone(),
         streaming: rule.matcher.streaming,

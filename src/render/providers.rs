@@ -5,14 +5,14 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use zeroize::Zeroizing;
 
-use super::endpoints::{ALLOWED_ENDPOINTS_ANNOTATION, AllowList, check_tenant_endpoint};
+use super::endpoints::{AllowList, check_tenant_endpoint, reject_credentials};
 use super::report::{READY, RenderReport, ReportEntry};
 use super::{ObjectKey, RenderContext, RenderInput, ResourceKind};
 use crate::config::{
-    ModelConfig, PricingConfig, ProviderConfig, ProviderLimitsConfig, ProviderScope, TimeoutsConfig,
+    ModelConfig, PricingConfig, ProviderConfig, ProviderLimitsConfig, Scope, TimeoutsConfig,
 };
 use crate::crd::common::{
-    ConditionStatus, ConditionUpdate, merge_conditions, parse_duration_ms, usd_to_micros,
+    ConditionStatus, ConditionUpdate, merge_conditions, parse_timeout_ms, usd_to_micros,
 };
 use crate::crd::provider::{LlmProviderSpec, ModelSpec, PricingSpec};
 use crate::crd::{LlmProvider, LlmProviderStatus};
@@ -157,9 +157,9 @@ fn resolve_one(
     spec: &LlmProviderSpec,
 ) -> Result<(ProviderConfig, Option<Credential>), Refusal> {
     let scope = if key.namespace == ctx.platform_namespace {
-        ProviderScope::Platform
+        Scope::Platform
     } else {
-        ProviderScope::Tenant
+        Scope::Tenant
     };
     let defaults = spec.kind.defaults();
 
@@ -178,15 +178,13 @@ fn resolve_one(
         ));
     }
 
+    if let Some(url) = &base_url {
+        reject_credentials(url).map_err(|e| refuse("CredentialsInUrl", e.to_string()))?;
+    }
     let mut allowed_endpoints = Vec::new();
-    if scope == ProviderScope::Tenant {
+    if scope == Scope::Tenant {
         let namespace = input.namespace(&key.namespace);
-        let allow = AllowList::parse(
-            namespace
-                .annotations
-                .get(ALLOWED_ENDPOINTS_ANNOTATION)
-                .map(String::as_str),
-        );
+        let allow = AllowList::for_namespace(&namespace.annotations);
         if let Some(url) = &base_url {
             check_tenant_endpoint(url, &allow)
                 .map_err(|e| refuse("EndpointNotAllowed", e.to_string()))?;
@@ -375,7 +373,7 @@ fn timeouts(spec: &LlmProviderSpec) -> Result<TimeoutsConfig, Refusal> {
     };
     let parse = |field: &str, value: &Option<String>, fallback: u64| match value {
         None => Ok(fallback),
-        Some(text) => parse_duration_ms(text)
+        Some(text) => parse_timeout_ms(text)
             .map_err(|e| refuse("InvalidDuration", format!("timeouts.{field}: {e}"))),
     };
     Ok(TimeoutsConfig {
@@ -383,13 +381,4 @@ fn timeouts(spec: &LlmProviderSpec) -> Result<TimeoutsConfig, Refusal> {
         first_byte_ms: parse("firstByte", &t.first_byte, defaults.first_byte_ms)?,
         total_ms: parse("total", &t.total, defaults.total_ms)?,
     })
-}
-
-/// Whether `model` (a name or alias) is served by `provider`.
-pub fn serves_model(provider: &ProviderConfig, model: &str) -> bool {
-    provider.open_catalog
-        || provider
-            .models
-            .iter()
-            .any(|m| m.name == model || m.aliases.iter().any(|a| a == model))
 }

@@ -165,7 +165,7 @@ impl RenderReport {
     }
 
     /// Serializes the report as YAML.
-    pub fn to_yaml(&self) -> String {
-        serde_yaml::to_string(self).unwrap_or_default()
+    pub fn to_yaml(&self) -> Result<String, serde_yaml::Error> {
+        serde_yaml::to_string(self)
     }
 }

@@ -5,13 +5,13 @@ use std::collections::BTreeSet;
 use rand::CryptoRng;
 use zeroize::Zeroizing;
 
-use super::endpoints::{ALLOWED_ENDPOINTS_ANNOTATION, AllowList, check_tenant_endpoint};
+use super::endpoints::{AllowList, check_tenant_endpoint};
 use super::providers::ResolvedProviders;
 use super::report::{READY, RenderReport, ReportEntry};
 use super::tiers::{clamp, resolve_tier};
 use super::{AccessKeySecret, ObjectKey, RenderContext, RenderInput, ResourceKind};
 use crate::config::{
-    ACCESS_KEY_DATA_KEY, AccessKeyHash, BudgetConfig, CliConfig, ProviderScope, TenantConfig,
+    ACCESS_KEY_DATA_KEY, AccessKeyHash, BudgetConfig, CliConfig, Scope, TenantConfig,
 };
 use crate::crd::common::{ConditionStatus, ConditionUpdate, merge_conditions, usd_to_micros};
 use crate::crd::tenant::Budget;
@@ -45,8 +45,9 @@ pub fn resolve_all(
     rng: &mut dyn CryptoRng,
 ) -> TenantOutput {
     let mut out = TenantOutput::default();
+    let mut claimed = ClaimedKeys::default();
     for (key, tenant) in &input.tenants {
-        let resolved = resolve_one(input, ctx, providers, key, tenant, rng);
+        let resolved = resolve_one(input, ctx, providers, key, tenant, &mut claimed, rng);
         if let Some(config) = resolved.config {
             out.configs.push(config);
         }
@@ -88,6 +89,7 @@ fn resolve_one(
     providers: &ResolvedProviders,
     key: &ObjectKey,
     tenant: &LlmTenant,
+    claimed: &mut ClaimedKeys,
     rng: &mut dyn CryptoRng,
 ) -> Resolved {
     let spec = &tenant.spec;
@@ -108,12 +110,7 @@ fn resolve_one(
         };
     }
     let namespace = input.namespace(&key.namespace);
-    let allow = AllowList::parse(
-        namespace
-            .annotations
-            .get(ALLOWED_ENDPOINTS_ANNOTATION)
-            .map(String::as_str),
-    );
+    let allow = AllowList::for_namespace(&namespace.annotations);
     let tier = resolve_tier(&namespace.labels, &namespace.annotations, &ctx.tiers);
     let mut blocker: Option<Blocker> = None;
     let mut conditions = Vec::new();
@@ -206,7 +203,7 @@ fn resolve_one(
         let own = (spec.source == Source::Tenant)
             .then(|| providers.get(&key.namespace, name))
             .flatten()
-            .filter(|p| p.scope == ProviderScope::Tenant);
+            .filter(|p| p.scope == Scope::Tenant);
         let platform = uses_platform
             .then(|| providers.get(&ctx.platform_namespace, name))
             .flatten();
@@ -306,7 +303,7 @@ fn resolve_one(
         }
     };
 
-    let keys = access_keys(input, key, tenant, rng);
+    let keys = access_keys(input, key, tenant, claimed, rng);
     if let Some(problem) = keys.problems.first() {
         blocker.get_or_insert(Blocker {
             reason: "AccessKeyRejected",
@@ -434,10 +431,21 @@ struct AccessKeys {
 }
 
 /// Keeps each access key given back in its Secret, generates the missing ones.
+/// Access key Secret names and key hashes already taken by earlier tenants of this render.
+/// Two tenants can produce the same Secret name (`a` + `b-llm-access-c` and `a-llm-access-b` +
+/// `c`), and a tenant could copy a key it knows into its own Secret; either would make a key
+/// ambiguous, so the later claimant is refused.
+#[derive(Default)]
+struct ClaimedKeys {
+    secrets: BTreeSet<ObjectKey>,
+    hashes: BTreeSet<String>,
+}
+
 fn access_keys(
     input: &RenderInput,
     key: &ObjectKey,
     tenant: &LlmTenant,
+    claimed: &mut ClaimedKeys,
     rng: &mut dyn CryptoRng,
 ) -> AccessKeys {
     let names: Vec<String> = match &tenant.spec.access_keys {
@@ -458,6 +466,12 @@ fn access_keys(
             continue;
         }
         let secret_key = ObjectKey::new(&key.namespace, &secret_name);
+        if !claimed.secrets.insert(secret_key.clone()) {
+            out.problems.push(format!(
+                "access key Secret name {secret_name:?} is already used by another tenant in this namespace; rename the key"
+            ));
+            continue;
+        }
         let given = input
             .secrets
             .get(&secret_key)
@@ -477,9 +491,16 @@ fn access_keys(
                 }
             },
         };
+        let sha256 = access_key::hash(value.as_bytes());
+        if !claimed.hashes.insert(sha256.clone()) {
+            out.problems.push(format!(
+                "Secret {secret_name:?} holds an access key that is already in use; delete it to get a generated one"
+            ));
+            continue;
+        }
         out.hashes.push(AccessKeyHash {
             name: name.clone(),
-            sha256: access_key::hash(value.as_bytes()),
+            sha256,
         });
         out.secrets.push(AccessKeySecret {
             key: secret_key,

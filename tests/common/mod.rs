@@ -20,12 +20,12 @@ pub fn render_texts(texts: &[(&str, &str)], seed: u64) -> RenderOutput {
 }
 
 pub fn render_texts_at(texts: &[(&str, &str)], seed: u64, at: Timestamp) -> RenderOutput {
-    let mut loader = InputLoader::new("dgidgi-system");
+    let mut loader = InputLoader::new("dgidgi-system").unwrap();
     for (name, text) in texts {
         loader.add_yaml(name, text).expect("inputs parse");
     }
     let ctx = RenderContext::new("dgidgi-system", at);
-    render(loader.finish(), &ctx, &mut ChaCha20Rng::seed_from_u64(seed))
+    render(loader.finish(), &ctx, &mut ChaCha20Rng::seed_from_u64(seed)).expect("render succeeds")
 }
 
 pub fn render_yaml(yaml: &str) -> RenderOutput {
@@ -78,12 +78,30 @@ pub fn condition(
     (c.status.clone(), c.reason.clone(), c.message.clone())
 }
 
+/// Asserts a condition's status and reason and returns its message.
+pub fn expect_condition(
+    output: &RenderOutput,
+    (kind, namespace, name): (&str, &str, &str),
+    type_: &str,
+    status: &str,
+    reason: &str,
+) -> String {
+    let (actual_status, actual_reason, message) = condition(output, kind, namespace, name, type_);
+    assert_eq!(
+        (actual_status.as_str(), actual_reason.as_str()),
+        (status, reason),
+        "{kind} {namespace}/{name} {type_}: {message}"
+    );
+    message
+}
+
 /// Every file render writes (manifests and config dir), concatenated, for scanning.
 pub fn all_output_text(output: &RenderOutput) -> String {
     let mut text = String::new();
     for file in dgidgi::render::manifests::manifest_files(output)
+        .unwrap()
         .into_iter()
-        .chain(dgidgi::render::manifests::config_dir_files(output))
+        .chain(dgidgi::render::manifests::config_dir_files(output).unwrap())
     {
         text.push_str(&file.path);
         text.push('\n');
@@ -92,9 +110,9 @@ pub fn all_output_text(output: &RenderOutput) -> String {
     text
 }
 
-/// Reads every YAML file of a directory (recursively, sorted) as (path, text).
-pub fn read_dir_texts(dir: &std::path::Path) -> Vec<(String, String)> {
-    let mut out = Vec::new();
+/// Every file under a directory, recursively, in sorted order.
+pub fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
     let mut entries: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -102,15 +120,26 @@ pub fn read_dir_texts(dir: &std::path::Path) -> Vec<(String, String)> {
     entries.sort();
     for path in entries {
         if path.is_dir() {
-            out.extend(read_dir_texts(&path));
-        } else if path.extension().is_some_and(|e| e == "yaml") {
-            out.push((
-                path.display().to_string(),
-                std::fs::read_to_string(&path).unwrap(),
-            ));
+            files.extend(files_under(&path));
+        } else {
+            files.push(path);
         }
     }
-    out
+    files
+}
+
+/// Reads every YAML file of a directory (recursively, sorted) as (path, text).
+pub fn read_dir_texts(dir: &std::path::Path) -> Vec<(String, String)> {
+    files_under(dir)
+        .into_iter()
+        .filter(|path| path.extension().is_some_and(|e| e == "yaml"))
+        .map(|path| {
+            (
+                path.display().to_string(),
+                std::fs::read_to_string(&path).unwrap(),
+            )
+        })
+        .collect()
 }
 
 pub const PLATFORM_NS: &str = "apiVersion: v1\nkind: Namespace\nmetadata: {name: dgidgi-system}\n";
