@@ -8,13 +8,13 @@ use zeroize::Zeroizing;
 use super::endpoints::{AllowList, check_tenant_endpoint};
 use super::providers::ResolvedProviders;
 use super::report::{READY, RenderReport, ReportEntry};
-use super::tiers::{clamp, resolve_tier};
+use super::tiers::{TierResolution, clamp, resolve_tier};
 use super::{AccessKeySecret, ObjectKey, RenderContext, RenderInput, ResourceKind};
 use crate::config::{
     ACCESS_KEY_DATA_KEY, AccessKeyHash, BudgetConfig, CliConfig, Scope, TenantConfig,
 };
 use crate::crd::common::{ConditionStatus, ConditionUpdate, merge_conditions, usd_to_micros};
-use crate::crd::tenant::Budget;
+use crate::crd::tenant::{Budget, EffectiveLimits};
 use crate::crd::{LlmTenant, LlmTenantStatus, Source};
 use crate::crypto::access_key;
 
@@ -112,220 +112,68 @@ fn resolve_one(
     let namespace = input.namespace(&key.namespace);
     let allow = AllowList::for_namespace(&namespace.annotations);
     let tier = resolve_tier(&namespace.labels, &namespace.annotations, &ctx.tiers);
-    let mut blocker: Option<Blocker> = None;
+    let mut blockers: Vec<Blocker> = Vec::new();
     let mut conditions = Vec::new();
 
-    // Providers: platform ones for the platform source (and tenant fallback), the namespace's
-    // own for the tenant source. Never another tenant namespace's.
-    let platform_ids: Vec<&str> = providers
-        .in_namespace(&ctx.platform_namespace)
-        .map(|p| p.id.as_str())
-        .collect();
-    let uses_platform = match spec.source {
-        Source::Platform => true,
-        Source::Tenant => spec.allow_platform_fallback,
-        Source::Cli => false,
-    };
-    let mut own_ids: Vec<String> = Vec::new();
-    let providers_condition = match spec.source {
-        Source::Platform if platform_ids.is_empty() => ConditionUpdate::new(
+    let sources = source_providers(ctx, providers, key, tenant);
+    blockers.extend(sources.blocker);
+    let preferred = preferred_provider(ctx, providers, key, tenant, sources.uses_platform);
+    conditions.push(match preferred.problem {
+        Some(problem) if sources.condition.status == ConditionStatus::True => ConditionUpdate::new(
             "ProvidersResolved",
             false,
-            "NoReadyProviders",
-            "the platform has no Ready providers",
+            "PreferredProviderNotFound",
+            problem,
         ),
-        Source::Platform => ConditionUpdate::new(
-            "ProvidersResolved",
-            true,
-            "Resolved",
-            format!("{} platform provider(s)", platform_ids.len()),
-        ),
-        Source::Tenant => {
-            let (ids, problems) = own_providers(providers, key, tenant);
-            own_ids = ids;
-            let fallback_note = if uses_platform {
-                "; platform fallback allowed"
-            } else {
-                ""
-            };
-            if !problems.is_empty() {
-                ConditionUpdate::new(
-                    "ProvidersResolved",
-                    false,
-                    "ProviderNotReady",
-                    format!("{}{fallback_note}", problems.join("; ")),
-                )
-            } else if own_ids.is_empty() && !uses_platform {
-                ConditionUpdate::new(
-                    "ProvidersResolved",
-                    false,
-                    "NoReadyProviders",
-                    "no Ready LlmProvider in this namespace and allowPlatformFallback is false",
-                )
-            } else if own_ids.is_empty() {
-                ConditionUpdate::new(
-                    "ProvidersResolved",
-                    true,
-                    "PlatformFallback",
-                    "no own provider is Ready; requests go to platform providers",
-                )
-            } else {
-                ConditionUpdate::new(
-                    "ProvidersResolved",
-                    true,
-                    "Resolved",
-                    format!("{} own provider(s){fallback_note}", own_ids.len()),
-                )
-            }
-        }
-        Source::Cli => ConditionUpdate::new(
-            "ProvidersResolved",
-            true,
-            "CliEndpoint",
-            "served by the cli endpoint",
-        ),
-    };
-    if spec.source == Source::Tenant && own_ids.is_empty() && !uses_platform {
-        blocker.get_or_insert(Blocker {
-            reason: "NoReadyProviders",
-            message: providers_condition.message.clone(),
-        });
-    }
-    if spec.source == Source::Platform && platform_ids.is_empty() {
-        blocker.get_or_insert(Blocker {
-            reason: "NoReadyProviders",
-            message: "the platform has no Ready providers".to_owned(),
-        });
-    }
-
-    // Preferred provider: must be one this tenant may use.
-    let preferred_provider = spec.preferred_provider.as_ref().and_then(|name| {
-        let own = (spec.source == Source::Tenant)
-            .then(|| providers.get(&key.namespace, name))
-            .flatten()
-            .filter(|p| p.scope == Scope::Tenant);
-        let platform = uses_platform
-            .then(|| providers.get(&ctx.platform_namespace, name))
-            .flatten();
-        own.or(platform).map(|p| p.id.clone())
-    });
-    let preference_problem = match (&spec.preferred_provider, &preferred_provider) {
-        (Some(name), None) if spec.source != Source::Cli => Some(format!(
-            "preferredProvider {name:?} is not a Ready provider this tenant may use; it is ignored"
-        )),
-        _ => None,
-    };
-    conditions.push(match preference_problem {
-        Some(problem) if providers_condition.status == ConditionStatus::True => {
-            ConditionUpdate::new(
-                "ProvidersResolved",
-                false,
-                "PreferredProviderNotFound",
-                problem,
-            )
-        }
-        _ => providers_condition,
+        _ => sources.condition,
     });
 
-    // CLI endpoint, checked against the namespace allow-list.
-    let cli = match (&spec.source, &spec.cli) {
-        (Source::Cli, Some(cli)) => match check_tenant_endpoint(&cli.endpoint, &allow) {
-            Ok(()) => Some(CliConfig {
-                endpoint: cli.endpoint.trim_end_matches('/').to_owned(),
-                model: cli.model.clone().or_else(|| spec.preferred_model.clone()),
-            }),
-            Err(error) => {
-                blocker.get_or_insert(Blocker {
-                    reason: "EndpointNotAllowed",
-                    message: format!("cli.endpoint: {error}"),
-                });
-                None
-            }
-        },
-        (Source::Cli, None) => {
-            blocker.get_or_insert(Blocker {
-                reason: "CliEndpointMissing",
-                message: "source cli requires cli.endpoint".to_owned(),
-            });
-            None
-        }
-        _ => None,
-    };
+    let cli = cli_endpoint(tenant, &allow).unwrap_or_else(|blocker| {
+        blockers.push(blocker);
+        None
+    });
 
     // Limits: the platform's, for whatever the platform serves.
-    let limits = uses_platform.then(|| {
-        let clamped = clamp(&tier.limits, spec.limits.as_ref());
-        conditions.push(if clamped.clamped.is_empty() {
-            ConditionUpdate::new(
-                "LimitsClamped",
-                false,
-                "WithinTier",
-                format!("within the {} tier", tier.tier.as_str()),
-            )
-        } else {
-            ConditionUpdate::new(
-                "LimitsClamped",
-                true,
-                "Clamped",
-                format!(
-                    "asked for more than the {} tier allows: {}",
-                    tier.tier.as_str(),
-                    clamped.clamped.join(", ")
-                ),
-            )
-        });
-        clamped.limits
+    let limits = sources.uses_platform.then(|| {
+        let (limits, condition) = platform_limits(&tier, tenant);
+        conditions.push(condition);
+        limits
     });
-    conditions.push(if tier.problems.is_empty() {
-        ConditionUpdate::new(
-            "TierResolved",
-            true,
-            "Resolved",
-            format!("tier {}", tier.tier.as_str()),
-        )
-    } else {
-        ConditionUpdate::new(
-            "TierResolved",
-            false,
-            "InvalidTierSettings",
-            tier.problems.join("; "),
-        )
-    });
+    conditions.push(tier_condition(&tier));
 
-    let budget = match spec.budget.as_ref().map(budget_config).transpose() {
-        Ok(budget) => budget,
-        Err(message) => {
-            blocker.get_or_insert(Blocker {
+    let budget = spec
+        .budget
+        .as_ref()
+        .map(budget_config)
+        .transpose()
+        .unwrap_or_else(|message| {
+            blockers.push(Blocker {
                 reason: "InvalidBudget",
                 message,
             });
             None
-        }
-    };
+        });
 
     let keys = access_keys(input, key, tenant, claimed, rng);
-    if let Some(problem) = keys.problems.first() {
-        blocker.get_or_insert(Blocker {
-            reason: "AccessKeyRejected",
-            message: problem.clone(),
-        });
-    }
+    blockers.extend(keys.problems.first().map(|problem| Blocker {
+        reason: "AccessKeyRejected",
+        message: problem.clone(),
+    }));
 
-    conditions.insert(
-        0,
-        match &blocker {
-            None => ConditionUpdate::new(
-                READY,
-                true,
-                "Ready",
-                format!("served by the {} source", spec.source.as_str()),
-            ),
-            Some(b) => ConditionUpdate::new(READY, false, b.reason, b.message.clone()),
-        },
-    );
-    if let Some(b) = &blocker {
-        tracing::warn!(tenant = %key, reason = b.reason, "tenant not ready: {}", b.message);
-    }
+    // Ready reports the first thing that keeps the tenant from being served.
+    let ready = match blockers.first() {
+        None => ConditionUpdate::new(
+            READY,
+            true,
+            "Ready",
+            format!("served by the {} source", spec.source.as_str()),
+        ),
+        Some(b) => {
+            tracing::warn!(tenant = %key, reason = b.reason, "tenant not ready: {}", b.message);
+            ConditionUpdate::new(READY, false, b.reason, b.message.clone())
+        }
+    };
+    conditions.insert(0, ready);
 
     let status = LlmTenantStatus {
         tier: Some(tier.tier.as_str().to_owned()),
@@ -341,9 +189,9 @@ fn resolve_one(
         name: key.name.clone(),
         tier: tier.tier.as_str().to_owned(),
         source: spec.source,
-        preferred_provider,
+        preferred_provider: preferred.id,
         preferred_model: spec.preferred_model.clone(),
-        providers: own_ids,
+        providers: sources.own_ids,
         allow_platform_fallback: spec.source == Source::Tenant && spec.allow_platform_fallback,
         cli,
         limits,
@@ -360,6 +208,206 @@ fn resolve_one(
         access_keys: keys.secrets,
         status,
         conditions,
+    }
+}
+
+/// Which providers serve a tenant: platform ones for the platform source (and for the tenant
+/// source's fallback), the namespace's own for the tenant source; never another tenant
+/// namespace's.
+struct SourceProviders {
+    own_ids: Vec<String>,
+    uses_platform: bool,
+    condition: ConditionUpdate,
+    blocker: Option<Blocker>,
+}
+
+fn source_providers(
+    ctx: &RenderContext,
+    providers: &ResolvedProviders,
+    key: &ObjectKey,
+    tenant: &LlmTenant,
+) -> SourceProviders {
+    let spec = &tenant.spec;
+    let platform_count = providers.in_namespace(&ctx.platform_namespace).count();
+    let uses_platform = match spec.source {
+        Source::Platform => true,
+        Source::Tenant => spec.allow_platform_fallback,
+        Source::Cli => false,
+    };
+    let resolved =
+        |reason, message: String| ConditionUpdate::new("ProvidersResolved", true, reason, message);
+    let unresolved =
+        |reason, message: String| ConditionUpdate::new("ProvidersResolved", false, reason, message);
+    let blocked = |message: &str| {
+        Some(Blocker {
+            reason: "NoReadyProviders",
+            message: message.to_owned(),
+        })
+    };
+    let (own_ids, condition, blocker) = match spec.source {
+        Source::Platform if platform_count == 0 => {
+            let message = "the platform has no Ready providers";
+            (
+                Vec::new(),
+                unresolved("NoReadyProviders", message.to_owned()),
+                blocked(message),
+            )
+        }
+        Source::Platform => (
+            Vec::new(),
+            resolved("Resolved", format!("{platform_count} platform provider(s)")),
+            None,
+        ),
+        Source::Tenant => {
+            let (ids, problems) = own_providers(providers, key, tenant);
+            let fallback_note = if uses_platform {
+                "; platform fallback allowed"
+            } else {
+                ""
+            };
+            let no_provider = ids.is_empty() && !uses_platform;
+            let none_message =
+                "no Ready LlmProvider in this namespace and allowPlatformFallback is false";
+            let condition = if !problems.is_empty() {
+                unresolved(
+                    "ProviderNotReady",
+                    format!("{}{fallback_note}", problems.join("; ")),
+                )
+            } else if no_provider {
+                unresolved("NoReadyProviders", none_message.to_owned())
+            } else if ids.is_empty() {
+                resolved(
+                    "PlatformFallback",
+                    "no own provider is Ready; requests go to platform providers".to_owned(),
+                )
+            } else {
+                resolved(
+                    "Resolved",
+                    format!("{} own provider(s){fallback_note}", ids.len()),
+                )
+            };
+            let blocker = if no_provider {
+                blocked(none_message)
+            } else {
+                None
+            };
+            (ids, condition, blocker)
+        }
+        Source::Cli => (
+            Vec::new(),
+            resolved("CliEndpoint", "served by the cli endpoint".to_owned()),
+            None,
+        ),
+    };
+    SourceProviders {
+        own_ids,
+        uses_platform,
+        condition,
+        blocker,
+    }
+}
+
+/// The preferred provider's id, if it is one this tenant may use, or why it is ignored.
+struct Preferred {
+    id: Option<String>,
+    problem: Option<String>,
+}
+
+fn preferred_provider(
+    ctx: &RenderContext,
+    providers: &ResolvedProviders,
+    key: &ObjectKey,
+    tenant: &LlmTenant,
+    uses_platform: bool,
+) -> Preferred {
+    let spec = &tenant.spec;
+    let Some(name) = &spec.preferred_provider else {
+        return Preferred {
+            id: None,
+            problem: None,
+        };
+    };
+    let own = (spec.source == Source::Tenant)
+        .then(|| providers.get(&key.namespace, name))
+        .flatten()
+        .filter(|p| p.scope == Scope::Tenant);
+    let platform = uses_platform
+        .then(|| providers.get(&ctx.platform_namespace, name))
+        .flatten();
+    let id = own.or(platform).map(|p| p.id.clone());
+    let problem = (id.is_none() && spec.source != Source::Cli).then(|| {
+        format!(
+            "preferredProvider {name:?} is not a Ready provider this tenant may use; it is ignored"
+        )
+    });
+    Preferred { id, problem }
+}
+
+/// The cli endpoint of a cli-source tenant, checked against the namespace's allow-list.
+fn cli_endpoint(tenant: &LlmTenant, allow: &AllowList) -> Result<Option<CliConfig>, Blocker> {
+    let spec = &tenant.spec;
+    match (&spec.source, &spec.cli) {
+        (Source::Cli, Some(cli)) => match check_tenant_endpoint(&cli.endpoint, allow) {
+            Ok(()) => Ok(Some(CliConfig {
+                endpoint: cli.endpoint.trim_end_matches('/').to_owned(),
+                model: cli.model.clone().or_else(|| spec.preferred_model.clone()),
+            })),
+            Err(error) => Err(Blocker {
+                reason: "EndpointNotAllowed",
+                message: format!("cli.endpoint: {error}"),
+            }),
+        },
+        (Source::Cli, None) => Err(Blocker {
+            reason: "CliEndpointMissing",
+            message: "source cli requires cli.endpoint".to_owned(),
+        }),
+        _ => Ok(None),
+    }
+}
+
+/// The tier's limits tightened by the tenant's ask, and the LimitsClamped condition.
+fn platform_limits(
+    tier: &TierResolution,
+    tenant: &LlmTenant,
+) -> (EffectiveLimits, ConditionUpdate) {
+    let clamped = clamp(&tier.limits, tenant.spec.limits.as_ref());
+    let condition = if clamped.clamped.is_empty() {
+        ConditionUpdate::new(
+            "LimitsClamped",
+            false,
+            "WithinTier",
+            format!("within the {} tier", tier.tier.as_str()),
+        )
+    } else {
+        ConditionUpdate::new(
+            "LimitsClamped",
+            true,
+            "Clamped",
+            format!(
+                "asked for more than the {} tier allows: {}",
+                tier.tier.as_str(),
+                clamped.clamped.join(", ")
+            ),
+        )
+    };
+    (clamped.limits, condition)
+}
+
+fn tier_condition(tier: &TierResolution) -> ConditionUpdate {
+    if tier.problems.is_empty() {
+        ConditionUpdate::new(
+            "TierResolved",
+            true,
+            "Resolved",
+            format!("tier {}", tier.tier.as_str()),
+        )
+    } else {
+        ConditionUpdate::new(
+            "TierResolved",
+            false,
+            "InvalidTierSettings",
+            tier.problems.join("; "),
+        )
     }
 }
 
