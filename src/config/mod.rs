@@ -2,6 +2,8 @@
 //! and the data plane (gateway). Render writes it; the gateway loads it. Nothing secret is in
 //! here: provider keys are referenced by key store row id, access keys by SHA-256 hash.
 
+pub mod load;
+
 use serde::{Deserialize, Serialize};
 
 use crate::crd::Source;
@@ -295,13 +297,16 @@ pub struct RetryConfig {
 }
 
 impl ProviderConfig {
+    /// The catalog entry for `model`, by name or alias.
+    pub fn model(&self, model: &str) -> Option<&ModelConfig> {
+        self.models
+            .iter()
+            .find(|m| m.name == model || m.aliases.iter().any(|a| a == model))
+    }
+
     /// Whether `model` (a name or an alias) is served here.
     pub fn serves(&self, model: &str) -> bool {
-        self.open_catalog
-            || self
-                .models
-                .iter()
-                .any(|m| m.name == model || m.aliases.iter().any(|a| a == model))
+        self.open_catalog || self.model(model).is_some()
     }
 }
 

@@ -1,0 +1,357 @@
+//! The routing decision for one request, as a pure function: which provider/model pairs may
+//! serve it, in which order, under which source. The gateway walks the plan (retrying and
+//! falling back before the first byte); nothing here does I/O, so every rule of DESIGN §2 is
+//! tested without a network.
+
+use crate::config::{
+    CliConfig, CompiledRule, GatewayConfig, ProviderConfig, RetryConfig, Scope, TenantConfig,
+};
+use crate::crd::Source;
+
+use super::glob;
+
+/// What routing needs to know about a request.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RouteRequest<'a> {
+    /// The `model` field, possibly `provider/model`.
+    pub model: Option<&'a str>,
+    /// The `x-dgidgi-provider` header: a provider name the request narrows to.
+    pub provider: Option<&'a str>,
+    /// Whether the client asked for a stream.
+    pub stream: bool,
+    /// Whether the request carries tools.
+    pub tools: bool,
+}
+
+/// Where one attempt goes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Upstream<'a> {
+    /// A configured provider.
+    Provider(&'a ProviderConfig),
+    /// A cli-source tenant's Ollama-compatible endpoint.
+    Cli(&'a CliConfig),
+}
+
+/// One provider/model pair to try.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Attempt<'a> {
+    /// Where it goes.
+    pub upstream: Upstream<'a>,
+    /// The model name to send upstream.
+    pub model: String,
+    /// Whether it comes from a fallback chain (counted in `x-dgidgi-fallback`).
+    pub fallback: bool,
+}
+
+/// The ordered attempts for a request and how to pace them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan<'a> {
+    /// The source that serves the request (platform-served traffic is metered and limited).
+    pub source: Source,
+    /// Attempts in order; the first that answers before failing wins.
+    pub attempts: Vec<Attempt<'a>>,
+    /// Retries per attempt.
+    pub retry: RetryConfig,
+    /// Overall deadline in milliseconds, when a rule sets one.
+    pub timeout_ms: Option<u64>,
+    /// The model the client asked for (or the tenant's preferred one), for errors and records.
+    pub requested_model: String,
+}
+
+/// Why no plan could be made; each maps to a clear client error.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    /// No `model` and no preferred model.
+    #[error("no model was given and the tenant has no preferred model")]
+    NoModel,
+    /// Nothing this tenant may use serves the model.
+    #[error("the model {0:?} does not exist or is not available to this tenant")]
+    UnknownModel(String),
+    /// The request narrowed to a provider this tenant may not use.
+    #[error("provider {0:?} is not available to this tenant")]
+    ProviderNotAllowed(String),
+    /// Providers serve the model, but none with a capability the request needs.
+    #[error("no provider serving {model:?} supports {capability}")]
+    MissingCapability {
+        /// The model.
+        model: String,
+        /// `streaming` or `tools`.
+        capability: &'static str,
+    },
+    /// A cli-source tenant without a usable endpoint.
+    #[error("this tenant's cli endpoint is not configured or not allowed")]
+    CliUnavailable,
+}
+
+/// Plans a request. `pick` is a uniformly random number that drives the weighted choice, so
+/// the function stays pure and tests can pin it.
+pub fn plan<'a>(
+    config: &'a GatewayConfig,
+    tenant: &'a TenantConfig,
+    request: &RouteRequest<'_>,
+    pick: u64,
+) -> Result<Plan<'a>, RouteError> {
+    if tenant.source == Source::Cli {
+        return plan_cli(tenant, request);
+    }
+    let own: Vec<&ProviderConfig> = match tenant.source {
+        Source::Tenant => config
+            .providers
+            .iter()
+            .filter(|p| p.scope == Scope::Tenant && tenant.providers.contains(&p.id))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let platform: Vec<&ProviderConfig> = config
+        .providers
+        .iter()
+        .filter(|p| p.scope == Scope::Platform)
+        .collect();
+
+    let pools: Vec<(Source, &[&ProviderConfig])> = match tenant.source {
+        Source::Tenant if tenant.allow_platform_fallback => {
+            vec![(Source::Tenant, &own), (Source::Platform, &platform)]
+        }
+        Source::Tenant => vec![(Source::Tenant, &own)],
+        _ => vec![(Source::Platform, &platform)],
+    };
+
+    let (narrowed_to, model) = narrow(request, tenant, &pools)?;
+    let mut first_error = None;
+    for (source, pool) in &pools {
+        let pool: Vec<&ProviderConfig> = pool
+            .iter()
+            .copied()
+            .filter(|p| narrowed_to.as_deref().is_none_or(|name| p.name == name))
+            .collect();
+        match plan_in_pool(config, tenant, &pool, &model, request, pick) {
+            Ok((attempts, retry, timeout_ms)) => {
+                return Ok(Plan {
+                    source: *source,
+                    attempts,
+                    retry,
+                    timeout_ms,
+                    requested_model: model,
+                });
+            }
+            // A missing capability says more than "unknown" from a pool that lacks the model.
+            Err(error) => match (&first_error, &error) {
+                (None, _)
+                | (Some(RouteError::UnknownModel(_)), RouteError::MissingCapability { .. }) => {
+                    first_error = Some(error);
+                }
+                _ => {}
+            },
+        }
+    }
+    Err(first_error.unwrap_or(RouteError::UnknownModel(model)))
+}
+
+/// Applies the narrowing header or a `provider/model` prefix. Returns the provider name the
+/// request is narrowed to (if any) and the model name.
+fn narrow(
+    request: &RouteRequest<'_>,
+    tenant: &TenantConfig,
+    pools: &[(Source, &[&ProviderConfig])],
+) -> Result<(Option<String>, String), RouteError> {
+    let visible = |name: &str| {
+        pools
+            .iter()
+            .any(|(_, pool)| pool.iter().any(|p| p.name == name))
+    };
+    let mut model = request
+        .model
+        .filter(|m| !m.is_empty())
+        .map(str::to_owned)
+        .or_else(|| tenant.preferred_model.clone())
+        .ok_or(RouteError::NoModel)?;
+    let mut narrowed = None;
+    // `openai/gpt-4o` narrows to provider `openai` only when such a provider is visible;
+    // otherwise it is a model name (OpenRouter's ids look like that).
+    if let Some((prefix, rest)) = model.split_once('/')
+        && !rest.is_empty()
+        && visible(prefix)
+    {
+        narrowed = Some(prefix.to_owned());
+        model = rest.to_owned();
+    }
+    if let Some(header) = request.provider.filter(|h| !h.is_empty()) {
+        if !visible(header) || narrowed.as_deref().is_some_and(|n| n != header) {
+            return Err(RouteError::ProviderNotAllowed(header.to_owned()));
+        }
+        narrowed = Some(header.to_owned());
+    }
+    Ok((narrowed, model))
+}
+
+type PoolPlan<'a> = (Vec<Attempt<'a>>, RetryConfig, Option<u64>);
+
+fn plan_in_pool<'a>(
+    config: &'a GatewayConfig,
+    tenant: &'a TenantConfig,
+    pool: &[&'a ProviderConfig],
+    model: &str,
+    request: &RouteRequest<'_>,
+    pick: u64,
+) -> Result<PoolPlan<'a>, RouteError> {
+    let in_pool = |id: &str| pool.iter().copied().find(|p| p.id == id);
+    let mut attempts: Vec<Attempt<'a>> = Vec::new();
+    let mut retry = RetryConfig::default();
+    let mut timeout_ms = None;
+    // The first matching rule with a target in this pool decides; a rule whose targets all lie
+    // outside the pool (a platform rule, for a tenant's own keys) does not block the others.
+    for rule in config
+        .routing
+        .iter()
+        .filter(|rule| applies(rule, tenant, model, request))
+    {
+        let targets: Vec<(&'a ProviderConfig, &str, u32)> = rule
+            .targets
+            .iter()
+            .filter_map(|t| in_pool(&t.provider).map(|p| (p, t.model.as_str(), t.weight)))
+            .collect();
+        for (provider, target_model) in weighted_order(&targets, pick) {
+            push_attempt(&mut attempts, provider, target_model, false);
+        }
+        for target in &rule.fallback {
+            if let Some(provider) = in_pool(&target.provider) {
+                push_attempt(&mut attempts, provider, &target.model, true);
+            }
+        }
+        if !attempts.is_empty() {
+            retry = rule.retry.clone();
+            timeout_ms = rule.timeout_ms;
+            break;
+        }
+    }
+    if attempts.is_empty() {
+        // No rule: every provider in the pool that serves the model, the preferred first.
+        let mut serving: Vec<&'a ProviderConfig> =
+            pool.iter().copied().filter(|p| p.serves(model)).collect();
+        serving.sort_by_key(|p| Some(&p.id) != tenant.preferred_provider.as_ref());
+        for provider in serving {
+            push_attempt(&mut attempts, provider, model, false);
+        }
+    }
+    // The tenant's preferred provider/model is the last fallback.
+    if let (Some(preferred), Some(preferred_model)) =
+        (&tenant.preferred_provider, &tenant.preferred_model)
+        && let Some(provider) = in_pool(preferred)
+        && !attempts.is_empty()
+    {
+        push_attempt(&mut attempts, provider, preferred_model, true);
+    }
+    if attempts.is_empty() {
+        return Err(RouteError::UnknownModel(model.to_owned()));
+    }
+    let capable = |a: &Attempt<'a>| {
+        let Upstream::Provider(provider) = a.upstream else {
+            return true;
+        };
+        let entry = provider.model(&a.model);
+        match entry {
+            Some(entry) => {
+                (!request.stream || entry.streaming) && (!request.tools || entry.function_calling)
+            }
+            // Open catalogs: unknown capabilities are assumed present; the upstream decides.
+            None => provider.open_catalog,
+        }
+    };
+    attempts.retain(capable);
+    if attempts.is_empty() {
+        let capability = if request.tools { "tools" } else { "streaming" };
+        return Err(RouteError::MissingCapability {
+            model: model.to_owned(),
+            capability,
+        });
+    }
+    Ok((attempts, retry, timeout_ms))
+}
+
+/// Adds an attempt unless the same provider/model pair is already planned.
+fn push_attempt<'a>(
+    attempts: &mut Vec<Attempt<'a>>,
+    provider: &'a ProviderConfig,
+    model: &str,
+    fallback: bool,
+) {
+    let duplicate = attempts
+        .iter()
+        .any(|a| a.upstream == Upstream::Provider(provider) && a.model == model);
+    if !duplicate {
+        attempts.push(Attempt {
+            upstream: Upstream::Provider(provider),
+            model: model.to_owned(),
+            fallback,
+        });
+    }
+}
+
+fn applies(
+    rule: &CompiledRule,
+    tenant: &TenantConfig,
+    model: &str,
+    request: &RouteRequest<'_>,
+) -> bool {
+    rule.namespaces
+        .as_ref()
+        .is_none_or(|list| list.contains(&tenant.namespace))
+        && glob::matches(&rule.model, model)
+        && rule.streaming.is_none_or(|s| s == request.stream)
+        && rule.tools.is_none_or(|t| t == request.tools)
+}
+
+/// Orders weighted targets: the first is drawn with probability weight/total using `pick`; the
+/// rest follow by descending weight (then config order), as the retry order after a failure.
+fn weighted_order<'a, 'm>(
+    targets: &[(&'a ProviderConfig, &'m str, u32)],
+    pick: u64,
+) -> Vec<(&'a ProviderConfig, &'m str)> {
+    let total: u64 = targets.iter().map(|t| u64::from(t.2)).sum();
+    if total == 0 {
+        return targets.iter().map(|t| (t.0, t.1)).collect();
+    }
+    let mut point = pick % total;
+    let mut first = 0;
+    for (index, target) in targets.iter().enumerate() {
+        let weight = u64::from(target.2);
+        if point < weight {
+            first = index;
+            break;
+        }
+        point -= weight;
+    }
+    let mut rest: Vec<usize> = (0..targets.len()).filter(|&i| i != first).collect();
+    rest.sort_by_key(|&i| std::cmp::Reverse(targets[i].2));
+    std::iter::once(first)
+        .chain(rest)
+        .map(|i| (targets[i].0, targets[i].1))
+        .collect()
+}
+
+fn plan_cli<'a>(
+    tenant: &'a TenantConfig,
+    request: &RouteRequest<'_>,
+) -> Result<Plan<'a>, RouteError> {
+    let cli = tenant.cli.as_ref().ok_or(RouteError::CliUnavailable)?;
+    if let Some(header) = request.provider.filter(|h| !h.is_empty()) {
+        return Err(RouteError::ProviderNotAllowed(header.to_owned()));
+    }
+    let model = request
+        .model
+        .filter(|m| !m.is_empty())
+        .map(str::to_owned)
+        .or_else(|| cli.model.clone())
+        .ok_or(RouteError::NoModel)?;
+    Ok(Plan {
+        source: Source::Cli,
+        attempts: vec![Attempt {
+            upstream: Upstream::Cli(cli),
+            model: model.clone(),
+            fallback: false,
+        }],
+        retry: RetryConfig::default(),
+        timeout_ms: None,
+        requested_model: model,
+    })
+}
