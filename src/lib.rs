@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod crd;
 pub mod crypto;
+pub mod gateway;
 pub mod providers;
 pub mod redact;
 pub mod render;

@@ -3,7 +3,9 @@
 
 mod crds;
 mod files;
+mod gateway;
 mod render;
+mod up;
 
 use std::process::ExitCode;
 
@@ -27,6 +29,10 @@ enum Command {
     /// Render CR, Secret and Namespace YAML into the gateway config, key store and access keys,
     /// offline and deterministically.
     Render(render::RenderArgs),
+    /// Serve a rendered config directory: the OpenAI-format LLM gateway.
+    Gateway(gateway::GatewayArgs),
+    /// Render a directory (default examples/quickstart) and serve it, in one process.
+    Up(up::UpArgs),
 }
 
 impl Cli {
@@ -36,6 +42,8 @@ impl Cli {
         let result = match self.command {
             Command::Crds(args) => crds::run(&args),
             Command::Render(args) => render::run(&args),
+            Command::Gateway(args) => gateway::run(&args),
+            Command::Up(args) => up::run(&args),
         };
         match result {
             Ok(code) => code,

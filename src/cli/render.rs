@@ -45,27 +45,12 @@ pub struct RenderArgs {
 
 /// Runs `dgidgi render`.
 pub fn run(args: &RenderArgs) -> anyhow::Result<ExitCode> {
-    let mut loader = InputLoader::new(&args.namespace)?;
-    if let Some(dir) = &args.config_dir {
-        load_config_dir(&mut loader, dir)?;
-    }
-    if let Some(dir) = &args.out {
-        load_previous_out(&mut loader, dir)?;
-    }
-    load_paths(&mut loader, &args.inputs)?;
-
-    let ctx = RenderContext::new(&args.namespace, now()?);
-    let output = render(loader.finish(), &ctx, &mut rand::rng())?;
-
-    if let Some(dir) = &args.config_dir {
-        write_files(dir, &config_dir_files(&output)?)?;
-    }
-    if let Some(dir) = &args.out {
-        let files = manifest_files(&output)?;
-        write_files(dir, &files)?;
-        prune_stale(&dir.join(MANIFESTS_DIR), dir, &files)?;
-    }
-    summarize(&output);
+    let output = render_to(
+        &args.inputs,
+        args.out.as_deref(),
+        args.config_dir.as_deref(),
+        &args.namespace,
+    )?;
 
     let not_ready = output.report.not_ready();
     if args.strict && !not_ready.is_empty() {
@@ -75,6 +60,38 @@ pub fn run(args: &RenderArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(2));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Reads `inputs` (and earlier outputs found in `out` and `config_dir`), renders, and writes
+/// whichever outputs were asked for. Shared by `render` and `up`.
+pub fn render_to(
+    inputs: &[PathBuf],
+    out: Option<&Path>,
+    config_dir: Option<&Path>,
+    namespace: &str,
+) -> anyhow::Result<RenderOutput> {
+    let mut loader = InputLoader::new(namespace)?;
+    if let Some(dir) = config_dir {
+        load_config_dir(&mut loader, dir)?;
+    }
+    if let Some(dir) = out {
+        load_previous_out(&mut loader, dir)?;
+    }
+    load_paths(&mut loader, inputs)?;
+
+    let ctx = RenderContext::new(namespace, now()?);
+    let output = render(loader.finish(), &ctx, &mut rand::rng())?;
+
+    if let Some(dir) = config_dir {
+        write_files(dir, &config_dir_files(&output)?)?;
+    }
+    if let Some(dir) = out {
+        let files = manifest_files(&output)?;
+        write_files(dir, &files)?;
+        prune_stale(&dir.join(MANIFESTS_DIR), dir, &files)?;
+    }
+    summarize(&output);
+    Ok(output)
 }
 
 /// "Now", or `SOURCE_DATE_EPOCH` for reproducible pipelines.

@@ -33,6 +33,9 @@ pub struct ProviderDefaults {
     /// Whether models outside the catalog are accepted (aggregators and local servers, whose
     /// model lists are open-ended), as long as the CR lists no models of its own.
     pub open_catalog: bool,
+    /// Path of the OpenAI-format chat completions endpoint under the base URL, for the types
+    /// that speak it (`None`: a native format, served by its own adapter).
+    pub chat_path: Option<&'static str>,
     /// The catalog.
     pub models: &'static [CatalogModel],
 }
@@ -61,6 +64,7 @@ const fn model(
 static OPENAI: ProviderDefaults = ProviderDefaults {
     base_url: Some("https://api.openai.com/v1"),
     open_catalog: false,
+    chat_path: Some("/chat/completions"),
     models: &[
         model("gpt-5", &[], 400_000, 128_000, true, 1.25, 10.0),
         model("gpt-5-mini", &[], 400_000, 128_000, true, 0.25, 2.0),
@@ -77,6 +81,7 @@ static OPENAI: ProviderDefaults = ProviderDefaults {
 static ANTHROPIC: ProviderDefaults = ProviderDefaults {
     base_url: Some("https://api.anthropic.com"),
     open_catalog: false,
+    chat_path: None,
     models: &[
         model(
             "claude-opus-4-1-20250805",
@@ -129,6 +134,7 @@ static ANTHROPIC: ProviderDefaults = ProviderDefaults {
 static GEMINI: ProviderDefaults = ProviderDefaults {
     base_url: Some("https://generativelanguage.googleapis.com/v1beta"),
     open_catalog: false,
+    chat_path: None,
     models: &[
         model("gemini-2.5-pro", &[], 1_048_576, 65_536, true, 1.25, 10.0),
         model("gemini-2.5-flash", &[], 1_048_576, 65_536, true, 0.3, 2.5),
@@ -148,6 +154,7 @@ static GEMINI: ProviderDefaults = ProviderDefaults {
 static GROQ: ProviderDefaults = ProviderDefaults {
     base_url: Some("https://api.groq.com/openai/v1"),
     open_catalog: false,
+    chat_path: Some("/chat/completions"),
     models: &[
         model(
             "llama-3.3-70b-versatile",
@@ -183,6 +190,7 @@ static GROQ: ProviderDefaults = ProviderDefaults {
 static MISTRAL: ProviderDefaults = ProviderDefaults {
     base_url: Some("https://api.mistral.ai/v1"),
     open_catalog: false,
+    chat_path: Some("/chat/completions"),
     models: &[
         model("mistral-large-latest", &[], 131_072, 32_768, true, 2.0, 6.0),
         model(
@@ -202,6 +210,7 @@ static MISTRAL: ProviderDefaults = ProviderDefaults {
 static COHERE: ProviderDefaults = ProviderDefaults {
     base_url: Some("https://api.cohere.com"),
     open_catalog: false,
+    chat_path: None,
     models: &[
         model(
             "command-a-03-2025",
@@ -236,6 +245,7 @@ static COHERE: ProviderDefaults = ProviderDefaults {
 static PERPLEXITY: ProviderDefaults = ProviderDefaults {
     base_url: Some("https://api.perplexity.ai"),
     open_catalog: false,
+    chat_path: Some("/chat/completions"),
     models: &[
         model("sonar", &[], 127_072, 8_000, false, 1.0, 1.0),
         model("sonar-pro", &[], 200_000, 8_000, false, 3.0, 15.0),
@@ -246,6 +256,7 @@ static PERPLEXITY: ProviderDefaults = ProviderDefaults {
 static XAI: ProviderDefaults = ProviderDefaults {
     base_url: Some("https://api.x.ai/v1"),
     open_catalog: false,
+    chat_path: Some("/chat/completions"),
     models: &[
         model("grok-4", &["grok-4-0709"], 256_000, 64_000, true, 3.0, 15.0),
         model("grok-3", &[], 131_072, 32_768, true, 3.0, 15.0),
@@ -256,6 +267,7 @@ static XAI: ProviderDefaults = ProviderDefaults {
 static DEEPSEEK: ProviderDefaults = ProviderDefaults {
     base_url: Some("https://api.deepseek.com"),
     open_catalog: false,
+    chat_path: Some("/chat/completions"),
     models: &[
         model("deepseek-chat", &[], 128_000, 8_192, true, 0.28, 0.42),
         model("deepseek-reasoner", &[], 128_000, 65_536, false, 0.28, 0.42),
@@ -265,6 +277,7 @@ static DEEPSEEK: ProviderDefaults = ProviderDefaults {
 static OPENROUTER: ProviderDefaults = ProviderDefaults {
     base_url: Some("https://openrouter.ai/api/v1"),
     open_catalog: true,
+    chat_path: Some("/chat/completions"),
     models: &[
         model("openai/gpt-4o", &[], 128_000, 16_384, true, 2.5, 10.0),
         model(
@@ -291,18 +304,21 @@ static OPENROUTER: ProviderDefaults = ProviderDefaults {
 static OLLAMA: ProviderDefaults = ProviderDefaults {
     base_url: Some("http://localhost:11434"),
     open_catalog: true,
+    chat_path: Some("/v1/chat/completions"),
     models: &[],
 };
 
 static OPENAI_COMPATIBLE: ProviderDefaults = ProviderDefaults {
     base_url: None,
     open_catalog: true,
+    chat_path: Some("/chat/completions"),
     models: &[],
 };
 
 static MOCK: ProviderDefaults = ProviderDefaults {
     base_url: None,
     open_catalog: false,
+    chat_path: None,
     models: &[
         model("mock-fast", &["mock"], 32_768, 4_096, true, 0.5, 1.5),
         model("mock-smart", &[], 200_000, 16_384, true, 3.0, 15.0),

@@ -2,6 +2,7 @@
 //! here and one catalog entry in [`catalog`].
 
 pub mod catalog;
+pub mod mock;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

@@ -1,0 +1,91 @@
+//! `dgidgi gateway`: serve a rendered config directory.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args;
+
+use crate::crd::common::parse_timeout_ms;
+use crate::gateway::Settings;
+use crate::gateway::server::{StartOptions, start, stop_signal};
+
+/// Arguments of `dgidgi gateway`.
+#[derive(Debug, Args)]
+pub struct GatewayArgs {
+    /// The rendered config directory (gateway.yaml, keys.yaml, master-key.yaml), as written by
+    /// `dgidgi render --config-dir` or mounted from the ConfigMap and Secrets. Hot-reloaded.
+    #[arg(long, value_name = "DIR")]
+    pub config_dir: PathBuf,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// Listener and tuning flags shared by `gateway` and `up`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// API listen address.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// Admin listen address (/healthz, /readyz).
+    #[arg(long, default_value = "0.0.0.0:9090")]
+    pub admin_listen: SocketAddr,
+    /// Largest request body in bytes (413 beyond).
+    #[arg(long, default_value_t = 10 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// How often the config directory is checked for changes.
+    #[arg(long, default_value = "1s")]
+    pub reload_interval: String,
+    /// How long open requests and streams may finish after SIGTERM.
+    #[arg(long, default_value = "30s")]
+    pub drain_timeout: String,
+}
+
+impl ServeArgs {
+    /// The start options for a config directory.
+    pub fn options(&self, config_dir: PathBuf) -> anyhow::Result<StartOptions> {
+        let duration = |flag: &str, text: &str| {
+            parse_timeout_ms(text)
+                .map(Duration::from_millis)
+                .with_context(|| format!("--{flag}"))
+        };
+        Ok(StartOptions {
+            config_dir,
+            listen: self.listen,
+            admin_listen: self.admin_listen,
+            settings: Settings {
+                max_body_bytes: self.max_body_bytes,
+            },
+            reload_interval: duration("reload-interval", &self.reload_interval)?,
+            drain: duration("drain-timeout", &self.drain_timeout)?,
+        })
+    }
+}
+
+/// Builds the runtime and serves until SIGTERM or Ctrl-C.
+pub fn run(args: &GatewayArgs) -> anyhow::Result<ExitCode> {
+    let options = args.serve.options(args.config_dir.clone())?;
+    serve_until_stopped(options, |_| {})
+}
+
+/// Serves `options` on a new multi-threaded runtime until a stop signal; `started` runs once
+/// the listeners are bound (to print addresses and keys).
+pub fn serve_until_stopped(
+    options: StartOptions,
+    started: impl FnOnce(&crate::gateway::server::Running),
+) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let running = start(options).await?;
+        started(&running);
+        stop_signal().await;
+        tracing::info!("stopping: no new connections; draining open ones");
+        running.shutdown().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}

@@ -1,0 +1,117 @@
+//! `dgidgi up [DIR]`: render DIR (default `examples/quickstart`) and serve it in one process,
+//! printing the address, each tenant's access key and a request to paste.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Args;
+use sha2::{Digest, Sha256};
+
+use super::gateway::{ServeArgs, serve_until_stopped};
+use crate::render::{DEFAULT_PLATFORM_NAMESPACE, RenderOutput};
+
+/// Arguments of `dgidgi up`.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Directory (or file) of CRs, Secrets and Namespaces to render and serve.
+    #[arg(default_value = "examples/quickstart")]
+    pub dir: PathBuf,
+    /// Where the rendered config and keys are kept between runs (default: a directory per
+    /// input under the system's temporary directory, so access keys survive restarts).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// The platform namespace.
+    #[arg(long, default_value = DEFAULT_PLATFORM_NAMESPACE)]
+    pub namespace: String,
+    #[command(flatten)]
+    pub serve: UpServeArgs,
+}
+
+/// `up` listens on loopback by default: it is a laptop command.
+#[derive(Debug, Args)]
+pub struct UpServeArgs {
+    /// API listen address.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Admin listen address.
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    pub admin_listen: SocketAddr,
+}
+
+/// Renders and serves until Ctrl-C.
+pub fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
+    let source = std::fs::canonicalize(&args.dir).with_context(|| {
+        format!(
+            "{} not found (run from the repository root, or name a directory)",
+            args.dir.display()
+        )
+    })?;
+    let state = match &args.state_dir {
+        Some(dir) => dir.clone(),
+        None => {
+            let digest = Sha256::digest(source.to_string_lossy().as_bytes());
+            std::env::temp_dir().join(format!("dgidgi-up-{}", hex::encode(&digest[..6])))
+        }
+    };
+    let out = state.join("out");
+    let config_dir = state.join("config");
+    let output = super::render::render_to(
+        std::slice::from_ref(&source),
+        Some(&out),
+        Some(&config_dir),
+        &args.namespace,
+    )?;
+    for line in output.report.not_ready() {
+        eprintln!("not ready: {line}");
+    }
+    let serve = ServeArgs {
+        listen: args.serve.listen,
+        admin_listen: args.serve.admin_listen,
+        max_body_bytes: 10 * 1024 * 1024,
+        reload_interval: "1s".to_owned(),
+        drain_timeout: "10s".to_owned(),
+    };
+    let options = serve.options(config_dir.clone())?;
+    serve_until_stopped(options, |running| {
+        print_welcome(&output, running.api, &state)
+    })
+}
+
+fn print_welcome(output: &RenderOutput, api: SocketAddr, state: &std::path::Path) {
+    println!(
+        "dgidgi is serving {} tenant(s) on http://{api}",
+        output.config.tenants.len()
+    );
+    println!("state (config, keys): {}", state.display());
+    println!();
+    for access in &output.access_keys {
+        println!(
+            "  {}/{} key {:<10} {}",
+            access.key.namespace,
+            access.tenant,
+            access.key_name,
+            access.value.as_str()
+        );
+    }
+    let example = output.access_keys.iter().find(|k| {
+        output.config.tenants.iter().any(|t| {
+            t.name == k.tenant
+                && t.namespace == k.key.namespace
+                && t.source == crate::crd::Source::Platform
+        })
+    });
+    if let Some(access) = example {
+        println!();
+        println!("try:");
+        println!(
+            "  curl -s http://{api}/v1/chat/completions -H 'Authorization: Bearer {}' \\\n    -H 'Content-Type: application/json' \\\n    -d '{{\"model\":\"mock-fast\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello!\"}}]}}'",
+            access.value.as_str()
+        );
+    }
+    println!();
+    println!(
+        "Real providers: put your key in the provider's Secret (e.g. examples/quickstart/10-platform-providers.yaml) and restart."
+    );
+}

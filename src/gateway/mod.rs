@@ -1,0 +1,82 @@
+//! The data plane: a hyper server that authenticates tenants, plans each request with the pure
+//! routing decision, calls providers with retries and fallback before the first byte, and
+//! relays answers as they arrive. Config comes from a rendered config directory, hot-reloaded.
+
+pub mod body;
+pub mod chat;
+pub mod error;
+pub mod models;
+pub mod reload;
+pub mod server;
+pub mod upstream;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arc_swap::ArcSwapOption;
+
+use crate::config::load::Snapshot;
+use upstream::HttpClient;
+
+/// Tunables of the request path.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Largest request body accepted (413 beyond).
+    pub max_body_bytes: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 10 * 1024 * 1024,
+        }
+    }
+}
+
+/// Counters read by the admin endpoints and tests.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Requests answered.
+    pub requests: AtomicU64,
+    /// Configs loaded and swapped in.
+    pub reloads: AtomicU64,
+    /// Config directories refused (the last good config kept serving).
+    pub reload_failures: AtomicU64,
+}
+
+impl Counters {
+    /// Adds one to a counter.
+    pub fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Everything a request handler needs, shared by all connections.
+pub struct Gateway {
+    /// The config in force; swapped atomically on reload, so a request keeps the snapshot it
+    /// started with.
+    pub snapshot: ArcSwapOption<Snapshot>,
+    /// The pooled upstream client.
+    pub client: HttpClient,
+    /// Tunables.
+    pub settings: Settings,
+    /// Counters.
+    pub counters: Counters,
+}
+
+impl Gateway {
+    /// A gateway with no config yet (it answers 503 until one is loaded).
+    pub fn new(settings: Settings) -> Arc<Self> {
+        Arc::new(Self {
+            snapshot: ArcSwapOption::empty(),
+            client: upstream::http_client(),
+            settings,
+            counters: Counters::default(),
+        })
+    }
+
+    /// Swaps in a new config.
+    pub fn install(&self, snapshot: Snapshot) {
+        self.snapshot.store(Some(Arc::new(snapshot)));
+    }
+}

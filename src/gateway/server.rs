@@ -1,0 +1,279 @@
+//! Listeners: the API listener (`/v1/...`) and the admin listener (`/healthz`, `/readyz`),
+//! HTTP/1.1 and HTTP/2 on each, with graceful shutdown that stops accepting and lets open
+//! requests and streams finish within a deadline.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use super::Gateway;
+use super::body::ResponseBody;
+use super::error::ApiError;
+use super::{chat, models};
+
+/// Largest number of request headers accepted (431 beyond).
+const MAX_HEADERS: usize = 100;
+
+fn json_response(status: StatusCode, body: impl Into<bytes::Bytes>) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::full(body));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+fn error_response(error: &ApiError) -> Response<ResponseBody> {
+    json_response(error.status, error.body())
+}
+
+/// Routes one API request.
+pub async fn api(
+    gateway: Arc<Gateway>,
+    request: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    let path = request.uri().path().to_owned();
+    let result = match (request.method(), path.as_str()) {
+        (&Method::POST, "/v1/chat/completions") => chat::handle(gateway, request).await,
+        (&Method::GET, "/v1/models") => list_models(&gateway, &request),
+        (method, "/v1/chat/completions" | "/v1/models") => {
+            Err(ApiError::method_not_allowed(method.as_str(), &path))
+        }
+        _ => Err(ApiError::not_found(&path)),
+    };
+    Ok(result.unwrap_or_else(|error| error_response(&error)))
+}
+
+fn list_models(
+    gateway: &Gateway,
+    request: &Request<Incoming>,
+) -> Result<Response<ResponseBody>, ApiError> {
+    let snapshot = gateway
+        .snapshot
+        .load_full()
+        .ok_or_else(ApiError::not_ready)?;
+    let tenant = chat::authenticate(&snapshot, request.headers())?;
+    Ok(json_response(
+        StatusCode::OK,
+        models::list(&snapshot, tenant),
+    ))
+}
+
+/// Routes one admin request.
+pub async fn admin(
+    gateway: Arc<Gateway>,
+    request: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    let response = match request.uri().path() {
+        "/healthz" => json_response(StatusCode::OK, r#"{"status":"ok"}"#),
+        "/readyz" if gateway.snapshot.load().is_some() => {
+            json_response(StatusCode::OK, r#"{"status":"ready"}"#)
+        }
+        "/readyz" => json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            r#"{"status":"no config loaded"}"#,
+        ),
+        path => error_response(&ApiError::not_found(path)),
+    };
+    Ok(response)
+}
+
+/// Which handler a listener runs.
+#[derive(Clone, Copy, Debug)]
+pub enum Role {
+    /// The API.
+    Api,
+    /// Health and readiness.
+    Admin,
+}
+
+/// Serves `listener` until `shutdown` turns true, then drains open connections for up to
+/// `drain`.
+pub async fn serve(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    role: Role,
+    mut shutdown: watch::Receiver<bool>,
+    drain: Duration,
+) {
+    let graceful = GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30))
+        .max_headers(MAX_HEADERS)
+        .keep_alive(true);
+    builder.http2().timer(TokioTimer::new());
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(pair) => pair,
+                    Err(error) => {
+                        tracing::warn!("accept failed: {error}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let gateway = gateway.clone();
+                let service = service_fn(move |request| {
+                    let gateway = gateway.clone();
+                    async move {
+                        match role {
+                            Role::Api => api(gateway, request).await,
+                            Role::Admin => admin(gateway, request).await,
+                        }
+                    }
+                });
+                let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                let connection = graceful.watch(connection.into_owned());
+                tokio::spawn(async move {
+                    if let Err(error) = connection.await {
+                        tracing::debug!(%peer, "connection ended: {error}");
+                    }
+                });
+            }
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    break;
+                }
+            }
+        }
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!(?role, "drained"),
+        () = tokio::time::sleep(drain) => tracing::warn!(?role, "drain deadline passed; closing open connections"),
+    }
+}
+
+/// Binds an address, naming it in the error.
+pub async fn bind(address: SocketAddr) -> anyhow::Result<TcpListener> {
+    use anyhow::Context as _;
+    TcpListener::bind(address)
+        .await
+        .with_context(|| format!("binding {address}"))
+}
+
+/// Where a started gateway listens, and how to stop it.
+pub struct Running {
+    /// The API listener's address.
+    pub api: SocketAddr,
+    /// The admin listener's address.
+    pub admin: SocketAddr,
+    /// The shared state (config in force, counters).
+    pub gateway: Arc<Gateway>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops accepting, drains open requests and streams, and waits for both listeners.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// What `start` needs.
+pub struct StartOptions {
+    /// The rendered config directory.
+    pub config_dir: std::path::PathBuf,
+    /// API address (port 0: any free port).
+    pub listen: SocketAddr,
+    /// Admin address.
+    pub admin_listen: SocketAddr,
+    /// Request-path tunables.
+    pub settings: super::Settings,
+    /// How often the config directory is checked for changes.
+    pub reload_interval: Duration,
+    /// How long open requests may run on after shutdown starts.
+    pub drain: Duration,
+}
+
+/// Loads the config (a failure leaves the gateway not ready, answering 503, until a good one
+/// appears), binds both listeners and starts serving and watching.
+pub async fn start(options: StartOptions) -> anyhow::Result<Running> {
+    let gateway = Gateway::new(options.settings);
+    if let Err(error) = super::reload::load_now(&gateway, &options.config_dir) {
+        tracing::warn!("no usable config yet, not ready until one appears: {error}");
+        super::Counters::bump(&gateway.counters.reload_failures);
+    }
+    let api_listener = bind(options.listen).await?;
+    let admin_listener = bind(options.admin_listen).await?;
+    let api = api_listener.local_addr()?;
+    let admin = admin_listener.local_addr()?;
+    let (shutdown, receiver) = watch::channel(false);
+    let watcher = tokio::spawn(super::reload::watch(
+        gateway.clone(),
+        options.config_dir.clone(),
+        options.reload_interval,
+    ));
+    let tasks = vec![
+        tokio::spawn(serve(
+            api_listener,
+            gateway.clone(),
+            Role::Api,
+            receiver.clone(),
+            options.drain,
+        )),
+        tokio::spawn(serve(
+            admin_listener,
+            gateway.clone(),
+            Role::Admin,
+            receiver.clone(),
+            options.drain,
+        )),
+        tokio::spawn(async move {
+            let mut receiver = receiver;
+            let _ = receiver.wait_for(|stop| *stop).await;
+            watcher.abort();
+        }),
+    ];
+    tracing::info!(%api, %admin, "gateway listening");
+    Ok(Running {
+        api,
+        admin,
+        gateway,
+        shutdown,
+        tasks,
+    })
+}
+
+/// Resolves when the process is asked to stop (SIGTERM or Ctrl-C).
+pub async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,182 @@
+//! Calling providers: one pooled HTTP client (HTTP/1.1 and HTTP/2, rustls) for every upstream,
+//! the OpenAI-format request for the providers that speak it, the built-in mock, and the
+//! classification of failures that decides between retry, fallback and giving up.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Incoming;
+use hyper::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::config::ProviderConfig;
+use crate::crd::policy::RetryOn;
+use crate::providers::ProviderKind;
+
+/// The shared client type.
+pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// Builds the pooled client: rustls with the webpki roots, HTTP/1.1 and HTTP/2 by ALPN,
+/// keep-alive pooling, TCP_NODELAY.
+pub fn http_client() -> HttpClient {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(Duration::from_secs(5)));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_webpki_roots()
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(256)
+        .build(https)
+}
+
+/// Why an attempt failed before anything reached the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// 429 from the provider.
+    RateLimited,
+    /// 5xx from the provider (529 overloaded included).
+    ServerError(StatusCode),
+    /// No response headers in time.
+    Timeout,
+    /// The connection could not be made or broke before the response.
+    Connect,
+    /// The provider does not know the model (404).
+    ModelNotFound,
+    /// The provider refused the gateway's key (401/403).
+    Auth(StatusCode),
+    /// A provider type this gateway cannot call yet.
+    Unsupported(ProviderKind),
+}
+
+impl Failure {
+    /// The retry class, if this failure may be retried on the same target.
+    pub fn retry_class(&self) -> Option<RetryOn> {
+        match self {
+            Self::RateLimited => Some(RetryOn::RateLimited),
+            Self::ServerError(_) => Some(RetryOn::ServerError),
+            Self::Timeout => Some(RetryOn::Timeout),
+            Self::Connect => Some(RetryOn::ConnectError),
+            Self::ModelNotFound | Self::Auth(_) | Self::Unsupported(_) => None,
+        }
+    }
+
+    /// Short description for logs and the final error message (no secrets, no bodies).
+    pub fn describe(&self) -> String {
+        match self {
+            Self::RateLimited => "rate limited (429)".to_owned(),
+            Self::ServerError(status) => format!("server error ({})", status.as_u16()),
+            Self::Timeout => "timed out".to_owned(),
+            Self::Connect => "connection failed".to_owned(),
+            Self::ModelNotFound => "model not found (404)".to_owned(),
+            Self::Auth(status) => {
+                format!("refused the gateway's credentials ({})", status.as_u16())
+            }
+            Self::Unsupported(kind) => {
+                format!("provider type {kind} is not supported by this gateway yet")
+            }
+        }
+    }
+}
+
+/// What an attempt produced.
+pub enum Outcome {
+    /// A response to relay (2xx, or a 4xx that is the client's own fault).
+    Relay(Response<Incoming>),
+    /// A complete answer produced in-process.
+    Local {
+        /// Status.
+        status: StatusCode,
+        /// Content type.
+        content_type: &'static str,
+        /// Body.
+        body: Bytes,
+    },
+    /// A failure to retry or fall back from.
+    Failed(Failure),
+}
+
+/// Sends an OpenAI-format chat completion to `url` and classifies the answer. `first_byte`
+/// bounds the wait for the response headers.
+pub async fn send_openai(
+    client: &HttpClient,
+    provider_kind: ProviderKind,
+    url: &str,
+    api_key: Option<&[u8]>,
+    body: Bytes,
+    first_byte: Duration,
+) -> Outcome {
+    let mut builder = Request::builder()
+        .method(Method::POST)
+        .uri(url)
+        .header(CONTENT_TYPE, "application/json")
+        .header(ACCEPT, "application/json, text/event-stream");
+    if let Some(key) = api_key {
+        let mut value = [b"Bearer ".as_slice(), key].concat();
+        match HeaderValue::from_bytes(&value) {
+            Ok(mut header) => {
+                header.set_sensitive(true);
+                builder = builder.header(AUTHORIZATION, header);
+            }
+            Err(_) => return Outcome::Failed(Failure::Auth(StatusCode::UNAUTHORIZED)),
+        }
+        zeroize::Zeroize::zeroize(&mut value);
+    }
+    if provider_kind == ProviderKind::Openrouter {
+        // OpenRouter's app attribution headers.
+        builder = builder
+            .header("HTTP-Referer", "https://dgidgi.io")
+            .header("X-Title", "dgidgi");
+    }
+    let Ok(request) = builder.body(Full::new(body)) else {
+        return Outcome::Failed(Failure::Connect);
+    };
+    let response = match tokio::time::timeout(first_byte, client.request(request)).await {
+        Err(_) => return Outcome::Failed(Failure::Timeout),
+        Ok(Err(error)) => {
+            tracing::debug!("upstream request failed: {error}");
+            return Outcome::Failed(Failure::Connect);
+        }
+        Ok(Ok(response)) => response,
+    };
+    let status = response.status();
+    match status.as_u16() {
+        200..=299 => Outcome::Relay(response),
+        429 => Outcome::Failed(Failure::RateLimited),
+        401 | 403 => Outcome::Failed(Failure::Auth(status)),
+        404 => Outcome::Failed(Failure::ModelNotFound),
+        500..=599 => Outcome::Failed(Failure::ServerError(status)),
+        // Other 4xx: the request itself is wrong; the provider's own error goes back.
+        _ => Outcome::Relay(response),
+    }
+}
+
+/// Reads a whole upstream body (for error relays), bounded.
+pub async fn read_bounded(body: Incoming, limit: usize) -> Option<Bytes> {
+    let collected = http_body_util::Limited::new(body, limit)
+        .collect()
+        .await
+        .ok()?;
+    Some(collected.to_bytes())
+}
+
+/// The chat completions URL of a provider, when it speaks the OpenAI format.
+pub fn chat_url(provider: &ProviderConfig) -> Option<String> {
+    let path = provider.kind.defaults().chat_path?;
+    Some(format!("{}{path}", provider.base_url.as_deref()?))
+}
+
+/// The chat completions URL of a cli endpoint (Ollama's OpenAI-compatible API).
+pub fn cli_chat_url(endpoint: &str) -> String {
+    format!("{}/v1/chat/completions", endpoint.trim_end_matches('/'))
+}
