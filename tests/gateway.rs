@@ -1,0 +1,584 @@
+//! The gateway end to end, in-process: a real hyper server in front of a local fake upstream
+//! that speaks OpenAI's wire format (JSON, SSE, error bodies, 429 with retry-after), driven by
+//! a real HTTP client. Retries, fallback before the first byte, no fallback after it, errors in
+//! OpenAI's format, hot reload, and the drain on shutdown.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use dgidgi::gateway::Settings;
+use dgidgi::gateway::server::{Running, StartOptions, start};
+use dgidgi::render::RenderOutput;
+use dgidgi::render::manifests::config_dir_files;
+use http_body_util::{BodyExt as _, Full};
+use hyper::Request;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+
+const UPSTREAM_KEY: &str = "sk-fake-upstream-key-0001";
+
+/// What the fake upstream saw: (model, authorization header) per request.
+type Seen = Arc<Mutex<Vec<(String, String)>>>;
+
+/// A fake OpenAI-format upstream whose behaviour is chosen by the requested model.
+async fn fake_upstream() -> (SocketAddr, Seen) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let seen: Seen = Arc::default();
+    let log = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let log = log.clone();
+            tokio::spawn(async move { serve_one(stream, log).await });
+        }
+    });
+    (address, seen)
+}
+
+async fn read_request(
+    stream: &mut TcpStream,
+) -> Option<(HashMap<String, String>, serde_json::Value)> {
+    let mut buffer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let header_end = loop {
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buffer.extend_from_slice(&chunk[..n]);
+        if let Some(position) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+            break position + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&buffer[..header_end]).to_string();
+    let headers: HashMap<String, String> = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let length: usize = headers
+        .get("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    while buffer.len() < header_end + length {
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buffer.extend_from_slice(&chunk[..n]);
+    }
+    let body = serde_json::from_slice(&buffer[header_end..header_end + length]).ok()?;
+    Some((headers, body))
+}
+
+fn completion(model: &str) -> String {
+    serde_json::json!({
+        "id": "chatcmpl-fake", "object": "chat.completion", "created": 1, "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "from the fake upstream"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9}
+    })
+    .to_string()
+}
+
+fn sse_chunk(model: &str, text: &str) -> String {
+    let chunk = serde_json::json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1, "model": model,
+        "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": null}]});
+    format!("data: {chunk}\n\n")
+}
+
+async fn serve_one(mut stream: TcpStream, log: Seen) {
+    while let Some((headers, body)) = read_request(&mut stream).await {
+        let model = body["model"].as_str().unwrap_or_default().to_owned();
+        log.lock().unwrap().push((
+            model.clone(),
+            headers.get("authorization").cloned().unwrap_or_default(),
+        ));
+        let respond = |status: &str, content_type: &str, extra: &str, body: String| {
+            format!(
+                "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n{extra}\r\n{body}",
+                body.len()
+            )
+        };
+        let error = |message: &str, kind: &str| {
+            serde_json::json!({"error": {"message": message, "type": kind, "param": null, "code": null}}).to_string()
+        };
+        let reply = match model.as_str() {
+            "fail-500" => respond(
+                "500 Internal Server Error",
+                "application/json",
+                "",
+                error("boom", "server_error"),
+            ),
+            "fail-429" => respond(
+                "429 Too Many Requests",
+                "application/json",
+                "retry-after: 1\r\n",
+                error("slow down", "rate_limit_error"),
+            ),
+            "bad-request" => respond(
+                "400 Bad Request",
+                "application/json",
+                "",
+                error("temperature must be <= 2", "invalid_request_error"),
+            ),
+            "slow" => {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                respond("200 OK", "application/json", "", completion(&model))
+            }
+            "stream-ok" | "stream-slow" | "stream-break" => {
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+                if stream.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let words = ["one ", "two ", "three"];
+                for word in words {
+                    let event = sse_chunk(&model, word);
+                    let framed = format!("{:x}\r\n{event}\r\n", event.len());
+                    if stream.write_all(framed.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    if model == "stream-break" {
+                        // Die after the first event: no terminating chunk.
+                        return;
+                    }
+                    if model == "stream-slow" {
+                        tokio::time::sleep(Duration::from_millis(400)).await;
+                    }
+                }
+                let done = "data: [DONE]\n\n";
+                let _ = stream
+                    .write_all(format!("{:x}\r\n{done}\r\n0\r\n\r\n", done.len()).as_bytes())
+                    .await;
+                continue;
+            }
+            _ => respond("200 OK", "application/json", "", completion(&model)),
+        };
+        if stream.write_all(reply.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn fleet(upstream: SocketAddr) -> String {
+    format!(
+        r#"
+apiVersion: v1
+kind: Secret
+metadata: {{name: fake-key, namespace: dgidgi-system}}
+stringData: {{apiKey: {UPSTREAM_KEY}}}
+---
+apiVersion: llm.dgidgi.io/v1alpha1
+kind: LlmProvider
+metadata: {{name: fake, namespace: dgidgi-system}}
+spec: {{type: openai-compatible, baseUrl: "http://{upstream}/v1", credentialsRef: {{name: fake-key}}, timeouts: {{firstByte: 500ms}}}}
+---
+apiVersion: llm.dgidgi.io/v1alpha1
+kind: LlmProvider
+metadata: {{name: dead, namespace: dgidgi-system}}
+spec: {{type: openai-compatible, baseUrl: "http://127.0.0.1:1/v1", credentialsRef: {{name: fake-key}}}}
+---
+apiVersion: llm.dgidgi.io/v1alpha1
+kind: LlmProvider
+metadata: {{name: mock, namespace: dgidgi-system}}
+spec: {{type: mock}}
+---
+apiVersion: llm.dgidgi.io/v1alpha1
+kind: RoutingPolicy
+metadata: {{name: fallbacks, namespace: dgidgi-system}}
+spec:
+  rules:
+  - match: {{model: "via-500"}}
+    targets: [{{provider: fake, model: fail-500}}]
+    fallback: [{{provider: mock, model: mock-fast}}]
+    retry: {{attempts: 1, on: [server-error], backoff: 10ms}}
+  - match: {{model: "via-429"}}
+    targets: [{{provider: fake, model: fail-429}}]
+    fallback: [{{provider: mock, model: mock-fast}}]
+  - match: {{model: "via-refused"}}
+    targets: [{{provider: dead, model: anything}}]
+    fallback: [{{provider: mock, model: mock-fast}}]
+  - match: {{model: "via-timeout"}}
+    targets: [{{provider: fake, model: slow}}]
+    fallback: [{{provider: mock, model: mock-fast}}]
+  - match: {{model: "via-break"}}
+    targets: [{{provider: fake, model: stream-break}}]
+    fallback: [{{provider: mock, model: mock-fast}}]
+  - match: {{model: "all-fail"}}
+    targets: [{{provider: fake, model: fail-500}}]
+    fallback: [{{provider: dead, model: x}}]
+---
+apiVersion: llm.dgidgi.io/v1alpha1
+kind: LlmTenant
+metadata: {{name: acme, namespace: team-acme}}
+spec: {{}}
+"#
+    )
+}
+
+struct Harness {
+    running: Running,
+    output: RenderOutput,
+    seen: Seen,
+    dir: tempfile::TempDir,
+}
+
+impl Harness {
+    async fn new() -> Self {
+        let (upstream, seen) = fake_upstream().await;
+        let output = common::render_yaml(&fleet(upstream));
+        assert!(
+            output.report.not_ready().is_empty(),
+            "{:?}",
+            output.report.not_ready()
+        );
+        let dir = tempfile::tempdir().unwrap();
+        write_config(dir.path(), &output);
+        let running = start(StartOptions {
+            config_dir: dir.path().to_owned(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            admin_listen: "127.0.0.1:0".parse().unwrap(),
+            settings: Settings {
+                max_body_bytes: 64 * 1024,
+            },
+            reload_interval: Duration::from_millis(50),
+            drain: Duration::from_secs(5),
+        })
+        .await
+        .unwrap();
+        Self {
+            running,
+            output,
+            seen,
+            dir,
+        }
+    }
+
+    fn key(&self) -> String {
+        self.output.access_keys[0].value.to_string()
+    }
+
+    async fn chat(&self, body: serde_json::Value) -> (u16, HashMap<String, String>, String) {
+        self.post("/v1/chat/completions", &self.key(), body.to_string())
+            .await
+    }
+
+    async fn post(
+        &self,
+        path: &str,
+        key: &str,
+        body: String,
+    ) -> (u16, HashMap<String, String>, String) {
+        let client: Client<HttpConnector, Full<Bytes>> =
+            Client::builder(TokioExecutor::new()).build_http();
+        let request = Request::post(format!("http://{}{path}", self.running.api))
+            .header("authorization", format!("Bearer {key}"))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        let response = client.request(request).await.unwrap();
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_owned(),
+                    v.to_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        let body = match response.into_body().collect().await {
+            Ok(collected) => String::from_utf8_lossy(&collected.to_bytes()).into_owned(),
+            Err(error) => format!("<body error: {error}>"),
+        };
+        (status, headers, body)
+    }
+
+    fn calls_for(&self, model: &str) -> usize {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(m, _)| m == model)
+            .count()
+    }
+}
+
+fn write_config(dir: &Path, output: &RenderOutput) {
+    for file in config_dir_files(output).unwrap() {
+        std::fs::write(dir.join(&file.path), &file.bytes).unwrap();
+    }
+}
+
+fn user(model: &str) -> serde_json::Value {
+    serde_json::json!({"model": model, "messages": [{"role": "user", "content": "hello"}]})
+}
+
+#[tokio::test]
+async fn a_provider_answer_is_relayed_with_the_platform_key_and_headers() {
+    let h = Harness::new().await;
+    let (status, headers, body) = h.chat(serde_json::json!({"model": "fake/gpt-x", "messages": [{"role": "user", "content": "hi"}], "temperature": 0.2})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(headers["x-dgidgi-provider"], "fake");
+    assert_eq!(headers["x-dgidgi-model"], "gpt-x");
+    assert_eq!(headers["x-dgidgi-source"], "platform");
+    assert_eq!(headers["x-dgidgi-fallback"], "0");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        json["choices"][0]["message"]["content"],
+        "from the fake upstream"
+    );
+    let seen = h.seen.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        vec![("gpt-x".to_owned(), format!("Bearer {UPSTREAM_KEY}"))],
+        "model rewritten, key decrypted and sent"
+    );
+    h.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn failures_before_the_first_byte_fall_back() {
+    let h = Harness::new().await;
+    for (model, upstream_calls) in [
+        ("via-500", 2),
+        ("via-429", 1),
+        ("via-refused", 0),
+        ("via-timeout", 1),
+    ] {
+        let (status, headers, body) = h.chat(user(model)).await;
+        assert_eq!(status, 200, "{model}: {body}");
+        assert_eq!(headers["x-dgidgi-provider"], "mock", "{model}");
+        assert_eq!(headers["x-dgidgi-fallback"], "1", "{model}");
+        let target = match model {
+            "via-500" => "fail-500",
+            "via-429" => "fail-429",
+            "via-timeout" => "slow",
+            _ => "anything",
+        };
+        assert_eq!(
+            h.calls_for(target),
+            upstream_calls,
+            "{model}: retries on the rule's classes only"
+        );
+    }
+    h.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn when_everything_fails_the_error_is_honest() {
+    let h = Harness::new().await;
+    let (status, _, body) = h.chat(user("all-fail")).await;
+    assert_eq!(status, 502, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["error"]["code"], "upstream_error");
+    assert!(!body.contains(UPSTREAM_KEY));
+    // A client error from the provider is the client's: relayed, not retried elsewhere.
+    let (status, _, body) = h.chat(serde_json::json!({"model": "fake/bad-request", "messages": [{"role": "user", "content": "x"}]})).await;
+    assert_eq!(status, 400);
+    assert!(body.contains("temperature must be <= 2"));
+    h.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn streams_are_relayed_and_a_mid_stream_failure_ends_with_an_error_event() {
+    let h = Harness::new().await;
+    let (status, headers, body) = h
+        .chat(serde_json::json!({"model": "fake/stream-ok", "stream": true, "messages": [{"role": "user", "content": "x"}]}))
+        .await;
+    assert_eq!(status, 200);
+    assert!(headers["content-type"].starts_with("text/event-stream"));
+    assert_eq!(body.matches("data: {").count(), 3);
+    assert!(body.ends_with("data: [DONE]\n\n"));
+
+    let (status, headers, body) = h
+        .chat(serde_json::json!({"model": "via-break", "stream": true, "messages": [{"role": "user", "content": "x"}]}))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        headers["x-dgidgi-provider"], "fake",
+        "no fallback after the first byte"
+    );
+    assert!(body.contains("\"one \""), "{body}");
+    assert!(body.contains("upstream_stream_error"), "{body}");
+    assert!(
+        !body.contains("[DONE]"),
+        "never a fake end of stream: {body}"
+    );
+    assert!(!body.contains("\"finish_reason\":\"stop\""), "{body}");
+    h.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_requests_get_openai_shaped_errors() {
+    let h = Harness::new().await;
+    let cases: Vec<(String, String, u16, &str)> = vec![
+        (h.key(), "{not json".into(), 400, "invalid_request"),
+        (h.key(), "[1,2]".into(), 400, "invalid_request"),
+        (
+            h.key(),
+            r#"{"model":"mock-fast"}"#.into(),
+            400,
+            "invalid_request",
+        ),
+        (
+            h.key(),
+            r#"{"model":7,"messages":[{"role":"user","content":"x"}]}"#.into(),
+            400,
+            "invalid_request",
+        ),
+        (
+            "dgk_wrong".into(),
+            user("mock-fast").to_string(),
+            401,
+            "invalid_api_key",
+        ),
+        (
+            "".into(),
+            user("mock-fast").to_string(),
+            401,
+            "invalid_api_key",
+        ),
+        (h.key(), "x".repeat(70 * 1024), 413, "request_too_large"),
+    ];
+    for (key, body, expected, code) in cases {
+        let (status, _, text) = h.post("/v1/chat/completions", &key, body.clone()).await;
+        assert_eq!(status, expected, "{}: {text}", &body[..body.len().min(60)]);
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(json["error"]["code"], code, "{text}");
+    }
+    // Narrowed to the mock (a closed catalog), an unknown model is 404 model_not_found.
+    let narrowed = h
+        .post(
+            "/v1/chat/completions",
+            &h.key(),
+            user("mock/unknown-model").to_string(),
+        )
+        .await;
+    assert_eq!(narrowed.0, 404, "{}", narrowed.2);
+    assert!(narrowed.2.contains("model_not_found"));
+    let (status, _, text) = h.post("/v1/nope", &h.key(), "{}".into()).await;
+    assert_eq!(status, 404, "{text}");
+    h.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn hot_reload_swaps_good_configs_and_refuses_corrupt_ones() {
+    let h = Harness::new().await;
+    let (status, _, _) = h.chat(user("mock-fast")).await;
+    assert_eq!(status, 200);
+    // A new tenant appears: its key works after the reload.
+    let (upstream, _) = fake_upstream().await;
+    let mut texts = fleet(upstream);
+    texts.push_str("---\napiVersion: llm.dgidgi.io/v1alpha1\nkind: LlmTenant\nmetadata: {name: newcomer, namespace: team-new}\nspec: {}\n");
+    let updated = common::render_yaml(&texts);
+    write_config(h.dir.path(), &updated);
+    let newcomer = updated
+        .access_keys
+        .iter()
+        .find(|k| k.tenant == "newcomer")
+        .unwrap()
+        .value
+        .to_string();
+    let mut served = false;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if h.post(
+            "/v1/chat/completions",
+            &newcomer,
+            user("mock-fast").to_string(),
+        )
+        .await
+        .0 == 200
+        {
+            served = true;
+            break;
+        }
+    }
+    assert!(served, "the new config was not picked up");
+    // A corrupt config is refused; the last good one keeps serving.
+    std::fs::write(
+        h.dir.path().join("gateway.yaml"),
+        "version: 1\nproviders: [oops\n",
+    )
+    .unwrap();
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if h.running
+            .gateway
+            .counters
+            .reload_failures
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+        {
+            break;
+        }
+    }
+    assert!(
+        h.running
+            .gateway
+            .counters
+            .reload_failures
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    );
+    assert_eq!(
+        h.post(
+            "/v1/chat/completions",
+            &newcomer,
+            user("mock-fast").to_string()
+        )
+        .await
+        .0,
+        200
+    );
+    h.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_drains_an_open_stream() {
+    let h = Harness::new().await;
+    let key = h.key();
+    let api = h.running.api;
+    let stream = tokio::spawn(async move {
+        let client: Client<HttpConnector, Full<Bytes>> =
+            Client::builder(TokioExecutor::new()).build_http();
+        let body = serde_json::json!({"model": "fake/stream-slow", "stream": true, "messages": [{"role": "user", "content": "x"}]});
+        let request = Request::post(format!("http://{api}/v1/chat/completions"))
+            .header("authorization", format!("Bearer {key}"))
+            .body(Full::new(Bytes::from(body.to_string())))
+            .unwrap();
+        let response = client.request(request).await.unwrap();
+        String::from_utf8(
+            response
+                .into_body()
+                .collect()
+                .await
+                .unwrap()
+                .to_bytes()
+                .to_vec(),
+        )
+        .unwrap()
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    h.running.shutdown().await;
+    let body = stream.await.unwrap();
+    assert!(
+        body.ends_with("data: [DONE]\n\n"),
+        "the open stream finished: {body}"
+    );
+    assert_eq!(body.matches("data: {").count(), 3);
+}
