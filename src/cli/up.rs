@@ -80,20 +80,20 @@ pub fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn print_welcome(output: &RenderOutput, api: SocketAddr, state: &std::path::Path) {
-    println!(
-        "dgidgi is serving {} tenant(s) on http://{api}",
-        output.config.tenants.len()
+    // Written in one go and without panicking: a closed stdout must not stop the gateway.
+    let mut text = format!(
+        "dgidgi is serving {} tenant(s) on http://{api}\nstate (config, keys): {}\n\n",
+        output.config.tenants.len(),
+        state.display()
     );
-    println!("state (config, keys): {}", state.display());
-    println!();
     for access in &output.access_keys {
-        println!(
-            "  {}/{} key {:<10} {}",
+        text.push_str(&format!(
+            "  {}/{} key {} {}\n",
             access.key.namespace,
             access.tenant,
             access.key_name,
             access.value.as_str()
-        );
+        ));
     }
     let example = output.access_keys.iter().find(|k| {
         output.config.tenants.iter().any(|t| {
@@ -103,15 +103,15 @@ fn print_welcome(output: &RenderOutput, api: SocketAddr, state: &std::path::Path
         })
     });
     if let Some(access) = example {
-        println!();
-        println!("try:");
-        println!(
-            "  curl -s http://{api}/v1/chat/completions -H 'Authorization: Bearer {}' \\\n    -H 'Content-Type: application/json' \\\n    -d '{{\"model\":\"mock-fast\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello!\"}}]}}'",
+        text.push_str(&format!(
+            "\ntry:\n  curl -s http://{api}/v1/chat/completions -H 'Authorization: Bearer {}' \\\n    -H 'Content-Type: application/json' \\\n    -d '{{\"model\":\"mock-fast\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello!\"}}]}}'\n",
             access.value.as_str()
-        );
+        ));
     }
-    println!();
-    println!(
-        "Real providers: put your key in the provider's Secret (e.g. examples/quickstart/10-platform-providers.yaml) and restart."
+    text.push_str(
+        "\nReal providers: put your key in the provider's Secret (e.g. examples/quickstart/10-platform-providers.yaml) and restart.\n",
     );
+    let mut stdout = std::io::stdout().lock();
+    let _ = std::io::Write::write_all(&mut stdout, text.as_bytes());
+    let _ = std::io::Write::flush(&mut stdout);
 }
