@@ -228,6 +228,42 @@ spec: {{}}
     )
 }
 
+/// Tenants with their own endpoints on this machine, allowed by their namespaces' annotation:
+/// the requests go through the egress-guarded clients.
+fn tenant_endpoints(upstream: SocketAddr) -> String {
+    format!(
+        r#"
+apiVersion: v1
+kind: Namespace
+metadata: {{name: byok, annotations: {{llm.dgidgi.io/allowed-endpoints: "127.0.0.1/32"}}}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: own, namespace: byok}}
+stringData: {{apiKey: sk-tenant-own-0002}}
+---
+apiVersion: llm.dgidgi.io/v1alpha1
+kind: LlmProvider
+metadata: {{name: own, namespace: byok}}
+spec: {{type: openai-compatible, baseUrl: "http://{upstream}/v1", credentialsRef: {{name: own}}}}
+---
+apiVersion: llm.dgidgi.io/v1alpha1
+kind: LlmTenant
+metadata: {{name: byok, namespace: byok}}
+spec: {{source: tenant}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {{name: local, annotations: {{llm.dgidgi.io/allowed-endpoints: "127.0.0.1/32"}}}}
+---
+apiVersion: llm.dgidgi.io/v1alpha1
+kind: LlmTenant
+metadata: {{name: local, namespace: local}}
+spec: {{source: cli, cli: {{endpoint: "http://{upstream}", model: llama3}}}}
+"#
+    )
+}
+
 struct Harness {
     running: Running,
     output: RenderOutput,
@@ -237,8 +273,12 @@ struct Harness {
 
 impl Harness {
     async fn new() -> Self {
+        Self::with(|_| String::new()).await
+    }
+
+    async fn with(extra: impl Fn(SocketAddr) -> String) -> Self {
         let (upstream, seen) = fake_upstream().await;
-        let output = common::render_yaml(&fleet(upstream));
+        let output = common::render_yaml(&format!("{}---\n{}", fleet(upstream), extra(upstream)));
         assert!(
             output.report.not_ready().is_empty(),
             "{:?}",
@@ -267,7 +307,17 @@ impl Harness {
     }
 
     fn key(&self) -> String {
-        self.output.access_keys[0].value.to_string()
+        self.key_of("acme")
+    }
+
+    fn key_of(&self, tenant: &str) -> String {
+        self.output
+            .access_keys
+            .iter()
+            .find(|k| k.tenant == tenant)
+            .unwrap()
+            .value
+            .to_string()
     }
 
     async fn chat(&self, body: serde_json::Value) -> (u16, HashMap<String, String>, String) {
@@ -581,4 +631,63 @@ async fn shutdown_drains_an_open_stream() {
         "the open stream finished: {body}"
     );
     assert_eq!(body.matches("data: {").count(), 3);
+}
+
+#[tokio::test]
+async fn tenant_keys_and_cli_endpoints_go_through_the_guarded_clients() {
+    let h = Harness::with(tenant_endpoints).await;
+    let byok = h.key_of("byok");
+    let (status, headers, body) = h
+        .post(
+            "/v1/chat/completions",
+            &byok,
+            user("gpt-anything").to_string(),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(headers["x-dgidgi-source"], "tenant");
+    assert_eq!(headers["x-dgidgi-provider"], "own");
+    assert!(
+        h.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(_, auth)| auth == "Bearer sk-tenant-own-0002")
+    );
+    // The platform's mock is not the tenant's: "mock-fast" goes to its own (open) endpoint.
+    let (status, headers, _) = h
+        .post("/v1/chat/completions", &byok, user("mock-fast").to_string())
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["x-dgidgi-provider"], "own");
+    // Another tenant's requests never carry this tenant's key.
+    let before = h.seen.lock().unwrap().len();
+    assert_eq!(h.chat(user("fake/gpt-x")).await.0, 200);
+    let seen = h.seen.lock().unwrap();
+    assert_eq!(
+        seen[before..],
+        [("gpt-x".to_owned(), format!("Bearer {UPSTREAM_KEY}"))]
+    );
+    drop(seen);
+
+    let local = h.key_of("local");
+    let (status, headers, body) = h
+        .post(
+            "/v1/chat/completions",
+            &local,
+            serde_json::json!({"messages": [{"role": "user", "content": "x"}]}).to_string(),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(headers["x-dgidgi-source"], "cli");
+    assert_eq!(headers["x-dgidgi-model"], "llama3");
+    assert!(
+        h.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(model, auth)| model == "llama3" && auth.is_empty()),
+        "no key is sent to a cli endpoint"
+    );
+    h.running.shutdown().await;
 }

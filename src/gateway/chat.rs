@@ -16,9 +16,9 @@ use serde_json::{Map, Value};
 use super::body::ResponseBody;
 use super::error::ApiError;
 use super::upstream::{Failure, Outcome, chat_url, cli_chat_url, read_bounded, send_openai};
-use super::{Counters, Gateway};
-use crate::config::TenantConfig;
+use super::{Active, Counters, Gateway};
 use crate::config::load::Snapshot;
+use crate::config::{Scope, TenantConfig};
 use crate::crypto::keystore;
 use crate::providers::{ProviderKind, mock};
 use crate::routing::plan::{Attempt, Plan, RouteRequest, Upstream, plan};
@@ -138,7 +138,7 @@ pub async fn handle(
     let stream = routing.stream;
     let planned = plan(&snapshot.config, tenant, &routing, rand::random())?;
     let deadline = planned.timeout_ms.map(Duration::from_millis);
-    let walk = walk_plan(&gateway, &snapshot, &planned, &mut json, stream);
+    let walk = walk_plan(&gateway, &snapshot, tenant, &planned, &mut json, stream);
     let response = match deadline {
         Some(limit) => tokio::time::timeout(limit, walk).await.unwrap_or_else(|_| {
             Err(ApiError::upstream(
@@ -155,7 +155,8 @@ pub async fn handle(
 
 async fn walk_plan(
     gateway: &Gateway,
-    snapshot: &Snapshot,
+    snapshot: &Active,
+    tenant: &TenantConfig,
     planned: &Plan<'_>,
     json: &mut Map<String, Value>,
     stream: bool,
@@ -168,7 +169,7 @@ async fn walk_plan(
         );
         let tries = 1 + planned.retry.attempts;
         for try_number in 0..tries {
-            match call(gateway, snapshot, attempt, json, body.clone()).await {
+            match call(gateway, snapshot, tenant, attempt, json, body.clone()).await {
                 Outcome::Relay(response) => {
                     return Ok(relay(response, attempt, planned, index, stream).await);
                 }
@@ -254,7 +255,8 @@ fn final_error(failure: Option<&Failure>, model: &str) -> ApiError {
 /// Makes one attempt.
 async fn call(
     gateway: &Gateway,
-    snapshot: &Snapshot,
+    snapshot: &Active,
+    tenant: &TenantConfig,
     attempt: &Attempt<'_>,
     json: &Map<String, Value>,
     body: Bytes,
@@ -262,8 +264,11 @@ async fn call(
     match attempt.upstream {
         Upstream::Cli(cli) => {
             let url = cli_chat_url(&cli.endpoint);
+            let Some(client) = snapshot.guarded.get(&tenant.allowed_endpoints) else {
+                return Outcome::Failed(Failure::Connect);
+            };
             send_openai(
-                &gateway.client,
+                client,
                 ProviderKind::Ollama,
                 &url,
                 None,
@@ -302,15 +307,18 @@ async fn call(
                 }
             };
             let first_byte = Duration::from_millis(provider.timeouts.first_byte_ms);
-            send_openai(
-                &gateway.client,
-                provider.kind,
-                &url,
-                key.as_ref().map(|k| k.as_slice()),
-                body,
-                first_byte,
-            )
-            .await
+            let key = key.as_ref().map(|k| k.as_slice());
+            if provider.scope == Scope::Platform {
+                return send_openai(&gateway.client, provider.kind, &url, key, body, first_byte)
+                    .await;
+            }
+            // Tenant endpoints go through the client whose resolver enforces the allow-list.
+            match snapshot.guarded.get(&provider.allowed_endpoints) {
+                Some(client) => {
+                    send_openai(client, provider.kind, &url, key, body, first_byte).await
+                }
+                None => Outcome::Failed(Failure::Connect),
+            }
         }
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod body;
 pub mod chat;
+pub mod egress;
 pub mod error;
 pub mod models;
 pub mod reload;
@@ -51,11 +52,26 @@ impl Counters {
     }
 }
 
+/// A loaded config with what serving it needs: the guarded clients of its tenant endpoints.
+pub struct Active {
+    /// The config.
+    pub snapshot: Snapshot,
+    /// One egress-guarded client per tenant allow-list.
+    pub guarded: egress::GuardedClients,
+}
+
+impl std::ops::Deref for Active {
+    type Target = Snapshot;
+    fn deref(&self) -> &Snapshot {
+        &self.snapshot
+    }
+}
+
 /// Everything a request handler needs, shared by all connections.
 pub struct Gateway {
     /// The config in force; swapped atomically on reload, so a request keeps the snapshot it
     /// started with.
-    pub snapshot: ArcSwapOption<Snapshot>,
+    pub snapshot: ArcSwapOption<Active>,
     /// The pooled upstream client.
     pub client: HttpClient,
     /// Tunables.
@@ -77,6 +93,8 @@ impl Gateway {
 
     /// Swaps in a new config.
     pub fn install(&self, snapshot: Snapshot) {
-        self.snapshot.store(Some(Arc::new(snapshot)));
+        let guarded = egress::GuardedClients::for_snapshot(&snapshot);
+        self.snapshot
+            .store(Some(Arc::new(Active { snapshot, guarded })));
     }
 }

@@ -108,14 +108,17 @@ pub enum Outcome {
 
 /// Sends an OpenAI-format chat completion to `url` and classifies the answer. `first_byte`
 /// bounds the wait for the response headers.
-pub async fn send_openai(
-    client: &HttpClient,
+pub async fn send_openai<C>(
+    client: &Client<C, Full<Bytes>>,
     provider_kind: ProviderKind,
     url: &str,
     api_key: Option<&[u8]>,
     body: Bytes,
     first_byte: Duration,
-) -> Outcome {
+) -> Outcome
+where
+    C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
+{
     let mut builder = Request::builder()
         .method(Method::POST)
         .uri(url)
