@@ -128,6 +128,16 @@ async fn serve_one(mut stream: TcpStream, log: Seen) {
                 "retry-after: 1\r\n",
                 error("slow down", "rate_limit_error"),
             ),
+            "quirky" => {
+                let body = serde_json::json!({
+                    "id": "chatcmpl-fake", "object": "chat.completion", "created": 1, "model": model,
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok", "reasoning_content": "thinking..."}, "finish_reason": "stop"}],
+                    "citations": ["https://example.com/a"],
+                    "usage": {"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9},
+                    "x_groq": {"id": "req_1", "usage": {"total_tokens": 9}}
+                });
+                respond("200 OK", "application/json", "", body.to_string())
+            }
             "bad-request" => respond(
                 "400 Bad Request",
                 "application/json",
@@ -292,6 +302,7 @@ impl Harness {
             admin_listen: "127.0.0.1:0".parse().unwrap(),
             settings: Settings {
                 max_body_bytes: 64 * 1024,
+                header_read_timeout: Duration::from_millis(300),
             },
             reload_interval: Duration::from_millis(50),
             drain: Duration::from_secs(5),
@@ -687,6 +698,71 @@ async fn tenant_keys_and_cli_endpoints_go_through_the_guarded_clients() {
             .iter()
             .any(|(model, auth)| model == "llama3" && auth.is_empty()),
         "no key is sent to a cli endpoint"
+    );
+    h.running.shutdown().await;
+}
+
+/// Sends raw bytes and returns what the server answered before closing.
+async fn raw_exchange(address: SocketAddr, request: &[u8], pause: Duration) -> String {
+    let mut stream = TcpStream::connect(address).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    tokio::time::sleep(pause).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn protocol_abuse_gets_the_right_status() {
+    let h = Harness::new().await;
+    // Both Content-Length and Transfer-Encoding (request smuggling): hyper frames the body by
+    // Transfer-Encoding as RFC 9112 §6.3 says, drops Content-Length, and closes the connection
+    // after one response, so nothing smuggled behind it is ever read as a second request.
+    let smuggle = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n";
+    let answer = raw_exchange(h.running.api, smuggle, Duration::ZERO).await;
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
+    assert_eq!(
+        answer.matches("HTTP/1.1 ").count(),
+        1,
+        "one response only: {answer}"
+    );
+    // Too many headers: 431.
+    let mut many = b"GET /v1/models HTTP/1.1\r\nHost: x\r\n".to_vec();
+    for i in 0..150 {
+        many.extend_from_slice(format!("x-h{i}: v\r\n").as_bytes());
+    }
+    many.extend_from_slice(b"\r\n");
+    let answer = raw_exchange(h.running.api, &many, Duration::ZERO).await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    // Headers that never finish: the connection is answered 408 and closed.
+    let answer = raw_exchange(
+        h.running.api,
+        b"GET /v1/models HTTP/1.1\r\nHost: x\r\n",
+        Duration::from_millis(600),
+    )
+    .await;
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "{answer}"
+    );
+    h.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn provider_specific_fields_pass_through_untouched() {
+    let h = Harness::new().await;
+    let (status, _, body) = h.chat(user("fake/quirky")).await;
+    assert_eq!(status, 200, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    // Groq's x_groq usage, Perplexity's citations, DeepSeek's reasoning_content.
+    assert_eq!(json["x_groq"]["usage"]["total_tokens"], 9);
+    assert_eq!(json["citations"][0], "https://example.com/a");
+    assert_eq!(
+        json["choices"][0]["message"]["reasoning_content"],
+        "thinking..."
     );
     h.running.shutdown().await;
 }

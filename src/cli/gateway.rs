@@ -57,6 +57,7 @@ impl ServeArgs {
             admin_listen: self.admin_listen,
             settings: Settings {
                 max_body_bytes: self.max_body_bytes,
+                ..Settings::default()
             },
             reload_interval: duration("reload-interval", &self.reload_interval)?,
             drain: duration("drain-timeout", &self.drain_timeout)?,

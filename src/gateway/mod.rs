@@ -24,12 +24,16 @@ use upstream::HttpClient;
 pub struct Settings {
     /// Largest request body accepted (413 beyond).
     pub max_body_bytes: usize,
+    /// How long a client may take to send its request headers (the connection is closed
+    /// with 408 beyond), so idle half-open connections cannot pile up.
+    pub header_read_timeout: std::time::Duration,
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Self {
             max_body_bytes: 10 * 1024 * 1024,
+            header_read_timeout: std::time::Duration::from_secs(30),
         }
     }
 }

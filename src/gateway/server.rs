@@ -112,7 +112,7 @@ pub async fn serve(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30))
+        .header_read_timeout(gateway.settings.header_read_timeout)
         .max_headers(MAX_HEADERS)
         .keep_alive(true);
     builder.http2().timer(TokioTimer::new());
