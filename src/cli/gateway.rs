@@ -17,8 +17,9 @@ use crate::gateway::server::{StartOptions, start, stop_signal};
 pub struct GatewayArgs {
     /// The rendered config directory (gateway.yaml, keys.yaml, master-key.yaml), as written by
     /// `dgidgi render --config-dir` or mounted from the ConfigMap and Secrets. Hot-reloaded.
+    /// Omitted: serve the local CLI settings (`dgidgi config`) as one local tenant.
     #[arg(long, value_name = "DIR")]
-    pub config_dir: PathBuf,
+    pub config_dir: Option<PathBuf>,
     #[command(flatten)]
     pub serve: ServeArgs,
 }
@@ -67,8 +68,45 @@ impl ServeArgs {
 
 /// Builds the runtime and serves until SIGTERM or Ctrl-C.
 pub fn run(args: &GatewayArgs) -> anyhow::Result<ExitCode> {
-    let options = args.serve.options(args.config_dir.clone())?;
-    serve_until_stopped(options, |_| {})
+    match &args.config_dir {
+        Some(dir) => serve_until_stopped(args.serve.options(dir.clone())?, |_| {}),
+        None => serve_local(&args.serve),
+    }
+}
+
+/// Serves the local CLI settings: they are rendered (with the same render as everything else)
+/// into `<config home>/local-gateway`, so the printed access key stays the same between runs.
+fn serve_local(serve: &ServeArgs) -> anyhow::Result<ExitCode> {
+    let state = super::config::config_home()?.join("local-gateway");
+    std::fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
+    let inputs = state.join("inputs.yaml");
+    super::files::write_atomic(&inputs, super::config::local_inputs()?.as_bytes(), false)?;
+    let config_dir = state.join("config");
+    let output = super::render::render_to(
+        std::slice::from_ref(&inputs),
+        None,
+        Some(&config_dir),
+        crate::render::DEFAULT_PLATFORM_NAMESPACE,
+    )?;
+    if let Some(line) = output.report.not_ready().first() {
+        anyhow::bail!("the local settings are not usable: {line}");
+    }
+    let key = output
+        .access_keys
+        .first()
+        .map(|k| k.value.to_string())
+        .context("no access key was rendered")?;
+    let cli = output.config.tenants.first().and_then(|t| t.cli.clone());
+    serve_until_stopped(serve.options(config_dir)?, move |running| {
+        let endpoint = cli.as_ref().map_or("?", |c| c.endpoint.as_str());
+        let text = format!(
+            "dgidgi local gateway on http://{} -> {endpoint}\naccess key: {key}\n",
+            running.api
+        );
+        let mut stdout = std::io::stdout().lock();
+        let _ = std::io::Write::write_all(&mut stdout, text.as_bytes());
+        let _ = std::io::Write::flush(&mut stdout);
+    })
 }
 
 /// Serves `options` on a new multi-threaded runtime until a stop signal; `started` runs once

@@ -1,6 +1,7 @@
 //! The command line: one module per subcommand; each returns an exit code instead of exiting so
 //! the library never ends the process behind a caller's back.
 
+mod config;
 mod crds;
 mod files;
 mod gateway;
@@ -33,6 +34,8 @@ enum Command {
     Gateway(gateway::GatewayArgs),
     /// Render a directory (default examples/quickstart) and serve it, in one process.
     Up(up::UpArgs),
+    /// Local CLI settings: llm.source, llm.endpoint, llm.model.
+    Config(config::ConfigArgs),
 }
 
 impl Cli {
@@ -44,6 +47,7 @@ impl Cli {
             Command::Render(args) => render::run(&args),
             Command::Gateway(args) => gateway::run(&args),
             Command::Up(args) => up::run(&args),
+            Command::Config(args) => config::run(&args),
         };
         match result {
             Ok(code) => code,
