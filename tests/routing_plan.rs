@@ -375,3 +375,20 @@ fn cli_tenants_go_to_their_endpoint_only() {
         Err(RouteError::ProviderNotAllowed("openai".into()))
     );
 }
+
+#[test]
+fn unhealthy_providers_move_behind_healthy_ones_but_stay() {
+    let out = fleet();
+    let a = tenant(&out, "team-a/a");
+    let mut planned = plan(&out.config, a, &request("gpt-4o"), 0).unwrap();
+    assert_eq!(route(&planned)[0].0, "openai");
+    dgidgi::routing::plan::prefer_healthy(&mut planned.attempts, |id| id == "dgidgi-system/openai");
+    let order: Vec<String> = route(&planned)
+        .into_iter()
+        .map(|(p, m, _)| format!("{p}/{m}"))
+        .collect();
+    assert_eq!(
+        order,
+        vec!["mock/mock-smart", "mock/mock-fast", "openai/gpt-4o"]
+    );
+}

@@ -21,7 +21,7 @@ use crate::config::load::Snapshot;
 use crate::config::{Scope, TenantConfig};
 use crate::crypto::keystore;
 use crate::providers::{ProviderKind, mock};
-use crate::routing::plan::{Attempt, Plan, RouteRequest, Upstream, plan};
+use crate::routing::plan::{Attempt, Plan, RouteRequest, Upstream, plan, prefer_healthy};
 
 /// Header a request narrows its provider with.
 pub const PROVIDER_HEADER: &str = "x-dgidgi-provider";
@@ -136,7 +136,8 @@ pub async fn handle(
     };
     let routing = route_request(&json, &parts.headers)?;
     let stream = routing.stream;
-    let planned = plan(&snapshot.config, tenant, &routing, rand::random())?;
+    let mut planned = plan(&snapshot.config, tenant, &routing, rand::random())?;
+    prefer_healthy(&mut planned.attempts, |id| snapshot.health.is_unhealthy(id));
     let deadline = planned.timeout_ms.map(Duration::from_millis);
     let walk = walk_plan(&gateway, &snapshot, tenant, &planned, &mut json, stream);
     let response = match deadline {
@@ -171,6 +172,9 @@ async fn walk_plan(
         for try_number in 0..tries {
             match call(gateway, snapshot, tenant, attempt, json, body.clone()).await {
                 Outcome::Relay(response) => {
+                    if let Upstream::Provider(provider) = attempt.upstream {
+                        snapshot.health.record_success(&provider.id);
+                    }
                     return Ok(relay(response, attempt, planned, index, stream).await);
                 }
                 Outcome::Local {
@@ -187,6 +191,11 @@ async fn walk_plan(
                     return Ok(response);
                 }
                 Outcome::Failed(failure) => {
+                    if let (Upstream::Provider(provider), Some(_)) =
+                        (attempt.upstream, failure.retry_class())
+                    {
+                        snapshot.health.record_failure(&provider.id);
+                    }
                     tracing::info!(
                         upstream = %describe(attempt),
                         model = %attempt.model,

@@ -6,6 +6,7 @@ pub mod body;
 pub mod chat;
 pub mod egress;
 pub mod error;
+pub mod health;
 pub mod models;
 pub mod reload;
 pub mod server;
@@ -62,6 +63,8 @@ pub struct Active {
     pub snapshot: Snapshot,
     /// One egress-guarded client per tenant allow-list.
     pub guarded: egress::GuardedClients,
+    /// Passive health of the providers.
+    pub health: health::HealthBook,
 }
 
 impl std::ops::Deref for Active {
@@ -98,7 +101,11 @@ impl Gateway {
     /// Swaps in a new config.
     pub fn install(&self, snapshot: Snapshot) {
         let guarded = egress::GuardedClients::for_snapshot(&snapshot);
-        self.snapshot
-            .store(Some(Arc::new(Active { snapshot, guarded })));
+        let health = health::HealthBook::for_config(&snapshot.config);
+        self.snapshot.store(Some(Arc::new(Active {
+            snapshot,
+            guarded,
+            health,
+        })));
     }
 }

@@ -329,6 +329,15 @@ fn weighted_order<'a, 'm>(
         .collect()
 }
 
+/// Moves attempts on unhealthy providers behind the healthy ones, keeping each group's order:
+/// healthy targets are tried first, unhealthy ones stay as a last resort.
+pub fn prefer_healthy(attempts: &mut [Attempt<'_>], is_unhealthy: impl Fn(&str) -> bool) {
+    attempts.sort_by_key(|attempt| match attempt.upstream {
+        Upstream::Provider(provider) => is_unhealthy(&provider.id),
+        Upstream::Cli(_) => false,
+    });
+}
+
 fn plan_cli<'a>(
     tenant: &'a TenantConfig,
     request: &RouteRequest<'_>,

@@ -1,0 +1,117 @@
+//! Passive health of providers: consecutive failures (connection, timeout, 5xx, 429) mark a
+//! provider unhealthy for a cool-down, and the plan tries healthy targets first. Unhealthy ones
+//! stay in the plan as a last resort, so a provider that recovers is found again. Lock-free:
+//! one pair of atomics per provider, built with each config.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::config::GatewayConfig;
+
+/// Failures in a row that make a provider unhealthy.
+pub const FAILURES_TO_TRIP: u32 = 3;
+/// How long an unhealthy provider is tried only as a last resort.
+pub const COOL_DOWN: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Default)]
+struct ProviderHealth {
+    consecutive_failures: AtomicU32,
+    unhealthy_until_ms: AtomicU64,
+}
+
+/// Health of every provider of one config.
+#[derive(Debug, Default)]
+pub struct HealthBook {
+    providers: HashMap<String, ProviderHealth>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl HealthBook {
+    /// A book with every provider of `config` healthy.
+    pub fn for_config(config: &GatewayConfig) -> Self {
+        Self {
+            providers: config
+                .providers
+                .iter()
+                .map(|p| (p.id.clone(), ProviderHealth::default()))
+                .collect(),
+        }
+    }
+
+    /// Whether the provider is in its cool-down.
+    pub fn is_unhealthy(&self, provider_id: &str) -> bool {
+        self.providers
+            .get(provider_id)
+            .is_some_and(|h| h.unhealthy_until_ms.load(Ordering::Relaxed) > now_ms())
+    }
+
+    /// Records an answer: the provider is healthy again.
+    pub fn record_success(&self, provider_id: &str) {
+        if let Some(health) = self.providers.get(provider_id) {
+            health.consecutive_failures.store(0, Ordering::Relaxed);
+            health.unhealthy_until_ms.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Records a failure that says something about the provider's health.
+    pub fn record_failure(&self, provider_id: &str) {
+        if let Some(health) = self.providers.get(provider_id) {
+            let failures = health.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+            if failures >= FAILURES_TO_TRIP {
+                let until = now_ms() + COOL_DOWN.as_millis() as u64;
+                health.unhealthy_until_ms.store(until, Ordering::Relaxed);
+                tracing::warn!(
+                    provider = provider_id,
+                    failures,
+                    "provider marked unhealthy for {COOL_DOWN:?}"
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ProviderConfig, Scope, TimeoutsConfig};
+    use crate::providers::ProviderKind;
+
+    fn config() -> GatewayConfig {
+        GatewayConfig {
+            providers: vec![ProviderConfig {
+                id: "ns/p".into(),
+                namespace: "ns".into(),
+                name: "p".into(),
+                kind: ProviderKind::Mock,
+                scope: Scope::Platform,
+                base_url: None,
+                credential: None,
+                open_catalog: false,
+                models: Vec::new(),
+                limits: None,
+                timeouts: TimeoutsConfig::default(),
+                allowed_endpoints: Vec::new(),
+            }],
+            ..GatewayConfig::default()
+        }
+    }
+
+    #[test]
+    fn three_failures_trip_and_a_success_heals() {
+        let book = HealthBook::for_config(&config());
+        book.record_failure("ns/p");
+        book.record_failure("ns/p");
+        assert!(!book.is_unhealthy("ns/p"));
+        book.record_failure("ns/p");
+        assert!(book.is_unhealthy("ns/p"));
+        book.record_success("ns/p");
+        assert!(!book.is_unhealthy("ns/p"));
+        assert!(!book.is_unhealthy("unknown"));
+    }
+}
