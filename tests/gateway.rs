@@ -413,13 +413,14 @@ async fn a_provider_answer_is_relayed_with_the_platform_key_and_headers() {
 
 #[tokio::test]
 async fn failures_before_the_first_byte_fall_back() {
-    let h = Harness::new().await;
     for (model, upstream_calls) in [
         ("via-500", 2),
         ("via-429", 1),
         ("via-refused", 0),
         ("via-timeout", 1),
     ] {
+        // A fresh gateway per case: failures here also count towards the fake's health.
+        let h = Harness::new().await;
         let (status, headers, body) = h.chat(user(model)).await;
         assert_eq!(status, 200, "{model}: {body}");
         assert_eq!(headers["x-dgidgi-provider"], "mock", "{model}");
@@ -435,8 +436,8 @@ async fn failures_before_the_first_byte_fall_back() {
             upstream_calls,
             "{model}: retries on the rule's classes only"
         );
+        h.running.shutdown().await;
     }
-    h.running.shutdown().await;
 }
 
 #[tokio::test]
@@ -764,5 +765,25 @@ async fn provider_specific_fields_pass_through_untouched() {
         json["choices"][0]["message"]["reasoning_content"],
         "thinking..."
     );
+    h.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_failing_provider_is_cooled_down_and_healthy_targets_go_first() {
+    let h = Harness::new().await;
+    // Three failures in a row (one request, retried once, plus one more) trip the breaker.
+    assert_eq!(h.chat(user("via-500")).await.0, 200);
+    assert_eq!(h.chat(user("via-429")).await.0, 200);
+    let calls = h.calls_for("fail-500") + h.calls_for("fail-429");
+    assert_eq!(calls, 3);
+    // Now the fake is tried last: the mock fallback answers without touching it.
+    let (status, headers, _) = h.chat(user("via-500")).await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["x-dgidgi-provider"], "mock");
+    assert_eq!(
+        headers["x-dgidgi-fallback"], "0",
+        "the healthy target came first"
+    );
+    assert_eq!(h.calls_for("fail-500") + h.calls_for("fail-429"), 3);
     h.running.shutdown().await;
 }
