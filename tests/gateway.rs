@@ -106,6 +106,12 @@ async fn serve_one(mut stream: TcpStream, log: Seen) {
             model.clone(),
             headers.get("authorization").cloned().unwrap_or_default(),
         ));
+        if let Some(title) = headers.get("x-title") {
+            let referer = headers.get("http-referer").cloned().unwrap_or_default();
+            log.lock()
+                .unwrap()
+                .push((format!("x-title:{title}"), referer));
+        }
         let respond = |status: &str, content_type: &str, extra: &str, body: String| {
             format!(
                 "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n{extra}\r\n{body}",
@@ -378,6 +384,16 @@ impl Harness {
     }
 }
 
+async fn get_text(address: SocketAddr, path: &str) -> String {
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let response = client
+        .get(format!("http://{address}{path}").parse().unwrap())
+        .await
+        .unwrap();
+    String::from_utf8_lossy(&response.into_body().collect().await.unwrap().to_bytes()).into_owned()
+}
+
 fn write_config(dir: &Path, output: &RenderOutput) {
     for file in config_dir_files(output).unwrap() {
         std::fs::write(dir.join(&file.path), &file.bytes).unwrap();
@@ -607,6 +623,12 @@ async fn hot_reload_swaps_good_configs_and_refuses_corrupt_ones() {
         .0,
         200
     );
+    let metrics = get_text(h.running.admin, "/metrics").await;
+    assert!(
+        metrics.contains("dgidgi_config_reload_failures_total 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("dgidgi_config_loaded 1"), "{metrics}");
     h.running.shutdown().await;
 }
 
@@ -785,5 +807,31 @@ async fn a_failing_provider_is_cooled_down_and_healthy_targets_go_first() {
         "the healthy target came first"
     );
     assert_eq!(h.calls_for("fail-500") + h.calls_for("fail-429"), 3);
+    h.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn openrouter_requests_carry_its_attribution_headers() {
+    let h = Harness::with(|upstream| {
+        format!(
+            "apiVersion: llm.dgidgi.io/v1alpha1\nkind: LlmProvider\nmetadata: {{name: router, namespace: dgidgi-system}}\nspec: {{type: openrouter, baseUrl: \"http://{upstream}/api/v1\", credentialsRef: {{name: fake-key}}}}\n"
+        )
+    })
+    .await;
+    let (status, _, body) = h
+        .chat(user("router/meta-llama/llama-3.3-70b-instruct"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let seen = h.seen.lock().unwrap().clone();
+    assert!(
+        seen.iter()
+            .any(|(m, _)| m == "meta-llama/llama-3.3-70b-instruct"),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .any(|(m, referer)| m == "x-title:dgidgi" && referer == "https://dgidgi.io"),
+        "{seen:?}"
+    );
     h.running.shutdown().await;
 }

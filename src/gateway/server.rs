@@ -84,9 +84,41 @@ pub async fn admin(
             StatusCode::SERVICE_UNAVAILABLE,
             r#"{"status":"no config loaded"}"#,
         ),
+        "/metrics" => {
+            let mut response = Response::new(ResponseBody::full(metrics_text(&gateway)));
+            response.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            response
+        }
         path => error_response(&ApiError::not_found(path)),
     };
     Ok(response)
+}
+
+/// The counters in Prometheus' text format.
+fn metrics_text(gateway: &Gateway) -> String {
+    use std::sync::atomic::Ordering::Relaxed;
+    let counters = &gateway.counters;
+    let loaded = u8::from(gateway.snapshot.load().is_some());
+    format!(
+        "# HELP dgidgi_requests_total Chat completion requests answered.\n\
+         # TYPE dgidgi_requests_total counter\n\
+         dgidgi_requests_total {}\n\
+         # HELP dgidgi_config_reloads_total Config directories loaded and swapped in.\n\
+         # TYPE dgidgi_config_reloads_total counter\n\
+         dgidgi_config_reloads_total {}\n\
+         # HELP dgidgi_config_reload_failures_total Config directories refused; the last good config kept serving.\n\
+         # TYPE dgidgi_config_reload_failures_total counter\n\
+         dgidgi_config_reload_failures_total {}\n\
+         # HELP dgidgi_config_loaded Whether a config is loaded (1) or not (0).\n\
+         # TYPE dgidgi_config_loaded gauge\n\
+         dgidgi_config_loaded {loaded}\n",
+        counters.requests.load(Relaxed),
+        counters.reloads.load(Relaxed),
+        counters.reload_failures.load(Relaxed),
+    )
 }
 
 /// Which handler a listener runs.
