@@ -175,6 +175,9 @@ async fn serve_one(mut stream: TcpStream, log: Seen) {
                     }
                 }
                 let done = "data: [DONE]\n\n";
+                log.lock()
+                    .unwrap()
+                    .push(("<stream completed>".to_owned(), model.clone()));
                 let _ = stream
                     .write_all(format!("{:x}\r\n{done}\r\n0\r\n\r\n", done.len()).as_bytes())
                     .await;
@@ -372,6 +375,15 @@ impl Harness {
             Err(error) => format!("<body error: {error}>"),
         };
         (status, headers, body)
+    }
+
+    fn completed_streams(&self) -> usize {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(m, _)| m == "<stream completed>")
+            .count()
     }
 
     fn calls_for(&self, model: &str) -> usize {
@@ -834,4 +846,121 @@ async fn openrouter_requests_carry_its_attribution_headers() {
         "{seen:?}"
     );
     h.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn wrong_methods_are_405_and_the_client_leaving_cancels_the_upstream() {
+    let h = Harness::new().await;
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let response = client
+        .get(
+            format!("http://{}/v1/chat/completions", h.running.api)
+                .parse()
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 405);
+
+    // Start a slow stream and walk away after the first event: the gateway drops the upstream
+    // request, so the fake upstream's next write fails instead of completing the stream.
+    let mut stream = TcpStream::connect(h.running.api).await.unwrap();
+    let body = serde_json::json!({"model": "fake/stream-slow", "stream": true, "messages": [{"role": "user", "content": "x"}]}).to_string();
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Length: {}\r\n\r\n{body}",
+        h.key(),
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut first = [0u8; 512];
+    let n = stream.read(&mut first).await.unwrap();
+    assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
+    drop(stream);
+    let before = h.seen.lock().unwrap().len();
+    // The upstream needs ~1.2 s to finish; give the cancellation time to reach it.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(
+        h.seen.lock().unwrap().len(),
+        before,
+        "no retry or second request after the client left"
+    );
+    assert_eq!(
+        h.completed_streams(),
+        0,
+        "the upstream stream was cut, not completed"
+    );
+    h.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn sigterm_to_the_binary_drains_an_open_stream_and_exits_cleanly() {
+    let (upstream, _seen) = fake_upstream().await;
+    let output = common::render_yaml(&fleet(upstream));
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), &output);
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_dgidgi"))
+        .args([
+            "gateway",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--config-dir",
+        ])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let address: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut ready = false;
+    for _ in 0..100 {
+        if TcpStream::connect(address).await.is_ok() {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    assert!(ready, "the gateway did not start");
+    let key = output.access_keys[0].value.to_string();
+    let stream = tokio::spawn(async move {
+        let client: Client<HttpConnector, Full<Bytes>> =
+            Client::builder(TokioExecutor::new()).build_http();
+        let body = serde_json::json!({"model": "fake/stream-slow", "stream": true, "messages": [{"role": "user", "content": "x"}]});
+        let request = Request::post(format!("http://{address}/v1/chat/completions"))
+            .header("authorization", format!("Bearer {key}"))
+            .body(Full::new(Bytes::from(body.to_string())))
+            .unwrap();
+        let response = client.request(request).await.unwrap();
+        String::from_utf8(
+            response
+                .into_body()
+                .collect()
+                .await
+                .unwrap()
+                .to_bytes()
+                .to_vec(),
+        )
+        .unwrap()
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let body = stream.await.unwrap();
+    assert!(
+        body.ends_with("data: [DONE]\n\n"),
+        "the open stream finished: {body}"
+    );
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "clean exit after draining: {status:?}");
 }
