@@ -144,6 +144,23 @@ async fn serve_one(mut stream: TcpStream, log: Seen) {
                 });
                 respond("200 OK", "application/json", "", body.to_string())
             }
+            "missing" => respond(
+                "404 Not Found",
+                "application/json",
+                "",
+                error(
+                    "The model `missing` does not exist",
+                    "invalid_request_error",
+                ),
+            ),
+            "stream-stall" => {
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+                let event = sse_chunk(&model, "one ");
+                let framed = format!("{head}{:x}\r\n{event}\r\n", event.len());
+                let _ = stream.write_all(framed.as_bytes()).await;
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                return;
+            }
             "bad-request" => respond(
                 "400 Bad Request",
                 "application/json",
@@ -203,6 +220,11 @@ apiVersion: llm.dgidgi.io/v1alpha1
 kind: LlmProvider
 metadata: {{name: fake, namespace: dgidgi-system}}
 spec: {{type: openai-compatible, baseUrl: "http://{upstream}/v1", credentialsRef: {{name: fake-key}}, timeouts: {{firstByte: 500ms}}}}
+---
+apiVersion: llm.dgidgi.io/v1alpha1
+kind: LlmProvider
+metadata: {{name: staller, namespace: dgidgi-system}}
+spec: {{type: openai-compatible, baseUrl: "http://{upstream}/v1", credentialsRef: {{name: fake-key}}, timeouts: {{firstByte: 500ms, total: 700ms}}}}
 ---
 apiVersion: llm.dgidgi.io/v1alpha1
 kind: LlmProvider
@@ -312,6 +334,7 @@ impl Harness {
             settings: Settings {
                 max_body_bytes: 64 * 1024,
                 header_read_timeout: Duration::from_millis(300),
+                body_read_timeout: Duration::from_millis(500),
             },
             reload_interval: Duration::from_millis(50),
             drain: Duration::from_secs(5),
@@ -963,4 +986,55 @@ async fn sigterm_to_the_binary_drains_an_open_stream_and_exits_cleanly() {
         .await
         .unwrap();
     assert!(status.success(), "clean exit after draining: {status:?}");
+}
+
+#[tokio::test]
+async fn timeouts_and_honest_final_errors() {
+    let h = Harness::new().await;
+    // A stream that stalls after its first event is ended by the provider's total timeout,
+    // with an error event, not left hanging.
+    let started = std::time::Instant::now();
+    let (status, _, body) = h
+        .chat(serde_json::json!({"model": "staller/stream-stall", "stream": true, "messages": [{"role": "user", "content": "x"}]}))
+        .await;
+    assert_eq!(status, 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "cut by the total timeout"
+    );
+    assert!(body.contains("\"one \""), "{body}");
+    assert!(body.contains("upstream_stream_error"), "{body}");
+    assert!(!body.contains("[DONE]"));
+    // Every provider says it does not know the model: 404, not 502.
+    let (status, _, body) = h.chat(user("fake/missing")).await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("model_not_found"));
+    // A body that never arrives: 408.
+    let mut stream = TcpStream::connect(h.running.api).await.unwrap();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Length: 100\r\n\r\n{{\"model\":",
+        h.key()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("request_timeout"), "{answer}");
+    // A narrowing header that is not text: 400, never silently ignored.
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let request = Request::post(format!("http://{}/v1/chat/completions", h.running.api))
+        .header("authorization", format!("Bearer {}", h.key()))
+        .header(
+            "x-dgidgi-provider",
+            hyper::header::HeaderValue::from_bytes(b"mo\xffck").unwrap(),
+        )
+        .body(Full::new(Bytes::from(user("mock-fast").to_string())))
+        .unwrap();
+    assert_eq!(
+        client.request(request).await.unwrap().status().as_u16(),
+        400
+    );
+    h.running.shutdown().await;
 }

@@ -3,6 +3,7 @@
 //! caller's format, never with a fake `[DONE]`; any other upstream body that fails aborts the
 //! response so the client sees a broken transfer, not a truncated success.
 
+use std::future::Future as _;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -26,6 +27,8 @@ pub enum ResponseBody {
         error_event: Option<Bytes>,
         /// Set once the body has ended.
         done: bool,
+        /// When the provider's `timeouts.total` runs out: the relay ends like a failure.
+        deadline: Pin<Box<tokio::time::Sleep>>,
     },
 }
 
@@ -35,12 +38,18 @@ impl ResponseBody {
         Self::Full(Full::new(bytes.into()))
     }
 
-    /// Relays `inner`; `error_event` is sent instead of an abort if it fails (SSE streams).
-    pub fn relay(inner: Incoming, error_event: Option<Bytes>) -> Self {
+    /// Relays `inner` until `deadline`; `error_event` is sent instead of an abort if it fails or
+    /// runs out of time (SSE streams).
+    pub fn relay(
+        inner: Incoming,
+        error_event: Option<Bytes>,
+        deadline: tokio::time::Instant,
+    ) -> Self {
         Self::Relay {
             inner,
             error_event,
             done: false,
+            deadline: Box::pin(tokio::time::sleep_until(deadline)),
         }
     }
 }
@@ -61,9 +70,20 @@ impl Body for ResponseBody {
                 inner,
                 error_event,
                 done,
+                deadline,
             } => {
                 if *done {
                     return Poll::Ready(None);
+                }
+                if deadline.as_mut().poll(cx).is_ready() {
+                    *done = true;
+                    tracing::warn!("upstream response exceeded the provider's total timeout");
+                    return match error_event.take() {
+                        Some(event) => Poll::Ready(Some(Ok(Frame::data(event)))),
+                        None => {
+                            Poll::Ready(Some(Err("the provider's total timeout ran out".into())))
+                        }
+                    };
                 }
                 match Pin::new(inner).poll_frame(cx) {
                     Poll::Ready(Some(Err(error))) => {

@@ -98,7 +98,15 @@ fn route_request<'a>(
         .get("tools")
         .and_then(Value::as_array)
         .is_some_and(|t| !t.is_empty());
-    let provider = headers.get(PROVIDER_HEADER).and_then(|v| v.to_str().ok());
+    let provider = match headers.get(PROVIDER_HEADER).map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(name)) => Some(name),
+        Some(Err(_)) => {
+            return Err(ApiError::bad_request(
+                "x-dgidgi-provider must be a provider name",
+            ));
+        }
+    };
     Ok(RouteRequest {
         model,
         provider,
@@ -118,7 +126,12 @@ pub async fn handle(
         .ok_or_else(ApiError::not_ready)?;
     let (parts, body) = request.into_parts();
     let tenant = authenticate(&snapshot, &parts.headers)?;
-    let body = read_body(body, &parts.headers, gateway.settings.max_body_bytes).await?;
+    let body = tokio::time::timeout(
+        gateway.settings.body_read_timeout,
+        read_body(body, &parts.headers, gateway.settings.max_body_bytes),
+    )
+    .await
+    .map_err(|_| ApiError::request_timeout())??;
     let mut json: Map<String, Value> = match serde_json::from_slice::<Value>(&body) {
         Ok(Value::Object(map)) => map,
         Ok(_) => {
@@ -162,7 +175,7 @@ async fn walk_plan(
     json: &mut Map<String, Value>,
     stream: bool,
 ) -> Result<Response<ResponseBody>, ApiError> {
-    let mut last_failure: Option<Failure> = None;
+    let mut failures: Vec<Failure> = Vec::new();
     for (index, attempt) in planned.attempts.iter().enumerate() {
         json.insert("model".to_owned(), Value::String(attempt.model.clone()));
         let body = Bytes::from(
@@ -206,7 +219,7 @@ async fn walk_plan(
                     let retry = failure
                         .retry_class()
                         .is_some_and(|class| planned.retry.on.contains(&class));
-                    last_failure = Some(failure);
+                    failures.push(failure);
                     if retry && try_number + 1 < tries {
                         let backoff = planned
                             .retry
@@ -220,7 +233,7 @@ async fn walk_plan(
             }
         }
     }
-    Err(final_error(last_failure.as_ref(), &planned.requested_model))
+    Err(final_error(&failures, &planned.requested_model))
 }
 
 fn describe(attempt: &Attempt<'_>) -> String {
@@ -230,9 +243,21 @@ fn describe(attempt: &Attempt<'_>) -> String {
     }
 }
 
-fn final_error(failure: Option<&Failure>, model: &str) -> ApiError {
+/// The error for a plan that found no answer: 404 when every provider said it does not know the
+/// model; otherwise the most telling failure (a real upstream failure over "not supported").
+fn final_error(failures: &[Failure], model: &str) -> ApiError {
+    if !failures.is_empty() && failures.iter().all(|f| *f == Failure::ModelNotFound) {
+        return ApiError::from(crate::routing::plan::RouteError::UnknownModel(
+            model.to_owned(),
+        ));
+    }
+    let telling = failures
+        .iter()
+        .rev()
+        .find(|f| !matches!(f, Failure::Unsupported(_) | Failure::ModelNotFound))
+        .or(failures.last());
     let message = |what: &str| format!("every provider for {model:?} failed; the last one {what}");
-    match failure {
+    match telling {
         Some(Failure::Timeout) => ApiError::upstream(
             StatusCode::GATEWAY_TIMEOUT,
             "upstream_timeout",
@@ -356,7 +381,12 @@ async fn relay(
             )
             .sse_event()
         });
-        ResponseBody::relay(upstream.into_body(), error_event)
+        let total_ms = match attempt.upstream {
+            Upstream::Provider(provider) => provider.timeouts.total_ms,
+            Upstream::Cli(_) => crate::config::TimeoutsConfig::default().total_ms,
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(total_ms);
+        ResponseBody::relay(upstream.into_body(), error_event, deadline)
     } else {
         // A client error from the provider: pass its message on, bounded.
         let bytes = read_bounded(upstream.into_body(), 64 * 1024)

@@ -75,6 +75,16 @@ impl ApiError {
         )
     }
 
+    /// 408: the body did not arrive in time.
+    pub fn request_timeout() -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "invalid_request_error",
+            "request_timeout",
+            "the request body did not arrive in time",
+        )
+    }
+
     /// 413: the body exceeds the configured limit.
     pub fn too_large(limit: usize) -> Self {
         Self::new(

@@ -28,6 +28,8 @@ pub struct Settings {
     /// How long a client may take to send its request headers (the connection is closed
     /// with 408 beyond), so idle half-open connections cannot pile up.
     pub header_read_timeout: std::time::Duration,
+    /// How long a client may take to send its body (408 beyond), against slow-body attacks.
+    pub body_read_timeout: std::time::Duration,
 }
 
 impl Default for Settings {
@@ -35,6 +37,7 @@ impl Default for Settings {
         Self {
             max_body_bytes: 10 * 1024 * 1024,
             header_read_timeout: std::time::Duration::from_secs(30),
+            body_read_timeout: std::time::Duration::from_secs(30),
         }
     }
 }

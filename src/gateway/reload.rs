@@ -37,20 +37,27 @@ pub async fn watch(gateway: Arc<Gateway>, dir: PathBuf, interval: Duration) {
     let mut refused: Option<[u8; 32]> = None;
     loop {
         ticker.tick().await;
-        let files = match ConfigFiles::read(&dir) {
-            Ok(files) => files,
-            Err(error) => {
-                // Mid-swap or removed: keep serving; say so once per distinct problem.
+        // File reads and parsing stay off the request workers.
+        let read_dir = dir.clone();
+        let files = match tokio::task::spawn_blocking(move || ConfigFiles::read(&read_dir)).await {
+            Ok(Ok(files)) => files,
+            Ok(Err(error)) => {
+                // Mid-swap (Kubernetes' ..data link) or removed: keep serving the last good one.
                 tracing::debug!("config directory not readable: {error}");
                 continue;
             }
+            Err(_) => continue,
         };
         let fingerprint = files.fingerprint();
         let current = gateway.snapshot.load().as_ref().map(|s| s.fingerprint);
         if current == Some(fingerprint) || refused == Some(fingerprint) {
             continue;
         }
-        match Snapshot::from_files(&dir, &files) {
+        let parse_dir = dir.clone();
+        let parsed =
+            tokio::task::spawn_blocking(move || Snapshot::from_files(&parse_dir, &files)).await;
+        let Ok(parsed) = parsed else { continue };
+        match parsed {
             Ok(snapshot) => {
                 log_loaded(&snapshot);
                 gateway.install(snapshot);

@@ -244,22 +244,27 @@ fn plan_in_pool<'a>(
     if attempts.is_empty() {
         return Err(RouteError::UnknownModel(model.to_owned()));
     }
-    let capable = |a: &Attempt<'a>| {
+    // (streams, tools) an attempt supports; open catalogs are assumed capable (the upstream decides).
+    let supports = |a: &Attempt<'a>| -> (bool, bool) {
         let Upstream::Provider(provider) = a.upstream else {
-            return true;
+            return (true, true);
         };
-        let entry = provider.model(&a.model);
-        match entry {
-            Some(entry) => {
-                (!request.stream || entry.streaming) && (!request.tools || entry.function_calling)
-            }
-            // Open catalogs: unknown capabilities are assumed present; the upstream decides.
-            None => provider.open_catalog,
+        match provider.model(&a.model) {
+            Some(entry) => (entry.streaming, entry.function_calling),
+            None => (provider.open_catalog, provider.open_catalog),
         }
     };
-    attempts.retain(capable);
+    let any_streams = attempts.iter().any(|a| supports(a).0);
+    attempts.retain(|a| {
+        let (streams, tools) = supports(a);
+        (!request.stream || streams) && (!request.tools || tools)
+    });
     if attempts.is_empty() {
-        let capability = if request.tools { "tools" } else { "streaming" };
+        let capability = if request.stream && !any_streams {
+            "streaming"
+        } else {
+            "tools"
+        };
         return Err(RouteError::MissingCapability {
             model: model.to_owned(),
             capability,
