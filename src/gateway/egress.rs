@@ -10,12 +10,10 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::connect::dns::Name;
-use hyper_util::rt::TokioExecutor;
 
 use crate::config::Scope;
 use crate::config::load::Snapshot;
@@ -77,21 +75,9 @@ impl tower_service::Service<Name> for GuardedResolver {
 }
 
 fn guarded_client(allow: AllowList) -> GuardedClient {
-    let mut http = HttpConnector::new_with_resolver(GuardedResolver {
+    super::upstream::pooled_client(HttpConnector::new_with_resolver(GuardedResolver {
         allow: Arc::new(allow),
-    });
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(Duration::from_secs(5)));
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_webpki_roots()
-        .https_or_http()
-        .enable_http1()
-        .enable_http2()
-        .wrap_connector(http);
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .build(https)
+    }))
 }
 
 /// One guarded client per distinct allow-list in a config (tenant providers and cli tenants).

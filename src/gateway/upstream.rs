@@ -21,10 +21,19 @@ use crate::providers::ProviderKind;
 /// The shared client type.
 pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
-/// Builds the pooled client: rustls with the webpki roots, HTTP/1.1 and HTTP/2 by ALPN,
-/// keep-alive pooling, TCP_NODELAY.
+/// Builds the pooled client for platform providers (system resolver).
 pub fn http_client() -> HttpClient {
-    let mut http = HttpConnector::new();
+    pooled_client(HttpConnector::new())
+}
+
+/// Wraps a TCP connector (any resolver) into the pooled client every upstream call uses:
+/// rustls with the webpki roots, HTTP/1.1 and HTTP/2 by ALPN, keep-alive pooling, TCP_NODELAY.
+pub fn pooled_client<R>(
+    mut http: HttpConnector<R>,
+) -> Client<HttpsConnector<HttpConnector<R>>, Full<Bytes>>
+where
+    HttpsConnector<HttpConnector<R>>: hyper_util::client::legacy::connect::Connect + Clone,
+{
     http.enforce_http(false);
     http.set_nodelay(true);
     http.set_connect_timeout(Some(Duration::from_secs(5)));
