@@ -338,6 +338,7 @@ impl Harness {
             },
             reload_interval: Duration::from_millis(50),
             drain: Duration::from_secs(5),
+            unready_delay: Duration::ZERO,
         })
         .await
         .unwrap();
@@ -1037,4 +1038,29 @@ async fn timeouts_and_honest_final_errors() {
         400
     );
     h.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn readyz_reports_draining_before_the_listeners_close() {
+    let (upstream, _) = fake_upstream().await;
+    let output = common::render_yaml(&fleet(upstream));
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), &output);
+    let running = start(StartOptions {
+        config_dir: dir.path().to_owned(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        admin_listen: "127.0.0.1:0".parse().unwrap(),
+        settings: Settings::default(),
+        reload_interval: Duration::from_millis(50),
+        drain: Duration::from_secs(5),
+        unready_delay: Duration::from_millis(600),
+    })
+    .await
+    .unwrap();
+    let admin = running.admin;
+    assert!(get_text(admin, "/readyz").await.contains("ready"));
+    let stopping = tokio::spawn(running.shutdown());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(get_text(admin, "/readyz").await.contains("draining"));
+    stopping.await.unwrap();
 }

@@ -42,6 +42,9 @@ pub struct ServeArgs {
     /// How long open requests and streams may finish after SIGTERM.
     #[arg(long, default_value = "30s")]
     pub drain_timeout: String,
+    /// How long /readyz reports 503 after SIGTERM before the listeners close (0s: at once).
+    #[arg(long, default_value = "0s")]
+    pub unready_delay: String,
 }
 
 impl ServeArgs {
@@ -62,6 +65,10 @@ impl ServeArgs {
             },
             reload_interval: duration("reload-interval", &self.reload_interval)?,
             drain: duration("drain-timeout", &self.drain_timeout)?,
+            unready_delay: match self.unready_delay.as_str() {
+                "0s" | "0" => Duration::ZERO,
+                text => duration("unready-delay", text)?,
+            },
         })
     }
 }

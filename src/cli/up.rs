@@ -72,6 +72,7 @@ pub fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
         max_body_bytes: 10 * 1024 * 1024,
         reload_interval: "1s".to_owned(),
         drain_timeout: "10s".to_owned(),
+        unready_delay: "0s".to_owned(),
     };
     let options = serve.options(config_dir.clone())?;
     serve_until_stopped(options, |running| {

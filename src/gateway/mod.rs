@@ -88,6 +88,8 @@ pub struct Gateway {
     pub settings: Settings,
     /// Counters.
     pub counters: Counters,
+    /// Set when shutdown starts: `/readyz` answers 503 from then on.
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
 impl Gateway {
@@ -98,6 +100,7 @@ impl Gateway {
             client: upstream::http_client(),
             settings,
             counters: Counters::default(),
+            draining: std::sync::atomic::AtomicBool::new(false),
         })
     }
 

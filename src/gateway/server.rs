@@ -77,6 +77,9 @@ pub async fn admin(
 ) -> Result<Response<ResponseBody>, Infallible> {
     let response = match request.uri().path() {
         "/healthz" => json_response(StatusCode::OK, r#"{"status":"ok"}"#),
+        "/readyz" if gateway.draining.load(std::sync::atomic::Ordering::Relaxed) => {
+            json_response(StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"draining"}"#)
+        }
         "/readyz" if gateway.snapshot.load().is_some() => {
             json_response(StatusCode::OK, r#"{"status":"ready"}"#)
         }
@@ -210,11 +213,23 @@ pub struct Running {
     pub gateway: Arc<Gateway>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    unready_delay: Duration,
 }
 
 impl Running {
-    /// Stops accepting, drains open requests and streams, and waits for both listeners.
+    /// Reports not-ready (so load balancers stop sending), waits `unready_delay`, then stops
+    /// accepting, drains open requests and streams, and waits for both listeners.
     pub async fn shutdown(self) {
+        self.gateway
+            .draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        if !self.unready_delay.is_zero() {
+            tracing::info!(
+                "reporting not ready for {:?} before closing the listeners",
+                self.unready_delay
+            );
+            tokio::time::sleep(self.unready_delay).await;
+        }
         let _ = self.shutdown.send(true);
         for task in self.tasks {
             let _ = task.await;
@@ -236,6 +251,9 @@ pub struct StartOptions {
     pub reload_interval: Duration,
     /// How long open requests may run on after shutdown starts.
     pub drain: Duration,
+    /// How long `/readyz` answers 503 before the listeners close, so a Service's endpoints
+    /// drop this replica before it stops accepting.
+    pub unready_delay: Duration,
 }
 
 /// Loads the config (a failure leaves the gateway not ready, answering 503, until a good one
@@ -284,6 +302,7 @@ pub async fn start(options: StartOptions) -> anyhow::Result<Running> {
         gateway,
         shutdown,
         tasks,
+        unready_delay: options.unready_delay,
     })
 }
 
