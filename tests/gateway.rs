@@ -430,6 +430,30 @@ async fn get_text(address: SocketAddr, path: &str) -> String {
     String::from_utf8_lossy(&response.into_body().collect().await.unwrap().to_bytes()).into_owned()
 }
 
+/// Starts a slow streamed request (three events 400 ms apart) and returns its whole body.
+fn spawn_slow_stream(address: SocketAddr, key: String) -> tokio::task::JoinHandle<String> {
+    tokio::spawn(async move {
+        let client: Client<HttpConnector, Full<Bytes>> =
+            Client::builder(TokioExecutor::new()).build_http();
+        let body = serde_json::json!({"model": "fake/stream-slow", "stream": true, "messages": [{"role": "user", "content": "x"}]});
+        let request = Request::post(format!("http://{address}/v1/chat/completions"))
+            .header("authorization", format!("Bearer {key}"))
+            .body(Full::new(Bytes::from(body.to_string())))
+            .unwrap();
+        let response = client.request(request).await.unwrap();
+        String::from_utf8(
+            response
+                .into_body()
+                .collect()
+                .await
+                .unwrap()
+                .to_bytes()
+                .to_vec(),
+        )
+        .unwrap()
+    })
+}
+
 fn write_config(dir: &Path, output: &RenderOutput) {
     for file in config_dir_files(output).unwrap() {
         std::fs::write(dir.join(&file.path), &file.bytes).unwrap();
@@ -673,26 +697,7 @@ async fn shutdown_drains_an_open_stream() {
     let h = Harness::new().await;
     let key = h.key();
     let api = h.running.api;
-    let stream = tokio::spawn(async move {
-        let client: Client<HttpConnector, Full<Bytes>> =
-            Client::builder(TokioExecutor::new()).build_http();
-        let body = serde_json::json!({"model": "fake/stream-slow", "stream": true, "messages": [{"role": "user", "content": "x"}]});
-        let request = Request::post(format!("http://{api}/v1/chat/completions"))
-            .header("authorization", format!("Bearer {key}"))
-            .body(Full::new(Bytes::from(body.to_string())))
-            .unwrap();
-        let response = client.request(request).await.unwrap();
-        String::from_utf8(
-            response
-                .into_body()
-                .collect()
-                .await
-                .unwrap()
-                .to_bytes()
-                .to_vec(),
-        )
-        .unwrap()
-    });
+    let stream = spawn_slow_stream(api, key);
     tokio::time::sleep(Duration::from_millis(200)).await;
     h.running.shutdown().await;
     let body = stream.await.unwrap();
@@ -952,26 +957,7 @@ async fn sigterm_to_the_binary_drains_an_open_stream_and_exits_cleanly() {
     }
     assert!(ready, "the gateway did not start");
     let key = output.access_keys[0].value.to_string();
-    let stream = tokio::spawn(async move {
-        let client: Client<HttpConnector, Full<Bytes>> =
-            Client::builder(TokioExecutor::new()).build_http();
-        let body = serde_json::json!({"model": "fake/stream-slow", "stream": true, "messages": [{"role": "user", "content": "x"}]});
-        let request = Request::post(format!("http://{address}/v1/chat/completions"))
-            .header("authorization", format!("Bearer {key}"))
-            .body(Full::new(Bytes::from(body.to_string())))
-            .unwrap();
-        let response = client.request(request).await.unwrap();
-        String::from_utf8(
-            response
-                .into_body()
-                .collect()
-                .await
-                .unwrap()
-                .to_bytes()
-                .to_vec(),
-        )
-        .unwrap()
-    });
+    let stream = spawn_slow_stream(address, key);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let killed = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
