@@ -63,12 +63,18 @@ async fn read_request(
         }
     };
     let head = String::from_utf8_lossy(&buffer[..header_end]).to_string();
-    let headers: HashMap<String, String> = head
+    let mut headers: HashMap<String, String> = head
         .lines()
         .skip(1)
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
         .collect();
+    let path = head
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned();
+    headers.insert(":path".to_owned(), path);
     let length: usize = headers
         .get("content-length")
         .and_then(|v| v.parse().ok())
@@ -106,6 +112,9 @@ async fn serve_one(mut stream: TcpStream, log: Seen) {
             model.clone(),
             headers.get("authorization").cloned().unwrap_or_default(),
         ));
+        log.lock()
+            .unwrap()
+            .push((format!("path:{model}"), headers[":path"].clone()));
         if let Some(title) = headers.get("x-title") {
             let referer = headers.get("http-referer").cloned().unwrap_or_default();
             log.lock()
@@ -170,6 +179,30 @@ async fn serve_one(mut stream: TcpStream, log: Seen) {
             "slow" => {
                 tokio::time::sleep(Duration::from_secs(2)).await;
                 respond("200 OK", "application/json", "", completion(&model))
+            }
+            "groq-stream" | "deepseek-stream" | "perplexity-stream" => {
+                // The last chunk of each provider's stream, as its API reference shows it.
+                let last = match model.as_str() {
+                    "groq-stream" => {
+                        serde_json::json!({"id": "chatcmpl-g", "object": "chat.completion.chunk", "created": 1, "model": model,
+                        "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+                        "x_groq": {"id": "req_01", "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}}})
+                    }
+                    "deepseek-stream" => {
+                        serde_json::json!({"id": "d", "object": "chat.completion.chunk", "created": 1, "model": model,
+                        "choices": [{"index": 0, "delta": {"reasoning_content": "step 1", "content": null}, "finish_reason": null}]})
+                    }
+                    _ => {
+                        serde_json::json!({"id": "p", "object": "chat.completion.chunk", "created": 1, "model": model,
+                        "citations": ["https://example.com/source"],
+                        "choices": [{"index": 0, "delta": {"content": "cited"}, "finish_reason": "stop"}]})
+                    }
+                };
+                let body = format!(
+                    "{}data: {last}\n\ndata: [DONE]\n\n",
+                    sse_chunk(&model, "hi ")
+                );
+                respond("200 OK", "text/event-stream", "", body)
             }
             "stream-ok" | "stream-slow" | "stream-break" => {
                 let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
@@ -401,6 +434,19 @@ impl Harness {
         (status, headers, body)
     }
 
+    /// The (model, authorization) of every request the fake upstream received.
+    fn requests(&self) -> Vec<(String, String)> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(m, _)| {
+                !m.starts_with("path:") && !m.starts_with("x-title:") && m != "<stream completed>"
+            })
+            .cloned()
+            .collect()
+    }
+
     fn completed_streams(&self) -> usize {
         self.seen
             .lock()
@@ -478,7 +524,7 @@ async fn a_provider_answer_is_relayed_with_the_platform_key_and_headers() {
         json["choices"][0]["message"]["content"],
         "from the fake upstream"
     );
-    let seen = h.seen.lock().unwrap().clone();
+    let seen = h.requests();
     assert_eq!(
         seen,
         vec![("gpt-x".to_owned(), format!("Bearer {UPSTREAM_KEY}"))],
@@ -736,9 +782,9 @@ async fn tenant_keys_and_cli_endpoints_go_through_the_guarded_clients() {
     assert_eq!(status, 200);
     assert_eq!(headers["x-dgidgi-provider"], "own");
     // Another tenant's requests never carry this tenant's key.
-    let before = h.seen.lock().unwrap().len();
+    let before = h.requests().len();
     assert_eq!(h.chat(user("fake/gpt-x")).await.0, 200);
-    let last: Vec<(String, String)> = h.seen.lock().unwrap()[before..].to_vec();
+    let last: Vec<(String, String)> = h.requests()[before..].to_vec();
     assert_eq!(
         last,
         [("gpt-x".to_owned(), format!("Bearer {UPSTREAM_KEY}"))]
@@ -1049,4 +1095,80 @@ async fn readyz_reports_draining_before_the_listeners_close() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(get_text(admin, "/readyz").await.contains("draining"));
     stopping.await.unwrap();
+}
+
+#[tokio::test]
+async fn each_openai_format_provider_type_gets_its_path_key_and_stream_shape() {
+    // Every provider type that speaks the OpenAI format, pointed at the fake: the gateway must
+    // call the type's own endpoint path under the base URL, with the key as a Bearer token, and
+    // relay its stream shape (Groq's x_groq usage, DeepSeek's reasoning deltas, Perplexity's
+    // citations) untouched.
+    let cases = [
+        ("openai", "/v1", "/v1/chat/completions", "stream-ok"),
+        (
+            "groq",
+            "/openai/v1",
+            "/openai/v1/chat/completions",
+            "groq-stream",
+        ),
+        ("mistral", "/v1", "/v1/chat/completions", "stream-ok"),
+        ("perplexity", "", "/chat/completions", "perplexity-stream"),
+        ("xai", "/v1", "/v1/chat/completions", "stream-ok"),
+        ("deepseek", "", "/chat/completions", "deepseek-stream"),
+        (
+            "openrouter",
+            "/api/v1",
+            "/api/v1/chat/completions",
+            "stream-ok",
+        ),
+        ("ollama", "", "/v1/chat/completions", "stream-ok"),
+    ];
+    let h = Harness::with(|upstream| {
+        cases
+            .iter()
+            .map(|(kind, suffix, _, model)| {
+                format!(
+                    "apiVersion: llm.dgidgi.io/v1alpha1\nkind: LlmProvider\nmetadata: {{name: p-{kind}, namespace: dgidgi-system}}\nspec: {{type: {kind}, baseUrl: \"http://{upstream}{suffix}\", credentialsRef: {{name: fake-key}}, models: [{{name: {model}}}]}}\n---\n"
+                )
+            })
+            .collect()
+    })
+    .await;
+    for (kind, _, path, model) in cases {
+        let request = serde_json::json!({"model": format!("p-{kind}/{model}"), "stream": true, "messages": [{"role": "user", "content": "x"}]});
+        let (status, headers, body) = h.chat(request).await;
+        assert_eq!(status, 200, "{kind}: {body}");
+        assert_eq!(headers["x-dgidgi-provider"], format!("p-{kind}"));
+        assert!(
+            headers["content-type"].starts_with("text/event-stream"),
+            "{kind}"
+        );
+        assert!(body.ends_with("data: [DONE]\n\n"), "{kind}: {body}");
+        let seen = h.seen.lock().unwrap().clone();
+        assert!(
+            seen.iter()
+                .any(|(m, p)| *m == format!("path:{model}") && p == path),
+            "{kind}: {seen:?}"
+        );
+        match model {
+            "groq-stream" => assert!(
+                body.contains("\"x_groq\"") && body.contains("\"total_tokens\":8"),
+                "{body}"
+            ),
+            "deepseek-stream" => {
+                assert!(body.contains("\"reasoning_content\":\"step 1\""), "{body}")
+            }
+            "perplexity-stream" => assert!(body.contains("\"citations\""), "{body}"),
+            _ => {}
+        }
+    }
+    // Ollama is the one type that is called without a key requirement, but a configured key is
+    // still sent; every call above carried the platform key.
+    let keyed = h
+        .requests()
+        .iter()
+        .filter(|(_, auth)| *auth == format!("Bearer {UPSTREAM_KEY}"))
+        .count();
+    assert_eq!(keyed, cases.len());
+    h.running.shutdown().await;
 }
