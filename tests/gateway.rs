@@ -290,6 +290,9 @@ spec:
   - match: {{model: "via-break"}}
     targets: [{{provider: fake, model: stream-break}}]
     fallback: [{{provider: mock, model: mock-fast}}]
+  - match: {{model: "only-429"}}
+    targets: [{{provider: fake, model: fail-429}}]
+    retry: {{attempts: 0}}
   - match: {{model: "all-fail"}}
     targets: [{{provider: fake, model: fail-500}}]
     fallback: [{{provider: dead, model: x}}]
@@ -570,6 +573,11 @@ async fn when_everything_fails_the_error_is_honest() {
     let json: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(json["error"]["code"], "upstream_error");
     assert!(!body.contains(UPSTREAM_KEY));
+    // The provider's own rate limit is passed on as a 429 with its retry-after.
+    let (status, headers, body) = h.chat(user("only-429")).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(headers["retry-after"], "1");
+    assert!(body.contains("upstream_rate_limited"));
     // A client error from the provider is the client's: relayed, not retried elsewhere.
     let (status, _, body) = h.chat(serde_json::json!({"model": "fake/bad-request", "messages": [{"role": "user", "content": "x"}]})).await;
     assert_eq!(status, 400);

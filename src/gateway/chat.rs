@@ -263,11 +263,15 @@ fn final_error(failures: &[Failure], model: &str) -> ApiError {
             "upstream_timeout",
             message("timed out"),
         ),
-        Some(Failure::RateLimited) => ApiError::upstream(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "upstream_rate_limited",
-            message("was rate limited (429)"),
-        ),
+        // The provider's own limit is passed on as a 429 with its retry-after (DESIGN §2).
+        Some(Failure::RateLimited(retry_after)) => ApiError {
+            retry_after: *retry_after,
+            ..ApiError::upstream(
+                StatusCode::TOO_MANY_REQUESTS,
+                "upstream_rate_limited",
+                message("was rate limited (429)"),
+            )
+        },
         Some(Failure::ServerError(_)) => ApiError::upstream(
             StatusCode::SERVICE_UNAVAILABLE,
             "upstream_unavailable",

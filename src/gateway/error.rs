@@ -18,6 +18,8 @@ pub struct ApiError {
     pub code: &'static str,
     /// Human-readable message.
     pub message: String,
+    /// Seconds for a `retry-after` header, when the error is a rate limit.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -32,6 +34,7 @@ impl ApiError {
             kind,
             code,
             message: message.into(),
+            retry_after: None,
         }
     }
 

@@ -35,7 +35,15 @@ fn json_response(status: StatusCode, body: impl Into<bytes::Bytes>) -> Response<
 }
 
 fn error_response(error: &ApiError) -> Response<ResponseBody> {
-    json_response(error.status, error.body())
+    let mut response = json_response(error.status, error.body());
+    if let Some(seconds) = error.retry_after
+        && let Ok(value) = HeaderValue::from_str(&seconds.to_string())
+    {
+        response
+            .headers_mut()
+            .insert(hyper::header::RETRY_AFTER, value);
+    }
+    response
 }
 
 /// Routes one API request.

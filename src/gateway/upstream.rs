@@ -52,8 +52,8 @@ where
 /// Why an attempt failed before anything reached the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Failure {
-    /// 429 from the provider.
-    RateLimited,
+    /// 429 from the provider, with its `retry-after` (seconds) when it gave one.
+    RateLimited(Option<u64>),
     /// 5xx from the provider (529 overloaded included).
     ServerError(StatusCode),
     /// No response headers in time.
@@ -72,7 +72,7 @@ impl Failure {
     /// The retry class, if this failure may be retried on the same target.
     pub fn retry_class(&self) -> Option<RetryOn> {
         match self {
-            Self::RateLimited => Some(RetryOn::RateLimited),
+            Self::RateLimited(_) => Some(RetryOn::RateLimited),
             Self::ServerError(_) => Some(RetryOn::ServerError),
             Self::Timeout => Some(RetryOn::Timeout),
             Self::Connect => Some(RetryOn::ConnectError),
@@ -83,7 +83,7 @@ impl Failure {
     /// Short description for logs and the final error message (no secrets, no bodies).
     pub fn describe(&self) -> String {
         match self {
-            Self::RateLimited => "rate limited (429)".to_owned(),
+            Self::RateLimited(_) => "rate limited (429)".to_owned(),
             Self::ServerError(status) => format!("server error ({})", status.as_u16()),
             Self::Timeout => "timed out".to_owned(),
             Self::Connect => "connection failed".to_owned(),
@@ -164,7 +164,14 @@ where
     let status = response.status();
     match status.as_u16() {
         200..=299 => Outcome::Relay(response),
-        429 => Outcome::Failed(Failure::RateLimited),
+        429 => {
+            let retry_after = response
+                .headers()
+                .get(hyper::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            Outcome::Failed(Failure::RateLimited(retry_after))
+        }
         401 | 403 => Outcome::Failed(Failure::Auth(status)),
         404 => Outcome::Failed(Failure::ModelNotFound),
         500..=599 => Outcome::Failed(Failure::ServerError(status)),
