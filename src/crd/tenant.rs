@@ -84,6 +84,16 @@ pub enum Source {
 }
 
 impl Source {
+    /// Whether tenants of this source may be served by platform providers: always for
+    /// `platform`, for `tenant` only with `allowPlatformFallback`, never for `cli`.
+    pub fn reaches_platform(self, allow_platform_fallback: bool) -> bool {
+        match self {
+            Self::Platform => true,
+            Self::Tenant => allow_platform_fallback,
+            Self::Cli => false,
+        }
+    }
+
     /// The spelling used in CRs, config and headers.
     pub fn as_str(self) -> &'static str {
         match self {

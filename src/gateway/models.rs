@@ -4,39 +4,23 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 
+use crate::config::TenantConfig;
 use crate::config::load::Snapshot;
-use crate::config::{Scope, TenantConfig};
-use crate::crd::Source;
+use crate::routing::plan::pools;
 
-/// The model list body for a tenant: every model of every provider it may reach (its source's
-/// pool), with aliases, sorted; nothing of other tenants.
+/// The model list body for a tenant: every model (and alias) of the providers its source may
+/// reach — the routing plan's own pools — plus its cli model; sorted; nothing of other tenants.
 pub fn list(snapshot: &Snapshot, tenant: &TenantConfig) -> String {
-    let mut models: BTreeMap<String, String> = BTreeMap::new();
-    if let Some(cli) = &tenant.cli
-        && let Some(model) = &cli.model
-    {
-        models.insert(model.clone(), "cli".to_owned());
+    let mut models: BTreeMap<&str, &str> = BTreeMap::new();
+    if let Some(model) = tenant.cli.as_ref().and_then(|cli| cli.model.as_deref()) {
+        models.insert(model, "cli");
     }
-    let uses_platform = match tenant.source {
-        Source::Platform => true,
-        Source::Tenant => tenant.allow_platform_fallback,
-        Source::Cli => false,
-    };
-    for provider in &snapshot.config.providers {
-        let visible = match provider.scope {
-            Scope::Platform => uses_platform,
-            Scope::Tenant => {
-                tenant.source == Source::Tenant && tenant.providers.contains(&provider.id)
-            }
-        };
-        if !visible {
-            continue;
-        }
-        for model in &provider.models {
-            for name in std::iter::once(&model.name).chain(&model.aliases) {
-                models
-                    .entry(name.clone())
-                    .or_insert_with(|| provider.name.clone());
+    for (_, pool) in pools(&snapshot.config, tenant) {
+        for provider in pool {
+            for model in &provider.models {
+                for name in std::iter::once(&model.name).chain(&model.aliases) {
+                    models.entry(name).or_insert(&provider.name);
+                }
             }
         }
     }

@@ -229,11 +229,7 @@ fn source_providers(
 ) -> SourceProviders {
     let spec = &tenant.spec;
     let platform_count = providers.in_namespace(&ctx.platform_namespace).count();
-    let uses_platform = match spec.source {
-        Source::Platform => true,
-        Source::Tenant => spec.allow_platform_fallback,
-        Source::Cli => false,
-    };
+    let uses_platform = spec.source.reaches_platform(spec.allow_platform_fallback);
     let resolved =
         |reason, message: String| ConditionUpdate::new("ProvidersResolved", true, reason, message);
     let unresolved =

@@ -94,28 +94,7 @@ pub fn plan<'a>(
     if tenant.source == Source::Cli {
         return plan_cli(tenant, request);
     }
-    let own: Vec<&ProviderConfig> = match tenant.source {
-        Source::Tenant => config
-            .providers
-            .iter()
-            .filter(|p| p.scope == Scope::Tenant && tenant.providers.contains(&p.id))
-            .collect(),
-        _ => Vec::new(),
-    };
-    let platform: Vec<&ProviderConfig> = config
-        .providers
-        .iter()
-        .filter(|p| p.scope == Scope::Platform)
-        .collect();
-
-    let pools: Vec<(Source, &[&ProviderConfig])> = match tenant.source {
-        Source::Tenant if tenant.allow_platform_fallback => {
-            vec![(Source::Tenant, &own), (Source::Platform, &platform)]
-        }
-        Source::Tenant => vec![(Source::Tenant, &own)],
-        _ => vec![(Source::Platform, &platform)],
-    };
-
+    let pools = pools(config, tenant);
     let (narrowed_to, model) = narrow(request, tenant, &pools)?;
     let mut first_error = None;
     for (source, pool) in &pools {
@@ -147,12 +126,38 @@ pub fn plan<'a>(
     Err(first_error.unwrap_or(RouteError::UnknownModel(model)))
 }
 
+/// The providers a tenant may reach, by source, in the order they are tried: a tenant-source
+/// tenant's own providers (then the platform's, only with `allowPlatformFallback`), a
+/// platform-source tenant's the platform's, a cli tenant none (its endpoint is not a provider).
+/// The one place the source boundary is drawn; `/v1/models` lists the same pools.
+pub fn pools<'a>(
+    config: &'a GatewayConfig,
+    tenant: &TenantConfig,
+) -> Vec<(Source, Vec<&'a ProviderConfig>)> {
+    let of_scope = |scope: Scope| {
+        config.providers.iter().filter(move |p| {
+            p.scope == scope && (scope == Scope::Platform || tenant.providers.contains(&p.id))
+        })
+    };
+    let mut pools = Vec::with_capacity(2);
+    if tenant.source == Source::Tenant {
+        pools.push((Source::Tenant, of_scope(Scope::Tenant).collect()));
+    }
+    if tenant
+        .source
+        .reaches_platform(tenant.allow_platform_fallback)
+    {
+        pools.push((Source::Platform, of_scope(Scope::Platform).collect()));
+    }
+    pools
+}
+
 /// Applies the narrowing header or a `provider/model` prefix. Returns the provider name the
 /// request is narrowed to (if any) and the model name.
 fn narrow(
     request: &RouteRequest<'_>,
     tenant: &TenantConfig,
-    pools: &[(Source, &[&ProviderConfig])],
+    pools: &[(Source, Vec<&ProviderConfig>)],
 ) -> Result<(Option<String>, String), RouteError> {
     let visible = |name: &str| {
         pools
