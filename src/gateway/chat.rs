@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 use super::body::ResponseBody;
 use super::error::ApiError;
 use super::upstream::{Failure, Outcome, chat_url, cli_chat_url, read_bounded, send_openai};
-use super::{Active, Counters, Gateway};
+use super::{Active, Gateway};
 use crate::config::load::Snapshot;
 use crate::config::{Scope, TenantConfig};
 use crate::crypto::keystore;
@@ -153,7 +153,7 @@ pub async fn handle(
     prefer_healthy(&mut planned.attempts, |id| snapshot.health.is_unhealthy(id));
     let deadline = planned.timeout_ms.map(Duration::from_millis);
     let walk = walk_plan(&gateway, &snapshot, tenant, &planned, &mut json, stream);
-    let response = match deadline {
+    match deadline {
         Some(limit) => tokio::time::timeout(limit, walk).await.unwrap_or_else(|_| {
             Err(ApiError::upstream(
                 StatusCode::GATEWAY_TIMEOUT,
@@ -162,9 +162,7 @@ pub async fn handle(
             ))
         }),
         None => walk.await,
-    };
-    Counters::bump(&gateway.counters.requests);
-    response
+    }
 }
 
 async fn walk_plan(
@@ -178,12 +176,11 @@ async fn walk_plan(
     let mut failures: Vec<Failure> = Vec::new();
     for (index, attempt) in planned.attempts.iter().enumerate() {
         json.insert("model".to_owned(), Value::String(attempt.model.clone()));
-        let body = Bytes::from(
-            serde_json::to_vec(&*json).map_err(|_| ApiError::bad_request("unserializable body"))?,
-        );
+        // Encoded at most once per attempt, and only for an upstream that needs bytes.
+        let mut encoded: Option<Bytes> = None;
         let tries = 1 + planned.retry.attempts;
         for try_number in 0..tries {
-            match call(gateway, snapshot, tenant, attempt, json, body.clone()).await {
+            match call(gateway, snapshot, tenant, attempt, json, &mut encoded).await {
                 Outcome::Relay(response) => {
                     if let Upstream::Provider(provider) = attempt.upstream {
                         snapshot.health.record_success(&provider.id);
@@ -204,9 +201,8 @@ async fn walk_plan(
                     return Ok(response);
                 }
                 Outcome::Failed(failure) => {
-                    if let (Upstream::Provider(provider), Some(_)) =
-                        (attempt.upstream, failure.retry_class())
-                    {
+                    let class = failure.retry_class();
+                    if let (Upstream::Provider(provider), Some(_)) = (attempt.upstream, class) {
                         snapshot.health.record_failure(&provider.id);
                     }
                     tracing::info!(
@@ -216,9 +212,7 @@ async fn walk_plan(
                         "attempt failed: {}",
                         failure.describe()
                     );
-                    let retry = failure
-                        .retry_class()
-                        .is_some_and(|class| planned.retry.on.contains(&class));
+                    let retry = class.is_some_and(|class| planned.retry.on.contains(&class));
                     failures.push(failure);
                     if retry && try_number + 1 < tries {
                         let backoff = planned
@@ -297,8 +291,14 @@ async fn call(
     tenant: &TenantConfig,
     attempt: &Attempt<'_>,
     json: &Map<String, Value>,
-    body: Bytes,
+    encoded: &mut Option<Bytes>,
 ) -> Outcome {
+    // A map of JSON values always serializes (string keys, finite numbers).
+    let mut body = || {
+        encoded
+            .get_or_insert_with(|| Bytes::from(serde_json::to_vec(json).unwrap_or_default()))
+            .clone()
+    };
     match attempt.upstream {
         Upstream::Cli(cli) => {
             let url = cli_chat_url(&cli.endpoint);
@@ -310,7 +310,7 @@ async fn call(
                 ProviderKind::Ollama,
                 &url,
                 None,
-                body,
+                body(),
                 Duration::from_secs(60),
             )
             .await
@@ -347,13 +347,20 @@ async fn call(
             let first_byte = Duration::from_millis(provider.timeouts.first_byte_ms);
             let key = key.as_ref().map(|k| k.as_slice());
             if provider.scope == Scope::Platform {
-                return send_openai(&gateway.client, provider.kind, &url, key, body, first_byte)
-                    .await;
+                return send_openai(
+                    &gateway.client,
+                    provider.kind,
+                    &url,
+                    key,
+                    body(),
+                    first_byte,
+                )
+                .await;
             }
             // Tenant endpoints go through the client whose resolver enforces the allow-list.
             match snapshot.guarded.get(&provider.allowed_endpoints) {
                 Some(client) => {
-                    send_openai(client, provider.kind, &url, key, body, first_byte).await
+                    send_openai(client, provider.kind, &url, key, body(), first_byte).await
                 }
                 None => Outcome::Failed(Failure::Connect),
             }
@@ -413,15 +420,14 @@ fn stamp(headers: &mut HeaderMap, attempt: &Attempt<'_>, planned: &Plan<'_>, ind
         Upstream::Provider(provider) => provider.name.as_str(),
         Upstream::Cli(_) => "cli",
     };
-    let pairs = [
-        ("x-dgidgi-provider", provider.to_owned()),
-        ("x-dgidgi-model", attempt.model.clone()),
-        ("x-dgidgi-source", planned.source.as_str().to_owned()),
-        ("x-dgidgi-fallback", index.to_string()),
-    ];
-    for (name, value) in pairs {
-        if let Ok(value) = HeaderValue::from_str(&value) {
+    for (name, value) in [
+        ("x-dgidgi-provider", provider),
+        ("x-dgidgi-model", attempt.model.as_str()),
+        ("x-dgidgi-source", planned.source.as_str()),
+    ] {
+        if let Ok(value) = HeaderValue::from_str(value) {
             headers.insert(name, value);
         }
     }
+    headers.insert("x-dgidgi-fallback", HeaderValue::from(index));
 }

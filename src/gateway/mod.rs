@@ -45,7 +45,7 @@ impl Default for Settings {
 /// Counters read by the admin endpoints and tests.
 #[derive(Debug, Default)]
 pub struct Counters {
-    /// Requests answered.
+    /// API requests received.
     pub requests: AtomicU64,
     /// Configs loaded and swapped in.
     pub reloads: AtomicU64,

@@ -51,6 +51,8 @@ pub async fn api(
     gateway: Arc<Gateway>,
     request: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
+    // Counted on arrival, so every request counts, errors included.
+    super::Counters::bump(&gateway.counters.requests);
     let path = request.uri().path().to_owned();
     let result = match (request.method(), path.as_str()) {
         (&Method::POST, "/v1/chat/completions") => chat::handle(gateway, request).await,
@@ -114,7 +116,7 @@ fn metrics_text(gateway: &Gateway) -> String {
     let counters = &gateway.counters;
     let loaded = u8::from(gateway.snapshot.load().is_some());
     format!(
-        "# HELP dgidgi_requests_total Chat completion requests answered.\n\
+        "# HELP dgidgi_requests_total API requests received.\n\
          # TYPE dgidgi_requests_total counter\n\
          dgidgi_requests_total {}\n\
          # HELP dgidgi_config_reloads_total Config directories loaded and swapped in.\n\
