@@ -19,7 +19,6 @@ use super::upstream::{Failure, Outcome, chat_url, cli_chat_url, read_bounded, se
 use super::{Active, Gateway};
 use crate::config::load::Snapshot;
 use crate::config::{Scope, TenantConfig};
-use crate::crypto::keystore;
 use crate::providers::{ProviderKind, mock};
 use crate::routing::plan::{Attempt, Plan, RouteRequest, Upstream, plan, prefer_healthy};
 
@@ -329,23 +328,15 @@ async fn call(
             };
             let key = match &provider.credential {
                 None => None,
-                Some(row_id) => {
-                    let opened = snapshot.key_store.get(row_id).map(|row| {
-                        keystore::open(&snapshot.key_ring, row.into(), &row.encrypted_value)
-                    });
-                    match opened {
-                        Some(Ok(key)) => Some(key),
-                        _ => {
-                            tracing::error!(provider = %provider.id, "the provider's key could not be decrypted");
-                            return Outcome::Failed(Failure::Auth(
-                                StatusCode::INTERNAL_SERVER_ERROR,
-                            ));
-                        }
+                Some(row_id) => match snapshot.provider_key(row_id) {
+                    Some(key) => Some(key),
+                    None => {
+                        tracing::error!(provider = %provider.id, "the provider's key could not be decrypted");
+                        return Outcome::Failed(Failure::Auth(StatusCode::INTERNAL_SERVER_ERROR));
                     }
-                }
+                },
             };
             let first_byte = Duration::from_millis(provider.timeouts.first_byte_ms);
-            let key = key.as_ref().map(|k| k.as_slice());
             if provider.scope == Scope::Platform {
                 return send_openai(
                     &gateway.client,

@@ -15,9 +15,14 @@ pub mod upstream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
 use arc_swap::ArcSwapOption;
+use zeroize::Zeroizing;
 
 use crate::config::load::Snapshot;
+use crate::crypto::keystore;
 use upstream::HttpClient;
 
 /// Tunables of the request path.
@@ -68,6 +73,40 @@ pub struct Active {
     pub guarded: egress::GuardedClients,
     /// Passive health of the providers.
     pub health: health::HealthBook,
+    /// Provider keys, decrypted the first time a request needs each one and kept (wiped on
+    /// drop) for the life of this config, so AES-GCM is not on every request's path.
+    keys: HashMap<String, OnceLock<Option<Zeroizing<Vec<u8>>>>>,
+}
+
+impl Active {
+    /// Builds what serving a snapshot needs.
+    pub fn new(snapshot: Snapshot) -> Self {
+        let guarded = egress::GuardedClients::for_snapshot(&snapshot);
+        let health = health::HealthBook::for_config(&snapshot.config);
+        let keys = snapshot
+            .key_store
+            .rows
+            .iter()
+            .map(|row| (row.id.clone(), OnceLock::new()))
+            .collect();
+        Self {
+            snapshot,
+            guarded,
+            health,
+            keys,
+        }
+    }
+
+    /// The decrypted key of a key store row, or `None` if the row is missing or does not open.
+    pub fn provider_key(&self, row_id: &str) -> Option<&[u8]> {
+        let cell = self.keys.get(row_id)?;
+        cell.get_or_init(|| {
+            let row = self.snapshot.key_store.get(row_id)?;
+            keystore::open(&self.snapshot.key_ring, row.into(), &row.encrypted_value).ok()
+        })
+        .as_deref()
+        .map(Vec::as_slice)
+    }
 }
 
 impl std::ops::Deref for Active {
@@ -106,12 +145,6 @@ impl Gateway {
 
     /// Swaps in a new config.
     pub fn install(&self, snapshot: Snapshot) {
-        let guarded = egress::GuardedClients::for_snapshot(&snapshot);
-        let health = health::HealthBook::for_config(&snapshot.config);
-        self.snapshot.store(Some(Arc::new(Active {
-            snapshot,
-            guarded,
-            health,
-        })));
+        self.snapshot.store(Some(Arc::new(Active::new(snapshot))));
     }
 }
