@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Args;
 
-use crate::crd::common::parse_timeout_ms;
+use crate::crd::common::{parse_duration_ms, parse_timeout_ms};
 use crate::gateway::Settings;
 use crate::gateway::server::{StartOptions, start, stop_signal};
 
@@ -65,10 +65,10 @@ impl ServeArgs {
             },
             reload_interval: duration("reload-interval", &self.reload_interval)?,
             drain: duration("drain-timeout", &self.drain_timeout)?,
-            unready_delay: match self.unready_delay.as_str() {
-                "0s" | "0" => Duration::ZERO,
-                text => duration("unready-delay", text)?,
-            },
+            // Zero is a valid delay (report and close at once), unlike the timeouts above.
+            unready_delay: parse_duration_ms(&self.unready_delay)
+                .map(Duration::from_millis)
+                .context("--unready-delay")?,
         })
     }
 }

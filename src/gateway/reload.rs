@@ -13,14 +13,12 @@ use crate::config::load::{ConfigFiles, LoadError, Snapshot};
 
 /// Loads the directory once into the gateway.
 pub fn load_now(gateway: &Gateway, dir: &Path) -> Result<(), LoadError> {
-    let snapshot = Snapshot::load(dir)?;
-    log_loaded(&snapshot);
-    gateway.install(snapshot);
-    Counters::bump(&gateway.counters.reloads);
+    accept(gateway, Snapshot::load(dir)?);
     Ok(())
 }
 
-fn log_loaded(snapshot: &Snapshot) {
+/// Swaps a checked snapshot in, says so, and counts it.
+fn accept(gateway: &Gateway, snapshot: Snapshot) {
     tracing::info!(
         tenants = snapshot.config.tenants.len(),
         providers = snapshot.config.providers.len(),
@@ -28,6 +26,8 @@ fn log_loaded(snapshot: &Snapshot) {
         fingerprint = %hex::encode(&snapshot.fingerprint[..8]),
         "config loaded"
     );
+    gateway.install(snapshot);
+    Counters::bump(&gateway.counters.reloads);
 }
 
 /// Watches `dir` every `interval` until the task is dropped.
@@ -59,9 +59,7 @@ pub async fn watch(gateway: Arc<Gateway>, dir: PathBuf, interval: Duration) {
         let Ok(parsed) = parsed else { continue };
         match parsed {
             Ok(snapshot) => {
-                log_loaded(&snapshot);
-                gateway.install(snapshot);
-                Counters::bump(&gateway.counters.reloads);
+                accept(&gateway, snapshot);
                 refused = None;
             }
             Err(error) => {
