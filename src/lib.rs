@@ -9,7 +9,9 @@ pub mod config;
 pub mod crd;
 pub mod crypto;
 pub mod gateway;
+pub mod metering;
 pub mod providers;
 pub mod redact;
 pub mod render;
 pub mod routing;
+

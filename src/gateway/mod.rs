@@ -7,6 +7,7 @@ pub mod chat;
 pub mod egress;
 pub mod error;
 pub mod health;
+pub mod metrics;
 pub mod models;
 pub mod reload;
 pub mod server;

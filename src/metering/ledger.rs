@@ -1,0 +1,568 @@
+//! The request ledger: one analytics record per request (never any content) in SQLite, WAL mode,
+//! under `--state-dir`, with the per-tenant day and month totals the counters are restored from.
+//!
+//! Why SQLite (rusqlite, bundled): a single file that survives `kill -9` once a transaction is
+//! committed (WAL, `synchronous=NORMAL`: the commit is in the OS before the call returns), SQL
+//! for retention and ad-hoc analytics with the stock `sqlite3` tool, and decades of hardening.
+//!
+//! Writes go through one writer thread that commits whatever has queued up in one transaction
+//! (group commit), so many concurrent requests cost one commit. A request's admission is
+//! journalled *before* it is forwarded (the caller awaits it), with its reserved amounts added to
+//! the totals; settling replaces them with the real figures. A crash between the two leaves the
+//! reservation counted: usage is over-counted by at most the reservation, never lost.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use rusqlite::{Connection, params};
+use serde::Serialize;
+use tokio::sync::oneshot;
+
+/// Why the ledger could not be opened or written.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// SQLite refused.
+    #[error("ledger database {path}: {source}")]
+    Sql {
+        /// The database file.
+        path: PathBuf,
+        /// The SQLite error.
+        source: rusqlite::Error,
+    },
+    /// The state directory or the JSON lines file could not be used.
+    #[error("ledger file {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A batch could not be committed.
+    #[error("ledger commit failed: {0}")]
+    Commit(String),
+    /// The writer thread is gone (the gateway is shutting down).
+    #[error("the ledger writer has stopped")]
+    Stopped,
+}
+
+/// One request's analytics record (DESIGN §6 plus cost, request id, fallbacks, estimated).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Record {
+    /// Gateway-assigned request id (hex).
+    pub request_id: String,
+    /// RFC 3339 UTC time the request arrived.
+    pub timestamp: String,
+    /// Unix milliseconds the request arrived.
+    #[serde(skip)]
+    pub ts_ms: u64,
+    /// `<namespace>/<name>` of the tenant.
+    pub tenant_id: String,
+    /// Provider id that served it (empty when none did).
+    pub provider: String,
+    /// Model that served it (or was asked for).
+    pub model: String,
+    /// platform, tenant or cli.
+    pub source: String,
+    /// Prompt tokens (provider-reported, or 0 when none was).
+    pub tokens_input: u64,
+    /// Completion tokens.
+    pub tokens_output: u64,
+    /// Prompt tokens read from cache.
+    pub cached_input_tokens: u64,
+    /// Tokens counted against tokens/day (the reservation when `estimated`).
+    pub tokens: u64,
+    /// Micro-USD counted against the budget.
+    pub cost_micro_usd: u64,
+    /// Arrival to end of response.
+    pub latency_ms: u64,
+    /// HTTP status the client got.
+    pub status: u16,
+    /// reserved, complete, client_gone, upstream_failed, failed, refused, interrupted.
+    pub outcome: String,
+    /// Fallback index of the target that served (0: the first choice).
+    pub fallback_count: u32,
+    /// True when no provider usage was reported and the reservation was charged.
+    pub estimated: bool,
+    /// UTC day key.
+    #[serde(skip)]
+    pub day: String,
+    /// UTC month key.
+    #[serde(skip)]
+    pub month: String,
+}
+
+/// Day and month totals of one tenant, as the counters are restored from.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Tokens.
+    pub tokens: u64,
+    /// Requests.
+    pub requests: u64,
+    /// Micro-USD.
+    pub micro_usd: u64,
+}
+
+/// What the ledger held for the current day and month when it was opened.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Restored {
+    /// Per tenant, today's totals.
+    pub today: HashMap<String, Totals>,
+    /// Per tenant, this month's totals.
+    pub month: HashMap<String, Totals>,
+    /// Per tenant, the alert thresholds already crossed this month.
+    pub thresholds: HashMap<String, Vec<u32>>,
+    /// Requests found admitted but never settled (a crash): charged their reservation.
+    pub interrupted: u64,
+}
+
+enum Op {
+    Admit(Record, oneshot::Sender<Result<(), LedgerError>>),
+    Settle(Record),
+    Refused(Record),
+    Threshold {
+        tenant: String,
+        month: String,
+        percent: u32,
+        at: String,
+    },
+    Flush(oneshot::Sender<()>),
+}
+
+/// Handle to the ledger's writer thread.
+#[derive(Clone)]
+pub struct Ledger {
+    ops: mpsc::Sender<Op>,
+}
+
+/// Where and how long records are kept.
+#[derive(Clone, Debug)]
+pub struct LedgerOptions {
+    /// The state directory (`ledger.sqlite3` inside).
+    pub state_dir: PathBuf,
+    /// Days of request records kept (totals are kept for 400 days).
+    pub retention_days: u32,
+    /// Also append each finished record as a JSON line here, for log shippers.
+    pub json_lines: Option<PathBuf>,
+}
+
+const SCHEMA: &str = "
+PRAGMA journal_mode = WAL;
+PRAGMA synchronous = NORMAL;
+CREATE TABLE IF NOT EXISTS requests (
+    request_id TEXT PRIMARY KEY,
+    timestamp TEXT NOT NULL,
+    ts_ms INTEGER NOT NULL,
+    tenant_id TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    model TEXT NOT NULL,
+    source TEXT NOT NULL,
+    day TEXT NOT NULL,
+    month TEXT NOT NULL,
+    tokens_input INTEGER NOT NULL,
+    tokens_output INTEGER NOT NULL,
+    cached_input_tokens INTEGER NOT NULL,
+    tokens INTEGER NOT NULL,
+    cost_micro_usd INTEGER NOT NULL,
+    latency_ms INTEGER NOT NULL,
+    status INTEGER NOT NULL,
+    outcome TEXT NOT NULL,
+    fallback_count INTEGER NOT NULL,
+    estimated INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS requests_by_time ON requests(ts_ms);
+CREATE INDEX IF NOT EXISTS requests_open ON requests(outcome) WHERE outcome = 'reserved';
+CREATE TABLE IF NOT EXISTS totals (
+    tenant_id TEXT NOT NULL,
+    period TEXT NOT NULL,
+    tokens INTEGER NOT NULL,
+    requests INTEGER NOT NULL,
+    micro_usd INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, period)
+);
+CREATE TABLE IF NOT EXISTS thresholds (
+    tenant_id TEXT NOT NULL,
+    month TEXT NOT NULL,
+    percent INTEGER NOT NULL,
+    crossed_at TEXT NOT NULL,
+    PRIMARY KEY (tenant_id, month, percent)
+);
+";
+
+/// The ledger file inside the state directory.
+pub const LEDGER_FILE: &str = "ledger.sqlite3";
+
+impl Ledger {
+    /// Opens (or creates) the ledger, settles what a crash left open, prunes old records, and
+    /// starts the writer thread. `today`/`month` are the current UTC period keys.
+    pub fn open(
+        options: &LedgerOptions,
+        today: &str,
+        month: &str,
+        now_ms: u64,
+    ) -> Result<(Self, Restored), LedgerError> {
+        std::fs::create_dir_all(&options.state_dir).map_err(|source| LedgerError::Io {
+            path: options.state_dir.clone(),
+            source,
+        })?;
+        let path = options.state_dir.join(LEDGER_FILE);
+        let sql = |source| LedgerError::Sql {
+            path: path.clone(),
+            source,
+        };
+        let mut conn = Connection::open(&path).map_err(sql)?;
+        conn.execute_batch(SCHEMA).map_err(sql)?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(sql)?;
+        let interrupted = conn
+            .execute(
+                "UPDATE requests SET outcome = 'interrupted', estimated = 1 WHERE outcome = 'reserved'",
+                [],
+            )
+            .map_err(sql)? as u64;
+        let cutoff = now_ms.saturating_sub(u64::from(options.retention_days) * 86_400_000);
+        conn.execute(
+            "DELETE FROM requests WHERE ts_ms < ?1",
+            params![cutoff as i64],
+        )
+        .map_err(sql)?;
+        let restored = restore(&mut conn, today, month, interrupted).map_err(sql)?;
+        let json_lines = match &options.json_lines {
+            None => None,
+            Some(path) => Some(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|source| LedgerError::Io {
+                        path: path.clone(),
+                        source,
+                    })?,
+            ),
+        };
+        let (ops, receiver) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("dgidgi-ledger".into())
+            .spawn(move || writer(conn, receiver, json_lines, path))
+            .map_err(|source| LedgerError::Io {
+                path: options.state_dir.clone(),
+                source,
+            })?;
+        Ok((Self { ops }, restored))
+    }
+
+    /// Journals an admitted request with its reserved amounts; resolves once committed.
+    pub async fn admit(&self, record: Record) -> Result<(), LedgerError> {
+        let (ack, done) = oneshot::channel();
+        self.ops
+            .send(Op::Admit(record, ack))
+            .map_err(|_| LedgerError::Stopped)?;
+        done.await.map_err(|_| LedgerError::Stopped)?
+    }
+
+    /// Replaces an admitted request's reservation with its settled figures (not awaited: a crash
+    /// before the commit leaves the reservation counted).
+    pub fn settle(&self, record: Record) {
+        if self.ops.send(Op::Settle(record)).is_err() {
+            tracing::warn!("ledger writer stopped; a settlement was not recorded");
+        }
+    }
+
+    /// Records a request refused by a limit or budget (no totals change).
+    pub fn refused(&self, record: Record) {
+        let _ = self.ops.send(Op::Refused(record));
+    }
+
+    /// Records an alert threshold crossed this month.
+    pub fn threshold(&self, tenant: &str, month: &str, percent: u32, at: String) {
+        let _ = self.ops.send(Op::Threshold {
+            tenant: tenant.to_owned(),
+            month: month.to_owned(),
+            percent,
+            at,
+        });
+    }
+
+    /// Waits until everything sent so far is committed (shutdown, tests).
+    pub async fn flush(&self) {
+        let (ack, done) = oneshot::channel();
+        if self.ops.send(Op::Flush(ack)).is_ok() {
+            let _ = done.await;
+        }
+    }
+}
+
+fn restore(
+    conn: &mut Connection,
+    today: &str,
+    month: &str,
+    interrupted: u64,
+) -> rusqlite::Result<Restored> {
+    let mut restored = Restored {
+        interrupted,
+        ..Restored::default()
+    };
+    let mut totals = conn.prepare(
+        "SELECT tenant_id, period, tokens, requests, micro_usd FROM totals WHERE period IN (?1, ?2)",
+    )?;
+    let day_period = format!("day:{today}");
+    let month_period = format!("month:{month}");
+    let rows = totals.query_map(params![day_period, month_period], |row| {
+        Ok((
+            row.get::<_, String>(0)?,
+            row.get::<_, String>(1)?,
+            Totals {
+                tokens: row.get::<_, i64>(2)?.max(0) as u64,
+                requests: row.get::<_, i64>(3)?.max(0) as u64,
+                micro_usd: row.get::<_, i64>(4)?.max(0) as u64,
+            },
+        ))
+    })?;
+    for row in rows {
+        let (tenant, period, totals) = row?;
+        if period == day_period {
+            restored.today.insert(tenant, totals);
+        } else {
+            restored.month.insert(tenant, totals);
+        }
+    }
+    let mut crossed = conn
+        .prepare("SELECT tenant_id, percent FROM thresholds WHERE month = ?1 ORDER BY percent")?;
+    let rows = crossed.query_map(params![month], |row| {
+        Ok((row.get::<_, String>(0)?, row.get::<_, u32>(1)?))
+    })?;
+    for row in rows {
+        let (tenant, percent) = row?;
+        restored.thresholds.entry(tenant).or_default().push(percent);
+    }
+    Ok(restored)
+}
+
+fn writer(
+    mut conn: Connection,
+    ops: mpsc::Receiver<Op>,
+    mut json_lines: Option<std::fs::File>,
+    path: PathBuf,
+) {
+    while let Ok(first) = ops.recv() {
+        let mut batch = vec![first];
+        while batch.len() < 512 {
+            match ops.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        let result = commit(&mut conn, &batch);
+        if let Err(error) = &result {
+            tracing::error!(path = %path.display(), "ledger commit failed: {error}");
+        }
+        for op in batch {
+            match op {
+                Op::Admit(_, ack) => {
+                    let _ = ack.send(
+                        result
+                            .as_ref()
+                            .map(|_| ())
+                            .map_err(|e| LedgerError::Commit(e.to_string())),
+                    );
+                }
+                Op::Settle(record) | Op::Refused(record) => {
+                    if let Some(file) = json_lines.as_mut() {
+                        write_json_line(file, &record);
+                    }
+                }
+                Op::Flush(ack) => {
+                    if let Some(file) = json_lines.as_mut() {
+                        let _ = file.flush();
+                    }
+                    let _ = ack.send(());
+                }
+                Op::Threshold { .. } => {}
+            }
+        }
+    }
+}
+
+fn write_json_line(file: &mut std::fs::File, record: &Record) {
+    match serde_json::to_vec(record) {
+        Ok(mut line) => {
+            line.push(b'\n');
+            if let Err(error) = file.write_all(&line) {
+                tracing::warn!("writing the ledger's JSON lines failed: {error}");
+            }
+        }
+        Err(error) => tracing::warn!("encoding a ledger record failed: {error}"),
+    }
+}
+
+fn commit(conn: &mut Connection, batch: &[Op]) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    for op in batch {
+        match op {
+            Op::Admit(record, _) => {
+                insert(&tx, record)?;
+                add_totals(
+                    &tx,
+                    record,
+                    record.tokens as i64,
+                    1,
+                    record.cost_micro_usd as i64,
+                )?;
+            }
+            Op::Settle(record) => {
+                let before: Option<(i64, i64)> = tx
+                    .query_row(
+                        "SELECT tokens, cost_micro_usd FROM requests WHERE request_id = ?1",
+                        params![record.request_id],
+                        |row| Ok((row.get(0)?, row.get(1)?)),
+                    )
+                    .ok();
+                let Some((tokens, cost)) = before else {
+                    continue;
+                };
+                update(&tx, record)?;
+                // A request that never reached a provider is not counted at all.
+                let requests = if record.outcome == "failed" { -1 } else { 0 };
+                add_totals(
+                    &tx,
+                    record,
+                    record.tokens as i64 - tokens,
+                    requests,
+                    record.cost_micro_usd as i64 - cost,
+                )?;
+            }
+            Op::Refused(record) => insert(&tx, record)?,
+            Op::Threshold {
+                tenant,
+                month,
+                percent,
+                at,
+            } => {
+                tx.execute(
+                    "INSERT OR IGNORE INTO thresholds (tenant_id, month, percent, crossed_at) VALUES (?1, ?2, ?3, ?4)",
+                    params![tenant, month, percent, at],
+                )?;
+            }
+            Op::Flush(_) => {}
+        }
+    }
+    tx.commit()
+}
+
+fn insert(tx: &rusqlite::Transaction<'_>, r: &Record) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT OR REPLACE INTO requests (request_id, timestamp, ts_ms, tenant_id, provider, model, source, day, month,
+            tokens_input, tokens_output, cached_input_tokens, tokens, cost_micro_usd, latency_ms, status, outcome,
+            fallback_count, estimated)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
+        params![
+            r.request_id,
+            r.timestamp,
+            r.ts_ms as i64,
+            r.tenant_id,
+            r.provider,
+            r.model,
+            r.source,
+            r.day,
+            r.month,
+            r.tokens_input as i64,
+            r.tokens_output as i64,
+            r.cached_input_tokens as i64,
+            r.tokens as i64,
+            r.cost_micro_usd as i64,
+            r.latency_ms as i64,
+            r.status,
+            r.outcome,
+            r.fallback_count,
+            r.estimated,
+        ],
+    )?;
+    Ok(())
+}
+
+fn update(tx: &rusqlite::Transaction<'_>, r: &Record) -> rusqlite::Result<()> {
+    tx.execute(
+        "UPDATE requests SET provider = ?2, model = ?3, tokens_input = ?4, tokens_output = ?5,
+            cached_input_tokens = ?6, tokens = ?7, cost_micro_usd = ?8, latency_ms = ?9, status = ?10,
+            outcome = ?11, fallback_count = ?12, estimated = ?13
+         WHERE request_id = ?1",
+        params![
+            r.request_id,
+            r.provider,
+            r.model,
+            r.tokens_input as i64,
+            r.tokens_output as i64,
+            r.cached_input_tokens as i64,
+            r.tokens as i64,
+            r.cost_micro_usd as i64,
+            r.latency_ms as i64,
+            r.status,
+            r.outcome,
+            r.fallback_count,
+            r.estimated,
+        ],
+    )?;
+    Ok(())
+}
+
+fn add_totals(
+    tx: &rusqlite::Transaction<'_>,
+    r: &Record,
+    tokens: i64,
+    requests: i64,
+    micro_usd: i64,
+) -> rusqlite::Result<()> {
+    for period in [format!("day:{}", r.day), format!("month:{}", r.month)] {
+        tx.execute(
+            "INSERT INTO totals (tenant_id, period, tokens, requests, micro_usd) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (tenant_id, period) DO UPDATE SET tokens = tokens + ?3, requests = requests + ?4,
+                micro_usd = micro_usd + ?5",
+            params![r.tenant_id, period, tokens, requests, micro_usd],
+        )?;
+    }
+    Ok(())
+}
+
+/// Reads back every record (tests and the ledger export).
+pub fn read_all(state_dir: &Path) -> Result<Vec<Record>, LedgerError> {
+    let path = state_dir.join(LEDGER_FILE);
+    let sql = |source| LedgerError::Sql {
+        path: path.clone(),
+        source,
+    };
+    let conn = Connection::open(&path).map_err(sql)?;
+    let mut statement = conn
+        .prepare(
+            "SELECT request_id, timestamp, ts_ms, tenant_id, provider, model, source, tokens_input, tokens_output,
+                cached_input_tokens, tokens, cost_micro_usd, latency_ms, status, outcome, fallback_count,
+                estimated, day, month FROM requests ORDER BY ts_ms, request_id",
+        )
+        .map_err(sql)?;
+    let rows = statement
+        .query_map([], |row| {
+            Ok(Record {
+                request_id: row.get(0)?,
+                timestamp: row.get(1)?,
+                ts_ms: row.get::<_, i64>(2)? as u64,
+                tenant_id: row.get(3)?,
+                provider: row.get(4)?,
+                model: row.get(5)?,
+                source: row.get(6)?,
+                tokens_input: row.get::<_, i64>(7)? as u64,
+                tokens_output: row.get::<_, i64>(8)? as u64,
+                cached_input_tokens: row.get::<_, i64>(9)? as u64,
+                tokens: row.get::<_, i64>(10)? as u64,
+                cost_micro_usd: row.get::<_, i64>(11)? as u64,
+                latency_ms: row.get::<_, i64>(12)? as u64,
+                status: row.get(13)?,
+                outcome: row.get(14)?,
+                fallback_count: row.get(15)?,
+                estimated: row.get(16)?,
+                day: row.get(17)?,
+                month: row.get(18)?,
+            })
+        })
+        .map_err(sql)?;
+    rows.collect::<Result<_, _>>().map_err(sql)
+}

@@ -1,0 +1,817 @@
+//! The metering facade the request path calls: `admit` before a request is forwarded (counters
+//! checked and reserved in one atomic step, then journalled), `settle` once its response has
+//! ended (counters moved to the provider's figures, ledger record finished, metrics counted,
+//! budget thresholds fired once). Counters live in Redis when configured (shared by every
+//! replica), else in the embedded [`Book`] restored from the ledger.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use super::book::Book;
+use super::charge::{Admitted, Charge, LimitKind, Refusal};
+use super::clock::{self, Day, MINUTE_MS};
+use super::ledger::{Ledger, LedgerError, LedgerOptions, Record};
+use super::plan::{
+    self, Candidate, RequestSize, Reservation, ReservePolicy, Settlement, crossed_thresholds, keys,
+};
+use super::redis::{RedisCounters, RedisError};
+use crate::config::{GatewayConfig, PricingConfig, ProviderLimitsConfig, TenantConfig};
+use crate::crd::tenant::BudgetAction;
+use crate::gateway::metrics::{
+    LatencyLabels, LimitLabels, Metrics, RedisLabels, RequestLabels, ResultLabels, RouteLabels,
+    TenantLabels, TokenLabels, status_class,
+};
+use crate::usage::Usage;
+
+/// What to do when Redis does not answer in time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum FailMode {
+    /// Admit, enforcing this replica's own embedded counters meanwhile.
+    Open,
+    /// Refuse with 503 until Redis answers again.
+    Closed,
+}
+
+/// How the meter is set up.
+#[derive(Clone, Debug)]
+pub struct MeterOptions {
+    /// Reservation arithmetic.
+    pub policy: ReservePolicy,
+    /// The durable ledger, when a state directory is given.
+    pub ledger: Option<LedgerOptions>,
+    /// Shared counters.
+    pub redis_url: Option<String>,
+    /// Bound of every Redis call.
+    pub redis_timeout: Duration,
+    /// What to do when Redis does not answer.
+    pub fail_mode: FailMode,
+}
+
+impl Default for MeterOptions {
+    fn default() -> Self {
+        Self {
+            policy: ReservePolicy::default(),
+            ledger: None,
+            redis_url: None,
+            redis_timeout: Duration::from_millis(50),
+            fail_mode: FailMode::Open,
+        }
+    }
+}
+
+/// Why the meter could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum MeterError {
+    /// The ledger could not be opened.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    /// The Redis URL is invalid.
+    #[error("--redis-url: {0}")]
+    Redis(#[from] RedisError),
+}
+
+/// Why a request was not admitted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// A rate, token or concurrency limit (429).
+    Limit {
+        /// Which.
+        kind: LimitKind,
+        /// Its value.
+        limit: u64,
+        /// What is left (0 for windows and leases; for tokens/day what is left of it).
+        remaining: u64,
+        /// When trying again can succeed, in milliseconds.
+        retry_after_ms: u64,
+    },
+    /// The monthly budget (402).
+    Budget {
+        /// The budget in micro-USD.
+        limit: u64,
+        /// Spent so far.
+        spent: u64,
+    },
+    /// Counters unreachable and `--redis-fail-mode closed`, or the ledger failing (503).
+    Unavailable(&'static str),
+}
+
+/// An admitted request's reservation, carried until it is settled.
+#[derive(Debug)]
+pub struct Ticket {
+    /// Request id (also the ledger key and the counters' member).
+    pub request_id: u128,
+    /// What each charge's counter held after admission (for `x-ratelimit-*` headers).
+    pub admitted: Admitted,
+    /// The reservation.
+    pub reservation: Reservation,
+    tenant: String,
+    source: String,
+    model: String,
+    started: Instant,
+    started_ms: u64,
+    shared: bool,
+    budget: Option<(u64, Vec<u32>)>,
+}
+
+impl Ticket {
+    /// Time since the request arrived.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+}
+
+/// A provider key's reservation for one attempt.
+#[derive(Debug)]
+pub struct ProviderTicket {
+    charges: Vec<Charge>,
+    member: u128,
+    shared: bool,
+}
+
+/// How a request ended, for settling.
+#[derive(Clone, Debug)]
+pub struct Served<'a> {
+    /// Provider id (or `cli`).
+    pub provider: &'a str,
+    /// Model that served.
+    pub model: &'a str,
+    /// Model label for metrics (catalog name or `other`).
+    pub model_label: &'a str,
+    /// Whether the platform pays (priced against the budget).
+    pub platform: bool,
+    /// The model's price.
+    pub pricing: Option<&'a PricingConfig>,
+    /// Provider-reported usage.
+    pub usage: Option<Usage>,
+    /// HTTP status the client got.
+    pub status: u16,
+    /// complete, client_gone, upstream_failed.
+    pub outcome: &'static str,
+    /// Fallback index that served.
+    pub fallback: u32,
+    /// Arrival to first byte.
+    pub first_byte: Option<Duration>,
+}
+
+/// One tenant's figures in the usage summary (the operator writes them into status).
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantUsageSummary {
+    /// `<namespace>/<name>`.
+    pub tenant: String,
+    /// Requests today (UTC).
+    pub requests_today: u64,
+    /// Tokens today (UTC).
+    pub tokens_today: u64,
+    /// Micro-USD this month (UTC).
+    pub spend_this_month_micro_usd: u64,
+    /// The monthly budget, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget_micro_usd: Option<u64>,
+    /// Alert thresholds reached this month.
+    pub thresholds_crossed: Vec<u32>,
+    /// Whether spend has reached the budget.
+    pub budget_exceeded: bool,
+}
+
+/// The admin `/usage` answer.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageSummary {
+    /// UTC day.
+    pub day: String,
+    /// UTC month.
+    pub month: String,
+    /// True when the figures come from Redis (every replica reports the same totals).
+    pub shared: bool,
+    /// Per tenant.
+    pub tenants: Vec<TenantUsageSummary>,
+}
+
+/// The meter.
+pub struct Meter {
+    book: Mutex<Book>,
+    redis: Option<RedisCounters>,
+    ledger: Option<Ledger>,
+    policy: ReservePolicy,
+    fail_mode: FailMode,
+    metrics: Arc<Metrics>,
+}
+
+/// Unix time in milliseconds.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn rfc3339(unix_ms: u64) -> String {
+    k8s_openapi::jiff::Timestamp::from_millisecond(unix_ms as i64)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}
+
+impl Meter {
+    /// Opens the ledger (restoring today's and this month's counters from it) and the Redis
+    /// client (connecting lazily; the gateway starts even while Redis is down).
+    pub fn open(options: &MeterOptions, metrics: Arc<Metrics>) -> Result<Self, MeterError> {
+        let now = now_ms();
+        let today = Day::of(now);
+        let mut book = Book::default();
+        let ledger = match &options.ledger {
+            None => None,
+            Some(ledger_options) => {
+                let (ledger, restored) =
+                    Ledger::open(ledger_options, &today.key(), &today.month_key(), now)?;
+                let day_expiry = now + clock::until_next_day(now) + 2 * clock::DAY_MS;
+                let month_expiry = now + clock::until_next_month(now) + 2 * clock::DAY_MS;
+                let (day, month) = (today.key(), today.month_key());
+                for (tenant, totals) in &restored.today {
+                    book.set_amount(&keys::tokens(tenant, &day), totals.tokens, day_expiry);
+                    book.set_amount(&keys::requests(tenant, &day), totals.requests, day_expiry);
+                }
+                for (tenant, totals) in &restored.month {
+                    book.set_amount(&keys::spend(tenant, &month), totals.micro_usd, month_expiry);
+                }
+                for (tenant, percents) in &restored.thresholds {
+                    for percent in percents {
+                        book.mark_once(&keys::threshold(tenant, &month, *percent));
+                    }
+                }
+                if restored.interrupted > 0 {
+                    tracing::warn!(
+                        requests = restored.interrupted,
+                        "the ledger held requests admitted but never settled (a crash); they stay charged at their reservation"
+                    );
+                }
+                tracing::info!(
+                    tenants = restored.today.len(),
+                    "usage counters restored from the ledger"
+                );
+                Some(ledger)
+            }
+        };
+        let redis = match &options.redis_url {
+            None => None,
+            Some(url) => Some(RedisCounters::new(url, options.redis_timeout)?),
+        };
+        Ok(Self {
+            book: Mutex::new(book),
+            redis,
+            ledger,
+            policy: options.policy.clone(),
+            fail_mode: options.fail_mode,
+            metrics,
+        })
+    }
+
+    /// The reservation arithmetic in force.
+    pub fn policy(&self) -> &ReservePolicy {
+        &self.policy
+    }
+
+    fn book(&self) -> std::sync::MutexGuard<'_, Book> {
+        self.book.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn redis_failed(&self, op: &'static str, error: &RedisError) {
+        tracing::warn!(op, "redis call failed: {error}");
+        self.metrics
+            .redis_errors
+            .get_or_create(&RedisLabels {
+                op,
+                class: error.class(),
+            })
+            .inc();
+    }
+
+    /// Checks and reserves; `shared` says where the counters were taken.
+    async fn take(
+        &self,
+        charges: &[Charge],
+        member: u128,
+        now: u64,
+    ) -> Result<(Result<Admitted, Refusal>, bool), Refused> {
+        if let Some(redis) = &self.redis {
+            match redis.reserve(charges, member, now).await {
+                Ok(result) => return Ok((result, true)),
+                Err(error) => {
+                    self.redis_failed("reserve", &error);
+                    let admitted = self.fail_mode == FailMode::Open;
+                    let result = if admitted { "ok" } else { "error" };
+                    self.metrics
+                        .redis_fail_decisions
+                        .get_or_create(&ResultLabels { result })
+                        .inc();
+                    if !admitted {
+                        return Err(Refused::Unavailable(
+                            "the shared usage counters are unreachable",
+                        ));
+                    }
+                }
+            }
+        }
+        Ok((self.book().reserve(charges, member, now), false))
+    }
+
+    async fn give_back(
+        &self,
+        releases: &[super::charge::Release],
+        member: u128,
+        shared: bool,
+    ) -> Vec<u64> {
+        if shared && let Some(redis) = &self.redis {
+            match redis.settle(releases, member).await {
+                Ok(after) => return after,
+                Err(error) => {
+                    // The lease expires by its TTL; amounts stay over-counted (never under).
+                    self.redis_failed("settle", &error);
+                    return Vec::new();
+                }
+            }
+        }
+        self.book().settle(releases, member, now_ms())
+    }
+
+    /// Admits a request or says why not. Journals the admission before returning, so a crash
+    /// from here on cannot lose its usage.
+    pub async fn admit(
+        &self,
+        tenant: &TenantConfig,
+        candidates: &[Candidate<'_>],
+        size: RequestSize,
+        source: &str,
+        model: &str,
+    ) -> Result<Ticket, Refused> {
+        let started = Instant::now();
+        let now = now_ms();
+        let request_id: u128 = rand::random();
+        let reservation = plan::reserve(tenant, candidates, size, &self.policy, now);
+        let (result, shared) = self.take(&reservation.charges, request_id, now).await?;
+        let admitted = match result {
+            Ok(admitted) => admitted,
+            Err(refusal) => {
+                let refused = self.refused(tenant, &reservation, &refusal, now);
+                if let Some(ledger) = &self.ledger {
+                    let status = if matches!(refused, Refused::Budget { .. }) {
+                        402
+                    } else {
+                        429
+                    };
+                    ledger.refused(Record {
+                        status,
+                        outcome: "refused".into(),
+                        ..self.record(
+                            request_id,
+                            &tenant.id,
+                            source,
+                            model,
+                            now,
+                            &reservation,
+                            0,
+                            0,
+                        )
+                    });
+                }
+                return Err(refused);
+            }
+        };
+        let ticket = Ticket {
+            request_id,
+            admitted,
+            tenant: tenant.id.clone(),
+            source: source.to_owned(),
+            model: model.to_owned(),
+            started,
+            started_ms: now,
+            shared,
+            budget: tenant
+                .budget
+                .as_ref()
+                .map(|b| (b.monthly_micro_usd, b.alert_thresholds.clone())),
+            reservation,
+        };
+        if let Some(ledger) = &self.ledger {
+            let record = self.record(
+                request_id,
+                &ticket.tenant,
+                source,
+                model,
+                now,
+                &ticket.reservation,
+                ticket.reservation.tokens,
+                ticket.reservation.cost_micro_usd,
+            );
+            if let Err(error) = ledger.admit(record).await {
+                tracing::error!("journalling an admission failed: {error}");
+                let releases = plan::releases(&ticket.reservation.charges, None);
+                self.give_back(&releases, request_id, shared).await;
+                return Err(Refused::Unavailable("the usage ledger cannot be written"));
+            }
+        }
+        Ok(ticket)
+    }
+
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one record's fields, named at the call"
+    )]
+    fn record(
+        &self,
+        request_id: u128,
+        tenant: &str,
+        source: &str,
+        model: &str,
+        now: u64,
+        reservation: &Reservation,
+        tokens: u64,
+        cost: u64,
+    ) -> Record {
+        Record {
+            request_id: format!("{request_id:032x}"),
+            timestamp: rfc3339(now),
+            ts_ms: now,
+            tenant_id: tenant.to_owned(),
+            provider: String::new(),
+            model: model.to_owned(),
+            source: source.to_owned(),
+            tokens_input: 0,
+            tokens_output: 0,
+            cached_input_tokens: 0,
+            tokens,
+            cost_micro_usd: cost,
+            latency_ms: 0,
+            status: 0,
+            outcome: "reserved".into(),
+            fallback_count: 0,
+            estimated: true,
+            day: reservation.day.clone(),
+            month: reservation.month.clone(),
+        }
+    }
+
+    fn refused(
+        &self,
+        tenant: &TenantConfig,
+        reservation: &Reservation,
+        refusal: &Refusal,
+        now: u64,
+    ) -> Refused {
+        let kind = match reservation.charges.get(refusal.index) {
+            Some(Charge::Window { kind, .. } | Charge::Lease { kind, .. }) => *kind,
+            Some(Charge::Amount {
+                kind: Some(kind), ..
+            }) => *kind,
+            _ => LimitKind::Rpm,
+        };
+        let tenant_label = || TenantLabels {
+            tenant: tenant.id.clone(),
+        };
+        if kind == LimitKind::Budget {
+            self.metrics
+                .budget_rejections
+                .get_or_create(&tenant_label())
+                .inc();
+            return Refused::Budget {
+                limit: refusal.limit,
+                spent: refusal.current,
+            };
+        }
+        self.metrics
+            .limit_rejections
+            .get_or_create(&LimitLabels {
+                tenant: tenant.id.clone(),
+                limit: kind.as_str(),
+            })
+            .inc();
+        let retry_after_ms = match kind {
+            LimitKind::Tpd => clock::until_next_day(now),
+            LimitKind::Concurrency => 1_000,
+            _ => refusal.retry_after_ms.max(1),
+        };
+        Refused::Limit {
+            kind,
+            limit: refusal.limit,
+            remaining: refusal.limit.saturating_sub(refusal.current),
+            retry_after_ms,
+        }
+    }
+
+    /// Takes a provider key's own quota for one attempt; `Err` means skip to the next target.
+    pub async fn admit_provider(
+        &self,
+        provider_id: &str,
+        limits: &ProviderLimitsConfig,
+        ticket: &Ticket,
+    ) -> Result<ProviderTicket, LimitKind> {
+        let now = now_ms();
+        let charges = plan::reserve_provider(provider_id, limits, ticket.reservation.tokens, now);
+        if charges.is_empty() {
+            return Ok(ProviderTicket {
+                charges,
+                member: ticket.request_id,
+                shared: false,
+            });
+        }
+        // The provider limit is advisory under a Redis outage: open or closed, the tenant's
+        // own admission has already been decided.
+        match self.take(&charges, ticket.request_id, now).await {
+            Ok((Ok(_), shared)) => Ok(ProviderTicket {
+                charges,
+                member: ticket.request_id,
+                shared,
+            }),
+            Ok((Err(refusal), _)) => {
+                let kind = match charges.get(refusal.index) {
+                    Some(Charge::Amount { .. }) => LimitKind::ProviderTpm,
+                    _ => LimitKind::ProviderRpm,
+                };
+                self.metrics
+                    .limit_rejections
+                    .get_or_create(&LimitLabels {
+                        tenant: ticket.tenant.clone(),
+                        limit: kind.as_str(),
+                    })
+                    .inc();
+                Err(kind)
+            }
+            Err(_) => Ok(ProviderTicket {
+                charges: Vec::new(),
+                member: ticket.request_id,
+                shared: false,
+            }),
+        }
+    }
+
+    /// Settles a provider ticket: released when the attempt failed before answering, moved to
+    /// the real tokens when it served.
+    pub async fn settle_provider(&self, ticket: ProviderTicket, served_tokens: Option<u64>) {
+        if ticket.charges.is_empty() {
+            return;
+        }
+        let settled = served_tokens.map(|tokens| Settlement {
+            tokens,
+            cost_micro_usd: 0,
+            estimated: false,
+        });
+        let releases = plan::releases(&ticket.charges, settled);
+        self.give_back(&releases, ticket.member, ticket.shared)
+            .await;
+    }
+
+    /// Settles a request: `served` is `None` when no provider answered (everything released).
+    pub async fn settle(&self, ticket: Ticket, served: Option<Served<'_>>) {
+        let settlement = served.as_ref().map(|s| {
+            // A provider error answer (4xx relayed) is not billed by providers.
+            let usage = match s.usage {
+                None if !(200..300).contains(&s.status) => Some(Usage::default()),
+                usage => usage,
+            };
+            plan::settlement(&ticket.reservation, usage, s.pricing, s.platform)
+        });
+        let releases = plan::releases(&ticket.reservation.charges, settlement);
+        let after = self
+            .give_back(&releases, ticket.request_id, ticket.shared)
+            .await;
+        if let (Some(settlement), Some((budget, percents))) = (settlement, &ticket.budget) {
+            self.fire_thresholds(&ticket, &releases, &after, settlement, *budget, percents)
+                .await;
+        }
+        let latency = ticket.started.elapsed();
+        if let Some(ledger) = &self.ledger {
+            let mut record = self.record(
+                ticket.request_id,
+                &ticket.tenant,
+                &ticket.source,
+                &ticket.model,
+                ticket.started_ms,
+                &ticket.reservation,
+                settlement.map_or(0, |s| s.tokens),
+                settlement.map_or(0, |s| s.cost_micro_usd),
+            );
+            record.latency_ms = latency.as_millis() as u64;
+            match &served {
+                Some(s) => {
+                    let usage = s.usage.unwrap_or_default();
+                    record.provider = s.provider.to_owned();
+                    record.model = s.model.to_owned();
+                    record.tokens_input = usage.input_tokens;
+                    record.tokens_output = usage.output_tokens;
+                    record.cached_input_tokens = usage.cached_input_tokens;
+                    record.status = s.status;
+                    record.outcome = s.outcome.into();
+                    record.fallback_count = s.fallback;
+                    record.estimated = settlement.is_some_and(|s| s.estimated);
+                }
+                None => {
+                    record.outcome = "failed".into();
+                    record.estimated = false;
+                }
+            }
+            ledger.settle(record);
+        }
+        if let (Some(served), Some(settlement)) = (served, settlement) {
+            self.count(&ticket, &served, settlement, latency);
+        }
+    }
+
+    fn count(
+        &self,
+        ticket: &Ticket,
+        served: &Served<'_>,
+        settlement: Settlement,
+        latency: Duration,
+    ) {
+        let route = RouteLabels {
+            tenant: ticket.tenant.clone(),
+            provider: served.provider.to_owned(),
+            model: served.model_label.to_owned(),
+            source: ticket.source.clone(),
+        };
+        self.metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                tenant: route.tenant.clone(),
+                provider: route.provider.clone(),
+                model: route.model.clone(),
+                source: route.source.clone(),
+                status: status_class(served.status),
+            })
+            .inc();
+        let latency_labels = LatencyLabels {
+            provider: route.provider.clone(),
+            model: route.model.clone(),
+            source: route.source.clone(),
+        };
+        self.metrics
+            .duration
+            .get_or_create(&latency_labels)
+            .observe(latency.as_secs_f64());
+        if let Some(first) = served.first_byte {
+            self.metrics
+                .time_to_first_token
+                .get_or_create(&latency_labels)
+                .observe(first.as_secs_f64());
+        }
+        if let Some(usage) = served.usage {
+            for (kind, value) in [
+                ("input", usage.input_tokens),
+                ("output", usage.output_tokens),
+            ] {
+                self.metrics
+                    .tokens
+                    .get_or_create(&TokenLabels {
+                        tenant: route.tenant.clone(),
+                        provider: route.provider.clone(),
+                        model: route.model.clone(),
+                        source: route.source.clone(),
+                        gen_ai_token_type: kind,
+                    })
+                    .inc_by(value);
+            }
+        }
+        if served.fallback > 0 {
+            self.metrics
+                .fallbacks
+                .get_or_create(&TenantLabels {
+                    tenant: route.tenant.clone(),
+                })
+                .inc();
+        }
+        self.metrics
+            .cost
+            .get_or_create(&route)
+            .inc_by(settlement.cost_micro_usd);
+    }
+
+    async fn fire_thresholds(
+        &self,
+        ticket: &Ticket,
+        releases: &[super::charge::Release],
+        after: &[u64],
+        settlement: Settlement,
+        budget: u64,
+        percents: &[u32],
+    ) {
+        let spend_key = keys::spend(&ticket.tenant, &ticket.reservation.month);
+        let Some(spent) = releases
+            .iter()
+            .zip(after)
+            .find(|(r, _)| matches!(r, super::charge::Release::Adjust { key, .. } if *key == spend_key))
+            .map(|(_, v)| *v)
+        else {
+            return;
+        };
+        let before = spent.saturating_sub(settlement.cost_micro_usd);
+        for percent in crossed_thresholds(budget, percents, before, spent) {
+            let mark = keys::threshold(&ticket.tenant, &ticket.reservation.month, percent);
+            let first = match (&self.redis, ticket.shared) {
+                (Some(redis), true) => {
+                    let ttl = clock::until_next_month(now_ms()) + 2 * clock::DAY_MS;
+                    match redis.mark_once(&mark, ttl).await {
+                        Ok(first) => first,
+                        Err(error) => {
+                            self.redis_failed("mark", &error);
+                            self.book().mark_once(&mark)
+                        }
+                    }
+                }
+                _ => self.book().mark_once(&mark),
+            };
+            if first {
+                tracing::warn!(tenant = %ticket.tenant, percent, "budget alert threshold crossed");
+                self.metrics
+                    .budget_thresholds
+                    .get_or_create(&TenantLabels {
+                        tenant: ticket.tenant.clone(),
+                    })
+                    .inc();
+                if let Some(ledger) = &self.ledger {
+                    ledger.threshold(
+                        &ticket.tenant,
+                        &ticket.reservation.month,
+                        percent,
+                        rfc3339(now_ms()),
+                    );
+                }
+            }
+        }
+    }
+
+    /// The usage summary for the operator.
+    pub async fn summary(&self, config: &GatewayConfig) -> UsageSummary {
+        let now = now_ms();
+        let today = Day::of(now);
+        let (day, month) = (today.key(), today.month_key());
+        let keys: Vec<String> = config
+            .tenants
+            .iter()
+            .flat_map(|t| {
+                [
+                    keys::requests(&t.id, &day),
+                    keys::tokens(&t.id, &day),
+                    keys::spend(&t.id, &month),
+                ]
+            })
+            .collect();
+        let (values, shared) = match &self.redis {
+            Some(redis) => match redis.amounts(&keys).await {
+                Ok(values) => (values, true),
+                Err(error) => {
+                    self.redis_failed("read", &error);
+                    (self.local_amounts(&keys, now), false)
+                }
+            },
+            None => (self.local_amounts(&keys, now), false),
+        };
+        let tenants = config
+            .tenants
+            .iter()
+            .zip(values.chunks(3))
+            .map(|(tenant, v)| {
+                let spent = v.get(2).copied().unwrap_or(0);
+                let budget = tenant.budget.as_ref();
+                let limit = budget.map(|b| b.monthly_micro_usd);
+                TenantUsageSummary {
+                    tenant: tenant.id.clone(),
+                    requests_today: v.first().copied().unwrap_or(0),
+                    tokens_today: v.get(1).copied().unwrap_or(0),
+                    spend_this_month_micro_usd: spent,
+                    budget_micro_usd: limit,
+                    thresholds_crossed: budget.map_or_else(Vec::new, |b| {
+                        crossed_thresholds(b.monthly_micro_usd, &b.alert_thresholds, 0, spent)
+                    }),
+                    budget_exceeded: budget.is_some_and(|b| {
+                        b.monthly_micro_usd > 0 && spent >= b.monthly_micro_usd
+                            || b.monthly_micro_usd == 0 && b.action == BudgetAction::Block
+                    }),
+                }
+            })
+            .collect();
+        UsageSummary {
+            day,
+            month,
+            shared,
+            tenants,
+        }
+    }
+
+    fn local_amounts(&self, keys: &[String], now: u64) -> Vec<u64> {
+        let book = self.book();
+        keys.iter().map(|k| book.amount(k, now)).collect()
+    }
+
+    /// Drops expired counters; called every minute.
+    pub fn sweep(&self) {
+        self.book().sweep(now_ms(), MINUTE_MS);
+    }
+
+    /// Waits for the ledger to commit everything queued (shutdown, tests).
+    pub async fn flush(&self) {
+        if let Some(ledger) = &self.ledger {
+            ledger.flush().await;
+        }
+    }
+}

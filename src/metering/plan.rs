@@ -1,0 +1,561 @@
+//! The pure decision of what a request reserves (DESIGN §2, "Reserve, then settle"): one RPM
+//! entry, one concurrency lease, an upper bound of its tokens against tokens/day, and that
+//! bound's price against the monthly budget; and what it settles to once the provider has
+//! reported usage. No clocks, no I/O: the caller passes the time and the facts.
+
+use super::charge::{Charge, LimitKind, Measure, Release};
+use super::clock::{self, DAY_MS, Day, MINUTE_MS};
+use crate::config::{ModelConfig, PricingConfig, ProviderLimitsConfig, TenantConfig};
+use crate::crd::tenant::BudgetAction;
+use crate::usage::Usage;
+
+/// Counters outlive their period by this much, so a late settle still finds its key.
+const GRACE_MS: u64 = 2 * DAY_MS;
+
+/// Tunables of the reservation arithmetic.
+#[derive(Clone, Debug)]
+pub struct ReservePolicy {
+    /// Output tokens reserved when neither the request nor the model bounds them.
+    pub output_token_cap: u64,
+    /// Life of an unreleased concurrency lease (a crashed replica's slots come back after it).
+    pub lease_ms: u64,
+}
+
+impl Default for ReservePolicy {
+    fn default() -> Self {
+        Self {
+            output_token_cap: 4_096,
+            lease_ms: 15 * MINUTE_MS,
+        }
+    }
+}
+
+/// A model the request may be served by, with what pricing and bounding it needs.
+#[derive(Clone, Copy, Debug)]
+pub struct Candidate<'a> {
+    /// The model's catalog entry, if the provider lists it.
+    pub model: Option<&'a ModelConfig>,
+    /// Whether the platform pays for it (platform-scope provider): only then is it priced
+    /// against the tenant's budget.
+    pub platform: bool,
+}
+
+/// What the request itself says about its size.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RequestSize {
+    /// Bytes of the request body (the prompt estimate: one token per four bytes).
+    pub body_bytes: usize,
+    /// `max_tokens` / `max_completion_tokens` / `max_output_tokens`, if the request set one.
+    pub max_output_tokens: Option<u64>,
+}
+
+/// The counter keys of a tenant, shared by the embedded store, Redis and the usage summary.
+pub mod keys {
+    /// Sliding window of request arrivals.
+    pub fn rpm(tenant: &str) -> String {
+        format!("t:{tenant}:rpm")
+    }
+    /// Leases of requests in flight.
+    pub fn inflight(tenant: &str) -> String {
+        format!("t:{tenant}:inflight")
+    }
+    /// Tokens of a UTC day (`2026-11-25`).
+    pub fn tokens(tenant: &str, day: &str) -> String {
+        format!("t:{tenant}:tokens:{day}")
+    }
+    /// Requests of a UTC day.
+    pub fn requests(tenant: &str, day: &str) -> String {
+        format!("t:{tenant}:requests:{day}")
+    }
+    /// Micro-USD of a UTC month (`2026-11`).
+    pub fn spend(tenant: &str, month: &str) -> String {
+        format!("t:{tenant}:spend:{month}")
+    }
+    /// An alert threshold crossed in a month (a mark, set once).
+    pub fn threshold(tenant: &str, month: &str, percent: u32) -> String {
+        format!("t:{tenant}:threshold:{month}:{percent}")
+    }
+    /// Sliding window of a provider key's requests.
+    pub fn provider_rpm(provider: &str) -> String {
+        format!("p:{provider}:rpm")
+    }
+    /// Tokens of a provider key in one clock minute.
+    pub fn provider_tpm(provider: &str, minute: u64) -> String {
+        format!("p:{provider}:tpm:{minute}")
+    }
+}
+
+/// A tenant-level reservation: the charges and the bounds they were computed from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reservation {
+    /// Charges, in the order they are checked.
+    pub charges: Vec<Charge>,
+    /// Reserved tokens (prompt estimate + output bound).
+    pub tokens: u64,
+    /// Reserved micro-USD (0 when no platform candidate is priced).
+    pub cost_micro_usd: u64,
+    /// The UTC day the counters belong to.
+    pub day: String,
+    /// The UTC month the counters belong to.
+    pub month: String,
+}
+
+/// Price of a request in integer micro-USD, rounded up once over the whole sum.
+pub fn cost_micro_usd(pricing: Option<&PricingConfig>, input: u64, output: u64) -> u64 {
+    let Some(pricing) = pricing else { return 0 };
+    let micro_millionths = (u128::from(input) * u128::from(pricing.input_micro_usd_per_million))
+        .saturating_add(u128::from(output) * u128::from(pricing.output_micro_usd_per_million));
+    u64::try_from(micro_millionths.div_ceil(1_000_000)).unwrap_or(u64::MAX)
+}
+
+/// Tokens reserved for a request on one model: prompt estimate plus the tightest output bound.
+fn token_bound(
+    size: RequestSize,
+    model: Option<&ModelConfig>,
+    policy: &ReservePolicy,
+) -> (u64, u64) {
+    let prompt = (size.body_bytes as u64).div_ceil(4);
+    let output = [
+        size.max_output_tokens,
+        model.and_then(|m| m.max_output_tokens).map(u64::from),
+        Some(policy.output_token_cap),
+    ]
+    .into_iter()
+    .flatten()
+    .min()
+    .unwrap_or(policy.output_token_cap);
+    (prompt, output)
+}
+
+/// The tenant-level reservation of a request: limits (platform source only, as rendered),
+/// budget (platform-served traffic), and the reporting counters every tenant has.
+pub fn reserve(
+    tenant: &TenantConfig,
+    candidates: &[Candidate<'_>],
+    size: RequestSize,
+    policy: &ReservePolicy,
+    now_ms: u64,
+) -> Reservation {
+    let today = Day::of(now_ms);
+    let (day, month) = (today.key(), today.month_key());
+    let mut tokens = 0;
+    let mut cost = 0;
+    for candidate in candidates {
+        let (prompt, output) = token_bound(size, candidate.model, policy);
+        tokens = tokens.max(prompt + output);
+        if candidate.platform {
+            let pricing = candidate.model.and_then(|m| m.pricing.as_ref());
+            cost = cost.max(cost_micro_usd(pricing, prompt, output));
+        }
+    }
+    if candidates.is_empty() {
+        let (prompt, output) = token_bound(size, None, policy);
+        tokens = prompt + output;
+    }
+    let day_ttl = clock::until_next_day(now_ms) + GRACE_MS;
+    let month_ttl = clock::until_next_month(now_ms) + GRACE_MS;
+    let id = tenant.id.as_str();
+    let mut charges = Vec::with_capacity(5);
+    if let Some(limits) = &tenant.limits {
+        charges.push(Charge::Window {
+            key: keys::rpm(id),
+            limit: limits.requests_per_minute,
+            window_ms: MINUTE_MS,
+            kind: LimitKind::Rpm,
+        });
+        charges.push(Charge::Lease {
+            key: keys::inflight(id),
+            limit: limits.concurrent,
+            lease_ms: policy.lease_ms,
+            kind: LimitKind::Concurrency,
+        });
+    }
+    charges.push(Charge::Amount {
+        key: keys::tokens(id, &day),
+        limit: tenant.limits.as_ref().map(|l| l.tokens_per_day),
+        amount: tokens,
+        ttl_ms: day_ttl,
+        kind: tenant.limits.as_ref().map(|_| LimitKind::Tpd),
+        measure: Measure::Tokens,
+    });
+    charges.push(Charge::Amount {
+        key: keys::requests(id, &day),
+        limit: None,
+        amount: 1,
+        ttl_ms: day_ttl,
+        kind: None,
+        measure: Measure::Requests,
+    });
+    let blocking = tenant
+        .budget
+        .as_ref()
+        .filter(|b| b.action == BudgetAction::Block);
+    charges.push(Charge::Amount {
+        key: keys::spend(id, &month),
+        limit: blocking.map(|b| b.monthly_micro_usd),
+        amount: cost,
+        ttl_ms: month_ttl,
+        kind: blocking.map(|_| LimitKind::Budget),
+        measure: Measure::MicroUsd,
+    });
+    Reservation {
+        charges,
+        tokens,
+        cost_micro_usd: cost,
+        day,
+        month,
+    }
+}
+
+/// A provider key's own quota for one attempt (skipped to the next target when full).
+pub fn reserve_provider(
+    provider_id: &str,
+    limits: &ProviderLimitsConfig,
+    tokens: u64,
+    now_ms: u64,
+) -> Vec<Charge> {
+    let mut charges = Vec::with_capacity(2);
+    if let Some(rpm) = limits.requests_per_minute {
+        charges.push(Charge::Window {
+            key: keys::provider_rpm(provider_id),
+            limit: rpm,
+            window_ms: MINUTE_MS,
+            kind: LimitKind::ProviderRpm,
+        });
+    }
+    if let Some(tpm) = limits.tokens_per_minute {
+        let minute = now_ms / MINUTE_MS;
+        charges.push(Charge::Amount {
+            key: keys::provider_tpm(provider_id, minute),
+            limit: Some(tpm),
+            amount: tokens,
+            ttl_ms: 2 * MINUTE_MS,
+            kind: Some(LimitKind::ProviderTpm),
+            measure: Measure::Tokens,
+        });
+    }
+    charges
+}
+
+/// What a served request settles to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Settlement {
+    /// Tokens counted against tokens/day.
+    pub tokens: u64,
+    /// Micro-USD counted against the budget.
+    pub cost_micro_usd: u64,
+    /// True when the provider reported no usage and the reservation stands.
+    pub estimated: bool,
+}
+
+/// Settles to the provider's usage, or keeps the reservation when it reported none (a stream
+/// cut short, a provider without usage), so nothing escapes metering.
+pub fn settlement(
+    reservation: &Reservation,
+    usage: Option<Usage>,
+    pricing: Option<&PricingConfig>,
+    platform: bool,
+) -> Settlement {
+    match usage {
+        Some(usage) => Settlement {
+            tokens: usage.input_tokens + usage.output_tokens,
+            cost_micro_usd: if platform {
+                cost_micro_usd(pricing, usage.input_tokens, usage.output_tokens)
+            } else {
+                0
+            },
+            estimated: false,
+        },
+        None => Settlement {
+            tokens: reservation.tokens,
+            cost_micro_usd: reservation.cost_micro_usd,
+            estimated: true,
+        },
+    }
+}
+
+/// The releases that settle a list of charges. `settled` is `None` when no provider answered:
+/// then everything is given back (the RPM entry included — DESIGN §2, released before the
+/// first byte). When served, the RPM entry stays, the lease goes and the amounts move to the
+/// settled figures.
+pub fn releases(charges: &[Charge], settled: Option<Settlement>) -> Vec<Release> {
+    charges
+        .iter()
+        .filter_map(|charge| match (charge, settled) {
+            (Charge::Window { .. }, Some(_)) => None,
+            (Charge::Window { .. } | Charge::Lease { .. }, _) => Some(charge.release(0)),
+            (Charge::Amount { measure, .. }, settled) => {
+                let value = settled.map_or(0, |s| match measure {
+                    Measure::Tokens => s.tokens,
+                    Measure::MicroUsd => s.cost_micro_usd,
+                    Measure::Requests => 1,
+                });
+                Some(charge.release(value))
+            }
+        })
+        .collect()
+}
+
+/// Alert thresholds (percent of the budget) crossed between `before` and `after`.
+pub fn crossed_thresholds(budget: u64, percents: &[u32], before: u64, after: u64) -> Vec<u32> {
+    if budget == 0 {
+        return Vec::new();
+    }
+    percents
+        .iter()
+        .copied()
+        .filter(|p| {
+            let line = u128::from(budget) * u128::from(*p);
+            u128::from(before) * 100 < line && u128::from(after) * 100 >= line
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{BudgetConfig, TenantConfig};
+    use crate::crd::tenant::{EffectiveLimits, Source};
+
+    fn tenant(limits: Option<EffectiveLimits>, budget: Option<BudgetConfig>) -> TenantConfig {
+        TenantConfig {
+            id: "team-a/acme".into(),
+            namespace: "team-a".into(),
+            name: "acme".into(),
+            tier: "pro".into(),
+            source: Source::Platform,
+            preferred_provider: None,
+            preferred_model: None,
+            providers: Vec::new(),
+            allow_platform_fallback: false,
+            cli: None,
+            limits,
+            budget,
+            access_keys: Vec::new(),
+            allowed_endpoints: Vec::new(),
+        }
+    }
+
+    fn model(max_output: Option<u32>, input: u64, output: u64) -> ModelConfig {
+        ModelConfig {
+            name: "m".into(),
+            aliases: Vec::new(),
+            streaming: true,
+            function_calling: true,
+            context_window: None,
+            max_output_tokens: max_output,
+            pricing: Some(PricingConfig {
+                input_micro_usd_per_million: input,
+                output_micro_usd_per_million: output,
+            }),
+        }
+    }
+
+    const NOW: u64 = 1_795_615_200_000; // 2026-11-25T14:00Z
+
+    #[test]
+    fn cost_is_integer_and_rounded_up_once() {
+        let pricing = PricingConfig {
+            input_micro_usd_per_million: 3_000_000,
+            output_micro_usd_per_million: 15_000_000,
+        };
+        // 1,000 in × 3 USD/M + 500 out × 15 USD/M = 0.003 + 0.0075 USD.
+        assert_eq!(cost_micro_usd(Some(&pricing), 1_000, 500), 10_500);
+        // One token at 3 USD/M is 3 micro-USD; at 0.15 USD/M it rounds up to 1.
+        assert_eq!(cost_micro_usd(Some(&pricing), 1, 0), 3);
+        let cheap = PricingConfig {
+            input_micro_usd_per_million: 150_000,
+            output_micro_usd_per_million: 0,
+        };
+        assert_eq!(cost_micro_usd(Some(&cheap), 1, 0), 1);
+        assert_eq!(cost_micro_usd(None, 1_000_000, 1_000_000), 0);
+        // No overflow at the extremes.
+        let dear = PricingConfig {
+            input_micro_usd_per_million: u64::MAX,
+            output_micro_usd_per_million: u64::MAX,
+        };
+        assert_eq!(cost_micro_usd(Some(&dear), u64::MAX, u64::MAX), u64::MAX);
+    }
+
+    #[test]
+    fn the_reservation_bounds_tokens_and_prices_the_dearest_candidate() {
+        let limits = EffectiveLimits {
+            requests_per_minute: 60,
+            tokens_per_day: 500_000,
+            concurrent: 10,
+        };
+        let budget = BudgetConfig {
+            monthly_micro_usd: 5_000_000,
+            alert_thresholds: vec![50, 80],
+            action: BudgetAction::Block,
+        };
+        let cheap = model(Some(1_000), 1_000_000, 2_000_000);
+        let dear = model(Some(8_000), 3_000_000, 15_000_000);
+        let candidates = [
+            Candidate {
+                model: Some(&cheap),
+                platform: true,
+            },
+            Candidate {
+                model: Some(&dear),
+                platform: true,
+            },
+        ];
+        let size = RequestSize {
+            body_bytes: 400,
+            max_output_tokens: Some(2_000),
+        };
+        let r = reserve(
+            &tenant(Some(limits), Some(budget)),
+            &candidates,
+            size,
+            &ReservePolicy::default(),
+            NOW,
+        );
+        // 100 prompt tokens; output min(2000 asked, 8000 model, 4096 cap) on the dear model.
+        assert_eq!(r.tokens, 2_100);
+        assert_eq!(
+            r.cost_micro_usd,
+            cost_micro_usd(dear.pricing.as_ref(), 100, 2_000)
+        );
+        assert_eq!(
+            (r.day.as_str(), r.month.as_str()),
+            ("2026-11-25", "2026-11")
+        );
+        let kinds: Vec<_> = r
+            .charges
+            .iter()
+            .map(|c| match c {
+                Charge::Window { kind, .. } | Charge::Lease { kind, .. } => Some(*kind),
+                Charge::Amount { kind, .. } => *kind,
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                Some(LimitKind::Rpm),
+                Some(LimitKind::Concurrency),
+                Some(LimitKind::Tpd),
+                None,
+                Some(LimitKind::Budget)
+            ]
+        );
+    }
+
+    #[test]
+    fn tenants_without_limits_are_only_counted_and_tenant_keys_cost_nothing() {
+        let alert = BudgetConfig {
+            monthly_micro_usd: 1_000,
+            alert_thresholds: vec![50],
+            action: BudgetAction::Alert,
+        };
+        let m = model(None, 1_000_000, 1_000_000);
+        let own = [Candidate {
+            model: Some(&m),
+            platform: false,
+        }];
+        let r = reserve(
+            &tenant(None, Some(alert)),
+            &own,
+            RequestSize::default(),
+            &ReservePolicy::default(),
+            NOW,
+        );
+        assert_eq!(r.cost_micro_usd, 0);
+        assert!(
+            r.charges
+                .iter()
+                .all(|c| matches!(c, Charge::Amount { limit: None, .. }))
+        );
+        // A cheaper cap applies when neither request nor model bounds output.
+        let policy = ReservePolicy {
+            output_token_cap: 100,
+            ..ReservePolicy::default()
+        };
+        assert_eq!(
+            reserve(
+                &tenant(None, None),
+                &own,
+                RequestSize::default(),
+                &policy,
+                NOW
+            )
+            .tokens,
+            100
+        );
+    }
+
+    #[test]
+    fn settling_moves_amounts_to_usage_or_keeps_the_reservation() {
+        let m = model(None, 1_000_000, 1_000_000);
+        let candidates = [Candidate {
+            model: Some(&m),
+            platform: true,
+        }];
+        let limits = EffectiveLimits {
+            requests_per_minute: 1,
+            tokens_per_day: 10_000,
+            concurrent: 1,
+        };
+        let r = reserve(
+            &tenant(Some(limits), None),
+            &candidates,
+            RequestSize {
+                body_bytes: 40,
+                max_output_tokens: Some(90),
+            },
+            &ReservePolicy::default(),
+            NOW,
+        );
+        assert_eq!(r.tokens, 100);
+        let usage = Usage {
+            input_tokens: 7,
+            output_tokens: 3,
+            ..Usage::default()
+        };
+        let settled = settlement(&r, Some(usage), m.pricing.as_ref(), true);
+        assert_eq!(
+            settled,
+            Settlement {
+                tokens: 10,
+                cost_micro_usd: 10,
+                estimated: false
+            }
+        );
+        let releases = releases(&r.charges, Some(settled));
+        // The RPM entry stays (the request was made); the lease goes; amounts move.
+        assert!(!releases.iter().any(|r| matches!(r, Release::Window { .. })));
+        assert!(releases.iter().any(|r| matches!(r, Release::Lease { .. })));
+        assert!(releases.contains(&Release::Adjust {
+            key: keys::tokens("team-a/acme", "2026-11-25"),
+            delta: -90,
+            ttl_ms: clock::until_next_day(NOW) + GRACE_MS
+        }));
+        let kept = settlement(&r, None, m.pricing.as_ref(), true);
+        assert!(kept.estimated && kept.tokens == 100 && kept.cost_micro_usd == r.cost_micro_usd);
+        // Nothing served: everything given back, the RPM entry included.
+        let all = releases_of_nothing(&r);
+        assert!(all.iter().any(|r| matches!(r, Release::Window { .. })));
+    }
+
+    fn releases_of_nothing(r: &Reservation) -> Vec<Release> {
+        releases(&r.charges, None)
+    }
+
+    #[test]
+    fn thresholds_fire_when_crossed_not_before() {
+        assert_eq!(
+            crossed_thresholds(1_000, &[50, 80, 100], 0, 499),
+            Vec::<u32>::new()
+        );
+        assert_eq!(
+            crossed_thresholds(1_000, &[50, 80, 100], 499, 500),
+            vec![50]
+        );
+        assert_eq!(
+            crossed_thresholds(1_000, &[50, 80, 100], 500, 1_200),
+            vec![80, 100]
+        );
+        assert_eq!(crossed_thresholds(0, &[50], 0, 10), Vec::<u32>::new());
+    }
+}
