@@ -1,0 +1,85 @@
+//! The one token-usage type every provider's report is read into (OpenAI `usage`, Anthropic
+//! `message_start`/`message_delta` usage, Gemini `usageMetadata`, Cohere `usage.tokens`), so
+//! metering settles one shape whatever served the request.
+
+use serde::{Deserialize, Serialize};
+
+/// Tokens one request used, as the provider reported them.
+///
+/// `input_tokens` counts ALL prompt tokens (OpenAI `prompt_tokens` semantics): cache reads and
+/// cache writes are included in it, and broken out in the two cache fields so prices can tell
+/// them apart.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Every prompt token, cached or not.
+    pub input_tokens: u64,
+    /// Generated tokens (reasoning tokens included).
+    pub output_tokens: u64,
+    /// Of `input_tokens`, how many were read from the provider's prompt cache.
+    pub cached_input_tokens: u64,
+    /// Of `input_tokens`, how many were written to the provider's prompt cache.
+    pub cache_creation_input_tokens: u64,
+}
+
+impl Usage {
+    /// Input plus output: what a tokens-per-day limit counts.
+    pub fn total_tokens(&self) -> u64 {
+        self.input_tokens.saturating_add(self.output_tokens)
+    }
+
+    /// Merges a later report of the same request into this one, field by field, keeping the
+    /// larger figure: streams report usage in pieces (Anthropic: input at `message_start`,
+    /// output at `message_delta`; Gemini: cumulative figures on every chunk), and a later
+    /// report never lowers a count.
+    pub fn merge(&mut self, later: Usage) {
+        self.input_tokens = self.input_tokens.max(later.input_tokens);
+        self.output_tokens = self.output_tokens.max(later.output_tokens);
+        self.cached_input_tokens = self.cached_input_tokens.max(later.cached_input_tokens);
+        self.cache_creation_input_tokens = self
+            .cache_creation_input_tokens
+            .max(later.cache_creation_input_tokens);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_keeps_the_largest_of_each_field() {
+        let mut usage = Usage {
+            input_tokens: 10,
+            cached_input_tokens: 4,
+            ..Usage::default()
+        };
+        usage.merge(Usage {
+            output_tokens: 7,
+            ..Usage::default()
+        });
+        assert_eq!(
+            usage,
+            Usage {
+                input_tokens: 10,
+                output_tokens: 7,
+                cached_input_tokens: 4,
+                cache_creation_input_tokens: 0
+            }
+        );
+        assert_eq!(usage.total_tokens(), 17);
+    }
+
+    #[test]
+    fn serializes_with_snake_case_fields() {
+        let json = serde_json::to_value(Usage {
+            input_tokens: 1,
+            output_tokens: 2,
+            cached_input_tokens: 3,
+            cache_creation_input_tokens: 4,
+        })
+        .unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"input_tokens":1,"output_tokens":2,"cached_input_tokens":3,"cache_creation_input_tokens":4})
+        );
+    }
+}
