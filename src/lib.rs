@@ -8,10 +8,12 @@ pub mod cli;
 pub mod config;
 pub mod crd;
 pub mod crypto;
+pub mod formats;
 pub mod gateway;
 pub mod metering;
 pub mod providers;
 pub mod redact;
 pub mod render;
 pub mod routing;
-
+pub mod sse;
+pub mod usage;
