@@ -371,6 +371,7 @@ impl Harness {
                 max_body_bytes: 64 * 1024,
                 header_read_timeout: Duration::from_millis(300),
                 body_read_timeout: Duration::from_millis(500),
+                ..Settings::default()
             },
             reload_interval: Duration::from_millis(50),
             drain: Duration::from_secs(5),
@@ -739,7 +740,7 @@ async fn hot_reload_swaps_good_configs_and_refuses_corrupt_ones() {
     );
     let metrics = get_text(h.running.admin, "/metrics").await;
     assert!(
-        metrics.contains("dgidgi_config_reload_failures_total 1"),
+        metrics.contains("dgidgi_config_reloads_total{result=\"error\"} 1"),
         "{metrics}"
     );
     assert!(metrics.contains("dgidgi_config_loaded 1"), "{metrics}");

@@ -9,8 +9,11 @@ use anyhow::Context as _;
 use clap::Args;
 
 use crate::crd::common::{parse_duration_ms, parse_timeout_ms};
-use crate::gateway::Settings;
 use crate::gateway::server::{StartOptions, start, stop_signal};
+use crate::gateway::{AdminToken, Settings};
+use crate::metering::ledger::LedgerOptions;
+use crate::metering::plan::ReservePolicy;
+use crate::metering::{FailMode, MeterOptions};
 
 /// Arguments of `dgidgi gateway`.
 #[derive(Debug, Args)]
@@ -45,6 +48,38 @@ pub struct ServeArgs {
     /// How long /readyz reports 503 after SIGTERM before the listeners close (0s: at once).
     #[arg(long, default_value = "0s")]
     pub unready_delay: String,
+    /// Directory of the durable usage ledger (SQLite, WAL). Day and month counters are restored
+    /// from it on start. Without it, usage lives in memory only.
+    #[arg(long, value_name = "DIR", env = "DGIDGI_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Days of per-request ledger records kept (day and month totals are kept regardless).
+    #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u32).range(1..=3650))]
+    pub ledger_retention_days: u32,
+    /// Also append each finished ledger record as a JSON line to this file (for log shippers).
+    #[arg(long, value_name = "PATH", requires = "state_dir")]
+    pub ledger_json_lines: Option<PathBuf>,
+    /// Redis shared by every replica, so N replicas enforce one tenant's limits as one.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "DGIDGI_REDIS_URL",
+        hide_env_values = true
+    )]
+    pub redis_url: Option<String>,
+    /// When Redis does not answer within --redis-timeout: `open` admits (enforcing this
+    /// replica's own counters meanwhile), `closed` refuses with 503.
+    #[arg(long, value_enum, default_value = "open")]
+    pub redis_fail_mode: FailMode,
+    /// How long a limit check may wait for Redis before --redis-fail-mode decides.
+    #[arg(long, default_value = "50ms")]
+    pub redis_timeout: String,
+    /// Output tokens reserved when neither the request (max_tokens) nor the model bound them.
+    #[arg(long, default_value_t = 4096)]
+    pub reserve_output_tokens: u64,
+    /// File holding the bearer token of the admin /usage endpoint (or env DGIDGI_ADMIN_TOKEN).
+    /// Without a token the endpoint is off.
+    #[arg(long, value_name = "PATH")]
+    pub admin_token_file: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -61,6 +96,21 @@ impl ServeArgs {
             admin_listen: self.admin_listen,
             settings: Settings {
                 max_body_bytes: self.max_body_bytes,
+                metering: MeterOptions {
+                    policy: ReservePolicy {
+                        output_token_cap: self.reserve_output_tokens,
+                        ..ReservePolicy::default()
+                    },
+                    ledger: self.state_dir.as_ref().map(|dir| LedgerOptions {
+                        state_dir: dir.clone(),
+                        retention_days: self.ledger_retention_days,
+                        json_lines: self.ledger_json_lines.clone(),
+                    }),
+                    redis_url: self.redis_url.clone(),
+                    redis_timeout: duration("redis-timeout", &self.redis_timeout)?,
+                    fail_mode: self.redis_fail_mode,
+                },
+                admin_token: self.admin_token()?,
                 ..Settings::default()
             },
             reload_interval: duration("reload-interval", &self.reload_interval)?,
@@ -70,6 +120,26 @@ impl ServeArgs {
                 .map(Duration::from_millis)
                 .context("--unready-delay")?,
         })
+    }
+}
+
+impl ServeArgs {
+    /// The admin token from --admin-token-file, else from DGIDGI_ADMIN_TOKEN.
+    fn admin_token(&self) -> anyhow::Result<Option<AdminToken>> {
+        let text = match &self.admin_token_file {
+            Some(path) => zeroize::Zeroizing::new(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("--admin-token-file {}", path.display()))?,
+            ),
+            None => match std::env::var("DGIDGI_ADMIN_TOKEN") {
+                Ok(token) => zeroize::Zeroizing::new(token),
+                Err(_) => return Ok(None),
+            },
+        };
+        match AdminToken::new(&text) {
+            Some(token) => Ok(Some(token)),
+            None => anyhow::bail!("the admin token is empty"),
+        }
     }
 }
 

@@ -73,6 +73,15 @@ pub fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
         reload_interval: "1s".to_owned(),
         drain_timeout: "10s".to_owned(),
         unready_delay: "0s".to_owned(),
+        // Usage survives restarts of `up` like the rendered keys do.
+        state_dir: Some(state.join("state")),
+        ledger_retention_days: 90,
+        ledger_json_lines: None,
+        redis_url: None,
+        redis_fail_mode: crate::metering::FailMode::Open,
+        redis_timeout: "50ms".to_owned(),
+        reserve_output_tokens: 4096,
+        admin_token_file: None,
     };
     let options = serve.options(config_dir.clone())?;
     serve_until_stopped(options, |running| {

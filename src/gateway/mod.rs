@@ -2,6 +2,7 @@
 //! routing decision, calls providers with retries and fallback before the first byte, and
 //! relays answers as they arrive. Config comes from a rendered config directory, hot-reloaded.
 
+pub mod admin;
 pub mod body;
 pub mod chat;
 pub mod egress;
@@ -36,6 +37,34 @@ pub struct Settings {
     pub header_read_timeout: std::time::Duration,
     /// How long a client may take to send its body (408 beyond), against slow-body attacks.
     pub body_read_timeout: std::time::Duration,
+    /// Limits, budgets and the ledger.
+    pub metering: crate::metering::MeterOptions,
+    /// Bearer token of the admin `/usage` endpoint (the endpoint answers 404 without one).
+    pub admin_token: Option<AdminToken>,
+}
+
+/// The admin token: compared in constant time, wiped on drop, never printed.
+#[derive(Clone)]
+pub struct AdminToken(Zeroizing<String>);
+
+impl AdminToken {
+    /// Wraps a token (surrounding whitespace, like a file's trailing newline, is dropped).
+    pub fn new(token: &str) -> Option<Self> {
+        let token = token.trim();
+        (!token.is_empty()).then(|| Self(Zeroizing::new(token.to_owned())))
+    }
+
+    /// Whether `presented` is this token.
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        use subtle::ConstantTimeEq as _;
+        self.0.as_bytes().ct_eq(presented).into()
+    }
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
 }
 
 impl Default for Settings {
@@ -44,6 +73,8 @@ impl Default for Settings {
             max_body_bytes: 10 * 1024 * 1024,
             header_read_timeout: std::time::Duration::from_secs(30),
             body_read_timeout: std::time::Duration::from_secs(30),
+            metering: crate::metering::MeterOptions::default(),
+            admin_token: None,
         }
     }
 }
@@ -130,22 +161,32 @@ pub struct Gateway {
     pub counters: Counters,
     /// Set when shutdown starts: `/readyz` answers 503 from then on.
     pub draining: std::sync::atomic::AtomicBool,
+    /// Prometheus metrics.
+    pub metrics: Arc<metrics::Metrics>,
+    /// Limits, budgets and the ledger.
+    pub meter: crate::metering::Meter,
 }
 
 impl Gateway {
-    /// A gateway with no config yet (it answers 503 until one is loaded).
-    pub fn new(settings: Settings) -> Arc<Self> {
-        Arc::new(Self {
+    /// A gateway with no config yet (it answers 503 until one is loaded). Fails when the
+    /// ledger under the state directory cannot be opened or the Redis URL is invalid.
+    pub fn new(settings: Settings) -> Result<Arc<Self>, crate::metering::meter::MeterError> {
+        let metrics = Arc::new(metrics::Metrics::default());
+        let meter = crate::metering::Meter::open(&settings.metering, metrics.clone())?;
+        Ok(Arc::new(Self {
             snapshot: ArcSwapOption::empty(),
             client: upstream::http_client(),
             settings,
             counters: Counters::default(),
             draining: std::sync::atomic::AtomicBool::new(false),
-        })
+            metrics,
+            meter,
+        }))
     }
 
     /// Swaps in a new config.
     pub fn install(&self, snapshot: Snapshot) {
         self.snapshot.store(Some(Arc::new(Active::new(snapshot))));
+        self.metrics.config_loaded.set(1);
     }
 }

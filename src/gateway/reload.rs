@@ -28,6 +28,7 @@ fn accept(gateway: &Gateway, snapshot: Snapshot) {
     );
     gateway.install(snapshot);
     Counters::bump(&gateway.counters.reloads);
+    gateway.metrics.reload(true);
 }
 
 /// Watches `dir` every `interval` until the task is dropped.
@@ -65,6 +66,7 @@ pub async fn watch(gateway: Arc<Gateway>, dir: PathBuf, interval: Duration) {
             Err(error) => {
                 tracing::warn!("refused the new config, the last good one keeps serving: {error}");
                 Counters::bump(&gateway.counters.reload_failures);
+                gateway.metrics.reload(false);
                 refused = Some(fingerprint);
             }
         }

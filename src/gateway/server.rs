@@ -25,7 +25,8 @@ use super::{chat, models};
 /// Largest number of request headers accepted (431 beyond).
 const MAX_HEADERS: usize = 100;
 
-fn json_response(status: StatusCode, body: impl Into<bytes::Bytes>) -> Response<ResponseBody> {
+/// A JSON response.
+pub fn json_response(status: StatusCode, body: impl Into<bytes::Bytes>) -> Response<ResponseBody> {
     let mut response = Response::new(ResponseBody::full(body));
     *response.status_mut() = status;
     response
@@ -34,7 +35,8 @@ fn json_response(status: StatusCode, body: impl Into<bytes::Bytes>) -> Response<
     response
 }
 
-fn error_response(error: &ApiError) -> Response<ResponseBody> {
+/// An error in the OpenAI format, with its `retry-after`.
+pub fn error_response(error: &ApiError) -> Response<ResponseBody> {
     let mut response = json_response(error.status, error.body());
     if let Some(seconds) = error.retry_after
         && let Ok(value) = HeaderValue::from_str(&seconds.to_string())
@@ -53,6 +55,7 @@ pub async fn api(
 ) -> Result<Response<ResponseBody>, Infallible> {
     // Counted on arrival, so every request counts, errors included.
     super::Counters::bump(&gateway.counters.requests);
+    gateway.metrics.received.inc();
     let path = request.uri().path().to_owned();
     let result = match (request.method(), path.as_str()) {
         (&Method::POST, "/v1/chat/completions") => chat::handle(gateway, request).await,
@@ -97,8 +100,9 @@ pub async fn admin(
             StatusCode::SERVICE_UNAVAILABLE,
             r#"{"status":"no config loaded"}"#,
         ),
+        "/usage" => super::admin::usage(&gateway, &request).await,
         "/metrics" => {
-            let mut response = Response::new(ResponseBody::full(metrics_text(&gateway)));
+            let mut response = Response::new(ResponseBody::full(gateway.metrics.encode()));
             response.headers_mut().insert(
                 CONTENT_TYPE,
                 HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
@@ -108,30 +112,6 @@ pub async fn admin(
         path => error_response(&ApiError::not_found(path)),
     };
     Ok(response)
-}
-
-/// The counters in Prometheus' text format.
-fn metrics_text(gateway: &Gateway) -> String {
-    use std::sync::atomic::Ordering::Relaxed;
-    let counters = &gateway.counters;
-    let loaded = u8::from(gateway.snapshot.load().is_some());
-    format!(
-        "# HELP dgidgi_requests_total API requests received.\n\
-         # TYPE dgidgi_requests_total counter\n\
-         dgidgi_requests_total {}\n\
-         # HELP dgidgi_config_reloads_total Config directories loaded and swapped in.\n\
-         # TYPE dgidgi_config_reloads_total counter\n\
-         dgidgi_config_reloads_total {}\n\
-         # HELP dgidgi_config_reload_failures_total Config directories refused; the last good config kept serving.\n\
-         # TYPE dgidgi_config_reload_failures_total counter\n\
-         dgidgi_config_reload_failures_total {}\n\
-         # HELP dgidgi_config_loaded Whether a config is loaded (1) or not (0).\n\
-         # TYPE dgidgi_config_loaded gauge\n\
-         dgidgi_config_loaded {loaded}\n",
-        counters.requests.load(Relaxed),
-        counters.reloads.load(Relaxed),
-        counters.reload_failures.load(Relaxed),
-    )
 }
 
 /// Which handler a listener runs.
@@ -244,6 +224,8 @@ impl Running {
         for task in self.tasks {
             let _ = task.await;
         }
+        // Settlements of the drained requests reach the ledger before the process exits.
+        self.gateway.meter.flush().await;
     }
 }
 
@@ -269,10 +251,11 @@ pub struct StartOptions {
 /// Loads the config (a failure leaves the gateway not ready, answering 503, until a good one
 /// appears), binds both listeners and starts serving and watching.
 pub async fn start(options: StartOptions) -> anyhow::Result<Running> {
-    let gateway = Gateway::new(options.settings);
+    let gateway = Gateway::new(options.settings)?;
     if let Err(error) = super::reload::load_now(&gateway, &options.config_dir) {
         tracing::warn!("no usable config yet, not ready until one appears: {error}");
         super::Counters::bump(&gateway.counters.reload_failures);
+        gateway.metrics.reload(false);
     }
     let api_listener = bind(options.listen).await?;
     let admin_listener = bind(options.admin_listen).await?;
@@ -284,6 +267,7 @@ pub async fn start(options: StartOptions) -> anyhow::Result<Running> {
         options.config_dir.clone(),
         options.reload_interval,
     ));
+    let sweeper = tokio::spawn(sweep_counters(gateway.clone()));
     let tasks = vec![
         tokio::spawn(serve(
             api_listener,
@@ -303,6 +287,7 @@ pub async fn start(options: StartOptions) -> anyhow::Result<Running> {
             let mut receiver = receiver;
             let _ = receiver.wait_for(|stop| *stop).await;
             watcher.abort();
+            sweeper.abort();
         }),
     ];
     tracing::info!(%api, %admin, "gateway listening");
@@ -314,6 +299,15 @@ pub async fn start(options: StartOptions) -> anyhow::Result<Running> {
         tasks,
         unready_delay: options.unready_delay,
     })
+}
+
+/// Drops expired embedded counters every minute, so memory follows live tenants.
+async fn sweep_counters(gateway: Arc<Gateway>) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        ticker.tick().await;
+        gateway.meter.sweep();
+    }
 }
 
 /// Resolves when the process is asked to stop (SIGTERM or Ctrl-C).

@@ -2,6 +2,8 @@
 //! random generator, so outputs are reproducible.
 #![allow(dead_code)]
 
+pub mod redis;
+
 use dgidgi::render::{InputLoader, RenderContext, RenderOutput, render};
 use k8s_openapi::jiff::Timestamp;
 use rand::SeedableRng;

@@ -1,0 +1,378 @@
+//! Reserve-then-settle under concurrency, embedded and through a real Redis shared by several
+//! meters (as several gateway replicas share it): limits admit exactly their number, budgets
+//! exactly N requests of N × their cost, Redis outages follow the fail mode, and the ledger
+//! restores the counters after a restart.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::redis::RedisServer;
+use dgidgi::config::{BudgetConfig, ModelConfig, PricingConfig, TenantConfig};
+use dgidgi::crd::tenant::{BudgetAction, EffectiveLimits, Source};
+use dgidgi::gateway::metrics::Metrics;
+use dgidgi::metering::charge::LimitKind;
+use dgidgi::metering::ledger::{LedgerOptions, read_all};
+use dgidgi::metering::meter::UsageSummary;
+use dgidgi::metering::plan::{Candidate, RequestSize};
+use dgidgi::metering::{FailMode, Meter, MeterOptions, Refused, Served, Ticket};
+use dgidgi::usage::Usage;
+
+fn tenant(limits: Option<EffectiveLimits>, budget: Option<BudgetConfig>) -> TenantConfig {
+    TenantConfig {
+        id: format!("team-{}/acme", rand::random::<u32>()),
+        namespace: "team-a".into(),
+        name: "acme".into(),
+        tier: "pro".into(),
+        source: Source::Platform,
+        preferred_provider: None,
+        preferred_model: None,
+        providers: Vec::new(),
+        allow_platform_fallback: false,
+        cli: None,
+        limits,
+        budget,
+        access_keys: Vec::new(),
+        allowed_endpoints: Vec::new(),
+    }
+}
+
+fn limits(rpm: u64, tpd: u64, concurrent: u64) -> Option<EffectiveLimits> {
+    Some(EffectiveLimits {
+        requests_per_minute: rpm,
+        tokens_per_day: tpd,
+        concurrent,
+    })
+}
+
+fn model() -> ModelConfig {
+    ModelConfig {
+        name: "gpt-test".into(),
+        aliases: Vec::new(),
+        streaming: true,
+        function_calling: true,
+        context_window: None,
+        max_output_tokens: Some(100),
+        pricing: Some(PricingConfig {
+            input_micro_usd_per_million: 2_000_000,
+            output_micro_usd_per_million: 8_000_000,
+        }),
+    }
+}
+
+fn meter(
+    redis: Option<&RedisServer>,
+    fail_mode: FailMode,
+    state: Option<&std::path::Path>,
+) -> Arc<Meter> {
+    let options = MeterOptions {
+        redis_url: redis.map(RedisServer::url),
+        fail_mode,
+        redis_timeout: Duration::from_millis(100),
+        ledger: state.map(|dir| LedgerOptions {
+            state_dir: dir.to_owned(),
+            retention_days: 30,
+            json_lines: Some(dir.join("ledger.jsonl")),
+        }),
+        ..MeterOptions::default()
+    };
+    Arc::new(Meter::open(&options, Arc::new(Metrics::default())).expect("meter opens"))
+}
+
+/// 400 bytes of body: 100 prompt tokens; max 100 output: 200 tokens reserved.
+fn size() -> RequestSize {
+    RequestSize {
+        body_bytes: 400,
+        max_output_tokens: Some(100),
+    }
+}
+
+async fn admit(meter: &Meter, tenant: &TenantConfig, m: &ModelConfig) -> Result<Ticket, Refused> {
+    let candidates = [Candidate {
+        model: Some(m),
+        platform: true,
+    }];
+    meter
+        .admit(tenant, &candidates, size(), "platform", "gpt-test")
+        .await
+}
+
+fn served<'a>(m: &'a ModelConfig, usage: Option<Usage>) -> Served<'a> {
+    Served {
+        provider: "dgidgi-system/openai",
+        model: "gpt-test",
+        model_label: "gpt-test",
+        platform: true,
+        pricing: m.pricing.as_ref(),
+        usage,
+        status: 200,
+        outcome: "complete",
+        fallback: 0,
+        first_byte: None,
+    }
+}
+
+/// Fires `count` admissions at once, spread over `meters`, and counts the admitted ones; the
+/// tickets are kept (not settled) so concurrency slots stay taken.
+async fn burst(
+    meters: &[Arc<Meter>],
+    tenant: &TenantConfig,
+    count: usize,
+) -> (Vec<Ticket>, Vec<Refused>) {
+    let m = model();
+    let mut tasks = Vec::new();
+    for i in 0..count {
+        let meter = meters[i % meters.len()].clone();
+        let tenant = tenant.clone();
+        let m = m.clone();
+        tasks.push(tokio::spawn(
+            async move { admit(&meter, &tenant, &m).await },
+        ));
+    }
+    let mut admitted = Vec::new();
+    let mut refused = Vec::new();
+    for task in tasks {
+        match task.await.expect("task") {
+            Ok(ticket) => admitted.push(ticket),
+            Err(why) => refused.push(why),
+        }
+    }
+    (admitted, refused)
+}
+
+async fn settle_all(meters: &[Arc<Meter>], tickets: Vec<Ticket>) {
+    let m = model();
+    for (i, ticket) in tickets.into_iter().enumerate() {
+        let usage = Usage {
+            input_tokens: 100,
+            output_tokens: 50,
+            ..Usage::default()
+        };
+        meters[i % meters.len()]
+            .settle(ticket, Some(served(&m, Some(usage))))
+            .await;
+    }
+}
+
+async fn rpm_is_exact(meters: &[Arc<Meter>]) {
+    let t = tenant(limits(50, 10_000_000, 1_000), None);
+    let (admitted, refused) = burst(meters, &t, 300).await;
+    assert_eq!(admitted.len(), 50, "exactly the RPM limit is admitted");
+    assert_eq!(refused.len(), 250);
+    for why in &refused {
+        match why {
+            Refused::Limit {
+                kind: LimitKind::Rpm,
+                limit: 50,
+                retry_after_ms,
+                ..
+            } => assert!(*retry_after_ms > 0 && *retry_after_ms <= 60_000),
+            other => panic!("unexpected refusal {other:?}"),
+        }
+    }
+    settle_all(meters, admitted).await;
+    // Settled requests keep their RPM entries: still refused within the minute.
+    assert!(burst(meters, &t, 5).await.0.is_empty());
+}
+
+async fn concurrency_is_exact(meters: &[Arc<Meter>]) {
+    let t = tenant(limits(10_000, 10_000_000, 5), None);
+    let (admitted, refused) = burst(meters, &t, 60).await;
+    assert_eq!(admitted.len(), 5, "never more than 5 in flight");
+    assert!(refused.iter().all(|r| matches!(
+        r,
+        Refused::Limit {
+            kind: LimitKind::Concurrency,
+            ..
+        }
+    )));
+    // Releasing two frees exactly two slots.
+    let mut admitted = admitted;
+    let two: Vec<Ticket> = admitted.drain(..2).collect();
+    settle_all(meters, two).await;
+    let (more, _) = burst(meters, &t, 20).await;
+    assert_eq!(more.len(), 2);
+    // A failure before the first byte gives everything back.
+    for ticket in more {
+        meters[0].settle(ticket, None).await;
+    }
+    let (again, _) = burst(meters, &t, 20).await;
+    assert_eq!(again.len(), 2);
+}
+
+async fn budget_is_exact(meters: &[Arc<Meter>]) {
+    // A request reserves 100 in + 100 out: 2e-4 + 8e-4 USD = 1,000 micro-USD. Budget: 7 of them.
+    let budget = BudgetConfig {
+        monthly_micro_usd: 7_000,
+        alert_thresholds: vec![50, 90],
+        action: BudgetAction::Block,
+    };
+    let t = tenant(None, Some(budget));
+    let (admitted, refused) = burst(meters, &t, 100).await;
+    assert_eq!(admitted.len(), 7, "a budget of N × cost admits exactly N");
+    assert!(
+        refused
+            .iter()
+            .all(|r| matches!(r, Refused::Budget { limit: 7_000, .. }))
+    );
+    // Settling to the real (smaller) usage frees budget for more: 100 in + 50 out = 600.
+    settle_all(meters, admitted).await;
+    let summary = meters[0].summary(&config_of(&t)).await;
+    let figures = &summary.tenants[0];
+    assert_eq!(figures.spend_this_month_micro_usd, 7 * 600);
+    assert_eq!(figures.tokens_today, 7 * 150);
+    assert_eq!(figures.requests_today, 7);
+    assert_eq!(figures.thresholds_crossed, vec![50]);
+    // 2,800 left: two more reservations of 1,000 fit, a third does not.
+    let (more, _) = burst(meters, &t, 10).await;
+    assert_eq!(more.len(), 2);
+}
+
+fn config_of(t: &TenantConfig) -> dgidgi::config::GatewayConfig {
+    dgidgi::config::GatewayConfig {
+        version: dgidgi::config::CONFIG_VERSION,
+        platform_namespace: "dgidgi-system".into(),
+        providers: Vec::new(),
+        tenants: vec![t.clone()],
+        routing: Vec::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_instance_with_embedded_counters_is_exact() {
+    let one = [meter(None, FailMode::Open, None)];
+    rpm_is_exact(&one).await;
+    concurrency_is_exact(&one).await;
+    budget_is_exact(&one).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_instances_sharing_redis_enforce_one_limit() {
+    let redis = RedisServer::start();
+    let three: Vec<Arc<Meter>> = (0..3)
+        .map(|_| meter(Some(&redis), FailMode::Closed, None))
+        .collect();
+    rpm_is_exact(&three).await;
+    concurrency_is_exact(&three).await;
+    budget_is_exact(&three).await;
+    let t = tenant(None, None);
+    let summary: UsageSummary = three[1].summary(&config_of(&t)).await;
+    assert!(summary.shared, "figures come from Redis");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_redis_outage_follows_the_fail_mode_and_recovery_is_automatic() {
+    let mut redis = RedisServer::start();
+    let open = meter(Some(&redis), FailMode::Open, None);
+    let closed = meter(Some(&redis), FailMode::Closed, None);
+    let t = tenant(limits(3, 1_000_000, 100), None);
+    let m = model();
+    assert!(admit(&closed, &t, &m).await.is_ok());
+    redis.stop();
+    let started = std::time::Instant::now();
+    assert_eq!(
+        admit(&closed, &t, &m).await.unwrap_err(),
+        Refused::Unavailable("the shared usage counters are unreachable")
+    );
+    // Decided promptly (the timeout is 100 ms; the bound here is generous, not a benchmark).
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // Fail-open admits, but still enforces this replica's own counters: 3 per minute.
+    let mut admitted = 0;
+    for _ in 0..6 {
+        if admit(&open, &t, &m).await.is_ok() {
+            admitted += 1;
+        }
+    }
+    assert_eq!(admitted, 3);
+    redis.restart();
+    // The connection manager reconnects by itself; a restarted (empty) Redis admits again.
+    let mut recovered = false;
+    for _ in 0..100 {
+        if admit(&closed, &t, &m).await.is_ok() {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(recovered, "the gateway recovers when Redis returns");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ledger_restores_counters_and_keeps_unsettled_reservations() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let t = tenant(limits(1_000, 1_000, 100), None);
+    let m = model();
+    {
+        let meter = meter(None, FailMode::Open, Some(state.path()));
+        let settled = admit(&meter, &t, &m).await.expect("admitted");
+        meter
+            .settle(
+                settled,
+                Some(served(
+                    &m,
+                    Some(Usage {
+                        input_tokens: 120,
+                        output_tokens: 30,
+                        ..Usage::default()
+                    }),
+                )),
+            )
+            .await;
+        // Admitted, then the process "dies" before settling: the reservation (200) stands.
+        let _lost = admit(&meter, &t, &m).await.expect("admitted");
+        meter.flush().await;
+        std::mem::forget(_lost);
+    }
+    let reopened = meter(None, FailMode::Open, Some(state.path()));
+    let summary = reopened.summary(&config_of(&t)).await;
+    assert_eq!(summary.tenants[0].tokens_today, 150 + 200);
+    assert_eq!(summary.tenants[0].requests_today, 2);
+    // tokens/day continues from there: 1,000 - 350 leaves room for 3 reservations of 200.
+    let mut admitted = 0;
+    for _ in 0..10 {
+        if admit(&reopened, &t, &m).await.is_ok() {
+            admitted += 1;
+        }
+    }
+    assert_eq!(admitted, 3);
+    reopened.flush().await;
+    let records = read_all(state.path()).expect("ledger reads");
+    let outcomes: Vec<&str> = records.iter().map(|r| r.outcome.as_str()).collect();
+    assert_eq!(outcomes.iter().filter(|o| **o == "complete").count(), 1);
+    assert_eq!(outcomes.iter().filter(|o| **o == "interrupted").count(), 1);
+    assert_eq!(outcomes.iter().filter(|o| **o == "refused").count(), 7);
+    let complete = records
+        .iter()
+        .find(|r| r.outcome == "complete")
+        .expect("one");
+    assert_eq!(
+        (
+            complete.tokens_input,
+            complete.tokens_output,
+            complete.cost_micro_usd
+        ),
+        (120, 30, 480)
+    );
+    let lines = std::fs::read_to_string(state.path().join("ledger.jsonl")).expect("json lines");
+    assert!(
+        lines.lines().count() >= 8,
+        "finished records are also JSON lines"
+    );
+    for line in lines.lines() {
+        let record: serde_json::Value = serde_json::from_str(line).expect("each line is JSON");
+        for field in [
+            "tenant_id",
+            "provider",
+            "model",
+            "source",
+            "tokens_input",
+            "tokens_output",
+            "latency_ms",
+            "status",
+            "timestamp",
+        ] {
+            assert!(record.get(field).is_some(), "{field} in {line}");
+        }
+    }
+}
