@@ -20,10 +20,13 @@ pub struct ApiError {
     pub message: String,
     /// Seconds for a `retry-after` header, when the error is a rate limit.
     pub retry_after: Option<u64>,
+    /// Further headers (`x-ratelimit-*` on limit refusals).
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl ApiError {
-    fn new(
+    /// An error with its OpenAI `type` and `code`.
+    pub fn new(
         status: StatusCode,
         kind: &'static str,
         code: &'static str,
@@ -35,6 +38,7 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            headers: Vec::new(),
         }
     }
 
@@ -111,6 +115,19 @@ impl ApiError {
     /// Upstream failures after every retry and fallback.
     pub fn upstream(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self::new(status, "api_error", code, message)
+    }
+
+    /// Writes `retry-after` and the extra headers.
+    pub fn write_headers(&self, headers: &mut hyper::HeaderMap) {
+        use hyper::header::{HeaderName, HeaderValue};
+        if let Some(seconds) = self.retry_after {
+            headers.insert(hyper::header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        for (name, value) in &self.headers {
+            if let Ok(value) = HeaderValue::from_str(value) {
+                headers.insert(HeaderName::from_static(name), value);
+            }
+        }
     }
 
     /// The JSON body: `{"error":{"message","type","param","code"}}`.

@@ -8,6 +8,7 @@ pub mod chat;
 pub mod egress;
 pub mod error;
 pub mod health;
+pub mod limits;
 pub mod metrics;
 pub mod models;
 pub mod reload;

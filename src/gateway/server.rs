@@ -38,13 +38,7 @@ pub fn json_response(status: StatusCode, body: impl Into<bytes::Bytes>) -> Respo
 /// An error in the OpenAI format, with its `retry-after`.
 pub fn error_response(error: &ApiError) -> Response<ResponseBody> {
     let mut response = json_response(error.status, error.body());
-    if let Some(seconds) = error.retry_after
-        && let Ok(value) = HeaderValue::from_str(&seconds.to_string())
-    {
-        response
-            .headers_mut()
-            .insert(hyper::header::RETRY_AFTER, value);
-    }
+    error.write_headers(response.headers_mut());
     response
 }
 
