@@ -340,3 +340,44 @@ def test_a_broken_template_fails_the_render(tmp_path):
     template.write_text(template.read_text().replace("{{ include", "{{ inclde", 1))
     with pytest.raises(helm.HelmError):
         render(chart=copy)
+
+
+def gitops_values() -> dict[str, dict]:
+    """The chart values the GitOps examples give (Argo CD valuesObject, Flux HelmRelease)."""
+    found = {}
+    for path in sorted((ROOT / "examples/gitops").rglob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if not doc:
+                continue
+            if doc["kind"] == "Application" and "helm" in doc["spec"]["source"]:
+                found[path.name] = doc["spec"]["source"]["helm"]["valuesObject"]
+            if doc["kind"] == "HelmRelease":
+                found[path.name] = doc["spec"]["values"]
+    return found
+
+
+def test_the_gitops_examples_values_render_and_are_deterministic():
+    values = gitops_values()
+    assert sorted(values) == ["dgidgi.yaml", "helmrelease.yaml"]
+    for name, given in values.items():
+        objects = render(given)
+        assert render(given) == objects, f"{name}: a GitOps render must not change between runs"
+        assert not [o for o in objects if o["kind"] == "Secret"], name
+
+
+def test_the_mounted_names_and_keys_are_what_render_writes():
+    """The operator writes what `dgidgi render` writes (golden quickstart output); the gateway
+    pod must mount exactly those objects and keys."""
+    written = {}
+    for path in (ROOT / "tests/golden/quickstart/out/manifests/dgidgi-system").glob("*.yaml"):
+        obj = yaml.safe_load(path.read_text())
+        written[(obj["kind"], obj["metadata"]["name"])] = set(obj["data"])
+    pod = one(render(), "Deployment", "dgidgi-gateway")["spec"]["template"]["spec"]
+    config = next(v for v in pod["volumes"] if v["name"] == "config")
+    mounted = {}
+    for source in config["projected"]["sources"]:
+        kind, spec = next(iter(source.items()))
+        mounted[("ConfigMap" if kind == "configMap" else "Secret", spec["name"])] = {
+            item["key"] for item in spec["items"]
+        }
+    assert mounted == written
