@@ -105,7 +105,8 @@ impl Parser {
             }
             self.at_start = false;
         }
-        if self.after_cr {
+        // An empty read says nothing about whether a `\n` follows a `\r` that ended the last one.
+        if self.after_cr && !bytes.is_empty() {
             self.after_cr = false;
             if let Some(rest) = bytes.strip_prefix(b"\n") {
                 bytes = rest;
@@ -275,6 +276,16 @@ mod tests {
         assert_eq!(out, vec![ev(None, "a")]);
         parser.feed(b"\ndata: b\n\n", &mut out).unwrap();
         assert_eq!(out, vec![ev(None, "a"), ev(None, "b")]);
+    }
+
+    #[test]
+    fn an_empty_read_between_cr_and_lf_changes_nothing() {
+        let mut parser = Parser::default();
+        let mut out = Vec::new();
+        parser.feed(b"data: a\r", &mut out).unwrap();
+        parser.feed(b"", &mut out).unwrap();
+        parser.feed(b"\ndata: b\r\n\r\n", &mut out).unwrap();
+        assert_eq!(out, vec![ev(None, "a\nb")]);
     }
 
     #[test]
