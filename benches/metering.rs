@@ -1,0 +1,197 @@
+//! What limits and metering cost a request: the pure reservation plan, the embedded counters'
+//! reserve + settle, and the meter's admit + settle round trip embedded, with the SQLite ledger,
+//! and through a real Redis (when `redis-server` is installed; skipped with a note otherwise).
+
+use std::hint::black_box;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use dgidgi::config::{BudgetConfig, ModelConfig, PricingConfig, TenantConfig};
+use dgidgi::crd::tenant::{BudgetAction, EffectiveLimits, Source};
+use dgidgi::gateway::metrics::Metrics;
+use dgidgi::metering::book::Book;
+use dgidgi::metering::ledger::LedgerOptions;
+use dgidgi::metering::plan::{self, Candidate, RequestSize, ReservePolicy};
+use dgidgi::metering::{FailMode, Meter, MeterOptions, Served};
+use dgidgi::usage::Usage;
+
+fn tenant() -> TenantConfig {
+    TenantConfig {
+        id: "team-a/acme".into(),
+        namespace: "team-a".into(),
+        name: "acme".into(),
+        tier: "team".into(),
+        source: Source::Platform,
+        preferred_provider: None,
+        preferred_model: None,
+        providers: Vec::new(),
+        allow_platform_fallback: false,
+        cli: None,
+        // Limits high enough that the benchmark never hits them.
+        limits: Some(EffectiveLimits {
+            requests_per_minute: u64::MAX / 2,
+            tokens_per_day: u64::MAX / 2,
+            concurrent: u64::MAX / 2,
+        }),
+        budget: Some(BudgetConfig {
+            monthly_micro_usd: u64::MAX / 2,
+            alert_thresholds: vec![50, 80, 100],
+            action: BudgetAction::Block,
+        }),
+        access_keys: Vec::new(),
+        allowed_endpoints: Vec::new(),
+    }
+}
+
+fn model() -> ModelConfig {
+    ModelConfig {
+        name: "gpt-4o".into(),
+        aliases: Vec::new(),
+        streaming: true,
+        function_calling: true,
+        context_window: Some(128_000),
+        max_output_tokens: Some(16_384),
+        pricing: Some(PricingConfig {
+            input_micro_usd_per_million: 2_500_000,
+            output_micro_usd_per_million: 10_000_000,
+        }),
+    }
+}
+
+const SIZE: RequestSize = RequestSize {
+    body_bytes: 1_200,
+    max_output_tokens: Some(256),
+};
+
+fn served(m: &ModelConfig) -> Served<'_> {
+    Served {
+        provider: "dgidgi-system/openai",
+        model: "gpt-4o",
+        model_label: "gpt-4o",
+        platform: true,
+        pricing: m.pricing.as_ref(),
+        usage: Some(Usage {
+            input_tokens: 300,
+            output_tokens: 120,
+            ..Usage::default()
+        }),
+        status: 200,
+        outcome: "complete",
+        fallback: 0,
+        first_byte: None,
+    }
+}
+
+fn pure(c: &mut Criterion) {
+    let t = tenant();
+    let m = model();
+    let candidates = [Candidate {
+        model: Some(&m),
+        platform: true,
+    }];
+    let policy = ReservePolicy::default();
+    let now = 1_795_615_200_000;
+    c.bench_function("metering/plan_reserve", |b| {
+        b.iter(|| plan::reserve(black_box(&t), &candidates, SIZE, &policy, now))
+    });
+    let reservation = plan::reserve(&t, &candidates, SIZE, &policy, now);
+    let mut book = Book::default();
+    let mut member = 0u128;
+    c.bench_function("metering/book_reserve_settle", |b| {
+        b.iter(|| {
+            member += 1;
+            let _ = book.reserve(&reservation.charges, member, now + member as u64 / 1_000);
+            let settled = plan::settlement(&reservation, None, m.pricing.as_ref(), true);
+            let releases = plan::releases(&reservation.charges, Some(settled));
+            book.settle(&releases, member, now)
+        })
+    });
+}
+
+fn round_trip(c: &mut Criterion, name: &str, options: MeterOptions) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let meter = {
+        let _guard = runtime.enter();
+        Meter::open(&options, Arc::new(Metrics::default())).expect("meter")
+    };
+    let t = tenant();
+    let m = model();
+    let candidates = [Candidate {
+        model: Some(&m),
+        platform: true,
+    }];
+    c.bench_function(name, |b| {
+        b.iter(|| {
+            runtime.block_on(async {
+                let ticket = meter
+                    .admit(&t, &candidates, SIZE, "platform", "gpt-4o")
+                    .await
+                    .expect("admitted");
+                meter.settle(ticket, Some(served(&m))).await;
+            })
+        })
+    });
+    runtime.block_on(meter.flush());
+}
+
+fn meters(c: &mut Criterion) {
+    round_trip(c, "metering/admit_settle_embedded", MeterOptions::default());
+    let state = tempfile::tempdir().expect("tempdir");
+    round_trip(
+        c,
+        "metering/admit_settle_embedded_with_ledger",
+        MeterOptions {
+            ledger: Some(LedgerOptions {
+                state_dir: state.path().to_owned(),
+                retention_days: 30,
+                json_lines: None,
+            }),
+            ..MeterOptions::default()
+        },
+    );
+    match start_redis() {
+        Some((mut child, url)) => {
+            round_trip(
+                c,
+                "metering/admit_settle_redis",
+                MeterOptions {
+                    redis_url: Some(url),
+                    redis_timeout: Duration::from_millis(200),
+                    fail_mode: FailMode::Closed,
+                    ..MeterOptions::default()
+                },
+            );
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        None => eprintln!("redis-server not found: metering/admit_settle_redis skipped"),
+    }
+}
+
+fn start_redis() -> Option<(Child, String)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .ok()?
+        .port();
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Some((child, format!("redis://127.0.0.1:{port}/")));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+criterion_group!(benches, pure, meters);
+criterion_main!(benches);
