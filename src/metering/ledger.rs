@@ -151,6 +151,7 @@ pub struct LedgerOptions {
 const SCHEMA: &str = "
 PRAGMA journal_mode = WAL;
 PRAGMA synchronous = NORMAL;
+PRAGMA wal_autocheckpoint = 8000;
 CREATE TABLE IF NOT EXISTS requests (
     request_id TEXT PRIMARY KEY,
     timestamp TEXT NOT NULL,
@@ -565,4 +566,26 @@ pub fn read_all(state_dir: &Path) -> Result<Vec<Record>, LedgerError> {
         })
         .map_err(sql)?;
     rows.collect::<Result<_, _>>().map_err(sql)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ledger_runs_in_wal_mode_without_a_sync_per_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = LedgerOptions {
+            state_dir: dir.path().to_owned(),
+            retention_days: 1,
+            json_lines: None,
+        };
+        let (_ledger, restored) = Ledger::open(&options, "2026-11-25", "2026-11", 0).unwrap();
+        assert_eq!(restored, Restored::default());
+        let conn = Connection::open(dir.path().join(LEDGER_FILE)).unwrap();
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+    }
 }

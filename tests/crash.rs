@@ -1,0 +1,172 @@
+//! `kill -9` of a gateway in the middle of a burst, then a restart on the same `--state-dir`:
+//! the ledger holds every request the client saw complete, and tokens/day continues from the
+//! ledger's figure (settled usage, plus the reservation of what was cut off — never less).
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use dgidgi::metering::ledger::read_all;
+use dgidgi::render::manifests::config_dir_files;
+use http_body_util::{BodyExt as _, Full};
+use hyper::Request;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+const TOKEN: &str = "crash-test-admin-token-e4b9";
+
+const FLEET: &str = r#"
+apiVersion: llm.dgidgi.io/v1alpha1
+kind: LlmProvider
+metadata: {name: mock, namespace: dgidgi-system}
+spec: {type: mock}
+---
+apiVersion: llm.dgidgi.io/v1alpha1
+kind: LlmTenant
+metadata: {name: acme, namespace: team-acme}
+spec: {}
+"#;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port()
+}
+
+struct Gateway {
+    child: Child,
+    api: SocketAddr,
+    admin: SocketAddr,
+}
+
+async fn launch(config: &std::path::Path, state: &std::path::Path, token: &std::path::Path) -> Gateway {
+    let (api, admin) = (free_port(), free_port());
+    let child = Command::new(env!("CARGO_BIN_EXE_dgidgi"))
+        .args(["gateway", "--listen", &format!("127.0.0.1:{api}"), "--admin-listen", &format!("127.0.0.1:{admin}")])
+        .arg("--config-dir")
+        .arg(config)
+        .arg("--state-dir")
+        .arg(state)
+        .arg("--admin-token-file")
+        .arg(token)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let gateway = Gateway {
+        child,
+        api: format!("127.0.0.1:{api}").parse().unwrap(),
+        admin: format!("127.0.0.1:{admin}").parse().unwrap(),
+    };
+    for _ in 0..200 {
+        if get(gateway.admin, "/readyz").await.is_some_and(|(status, _)| status == 200) {
+            return gateway;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the gateway did not become ready");
+}
+
+async fn get(address: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let request = Request::get(format!("http://{address}{path}"))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = client.request(request).await.ok()?;
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.ok()?.to_bytes();
+    Some((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// One request; `Some((request id, tokens))` when the client saw it complete.
+async fn chat(address: SocketAddr, key: &str) -> Option<(String, u64)> {
+    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let body = serde_json::json!({"model": "mock-fast", "max_tokens": 50, "messages": [{"role": "user", "content": "count to three"}]});
+    let request = Request::post(format!("http://{address}/v1/chat/completions"))
+        .header("authorization", format!("Bearer {key}"))
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap();
+    let response = client.request(request).await.ok()?;
+    if response.status() != 200 {
+        return None;
+    }
+    let id = response.headers().get("x-dgidgi-request-id")?.to_str().ok()?.to_owned();
+    let body = response.into_body().collect().await.ok()?.to_bytes();
+    let json: serde_json::Value = serde_json::from_slice(&body).ok()?;
+    Some((id, json["usage"]["total_tokens"].as_u64()?))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_mid_burst_loses_no_completed_request() {
+    let output = common::render_yaml(FLEET);
+    let key = output.access_keys[0].value.to_string();
+    let config = tempfile::tempdir().unwrap();
+    for file in config_dir_files(&output).unwrap() {
+        std::fs::write(config.path().join(&file.path), &file.bytes).unwrap();
+    }
+    let state = tempfile::tempdir().unwrap();
+    let token = config.path().join("admin-token");
+    std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
+
+    let mut gateway = launch(config.path(), state.path(), &token).await;
+    let completed: Arc<Mutex<Vec<(String, u64)>>> = Arc::default();
+    let mut workers = Vec::new();
+    for _ in 0..16 {
+        let completed = completed.clone();
+        let key = key.clone();
+        let api = gateway.api;
+        workers.push(tokio::spawn(async move {
+            while let Some(done) = chat(api, &key).await {
+                completed.lock().unwrap().push(done);
+            }
+        }));
+    }
+    // Let the burst run, then kill -9 while requests are in flight.
+    while completed.lock().unwrap().len() < 150 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    gateway.child.kill().unwrap();
+    gateway.child.wait().unwrap();
+    for worker in workers {
+        let _ = worker.await;
+    }
+    let completed = completed.lock().unwrap().clone();
+    assert!(completed.len() >= 150);
+
+    let restarted = launch(config.path(), state.path(), &token).await;
+    let records = read_all(state.path()).unwrap();
+    for (id, tokens) in &completed {
+        let record = records
+            .iter()
+            .find(|r| &r.request_id == id)
+            .unwrap_or_else(|| panic!("request {id} completed but is not in the ledger"));
+        assert!(
+            record.outcome == "complete" || record.outcome == "interrupted",
+            "{record:?}"
+        );
+        // Settled to the usage the client saw, or still charged its (larger) reservation.
+        assert!(record.tokens >= *tokens, "{record:?} vs {tokens}");
+    }
+    let counted: u64 = records
+        .iter()
+        .filter(|r| r.outcome != "refused" && r.outcome != "failed")
+        .map(|r| r.tokens)
+        .sum();
+    let (status, usage) = get(restarted.admin, "/usage").await.unwrap();
+    assert_eq!(status, 200, "{usage}");
+    let usage: serde_json::Value = serde_json::from_str(&usage).unwrap();
+    let today = usage["tenants"][0]["tokensToday"].as_u64().unwrap();
+    assert_eq!(today, counted, "tokens/day continues from the ledger");
+    let seen: u64 = completed.iter().map(|(_, t)| t).sum();
+    assert!(today >= seen, "never less than what clients saw: {today} < {seen}");
+    let mut restarted = restarted;
+    restarted.child.kill().unwrap();
+    restarted.child.wait().unwrap();
+}

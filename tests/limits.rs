@@ -1,0 +1,440 @@
+//! Limits, budgets and metering through the HTTP surface: several gateways sharing a real Redis
+//! enforce one tenant's limits as one, a single gateway does the same with embedded counters,
+//! streamed and non-streamed requests meter identically, a stream the client cuts is still
+//! metered, and neither the ledger nor /metrics holds a key or a prompt.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::redis::RedisServer;
+use dgidgi::gateway::server::{Running, StartOptions, start};
+use dgidgi::gateway::{AdminToken, Settings};
+use dgidgi::metering::ledger::{LedgerOptions, read_all};
+use dgidgi::metering::{FailMode, MeterOptions};
+use dgidgi::render::RenderOutput;
+use dgidgi::render::manifests::config_dir_files;
+use http_body_util::channel::Channel;
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+const UPSTREAM_KEY: &str = "sk-limits-upstream-key-7d1f";
+const PROMPT: &str = "the secret prompt text 93ab";
+const ADMIN_TOKEN: &str = "admin-token-for-limits-test-51c2";
+
+/// A fake OpenAI-format upstream: `slow` answers after a second, `stream-long` streams for a
+/// long time, anything else answers at once. Usage is always 11 in, 7 out. Tracks the most
+/// requests it ever had in flight.
+#[derive(Clone, Default)]
+struct Upstream {
+    in_flight: Arc<AtomicUsize>,
+    most_in_flight: Arc<AtomicUsize>,
+}
+
+fn completion(model: &str) -> String {
+    serde_json::json!({
+        "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
+    })
+    .to_string()
+}
+
+fn chunk(model: &str, delta: serde_json::Value, finish: Option<&str>) -> String {
+    let chunk = serde_json::json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+    format!("data: {chunk}\n\n")
+}
+
+impl Upstream {
+    async fn start(self) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { return };
+                let upstream = self.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                        let upstream = upstream.clone();
+                        async move { Ok::<_, std::convert::Infallible>(upstream.answer(request).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        address
+    }
+
+    async fn answer(&self, request: Request<Incoming>) -> Response<Channel<Bytes>> {
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most_in_flight.fetch_max(now, Ordering::SeqCst);
+        let body = request.into_body().collect().await.unwrap().to_bytes();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let model = json["model"].as_str().unwrap_or_default().to_owned();
+        let stream = json["stream"].as_bool().unwrap_or(false);
+        let wants_usage = json["stream_options"]["include_usage"].as_bool().unwrap_or(false);
+        if model == "slow" {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let (mut sender, receiver) = Channel::<Bytes>::new(4);
+        let in_flight = self.in_flight.clone();
+        let content_type = if stream { "text/event-stream" } else { "application/json" };
+        tokio::spawn(async move {
+            let mut frames = Vec::new();
+            if !stream {
+                frames.push(completion(&model));
+            } else {
+                let pieces = if model == "stream-long" { 200 } else { 2 };
+                frames.push(chunk(&model, serde_json::json!({"role": "assistant", "content": ""}), None));
+                for _ in 0..pieces {
+                    frames.push(chunk(&model, serde_json::json!({"content": "ok"}), None));
+                }
+                frames.push(chunk(&model, serde_json::json!({}), Some("stop")));
+                if wants_usage {
+                    let usage = serde_json::json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": model,
+                        "choices": [], "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}});
+                    frames.push(format!("data: {usage}\n\n"));
+                }
+                frames.push("data: [DONE]\n\n".to_owned());
+            }
+            for frame in frames {
+                if sender.send_data(Bytes::from(frame)).await.is_err() {
+                    break;
+                }
+                if model == "stream-long" {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            in_flight.fetch_sub(1, Ordering::SeqCst);
+        });
+        Response::builder()
+            .header("content-type", content_type)
+            .body(receiver)
+            .unwrap()
+    }
+}
+
+fn fleet(upstream: SocketAddr, namespace_annotations: &str, tenant_spec: &str) -> String {
+    format!(
+        r#"
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: team-acme
+  labels: {{llm.dgidgi.io/tier: enterprise}}
+  annotations: {{{namespace_annotations}}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: fake-key, namespace: dgidgi-system}}
+stringData: {{apiKey: {UPSTREAM_KEY}}}
+---
+apiVersion: llm.dgidgi.io/v1alpha1
+kind: LlmProvider
+metadata: {{name: fake, namespace: dgidgi-system}}
+spec:
+  type: openai-compatible
+  baseUrl: "http://{upstream}/v1"
+  credentialsRef: {{name: fake-key}}
+  timeouts: {{firstByte: 10s, total: 60s}}
+  models:
+  - {{name: fast, maxOutputTokens: 1000, pricing: {{inputPerMillion: 1, outputPerMillion: 1}}}}
+  - {{name: slow, maxOutputTokens: 1000, pricing: {{inputPerMillion: 1, outputPerMillion: 1}}}}
+  - {{name: stream-long, maxOutputTokens: 1000, pricing: {{inputPerMillion: 1, outputPerMillion: 1}}}}
+---
+apiVersion: llm.dgidgi.io/v1alpha1
+kind: LlmProvider
+metadata: {{name: mock, namespace: dgidgi-system}}
+spec: {{type: mock}}
+---
+apiVersion: llm.dgidgi.io/v1alpha1
+kind: LlmTenant
+metadata: {{name: acme, namespace: team-acme}}
+spec: {tenant_spec}
+"#
+    )
+}
+
+struct Fleet {
+    gateways: Vec<Running>,
+    output: RenderOutput,
+    upstream: Upstream,
+    _dir: tempfile::TempDir,
+    states: Vec<tempfile::TempDir>,
+}
+
+impl Fleet {
+    async fn start(count: usize, redis: Option<&RedisServer>, annotations: &str, tenant_spec: &str) -> Self {
+        let upstream = Upstream::default();
+        let address = upstream.clone().start().await;
+        let output = common::render_yaml(&fleet(address, annotations, tenant_spec));
+        assert!(output.report.not_ready().is_empty(), "{:?}", output.report.not_ready());
+        let dir = tempfile::tempdir().unwrap();
+        for file in config_dir_files(&output).unwrap() {
+            std::fs::write(dir.path().join(&file.path), &file.bytes).unwrap();
+        }
+        let mut gateways = Vec::new();
+        let mut states = Vec::new();
+        for _ in 0..count {
+            let state = tempfile::tempdir().unwrap();
+            let settings = Settings {
+                metering: MeterOptions {
+                    ledger: Some(LedgerOptions {
+                        state_dir: state.path().to_owned(),
+                        retention_days: 30,
+                        json_lines: None,
+                    }),
+                    redis_url: redis.map(RedisServer::url),
+                    fail_mode: FailMode::Closed,
+                    redis_timeout: Duration::from_millis(500),
+                    ..MeterOptions::default()
+                },
+                admin_token: AdminToken::new(ADMIN_TOKEN),
+                ..Settings::default()
+            };
+            gateways.push(
+                start(StartOptions {
+                    config_dir: dir.path().to_owned(),
+                    listen: "127.0.0.1:0".parse().unwrap(),
+                    admin_listen: "127.0.0.1:0".parse().unwrap(),
+                    settings,
+                    reload_interval: Duration::from_secs(60),
+                    drain: Duration::from_secs(5),
+                    unready_delay: Duration::ZERO,
+                })
+                .await
+                .unwrap(),
+            );
+            states.push(state);
+        }
+        Self { gateways, output, upstream, _dir: dir, states }
+    }
+
+    fn key(&self) -> String {
+        self.output.access_keys[0].value.to_string()
+    }
+
+    /// Fires `count` requests at once, round-robin over the gateways.
+    async fn burst(&self, count: usize, body: serde_json::Value) -> Vec<(u16, Vec<(String, String)>, String)> {
+        let mut tasks = Vec::new();
+        for i in 0..count {
+            let address = self.gateways[i % self.gateways.len()].api;
+            let key = self.key();
+            let body = body.clone();
+            tasks.push(tokio::spawn(async move { post(address, &key, &body).await }));
+        }
+        let mut results = Vec::new();
+        for task in tasks {
+            results.push(task.await.unwrap());
+        }
+        results
+    }
+
+    async fn stop(self) {
+        for gateway in self.gateways {
+            gateway.shutdown().await;
+        }
+    }
+}
+
+async fn post(address: SocketAddr, key: &str, body: &serde_json::Value) -> (u16, Vec<(String, String)>, String) {
+    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let request = Request::post(format!("http://{address}/v1/chat/completions"))
+        .header("authorization", format!("Bearer {key}"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    let status = response.status().as_u16();
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or_default().to_owned()))
+        .collect();
+    let body = String::from_utf8_lossy(&response.into_body().collect().await.unwrap().to_bytes()).into_owned();
+    (status, headers, body)
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+fn ask(model: &str) -> serde_json::Value {
+    serde_json::json!({"model": model, "max_tokens": 100, "messages": [{"role": "user", "content": PROMPT}]})
+}
+
+async fn rpm_holds_across(count: usize, redis: Option<&RedisServer>) {
+    let fleet = Fleet::start(
+        count,
+        redis,
+        r#""llm.dgidgi.io/requests-per-minute": "50", "llm.dgidgi.io/tokens-per-day": "100000000", "llm.dgidgi.io/concurrent": "1000""#,
+        "{}",
+    )
+    .await;
+    let results = fleet.burst(300, ask("mock/mock-fast")).await;
+    let ok = results.iter().filter(|(s, _, _)| *s == 200).count();
+    assert_eq!(ok, 50, "exactly RPM requests succeed");
+    for (status, headers, body) in results.iter().filter(|(s, _, _)| *s != 200) {
+        assert_eq!(*status, 429, "{body}");
+        assert!(header(headers, "retry-after").is_some_and(|v| v.parse::<u64>().unwrap() >= 1));
+        assert_eq!(header(headers, "x-ratelimit-limit-requests"), Some("50"));
+        assert_eq!(header(headers, "x-ratelimit-remaining-requests"), Some("0"));
+        assert!(body.contains("rate_limit_exceeded"), "{body}");
+    }
+    fleet.stop().await;
+}
+
+async fn concurrency_holds_across(count: usize, redis: Option<&RedisServer>) {
+    let fleet = Fleet::start(
+        count,
+        redis,
+        r#""llm.dgidgi.io/requests-per-minute": "100000", "llm.dgidgi.io/tokens-per-day": "100000000", "llm.dgidgi.io/concurrent": "5""#,
+        "{}",
+    )
+    .await;
+    let results = fleet.burst(30, ask("fake/slow")).await;
+    assert!(fleet.upstream.most_in_flight.load(Ordering::SeqCst) <= 5, "never more than 5 in flight");
+    let ok = results.iter().filter(|(s, _, _)| *s == 200).count();
+    assert!(ok >= 5, "the five slots were used ({ok})");
+    for (status, headers, _) in results.iter().filter(|(s, _, _)| *s != 200) {
+        assert_eq!(*status, 429);
+        assert_eq!(header(headers, "x-ratelimit-limit-concurrency"), Some("5"));
+    }
+    fleet.stop().await;
+}
+
+async fn budget_holds_across(count: usize, redis: Option<&RedisServer>) {
+    // Body bytes / 4 prompt tokens + 100 output tokens, at 1 USD/M each: micro-USD = tokens.
+    let body = ask("fake/slow");
+    let prompt = (body.to_string().len() as u64).div_ceil(4);
+    let per_request = prompt + 100;
+    let budget_usd = (4 * per_request) as f64 / 1e6;
+    let fleet = Fleet::start(
+        count,
+        redis,
+        "",
+        &format!("{{budget: {{monthlyUsd: {budget_usd}, alertThresholds: [50], action: block}}}}"),
+    )
+    .await;
+    let results = fleet.burst(40, body).await;
+    let ok = results.iter().filter(|(s, _, _)| *s == 200).count();
+    assert_eq!(ok, 4, "a budget of 4 × a request's cost admits exactly 4");
+    for (status, _, body) in results.iter().filter(|(s, _, _)| *s != 200) {
+        assert_eq!(*status, 402, "{body}");
+        assert!(body.contains("insufficient_quota"));
+    }
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_gateways_sharing_redis_enforce_one_tenants_limits_as_one() {
+    let redis = RedisServer::start();
+    rpm_holds_across(3, Some(&redis)).await;
+    concurrency_holds_across(3, Some(&redis)).await;
+    budget_holds_across(3, Some(&redis)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_gateway_without_redis_enforces_the_same() {
+    rpm_holds_across(1, None).await;
+    concurrency_holds_across(1, None).await;
+    budget_holds_across(1, None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn streamed_and_unstreamed_meter_the_same_and_a_cut_stream_is_metered() {
+    let fleet = Fleet::start(1, None, "", "{}").await;
+    let address = fleet.gateways[0].api;
+    let key = fleet.key();
+    let (status, headers, _) = post(address, &key, &ask("fake/fast")).await;
+    assert_eq!(status, 200);
+    let plain_id = header(&headers, "x-dgidgi-request-id").unwrap().to_owned();
+    let mut streamed = ask("fake/fast");
+    streamed["stream"] = true.into();
+    let (status, headers, body) = post(address, &key, &streamed).await;
+    assert_eq!(status, 200);
+    assert!(body.trim_end().ends_with("data: [DONE]"), "{body}");
+    assert!(!body.contains("\"usage\""), "the client did not ask for usage: {body}");
+    let stream_id = header(&headers, "x-dgidgi-request-id").unwrap().to_owned();
+
+    // A client that reads a little of a long stream and hangs up.
+    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let mut long = ask("fake/stream-long");
+    long["stream"] = true.into();
+    let request = Request::post(format!("http://{address}/v1/chat/completions"))
+        .header("authorization", format!("Bearer {key}"))
+        .body(Full::new(Bytes::from(long.to_string())))
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    let cut_id = response.headers()["x-dgidgi-request-id"].to_str().unwrap().to_owned();
+    let mut body = response.into_body();
+    let _first = body.frame().await;
+    drop(body);
+    drop(client);
+
+    let state = fleet.states[0].path().to_owned();
+    let mut records = Vec::new();
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        records = read_all(&state).unwrap();
+        if records.iter().any(|r| r.request_id == cut_id && r.outcome != "reserved") {
+            break;
+        }
+    }
+    let find = |id: &str| records.iter().find(|r| r.request_id == id).unwrap_or_else(|| panic!("{id} in {records:?}")).clone();
+    let (plain, stream, cut) = (find(&plain_id), find(&stream_id), find(&cut_id));
+    assert_eq!((plain.tokens_input, plain.tokens_output), (11, 7));
+    assert_eq!((stream.tokens_input, stream.tokens_output), (plain.tokens_input, plain.tokens_output));
+    assert_eq!(stream.cost_micro_usd, plain.cost_micro_usd);
+    assert_eq!(stream.tokens, plain.tokens);
+    assert!(!plain.estimated && !stream.estimated);
+    assert_eq!(cut.outcome, "client_gone");
+    assert!(cut.tokens > 0, "a cut stream is still metered: {cut:?}");
+
+    // No key, access key or prompt in the ledger, the metrics or the usage summary.
+    let admin = fleet.gateways[0].admin;
+    let metrics = get(admin, "/metrics", None).await.1;
+    let (status, usage) = get(admin, "/usage", Some(ADMIN_TOKEN)).await;
+    assert_eq!(status, 200, "{usage}");
+    let summary: serde_json::Value = serde_json::from_str(&usage).unwrap();
+    assert_eq!(summary["tenants"][0]["tenant"], "team-acme/acme");
+    assert!(summary["tenants"][0]["tokensToday"].as_u64().unwrap() >= 36);
+    assert_eq!(get(admin, "/usage", Some("wrong")).await.0, 401);
+    assert_eq!(get(admin, "/usage", None).await.0, 401);
+    let mut ledger_bytes = Vec::new();
+    for entry in std::fs::read_dir(&state).unwrap() {
+        ledger_bytes.extend(std::fs::read(entry.unwrap().path()).unwrap());
+    }
+    let ledger = String::from_utf8_lossy(&ledger_bytes);
+    for (name, text) in [("ledger", ledger.as_ref()), ("metrics", &metrics), ("usage", &usage)] {
+        for secret in [UPSTREAM_KEY, key.as_str(), PROMPT, ADMIN_TOKEN] {
+            assert!(!text.contains(secret), "{name} leaks {secret}");
+        }
+    }
+    assert!(metrics.contains("gen_ai_client_token_usage_total{"), "{metrics}");
+    assert!(metrics.contains("dgidgi_cost_micro_usd_total{"), "{metrics}");
+    fleet.stop().await;
+}
+
+async fn get(address: SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
+    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let mut request = Request::get(format!("http://{address}{path}"));
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let response = client.request(request.body(Full::new(Bytes::new())).unwrap()).await.unwrap();
+    let status = response.status().as_u16();
+    (status, String::from_utf8_lossy(&response.into_body().collect().await.unwrap().to_bytes()).into_owned())
+}
