@@ -1,5 +1,324 @@
 //! Pure translation between the LLM wire formats the gateway speaks. The OpenAI chat format is
-//! the gateway's canonical form: every other format translates to and from it, requests,
-//! responses and stream chunks (streams with explicit state). Nothing here does I/O.
+//! the gateway's canonical form: every other format translates to and from it — requests,
+//! whole responses and stream events (streams through small state machines with explicit
+//! state). Nothing here does I/O; the gateway's body layer drives these functions chunk by
+//! chunk.
+//!
+//! What a target format cannot express is a [`FormatError::Unsupported`] (a 400 for the
+//! client), never silently dropped.
 
+pub mod anthropic;
+pub mod cohere;
+pub mod gemini;
 pub mod openai;
+pub mod stream;
+
+use serde_json::{Map, Value};
+
+use crate::usage::Usage;
+
+/// A wire format: what a client speaks or what an upstream speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Format {
+    /// OpenAI chat completions (and every OpenAI-compatible provider, Ollama, the mock).
+    OpenAi,
+    /// Anthropic Messages.
+    Anthropic,
+    /// Google Gemini generateContent.
+    Gemini,
+    /// Cohere v2 chat.
+    Cohere,
+}
+
+impl Format {
+    /// The format a provider type speaks.
+    pub fn of(kind: crate::providers::ProviderKind) -> Self {
+        use crate::providers::ProviderKind;
+        match kind {
+            ProviderKind::Anthropic => Self::Anthropic,
+            ProviderKind::Gemini => Self::Gemini,
+            ProviderKind::Cohere => Self::Cohere,
+            _ => Self::OpenAi,
+        }
+    }
+}
+
+/// Why a translation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FormatError {
+    /// The request is malformed for its own format (400).
+    #[error("{0}")]
+    Invalid(String),
+    /// The request uses something the target format cannot express (400).
+    #[error("{0}")]
+    Unsupported(String),
+    /// The provider answered something that does not fit its own format (502).
+    #[error("the provider's answer could not be read: {0}")]
+    Upstream(String),
+}
+
+impl FormatError {
+    fn invalid(message: impl Into<String>) -> Self {
+        Self::Invalid(message.into())
+    }
+
+    fn unsupported(message: impl Into<String>) -> Self {
+        Self::Unsupported(message.into())
+    }
+
+    fn upstream(message: impl Into<String>) -> Self {
+        Self::Upstream(message.into())
+    }
+}
+
+/// A whole (non-streamed) upstream answer in the client's format, with the usage it reported.
+/// `model` and `created` fill what a format leaves out.
+pub fn translate_response(
+    upstream: Format,
+    client: Format,
+    body: &[u8],
+    model: &str,
+    created: u64,
+) -> Result<(Vec<u8>, Option<Usage>), FormatError> {
+    if upstream == client {
+        let usage = match upstream {
+            Format::OpenAi => openai::usage_from_response(body),
+            _ => serde_json::from_slice::<Value>(body)
+                .ok()
+                .and_then(|v| v.get("usage").and_then(anthropic::usage_from_value)),
+        };
+        return Ok((body.to_vec(), usage));
+    }
+    let parsed: Value = serde_json::from_slice(body)
+        .map_err(|_| FormatError::upstream("the provider's answer is not JSON"))?;
+    let canonical = match upstream {
+        Format::OpenAi => parsed,
+        Format::Anthropic => anthropic::response_to_openai(&parsed, created)?,
+        Format::Gemini => gemini::response_to_openai(&parsed, model, created)?,
+        Format::Cohere => cohere::response_to_openai(&parsed, model, created)?,
+    };
+    let usage = canonical.get("usage").and_then(openai::usage_from_value);
+    let out = match client {
+        Format::Anthropic => anthropic::response_from_openai(&canonical)?,
+        _ => canonical,
+    };
+    Ok((out.to_string().into_bytes(), usage))
+}
+
+/// The message of an error body in any of the formats (`error.message`, or Cohere's top-level
+/// `message`), so a provider's refusal can be passed on in the client's format.
+pub fn error_message(body: &[u8]) -> Option<String> {
+    let parsed: Value = serde_json::from_slice(body).ok()?;
+    parsed
+        .pointer("/error/message")
+        .or_else(|| parsed.get("message"))
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+}
+
+/// An error body in a client format.
+pub fn error_body(client: Format, status: u16, kind: &str, code: &str, message: &str) -> String {
+    match client {
+        Format::Anthropic => anthropic::error_body(status, message),
+        _ => serde_json::json!({"error": {"message": message, "type": kind, "param": null, "code": code}})
+            .to_string(),
+    }
+}
+
+/// A parsed `data:` URL (`data:image/png;base64,....`).
+#[derive(Debug, PartialEq, Eq)]
+pub struct DataUrl<'a> {
+    /// The media type (`image/png`).
+    pub media_type: &'a str,
+    /// The base64 payload.
+    pub data: &'a str,
+}
+
+/// Splits a base64 `data:` URL; `None` for anything else (an http(s) URL).
+pub fn data_url(url: &str) -> Option<DataUrl<'_>> {
+    let rest = url.strip_prefix("data:")?;
+    let (header, data) = rest.split_once(',')?;
+    let media_type = header.strip_suffix(";base64")?;
+    Some(DataUrl { media_type, data })
+}
+
+/// A tool-call id for a provider that gives none (Gemini): derived from the response, the
+/// call's position and its name, so the same answer always gets the same ids and two calls in
+/// one answer never share one. Tool results are mapped back by the name recorded with the id
+/// in the conversation, so the id itself needs no lookup table.
+pub fn derived_call_id(response_id: &str, index: usize, name: &str) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(format!("{response_id}\0{index}\0{name}").as_bytes());
+    format!("call_{}", hex::encode(&digest[..12]))
+}
+
+/// The text of an OpenAI message `content` (a string, or text parts); other parts are an
+/// error naming `what` (the place that cannot hold them).
+fn text_only(content: &Value, what: &str) -> Result<String, FormatError> {
+    match content {
+        Value::Null => Ok(String::new()),
+        Value::String(text) => Ok(text.clone()),
+        Value::Array(parts) => {
+            let mut text = String::new();
+            for part in parts {
+                match part.get("type").and_then(Value::as_str) {
+                    Some("text") => {
+                        text.push_str(part.get("text").and_then(Value::as_str).unwrap_or(""))
+                    }
+                    other => {
+                        return Err(FormatError::unsupported(format!(
+                            "{what} can only hold text, not {:?} parts",
+                            other.unwrap_or("untyped")
+                        )));
+                    }
+                }
+            }
+            Ok(text)
+        }
+        _ => Err(FormatError::invalid(
+            "message content must be a string or an array",
+        )),
+    }
+}
+
+/// Builds an OpenAI `usage` object from the internal type.
+pub fn openai_usage(usage: &Usage) -> Value {
+    serde_json::json!({
+        "prompt_tokens": usage.input_tokens,
+        "completion_tokens": usage.output_tokens,
+        "total_tokens": usage.total_tokens(),
+        "prompt_tokens_details": {"cached_tokens": usage.cached_input_tokens},
+    })
+}
+
+/// Fails on request fields a non-OpenAI target cannot express (sampling several choices,
+/// log probabilities, audio, penalties), so they are refused instead of dropped.
+fn refuse_openai_only(request: &Map<String, Value>, target: &str) -> Result<(), FormatError> {
+    let refuse = |field: &str| {
+        Err(FormatError::unsupported(format!(
+            "'{field}' cannot be sent to a {target} model"
+        )))
+    };
+    if request
+        .get("n")
+        .and_then(Value::as_u64)
+        .is_some_and(|n| n > 1)
+    {
+        return refuse("n");
+    }
+    if request.get("logprobs") == Some(&Value::Bool(true)) {
+        return refuse("logprobs");
+    }
+    if request.get("top_logprobs").is_some_and(|v| !v.is_null()) {
+        return refuse("top_logprobs");
+    }
+    if request.get("audio").is_some_and(|v| !v.is_null()) {
+        return refuse("audio");
+    }
+    if request
+        .get("logit_bias")
+        .and_then(Value::as_object)
+        .is_some_and(|bias| !bias.is_empty())
+    {
+        return refuse("logit_bias");
+    }
+    Ok(())
+}
+
+/// The `stop` field of an OpenAI request as a list.
+fn stop_list(request: &Map<String, Value>) -> Result<Option<Vec<Value>>, FormatError> {
+    match request.get("stop") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(stop)) => Ok(Some(vec![Value::String(stop.clone())])),
+        Some(Value::Array(stops)) => Ok(Some(stops.clone())),
+        Some(_) => Err(FormatError::invalid("'stop' must be a string or an array")),
+    }
+}
+
+/// The messages array of an OpenAI request.
+fn messages(request: &Map<String, Value>) -> Result<&Vec<Value>, FormatError> {
+    request
+        .get("messages")
+        .and_then(Value::as_array)
+        .ok_or_else(|| FormatError::invalid("'messages' must be an array"))
+}
+
+/// The OpenAI `max_completion_tokens` or `max_tokens`.
+fn max_tokens(request: &Map<String, Value>) -> Option<u64> {
+    request
+        .get("max_completion_tokens")
+        .and_then(Value::as_u64)
+        .or_else(|| request.get("max_tokens").and_then(Value::as_u64))
+}
+
+/// One function tool: name, description, JSON Schema of its parameters.
+type FunctionTool<'a> = (&'a str, Option<&'a Value>, Value);
+
+/// The function tools of an OpenAI request.
+fn function_tools(request: &Map<String, Value>) -> Result<Vec<FunctionTool<'_>>, FormatError> {
+    let Some(tools) = request.get("tools").and_then(Value::as_array) else {
+        return Ok(Vec::new());
+    };
+    tools
+        .iter()
+        .map(|tool| {
+            if tool.get("type").and_then(Value::as_str) != Some("function") {
+                return Err(FormatError::unsupported(
+                    "only tools of type 'function' can be translated",
+                ));
+            }
+            let function = tool
+                .get("function")
+                .ok_or_else(|| FormatError::invalid("a tool has no 'function'"))?;
+            let name = function
+                .get("name")
+                .and_then(Value::as_str)
+                .ok_or_else(|| FormatError::invalid("a tool function has no 'name'"))?;
+            let parameters = function
+                .get("parameters")
+                .cloned()
+                .unwrap_or_else(|| serde_json::json!({"type": "object", "properties": {}}));
+            Ok((name, function.get("description"), parameters))
+        })
+        .collect()
+}
+
+/// Parses a tool call's `arguments` string into the object the native formats carry.
+fn parse_arguments(arguments: &str) -> Result<Value, FormatError> {
+    if arguments.trim().is_empty() {
+        return Ok(Value::Object(Map::new()));
+    }
+    serde_json::from_str(arguments)
+        .map_err(|_| FormatError::invalid("a tool call's 'arguments' is not valid JSON"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_urls_are_split_and_other_urls_are_not() {
+        assert_eq!(
+            data_url("data:image/png;base64,iVBOR"),
+            Some(DataUrl {
+                media_type: "image/png",
+                data: "iVBOR"
+            })
+        );
+        assert_eq!(data_url("https://example.com/cat.png"), None);
+        assert_eq!(data_url("data:text/plain,hello"), None);
+    }
+
+    #[test]
+    fn derived_ids_are_deterministic_and_distinct() {
+        assert_eq!(
+            derived_call_id("r1", 0, "get_weather"),
+            derived_call_id("r1", 0, "get_weather")
+        );
+        assert_ne!(
+            derived_call_id("r1", 0, "get_weather"),
+            derived_call_id("r1", 1, "get_weather")
+        );
+        assert!(derived_call_id("r", 0, "f").starts_with("call_"));
+    }
+}

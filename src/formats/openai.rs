@@ -1,9 +1,17 @@
-//! The OpenAI chat completions format: usage extraction from a response body or a stream
-//! chunk, and asking an upstream for streamed usage (`stream_options.include_usage`).
+//! The OpenAI chat completions format, the gateway's canonical form: usage extraction from a
+//! response body or a stream chunk, asking an upstream for streamed usage
+//! (`stream_options.include_usage`), and the stream pass-through, decoder and encoder.
 
-use serde_json::{Map, Value};
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use serde_json::{Map, Value, json};
 
+use super::stream::{Decoder, Encoder, Flow, Reframe, UpstreamError};
+use crate::sse::{Event, write_event};
 use crate::usage::Usage;
+
+/// What a client reads as the end of an OpenAI stream.
+const DONE: &str = "[DONE]";
 
 /// Reads an OpenAI `usage` object. `prompt_tokens` already counts cached tokens; cache reads
 /// are `prompt_tokens_details.cached_tokens` (DeepSeek's `prompt_cache_hit_tokens` too).
@@ -66,6 +74,173 @@ pub fn request_stream_usage(request: &mut Map<String, Value>) -> bool {
     let asked = options.get("include_usage") == Some(&Value::Bool(true));
     options.insert("include_usage".to_owned(), Value::Bool(true));
     asked
+}
+
+/// The error object an OpenAI client reads when a stream fails after it started.
+pub fn stream_error(message: &str) -> String {
+    json!({"error": {"message": message, "type": "api_error", "param": null,
+                     "code": "upstream_stream_error"}})
+    .to_string()
+}
+
+/// The parts of a chunk the pass-through needs, read without building the whole tree.
+#[derive(Deserialize)]
+struct Probe {
+    choices: Option<Vec<IgnoredAny>>,
+    usage: Option<Value>,
+    error: Option<Value>,
+}
+
+/// OpenAI upstream, OpenAI client: every chunk is passed on as it came; usage is read on the
+/// way and the usage-only chunk is held back when the client did not ask for it.
+#[derive(Debug)]
+pub struct Passthrough {
+    client_wants_usage: bool,
+    usage: Option<Usage>,
+}
+
+impl Passthrough {
+    /// A pass-through; `client_wants_usage` keeps the usage chunk in what the client gets.
+    pub fn new(client_wants_usage: bool) -> Self {
+        Self {
+            client_wants_usage,
+            usage: None,
+        }
+    }
+}
+
+impl Reframe for Passthrough {
+    fn event(&mut self, event: &Event, out: &mut Vec<u8>) -> Flow {
+        if event.data.trim() == DONE {
+            write_event(out, event.event.as_deref(), DONE);
+            return Flow::Complete;
+        }
+        let Ok(probe) = serde_json::from_str::<Probe>(&event.data) else {
+            // Not JSON: not ours to judge; the client sees what the provider sent.
+            write_event(out, event.event.as_deref(), &event.data);
+            return Flow::Continue;
+        };
+        if probe.error.is_some() {
+            write_event(out, event.event.as_deref(), &event.data);
+            return Flow::Failed;
+        }
+        if let Some(usage) = probe.usage.as_ref().and_then(usage_from_value) {
+            self.usage = Some(usage);
+            let usage_only = probe.choices.as_ref().is_some_and(Vec::is_empty);
+            if usage_only && !self.client_wants_usage {
+                return Flow::Continue;
+            }
+        }
+        write_event(out, event.event.as_deref(), &event.data);
+        Flow::Continue
+    }
+
+    fn end(&mut self, out: &mut Vec<u8>) -> Flow {
+        // Every OpenAI-format server ends a complete stream with [DONE].
+        write_event(
+            out,
+            None,
+            &stream_error("the provider ended the stream before the answer was complete"),
+        );
+        Flow::Failed
+    }
+
+    fn fail(&mut self, message: &str, out: &mut Vec<u8>) {
+        write_event(out, None, &stream_error(message));
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        self.usage
+    }
+}
+
+/// OpenAI-format upstream read into canonical chunks (for a client of another format).
+#[derive(Debug, Default)]
+pub struct ChunkDecoder {
+    usage: Option<Usage>,
+    finished: bool,
+}
+
+impl Decoder for ChunkDecoder {
+    fn event(&mut self, event: &Event, out: &mut Vec<Value>) -> Result<bool, UpstreamError> {
+        if event.data.trim() == DONE {
+            return Ok(true);
+        }
+        let chunk: Value = serde_json::from_str(&event.data)
+            .map_err(|_| UpstreamError("the provider sent a chunk that is not JSON".to_owned()))?;
+        if let Some(error) = chunk.get("error") {
+            let message = error
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("the provider failed in the middle of the stream");
+            return Err(UpstreamError(message.to_owned()));
+        }
+        if let Some(usage) = usage_from_chunk(&chunk) {
+            self.usage = Some(usage);
+        }
+        if chunk
+            .pointer("/choices/0/finish_reason")
+            .is_some_and(|r| !r.is_null())
+        {
+            self.finished = true;
+        }
+        out.push(chunk);
+        Ok(false)
+    }
+
+    fn end(&mut self, _out: &mut Vec<Value>) -> bool {
+        self.finished
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        self.usage
+    }
+}
+
+/// Canonical chunks written for an OpenAI client.
+#[derive(Debug)]
+pub struct ChunkEncoder {
+    client_wants_usage: bool,
+}
+
+impl ChunkEncoder {
+    /// An encoder; the usage-only chunk is written only if the client asked for it.
+    pub fn new(client_wants_usage: bool) -> Self {
+        Self { client_wants_usage }
+    }
+}
+
+impl Encoder for ChunkEncoder {
+    fn chunk(&mut self, chunk: &Value, out: &mut Vec<u8>) {
+        if !self.client_wants_usage && is_usage_only_chunk(chunk) {
+            return;
+        }
+        write_event(out, None, &chunk.to_string());
+    }
+
+    fn done(&mut self, out: &mut Vec<u8>) {
+        write_event(out, None, DONE);
+    }
+
+    fn error(&mut self, message: &str, out: &mut Vec<u8>) {
+        write_event(out, None, &stream_error(message));
+    }
+}
+
+/// A canonical stream chunk: one choice with `delta` and `finish_reason`.
+pub fn chunk(id: &str, model: &str, created: u64, delta: Value, finish: Option<&str>) -> Value {
+    json!({
+        "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    })
+}
+
+/// The canonical usage-only chunk that ends a stream.
+pub fn usage_chunk(id: &str, model: &str, created: u64, usage: &Usage) -> Value {
+    json!({
+        "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+        "choices": [], "usage": super::openai_usage(usage),
+    })
 }
 
 #[cfg(test)]

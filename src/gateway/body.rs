@@ -1,56 +1,206 @@
-//! The gateway's response body: a whole buffer, or an upstream body passed through frame by
-//! frame. A streamed (SSE) upstream that fails mid-way ends with an error event in the
-//! caller's format, never with a fake `[DONE]`; any other upstream body that fails aborts the
-//! response so the client sees a broken transfer, not a truncated success.
+//! The gateway's response body: a whole buffer, or an upstream event stream re-framed event by
+//! event into the client's format (a pass-through when the formats match). A stream that fails
+//! mid-way — transport error, the provider's total timeout, an error event in the provider's
+//! own format — ends with an error event in the client's format, never with a fake end.
+//!
+//! A body served by an attempt carries a [`Meter`]: it reports exactly one completion when the
+//! body ends, fails or is dropped.
 
 use std::future::Future as _;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http_body_util::Full;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use http_body_util::BodyExt as _;
+use http_body_util::combinators::BoxBody;
+use hyper::body::{Body, Frame, SizeHint};
+
+use super::completion::{End, Meter};
+use crate::formats::stream::{Flow, Reframe};
+use crate::sse::{Event, Parser};
 
 /// A boxed error for failed transfers.
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
+/// An upstream body, whatever its concrete type (hyper's `Incoming`, or a test body).
+pub type UpstreamBody = BoxBody<Bytes, BodyError>;
+
+/// Boxes a hyper body into an [`UpstreamBody`].
+pub fn upstream_body<B>(body: B) -> UpstreamBody
+where
+    B: Body<Data = Bytes> + Send + Sync + 'static,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    body.map_err(|error| Box::new(error) as BodyError).boxed()
+}
+
 /// Every body the gateway sends.
-#[derive(Debug)]
-pub enum ResponseBody {
-    /// A complete buffer (errors, mock answers, model lists).
-    Full(Full<Bytes>),
-    /// An upstream body relayed as it arrives.
-    Relay {
-        /// The upstream body.
-        inner: Incoming,
-        /// For SSE: the event to send if the upstream fails; taken once sent.
-        error_event: Option<Bytes>,
-        /// Set once the body has ended.
-        done: bool,
-        /// When the provider's `timeouts.total` runs out: the relay ends like a failure.
-        deadline: Pin<Box<tokio::time::Sleep>>,
-    },
+pub struct ResponseBody {
+    kind: Kind,
+    meter: Option<Meter>,
+}
+
+enum Kind {
+    /// A complete buffer, taken when sent.
+    Full(Option<Bytes>),
+    /// An upstream event stream being re-framed.
+    Stream(Box<Stream>),
+}
+
+struct Stream {
+    inner: UpstreamBody,
+    parser: Parser,
+    reframe: Box<dyn Reframe>,
+    /// Reused between reads.
+    events: Vec<Event>,
+    done: bool,
+    /// When the provider's `timeouts.total` runs out: the stream ends like a failure.
+    deadline: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl std::fmt::Debug for ResponseBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match &self.kind {
+            Kind::Full(_) => "full",
+            Kind::Stream(_) => "stream",
+        };
+        f.debug_struct("ResponseBody").field("kind", &kind).finish()
+    }
 }
 
 impl ResponseBody {
-    /// A complete body.
+    /// A complete body (errors, model lists): nothing to meter.
     pub fn full(bytes: impl Into<Bytes>) -> Self {
-        Self::Full(Full::new(bytes.into()))
+        Self {
+            kind: Kind::Full(Some(bytes.into())),
+            meter: None,
+        }
     }
 
-    /// Relays `inner` until `deadline`; `error_event` is sent instead of an abort if it fails or
-    /// runs out of time (SSE streams).
-    pub fn relay(
-        inner: Incoming,
-        error_event: Option<Bytes>,
-        deadline: tokio::time::Instant,
-    ) -> Self {
-        Self::Relay {
-            inner,
-            error_event,
-            done: false,
-            deadline: Box::pin(tokio::time::sleep_until(deadline)),
+    /// A complete body served by an attempt: `meter` reports when it has been handed over.
+    pub fn metered(bytes: impl Into<Bytes>, meter: Meter) -> Self {
+        Self {
+            kind: Kind::Full(Some(bytes.into())),
+            meter: Some(meter),
         }
+    }
+
+    /// An upstream event stream, re-framed by `reframe` until it ends or `deadline`.
+    pub fn stream(
+        inner: UpstreamBody,
+        reframe: Box<dyn Reframe>,
+        deadline: tokio::time::Instant,
+        meter: Meter,
+    ) -> Self {
+        Self {
+            kind: Kind::Stream(Box::new(Stream {
+                inner,
+                parser: Parser::default(),
+                reframe,
+                events: Vec::new(),
+                done: false,
+                deadline: Box::pin(tokio::time::sleep_until(deadline)),
+            })),
+            meter: Some(meter),
+        }
+    }
+}
+
+fn finish(meter: &mut Option<Meter>, usage: Option<crate::usage::Usage>, end: End) {
+    if let Some(meter) = meter {
+        meter.set_usage(usage);
+        meter.finish(end);
+    }
+}
+
+impl Stream {
+    /// Ends the stream after a failure: the client-format error goes out.
+    fn fail(&mut self, message: &str, out: &mut Vec<u8>, meter: &mut Option<Meter>) {
+        tracing::warn!("upstream stream failed: {message}");
+        self.reframe.fail(message, out);
+        self.done = true;
+        finish(meter, self.reframe.usage(), End::UpstreamFailed);
+    }
+
+    /// Runs the parsed events through the re-framer; stops at a completion or failure.
+    fn drain_events(&mut self, out: &mut Vec<u8>, meter: &mut Option<Meter>) {
+        for event in self.events.drain(..) {
+            match self.reframe.event(&event, out) {
+                Flow::Continue => {}
+                flow => {
+                    self.done = true;
+                    let end = if flow == Flow::Complete {
+                        End::Complete
+                    } else {
+                        End::UpstreamFailed
+                    };
+                    finish(meter, self.reframe.usage(), end);
+                    break;
+                }
+            }
+        }
+        self.events.clear();
+    }
+
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+        meter: &mut Option<Meter>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let mut out = Vec::new();
+        loop {
+            if self.done {
+                return Poll::Ready(None);
+            }
+            if self.deadline.as_mut().poll(cx).is_ready() {
+                self.fail("the provider's total timeout ran out", &mut out, meter);
+                break;
+            }
+            match Pin::new(&mut self.inner).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(frame))) => {
+                    let Ok(data) = frame.into_data() else {
+                        continue; // trailers
+                    };
+                    if let Err(error) = self.parser.feed(&data, &mut self.events) {
+                        self.fail(&error.to_string(), &mut out, meter);
+                        break;
+                    }
+                    self.drain_events(&mut out, meter);
+                    if let Some(meter) = meter {
+                        meter.set_usage(self.reframe.usage());
+                    }
+                    if !out.is_empty() || self.done {
+                        break;
+                    }
+                }
+                Poll::Ready(Some(Err(error))) => {
+                    let message = format!("the provider's connection failed mid-stream ({error})");
+                    self.fail(&message, &mut out, meter);
+                    break;
+                }
+                Poll::Ready(None) => {
+                    // The parser only fails on oversize, which `feed` already reported.
+                    let _ = self.parser.finish(&mut self.events);
+                    self.drain_events(&mut out, meter);
+                    if !self.done {
+                        let flow = self.reframe.end(&mut out);
+                        self.done = true;
+                        let end = if flow == Flow::Complete {
+                            End::Complete
+                        } else {
+                            End::UpstreamFailed
+                        };
+                        finish(meter, self.reframe.usage(), end);
+                    }
+                    break;
+                }
+            }
+        }
+        if out.is_empty() {
+            return Poll::Ready(None);
+        }
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))))
     }
 }
 
@@ -62,59 +212,38 @@ impl Body for ResponseBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        match self.get_mut() {
-            Self::Full(full) => Pin::new(full)
-                .poll_frame(cx)
-                .map_err(|never| match never {}),
-            Self::Relay {
-                inner,
-                error_event,
-                done,
-                deadline,
-            } => {
-                if *done {
-                    return Poll::Ready(None);
-                }
-                if deadline.as_mut().poll(cx).is_ready() {
-                    *done = true;
-                    tracing::warn!("upstream response exceeded the provider's total timeout");
-                    return match error_event.take() {
-                        Some(event) => Poll::Ready(Some(Ok(Frame::data(event)))),
-                        None => {
-                            Poll::Ready(Some(Err("the provider's total timeout ran out".into())))
-                        }
-                    };
-                }
-                match Pin::new(inner).poll_frame(cx) {
-                    Poll::Ready(Some(Err(error))) => {
-                        *done = true;
-                        tracing::warn!("upstream failed mid-response: {error}");
-                        match error_event.take() {
-                            Some(event) => Poll::Ready(Some(Ok(Frame::data(event)))),
-                            None => Poll::Ready(Some(Err(Box::new(error)))),
-                        }
+        let this = self.get_mut();
+        let polled = match &mut this.kind {
+            Kind::Full(bytes) => {
+                let bytes = bytes.take();
+                if let Some(meter) = &mut this.meter {
+                    if bytes.as_ref().is_some_and(|b| !b.is_empty()) {
+                        meter.bytes_sent();
                     }
-                    Poll::Ready(None) => {
-                        *done = true;
-                        Poll::Ready(None)
-                    }
-                    other => other.map_err(|e| Box::new(e) as BodyError),
+                    meter.finish(End::Complete);
                 }
+                return Poll::Ready(bytes.filter(|b| !b.is_empty()).map(|b| Ok(Frame::data(b))));
             }
+            Kind::Stream(stream) => stream.poll(cx, &mut this.meter),
+        };
+        if let (Poll::Ready(Some(Ok(_))), Some(meter)) = (&polled, &mut this.meter) {
+            meter.bytes_sent();
         }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        match self {
-            Self::Full(full) => full.is_end_stream(),
-            Self::Relay { inner, done, .. } => *done || inner.is_end_stream(),
+        match &self.kind {
+            Kind::Full(bytes) => bytes.is_none(),
+            Kind::Stream(stream) => stream.done,
         }
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self {
-            Self::Full(full) => full.size_hint(),
-            Self::Relay { inner, .. } => inner.size_hint(),
+        match &self.kind {
+            Kind::Full(Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
+            Kind::Full(None) => SizeHint::with_exact(0),
+            Kind::Stream(_) => SizeHint::default(),
         }
     }
 }

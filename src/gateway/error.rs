@@ -138,6 +138,16 @@ impl ApiError {
         )
     }
 
+    /// The JSON body in a client's format (Anthropic's for `/v1/messages`).
+    pub fn body_in(&self, format: crate::formats::Format) -> Bytes {
+        match format {
+            crate::formats::Format::Anthropic => Bytes::from(
+                crate::formats::anthropic::error_body(self.status.as_u16(), &self.message),
+            ),
+            _ => self.body(),
+        }
+    }
+
     /// The same error as one SSE event, for failures after a stream has started.
     pub fn sse_event(&self) -> Bytes {
         Bytes::from(format!(

@@ -5,13 +5,16 @@
 pub mod admin;
 pub mod body;
 pub mod chat;
+pub mod completion;
 pub mod egress;
 pub mod error;
 pub mod health;
 pub mod limits;
+pub mod messages;
 pub mod metrics;
 pub mod models;
 pub mod reload;
+pub mod serve;
 pub mod server;
 pub mod upstream;
 

@@ -20,7 +20,8 @@ use tokio::sync::watch;
 use super::Gateway;
 use super::body::ResponseBody;
 use super::error::ApiError;
-use super::{chat, models};
+use super::{chat, messages, models};
+use crate::formats::Format;
 
 /// Largest number of request headers accepted (431 beyond).
 const MAX_HEADERS: usize = 100;
@@ -37,7 +38,13 @@ pub fn json_response(status: StatusCode, body: impl Into<bytes::Bytes>) -> Respo
 
 /// An error in the OpenAI format, with its `retry-after`.
 pub fn error_response(error: &ApiError) -> Response<ResponseBody> {
-    let mut response = json_response(error.status, error.body());
+    error_response_in(error, Format::OpenAi)
+}
+
+/// An error in the format of the front door it answers (Anthropic's for `/v1/messages`), with
+/// its `retry-after` and `x-ratelimit-*` headers.
+pub fn error_response_in(error: &ApiError, format: Format) -> Response<ResponseBody> {
+    let mut response = json_response(error.status, error.body_in(format));
     error.write_headers(response.headers_mut());
     response
 }
@@ -53,7 +60,16 @@ pub async fn api(
     let path = request.uri().path().to_owned();
     let result = match (request.method(), path.as_str()) {
         (&Method::POST, "/v1/chat/completions") => chat::handle(gateway, request).await,
+        (&Method::POST, "/v1/messages") => {
+            return Ok(messages::handle(gateway, request)
+                .await
+                .unwrap_or_else(|error| error_response_in(&error, Format::Anthropic)));
+        }
         (&Method::GET, "/v1/models") => list_models(&gateway, &request),
+        (method, "/v1/messages") => {
+            let error = ApiError::method_not_allowed(method.as_str(), &path);
+            return Ok(error_response_in(&error, Format::Anthropic));
+        }
         (method, "/v1/chat/completions" | "/v1/models") => {
             Err(ApiError::method_not_allowed(method.as_str(), &path))
         }

@@ -1,6 +1,6 @@
 //! Calling providers: one pooled HTTP client (HTTP/1.1 and HTTP/2, rustls) for every upstream,
-//! the OpenAI-format request for the providers that speak it, the built-in mock, and the
-//! classification of failures that decides between retry, fallback and giving up.
+//! the request in each provider's own format (URL and key header), and the classification of
+//! failures that decides between retry, fallback and giving up.
 
 use std::time::Duration;
 
@@ -16,6 +16,7 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::config::ProviderConfig;
 use crate::crd::policy::RetryOn;
+use crate::formats::Format;
 use crate::providers::ProviderKind;
 
 /// The shared client type.
@@ -66,6 +67,11 @@ pub enum Failure {
     Auth(StatusCode),
     /// A provider type this gateway cannot call yet.
     Unsupported(ProviderKind),
+    /// The request uses something this target's format cannot express (a 400 if no other
+    /// target can).
+    Inexpressible(String),
+    /// The provider's answer could not be read or translated.
+    BadAnswer(String),
 }
 
 impl Failure {
@@ -76,7 +82,11 @@ impl Failure {
             Self::ServerError(_) => Some(RetryOn::ServerError),
             Self::Timeout => Some(RetryOn::Timeout),
             Self::Connect => Some(RetryOn::ConnectError),
-            Self::ModelNotFound | Self::Auth(_) | Self::Unsupported(_) => None,
+            Self::ModelNotFound
+            | Self::Auth(_)
+            | Self::Unsupported(_)
+            | Self::Inexpressible(_)
+            | Self::BadAnswer(_) => None,
         }
     }
 
@@ -94,6 +104,8 @@ impl Failure {
             Self::Unsupported(kind) => {
                 format!("provider type {kind} is not supported by this gateway yet")
             }
+            Self::Inexpressible(message) => format!("cannot take this request: {message}"),
+            Self::BadAnswer(message) => format!("gave an answer that could not be read: {message}"),
         }
     }
 }
@@ -115,9 +127,10 @@ pub enum Outcome {
     Failed(Failure),
 }
 
-/// Sends an OpenAI-format chat completion to `url` and classifies the answer. `first_byte`
-/// bounds the wait for the response headers.
-pub async fn send_openai<C>(
+/// Sends a chat request in the provider's own format to `url` and classifies the answer.
+/// `first_byte` bounds the wait for the response headers. The key goes in the header the
+/// format expects (never in the URL), marked sensitive.
+pub async fn send<C>(
     client: &Client<C, Full<Bytes>>,
     provider_kind: ProviderKind,
     url: &str,
@@ -128,21 +141,32 @@ pub async fn send_openai<C>(
 where
     C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
 {
+    let format = Format::of(provider_kind);
     let mut builder = Request::builder()
         .method(Method::POST)
         .uri(url)
         .header(CONTENT_TYPE, "application/json")
         .header(ACCEPT, "application/json, text/event-stream");
     if let Some(key) = api_key {
-        let mut value = [b"Bearer ".as_slice(), key].concat();
+        let (name, mut value) = match format {
+            Format::OpenAi | Format::Cohere => (
+                AUTHORIZATION.as_str(),
+                [b"Bearer ".as_slice(), key].concat(),
+            ),
+            Format::Anthropic => ("x-api-key", key.to_vec()),
+            Format::Gemini => ("x-goog-api-key", key.to_vec()),
+        };
         match HeaderValue::from_bytes(&value) {
             Ok(mut header) => {
                 header.set_sensitive(true);
-                builder = builder.header(AUTHORIZATION, header);
+                builder = builder.header(name, header);
             }
             Err(_) => return Outcome::Failed(Failure::Auth(StatusCode::UNAUTHORIZED)),
         }
         zeroize::Zeroize::zeroize(&mut value);
+    }
+    if format == Format::Anthropic {
+        builder = builder.header("anthropic-version", crate::formats::anthropic::VERSION);
     }
     if provider_kind == ProviderKind::Openrouter {
         // OpenRouter's app attribution headers.
@@ -174,25 +198,42 @@ where
         }
         401 | 403 => Outcome::Failed(Failure::Auth(status)),
         404 => Outcome::Failed(Failure::ModelNotFound),
+        // 529 (Anthropic's "overloaded") included.
         500..=599 => Outcome::Failed(Failure::ServerError(status)),
         // Other 4xx: the request itself is wrong; the provider's own error goes back.
         _ => Outcome::Relay(response),
     }
 }
 
-/// Reads a whole upstream body (for error relays), bounded.
-pub async fn read_bounded(body: Incoming, limit: usize) -> Option<Bytes> {
-    let collected = http_body_util::Limited::new(body, limit)
-        .collect()
-        .await
-        .ok()?;
-    Some(collected.to_bytes())
+/// Reads a whole upstream body, bounded.
+pub async fn read_bounded(mut body: super::body::UpstreamBody, limit: usize) -> Option<Bytes> {
+    let mut out: Vec<u8> = Vec::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.ok()?.into_data() {
+            if out.len() + data.len() > limit {
+                return None;
+            }
+            out.extend_from_slice(&data);
+        }
+    }
+    Some(Bytes::from(out))
 }
 
-/// The chat completions URL of a provider, when it speaks the OpenAI format.
-pub fn chat_url(provider: &ProviderConfig) -> Option<String> {
+/// The chat URL of a provider in its own format: the catalog's `chat_path` under the base
+/// URL, with `{model}` replaced (Gemini names the model and the streaming method in the path).
+pub fn chat_url(provider: &ProviderConfig, model: &str, stream: bool) -> Option<String> {
     let path = provider.kind.defaults().chat_path?;
-    Some(format!("{}{path}", provider.base_url.as_deref()?))
+    let base = provider.base_url.as_deref()?.trim_end_matches('/');
+    if Format::of(provider.kind) == Format::Gemini {
+        let method = if stream {
+            ":streamGenerateContent?alt=sse"
+        } else {
+            ":generateContent"
+        };
+        let model = url::form_urlencoded::byte_serialize(model.as_bytes()).collect::<String>();
+        return Some(format!("{base}{}{method}", path.replace("{model}", &model)));
+    }
+    Some(format!("{base}{path}"))
 }
 
 /// The chat completions URL of a cli endpoint (Ollama's OpenAI-compatible API).

@@ -33,8 +33,9 @@ pub struct ProviderDefaults {
     /// Whether models outside the catalog are accepted (aggregators and local servers, whose
     /// model lists are open-ended), as long as the CR lists no models of its own.
     pub open_catalog: bool,
-    /// Path of the OpenAI-format chat completions endpoint under the base URL, for the types
-    /// that speak it (`None`: a native format, served by its own adapter).
+    /// Path of the chat endpoint under the base URL, in the type's own wire format
+    /// ([`crate::formats::Format::of`]); `{model}` stands for the model id where the format puts
+    /// it in the path (Gemini). `None`: the type has no HTTP chat endpoint (the mock).
     pub chat_path: Option<&'static str>,
     /// The catalog.
     pub models: &'static [CatalogModel],
@@ -81,7 +82,7 @@ static OPENAI: ProviderDefaults = ProviderDefaults {
 static ANTHROPIC: ProviderDefaults = ProviderDefaults {
     base_url: Some("https://api.anthropic.com"),
     open_catalog: false,
-    chat_path: None,
+    chat_path: Some("/v1/messages"),
     models: &[
         model(
             "claude-opus-4-1-20250805",
@@ -134,7 +135,7 @@ static ANTHROPIC: ProviderDefaults = ProviderDefaults {
 static GEMINI: ProviderDefaults = ProviderDefaults {
     base_url: Some("https://generativelanguage.googleapis.com/v1beta"),
     open_catalog: false,
-    chat_path: None,
+    chat_path: Some("/models/{model}"),
     models: &[
         model("gemini-2.5-pro", &[], 1_048_576, 65_536, true, 1.25, 10.0),
         model("gemini-2.5-flash", &[], 1_048_576, 65_536, true, 0.3, 2.5),
@@ -210,7 +211,7 @@ static MISTRAL: ProviderDefaults = ProviderDefaults {
 static COHERE: ProviderDefaults = ProviderDefaults {
     base_url: Some("https://api.cohere.com"),
     open_catalog: false,
-    chat_path: None,
+    chat_path: Some("/v2/chat"),
     models: &[
         model(
             "command-a-03-2025",

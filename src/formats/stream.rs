@@ -1,0 +1,156 @@
+//! Streams re-framed event by event: a [`Decoder`] turns one upstream event (in the provider's
+//! format) into canonical OpenAI chunks, an [`Encoder`] turns canonical chunks into the client's
+//! wire bytes. A [`Reframe`] is what the body layer drives: the two composed, or a cheaper
+//! pass-through when the client speaks the upstream's format (the bytes are kept, only usage
+//! and failures are read on the way).
+
+use serde_json::Value;
+
+use super::{Format, anthropic, cohere, gemini, openai};
+use crate::sse::Event;
+use crate::usage::Usage;
+
+/// What the stream does after an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// More to come.
+    Continue,
+    /// The upstream said the answer is complete; nothing after this matters.
+    Complete,
+    /// The upstream reported a failure in its own format; the client got an error event.
+    Failed,
+}
+
+/// A failure the upstream reported inside its stream (an Anthropic `error` event, a Gemini
+/// error object, a Cohere `ERROR` finish), with a message safe to show the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamError(pub String);
+
+/// One upstream format, read into canonical chunks.
+pub trait Decoder: Send {
+    /// Reads one event; canonical chunks are appended to `out`. `Ok(true)` when the upstream
+    /// said the answer is complete.
+    fn event(&mut self, event: &Event, out: &mut Vec<Value>) -> Result<bool, UpstreamError>;
+    /// The upstream's input ended without a completion marker (formats without one, such as
+    /// Gemini, complete here): `Ok(true)` if the answer is complete.
+    fn end(&mut self, out: &mut Vec<Value>) -> bool;
+    /// What the upstream reported so far.
+    fn usage(&self) -> Option<Usage>;
+}
+
+/// Canonical chunks written in one client format.
+pub trait Encoder: Send {
+    /// Writes one chunk.
+    fn chunk(&mut self, chunk: &Value, out: &mut Vec<u8>);
+    /// Writes the end of a complete answer.
+    fn done(&mut self, out: &mut Vec<u8>);
+    /// Writes a failure (the stream then ends without a completion marker).
+    fn error(&mut self, message: &str, out: &mut Vec<u8>);
+}
+
+/// What the body layer drives: one upstream event in, the client's bytes out.
+pub trait Reframe: Send {
+    /// Handles one upstream event.
+    fn event(&mut self, event: &Event, out: &mut Vec<u8>) -> Flow;
+    /// The upstream's input ended cleanly (no transport error).
+    fn end(&mut self, out: &mut Vec<u8>) -> Flow;
+    /// The upstream broke (transport error, timeout): writes the client-format error.
+    fn fail(&mut self, message: &str, out: &mut Vec<u8>);
+    /// The usage reported so far.
+    fn usage(&self) -> Option<Usage>;
+}
+
+/// What a stream translation needs to know about the request.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// The model that served the request (used when the upstream does not name it).
+    pub model: String,
+    /// Unix seconds for the `created` field of OpenAI chunks.
+    pub created: u64,
+    /// The OpenAI client asked for `stream_options.include_usage` (the usage chunk is theirs).
+    pub client_wants_usage: bool,
+}
+
+/// The re-framer for an upstream format and a client format.
+pub fn reframer(upstream: Format, client: Format, context: Context) -> Box<dyn Reframe> {
+    match (upstream, client) {
+        (Format::OpenAi, Format::OpenAi) => {
+            Box::new(openai::Passthrough::new(context.client_wants_usage))
+        }
+        (Format::Anthropic, Format::Anthropic) => Box::new(anthropic::Passthrough::default()),
+        (upstream, client) => {
+            let decoder: Box<dyn Decoder> = match upstream {
+                Format::OpenAi => Box::new(openai::ChunkDecoder::default()),
+                Format::Anthropic => Box::new(anthropic::EventDecoder::new(&context)),
+                Format::Gemini => Box::new(gemini::ChunkDecoder::new(&context)),
+                Format::Cohere => Box::new(cohere::EventDecoder::new(&context)),
+            };
+            let encoder: Box<dyn Encoder> = match client {
+                Format::Anthropic => Box::new(anthropic::EventEncoder::new(&context)),
+                _ => Box::new(openai::ChunkEncoder::new(context.client_wants_usage)),
+            };
+            Box::new(Translated {
+                decoder,
+                encoder,
+                chunks: Vec::new(),
+            })
+        }
+    }
+}
+
+/// A decoder and an encoder composed through canonical chunks.
+struct Translated {
+    decoder: Box<dyn Decoder>,
+    encoder: Box<dyn Encoder>,
+    /// Reused between events.
+    chunks: Vec<Value>,
+}
+
+impl Translated {
+    fn flush(&mut self, out: &mut Vec<u8>) {
+        for chunk in self.chunks.drain(..) {
+            self.encoder.chunk(&chunk, out);
+        }
+    }
+}
+
+impl Reframe for Translated {
+    fn event(&mut self, event: &Event, out: &mut Vec<u8>) -> Flow {
+        let result = self.decoder.event(event, &mut self.chunks);
+        self.flush(out);
+        match result {
+            Ok(false) => Flow::Continue,
+            Ok(true) => {
+                self.encoder.done(out);
+                Flow::Complete
+            }
+            Err(UpstreamError(message)) => {
+                self.encoder.error(&message, out);
+                Flow::Failed
+            }
+        }
+    }
+
+    fn end(&mut self, out: &mut Vec<u8>) -> Flow {
+        let complete = self.decoder.end(&mut self.chunks);
+        self.flush(out);
+        if complete {
+            self.encoder.done(out);
+            Flow::Complete
+        } else {
+            self.encoder.error(
+                "the provider ended the stream before the answer was complete",
+                out,
+            );
+            Flow::Failed
+        }
+    }
+
+    fn fail(&mut self, message: &str, out: &mut Vec<u8>) {
+        self.encoder.error(message, out);
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        self.decoder.usage()
+    }
+}

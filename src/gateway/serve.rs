@@ -1,0 +1,495 @@
+//! The request path shared by every front door (`/v1/chat/completions`, `/v1/messages`): walk
+//! the plan (retries with backoff on the rule's failure classes, then the next target) until
+//! one attempt answers, with the request translated into each target's format and the answer
+//! translated back into the client's. Nothing reaches the client before an attempt has
+//! answered, so every failure before that point can still fall back; non-streamed answers are
+//! read whole inside the attempt, so even a body that breaks falls back.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use hyper::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
+use hyper::{Response, StatusCode};
+use serde_json::{Map, Value};
+use tokio::sync::oneshot;
+
+use super::body::{ResponseBody, UpstreamBody, upstream_body};
+use super::completion::{Completion, Meter};
+use super::error::ApiError;
+use super::upstream::{Failure, Outcome, chat_url, cli_chat_url, read_bounded, send};
+use super::{Active, Gateway};
+use crate::config::{Scope, TenantConfig};
+use crate::crd::Source;
+use crate::formats::stream::{Context, reframer};
+use crate::formats::{Format, FormatError, anthropic, cohere, gemini, openai};
+use crate::providers::{ProviderKind, mock};
+use crate::routing::plan::{Attempt, Plan, Upstream};
+
+/// The largest non-streamed answer read from a provider.
+const MAX_ANSWER_BYTES: usize = 32 * 1024 * 1024;
+
+/// `max_tokens` for an Anthropic model when neither the client nor the catalog gives one.
+const DEFAULT_MAX_TOKENS: u64 = 4096;
+
+/// A parsed client request.
+#[derive(Debug)]
+pub struct ClientRequest {
+    /// The format the client speaks.
+    pub format: Format,
+    /// Its body.
+    pub json: Map<String, Value>,
+    /// Whether it asked for a stream.
+    pub stream: bool,
+}
+
+/// The response an attempt served, with what the lead's metering needs: the one completion the
+/// body will report, and which attempt served it.
+#[derive(Debug)]
+pub struct Served {
+    /// The response to send.
+    pub response: Response<ResponseBody>,
+    /// Receives exactly one completion when the body ends, fails or is dropped.
+    pub completion: oneshot::Receiver<Completion>,
+    /// The provider id that served (`cli` for a cli endpoint).
+    pub provider: String,
+    /// The model sent upstream.
+    pub model: String,
+    /// Position of the attempt in the plan (0: the first choice).
+    pub fallback: usize,
+    /// The source that served.
+    pub source: Source,
+}
+
+/// The request in its canonical (OpenAI) form, made once per request.
+struct Prepared {
+    client: Format,
+    stream: bool,
+    /// The OpenAI client asked for the usage chunk itself.
+    client_wants_usage: bool,
+    /// The client's body (for a pass-through to the same format).
+    original: Map<String, Value>,
+    /// The canonical body, when the client does not speak OpenAI (`None`: not made yet, or the
+    /// client speaks OpenAI and `original` is canonical).
+    canonical: Option<Result<Map<String, Value>, FormatError>>,
+}
+
+impl Prepared {
+    fn canonical(&mut self) -> Result<&Map<String, Value>, FormatError> {
+        if self.client == Format::OpenAi {
+            return Ok(&self.original);
+        }
+        let original = &self.original;
+        self.canonical
+            .get_or_insert_with(|| anthropic::request_to_openai(original))
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    /// The body for one attempt, in the upstream's format.
+    fn body_for(&mut self, attempt: &Attempt<'_>, upstream: Format) -> Result<Bytes, FormatError> {
+        let stream = self.stream;
+        let model = Value::String(attempt.model.clone());
+        let json = match upstream {
+            Format::Anthropic if self.client == Format::Anthropic => {
+                let mut json = self.original.clone();
+                json.insert("model".into(), model);
+                json
+            }
+            Format::Anthropic => {
+                let default_max = match attempt.upstream {
+                    Upstream::Provider(provider) => provider
+                        .model(&attempt.model)
+                        .and_then(|m| m.max_output_tokens)
+                        .map_or(DEFAULT_MAX_TOKENS, u64::from),
+                    Upstream::Cli(_) => DEFAULT_MAX_TOKENS,
+                };
+                let mut json = anthropic::request_from_openai(self.canonical()?, default_max)?;
+                json.insert("model".into(), model);
+                json
+            }
+            Format::OpenAi => {
+                let from_other = self.client != Format::OpenAi;
+                let mut json = self.canonical()?.clone();
+                json.insert("model".into(), model);
+                if stream {
+                    openai::request_stream_usage(&mut json);
+                }
+                let is_openai = matches!(attempt.upstream,
+                    Upstream::Provider(p) if p.kind == ProviderKind::Openai);
+                if from_other
+                    && is_openai
+                    && let Some(max) = json.remove("max_tokens")
+                {
+                    // OpenAI's reasoning models only take the newer name.
+                    json.insert("max_completion_tokens".into(), max);
+                }
+                json
+            }
+            Format::Gemini => gemini::request_from_openai(self.canonical()?)?,
+            Format::Cohere => {
+                let mut json = cohere::request_from_openai(self.canonical()?)?;
+                json.insert("model".into(), model);
+                json
+            }
+        };
+        // A map of JSON values always serializes (string keys, finite numbers).
+        Ok(Bytes::from(serde_json::to_vec(&json).unwrap_or_default()))
+    }
+}
+
+/// The format an attempt's upstream speaks.
+fn upstream_format(attempt: &Attempt<'_>) -> Format {
+    match attempt.upstream {
+        Upstream::Provider(provider) => Format::of(provider.kind),
+        Upstream::Cli(_) => Format::OpenAi,
+    }
+}
+
+/// Walks the plan for a parsed request and returns what served it.
+pub async fn serve(
+    gateway: &Gateway,
+    snapshot: &Active,
+    tenant: &TenantConfig,
+    planned: &Plan<'_>,
+    request: ClientRequest,
+) -> Result<Served, ApiError> {
+    let client_wants_usage = request.format == Format::OpenAi
+        && request
+            .json
+            .get("stream_options")
+            .and_then(|o| o.get("include_usage"))
+            == Some(&Value::Bool(true));
+    let mut prepared = Prepared {
+        client: request.format,
+        stream: request.stream,
+        client_wants_usage,
+        original: request.json,
+        canonical: None,
+    };
+    let mut failures: Vec<Failure> = Vec::new();
+    for (index, attempt) in planned.attempts.iter().enumerate() {
+        let format = upstream_format(attempt);
+        let body = match prepared.body_for(attempt, format) {
+            Ok(body) => body,
+            Err(FormatError::Invalid(message)) => return Err(ApiError::bad_request(message)),
+            Err(error) => {
+                failures.push(Failure::Inexpressible(error.to_string()));
+                continue;
+            }
+        };
+        let tries = 1 + planned.retry.attempts;
+        for try_number in 0..tries {
+            let outcome = call(gateway, snapshot, tenant, attempt, &prepared, &body).await;
+            let result = match outcome {
+                Outcome::Relay(response) => {
+                    let (parts, incoming) = response.into_parts();
+                    answer(
+                        &prepared,
+                        attempt,
+                        format,
+                        parts.status,
+                        &parts.headers,
+                        upstream_body(incoming),
+                    )
+                    .await
+                }
+                Outcome::Local {
+                    status,
+                    content_type,
+                    body,
+                } => {
+                    let mut headers = HeaderMap::new();
+                    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+                    let local = upstream_body(http_body_util::Full::new(body));
+                    answer(&prepared, attempt, format, status, &headers, local).await
+                }
+                Outcome::Failed(failure) => Err(failure),
+            };
+            match result {
+                Ok((mut response, completion)) => {
+                    if let Upstream::Provider(provider) = attempt.upstream {
+                        snapshot.health.record_success(&provider.id);
+                    }
+                    stamp(response.headers_mut(), attempt, planned, index);
+                    return Ok(Served {
+                        response,
+                        completion,
+                        provider: describe(attempt),
+                        model: attempt.model.clone(),
+                        fallback: index,
+                        source: planned.source,
+                    });
+                }
+                Err(failure) => {
+                    let class = failure.retry_class();
+                    if let (Upstream::Provider(provider), Some(_)) = (attempt.upstream, class) {
+                        snapshot.health.record_failure(&provider.id);
+                    }
+                    tracing::info!(
+                        upstream = %describe(attempt),
+                        model = %attempt.model,
+                        attempt = try_number + 1,
+                        "attempt failed: {}",
+                        failure.describe()
+                    );
+                    let retry = class.is_some_and(|class| planned.retry.on.contains(&class));
+                    failures.push(failure);
+                    if retry && try_number + 1 < tries {
+                        let backoff = planned
+                            .retry
+                            .backoff_ms
+                            .saturating_mul(1 << try_number.min(10));
+                        tokio::time::sleep(Duration::from_millis(backoff)).await;
+                        continue;
+                    }
+                    break;
+                }
+            }
+        }
+    }
+    Err(final_error(&failures, &planned.requested_model))
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn total_deadline(attempt: &Attempt<'_>) -> tokio::time::Instant {
+    let total_ms = match attempt.upstream {
+        Upstream::Provider(provider) => provider.timeouts.total_ms,
+        Upstream::Cli(_) => crate::config::TimeoutsConfig::default().total_ms,
+    };
+    tokio::time::Instant::now() + Duration::from_millis(total_ms)
+}
+
+/// Turns an upstream answer into the client's response: a stream re-framed as it arrives, or a
+/// whole answer read (bounded, within the provider's total timeout) and translated. A body
+/// that cannot be read is a failure of the attempt (nothing has reached the client yet).
+async fn answer(
+    prepared: &Prepared,
+    attempt: &Attempt<'_>,
+    format: Format,
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: UpstreamBody,
+) -> Result<(Response<ResponseBody>, oneshot::Receiver<Completion>), Failure> {
+    let client = prepared.client;
+    let is_sse = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    let (meter, completion) = Meter::new(status.as_u16());
+    let deadline = total_deadline(attempt);
+    if status.is_success() && (prepared.stream || is_sse) {
+        let context = Context {
+            model: attempt.model.clone(),
+            created: now(),
+            client_wants_usage: prepared.client_wants_usage,
+        };
+        let body = ResponseBody::stream(body, reframer(format, client, context), deadline, meter);
+        let mut response = Response::new(body);
+        *response.status_mut() = status;
+        response.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream; charset=utf-8"),
+        );
+        response
+            .headers_mut()
+            .insert("cache-control", HeaderValue::from_static("no-cache"));
+        return Ok((response, completion));
+    }
+    let limit = if status.is_success() {
+        MAX_ANSWER_BYTES
+    } else {
+        64 * 1024
+    };
+    let bytes = tokio::time::timeout_at(deadline, read_bounded(body, limit))
+        .await
+        .map_err(|_| Failure::Timeout)?
+        .ok_or(Failure::Connect)?;
+    let (out, mut meter) = if status.is_success() {
+        match crate::formats::translate_response(format, client, &bytes, &attempt.model, now()) {
+            Ok((out, usage)) => {
+                let mut meter = meter;
+                meter.set_usage(usage);
+                (Bytes::from(out), meter)
+            }
+            Err(error) => return Err(Failure::BadAnswer(error.to_string())),
+        }
+    } else if format == client {
+        // The provider's own refusal, already in the client's format.
+        (bytes, meter)
+    } else {
+        let message = crate::formats::error_message(&bytes)
+            .unwrap_or_else(|| format!("the provider refused the request ({status})"));
+        let body = crate::formats::error_body(
+            client,
+            status.as_u16(),
+            "invalid_request_error",
+            "upstream_error",
+            &message,
+        );
+        (Bytes::from(body), meter)
+    };
+    meter.set_usage(None);
+    let mut response = Response::new(ResponseBody::metered(out, meter));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Ok((response, completion))
+}
+
+fn describe(attempt: &Attempt<'_>) -> String {
+    match attempt.upstream {
+        Upstream::Provider(provider) => provider.id.clone(),
+        Upstream::Cli(_) => "cli".to_owned(),
+    }
+}
+
+/// The error for a plan that found no answer: 404 when every provider said it does not know the
+/// model; 400 when no target could express the request; otherwise the most telling failure (a
+/// real upstream failure over "not supported").
+fn final_error(failures: &[Failure], model: &str) -> ApiError {
+    if !failures.is_empty() && failures.iter().all(|f| *f == Failure::ModelNotFound) {
+        return ApiError::from(crate::routing::plan::RouteError::UnknownModel(
+            model.to_owned(),
+        ));
+    }
+    let passive = |f: &Failure| {
+        matches!(
+            f,
+            Failure::Unsupported(_) | Failure::ModelNotFound | Failure::Inexpressible(_)
+        )
+    };
+    if failures.iter().all(passive)
+        && let Some(Failure::Inexpressible(message)) = failures
+            .iter()
+            .find(|f| matches!(f, Failure::Inexpressible(_)))
+    {
+        return ApiError::bad_request(message.clone());
+    }
+    let telling = failures
+        .iter()
+        .rev()
+        .find(|f| !passive(f))
+        .or(failures.last());
+    let message = |what: &str| format!("every provider for {model:?} failed; the last one {what}");
+    match telling {
+        Some(Failure::Timeout) => ApiError::upstream(
+            StatusCode::GATEWAY_TIMEOUT,
+            "upstream_timeout",
+            message("timed out"),
+        ),
+        // The provider's own limit is passed on as a 429 with its retry-after (DESIGN §2).
+        Some(Failure::RateLimited(retry_after)) => ApiError {
+            retry_after: *retry_after,
+            ..ApiError::upstream(
+                StatusCode::TOO_MANY_REQUESTS,
+                "upstream_rate_limited",
+                message("was rate limited (429)"),
+            )
+        },
+        Some(Failure::ServerError(_)) => ApiError::upstream(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "upstream_unavailable",
+            message("answered 5xx"),
+        ),
+        Some(other) => ApiError::upstream(
+            StatusCode::BAD_GATEWAY,
+            "upstream_error",
+            message(&other.describe()),
+        ),
+        None => ApiError::upstream(
+            StatusCode::BAD_GATEWAY,
+            "upstream_error",
+            "no provider could be tried",
+        ),
+    }
+}
+
+/// Makes one attempt.
+async fn call(
+    gateway: &Gateway,
+    snapshot: &Active,
+    tenant: &TenantConfig,
+    attempt: &Attempt<'_>,
+    prepared: &Prepared,
+    body: &Bytes,
+) -> Outcome {
+    match attempt.upstream {
+        Upstream::Cli(cli) => {
+            let url = cli_chat_url(&cli.endpoint);
+            let Some(client) = snapshot.guarded.get(&tenant.allowed_endpoints) else {
+                return Outcome::Failed(Failure::Connect);
+            };
+            send(
+                client,
+                ProviderKind::Ollama,
+                &url,
+                None,
+                body.clone(),
+                Duration::from_secs(60),
+            )
+            .await
+        }
+        Upstream::Provider(provider) if provider.kind == ProviderKind::Mock => {
+            // The mock reads the canonical request the OpenAI-format body was made from.
+            let request = match serde_json::from_slice::<Map<String, Value>>(body) {
+                Ok(request) => request,
+                Err(_) => prepared.original.clone(),
+            };
+            let reply = mock::chat_completion(&request, &attempt.model);
+            Outcome::Local {
+                status: StatusCode::OK,
+                content_type: reply.content_type,
+                body: Bytes::from(reply.body),
+            }
+        }
+        Upstream::Provider(provider) => {
+            let Some(url) = chat_url(provider, &attempt.model, prepared.stream) else {
+                return Outcome::Failed(Failure::Unsupported(provider.kind));
+            };
+            let key = match &provider.credential {
+                None => None,
+                Some(row_id) => match snapshot.provider_key(row_id) {
+                    Some(key) => Some(key),
+                    None => {
+                        tracing::error!(provider = %provider.id, "the provider's key could not be decrypted");
+                        return Outcome::Failed(Failure::Auth(StatusCode::INTERNAL_SERVER_ERROR));
+                    }
+                },
+            };
+            let first_byte = Duration::from_millis(provider.timeouts.first_byte_ms);
+            let body = body.clone();
+            if provider.scope == Scope::Platform {
+                return send(&gateway.client, provider.kind, &url, key, body, first_byte).await;
+            }
+            // Tenant endpoints go through the client whose resolver enforces the allow-list.
+            match snapshot.guarded.get(&provider.allowed_endpoints) {
+                Some(client) => send(client, provider.kind, &url, key, body, first_byte).await,
+                None => Outcome::Failed(Failure::Connect),
+            }
+        }
+    }
+}
+
+/// The `x-dgidgi-*` headers saying what served the request.
+fn stamp(headers: &mut HeaderMap, attempt: &Attempt<'_>, planned: &Plan<'_>, index: usize) {
+    let provider = match attempt.upstream {
+        Upstream::Provider(provider) => provider.name.as_str(),
+        Upstream::Cli(_) => "cli",
+    };
+    for (name, value) in [
+        ("x-dgidgi-provider", provider),
+        ("x-dgidgi-model", attempt.model.as_str()),
+        ("x-dgidgi-source", planned.source.as_str()),
+    ] {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            headers.insert(name, value);
+        }
+    }
+    headers.insert("x-dgidgi-fallback", HeaderValue::from(index));
+}

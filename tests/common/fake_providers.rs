@@ -1,0 +1,649 @@
+//! One local fake upstream over raw TCP that speaks four wire formats, chosen by the path as
+//! the real APIs do: Anthropic Messages (`/v1/messages`, `x-api-key`, `anthropic-version`, named
+//! SSE events, `error` events, 529), Gemini (`/v1beta/models/{model}:generateContent` and
+//! `:streamGenerateContent?alt=sse`, `x-goog-api-key`, `usageMetadata`), Cohere v2
+//! (`/v2/chat`, `message-start` … `message-end`) and OpenAI (`/v1/chat/completions`).
+//!
+//! Behaviour is chosen by the model name: `*-midfail` fails mid-stream in the provider's own
+//! way, `*-reset` breaks the connection mid-stream, `*-overloaded` answers 529. A request with
+//! tools whose conversation has no tool result yet gets tool calls (two, in parallel), else a
+//! text answer echoing the last user text.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+
+/// The key every fake format expects.
+pub const KEY: &str = "sk-fake-native-key-0001";
+
+/// One request the fake saw.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    /// Path with query.
+    pub path: String,
+    /// Lower-cased headers.
+    pub headers: HashMap<String, String>,
+    /// The JSON body.
+    pub body: Value,
+}
+
+/// Everything the fake saw, in order.
+pub type Log = Arc<Mutex<Vec<Seen>>>;
+
+/// Starts the fake; returns its address and its log.
+pub async fn start() -> (SocketAddr, Log) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let log: Log = Arc::default();
+    let shared = log.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let log = shared.clone();
+            tokio::spawn(async move { serve(stream, log).await });
+        }
+    });
+    (address, log)
+}
+
+async fn read_request(stream: &mut TcpStream) -> Option<Seen> {
+    let mut buffer = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let header_end = loop {
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buffer.extend_from_slice(&chunk[..n]);
+        if let Some(position) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+            break position + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&buffer[..header_end]).to_string();
+    let headers: HashMap<String, String> = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let path = head.split_whitespace().nth(1)?.to_owned();
+    let length: usize = headers
+        .get("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    while buffer.len() < header_end + length {
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buffer.extend_from_slice(&chunk[..n]);
+    }
+    let body = serde_json::from_slice(&buffer[header_end..header_end + length]).ok()?;
+    Some(Seen {
+        path,
+        headers,
+        body,
+    })
+}
+
+/// What to write back.
+enum Reply {
+    Json(u16, Value),
+    /// SSE events; `reset` breaks the connection after them instead of ending cleanly.
+    Stream {
+        events: Vec<String>,
+        reset: bool,
+    },
+}
+
+async fn serve(mut stream: TcpStream, log: Log) {
+    let Some(seen) = read_request(&mut stream).await else {
+        return;
+    };
+    log.lock().unwrap().push(seen.clone());
+    let reply = if seen.path.starts_with("/v1/messages") {
+        anthropic(&seen)
+    } else if seen.path.starts_with("/v1beta/models/") {
+        gemini(&seen)
+    } else if seen.path.starts_with("/v2/chat") {
+        cohere(&seen)
+    } else {
+        openai(&seen)
+    };
+    let _ = match reply {
+        Reply::Json(status, body) => {
+            let body = body.to_string();
+            let head = format!(
+                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            );
+            stream.write_all(format!("{head}{body}").as_bytes()).await
+        }
+        Reply::Stream { events, reset } => {
+            // A reset announces more than it sends, so the client sees a broken body.
+            let framing = if reset {
+                "content-length: 100000\r\n"
+            } else {
+                ""
+            };
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n{framing}connection: close\r\n\r\n"
+            );
+            if stream.write_all(head.as_bytes()).await.is_err() {
+                return;
+            }
+            for event in events {
+                if stream.write_all(event.as_bytes()).await.is_err() {
+                    return;
+                }
+                let _ = stream.flush().await;
+                tokio::task::yield_now().await;
+            }
+            Ok(())
+        }
+    };
+    let _ = stream.shutdown().await;
+}
+
+fn model_of(seen: &Seen) -> String {
+    seen.body["model"].as_str().unwrap_or_default().to_owned()
+}
+
+fn wants_stream(seen: &Seen) -> bool {
+    seen.body["stream"] == Value::Bool(true)
+}
+
+// --- Anthropic --------------------------------------------------------------------------------
+
+fn anthropic_error(status: u16, kind: &str, message: &str) -> Reply {
+    Reply::Json(
+        status,
+        json!({"type": "error", "error": {"type": kind, "message": message}}),
+    )
+}
+
+fn named(event: &str, data: &Value) -> String {
+    format!("event: {event}\ndata: {data}\n\n")
+}
+
+fn anthropic(seen: &Seen) -> Reply {
+    if seen.headers.get("x-api-key").map(String::as_str) != Some(KEY) {
+        return anthropic_error(401, "authentication_error", "invalid x-api-key");
+    }
+    if !seen.headers.contains_key("anthropic-version") {
+        return anthropic_error(400, "invalid_request_error", "anthropic-version required");
+    }
+    let model = model_of(seen);
+    if seen.body["max_tokens"].as_u64().is_none() {
+        return anthropic_error(400, "invalid_request_error", "max_tokens: Field required");
+    }
+    if model.ends_with("-overloaded") {
+        return anthropic_error(529, "overloaded_error", "Overloaded");
+    }
+    let messages = seen.body["messages"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let last = messages.last().cloned().unwrap_or(Value::Null);
+    let answered = last["content"]
+        .as_array()
+        .is_some_and(|b| b.iter().any(|b| b["type"] == "tool_result"));
+    let tool = seen.body["tools"][0]["name"].as_str().map(str::to_owned);
+    let text = match &last["content"] {
+        Value::String(text) => text.clone(),
+        Value::Array(blocks) => blocks
+            .iter()
+            .filter_map(|b| b["text"].as_str().or(b["content"].as_str()))
+            .collect::<Vec<_>>()
+            .join(" "),
+        _ => String::new(),
+    };
+    let calls: Vec<(String, String, Value)> = match (&tool, answered) {
+        (Some(name), false) => vec![
+            ("toolu_01A".into(), name.clone(), json!({"city": "Paris"})),
+            ("toolu_01B".into(), name.clone(), json!({"city": "Berlin"})),
+        ],
+        _ => Vec::new(),
+    };
+    let reply_text = if calls.is_empty() {
+        format!("echo: {text}")
+    } else {
+        "Let me check.".to_owned()
+    };
+    let stop = if calls.is_empty() {
+        "end_turn"
+    } else {
+        "tool_use"
+    };
+    if !wants_stream(seen) {
+        let mut content = vec![json!({"type": "text", "text": reply_text})];
+        for (id, name, input) in &calls {
+            content.push(json!({"type": "tool_use", "id": id, "name": name, "input": input}));
+        }
+        return Reply::Json(
+            200,
+            json!({"id": "msg_fake01", "type": "message", "role": "assistant", "model": model,
+                "content": content, "stop_reason": stop, "stop_sequence": null,
+                "usage": {"input_tokens": 12, "output_tokens": 6,
+                          "cache_creation_input_tokens": 2, "cache_read_input_tokens": 4}}),
+        );
+    }
+    let mut events = vec![
+        named(
+            "message_start",
+            &json!({"type": "message_start", "message": {"id": "msg_fake01", "type": "message",
+                "role": "assistant", "model": model, "content": [], "stop_reason": null,
+                "stop_sequence": null, "usage": {"input_tokens": 12, "output_tokens": 1,
+                "cache_creation_input_tokens": 2, "cache_read_input_tokens": 4}}}),
+        ),
+        named(
+            "content_block_start",
+            &json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        ),
+        named("ping", &json!({"type": "ping"})),
+    ];
+    let (first, second) = reply_text.split_at(reply_text.len() / 2);
+    for piece in [first, second] {
+        events.push(named(
+            "content_block_delta",
+            &json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}}),
+        ));
+    }
+    if model.ends_with("-midfail") {
+        events.push(named(
+            "error",
+            &json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
+        ));
+        return Reply::Stream {
+            events,
+            reset: false,
+        };
+    }
+    if model.ends_with("-reset") {
+        return Reply::Stream {
+            events,
+            reset: true,
+        };
+    }
+    events.push(named(
+        "content_block_stop",
+        &json!({"type": "content_block_stop", "index": 0}),
+    ));
+    for (n, (id, name, input)) in calls.iter().enumerate() {
+        let index = n + 1;
+        events.push(named(
+            "content_block_start",
+            &json!({"type": "content_block_start", "index": index,
+                "content_block": {"type": "tool_use", "id": id, "name": name, "input": {}}}),
+        ));
+        let arguments = input.to_string();
+        let (a, b) = arguments.split_at(arguments.len() / 2);
+        for piece in [a, b] {
+            events.push(named(
+                "content_block_delta",
+                &json!({"type": "content_block_delta", "index": index,
+                    "delta": {"type": "input_json_delta", "partial_json": piece}}),
+            ));
+        }
+        events.push(named(
+            "content_block_stop",
+            &json!({"type": "content_block_stop", "index": index}),
+        ));
+    }
+    events.push(named(
+        "message_delta",
+        &json!({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": null},
+            "usage": {"output_tokens": 6}}),
+    ));
+    events.push(named("message_stop", &json!({"type": "message_stop"})));
+    Reply::Stream {
+        events,
+        reset: false,
+    }
+}
+
+// --- Gemini -----------------------------------------------------------------------------------
+
+fn gemini(seen: &Seen) -> Reply {
+    let error = |status: u16, code: &str, message: &str| {
+        Reply::Json(
+            status,
+            json!({"error": {"code": status, "message": message, "status": code}}),
+        )
+    };
+    if seen.headers.get("x-goog-api-key").map(String::as_str) != Some(KEY) {
+        return error(403, "PERMISSION_DENIED", "API key missing");
+    }
+    if seen.path.contains("key=") {
+        return error(400, "INVALID_ARGUMENT", "the key must not be in the URL");
+    }
+    let rest = seen.path.trim_start_matches("/v1beta/models/");
+    let (model, method) = rest.split_once(':').unwrap_or((rest, ""));
+    let stream = method == "streamGenerateContent?alt=sse";
+    if !stream && method != "generateContent" {
+        return error(404, "NOT_FOUND", "unknown method");
+    }
+    let contents = seen.body["contents"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let last = contents.last().cloned().unwrap_or(Value::Null);
+    let answered = last["parts"]
+        .as_array()
+        .is_some_and(|p| p.iter().any(|p| p.get("functionResponse").is_some()));
+    let tool = seen.body["tools"][0]["functionDeclarations"][0]["name"]
+        .as_str()
+        .map(str::to_owned);
+    let text: String = last["parts"]
+        .as_array()
+        .map(|p| {
+            p.iter()
+                .filter_map(|p| p["text"].as_str())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default();
+    let usage = json!({"promptTokenCount": 10, "candidatesTokenCount": 5, "totalTokenCount": 15,
+        "cachedContentTokenCount": 3});
+    let parts: Vec<Value> = match (&tool, answered) {
+        (Some(name), false) => vec![
+            json!({"functionCall": {"name": name, "args": {"city": "Paris"}}}),
+            json!({"functionCall": {"name": name, "args": {"city": "Berlin"}}}),
+        ],
+        _ => vec![json!({"text": format!("echo: {text}")})],
+    };
+    if !stream {
+        return Reply::Json(
+            200,
+            json!({"candidates": [{"content": {"role": "model", "parts": parts}, "finishReason": "STOP", "index": 0}],
+                "usageMetadata": usage, "modelVersion": model, "responseId": "resp-fake01"}),
+        );
+    }
+    let chunk = |parts: Value, finish: Option<&str>, usage: &Value| {
+        let mut candidate = json!({"content": {"role": "model", "parts": parts}, "index": 0});
+        if let Some(finish) = finish {
+            candidate["finishReason"] = json!(finish);
+        }
+        let body = json!({"candidates": [candidate], "usageMetadata": usage,
+            "modelVersion": model, "responseId": "resp-fake01"});
+        format!("data: {body}\r\n\r\n")
+    };
+    let early = json!({"promptTokenCount": 10, "totalTokenCount": 10});
+    let mut events = vec![chunk(json!([{"text": "echo"}]), None, &early)];
+    if model.ends_with("-midfail") {
+        events.push(format!(
+            "data: {}\r\n\r\n",
+            json!({"error": {"code": 500, "message": "An internal error has occurred.", "status": "INTERNAL"}})
+        ));
+        return Reply::Stream {
+            events,
+            reset: false,
+        };
+    }
+    if model.ends_with("-reset") {
+        return Reply::Stream {
+            events,
+            reset: true,
+        };
+    }
+    match (&tool, answered) {
+        (Some(_), false) => {
+            events = vec![chunk(Value::Array(parts), Some("STOP"), &usage)];
+        }
+        _ => {
+            let rest = format!(": {text}");
+            events.push(chunk(json!([{"text": rest}]), Some("STOP"), &usage));
+        }
+    }
+    Reply::Stream {
+        events,
+        reset: false,
+    }
+}
+
+// --- Cohere -----------------------------------------------------------------------------------
+
+fn cohere(seen: &Seen) -> Reply {
+    if seen.headers.get("authorization").map(String::as_str) != Some(&format!("Bearer {KEY}")) {
+        return Reply::Json(401, json!({"message": "invalid api token"}));
+    }
+    let model = model_of(seen);
+    let messages = seen.body["messages"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let last = messages.last().cloned().unwrap_or(Value::Null);
+    let answered = last["role"] == "tool";
+    let tool = seen.body["tools"][0]["function"]["name"]
+        .as_str()
+        .map(str::to_owned);
+    let text = match &last["content"] {
+        Value::String(text) => text.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| p["text"].as_str())
+            .collect::<Vec<_>>()
+            .join(" "),
+        _ => String::new(),
+    };
+    let usage = json!({"billed_units": {"input_tokens": 7, "output_tokens": 3},
+        "tokens": {"input_tokens": 20, "output_tokens": 3}});
+    let calls: Vec<Value> = match (&tool, answered) {
+        (Some(name), false) => vec![
+            json!({"id": "weather_abc1", "type": "function", "function": {"name": name, "arguments": "{\"city\":\"Paris\"}"}}),
+            json!({"id": "weather_abc2", "type": "function", "function": {"name": name, "arguments": "{\"city\":\"Berlin\"}"}}),
+        ],
+        _ => Vec::new(),
+    };
+    let reply = format!("echo: {text}");
+    let finish = if calls.is_empty() {
+        "COMPLETE"
+    } else {
+        "TOOL_CALL"
+    };
+    if !wants_stream(seen) {
+        let message = if calls.is_empty() {
+            json!({"role": "assistant", "content": [{"type": "text", "text": reply}]})
+        } else {
+            json!({"role": "assistant", "tool_plan": "I will look up the weather.", "tool_calls": calls})
+        };
+        return Reply::Json(
+            200,
+            json!({"id": "cohere-fake01", "finish_reason": finish, "message": message, "usage": usage}),
+        );
+    }
+    let event = |kind: &str, body: Value| {
+        let mut body = body;
+        body["type"] = json!(kind);
+        format!("event: {kind}\ndata: {body}\n\n")
+    };
+    let mut events = vec![event(
+        "message-start",
+        json!({"id": "cohere-fake01", "delta": {"message": {"role": "assistant", "content": [], "tool_plan": "", "tool_calls": [], "citations": []}}}),
+    )];
+    if calls.is_empty() {
+        events.push(event(
+            "content-start",
+            json!({"index": 0, "delta": {"message": {"content": {"type": "text", "text": ""}}}}),
+        ));
+        for piece in reply.split_inclusive(' ') {
+            events.push(event(
+                "content-delta",
+                json!({"index": 0, "delta": {"message": {"content": {"text": piece}}}}),
+            ));
+        }
+        if model.ends_with("-reset") {
+            return Reply::Stream {
+                events,
+                reset: true,
+            };
+        }
+        events.push(event("content-end", json!({"index": 0})));
+    } else {
+        events.push(event(
+            "tool-plan-delta",
+            json!({"delta": {"message": {"tool_plan": "I will look up the weather."}}}),
+        ));
+        for (index, call) in calls.iter().enumerate() {
+            let arguments = call["function"]["arguments"].as_str().unwrap_or_default();
+            let (a, b) = arguments.split_at(arguments.len() / 2);
+            events.push(event(
+                "tool-call-start",
+                json!({"index": index, "delta": {"message": {"tool_calls": {"id": call["id"], "type": "function",
+                    "function": {"name": call["function"]["name"], "arguments": a}}}}}),
+            ));
+            events.push(event(
+                "tool-call-delta",
+                json!({"index": index, "delta": {"message": {"tool_calls": {"function": {"arguments": b}}}}}),
+            ));
+            events.push(event("tool-call-end", json!({"index": index})));
+        }
+    }
+    events.push(event(
+        "message-end",
+        json!({"delta": {"finish_reason": finish, "usage": usage}}),
+    ));
+    Reply::Stream {
+        events,
+        reset: false,
+    }
+}
+
+// --- OpenAI -----------------------------------------------------------------------------------
+
+fn openai(seen: &Seen) -> Reply {
+    if seen.headers.get("authorization").map(String::as_str) != Some(&format!("Bearer {KEY}")) {
+        return Reply::Json(
+            401,
+            json!({"error": {"message": "bad key", "type": "invalid_request_error", "param": null, "code": "invalid_api_key"}}),
+        );
+    }
+    let model = model_of(seen);
+    let messages = seen.body["messages"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let last = messages.last().cloned().unwrap_or(Value::Null);
+    let answered = last["role"] == "tool";
+    let tool = seen.body["tools"][0]["function"]["name"]
+        .as_str()
+        .map(str::to_owned);
+    let text = match &last["content"] {
+        Value::String(text) => text.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| p["text"].as_str())
+            .collect::<Vec<_>>()
+            .join(" "),
+        _ => String::new(),
+    };
+    let usage = json!({"prompt_tokens": 9, "completion_tokens": 4, "total_tokens": 13,
+        "prompt_tokens_details": {"cached_tokens": 2}});
+    let calls: Vec<Value> = match (&tool, answered) {
+        (Some(name), false) => vec![
+            json!({"id": "call_oa1", "type": "function", "function": {"name": name, "arguments": "{\"city\":\"Paris\"}"}}),
+            json!({"id": "call_oa2", "type": "function", "function": {"name": name, "arguments": "{\"city\":\"Berlin\"}"}}),
+        ],
+        _ => Vec::new(),
+    };
+    let reply = format!("echo: {text}");
+    let finish = if calls.is_empty() {
+        "stop"
+    } else {
+        "tool_calls"
+    };
+    if !wants_stream(seen) {
+        let mut message = json!({"role": "assistant", "content": if calls.is_empty() { json!(reply) } else { Value::Null }});
+        if !calls.is_empty() {
+            message["tool_calls"] = Value::Array(calls);
+        }
+        return Reply::Json(
+            200,
+            json!({"id": "chatcmpl-fake01", "object": "chat.completion", "created": 1, "model": model,
+                "choices": [{"index": 0, "message": message, "finish_reason": finish}], "usage": usage}),
+        );
+    }
+    let chunk = |delta: Value, finish: Option<&str>| {
+        let body = json!({"id": "chatcmpl-fake01", "object": "chat.completion.chunk", "created": 1,
+            "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+        format!("data: {body}\n\n")
+    };
+    let mut events = vec![chunk(json!({"role": "assistant", "content": ""}), None)];
+    if calls.is_empty() {
+        for piece in reply.split_inclusive(' ') {
+            events.push(chunk(json!({"content": piece}), None));
+        }
+    } else {
+        for (index, call) in calls.iter().enumerate() {
+            let arguments = call["function"]["arguments"].as_str().unwrap_or_default();
+            let (a, b) = arguments.split_at(arguments.len() / 2);
+            events.push(chunk(
+                json!({"tool_calls": [{"index": index, "id": call["id"], "type": "function",
+                    "function": {"name": call["function"]["name"], "arguments": a}}]}),
+                None,
+            ));
+            events.push(chunk(
+                json!({"tool_calls": [{"index": index, "function": {"arguments": b}}]}),
+                None,
+            ));
+        }
+    }
+    if model.ends_with("-reset") {
+        return Reply::Stream {
+            events,
+            reset: true,
+        };
+    }
+    events.push(chunk(json!({}), Some(finish)));
+    if seen.body["stream_options"]["include_usage"] == Value::Bool(true) {
+        let body = json!({"id": "chatcmpl-fake01", "object": "chat.completion.chunk", "created": 1,
+            "model": model, "choices": [], "usage": usage});
+        events.push(format!("data: {body}\n\n"));
+    }
+    events.push("data: [DONE]\n\n".to_owned());
+    Reply::Stream {
+        events,
+        reset: false,
+    }
+}
+
+/// The platform providers in front of the fake, one per format (YAML for the renderer):
+/// `anthropic`, `gemini`, `cohere` and `openai-fake`, each with the models the tests use.
+pub fn providers_yaml(upstream: SocketAddr) -> String {
+    let provider = |name: &str, kind: &str, base: &str, models: &[&str]| {
+        let models: Vec<String> = models.iter().map(|m| format!("{{name: {m}}}")).collect();
+        format!(
+            "apiVersion: llm.dgidgi.io/v1alpha1\nkind: LlmProvider\nmetadata: {{name: {name}, namespace: dgidgi-system}}\nspec: {{type: {kind}, baseUrl: \"http://{upstream}{base}\", credentialsRef: {{name: native-key}}, models: [{}]}}\n---\n",
+            models.join(", ")
+        )
+    };
+    [
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: native-key, namespace: dgidgi-system}}\nstringData: {{apiKey: {KEY}}}\n---\n"
+        ),
+        provider(
+            "anthropic",
+            "anthropic",
+            "",
+            &["claude-fake", "claude-midfail", "claude-reset", "claude-overloaded"],
+        ),
+        provider(
+            "gemini",
+            "gemini",
+            "/v1beta",
+            &["gemini-fake", "gemini-midfail", "gemini-reset"],
+        ),
+        provider("cohere", "cohere", "", &["command-fake", "command-reset"]),
+        provider(
+            "openai-fake",
+            "openai-compatible",
+            "/v1",
+            &["gpt-fake", "gpt-reset"],
+        ),
+        "apiVersion: llm.dgidgi.io/v1alpha1\nkind: LlmTenant\nmetadata: {name: acme, namespace: team-acme}\nspec: {}\n".to_owned(),
+    ]
+    .concat()
+}
