@@ -21,6 +21,13 @@ use hyper_util::rt::TokioExecutor;
 const TOKEN: &str = "crash-test-admin-token-e4b9";
 
 const FLEET: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: team-acme
+  labels: {llm.dgidgi.io/tier: enterprise}
+  annotations: {llm.dgidgi.io/requests-per-minute: "1000000", llm.dgidgi.io/tokens-per-day: "1000000000", llm.dgidgi.io/concurrent: "1000"}
+---
 apiVersion: llm.dgidgi.io/v1alpha1
 kind: LlmProvider
 metadata: {name: mock, namespace: dgidgi-system}
@@ -45,10 +52,20 @@ struct Gateway {
     admin: SocketAddr,
 }
 
-async fn launch(config: &std::path::Path, state: &std::path::Path, token: &std::path::Path) -> Gateway {
+async fn launch(
+    config: &std::path::Path,
+    state: &std::path::Path,
+    token: &std::path::Path,
+) -> Gateway {
     let (api, admin) = (free_port(), free_port());
     let child = Command::new(env!("CARGO_BIN_EXE_dgidgi"))
-        .args(["gateway", "--listen", &format!("127.0.0.1:{api}"), "--admin-listen", &format!("127.0.0.1:{admin}")])
+        .args([
+            "gateway",
+            "--listen",
+            &format!("127.0.0.1:{api}"),
+            "--admin-listen",
+            &format!("127.0.0.1:{admin}"),
+        ])
         .arg("--config-dir")
         .arg(config)
         .arg("--state-dir")
@@ -65,7 +82,10 @@ async fn launch(config: &std::path::Path, state: &std::path::Path, token: &std::
         admin: format!("127.0.0.1:{admin}").parse().unwrap(),
     };
     for _ in 0..200 {
-        if get(gateway.admin, "/readyz").await.is_some_and(|(status, _)| status == 200) {
+        if get(gateway.admin, "/readyz")
+            .await
+            .is_some_and(|(status, _)| status == 200)
+        {
             return gateway;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
@@ -74,7 +94,8 @@ async fn launch(config: &std::path::Path, state: &std::path::Path, token: &std::
 }
 
 async fn get(address: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
     let request = Request::get(format!("http://{address}{path}"))
         .header("authorization", format!("Bearer {TOKEN}"))
         .body(Full::new(Bytes::new()))
@@ -87,7 +108,8 @@ async fn get(address: SocketAddr, path: &str) -> Option<(u16, String)> {
 
 /// One request; `Some((request id, tokens))` when the client saw it complete.
 async fn chat(address: SocketAddr, key: &str) -> Option<(String, u64)> {
-    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
     let body = serde_json::json!({"model": "mock-fast", "max_tokens": 50, "messages": [{"role": "user", "content": "count to three"}]});
     let request = Request::post(format!("http://{address}/v1/chat/completions"))
         .header("authorization", format!("Bearer {key}"))
@@ -97,7 +119,12 @@ async fn chat(address: SocketAddr, key: &str) -> Option<(String, u64)> {
     if response.status() != 200 {
         return None;
     }
-    let id = response.headers().get("x-dgidgi-request-id")?.to_str().ok()?.to_owned();
+    let id = response
+        .headers()
+        .get("x-dgidgi-request-id")?
+        .to_str()
+        .ok()?
+        .to_owned();
     let body = response.into_body().collect().await.ok()?.to_bytes();
     let json: serde_json::Value = serde_json::from_slice(&body).ok()?;
     Some((id, json["usage"]["total_tokens"].as_u64()?))
@@ -129,7 +156,13 @@ async fn kill_9_mid_burst_loses_no_completed_request() {
         }));
     }
     // Let the burst run, then kill -9 while requests are in flight.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while completed.lock().unwrap().len() < 150 {
+        assert!(
+            std::time::Instant::now() < deadline && !workers.iter().all(|w| w.is_finished()),
+            "the burst stopped early ({} completed)",
+            completed.lock().unwrap().len()
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     gateway.child.kill().unwrap();
@@ -165,7 +198,10 @@ async fn kill_9_mid_burst_loses_no_completed_request() {
     let today = usage["tenants"][0]["tokensToday"].as_u64().unwrap();
     assert_eq!(today, counted, "tokens/day continues from the ledger");
     let seen: u64 = completed.iter().map(|(_, t)| t).sum();
-    assert!(today >= seen, "never less than what clients saw: {today} < {seen}");
+    assert!(
+        today >= seen,
+        "never less than what clients saw: {today} < {seen}"
+    );
     let mut restarted = restarted;
     restarted.child.kill().unwrap();
     restarted.child.wait().unwrap();

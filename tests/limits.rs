@@ -61,7 +61,9 @@ impl Upstream {
         let address = listener.local_addr().unwrap();
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { return };
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
                 let upstream = self.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
@@ -84,20 +86,30 @@ impl Upstream {
         let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
         let model = json["model"].as_str().unwrap_or_default().to_owned();
         let stream = json["stream"].as_bool().unwrap_or(false);
-        let wants_usage = json["stream_options"]["include_usage"].as_bool().unwrap_or(false);
+        let wants_usage = json["stream_options"]["include_usage"]
+            .as_bool()
+            .unwrap_or(false);
         if model == "slow" {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
         let (mut sender, receiver) = Channel::<Bytes>::new(4);
         let in_flight = self.in_flight.clone();
-        let content_type = if stream { "text/event-stream" } else { "application/json" };
+        let content_type = if stream {
+            "text/event-stream"
+        } else {
+            "application/json"
+        };
         tokio::spawn(async move {
             let mut frames = Vec::new();
             if !stream {
                 frames.push(completion(&model));
             } else {
                 let pieces = if model == "stream-long" { 200 } else { 2 };
-                frames.push(chunk(&model, serde_json::json!({"role": "assistant", "content": ""}), None));
+                frames.push(chunk(
+                    &model,
+                    serde_json::json!({"role": "assistant", "content": ""}),
+                    None,
+                ));
                 for _ in 0..pieces {
                     frames.push(chunk(&model, serde_json::json!({"content": "ok"}), None));
                 }
@@ -176,11 +188,20 @@ struct Fleet {
 }
 
 impl Fleet {
-    async fn start(count: usize, redis: Option<&RedisServer>, annotations: &str, tenant_spec: &str) -> Self {
+    async fn start(
+        count: usize,
+        redis: Option<&RedisServer>,
+        annotations: &str,
+        tenant_spec: &str,
+    ) -> Self {
         let upstream = Upstream::default();
         let address = upstream.clone().start().await;
         let output = common::render_yaml(&fleet(address, annotations, tenant_spec));
-        assert!(output.report.not_ready().is_empty(), "{:?}", output.report.not_ready());
+        assert!(
+            output.report.not_ready().is_empty(),
+            "{:?}",
+            output.report.not_ready()
+        );
         let dir = tempfile::tempdir().unwrap();
         for file in config_dir_files(&output).unwrap() {
             std::fs::write(dir.path().join(&file.path), &file.bytes).unwrap();
@@ -219,7 +240,13 @@ impl Fleet {
             );
             states.push(state);
         }
-        Self { gateways, output, upstream, _dir: dir, states }
+        Self {
+            gateways,
+            output,
+            upstream,
+            _dir: dir,
+            states,
+        }
     }
 
     fn key(&self) -> String {
@@ -227,13 +254,19 @@ impl Fleet {
     }
 
     /// Fires `count` requests at once, round-robin over the gateways.
-    async fn burst(&self, count: usize, body: serde_json::Value) -> Vec<(u16, Vec<(String, String)>, String)> {
+    async fn burst(
+        &self,
+        count: usize,
+        body: serde_json::Value,
+    ) -> Vec<(u16, Vec<(String, String)>, String)> {
         let mut tasks = Vec::new();
         for i in 0..count {
             let address = self.gateways[i % self.gateways.len()].api;
             let key = self.key();
             let body = body.clone();
-            tasks.push(tokio::spawn(async move { post(address, &key, &body).await }));
+            tasks.push(tokio::spawn(
+                async move { post(address, &key, &body).await },
+            ));
         }
         let mut results = Vec::new();
         for task in tasks {
@@ -249,8 +282,13 @@ impl Fleet {
     }
 }
 
-async fn post(address: SocketAddr, key: &str, body: &serde_json::Value) -> (u16, Vec<(String, String)>, String) {
-    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+async fn post(
+    address: SocketAddr,
+    key: &str,
+    body: &serde_json::Value,
+) -> (u16, Vec<(String, String)>, String) {
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
     let request = Request::post(format!("http://{address}/v1/chat/completions"))
         .header("authorization", format!("Bearer {key}"))
         .header("content-type", "application/json")
@@ -261,14 +299,23 @@ async fn post(address: SocketAddr, key: &str, body: &serde_json::Value) -> (u16,
     let headers = response
         .headers()
         .iter()
-        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or_default().to_owned()))
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                v.to_str().unwrap_or_default().to_owned(),
+            )
+        })
         .collect();
-    let body = String::from_utf8_lossy(&response.into_body().collect().await.unwrap().to_bytes()).into_owned();
+    let body = String::from_utf8_lossy(&response.into_body().collect().await.unwrap().to_bytes())
+        .into_owned();
     (status, headers, body)
 }
 
 fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
 }
 
 fn ask(model: &str) -> serde_json::Value {
@@ -305,7 +352,10 @@ async fn concurrency_holds_across(count: usize, redis: Option<&RedisServer>) {
     )
     .await;
     let results = fleet.burst(30, ask("fake/slow")).await;
-    assert!(fleet.upstream.most_in_flight.load(Ordering::SeqCst) <= 5, "never more than 5 in flight");
+    assert!(
+        fleet.upstream.most_in_flight.load(Ordering::SeqCst) <= 5,
+        "never more than 5 in flight"
+    );
     let ok = results.iter().filter(|(s, _, _)| *s == 200).count();
     assert!(ok >= 5, "the five slots were used ({ok})");
     for (status, headers, _) in results.iter().filter(|(s, _, _)| *s != 200) {
@@ -340,9 +390,12 @@ async fn budget_holds_across(count: usize, redis: Option<&RedisServer>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_gateways_sharing_redis_enforce_one_tenants_limits_as_one() {
-    let redis = RedisServer::start();
+    // Each case starts from an empty Redis (the tenant's counters would carry over).
+    let mut redis = RedisServer::start();
     rpm_holds_across(3, Some(&redis)).await;
+    redis.restart();
     concurrency_holds_across(3, Some(&redis)).await;
+    redis.restart();
     budget_holds_across(3, Some(&redis)).await;
 }
 
@@ -366,11 +419,15 @@ async fn streamed_and_unstreamed_meter_the_same_and_a_cut_stream_is_metered() {
     let (status, headers, body) = post(address, &key, &streamed).await;
     assert_eq!(status, 200);
     assert!(body.trim_end().ends_with("data: [DONE]"), "{body}");
-    assert!(!body.contains("\"usage\""), "the client did not ask for usage: {body}");
+    assert!(
+        !body.contains("\"usage\""),
+        "the client did not ask for usage: {body}"
+    );
     let stream_id = header(&headers, "x-dgidgi-request-id").unwrap().to_owned();
 
     // A client that reads a little of a long stream and hangs up.
-    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
     let mut long = ask("fake/stream-long");
     long["stream"] = true.into();
     let request = Request::post(format!("http://{address}/v1/chat/completions"))
@@ -378,7 +435,10 @@ async fn streamed_and_unstreamed_meter_the_same_and_a_cut_stream_is_metered() {
         .body(Full::new(Bytes::from(long.to_string())))
         .unwrap();
     let response = client.request(request).await.unwrap();
-    let cut_id = response.headers()["x-dgidgi-request-id"].to_str().unwrap().to_owned();
+    let cut_id = response.headers()["x-dgidgi-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     let mut body = response.into_body();
     let _first = body.frame().await;
     drop(body);
@@ -389,14 +449,26 @@ async fn streamed_and_unstreamed_meter_the_same_and_a_cut_stream_is_metered() {
     for _ in 0..100 {
         tokio::time::sleep(Duration::from_millis(50)).await;
         records = read_all(&state).unwrap();
-        if records.iter().any(|r| r.request_id == cut_id && r.outcome != "reserved") {
+        if records
+            .iter()
+            .any(|r| r.request_id == cut_id && r.outcome != "reserved")
+        {
             break;
         }
     }
-    let find = |id: &str| records.iter().find(|r| r.request_id == id).unwrap_or_else(|| panic!("{id} in {records:?}")).clone();
+    let find = |id: &str| {
+        records
+            .iter()
+            .find(|r| r.request_id == id)
+            .unwrap_or_else(|| panic!("{id} in {records:?}"))
+            .clone()
+    };
     let (plain, stream, cut) = (find(&plain_id), find(&stream_id), find(&cut_id));
     assert_eq!((plain.tokens_input, plain.tokens_output), (11, 7));
-    assert_eq!((stream.tokens_input, stream.tokens_output), (plain.tokens_input, plain.tokens_output));
+    assert_eq!(
+        (stream.tokens_input, stream.tokens_output),
+        (plain.tokens_input, plain.tokens_output)
+    );
     assert_eq!(stream.cost_micro_usd, plain.cost_micro_usd);
     assert_eq!(stream.tokens, plain.tokens);
     assert!(!plain.estimated && !stream.estimated);
@@ -418,23 +490,41 @@ async fn streamed_and_unstreamed_meter_the_same_and_a_cut_stream_is_metered() {
         ledger_bytes.extend(std::fs::read(entry.unwrap().path()).unwrap());
     }
     let ledger = String::from_utf8_lossy(&ledger_bytes);
-    for (name, text) in [("ledger", ledger.as_ref()), ("metrics", &metrics), ("usage", &usage)] {
+    for (name, text) in [
+        ("ledger", ledger.as_ref()),
+        ("metrics", &metrics),
+        ("usage", &usage),
+    ] {
         for secret in [UPSTREAM_KEY, key.as_str(), PROMPT, ADMIN_TOKEN] {
             assert!(!text.contains(secret), "{name} leaks {secret}");
         }
     }
-    assert!(metrics.contains("gen_ai_client_token_usage_total{"), "{metrics}");
-    assert!(metrics.contains("dgidgi_cost_micro_usd_total{"), "{metrics}");
+    assert!(
+        metrics.contains("gen_ai_client_token_usage_total{"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("dgidgi_cost_micro_usd_total{"),
+        "{metrics}"
+    );
     fleet.stop().await;
 }
 
 async fn get(address: SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
-    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
     let mut request = Request::get(format!("http://{address}{path}"));
     if let Some(token) = token {
         request = request.header("authorization", format!("Bearer {token}"));
     }
-    let response = client.request(request.body(Full::new(Bytes::new())).unwrap()).await.unwrap();
+    let response = client
+        .request(request.body(Full::new(Bytes::new())).unwrap())
+        .await
+        .unwrap();
     let status = response.status().as_u16();
-    (status, String::from_utf8_lossy(&response.into_body().collect().await.unwrap().to_bytes()).into_owned())
+    (
+        status,
+        String::from_utf8_lossy(&response.into_body().collect().await.unwrap().to_bytes())
+            .into_owned(),
+    )
 }

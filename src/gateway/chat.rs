@@ -14,7 +14,8 @@ use serde_json::{Map, Value};
 
 use super::body::ResponseBody;
 use super::error::ApiError;
-use super::serve::{ClientRequest, Served, serve};
+use super::metered;
+use super::serve::{ClientRequest, serve};
 use super::{Active, Gateway};
 use crate::config::TenantConfig;
 use crate::config::load::Snapshot;
@@ -120,7 +121,7 @@ pub async fn parse_request(
     gateway: &Gateway,
     snapshot: &Snapshot,
     request: Request<Incoming>,
-) -> Result<(HeaderMap, Map<String, Value>), ApiError> {
+) -> Result<(HeaderMap, Map<String, Value>, usize), ApiError> {
     let (parts, body) = request.into_parts();
     authenticate(snapshot, &parts.headers)?;
     let body = tokio::time::timeout(
@@ -130,7 +131,7 @@ pub async fn parse_request(
     .await
     .map_err(|_| ApiError::request_timeout())??;
     match serde_json::from_slice::<Value>(&body) {
-        Ok(Value::Object(map)) => Ok((parts.headers, map)),
+        Ok(Value::Object(map)) => Ok((parts.headers, map, body.len())),
         Ok(_) => Err(ApiError::bad_request(
             "the request body must be a JSON object",
         )),
@@ -144,25 +145,28 @@ pub async fn parse_request(
 
 /// Plans a parsed request and walks the plan within the rule's timeout.
 pub async fn route_and_serve(
-    gateway: &Gateway,
+    gateway: &Arc<Gateway>,
     snapshot: &Active,
     headers: &HeaderMap,
     json: Map<String, Value>,
+    body_bytes: usize,
     format: Format,
-) -> Result<Served, ApiError> {
+) -> Result<Response<ResponseBody>, ApiError> {
     let tenant = authenticate(snapshot, headers)?;
     let routing = route_request(&json, headers)?;
     let stream = routing.stream;
     let mut planned = plan(&snapshot.config, tenant, &routing, rand::random())?;
     prefer_healthy(&mut planned.attempts, |id| snapshot.health.is_unhealthy(id));
+    let size = metered::request_size(&json, body_bytes);
+    let ticket = metered::admit(gateway, tenant, &planned, size).await?;
     let deadline = planned.timeout_ms.map(Duration::from_millis);
     let request = ClientRequest {
         format,
         json,
         stream,
     };
-    let walk = serve(gateway, snapshot, tenant, &planned, request);
-    match deadline {
+    let walk = serve(gateway, snapshot, tenant, &planned, request, &ticket);
+    let result = match deadline {
         Some(limit) => tokio::time::timeout(limit, walk).await.unwrap_or_else(|_| {
             Err(ApiError::upstream(
                 StatusCode::GATEWAY_TIMEOUT,
@@ -171,7 +175,8 @@ pub async fn route_and_serve(
             ))
         }),
         None => walk.await,
-    }
+    };
+    metered::finish(gateway, snapshot, ticket, result).await
 }
 
 /// Handles one chat completion request.
@@ -183,8 +188,14 @@ pub async fn handle(
         .snapshot
         .load_full()
         .ok_or_else(ApiError::not_ready)?;
-    let (headers, json) = parse_request(&gateway, &snapshot, request).await?;
-    let served = route_and_serve(&gateway, &snapshot, &headers, json, Format::OpenAi).await?;
-    // Metering (the lead's) settles from `served.completion`; until then nobody listens.
-    Ok(served.response)
+    let (headers, json, body_bytes) = parse_request(&gateway, &snapshot, request).await?;
+    route_and_serve(
+        &gateway,
+        &snapshot,
+        &headers,
+        json,
+        body_bytes,
+        Format::OpenAi,
+    )
+    .await
 }

@@ -25,7 +25,7 @@ pub async fn handle(
         .snapshot
         .load_full()
         .ok_or_else(ApiError::not_ready)?;
-    let (headers, json) = parse_request(&gateway, &snapshot, request).await?;
+    let (headers, json, body_bytes) = parse_request(&gateway, &snapshot, request).await?;
     // Anthropic requires max_tokens; checking it here gives the same answer whatever serves.
     match json.get("max_tokens") {
         Some(Value::Number(n)) if n.as_u64().is_some_and(|n| n > 0) => {}
@@ -35,6 +35,13 @@ pub async fn handle(
             ));
         }
     }
-    let served = route_and_serve(&gateway, &snapshot, &headers, json, Format::Anthropic).await?;
-    Ok(served.response)
+    route_and_serve(
+        &gateway,
+        &snapshot,
+        &headers,
+        json,
+        body_bytes,
+        Format::Anthropic,
+    )
+    .await
 }

@@ -11,6 +11,7 @@ pub mod error;
 pub mod health;
 pub mod limits;
 pub mod messages;
+pub mod metered;
 pub mod metrics;
 pub mod models;
 pub mod reload;

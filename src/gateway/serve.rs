@@ -16,12 +16,14 @@ use tokio::sync::oneshot;
 use super::body::{ResponseBody, UpstreamBody, upstream_body};
 use super::completion::{Completion, Meter};
 use super::error::ApiError;
+use super::metrics::UpstreamErrorLabels;
 use super::upstream::{Failure, Outcome, chat_url, cli_chat_url, read_bounded, send};
 use super::{Active, Gateway};
 use crate::config::{Scope, TenantConfig};
 use crate::crd::Source;
 use crate::formats::stream::{Context, reframer};
 use crate::formats::{Format, FormatError, anthropic, cohere, gemini, openai};
+use crate::metering::Ticket;
 use crate::providers::{ProviderKind, mock};
 use crate::routing::plan::{Attempt, Plan, Upstream};
 
@@ -152,6 +154,7 @@ pub async fn serve(
     tenant: &TenantConfig,
     planned: &Plan<'_>,
     request: ClientRequest,
+    ticket: &Ticket,
 ) -> Result<Served, ApiError> {
     let client_wants_usage = request.format == Format::OpenAi
         && request
@@ -179,6 +182,26 @@ pub async fn serve(
         };
         let tries = 1 + planned.retry.attempts;
         for try_number in 0..tries {
+            // The provider key's own quota, taken per attempt; a full one skips the target.
+            let quota = match attempt.upstream {
+                Upstream::Provider(provider) => match &provider.limits {
+                    Some(limits) => {
+                        match gateway
+                            .meter
+                            .admit_provider(&provider.id, limits, ticket)
+                            .await
+                        {
+                            Ok(quota) => Some(quota),
+                            Err(_) => {
+                                failures.push(Failure::QuotaFull);
+                                break;
+                            }
+                        }
+                    }
+                    None => None,
+                },
+                Upstream::Cli(_) => None,
+            };
             let outcome = call(gateway, snapshot, tenant, attempt, &prepared, &body).await;
             let result = match outcome {
                 Outcome::Relay(response) => {
@@ -221,6 +244,17 @@ pub async fn serve(
                     });
                 }
                 Err(failure) => {
+                    if let Some(quota) = quota {
+                        gateway.meter.settle_provider(quota, None).await;
+                    }
+                    gateway
+                        .metrics
+                        .upstream_errors
+                        .get_or_create(&UpstreamErrorLabels {
+                            provider: describe(attempt),
+                            class: failure.class(),
+                        })
+                        .inc();
                     let class = failure.retry_class();
                     if let (Upstream::Provider(provider), Some(_)) = (attempt.upstream, class) {
                         snapshot.health.record_failure(&provider.id);
@@ -384,6 +418,14 @@ fn final_error(failures: &[Failure], model: &str) -> ApiError {
             message("timed out"),
         ),
         // The provider's own limit is passed on as a 429 with its retry-after (DESIGN §2).
+        Some(Failure::QuotaFull) => ApiError {
+            retry_after: Some(1),
+            ..ApiError::upstream(
+                StatusCode::TOO_MANY_REQUESTS,
+                "provider_quota_exceeded",
+                message("is at its key's own per-minute limit"),
+            )
+        },
         Some(Failure::RateLimited(retry_after)) => ApiError {
             retry_after: *retry_after,
             ..ApiError::upstream(

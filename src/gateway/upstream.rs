@@ -72,6 +72,9 @@ pub enum Failure {
     Inexpressible(String),
     /// The provider's answer could not be read or translated.
     BadAnswer(String),
+    /// The provider key's own requests or tokens per minute (`LlmProvider.spec.limits`) are
+    /// used up: the target is skipped without being called.
+    QuotaFull,
 }
 
 impl Failure {
@@ -86,7 +89,24 @@ impl Failure {
             | Self::Auth(_)
             | Self::Unsupported(_)
             | Self::Inexpressible(_)
-            | Self::BadAnswer(_) => None,
+            | Self::BadAnswer(_)
+            | Self::QuotaFull => None,
+        }
+    }
+
+    /// Low-cardinality label for the upstream error metric.
+    pub fn class(&self) -> &'static str {
+        match self {
+            Self::RateLimited(_) => "rate_limited",
+            Self::ServerError(_) => "server_error",
+            Self::Timeout => "timeout",
+            Self::Connect => "connect",
+            Self::ModelNotFound => "model_not_found",
+            Self::Auth(_) => "auth",
+            Self::Unsupported(_) => "unsupported",
+            Self::Inexpressible(_) => "inexpressible",
+            Self::BadAnswer(_) => "bad_answer",
+            Self::QuotaFull => "key_quota_full",
         }
     }
 
@@ -106,6 +126,7 @@ impl Failure {
             }
             Self::Inexpressible(message) => format!("cannot take this request: {message}"),
             Self::BadAnswer(message) => format!("gave an answer that could not be read: {message}"),
+            Self::QuotaFull => "used up its key's own per-minute quota (not called)".to_owned(),
         }
     }
 }

@@ -253,13 +253,14 @@ impl Ledger {
         Ok((Self { ops }, restored))
     }
 
-    /// Journals an admitted request with its reserved amounts; resolves once committed.
-    pub async fn admit(&self, record: Record) -> Result<(), LedgerError> {
+    /// Journals an admitted request with its reserved amounts; the receiver resolves once the
+    /// record is committed (awaited alongside the upstream call, so it adds no latency there).
+    pub fn admit(&self, record: Record) -> oneshot::Receiver<Result<(), LedgerError>> {
         let (ack, done) = oneshot::channel();
-        self.ops
-            .send(Op::Admit(record, ack))
-            .map_err(|_| LedgerError::Stopped)?;
-        done.await.map_err(|_| LedgerError::Stopped)?
+        if let Err(mpsc::SendError(Op::Admit(_, ack))) = self.ops.send(Op::Admit(record, ack)) {
+            let _ = ack.send(Err(LedgerError::Stopped));
+        }
+        done
     }
 
     /// Replaces an admitted request's reservation with its settled figures (not awaited: a crash

@@ -113,12 +113,34 @@ pub struct Ticket {
     started_ms: u64,
     shared: bool,
     budget: Option<(u64, Vec<u32>)>,
+    journal: Option<tokio::sync::oneshot::Receiver<Result<(), LedgerError>>>,
 }
 
 impl Ticket {
-    /// Time since the request arrived.
-    pub fn elapsed(&self) -> Duration {
-        self.started.elapsed()
+    /// When the request arrived.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// The request id as the ledger and the `x-dgidgi-request-id` header spell it.
+    pub fn id_text(&self) -> String {
+        format!("{:032x}", self.request_id)
+    }
+
+    /// Waits until the admission is durable in the ledger (at once without a ledger). Awaited
+    /// before any byte reaches the client, so a crash cannot lose a completed request's usage.
+    pub async fn journalled(&mut self) -> Result<(), Refused> {
+        let Some(journal) = self.journal.take() else {
+            return Ok(());
+        };
+        match journal.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => {
+                tracing::error!("journalling an admission failed: {error}");
+                Err(Refused::Unavailable("the usage ledger cannot be written"))
+            }
+            Err(_) => Err(Refused::Unavailable("the usage ledger has stopped")),
+        }
     }
 }
 
@@ -335,8 +357,8 @@ impl Meter {
         self.book().settle(releases, member, now_ms())
     }
 
-    /// Admits a request or says why not. Journals the admission before returning, so a crash
-    /// from here on cannot lose its usage.
+    /// Admits a request or says why not. The admission is sent to the ledger at once; await
+    /// [`Ticket::journalled`] before answering the client.
     pub async fn admit(
         &self,
         tenant: &TenantConfig,
@@ -378,7 +400,19 @@ impl Meter {
                 return Err(refused);
             }
         };
-        let ticket = Ticket {
+        let journal = self.ledger.as_ref().map(|ledger| {
+            ledger.admit(self.record(
+                request_id,
+                &tenant.id,
+                source,
+                model,
+                now,
+                &reservation,
+                reservation.tokens,
+                reservation.cost_micro_usd,
+            ))
+        });
+        Ok(Ticket {
             request_id,
             admitted,
             tenant: tenant.id.clone(),
@@ -392,26 +426,8 @@ impl Meter {
                 .as_ref()
                 .map(|b| (b.monthly_micro_usd, b.alert_thresholds.clone())),
             reservation,
-        };
-        if let Some(ledger) = &self.ledger {
-            let record = self.record(
-                request_id,
-                &ticket.tenant,
-                source,
-                model,
-                now,
-                &ticket.reservation,
-                ticket.reservation.tokens,
-                ticket.reservation.cost_micro_usd,
-            );
-            if let Err(error) = ledger.admit(record).await {
-                tracing::error!("journalling an admission failed: {error}");
-                let releases = plan::releases(&ticket.reservation.charges, None);
-                self.give_back(&releases, request_id, shared).await;
-                return Err(Refused::Unavailable("the usage ledger cannot be written"));
-            }
-        }
-        Ok(ticket)
+            journal,
+        })
     }
 
     #[expect(

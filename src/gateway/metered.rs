@@ -1,0 +1,189 @@
+//! The glue between the request path and metering: what a planned request reserves (its
+//! candidates and size), the admission awaited alongside the upstream call, and the settlement
+//! that runs when the served body reports its completion — streams and client disconnects
+//! included — so every admitted request is settled exactly once.
+
+use std::sync::Arc;
+
+use hyper::header::{HeaderName, HeaderValue};
+use hyper::{Response, StatusCode};
+use serde_json::{Map, Value};
+
+use super::body::ResponseBody;
+use super::completion::{Completion, End};
+use super::error::ApiError;
+use super::limits::{refusal_error, write_admitted_headers};
+use super::serve::Served;
+use super::{Active, Gateway};
+use crate::config::{PricingConfig, Scope};
+use crate::metering::plan::{Candidate, RequestSize};
+use crate::metering::{self, Ticket};
+use crate::routing::plan::{Plan, Upstream};
+
+/// Header carrying the gateway's request id (the ledger's key).
+pub const REQUEST_ID_HEADER: &str = "x-dgidgi-request-id";
+
+/// The request's size as the reservation bounds it: its body and its own output cap
+/// (`max_completion_tokens`, `max_tokens` — OpenAI's newer and older names, Anthropic's).
+pub fn request_size(json: &Map<String, Value>, body_bytes: usize) -> RequestSize {
+    let max_output_tokens = ["max_completion_tokens", "max_tokens"]
+        .iter()
+        .find_map(|name| json.get(*name).and_then(Value::as_u64));
+    RequestSize {
+        body_bytes,
+        max_output_tokens,
+    }
+}
+
+/// Every model the plan may end up on, so the reservation covers the dearest of them.
+pub fn candidates<'a>(planned: &Plan<'a>) -> Vec<Candidate<'a>> {
+    planned
+        .attempts
+        .iter()
+        .map(|attempt| match attempt.upstream {
+            Upstream::Provider(provider) => Candidate {
+                model: provider.model(&attempt.model),
+                platform: provider.scope == Scope::Platform,
+            },
+            Upstream::Cli(_) => Candidate {
+                model: None,
+                platform: false,
+            },
+        })
+        .collect()
+}
+
+/// Admits a planned request (429/402/503 when refused).
+pub async fn admit(
+    gateway: &Gateway,
+    tenant: &crate::config::TenantConfig,
+    planned: &Plan<'_>,
+    size: RequestSize,
+) -> Result<Ticket, ApiError> {
+    gateway
+        .meter
+        .admit(
+            tenant,
+            &candidates(planned),
+            size,
+            planned.source.as_str(),
+            &planned.requested_model,
+        )
+        .await
+        .map_err(|refused| refusal_error(&refused))
+}
+
+/// What settling needs from the attempt that served, owned so it can outlive the request.
+struct ServedFacts {
+    provider: String,
+    model: String,
+    model_label: String,
+    platform: bool,
+    pricing: Option<PricingConfig>,
+    fallback: u32,
+}
+
+/// Finishes a metered request: on an answer, stamps the request id and rate-limit headers and
+/// settles when the body reports its completion; on a failure before any answer, releases the
+/// reservation at once.
+pub async fn finish(
+    gateway: &Arc<Gateway>,
+    snapshot: &Active,
+    mut ticket: Ticket,
+    result: Result<Served, ApiError>,
+) -> Result<Response<ResponseBody>, ApiError> {
+    let id = ticket.id_text();
+    let mut served = match result {
+        Ok(served) => served,
+        Err(mut error) => {
+            gateway.meter.settle(ticket, None).await;
+            error.headers.push((REQUEST_ID_HEADER, id));
+            return Err(error);
+        }
+    };
+    // Usually long done: the journal commit ran alongside the upstream call.
+    if let Err(refused) = ticket.journalled().await {
+        gateway.meter.settle(ticket, None).await;
+        return Err(refusal_error(&refused));
+    }
+    let provider = snapshot.provider(&served.provider);
+    let facts = ServedFacts {
+        model_label: provider
+            .and_then(|p| p.model(&served.model))
+            .map_or_else(|| "other".to_owned(), |m| m.name.clone()),
+        platform: provider.is_some_and(|p| p.scope == Scope::Platform),
+        pricing: provider
+            .and_then(|p| p.model(&served.model))
+            .and_then(|m| m.pricing),
+        provider: served.provider.clone(),
+        model: served.model.clone(),
+        fallback: u32::try_from(served.fallback).unwrap_or(u32::MAX),
+    };
+    let headers = served.response.headers_mut();
+    write_admitted_headers(&ticket, headers);
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        headers.insert(HeaderName::from_static(REQUEST_ID_HEADER), value);
+    }
+    let status = served.response.status();
+    let completion = served.completion;
+    let gateway = gateway.clone();
+    tokio::spawn(async move {
+        let completion = completion.await.unwrap_or(Completion {
+            usage: None,
+            end: End::ClientGone,
+            first_byte: None,
+            status: status.as_u16(),
+        });
+        settle(&gateway, ticket, &facts, completion, status).await;
+    });
+    Ok(served.response)
+}
+
+async fn settle(
+    gateway: &Gateway,
+    ticket: Ticket,
+    facts: &ServedFacts,
+    completion: Completion,
+    status: StatusCode,
+) {
+    let outcome = match completion.end {
+        End::Complete => "complete",
+        End::ClientGone => "client_gone",
+        End::UpstreamFailed => "upstream_failed",
+    };
+    let first_byte = completion
+        .first_byte
+        .map(|at| at.saturating_duration_since(ticket.started()));
+    let served = metering::Served {
+        provider: &facts.provider,
+        model: &facts.model,
+        model_label: &facts.model_label,
+        platform: facts.platform,
+        pricing: facts.pricing.as_ref(),
+        usage: completion.usage,
+        status: if completion.status == 0 {
+            status.as_u16()
+        } else {
+            completion.status
+        },
+        outcome,
+        fallback: facts.fallback,
+        first_byte,
+    };
+    gateway.meter.settle(ticket, Some(served)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_request_names_its_own_output_cap() {
+        let json: Map<String, Value> =
+            serde_json::from_str(r#"{"max_completion_tokens": 300, "max_tokens": 9}"#).unwrap();
+        assert_eq!(request_size(&json, 40).max_output_tokens, Some(300));
+        let json: Map<String, Value> = serde_json::from_str(r#"{"max_tokens": 9}"#).unwrap();
+        assert_eq!(request_size(&json, 40).max_output_tokens, Some(9));
+        assert_eq!(request_size(&Map::new(), 40).max_output_tokens, None);
+    }
+}
