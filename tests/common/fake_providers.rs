@@ -643,6 +643,8 @@ pub fn providers_yaml(upstream: SocketAddr) -> String {
             "/v1",
             &["gpt-fake", "gpt-reset"],
         ),
+        // An enterprise namespace with room enough that limits never decide these tests.
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: team-acme\n  labels: {llm.dgidgi.io/tier: enterprise}\n  annotations: {llm.dgidgi.io/requests-per-minute: \"100000\", llm.dgidgi.io/tokens-per-day: \"1000000000\", llm.dgidgi.io/concurrent: \"1000\"}\n---\n".to_owned(),
         "apiVersion: llm.dgidgi.io/v1alpha1\nkind: LlmTenant\nmetadata: {name: acme, namespace: team-acme}\nspec: {}\n".to_owned(),
     ]
     .concat()
