@@ -1,0 +1,488 @@
+//! The operator's decisions, without I/O: a small in-memory cluster (the reflector stores'
+//! contents) is rendered and planned; the planned writes are applied back to it, as the API
+//! server would, and the next pass is planned against the result.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use dgidgi::config::{KEY_STORE_FILE, KEY_STORE_SECRET_NAME};
+use dgidgi::crypto::KeyStore;
+use dgidgi::operator::observed::{Observed, key_of};
+use dgidgi::operator::plan::Write;
+use dgidgi::operator::reconcile::{Decision, decide};
+use dgidgi::render::{ObjectKey, RenderContext, ResourceKind};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::DynamicObject;
+use rand::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+use serde_json::{Value, json};
+
+const PLATFORM: &str = "dgidgi-system";
+
+/// The stores' contents, changed by the writes a pass plans (as the API server would apply
+/// them), plus the Events published.
+#[derive(Default)]
+struct Cluster {
+    observed: Observed,
+    events: Vec<dgidgi::operator::plan::EventWrite>,
+    seed: u64,
+}
+
+fn to_json(yaml: &str) -> Vec<Value> {
+    use serde::Deserialize as _;
+    serde_yaml::Deserializer::from_str(yaml)
+        .map(|doc| serde_json::to_value(serde_yaml::Value::deserialize(doc).unwrap()).unwrap())
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+impl Cluster {
+    fn from_dir(dir: &str) -> Self {
+        let mut cluster = Cluster::default();
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        for file in files {
+            cluster.apply_yaml(&std::fs::read_to_string(file).unwrap());
+        }
+        cluster
+    }
+
+    /// `kubectl apply` of YAML: Secrets' stringData becomes data, custom resources get a uid
+    /// and a generation that grows when their spec changes.
+    fn apply_yaml(&mut self, yaml: &str) {
+        for mut doc in to_json(yaml) {
+            match doc["kind"].as_str().unwrap() {
+                "Namespace" => {
+                    let ns: Namespace = serde_json::from_value(doc).unwrap();
+                    self.observed.namespaces.insert(key_of(&ns), Arc::new(ns));
+                }
+                "Secret" => {
+                    if let Some(Value::Object(plain)) = doc.get("stringData").cloned() {
+                        let data = doc["data"].as_object().cloned().unwrap_or_default();
+                        let mut data = data;
+                        for (k, v) in plain {
+                            let v = base64::engine::general_purpose::STANDARD
+                                .encode(v.as_str().unwrap());
+                            data.insert(k, Value::String(v));
+                        }
+                        doc["data"] = Value::Object(data);
+                        doc.as_object_mut().unwrap().remove("stringData");
+                    }
+                    let secret: Secret = serde_json::from_value(doc).unwrap();
+                    self.observed
+                        .secrets
+                        .insert(key_of(&secret), Arc::new(secret));
+                }
+                kind => {
+                    let kind = match kind {
+                        "LlmProvider" => ResourceKind::LlmProvider,
+                        "LlmTenant" => ResourceKind::LlmTenant,
+                        "RoutingPolicy" => ResourceKind::RoutingPolicy,
+                        other => panic!("unexpected kind {other}"),
+                    };
+                    let mut object: DynamicObject = serde_json::from_value(doc).unwrap();
+                    let key = key_of(&object);
+                    let map = self.resources_mut(kind);
+                    let (generation, status) = match map.get(&key) {
+                        Some(old) if old.data["spec"] == object.data["spec"] => {
+                            (old.metadata.generation, old.data.get("status").cloned())
+                        }
+                        Some(old) => (
+                            old.metadata.generation.map(|g| g + 1),
+                            old.data.get("status").cloned(),
+                        ),
+                        None => (Some(1), None),
+                    };
+                    object.metadata.uid = Some(format!("uid-{}-{}", key.namespace, key.name));
+                    object.metadata.generation = generation;
+                    if let Some(status) = status {
+                        object.data["status"] = status;
+                    }
+                    map.insert(key, Arc::new(object));
+                }
+            }
+        }
+    }
+
+    fn resources_mut(
+        &mut self,
+        kind: ResourceKind,
+    ) -> &mut BTreeMap<ObjectKey, Arc<DynamicObject>> {
+        match kind {
+            ResourceKind::LlmProvider => &mut self.observed.providers,
+            ResourceKind::LlmTenant => &mut self.observed.tenants,
+            ResourceKind::RoutingPolicy => &mut self.observed.policies,
+        }
+    }
+
+    /// One pass: decide, then apply the writes as the API server would.
+    fn pass(&mut self) -> Decision {
+        self.seed += 1;
+        let ctx = RenderContext::new(PLATFORM, common::now());
+        let decision = decide(
+            &self.observed,
+            &ctx,
+            &mut ChaCha20Rng::seed_from_u64(self.seed),
+        )
+        .expect("a pass decides");
+        for write in &decision.writes {
+            match write.clone() {
+                Write::ApplyConfigMap(cm) => {
+                    self.observed.config_maps.insert(key_of(&cm), Arc::new(cm));
+                }
+                Write::ApplySecret(secret) => {
+                    self.observed
+                        .secrets
+                        .insert(key_of(&secret), Arc::new(secret));
+                }
+                Write::DeleteSecret(key) => {
+                    self.observed.secrets.remove(&key);
+                }
+                Write::Status { kind, key, status } => {
+                    let map = self.resources_mut(kind);
+                    let mut object = (*map[&key]).clone();
+                    object.data["status"] = status;
+                    map.insert(key, Arc::new(object));
+                }
+                Write::Event(event) => self.events.push(event),
+            }
+        }
+        decision
+    }
+
+    fn status(&self, kind: ResourceKind, namespace: &str, name: &str) -> Value {
+        let key = ObjectKey::new(namespace, name);
+        self.observed.resources(kind)[&key].data["status"].clone()
+    }
+
+    fn condition(&self, kind: ResourceKind, namespace: &str, name: &str, type_: &str) -> Value {
+        self.status(kind, namespace, name)["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == type_)
+            .cloned()
+            .unwrap_or(Value::Null)
+    }
+
+    fn key_store(&self) -> KeyStore {
+        let secret = &self.observed.secrets[&ObjectKey::new(PLATFORM, KEY_STORE_SECRET_NAME)];
+        KeyStore::from_yaml(&secret.data.as_ref().unwrap()[KEY_STORE_FILE].0).unwrap()
+    }
+
+    fn gateway_yaml(&self) -> String {
+        let cm =
+            &self.observed.config_maps[&ObjectKey::new(PLATFORM, dgidgi::config::CONFIG_MAP_NAME)];
+        cm.data.as_ref().unwrap()["gateway.yaml"].clone()
+    }
+}
+
+fn quickstart() -> Cluster {
+    let mut cluster =
+        Cluster::from_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/quickstart"));
+    cluster.pass();
+    cluster
+}
+
+fn kinds(writes: &[Write]) -> Vec<String> {
+    writes.iter().map(|w| format!("{w:?}")).collect()
+}
+
+#[test]
+fn first_pass_writes_key_material_then_config_then_statuses_then_events() {
+    let mut cluster =
+        Cluster::from_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/quickstart"));
+    let decision = cluster.pass();
+    let writes = kinds(&decision.writes);
+    assert!(decision.key_ring_generated);
+    assert_eq!(writes[0], "ApplySecret(dgidgi-system/dgidgi-master-key)");
+    assert_eq!(writes[1], "ApplySecret(dgidgi-system/dgidgi-gateway-keys)");
+    let config_at = writes
+        .iter()
+        .position(|w| w == "ApplyConfigMap(dgidgi-system/dgidgi-gateway-config)")
+        .expect("the ConfigMap is applied");
+    assert!(
+        writes[2..config_at]
+            .iter()
+            .all(|w| w.contains("-llm-access-"))
+    );
+    assert!(writes.contains(&"ApplySecret(team-acme/acme-llm-access-default)".to_owned()));
+    assert!(writes.contains(&"ApplySecret(team-acme/acme-llm-access-ci)".to_owned()));
+    let first_status = writes
+        .iter()
+        .position(|w| w.starts_with("Status("))
+        .unwrap();
+    let first_event = writes.iter().position(|w| w.starts_with("Event(")).unwrap();
+    assert!(config_at < first_status && first_status < first_event);
+    // Every custom resource gets a status, and one Ready Event on its first status.
+    let resources = cluster.observed.providers.len()
+        + cluster.observed.tenants.len()
+        + cluster.observed.policies.len();
+    assert_eq!(
+        writes.iter().filter(|w| w.starts_with("Status(")).count(),
+        resources
+    );
+    assert_eq!(cluster.events.len(), resources);
+
+    // Access key Secrets are owned by their tenant, so deleting it collects them.
+    let access = &cluster.observed.secrets[&ObjectKey::new("team-acme", "acme-llm-access-ci")];
+    let owner = &access.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str(), owner.uid.as_str()),
+        ("LlmTenant", "acme", "uid-team-acme-acme")
+    );
+
+    // Status: tier, effective source and limits, access key Secrets, observedGeneration.
+    let acme = cluster.status(ResourceKind::LlmTenant, "team-acme", "acme");
+    assert_eq!(acme["tier"], "pro");
+    assert_eq!(acme["effectiveSource"], "platform");
+    assert_eq!(acme["effectiveLimits"]["requestsPerMinute"], 30);
+    assert_eq!(
+        acme["accessKeySecrets"],
+        json!(["acme-llm-access-default", "acme-llm-access-ci"])
+    );
+    let ready = cluster.condition(ResourceKind::LlmTenant, "team-acme", "acme", "Ready");
+    assert_eq!(ready["status"], "True");
+    assert_eq!(ready["observedGeneration"], 1);
+}
+
+#[test]
+fn a_pass_over_unchanged_stores_writes_nothing() {
+    let mut cluster = quickstart();
+    let decision = cluster.pass();
+    assert_eq!(kinds(&decision.writes), Vec::<String>::new());
+}
+
+#[test]
+fn a_secret_change_rotates_exactly_one_key_store_row() {
+    let mut cluster = quickstart();
+    let before = cluster.key_store();
+    cluster.apply_yaml(
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: globex-openai, namespace: team-globex}\n\
+         stringData: {apiKey: sk-globex-rotated-key}\n",
+    );
+    let decision = cluster.pass();
+    assert_eq!(
+        kinds(&decision.writes),
+        vec!["ApplySecret(dgidgi-system/dgidgi-gateway-keys)"]
+    );
+    let after = cluster.key_store();
+    assert_eq!(before.rows.len(), after.rows.len());
+    let changed: Vec<_> = before
+        .rows
+        .iter()
+        .zip(&after.rows)
+        .filter(|(b, a)| b != a)
+        .collect();
+    assert_eq!(changed.len(), 1, "exactly one row changes");
+    let (old, new) = changed[0];
+    assert_eq!(new.id, "team-globex/my-openai");
+    assert_ne!(old.encrypted_value, new.encrypted_value);
+    assert_eq!(old.created_at, new.created_at);
+    assert!(old.rotated_at.is_none());
+    assert!(new.rotated_at.is_some());
+    // And the next pass is quiet again.
+    assert!(cluster.pass().writes.is_empty());
+}
+
+#[test]
+fn an_invalid_tenant_is_reported_on_itself_while_the_others_render() {
+    let mut cluster = quickstart();
+    cluster.apply_yaml(
+        "apiVersion: llm.dgidgi.io/v1alpha1\nkind: LlmTenant\n\
+         metadata: {name: broken, namespace: team-acme}\n\
+         spec: {source: platform, limits: {requestsPerMinute: -5}}\n",
+    );
+    let decision = cluster.pass();
+    let writes = kinds(&decision.writes);
+    assert!(writes.contains(&"Status(LlmTenant team-acme/broken)".to_owned()));
+    let ready = cluster.condition(ResourceKind::LlmTenant, "team-acme", "broken", "Ready");
+    assert_eq!(ready["status"], "False");
+    assert_eq!(ready["reason"], "InvalidSpec");
+    assert_eq!(ready["observedGeneration"], 1);
+    let event = cluster.events.last().unwrap();
+    assert!(event.warning);
+    assert_eq!(event.reason, "InvalidSpec");
+    // The others are untouched and still served.
+    assert!(!writes.iter().any(|w| w.contains("team-acme/acme")));
+    let gateway = cluster.gateway_yaml();
+    assert!(gateway.contains("team-acme/acme"));
+    assert!(gateway.contains("team-globex/globex"));
+    assert!(!gateway.contains("team-acme/broken"));
+}
+
+#[test]
+fn a_tenant_naming_a_platform_secret_is_refused_and_the_value_appears_nowhere() {
+    let mut cluster = quickstart();
+    cluster.apply_yaml(
+        "apiVersion: llm.dgidgi.io/v1alpha1\nkind: LlmProvider\n\
+         metadata: {name: stolen, namespace: team-acme}\n\
+         spec: {type: openai, credentialsRef: {name: openai-api-key, key: apiKey}}\n",
+    );
+    let decision = cluster.pass();
+    let ready = cluster.condition(ResourceKind::LlmProvider, "team-acme", "stolen", "Ready");
+    assert_eq!(ready["status"], "False", "{ready}");
+    assert!(
+        !cluster
+            .key_store()
+            .rows
+            .iter()
+            .any(|r| r.id == "team-acme/stolen")
+    );
+    // The platform key's value is in no write: not in the ConfigMap, statuses or Events.
+    let everything: String = decision
+        .writes
+        .iter()
+        .map(|w| match w {
+            Write::ApplyConfigMap(cm) => serde_json::to_string(cm).unwrap(),
+            Write::ApplySecret(s) => serde_json::to_string(s).unwrap(),
+            Write::Status { status, .. } => status.to_string(),
+            Write::Event(e) => format!("{} {}", e.reason, e.note),
+            Write::DeleteSecret(key) => key.to_string(),
+        })
+        .collect();
+    assert!(!everything.is_empty());
+    assert!(!everything.contains("sk-quickstart-placeholder-openai"));
+    let encoded =
+        base64::engine::general_purpose::STANDARD.encode("sk-quickstart-placeholder-openai");
+    assert!(!everything.contains(&encoded));
+}
+
+#[test]
+fn a_namespace_tier_label_change_updates_effective_limits() {
+    let mut cluster = quickstart();
+    cluster.apply_yaml(
+        "apiVersion: v1\nkind: Namespace\n\
+         metadata: {name: team-globex, labels: {llm.dgidgi.io/tier: free}}\n\
+         ---\napiVersion: v1\nkind: Namespace\n\
+         metadata: {name: team-acme, labels: {llm.dgidgi.io/tier: team}}\n",
+    );
+    let decision = cluster.pass();
+    let writes = kinds(&decision.writes);
+    assert!(writes.contains(&"ApplyConfigMap(dgidgi-system/dgidgi-gateway-config)".to_owned()));
+    assert!(writes.contains(&"Status(LlmTenant team-acme/acme)".to_owned()));
+    let acme = cluster.status(ResourceKind::LlmTenant, "team-acme", "acme");
+    assert_eq!(acme["tier"], "team");
+    assert_eq!(acme["effectiveLimits"]["tokensPerDay"], 2_000_000);
+    assert_eq!(acme["effectiveLimits"]["concurrent"], 50);
+    // The tenant's tighter RPM still wins over the team tier's 200.
+    assert_eq!(acme["effectiveLimits"]["requestsPerMinute"], 30);
+}
+
+#[test]
+fn deleting_a_tenant_removes_its_key_store_rows_and_access_secret() {
+    // Key store rows belong to LlmProviders (`<namespace>/<provider>`); the tenant's are those
+    // in its namespace, deleted with it (as when its namespace goes).
+    let mut cluster = quickstart();
+    assert!(
+        cluster
+            .key_store()
+            .rows
+            .iter()
+            .any(|r| r.tenant_id == "team-globex")
+    );
+    let globex = ObjectKey::new("team-globex", "globex");
+    cluster.observed.tenants.remove(&globex);
+    cluster
+        .observed
+        .providers
+        .remove(&ObjectKey::new("team-globex", "my-openai"));
+    let decision = cluster.pass();
+    let writes = kinds(&decision.writes);
+    assert!(writes.contains(&"DeleteSecret(team-globex/globex-llm-access-default)".to_owned()));
+    assert!(
+        !cluster
+            .observed
+            .secrets
+            .contains_key(&ObjectKey::new("team-globex", "globex-llm-access-default"))
+    );
+    assert!(
+        !cluster
+            .key_store()
+            .rows
+            .iter()
+            .any(|r| r.tenant_id == "team-globex"),
+        "{:?}",
+        cluster.key_store().rows
+    );
+    assert!(!cluster.gateway_yaml().contains("team-globex/globex"));
+    assert!(cluster.pass().writes.is_empty());
+}
+
+#[test]
+fn usage_written_by_the_poller_survives_a_render_pass() {
+    let mut cluster = quickstart();
+    let key = ObjectKey::new("team-acme", "acme");
+    let mut acme = (*cluster.observed.tenants[&key]).clone();
+    acme.data["status"]["usage"] = json!({"tokensToday": 7, "spendThisMonthUsd": 0.5});
+    acme.data["status"]["conditions"]
+        .as_array_mut()
+        .unwrap()
+        .push(
+            json!({"type": "BudgetExceeded", "status": "False", "reason": "WithinBudget",
+            "message": "", "lastTransitionTime": "2026-11-25T12:00:00Z"}),
+        );
+    cluster.observed.tenants.insert(key.clone(), Arc::new(acme));
+    assert!(cluster.pass().writes.is_empty());
+    // A spec change rewrites the status and keeps usage and BudgetExceeded.
+    cluster.apply_yaml(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/quickstart/20-tenants.yaml"
+        ))
+        .unwrap()
+        .replace("requestsPerMinute: 30", "requestsPerMinute: 20"),
+    );
+    let decision = cluster.pass();
+    assert!(kinds(&decision.writes).contains(&"Status(LlmTenant team-acme/acme)".to_owned()));
+    let status = cluster.status(ResourceKind::LlmTenant, "team-acme", "acme");
+    assert_eq!(status["usage"]["tokensToday"], 7);
+    assert_eq!(status["effectiveLimits"]["requestsPerMinute"], 20);
+    let budget = cluster.condition(
+        ResourceKind::LlmTenant,
+        "team-acme",
+        "acme",
+        "BudgetExceeded",
+    );
+    assert_eq!(budget["reason"], "WithinBudget");
+    let ready = cluster.condition(ResourceKind::LlmTenant, "team-acme", "acme", "Ready");
+    assert_eq!(ready["observedGeneration"], 2);
+}
+
+#[test]
+fn our_own_unseen_writes_are_not_generated_twice() {
+    use dgidgi::operator::observed::WriteOverlay;
+    use std::time::Instant;
+    let mut cluster =
+        Cluster::from_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/quickstart"));
+    let stale = cluster.observed.clone();
+    let first = cluster.pass();
+    let mut overlay = WriteOverlay::default();
+    let now = Instant::now();
+    for write in &first.writes {
+        if let Write::ApplySecret(secret) = write {
+            overlay.applied(secret.clone(), now);
+        }
+    }
+    // The watch has not delivered our writes yet: the overlay stands in for them, so the
+    // master key and access keys are not generated again.
+    let mut observed = stale;
+    overlay.apply_to(&mut observed, now);
+    let ctx = RenderContext::new(PLATFORM, common::now());
+    let again = decide(&observed, &ctx, &mut ChaCha20Rng::seed_from_u64(99)).unwrap();
+    assert!(
+        !kinds(&again.writes)
+            .iter()
+            .any(|w| w.starts_with("ApplySecret"))
+    );
+    // Once the store shows them, the overlay forgets them.
+    let mut seen = cluster.observed.clone();
+    overlay.apply_to(&mut seen, now);
+    assert!(overlay.is_empty());
+}
