@@ -486,3 +486,274 @@ fn our_own_unseen_writes_are_not_generated_twice() {
     overlay.apply_to(&mut seen, now);
     assert!(overlay.is_empty());
 }
+
+// ---- The writer against kube's mock API service: the exact calls, in order. ----
+
+mod api {
+    use std::time::Duration;
+
+    use hyper::{Request, Response};
+    use kube::client::Body;
+    use serde_json::Value;
+    use tower_test::mock::Handle;
+
+    /// One expected call: method, path, and a check of its JSON body; the answer is the body
+    /// echoed back (what an API server returns for an apply) or an error status.
+    pub struct Expect {
+        pub method: &'static str,
+        pub path: String,
+        pub check: Box<dyn Fn(&Value) + Send>,
+        pub fail_with: Option<u16>,
+    }
+
+    pub fn expect(
+        method: &'static str,
+        path: &str,
+        check: impl Fn(&Value) + Send + 'static,
+    ) -> Expect {
+        Expect {
+            method,
+            path: path.to_owned(),
+            check: Box::new(check),
+            fail_with: None,
+        }
+    }
+
+    /// Answers the calls in order, checking each; then checks nothing else was called once
+    /// every client is gone.
+    pub async fn verify(mut handle: Handle<Request<Body>, Response<Body>>, calls: Vec<Expect>) {
+        for (index, call) in calls.into_iter().enumerate() {
+            let next = tokio::time::timeout(Duration::from_secs(30), handle.next_request()).await;
+            let (request, send) = next.expect("the operator stalled").unwrap_or_else(|| {
+                panic!("call {index} ({} {}) never came", call.method, call.path)
+            });
+            assert_eq!(request.method().as_str(), call.method, "call {index}");
+            assert_eq!(request.uri().path(), call.path, "call {index}");
+            let query = request.uri().query().unwrap_or_default().to_owned();
+            if call.method == "PATCH" {
+                assert!(
+                    query.contains("fieldManager=dgidgi-operator"),
+                    "call {index}: {query}"
+                );
+                assert!(query.contains("force=true"), "call {index}: {query}");
+                assert_eq!(
+                    request.headers()["content-type"],
+                    "application/apply-patch+yaml",
+                    "call {index}: server-side apply"
+                );
+            }
+            let bytes = request.into_body().collect_bytes().await.unwrap();
+            let body: Value = serde_json::from_slice(&bytes).unwrap();
+            (call.check)(&body);
+            let response = match call.fail_with {
+                Some(code) => Response::builder().status(code).body(Body::from(
+                    serde_json::to_vec(&serde_json::json!({
+                        "kind": "Status", "apiVersion": "v1", "status": "Failure",
+                        "code": code, "reason": "NotFound", "message": "gone"
+                    }))
+                    .unwrap(),
+                )),
+                None => Response::builder().body(Body::from(bytes.to_vec())),
+            };
+            send.send_response(response.unwrap());
+        }
+        assert!(handle.next_request().await.is_none(), "an unexpected call");
+    }
+}
+
+fn mock_client() -> (
+    kube::Client,
+    tower_test::mock::Handle<
+        hyper::Request<kube::client::Body>,
+        hyper::Response<kube::client::Body>,
+    >,
+) {
+    let (service, handle) = tower_test::mock::pair();
+    (kube::Client::new(service, "default"), handle)
+}
+
+const SMALL: &str = "
+apiVersion: v1
+kind: Namespace
+metadata: {name: dgidgi-system}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: team-acme, labels: {llm.dgidgi.io/tier: pro}}
+---
+apiVersion: llm.dgidgi.io/v1alpha1
+kind: LlmProvider
+metadata: {name: mock, namespace: dgidgi-system}
+spec: {type: mock}
+---
+apiVersion: llm.dgidgi.io/v1alpha1
+kind: LlmTenant
+metadata: {name: acme, namespace: team-acme}
+spec: {source: platform}
+";
+
+async fn run_writer(
+    cluster: &Cluster,
+    calls: Vec<api::Expect>,
+) -> dgidgi::operator::writer::WriteOutcome {
+    use dgidgi::operator::observed::WriteOverlay;
+    use dgidgi::operator::reconcile::reconcile_once;
+    use dgidgi::operator::writer::Writer;
+    let (client, handle) = mock_client();
+    let verifier = tokio::spawn(api::verify(handle, calls));
+    let writer = Writer::new(client, Some("test-pod".into()));
+    let ctx = RenderContext::new(PLATFORM, common::now());
+    let mut overlay = WriteOverlay::default();
+    let (_, outcome) = reconcile_once(
+        &writer,
+        &cluster.observed,
+        &ctx,
+        &mut ChaCha20Rng::seed_from_u64(1),
+        &mut overlay,
+    )
+    .await
+    .unwrap();
+    drop(writer);
+    verifier.await.expect("the API calls were as expected");
+    outcome
+}
+
+fn secret_named(name: &'static str) -> impl Fn(&Value) + Send {
+    move |body: &Value| {
+        assert_eq!(body["kind"], "Secret");
+        assert_eq!(body["metadata"]["name"], name);
+        assert_eq!(
+            body["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+            "dgidgi"
+        );
+    }
+}
+
+fn ready_status(kind: &'static str, generation: i64) -> impl Fn(&Value) + Send {
+    move |body: &Value| {
+        assert_eq!(body["kind"], kind);
+        assert_eq!(body["apiVersion"], "llm.dgidgi.io/v1alpha1");
+        let ready = body["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "Ready")
+            .unwrap();
+        assert_eq!(ready["status"], "True");
+        assert_eq!(ready["observedGeneration"], generation);
+    }
+}
+
+fn event_on(kind: &'static str, name: &'static str) -> impl Fn(&Value) + Send {
+    move |body: &Value| {
+        assert_eq!(body["regarding"]["kind"], kind);
+        assert_eq!(body["regarding"]["name"], name);
+        assert_eq!(body["reportingController"], "dgidgi-operator");
+        assert_eq!(body["reportingInstance"], "test-pod");
+        assert_eq!(body["type"], "Normal");
+    }
+}
+
+fn small_cluster_calls() -> Vec<api::Expect> {
+    use api::expect;
+    vec![
+        expect(
+            "PATCH",
+            "/api/v1/namespaces/dgidgi-system/secrets/dgidgi-master-key",
+            secret_named("dgidgi-master-key"),
+        ),
+        expect(
+            "PATCH",
+            "/api/v1/namespaces/dgidgi-system/secrets/dgidgi-gateway-keys",
+            secret_named("dgidgi-gateway-keys"),
+        ),
+        expect(
+            "PATCH",
+            "/api/v1/namespaces/team-acme/secrets/acme-llm-access-default",
+            |body| {
+                secret_named("acme-llm-access-default")(body);
+                let owner = &body["metadata"]["ownerReferences"][0];
+                assert_eq!(owner["kind"], "LlmTenant");
+                assert_eq!(owner["uid"], "uid-team-acme-acme");
+                assert_eq!(owner["controller"], true);
+            },
+        ),
+        expect(
+            "PATCH",
+            "/api/v1/namespaces/dgidgi-system/configmaps/dgidgi-gateway-config",
+            |body| {
+                assert_eq!(body["kind"], "ConfigMap");
+                assert!(
+                    body["data"]["gateway.yaml"]
+                        .as_str()
+                        .unwrap()
+                        .contains("team-acme/acme")
+                );
+            },
+        ),
+        expect(
+            "PATCH",
+            "/apis/llm.dgidgi.io/v1alpha1/namespaces/dgidgi-system/llmproviders/mock/status",
+            ready_status("LlmProvider", 1),
+        ),
+        expect(
+            "PATCH",
+            "/apis/llm.dgidgi.io/v1alpha1/namespaces/team-acme/llmtenants/acme/status",
+            |body| {
+                ready_status("LlmTenant", 1)(body);
+                assert_eq!(body["status"]["tier"], "pro");
+                assert_eq!(body["status"]["effectiveLimits"]["requestsPerMinute"], 60);
+                assert_eq!(
+                    body["status"]["accessKeySecrets"][0],
+                    "acme-llm-access-default"
+                );
+            },
+        ),
+        expect(
+            "POST",
+            "/apis/events.k8s.io/v1/namespaces/dgidgi-system/events",
+            event_on("LlmProvider", "mock"),
+        ),
+        expect(
+            "POST",
+            "/apis/events.k8s.io/v1/namespaces/team-acme/events",
+            event_on("LlmTenant", "acme"),
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn first_reconcile_applies_with_one_field_manager_then_statuses_then_events() {
+    let mut cluster = Cluster::default();
+    cluster.apply_yaml(SMALL);
+    let outcome = run_writer(&cluster, small_cluster_calls()).await;
+    assert_eq!(outcome.done, 8);
+    assert!(outcome.failed.is_empty());
+}
+
+#[tokio::test]
+async fn a_no_op_reconcile_calls_the_api_not_at_all() {
+    let mut cluster = Cluster::default();
+    cluster.apply_yaml(SMALL);
+    cluster.pass();
+    let outcome = run_writer(&cluster, Vec::new()).await;
+    assert_eq!(outcome.done, 0);
+}
+
+#[tokio::test]
+async fn a_refused_write_does_not_stop_the_others() {
+    let mut cluster = Cluster::default();
+    cluster.apply_yaml(SMALL);
+    let mut calls = small_cluster_calls();
+    // The provider was deleted between the watch event and the status patch.
+    calls[4].fail_with = Some(404);
+    let outcome = run_writer(&cluster, calls).await;
+    assert_eq!(outcome.done, 7);
+    assert_eq!(outcome.failed.len(), 1);
+    let failure = outcome.failed[0].to_string();
+    assert!(
+        failure.contains("LlmProvider dgidgi-system/mock"),
+        "{failure}"
+    );
+    assert!(failure.contains("404"), "{failure}");
+}
