@@ -94,7 +94,12 @@ impl LeaseLock {
     /// is "not leader", not an error.
     pub async fn try_hold(&self) -> Result<bool, kube::Error> {
         let now = Timestamp::now();
-        let current = self.api.get_opt(&self.name).await?;
+        // Any 404 is "no Lease" (not every API server says reason NotFound).
+        let current = match self.api.get(&self.name).await {
+            Ok(lease) => Some(lease),
+            Err(kube::Error::Api(status)) if status.code == 404 => None,
+            Err(error) => return Err(error),
+        };
         let action = decide(
             current.as_ref().and_then(|l| l.spec.as_ref()),
             &self.identity,
