@@ -131,7 +131,13 @@ impl Cluster {
             &mut ChaCha20Rng::seed_from_u64(self.seed),
         )
         .expect("a pass decides");
-        for write in &decision.writes {
+        self.apply(&decision.writes);
+        decision
+    }
+
+    /// Applies writes as the API server would.
+    fn apply(&mut self, writes: &[Write]) {
+        for write in writes {
             match write.clone() {
                 Write::ApplyConfigMap(cm) => {
                     self.observed.config_maps.insert(key_of(&cm), Arc::new(cm));
@@ -153,7 +159,6 @@ impl Cluster {
                 Write::Event(event) => self.events.push(event),
             }
         }
-        decision
     }
 
     fn status(&self, kind: ResourceKind, namespace: &str, name: &str) -> Value {
@@ -756,4 +761,215 @@ async fn a_refused_write_does_not_stop_the_others() {
         "{failure}"
     );
     assert!(failure.contains("404"), "{failure}");
+}
+
+// ---- Usage into status. ----
+
+mod usage {
+    use super::*;
+    use dgidgi::metering::meter::UsageSummary;
+    use dgidgi::operator::usage::{Totals, combine, plan_usage};
+
+    fn summary(shared: bool, month: &str, tenants: &[(&str, u64, u64)]) -> UsageSummary {
+        serde_json::from_value(json!({
+            "day": format!("{month}-25"), "month": month, "shared": shared,
+            "tenants": tenants.iter().map(|(t, tokens, spend)| json!({
+                "tenant": t, "requestsToday": 1, "tokensToday": tokens,
+                "spendThisMonthMicroUsd": spend, "thresholdsCrossed": [], "budgetExceeded": false,
+            })).collect::<Vec<_>>(),
+        }))
+        .unwrap()
+    }
+
+    fn totals_of(totals: &Totals, tenant: &str) -> (u64, u64) {
+        let t = &totals.tenants[tenant];
+        (t.tokens_today, t.spend_micro_usd)
+    }
+
+    #[test]
+    fn per_pod_counters_are_summed_shared_ones_taken_once() {
+        let a = summary(
+            false,
+            "2026-11",
+            &[("team-acme/acme", 10, 100), ("x/y", 1, 1)],
+        );
+        let b = summary(false, "2026-11", &[("team-acme/acme", 5, 50)]);
+        let totals = combine(&[Some(a.clone()), Some(b.clone())]).unwrap();
+        assert_eq!(totals.month, "2026-11");
+        assert_eq!(totals_of(&totals, "team-acme/acme"), (15, 150));
+        assert_eq!(totals_of(&totals, "x/y"), (1, 1));
+        // A pod that did not answer would lower a sum: no figures this round.
+        assert_eq!(combine(&[Some(a), None]), None);
+        // Shared counters: every pod reports the same totals; one is taken, a silent pod is fine.
+        let s1 = summary(true, "2026-11", &[("team-acme/acme", 7, 70)]);
+        let totals = combine(&[Some(s1.clone()), Some(s1), None]).unwrap();
+        assert_eq!(totals_of(&totals, "team-acme/acme"), (7, 70));
+        // A pod still in the old month is left out.
+        let old = summary(false, "2026-10", &[("team-acme/acme", 99, 9_999)]);
+        let new = summary(false, "2026-11", &[("team-acme/acme", 1, 2)]);
+        let totals = combine(&[Some(old), Some(new)]).unwrap();
+        assert_eq!(totals_of(&totals, "team-acme/acme"), (1, 2));
+        assert_eq!(combine(&[]), None);
+    }
+
+    fn events(writes: &[Write]) -> Vec<(String, String)> {
+        writes
+            .iter()
+            .filter_map(|w| match w {
+                Write::Event(e) => Some((e.key.to_string(), format!("{}: {}", e.reason, e.note))),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn usage_goes_into_status_with_budget_condition_and_one_event_per_threshold() {
+        let mut cluster = quickstart();
+        let now = common::now();
+        // initech: 0.05 USD budget, alerts at 80 and 100; it has spent 0.045 (90%).
+        let answer = summary(false, "2026-11", &[("team-initech/initech", 1200, 45_000)]);
+        let totals = combine(&[Some(answer)]).unwrap();
+        let writes = plan_usage(&totals, &cluster.observed, now);
+        assert!(kinds(&writes).contains(&"Status(LlmTenant team-initech/initech)".to_owned()));
+        assert_eq!(
+            events(&writes),
+            vec![(
+                "team-initech/initech".to_owned(),
+                "BudgetThresholdCrossed: 80% of the monthly budget of 0.05 USD reached".to_owned()
+            )]
+        );
+        cluster.apply(&writes);
+        let status = cluster.status(ResourceKind::LlmTenant, "team-initech", "initech");
+        assert_eq!(status["usage"]["tokensToday"], 1200);
+        assert_eq!(status["usage"]["spendThisMonthUsd"], 0.045);
+        assert_eq!(status["usage"]["updatedAt"], "2026-11-25T12:00:00Z");
+        let budget = cluster.condition(
+            ResourceKind::LlmTenant,
+            "team-initech",
+            "initech",
+            "BudgetExceeded",
+        );
+        assert_eq!(
+            (budget["status"].as_str(), budget["reason"].as_str()),
+            (Some("False"), Some("WithinBudget"))
+        );
+
+        // The same figures again: nothing to write, no Event repeated.
+        assert!(plan_usage(&totals, &cluster.observed, now).is_empty());
+        // A render pass keeps usage and the budget condition.
+        assert!(cluster.pass().writes.is_empty());
+
+        // Over budget: the condition turns True, with one Event for it and one for 100%.
+        let answer = summary(false, "2026-11", &[("team-initech/initech", 1500, 60_000)]);
+        let writes = plan_usage(&combine(&[Some(answer)]).unwrap(), &cluster.observed, now);
+        let reasons: Vec<_> = events(&writes).into_iter().map(|(_, r)| r).collect();
+        assert_eq!(reasons.len(), 2, "{reasons:?}");
+        assert!(reasons[0].starts_with("BudgetExceeded: "));
+        assert!(reasons[1].starts_with("BudgetThresholdCrossed: 100%"));
+        cluster.apply(&writes);
+        let budget = cluster.condition(
+            ResourceKind::LlmTenant,
+            "team-initech",
+            "initech",
+            "BudgetExceeded",
+        );
+        assert_eq!(budget["status"], "True");
+        assert!(
+            budget["message"]
+                .as_str()
+                .unwrap()
+                .contains("action: alert")
+        );
+        // Tenants without traffic get zero usage once, then nothing.
+        let acme = cluster.status(ResourceKind::LlmTenant, "team-acme", "acme");
+        assert_eq!(acme["usage"]["tokensToday"], 0);
+        let budget = cluster.condition(
+            ResourceKind::LlmTenant,
+            "team-acme",
+            "acme",
+            "BudgetExceeded",
+        );
+        assert_eq!(budget["status"], "False");
+    }
+
+    /// A gateway admin listener answering the contract JSON, only with the right token.
+    async fn fake_gateway(body: String) -> std::net::SocketAddr {
+        use http_body_util::Full;
+        use hyper::body::Incoming;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let body = body.clone();
+                tokio::spawn(async move {
+                    let service =
+                        hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+                            let authorized = request.uri().path() == "/usage"
+                                && request
+                                    .headers()
+                                    .get("authorization")
+                                    .and_then(|v| v.to_str().ok())
+                                    == Some("Bearer admin-secret");
+                            let response = if authorized {
+                                hyper::Response::new(Full::new(bytes::Bytes::from(body.clone())))
+                            } else {
+                                let mut r = hyper::Response::new(Full::new(bytes::Bytes::new()));
+                                *r.status_mut() = hyper::StatusCode::UNAUTHORIZED;
+                                r
+                            };
+                            async move { Ok::<_, std::convert::Infallible>(response) }
+                        });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        address
+    }
+
+    #[tokio::test]
+    async fn the_poller_reads_a_gateway_with_its_bearer_token() {
+        use dgidgi::operator::usage::fetch;
+        use std::time::Duration;
+        let body = json!({"day":"2026-11-25","month":"2026-11","shared":false,"tenants":[
+            {"tenant":"team-acme/acme","requestsToday":1,"tokensToday":123,
+             "spendThisMonthMicroUsd":456,"budgetMicroUsd":5000000,
+             "thresholdsCrossed":[50,80],"budgetExceeded":false}]})
+        .to_string();
+        let address = fake_gateway(body).await;
+        let url = format!("http://{address}/usage");
+        let summary = fetch(&url, "admin-secret", Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert_eq!(summary.month, "2026-11");
+        assert_eq!(summary.tenants[0].tokens_today, 123);
+        assert_eq!(summary.tenants[0].spend_this_month_micro_usd, 456);
+        assert_eq!(fetch(&url, "wrong", Duration::from_secs(10)).await, None);
+        let totals = combine(&[Some(summary)]).unwrap();
+        assert_eq!(totals_of(&totals, "team-acme/acme"), (123, 456));
+    }
+
+    #[test]
+    fn admin_urls_come_from_ready_endpoints_on_the_admin_port() {
+        use dgidgi::operator::usage::admin_urls;
+        use k8s_openapi::api::discovery::v1::EndpointSlice;
+        let slice: EndpointSlice = serde_json::from_value(json!({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": "dgidgi-gateway-admin-abc", "namespace": "dgidgi-system"},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 8080}, {"name": "admin", "port": 9090}],
+            "endpoints": [
+                {"addresses": ["10.0.0.2"], "conditions": {"ready": true}},
+                {"addresses": ["10.0.0.1"]},
+                {"addresses": ["10.0.0.3"], "conditions": {"ready": false}}
+            ]
+        }))
+        .unwrap();
+        assert_eq!(
+            admin_urls(&[slice]),
+            vec!["http://10.0.0.1:9090/usage", "http://10.0.0.2:9090/usage"]
+        );
+    }
 }

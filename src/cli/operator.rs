@@ -12,7 +12,7 @@ use clap::Args;
 
 use crate::crd::common::parse_duration_ms;
 use crate::gateway::server::stop_signal;
-use crate::operator::controller::{Settings, run as run_controller};
+use crate::operator::controller::{Settings, TokenSource, UsageSettings, run as run_controller};
 use crate::operator::server::{Health, bind, serve};
 use crate::render::DEFAULT_PLATFORM_NAMESPACE;
 
@@ -29,9 +29,13 @@ pub struct OperatorArgs {
     /// The Service whose EndpointSlices list the gateway pods' admin ports (usage polling).
     #[arg(long, default_value = "dgidgi-gateway-admin")]
     pub gateway_admin_service: String,
-    /// File holding the gateways' admin token (usage polling).
+    /// File holding the gateways' admin token (usage polling). Without it the token is read
+    /// from DGIDGI_ADMIN_TOKEN; with neither, usage is not polled.
     #[arg(long, value_name = "PATH")]
     pub gateway_admin_token_file: Option<PathBuf>,
+    /// How often the gateways' usage summaries are read into status.
+    #[arg(long, default_value = "30s", value_parser = duration)]
+    pub usage_interval: Duration,
     /// Quiet time after a change before a pass.
     #[arg(long, default_value = "500ms", value_parser = duration)]
     pub debounce: Duration,
@@ -52,6 +56,28 @@ fn duration(text: &str) -> Result<Duration, String> {
         .map_err(|e| e.to_string())
 }
 
+fn usage_settings(args: &OperatorArgs) -> Option<UsageSettings> {
+    let token = match &args.gateway_admin_token_file {
+        Some(path) => TokenSource::File(path.clone()),
+        None => match std::env::var("DGIDGI_ADMIN_TOKEN") {
+            Ok(token) if !token.trim().is_empty() => {
+                TokenSource::Value(zeroize::Zeroizing::new(token.trim().to_owned()))
+            }
+            _ => {
+                tracing::info!(
+                    "no gateway admin token (--gateway-admin-token-file or DGIDGI_ADMIN_TOKEN): usage is not polled"
+                );
+                return None;
+            }
+        },
+    };
+    Some(UsageSettings {
+        service: args.gateway_admin_service.clone(),
+        token,
+        interval: args.usage_interval,
+    })
+}
+
 /// Runs the operator until SIGTERM or Ctrl-C.
 pub fn run(args: &OperatorArgs) -> anyhow::Result<ExitCode> {
     let identity = args
@@ -67,6 +93,7 @@ pub fn run(args: &OperatorArgs) -> anyhow::Result<ExitCode> {
         max_backoff: Duration::from_secs(60),
         identity,
         lease_duration: args.lease_duration,
+        usage: usage_settings(args),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -42,6 +42,101 @@ pub struct Settings {
     pub identity: String,
     /// How long a Lease holds without renewal.
     pub lease_duration: Duration,
+    /// Usage polling; None when no admin token is configured.
+    pub usage: Option<UsageSettings>,
+}
+
+/// Where and how often to read the gateways' usage summaries.
+#[derive(Clone)]
+pub struct UsageSettings {
+    /// The Service whose EndpointSlices list the gateway pods' admin ports.
+    pub service: String,
+    /// Where the admin token comes from.
+    pub token: TokenSource,
+    /// How often.
+    pub interval: Duration,
+}
+
+impl std::fmt::Debug for UsageSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UsageSettings")
+            .field("service", &self.service)
+            .field("interval", &self.interval)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The admin token: a mounted file (re-read on every poll, so a rotated Secret is picked up)
+/// or a fixed value from the environment.
+#[derive(Clone)]
+pub enum TokenSource {
+    /// A file holding the token.
+    File(std::path::PathBuf),
+    /// The token itself.
+    Value(zeroize::Zeroizing<String>),
+}
+
+impl TokenSource {
+    fn read(&self) -> Option<zeroize::Zeroizing<String>> {
+        match self {
+            Self::File(path) => std::fs::read_to_string(path)
+                .map(|t| zeroize::Zeroizing::new(t.trim().to_owned()))
+                .map_err(|e| tracing::warn!(path = %path.display(), "usage: admin token unreadable: {e}"))
+                .ok(),
+            Self::Value(value) => Some(value.clone()),
+        }
+    }
+}
+
+async fn tick(timer: &mut Option<tokio::time::Interval>) {
+    match timer {
+        Some(timer) => {
+            timer.tick().await;
+        }
+        None => futures::future::pending().await,
+    }
+}
+
+/// One usage poll: read the gateways, write what changed.
+async fn poll_usage(
+    client: &Client,
+    settings: &Settings,
+    usage: &UsageSettings,
+    stores: &Stores,
+    writer: &Writer,
+    overlay: &mut WriteOverlay,
+    health: &Health,
+) {
+    let Some(token) = usage.token.read() else {
+        return;
+    };
+    let totals = match super::usage::poll(
+        client,
+        &settings.platform_namespace,
+        &usage.service,
+        &token,
+    )
+    .await
+    {
+        Ok(Some(totals)) => totals,
+        Ok(None) => {
+            tracing::debug!("usage: no complete answer from the gateways this round");
+            return;
+        }
+        Err(error) => {
+            tracing::warn!(%error, "usage: poll failed");
+            return;
+        }
+    };
+    let observed = stores.snapshot();
+    let writes = super::usage::plan_usage(&totals, &observed, k8s_openapi::jiff::Timestamp::now());
+    let outcome = writer.write_all(&writes, overlay, Instant::now()).await;
+    health.metrics.count_writes(&writes, &outcome.failed);
+    tracing::info!(
+        writes = writes.len(),
+        failed = outcome.failed.len(),
+        "usage written"
+    );
 }
 
 struct Stores {
@@ -190,14 +285,24 @@ pub async fn run(
     health.ready.store(true, Ordering::Relaxed);
     tracing::info!("watches synced");
 
-    let writer = Writer::new(client, Some(settings.identity.clone()));
+    let writer = Writer::new(client.clone(), Some(settings.identity.clone()));
     let mut overlay = WriteOverlay::default();
     let mut backoff = settings.min_backoff;
     let mut retry_in: Option<Duration> = None;
+    let mut usage_timer = settings.usage.as_ref().map(|u| {
+        let mut timer = tokio::time::interval(u.interval);
+        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        timer
+    });
+    // Usage is written only when the last render pass wrote nothing, so it never builds on a
+    // status the stores have not caught up with.
+    let mut settled = false;
     loop {
-        // Wait for a change, a retry, a leadership change or the resync.
+        // Wait for a change, a retry, a leadership change, a usage poll or the resync.
         let wait = retry_in.unwrap_or(settings.resync);
+        let mut usage_due = false;
         tokio::select! {
+            () = tick(&mut usage_timer) => usage_due = true,
             () = changed.notified() => {}
             () = tokio::time::sleep(wait) => {}
             result = leader.changed() => {
@@ -208,16 +313,33 @@ pub async fn run(
             () = &mut shutdown => break,
         }
         // Debounce: wait until the changes stop for a moment.
-        loop {
-            tokio::select! {
-                () = changed.notified() => {}
-                () = tokio::time::sleep(settings.debounce) => break,
+        if !usage_due {
+            loop {
+                tokio::select! {
+                    () = changed.notified() => {}
+                    () = tokio::time::sleep(settings.debounce) => break,
+                }
             }
         }
         let is_leader = *leader.borrow();
         health.metrics.leader.set(i64::from(is_leader));
         if !is_leader {
             retry_in = None;
+            continue;
+        }
+        if usage_due {
+            if let Some(usage) = settings.usage.as_ref().filter(|_| settled) {
+                poll_usage(
+                    &client,
+                    &settings,
+                    usage,
+                    &stores,
+                    &writer,
+                    &mut overlay,
+                    &health,
+                )
+                .await;
+            }
             continue;
         }
 
@@ -248,6 +370,7 @@ pub async fn run(
                 outcome.failed.is_empty()
             }
             Err(error) => {
+                settled = false;
                 tracing::error!(%error, "reconcile failed");
                 false
             }

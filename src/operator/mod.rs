@@ -15,6 +15,7 @@ pub mod observed;
 pub mod plan;
 pub mod reconcile;
 pub mod server;
+pub mod usage;
 pub mod writer;
 
 /// The one field manager for every server-side apply, so ownership of fields stays in one
