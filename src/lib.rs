@@ -11,6 +11,7 @@ pub mod crypto;
 pub mod formats;
 pub mod gateway;
 pub mod metering;
+pub mod operator;
 pub mod providers;
 pub mod redact;
 pub mod render;

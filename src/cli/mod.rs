@@ -5,6 +5,7 @@ mod config;
 mod crds;
 mod files;
 mod gateway;
+mod operator;
 mod render;
 mod up;
 
@@ -32,6 +33,9 @@ enum Command {
     Render(render::RenderArgs),
     /// Serve a rendered config directory: the OpenAI-format LLM gateway.
     Gateway(gateway::GatewayArgs),
+    /// Reconcile the custom resources in a cluster into the gateway's config, key Secrets,
+    /// access keys, statuses and Events.
+    Operator(operator::OperatorArgs),
     /// Render a directory (default examples/quickstart) and serve it, in one process.
     Up(up::UpArgs),
     /// Local CLI settings: llm.source, llm.endpoint, llm.model.
@@ -46,6 +50,7 @@ impl Cli {
             Command::Crds(args) => crds::run(&args),
             Command::Render(args) => render::run(&args),
             Command::Gateway(args) => gateway::run(&args),
+            Command::Operator(args) => operator::run(&args),
             Command::Up(args) => up::run(&args),
             Command::Config(args) => config::run(&args),
         };

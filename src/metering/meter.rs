@@ -7,7 +7,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::book::Book;
 use super::charge::{Admitted, Charge, LimitKind, Refusal};
@@ -178,7 +178,7 @@ pub struct Served<'a> {
 }
 
 /// One tenant's figures in the usage summary (the operator writes them into status).
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct TenantUsageSummary {
     /// `<namespace>/<name>`.
@@ -199,7 +199,7 @@ pub struct TenantUsageSummary {
 }
 
 /// The admin `/usage` answer.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct UsageSummary {
     /// UTC day.

@@ -1,0 +1,289 @@
+//! What the operator sees: a snapshot of its reflector stores, and the pure step from that
+//! snapshot to render's input. The snapshot is plain data, so tests build it by hand.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
+use kube::api::DynamicObject;
+use kube::{Resource, ResourceExt};
+use serde_json::Value;
+
+use crate::config::{KEY_STORE_SECRET_NAME, MASTER_KEY_SECRET_NAME};
+use crate::crd::{API_VERSION, LlmProviderStatus, LlmTenantStatus, RoutingPolicyStatus};
+use crate::render::manifests::{MANAGED_BY, MANAGED_BY_LABEL};
+use crate::render::report::ReportEntry;
+use crate::render::{InputError, InputLoader, ObjectKey, RenderInput, RenderReport, ResourceKind};
+
+/// Label value marking an access key Secret (`app.kubernetes.io/component`).
+pub const ACCESS_KEY_COMPONENT: &str = "access-key";
+/// The component label.
+pub const COMPONENT_LABEL: &str = "app.kubernetes.io/component";
+
+/// Why the snapshot could not become render input.
+#[derive(Debug, thiserror::Error)]
+pub enum ObserveError {
+    /// Render's loader refused the input as a whole (corrupt key ring or key store).
+    #[error(transparent)]
+    Input(#[from] InputError),
+    /// An object from the API could not be serialized for the loader.
+    #[error("could not serialize {kind} {key} for render: {message}")]
+    Serialize {
+        /// Kind of the object.
+        kind: &'static str,
+        /// Its identity.
+        key: ObjectKey,
+        /// The serializer's message (never object content).
+        message: String,
+    },
+}
+
+/// Every object the operator's decisions depend on, keyed namespace/name (namespaces by name,
+/// with an empty namespace).
+#[derive(Clone, Debug, Default)]
+pub struct Observed {
+    /// Namespaces (key: `""/name`).
+    pub namespaces: BTreeMap<ObjectKey, Arc<Namespace>>,
+    /// Secrets in every namespace.
+    pub secrets: BTreeMap<ObjectKey, Arc<Secret>>,
+    /// ConfigMaps in the platform namespace.
+    pub config_maps: BTreeMap<ObjectKey, Arc<ConfigMap>>,
+    /// LlmProviders, untyped so one malformed object is reported on itself instead of
+    /// breaking the watch.
+    pub providers: BTreeMap<ObjectKey, Arc<DynamicObject>>,
+    /// LlmTenants, untyped.
+    pub tenants: BTreeMap<ObjectKey, Arc<DynamicObject>>,
+    /// RoutingPolicies, untyped.
+    pub policies: BTreeMap<ObjectKey, Arc<DynamicObject>>,
+}
+
+/// The identity of any namespaced object.
+pub fn key_of<K: Resource>(object: &K) -> ObjectKey {
+    ObjectKey::new(object.namespace().unwrap_or_default(), object.name_any())
+}
+
+/// Collects objects into a map keyed by identity.
+pub fn index<K: Resource>(
+    objects: impl IntoIterator<Item = Arc<K>>,
+) -> BTreeMap<ObjectKey, Arc<K>> {
+    objects
+        .into_iter()
+        .map(|o| (key_of(o.as_ref()), o))
+        .collect()
+}
+
+impl Observed {
+    /// The custom resources of one kind.
+    pub fn resources(&self, kind: ResourceKind) -> &BTreeMap<ObjectKey, Arc<DynamicObject>> {
+        match kind {
+            ResourceKind::LlmProvider => &self.providers,
+            ResourceKind::LlmTenant => &self.tenants,
+            ResourceKind::RoutingPolicy => &self.policies,
+        }
+    }
+
+    /// Whether render needs this Secret: the platform's key material, an access key Secret of
+    /// an earlier pass, or a Secret some LlmProvider names in its own namespace. Other Secrets
+    /// (service account tokens, Helm releases, ...) never reach render.
+    fn is_render_input(&self, key: &ObjectKey, secret: &Secret, platform_namespace: &str) -> bool {
+        if key.namespace == platform_namespace
+            && (key.name == MASTER_KEY_SECRET_NAME || key.name == KEY_STORE_SECRET_NAME)
+        {
+            return true;
+        }
+        if is_access_key_secret(secret) {
+            return true;
+        }
+        self.providers.iter().any(|(provider, object)| {
+            provider.namespace == key.namespace
+                && object
+                    .data
+                    .pointer("/spec/credentialsRef/name")
+                    .and_then(Value::as_str)
+                    == Some(key.name.as_str())
+        })
+    }
+
+    /// Render's input: every object through the same loader `dgidgi render` uses (so the API
+    /// server's checks are repeated and one bad object is reported on itself), plus the
+    /// current statuses as the previous report (so unchanged conditions keep their times).
+    pub fn render_input(&self, platform_namespace: &str) -> Result<RenderInput, ObserveError> {
+        let mut loader = InputLoader::new(platform_namespace)?;
+        for (key, namespace) in &self.namespaces {
+            let slim = Namespace {
+                metadata: kube::api::ObjectMeta {
+                    name: namespace.metadata.name.clone(),
+                    labels: namespace.metadata.labels.clone(),
+                    annotations: namespace.metadata.annotations.clone(),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            add(&mut loader, "Namespace", key, &slim)?;
+        }
+        // Key material first: the loader wants the ring before anything that may use it.
+        for (key, secret) in &self.secrets {
+            if self.is_render_input(key, secret, platform_namespace) {
+                let slim = Secret {
+                    metadata: kube::api::ObjectMeta {
+                        name: secret.metadata.name.clone(),
+                        namespace: secret.metadata.namespace.clone(),
+                        ..Default::default()
+                    },
+                    data: secret.data.clone(),
+                    string_data: secret.string_data.clone(),
+                    type_: secret.type_.clone(),
+                    ..Default::default()
+                };
+                add(&mut loader, "Secret", key, &slim)?;
+            }
+        }
+        for kind in [
+            ResourceKind::LlmProvider,
+            ResourceKind::LlmTenant,
+            ResourceKind::RoutingPolicy,
+        ] {
+            for (key, object) in self.resources(kind) {
+                add(
+                    &mut loader,
+                    kind.as_str(),
+                    key,
+                    &resource_document(kind, object),
+                )?;
+            }
+        }
+        let mut input = loader.finish();
+        input.previous.report = Some(self.current_report());
+        Ok(input)
+    }
+
+    /// The statuses the custom resources carry now, in render's report shape. A status that
+    /// does not parse is treated as absent (render writes a fresh one).
+    pub fn current_report(&self) -> RenderReport {
+        fn entries<S: serde::de::DeserializeOwned>(
+            objects: &BTreeMap<ObjectKey, Arc<DynamicObject>>,
+        ) -> Vec<ReportEntry<S>> {
+            objects
+                .iter()
+                .filter_map(|(key, object)| {
+                    let status = object.data.get("status")?;
+                    let status = serde_json::from_value(status.clone()).ok()?;
+                    Some(ReportEntry {
+                        namespace: key.namespace.clone(),
+                        name: key.name.clone(),
+                        status,
+                    })
+                })
+                .collect()
+        }
+        RenderReport {
+            providers: entries::<LlmProviderStatus>(&self.providers),
+            tenants: entries::<LlmTenantStatus>(&self.tenants),
+            policies: entries::<RoutingPolicyStatus>(&self.policies),
+            ..RenderReport::default()
+        }
+    }
+}
+
+/// Whether a Secret is an access key Secret dgidgi wrote.
+pub fn is_access_key_secret(secret: &Secret) -> bool {
+    let labels = secret.labels();
+    labels.get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY)
+        && labels.get(COMPONENT_LABEL).map(String::as_str) == Some(ACCESS_KEY_COMPONENT)
+}
+
+/// A custom resource as the loader reads it: with apiVersion and kind (list items may lack
+/// them) and without managedFields (noise the loader would only skip).
+fn resource_document(kind: ResourceKind, object: &DynamicObject) -> Value {
+    let mut metadata = object.metadata.clone();
+    metadata.managed_fields = None;
+    let mut document = serde_json::Map::new();
+    document.insert("apiVersion".into(), Value::String(API_VERSION.to_owned()));
+    document.insert("kind".into(), Value::String(kind.as_str().to_owned()));
+    document.insert(
+        "metadata".into(),
+        serde_json::to_value(&metadata).unwrap_or(Value::Null),
+    );
+    if let Value::Object(fields) = &object.data {
+        for (field, value) in fields {
+            if field != "apiVersion" && field != "kind" && field != "metadata" {
+                document.insert(field.clone(), value.clone());
+            }
+        }
+    }
+    Value::Object(document)
+}
+
+fn add<T: serde::Serialize>(
+    loader: &mut InputLoader,
+    kind: &'static str,
+    key: &ObjectKey,
+    object: &T,
+) -> Result<(), ObserveError> {
+    let text = serde_yaml::to_string(object).map_err(|e| ObserveError::Serialize {
+        kind,
+        key: key.clone(),
+        message: crate::redact::serde_message(&e.to_string()),
+    })?;
+    loader.add_yaml(&format!("cluster {kind} {key}"), &text)?;
+    Ok(())
+}
+
+/// Secrets this operator just wrote, remembered until the watch shows them. Render generates
+/// what is missing (the master key ring, access keys), so a pass that ran on a store that has
+/// not yet seen our own write would generate them a second time and overwrite good keys.
+#[derive(Debug, Default)]
+pub struct WriteOverlay {
+    entries: BTreeMap<ObjectKey, (Option<Arc<Secret>>, Instant)>,
+}
+
+/// How long a written Secret shadows the store before the store is trusted again (someone
+/// else may have changed it meanwhile).
+pub const OVERLAY_TTL: Duration = Duration::from_secs(60);
+
+impl WriteOverlay {
+    /// Remembers a Secret we applied.
+    pub fn applied(&mut self, secret: Secret, now: Instant) {
+        let key = key_of(&secret);
+        self.entries.insert(key, (Some(Arc::new(secret)), now));
+    }
+
+    /// Remembers a Secret we deleted.
+    pub fn deleted(&mut self, key: ObjectKey, now: Instant) {
+        self.entries.insert(key, (None, now));
+    }
+
+    /// Number of writes the store has not shown yet.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether every write has been seen.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Lays our recent writes over the snapshot, forgetting those the store already shows.
+    pub fn apply_to(&mut self, observed: &mut Observed, now: Instant) {
+        self.entries.retain(|key, (written, at)| {
+            let seen = match (written.as_ref(), observed.secrets.get(key)) {
+                (Some(written), Some(stored)) => written.data == stored.data,
+                (None, None) => true,
+                _ => false,
+            };
+            let keep = !seen && now.duration_since(*at) < OVERLAY_TTL;
+            if keep {
+                match written {
+                    Some(secret) => {
+                        observed.secrets.insert(key.clone(), secret.clone());
+                    }
+                    None => {
+                        observed.secrets.remove(key);
+                    }
+                }
+            }
+            keep
+        });
+    }
+}
