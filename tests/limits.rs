@@ -219,7 +219,7 @@ impl Fleet {
                     }),
                     redis_url: redis.map(RedisServer::url),
                     fail_mode: FailMode::Closed,
-                    redis_timeout: Duration::from_millis(500),
+                    redis_timeout: Duration::from_secs(2),
                     ..MeterOptions::default()
                 },
                 admin_token: AdminToken::new(ADMIN_TOKEN),

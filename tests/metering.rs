@@ -66,10 +66,21 @@ fn meter(
     fail_mode: FailMode,
     state: Option<&std::path::Path>,
 ) -> Arc<Meter> {
+    meter_with_timeout(redis, fail_mode, state, Duration::from_secs(2))
+}
+
+/// A meter whose Redis calls give up after `timeout` (short only where an outage is tested; a
+/// busy CI machine must not turn a slow answer into a refusal elsewhere).
+fn meter_with_timeout(
+    redis: Option<&RedisServer>,
+    fail_mode: FailMode,
+    state: Option<&std::path::Path>,
+    timeout: Duration,
+) -> Arc<Meter> {
     let options = MeterOptions {
         redis_url: redis.map(RedisServer::url),
         fail_mode,
-        redis_timeout: Duration::from_millis(100),
+        redis_timeout: timeout,
         ledger: state.map(|dir| LedgerOptions {
             state_dir: dir.to_owned(),
             retention_days: 30,
@@ -264,8 +275,18 @@ async fn three_instances_sharing_redis_enforce_one_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_redis_outage_follows_the_fail_mode_and_recovery_is_automatic() {
     let mut redis = RedisServer::start();
-    let open = meter(Some(&redis), FailMode::Open, None);
-    let closed = meter(Some(&redis), FailMode::Closed, None);
+    let open = meter_with_timeout(
+        Some(&redis),
+        FailMode::Open,
+        None,
+        Duration::from_millis(100),
+    );
+    let closed = meter_with_timeout(
+        Some(&redis),
+        FailMode::Closed,
+        None,
+        Duration::from_millis(100),
+    );
     let t = tenant(limits(3, 1_000_000, 100), None);
     let m = model();
     assert!(admit(&closed, &t, &m).await.is_ok());

@@ -13,10 +13,13 @@ use super::charge::{Admitted, Charge, Refusal, Release};
 /// Prefix of every key this gateway writes.
 const PREFIX: &str = "dgidgi:";
 
-/// Check every charge, then apply all of them (ARGV: now, member, then type/limit/x/ttl per key).
+/// Check every charge, then apply all of them (ARGV: caller's time (unused: Redis' own clock
+/// decides), member, then type/limit/x/ttl per key).
 /// Returns {0, after...} on success or {index, limit, current, retry_ms} when refused.
 const RESERVE: &str = r#"
-local now = tonumber(ARGV[1])
+-- Windows and leases use Redis' own clock, so replicas with skewed clocks agree.
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local member = ARGV[2]
 local after = {}
 for i = 1, #KEYS do
