@@ -58,8 +58,13 @@ async fn launch(
     token: &std::path::Path,
 ) -> Gateway {
     let (api, admin) = (free_port(), free_port());
+    // Logs at trace level go to a file the test scans for secrets afterwards.
+    std::fs::create_dir_all(state).unwrap();
+    let log = std::fs::File::create(state.join(format!("gateway-{api}.log"))).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_dgidgi"))
         .args([
+            "--log",
+            "trace",
             "gateway",
             "--listen",
             &format!("127.0.0.1:{api}"),
@@ -73,7 +78,7 @@ async fn launch(
         .arg("--admin-token-file")
         .arg(token)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .unwrap();
     let gateway = Gateway {
@@ -202,6 +207,23 @@ async fn kill_9_mid_burst_loses_no_completed_request() {
         today >= seen,
         "never less than what clients saw: {today} < {seen}"
     );
+    // Neither the logs (at trace) nor the ledger hold the access key, the admin token or the
+    // prompt.
+    let mut everything = Vec::new();
+    for entry in std::fs::read_dir(state.path()).unwrap() {
+        everything.extend(std::fs::read(entry.unwrap().path()).unwrap());
+    }
+    let everything = String::from_utf8_lossy(&everything);
+    assert!(
+        everything.contains("usage counters restored"),
+        "the logs were captured"
+    );
+    for secret in [key.as_str(), TOKEN, "count to three"] {
+        assert!(
+            !everything.contains(secret),
+            "{secret} leaked into the logs or the ledger"
+        );
+    }
     let mut restarted = restarted;
     restarted.child.kill().unwrap();
     restarted.child.wait().unwrap();
