@@ -693,3 +693,37 @@ async fn the_messages_front_door_speaks_anthropic_errors() {
     }
     h.running.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_messages_front_door_serves_the_built_in_mock() {
+    let h = Harness::new().await;
+    let request = json!({"model": "mock/mock-fast", "max_tokens": 50,
+        "messages": [{"role": "user", "content": "hello mock"}]});
+    let (status, headers, body) = h.post("/v1/messages", &request).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(headers["x-dgidgi-provider"], "mock");
+    let message: Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        message["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("hello mock"),
+        "{body}"
+    );
+    assert!(
+        message["usage"]["input_tokens"].as_u64().unwrap() > 0,
+        "{body}"
+    );
+    let mut streamed = request.clone();
+    streamed["stream"] = json!(true);
+    let (status, _, body) = h.post("/v1/messages", &streamed).await;
+    assert_eq!(status, 200, "{body}");
+    let stream = anthropic_stream(&body);
+    assert!(stream.text.contains("hello mock"), "{body}");
+    assert_eq!(stream.names.last().unwrap(), "message_stop");
+    assert!(
+        stream.output_tokens.unwrap() > 0,
+        "usage reaches the Anthropic client: {body}"
+    );
+    h.running.shutdown().await;
+}

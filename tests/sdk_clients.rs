@@ -1,6 +1,10 @@
 //! Real clients against the HTTP surface: the official `openai` Python SDK runs its test file
-//! (`tests/sdk/test_openai_sdk.py`) against `dgidgi up` on the quickstart. `.ci/run` creates the
-//! venv (`.venv`, or `DGIDGI_PYTHON`); without one this test says clearly that it skipped.
+//! (`tests/sdk/test_openai_sdk.py`) against `dgidgi up` on the quickstart, and the official
+//! `anthropic` and `openai` SDKs run `tests/sdk/test_native_sdks.py` against the gateway in front
+//! of local fakes of the Anthropic, Gemini, Cohere and OpenAI formats. `.ci/run` creates the
+//! venv (`.venv`, or `DGIDGI_PYTHON`); without one these tests say clearly that they skipped.
+
+mod common;
 
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
@@ -11,13 +15,13 @@ fn python() -> Option<PathBuf> {
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
     let usable = Command::new(&candidate)
-        .args(["-c", "import openai, pytest"])
+        .args(["-c", "import openai, anthropic, pytest"])
         .output()
         .is_ok_and(|o| o.status.success());
     // Asked for explicitly (as .ci/run does): a broken venv is a failure, not a skip.
     assert!(
         usable || std::env::var_os("DGIDGI_PYTHON").is_none(),
-        "DGIDGI_PYTHON={} cannot import openai and pytest",
+        "DGIDGI_PYTHON={} cannot import openai, anthropic and pytest",
         candidate.display()
     );
     usable.then_some(candidate)
@@ -36,7 +40,7 @@ impl Drop for Gateway {
 fn the_official_openai_sdk_works_unchanged() {
     let Some(python) = python() else {
         eprintln!(
-            "SKIPPED: no Python with the openai SDK and pytest (.venv or DGIDGI_PYTHON); .ci/run installs them"
+            "SKIPPED: no Python with the openai and anthropic SDKs and pytest (.venv or DGIDGI_PYTHON); .ci/run installs them"
         );
         return;
     };
@@ -110,4 +114,60 @@ fn the_official_openai_sdk_works_unchanged() {
         "openai SDK tests failed:\n{report}"
     );
     assert!(report.contains(" passed"), "{report}");
+}
+
+/// Runs one pytest file against a gateway; panics with the report if it fails.
+fn pytest(python: &Path, file: &str, base_url: &str, key: &str) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let output = Command::new(python)
+        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", file])
+        .current_dir(root)
+        .env("DGIDGI_BASE_URL", base_url)
+        .env("DGIDGI_KEY", key)
+        .output()
+        .unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    println!("{report}");
+    assert!(output.status.success(), "{file} failed:\n{report}");
+    assert!(report.contains(" passed"), "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_sdks_work_against_every_native_format() {
+    let Some(python) = python() else {
+        eprintln!(
+            "SKIPPED: no Python with the openai and anthropic SDKs and pytest (.venv or DGIDGI_PYTHON); .ci/run installs them"
+        );
+        return;
+    };
+    let (upstream, _log) = common::fake_providers::start().await;
+    let output = common::render_yaml(&common::fake_providers::providers_yaml(upstream));
+    assert!(output.report.not_ready().is_empty());
+    let dir = tempfile::tempdir().unwrap();
+    for file in dgidgi::render::manifests::config_dir_files(&output).unwrap() {
+        std::fs::write(dir.path().join(&file.path), &file.bytes).unwrap();
+    }
+    let running = dgidgi::gateway::server::start(dgidgi::gateway::server::StartOptions {
+        config_dir: dir.path().to_owned(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        admin_listen: "127.0.0.1:0".parse().unwrap(),
+        settings: dgidgi::gateway::Settings::default(),
+        reload_interval: std::time::Duration::from_secs(60),
+        drain: std::time::Duration::from_secs(5),
+        unready_delay: std::time::Duration::ZERO,
+    })
+    .await
+    .unwrap();
+    let base_url = format!("http://{}", running.api);
+    let key = output.access_keys[0].value.to_string();
+    tokio::task::spawn_blocking(move || {
+        pytest(&python, "tests/sdk/test_native_sdks.py", &base_url, &key)
+    })
+    .await
+    .unwrap();
+    running.shutdown().await;
 }

@@ -247,3 +247,130 @@ impl Body for ResponseBody {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::formats::Format;
+    use crate::formats::stream::{self, reframer};
+    use crate::gateway::completion::Completion;
+    use crate::usage::Usage;
+    use tokio::sync::{mpsc, oneshot};
+
+    /// An upstream body fed by the test, frame by frame.
+    struct Channel(mpsc::UnboundedReceiver<Result<Bytes, BodyError>>);
+
+    impl Body for Channel {
+        type Data = Bytes;
+        type Error = BodyError;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+            self.0.poll_recv(cx).map(|o| o.map(|r| r.map(Frame::data)))
+        }
+    }
+
+    type Feed = mpsc::UnboundedSender<Result<Bytes, BodyError>>;
+
+    fn streamed(
+        upstream: Format,
+        client: Format,
+    ) -> (ResponseBody, Feed, oneshot::Receiver<Completion>) {
+        let (feed, receiver) = mpsc::unbounded_channel();
+        let (meter, completion) = Meter::new(200);
+        let context = stream::Context {
+            model: "m".into(),
+            created: 1,
+            client_wants_usage: false,
+        };
+        let body = ResponseBody::stream(
+            BoxBody::new(Channel(receiver)),
+            reframer(upstream, client, context),
+            tokio::time::Instant::now() + std::time::Duration::from_secs(60),
+            meter,
+        );
+        (body, feed, completion)
+    }
+
+    fn chunk(text: &str) -> Bytes {
+        Bytes::from(format!(
+            "data: {{\"id\":\"c\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{text}\"}},\"finish_reason\":null}}]}}\n\n"
+        ))
+    }
+
+    const USAGE: &str = "data: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":2,\"total_tokens\":7}}\n\n";
+
+    #[tokio::test]
+    async fn a_whole_answer_reports_its_usage_once_sent() {
+        let (mut meter, completion) = Meter::new(200);
+        meter.set_usage(Some(Usage {
+            input_tokens: 4,
+            output_tokens: 1,
+            ..Usage::default()
+        }));
+        let body = ResponseBody::metered(Bytes::from_static(b"{}"), meter);
+        assert_eq!(body.collect().await.unwrap().to_bytes(), "{}");
+        let completion = completion.await.unwrap();
+        assert_eq!(completion.end, End::Complete);
+        assert_eq!(completion.usage.unwrap().input_tokens, 4);
+        assert!(completion.first_byte.is_some());
+    }
+
+    #[tokio::test]
+    async fn a_stream_reports_the_usage_it_read_and_strips_the_usage_chunk() {
+        let (body, feed, completion) = streamed(Format::OpenAi, Format::OpenAi);
+        feed.send(Ok(chunk("hel"))).unwrap();
+        // An event split across reads, and two in one read.
+        feed.send(Ok(Bytes::from_static(
+            b"data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_",
+        )))
+        .unwrap();
+        feed.send(Ok(Bytes::from(format!(
+            "reason\":\"stop\"}}]}}\n\n{USAGE}data: [DONE]\n\n"
+        ))))
+        .unwrap();
+        drop(feed);
+        let bytes = body.collect().await.unwrap().to_bytes();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(
+            text.contains("\"hel\"") && text.ends_with("data: [DONE]\n\n"),
+            "{text}"
+        );
+        assert!(!text.contains("prompt_tokens"), "not asked for: {text}");
+        let completion = completion.await.unwrap();
+        assert_eq!(completion.end, End::Complete);
+        assert_eq!(completion.usage.unwrap().total_tokens(), 7);
+    }
+
+    #[tokio::test]
+    async fn a_client_leaving_mid_stream_reports_client_gone() {
+        let (mut body, feed, completion) = streamed(Format::OpenAi, Format::Anthropic);
+        feed.send(Ok(chunk("hi"))).unwrap();
+        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert!(String::from_utf8_lossy(&first).contains("message_start"));
+        drop(body);
+        let completion = completion.await.unwrap();
+        assert_eq!(completion.end, End::ClientGone);
+        assert!(completion.first_byte.is_some());
+    }
+
+    #[tokio::test]
+    async fn a_reset_upstream_reports_upstream_failed_and_ends_with_an_error_event() {
+        let (body, feed, completion) = streamed(Format::OpenAi, Format::OpenAi);
+        feed.send(Ok(chunk("hi"))).unwrap();
+        feed.send(Ok(Bytes::from_static(USAGE.as_bytes()))).unwrap();
+        feed.send(Err("connection reset".into())).unwrap();
+        let bytes = body.collect().await.unwrap().to_bytes();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(text.contains("upstream_stream_error"), "{text}");
+        assert!(!text.contains("[DONE]"), "{text}");
+        let completion = completion.await.unwrap();
+        assert_eq!(completion.end, End::UpstreamFailed);
+        assert_eq!(
+            completion.usage.map(|u| u.input_tokens),
+            Some(5),
+            "usage read before the failure still counts"
+        );
+    }
+}

@@ -611,7 +611,8 @@ fn openai(seen: &Seen) -> Reply {
 }
 
 /// The platform providers in front of the fake, one per format (YAML for the renderer):
-/// `anthropic`, `gemini`, `cohere` and `openai-fake`, each with the models the tests use.
+/// `anthropic`, `gemini`, `cohere` and `openai-fake`, each with the models the tests use, and
+/// the built-in `mock`.
 pub fn providers_yaml(upstream: SocketAddr) -> String {
     let provider = |name: &str, kind: &str, base: &str, models: &[&str]| {
         let models: Vec<String> = models.iter().map(|m| format!("{{name: {m}}}")).collect();
@@ -645,6 +646,7 @@ pub fn providers_yaml(upstream: SocketAddr) -> String {
         ),
         // An enterprise namespace with room enough that limits never decide these tests.
         "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: team-acme\n  labels: {llm.dgidgi.io/tier: enterprise}\n  annotations: {llm.dgidgi.io/requests-per-minute: \"100000\", llm.dgidgi.io/tokens-per-day: \"1000000000\", llm.dgidgi.io/concurrent: \"1000\"}\n---\n".to_owned(),
+        "apiVersion: llm.dgidgi.io/v1alpha1\nkind: LlmProvider\nmetadata: {name: mock, namespace: dgidgi-system}\nspec: {type: mock}\n---\n".to_owned(),
         "apiVersion: llm.dgidgi.io/v1alpha1\nkind: LlmTenant\nmetadata: {name: acme, namespace: team-acme}\nspec: {}\n".to_owned(),
     ]
     .concat()

@@ -1,0 +1,107 @@
+//! Per-chunk cost of the stream layer: SSE framing alone, and one upstream event re-framed for a
+//! client (parse the event's JSON, translate, write the client's bytes) for each pair the
+//! gateway serves — the pass-throughs and every translation.
+
+use std::hint::black_box;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use dgidgi::formats::Format;
+use dgidgi::formats::stream::{Context, reframer};
+use dgidgi::sse::{self, Event};
+
+/// One typical mid-stream event per upstream format (a short text delta).
+fn event(format: Format) -> Event {
+    let (name, data) = match format {
+        Format::OpenAi => (
+            None,
+            r#"{"id":"chatcmpl-123","object":"chat.completion.chunk","created":1694268190,"model":"gpt-4o-mini","choices":[{"index":0,"delta":{"content":" the quick brown"},"finish_reason":null}]}"#,
+        ),
+        Format::Anthropic => (
+            Some("content_block_delta"),
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":" the quick brown"}}"#,
+        ),
+        Format::Gemini => (
+            None,
+            r#"{"candidates":[{"content":{"parts":[{"text":" the quick brown"}],"role":"model"},"index":0}],"usageMetadata":{"promptTokenCount":8,"totalTokenCount":8},"modelVersion":"gemini-2.5-flash","responseId":"resp-1"}"#,
+        ),
+        Format::Cohere => (
+            Some("content-delta"),
+            r#"{"type":"content-delta","index":0,"delta":{"message":{"content":{"text":" the quick brown"}}}}"#,
+        ),
+    };
+    Event {
+        event: name.map(str::to_owned),
+        data: data.to_owned(),
+        ..Event::default()
+    }
+}
+
+fn framing(c: &mut Criterion) {
+    let mut wire = Vec::new();
+    let one = event(Format::Anthropic);
+    for _ in 0..100 {
+        sse::write_event(&mut wire, one.event.as_deref(), &one.data);
+    }
+    let mut group = c.benchmark_group("sse");
+    group.throughput(Throughput::Elements(100));
+    group.bench_function("parse 100 events in 1500-byte reads", |b| {
+        b.iter(|| {
+            let mut parser = sse::Parser::default();
+            let mut events = Vec::with_capacity(100);
+            for read in wire.chunks(1500) {
+                parser.feed(black_box(read), &mut events).unwrap();
+            }
+            parser.finish(&mut events).unwrap();
+            black_box(events.len())
+        })
+    });
+    group.bench_function("write 100 events", |b| {
+        b.iter(|| {
+            let mut out = Vec::with_capacity(wire.len());
+            for _ in 0..100 {
+                sse::write_event(&mut out, one.event.as_deref(), black_box(&one.data));
+            }
+            black_box(out.len())
+        })
+    });
+    group.finish();
+}
+
+fn reframing(c: &mut Criterion) {
+    let pairs = [
+        (Format::OpenAi, Format::OpenAi),
+        (Format::Anthropic, Format::Anthropic),
+        (Format::Anthropic, Format::OpenAi),
+        (Format::Gemini, Format::OpenAi),
+        (Format::Cohere, Format::OpenAi),
+        (Format::OpenAi, Format::Anthropic),
+        (Format::Gemini, Format::Anthropic),
+        (Format::Cohere, Format::Anthropic),
+    ];
+    let mut group = c.benchmark_group("reframe one chunk");
+    group.throughput(Throughput::Elements(1));
+    for (upstream, client) in pairs {
+        let event = event(upstream);
+        let mut reframer = reframer(
+            upstream,
+            client,
+            Context {
+                model: "bench".into(),
+                created: 1,
+                client_wants_usage: false,
+            },
+        );
+        let mut out = Vec::with_capacity(4096);
+        group.bench_function(format!("{upstream:?} -> {client:?}"), |b| {
+            b.iter(|| {
+                out.clear();
+                black_box(reframer.event(black_box(&event), &mut out));
+                black_box(out.len())
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, framing, reframing);
+criterion_main!(benches);

@@ -1,0 +1,269 @@
+//! Golden files for format translation: request, response and stream fixtures per provider
+//! under `tests/fixtures/formats/<provider>/` (shaped after the providers' API references), each
+//! translated in one direction and compared with its snapshot in `.../<provider>/out/`. Stream
+//! snapshots are the SSE the client receives, followed by an SSE comment with the usage read
+//! and how the stream ended. After an intended change, regenerate with
+//! `UPDATE_GOLDEN=1 cargo test --test formats_golden` and review the diff.
+
+use std::path::{Path, PathBuf};
+
+use dgidgi::formats::stream::{Context, Flow, reframer};
+use dgidgi::formats::{Format, anthropic, cohere, gemini, translate_response};
+use dgidgi::sse;
+use serde_json::{Map, Value};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/formats")
+}
+
+fn read_json(path: &str) -> Value {
+    let text = std::fs::read_to_string(fixtures().join(path)).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn object(value: Value) -> Map<String, Value> {
+    value.as_object().unwrap().clone()
+}
+
+fn pretty(value: &Value) -> Vec<u8> {
+    let mut bytes = serde_json::to_vec_pretty(value).unwrap();
+    bytes.push(b'\n');
+    bytes
+}
+
+/// Compares `actual` with `<provider>/out/<name>` (or writes it under UPDATE_GOLDEN).
+fn check(provider: &str, name: &str, actual: &[u8]) {
+    let path = fixtures().join(provider).join("out").join(name);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected =
+        std::fs::read(&path).unwrap_or_else(|_| panic!("missing golden file {}", path.display()));
+    assert!(
+        expected == actual,
+        "{} differs; if intended, run UPDATE_GOLDEN=1 cargo test --test formats_golden\n--- got ---\n{}",
+        path.display(),
+        String::from_utf8_lossy(actual)
+    );
+}
+
+/// Runs a stream fixture through a re-framer, in reads of 7 bytes (events split across reads).
+fn reframe(path: &str, upstream: Format, client: Format, wants_usage: bool) -> Vec<u8> {
+    let bytes = std::fs::read(fixtures().join(path)).unwrap();
+    let mut reframer = reframer(
+        upstream,
+        client,
+        Context {
+            model: "fixture-model".into(),
+            created: 1_700_000_000,
+            client_wants_usage: wants_usage,
+        },
+    );
+    let mut parser = sse::Parser::default();
+    let mut events = Vec::new();
+    let mut out = Vec::new();
+    let mut flow = Flow::Continue;
+    for read in bytes.chunks(7) {
+        parser.feed(read, &mut events).unwrap();
+        for event in events.drain(..) {
+            if flow == Flow::Continue {
+                flow = reframer.event(&event, &mut out);
+            }
+        }
+    }
+    parser.finish(&mut events).unwrap();
+    for event in events.drain(..) {
+        if flow == Flow::Continue {
+            flow = reframer.event(&event, &mut out);
+        }
+    }
+    if flow == Flow::Continue {
+        flow = reframer.end(&mut out);
+    }
+    let usage = serde_json::to_string(&reframer.usage()).unwrap();
+    out.extend_from_slice(format!(": usage {usage}\n: end {flow:?}\n").as_bytes());
+    out
+}
+
+#[test]
+fn openai_requests_translate_to_every_native_format() {
+    let request = object(read_json("openai/request_tools.json"));
+    let anthropic = anthropic::request_from_openai(&request, 4096).unwrap();
+    check(
+        "openai",
+        "request_tools.to_anthropic.json",
+        &pretty(&anthropic.into()),
+    );
+    let gemini = gemini::request_from_openai(&request).unwrap();
+    check(
+        "openai",
+        "request_tools.to_gemini.json",
+        &pretty(&gemini.into()),
+    );
+    let cohere = cohere::request_from_openai(&request).unwrap();
+    check(
+        "openai",
+        "request_tools.to_cohere.json",
+        &pretty(&cohere.into()),
+    );
+}
+
+#[test]
+fn anthropic_requests_translate_to_openai() {
+    let request = object(read_json("anthropic/request_tools.json"));
+    let openai = anthropic::request_to_openai(&request).unwrap();
+    check(
+        "anthropic",
+        "request_tools.to_openai.json",
+        &pretty(&openai.into()),
+    );
+}
+
+#[test]
+fn responses_translate_in_every_direction() {
+    let cases = [
+        (
+            "openai",
+            "response_tools",
+            Format::OpenAi,
+            Format::Anthropic,
+            "to_anthropic",
+        ),
+        (
+            "anthropic",
+            "response_tools",
+            Format::Anthropic,
+            Format::OpenAi,
+            "to_openai",
+        ),
+        (
+            "gemini",
+            "response_tools",
+            Format::Gemini,
+            Format::OpenAi,
+            "to_openai",
+        ),
+        (
+            "gemini",
+            "response_tools",
+            Format::Gemini,
+            Format::Anthropic,
+            "to_anthropic",
+        ),
+        (
+            "cohere",
+            "response_tools",
+            Format::Cohere,
+            Format::OpenAi,
+            "to_openai",
+        ),
+    ];
+    for (provider, name, upstream, client, direction) in cases {
+        let body = std::fs::read(fixtures().join(format!("{provider}/{name}.json"))).unwrap();
+        let (out, usage) =
+            translate_response(upstream, client, &body, "fixture-model", 1_700_000_000).unwrap();
+        let mut snapshot: Value = serde_json::from_slice(&out).unwrap();
+        snapshot["//usage read"] = serde_json::to_value(usage).unwrap();
+        check(
+            provider,
+            &format!("{name}.{direction}.json"),
+            &pretty(&snapshot),
+        );
+    }
+}
+
+#[test]
+fn streams_translate_chunk_by_chunk() {
+    let cases = [
+        (
+            "anthropic",
+            "stream_tools",
+            Format::Anthropic,
+            Format::OpenAi,
+            "to_openai",
+            true,
+        ),
+        (
+            "anthropic",
+            "stream_error",
+            Format::Anthropic,
+            Format::OpenAi,
+            "to_openai",
+            false,
+        ),
+        (
+            "gemini",
+            "stream_text",
+            Format::Gemini,
+            Format::OpenAi,
+            "to_openai",
+            true,
+        ),
+        (
+            "gemini",
+            "stream_text",
+            Format::Gemini,
+            Format::Anthropic,
+            "to_anthropic",
+            false,
+        ),
+        (
+            "cohere",
+            "stream_text",
+            Format::Cohere,
+            Format::OpenAi,
+            "to_openai",
+            false,
+        ),
+        (
+            "openai",
+            "stream_tools",
+            Format::OpenAi,
+            Format::Anthropic,
+            "to_anthropic",
+            false,
+        ),
+        (
+            "openai",
+            "stream_tools",
+            Format::OpenAi,
+            Format::OpenAi,
+            "to_openai_without_usage",
+            false,
+        ),
+    ];
+    for (provider, name, upstream, client, direction, wants_usage) in cases {
+        let out = reframe(
+            &format!("{provider}/{name}.sse"),
+            upstream,
+            client,
+            wants_usage,
+        );
+        check(provider, &format!("{name}.{direction}.sse"), &out);
+    }
+}
+
+#[test]
+fn an_anthropic_stream_passes_through_byte_for_byte_when_the_client_speaks_anthropic() {
+    let input = std::fs::read(fixtures().join("anthropic/stream_tools.sse")).unwrap();
+    let out = reframe(
+        "anthropic/stream_tools.sse",
+        Format::Anthropic,
+        Format::Anthropic,
+        false,
+    );
+    let text = String::from_utf8(out).unwrap();
+    let (body, trailer) = text.split_at(text.find(": usage").unwrap());
+    // Re-framed event by event: the same events, in the canonical `event:`/`data:` framing.
+    assert_eq!(
+        sse::parse_all(body.as_bytes()).unwrap(),
+        sse::parse_all(&input).unwrap()
+    );
+    assert!(
+        trailer.contains("\"input_tokens\":572") && trailer.contains("\"output_tokens\":89"),
+        "{trailer}"
+    );
+    assert!(trailer.contains("end Complete"));
+}

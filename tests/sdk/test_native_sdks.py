@@ -1,0 +1,198 @@
+"""The official `anthropic` and `openai` Python SDKs, unchanged, against dgidgi in front of
+local fakes of the Anthropic, Gemini, Cohere and OpenAI wire formats.
+
+Run by tests/sdk_clients.rs, which starts the fakes and the gateway and passes the base URL and
+an access key in DGIDGI_BASE_URL and DGIDGI_KEY.
+"""
+
+import json
+import os
+
+import anthropic
+import openai
+import pytest
+
+BASE_URL = os.environ["DGIDGI_BASE_URL"]
+KEY = os.environ["DGIDGI_KEY"]
+
+WEATHER_OPENAI = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Weather of a city",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"],
+            },
+        },
+    }
+]
+WEATHER_ANTHROPIC = [
+    {
+        "name": "get_weather",
+        "description": "Weather of a city",
+        "input_schema": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
+    }
+]
+
+# The Messages front door in front of an Anthropic upstream (pass-through) and an
+# OpenAI-format upstream (translated).
+MESSAGES_MODELS = ["anthropic/claude-fake", "openai-fake/gpt-fake"]
+# OpenAI clients in front of the three native formats.
+CHAT_MODELS = ["anthropic/claude-fake", "gemini/gemini-fake", "cohere/command-fake"]
+
+
+@pytest.fixture()
+def claude():
+    return anthropic.Anthropic(base_url=BASE_URL, api_key=KEY, max_retries=0)
+
+
+@pytest.fixture()
+def gpt():
+    return openai.OpenAI(base_url=BASE_URL + "/v1", api_key=KEY, max_retries=0)
+
+
+@pytest.mark.parametrize("model", MESSAGES_MODELS)
+def test_anthropic_messages_create(claude, model):
+    message = claude.messages.create(
+        model=model,
+        max_tokens=100,
+        system="be brief",
+        messages=[{"role": "user", "content": "hello sdk"}],
+    )
+    assert message.type == "message"
+    assert message.content[0].text == "echo: hello sdk"
+    assert message.stop_reason == "end_turn"
+    assert message.usage.output_tokens > 0
+
+
+@pytest.mark.parametrize("model", MESSAGES_MODELS)
+def test_anthropic_messages_stream(claude, model):
+    with claude.messages.stream(
+        model=model,
+        max_tokens=100,
+        messages=[{"role": "user", "content": "stream sdk"}],
+    ) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text == "echo: stream sdk"
+    assert final.stop_reason == "end_turn"
+    assert final.usage.output_tokens > 0
+
+
+@pytest.mark.parametrize("model", MESSAGES_MODELS)
+@pytest.mark.parametrize("streamed", [False, True])
+def test_anthropic_tools_round_trip(claude, model, streamed):
+    question = {"role": "user", "content": "weather in Paris and Berlin?"}
+    kwargs = dict(model=model, max_tokens=100, tools=WEATHER_ANTHROPIC, messages=[question])
+    if streamed:
+        with claude.messages.stream(**kwargs) as stream:
+            message = stream.get_final_message()
+    else:
+        message = claude.messages.create(**kwargs)
+    assert message.stop_reason == "tool_use"
+    uses = [block for block in message.content if block.type == "tool_use"]
+    assert [use.input["city"] for use in uses] == ["Paris", "Berlin"]
+    assert len({use.id for use in uses}) == 2
+    results = [
+        {"type": "tool_result", "tool_use_id": use.id, "content": "sunny"} for use in uses
+    ]
+    answer = claude.messages.create(
+        model=model,
+        max_tokens=100,
+        tools=WEATHER_ANTHROPIC,
+        messages=[
+            question,
+            {"role": "assistant", "content": [use.model_dump(exclude_none=True) for use in uses]},
+            {"role": "user", "content": results},
+        ],
+    )
+    assert answer.stop_reason == "end_turn"
+
+
+def test_anthropic_errors_are_anthropic_shaped(claude):
+    with pytest.raises(anthropic.NotFoundError) as error:
+        claude.messages.create(
+            model="nope/nothing", max_tokens=10, messages=[{"role": "user", "content": "x"}]
+        )
+    assert error.value.body["type"] == "error"
+    assert error.value.body["error"]["type"] == "not_found_error"
+
+
+@pytest.mark.parametrize("model", CHAT_MODELS)
+def test_openai_chat_create(gpt, model):
+    completion = gpt.chat.completions.create(
+        model=model,
+        messages=[{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}],
+    )
+    assert completion.choices[0].message.content == "echo: hi"
+    assert completion.choices[0].finish_reason == "stop"
+    assert completion.usage.prompt_tokens > 0 and completion.usage.completion_tokens > 0
+
+
+@pytest.mark.parametrize("model", CHAT_MODELS)
+def test_openai_chat_stream_with_usage(gpt, model):
+    stream = gpt.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": "stream"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    text, finish, usage = "", None, None
+    for chunk in stream:
+        if chunk.choices:
+            text += chunk.choices[0].delta.content or ""
+            finish = chunk.choices[0].finish_reason or finish
+        if chunk.usage:
+            usage = chunk.usage
+    assert text == "echo: stream"
+    assert finish == "stop"
+    assert usage is not None and usage.total_tokens > 0
+
+
+@pytest.mark.parametrize("model", CHAT_MODELS)
+@pytest.mark.parametrize("streamed", [False, True])
+def test_openai_tools_round_trip(gpt, model, streamed):
+    question = {"role": "user", "content": "weather in Paris and Berlin?"}
+    if streamed:
+        calls = {}
+        for chunk in gpt.chat.completions.create(
+            model=model, messages=[question], tools=WEATHER_OPENAI, stream=True
+        ):
+            for call in (chunk.choices[0].delta.tool_calls or []) if chunk.choices else []:
+                entry = calls.setdefault(call.index, {"id": None, "name": None, "arguments": ""})
+                entry["id"] = call.id or entry["id"]
+                if call.function and call.function.name:
+                    entry["name"] = call.function.name
+                if call.function and call.function.arguments:
+                    entry["arguments"] += call.function.arguments
+        calls = [calls[i] for i in sorted(calls)]
+    else:
+        completion = gpt.chat.completions.create(model=model, messages=[question], tools=WEATHER_OPENAI)
+        assert completion.choices[0].finish_reason == "tool_calls"
+        calls = [
+            {"id": c.id, "name": c.function.name, "arguments": c.function.arguments}
+            for c in completion.choices[0].message.tool_calls
+        ]
+    assert [json.loads(c["arguments"])["city"] for c in calls] == ["Paris", "Berlin"]
+    assert all(c["name"] == "get_weather" and c["id"] for c in calls)
+    assistant = {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
+            for c in calls
+        ],
+    }
+    results = [{"role": "tool", "tool_call_id": c["id"], "content": "sunny"} for c in calls]
+    answer = gpt.chat.completions.create(
+        model=model, messages=[question, assistant, *results], tools=WEATHER_OPENAI
+    )
+    assert answer.choices[0].finish_reason == "stop"
+    assert answer.choices[0].message.content.startswith("echo")
