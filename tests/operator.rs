@@ -135,28 +135,12 @@ impl Cluster {
         decision
     }
 
-    /// Applies writes as the API server would.
+    /// Applies writes as the API server would, keeping the Events.
     fn apply(&mut self, writes: &[Write]) {
+        self.observed.apply_writes(writes);
         for write in writes {
-            match write.clone() {
-                Write::ApplyConfigMap(cm) => {
-                    self.observed.config_maps.insert(key_of(&cm), Arc::new(cm));
-                }
-                Write::ApplySecret(secret) => {
-                    self.observed
-                        .secrets
-                        .insert(key_of(&secret), Arc::new(secret));
-                }
-                Write::DeleteSecret(key) => {
-                    self.observed.secrets.remove(&key);
-                }
-                Write::Status { kind, key, status } => {
-                    let map = self.resources_mut(kind);
-                    let mut object = (*map[&key]).clone();
-                    object.data["status"] = status;
-                    map.insert(key, Arc::new(object));
-                }
-                Write::Event(event) => self.events.push(event),
+            if let Write::Event(event) = write {
+                self.events.push(event.clone());
             }
         }
     }

@@ -186,6 +186,44 @@ impl Observed {
     }
 }
 
+impl Observed {
+    /// Applies writes to the snapshot the way the API server and the watches would (apply
+    /// replaces, status lands on the object, Events are dropped): how tests and benchmarks
+    /// reach the state after a pass without a cluster.
+    pub fn apply_writes(&mut self, writes: &[super::plan::Write]) {
+        use super::plan::Write;
+        for write in writes {
+            match write {
+                Write::ApplyConfigMap(cm) => {
+                    self.config_maps.insert(key_of(cm), Arc::new(cm.clone()));
+                }
+                Write::ApplySecret(secret) => {
+                    self.secrets
+                        .insert(key_of(secret), Arc::new(secret.clone()));
+                }
+                Write::DeleteSecret(key) => {
+                    self.secrets.remove(key);
+                }
+                Write::Status { kind, key, status } => {
+                    let map = match kind {
+                        ResourceKind::LlmProvider => &mut self.providers,
+                        ResourceKind::LlmTenant => &mut self.tenants,
+                        ResourceKind::RoutingPolicy => &mut self.policies,
+                    };
+                    if let Some(object) = map.get_mut(key) {
+                        let mut updated = (**object).clone();
+                        if let Value::Object(fields) = &mut updated.data {
+                            fields.insert("status".to_owned(), status.clone());
+                        }
+                        *object = Arc::new(updated);
+                    }
+                }
+                Write::Event(_) => {}
+            }
+        }
+    }
+}
+
 /// Whether a Secret is an access key Secret dgidgi wrote.
 pub fn is_access_key_secret(secret: &Secret) -> bool {
     let labels = secret.labels();
