@@ -103,7 +103,7 @@ fn pure(c: &mut Criterion) {
         b.iter(|| {
             member += 1;
             let _ = book.reserve(&reservation.charges, member, now + member as u64 / 1_000);
-            let settled = plan::settlement(&reservation, None, m.pricing.as_ref(), true);
+            let settled = plan::settlement(&reservation, None, m.pricing.as_ref(), true, true);
             let releases = plan::releases(&reservation.charges, Some(settled));
             book.settle(&releases, member, now)
         })

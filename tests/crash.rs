@@ -9,14 +9,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
+use common::http;
 use dgidgi::metering::ledger::read_all;
 use dgidgi::render::manifests::config_dir_files;
-use http_body_util::{BodyExt as _, Full};
-use hyper::Request;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
 const TOKEN: &str = "crash-test-admin-token-e4b9";
 
@@ -99,39 +94,26 @@ async fn launch(
 }
 
 async fn get(address: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let client: Client<HttpConnector, Full<Bytes>> =
-        Client::builder(TokioExecutor::new()).build_http();
-    let request = Request::get(format!("http://{address}{path}"))
-        .header("authorization", format!("Bearer {TOKEN}"))
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    let response = client.request(request).await.ok()?;
-    let status = response.status().as_u16();
-    let body = response.into_body().collect().await.ok()?.to_bytes();
-    Some((status, String::from_utf8_lossy(&body).into_owned()))
+    let (status, _, body) = http::send(address, "GET", path, Some(TOKEN), None).await?;
+    Some((status, body))
 }
 
 /// One request; `Some((request id, tokens))` when the client saw it complete.
 async fn chat(address: SocketAddr, key: &str) -> Option<(String, u64)> {
-    let client: Client<HttpConnector, Full<Bytes>> =
-        Client::builder(TokioExecutor::new()).build_http();
     let body = serde_json::json!({"model": "mock-fast", "max_tokens": 50, "messages": [{"role": "user", "content": "count to three"}]});
-    let request = Request::post(format!("http://{address}/v1/chat/completions"))
-        .header("authorization", format!("Bearer {key}"))
-        .body(Full::new(Bytes::from(body.to_string())))
-        .unwrap();
-    let response = client.request(request).await.ok()?;
-    if response.status() != 200 {
+    let (status, headers, body) = http::send(
+        address,
+        "POST",
+        "/v1/chat/completions",
+        Some(key),
+        Some(body.to_string()),
+    )
+    .await?;
+    if status != 200 {
         return None;
     }
-    let id = response
-        .headers()
-        .get("x-dgidgi-request-id")?
-        .to_str()
-        .ok()?
-        .to_owned();
-    let body = response.into_body().collect().await.ok()?.to_bytes();
-    let json: serde_json::Value = serde_json::from_slice(&body).ok()?;
+    let id = http::header(&headers, "x-dgidgi-request-id")?.to_owned();
+    let json: serde_json::Value = serde_json::from_str(&body).ok()?;
     Some((id, json["usage"]["total_tokens"].as_u64()?))
 }
 

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::http::{self, Answer, header};
 use common::redis::RedisServer;
 use dgidgi::gateway::server::{Running, StartOptions, start};
 use dgidgi::gateway::{AdminToken, Settings};
@@ -34,10 +35,15 @@ const ADMIN_TOKEN: &str = "admin-token-for-limits-test-51c2";
 /// A fake OpenAI-format upstream: `slow` answers after a second, `stream-long` streams for a
 /// long time, anything else answers at once. Usage is always 11 in, 7 out. Tracks the most
 /// requests it ever had in flight.
+/// (model, max_tokens) of each request an upstream received.
+type SeenMaxTokens = Arc<std::sync::Mutex<Vec<(String, Option<u64>)>>>;
+
 #[derive(Clone, Default)]
 struct Upstream {
     in_flight: Arc<AtomicUsize>,
     most_in_flight: Arc<AtomicUsize>,
+    /// The `max_tokens` of every request received, by model.
+    max_tokens: SeenMaxTokens,
 }
 
 fn completion(model: &str) -> String {
@@ -84,6 +90,10 @@ impl Upstream {
         self.most_in_flight.fetch_max(now, Ordering::SeqCst);
         let body = request.into_body().collect().await.unwrap().to_bytes();
         let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        self.max_tokens.lock().unwrap().push((
+            json["model"].as_str().unwrap_or_default().to_owned(),
+            json["max_tokens"].as_u64(),
+        ));
         let model = json["model"].as_str().unwrap_or_default().to_owned();
         let stream = json["stream"].as_bool().unwrap_or(false);
         let wants_usage = json["stream_options"]["include_usage"]
@@ -91,6 +101,9 @@ impl Upstream {
             .unwrap_or(false);
         if model == "slow" {
             tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        if model == "very-slow" {
+            tokio::time::sleep(Duration::from_secs(5)).await;
         }
         let (mut sender, receiver) = Channel::<Bytes>::new(4);
         let in_flight = self.in_flight.clone();
@@ -165,6 +178,8 @@ spec:
   - {{name: fast, maxOutputTokens: 1000, pricing: {{inputPerMillion: 1, outputPerMillion: 1}}}}
   - {{name: slow, maxOutputTokens: 1000, pricing: {{inputPerMillion: 1, outputPerMillion: 1}}}}
   - {{name: stream-long, maxOutputTokens: 1000, pricing: {{inputPerMillion: 1, outputPerMillion: 1}}}}
+  - {{name: very-slow, maxOutputTokens: 1000, pricing: {{inputPerMillion: 1, outputPerMillion: 1}}}}
+  - {{name: unpriced, maxOutputTokens: 1000}}
 ---
 apiVersion: llm.dgidgi.io/v1alpha1
 kind: LlmProvider
@@ -282,40 +297,16 @@ impl Fleet {
     }
 }
 
-async fn post(
-    address: SocketAddr,
-    key: &str,
-    body: &serde_json::Value,
-) -> (u16, Vec<(String, String)>, String) {
-    let client: Client<HttpConnector, Full<Bytes>> =
-        Client::builder(TokioExecutor::new()).build_http();
-    let request = Request::post(format!("http://{address}/v1/chat/completions"))
-        .header("authorization", format!("Bearer {key}"))
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.to_string())))
-        .unwrap();
-    let response = client.request(request).await.unwrap();
-    let status = response.status().as_u16();
-    let headers = response
-        .headers()
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.as_str().to_owned(),
-                v.to_str().unwrap_or_default().to_owned(),
-            )
-        })
-        .collect();
-    let body = String::from_utf8_lossy(&response.into_body().collect().await.unwrap().to_bytes())
-        .into_owned();
-    (status, headers, body)
-}
-
-fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
+async fn post(address: SocketAddr, key: &str, body: &serde_json::Value) -> Answer {
+    http::send(
+        address,
+        "POST",
+        "/v1/chat/completions",
+        Some(key),
+        Some(body.to_string()),
+    )
+    .await
+    .expect("the gateway answers")
 }
 
 fn ask(model: &str) -> serde_json::Value {
@@ -385,6 +376,65 @@ async fn budget_holds_across(count: usize, redis: Option<&RedisServer>) {
         assert_eq!(*status, 402, "{body}");
         assert!(body.contains("insufficient_quota"));
     }
+    // A model without a price cannot be budgeted: refused up front, not served for free.
+    let (status, _, body) = post(fleet.gateways[0].api, &fleet.key(), &ask("fake/unpriced")).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("model_not_priced"), "{body}");
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_reserved_output_bound_is_what_the_provider_is_asked_for() {
+    let fleet = Fleet::start(1, None, "", "{}").await;
+    let (address, key) = (fleet.gateways[0].api, fleet.key());
+    let mut unbounded = ask("fake/fast");
+    unbounded.as_object_mut().unwrap().remove("max_tokens");
+    assert_eq!(post(address, &key, &unbounded).await.0, 200);
+    let mut greedy = ask("fake/fast");
+    greedy["max_tokens"] = 50_000.into();
+    assert_eq!(post(address, &key, &greedy).await.0, 200);
+    assert_eq!(post(address, &key, &ask("fake/fast")).await.0, 200);
+    // The model's max output (1,000) bounds both the unbounded and the greedy request; a request
+    // asking for less keeps its own number.
+    let seen: Vec<Option<u64>> = fleet
+        .upstream
+        .max_tokens
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, m)| *m)
+        .collect();
+    assert_eq!(seen, vec![Some(1_000), Some(1_000), Some(100)]);
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_hanging_up_during_the_upstream_call_frees_its_slot() {
+    let fleet = Fleet::start(
+        1,
+        None,
+        r#""llm.dgidgi.io/requests-per-minute": "1000", "llm.dgidgi.io/tokens-per-day": "100000000", "llm.dgidgi.io/concurrent": "1""#,
+        "{}",
+    )
+    .await;
+    let (address, key) = (fleet.gateways[0].api, fleet.key());
+    let hung_up = {
+        let key = key.clone();
+        tokio::spawn(async move { post(address, &key, &ask("fake/very-slow")).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    hung_up.abort();
+    // The upstream would answer five seconds from now; the slot must be free long before.
+    let mut admitted = false;
+    for _ in 0..80 {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        let (status, _, _) = post(address, &key, &ask("fake/fast")).await;
+        if status == 200 {
+            admitted = true;
+            break;
+        }
+    }
+    assert!(admitted, "the hung-up request's concurrency slot came back");
     fleet.stop().await;
 }
 
@@ -511,20 +561,8 @@ async fn streamed_and_unstreamed_meter_the_same_and_a_cut_stream_is_metered() {
 }
 
 async fn get(address: SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
-    let client: Client<HttpConnector, Full<Bytes>> =
-        Client::builder(TokioExecutor::new()).build_http();
-    let mut request = Request::get(format!("http://{address}{path}"));
-    if let Some(token) = token {
-        request = request.header("authorization", format!("Bearer {token}"));
-    }
-    let response = client
-        .request(request.body(Full::new(Bytes::new())).unwrap())
+    let (status, _, body) = http::send(address, "GET", path, token, None)
         .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (
-        status,
-        String::from_utf8_lossy(&response.into_body().collect().await.unwrap().to_bytes())
-            .into_owned(),
-    )
+        .expect("the admin listener answers");
+    (status, body)
 }

@@ -322,3 +322,104 @@ mod tests {
         assert!(derived_call_id("r", 0, "f").starts_with("call_"));
     }
 }
+
+/// Caps the output tokens of a request already in `format`: the field the format uses is set to
+/// at most `cap` (added when absent), so a provider can never generate more than metering
+/// reserved. `openai_new_name` picks `max_completion_tokens` over `max_tokens` when neither is
+/// present (OpenAI's reasoning models refuse the older name).
+pub fn cap_output_tokens(
+    json: &mut serde_json::Map<String, serde_json::Value>,
+    format: Format,
+    openai_new_name: bool,
+    cap: u64,
+) {
+    use serde_json::Value;
+    let capped = |value: Option<&Value>| -> Value {
+        Value::from(
+            value
+                .and_then(Value::as_u64)
+                .map_or(cap, |asked| asked.min(cap)),
+        )
+    };
+    match format {
+        Format::OpenAi => {
+            let name = ["max_completion_tokens", "max_tokens"]
+                .into_iter()
+                .find(|name| json.contains_key(*name))
+                .unwrap_or(if openai_new_name {
+                    "max_completion_tokens"
+                } else {
+                    "max_tokens"
+                });
+            let value = capped(json.get(name));
+            json.insert(name.to_owned(), value);
+        }
+        Format::Anthropic | Format::Cohere => {
+            let value = capped(json.get("max_tokens"));
+            json.insert("max_tokens".to_owned(), value);
+        }
+        Format::Gemini => {
+            let config = json
+                .entry("generationConfig")
+                .or_insert_with(|| Value::Object(serde_json::Map::new()));
+            if let Value::Object(config) = config {
+                let value = capped(config.get("maxOutputTokens"));
+                config.insert("maxOutputTokens".to_owned(), value);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod cap_tests {
+    use super::*;
+    use serde_json::json;
+
+    fn capped(body: serde_json::Value, format: Format, new_name: bool) -> serde_json::Value {
+        let serde_json::Value::Object(mut map) = body else {
+            unreachable!()
+        };
+        cap_output_tokens(&mut map, format, new_name, 100);
+        serde_json::Value::Object(map)
+    }
+
+    #[test]
+    fn every_format_gets_at_most_the_reserved_output() {
+        assert_eq!(
+            capped(json!({"max_tokens": 500}), Format::OpenAi, true),
+            json!({"max_tokens": 100})
+        );
+        assert_eq!(
+            capped(json!({"max_completion_tokens": 50}), Format::OpenAi, false),
+            json!({"max_completion_tokens": 50})
+        );
+        assert_eq!(
+            capped(json!({}), Format::OpenAi, true),
+            json!({"max_completion_tokens": 100})
+        );
+        assert_eq!(
+            capped(json!({}), Format::OpenAi, false),
+            json!({"max_tokens": 100})
+        );
+        assert_eq!(
+            capped(json!({"max_tokens": 4096}), Format::Anthropic, false),
+            json!({"max_tokens": 100})
+        );
+        assert_eq!(
+            capped(json!({}), Format::Cohere, false),
+            json!({"max_tokens": 100})
+        );
+        assert_eq!(
+            capped(
+                json!({"generationConfig": {"temperature": 0.1, "maxOutputTokens": 900}}),
+                Format::Gemini,
+                false
+            ),
+            json!({"generationConfig": {"temperature": 0.1, "maxOutputTokens": 100}})
+        );
+        assert_eq!(
+            capped(json!({}), Format::Gemini, false),
+            json!({"generationConfig": {"maxOutputTokens": 100}})
+        );
+    }
+}

@@ -165,7 +165,11 @@ pub async fn route_and_serve(
         json,
         stream,
     };
-    let walk = serve(gateway, snapshot, tenant, &planned, request, &ticket);
+    let guard = metered::TicketGuard::new(gateway, ticket);
+    let Some(ticket) = guard.ticket.as_ref() else {
+        return Err(ApiError::not_ready());
+    };
+    let walk = serve(gateway, snapshot, tenant, &planned, request, ticket);
     let result = match deadline {
         Some(limit) => tokio::time::timeout(limit, walk).await.unwrap_or_else(|_| {
             Err(ApiError::upstream(
@@ -175,6 +179,9 @@ pub async fn route_and_serve(
             ))
         }),
         None => walk.await,
+    };
+    let Some(ticket) = guard.disarm() else {
+        return Err(ApiError::not_ready());
     };
     metered::finish(gateway, snapshot, ticket, result).await
 }

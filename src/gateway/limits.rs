@@ -78,6 +78,15 @@ pub fn refusal_error(refused: &Refused) -> ApiError {
                 usd(*limit)
             ),
         ),
+        Refused::Unpriced(model) => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "model_not_priced",
+            format!(
+                "{model:?} has no price in the platform's catalog, and this tenant's budget blocks when spent: \
+                 ask the platform team to add its pricing, or use a priced model"
+            ),
+        ),
         Refused::Unavailable(why) => ApiError::upstream(
             StatusCode::SERVICE_UNAVAILABLE,
             "limits_unavailable",

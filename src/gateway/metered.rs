@@ -73,6 +73,39 @@ pub async fn admit(
         .map_err(|refused| refusal_error(&refused))
 }
 
+/// Holds an admitted request's ticket while its upstream is called. If the request is dropped
+/// before it is finished — the client hung up during the call, or a deadline cancelled it — the
+/// ticket is settled as "nothing served", so its concurrency lease and reservation do not linger.
+pub struct TicketGuard {
+    gateway: Arc<Gateway>,
+    /// The ticket, until [`TicketGuard::disarm`] takes it.
+    pub ticket: Option<Ticket>,
+}
+
+impl TicketGuard {
+    /// Guards `ticket`.
+    pub fn new(gateway: &Arc<Gateway>, ticket: Ticket) -> Self {
+        Self {
+            gateway: gateway.clone(),
+            ticket: Some(ticket),
+        }
+    }
+
+    /// Takes the ticket back to settle it normally.
+    pub fn disarm(mut self) -> Option<Ticket> {
+        self.ticket.take()
+    }
+}
+
+impl Drop for TicketGuard {
+    fn drop(&mut self) {
+        if let Some(ticket) = self.ticket.take() {
+            let gateway = self.gateway.clone();
+            tokio::spawn(async move { gateway.meter.settle(ticket, None).await });
+        }
+    }
+}
+
 /// What settling needs from the attempt that served, owned so it can outlive the request.
 struct ServedFacts {
     provider: String,

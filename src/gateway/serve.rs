@@ -88,10 +88,15 @@ impl Prepared {
     }
 
     /// The body for one attempt, in the upstream's format.
-    fn body_for(&mut self, attempt: &Attempt<'_>, upstream: Format) -> Result<Bytes, FormatError> {
+    fn body_for(
+        &mut self,
+        attempt: &Attempt<'_>,
+        upstream: Format,
+        output_cap: Option<u64>,
+    ) -> Result<Bytes, FormatError> {
         let stream = self.stream;
         let model = Value::String(attempt.model.clone());
-        let json = match upstream {
+        let mut json = match upstream {
             Format::Anthropic if self.client == Format::Anthropic => {
                 let mut json = self.original.clone();
                 json.insert("model".into(), model);
@@ -134,6 +139,11 @@ impl Prepared {
                 json
             }
         };
+        if let Some(cap) = output_cap {
+            let openai_new_name = matches!(attempt.upstream,
+                Upstream::Provider(p) if p.kind == ProviderKind::Openai);
+            crate::formats::cap_output_tokens(&mut json, upstream, openai_new_name, cap);
+        }
         // A map of JSON values always serializes (string keys, finite numbers).
         Ok(Bytes::from(serde_json::to_vec(&json).unwrap_or_default()))
     }
@@ -172,7 +182,16 @@ pub async fn serve(
     let mut failures: Vec<Failure> = Vec::new();
     for (index, attempt) in planned.attempts.iter().enumerate() {
         let format = upstream_format(attempt);
-        let body = match prepared.body_for(attempt, format) {
+        // Platform-paid attempts never generate more than metering reserved for them.
+        let output_cap = match attempt.upstream {
+            Upstream::Provider(provider) if provider.scope == Scope::Platform => Some(
+                gateway
+                    .meter
+                    .output_cap(ticket, provider.model(&attempt.model)),
+            ),
+            _ => None,
+        };
+        let body = match prepared.body_for(attempt, format, output_cap) {
             Ok(body) => body,
             Err(FormatError::Invalid(message)) => return Err(ApiError::bad_request(message)),
             Err(error) => {

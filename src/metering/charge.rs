@@ -111,7 +111,13 @@ impl Charge {
                 ..
             } => Release::Adjust {
                 key: key.clone(),
-                delta: settled_amount as i64 - *amount as i64,
+                delta: i64::try_from(i128::from(settled_amount) - i128::from(*amount)).unwrap_or(
+                    if settled_amount > *amount {
+                        i64::MAX
+                    } else {
+                        i64::MIN
+                    },
+                ),
                 ttl_ms: *ttl_ms,
             },
         }

@@ -423,7 +423,8 @@ fn commit(conn: &mut Connection, batch: &[Op]) -> rusqlite::Result<()> {
                 let Some((tokens, cost)) = before else {
                     continue;
                 };
-                update(&tx, record)?;
+                // The settled record replaces the admission (same id, final figures).
+                insert(&tx, record)?;
                 // A request that never reached a provider is not counted at all.
                 let requests = if record.outcome == "failed" { -1 } else { 0 };
                 add_totals(
@@ -468,31 +469,6 @@ fn insert(tx: &rusqlite::Transaction<'_>, r: &Record) -> rusqlite::Result<()> {
             r.source,
             r.day,
             r.month,
-            r.tokens_input as i64,
-            r.tokens_output as i64,
-            r.cached_input_tokens as i64,
-            r.tokens as i64,
-            r.cost_micro_usd as i64,
-            r.latency_ms as i64,
-            r.status,
-            r.outcome,
-            r.fallback_count,
-            r.estimated,
-        ],
-    )?;
-    Ok(())
-}
-
-fn update(tx: &rusqlite::Transaction<'_>, r: &Record) -> rusqlite::Result<()> {
-    tx.execute(
-        "UPDATE requests SET provider = ?2, model = ?3, tokens_input = ?4, tokens_output = ?5,
-            cached_input_tokens = ?6, tokens = ?7, cost_micro_usd = ?8, latency_ms = ?9, status = ?10,
-            outcome = ?11, fallback_count = ?12, estimated = ?13
-         WHERE request_id = ?1",
-        params![
-            r.request_id,
-            r.provider,
-            r.model,
             r.tokens_input as i64,
             r.tokens_output as i64,
             r.cached_input_tokens as i64,

@@ -35,7 +35,7 @@ pub enum FailMode {
 }
 
 /// How the meter is set up.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct MeterOptions {
     /// Reservation arithmetic.
     pub policy: ReservePolicy,
@@ -47,6 +47,19 @@ pub struct MeterOptions {
     pub redis_timeout: Duration,
     /// What to do when Redis does not answer.
     pub fail_mode: FailMode,
+}
+
+impl std::fmt::Debug for MeterOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The Redis URL may carry a password: only whether it is set is shown.
+        f.debug_struct("MeterOptions")
+            .field("policy", &self.policy)
+            .field("ledger", &self.ledger)
+            .field("redis_url", &self.redis_url.as_ref().map(|_| "<set>"))
+            .field("redis_timeout", &self.redis_timeout)
+            .field("fail_mode", &self.fail_mode)
+            .finish()
+    }
 }
 
 impl Default for MeterOptions {
@@ -95,6 +108,9 @@ pub enum Refused {
     },
     /// Counters unreachable and `--redis-fail-mode closed`, or the ledger failing (503).
     Unavailable(&'static str),
+    /// The tenant's budget blocks, and a platform model the request may use has no price, so
+    /// the budget could not be enforced (400).
+    Unpriced(String),
 }
 
 /// An admitted request's reservation, carried until it is settled.
@@ -114,6 +130,7 @@ pub struct Ticket {
     shared: bool,
     budget: Option<(u64, Vec<u32>)>,
     journal: Option<tokio::sync::oneshot::Receiver<Result<(), LedgerError>>>,
+    size: RequestSize,
 }
 
 impl Ticket {
@@ -289,9 +306,10 @@ impl Meter {
         })
     }
 
-    /// The reservation arithmetic in force.
-    pub fn policy(&self) -> &ReservePolicy {
-        &self.policy
+    /// The most output tokens an admitted request may generate on `model` (written into
+    /// platform-paid upstream requests).
+    pub fn output_cap(&self, ticket: &Ticket, model: Option<&crate::config::ModelConfig>) -> u64 {
+        plan::output_bound(ticket.size, model, &self.policy)
     }
 
     fn book(&self) -> std::sync::MutexGuard<'_, Book> {
@@ -369,6 +387,17 @@ impl Meter {
     ) -> Result<Ticket, Refused> {
         let started = Instant::now();
         let now = now_ms();
+        let blocking = tenant
+            .budget
+            .as_ref()
+            .is_some_and(|b| b.action == BudgetAction::Block);
+        if blocking
+            && candidates
+                .iter()
+                .any(|c| c.platform && c.model.and_then(|m| m.pricing.as_ref()).is_none())
+        {
+            return Err(Refused::Unpriced(model.to_owned()));
+        }
         let request_id: u128 = rand::random();
         let reservation = plan::reserve(tenant, candidates, size, &self.policy, now);
         let (result, shared) = self.take(&reservation.charges, request_id, now).await?;
@@ -427,6 +456,7 @@ impl Meter {
                 .map(|b| (b.monthly_micro_usd, b.alert_thresholds.clone())),
             reservation,
             journal,
+            size,
         })
     }
 
@@ -585,7 +615,13 @@ impl Meter {
                 None if !(200..300).contains(&s.status) => Some(Usage::default()),
                 usage => usage,
             };
-            plan::settlement(&ticket.reservation, usage, s.pricing, s.platform)
+            plan::settlement(
+                &ticket.reservation,
+                usage,
+                s.pricing,
+                s.platform,
+                s.outcome == "complete",
+            )
         });
         let releases = plan::releases(&ticket.reservation.charges, settlement);
         let after = self

@@ -115,7 +115,14 @@ fn token_bound(
     policy: &ReservePolicy,
 ) -> (u64, u64) {
     let prompt = (size.body_bytes as u64).div_ceil(4);
-    let output = [
+    (prompt, output_bound(size, model, policy))
+}
+
+/// The most output tokens a request may generate on one model: the smallest of what it asked,
+/// the model's maximum and the configured cap. The gateway writes it into platform-paid upstream
+/// requests, so the reservation is a real bound.
+pub fn output_bound(size: RequestSize, model: Option<&ModelConfig>, policy: &ReservePolicy) -> u64 {
+    [
         size.max_output_tokens,
         model.and_then(|m| m.max_output_tokens).map(u64::from),
         Some(policy.output_token_cap),
@@ -123,8 +130,7 @@ fn token_bound(
     .into_iter()
     .flatten()
     .min()
-    .unwrap_or(policy.output_token_cap);
-    (prompt, output)
+    .unwrap_or(policy.output_token_cap)
 }
 
 /// The tenant-level reservation of a request: limits (platform source only, as rendered),
@@ -248,29 +254,46 @@ pub struct Settlement {
     pub estimated: bool,
 }
 
+/// Usage figures above this are not believed (a hostile or broken upstream could otherwise wrap
+/// the counters): about a trillion tokens, far beyond any real request.
+const MAX_BELIEVABLE_TOKENS: u64 = 1 << 40;
+
 /// Settles to the provider's usage, or keeps the reservation when it reported none (a stream
-/// cut short, a provider without usage), so nothing escapes metering.
+/// cut short, a provider without usage), so nothing escapes metering. A request that did not
+/// complete (client gone, upstream failed) may have reported only part of its usage (Anthropic
+/// reports output at the end): it is charged at least its reservation.
 pub fn settlement(
     reservation: &Reservation,
     usage: Option<Usage>,
     pricing: Option<&PricingConfig>,
     platform: bool,
+    complete: bool,
 ) -> Settlement {
-    match usage {
-        Some(usage) => Settlement {
-            tokens: usage.input_tokens + usage.output_tokens,
-            cost_micro_usd: if platform {
-                cost_micro_usd(pricing, usage.input_tokens, usage.output_tokens)
-            } else {
-                0
-            },
-            estimated: false,
-        },
-        None => Settlement {
+    let Some(usage) = usage else {
+        return Settlement {
             tokens: reservation.tokens,
             cost_micro_usd: reservation.cost_micro_usd,
             estimated: true,
+        };
+    };
+    let input = usage.input_tokens.min(MAX_BELIEVABLE_TOKENS);
+    let output = usage.output_tokens.min(MAX_BELIEVABLE_TOKENS);
+    let reported = Settlement {
+        tokens: input + output,
+        cost_micro_usd: if platform {
+            cost_micro_usd(pricing, input, output)
+        } else {
+            0
         },
+        estimated: false,
+    };
+    if complete {
+        return reported;
+    }
+    Settlement {
+        tokens: reported.tokens.max(reservation.tokens),
+        cost_micro_usd: reported.cost_micro_usd.max(reservation.cost_micro_usd),
+        estimated: true,
     }
 }
 
@@ -513,7 +536,7 @@ mod tests {
             output_tokens: 3,
             ..Usage::default()
         };
-        let settled = settlement(&r, Some(usage), m.pricing.as_ref(), true);
+        let settled = settlement(&r, Some(usage), m.pricing.as_ref(), true, true);
         assert_eq!(
             settled,
             Settlement {
@@ -531,7 +554,23 @@ mod tests {
             delta: -90,
             ttl_ms: clock::until_next_day(NOW) + GRACE_MS
         }));
-        let kept = settlement(&r, None, m.pricing.as_ref(), true);
+        let kept = settlement(&r, None, m.pricing.as_ref(), true, true);
+        // A stream cut after a partial report is charged at least its reservation.
+        let cut = settlement(&r, Some(usage), m.pricing.as_ref(), true, false);
+        assert_eq!(
+            (cut.tokens, cut.cost_micro_usd, cut.estimated),
+            (100, r.cost_micro_usd, true)
+        );
+        // Absurd reports are bounded, never wrapped.
+        let absurd = Usage {
+            input_tokens: u64::MAX,
+            output_tokens: u64::MAX,
+            ..Usage::default()
+        };
+        assert_eq!(
+            settlement(&r, Some(absurd), m.pricing.as_ref(), true, true).tokens,
+            2 << 40
+        );
         assert!(kept.estimated && kept.tokens == 100 && kept.cost_micro_usd == r.cost_micro_usd);
         // Nothing served: everything given back, the RPM entry included.
         let all = releases_of_nothing(&r);

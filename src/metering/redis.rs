@@ -213,11 +213,20 @@ impl RedisCounters {
                 .arg(delta)
                 .arg(ttl);
         }
-        let mut connection = self.connection.clone();
-        let reply: Vec<i64> = self
-            .bounded(invocation.invoke_async(&mut connection))
-            .await?;
-        Ok(reply.into_iter().map(|v| v.max(0) as u64).collect())
+        // Off the request path: a settlement may wait longer, and is tried twice, since a lost
+        // one leaves a lease held until it expires.
+        let timeout = self.timeout.max(Duration::from_secs(1));
+        let mut last = RedisError::Reply;
+        for _ in 0..2 {
+            let mut connection = self.connection.clone();
+            let call = invocation.invoke_async::<Vec<i64>>(&mut connection);
+            match tokio::time::timeout(timeout, call).await {
+                Ok(Ok(reply)) => return Ok(reply.into_iter().map(|v| v.max(0) as u64).collect()),
+                Ok(Err(error)) => last = RedisError::Call(error),
+                Err(_) => last = RedisError::Timeout(timeout),
+            }
+        }
+        Err(last)
     }
 
     /// Sets a mark once across all replicas (`SET NX`); true for the first setter.
