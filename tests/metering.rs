@@ -397,3 +397,57 @@ async fn the_ledger_restores_counters_and_keeps_unsettled_reservations() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reservation_whose_answer_was_lost_is_cancelled_exactly_once() {
+    use dgidgi::metering::charge::{Charge, Measure};
+    use dgidgi::metering::redis::RedisCounters;
+    let redis = RedisServer::start();
+    let counters = RedisCounters::new(&redis.url(), Duration::from_secs(2)).expect("client");
+    let charges = vec![
+        Charge::Lease {
+            key: "t:x:inflight".into(),
+            limit: 1,
+            lease_ms: 900_000,
+            kind: LimitKind::Concurrency,
+        },
+        Charge::Amount {
+            key: "t:x:tokens".into(),
+            limit: Some(1_000),
+            amount: 600,
+            ttl_ms: 900_000,
+            kind: Some(LimitKind::Tpd),
+            measure: Measure::Tokens,
+        },
+    ];
+    // Made, then its answer "lost": the cancellation gives everything back.
+    assert!(counters.reserve(&charges, 1).await.unwrap().is_ok());
+    counters.cancel(&charges, 1).await.unwrap();
+    assert_eq!(
+        counters.amounts(&["t:x:tokens".into()]).await.unwrap(),
+        vec![0]
+    );
+    // Cancelling twice changes nothing more.
+    counters.cancel(&charges, 1).await.unwrap();
+    assert_eq!(
+        counters.amounts(&["t:x:tokens".into()]).await.unwrap(),
+        vec![0]
+    );
+    // The slot is free again: another request takes it.
+    assert!(counters.reserve(&charges, 2).await.unwrap().is_ok());
+    // A cancellation that overtakes its reservation stops it from being made.
+    counters.cancel(&charges, 3).await.unwrap();
+    assert!(counters.reserve(&charges, 3).await.is_err());
+    assert_eq!(
+        counters.amounts(&["t:x:tokens".into()]).await.unwrap(),
+        vec![600]
+    );
+    // A normal settlement removes the marker (and a later cancel is then a no-op).
+    let releases = dgidgi::metering::plan::releases(&charges, None);
+    counters.settle(&charges, &releases, 2).await.unwrap();
+    counters.cancel(&charges, 2).await.unwrap();
+    assert_eq!(
+        counters.amounts(&["t:x:tokens".into()]).await.unwrap(),
+        vec![0]
+    );
+}

@@ -335,10 +335,23 @@ impl Meter {
         now: u64,
     ) -> Result<(Result<Admitted, Refusal>, bool), Refused> {
         if let Some(redis) = &self.redis {
-            match redis.reserve(charges, member, now).await {
+            match redis.reserve(charges, member).await {
                 Ok(result) => return Ok((result, true)),
                 Err(error) => {
                     self.redis_failed("reserve", &error);
+                    // The script may still have run (or still run): cancel it, exactly once.
+                    let (redis, charges) = (redis.clone(), charges.to_vec());
+                    let metrics = self.metrics.clone();
+                    tokio::spawn(async move {
+                        if let Err(error) = redis.cancel(&charges, member).await {
+                            tracing::warn!("cancelling a lost reservation failed: {error}");
+                            let labels = RedisLabels {
+                                op: "cancel",
+                                class: error.class(),
+                            };
+                            metrics.redis_errors.get_or_create(&labels).inc();
+                        }
+                    });
                     let admitted = self.fail_mode == FailMode::Open;
                     let result = if admitted { "ok" } else { "error" };
                     self.metrics
@@ -358,15 +371,16 @@ impl Meter {
 
     async fn give_back(
         &self,
+        charges: &[Charge],
         releases: &[super::charge::Release],
         member: u128,
         shared: bool,
     ) -> Vec<u64> {
         if shared && let Some(redis) = &self.redis {
-            match redis.settle(releases, member).await {
+            match redis.settle(charges, releases, member).await {
                 Ok(after) => return after,
                 Err(error) => {
-                    // The lease expires by its TTL; amounts stay over-counted (never under).
+                    // The lease expires by its TTL; the amounts keep the reservation.
                     self.redis_failed("settle", &error);
                     return Vec::new();
                 }
@@ -603,7 +617,7 @@ impl Meter {
             estimated: false,
         });
         let releases = plan::releases(&ticket.charges, settled);
-        self.give_back(&releases, ticket.member, ticket.shared)
+        self.give_back(&ticket.charges, &releases, ticket.member, ticket.shared)
             .await;
     }
 
@@ -625,7 +639,12 @@ impl Meter {
         });
         let releases = plan::releases(&ticket.reservation.charges, settlement);
         let after = self
-            .give_back(&releases, ticket.request_id, ticket.shared)
+            .give_back(
+                &ticket.reservation.charges,
+                &releases,
+                ticket.request_id,
+                ticket.shared,
+            )
             .await;
         if let (Some(settlement), Some((budget, percents))) = (settlement, &ticket.budget) {
             self.fire_thresholds(&ticket, &releases, &after, settlement, *budget, percents)

@@ -13,16 +13,20 @@ use super::charge::{Admitted, Charge, Refusal, Release};
 /// Prefix of every key this gateway writes.
 const PREFIX: &str = "dgidgi:";
 
-/// Check every charge, then apply all of them (ARGV: caller's time (unused: Redis' own clock
-/// decides), member, then type/limit/x/ttl per key).
+/// Check every charge, then apply all of them (KEYS: the counters, then the reservation's
+/// marker; ARGV: marker TTL, member, then type/limit/x/ttl per counter).
 /// Returns {0, after...} on success or {index, limit, current, retry_ms} when refused.
 const RESERVE: &str = r#"
+-- The last key marks this reservation (so a lost answer can be cancelled exactly once); a
+-- cancellation that arrived first leaves it set and this reservation is not made.
+local marker = KEYS[#KEYS]
+if redis.call('EXISTS', marker) == 1 then return {-1} end
 -- Windows and leases use Redis' own clock, so replicas with skewed clocks agree.
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local member = ARGV[2]
 local after = {}
-for i = 1, #KEYS do
+for i = 1, #KEYS - 1 do
   local b = 2 + (i - 1) * 4
   local kind, limit, x = ARGV[b + 1], tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])
   local key = KEYS[i]
@@ -47,7 +51,8 @@ for i = 1, #KEYS do
     after[i] = value + x
   end
 end
-for i = 1, #KEYS do
+redis.call('SET', marker, 1, 'PX', ARGV[1])
+for i = 1, #KEYS - 1 do
   local b = 2 + (i - 1) * 4
   local kind, x, ttl = ARGV[b + 1], tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
   local key = KEYS[i]
@@ -63,29 +68,50 @@ for i = 1, #KEYS do
   end
 end
 local result = {0}
-for i = 1, #KEYS do result[i + 1] = after[i] end
+for i = 1, #KEYS - 1 do result[i + 1] = after[i] end
 return result
 "#;
 
-/// Apply releases (ARGV: member, then type/delta/ttl per key); returns each counter afterwards.
-const SETTLE: &str = r#"
-local member = ARGV[1]
-local result = {}
-for i = 1, #KEYS do
-  local b = 1 + (i - 1) * 3
-  local kind, delta, ttl = ARGV[b + 1], tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])
-  local key = KEYS[i]
-  if kind == 'a' then
-    local value = redis.call('INCRBY', key, delta)
-    if value < 0 then redis.call('SET', key, 0); value = 0 end
-    redis.call('PEXPIRE', key, ttl)
-    result[i] = value
-  else
-    redis.call('ZREM', key, member)
-    result[i] = 0
+/// Applies releases (KEYS: the counters, then the marker; ARGV: member, marker TTL, then
+/// type/delta/ttl per counter) into `result`; shared by settling and cancelling.
+const APPLY_RELEASES: &str = r#"
+local function apply_releases(result)
+  local member = ARGV[1]
+  for i = 1, #KEYS - 1 do
+    local b = 2 + (i - 1) * 3
+    local kind, delta, ttl = ARGV[b + 1], tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])
+    local key = KEYS[i]
+    if kind == 'a' then
+      local value = redis.call('INCRBY', key, delta)
+      if value < 0 then redis.call('SET', key, 0); value = 0 end
+      redis.call('PEXPIRE', key, ttl)
+      result[i] = value
+    else
+      redis.call('ZREM', key, member)
+      result[i] = 0
+    end
   end
+  return result
 end
+"#;
+
+/// Settles: the releases, and the marker goes.
+const SETTLE: &str = r#"
+local result = apply_releases({})
+redis.call('DEL', KEYS[#KEYS])
 return result
+"#;
+
+/// Cancels a reservation whose answer was lost (a timeout): released if it was made and not yet
+/// settled or cancelled (the marker is there), otherwise the marker is set so a reservation still
+/// on its way is not made. Either way exactly once.
+const CANCEL: &str = r#"
+if redis.call('GET', KEYS[#KEYS]) == '1' then
+  redis.call('DEL', KEYS[#KEYS])
+  return apply_releases({})
+end
+redis.call('SET', KEYS[#KEYS], 'cancelled', 'PX', ARGV[2])
+return {}
 "#;
 
 /// Why a Redis call did not give an answer.
@@ -119,6 +145,7 @@ pub struct RedisCounters {
     connection: ConnectionManager,
     reserve: Script,
     settle: Script,
+    cancel: Script,
     timeout: Duration,
 }
 
@@ -144,9 +171,32 @@ impl RedisCounters {
         Ok(Self {
             connection,
             reserve: Script::new(RESERVE),
-            settle: Script::new(SETTLE),
+            settle: Script::new(&format!("{APPLY_RELEASES}{SETTLE}")),
+            cancel: Script::new(&format!("{APPLY_RELEASES}{CANCEL}")),
             timeout,
         })
+    }
+
+    /// The key marking one reservation of `member` (a request's tenant charges and each of its
+    /// provider charges are separate reservations, told apart by their first counter).
+    fn marker(charges: &[Charge], member: u128) -> String {
+        let first = charges.first().map_or("", Charge::key);
+        format!("{PREFIX}r:{member:032x}:{first}")
+    }
+
+    /// How long a marker outlives a reservation that is never settled (its longest lease or
+    /// window; at least a minute).
+    fn marker_ttl(charges: &[Charge]) -> u64 {
+        charges
+            .iter()
+            .map(|charge| match charge {
+                Charge::Window { window_ms, .. } => *window_ms,
+                Charge::Lease { lease_ms, .. } => *lease_ms,
+                Charge::Amount { .. } => 0,
+            })
+            .max()
+            .unwrap_or(0)
+            .max(60_000)
     }
 
     /// Check-and-reserve, one round trip.
@@ -154,10 +204,11 @@ impl RedisCounters {
         &self,
         charges: &[Charge],
         member: u128,
-        now: u64,
     ) -> Result<Result<Admitted, Refusal>, RedisError> {
         let mut invocation = self.reserve.prepare_invoke();
-        invocation.arg(now).arg(format!("{member:032x}"));
+        invocation
+            .arg(Self::marker_ttl(charges))
+            .arg(format!("{member:032x}"));
         for charge in charges {
             invocation.key(format!("{PREFIX}{}", charge.key()));
             let (kind, limit, x, ttl) = match charge {
@@ -176,6 +227,7 @@ impl RedisCounters {
             };
             invocation.arg(kind).arg(limit).arg(x).arg(ttl);
         }
+        invocation.key(Self::marker(charges, member));
         let mut connection = self.connection.clone();
         let reply: Vec<i64> = self
             .bounded(invocation.invoke_async(&mut connection))
@@ -190,17 +242,43 @@ impl RedisCounters {
                 current: (*current).max(0) as u64,
                 retry_after_ms: (*retry).max(0) as u64,
             })),
+            // -1: cancelled before it arrived; anything else is not ours.
             _ => Err(RedisError::Reply),
         }
     }
 
-    /// Settles, one round trip; returns each counter's value afterwards.
-    pub async fn settle(&self, releases: &[Release], member: u128) -> Result<Vec<u64>, RedisError> {
-        if releases.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut invocation = self.settle.prepare_invoke();
-        invocation.arg(format!("{member:032x}"));
+    /// Settles the reservation made by `charges`, one round trip (off the request path: a
+    /// longer wait and one retry, since a lost settlement leaves a lease held until it expires);
+    /// returns each counter's value afterwards.
+    pub async fn settle(
+        &self,
+        charges: &[Charge],
+        releases: &[Release],
+        member: u128,
+    ) -> Result<Vec<u64>, RedisError> {
+        self.release(&self.settle, charges, releases, member).await
+    }
+
+    /// Cancels a reservation whose answer was lost (a timeout): everything it took is given
+    /// back if it was made, and it is never made if it is still on its way. Exactly once.
+    pub async fn cancel(&self, charges: &[Charge], member: u128) -> Result<(), RedisError> {
+        let releases = super::plan::releases(charges, None);
+        self.release(&self.cancel, charges, &releases, member)
+            .await
+            .map(|_| ())
+    }
+
+    async fn release(
+        &self,
+        script: &Script,
+        charges: &[Charge],
+        releases: &[Release],
+        member: u128,
+    ) -> Result<Vec<u64>, RedisError> {
+        let mut invocation = script.prepare_invoke();
+        invocation
+            .arg(format!("{member:032x}"))
+            .arg(Self::marker_ttl(charges));
         for release in releases {
             let (key, kind, delta, ttl) = match release {
                 Release::Window { key } => (key, "w", 0, 0),
@@ -213,8 +291,7 @@ impl RedisCounters {
                 .arg(delta)
                 .arg(ttl);
         }
-        // Off the request path: a settlement may wait longer, and is tried twice, since a lost
-        // one leaves a lease held until it expires.
+        invocation.key(Self::marker(charges, member));
         let timeout = self.timeout.max(Duration::from_secs(1));
         let mut last = RedisError::Reply;
         for _ in 0..2 {
