@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use dgidgi::gateway::Settings;
+use dgidgi::gateway::metrics::ResultLabels;
 use dgidgi::gateway::server::{Running, StartOptions, start};
 use dgidgi::render::RenderOutput;
 use dgidgi::render::manifests::config_dir_files;
@@ -712,9 +713,10 @@ async fn hot_reload_swaps_good_configs_and_refuses_corrupt_ones() {
         tokio::time::sleep(Duration::from_millis(20)).await;
         if h.running
             .gateway
-            .counters
-            .reload_failures
-            .load(std::sync::atomic::Ordering::Relaxed)
+            .metrics
+            .reloads
+            .get_or_create(&ResultLabels { result: "error" })
+            .get()
             > 0
         {
             break;
@@ -723,9 +725,10 @@ async fn hot_reload_swaps_good_configs_and_refuses_corrupt_ones() {
     assert!(
         h.running
             .gateway
-            .counters
-            .reload_failures
-            .load(std::sync::atomic::Ordering::Relaxed)
+            .metrics
+            .reloads
+            .get_or_create(&ResultLabels { result: "error" })
+            .get()
             > 0
     );
     assert_eq!(

@@ -20,7 +20,6 @@ pub mod server;
 pub mod upstream;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -84,24 +83,6 @@ impl Default for Settings {
     }
 }
 
-/// Counters read by the admin endpoints and tests.
-#[derive(Debug, Default)]
-pub struct Counters {
-    /// API requests received.
-    pub requests: AtomicU64,
-    /// Configs loaded and swapped in.
-    pub reloads: AtomicU64,
-    /// Config directories refused (the last good config kept serving).
-    pub reload_failures: AtomicU64,
-}
-
-impl Counters {
-    /// Adds one to a counter.
-    pub fn bump(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
 /// A loaded config with what serving it needs: the guarded clients of its tenant endpoints.
 pub struct Active {
     /// The config.
@@ -162,8 +143,6 @@ pub struct Gateway {
     pub client: HttpClient,
     /// Tunables.
     pub settings: Settings,
-    /// Counters.
-    pub counters: Counters,
     /// Set when shutdown starts: `/readyz` answers 503 from then on.
     pub draining: std::sync::atomic::AtomicBool,
     /// Prometheus metrics.
@@ -182,7 +161,6 @@ impl Gateway {
             snapshot: ArcSwapOption::empty(),
             client: upstream::http_client(),
             settings,
-            counters: Counters::default(),
             draining: std::sync::atomic::AtomicBool::new(false),
             metrics,
             meter,

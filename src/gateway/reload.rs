@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Counters, Gateway};
+use super::Gateway;
 use crate::config::load::{ConfigFiles, LoadError, Snapshot};
 
 /// Loads the directory once into the gateway.
@@ -27,7 +27,6 @@ fn accept(gateway: &Gateway, snapshot: Snapshot) {
         "config loaded"
     );
     gateway.install(snapshot);
-    Counters::bump(&gateway.counters.reloads);
     gateway.metrics.reload(true);
 }
 
@@ -65,7 +64,6 @@ pub async fn watch(gateway: Arc<Gateway>, dir: PathBuf, interval: Duration) {
             }
             Err(error) => {
                 tracing::warn!("refused the new config, the last good one keeps serving: {error}");
-                Counters::bump(&gateway.counters.reload_failures);
                 gateway.metrics.reload(false);
                 refused = Some(fingerprint);
             }

@@ -55,7 +55,6 @@ pub async fn api(
     request: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     // Counted on arrival, so every request counts, errors included.
-    super::Counters::bump(&gateway.counters.requests);
     gateway.metrics.received.inc();
     let path = request.uri().path().to_owned();
     let result = match (request.method(), path.as_str()) {
@@ -209,7 +208,7 @@ pub struct Running {
     pub api: SocketAddr,
     /// The admin listener's address.
     pub admin: SocketAddr,
-    /// The shared state (config in force, counters).
+    /// The shared state (config in force, meter, metrics).
     pub gateway: Arc<Gateway>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -264,7 +263,6 @@ pub async fn start(options: StartOptions) -> anyhow::Result<Running> {
     let gateway = Gateway::new(options.settings)?;
     if let Err(error) = super::reload::load_now(&gateway, &options.config_dir) {
         tracing::warn!("no usable config yet, not ready until one appears: {error}");
-        super::Counters::bump(&gateway.counters.reload_failures);
         gateway.metrics.reload(false);
     }
     let api_listener = bind(options.listen).await?;
