@@ -114,16 +114,29 @@ fn route_request<'a>(
     })
 }
 
-/// Reads, parses and plans a request of either front door: authenticate, read the body (bounded,
-/// within the body timeout), parse it as a JSON object, and plan it. Returns the pieces
-/// [`serve`] needs.
-pub async fn parse_request(
+/// A request of either front door, authenticated and parsed.
+pub struct ParsedRequest<'a> {
+    /// Its tenant.
+    pub tenant: &'a TenantConfig,
+    /// Its headers (routing reads `x-dgidgi-provider`).
+    pub headers: HeaderMap,
+    /// Its body.
+    pub json: Map<String, Value>,
+    /// Size of the body as received (the reservation's prompt estimate).
+    pub body_bytes: usize,
+}
+
+/// Authenticates, reads and parses a request of either front door: the tenant from its key
+/// (once, before the body is read), the body bounded and within the body timeout, parsed as a
+/// JSON object.
+pub async fn parse_request<'a>(
     gateway: &Gateway,
-    snapshot: &Snapshot,
+    snapshot: &'a Snapshot,
     request: Request<Incoming>,
-) -> Result<(HeaderMap, Map<String, Value>, usize), ApiError> {
+) -> Result<ParsedRequest<'a>, ApiError> {
     let (parts, body) = request.into_parts();
-    authenticate(snapshot, &parts.headers)?;
+    // Before the body is read: an unknown key costs the gateway nothing more.
+    let tenant = authenticate(snapshot, &parts.headers)?;
     let body = tokio::time::timeout(
         gateway.settings.body_read_timeout,
         read_body(body, &parts.headers, gateway.settings.max_body_bytes),
@@ -131,7 +144,12 @@ pub async fn parse_request(
     .await
     .map_err(|_| ApiError::request_timeout())??;
     match serde_json::from_slice::<Value>(&body) {
-        Ok(Value::Object(map)) => Ok((parts.headers, map, body.len())),
+        Ok(Value::Object(json)) => Ok(ParsedRequest {
+            tenant,
+            headers: parts.headers,
+            json,
+            body_bytes: body.len(),
+        }),
         Ok(_) => Err(ApiError::bad_request(
             "the request body must be a JSON object",
         )),
@@ -147,13 +165,16 @@ pub async fn parse_request(
 pub async fn route_and_serve(
     gateway: &Arc<Gateway>,
     snapshot: &Active,
-    headers: &HeaderMap,
-    json: Map<String, Value>,
-    body_bytes: usize,
+    request: ParsedRequest<'_>,
     format: Format,
 ) -> Result<Response<ResponseBody>, ApiError> {
-    let tenant = authenticate(snapshot, headers)?;
-    let routing = route_request(&json, headers)?;
+    let ParsedRequest {
+        tenant,
+        headers,
+        json,
+        body_bytes,
+    } = request;
+    let routing = route_request(&json, &headers)?;
     let stream = routing.stream;
     let mut planned = plan(&snapshot.config, tenant, &routing, rand::random())?;
     prefer_healthy(&mut planned.attempts, |id| snapshot.health.is_unhealthy(id));
@@ -195,14 +216,6 @@ pub async fn handle(
         .snapshot
         .load_full()
         .ok_or_else(ApiError::not_ready)?;
-    let (headers, json, body_bytes) = parse_request(&gateway, &snapshot, request).await?;
-    route_and_serve(
-        &gateway,
-        &snapshot,
-        &headers,
-        json,
-        body_bytes,
-        Format::OpenAi,
-    )
-    .await
+    let request = parse_request(&gateway, &snapshot, request).await?;
+    route_and_serve(&gateway, &snapshot, request, Format::OpenAi).await
 }

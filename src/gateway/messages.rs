@@ -25,9 +25,9 @@ pub async fn handle(
         .snapshot
         .load_full()
         .ok_or_else(ApiError::not_ready)?;
-    let (headers, json, body_bytes) = parse_request(&gateway, &snapshot, request).await?;
+    let request = parse_request(&gateway, &snapshot, request).await?;
     // Anthropic requires max_tokens; checking it here gives the same answer whatever serves.
-    match json.get("max_tokens") {
+    match request.json.get("max_tokens") {
         Some(Value::Number(n)) if n.as_u64().is_some_and(|n| n > 0) => {}
         _ => {
             return Err(ApiError::bad_request(
@@ -35,13 +35,5 @@ pub async fn handle(
             ));
         }
     }
-    route_and_serve(
-        &gateway,
-        &snapshot,
-        &headers,
-        json,
-        body_bytes,
-        Format::Anthropic,
-    )
-    .await
+    route_and_serve(&gateway, &snapshot, request, Format::Anthropic).await
 }

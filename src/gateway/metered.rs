@@ -140,14 +140,11 @@ pub async fn finish(
         return Err(refusal_error(&refused));
     }
     let provider = snapshot.provider(&served.provider);
+    let model = provider.and_then(|p| p.model(&served.model));
     let facts = ServedFacts {
-        model_label: provider
-            .and_then(|p| p.model(&served.model))
-            .map_or_else(|| "other".to_owned(), |m| m.name.clone()),
+        model_label: model.map_or_else(|| "other".to_owned(), |m| m.name.clone()),
         platform: provider.is_some_and(|p| p.scope == Scope::Platform),
-        pricing: provider
-            .and_then(|p| p.model(&served.model))
-            .and_then(|m| m.pricing),
+        pricing: model.and_then(|m| m.pricing),
         provider: served.provider.clone(),
         model: served.model.clone(),
         fallback: u32::try_from(served.fallback).unwrap_or(u32::MAX),
