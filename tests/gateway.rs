@@ -51,44 +51,10 @@ async fn fake_upstream() -> (SocketAddr, Seen) {
 async fn read_request(
     stream: &mut TcpStream,
 ) -> Option<(HashMap<String, String>, serde_json::Value)> {
-    let mut buffer = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let header_end = loop {
-        let n = stream.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buffer.extend_from_slice(&chunk[..n]);
-        if let Some(position) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
-            break position + 4;
-        }
-    };
-    let head = String::from_utf8_lossy(&buffer[..header_end]).to_string();
-    let mut headers: HashMap<String, String> = head
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let path = head
-        .split_whitespace()
-        .nth(1)
-        .unwrap_or_default()
-        .to_owned();
-    headers.insert(":path".to_owned(), path);
-    let length: usize = headers
-        .get("content-length")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    while buffer.len() < header_end + length {
-        let n = stream.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buffer.extend_from_slice(&chunk[..n]);
-    }
-    let body = serde_json::from_slice(&buffer[header_end..header_end + length]).ok()?;
-    Some((headers, body))
+    let seen = common::fake_providers::read_request(stream).await?;
+    let mut headers = seen.headers;
+    headers.insert(":path".to_owned(), seen.path);
+    Some((headers, seen.body))
 }
 
 fn completion(model: &str) -> String {

@@ -49,7 +49,8 @@ pub async fn start() -> (SocketAddr, Log) {
     (address, log)
 }
 
-async fn read_request(stream: &mut TcpStream) -> Option<Seen> {
+/// Reads one HTTP/1.1 request (headers and a JSON body of `content-length` bytes).
+pub async fn read_request(stream: &mut TcpStream) -> Option<Seen> {
     let mut buffer = Vec::new();
     let mut chunk = [0u8; 8192];
     let header_end = loop {
