@@ -1,42 +1,44 @@
 #!/usr/bin/env bash
-# Starts dgidgi as a target of the side-by-side harness in ../shared/bench (compare.sh):
-# renders a one-provider config pointing at the harness's fake upstream and serves it.
+# Starts dgidgi as a target of the side-by-side harness in ../shared/bench (compare.sh), on the
+# fleet of benches/fixtures/load-fleet.yaml pointing at the harness's fake upstream.
 #
-#   ./compare.sh --peers "" \
-#     --target 'ours=http://127.0.0.1:18080/v1,Authorization: Bearer dgk_bench_0123456789abcdef0123456789' \
-#     --target-cmd "ours=$PWD/benches/harness-target.sh 18080"
+#   harness-target.sh PORT [bare|metered|redis]
+#     bare     the tenant's own key: no platform limits, no budget, no ledger (the proxy alone)
+#     metered  a platform tenant with every limit and a blocking budget, the SQLite ledger on
+#     redis    metered, with the counters in a redis-server this script starts (and stops)
+#
+#   ./compare.sh \
+#     --target 'dgidgi=http://127.0.0.1:18080/v1,Authorization: Bearer dgk_load_0123456789abcdef0123456789' \
+#     --target-cmd "dgidgi=$PWD/benches/harness-target.sh 18080 bare"
 #
 # Environment from the harness: UPSTREAM_BASE (http://127.0.0.1:19000/v1), UPSTREAM_KEY.
 set -euo pipefail
 PORT=${1:-18080}
+MODE=${2:-bare}
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 BIN="${DGIDGI_BIN:-$ROOT/target/release/dgidgi}"
 STATE="$(mktemp -d)"
-trap 'rm -rf "$STATE"' EXIT
-cat > "$STATE/bench.yaml" <<YAML
-apiVersion: v1
-kind: Secret
-metadata: {name: upstream-key, namespace: dgidgi-system}
-stringData: {apiKey: "${UPSTREAM_KEY:-sk-fake-upstream-bench}"}
----
-apiVersion: llm.dgidgi.io/v1alpha1
-kind: LlmProvider
-metadata: {name: upstream, namespace: dgidgi-system}
-spec: {type: openai-compatible, baseUrl: "${UPSTREAM_BASE:-http://127.0.0.1:19000/v1}", credentialsRef: {name: upstream-key}}
----
-apiVersion: llm.dgidgi.io/v1alpha1
-kind: LlmTenant
-metadata: {name: bench, namespace: bench}
-spec: {limits: {}}
----
-apiVersion: v1
-kind: Namespace
-metadata: {name: bench, labels: {llm.dgidgi.io/tier: enterprise}}
----
-apiVersion: v1
-kind: Secret
-metadata: {name: bench-llm-access-default, namespace: bench}
-stringData: {accessKey: dgk_bench_0123456789abcdef0123456789}
-YAML
-"$BIN" render -f "$STATE/bench.yaml" --config-dir "$STATE/config" --log warn
-exec "$BIN" gateway --config-dir "$STATE/config" --listen "127.0.0.1:$PORT" --admin-listen 127.0.0.1:0 --log warn
+case $MODE in
+  bare) TENANT='{source: tenant, providers: [{name: own}], allowPlatformFallback: false}' ;;
+  metered | redis) TENANT='{budget: {monthlyUsd: 100000000, alertThresholds: [50, 80, 100], action: block}}' ;;
+  *) echo "harness-target.sh: unknown mode $MODE (bare, metered, redis)" >&2; exit 2 ;;
+esac
+sed -e "s|@UPSTREAM_KEY@|${UPSTREAM_KEY:-sk-fake-upstream-bench}|g" \
+    -e "s|@UPSTREAM_BASE@|${UPSTREAM_BASE:-http://127.0.0.1:19000/v1}|g" \
+    -e "s|@TENANT@|$TENANT|" "$ROOT/benches/fixtures/load-fleet.yaml" > "$STATE/fleet.yaml"
+"$BIN" render -f "$STATE/fleet.yaml" --config-dir "$STATE/config" --log warn
+ARGS=(gateway --config-dir "$STATE/config" --listen "127.0.0.1:$PORT" --admin-listen 127.0.0.1:0 --log warn)
+[[ $MODE == bare ]] || ARGS+=(--state-dir "$STATE/state")
+if [[ $MODE == redis ]]; then
+  RPORT=$((PORT + 1000))
+  # Daemonized, so it is not part of the gateway's process tree (whose RSS the harness sums);
+  # a watcher outside the tree stops it when the gateway goes.
+  redis-server --port "$RPORT" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
+    --pidfile "$STATE/redis.pid" --logfile "$STATE/redis.log"
+  for _ in $(seq 100); do redis-cli -p "$RPORT" ping >/dev/null 2>&1 && break; sleep 0.05; done
+  setsid -f bash -c "while kill -0 $$ 2>/dev/null; do sleep 0.5; done; kill \$(cat '$STATE/redis.pid'); rm -rf '$STATE'" >/dev/null 2>&1
+  ARGS+=(--redis-url "redis://127.0.0.1:$RPORT/")
+else
+  setsid -f bash -c "while kill -0 $$ 2>/dev/null; do sleep 0.5; done; rm -rf '$STATE'" >/dev/null 2>&1
+fi
+exec "$BIN" "${ARGS[@]}"

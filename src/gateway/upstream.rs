@@ -226,18 +226,33 @@ where
     }
 }
 
-/// Reads a whole upstream body, bounded.
+/// Reads a whole upstream body, bounded. A body that arrives in one frame (most answers) is
+/// kept as it came, without a copy.
 pub async fn read_bounded(mut body: super::body::UpstreamBody, limit: usize) -> Option<Bytes> {
-    let mut out: Vec<u8> = Vec::new();
+    let mut first: Option<Bytes> = None;
+    let mut rest: Vec<u8> = Vec::new();
     while let Some(frame) = body.frame().await {
         if let Ok(data) = frame.ok()?.into_data() {
-            if out.len() + data.len() > limit {
+            let read = first.as_ref().map_or(0, Bytes::len) + rest.len();
+            if read + data.len() > limit {
                 return None;
             }
-            out.extend_from_slice(&data);
+            match &first {
+                None => first = Some(data),
+                Some(head) => {
+                    if rest.is_empty() {
+                        rest.extend_from_slice(head);
+                    }
+                    rest.extend_from_slice(&data);
+                }
+            }
         }
     }
-    Some(Bytes::from(out))
+    if rest.is_empty() {
+        Some(first.unwrap_or_default())
+    } else {
+        Some(Bytes::from(rest))
+    }
 }
 
 /// The chat URL of a provider in its own format: the catalog's `chat_path` under the base

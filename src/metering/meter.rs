@@ -113,6 +113,15 @@ pub enum Refused {
     Unpriced(String),
 }
 
+/// A request id that sorts by time: the millisecond clock in the top 48 bits, 80 random bits
+/// below. Unique as a random id is, and consecutive requests land next to each other in the
+/// ledger's primary-key index (one page touched per commit instead of one random page per
+/// request).
+fn new_request_id(now_ms: u64) -> u128 {
+    let random: u128 = rand::random::<u128>() & ((1u128 << 80) - 1);
+    (u128::from(now_ms & ((1u64 << 48) - 1)) << 80) | random
+}
+
 /// An admitted request's reservation, carried until it is settled.
 #[derive(Debug)]
 pub struct Ticket {
@@ -412,7 +421,7 @@ impl Meter {
         {
             return Err(Refused::Unpriced(model.to_owned()));
         }
-        let request_id: u128 = rand::random();
+        let request_id = new_request_id(now);
         let reservation = plan::reserve(tenant, candidates, size, &self.policy, now);
         let (result, shared) = self.take(&reservation.charges, request_id, now).await?;
         let admitted = match result {

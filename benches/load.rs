@@ -1,0 +1,662 @@
+//! End-to-end load benchmark: the release gateway against a fast local fake OpenAI upstream,
+//! driven by `oha`, compared with calling the upstream directly. One command:
+//!
+//! ```sh
+//! cargo bench --bench load            # full run (~3 min)
+//! LOAD_QUICK=1 cargo bench --bench load
+//! ```
+//!
+//! Scenarios: `bare` (a tenant without limits, no ledger), `metered` (RPM, tokens/day,
+//! concurrency and a blocking budget, the SQLite ledger on), `redis` (the same with the counters
+//! in a real `redis-server`, when one is installed) and `10k-tenants` (the bare proxy with 10,000
+//! tenants loaded, for memory). For each: non-streaming at concurrency 1, 16, 64 and streaming
+//! at 1 and 16, reporting requests/s, p50/p99, what the gateway adds to the direct call's
+//! p50/p99 (time to first byte for streams) and the gateway's peak RSS.
+//!
+//! With two or more CPUs and `taskset` installed, the gateway is pinned to CPU 0 and this
+//! process (the fake upstream) and `oha` to CPU 1, so the gateway gets exactly one core of its
+//! own (`LOAD_NO_PIN=1` turns that off). The report is printed and written to
+//! `target/load-bench/report.md`. Needs `oha` on `PATH` (`cargo install oha`).
+
+use std::fmt::Write as _;
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+
+const UPSTREAM_KEY: &str = "sk-load-upstream-0123456789";
+/// The tenant's access key, as `benches/fixtures/load-fleet.yaml` declares it.
+const ACCESS_KEY: &str = "dgk_load_0123456789abcdef0123456789";
+/// Content chunks of a streamed answer (= completion tokens), as the shared harness's default.
+const CHUNKS: usize = 16;
+
+fn main() {
+    if Command::new("oha").arg("--version").output().is_err() {
+        eprintln!("load: SKIPPED — `oha` is not on PATH (cargo install oha --version 1.16.0)");
+        return;
+    }
+    let options = Options::from_env();
+    let pinned = options.pin && pin_self_to_cpu1();
+    let upstream = start_upstream();
+    let work = tempfile::tempdir().expect("temporary directory");
+    let bodies = Bodies::write(work.path());
+    let mut report = Report::new(pinned, &options);
+
+    let direct = format!("http://{upstream}/v1/chat/completions");
+    let direct_runs = report.measure_all(
+        "direct",
+        &options,
+        &bodies,
+        &direct,
+        UPSTREAM_KEY,
+        None,
+        Scenario::Direct,
+    );
+
+    for scenario in [
+        Scenario::Bare,
+        Scenario::Metered,
+        Scenario::Redis,
+        Scenario::TenThousand,
+    ] {
+        let Some(mut gateway) = Gateway::start(scenario, upstream, work.path(), pinned) else {
+            report.note(format!(
+                "{}: skipped (redis-server is not installed)",
+                scenario.name()
+            ));
+            continue;
+        };
+        report.note(format!(
+            "{}: render {:.0} ms, RSS idle {} MiB",
+            scenario.name(),
+            gateway.render_ms,
+            gateway.rss_kib() / 1024
+        ));
+        let url = format!("http://{}/v1/chat/completions", gateway.address);
+        let runs = report.measure_all(
+            scenario.name(),
+            &options,
+            &bodies,
+            &url,
+            ACCESS_KEY,
+            Some(&gateway),
+            scenario,
+        );
+        report.added(scenario.name(), &direct_runs, &runs);
+        gateway.stop();
+    }
+    let direct_end = report.measure_all(
+        "direct-end",
+        &options,
+        &bodies,
+        &direct,
+        UPSTREAM_KEY,
+        None,
+        Scenario::Direct,
+    );
+    report.added("direct-end", &direct_runs, &direct_end);
+    report.finish();
+}
+
+/// Settings from the environment (cargo bench passes its own flags to the binary).
+struct Options {
+    requests: usize,
+    stream_requests: usize,
+    warmup: usize,
+    pin: bool,
+}
+
+impl Options {
+    fn from_env() -> Self {
+        let quick = std::env::var_os("LOAD_QUICK").is_some();
+        Options {
+            requests: if quick { 2_000 } else { 10_000 },
+            stream_requests: if quick { 500 } else { 3_000 },
+            warmup: if quick { 300 } else { 1_000 },
+            pin: std::env::var_os("LOAD_NO_PIN").is_none(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Scenario {
+    Direct,
+    Bare,
+    Metered,
+    Redis,
+    TenThousand,
+}
+
+impl Scenario {
+    fn name(self) -> &'static str {
+        match self {
+            Scenario::Direct => "direct",
+            Scenario::Bare => "bare",
+            Scenario::Metered => "metered",
+            Scenario::Redis => "redis",
+            Scenario::TenThousand => "10k-tenants",
+        }
+    }
+}
+
+/// Pins this process (the fake upstream's threads, and the `oha` it starts) to CPU 1.
+fn pin_self_to_cpu1() -> bool {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus < 2 {
+        return false;
+    }
+    Command::new("taskset")
+        .args(["-a", "-p", "-c", "1", &std::process::id().to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+// ------------------------------------------------------------------ the fake upstream
+
+/// Starts the fake OpenAI upstream on its own thread (one Tokio worker) and returns its address.
+fn start_upstream() -> SocketAddr {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            sender.send(listener.local_addr().expect("address")).ok();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                stream.set_nodelay(true).ok();
+                tokio::spawn(async move {
+                    http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service_fn(answer))
+                        .await
+                        .ok();
+                });
+            }
+        });
+    });
+    receiver.recv().expect("upstream address")
+}
+
+/// Answers `POST /v1/chat/completions` as OpenAI does: a `chat.completion` with `usage`, or
+/// `chat.completion.chunk` events, a usage chunk when `stream_options.include_usage` asks for
+/// it, and `data: [DONE]`.
+async fn answer(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, hyper::Error> {
+    let authorized = request
+        .headers()
+        .get("authorization")
+        .is_some_and(|value| value.as_bytes() == format!("Bearer {UPSTREAM_KEY}").as_bytes());
+    let body = request.into_body().collect().await?.to_bytes();
+    if !authorized {
+        return Ok(respond(
+            StatusCode::UNAUTHORIZED,
+            "application/json",
+            r#"{"error":{"message":"Incorrect API key provided","type":"invalid_request_error","param":null,"code":"invalid_api_key"}}"#.into(),
+        ));
+    }
+    let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let model = json["model"].as_str().unwrap_or("gpt-4o-mini");
+    let prompt_tokens = 3 + json["messages"].as_array().map_or(0, |messages| {
+        messages
+            .iter()
+            .map(|m| 4 + m["content"].as_str().map_or(0, |c| c.len().div_ceil(4)))
+            .sum()
+    });
+    let usage = format!(
+        r#"{{"prompt_tokens":{prompt_tokens},"completion_tokens":{CHUNKS},"total_tokens":{}}}"#,
+        prompt_tokens + CHUNKS
+    );
+    if json["stream"].as_bool() != Some(true) {
+        let text = "Hello from the fake upstream. ".repeat(CHUNKS / 4);
+        return Ok(respond(
+            StatusCode::OK,
+            "application/json",
+            format!(
+                r#"{{"id":"chatcmpl-load","object":"chat.completion","created":1764000000,"model":"{model}","choices":[{{"index":0,"message":{{"role":"assistant","content":"{text}","refusal":null}},"logprobs":null,"finish_reason":"stop"}}],"usage":{usage},"system_fingerprint":"fp_load"}}"#
+            ),
+        ));
+    }
+    let chunk = |delta: &str, finish: &str| {
+        format!(
+            "data: {{\"id\":\"chatcmpl-load\",\"object\":\"chat.completion.chunk\",\"created\":1764000000,\"model\":\"{model}\",\"system_fingerprint\":\"fp_load\",\"choices\":[{{\"index\":0,\"delta\":{delta},\"logprobs\":null,\"finish_reason\":{finish}}}]}}\n\n"
+        )
+    };
+    let mut events = chunk(r#"{"role":"assistant","content":""}"#, "null");
+    for i in 0..CHUNKS {
+        events.push_str(&chunk(&format!(r#"{{"content":"tok{i} "}}"#), "null"));
+    }
+    events.push_str(&chunk("{}", "\"stop\""));
+    if json["stream_options"]["include_usage"].as_bool() == Some(true) {
+        let _ = write!(
+            events,
+            "data: {{\"id\":\"chatcmpl-load\",\"object\":\"chat.completion.chunk\",\"created\":1764000000,\"model\":\"{model}\",\"choices\":[],\"usage\":{usage}}}\n\n"
+        );
+    }
+    events.push_str("data: [DONE]\n\n");
+    Ok(respond(StatusCode::OK, "text/event-stream", events))
+}
+
+fn respond(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        "content-type",
+        content_type.parse().expect("content type header"),
+    );
+    response
+}
+
+// ------------------------------------------------------------------ the gateway under test
+
+/// One gateway process (and its Redis, for the Redis scenario).
+struct Gateway {
+    child: Child,
+    redis: Option<Child>,
+    address: SocketAddr,
+    render_ms: f64,
+}
+
+impl Gateway {
+    /// Renders the scenario's config with `dgidgi render` and starts `dgidgi gateway` on it;
+    /// `None` when the scenario needs a program this machine does not have.
+    fn start(
+        scenario: Scenario,
+        upstream: SocketAddr,
+        work: &Path,
+        pinned: bool,
+    ) -> Option<Gateway> {
+        let dir = work.join(scenario.name());
+        std::fs::create_dir_all(&dir).expect("scenario directory");
+        let mut redis = None;
+        let mut extra: Vec<String> = Vec::new();
+        if matches!(scenario, Scenario::Metered | Scenario::Redis) {
+            extra.extend([
+                "--state-dir".into(),
+                dir.join("state").display().to_string(),
+            ]);
+        }
+        if scenario == Scenario::Redis {
+            let port = free_port();
+            let child = Command::new("redis-server")
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ])
+                .stdout(Stdio::null())
+                .spawn()
+                .ok()?;
+            wait_for_port(port);
+            redis = Some(child);
+            extra.extend(["--redis-url".into(), format!("redis://127.0.0.1:{port}/")]);
+        }
+        let inputs = dir.join("inputs.yaml");
+        std::fs::write(&inputs, fleet_yaml(scenario, upstream)).expect("inputs");
+        let binary = env!("CARGO_BIN_EXE_dgidgi");
+        let config = dir.join("config");
+        let started = Instant::now();
+        let status = Command::new(binary)
+            .args(["render", "-f"])
+            .arg(&inputs)
+            .arg("--config-dir")
+            .arg(&config)
+            .args(["--log", "warn"])
+            .status()
+            .expect("dgidgi render");
+        assert!(status.success(), "dgidgi render failed");
+        let render_ms = started.elapsed().as_secs_f64() * 1e3;
+
+        let port = free_port();
+        let mut command = if pinned {
+            let mut command = Command::new("taskset");
+            command.args(["-c", "0", binary]);
+            command
+        } else {
+            Command::new(binary)
+        };
+        command
+            .arg("gateway")
+            .arg("--config-dir")
+            .arg(&config)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--admin-listen", "127.0.0.1:0", "--log", "warn"])
+            .args(&extra)
+            .stdout(Stdio::null());
+        let child = command.spawn().expect("dgidgi gateway");
+        let address: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+        wait_for_port(port);
+        let gateway = Gateway {
+            child,
+            redis,
+            address,
+            render_ms,
+        };
+        gateway.preflight();
+        Some(gateway)
+    }
+
+    /// A non-streaming and a streamed request must come back with the upstream's answer and
+    /// usage, and a wrong key must be refused: the load numbers are only worth something if
+    /// every request was really served.
+    fn preflight(&self) {
+        let body = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#;
+        let (status, text) = post(self.address, ACCESS_KEY, body);
+        assert_eq!(status, 200, "preflight: {text}");
+        assert!(text.contains("Hello from the fake upstream") && text.contains("\"usage\""));
+        let stream =
+            r#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+        let (status, text) = post(self.address, ACCESS_KEY, stream);
+        assert_eq!(status, 200, "preflight stream: {text}");
+        assert!(text.contains("tok15") && text.contains("data: [DONE]"));
+        let (status, _) = post(self.address, "dgk_wrong_key", body);
+        assert_eq!(status, 401, "a wrong key must be refused");
+    }
+
+    fn rss_kib(&self) -> u64 {
+        // Under taskset the child is taskset itself until it execs: same PID.
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|value| value.split_whitespace().next())
+            .and_then(|kib| kib.parse().ok())
+            .unwrap_or(0)
+    }
+
+    fn stop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+        if let Some(redis) = self.redis.as_mut() {
+            redis.kill().ok();
+            redis.wait().ok();
+        }
+    }
+}
+
+/// The tenant spec of `bare` (its own key: no platform limits, no budget) and of the metered
+/// scenarios (every limit and a blocking budget); the harness target script uses the same two.
+const BARE_TENANT: &str =
+    "{source: tenant, providers: [{name: own}], allowPlatformFallback: false}";
+const METERED_TENANT: &str =
+    "{budget: {monthlyUsd: 100000000, alertThresholds: [50, 80, 100], action: block}}";
+
+/// The scenario's inputs: `benches/fixtures/load-fleet.yaml` with the scenario's tenant, and for
+/// `10k-tenants` 9,999 more platform tenants.
+fn fleet_yaml(scenario: Scenario, upstream: SocketAddr) -> String {
+    let tenant = match scenario {
+        Scenario::Metered | Scenario::Redis => METERED_TENANT,
+        _ => BARE_TENANT,
+    };
+    let mut yaml = include_str!("fixtures/load-fleet.yaml")
+        .replace("@UPSTREAM_KEY@", UPSTREAM_KEY)
+        .replace("@UPSTREAM_BASE@", &format!("http://{upstream}/v1"))
+        .replace("@TENANT@", tenant);
+    if scenario == Scenario::TenThousand {
+        for i in 1..10_000 {
+            let _ = write!(
+                yaml,
+                "---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: t{i}, labels: {{llm.dgidgi.io/tier: team}}}}\n---\napiVersion: llm.dgidgi.io/v1alpha1\nkind: LlmTenant\nmetadata: {{name: t{i}, namespace: t{i}}}\nspec: {{budget: {{monthlyUsd: 100, alertThresholds: [80, 100], action: block}}}}\n"
+            );
+        }
+    }
+    yaml
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("a free port")
+}
+
+fn wait_for_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on port {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One request over a fresh connection (`Connection: close`): status and body text.
+fn post(address: SocketAddr, key: &str, body: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(address).expect("connect");
+    write!(
+        stream,
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: {address}\r\nauthorization: Bearer {key}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("write");
+    let mut text = String::new();
+    stream.read_to_string(&mut text).expect("read");
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
+// ------------------------------------------------------------------ driving oha
+
+struct Bodies {
+    json: PathBuf,
+    stream: PathBuf,
+}
+
+impl Bodies {
+    fn write(dir: &Path) -> Bodies {
+        let messages = r#"[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Say hello in one short sentence."}]"#;
+        let json = dir.join("body.json");
+        let stream = dir.join("body-stream.json");
+        std::fs::write(
+            &json,
+            format!(r#"{{"model":"gpt-4o-mini","messages":{messages}}}"#),
+        )
+        .expect("body");
+        std::fs::write(
+            &stream,
+            format!(
+                r#"{{"model":"gpt-4o-mini","messages":{messages},"stream":true,"stream_options":{{"include_usage":true}}}}"#
+            ),
+        )
+        .expect("body");
+        Bodies { json, stream }
+    }
+}
+
+/// One oha run's numbers.
+#[derive(Clone, Copy, Default)]
+struct Run {
+    rps: f64,
+    p50_us: f64,
+    p99_us: f64,
+    ttfb_p50_us: f64,
+    ttfb_p99_us: f64,
+    errors: u64,
+    rss_kib: u64,
+}
+
+const SHAPES: [(bool, usize); 5] = [(false, 1), (false, 16), (false, 64), (true, 1), (true, 16)];
+
+fn oha(url: &str, key: &str, body: &Path, requests: usize, concurrency: usize) -> Value {
+    let output = Command::new("oha")
+        .args([
+            "--no-tui",
+            "--output-format",
+            "json",
+            "--worker-threads",
+            "1",
+        ])
+        .args(["-n", &requests.to_string(), "-c", &concurrency.to_string()])
+        .args(["-m", "POST", "-T", "application/json", "-t", "60s"])
+        .args(["-H", &format!("authorization: Bearer {key}")])
+        .arg("-D")
+        .arg(body)
+        .arg(url)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("oha");
+    assert!(output.status.success(), "oha failed");
+    serde_json::from_slice(&output.stdout).expect("oha's JSON output")
+}
+
+fn micros(value: &Value) -> f64 {
+    value.as_f64().unwrap_or(f64::NAN) * 1e6
+}
+
+struct Report {
+    text: String,
+    notes: Vec<String>,
+}
+
+impl Report {
+    fn new(pinned: bool, options: &Options) -> Report {
+        let mut text = String::new();
+        let _ = writeln!(
+            text,
+            "# dgidgi load benchmark\n\n{} requests per JSON row, {} per SSE row, {} warm-up; {}.\nupstream: in-process fake OpenAI (0 ms, {CHUNKS} chunks per stream); load: oha 1 worker thread.\n",
+            options.requests,
+            options.stream_requests,
+            options.warmup,
+            if pinned {
+                "gateway pinned to CPU 0, oha + fake upstream to CPU 1"
+            } else {
+                "not pinned (everything shares every CPU)"
+            }
+        );
+        let _ = writeln!(
+            text,
+            "| target | mode | c | RPS | p50 | p99 | TTFB p50 | TTFB p99 | errors | RSS |\n|---|---|---|---|---|---|---|---|---|---|"
+        );
+        Report {
+            text,
+            notes: Vec::new(),
+        }
+    }
+
+    fn note(&mut self, note: String) {
+        eprintln!("load: {note}");
+        self.notes.push(note);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn measure_all(
+        &mut self,
+        name: &str,
+        options: &Options,
+        bodies: &Bodies,
+        url: &str,
+        key: &str,
+        gateway: Option<&Gateway>,
+        scenario: Scenario,
+    ) -> Vec<Run> {
+        // Warm-up: connections, allocator, caches; not recorded.
+        oha(url, key, &bodies.json, options.warmup, 8);
+        oha(url, key, &bodies.stream, options.warmup / 4, 4);
+        let shapes: &[(bool, usize)] = if scenario == Scenario::TenThousand {
+            &SHAPES[..3]
+        } else {
+            &SHAPES
+        };
+        let mut runs = Vec::new();
+        for &(stream, concurrency) in shapes {
+            let (body, requests) = if stream {
+                (&bodies.stream, options.stream_requests)
+            } else {
+                (&bodies.json, options.requests)
+            };
+            let out = oha(url, key, body, requests, concurrency);
+            let summary = &out["summary"];
+            let total = requests as u64;
+            let ok = out["statusCodeDistribution"]["200"].as_u64().unwrap_or(0);
+            let run = Run {
+                rps: summary["requestsPerSec"].as_f64().unwrap_or(0.0),
+                p50_us: micros(&out["latencyPercentiles"]["p50"]),
+                p99_us: micros(&out["latencyPercentiles"]["p99"]),
+                ttfb_p50_us: micros(&out["firstBytePercentiles"]["p50"]),
+                ttfb_p99_us: micros(&out["firstBytePercentiles"]["p99"]),
+                errors: total.saturating_sub(ok),
+                rss_kib: gateway.map_or(0, Gateway::rss_kib),
+            };
+            let _ = writeln!(
+                self.text,
+                "| {name} | {} | {concurrency} | {:.0} | {:.0} µs | {:.0} µs | {:.0} µs | {:.0} µs | {} | {} |",
+                if stream { "SSE" } else { "JSON" },
+                run.rps,
+                run.p50_us,
+                run.p99_us,
+                run.ttfb_p50_us,
+                run.ttfb_p99_us,
+                run.errors,
+                if run.rss_kib > 0 {
+                    format!("{:.1} MiB", run.rss_kib as f64 / 1024.0)
+                } else {
+                    "–".into()
+                }
+            );
+            eprintln!("{}", self.text.lines().last().unwrap_or_default());
+            assert_eq!(
+                run.errors, 0,
+                "{name}: {} of {requests} requests were not answered 200: {}",
+                run.errors, out["statusCodeDistribution"]
+            );
+            runs.push(run);
+        }
+        runs
+    }
+
+    /// What a target adds to the direct call, per shape.
+    fn added(&mut self, name: &str, direct: &[Run], runs: &[Run]) {
+        let mut line = format!("{name}: added to direct —");
+        for ((stream, concurrency), (d, r)) in SHAPES.iter().zip(direct.iter().zip(runs)) {
+            let _ = write!(
+                line,
+                " {}c{concurrency}: p50 {:+.0} µs, p99 {:+.0} µs{}, {:.0}% of direct RPS;",
+                if *stream { "SSE " } else { "JSON " },
+                r.p50_us - d.p50_us,
+                r.p99_us - d.p99_us,
+                if *stream {
+                    format!(", TTFB p50 {:+.0} µs", r.ttfb_p50_us - d.ttfb_p50_us)
+                } else {
+                    String::new()
+                },
+                100.0 * r.rps / d.rps
+            );
+        }
+        self.note(line);
+    }
+
+    fn finish(self) {
+        let mut text = self.text;
+        text.push('\n');
+        for note in &self.notes {
+            let _ = writeln!(text, "- {note}");
+        }
+        println!("\n{text}");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/load-bench");
+        std::fs::create_dir_all(&dir).ok();
+        std::fs::write(dir.join("report.md"), &text).ok();
+    }
+}
