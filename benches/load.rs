@@ -76,6 +76,8 @@ fn main() {
             ));
             continue;
         };
+        // Let start-up's temporary allocations be returned before reading the idle size.
+        std::thread::sleep(Duration::from_secs(2));
         report.note(format!(
             "{}: render {:.0} ms, RSS idle {} MiB",
             scenario.name(),
@@ -385,6 +387,18 @@ impl Gateway {
             .unwrap_or(0)
     }
 
+    /// CPU time the gateway has used so far (user + system), in clock ticks (1/100 s).
+    fn cpu_ticks(&self) -> u64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // Fields after the command name (which is in parentheses): state is the 3rd field,
+        // utime the 14th and stime the 15th.
+        let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        let field = |i: usize| fields.get(i - 3).and_then(|v| v.parse::<u64>().ok());
+        field(14).unwrap_or(0) + field(15).unwrap_or(0)
+    }
+
     fn stop(&mut self) {
         self.child.kill().ok();
         self.child.wait().ok();
@@ -496,6 +510,9 @@ struct Run {
     ttfb_p99_us: f64,
     errors: u64,
     rss_kib: u64,
+    /// The gateway's CPU time per request (user + system): the cost it controls, apart from
+    /// the wake-ups between processes that loopback latency also holds.
+    cpu_us_per_request: f64,
 }
 
 const SHAPES: [(bool, usize); 5] = [(false, 1), (false, 16), (false, 64), (true, 1), (true, 16)];
@@ -548,7 +565,7 @@ impl Report {
         );
         let _ = writeln!(
             text,
-            "| target | mode | c | RPS | p50 | p99 | TTFB p50 | TTFB p99 | errors | RSS |\n|---|---|---|---|---|---|---|---|---|---|"
+            "| target | mode | c | RPS | p50 | p99 | TTFB p50 | TTFB p99 | errors | RSS | CPU/request |\n|---|---|---|---|---|---|---|---|---|---|---|"
         );
         Report {
             text,
@@ -587,7 +604,9 @@ impl Report {
             } else {
                 (&bodies.json, options.requests)
             };
+            let cpu_before = gateway.map_or(0, Gateway::cpu_ticks);
             let out = oha(url, key, body, requests, concurrency);
+            let cpu_ticks = gateway.map_or(0, Gateway::cpu_ticks) - cpu_before;
             let summary = &out["summary"];
             let total = requests as u64;
             let ok = out["statusCodeDistribution"]["200"].as_u64().unwrap_or(0);
@@ -599,10 +618,12 @@ impl Report {
                 ttfb_p99_us: micros(&out["firstBytePercentiles"]["p99"]),
                 errors: total.saturating_sub(ok),
                 rss_kib: gateway.map_or(0, Gateway::rss_kib),
+                // One tick is 10 ms.
+                cpu_us_per_request: cpu_ticks as f64 * 10_000.0 / requests as f64,
             };
             let _ = writeln!(
                 self.text,
-                "| {name} | {} | {concurrency} | {:.0} | {:.0} µs | {:.0} µs | {:.0} µs | {:.0} µs | {} | {} |",
+                "| {name} | {} | {concurrency} | {:.0} | {:.0} µs | {:.0} µs | {:.0} µs | {:.0} µs | {} | {} | {} |",
                 if stream { "SSE" } else { "JSON" },
                 run.rps,
                 run.p50_us,
@@ -612,6 +633,11 @@ impl Report {
                 run.errors,
                 if run.rss_kib > 0 {
                     format!("{:.1} MiB", run.rss_kib as f64 / 1024.0)
+                } else {
+                    "–".into()
+                },
+                if gateway.is_some() {
+                    format!("{:.0} µs", run.cpu_us_per_request)
                 } else {
                     "–".into()
                 }

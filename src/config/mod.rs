@@ -50,6 +50,35 @@ pub struct GatewayConfig {
     pub routing: Vec<CompiledRule>,
 }
 
+impl GatewayConfig {
+    /// A provider by id, by binary search: providers are sorted by id (the render writes them
+    /// so and loading sorts them), and a request must not pay a scan of every tenant's providers.
+    pub fn provider(&self, id: &str) -> Option<&ProviderConfig> {
+        self.providers
+            .binary_search_by(|p| p.id.as_str().cmp(id))
+            .ok()
+            .map(|index| &self.providers[index])
+    }
+
+    /// The platform's providers: a contiguous run of the sorted list (their ids all start with
+    /// `<platform namespace>/`), found in O(log n) however many tenant providers there are.
+    pub fn platform_providers(&self) -> impl Iterator<Item = &ProviderConfig> {
+        let prefix = |p: &ProviderConfig| {
+            p.id.strip_prefix(self.platform_namespace.as_str())
+                .is_some_and(|rest| rest.starts_with('/'))
+        };
+        // Everything sorting before "<namespace>/" comes before the run.
+        let start = self.providers.partition_point(|p| {
+            p.id.bytes()
+                .lt(self.platform_namespace.bytes().chain(std::iter::once(b'/')))
+        });
+        self.providers[start..]
+            .iter()
+            .take_while(move |p| prefix(p))
+            .filter(|p| p.scope == Scope::Platform)
+    }
+}
+
 /// Who owns a provider or a routing rule: the platform namespace or a tenant namespace. For
 /// providers it is also the source boundary that fallback never crosses.
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord)]
@@ -317,5 +346,54 @@ impl Default for RetryConfig {
             on: RetryOn::all(),
             backoff_ms: 200,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn provider(id: &str, scope: Scope) -> ProviderConfig {
+        let (namespace, name) = id.split_once('/').unwrap();
+        ProviderConfig {
+            id: id.into(),
+            namespace: namespace.into(),
+            name: name.into(),
+            kind: ProviderKind::Mock,
+            scope,
+            base_url: None,
+            credential: None,
+            open_catalog: false,
+            models: Vec::new(),
+            limits: None,
+            timeouts: TimeoutsConfig::default(),
+            allowed_endpoints: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn platform_providers_and_lookup_by_id_on_the_sorted_list() {
+        // Namespaces sorting right before and after "dgidgi-system/" ('-' < '/' < '0' < 'x').
+        let mut providers = vec![
+            provider("a/own", Scope::Tenant),
+            provider("dgidgi-system-x/own", Scope::Tenant),
+            provider("dgidgi-system/mock", Scope::Platform),
+            provider("dgidgi-system/openai", Scope::Platform),
+            provider("dgidgi-system0/own", Scope::Tenant),
+            provider("dgidgi-systemx/own", Scope::Tenant),
+            provider("zeta/own", Scope::Tenant),
+        ];
+        providers.sort_by(|a, b| a.id.cmp(&b.id));
+        let config = GatewayConfig {
+            platform_namespace: "dgidgi-system".into(),
+            providers,
+            ..GatewayConfig::default()
+        };
+        let platform: Vec<&str> = config.platform_providers().map(|p| p.id.as_str()).collect();
+        assert_eq!(platform, ["dgidgi-system/mock", "dgidgi-system/openai"]);
+        for p in &config.providers {
+            assert_eq!(config.provider(&p.id).map(|f| &f.id), Some(&p.id));
+        }
+        assert!(config.provider("dgidgi-system/missing").is_none());
     }
 }

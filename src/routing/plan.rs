@@ -134,20 +134,24 @@ pub fn pools<'a>(
     config: &'a GatewayConfig,
     tenant: &TenantConfig,
 ) -> Vec<(Source, Vec<&'a ProviderConfig>)> {
-    let of_scope = |scope: Scope| {
-        config.providers.iter().filter(move |p| {
-            p.scope == scope && (scope == Scope::Platform || tenant.providers.contains(&p.id))
-        })
-    };
     let mut pools = Vec::with_capacity(2);
     if tenant.source == Source::Tenant {
-        pools.push((Source::Tenant, of_scope(Scope::Tenant).collect()));
+        // In the config's (id) order, as the platform pool is.
+        let mut own: Vec<&ProviderConfig> = tenant
+            .providers
+            .iter()
+            .filter_map(|id| config.provider(id))
+            .filter(|p| p.scope == Scope::Tenant)
+            .collect();
+        own.sort_by(|a, b| a.id.cmp(&b.id));
+        own.dedup_by(|a, b| a.id == b.id);
+        pools.push((Source::Tenant, own));
     }
     if tenant
         .source
         .reaches_platform(tenant.allow_platform_fallback)
     {
-        pools.push((Source::Platform, of_scope(Scope::Platform).collect()));
+        pools.push((Source::Platform, config.platform_providers().collect()));
     }
     pools
 }
