@@ -150,9 +150,14 @@ impl Snapshot {
 
     fn index(&mut self) -> Result<(), LoadError> {
         let inconsistent = |message: String| Err(LoadError::Inconsistent(message));
-        // Routing finds providers by binary search (GatewayConfig::provider); the render writes
-        // them sorted, a hand-edited file may not be.
+        // Routing binary-searches providers (GatewayConfig::provider) and a rule's namespaces;
+        // the render writes both sorted, a hand-edited file may not be.
         self.config.providers.sort_by(|a, b| a.id.cmp(&b.id));
+        for rule in &mut self.config.routing {
+            if let Some(namespaces) = &mut rule.namespaces {
+                namespaces.sort();
+            }
+        }
         for (index, provider) in self.config.providers.iter().enumerate() {
             if self
                 .providers_by_id

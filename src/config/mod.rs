@@ -278,7 +278,8 @@ pub struct CompiledRule {
     pub priority: i32,
     /// Platform-wide or a tenant namespace's own; at equal priority a tenant's own rule wins.
     pub scope: Scope,
-    /// Tenant namespaces the rule applies to; `None` means every tenant namespace.
+    /// Tenant namespaces the rule applies to, sorted (binary-searched per request); `None`
+    /// means every tenant namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespaces: Option<Vec<String>>,
     /// Model glob.

@@ -309,7 +309,7 @@ fn applies(
 ) -> bool {
     rule.namespaces
         .as_ref()
-        .is_none_or(|list| list.contains(&tenant.namespace))
+        .is_none_or(|list| list.binary_search(&tenant.namespace).is_ok())
         && glob::matches(&rule.model, model)
         && rule.streaming.is_none_or(|s| s == request.stream)
         && rule.tools.is_none_or(|t| t == request.tools)
