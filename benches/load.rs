@@ -34,6 +34,14 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
+#[path = "../tests/common/redis.rs"]
+#[allow(
+    dead_code,
+    reason = "the tests' helper; the benchmark only starts and drops"
+)]
+mod redis;
+use redis::RedisServer;
+
 const UPSTREAM_KEY: &str = "sk-load-upstream-0123456789";
 /// The tenant's access key, as `benches/fixtures/load-fleet.yaml` declares it.
 const ACCESS_KEY: &str = "dgk_load_0123456789abcdef0123456789";
@@ -53,15 +61,18 @@ fn main() {
     let mut report = Report::new(pinned, &options);
 
     let direct = format!("http://{upstream}/v1/chat/completions");
-    let direct_runs = report.measure_all(
-        "direct",
-        &options,
-        &bodies,
-        &direct,
-        UPSTREAM_KEY,
-        None,
-        Scenario::Direct,
-    );
+    let measure_direct = |report: &mut Report, name: &str| {
+        report.measure_all(
+            name,
+            &options,
+            &bodies,
+            &direct,
+            UPSTREAM_KEY,
+            None,
+            Scenario::Direct,
+        )
+    };
+    let direct_runs = measure_direct(&mut report, "direct");
 
     for scenario in [
         Scenario::Bare,
@@ -97,15 +108,7 @@ fn main() {
         report.added(scenario.name(), &direct_runs, &runs);
         gateway.stop();
     }
-    let direct_end = report.measure_all(
-        "direct-end",
-        &options,
-        &bodies,
-        &direct,
-        UPSTREAM_KEY,
-        None,
-        Scenario::Direct,
-    );
+    let direct_end = measure_direct(&mut report, "direct-end");
     report.added("direct-end", &direct_runs, &direct_end);
     report.finish();
 }
@@ -269,7 +272,8 @@ fn respond(status: StatusCode, content_type: &str, body: String) -> Response<Ful
 /// One gateway process (and its Redis, for the Redis scenario).
 struct Gateway {
     child: Child,
-    redis: Option<Child>,
+    /// Stopped when dropped.
+    redis: Option<RedisServer>,
     address: SocketAddr,
     render_ms: f64,
 }
@@ -294,24 +298,12 @@ impl Gateway {
             ]);
         }
         if scenario == Scenario::Redis {
-            let port = free_port();
-            let child = Command::new("redis-server")
-                .args([
-                    "--port",
-                    &port.to_string(),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                ])
-                .stdout(Stdio::null())
-                .spawn()
-                .ok()?;
-            wait_for_port(port);
-            redis = Some(child);
-            extra.extend(["--redis-url".into(), format!("redis://127.0.0.1:{port}/")]);
+            if !redis_installed() {
+                return None;
+            }
+            let server = RedisServer::start();
+            extra.extend(["--redis-url".into(), server.url()]);
+            redis = Some(server);
         }
         let inputs = dir.join("inputs.yaml");
         std::fs::write(&inputs, fleet_yaml(scenario, upstream)).expect("inputs");
@@ -402,10 +394,7 @@ impl Gateway {
     fn stop(&mut self) {
         self.child.kill().ok();
         self.child.wait().ok();
-        if let Some(redis) = self.redis.as_mut() {
-            redis.kill().ok();
-            redis.wait().ok();
-        }
+        self.redis = None;
     }
 }
 
@@ -436,6 +425,14 @@ fn fleet_yaml(scenario: Scenario, upstream: SocketAddr) -> String {
         }
     }
     yaml
+}
+
+fn redis_installed() -> bool {
+    Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
 }
 
 fn free_port() -> u16 {

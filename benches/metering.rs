@@ -3,7 +3,7 @@
 //! and through a real Redis (when `redis-server` is installed; skipped with a note otherwise).
 
 use std::hint::black_box;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +16,14 @@ use dgidgi::metering::ledger::LedgerOptions;
 use dgidgi::metering::plan::{self, Candidate, RequestSize, ReservePolicy};
 use dgidgi::metering::{FailMode, Meter, MeterOptions, Served};
 use dgidgi::usage::Usage;
+
+#[path = "../tests/common/redis.rs"]
+#[allow(
+    dead_code,
+    reason = "the tests' helper; the benchmark only starts and drops"
+)]
+mod redis;
+use redis::RedisServer;
 
 fn tenant() -> TenantConfig {
     TenantConfig {
@@ -172,51 +180,27 @@ fn meters(c: &mut Criterion) {
         with_ledger(),
         true,
     );
-    match start_redis() {
-        Some((mut child, url)) => {
-            round_trip(
-                c,
-                "metering/admit_settle_redis",
-                MeterOptions {
-                    redis_url: Some(url),
-                    redis_timeout: Duration::from_millis(200),
-                    fail_mode: FailMode::Closed,
-                    ..MeterOptions::default()
-                },
-                false,
-            );
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        None => eprintln!("redis-server not found: metering/admit_settle_redis skipped"),
-    }
-}
-
-fn start_redis() -> Option<(Child, String)> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .ok()?
-        .port();
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
+    let installed = Command::new("redis-server")
+        .arg("--version")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Some((child, format!("redis://127.0.0.1:{port}/")));
-        }
-        std::thread::sleep(Duration::from_millis(20));
+        .status()
+        .is_ok_and(|status| status.success());
+    if !installed {
+        eprintln!("redis-server not found: metering/admit_settle_redis skipped");
+        return;
     }
-    None
+    let server = RedisServer::start();
+    round_trip(
+        c,
+        "metering/admit_settle_redis",
+        MeterOptions {
+            redis_url: Some(server.url()),
+            redis_timeout: Duration::from_millis(200),
+            fail_mode: FailMode::Closed,
+            ..MeterOptions::default()
+        },
+        false,
+    );
 }
 
 criterion_group!(benches, pure, meters);

@@ -445,9 +445,11 @@ const INSERT_REQUEST: &str = "INSERT OR REPLACE INTO requests (request_id, times
         tokens_input, tokens_output, cached_input_tokens, tokens, cost_micro_usd, latency_ms, status, outcome,
         fallback_count, estimated)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)";
-const SETTLE_REQUEST: &str = "UPDATE requests SET provider = ?2, model = ?3, tokens_input = ?4, tokens_output = ?5,
-        cached_input_tokens = ?6, tokens = ?7, cost_micro_usd = ?8, latency_ms = ?9, status = ?10, outcome = ?11,
-        fallback_count = ?12, estimated = ?13
+/// Takes the same numbered parameters as `INSERT_REQUEST` (see `write_row`); the ones it does
+/// not use (the admission's fixed facts) are bound and ignored.
+const SETTLE_REQUEST: &str = "UPDATE requests SET provider = ?5, model = ?6, tokens_input = ?10, tokens_output = ?11,
+        cached_input_tokens = ?12, tokens = ?13, cost_micro_usd = ?14, latency_ms = ?15, status = ?16,
+        outcome = ?17, fallback_count = ?18, estimated = ?19
      WHERE request_id = ?1";
 const SELECT_RESERVED: &str = "SELECT tokens, cost_micro_usd FROM requests WHERE request_id = ?1";
 const ADD_TOTALS: &str = "INSERT INTO totals (tenant_id, period, tokens, requests, micro_usd) VALUES (?1, ?2, ?3, ?4, ?5)
@@ -521,7 +523,17 @@ fn commit(conn: &mut Connection, batch: &[Op]) -> rusqlite::Result<()> {
 }
 
 fn insert(tx: &rusqlite::Transaction<'_>, r: &Record) -> rusqlite::Result<()> {
-    tx.prepare_cached(INSERT_REQUEST)?.execute(params![
+    write_row(tx, INSERT_REQUEST, r)
+}
+
+/// The settled figures replace the admission's in place.
+fn settle_row(tx: &rusqlite::Transaction<'_>, r: &Record) -> rusqlite::Result<()> {
+    write_row(tx, SETTLE_REQUEST, r)
+}
+
+/// Runs `sql` with a record's fields as parameters ?1 to ?19, in the `requests` columns' order.
+fn write_row(tx: &rusqlite::Transaction<'_>, sql: &str, r: &Record) -> rusqlite::Result<()> {
+    tx.prepare_cached(sql)?.execute(params![
         r.request_id,
         r.timestamp,
         r.ts_ms as i64,
@@ -531,25 +543,6 @@ fn insert(tx: &rusqlite::Transaction<'_>, r: &Record) -> rusqlite::Result<()> {
         r.source,
         r.day,
         r.month,
-        r.tokens_input as i64,
-        r.tokens_output as i64,
-        r.cached_input_tokens as i64,
-        r.tokens as i64,
-        r.cost_micro_usd as i64,
-        r.latency_ms as i64,
-        r.status,
-        r.outcome,
-        r.fallback_count,
-        r.estimated,
-    ])?;
-    Ok(())
-}
-
-fn settle_row(tx: &rusqlite::Transaction<'_>, r: &Record) -> rusqlite::Result<()> {
-    tx.prepare_cached(SETTLE_REQUEST)?.execute(params![
-        r.request_id,
-        r.provider,
-        r.model,
         r.tokens_input as i64,
         r.tokens_output as i64,
         r.cached_input_tokens as i64,
