@@ -18,6 +18,7 @@ MODE=${2:-bare}
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 BIN="${DGIDGI_BIN:-$ROOT/target/release/dgidgi}"
 STATE="$(mktemp -d)"
+trap 'rm -rf "$STATE"' EXIT   # until the watcher below takes over
 case $MODE in
   bare) TENANT='{source: tenant, providers: [{name: own}], allowPlatformFallback: false}' ;;
   metered | redis) TENANT='{budget: {monthlyUsd: 100000000, alertThresholds: [50, 80, 100], action: block}}' ;;
@@ -36,9 +37,11 @@ if [[ $MODE == redis ]]; then
   redis-server --port "$RPORT" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
     --pidfile "$STATE/redis.pid" --logfile "$STATE/redis.log"
   for _ in $(seq 100); do redis-cli -p "$RPORT" ping >/dev/null 2>&1 && break; sleep 0.05; done
+  redis-cli -p "$RPORT" ping >/dev/null || { echo "harness-target.sh: redis-server did not start" >&2; exit 1; }
   setsid -f bash -c "while kill -0 $$ 2>/dev/null; do sleep 0.5; done; kill \$(cat '$STATE/redis.pid'); rm -rf '$STATE'" >/dev/null 2>&1
   ARGS+=(--redis-url "redis://127.0.0.1:$RPORT/")
 else
   setsid -f bash -c "while kill -0 $$ 2>/dev/null; do sleep 0.5; done; rm -rf '$STATE'" >/dev/null 2>&1
 fi
+trap - EXIT
 exec "$BIN" "${ARGS[@]}"

@@ -152,7 +152,9 @@ impl Snapshot {
         let inconsistent = |message: String| Err(LoadError::Inconsistent(message));
         // Routing binary-searches providers (GatewayConfig::provider) and a rule's namespaces;
         // the render writes both sorted, a hand-edited file may not be.
-        self.config.providers.sort_by(|a, b| a.id.cmp(&b.id));
+        self.config
+            .providers
+            .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         for rule in &mut self.config.routing {
             if let Some(namespaces) = &mut rule.namespaces {
                 namespaces.sort();

@@ -42,7 +42,7 @@ pub struct GatewayConfig {
     pub version: u32,
     /// The platform namespace the config was rendered for.
     pub platform_namespace: String,
-    /// Every Ready provider, sorted by id.
+    /// Every Ready provider, sorted by namespace, then name.
     pub providers: Vec<ProviderConfig>,
     /// Every tenant, sorted by id.
     pub tenants: Vec<TenantConfig>,
@@ -51,30 +51,27 @@ pub struct GatewayConfig {
 }
 
 impl GatewayConfig {
-    /// A provider by id, by binary search: providers are sorted by id (the render writes them
-    /// so and loading sorts them), and a request must not pay a scan of every tenant's providers.
+    /// A provider by id, by binary search: providers are sorted by (namespace, name) (the render
+    /// writes them so and loading sorts them), and a request must not pay a scan of every
+    /// tenant's providers.
     pub fn provider(&self, id: &str) -> Option<&ProviderConfig> {
+        let (namespace, name) = id.split_once('/')?;
         self.providers
-            .binary_search_by(|p| p.id.as_str().cmp(id))
+            .binary_search_by(|p| (p.namespace.as_str(), p.name.as_str()).cmp(&(namespace, name)))
             .ok()
             .map(|index| &self.providers[index])
     }
 
-    /// The platform's providers: a contiguous run of the sorted list (their ids all start with
-    /// `<platform namespace>/`), found in O(log n) however many tenant providers there are.
+    /// The platform's providers: the contiguous run of the platform namespace in the sorted
+    /// list, found in O(log n) however many tenant providers there are.
     pub fn platform_providers(&self) -> impl Iterator<Item = &ProviderConfig> {
-        let prefix = |p: &ProviderConfig| {
-            p.id.strip_prefix(self.platform_namespace.as_str())
-                .is_some_and(|rest| rest.starts_with('/'))
-        };
-        // Everything sorting before "<namespace>/" comes before the run.
-        let start = self.providers.partition_point(|p| {
-            p.id.bytes()
-                .lt(self.platform_namespace.bytes().chain(std::iter::once(b'/')))
-        });
+        let namespace = self.platform_namespace.as_str();
+        let start = self
+            .providers
+            .partition_point(|p| p.namespace.as_str() < namespace);
         self.providers[start..]
             .iter()
-            .take_while(move |p| prefix(p))
+            .take_while(move |p| p.namespace == namespace)
             .filter(|p| p.scope == Scope::Platform)
     }
 }
@@ -374,7 +371,8 @@ mod tests {
 
     #[test]
     fn platform_providers_and_lookup_by_id_on_the_sorted_list() {
-        // Namespaces sorting right before and after "dgidgi-system/" ('-' < '/' < '0' < 'x').
+        // Namespaces sorting around "dgidgi-system" (as ids, "dgidgi-system-x/…" would sort
+        // before "dgidgi-system/…"; as (namespace, name) after).
         let mut providers = vec![
             provider("a/own", Scope::Tenant),
             provider("dgidgi-system-x/own", Scope::Tenant),
@@ -384,7 +382,7 @@ mod tests {
             provider("dgidgi-systemx/own", Scope::Tenant),
             provider("zeta/own", Scope::Tenant),
         ];
-        providers.sort_by(|a, b| a.id.cmp(&b.id));
+        providers.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         let config = GatewayConfig {
             platform_namespace: "dgidgi-system".into(),
             providers,

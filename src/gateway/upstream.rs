@@ -233,26 +233,22 @@ pub async fn read_bounded(mut body: super::body::UpstreamBody, limit: usize) -> 
     let mut rest: Vec<u8> = Vec::new();
     while let Some(frame) = body.frame().await {
         if let Ok(data) = frame.ok()?.into_data() {
+            // Whatever has been read is in `first` (one frame) or in `rest` (more), never both.
             let read = first.as_ref().map_or(0, Bytes::len) + rest.len();
             if read + data.len() > limit {
                 return None;
             }
-            match &first {
-                None => first = Some(data),
-                Some(head) => {
-                    if rest.is_empty() {
-                        rest.extend_from_slice(head);
-                    }
-                    rest.extend_from_slice(&data);
+            if first.is_none() && rest.is_empty() {
+                first = Some(data);
+            } else {
+                if let Some(head) = first.take() {
+                    rest.extend_from_slice(&head);
                 }
+                rest.extend_from_slice(&data);
             }
         }
     }
-    if rest.is_empty() {
-        Some(first.unwrap_or_default())
-    } else {
-        Some(Bytes::from(rest))
-    }
+    Some(first.unwrap_or_else(|| Bytes::from(rest)))
 }
 
 /// The chat URL of a provider in its own format: the catalog's `chat_path` under the base
@@ -275,4 +271,34 @@ pub fn chat_url(provider: &ProviderConfig, model: &str, stream: bool) -> Option<
 /// The chat completions URL of a cli endpoint (Ollama's OpenAI-compatible API).
 pub fn cli_chat_url(endpoint: &str) -> String {
     format!("{}/v1/chat/completions", endpoint.trim_end_matches('/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::StreamBody;
+    use hyper::body::Frame;
+
+    fn frames(parts: &[&'static str]) -> super::super::body::UpstreamBody {
+        let frames: Vec<Result<Frame<Bytes>, std::io::Error>> = parts
+            .iter()
+            .map(|part| Ok(Frame::data(Bytes::from_static(part.as_bytes()))))
+            .collect();
+        super::super::body::upstream_body(StreamBody::new(futures::stream::iter(frames)))
+    }
+
+    #[tokio::test]
+    async fn a_body_is_read_whole_and_bounded_whatever_its_frames() {
+        let one = read_bounded(frames(&["abcdef"]), 6).await;
+        assert_eq!(one.as_deref(), Some(b"abcdef".as_slice()));
+        // Three frames of 2 bytes fit a 6-byte limit exactly (the first frame counted once).
+        let three = read_bounded(frames(&["ab", "cd", "ef"]), 6).await;
+        assert_eq!(three.as_deref(), Some(b"abcdef".as_slice()));
+        assert_eq!(read_bounded(frames(&["ab", "cd", "efg"]), 6).await, None);
+        assert_eq!(read_bounded(frames(&["abcdefg"]), 6).await, None);
+        assert_eq!(
+            read_bounded(frames(&[]), 6).await.as_deref(),
+            Some(b"".as_slice())
+        );
+    }
 }

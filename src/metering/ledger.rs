@@ -151,7 +151,11 @@ pub struct LedgerOptions {
 const SCHEMA: &str = "
 PRAGMA journal_mode = WAL;
 PRAGMA synchronous = NORMAL;
-PRAGMA wal_autocheckpoint = 0;
+-- Checkpoints run on their own thread (see `checkpointer`); this is only the writer's backstop
+-- for when sustained traffic keeps that one from ever catching up (the WAL is reset only once
+-- it is fully copied back). After a reset the file is cut to 64 MiB.
+PRAGMA wal_autocheckpoint = 10000;
+PRAGMA journal_size_limit = 67108864;
 CREATE TABLE IF NOT EXISTS requests (
     request_id TEXT PRIMARY KEY,
     timestamp TEXT NOT NULL,

@@ -136,14 +136,14 @@ pub fn pools<'a>(
 ) -> Vec<(Source, Vec<&'a ProviderConfig>)> {
     let mut pools = Vec::with_capacity(2);
     if tenant.source == Source::Tenant {
-        // In the config's (id) order, as the platform pool is.
+        // In the config's (namespace, name) order, as the platform pool is.
         let mut own: Vec<&ProviderConfig> = tenant
             .providers
             .iter()
             .filter_map(|id| config.provider(id))
             .filter(|p| p.scope == Scope::Tenant)
             .collect();
-        own.sort_by(|a, b| a.id.cmp(&b.id));
+        own.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         own.dedup_by(|a, b| a.id == b.id);
         pools.push((Source::Tenant, own));
     }
