@@ -348,11 +348,10 @@ impl Default for RetryConfig {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn provider(id: &str, scope: Scope) -> ProviderConfig {
-        let (namespace, name) = id.split_once('/').unwrap();
+impl ProviderConfig {
+    /// A mock provider with nothing else set (unit tests of code that only reads ids and scopes).
+    pub(crate) fn mock_for_tests(id: &str, scope: Scope) -> Self {
+        let (namespace, name) = id.split_once('/').unwrap_or(("", id));
         ProviderConfig {
             id: id.into(),
             namespace: namespace.into(),
@@ -368,19 +367,24 @@ mod tests {
             allowed_endpoints: Vec::new(),
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
 
     #[test]
     fn platform_providers_and_lookup_by_id_on_the_sorted_list() {
         // Namespaces sorting around "dgidgi-system" (as ids, "dgidgi-system-x/…" would sort
         // before "dgidgi-system/…"; as (namespace, name) after).
         let mut providers = vec![
-            provider("a/own", Scope::Tenant),
-            provider("dgidgi-system-x/own", Scope::Tenant),
-            provider("dgidgi-system/mock", Scope::Platform),
-            provider("dgidgi-system/openai", Scope::Platform),
-            provider("dgidgi-system0/own", Scope::Tenant),
-            provider("dgidgi-systemx/own", Scope::Tenant),
-            provider("zeta/own", Scope::Tenant),
+            ProviderConfig::mock_for_tests("a/own", Scope::Tenant),
+            ProviderConfig::mock_for_tests("dgidgi-system-x/own", Scope::Tenant),
+            ProviderConfig::mock_for_tests("dgidgi-system/mock", Scope::Platform),
+            ProviderConfig::mock_for_tests("dgidgi-system/openai", Scope::Platform),
+            ProviderConfig::mock_for_tests("dgidgi-system0/own", Scope::Tenant),
+            ProviderConfig::mock_for_tests("dgidgi-systemx/own", Scope::Tenant),
+            ProviderConfig::mock_for_tests("zeta/own", Scope::Tenant),
         ];
         providers.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         let config = GatewayConfig {

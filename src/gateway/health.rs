@@ -79,25 +79,11 @@ impl HealthBook {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{ProviderConfig, Scope, TimeoutsConfig};
-    use crate::providers::ProviderKind;
+    use crate::config::{ProviderConfig, Scope};
 
     fn config() -> GatewayConfig {
         GatewayConfig {
-            providers: vec![ProviderConfig {
-                id: "ns/p".into(),
-                namespace: "ns".into(),
-                name: "p".into(),
-                kind: ProviderKind::Mock,
-                scope: Scope::Platform,
-                base_url: None,
-                credential: None,
-                open_catalog: false,
-                models: Vec::new(),
-                limits: None,
-                timeouts: TimeoutsConfig::default(),
-                allowed_endpoints: Vec::new(),
-            }],
+            providers: vec![ProviderConfig::mock_for_tests("ns/p", Scope::Platform)],
             ..GatewayConfig::default()
         }
     }
