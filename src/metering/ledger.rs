@@ -461,8 +461,10 @@ const ADD_TOTALS: &str = "INSERT INTO totals (tenant_id, period, tokens, request
         micro_usd = micro_usd + ?5";
 const INSERT_THRESHOLD: &str = "INSERT OR IGNORE INTO thresholds (tenant_id, month, percent, crossed_at) VALUES (?1, ?2, ?3, ?4)";
 
-/// What one batch adds to one tenant's totals of one period (`day:…` or `month:…`).
-type TotalsDelta = HashMap<(String, String), (i64, i64, i64)>;
+/// What one batch adds to one tenant's totals of one period: keyed by (tenant, period kind,
+/// period key) borrowed from the batch's records; the `day:…`/`month:…` text is made once per
+/// key when written, not per record.
+type TotalsDelta<'b> = HashMap<(&'b str, &'static str, &'b str), (i64, i64, i64)>;
 
 fn commit(conn: &mut Connection, batch: &[Op]) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
@@ -519,7 +521,8 @@ fn commit(conn: &mut Connection, batch: &[Op]) -> rusqlite::Result<()> {
     }
     {
         let mut upsert = tx.prepare_cached(ADD_TOTALS)?;
-        for ((tenant, period), (tokens, requests, micro_usd)) in &totals {
+        for ((tenant, kind, key), (tokens, requests, micro_usd)) in &totals {
+            let period = format!("{kind}:{key}");
             upsert.execute(params![tenant, period, tokens, requests, micro_usd])?;
         }
     }
@@ -562,9 +565,15 @@ fn write_row(tx: &rusqlite::Transaction<'_>, sql: &str, r: &Record) -> rusqlite:
 }
 
 /// Adds a record's change to its tenant's day and month totals of the batch.
-fn add_totals(totals: &mut TotalsDelta, r: &Record, tokens: i64, requests: i64, micro_usd: i64) {
-    for period in [format!("day:{}", r.day), format!("month:{}", r.month)] {
-        let entry = totals.entry((r.tenant_id.clone(), period)).or_default();
+fn add_totals<'b>(
+    totals: &mut TotalsDelta<'b>,
+    r: &'b Record,
+    tokens: i64,
+    requests: i64,
+    micro_usd: i64,
+) {
+    for (kind, key) in [("day", r.day.as_str()), ("month", r.month.as_str())] {
+        let entry = totals.entry((r.tenant_id.as_str(), kind, key)).or_default();
         entry.0 += tokens;
         entry.1 += requests;
         entry.2 += micro_usd;
