@@ -379,30 +379,17 @@ impl Harness {
         key: &str,
         body: String,
     ) -> (u16, HashMap<String, String>, String) {
-        let client: Client<HttpConnector, Full<Bytes>> =
-            Client::builder(TokioExecutor::new()).build_http();
-        let request = Request::post(format!("http://{}{path}", self.running.api))
-            .header("authorization", format!("Bearer {key}"))
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body)))
-            .unwrap();
-        let response = client.request(request).await.unwrap();
-        let status = response.status().as_u16();
-        let headers = response
-            .headers()
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.as_str().to_owned(),
-                    v.to_str().unwrap_or_default().to_owned(),
-                )
-            })
-            .collect();
-        let body = match response.into_body().collect().await {
-            Ok(collected) => String::from_utf8_lossy(&collected.to_bytes()).into_owned(),
-            Err(error) => format!("<body error: {error}>"),
-        };
-        (status, headers, body)
+        let authorization = format!("Bearer {key}");
+        let (status, headers, body) = common::http::send_with(
+            self.running.api,
+            "POST",
+            path,
+            &[("authorization", &authorization)],
+            Some(body),
+        )
+        .await
+        .expect("the gateway answers");
+        (status, headers.into_iter().collect(), body)
     }
 
     /// The (model, authorization) of every request the fake upstream received.

@@ -10,18 +10,12 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use bytes::Bytes;
 use common::fake_providers::{self, Log};
 use dgidgi::gateway::Settings;
 use dgidgi::gateway::server::{Running, StartOptions, start};
 use dgidgi::render::RenderOutput;
 use dgidgi::render::manifests::config_dir_files;
 use dgidgi::sse;
-use http_body_util::{BodyExt as _, Full};
-use hyper::Request;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 
 pub struct Harness {
@@ -68,30 +62,17 @@ impl Harness {
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> (u16, HashMap<String, String>, String) {
-        let client: Client<HttpConnector, Full<Bytes>> =
-            Client::builder(TokioExecutor::new()).build_http();
-        let request = Request::post(format!("http://{}{path}", self.running.api))
-            .header("x-api-key", self.key())
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body.to_string())))
-            .unwrap();
-        let response = client.request(request).await.unwrap();
-        let status = response.status().as_u16();
-        let headers = response
-            .headers()
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.as_str().to_owned(),
-                    v.to_str().unwrap_or_default().to_owned(),
-                )
-            })
-            .collect();
-        let body = match response.into_body().collect().await {
-            Ok(collected) => String::from_utf8_lossy(&collected.to_bytes()).into_owned(),
-            Err(error) => format!("<body error: {error}>"),
-        };
-        (status, headers, body)
+        let key = self.key();
+        let (status, headers, body) = common::http::send_with(
+            self.running.api,
+            "POST",
+            path,
+            &[("x-api-key", &key)],
+            Some(body.to_string()),
+        )
+        .await
+        .expect("the gateway answers");
+        (status, headers.into_iter().collect(), body)
     }
 
     fn last_seen(&self) -> common::fake_providers::Seen {

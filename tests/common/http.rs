@@ -24,11 +24,30 @@ pub async fn send(
     bearer: Option<&str>,
     body: Option<String>,
 ) -> Option<Answer> {
+    let authorization = bearer.map(|token| format!("Bearer {token}"));
+    let headers: Vec<(&str, &str)> = authorization
+        .as_deref()
+        .map(|value| ("authorization", value))
+        .into_iter()
+        .collect();
+    send_with(address, method, path, &headers, body).await
+}
+
+/// Sends `method path` with the given headers (and `content-type: application/json` with a
+/// body); `None` if the connection failed. A body that breaks mid-way reads as
+/// `<body error: …>`, so a test can see what arrived before.
+pub async fn send_with(
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<String>,
+) -> Option<Answer> {
     let mut request = Request::builder()
         .method(method)
         .uri(format!("http://{address}{path}"));
-    if let Some(token) = bearer {
-        request = request.header("authorization", format!("Bearer {token}"));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
     }
     if body.is_some() {
         request = request.header("content-type", "application/json");
@@ -48,8 +67,11 @@ pub async fn send(
             )
         })
         .collect();
-    let body = response.into_body().collect().await.ok()?.to_bytes();
-    Some((status, headers, String::from_utf8_lossy(&body).into_owned()))
+    let body = match response.into_body().collect().await {
+        Ok(collected) => String::from_utf8_lossy(&collected.to_bytes()).into_owned(),
+        Err(error) => format!("<body error: {error}>"),
+    };
+    Some((status, headers, body))
 }
 
 /// A header's value.
