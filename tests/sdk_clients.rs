@@ -89,31 +89,7 @@ fn the_official_openai_sdk_works_unchanged() {
         base_url.expect("address printed"),
         key.expect("acme's key printed"),
     );
-    let output = Command::new(&python)
-        .args([
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "tests/sdk/test_openai_sdk.py",
-        ])
-        .current_dir(root)
-        .env("DGIDGI_BASE_URL", &base_url)
-        .env("DGIDGI_KEY", &key)
-        .output()
-        .unwrap();
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    println!("{report}");
-    assert!(
-        output.status.success(),
-        "openai SDK tests failed:\n{report}"
-    );
-    assert!(report.contains(" passed"), "{report}");
+    pytest(&python, "tests/sdk/test_openai_sdk.py", &base_url, &key);
 }
 
 /// Runs one pytest file against a gateway; panics with the report if it fails.

@@ -12,6 +12,8 @@ import anthropic
 import openai
 import pytest
 
+import chat_stream  # tests/sdk/chat_stream.py (pytest puts this directory on sys.path)
+
 BASE_URL = os.environ["DGIDGI_BASE_URL"]
 KEY = os.environ["DGIDGI_KEY"]
 
@@ -144,13 +146,7 @@ def test_openai_chat_stream_with_usage(gpt, model):
         stream=True,
         stream_options={"include_usage": True},
     )
-    text, finish, usage = "", None, None
-    for chunk in stream:
-        if chunk.choices:
-            text += chunk.choices[0].delta.content or ""
-            finish = chunk.choices[0].finish_reason or finish
-        if chunk.usage:
-            usage = chunk.usage
+    text, finish, usage = chat_stream.collect(stream)
     assert text == "echo: stream"
     assert finish == "stop"
     assert usage is not None and usage.total_tokens > 0

@@ -9,6 +9,8 @@ import os
 import openai
 import pytest
 
+import chat_stream  # tests/sdk/chat_stream.py (pytest puts this directory on sys.path)
+
 BASE_URL = os.environ["DGIDGI_BASE_URL"] + "/v1"
 KEY = os.environ["DGIDGI_KEY"]
 
@@ -47,13 +49,7 @@ def test_streaming_with_usage(client):
         stream=True,
         stream_options={"include_usage": True},
     )
-    text, finish, usage = "", None, None
-    for chunk in stream:
-        if chunk.choices:
-            text += chunk.choices[0].delta.content or ""
-            finish = chunk.choices[0].finish_reason or finish
-        if chunk.usage:
-            usage = chunk.usage
+    text, finish, usage = chat_stream.collect(stream)
     assert "stream please" in text
     assert finish == "stop"
     assert usage is not None and usage.total_tokens > 0
