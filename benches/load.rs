@@ -6,7 +6,9 @@
 //! LOAD_QUICK=1 cargo bench --bench load
 //! ```
 //!
-//! Scenarios: `bare` (a tenant without limits, no ledger), `metered` (RPM, tokens/day,
+//! Scenarios: `floor` (a minimal hyper 1 reverse proxy in this file: a key comparison and the
+//! request and answer streamed through, no JSON, routing or metering — what any proxy costs on
+//! this machine, the floor the others are read against), `bare` (a tenant without limits, no ledger), `metered` (RPM, tokens/day,
 //! concurrency and a blocking budget, the SQLite ledger on), `redis` (the same with the counters
 //! in a real `redis-server`, when one is installed) and `10k-tenants` (the bare proxy with 10,000
 //! tenants loaded, for memory). For each: non-streaming at concurrency 1, 16, 64 and streaming
@@ -15,7 +17,8 @@
 //!
 //! With two or more CPUs and `taskset` installed, the gateway is pinned to CPU 0 and this
 //! process (the fake upstream) and `oha` to CPU 1, so the gateway gets exactly one core of its
-//! own (`LOAD_NO_PIN=1` turns that off). The report is printed and written to
+//! own (`LOAD_NO_PIN=1` turns that off). `LOAD_SCENARIOS=bare,metered` runs only the named
+//! scenarios (the direct baseline always runs). The report is printed and written to
 //! `target/load-bench/report.md`. Needs `oha` on `PATH` (`cargo install oha`).
 
 use std::fmt::Write as _;
@@ -48,7 +51,15 @@ const ACCESS_KEY: &str = "dgk_load_0123456789abcdef0123456789";
 /// Content chunks of a streamed answer (= completion tokens), as the shared harness's default.
 const CHUNKS: usize = 16;
 
+/// The environment variable under which this binary runs as the floor proxy (see
+/// [`floor_proxy`]): `<upstream address> <port>`.
+const FLOOR_PROXY_ENV: &str = "DGIDGI_LOAD_FLOOR_PROXY";
+
 fn main() {
+    if let Ok(spec) = std::env::var(FLOOR_PROXY_ENV) {
+        floor_proxy(&spec);
+        return;
+    }
     if Command::new("oha").arg("--version").output().is_err() {
         eprintln!("load: SKIPPED — `oha` is not on PATH (cargo install oha --version 1.16.0)");
         return;
@@ -73,13 +84,18 @@ fn main() {
         )
     };
     let direct_runs = measure_direct(&mut report, "direct");
+    let mut floor_runs = None;
 
     for scenario in [
+        Scenario::Floor,
         Scenario::Bare,
         Scenario::Metered,
         Scenario::Redis,
         Scenario::TenThousand,
     ] {
+        if !options.selects(scenario) {
+            continue;
+        }
         let Some(mut gateway) = Gateway::start(scenario, upstream, work.path(), pinned) else {
             report.note(format!(
                 "{}: skipped (redis-server is not installed)",
@@ -105,11 +121,16 @@ fn main() {
             Some(&gateway),
             scenario,
         );
-        report.added(scenario.name(), &direct_runs, &runs);
+        report.added(scenario.name(), "direct", &direct_runs, &runs);
+        if scenario == Scenario::Floor {
+            floor_runs = Some(runs);
+        } else if let Some(floor) = &floor_runs {
+            report.added(scenario.name(), "the floor proxy", floor, &runs);
+        }
         gateway.stop();
     }
     let direct_end = measure_direct(&mut report, "direct-end");
-    report.added("direct-end", &direct_runs, &direct_end);
+    report.added("direct-end", "direct", &direct_runs, &direct_end);
     report.finish();
 }
 
@@ -119,6 +140,8 @@ struct Options {
     stream_requests: usize,
     warmup: usize,
     pin: bool,
+    /// The scenarios `LOAD_SCENARIOS` names (`None`: all of them).
+    only: Option<Vec<String>>,
 }
 
 impl Options {
@@ -129,13 +152,26 @@ impl Options {
             stream_requests: if quick { 500 } else { 3_000 },
             warmup: if quick { 300 } else { 1_000 },
             pin: std::env::var_os("LOAD_NO_PIN").is_none(),
+            only: std::env::var("LOAD_SCENARIOS").ok().map(|names| {
+                names
+                    .split(',')
+                    .map(|name| name.trim().to_owned())
+                    .collect()
+            }),
         }
+    }
+
+    fn selects(&self, scenario: Scenario) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|names| names.iter().any(|name| name == scenario.name()))
     }
 }
 
 #[derive(Clone, Copy, PartialEq)]
 enum Scenario {
     Direct,
+    Floor,
     Bare,
     Metered,
     Redis,
@@ -146,6 +182,7 @@ impl Scenario {
     fn name(self) -> &'static str {
         match self {
             Scenario::Direct => "direct",
+            Scenario::Floor => "floor",
             Scenario::Bare => "bare",
             Scenario::Metered => "metered",
             Scenario::Redis => "redis",
@@ -267,6 +304,82 @@ fn respond(status: StatusCode, content_type: &str, body: String) -> Response<Ful
     response
 }
 
+// ------------------------------------------------------------------ the floor proxy
+
+/// The least a reverse proxy can do on this path, with the gateway's own stack (hyper 1 on a
+/// multi-threaded Tokio runtime, one worker when pinned): compare the client's key, swap in the
+/// upstream's, and stream the request and the answer through on one upstream connection per
+/// client connection. Its added latency is what the machine (two more loopback sockets, two more
+/// wake-ups per request) charges any proxy; the gateway's own cost is what it adds beyond it.
+fn floor_proxy(spec: &str) {
+    let (upstream, port) = spec.split_once(' ').expect("`<upstream> <port>`");
+    let upstream: SocketAddr = upstream.parse().expect("upstream address");
+    let port: u16 = port.parse().expect("port");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("bind");
+        loop {
+            let Ok((client, _)) = listener.accept().await else {
+                continue;
+            };
+            client.set_nodelay(true).ok();
+            tokio::spawn(async move {
+                let Ok(stream) = tokio::net::TcpStream::connect(upstream).await else {
+                    return;
+                };
+                stream.set_nodelay(true).ok();
+                let Ok((sender, connection)) =
+                    hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
+                else {
+                    return;
+                };
+                tokio::spawn(connection);
+                let sender = std::sync::Arc::new(tokio::sync::Mutex::new(sender));
+                let service = service_fn(move |request| forward(sender.clone(), request));
+                http1::Builder::new()
+                    .serve_connection(TokioIo::new(client), service)
+                    .await
+                    .ok();
+            });
+        }
+    });
+}
+
+type FloorBody = http_body_util::Either<Incoming, Full<Bytes>>;
+
+async fn forward(
+    sender: std::sync::Arc<tokio::sync::Mutex<hyper::client::conn::http1::SendRequest<Incoming>>>,
+    mut request: Request<Incoming>,
+) -> Result<Response<FloorBody>, hyper::Error> {
+    let authorized = request
+        .headers()
+        .get("authorization")
+        .and_then(|value| value.as_bytes().strip_prefix(b"Bearer "))
+        .is_some_and(|key| key == ACCESS_KEY.as_bytes());
+    if !authorized {
+        let mut response = Response::new(FloorBody::Right(Full::new(Bytes::from_static(
+            br#"{"error":{"message":"unknown key"}}"#,
+        ))));
+        *response.status_mut() = StatusCode::UNAUTHORIZED;
+        return Ok(response);
+    }
+    request.headers_mut().insert(
+        "authorization",
+        format!("Bearer {UPSTREAM_KEY}")
+            .parse()
+            .expect("header value"),
+    );
+    let mut sender = sender.lock().await;
+    sender.ready().await?;
+    let response = sender.send_request(request).await?;
+    Ok(response.map(FloorBody::Left))
+}
+
 // ------------------------------------------------------------------ the gateway under test
 
 /// One gateway process (and its Redis, for the Redis scenario).
@@ -287,6 +400,9 @@ impl Gateway {
         work: &Path,
         pinned: bool,
     ) -> Option<Gateway> {
+        if scenario == Scenario::Floor {
+            return Some(Self::start_floor(upstream, pinned));
+        }
         let dir = work.join(scenario.name());
         std::fs::create_dir_all(&dir).expect("scenario directory");
         let mut redis = None;
@@ -348,6 +464,32 @@ impl Gateway {
         };
         gateway.preflight();
         Some(gateway)
+    }
+
+    /// Starts this binary as the floor proxy, pinned like the gateway.
+    fn start_floor(upstream: SocketAddr, pinned: bool) -> Gateway {
+        let binary = std::env::current_exe().expect("the benchmark's own path");
+        let port = free_port();
+        let mut command = if pinned {
+            let mut command = Command::new("taskset");
+            command.args(["-c", "0"]).arg(&binary);
+            command
+        } else {
+            Command::new(&binary)
+        };
+        command
+            .env(FLOOR_PROXY_ENV, format!("{upstream} {port}"))
+            .stdout(Stdio::null());
+        let child = command.spawn().expect("floor proxy");
+        wait_for_port(port);
+        let gateway = Gateway {
+            child,
+            redis: None,
+            address: format!("127.0.0.1:{port}").parse().expect("address"),
+            render_ms: 0.0,
+        };
+        gateway.preflight();
+        gateway
     }
 
     /// A non-streaming and a streamed request must come back with the upstream's answer and
@@ -651,12 +793,13 @@ impl Report {
     }
 
     /// What a target adds to the direct call, per shape.
-    fn added(&mut self, name: &str, direct: &[Run], runs: &[Run]) {
-        let mut line = format!("{name}: added to direct —");
-        for ((stream, concurrency), (d, r)) in SHAPES.iter().zip(direct.iter().zip(runs)) {
+    /// Notes what `runs` add to the `baseline` runs (the direct call, or the floor proxy).
+    fn added(&mut self, name: &str, baseline_name: &str, baseline: &[Run], runs: &[Run]) {
+        let mut line = format!("{name}: added to {baseline_name} —");
+        for ((stream, concurrency), (d, r)) in SHAPES.iter().zip(baseline.iter().zip(runs)) {
             let _ = write!(
                 line,
-                " {}c{concurrency}: p50 {:+.0} µs, p99 {:+.0} µs{}, {:.0}% of direct RPS;",
+                " {}c{concurrency}: p50 {:+.0} µs, p99 {:+.0} µs{}, {:.0}% of {baseline_name} RPS;",
                 if *stream { "SSE " } else { "JSON " },
                 r.p50_us - d.p50_us,
                 r.p99_us - d.p99_us,

@@ -749,6 +749,26 @@ fn invalid_resources_are_reported_and_left_out_while_the_rest_renders() {
             "absolute http or https URL",
         ),
         (
+            "LlmTenant",
+            "bad-key-name",
+            tenant(
+                "a",
+                "bad-key-name",
+                "{accessKeys: [{name: default}, {name: CI_Key}]}",
+            ),
+            "spec.accessKeys[1].name should match '^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'",
+        ),
+        (
+            "LlmTenant",
+            "long-key-name",
+            tenant(
+                "a",
+                "long-key-name",
+                &format!("{{accessKeys: [{{name: {}}}]}}", "k".repeat(64)),
+            ),
+            "spec.accessKeys[0].name may not be longer than 63 characters",
+        ),
+        (
             "LlmProvider",
             "no-creds",
             provider("a", "no-creds", "{type: openai}"),

@@ -184,8 +184,11 @@ pub enum BudgetAction {
 #[serde(rename_all = "camelCase")]
 pub struct AccessKeySpec {
     /// Name of the key (a DNS label); its Secret is `<tenant>-llm-access-<name>`.
-    #[schemars(length(max = 63))]
-    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$') && self.size() <= 63").message("access key name must be a DNS label"))]
+    // A schema pattern, not a CEL `matches()`: checked natively per key (see render::structural).
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
     pub name: String,
 }
 

@@ -362,7 +362,7 @@ async fn answer(
         .await
         .map_err(|_| Failure::Timeout)?
         .ok_or(Failure::Connect)?;
-    let (out, mut meter) = if status.is_success() {
+    let (out, meter) = if status.is_success() {
         match crate::formats::translate_response(format, client, &bytes, &attempt.model, now()) {
             Ok((out, usage)) => {
                 let mut meter = meter;
@@ -386,7 +386,6 @@ async fn answer(
         );
         (Bytes::from(body), meter)
     };
-    meter.set_usage(None);
     let mut response = Response::new(ResponseBody::metered(out, meter));
     *response.status_mut() = status;
     response

@@ -1,8 +1,8 @@
 //! Reading render's inputs from YAML text: Namespaces, Secrets, the three custom resources and
 //! the outputs of an earlier render. File I/O stays in the CLI; this takes text.
 //!
-//! Custom resources are checked the way the API server would: typed deserialization (schema)
-//! and the CRDs' own CEL rules, evaluated locally, so offline render refuses exactly what a
+//! Custom resources are checked the way the API server would: typed deserialization (schema),
+//! the schema's string patterns and lengths, and the CRDs' own CEL rules, evaluated locally, so offline render refuses exactly what a
 //! cluster would.
 
 use std::collections::BTreeMap;
@@ -16,6 +16,7 @@ use serde_yaml::{Mapping, Value};
 use zeroize::Zeroizing;
 
 use super::report::{REPORT_KIND, RenderReport};
+use super::structural::StructuralChecks;
 use super::{InvalidResource, NamespaceMeta, ObjectKey, RenderInput, ResourceKind, SecretValues};
 use crate::config::{
     CONFIG_MAP_NAME, KEY_STORE_FILE, KEY_STORE_SECRET_NAME, MASTER_KEY_FILE, MASTER_KEY_SECRET_NAME,
@@ -63,15 +64,22 @@ pub enum InputError {
     },
 }
 
-/// The three CRDs' CEL rules, compiled once.
-struct CelRules {
-    validator: Validator,
-    provider: CompiledSchema,
-    tenant: CompiledSchema,
-    policy: CompiledSchema,
+/// What the API server checks beyond types on one kind: its CEL rules and its schema's
+/// string patterns and lengths, each compiled once.
+struct KindRules {
+    cel: CompiledSchema,
+    structural: Option<StructuralChecks>,
 }
 
-fn compiled_rules<K: CustomResourceExt>(kind: &'static str) -> Result<CompiledSchema, InputError> {
+/// The three CRDs' rules, compiled once.
+struct SchemaRules {
+    validator: Validator,
+    provider: KindRules,
+    tenant: KindRules,
+    policy: KindRules,
+}
+
+fn compiled_rules<K: CustomResourceExt>(kind: &'static str) -> Result<KindRules, InputError> {
     let schema = K::crd()
         .spec
         .versions
@@ -80,15 +88,15 @@ fn compiled_rules<K: CustomResourceExt>(kind: &'static str) -> Result<CompiledSc
         .and_then(|s| s.open_api_v3_schema.as_ref())
         .and_then(|s| serde_json::to_value(s).ok())
         .ok_or(InputError::Schema(kind))?;
-    let compiled = compile_schema(&schema);
-    if compiled.compilation_errors().is_empty() {
-        Ok(compiled)
-    } else {
-        Err(InputError::Schema(kind))
+    let cel = compile_schema(&schema);
+    if !cel.compilation_errors().is_empty() {
+        return Err(InputError::Schema(kind));
     }
+    let structural = StructuralChecks::compile(&schema).map_err(|_| InputError::Schema(kind))?;
+    Ok(KindRules { cel, structural })
 }
 
-impl CelRules {
+impl SchemaRules {
     fn new() -> Result<Self, InputError> {
         Ok(Self {
             validator: Validator::new(),
@@ -99,13 +107,20 @@ impl CelRules {
     }
 
     fn check(&self, kind: ResourceKind, object: &serde_json::Value) -> Result<(), String> {
-        let schema = match kind {
+        let rules = match kind {
             ResourceKind::LlmProvider => &self.provider,
             ResourceKind::LlmTenant => &self.tenant,
             ResourceKind::RoutingPolicy => &self.policy,
         };
+        // Like the API server: the schema's own checks first, CEL only on what passed them.
+        if let Some(structural) = &rules.structural {
+            let errors = structural.check(object);
+            if !errors.is_empty() {
+                return Err(errors.join("; "));
+            }
+        }
         self.validator
-            .validate_compiled(schema, object, None)
+            .validate_compiled(&rules.cel, object, None)
             .map_err(|errors| {
                 errors
                     .iter()
@@ -132,7 +147,7 @@ impl CelRules {
 pub struct InputLoader {
     platform_namespace: String,
     input: RenderInput,
-    cel: CelRules,
+    rules: SchemaRules,
     warnings: Vec<String>,
 }
 
@@ -142,7 +157,7 @@ impl InputLoader {
         Ok(Self {
             platform_namespace: platform_namespace.into(),
             input: RenderInput::default(),
-            cel: CelRules::new()?,
+            rules: SchemaRules::new()?,
             warnings: Vec::new(),
         })
     }
@@ -384,7 +399,7 @@ impl InputLoader {
                 if !unknown.is_empty() {
                     return Err(format!("unknown field(s) {}", unknown.join(", ")));
                 }
-                self.cel.check(kind, &json)?;
+                self.rules.check(kind, &json)?;
                 Ok(resource)
             });
         match parsed {

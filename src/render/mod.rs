@@ -10,6 +10,7 @@ pub mod manifests;
 pub mod policies;
 pub mod providers;
 pub mod report;
+pub mod structural;
 pub mod tenants;
 pub mod tiers;
 
