@@ -120,7 +120,7 @@ pub struct Restored {
 
 enum Op {
     Admit(Record, oneshot::Sender<Result<(), LedgerError>>),
-    Settle(Record),
+    Settle(Record, Reserved),
     Refused(Record),
     Threshold {
         tenant: String,
@@ -129,6 +129,16 @@ enum Op {
         at: String,
     },
     Flush(oneshot::Sender<()>),
+}
+
+/// What a request's admission recorded against its tenant's totals. Its settlement carries
+/// them, so the writer computes the totals' change without reading the row back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reserved {
+    /// Tokens the admission counted.
+    pub tokens: u64,
+    /// Micro-USD the admission counted.
+    pub cost_micro_usd: u64,
 }
 
 /// Handle to the ledger's writer thread.
@@ -286,10 +296,11 @@ impl Ledger {
         done
     }
 
-    /// Replaces an admitted request's reservation with its settled figures (not awaited: a crash
-    /// before the commit leaves the reservation counted).
-    pub fn settle(&self, record: Record) {
-        if self.ops.send(Op::Settle(record)).is_err() {
+    /// Replaces an admitted request's reservation (`reserved`, what its admission record
+    /// carried) with its settled figures (not awaited: a crash before the commit leaves the
+    /// reservation counted).
+    pub fn settle(&self, record: Record, reserved: Reserved) {
+        if self.ops.send(Op::Settle(record, reserved)).is_err() {
             tracing::warn!("ledger writer stopped; a settlement was not recorded");
         }
     }
@@ -396,7 +407,7 @@ fn writer(
                             .map_err(|e| LedgerError::Commit(e.to_string())),
                     );
                 }
-                Op::Settle(record) | Op::Refused(record) => {
+                Op::Settle(record, _) | Op::Refused(record) => {
                     if let Some(file) = json_lines.as_mut() {
                         write_json_line(file, &record);
                     }
@@ -454,8 +465,7 @@ const INSERT_REQUEST: &str = "INSERT OR REPLACE INTO requests (request_id, times
 const SETTLE_REQUEST: &str = "UPDATE requests SET provider = ?5, model = ?6, tokens_input = ?10, tokens_output = ?11,
         cached_input_tokens = ?12, tokens = ?13, cost_micro_usd = ?14, latency_ms = ?15, status = ?16,
         outcome = ?17, fallback_count = ?18, estimated = ?19
-     WHERE request_id = ?1";
-const SELECT_RESERVED: &str = "SELECT tokens, cost_micro_usd FROM requests WHERE request_id = ?1";
+     WHERE request_id = ?1 AND outcome = 'reserved'";
 const ADD_TOTALS: &str = "INSERT INTO totals (tenant_id, period, tokens, requests, micro_usd) VALUES (?1, ?2, ?3, ?4, ?5)
      ON CONFLICT (tenant_id, period) DO UPDATE SET tokens = tokens + ?3, requests = requests + ?4,
         micro_usd = micro_usd + ?5";
@@ -483,27 +493,22 @@ fn commit(conn: &mut Connection, batch: &[Op]) -> rusqlite::Result<()> {
                     record.cost_micro_usd as i64,
                 );
             }
-            Op::Settle(record) => {
-                let before: Option<(i64, i64)> = tx
-                    .prepare_cached(SELECT_RESERVED)?
-                    .query_row(params![record.request_id], |row| {
-                        Ok((row.get(0)?, row.get(1)?))
-                    })
-                    .ok();
-                let Some((tokens, cost)) = before else {
-                    continue;
-                };
+            Op::Settle(record, reserved) => {
                 // The settled record replaces the admission's figures in place (an UPDATE
                 // rewrites one row; a REPLACE would delete and re-insert it in every index).
-                settle_row(&tx, record)?;
+                // No row still open (its admission never committed, or it was settled already):
+                // nothing to change in the totals.
+                if settle_row(&tx, record)? == 0 {
+                    continue;
+                }
                 // A request that never reached a provider is not counted at all.
                 let requests = if record.outcome == "failed" { -1 } else { 0 };
                 add_totals(
                     &mut totals,
                     record,
-                    record.tokens as i64 - tokens,
+                    record.tokens as i64 - reserved.tokens as i64,
                     requests,
-                    record.cost_micro_usd as i64 - cost,
+                    record.cost_micro_usd as i64 - reserved.cost_micro_usd as i64,
                 );
             }
             Op::Refused(record) => insert(&tx, record)?,
@@ -530,16 +535,17 @@ fn commit(conn: &mut Connection, batch: &[Op]) -> rusqlite::Result<()> {
 }
 
 fn insert(tx: &rusqlite::Transaction<'_>, r: &Record) -> rusqlite::Result<()> {
-    write_row(tx, INSERT_REQUEST, r)
+    write_row(tx, INSERT_REQUEST, r).map(drop)
 }
 
-/// The settled figures replace the admission's in place.
-fn settle_row(tx: &rusqlite::Transaction<'_>, r: &Record) -> rusqlite::Result<()> {
+/// The settled figures replace the admission's in place; the number of rows changed (0 or 1).
+fn settle_row(tx: &rusqlite::Transaction<'_>, r: &Record) -> rusqlite::Result<usize> {
     write_row(tx, SETTLE_REQUEST, r)
 }
 
-/// Runs `sql` with a record's fields as parameters ?1 to ?19, in the `requests` columns' order.
-fn write_row(tx: &rusqlite::Transaction<'_>, sql: &str, r: &Record) -> rusqlite::Result<()> {
+/// Runs `sql` with a record's fields as parameters ?1 to ?19, in the `requests` columns' order;
+/// the number of rows changed.
+fn write_row(tx: &rusqlite::Transaction<'_>, sql: &str, r: &Record) -> rusqlite::Result<usize> {
     tx.prepare_cached(sql)?.execute(params![
         r.request_id,
         r.timestamp,
@@ -560,8 +566,7 @@ fn write_row(tx: &rusqlite::Transaction<'_>, sql: &str, r: &Record) -> rusqlite:
         r.outcome,
         r.fallback_count,
         r.estimated,
-    ])?;
-    Ok(())
+    ])
 }
 
 /// Adds a record's change to its tenant's day and month totals of the batch.
@@ -642,5 +647,76 @@ mod tests {
             .query_row("PRAGMA journal_mode", [], |row| row.get(0))
             .unwrap();
         assert_eq!(mode, "wal");
+    }
+
+    fn record(id: &str, tokens: u64, cost_micro_usd: u64, outcome: &str) -> Record {
+        Record {
+            request_id: id.to_owned(),
+            timestamp: "2026-11-30T00:00:00Z".to_owned(),
+            ts_ms: 1,
+            tenant_id: "team/acme".to_owned(),
+            provider: String::new(),
+            model: "m".to_owned(),
+            source: "platform".to_owned(),
+            tokens_input: 0,
+            tokens_output: 0,
+            cached_input_tokens: 0,
+            tokens,
+            cost_micro_usd,
+            latency_ms: 0,
+            status: 0,
+            outcome: outcome.to_owned(),
+            fallback_count: 0,
+            estimated: true,
+            day: "2026-11-30".to_owned(),
+            month: "2026-11".to_owned(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_settlement_replaces_its_reservation_in_the_totals_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = LedgerOptions {
+            state_dir: dir.path().to_owned(),
+            retention_days: 1,
+            json_lines: None,
+        };
+        let (ledger, _) = Ledger::open(&options, "2026-11-30", "2026-11", 0).unwrap();
+        ledger
+            .admit(record("a", 200, 800, "reserved"))
+            .await
+            .unwrap()
+            .unwrap();
+        let reserved = Reserved {
+            tokens: 200,
+            cost_micro_usd: 800,
+        };
+        ledger.settle(record("a", 150, 600, "complete"), reserved);
+        // Settled twice (a defect elsewhere) or never admitted: the totals do not move.
+        ledger.settle(record("a", 999, 9_999, "complete"), reserved);
+        ledger.settle(record("never-admitted", 50, 50, "complete"), reserved);
+        ledger.flush().await;
+
+        let conn = Connection::open(dir.path().join(LEDGER_FILE)).unwrap();
+        for period in ["day:2026-11-30", "month:2026-11"] {
+            let totals: (i64, i64, i64) = conn
+                .query_row(
+                    "SELECT tokens, requests, micro_usd FROM totals WHERE tenant_id = ?1 AND period = ?2",
+                    params!["team/acme", period],
+                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+                )
+                .unwrap();
+            assert_eq!(totals, (150, 1, 600), "{period}");
+        }
+        let rows = read_all(dir.path()).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(
+            (
+                rows[0].tokens,
+                rows[0].cost_micro_usd,
+                rows[0].outcome.as_str()
+            ),
+            (150, 600, "complete")
+        );
     }
 }

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::book::Book;
 use super::charge::{Admitted, Charge, LimitKind, Refusal};
 use super::clock::{self, Day, MINUTE_MS};
-use super::ledger::{Ledger, LedgerError, LedgerOptions, Record};
+use super::ledger::{Ledger, LedgerError, LedgerOptions, Record, Reserved};
 use super::plan::{
     self, Candidate, RequestSize, Reservation, ReservePolicy, Settlement, crossed_thresholds, keys,
 };
@@ -690,7 +690,13 @@ impl Meter {
                     record.estimated = false;
                 }
             }
-            ledger.settle(record);
+            ledger.settle(
+                record,
+                Reserved {
+                    tokens: ticket.reservation.tokens,
+                    cost_micro_usd: ticket.reservation.cost_micro_usd,
+                },
+            );
         }
         if let (Some(served), Some(settlement)) = (served, settlement) {
             self.count(&ticket, &served, settlement, latency);
