@@ -65,6 +65,11 @@ fn main() {
         return;
     }
     let options = Options::from_env();
+    for unknown in options.unknown_scenarios() {
+        eprintln!(
+            "load: LOAD_SCENARIOS names no scenario {unknown:?} (floor, bare, metered, redis, 10k-tenants)"
+        );
+    }
     let pinned = options.pin && pin_self_to_cpu1();
     let upstream = start_upstream();
     let work = tempfile::tempdir().expect("temporary directory");
@@ -86,13 +91,7 @@ fn main() {
     let direct_runs = measure_direct(&mut report, "direct");
     let mut floor_runs = None;
 
-    for scenario in [
-        Scenario::Floor,
-        Scenario::Bare,
-        Scenario::Metered,
-        Scenario::Redis,
-        Scenario::TenThousand,
-    ] {
+    for scenario in Scenario::MEASURED {
         if !options.selects(scenario) {
             continue;
         }
@@ -105,10 +104,14 @@ fn main() {
         };
         // Let start-up's temporary allocations be returned before reading the idle size.
         std::thread::sleep(Duration::from_secs(2));
+        let render = if scenario == Scenario::Floor {
+            String::new()
+        } else {
+            format!("render {:.0} ms, ", gateway.render_ms)
+        };
         report.note(format!(
-            "{}: render {:.0} ms, RSS idle {} MiB",
+            "{}: {render}RSS idle {} MiB",
             scenario.name(),
-            gateway.render_ms,
             gateway.rss_kib() / 1024
         ));
         let url = format!("http://{}/v1/chat/completions", gateway.address);
@@ -161,6 +164,17 @@ impl Options {
         }
     }
 
+    /// Names in `LOAD_SCENARIOS` that match no scenario (a typo would silently measure nothing).
+    fn unknown_scenarios(&self) -> Vec<&str> {
+        let known = Scenario::MEASURED.map(Scenario::name);
+        self.only
+            .iter()
+            .flatten()
+            .map(String::as_str)
+            .filter(|name| !known.contains(name))
+            .collect()
+    }
+
     fn selects(&self, scenario: Scenario) -> bool {
         self.only
             .as_ref()
@@ -179,6 +193,16 @@ enum Scenario {
 }
 
 impl Scenario {
+    /// The scenarios measured against the direct baseline, in order (the floor first: the
+    /// others are also read against it).
+    const MEASURED: [Scenario; 5] = [
+        Scenario::Floor,
+        Scenario::Bare,
+        Scenario::Metered,
+        Scenario::Redis,
+        Scenario::TenThousand,
+    ];
+
     fn name(self) -> &'static str {
         match self {
             Scenario::Direct => "direct",
@@ -792,7 +816,6 @@ impl Report {
         runs
     }
 
-    /// What a target adds to the direct call, per shape.
     /// Notes what `runs` add to the `baseline` runs (the direct call, or the floor proxy).
     fn added(&mut self, name: &str, baseline_name: &str, baseline: &[Run], runs: &[Run]) {
         let mut line = format!("{name}: added to {baseline_name} —");

@@ -238,3 +238,44 @@ fn the_helm_chart_ships_the_same_crds() {
         );
     }
 }
+
+fn patterns(schema: &Value, out: &mut Vec<String>) {
+    match schema {
+        Value::Object(map) => {
+            if let Some(Value::String(pattern)) = map.get("pattern") {
+                out.push(pattern.clone());
+            }
+            map.values().for_each(|v| patterns(v, out));
+        }
+        Value::Array(values) => values.iter().for_each(|v| patterns(v, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn schema_patterns_mean_the_same_to_the_api_server_and_to_offline_render() {
+    // Offline render compiles patterns with the `regex` crate, the API server with Go's RE2:
+    // the same except for the Unicode-aware shorthand classes, so the CRDs spell classes out.
+    let mut found = Vec::new();
+    for kind in ["LlmProvider", "LlmTenant", "RoutingPolicy"] {
+        patterns(&schema_of(kind), &mut found);
+    }
+    assert!(!found.is_empty(), "the access key name has a pattern");
+    for pattern in found {
+        for shorthand in [r"\d", r"\w", r"\s", r"\b", r"\D", r"\W", r"\S", r"\B"] {
+            assert!(
+                !pattern.contains(shorthand),
+                "{pattern} uses {shorthand}: write the ASCII class out"
+            );
+        }
+        assert!(regex_compiles(&pattern), "{pattern} does not compile");
+    }
+}
+
+fn regex_compiles(pattern: &str) -> bool {
+    dgidgi::render::structural::StructuralChecks::compile(&serde_json::json!({
+        "type": "string",
+        "pattern": pattern
+    }))
+    .is_ok()
+}

@@ -766,7 +766,23 @@ fn invalid_resources_are_reported_and_left_out_while_the_rest_renders() {
                 "long-key-name",
                 &format!("{{accessKeys: [{{name: {}}}]}}", "k".repeat(64)),
             ),
-            "spec.accessKeys[0].name may not be longer than 63 characters",
+            "spec.accessKeys[0].name: Too long: may not be more than 63 characters",
+        ),
+        (
+            "LlmTenant",
+            "too-many-keys",
+            tenant(
+                "a",
+                "too-many-keys",
+                &format!(
+                    "{{accessKeys: [{}]}}",
+                    (0..17)
+                        .map(|i| format!("{{name: k{i}}}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ),
+            "spec.accessKeys: Too many: 17 (must have at most 16 items)",
         ),
         (
             "LlmProvider",

@@ -112,15 +112,29 @@ impl SchemaRules {
             ResourceKind::LlmTenant => &self.tenant,
             ResourceKind::RoutingPolicy => &self.policy,
         };
-        // Like the API server: the schema's own checks first, CEL only on what passed them.
+        // Like the API server: the schema's own checks first; the CEL rules after them unless
+        // something was too long or too many (their evaluation cost could then be unbounded).
+        let mut messages = Vec::new();
+        let mut blocking = false;
         if let Some(structural) = &rules.structural {
-            let errors = structural.check(object);
-            if !errors.is_empty() {
-                return Err(errors.join("; "));
+            for violation in structural.check(object) {
+                blocking |= violation.blocking;
+                messages.push(violation.message);
             }
         }
+        if !blocking && let Err(cel) = self.cel_check(&rules.cel, object) {
+            messages.push(cel);
+        }
+        if messages.is_empty() {
+            Ok(())
+        } else {
+            Err(messages.join("; "))
+        }
+    }
+
+    fn cel_check(&self, schema: &CompiledSchema, object: &serde_json::Value) -> Result<(), String> {
         self.validator
-            .validate_compiled(&rules.cel, object, None)
+            .validate_compiled(schema, object, None)
             .map_err(|errors| {
                 errors
                     .iter()

@@ -230,19 +230,26 @@ pub fn manifest_files(output: &RenderOutput) -> Result<Vec<OutputFile>, RenderEr
 pub fn config_dir_files(output: &RenderOutput) -> Result<Vec<OutputFile>, RenderError> {
     // The two large texts (the config and the access key Secrets, each linear in tenants) are
     // written on two threads: at 10,000 tenants YAML output is a third of `dgidgi render`.
-    let (docs, access_keys) = std::thread::scope(|scope| {
-        let access_keys = scope.spawn(|| {
-            let list = serde_json::json!({
-                "apiVersion": "v1",
-                "kind": "List",
-                "items": output.access_keys.iter().map(access_key_secret).collect::<Vec<_>>(),
-            });
-            yaml(&list, "the access keys")
+    let access_keys_yaml = || {
+        let list = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "List",
+            "items": output.access_keys.iter().map(access_key_secret).collect::<Vec<_>>(),
         });
+        yaml(&list, "the access keys")
+    };
+    let (docs, access_keys) = std::thread::scope(|scope| {
+        // No thread to be had (a process at its limit): the same work, one after the other.
+        let access_keys = std::thread::Builder::new()
+            .name("render-access-keys".into())
+            .spawn_scoped(scope, access_keys_yaml);
         let docs = documents(output);
-        let access_keys = access_keys
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        let access_keys = match access_keys {
+            Ok(handle) => handle
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            Err(_) => access_keys_yaml(),
+        };
         (docs, access_keys)
     });
     let docs = docs?;

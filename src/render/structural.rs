@@ -1,6 +1,11 @@
 //! The OpenAPI value checks the API server makes on a custom resource besides its types and its
-//! CEL rules: a string's `pattern`, `minLength` and `maxLength`. Typed deserialization cannot see
-//! them, so offline render checks them here, from the CRD's own schema.
+//! CEL rules: a string's `pattern`, `minLength` and `maxLength`, and an array's `minItems` and
+//! `maxItems`. Typed deserialization cannot see them, so offline render checks them here, from
+//! the CRD's own schema (through `properties`, `items` and `additionalProperties`).
+//!
+//! Patterns are compiled by the `regex` crate, the API server's by Go's RE2: the same syntax and
+//! meaning except that `\d`, `\w`, `\s` and `\b` are Unicode-aware here and ASCII there, so
+//! the CRDs spell classes out (`[0-9]`), which `tests/crds.rs` checks.
 //!
 //! Why a schema `pattern` rather than a CEL `matches()` rule for checks that repeat per tenant
 //! (an access key's name): the API server runs a pattern natively, outside the CEL cost budget,
@@ -20,8 +25,22 @@ pub struct StructuralChecks {
     pattern: Option<(Regex, String)>,
     min_length: Option<usize>,
     max_length: Option<usize>,
+    min_items: Option<usize>,
+    max_items: Option<usize>,
     properties: BTreeMap<String, StructuralChecks>,
+    /// The schema of a map's values.
+    additional: Option<Box<StructuralChecks>>,
     items: Option<Box<StructuralChecks>>,
+}
+
+/// One violation, in the API server's words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// `path: what is wrong` (values are never quoted).
+    pub message: String,
+    /// Too long or too many: the API server then skips the CEL rules (their cost could be
+    /// unbounded); after other violations it still evaluates them.
+    pub blocking: bool,
 }
 
 impl StructuralChecks {
@@ -31,6 +50,8 @@ impl StructuralChecks {
         let mut checks = Self {
             min_length: length(schema, "minLength"),
             max_length: length(schema, "maxLength"),
+            min_items: length(schema, "minItems"),
+            max_items: length(schema, "maxItems"),
             ..Self::default()
         };
         if let Some(pattern) = schema.get("pattern").and_then(Value::as_str) {
@@ -46,39 +67,66 @@ impl StructuralChecks {
         if let Some(items) = schema.get("items") {
             checks.items = Self::compile(items)?.map(Box::new);
         }
+        if let Some(values) = schema.get("additionalProperties").filter(|v| v.is_object()) {
+            checks.additional = Self::compile(values)?.map(Box::new);
+        }
         let empty = checks.pattern.is_none()
             && checks.min_length.is_none()
             && checks.max_length.is_none()
+            && checks.min_items.is_none()
+            && checks.max_items.is_none()
             && checks.properties.is_empty()
+            && checks.additional.is_none()
             && checks.items.is_none();
         Ok((!empty).then_some(checks))
     }
 
-    /// Every violation in `object`, as `path: what is wrong` in the API server's words. Values
-    /// are not quoted (a misplaced secret must not reach a message).
-    pub fn check(&self, object: &Value) -> Vec<String> {
+    /// Every violation in `object`. Values are not quoted (a misplaced secret must not reach a
+    /// message).
+    pub fn check(&self, object: &Value) -> Vec<Violation> {
         let mut errors = Vec::new();
         self.walk(object, &mut String::new(), &mut errors);
         errors
     }
 
-    fn walk(&self, value: &Value, path: &mut String, errors: &mut Vec<String>) {
+    fn walk(&self, value: &Value, path: &mut String, errors: &mut Vec<Violation>) {
         match value {
             Value::String(text) => self.check_string(text, path, errors),
             Value::Object(map) => {
-                for (name, child) in &self.properties {
-                    if let Some(value) = map.get(name) {
-                        let before = path.len();
-                        if !path.is_empty() {
-                            path.push('.');
-                        }
-                        path.push_str(name);
-                        child.walk(value, path, errors);
-                        path.truncate(before);
+                for (name, value) in map {
+                    let Some(child) = self.properties.get(name).or(self.additional.as_deref())
+                    else {
+                        continue;
+                    };
+                    let before = path.len();
+                    if !path.is_empty() {
+                        path.push('.');
                     }
+                    path.push_str(name);
+                    child.walk(value, path, errors);
+                    path.truncate(before);
                 }
             }
             Value::Array(values) => {
+                if let Some(max) = self.max_items
+                    && values.len() > max
+                {
+                    errors.push(Violation {
+                        message: format!(
+                            "{path}: Too many: {} (must have at most {max} items)",
+                            values.len()
+                        ),
+                        blocking: true,
+                    });
+                }
+                if let Some(min) = self.min_items
+                    && values.len() < min
+                {
+                    errors.push(Violation {
+                        message: format!("{path} should have at least {min} items"),
+                        blocking: false,
+                    });
+                }
                 if let Some(items) = &self.items {
                     for (index, value) in values.iter().enumerate() {
                         let before = path.len();
@@ -92,23 +140,32 @@ impl StructuralChecks {
         }
     }
 
-    fn check_string(&self, text: &str, path: &str, errors: &mut Vec<String>) {
+    fn check_string(&self, text: &str, path: &str, errors: &mut Vec<Violation>) {
         // The API server counts characters, not bytes.
         let characters = text.chars().count();
         if let Some(min) = self.min_length
             && characters < min
         {
-            errors.push(format!("{path} should be at least {min} chars long"));
+            errors.push(Violation {
+                message: format!("{path} should be at least {min} chars long"),
+                blocking: false,
+            });
         }
         if let Some(max) = self.max_length
             && characters > max
         {
-            errors.push(format!("{path} may not be longer than {max} characters"));
+            errors.push(Violation {
+                message: format!("{path}: Too long: may not be more than {max} characters"),
+                blocking: true,
+            });
         }
         if let Some((regex, source)) = &self.pattern
             && !regex.is_match(text)
         {
-            errors.push(format!("{path} should match '{source}'"));
+            errors.push(Violation {
+                message: format!("{path} should match '{source}'"),
+                blocking: false,
+            });
         }
     }
 }
@@ -140,7 +197,12 @@ mod tests {
                                     "name": {"type": "string", "maxLength": 5, "minLength": 1, "pattern": "^[a-z]+$"},
                                     "free": {"type": "string"}
                                 }
-                            }
+                            },
+                            "maxItems": 4
+                        },
+                        "labels": {
+                            "type": "object",
+                            "additionalProperties": {"type": "string", "maxLength": 3}
                         },
                         "count": {"type": "integer"}
                     }
@@ -170,17 +232,47 @@ mod tests {
     #[test]
     fn valid_objects_pass_and_each_violation_is_named_by_path() {
         let checks = checks();
-        let good = json!({"spec": {"keys": [{"name": "abc", "free": "ANY thing"}], "count": 3}});
-        assert_eq!(checks.check(&good), Vec::<String>::new());
-        let bad = json!({"spec": {"keys": [{"name": "ok"}, {"name": "Bad"}, {"name": "toolong"}, {"name": ""}]}});
+        let good = json!({"spec": {"keys": [{"name": "abc", "free": "ANY thing"}], "labels": {"a": "xyz"}, "count": 3}});
+        assert_eq!(checks.check(&good), Vec::new());
+        let bad = json!({"spec": {"keys": [{"name": "ok"}, {"name": "Bad"}, {"name": "toolong"}, {"name": ""}], "labels": {"a": "long"}}});
+        let messages = |violations: Vec<Violation>| {
+            violations
+                .into_iter()
+                .map(|v| (v.message, v.blocking))
+                .collect::<Vec<_>>()
+        };
         assert_eq!(
-            checks.check(&bad),
+            messages(checks.check(&bad)),
             vec![
-                "spec.keys[1].name should match '^[a-z]+$'".to_owned(),
-                "spec.keys[2].name may not be longer than 5 characters".to_owned(),
-                "spec.keys[3].name should be at least 1 chars long".to_owned(),
-                "spec.keys[3].name should match '^[a-z]+$'".to_owned(),
+                (
+                    "spec.keys[1].name should match '^[a-z]+$'".to_owned(),
+                    false
+                ),
+                (
+                    "spec.keys[2].name: Too long: may not be more than 5 characters".to_owned(),
+                    true
+                ),
+                (
+                    "spec.keys[3].name should be at least 1 chars long".to_owned(),
+                    false
+                ),
+                (
+                    "spec.keys[3].name should match '^[a-z]+$'".to_owned(),
+                    false
+                ),
+                (
+                    "spec.labels.a: Too long: may not be more than 3 characters".to_owned(),
+                    true
+                ),
             ]
+        );
+        let many = json!({"spec": {"keys": [{"name": "a"}, {"name": "b"}, {"name": "c"}, {"name": "d"}, {"name": "e"}]}});
+        assert_eq!(
+            messages(checks.check(&many)),
+            vec![(
+                "spec.keys: Too many: 5 (must have at most 4 items)".to_owned(),
+                true
+            )]
         );
     }
 
@@ -189,8 +281,12 @@ mod tests {
         let checks = checks();
         let accented = json!({"spec": {"keys": [{"name": "ééééé"}]}});
         let errors = checks.check(&accented);
-        assert_eq!(errors, vec!["spec.keys[0].name should match '^[a-z]+$'"]);
-        assert!(errors.iter().all(|e| !e.contains("ééééé")));
+        assert_eq!(errors.len(), 1);
+        assert_eq!(
+            errors[0].message,
+            "spec.keys[0].name should match '^[a-z]+$'"
+        );
+        assert!(errors.iter().all(|e| !e.message.contains("ééééé")));
     }
 
     #[test]
