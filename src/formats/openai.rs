@@ -36,7 +36,39 @@ pub fn usage_from_value(usage: &Value) -> Option<Usage> {
 
 /// The usage of a whole (non-streamed) chat completion body, if it reports one.
 pub fn usage_from_response(body: &[u8]) -> Option<Usage> {
-    #[derive(serde::Deserialize)]
+    // The counts read straight into integers: a real answer's `usage` carries two nested detail
+    // objects, and building them as `Value`s was most of this function's cost on every request.
+    #[derive(Deserialize)]
+    struct Typed {
+        usage: Option<TypedUsage>,
+    }
+    #[derive(Deserialize)]
+    struct TypedUsage {
+        prompt_tokens: Option<u64>,
+        completion_tokens: Option<u64>,
+        prompt_tokens_details: Option<TypedDetails>,
+        prompt_cache_hit_tokens: Option<u64>,
+    }
+    #[derive(Deserialize)]
+    struct TypedDetails {
+        cached_tokens: Option<u64>,
+    }
+    if let Ok(typed) = serde_json::from_slice::<Typed>(body) {
+        let usage = typed.usage?;
+        return Some(Usage {
+            input_tokens: usage.prompt_tokens?,
+            output_tokens: usage.completion_tokens.unwrap_or(0),
+            cached_input_tokens: usage
+                .prompt_tokens_details
+                .and_then(|details| details.cached_tokens)
+                .or(usage.prompt_cache_hit_tokens)
+                .unwrap_or(0),
+            cache_creation_input_tokens: 0,
+        });
+    }
+    // A count of another type (a float, a string, a negative number) or a repeated key: the
+    // lenient reading of `usage_from_value`, which the typed one above agrees with otherwise.
+    #[derive(Deserialize)]
     struct WithUsage {
         usage: Option<Value>,
     }
@@ -266,6 +298,47 @@ mod tests {
         );
         assert_eq!(usage_from_response(b"{\"choices\":[]}"), None);
         assert_eq!(usage_from_response(b"not json"), None);
+    }
+
+    #[test]
+    fn the_typed_reading_of_a_response_agrees_with_the_lenient_one() {
+        let usages = [
+            json!({"prompt_tokens": 7, "completion_tokens": 3}),
+            json!({"prompt_tokens": 7}),
+            json!({"completion_tokens": 3}),
+            json!({"prompt_tokens": null, "completion_tokens": 3}),
+            json!({"prompt_tokens": 7, "completion_tokens": 2.5}),
+            json!({"prompt_tokens": 7.0, "completion_tokens": 3}),
+            json!({"prompt_tokens": -1, "completion_tokens": 3}),
+            json!({"prompt_tokens": "7", "completion_tokens": 3}),
+            json!({"prompt_tokens": 7, "prompt_tokens_details": null, "prompt_cache_hit_tokens": 4}),
+            json!({"prompt_tokens": 7, "prompt_tokens_details": {"cached_tokens": null}, "prompt_cache_hit_tokens": 4}),
+            json!({"prompt_tokens": 7, "prompt_tokens_details": {"cached_tokens": 5}, "prompt_cache_hit_tokens": 4}),
+            json!({"prompt_tokens": 7, "prompt_tokens_details": "none"}),
+            json!({"prompt_tokens": 7, "completion_tokens_details": {"reasoning_tokens": 2}, "extra": [1, {"a": 2}]}),
+            json!(null),
+            json!(42),
+            json!([]),
+        ];
+        for usage in usages {
+            let body =
+                json!({"id": "c", "choices": [{"message": {"content": "hi"}}], "usage": usage});
+            let expected = usage
+                .is_object()
+                .then(|| usage_from_value(&usage))
+                .flatten();
+            assert_eq!(
+                usage_from_response(body.to_string().as_bytes()),
+                expected,
+                "{usage}"
+            );
+        }
+        // A repeated key: the last one counts, as when the body is read as a `Value`.
+        let repeated = br#"{"usage":{"prompt_tokens":1,"prompt_tokens":9,"completion_tokens":2}}"#;
+        assert_eq!(
+            usage_from_response(repeated).map(|u| u.input_tokens),
+            Some(9)
+        );
     }
 
     #[test]
