@@ -38,15 +38,16 @@ pub fn usage_from_value(usage: &Value) -> Option<Usage> {
 pub fn usage_from_response(body: &[u8]) -> Option<Usage> {
     // The counts read straight into integers: a real answer's `usage` carries two nested detail
     // objects, and building them as `Value`s was most of this function's cost on every request.
+    // Members it does not name are skipped unread, as the rest of the answer always was.
     #[derive(Deserialize)]
     struct Typed {
-        usage: Option<TypedUsage>,
+        usage: Option<ObjectOnly<TypedUsage>>,
     }
     #[derive(Deserialize)]
     struct TypedUsage {
         prompt_tokens: Option<u64>,
         completion_tokens: Option<u64>,
-        prompt_tokens_details: Option<TypedDetails>,
+        prompt_tokens_details: Option<ObjectOnly<TypedDetails>>,
         prompt_cache_hit_tokens: Option<u64>,
     }
     #[derive(Deserialize)]
@@ -54,26 +55,50 @@ pub fn usage_from_response(body: &[u8]) -> Option<Usage> {
         cached_tokens: Option<u64>,
     }
     if let Ok(typed) = serde_json::from_slice::<Typed>(body) {
-        let usage = typed.usage?;
+        let usage = typed.usage?.0;
         return Some(Usage {
             input_tokens: usage.prompt_tokens?,
             output_tokens: usage.completion_tokens.unwrap_or(0),
             cached_input_tokens: usage
                 .prompt_tokens_details
-                .and_then(|details| details.cached_tokens)
+                .and_then(|details| details.0.cached_tokens)
                 .or(usage.prompt_cache_hit_tokens)
                 .unwrap_or(0),
             cache_creation_input_tokens: 0,
         });
     }
-    // A count of another type (a float, a string, a negative number) or a repeated key: the
-    // lenient reading of `usage_from_value`, which the typed one above agrees with otherwise.
+    // A count of another type (a float, a string, a negative number), a repeated key or an
+    // array where an object belongs: the lenient reading of `usage_from_value`, which the typed
+    // one above agrees with otherwise.
     #[derive(Deserialize)]
     struct WithUsage {
         usage: Option<Value>,
     }
     let parsed: WithUsage = serde_json::from_slice(body).ok()?;
     usage_from_value(parsed.usage.as_ref()?)
+}
+
+/// A JSON object read as `T`, and nothing else: serde's derived structs also take an array of
+/// their fields in order, which the `Value` reading of usage never did.
+struct ObjectOnly<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for ObjectOnly<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Object<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Object<T> {
+            type Value = ObjectOnly<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(ObjectOnly)
+            }
+        }
+        deserializer.deserialize_map(Object(std::marker::PhantomData))
+    }
 }
 
 /// The usage a stream chunk carries (with `include_usage`, the last chunk before `[DONE]`).
@@ -316,9 +341,11 @@ mod tests {
             json!({"prompt_tokens": 7, "prompt_tokens_details": {"cached_tokens": 5}, "prompt_cache_hit_tokens": 4}),
             json!({"prompt_tokens": 7, "prompt_tokens_details": "none"}),
             json!({"prompt_tokens": 7, "completion_tokens_details": {"reasoning_tokens": 2}, "extra": [1, {"a": 2}]}),
+            json!({"prompt_tokens": 7, "prompt_tokens_details": [5], "prompt_cache_hit_tokens": 4}),
             json!(null),
             json!(42),
             json!([]),
+            json!([7, 3, null, null]),
         ];
         for usage in usages {
             let body =

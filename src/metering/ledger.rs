@@ -465,7 +465,7 @@ const INSERT_REQUEST: &str = "INSERT OR REPLACE INTO requests (request_id, times
 const SETTLE_REQUEST: &str = "UPDATE requests SET provider = ?5, model = ?6, tokens_input = ?10, tokens_output = ?11,
         cached_input_tokens = ?12, tokens = ?13, cost_micro_usd = ?14, latency_ms = ?15, status = ?16,
         outcome = ?17, fallback_count = ?18, estimated = ?19
-     WHERE request_id = ?1 AND outcome = 'reserved'";
+     WHERE request_id = ?1 AND outcome IN ('reserved', 'interrupted')";
 const ADD_TOTALS: &str = "INSERT INTO totals (tenant_id, period, tokens, requests, micro_usd) VALUES (?1, ?2, ?3, ?4, ?5)
      ON CONFLICT (tenant_id, period) DO UPDATE SET tokens = tokens + ?3, requests = requests + ?4,
         micro_usd = micro_usd + ?5";
@@ -497,7 +497,9 @@ fn commit(conn: &mut Connection, batch: &[Op]) -> rusqlite::Result<()> {
                 // The settled record replaces the admission's figures in place (an UPDATE
                 // rewrites one row; a REPLACE would delete and re-insert it in every index).
                 // No row still open (its admission never committed, or it was settled already):
-                // nothing to change in the totals.
+                // nothing to change in the totals. `interrupted` is open too: a gateway that
+                // opened the same ledger (a rolling update on a shared volume) marks the other's
+                // in-flight rows so, and their settlements still arrive.
                 if settle_row(&tx, record)? == 0 {
                     continue;
                 }
@@ -695,6 +697,26 @@ mod tests {
         // Settled twice (a defect elsewhere) or never admitted: the totals do not move.
         ledger.settle(record("a", 999, 9_999, "complete"), reserved);
         ledger.settle(record("never-admitted", 50, 50, "complete"), reserved);
+        // A row another gateway marked interrupted is still settled (tokens 100 -> 40).
+        ledger
+            .admit(record("b", 100, 400, "reserved"))
+            .await
+            .unwrap()
+            .unwrap();
+        Connection::open(dir.path().join(LEDGER_FILE))
+            .unwrap()
+            .execute(
+                "UPDATE requests SET outcome = 'interrupted' WHERE request_id = 'b'",
+                [],
+            )
+            .unwrap();
+        ledger.settle(
+            record("b", 40, 160, "complete"),
+            Reserved {
+                tokens: 100,
+                cost_micro_usd: 400,
+            },
+        );
         ledger.flush().await;
 
         let conn = Connection::open(dir.path().join(LEDGER_FILE)).unwrap();
@@ -706,17 +728,13 @@ mod tests {
                     |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
                 )
                 .unwrap();
-            assert_eq!(totals, (150, 1, 600), "{period}");
+            assert_eq!(totals, (150 + 40, 2, 600 + 160), "{period}");
         }
         let rows = read_all(dir.path()).unwrap();
-        assert_eq!(rows.len(), 1);
-        assert_eq!(
-            (
-                rows[0].tokens,
-                rows[0].cost_micro_usd,
-                rows[0].outcome.as_str()
-            ),
-            (150, 600, "complete")
-        );
+        let settled: Vec<_> = rows
+            .iter()
+            .map(|r| (r.tokens, r.cost_micro_usd, r.outcome.as_str()))
+            .collect();
+        assert_eq!(settled, vec![(150, 600, "complete"), (40, 160, "complete")]);
     }
 }
