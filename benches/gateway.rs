@@ -7,7 +7,9 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use dgidgi::config::load::Snapshot;
-use dgidgi::formats::{Format, openai, translate_response};
+use dgidgi::formats::{
+    Format, cap_output_tokens, openai, translate_response, write_with_edited_members,
+};
 use dgidgi::render::manifests::config_dir_files;
 use dgidgi::render::{InputLoader, RenderContext, render};
 use dgidgi::routing::plan::{RouteRequest, plan};
@@ -88,6 +90,40 @@ fn request_path(c: &mut Criterion) {
                     serde_json::from_slice(black_box(CHAT.as_bytes())).expect("parses");
                 json.insert("model".into(), Value::String("gpt-4o".into()));
                 black_box(serde_json::to_vec(&json).expect("serializes"))
+            })
+        },
+    );
+
+    // A realistic conversation (40 messages, ~40 KB): re-addressed for an upstream of the
+    // client's format, as each attempt does (the model and the output cap change).
+    let conversation: Map<String, Value> = serde_json::from_value(serde_json::json!({
+        "model": "gpt-4o",
+        "max_tokens": 800,
+        "messages": (0..40)
+            .map(|i| serde_json::json!({
+                "role": if i % 2 == 0 { "user" } else { "assistant" },
+                "content": format!("turn {i}: {}", "a sentence of the conversation. ".repeat(30)),
+            }))
+            .collect::<Vec<_>>(),
+    }))
+    .expect("an object");
+    c.bench_function(
+        "gateway/re-address a 40-message body for the upstream",
+        |b| {
+            b.iter(|| {
+                black_box(write_with_edited_members(
+                    black_box(&conversation),
+                    &[
+                        "model",
+                        "stream_options",
+                        "max_tokens",
+                        "max_completion_tokens",
+                    ],
+                    |json| {
+                        json.insert("model".into(), Value::String("gpt-4o-2024-08-06".into()));
+                        cap_output_tokens(json, Format::OpenAi, true, 500);
+                    },
+                ))
             })
         },
     );

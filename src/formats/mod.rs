@@ -370,6 +370,52 @@ pub fn cap_output_tokens(
     }
 }
 
+/// Writes `body` with some of its top-level members edited, without copying the rest: the
+/// members named in `members` (those present) are copied out, `edit` changes them (it may add,
+/// change or remove any of those names, and only those), and the output holds `body`'s other
+/// members as they are followed by the edited ones. Re-addressing a request to an upstream of
+/// its own format changes the model and a few limits; the messages and tools, nearly all of a
+/// real body, are written straight from the parsed request instead of being cloned per attempt.
+pub fn write_with_edited_members(
+    body: &Map<String, Value>,
+    members: &[&str],
+    edit: impl FnOnce(&mut Map<String, Value>),
+) -> Vec<u8> {
+    struct Edited<'a> {
+        body: &'a Map<String, Value>,
+        members: &'a [&'a str],
+        edited: &'a Map<String, Value>,
+    }
+    impl serde::Serialize for Edited<'_> {
+        fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            let kept = self
+                .body
+                .iter()
+                .filter(|(name, _)| !self.members.contains(&name.as_str()));
+            serializer.collect_map(kept.chain(self.edited))
+        }
+    }
+    let mut edited: Map<String, Value> = members
+        .iter()
+        .filter_map(|name| {
+            body.get(*name)
+                .map(|value| ((*name).to_owned(), value.clone()))
+        })
+        .collect();
+    edit(&mut edited);
+    debug_assert!(
+        edited.keys().all(|name| members.contains(&name.as_str())),
+        "an edit touched a member it did not name"
+    );
+    // A map of JSON values always serializes (string keys, finite numbers).
+    serde_json::to_vec(&Edited {
+        body,
+        members,
+        edited: &edited,
+    })
+    .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod cap_tests {
     use super::*;
@@ -421,5 +467,48 @@ mod cap_tests {
             capped(json!({}), Format::Gemini, false),
             json!({"generationConfig": {"maxOutputTokens": 100}})
         );
+    }
+}
+
+#[cfg(test)]
+mod edited_members_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn edited_members_replace_the_originals_and_the_rest_is_written_as_it_was() {
+        let body = json!({
+            "model": "asked", "max_tokens": 900, "temperature": 0.2,
+            "messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function"}]
+        });
+        let Value::Object(body) = body else {
+            unreachable!()
+        };
+        let written = write_with_edited_members(
+            &body,
+            &[
+                "model",
+                "max_tokens",
+                "max_completion_tokens",
+                "stream_options",
+            ],
+            |json| {
+                json.insert("model".into(), json!("served"));
+                let max = json.remove("max_tokens").expect("present");
+                json.insert("max_completion_tokens".into(), max);
+            },
+        );
+        let parsed: Value = serde_json::from_slice(&written).expect("JSON");
+        assert_eq!(
+            parsed,
+            json!({
+                "model": "served", "max_completion_tokens": 900, "temperature": 0.2,
+                "messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function"}]
+            })
+        );
+        // Each member once: nothing named twice in the text.
+        let text = String::from_utf8(written).expect("UTF-8");
+        assert_eq!(text.matches("\"model\"").count(), 1);
+        assert!(!text.contains("\"max_tokens\""));
     }
 }

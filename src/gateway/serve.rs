@@ -22,7 +22,9 @@ use super::{Active, Gateway};
 use crate::config::{Scope, TenantConfig};
 use crate::crd::Source;
 use crate::formats::stream::{Context, reframer};
-use crate::formats::{Format, FormatError, anthropic, cohere, gemini, openai};
+use crate::formats::{
+    Format, FormatError, anthropic, cohere, gemini, openai, write_with_edited_members,
+};
 use crate::metering::Ticket;
 use crate::providers::{ProviderKind, mock};
 use crate::routing::plan::{Attempt, Plan, Upstream};
@@ -96,11 +98,48 @@ impl Prepared {
     ) -> Result<Bytes, FormatError> {
         let stream = self.stream;
         let model = Value::String(attempt.model.clone());
-        let mut json = match upstream {
+        // OpenAI itself (not a compatible provider): its reasoning models take only the newer
+        // name of the output cap.
+        let is_openai = matches!(attempt.upstream,
+            Upstream::Provider(p) if p.kind == ProviderKind::Openai);
+        let cap = |json: &mut Map<String, Value>| {
+            if let Some(cap) = output_cap {
+                crate::formats::cap_output_tokens(json, upstream, is_openai, cap);
+            }
+        };
+        let json = match upstream {
+            // The same format on both sides: only the model and the output limits change, and
+            // the rest of the client's body is written as it was parsed (no copy per attempt).
             Format::Anthropic if self.client == Format::Anthropic => {
-                let mut json = self.original.clone();
-                json.insert("model".into(), model);
-                json
+                let body =
+                    write_with_edited_members(&self.original, &["model", "max_tokens"], |json| {
+                        json.insert("model".into(), model);
+                        cap(json);
+                    });
+                return Ok(Bytes::from(body));
+            }
+            Format::OpenAi => {
+                let from_other = self.client != Format::OpenAi;
+                let members = [
+                    "model",
+                    "stream_options",
+                    "max_tokens",
+                    "max_completion_tokens",
+                ];
+                let body = write_with_edited_members(self.canonical()?, &members, |json| {
+                    json.insert("model".into(), model);
+                    if stream {
+                        openai::request_stream_usage(json);
+                    }
+                    if from_other
+                        && is_openai
+                        && let Some(max) = json.remove("max_tokens")
+                    {
+                        json.insert("max_completion_tokens".into(), max);
+                    }
+                    cap(json);
+                });
+                return Ok(Bytes::from(body));
             }
             Format::Anthropic => {
                 let default_max = match attempt.upstream {
@@ -114,24 +153,6 @@ impl Prepared {
                 json.insert("model".into(), model);
                 json
             }
-            Format::OpenAi => {
-                let from_other = self.client != Format::OpenAi;
-                let mut json = self.canonical()?.clone();
-                json.insert("model".into(), model);
-                if stream {
-                    openai::request_stream_usage(&mut json);
-                }
-                let is_openai = matches!(attempt.upstream,
-                    Upstream::Provider(p) if p.kind == ProviderKind::Openai);
-                if from_other
-                    && is_openai
-                    && let Some(max) = json.remove("max_tokens")
-                {
-                    // OpenAI's reasoning models only take the newer name.
-                    json.insert("max_completion_tokens".into(), max);
-                }
-                json
-            }
             Format::Gemini => gemini::request_from_openai(self.canonical()?)?,
             Format::Cohere => {
                 let mut json = cohere::request_from_openai(self.canonical()?)?;
@@ -139,11 +160,8 @@ impl Prepared {
                 json
             }
         };
-        if let Some(cap) = output_cap {
-            let openai_new_name = matches!(attempt.upstream,
-                Upstream::Provider(p) if p.kind == ProviderKind::Openai);
-            crate::formats::cap_output_tokens(&mut json, upstream, openai_new_name, cap);
-        }
+        let mut json = json;
+        cap(&mut json);
         // A map of JSON values always serializes (string keys, finite numbers).
         Ok(Bytes::from(serde_json::to_vec(&json).unwrap_or_default()))
     }
