@@ -107,9 +107,10 @@ impl Prepared {
                 crate::formats::cap_output_tokens(json, upstream, is_openai, cap);
             }
         };
-        let json = match upstream {
-            // The same format on both sides: only the model and the output limits change, and
-            // the rest of the client's body is written as it was parsed (no copy per attempt).
+        let mut json = match upstream {
+            // The upstream takes the request's own format (the client's, or the canonical one):
+            // only the model, stream options and output limits change, and the rest of the body
+            // is written as it was parsed, not copied per attempt.
             Format::Anthropic if self.client == Format::Anthropic => {
                 let body =
                     write_with_edited_members(&self.original, &["model", "max_tokens"], |json| {
@@ -160,7 +161,6 @@ impl Prepared {
                 json
             }
         };
-        let mut json = json;
         cap(&mut json);
         // A map of JSON values always serializes (string keys, finite numbers).
         Ok(Bytes::from(serde_json::to_vec(&json).unwrap_or_default()))
