@@ -462,55 +462,43 @@ impl Gateway {
         let render_ms = started.elapsed().as_secs_f64() * 1e3;
 
         let port = free_port();
-        let mut command = if pinned {
-            let mut command = Command::new("taskset");
-            command.args(["-c", "0", binary]);
-            command
-        } else {
-            Command::new(binary)
-        };
+        let mut command = on_gateway_cpu(Path::new(binary), pinned);
         command
             .arg("gateway")
             .arg("--config-dir")
             .arg(&config)
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--admin-listen", "127.0.0.1:0", "--log", "warn"])
-            .args(&extra)
-            .stdout(Stdio::null());
-        let child = command.spawn().expect("dgidgi gateway");
-        let address: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
-        wait_for_port(port);
-        let gateway = Gateway {
-            child,
-            redis,
-            address,
-            render_ms,
-        };
-        gateway.preflight();
-        Some(gateway)
+            .args(&extra);
+        Some(Self::launch(command, port, redis, render_ms))
     }
 
     /// Starts this binary as the floor proxy, pinned like the gateway.
     fn start_floor(upstream: SocketAddr, pinned: bool) -> Gateway {
         let binary = std::env::current_exe().expect("the benchmark's own path");
         let port = free_port();
-        let mut command = if pinned {
-            let mut command = Command::new("taskset");
-            command.args(["-c", "0"]).arg(&binary);
-            command
-        } else {
-            Command::new(&binary)
-        };
-        command
-            .env(FLOOR_PROXY_ENV, format!("{upstream} {port}"))
-            .stdout(Stdio::null());
-        let child = command.spawn().expect("floor proxy");
+        let mut command = on_gateway_cpu(&binary, pinned);
+        command.env(FLOOR_PROXY_ENV, format!("{upstream} {port}"));
+        Self::launch(command, port, None, 0.0)
+    }
+
+    /// Starts `command` (a proxy that will listen on `port`), waits for it and checks it serves.
+    fn launch(
+        mut command: Command,
+        port: u16,
+        redis: Option<RedisServer>,
+        render_ms: f64,
+    ) -> Gateway {
+        let child = command
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("the proxy under test starts");
         wait_for_port(port);
         let gateway = Gateway {
             child,
-            redis: None,
+            redis,
             address: format!("127.0.0.1:{port}").parse().expect("address"),
-            render_ms: 0.0,
+            render_ms,
         };
         gateway.preflight();
         gateway
@@ -591,6 +579,17 @@ fn fleet_yaml(scenario: Scenario, upstream: SocketAddr) -> String {
         }
     }
     yaml
+}
+
+/// `program` on CPU 0 (the gateway's core) when pinning, as is otherwise.
+fn on_gateway_cpu(program: &Path, pinned: bool) -> Command {
+    if pinned {
+        let mut command = Command::new("taskset");
+        command.args(["-c", "0"]).arg(program);
+        command
+    } else {
+        Command::new(program)
+    }
 }
 
 fn redis_installed() -> bool {

@@ -2,8 +2,8 @@
 //! the outputs of an earlier render. File I/O stays in the CLI; this takes text.
 //!
 //! Custom resources are checked the way the API server would: typed deserialization (schema),
-//! the schema's string patterns and lengths, and the CRDs' own CEL rules, evaluated locally, so offline render refuses exactly what a
-//! cluster would.
+//! the schema's value checks (patterns, lengths, item counts; [`super::structural`]) and the
+//! CRDs' own CEL rules, evaluated locally, so offline render refuses what a cluster would.
 
 use std::collections::BTreeMap;
 
@@ -64,8 +64,8 @@ pub enum InputError {
     },
 }
 
-/// What the API server checks beyond types on one kind: its CEL rules and its schema's
-/// string patterns and lengths, each compiled once.
+/// What the API server checks beyond types on one kind: its CEL rules and its schema's value
+/// checks (patterns, lengths, item counts), each compiled once.
 struct KindRules {
     cel: CompiledSchema,
     structural: Option<StructuralChecks>,
