@@ -330,6 +330,15 @@ def test_a_single_replica_may_keep_its_journal_on_a_read_write_once_volume():
     mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "state")
     assert "subPathExpr" not in mount
     assert one(objects, "PersistentVolumeClaim", "dgidgi-gateway-state")
+    # No surge pod: it could not attach the volume on another node, or would share the ledger.
+    assert one(objects, "Deployment", "dgidgi-gateway")["spec"]["strategy"] == {"type": "Recreate"}
+
+
+def test_without_a_read_write_once_journal_the_gateway_rolls_without_downtime(default, production):
+    for objects in (default, production):
+        strategy = one(objects, "Deployment", "dgidgi-gateway")["spec"]["strategy"]
+        assert strategy == {"type": "RollingUpdate",
+                            "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
 
 
 def test_a_broken_template_fails_the_render(tmp_path):
