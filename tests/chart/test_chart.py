@@ -317,6 +317,9 @@ def test_the_values_schema_refuses_bad_values(values, message):
 @pytest.mark.parametrize("values, message", [
     ({"gateway": {"state": {"persistence": {"enabled": True}}}}, "one gateway replica only"),
     ({"gateway": {"redis": {"enabled": True}}}, "existingSecret"),
+    ({"gateway": {"replicas": 1}}, "every node drain would wait forever"),
+    ({"gateway": {"replicas": 1, "state": {"persistence": {"enabled": True}}}},
+     "every node drain would wait forever"),
 ])
 def test_unsafe_combinations_fail_with_a_clear_message(values, message):
     with pytest.raises(helm.HelmError, match=message):
