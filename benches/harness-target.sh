@@ -2,7 +2,9 @@
 # Starts dgidgi as a target of the side-by-side harness in ../shared/bench (compare.sh), on the
 # fleet of benches/fixtures/load-fleet.yaml pointing at the harness's fake upstream.
 #
-#   harness-target.sh PORT [bare|metered|redis]
+#   harness-target.sh PORT [floor|bare|metered|redis]
+#     floor    not dgidgi: the load benchmark's minimal hyper reverse proxy (check the key, stream
+#              through), what any proxy costs on this machine; needs `cargo bench --bench load --no-run`
 #     bare     the tenant's own key: no platform limits, no budget, no ledger (the proxy alone)
 #     metered  a platform tenant with every limit and a blocking budget, the SQLite ledger on
 #     redis    metered, with the counters in a redis-server this script starts (and stops)
@@ -17,12 +19,19 @@ PORT=${1:-18080}
 MODE=${2:-bare}
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 BIN="${DGIDGI_BIN:-$ROOT/target/release/dgidgi}"
+if [[ $MODE == floor ]]; then
+  # The newest build of benches/load.rs runs as the floor proxy under this variable.
+  LOAD_BIN=$(ls -t "$ROOT"/target/release/deps/load-* 2>/dev/null | grep -v '\.d$' | head -1)
+  [[ -x $LOAD_BIN ]] || { echo "harness-target.sh: build it first: cargo bench --bench load --no-run" >&2; exit 1; }
+  UP=${UPSTREAM_BASE:-http://127.0.0.1:19000/v1}; UP=${UP#http://}; UP=${UP%%/*}
+  DGIDGI_LOAD_FLOOR_PROXY="$UP $PORT ${UPSTREAM_KEY:-sk-fake-upstream-bench}" exec "$LOAD_BIN"
+fi
 STATE="$(mktemp -d)"
 trap 'rm -rf "$STATE"' EXIT   # until the watcher below takes over
 case $MODE in
   bare) TENANT='{source: tenant, providers: [{name: own}], allowPlatformFallback: false}' ;;
   metered | redis) TENANT='{budget: {monthlyUsd: 100000000, alertThresholds: [50, 80, 100], action: block}}' ;;
-  *) echo "harness-target.sh: unknown mode $MODE (bare, metered, redis)" >&2; exit 2 ;;
+  *) echo "harness-target.sh: unknown mode $MODE (floor, bare, metered, redis)" >&2; exit 2 ;;
 esac
 sed -e "s|@UPSTREAM_KEY@|${UPSTREAM_KEY:-sk-fake-upstream-bench}|g" \
     -e "s|@UPSTREAM_BASE@|${UPSTREAM_BASE:-http://127.0.0.1:19000/v1}|g" \

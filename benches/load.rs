@@ -52,7 +52,8 @@ const ACCESS_KEY: &str = "dgk_load_0123456789abcdef0123456789";
 const CHUNKS: usize = 16;
 
 /// The environment variable under which this binary runs as the floor proxy (see
-/// [`floor_proxy`]): `<upstream address> <port>`.
+/// [`floor_proxy`]): `<upstream address> <port> [<upstream key>]` (the key defaults to this
+/// benchmark's upstream's; `benches/harness-target.sh floor` passes the shared harness's).
 const FLOOR_PROXY_ENV: &str = "DGIDGI_LOAD_FLOOR_PROXY";
 
 fn main() {
@@ -336,9 +337,18 @@ fn respond(status: StatusCode, content_type: &str, body: String) -> Response<Ful
 /// client connection. Its added latency is what the machine (two more loopback sockets, two more
 /// wake-ups per request) charges any proxy; the gateway's own cost is what it adds beyond it.
 fn floor_proxy(spec: &str) {
-    let (upstream, port) = spec.split_once(' ').expect("`<upstream> <port>`");
-    let upstream: SocketAddr = upstream.parse().expect("upstream address");
-    let port: u16 = port.parse().expect("port");
+    let mut fields = spec.split_whitespace();
+    let usage = "`<upstream> <port> [<upstream key>]`";
+    let upstream: SocketAddr = fields
+        .next()
+        .expect(usage)
+        .parse()
+        .expect("upstream address");
+    let port: u16 = fields.next().expect(usage).parse().expect("port");
+    let upstream_auth: hyper::header::HeaderValue =
+        format!("Bearer {}", fields.next().unwrap_or(UPSTREAM_KEY))
+            .parse()
+            .expect("upstream key");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -352,6 +362,7 @@ fn floor_proxy(spec: &str) {
                 continue;
             };
             client.set_nodelay(true).ok();
+            let upstream_auth = upstream_auth.clone();
             tokio::spawn(async move {
                 let Ok(stream) = tokio::net::TcpStream::connect(upstream).await else {
                     return;
@@ -364,7 +375,9 @@ fn floor_proxy(spec: &str) {
                 };
                 tokio::spawn(connection);
                 let sender = std::sync::Arc::new(tokio::sync::Mutex::new(sender));
-                let service = service_fn(move |request| forward(sender.clone(), request));
+                let service = service_fn(move |request| {
+                    forward(sender.clone(), upstream_auth.clone(), request)
+                });
                 http1::Builder::new()
                     .serve_connection(TokioIo::new(client), service)
                     .await
@@ -378,6 +391,7 @@ type FloorBody = http_body_util::Either<Incoming, Full<Bytes>>;
 
 async fn forward(
     sender: std::sync::Arc<tokio::sync::Mutex<hyper::client::conn::http1::SendRequest<Incoming>>>,
+    upstream_auth: hyper::header::HeaderValue,
     mut request: Request<Incoming>,
 ) -> Result<Response<FloorBody>, hyper::Error> {
     let authorized = request
@@ -392,12 +406,9 @@ async fn forward(
         *response.status_mut() = StatusCode::UNAUTHORIZED;
         return Ok(response);
     }
-    request.headers_mut().insert(
-        "authorization",
-        format!("Bearer {UPSTREAM_KEY}")
-            .parse()
-            .expect("header value"),
-    );
+    request
+        .headers_mut()
+        .insert(hyper::header::AUTHORIZATION, upstream_auth);
     let mut sender = sender.lock().await;
     sender.ready().await?;
     let response = sender.send_request(request).await?;

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use crate::config::GatewayConfig;
 
@@ -26,11 +26,7 @@ pub struct HealthBook {
     providers: HashMap<String, ProviderHealth>,
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+use crate::metering::clock::now_ms;
 
 impl HealthBook {
     /// A book with every provider of `config` healthy.

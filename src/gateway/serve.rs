@@ -5,7 +5,7 @@
 //! answered, so every failure before that point can still fall back; non-streamed answers are
 //! read whole inside the attempt, so even a body that breaks falls back.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
@@ -321,10 +321,9 @@ pub async fn serve(
     Err(final_error(&failures, &planned.requested_model))
 }
 
+/// Unix seconds: the `created` of answers the gateway writes or translates.
 fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    crate::metering::clock::now_ms() / 1000
 }
 
 fn total_deadline(attempt: &Attempt<'_>) -> tokio::time::Instant {

@@ -1,6 +1,14 @@
 //! UTC calendar arithmetic for the limit windows: which day and month a moment falls in, and how
 //! long until each resets. Integer-only and allocation-free, because it runs on every request.
 
+/// Unix time in milliseconds: the one wall clock the limit windows, the ledger, provider
+/// health and answer timestamps read (0 if the system clock is before 1970).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// Milliseconds in a minute: the requests-per-minute window.
 pub const MINUTE_MS: u64 = 60_000;
 /// Milliseconds in a day.

@@ -5,7 +5,7 @@
 //! replica), else in the embedded [`Book`] restored from the ledger.
 
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -248,12 +248,7 @@ pub struct Meter {
     metrics: Arc<Metrics>,
 }
 
-/// Unix time in milliseconds.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+pub use super::clock::now_ms;
 
 fn rfc3339(unix_ms: u64) -> String {
     k8s_openapi::jiff::Timestamp::from_millisecond(unix_ms as i64)
