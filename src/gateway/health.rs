@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::config::GatewayConfig;
+use crate::metering::clock::now_ms;
 
 /// Failures in a row that make a provider unhealthy.
 pub const FAILURES_TO_TRIP: u32 = 3;
@@ -25,8 +26,6 @@ struct ProviderHealth {
 pub struct HealthBook {
     providers: HashMap<String, ProviderHealth>,
 }
-
-use crate::metering::clock::now_ms;
 
 impl HealthBook {
     /// A book with every provider of `config` healthy.

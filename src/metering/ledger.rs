@@ -402,9 +402,9 @@ impl Committed {
 /// How a commit's waiting admissions are told. Answering each one from the writer thread woke
 /// the runtime's worker once per admission: on a shared core the woken worker preempts the
 /// writer, runs the one ready request, parks, and the writer's next answer wakes it again (about
-/// nine `eventfd` wake-ups per commit at concurrency 16, a sixth of the gateway's CPU). A task on
-/// the runtime answers the whole commit instead: one cross-thread wake per commit, and the
-/// requests it readies go on the worker's own run queue.
+/// nine `eventfd` wake-ups per commit at concurrency 16; metered throughput rose by a third
+/// without them). A task on the runtime answers the whole commit instead: one cross-thread wake
+/// per commit, and the requests it readies go on the worker's own run queue.
 enum Acks {
     /// Through a task on the runtime the ledger was opened on.
     Runtime(tokio::sync::mpsc::UnboundedSender<Committed>),

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::book::Book;
 use super::charge::{Admitted, Charge, LimitKind, Refusal};
-use super::clock::{self, Day, MINUTE_MS};
+use super::clock::{self, Day, MINUTE_MS, now_ms};
 use super::ledger::{Ledger, LedgerError, LedgerOptions, Record, Reserved};
 use super::plan::{
     self, Candidate, RequestSize, Reservation, ReservePolicy, Settlement, crossed_thresholds, keys,
@@ -247,8 +247,6 @@ pub struct Meter {
     fail_mode: FailMode,
     metrics: Arc<Metrics>,
 }
-
-pub use super::clock::now_ms;
 
 fn rfc3339(unix_ms: u64) -> String {
     k8s_openapi::jiff::Timestamp::from_millisecond(unix_ms as i64)
