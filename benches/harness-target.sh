@@ -21,7 +21,7 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 BIN="${DGIDGI_BIN:-$ROOT/target/release/dgidgi}"
 if [[ $MODE == floor ]]; then
   # The newest build of benches/load.rs runs as the floor proxy under this variable.
-  LOAD_BIN=$(ls -t "$ROOT"/target/release/deps/load-* 2>/dev/null | grep -v '\.d$' | head -1)
+  LOAD_BIN=$(ls -t "$ROOT"/target/release/deps/load-* 2>/dev/null | grep -v '\.d$' | head -1) || true
   [[ -x $LOAD_BIN ]] || { echo "harness-target.sh: build it first: cargo bench --bench load --no-run" >&2; exit 1; }
   UP=${UPSTREAM_BASE:-http://127.0.0.1:19000/v1}; UP=${UP#http://}; UP=${UP%%/*}
   DGIDGI_LOAD_FLOOR_PROXY="$UP $PORT ${UPSTREAM_KEY:-sk-fake-upstream-bench}" exec "$LOAD_BIN"

@@ -1,5 +1,6 @@
-//! UTC calendar arithmetic for the limit windows: which day and month a moment falls in, and how
-//! long until each resets. Integer-only and allocation-free, because it runs on every request.
+//! The gateway's wall clock and UTC calendar arithmetic for the limit windows: which day and
+//! month a moment falls in, and how long until each resets. The arithmetic is integer-only and
+//! allocation-free, because it runs on every request.
 
 /// Unix time in milliseconds: the one wall clock the limit windows, the ledger, provider
 /// health and answer timestamps read (0 if the system clock is before 1970).

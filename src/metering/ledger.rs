@@ -167,8 +167,9 @@ PRAGMA synchronous = NORMAL;
 PRAGMA wal_autocheckpoint = 10000;
 PRAGMA journal_size_limit = 67108864;
 -- Keyed by the request id itself (WITHOUT ROWID): a rowid table would keep the id in a second
--- B-tree, one more page written per commit. A ledger created before keeps its layout; the
--- statements are the same for both.
+-- B-tree, one more page written per commit (the time index then holds the id, not a rowid). A
+-- ledger created before keeps its layout, and the gain is for new ledgers only; the statements
+-- are the same for both.
 CREATE TABLE IF NOT EXISTS requests (
     request_id TEXT PRIMARY KEY,
     timestamp TEXT NOT NULL,
@@ -382,6 +383,9 @@ fn restore(
 /// The admissions a commit made durable, answered together.
 struct Committed {
     waiting: Vec<oneshot::Sender<Result<(), LedgerError>>>,
+    /// Flushes in the batch, answered after its admissions: once `flush` returns, every
+    /// admission sent before it has its answer.
+    flushed: Vec<oneshot::Sender<()>>,
     /// `Err` carries the commit's error text (each waiter gets its own `LedgerError`).
     result: Result<(), String>,
 }
@@ -396,6 +400,9 @@ impl Committed {
                     .map_err(|e| LedgerError::Commit(e.clone())),
             );
         }
+        for ack in self.flushed {
+            let _ = ack.send(());
+        }
     }
 }
 
@@ -408,14 +415,21 @@ impl Committed {
 enum Acks {
     /// Through a task on the runtime the ledger was opened on.
     Runtime(tokio::sync::mpsc::UnboundedSender<Committed>),
-    /// Straight from the writer (the ledger was opened outside a runtime, or it is gone).
+    /// Straight from the writer: the ledger was opened outside a multi-threaded runtime (a
+    /// current-thread runtime runs the task only while someone blocks on it, so admissions
+    /// awaited from elsewhere would never be answered), or that runtime is gone.
     Direct,
 }
 
 impl Acks {
     fn start() -> Self {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return Self::Direct;
+        let runtime = match tokio::runtime::Handle::try_current() {
+            Ok(runtime)
+                if runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread =>
+            {
+                runtime
+            }
+            _ => return Self::Direct,
         };
         let (sender, mut commits) = tokio::sync::mpsc::unbounded_channel::<Committed>();
         runtime.spawn(async move {
@@ -427,7 +441,7 @@ impl Acks {
     }
 
     fn send(&self, committed: Committed) {
-        if committed.waiting.is_empty() {
+        if committed.waiting.is_empty() && committed.flushed.is_empty() {
             return;
         }
         match self {
@@ -467,6 +481,7 @@ fn writer(
         }
         let mut committed = Committed {
             waiting: Vec::new(),
+            flushed: Vec::new(),
             result,
         };
         for op in batch {
@@ -481,7 +496,7 @@ fn writer(
                     if let Some(file) = json_lines.as_mut() {
                         let _ = file.flush();
                     }
-                    let _ = ack.send(());
+                    committed.flushed.push(ack);
                 }
                 Op::Threshold { .. } => {}
             }
@@ -781,9 +796,20 @@ mod tests {
             &ledger,
             outside.path(),
         ));
+        // Opened on a current-thread runtime that nobody drives any more: the writer answers.
+        let idle = tempfile::tempdir().unwrap();
+        let current = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let (ledger, _) = current
+            .block_on(async { Ledger::open(&options(&idle), "2026-11-30", "2026-11", 0) })
+            .unwrap();
+        runtime.block_on(admit_many_and_check_each_is_durable(&ledger, idle.path()));
+        drop(current);
         // Opened on a runtime that is gone since: the writer answers them itself.
         let gone = tempfile::tempdir().unwrap();
-        let first = tokio::runtime::Builder::new_current_thread()
+        let first = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
             .build()
             .unwrap();
         let (ledger, _) = first

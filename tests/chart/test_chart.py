@@ -320,6 +320,9 @@ def test_the_values_schema_refuses_bad_values(values, message):
     ({"gateway": {"replicas": 1}}, "every node drain would wait forever"),
     ({"gateway": {"replicas": 1, "state": {"persistence": {"enabled": True}}}},
      "every node drain would wait forever"),
+    ({"gateway": {"pdb": {"minAvailable": "100%"}}}, "every node drain would wait forever"),
+    ({"gateway": {"autoscaling": {"enabled": True, "minReplicas": 1}}},
+     "every node drain would wait forever"),
 ])
 def test_unsafe_combinations_fail_with_a_clear_message(values, message):
     with pytest.raises(helm.HelmError, match=message):
