@@ -451,3 +451,162 @@ async fn a_reservation_whose_answer_was_lost_is_cancelled_exactly_once() {
         vec![0]
     );
 }
+
+/// The Redis scripts and the embedded book execute the same charge lists: on one sequence of
+/// reservations (refused at every position of the list, so the script's undo runs for each),
+/// settlements and cancellations, both admit and refuse the same requests with the same
+/// figures, settle to the same values, and every key Redis holds afterwards has a TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_and_the_embedded_book_agree_on_every_outcome() {
+    use dgidgi::metering::book::Book;
+    use dgidgi::metering::charge::{Charge, Measure};
+    use dgidgi::metering::clock::now_ms;
+    use dgidgi::metering::plan::{Settlement, releases};
+    use dgidgi::metering::redis::RedisCounters;
+    use rand_chacha::ChaCha8Rng;
+    use rand_chacha::rand_core::{RngCore as _, SeedableRng as _};
+
+    let redis = RedisServer::start();
+    let counters = RedisCounters::new(&redis.url(), Duration::from_secs(2)).expect("client");
+    let mut book = Book::default();
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    // Four tenants, each held back by a different one of its limits (the others are wide), so
+    // refusals happen at every position of the list.
+    let tight = [
+        (10, 1_000, 1_000_000, 1_000_000),
+        (1_000, 3, 1_000_000, 1_000_000),
+        (1_000, 1_000, 4_000, 1_000_000),
+        (1_000, 1_000, 1_000_000, 5_000),
+    ];
+    let charges = |tenant: usize, tokens: u64, cost: u64| {
+        let (rpm, concurrent, tokens_per_day, budget) = tight[tenant];
+        vec![
+            Charge::Window {
+                key: format!("t:{tenant}:rpm"),
+                limit: rpm,
+                window_ms: 600_000,
+                kind: LimitKind::Rpm,
+            },
+            Charge::Lease {
+                key: format!("t:{tenant}:inflight"),
+                limit: concurrent,
+                lease_ms: 600_000,
+                kind: LimitKind::Concurrency,
+            },
+            Charge::Amount {
+                key: format!("t:{tenant}:tokens"),
+                limit: Some(tokens_per_day),
+                amount: tokens,
+                ttl_ms: 600_000,
+                kind: Some(LimitKind::Tpd),
+                measure: Measure::Tokens,
+            },
+            Charge::Amount {
+                key: format!("t:{tenant}:requests"),
+                limit: None,
+                amount: 1,
+                ttl_ms: 600_000,
+                kind: None,
+                measure: Measure::Requests,
+            },
+            Charge::Amount {
+                key: format!("t:{tenant}:spend"),
+                limit: Some(budget),
+                amount: cost,
+                ttl_ms: 600_000,
+                kind: Some(LimitKind::Budget),
+                measure: Measure::MicroUsd,
+            },
+        ]
+    };
+    let mut held: Vec<(u128, Vec<Charge>)> = Vec::new();
+    let mut refused_at = [0usize; 5];
+    let mut admitted = 0;
+    for member in 1..=400u128 {
+        let roll = rng.next_u32() % 10;
+        if roll < 6 || held.is_empty() {
+            let list = charges(
+                rng.next_u32() as usize % tight.len(),
+                u64::from(rng.next_u32() % 700),
+                u64::from(rng.next_u32() % 900),
+            );
+            let by_book = book.reserve(&list, member, now_ms());
+            let by_redis = counters.reserve(&list, member).await.expect("redis answers");
+            match (&by_book, &by_redis) {
+                (Ok(book_after), Ok(redis_after)) => {
+                    assert_eq!(book_after, redis_after, "request {member}");
+                    admitted += 1;
+                    held.push((member, list));
+                }
+                (Err(book_refusal), Err(redis_refusal)) => {
+                    assert_eq!(
+                        (book_refusal.index, book_refusal.limit, book_refusal.current),
+                        (
+                            redis_refusal.index,
+                            redis_refusal.limit,
+                            redis_refusal.current
+                        ),
+                        "request {member}"
+                    );
+                    if book_refusal.index == 0 {
+                        assert!(redis_refusal.retry_after_ms > 0, "a full window says when");
+                    }
+                    refused_at[book_refusal.index] += 1;
+                }
+                _ => panic!("request {member}: book {by_book:?}, redis {by_redis:?}"),
+            }
+        } else {
+            let (settled_member, list) =
+                held.swap_remove(rng.next_u32() as usize % held.len());
+            if roll == 9 {
+                // Cancelled (the answer was lost): everything goes back.
+                book.settle(&releases(&list, None), settled_member, now_ms());
+                counters.cancel(&list, settled_member).await.expect("cancel");
+            } else {
+                let settlement = Settlement {
+                    tokens: u64::from(rng.next_u32() % 900),
+                    cost_micro_usd: u64::from(rng.next_u32() % 1_200),
+                    estimated: false,
+                };
+                let steps = releases(&list, Some(settlement));
+                let by_book = book.settle(&steps, settled_member, now_ms());
+                let by_redis = counters
+                    .settle(&list, &steps, settled_member)
+                    .await
+                    .expect("settle");
+                assert_eq!(by_book, by_redis, "settling {settled_member}");
+            }
+        }
+    }
+    // Every position of the list refused something, so every undo length ran.
+    assert!(admitted > 20, "{admitted} admitted");
+    for (index, count) in refused_at.iter().enumerate() {
+        if index != 3 {
+            assert!(*count > 0, "no refusal at charge {index}: {refused_at:?}");
+        }
+    }
+    let keys: Vec<String> = (0..tight.len())
+        .flat_map(|t| ["tokens", "requests", "spend"].map(|c| format!("t:{t}:{c}")))
+        .collect();
+    let book_amounts: Vec<u64> = keys.iter().map(|k| book.amount(k, now_ms())).collect();
+    assert_eq!(counters.amounts(&keys).await.unwrap(), book_amounts);
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let stored: Vec<String> = redis::cmd("KEYS")
+        .arg("dgidgi:*")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let windows = (0..tight.len()).map(|t| format!("t:{t}:rpm"));
+    for key in keys.iter().cloned().chain(windows) {
+        assert!(stored.contains(&format!("dgidgi:{key}")), "{key} in {stored:?}");
+    }
+    for key in stored {
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(&key)
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        assert!(ttl > 0, "{key} has no TTL ({ttl})");
+    }
+}

@@ -62,7 +62,8 @@ pub enum Charge {
         kind: LimitKind,
     },
     /// `amount` added to a counter that may not pass `limit` (`None`: counted, never refused).
-    /// The counter expires `ttl_ms` after its last write, so keys of past days and months go.
+    /// `ttl_ms` runs to the end of the counter's day, month or minute (plus a grace), so keys
+    /// of past periods go; the write that creates the counter sets it.
     Amount {
         /// Counter key.
         key: String,
@@ -70,7 +71,7 @@ pub enum Charge {
         limit: Option<u64>,
         /// What this request reserves.
         amount: u64,
-        /// Life of the key after the last write.
+        /// Life of the key from the write that creates it (the rest of its period).
         ttl_ms: u64,
         /// The limit enforced, if any.
         kind: Option<LimitKind>,
@@ -137,13 +138,14 @@ pub enum Release {
         /// Counter key.
         key: String,
     },
-    /// Add `delta` to a counter (never below zero) and refresh its TTL.
+    /// Add `delta` to a counter (never below zero); a counter that expired in between is
+    /// created again with `ttl_ms`.
     Adjust {
         /// Counter key.
         key: String,
         /// Settled minus reserved.
         delta: i64,
-        /// Life of the key after this write.
+        /// Life of the key if this write creates it again.
         ttl_ms: u64,
     },
 }

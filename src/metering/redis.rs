@@ -13,78 +13,102 @@ use super::charge::{Admitted, Charge, Refusal, Release};
 /// Prefix of every key this gateway writes.
 const PREFIX: &str = "dgidgi:";
 
-/// Check every charge, then apply all of them (KEYS: the counters, then the reservation's
-/// marker; ARGV: marker TTL, member, then type/limit/x/ttl per counter).
+/// Check-and-reserve over every charge: all are applied or none (KEYS: the counters, then the
+/// reservation's marker; ARGV: marker TTL, member, then type/limit/x/ttl per counter).
 /// Returns {0, after...} on success or {index, limit, current, retry_ms} when refused.
+///
+/// Each charge is applied as it is checked, and a refusal undoes the ones before it: admitting
+/// (the common case) then costs one write per counter instead of a read and a write, and the
+/// script is atomic, so nobody sees the undone state. Redis' CPU per request is what bounds how
+/// many requests one Redis can meter for the whole fleet, so every call here counts.
 const RESERVE: &str = r#"
--- The last key marks this reservation (so a lost answer can be cancelled exactly once); a
--- cancellation that arrived first leaves it set and this reservation is not made.
-local marker = KEYS[#KEYS]
-if redis.call('EXISTS', marker) == 1 then return {-1} end
--- Windows and leases use Redis' own clock, so replicas with skewed clocks agree.
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local n = #KEYS - 1
+local marker = KEYS[n + 1]
 local member = ARGV[2]
-local after = {}
-for i = 1, #KEYS - 1 do
+-- The marker records this reservation (so a lost answer is cancelled exactly once); a
+-- cancellation that arrived first left it set, and this reservation is not made.
+if not redis.call('SET', marker, 1, 'PX', ARGV[1], 'NX') then return {-1} end
+-- Takes back charges 1..upto and the marker: a later charge was refused.
+local function undo(upto)
+  for j = 1, upto do
+    local b = 2 + (j - 1) * 4
+    if ARGV[b + 1] == 'a' then
+      redis.call('DECRBY', KEYS[j], ARGV[b + 3])
+    else
+      redis.call('ZREM', KEYS[j], member)
+    end
+  end
+  redis.call('DEL', marker)
+end
+local now
+local result = {0}
+for i = 1, n do
   local b = 2 + (i - 1) * 4
   local kind, limit, x = ARGV[b + 1], tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])
   local key = KEYS[i]
-  if kind == 'w' then
-    redis.call('ZREMRANGEBYSCORE', key, '-inf', now - x)
+  if kind == 'a' then
+    local value = redis.call('INCRBY', key, ARGV[b + 3])
+    -- A new counter (or one at 0) gets its TTL: the TTLs given end with the counter's day,
+    -- month or minute, so the first write's expiry is every later write's too.
+    if value == x then redis.call('PEXPIRE', key, ARGV[b + 4]) end
+    if limit >= 0 and value > limit then
+      undo(i)
+      return {i, limit, value - x, 0}
+    end
+    result[i + 1] = value
+  else
+    if not now then
+      -- Windows and leases use Redis' own clock, so replicas with skewed clocks agree.
+      local clock = redis.call('TIME')
+      now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+    end
+    -- A window holds the entries of the last x ms (scored by arrival), a lease set the
+    -- unexpired leases (scored by expiry).
+    local score, horizon = now, now - x
+    if kind == 'l' then score, horizon = now + x, now end
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', horizon)
     local count = redis.call('ZCARD', key)
     if limit >= 0 and count >= limit then
-      local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
       local retry = 0
-      if oldest[2] then retry = tonumber(oldest[2]) + x - now end
+      if kind == 'w' then
+        local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+        if oldest[2] then retry = tonumber(oldest[2]) + x - now end
+      end
+      undo(i - 1)
       return {i, limit, count, retry}
     end
-    after[i] = count + 1
-  elseif kind == 'l' then
-    redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
-    local count = redis.call('ZCARD', key)
-    if limit >= 0 and count >= limit then return {i, limit, count, 0} end
-    after[i] = count + 1
-  else
-    local value = tonumber(redis.call('GET', key) or '0')
-    if limit >= 0 and value + x > limit then return {i, limit, value, 0} end
-    after[i] = value + x
+    redis.call('ZADD', key, score, member)
+    redis.call('PEXPIRE', key, x)
+    result[i + 1] = count + 1
   end
 end
-redis.call('SET', marker, 1, 'PX', ARGV[1])
-for i = 1, #KEYS - 1 do
-  local b = 2 + (i - 1) * 4
-  local kind, x, ttl = ARGV[b + 1], tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
-  local key = KEYS[i]
-  if kind == 'w' then
-    redis.call('ZADD', key, now, member)
-    redis.call('PEXPIRE', key, x)
-  elseif kind == 'l' then
-    redis.call('ZADD', key, now + x, member)
-    redis.call('PEXPIRE', key, x)
-  else
-    redis.call('INCRBY', key, x)
-    redis.call('PEXPIRE', key, ttl)
-  end
-end
-local result = {0}
-for i = 1, #KEYS - 1 do result[i + 1] = after[i] end
 return result
 "#;
 
 /// Applies releases (KEYS: the counters, then the marker; ARGV: member, marker TTL, then
-/// type/delta/ttl per counter) into `result`; shared by settling and cancelling.
+/// type/delta/ttl per counter) into `result`; shared by settling and cancelling. An adjustment
+/// of 0 (the request counter, an answer that used exactly its reservation) only reads.
 const APPLY_RELEASES: &str = r#"
 local function apply_releases(result)
   local member = ARGV[1]
   for i = 1, #KEYS - 1 do
     local b = 2 + (i - 1) * 3
-    local kind, delta, ttl = ARGV[b + 1], tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])
+    local kind, delta = ARGV[b + 1], tonumber(ARGV[b + 2])
     local key = KEYS[i]
     if kind == 'a' then
-      local value = redis.call('INCRBY', key, delta)
-      if value < 0 then redis.call('SET', key, 0); value = 0 end
-      redis.call('PEXPIRE', key, ttl)
+      local value
+      if delta == 0 then
+        value = tonumber(redis.call('GET', key) or '0')
+      else
+        value = redis.call('INCRBY', key, ARGV[b + 2])
+        if value < 0 then
+          redis.call('SET', key, 0, 'PX', ARGV[b + 3])
+          value = 0
+        elseif value == delta then
+          -- The counter had expired (a day or month ended in between): a TTL again.
+          redis.call('PEXPIRE', key, ARGV[b + 3])
+        end
+      end
       result[i] = value
     else
       redis.call('ZREM', key, member)
