@@ -531,7 +531,10 @@ async fn redis_and_the_embedded_book_agree_on_every_outcome() {
                 u64::from(rng.next_u32() % 900),
             );
             let by_book = book.reserve(&list, member, now_ms());
-            let by_redis = counters.reserve(&list, member).await.expect("redis answers");
+            let by_redis = counters
+                .reserve(&list, member)
+                .await
+                .expect("redis answers");
             match (&by_book, &by_redis) {
                 (Ok(book_after), Ok(redis_after)) => {
                     assert_eq!(book_after, redis_after, "request {member}");
@@ -556,12 +559,14 @@ async fn redis_and_the_embedded_book_agree_on_every_outcome() {
                 _ => panic!("request {member}: book {by_book:?}, redis {by_redis:?}"),
             }
         } else {
-            let (settled_member, list) =
-                held.swap_remove(rng.next_u32() as usize % held.len());
+            let (settled_member, list) = held.swap_remove(rng.next_u32() as usize % held.len());
             if roll == 9 {
                 // Cancelled (the answer was lost): everything goes back.
                 book.settle(&releases(&list, None), settled_member, now_ms());
-                counters.cancel(&list, settled_member).await.expect("cancel");
+                counters
+                    .cancel(&list, settled_member)
+                    .await
+                    .expect("cancel");
             } else {
                 let settlement = Settlement {
                     tokens: u64::from(rng.next_u32() % 900),
@@ -599,7 +604,10 @@ async fn redis_and_the_embedded_book_agree_on_every_outcome() {
         .unwrap();
     let windows = (0..tight.len()).map(|t| format!("t:{t}:rpm"));
     for key in keys.iter().cloned().chain(windows) {
-        assert!(stored.contains(&format!("dgidgi:{key}")), "{key} in {stored:?}");
+        assert!(
+            stored.contains(&format!("dgidgi:{key}")),
+            "{key} in {stored:?}"
+        );
     }
     for key in stored {
         let ttl: i64 = redis::cmd("PTTL")
