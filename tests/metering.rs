@@ -618,3 +618,61 @@ async fn redis_and_the_embedded_book_agree_on_every_outcome() {
         assert!(ttl > 0, "{key} has no TTL ({ttl})");
     }
 }
+
+/// Calls made together leave in one pipeline, and each still gets its own answer: a call whose
+/// script fails does not fail the others, and after Redis forgot its scripts (a restart, here a
+/// `SCRIPT FLUSH`) every call of the batch that found them missing is sent once more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_calls_answer_one_by_one_and_survive_forgotten_scripts() {
+    use dgidgi::metering::charge::{Charge, Measure};
+    use dgidgi::metering::redis::RedisCounters;
+
+    let redis = RedisServer::start();
+    let counters =
+        Arc::new(RedisCounters::new(&redis.url(), Duration::from_secs(2)).expect("client"));
+    let amount = |key: &str, amount: u64| {
+        vec![Charge::Amount {
+            key: key.into(),
+            limit: None,
+            amount,
+            ttl_ms: 600_000,
+            kind: None,
+            measure: Measure::Tokens,
+        }]
+    };
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
+    for round in 0..3u128 {
+        let _: () = redis::cmd("SCRIPT")
+            .arg("FLUSH")
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        let calls = (0..64u128).map(|i| {
+            let counters = counters.clone();
+            // Every eighth call adds more than a Redis integer holds: its script fails.
+            let charges = if i % 8 == 7 {
+                amount("t:b:overflow", u64::MAX)
+            } else {
+                amount("t:b:tokens", 10)
+            };
+            tokio::spawn(async move { counters.reserve(&charges, round * 1_000 + i + 1).await })
+        });
+        let mut failed = 0;
+        for (i, call) in calls.collect::<Vec<_>>().into_iter().enumerate() {
+            match call.await.unwrap() {
+                Ok(Ok(_)) => assert_ne!(i % 8, 7, "call {i} should have failed"),
+                Err(error) => {
+                    assert_eq!(i % 8, 7, "call {i} failed: {error}");
+                    failed += 1;
+                }
+                Ok(Err(refusal)) => panic!("no limit, yet refused: {refusal:?}"),
+            }
+        }
+        assert_eq!(failed, 8);
+    }
+    assert_eq!(
+        counters.amounts(&["t:b:tokens".into()]).await.unwrap(),
+        vec![3 * 56 * 10]
+    );
+}

@@ -3,12 +3,16 @@
 //! or none), settling is a second; every key has a TTL. Each call is bounded by a short timeout,
 //! after which the caller applies `--redis-fail-mode`. The connection manager reconnects by itself.
 
+mod batch;
+
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Script, Value};
+use redis::{Cmd, FromRedisValue as _, Script, Value};
 
 use super::charge::{Admitted, Charge, Refusal, Release};
+use batch::Batcher;
 
 /// Prefix of every key this gateway writes.
 const PREFIX: &str = "dgidgi:";
@@ -171,6 +175,8 @@ pub struct RedisCounters {
     settle: Script,
     cancel: Script,
     timeout: Duration,
+    /// Started on the first call (that is on the runtime; `new` need not be).
+    batcher: Arc<OnceLock<Batcher>>,
 }
 
 impl std::fmt::Debug for RedisCounters {
@@ -198,7 +204,29 @@ impl RedisCounters {
             settle: Script::new(&format!("{APPLY_RELEASES}{SETTLE}")),
             cancel: Script::new(&format!("{APPLY_RELEASES}{CANCEL}")),
             timeout,
+            batcher: Arc::default(),
         })
+    }
+
+    /// Runs one script call with the next pipeline (see [`batch`]); the reply as integers.
+    async fn evaluate(&self, call: Cmd) -> redis::RedisResult<Vec<i64>> {
+        let batcher = self.batcher.get_or_init(|| {
+            let scripts = vec![
+                self.reserve.clone(),
+                self.settle.clone(),
+                self.cancel.clone(),
+            ];
+            Batcher::start(self.connection.clone(), scripts)
+        });
+        let reply = batcher.call(call).await?;
+        Ok(Vec::<i64>::from_redis_value(reply)?)
+    }
+
+    /// The start of a call of `script` with `keys` keys (the keys, then the args follow).
+    fn script_call(script: &Script, keys: usize) -> Cmd {
+        let mut call = redis::cmd("EVALSHA");
+        call.arg(script.get_hash()).arg(keys);
+        call
     }
 
     /// The key marking one reservation of `member` (a request's tenant charges and each of its
@@ -229,12 +257,14 @@ impl RedisCounters {
         charges: &[Charge],
         member: u128,
     ) -> Result<Result<Admitted, Refusal>, RedisError> {
-        let mut invocation = self.reserve.prepare_invoke();
-        invocation
+        let mut call = Self::script_call(&self.reserve, charges.len() + 1);
+        for charge in charges {
+            call.arg(format!("{PREFIX}{}", charge.key()));
+        }
+        call.arg(Self::marker(charges, member))
             .arg(Self::marker_ttl(charges))
             .arg(format!("{member:032x}"));
         for charge in charges {
-            invocation.key(format!("{PREFIX}{}", charge.key()));
             let (kind, limit, x, ttl) = match charge {
                 Charge::Window {
                     limit, window_ms, ..
@@ -249,13 +279,9 @@ impl RedisCounters {
                     ..
                 } => ("a", limit.map_or(-1, |l| l as i64), *amount, *ttl_ms),
             };
-            invocation.arg(kind).arg(limit).arg(x).arg(ttl);
+            call.arg(kind).arg(limit).arg(x).arg(ttl);
         }
-        invocation.key(Self::marker(charges, member));
-        let mut connection = self.connection.clone();
-        let reply: Vec<i64> = self
-            .bounded(invocation.invoke_async(&mut connection))
-            .await?;
+        let reply = self.bounded(self.evaluate(call)).await?;
         match reply.as_slice() {
             [0, after @ ..] => Ok(Ok(Admitted {
                 after: after.iter().map(|v| (*v).max(0) as u64).collect(),
@@ -299,29 +325,27 @@ impl RedisCounters {
         releases: &[Release],
         member: u128,
     ) -> Result<Vec<u64>, RedisError> {
-        let mut invocation = script.prepare_invoke();
-        invocation
+        let mut call = Self::script_call(script, releases.len() + 1);
+        for release in releases {
+            let (Release::Window { key } | Release::Lease { key } | Release::Adjust { key, .. }) =
+                release;
+            call.arg(format!("{PREFIX}{key}"));
+        }
+        call.arg(Self::marker(charges, member))
             .arg(format!("{member:032x}"))
             .arg(Self::marker_ttl(charges));
         for release in releases {
-            let (key, kind, delta, ttl) = match release {
-                Release::Window { key } => (key, "w", 0, 0),
-                Release::Lease { key } => (key, "l", 0, 0),
-                Release::Adjust { key, delta, ttl_ms } => (key, "a", *delta, *ttl_ms),
+            let (kind, delta, ttl) = match release {
+                Release::Window { .. } => ("w", 0, 0),
+                Release::Lease { .. } => ("l", 0, 0),
+                Release::Adjust { delta, ttl_ms, .. } => ("a", *delta, *ttl_ms),
             };
-            invocation
-                .key(format!("{PREFIX}{key}"))
-                .arg(kind)
-                .arg(delta)
-                .arg(ttl);
+            call.arg(kind).arg(delta).arg(ttl);
         }
-        invocation.key(Self::marker(charges, member));
         let timeout = self.timeout.max(Duration::from_secs(1));
         let mut last = RedisError::Reply;
         for _ in 0..2 {
-            let mut connection = self.connection.clone();
-            let call = invocation.invoke_async::<Vec<i64>>(&mut connection);
-            match tokio::time::timeout(timeout, call).await {
+            match tokio::time::timeout(timeout, self.evaluate(call.clone())).await {
                 Ok(Ok(reply)) => return Ok(reply.into_iter().map(|v| v.max(0) as u64).collect()),
                 Ok(Err(error)) => last = RedisError::Call(error),
                 Err(_) => last = RedisError::Timeout(timeout),
