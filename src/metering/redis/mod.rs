@@ -1,7 +1,8 @@
 //! Shared counters in Redis, so N gateway replicas enforce one tenant's limits as one (DESIGN §7).
 //! Check-and-reserve is one Lua script over every counter of the request (atomic: all charges
-//! or none), settling is a second; every key has a TTL. Each call is bounded by a short timeout,
-//! after which the caller applies `--redis-fail-mode`. The connection manager reconnects by itself.
+//! or none), settling is a second; every key has a TTL. The calls of concurrent requests leave in
+//! one pipeline ([`batch`]). Each call is bounded by a short timeout, after which the caller
+//! applies `--redis-fail-mode`. The connection manager reconnects by itself.
 
 mod batch;
 
