@@ -1,5 +1,6 @@
-//! The embedded counter store: the same check-then-apply over a [`Charge`] list that the Redis
-//! script performs, in memory, under one lock. Pure data structure (the caller passes the
+//! The embedded counter store: the same all-or-nothing reservation over a [`Charge`] list as the
+//! Redis script (which applies each charge and undoes them on a refusal; here every charge is
+//! checked first), in memory, under one lock. Pure data structure (the caller passes the
 //! time), so its arithmetic is tested without clocks or networks.
 
 use std::collections::{HashMap, HashSet, VecDeque};

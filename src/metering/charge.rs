@@ -63,7 +63,7 @@ pub enum Charge {
     },
     /// `amount` added to a counter that may not pass `limit` (`None`: counted, never refused).
     /// `ttl_ms` runs to the end of the counter's day, month or minute (plus a grace), so keys
-    /// of past periods go; the write that creates the counter sets it.
+    /// of past periods go.
     Amount {
         /// Counter key.
         key: String,
@@ -71,7 +71,7 @@ pub enum Charge {
         limit: Option<u64>,
         /// What this request reserves.
         amount: u64,
-        /// Life of the key from the write that creates it (the rest of its period).
+        /// The rest of the counter's period (plus a grace), from the time of the request.
         ttl_ms: u64,
         /// The limit enforced, if any.
         kind: Option<LimitKind>,

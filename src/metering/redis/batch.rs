@@ -9,10 +9,11 @@
 use std::sync::Arc;
 
 use redis::aio::ConnectionManager;
-use redis::{Cmd, ErrorKind, Pipeline, RedisResult, Script, ServerErrorKind, Value};
+use redis::{Cmd, ErrorKind, Pipeline, RedisResult, ServerErrorKind, Value};
 use tokio::sync::{mpsc, oneshot};
 
-/// The most calls in one pipeline.
+/// The most calls in one pipeline: enough to cover every request a busy replica has in flight
+/// at once, small enough that one pipeline's reply stays a few tens of KiB.
 const MAX_CALLS: usize = 256;
 
 /// One call: a command and where its reply goes.
@@ -21,6 +22,9 @@ struct Call {
     reply: oneshot::Sender<RedisResult<Value>>,
 }
 
+/// The scripts' sources, loaded again when Redis has forgotten them (a restart).
+pub(super) type Sources = Arc<[String]>;
+
 /// The sending side, cloned into every caller.
 #[derive(Clone)]
 pub(super) struct Batcher {
@@ -28,12 +32,20 @@ pub(super) struct Batcher {
 }
 
 impl Batcher {
-    /// Starts the batching task on the current runtime; `scripts` are loaded again when Redis
-    /// has forgotten them (a restart) and the calls that found them missing are sent once more.
-    pub(super) fn start(connection: ConnectionManager, scripts: Vec<Script>) -> Self {
+    /// Starts the batching task on `runtime`.
+    pub(super) fn start(
+        runtime: &tokio::runtime::Handle,
+        connection: ConnectionManager,
+        sources: Sources,
+    ) -> Self {
         let (calls, queued) = mpsc::unbounded_channel();
-        tokio::spawn(run(connection, queued, Arc::from(scripts)));
+        runtime.spawn(run(connection, queued, sources));
         Self { calls }
+    }
+
+    /// Whether the task is gone (its runtime was shut down): a new one must be started.
+    pub(super) fn is_closed(&self) -> bool {
+        self.calls.is_closed()
     }
 
     /// Sends `command` with the next pipeline and waits for its reply.
@@ -46,35 +58,53 @@ impl Batcher {
     }
 }
 
+/// Sends one command by itself (where no batching task can run), with the same handling of
+/// forgotten scripts.
+pub(super) async fn call_alone(
+    mut connection: ConnectionManager,
+    command: Cmd,
+    sources: &[String],
+) -> RedisResult<Value> {
+    let (reply, answer) = oneshot::channel();
+    send(&mut connection, vec![Call { command, reply }], sources).await;
+    answer.await.unwrap_or_else(|_| Err(gone()))
+}
+
 fn gone() -> redis::RedisError {
     redis::RedisError::from((ErrorKind::Io, "the redis batching task is gone"))
 }
 
-/// Collects the calls queued meanwhile and sends each batch on its own task, so the next batch
-/// is collected while this one waits for its reply.
+/// Collects the calls queued meanwhile and sends them on their own task, so the next batch is
+/// collected while this one waits for its reply.
 async fn run(
     connection: ConnectionManager,
     mut queued: mpsc::UnboundedReceiver<Call>,
-    scripts: Arc<[Script]>,
+    sources: Sources,
 ) {
     while let Some(first) = queued.recv().await {
         // One turn for the requests already runnable: the ones about to call Redis queue their
         // calls meanwhile. With nothing else to run this returns at once.
         tokio::task::yield_now().await;
-        let mut batch = vec![first];
-        while batch.len() < MAX_CALLS {
-            match queued.try_recv() {
-                Ok(call) => batch.push(call),
-                Err(_) => break,
-            }
+        let mut waiting = vec![first];
+        while let Ok(call) = queued.try_recv() {
+            waiting.push(call);
         }
-        tokio::spawn(send(connection.clone(), batch, scripts.clone()));
+        // A caller that gave up (its timeout) is not sent: a reservation it made is cancelled
+        // by its caller, a settlement is sent again by its caller's retry.
+        waiting.retain(|call| !call.reply.is_closed());
+        while !waiting.is_empty() {
+            let rest = waiting.split_off(waiting.len().min(MAX_CALLS));
+            let batch = std::mem::replace(&mut waiting, rest);
+            let (mut connection, sources) = (connection.clone(), sources.clone());
+            tokio::spawn(async move { send(&mut connection, batch, &sources).await });
+        }
     }
 }
 
 /// Sends one batch and hands every caller its own reply (a call's error is its own; a
-/// connection error is everyone's).
-async fn send(mut connection: ConnectionManager, batch: Vec<Call>, scripts: Arc<[Script]>) {
+/// connection error is everyone's). The calls that found their script missing did not run:
+/// the scripts are loaded and those calls sent once more, after the others have their answers.
+async fn send(connection: &mut ConnectionManager, batch: Vec<Call>, sources: &[String]) {
     let mut replies = Vec::with_capacity(batch.len());
     let mut pipeline = Pipeline::with_capacity(batch.len());
     pipeline.ignore_errors();
@@ -82,76 +112,56 @@ async fn send(mut connection: ConnectionManager, batch: Vec<Call>, scripts: Arc<
         pipeline.add_command(call.command);
         replies.push(call.reply);
     }
-    let mut results: RedisResult<Vec<RedisResult<Value>>> =
-        pipeline.query_async(&mut connection).await;
-    if let Ok(values) = results.as_mut() {
-        send_again_if_scripts_were_missing(&mut connection, &pipeline, values, &scripts).await;
+    let values: Vec<RedisResult<Value>> = match pipeline.query_async(connection).await {
+        Ok(values) => values,
+        Err(error) => {
+            for reply in replies {
+                let _ = reply.send(Err(error.clone()));
+            }
+            return;
+        }
+    };
+    let commands: Vec<&Cmd> = pipeline.cmd_iter().collect();
+    let mut again = Pipeline::new();
+    again.ignore_errors();
+    let mut waiting_again = Vec::new();
+    for ((reply, value), command) in replies.into_iter().zip(values).zip(commands) {
+        if matches!(&value, Err(error) if is_noscript(error)) {
+            again.add_command(command.clone());
+            waiting_again.push(reply);
+        } else {
+            // The caller may have given up (its timeout): nobody to tell.
+            let _ = reply.send(value);
+        }
     }
-    match results {
-        Ok(values) => {
-            for (reply, value) in replies.into_iter().zip(values) {
-                // The caller may have given up (its timeout): nobody to tell.
-                let _ = reply.send(value);
+    if waiting_again.is_empty() {
+        return;
+    }
+    let answers: RedisResult<Vec<RedisResult<Value>>> = match load(connection, sources).await {
+        Ok(()) => again.query_async(connection).await,
+        Err(error) => Err(error),
+    };
+    match answers {
+        Ok(answers) => {
+            for (reply, answer) in waiting_again.into_iter().zip(answers) {
+                let _ = reply.send(answer);
             }
         }
         Err(error) => {
-            for reply in replies {
+            for reply in waiting_again {
                 let _ = reply.send(Err(error.clone()));
             }
         }
     }
 }
 
-/// Redis forgot the scripts (it restarted): the calls refused for it did not run, so the
-/// scripts are loaded and those calls sent once more.
-async fn send_again_if_scripts_were_missing(
-    connection: &mut ConnectionManager,
-    pipeline: &Pipeline,
-    values: &mut [RedisResult<Value>],
-    scripts: &[Script],
-) {
-    let missing: Vec<usize> = values
-        .iter()
-        .enumerate()
-        .filter(|(_, result)| matches!(result, Err(e) if is_noscript(e)))
-        .map(|(index, _)| index)
-        .collect();
-    if missing.is_empty() {
-        return;
+/// Loads every script, in one pipeline.
+async fn load(connection: &mut ConnectionManager, sources: &[String]) -> RedisResult<()> {
+    let mut loads = Pipeline::with_capacity(sources.len());
+    for source in sources {
+        loads.cmd("SCRIPT").arg("LOAD").arg(source);
     }
-    let commands: Vec<&Cmd> = pipeline.cmd_iter().collect();
-    let mut again = Pipeline::with_capacity(missing.len());
-    again.ignore_errors();
-    for index in &missing {
-        again.add_command(commands[*index].clone());
-    }
-    let answers = match reload(connection, scripts).await {
-        Ok(()) => {
-            again
-                .query_async::<Vec<RedisResult<Value>>>(connection)
-                .await
-        }
-        Err(error) => Err(error),
-    };
-    match answers {
-        Ok(answers) => {
-            for (index, answer) in missing.iter().zip(answers) {
-                values[*index] = answer;
-            }
-        }
-        Err(error) => {
-            for index in &missing {
-                values[*index] = Err(error.clone());
-            }
-        }
-    }
-}
-
-async fn reload(connection: &mut ConnectionManager, scripts: &[Script]) -> RedisResult<()> {
-    for script in scripts {
-        script.load_async(connection).await?;
-    }
-    Ok(())
+    loads.query_async::<Vec<String>>(connection).await.map(drop)
 }
 
 fn is_noscript(error: &redis::RedisError) -> bool {

@@ -6,14 +6,15 @@
 
 mod batch;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Cmd, FromRedisValue as _, Script, Value};
+use tokio::runtime::{Handle, RuntimeFlavor};
 
 use super::charge::{Admitted, Charge, Refusal, Release};
-use batch::Batcher;
+use batch::{Batcher, Sources};
 
 /// Prefix of every key this gateway writes.
 const PREFIX: &str = "dgidgi:";
@@ -22,10 +23,12 @@ const PREFIX: &str = "dgidgi:";
 /// reservation's marker; ARGV: marker TTL, member, then type/limit/x/ttl per counter).
 /// Returns {0, after...} on success or {index, limit, current, retry_ms} when refused.
 ///
-/// Each charge is applied as it is checked, and a refusal undoes the ones before it: admitting
-/// (the common case) then costs one write per counter instead of a read and a write, and the
-/// script is atomic, so nobody sees the undone state. Redis' CPU per request is what bounds how
-/// many requests one Redis can meter for the whole fleet, so every call here counts.
+/// Each charge is applied as it is checked, and a refusal (or a counter that cannot be counted,
+/// caught with `pcall`: a script does not roll back by itself) undoes the ones before it.
+/// Admitting, the common case, then costs an amount counter one write instead of a read and a
+/// write; a refusal costs a few writes more than before. The script is atomic, so nobody sees
+/// the undone state. Redis' CPU per request is what bounds how many requests one Redis can meter
+/// for the whole fleet, so every call here counts.
 const RESERVE: &str = r#"
 local n = #KEYS - 1
 local marker = KEYS[n + 1]
@@ -52,7 +55,13 @@ for i = 1, n do
   local kind, limit, x = ARGV[b + 1], tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])
   local key = KEYS[i]
   if kind == 'a' then
-    local value = redis.call('INCRBY', key, ARGV[b + 3])
+    local value = redis.pcall('INCRBY', key, ARGV[b + 3])
+    if type(value) == 'table' then
+      -- Another type under the key, or out of range: nothing of this reservation stays, and
+      -- the caller gets the error (a script does not roll back by itself).
+      undo(i - 1)
+      return value
+    end
     -- A new counter (or one at 0) gets its TTL: the TTLs given end with the counter's day,
     -- month or minute, so the first write's expiry is every later write's too.
     if value == x then redis.call('PEXPIRE', key, ARGV[b + 4]) end
@@ -124,24 +133,41 @@ local function apply_releases(result)
 end
 "#;
 
-/// Settles: the releases, and the marker goes.
+/// Settles, once: the settlement takes the reservation's marker, and a retry whose first attempt
+/// reached Redis (its answer was lost) finds none and changes nothing. So does a settlement
+/// after its marker expired ([`MARKER_MIN_TTL_MS`]): the counters keep the reservation, the
+/// safe side for limits and budgets (the ledger still records what was used).
 const SETTLE: &str = r#"
-local result = apply_releases({})
-redis.call('DEL', KEYS[#KEYS])
-return result
+if redis.call('DEL', KEYS[#KEYS]) == 0 then return {} end
+return apply_releases({})
 "#;
 
 /// Cancels a reservation whose answer was lost (a timeout): released if it was made and not yet
-/// settled or cancelled (the marker is there), otherwise the marker is set so a reservation still
-/// on its way is not made. Either way exactly once.
+/// settled or cancelled (the marker says `1`), otherwise the marker is set so a reservation still
+/// on its way is not made (and a settled one stays settled). Either way exactly once.
 const CANCEL: &str = r#"
 if redis.call('GET', KEYS[#KEYS]) == '1' then
   redis.call('DEL', KEYS[#KEYS])
   return apply_releases({})
 end
-redis.call('SET', KEYS[#KEYS], 'cancelled', 'PX', ARGV[2])
+redis.call('SET', KEYS[#KEYS], 'cancelled', 'PX', ARGV[2], 'NX')
 return {}
 "#;
+
+/// The shortest life of a reservation's marker: longer than any request lasts, since a
+/// settlement applies only while its marker is there (that is what makes it apply once). A
+/// settled request's marker is gone at once, so only reservations never settled (a crashed
+/// replica) leave one behind until then.
+const MARKER_MIN_TTL_MS: u64 = 24 * 3_600_000;
+
+/// The largest amount, limit or adjustment sent to the scripts: Lua's numbers are doubles,
+/// exact up to 2^53, and a counter this far below Redis' 64-bit range cannot overflow it in
+/// practice (9 × 10^15 tokens, or 9 billion USD in micro-USD, per request).
+const MAX_EXACT: u64 = (1 << 53) - 1;
+
+fn exact(value: u64) -> i64 {
+    value.min(MAX_EXACT) as i64
+}
 
 /// Why a Redis call did not give an answer.
 #[derive(Debug, thiserror::Error)]
@@ -176,8 +202,11 @@ pub struct RedisCounters {
     settle: Script,
     cancel: Script,
     timeout: Duration,
-    /// Started on the first call (that is on the runtime; `new` need not be).
-    batcher: Arc<OnceLock<Batcher>>,
+    /// The scripts' sources, for loading them again after Redis forgot them.
+    sources: Sources,
+    /// The batching task, started by the first call on a multi-threaded runtime (`new` need not
+    /// run on one) and again if that runtime goes away.
+    batcher: Arc<Mutex<Option<Batcher>>>,
 }
 
 impl std::fmt::Debug for RedisCounters {
@@ -199,31 +228,50 @@ impl RedisCounters {
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_secs(2));
         let connection = ConnectionManager::new_lazy_with_config(client, config)?;
+        let sources = [
+            RESERVE.to_owned(),
+            format!("{APPLY_RELEASES}{SETTLE}"),
+            format!("{APPLY_RELEASES}{CANCEL}"),
+        ];
         Ok(Self {
             connection,
-            reserve: Script::new(RESERVE),
-            settle: Script::new(&format!("{APPLY_RELEASES}{SETTLE}")),
-            cancel: Script::new(&format!("{APPLY_RELEASES}{CANCEL}")),
+            reserve: Script::new(&sources[0]),
+            settle: Script::new(&sources[1]),
+            cancel: Script::new(&sources[2]),
             timeout,
+            sources: Arc::from(sources),
             batcher: Arc::default(),
         })
     }
 
-    /// Runs one script call with the next pipeline (see [`batch`]); the reply as integers.
+    /// Runs one script call with the next pipeline (see [`batch`]); the reply as integers. On a
+    /// current-thread runtime the call goes alone: a task there runs only while something
+    /// awaits on that runtime, and the caller may be waiting on another.
     async fn evaluate(&self, call: Cmd) -> redis::RedisResult<Vec<i64>> {
-        let batcher = self.batcher.get_or_init(|| {
-            let scripts = vec![
-                self.reserve.clone(),
-                self.settle.clone(),
-                self.cancel.clone(),
-            ];
-            Batcher::start(self.connection.clone(), scripts)
-        });
-        let reply = batcher.call(call).await?;
+        let reply = match self.batcher() {
+            Some(batcher) => batcher.call(call).await?,
+            None => batch::call_alone(self.connection.clone(), call, &self.sources).await?,
+        };
         Ok(Vec::<i64>::from_redis_value(reply)?)
     }
 
-    /// The start of a call of `script` with `keys` keys (the keys, then the args follow).
+    /// The running batching task, started on this multi-threaded runtime if there is none.
+    fn batcher(&self) -> Option<Batcher> {
+        let runtime = Handle::try_current()
+            .ok()
+            .filter(|handle| handle.runtime_flavor() == RuntimeFlavor::MultiThread)?;
+        let mut slot = self.batcher.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(batcher) = slot.as_ref().filter(|batcher| !batcher.is_closed()) {
+            return Some(batcher.clone());
+        }
+        let batcher = Batcher::start(&runtime, self.connection.clone(), self.sources.clone());
+        *slot = Some(batcher.clone());
+        Some(batcher)
+    }
+
+    /// The start of an `EVALSHA` of `script` with `keys` keys (the keys, then the args follow).
+    /// Built here because the redis crate keeps its own script invocation's command private and
+    /// sends it at once, and these calls go into a pipeline.
     fn script_call(script: &Script, keys: usize) -> Cmd {
         let mut call = redis::cmd("EVALSHA");
         call.arg(script.get_hash()).arg(keys);
@@ -238,7 +286,7 @@ impl RedisCounters {
     }
 
     /// How long a marker outlives a reservation that is never settled (its longest lease or
-    /// window; at least a minute).
+    /// window; at least [`MARKER_MIN_TTL_MS`]).
     fn marker_ttl(charges: &[Charge]) -> u64 {
         charges
             .iter()
@@ -249,7 +297,7 @@ impl RedisCounters {
             })
             .max()
             .unwrap_or(0)
-            .max(60_000)
+            .max(MARKER_MIN_TTL_MS)
     }
 
     /// Check-and-reserve, one round trip.
@@ -269,16 +317,16 @@ impl RedisCounters {
             let (kind, limit, x, ttl) = match charge {
                 Charge::Window {
                     limit, window_ms, ..
-                } => ("w", *limit as i64, *window_ms, 0),
+                } => ("w", exact(*limit), exact(*window_ms), 0),
                 Charge::Lease {
                     limit, lease_ms, ..
-                } => ("l", *limit as i64, *lease_ms, 0),
+                } => ("l", exact(*limit), exact(*lease_ms), 0),
                 Charge::Amount {
                     limit,
                     amount,
                     ttl_ms,
                     ..
-                } => ("a", limit.map_or(-1, |l| l as i64), *amount, *ttl_ms),
+                } => ("a", limit.map_or(-1, exact), exact(*amount), *ttl_ms),
             };
             call.arg(kind).arg(limit).arg(x).arg(ttl);
         }
@@ -339,7 +387,10 @@ impl RedisCounters {
             let (kind, delta, ttl) = match release {
                 Release::Window { .. } => ("w", 0, 0),
                 Release::Lease { .. } => ("l", 0, 0),
-                Release::Adjust { delta, ttl_ms, .. } => ("a", *delta, *ttl_ms),
+                Release::Adjust { delta, ttl_ms, .. } => {
+                    let delta = (*delta).clamp(-(MAX_EXACT as i64), MAX_EXACT as i64);
+                    ("a", delta, *ttl_ms)
+                }
             };
             call.arg(kind).arg(delta).arg(ttl);
         }
