@@ -673,12 +673,6 @@ async fn batched_calls_answer_one_by_one_and_survive_forgotten_scripts() {
     };
     let client = redis::Client::open(redis.url()).unwrap();
     let mut admin = client.get_multiplexed_async_connection().await.unwrap();
-    let reads = |info: String| -> u64 {
-        info.lines()
-            .find_map(|line| line.strip_prefix("total_reads_processed:"))
-            .and_then(|value| value.trim().parse().ok())
-            .expect("INFO stats has total_reads_processed")
-    };
     let _: () = redis::cmd("RPUSH")
         .arg("dgidgi:t:b:list")
         .arg("not a counter")
@@ -691,13 +685,7 @@ async fn batched_calls_answer_one_by_one_and_survive_forgotten_scripts() {
             .query_async(&mut admin)
             .await
             .unwrap();
-        let reads_before = reads(
-            redis::cmd("INFO")
-                .arg("stats")
-                .query_async(&mut admin)
-                .await
-                .unwrap(),
-        );
+        let reads_before = reads_processed(&mut admin).await;
         let calls = (0..64u128).map(|i| {
             let counters = counters.clone();
             // Every eighth call counts into a key that holds a list: its script fails after
@@ -723,13 +711,7 @@ async fn batched_calls_answer_one_by_one_and_survive_forgotten_scripts() {
         assert_eq!(failed, 8);
         // 64 calls, sent again after the flush, and the scripts loaded: a few pipelines, not
         // a read per call (the INFO calls themselves are two of these reads).
-        let reads_after = reads(
-            redis::cmd("INFO")
-                .arg("stats")
-                .query_async(&mut admin)
-                .await
-                .unwrap(),
-        );
+        let reads_after = reads_processed(&mut admin).await;
         assert!(
             reads_after - reads_before < 32,
             "{} reads for 64 calls",
@@ -743,4 +725,17 @@ async fn batched_calls_answer_one_by_one_and_survive_forgotten_scripts() {
             .unwrap(),
         vec![3 * 56 * 10, 0]
     );
+}
+
+/// How many reads Redis has processed (one per batch of commands it read from a client).
+async fn reads_processed(connection: &mut redis::aio::MultiplexedConnection) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("stats")
+        .query_async(connection)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|line| line.strip_prefix("total_reads_processed:"))
+        .and_then(|value| value.trim().parse().ok())
+        .expect("INFO stats has total_reads_processed")
 }
