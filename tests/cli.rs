@@ -98,6 +98,12 @@ fn render_writes_manifests_and_config_dir_and_is_stable() {
         dir.path(),
     );
     assert!(second.status.success(), "{}", stderr(&second));
+    // The keys read back from both places are one ring and one store: nothing to warn about.
+    assert!(
+        !stderr(&second).contains("more than once"),
+        "{}",
+        stderr(&second)
+    );
     assert_eq!(snapshot("out"), out1);
     assert_eq!(snapshot("cfg"), cfg1);
     // Given back explicitly with -f into a fresh directory: the same bytes.

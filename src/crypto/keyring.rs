@@ -27,6 +27,20 @@ pub struct KeyRing {
     keys: Vec<MasterKey>,
 }
 
+/// Same active key and the same keys in the same order: two copies of one ring (`dgidgi up` and
+/// `render --out --config-dir` read the ring back from both places they wrote it).
+impl PartialEq for KeyRing {
+    fn eq(&self, other: &Self) -> bool {
+        self.active == other.active
+            && self.keys.len() == other.keys.len()
+            && self
+                .keys
+                .iter()
+                .zip(&other.keys)
+                .all(|(a, b)| a.id == b.id && *a.key == *b.key)
+    }
+}
+
 impl std::fmt::Debug for KeyRing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let ids: Vec<&str> = self.keys.iter().map(|k| k.id.as_str()).collect();

@@ -192,7 +192,14 @@ impl InputLoader {
             source_name: source_name.to_owned(),
             error,
         })?;
-        if self.input.previous.key_ring.replace(ring).is_some() {
+        // Two copies of the same ring (the config directory and the rendered Secret) are one.
+        if self
+            .input
+            .previous
+            .key_ring
+            .replace(ring)
+            .is_some_and(|earlier| Some(&earlier) != self.input.previous.key_ring.as_ref())
+        {
             self.warn(format!(
                 "master key ring given more than once; using the one from {source_name}"
             ));
@@ -210,7 +217,13 @@ impl InputLoader {
             source_name: source_name.to_owned(),
             error,
         })?;
-        if self.input.previous.key_store.replace(store).is_some() {
+        if self
+            .input
+            .previous
+            .key_store
+            .replace(store)
+            .is_some_and(|earlier| Some(&earlier) != self.input.previous.key_store.as_ref())
+        {
             self.warn(format!(
                 "key store given more than once; using the one from {source_name}"
             ));
