@@ -96,6 +96,14 @@ fn compiled_rules<K: CustomResourceExt>(kind: &'static str) -> Result<KindRules,
     Ok(KindRules { cel, structural })
 }
 
+/// Puts `value` in `slot`; true if the slot held a different one. Two copies of the same keys
+/// (`dgidgi up` and `render --out --config-dir` read them back from the config directory and
+/// from the rendered Secrets) are one, not a conflict to warn about.
+fn replaced_by_another<T: PartialEq>(slot: &mut Option<T>, value: T) -> bool {
+    slot.replace(value)
+        .is_some_and(|earlier| Some(&earlier) != slot.as_ref())
+}
+
 impl SchemaRules {
     fn new() -> Result<Self, InputError> {
         Ok(Self {
@@ -192,14 +200,7 @@ impl InputLoader {
             source_name: source_name.to_owned(),
             error,
         })?;
-        // Two copies of the same ring (the config directory and the rendered Secret) are one.
-        if self
-            .input
-            .previous
-            .key_ring
-            .replace(ring)
-            .is_some_and(|earlier| Some(&earlier) != self.input.previous.key_ring.as_ref())
-        {
+        if replaced_by_another(&mut self.input.previous.key_ring, ring) {
             self.warn(format!(
                 "master key ring given more than once; using the one from {source_name}"
             ));
@@ -217,13 +218,7 @@ impl InputLoader {
             source_name: source_name.to_owned(),
             error,
         })?;
-        if self
-            .input
-            .previous
-            .key_store
-            .replace(store)
-            .is_some_and(|earlier| Some(&earlier) != self.input.previous.key_store.as_ref())
-        {
+        if replaced_by_another(&mut self.input.previous.key_store, store) {
             self.warn(format!(
                 "key store given more than once; using the one from {source_name}"
             ));
