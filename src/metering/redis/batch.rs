@@ -93,8 +93,7 @@ async fn run(
         // by its caller, a settlement is sent again by its caller's retry.
         waiting.retain(|call| !call.reply.is_closed());
         while !waiting.is_empty() {
-            let rest = waiting.split_off(waiting.len().min(MAX_CALLS));
-            let batch = std::mem::replace(&mut waiting, rest);
+            let batch: Vec<Call> = waiting.drain(..waiting.len().min(MAX_CALLS)).collect();
             let (mut connection, sources) = (connection.clone(), sources.clone());
             tokio::spawn(async move { send(&mut connection, batch, &sources).await });
         }

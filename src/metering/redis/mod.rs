@@ -135,7 +135,7 @@ end
 
 /// Settles, once: the settlement takes the reservation's marker, and a retry whose first attempt
 /// reached Redis (its answer was lost) finds none and changes nothing. So does a settlement
-/// after its marker expired ([`MARKER_MIN_TTL_MS`]): the counters keep the reservation, the
+/// after its marker expired ([`MARKER_TTL_MS`]): the counters keep the reservation, the
 /// safe side for limits and budgets (the ledger still records what was used).
 const SETTLE: &str = r#"
 if redis.call('DEL', KEYS[#KEYS]) == 0 then return {} end
@@ -154,11 +154,11 @@ redis.call('SET', KEYS[#KEYS], 'cancelled', 'PX', ARGV[2], 'NX')
 return {}
 "#;
 
-/// The shortest life of a reservation's marker: longer than any request lasts, since a
-/// settlement applies only while its marker is there (that is what makes it apply once). A
-/// settled request's marker is gone at once, so only reservations never settled (a crashed
-/// replica) leave one behind until then.
-const MARKER_MIN_TTL_MS: u64 = 24 * 3_600_000;
+/// The life of a reservation's marker: longer than any request lasts (and than its lease, 15
+/// minutes, or its window, one), since a settlement applies only while its marker is there
+/// (that is what makes it apply once). A settled request's marker is gone at once, so only
+/// reservations never settled (a crashed replica) leave one behind until then.
+const MARKER_TTL_MS: u64 = 24 * 3_600_000;
 
 /// The largest amount, limit or adjustment sent to the scripts: Lua's numbers are doubles,
 /// exact up to 2^53, and a counter this far below Redis' 64-bit range cannot overflow it in
@@ -285,21 +285,6 @@ impl RedisCounters {
         format!("{PREFIX}r:{member:032x}:{first}")
     }
 
-    /// How long a marker outlives a reservation that is never settled (its longest lease or
-    /// window; at least [`MARKER_MIN_TTL_MS`]).
-    fn marker_ttl(charges: &[Charge]) -> u64 {
-        charges
-            .iter()
-            .map(|charge| match charge {
-                Charge::Window { window_ms, .. } => *window_ms,
-                Charge::Lease { lease_ms, .. } => *lease_ms,
-                Charge::Amount { .. } => 0,
-            })
-            .max()
-            .unwrap_or(0)
-            .max(MARKER_MIN_TTL_MS)
-    }
-
     /// Check-and-reserve, one round trip.
     pub async fn reserve(
         &self,
@@ -311,7 +296,7 @@ impl RedisCounters {
             call.arg(format!("{PREFIX}{}", charge.key()));
         }
         call.arg(Self::marker(charges, member))
-            .arg(Self::marker_ttl(charges))
+            .arg(MARKER_TTL_MS)
             .arg(format!("{member:032x}"));
         for charge in charges {
             let (kind, limit, x, ttl) = match charge {
@@ -382,7 +367,7 @@ impl RedisCounters {
         }
         call.arg(Self::marker(charges, member))
             .arg(format!("{member:032x}"))
-            .arg(Self::marker_ttl(charges));
+            .arg(MARKER_TTL_MS);
         for release in releases {
             let (kind, delta, ttl) = match release {
                 Release::Window { .. } => ("w", 0, 0),
@@ -396,8 +381,10 @@ impl RedisCounters {
         }
         let timeout = self.timeout.max(Duration::from_secs(1));
         let mut last = RedisError::Reply;
-        for _ in 0..2 {
-            match tokio::time::timeout(timeout, self.evaluate(call.clone())).await {
+        // The command is copied once, for the retry (a settlement applies once, so a retry
+        // after a first attempt that did reach Redis changes nothing).
+        for attempt in [call.clone(), call] {
+            match tokio::time::timeout(timeout, self.evaluate(attempt)).await {
                 Ok(Ok(reply)) => return Ok(reply.into_iter().map(|v| v.max(0) as u64).collect()),
                 Ok(Err(error)) => last = RedisError::Call(error),
                 Err(_) => last = RedisError::Timeout(timeout),
