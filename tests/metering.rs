@@ -452,6 +452,102 @@ async fn a_reservation_whose_answer_was_lost_is_cancelled_exactly_once() {
     );
 }
 
+/// A settlement Redis did not take in time is sent again until it is. Redis pauses writes, so
+/// the settlement waits there and the caller gives up; the connection is then cut, which throws
+/// the waiting command away, and Redis resumes. Sent again, the settlement frees the concurrency
+/// slot within seconds instead of the lease's 15 minutes, and charges the tokens used, not the
+/// reservation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settlement_redis_did_not_take_is_sent_again_until_it_is() {
+    use dgidgi::gateway::metrics::ResultLabels;
+    use dgidgi::metering::charge::{Charge, Measure};
+    use dgidgi::metering::plan::{Settlement, releases};
+    use dgidgi::metering::redis::RedisCounters;
+    use prometheus_client::metrics::{counter::Counter, family::Family};
+
+    let redis = RedisServer::start();
+    let outcomes = Family::<ResultLabels, Counter>::default();
+    let counters = RedisCounters::new(&redis.url(), Duration::from_millis(200))
+        .expect("client")
+        .report_redeliveries_to(outcomes.clone());
+    let charges = vec![
+        Charge::Lease {
+            key: "t:y:inflight".into(),
+            limit: 1,
+            lease_ms: 900_000,
+            kind: LimitKind::Concurrency,
+        },
+        Charge::Amount {
+            key: "t:y:tokens".into(),
+            limit: Some(1_000),
+            amount: 600,
+            ttl_ms: 900_000,
+            kind: Some(LimitKind::Tpd),
+            measure: Measure::Tokens,
+        },
+    ];
+    assert!(counters.reserve(&charges, 1).await.unwrap().is_ok());
+    assert!(
+        counters.reserve(&charges, 2).await.unwrap().is_err(),
+        "one slot, held"
+    );
+
+    let mut admin = redis::Client::open(redis.url())
+        .expect("admin client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("admin connection");
+    // The gateway's `EVALSHA`s are writes: they wait; the admin's `CLIENT` commands are not.
+    let _: () = redis::cmd("CLIENT")
+        .arg(&["PAUSE", "30000", "WRITE"])
+        .query_async(&mut admin)
+        .await
+        .expect("pause");
+    let used = Settlement {
+        tokens: 100,
+        cost_micro_usd: 0,
+        estimated: false,
+    };
+    let settled = counters
+        .settle(&charges, &releases(&charges, Some(used)), 1)
+        .await;
+    assert!(settled.is_err(), "paused: no answer in time");
+    let _: i64 = redis::cmd("CLIENT")
+        .arg(&["KILL", "TYPE", "normal", "SKIPME", "yes"])
+        .query_async(&mut admin)
+        .await
+        .expect("kill the gateway's connection");
+    let _: () = redis::cmd("CLIENT")
+        .arg("UNPAUSE")
+        .query_async(&mut admin)
+        .await
+        .expect("unpause");
+
+    // A read may fail once while the connection manager notices the cut and reconnects.
+    let tokens = || async { counters.amounts(&["t:y:tokens".into()]).await.ok() };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while tokens().await != Some(vec![100]) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        tokens().await,
+        Some(vec![100]),
+        "settled to the tokens used"
+    );
+    let applied = outcomes.get_or_create(&ResultLabels { result: "applied" });
+    assert_eq!(applied.get(), 1, "counted as sent again and taken");
+    assert!(
+        counters.reserve(&charges, 2).await.unwrap().is_ok(),
+        "the slot is free again"
+    );
+    // Sending the settlement once more (as a second replica's copy would) changes nothing.
+    counters
+        .settle(&charges, &releases(&charges, Some(used)), 1)
+        .await
+        .unwrap();
+    assert_eq!(tokens().await, Some(vec![700]));
+}
+
 /// The Redis scripts and the embedded book execute the same charge lists: on one sequence of
 /// reservations (refused at every position of the list, so the script's undo runs for each),
 /// settlements and cancellations, both admit and refuse the same requests with the same

@@ -92,14 +92,15 @@ pub struct UpstreamErrorLabels {
 /// Outcome of an operation.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
-    /// ok or error.
+    /// ok or error (reloads, fail-mode decisions); applied, abandoned or dropped (Redis
+    /// redeliveries).
     pub result: &'static str,
 }
 
 /// A Redis operation.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RedisLabels {
-    /// reserve, settle, mark, read.
+    /// reserve, settle, cancel, mark, read.
     pub op: &'static str,
     /// timeout, error, reply.
     pub class: &'static str,
@@ -140,6 +141,9 @@ pub struct Metrics {
     pub redis_errors: Family<RedisLabels, Counter>,
     /// Requests decided by `--redis-fail-mode` because Redis did not answer.
     pub redis_fail_decisions: Family<ResultLabels, Counter>,
+    /// Settlements and cancellations Redis did not take in time, by what became of them when
+    /// sent again: a lasting `abandoned` or `dropped` means leases held to their TTL.
+    pub redis_redeliveries: Family<ResultLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -166,6 +170,7 @@ impl Default for Metrics {
             config_loaded: Gauge::default(),
             redis_errors: Family::default(),
             redis_fail_decisions: Family::default(),
+            redis_redeliveries: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -244,6 +249,11 @@ impl Default for Metrics {
             "dgidgi_redis_fail_mode_decisions",
             "Requests decided by --redis-fail-mode while Redis did not answer (ok: admitted)",
             metrics.redis_fail_decisions.clone(),
+        );
+        registry.register(
+            "dgidgi_redis_redeliveries",
+            "Settlements and cancellations Redis did not take in time, sent again: applied, abandoned (after an hour or a permanent error), dropped (too many waiting)",
+            metrics.redis_redeliveries.clone(),
         );
         Self {
             registry,

@@ -296,7 +296,10 @@ impl Meter {
         };
         let redis = match &options.redis_url {
             None => None,
-            Some(url) => Some(RedisCounters::new(url, options.redis_timeout)?),
+            Some(url) => Some(
+                RedisCounters::new(url, options.redis_timeout)?
+                    .report_redeliveries_to(metrics.redis_redeliveries.clone()),
+            ),
         };
         Ok(Self {
             book: Mutex::new(book),
@@ -341,19 +344,22 @@ impl Meter {
                 Ok(result) => return Ok((result, true)),
                 Err(error) => {
                     self.redis_failed("reserve", &error);
-                    // The script may still have run (or still run): cancel it, exactly once.
-                    let (redis, charges) = (redis.clone(), charges.to_vec());
-                    let metrics = self.metrics.clone();
-                    tokio::spawn(async move {
-                        if let Err(error) = redis.cancel(&charges, member).await {
-                            tracing::warn!("cancelling a lost reservation failed: {error}");
-                            let labels = RedisLabels {
-                                op: "cancel",
-                                class: error.class(),
-                            };
-                            metrics.redis_errors.get_or_create(&labels).inc();
-                        }
-                    });
+                    // Unless it never left (no connection), the script may have run or still
+                    // run: cancel it, exactly once.
+                    if !error.never_sent() {
+                        let (redis, charges) = (redis.clone(), charges.to_vec());
+                        let metrics = self.metrics.clone();
+                        tokio::spawn(async move {
+                            if let Err(error) = redis.cancel(&charges, member).await {
+                                tracing::warn!("cancelling a lost reservation failed: {error}");
+                                let labels = RedisLabels {
+                                    op: "cancel",
+                                    class: error.class(),
+                                };
+                                metrics.redis_errors.get_or_create(&labels).inc();
+                            }
+                        });
+                    }
                     let admitted = self.fail_mode == FailMode::Open;
                     let result = if admitted { "ok" } else { "error" };
                     self.metrics
@@ -382,7 +388,8 @@ impl Meter {
             match redis.settle(charges, releases, member).await {
                 Ok(after) => return after,
                 Err(error) => {
-                    // The lease expires by its TTL; the amounts keep the reservation.
+                    // Sent again in the background (`dgidgi_redis_redeliveries`); until it is
+                    // taken the lease stays held and the amounts keep the reservation.
                     self.redis_failed("settle", &error);
                     return Vec::new();
                 }

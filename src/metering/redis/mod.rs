@@ -2,19 +2,25 @@
 //! Check-and-reserve is one Lua script over every counter of the request (atomic: all charges
 //! or none), settling is a second; every key has a TTL. The calls of concurrent requests leave in
 //! one pipeline ([`batch`]). Each call is bounded by a short timeout, after which the caller
-//! applies `--redis-fail-mode`. The connection manager reconnects by itself.
+//! applies `--redis-fail-mode`; a settlement or cancellation that timed out is sent again in the
+//! background ([`redeliver`]). The connection manager reconnects by itself.
 
 mod batch;
+mod redeliver;
 
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Cmd, FromRedisValue as _, Script, Value};
 use tokio::runtime::{Handle, RuntimeFlavor};
 
 use super::charge::{Admitted, Charge, Refusal, Release};
+use crate::gateway::metrics::ResultLabels;
 use batch::{Batcher, Sources};
+use redeliver::Redeliveries;
 
 /// Prefix of every key this gateway writes.
 const PREFIX: &str = "dgidgi:";
@@ -184,6 +190,12 @@ pub enum RedisError {
 }
 
 impl RedisError {
+    /// True when the call cannot have reached Redis (no connection could be made), so there
+    /// is nothing of it to cancel.
+    pub fn never_sent(&self) -> bool {
+        matches!(self, Self::Call(error) if error.is_connection_refusal())
+    }
+
     /// Low-cardinality label for the error metric.
     pub fn class(&self) -> &'static str {
         match self {
@@ -207,6 +219,8 @@ pub struct RedisCounters {
     /// The batching task, started by the first call on a multi-threaded runtime (`new` need not
     /// run on one) and again if that runtime goes away.
     batcher: Arc<Mutex<Option<Batcher>>>,
+    /// Settlements and cancellations waiting to be sent again.
+    redeliveries: Redeliveries,
 }
 
 impl std::fmt::Debug for RedisCounters {
@@ -241,7 +255,15 @@ impl RedisCounters {
             timeout,
             sources: Arc::from(sources),
             batcher: Arc::default(),
+            redeliveries: Redeliveries::default(),
         })
+    }
+
+    /// Counts what became of the settlements and cancellations sent again (`applied`,
+    /// `abandoned` after an hour or a permanent error, `dropped` when too many were waiting).
+    pub fn report_redeliveries_to(mut self, outcomes: Family<ResultLabels, Counter>) -> Self {
+        self.redeliveries.report_to(outcomes);
+        self
     }
 
     /// Runs one script call with the next pipeline (see [`batch`]); the reply as integers. On a
@@ -331,9 +353,9 @@ impl RedisCounters {
         }
     }
 
-    /// Settles the reservation made by `charges`, one round trip (off the request path: a
-    /// longer wait and one retry, since a lost settlement leaves a lease held until it expires);
-    /// returns each counter's value afterwards.
+    /// Settles the reservation made by `charges`, one round trip off the request path; returns
+    /// each counter's value afterwards. When Redis does not answer in time the error is returned
+    /// and the settlement is sent again in the background until it is taken.
     pub async fn settle(
         &self,
         charges: &[Charge],
@@ -344,7 +366,8 @@ impl RedisCounters {
     }
 
     /// Cancels a reservation whose answer was lost (a timeout): everything it took is given
-    /// back if it was made, and it is never made if it is still on its way. Exactly once.
+    /// back if it was made, and it is never made if it is still on its way. Exactly once; sent
+    /// again in the background when Redis does not answer in time.
     pub async fn cancel(&self, charges: &[Charge], member: u128) -> Result<(), RedisError> {
         let releases = super::plan::releases(charges, None);
         self.release(&self.cancel, charges, &releases, member)
@@ -379,18 +402,54 @@ impl RedisCounters {
             };
             call.arg(kind).arg(delta).arg(ttl);
         }
-        let timeout = self.timeout.max(Duration::from_secs(1));
-        let mut last = RedisError::Reply;
-        // The command is copied once, for the retry (a settlement applies once, so a retry
-        // after a first attempt that did reach Redis changes nothing).
-        for attempt in [call.clone(), call] {
-            match tokio::time::timeout(timeout, self.evaluate(attempt)).await {
-                Ok(Ok(reply)) => return Ok(reply.into_iter().map(|v| v.max(0) as u64).collect()),
-                Ok(Err(error)) => last = RedisError::Call(error),
-                Err(_) => last = RedisError::Timeout(timeout),
+        // Kept for sending again: both scripts apply once, so a copy sent after an attempt
+        // that did reach Redis changes nothing.
+        let again = call.clone();
+        match self.bounded(self.evaluate(call)).await {
+            Ok(reply) => Ok(reply.into_iter().map(|v| v.max(0) as u64).collect()),
+            Err(error) => {
+                if redeliver::worth_resending(&error) {
+                    self.send_again(again);
+                }
+                Err(error)
             }
         }
-        Err(last)
+    }
+
+    /// Sends `call` again in the background, waiting longer between tries, until Redis takes
+    /// it, answers with an error that would only repeat, or an hour has passed.
+    fn send_again(&self, call: Cmd) {
+        let Some(place) = self.redeliveries.place() else {
+            tracing::debug!("too many Redis calls waiting to be sent again; one dropped");
+            return;
+        };
+        let counters = self.clone();
+        tokio::spawn(async move {
+            let _place = place;
+            let given_up_at = Instant::now() + redeliver::WINDOW;
+            let mut resend = 0;
+            loop {
+                resend += 1;
+                tokio::time::sleep(redeliver::wait_before(resend)).await;
+                match counters.bounded(counters.evaluate(call.clone())).await {
+                    Ok(_) => {
+                        tracing::debug!(resend, "a Redis settlement sent again was taken");
+                        counters.redeliveries.count("applied");
+                        return;
+                    }
+                    Err(error)
+                        if redeliver::worth_resending(&error) && Instant::now() < given_up_at => {}
+                    Err(error) => {
+                        tracing::warn!(
+                            resend,
+                            "a Redis settlement or cancellation was given up; its counters keep the reservation until their TTL: {error}"
+                        );
+                        counters.redeliveries.count("abandoned");
+                        return;
+                    }
+                }
+            }
+        });
     }
 
     /// Sets a mark once across all replicas (`SET NX`); true for the first setter.
