@@ -22,6 +22,7 @@ COUNTERS = {
     "dgidgi_fallbacks_total": {"tenant"},
     "dgidgi_config_reloads_total": {"result"},
     "dgidgi_redis_errors_total": {"op", "class"},
+    "dgidgi_redis_redeliveries_total": {"result"},
 }
 # Histograms carry no tenant label (buckets x tenants would be unbounded).
 HISTOGRAMS = {
