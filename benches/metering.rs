@@ -118,9 +118,9 @@ fn pure(c: &mut Criterion) {
     });
 }
 
-/// `journalled`: also wait for the admission's ledger commit, as a request does before its first
-/// byte reaches the client (one request per transaction: no group commit to share it with).
-fn round_trip(c: &mut Criterion, name: &str, options: MeterOptions, journalled: bool) {
+/// One request's admission and settlement through a meter opened with `options` (with a
+/// ledger: the admission's journal write included, the SQLite transaction on the writer thread).
+fn round_trip(c: &mut Criterion, name: &str, options: MeterOptions) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -138,13 +138,10 @@ fn round_trip(c: &mut Criterion, name: &str, options: MeterOptions, journalled: 
     c.bench_function(name, |b| {
         b.iter(|| {
             runtime.block_on(async {
-                let mut ticket = meter
+                let ticket = meter
                     .admit(&t, &candidates, SIZE, "platform", "gpt-4o")
                     .await
                     .expect("admitted");
-                if journalled {
-                    ticket.journalled().await.expect("committed");
-                }
                 meter.settle(ticket, Some(served(&m))).await;
             })
         })
@@ -153,12 +150,7 @@ fn round_trip(c: &mut Criterion, name: &str, options: MeterOptions, journalled: 
 }
 
 fn meters(c: &mut Criterion) {
-    round_trip(
-        c,
-        "metering/admit_settle_embedded",
-        MeterOptions::default(),
-        false,
-    );
+    round_trip(c, "metering/admit_settle_embedded", MeterOptions::default());
     let state = tempfile::tempdir().expect("tempdir");
     let with_ledger = || MeterOptions {
         ledger: Some(LedgerOptions {
@@ -172,13 +164,6 @@ fn meters(c: &mut Criterion) {
         c,
         "metering/admit_settle_embedded_with_ledger",
         with_ledger(),
-        false,
-    );
-    round_trip(
-        c,
-        "metering/admit_committed_settle_with_ledger",
-        with_ledger(),
-        true,
     );
     let installed = Command::new("redis-server")
         .arg("--version")
@@ -199,7 +184,6 @@ fn meters(c: &mut Criterion) {
             fail_mode: FailMode::Closed,
             ..MeterOptions::default()
         },
-        false,
     );
 }
 
