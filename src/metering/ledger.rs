@@ -157,8 +157,6 @@ pub struct Ledger {
     journal: Arc<Mutex<Journal>>,
     /// Set by the writer while too much waits for a database that keeps failing.
     overloaded: Arc<AtomicBool>,
-    /// The writer thread, woken by a flush.
-    writer: std::thread::Thread,
 }
 
 /// Where and how long records are kept.
@@ -312,15 +310,13 @@ impl Ledger {
             overloaded: overloaded.clone(),
             pending: Pending::default(),
         };
-        let writer = std::thread::Builder::new()
+        std::thread::Builder::new()
             .name("dgidgi-ledger".into())
             .spawn(move || {
                 writer_state.run();
                 drop(alive);
             })
-            .map_err(|_| spawned("dgidgi-ledger"))?
-            .thread()
-            .clone();
+            .map_err(|_| spawned("dgidgi-ledger"))?;
         std::thread::Builder::new()
             .name("dgidgi-ledger-checkpoint".into())
             .spawn(move || checkpointer(&checkpoints, &writer_gone))
@@ -330,7 +326,6 @@ impl Ledger {
                 ops,
                 journal,
                 overloaded,
-                writer,
             },
             restored,
         ))
@@ -387,7 +382,6 @@ impl Ledger {
     pub async fn flush(&self) {
         let (ack, done) = oneshot::channel();
         if self.ops.send(Op::Flush(ack)).is_ok() {
-            self.writer.unpark();
             let _ = done.await;
         }
     }
@@ -446,10 +440,6 @@ const COMMIT_INTERVAL: Duration = Duration::from_millis(50);
 
 /// Written sooner when this many records wait.
 const COMMIT_SIZE: usize = 4096;
-
-/// Records per transaction: large enough that a transaction's own cost is spread thin, small
-/// enough that one holds a shared core for well under a millisecond.
-const CHUNK: usize = 128;
 
 /// Past this many waiting (SQLite failing for a while), admissions are refused instead of
 /// piling up in memory (and in the journals): the client gets the 503 the ledger's failure
@@ -562,32 +552,28 @@ struct Writer {
 }
 
 impl Writer {
-    /// Waits for the first record when none waits; then sleeps until the records are due
-    /// (woken early only by a flush), so the request threads' sends wake nobody: waking this
-    /// thread per record cost more than the records' writes.
     fn run(mut self) {
         loop {
-            match self.pending.due() {
-                None => match self.ops.recv() {
-                    Ok(op) => self.pending.take(op),
-                    Err(mpsc::RecvError) => break,
-                },
+            let op = match self.pending.due() {
+                None => self.ops.recv().ok(),
                 Some(due) => {
-                    let now = Instant::now();
-                    if due > now {
-                        std::thread::park_timeout(due - now);
+                    match self
+                        .ops
+                        .recv_timeout(due.saturating_duration_since(Instant::now()))
+                    {
+                        Ok(op) => Some(op),
+                        Err(mpsc::RecvTimeoutError::Timeout) => {
+                            self.write_out();
+                            continue;
+                        }
+                        Err(mpsc::RecvTimeoutError::Disconnected) => None,
                     }
                 }
-            }
-            let disconnected = loop {
-                match self.ops.try_recv() {
-                    Ok(op) => self.pending.take(op),
-                    Err(mpsc::TryRecvError::Empty) => break false,
-                    Err(mpsc::TryRecvError::Disconnected) => break true,
-                }
             };
-            if disconnected {
-                break;
+            let Some(op) = op else { break };
+            self.pending.take(op);
+            while let Ok(op) = self.ops.try_recv() {
+                self.pending.take(op);
             }
             if self.pending.due().is_some_and(|due| due <= Instant::now()) {
                 self.write_out();
@@ -603,51 +589,53 @@ impl Writer {
         }
     }
 
-    /// Writes what waits to SQLite. First the request threads get a fresh journal; every
-    /// admission written to the old one was sent while it was held, so it is in the channel
-    /// now and taken with the rest. Once all of it is in the database the old journals go.
-    /// When a transaction fails, what it held keeps waiting, and the old journals stay, for the
-    /// next try.
+    /// Writes what waits to SQLite in one transaction. First the request threads get a fresh
+    /// journal, and every admission written to the old one is taken from the channel (they are
+    /// sent while the journal is held); once the transaction is in, the old journals go. When
+    /// it fails, everything keeps waiting, and the old journals stay, for the next try.
     fn write_out(&mut self) {
-        match Journal::create(&self.state_dir) {
-            Ok(fresh) => {
-                let mut current = self.journal.lock().unwrap_or_else(PoisonError::into_inner);
-                self.retired.push(std::mem::replace(&mut *current, fresh));
+        let fresh = Journal::create(&self.state_dir);
+        {
+            let mut current = self.journal.lock().unwrap_or_else(PoisonError::into_inner);
+            match fresh {
+                Ok(fresh) => self.retired.push(std::mem::replace(&mut *current, fresh)),
+                // The current one is retired at a later switch, with what it holds by then.
+                Err(error) => tracing::warn!("starting a new ledger journal failed: {error}"),
             }
-            // The current one is retired at a later switch, with what it holds by then.
-            Err(error) => tracing::warn!("starting a new ledger journal failed: {error}"),
+            while let Ok(op) = self.ops.try_recv() {
+                self.pending.take(op);
+            }
         }
-        while let Ok(op) = self.ops.try_recv() {
-            self.pending.take(op);
-        }
-        let written = self.write_chunks();
         let pending = &mut self.pending;
-        if let Some(file) = self.json_lines.as_mut() {
-            for waiting in &pending.records[..written] {
-                if let Waiting::Complete(record)
-                | Waiting::Settled(record, _)
-                | Waiting::Refused(record) = waiting
-                {
-                    write_json_line(file, record);
+        if !pending.records.is_empty() {
+            match commit(&mut self.conn, &pending.records) {
+                Ok(()) => {
+                    if let Some(file) = self.json_lines.as_mut() {
+                        for waiting in &pending.records {
+                            if let Waiting::Complete(record)
+                            | Waiting::Settled(record, _)
+                            | Waiting::Refused(record) = waiting
+                            {
+                                write_json_line(file, record);
+                            }
+                        }
+                    }
+                    pending.records.clear();
+                    pending.admissions.clear();
+                    pending.since = None;
+                    pending.retry_at = None;
+                }
+                Err(error) => {
+                    tracing::error!(path = %self.path.display(), waiting = pending.records.len(), "ledger commit failed, tried again in {COMMIT_INTERVAL:?}: {error}");
+                    pending.retry_at = Some(Instant::now() + COMMIT_INTERVAL);
                 }
             }
         }
-        pending.records.drain(..written);
-        pending.admissions.clear();
         if pending.records.is_empty() {
-            pending.since = None;
-            pending.retry_at = None;
             for journal in self.retired.drain(..) {
                 if let Err(error) = journal.remove() {
                     // Harmless: what it holds is skipped when replayed.
                     tracing::warn!("removing a ledger journal failed: {error}");
-                }
-            }
-        } else {
-            pending.retry_at = Some(Instant::now() + COMMIT_INTERVAL);
-            for (index, waiting) in pending.records.iter().enumerate() {
-                if let Waiting::Admitted(record) = waiting {
-                    pending.admissions.insert(record.request_id.clone(), index);
                 }
             }
         }
@@ -662,25 +650,6 @@ impl Writer {
         for flushed in pending.flushes.drain(..) {
             let _ = flushed.send(());
         }
-    }
-
-    /// Commits the waiting records in transactions of `CHUNK` and lets the request threads
-    /// run between them: one transaction of everything that waited 50 ms held the core for
-    /// milliseconds, and every request in flight waited that long. Returns how many records
-    /// are in (all of them unless a transaction failed; writing one again changes nothing).
-    fn write_chunks(&mut self) -> usize {
-        let mut written = 0;
-        for chunk in self.pending.records.chunks(CHUNK) {
-            if written > 0 {
-                std::thread::yield_now();
-            }
-            if let Err(error) = commit(&mut self.conn, chunk) {
-                tracing::error!(path = %self.path.display(), waiting = self.pending.records.len() - written, "ledger commit failed, tried again in {COMMIT_INTERVAL:?}: {error}");
-                break;
-            }
-            written += chunk.len();
-        }
-        written
     }
 }
 
