@@ -118,9 +118,9 @@ fn pure(c: &mut Criterion) {
     });
 }
 
-/// One request's admission and settlement through a meter opened with `options` (with a
-/// ledger: the admission's journal write included, the SQLite transaction on the writer thread).
-fn round_trip(c: &mut Criterion, name: &str, options: MeterOptions) {
+/// `journalled`: also wait for the admission's ledger commit, as a request does before its first
+/// byte reaches the client (one request per transaction: no group commit to share it with).
+fn round_trip(c: &mut Criterion, name: &str, options: MeterOptions, journalled: bool) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -138,10 +138,13 @@ fn round_trip(c: &mut Criterion, name: &str, options: MeterOptions) {
     c.bench_function(name, |b| {
         b.iter(|| {
             runtime.block_on(async {
-                let ticket = meter
+                let mut ticket = meter
                     .admit(&t, &candidates, SIZE, "platform", "gpt-4o")
                     .await
                     .expect("admitted");
+                if journalled {
+                    ticket.journalled().await.expect("committed");
+                }
                 meter.settle(ticket, Some(served(&m))).await;
             })
         })
@@ -150,7 +153,12 @@ fn round_trip(c: &mut Criterion, name: &str, options: MeterOptions) {
 }
 
 fn meters(c: &mut Criterion) {
-    round_trip(c, "metering/admit_settle_embedded", MeterOptions::default());
+    round_trip(
+        c,
+        "metering/admit_settle_embedded",
+        MeterOptions::default(),
+        false,
+    );
     let state = tempfile::tempdir().expect("tempdir");
     let with_ledger = || MeterOptions {
         ledger: Some(LedgerOptions {
@@ -164,6 +172,13 @@ fn meters(c: &mut Criterion) {
         c,
         "metering/admit_settle_embedded_with_ledger",
         with_ledger(),
+        false,
+    );
+    round_trip(
+        c,
+        "metering/admit_committed_settle_with_ledger",
+        with_ledger(),
+        true,
     );
     let installed = Command::new("redis-server")
         .arg("--version")
@@ -184,6 +199,7 @@ fn meters(c: &mut Criterion) {
             fail_mode: FailMode::Closed,
             ..MeterOptions::default()
         },
+        false,
     );
 }
 

@@ -122,7 +122,7 @@ struct ServedFacts {
 pub async fn finish(
     gateway: &Arc<Gateway>,
     snapshot: &Active,
-    ticket: Ticket,
+    mut ticket: Ticket,
     result: Result<Served, ApiError>,
 ) -> Result<Response<ResponseBody>, ApiError> {
     let id = ticket.id_text();
@@ -134,6 +134,11 @@ pub async fn finish(
             return Err(error);
         }
     };
+    // Usually long done: the journal commit ran alongside the upstream call.
+    if let Err(refused) = ticket.journalled().await {
+        gateway.meter.settle(ticket, None).await;
+        return Err(refusal_error(&refused));
+    }
     let provider = snapshot.provider(&served.provider);
     let model = provider.and_then(|p| p.model(&served.model));
     let facts = ServedFacts {

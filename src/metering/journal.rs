@@ -27,45 +27,53 @@ type Line = (Record, u64, String, String);
 pub(super) struct Journal {
     file: File,
     path: PathBuf,
+    buffer: Vec<u8>,
 }
 
 impl Journal {
-    /// Creates a new journal in `dir`, locked before it takes its journal name: another
-    /// gateway looking for orphans never sees it unlocked.
+    /// Creates a new journal in `dir` and locks it.
     pub(super) fn create(dir: &Path) -> std::io::Result<Self> {
-        let name = format!("{PREFIX}{:016x}", rand::random::<u64>());
-        let unnamed = dir.join(format!(".{name}.new"));
+        let path = dir.join(format!("{PREFIX}{:016x}{SUFFIX}", rand::random::<u64>()));
         let file = OpenOptions::new()
             .create_new(true)
             .append(true)
-            .open(&unnamed)?;
+            .open(&path)?;
         file.lock()?;
-        let path = dir.join(format!("{name}{SUFFIX}"));
-        std::fs::rename(&unnamed, &path)?;
-        Ok(Self { file, path })
+        Ok(Self {
+            file,
+            path,
+            buffer: Vec::new(),
+        })
     }
 
-    /// Appends one record's line (see [`line`]); it is journalled once this returns.
-    pub(super) fn append(&mut self, line: &[u8]) -> std::io::Result<()> {
-        self.file.write_all(line)
+    /// Appends `records` in one write; they are journalled once this returns.
+    pub(super) fn append<'r>(
+        &mut self,
+        records: impl IntoIterator<Item = &'r Record>,
+    ) -> std::io::Result<()> {
+        self.buffer.clear();
+        for record in records {
+            let line = (record, record.ts_ms, &record.day, &record.month);
+            serde_json::to_writer(&mut self.buffer, &line)?;
+            self.buffer.push(b'\n');
+        }
+        self.file.write_all(&self.buffer)
     }
 
-    /// Removes the journal: everything it held is in SQLite.
+    /// Empties the journal: everything in it is in SQLite now.
+    pub(super) fn clear(&mut self) -> std::io::Result<()> {
+        self.file.set_len(0)
+    }
+
+    /// Removes the journal (a clean shutdown, with everything in SQLite).
     pub(super) fn remove(self) -> std::io::Result<()> {
-        remove(&self.path)
+        std::fs::remove_file(&self.path)
     }
 
     /// Where it is.
     pub(super) fn path(&self) -> &Path {
         &self.path
     }
-}
-
-/// A record as one journal line, made before the journal is taken.
-pub(super) fn line(record: &Record) -> serde_json::Result<Vec<u8>> {
-    let mut line = serde_json::to_vec(&(record, record.ts_ms, &record.day, &record.month))?;
-    line.push(b'\n');
-    Ok(line)
 }
 
 /// The journal of a gateway that is gone, locked by this process until it is removed.
@@ -81,7 +89,7 @@ pub(super) struct Orphan {
 impl Orphan {
     /// Removes the file once its records are in SQLite.
     pub(super) fn remove(self) -> std::io::Result<()> {
-        remove(&self.path)
+        std::fs::remove_file(&self.path)
     }
 
     /// Where it is.
@@ -102,13 +110,7 @@ pub(super) fn orphans(dir: &Path) -> std::io::Result<Vec<Orphan>> {
         if !is_journal {
             continue;
         }
-        // Its writer may remove it meanwhile (everything in it written to SQLite): then it
-        // is not there to open, or it is read and its records found in the database already.
-        let file = match OpenOptions::new().read(true).write(true).open(&path) {
-            Ok(file) => file,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(error) => return Err(error),
-        };
+        let file = OpenOptions::new().read(true).write(true).open(&path)?;
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => continue,
@@ -123,14 +125,6 @@ pub(super) fn orphans(dir: &Path) -> std::io::Result<Vec<Orphan>> {
         });
     }
     Ok(found)
-}
-
-/// Removes a journal file; one already gone is fine (another gateway replayed it first).
-pub(super) fn remove(path: &Path) -> std::io::Result<()> {
-    match std::fs::remove_file(path) {
-        Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(error),
-        _ => Ok(()),
-    }
 }
 
 /// Every record of a journal, and how many lines could not be read.
@@ -162,11 +156,7 @@ pub fn read_all(dir: &Path) -> std::io::Result<Vec<Record>> {
         let path = entry?.path();
         let name = path.file_name().and_then(|name| name.to_str());
         if name.is_some_and(|name| name.starts_with(PREFIX) && name.ends_with(SUFFIX)) {
-            match File::open(&path) {
-                Ok(file) => records.extend(read(&file)?.0),
-                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-                Err(error) => return Err(error),
-            }
+            records.extend(read(&File::open(&path)?)?.0);
         }
     }
     Ok(records)
@@ -200,21 +190,15 @@ mod tests {
         }
     }
 
-    fn append(journal: &mut Journal, records: &[Record]) {
-        for record in records {
-            journal.append(&line(record).unwrap()).unwrap();
-        }
-    }
-
     #[test]
     fn a_journal_is_read_back_whole_once_its_writer_is_gone() {
         let dir = tempfile::tempdir().unwrap();
         let mut journal = Journal::create(dir.path()).unwrap();
-        append(&mut journal, &[record("a"), record("b")]);
+        journal.append([&record("a"), &record("b")]).unwrap();
         // Its writer alive: not an orphan.
         assert!(orphans(dir.path()).unwrap().is_empty());
         assert_eq!(read_all(dir.path()).unwrap().len(), 2);
-        append(&mut journal, &[record("c")]);
+        journal.append([&record("c")]).unwrap();
         let path = journal.path().to_owned();
         drop(journal);
         // A write cut short by the crash.
@@ -238,6 +222,18 @@ mod tests {
             orphan.remove().unwrap();
         }
         assert!(read_all(dir.path()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_cleared_journal_holds_nothing_and_takes_new_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut journal = Journal::create(dir.path()).unwrap();
+        journal.append([&record("a")]).unwrap();
+        journal.clear().unwrap();
+        assert!(read_all(dir.path()).unwrap().is_empty());
+        journal.append([&record("b")]).unwrap();
+        assert_eq!(read_all(dir.path()).unwrap(), vec![record("b")]);
+        journal.remove().unwrap();
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }

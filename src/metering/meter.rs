@@ -138,6 +138,7 @@ pub struct Ticket {
     started_ms: u64,
     shared: bool,
     budget: Option<(u64, Vec<u32>)>,
+    journal: Option<tokio::sync::oneshot::Receiver<Result<(), LedgerError>>>,
     size: RequestSize,
 }
 
@@ -150,6 +151,22 @@ impl Ticket {
     /// The request id as the ledger and the `x-dgidgi-request-id` header spell it.
     pub fn id_text(&self) -> String {
         format!("{:032x}", self.request_id)
+    }
+
+    /// Waits until the admission is durable in the ledger (at once without a ledger). Awaited
+    /// before any byte reaches the client, so a crash cannot lose a completed request's usage.
+    pub async fn journalled(&mut self) -> Result<(), Refused> {
+        let Some(journal) = self.journal.take() else {
+            return Ok(());
+        };
+        match journal.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => {
+                tracing::error!("journalling an admission failed: {error}");
+                Err(Refused::Unavailable("the usage ledger cannot be written"))
+            }
+            Err(_) => Err(Refused::Unavailable("the usage ledger has stopped")),
+        }
     }
 }
 
@@ -435,7 +452,7 @@ impl Meter {
                 return Err(refused);
             }
         };
-        let journalled = self.ledger.as_ref().map(|ledger| {
+        let journal = self.ledger.as_ref().map(|ledger| {
             ledger.admit(self.record(
                 request_id,
                 &tenant.id,
@@ -447,7 +464,7 @@ impl Meter {
                 reservation.cost_micro_usd,
             ))
         });
-        let ticket = Ticket {
+        Ok(Ticket {
             request_id,
             admitted,
             tenant: tenant.id.clone(),
@@ -461,19 +478,9 @@ impl Meter {
                 .as_ref()
                 .map(|b| (b.monthly_micro_usd, b.alert_thresholds.clone())),
             reservation,
+            journal,
             size,
-        };
-        // Journalled before anything is forwarded: a request whose usage cannot be recorded is
-        // not served, and a completed one cannot be lost to a crash.
-        if let Some(Err(error)) = journalled {
-            tracing::error!("journalling an admission failed: {error}");
-            self.settle(ticket, None).await;
-            return Err(Refused::Unavailable(match error {
-                LedgerError::Stopped => "the usage ledger has stopped",
-                _ => "the usage ledger cannot be written",
-            }));
-        }
-        Ok(ticket)
+        })
     }
 
     #[expect(
