@@ -5,26 +5,21 @@
 //! committed (WAL, `synchronous=NORMAL`: the commit is in the OS before the call returns), SQL
 //! for retention and ad-hoc analytics with the stock `sqlite3` tool, and decades of hardening.
 //!
-//! Writes go through one writer thread. A request's admission is journalled *before* its answer
-//! (the caller awaits it): the admissions that queued up meanwhile are appended to the
-//! [`journal`](super::journal) in one write, which is as safe from `kill -9` as a commit and a
-//! small part of its cost. SQLite takes what waits in one transaction every 50 ms (or sooner
-//! when much waits, or on `flush`): the admissions with their reserved amounts added to the
-//! totals, and the settlements, which replace them with the real figures (an admission settled
-//! before it was written goes in settled, one row write instead of two). A crash leaves the
+//! Writes go through one writer thread that commits whatever has queued up in one transaction
+//! (group commit), so many concurrent requests cost one commit. A request's admission is
+//! journalled *before* it is forwarded (the caller awaits it), with its reserved amounts added to
+//! the totals; settling replaces them with the real figures. A crash between the two leaves the
 //! reservation counted: usage is over-counted by at most the reservation, never lost.
 
 use std::collections::HashMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rusqlite::{Connection, params};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::sync::oneshot;
-
-use super::journal::{self, Journal};
 
 /// Why the ledger could not be opened or written.
 #[derive(Debug, thiserror::Error)]
@@ -45,8 +40,8 @@ pub enum LedgerError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// A batch could not be committed or journalled.
-    #[error("ledger write failed: {0}")]
+    /// A batch could not be committed.
+    #[error("ledger commit failed: {0}")]
     Commit(String),
     /// The writer thread is gone (the gateway is shutting down).
     #[error("the ledger writer has stopped")]
@@ -54,7 +49,7 @@ pub enum LedgerError {
 }
 
 /// One request's analytics record (DESIGN §6 plus cost, request id, fallbacks, estimated).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Record {
     /// Gateway-assigned request id (hex).
     pub request_id: String,
@@ -244,15 +239,6 @@ impl Ledger {
         let mut conn = Connection::open(&path).map_err(sql)?;
         conn.execute_batch(SCHEMA).map_err(sql)?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(sql)?;
-        let io = |source| LedgerError::Io {
-            path: options.state_dir.clone(),
-            source,
-        };
-        replay_orphans(&mut conn, &options.state_dir).map_err(|error| match error {
-            Replay::Io(source) => io(source),
-            Replay::Sql(source) => sql(source),
-        })?;
-        let journal = Journal::create(&options.state_dir).map_err(io)?;
         // No request stays open longer than its timeouts allow (minutes); two days covers any.
         let open_since = now_ms.saturating_sub(OPEN_HORIZON_MS);
         let interrupted = conn
@@ -294,7 +280,7 @@ impl Ledger {
         std::thread::Builder::new()
             .name("dgidgi-ledger".into())
             .spawn(move || {
-                writer(conn, receiver, json_lines, path, acks, journal);
+                writer(conn, receiver, json_lines, path, acks);
                 drop(alive);
             })
             .map_err(|_| spawned("dgidgi-ledger"))?;
@@ -306,7 +292,7 @@ impl Ledger {
     }
 
     /// Journals an admitted request with its reserved amounts; the receiver resolves once the
-    /// record is journalled (awaited alongside the upstream call, so it adds no latency there).
+    /// record is committed (awaited alongside the upstream call, so it adds no latency there).
     pub fn admit(&self, record: Record) -> oneshot::Receiver<Result<(), LedgerError>> {
         let (ack, done) = oneshot::channel();
         if let Err(mpsc::SendError(Op::Admit(_, ack))) = self.ops.send(Op::Admit(record, ack)) {
@@ -339,7 +325,7 @@ impl Ledger {
         });
     }
 
-    /// Waits until everything sent so far is committed to SQLite (shutdown, tests).
+    /// Waits until everything sent so far is committed (shutdown, tests).
     pub async fn flush(&self) {
         let (ack, done) = oneshot::channel();
         if self.ops.send(Op::Flush(ack)).is_ok() {
@@ -470,119 +456,17 @@ impl Acks {
     }
 }
 
-/// How long what the journal holds waits for SQLite: long enough that one transaction takes a
-/// burst of requests (its cost is much the same for one record as for hundreds), short enough
-/// that the ledger's readers see a request within a blink.
-const COMMIT_INTERVAL: Duration = Duration::from_millis(50);
-
-/// Written sooner when this many records wait.
-const COMMIT_SIZE: usize = 4096;
-
-/// Past this many waiting (SQLite failing for a while), admissions are refused instead of
-/// piling up in memory: the client gets the 503 the ledger's failure always meant.
-const MAX_WAITING: usize = 200_000;
-
-/// What waits for the next SQLite transaction.
-enum Waiting {
-    /// An admission (journalled).
-    Admitted(Record),
-    /// An admission and its settlement, both before either was written: one row, settled.
-    Complete(Record),
-    /// A settlement of an admission written earlier, with what that admission counted.
-    Settled(Record, Reserved),
-    /// A request refused by a limit or budget.
-    Refused(Record),
-    /// An alert threshold crossed.
-    Threshold {
-        tenant: String,
-        month: String,
-        percent: u32,
-        at: String,
-    },
-}
-
-/// The writer's records waiting for SQLite, and the flushes waiting for them.
-#[derive(Default)]
-struct Pending {
-    records: Vec<Waiting>,
-    /// Where each waiting admission is in `records`, by request id.
-    admissions: HashMap<String, usize>,
-    /// When the oldest waiting record arrived.
-    since: Option<Instant>,
-    /// After a failed transaction, when to try again (not sooner, however much waits).
-    retry_at: Option<Instant>,
-    flushes: Vec<oneshot::Sender<()>>,
-}
-
-impl Pending {
-    fn push(&mut self, waiting: Waiting) {
-        self.since.get_or_insert_with(Instant::now);
-        self.records.push(waiting);
-    }
-
-    fn admit(&mut self, record: Record) {
-        self.admissions
-            .insert(record.request_id.clone(), self.records.len());
-        self.push(Waiting::Admitted(record));
-    }
-
-    /// A settlement of an admission still waiting becomes part of it; a second settlement of
-    /// one is ignored, as SQLite ignores one of a row settled already.
-    fn settle(&mut self, record: Record, reserved: Reserved) {
-        if let Some(&index) = self.admissions.get(&record.request_id) {
-            if let Waiting::Admitted(_) = self.records[index] {
-                self.records[index] = Waiting::Complete(record);
-            }
-            return;
-        }
-        self.push(Waiting::Settled(record, reserved));
-    }
-
-    /// When the waiting records are to be written: none waiting, never; a flush, now.
-    fn due(&self) -> Option<Instant> {
-        if !self.flushes.is_empty() {
-            return Some(Instant::now());
-        }
-        let due = if self.records.len() >= COMMIT_SIZE {
-            Instant::now()
-        } else {
-            self.since? + COMMIT_INTERVAL
-        };
-        Some(self.retry_at.map_or(due, |retry_at| due.max(retry_at)))
-    }
-}
-
 fn writer(
     mut conn: Connection,
     ops: mpsc::Receiver<Op>,
     mut json_lines: Option<std::fs::File>,
     path: PathBuf,
     acks: Acks,
-    mut journal: Journal,
 ) {
-    let mut pending = Pending::default();
-    loop {
-        let first = match pending.due() {
-            None => ops.recv().ok(),
-            Some(due) => match ops.recv_timeout(due.saturating_duration_since(Instant::now())) {
-                Ok(op) => Some(op),
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    write_out(
-                        &mut conn,
-                        &mut pending,
-                        &mut journal,
-                        &mut json_lines,
-                        &path,
-                        &acks,
-                    );
-                    continue;
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => None,
-            },
-        };
-        let Some(first) = first else { break };
-        // Give the request threads one turn first: on a busy core they queue more admissions
-        // meanwhile and one write journals them all.
+    while let Ok(first) = ops.recv() {
+        // Give the request threads one turn before committing: on a busy core they queue more
+        // records meanwhile and one commit covers them all (a commit costs the same for one
+        // record as for fifty). With nothing else runnable this returns at once.
         std::thread::yield_now();
         let mut batch = vec![first];
         while batch.len() < 512 {
@@ -591,131 +475,34 @@ fn writer(
                 Err(_) => break,
             }
         }
-        let admissions = batch.iter().filter_map(|op| match op {
-            Op::Admit(record, _) => Some(record),
-            _ => None,
-        });
-        let journalled = if admissions.clone().next().is_none() {
-            Ok(())
-        } else if pending.records.len() >= MAX_WAITING {
-            Err(format!(
-                "{} records wait for the database, which keeps failing",
-                pending.records.len()
-            ))
-        } else {
-            journal.append(admissions).map_err(|error| {
-                let error = format!("journal {}: {error}", journal.path().display());
-                tracing::error!("ledger: {error}");
-                error
-            })
-        };
-        let mut answered = Committed {
+        let result = commit(&mut conn, &batch).map_err(|error| error.to_string());
+        if let Err(error) = &result {
+            tracing::error!(path = %path.display(), "ledger commit failed: {error}");
+        }
+        let mut committed = Committed {
             waiting: Vec::new(),
             flushed: Vec::new(),
-            result: journalled.clone(),
+            result,
         };
         for op in batch {
             match op {
-                Op::Admit(record, ack) => {
-                    answered.waiting.push(ack);
-                    if journalled.is_ok() {
-                        pending.admit(record);
+                Op::Admit(_, ack) => committed.waiting.push(ack),
+                Op::Settle(record, _) | Op::Refused(record) => {
+                    if let Some(file) = json_lines.as_mut() {
+                        write_json_line(file, &record);
                     }
                 }
-                Op::Settle(record, reserved) => pending.settle(record, reserved),
-                Op::Refused(record) => pending.push(Waiting::Refused(record)),
-                Op::Threshold {
-                    tenant,
-                    month,
-                    percent,
-                    at,
-                } => pending.push(Waiting::Threshold {
-                    tenant,
-                    month,
-                    percent,
-                    at,
-                }),
-                Op::Flush(ack) => pending.flushes.push(ack),
-            }
-        }
-        acks.send(answered);
-        if pending.due().is_some_and(|due| due <= Instant::now()) {
-            write_out(
-                &mut conn,
-                &mut pending,
-                &mut journal,
-                &mut json_lines,
-                &path,
-                &acks,
-            );
-        }
-    }
-    // Every sender is gone: write what waits, and leave no journal behind if it all went in.
-    write_out(
-        &mut conn,
-        &mut pending,
-        &mut journal,
-        &mut json_lines,
-        &path,
-        &acks,
-    );
-    if pending.records.is_empty()
-        && let Err(error) = journal.remove()
-    {
-        tracing::warn!("removing the ledger's journal failed: {error}");
-    }
-}
-
-/// Writes what waits to SQLite in one transaction, then empties the journal (everything in it
-/// is in the database now) and answers the flushes. When the transaction fails, everything
-/// keeps waiting (and stays in the journal) for the next try.
-fn write_out(
-    conn: &mut Connection,
-    pending: &mut Pending,
-    journal: &mut Journal,
-    json_lines: &mut Option<std::fs::File>,
-    path: &Path,
-    acks: &Acks,
-) {
-    if !pending.records.is_empty() {
-        match commit(conn, &pending.records) {
-            Ok(()) => {
-                if let Some(file) = json_lines.as_mut() {
-                    for waiting in &pending.records {
-                        if let Waiting::Complete(record)
-                        | Waiting::Settled(record, _)
-                        | Waiting::Refused(record) = waiting
-                        {
-                            write_json_line(file, record);
-                        }
+                Op::Flush(ack) => {
+                    if let Some(file) = json_lines.as_mut() {
+                        let _ = file.flush();
                     }
+                    committed.flushed.push(ack);
                 }
-                pending.records.clear();
-                pending.admissions.clear();
-                pending.since = None;
-                pending.retry_at = None;
-                if let Err(error) = journal.clear() {
-                    // Harmless: what it holds is skipped when replayed.
-                    tracing::warn!("emptying the ledger's journal failed: {error}");
-                }
-            }
-            Err(error) => {
-                tracing::error!(path = %path.display(), waiting = pending.records.len(), "ledger commit failed, tried again in {COMMIT_INTERVAL:?}: {error}");
-                pending.retry_at = Some(Instant::now() + COMMIT_INTERVAL);
+                Op::Threshold { .. } => {}
             }
         }
+        acks.send(committed);
     }
-    if pending.flushes.is_empty() {
-        return;
-    }
-    if let Some(file) = json_lines.as_mut() {
-        let _ = file.flush();
-    }
-    acks.send(Committed {
-        waiting: Vec::new(),
-        flushed: std::mem::take(&mut pending.flushes),
-        result: Ok(()),
-    });
 }
 
 /// How often the WAL is copied back into the database file.
@@ -750,7 +537,7 @@ fn write_json_line(file: &mut std::fs::File, record: &Record) {
 
 /// Statements of the commit path, parsed once per connection (SQLite's parser was a third of
 /// the writer's time when each statement was prepared per call).
-const INSERT_REQUEST: &str = "INSERT OR IGNORE INTO requests (request_id, timestamp, ts_ms, tenant_id, provider, model, source, day, month,
+const INSERT_REQUEST: &str = "INSERT OR REPLACE INTO requests (request_id, timestamp, ts_ms, tenant_id, provider, model, source, day, month,
         tokens_input, tokens_output, cached_input_tokens, tokens, cost_micro_usd, latency_ms, status, outcome,
         fallback_count, estimated)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)";
@@ -770,38 +557,24 @@ const INSERT_THRESHOLD: &str = "INSERT OR IGNORE INTO thresholds (tenant_id, mon
 /// key when written, not per record.
 type TotalsDelta<'b> = HashMap<(&'b str, &'static str, &'b str), (i64, i64, i64)>;
 
-fn commit(conn: &mut Connection, waiting: &[Waiting]) -> rusqlite::Result<()> {
+fn commit(conn: &mut Connection, batch: &[Op]) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     // A batch's changes to the totals are summed first and written once per tenant and period:
     // under load one batch holds many requests of few tenants.
     let mut totals = TotalsDelta::new();
-    for entry in waiting {
-        match entry {
-            Waiting::Admitted(record) => {
-                if insert(&tx, record)? {
-                    add_totals(
-                        &mut totals,
-                        record,
-                        record.tokens as i64,
-                        1,
-                        record.cost_micro_usd as i64,
-                    );
-                }
+    for op in batch {
+        match op {
+            Op::Admit(record, _) => {
+                insert(&tx, record)?;
+                add_totals(
+                    &mut totals,
+                    record,
+                    record.tokens as i64,
+                    1,
+                    record.cost_micro_usd as i64,
+                );
             }
-            Waiting::Complete(record) => {
-                // A request that never reached a provider is not counted at all.
-                let requests = i64::from(record.outcome != "failed");
-                if insert(&tx, record)? {
-                    add_totals(
-                        &mut totals,
-                        record,
-                        record.tokens as i64,
-                        requests,
-                        record.cost_micro_usd as i64,
-                    );
-                }
-            }
-            Waiting::Settled(record, reserved) => {
+            Op::Settle(record, reserved) => {
                 // The settled record replaces the admission's figures in place (an UPDATE
                 // rewrites one row; a REPLACE would delete and re-insert it in every index).
                 // No row still open (its admission never committed, or it was settled already):
@@ -811,6 +584,7 @@ fn commit(conn: &mut Connection, waiting: &[Waiting]) -> rusqlite::Result<()> {
                 if settle_row(&tx, record)? == 0 {
                     continue;
                 }
+                // A request that never reached a provider is not counted at all.
                 let requests = if record.outcome == "failed" { -1 } else { 0 };
                 add_totals(
                     &mut totals,
@@ -820,10 +594,8 @@ fn commit(conn: &mut Connection, waiting: &[Waiting]) -> rusqlite::Result<()> {
                     record.cost_micro_usd as i64 - reserved.cost_micro_usd as i64,
                 );
             }
-            Waiting::Refused(record) => {
-                insert(&tx, record)?;
-            }
-            Waiting::Threshold {
+            Op::Refused(record) => insert(&tx, record)?,
+            Op::Threshold {
                 tenant,
                 month,
                 percent,
@@ -832,67 +604,21 @@ fn commit(conn: &mut Connection, waiting: &[Waiting]) -> rusqlite::Result<()> {
                 tx.prepare_cached(INSERT_THRESHOLD)?
                     .execute(params![tenant, month, percent, at])?;
             }
+            Op::Flush(_) => {}
         }
     }
-    write_totals(&tx, &totals)?;
+    {
+        let mut upsert = tx.prepare_cached(ADD_TOTALS)?;
+        for ((tenant, kind, key), (tokens, requests, micro_usd)) in &totals {
+            let period = format!("{kind}:{key}");
+            upsert.execute(params![tenant, period, tokens, requests, micro_usd])?;
+        }
+    }
     tx.commit()
 }
 
-/// Adds a batch's summed changes to the stored totals.
-fn write_totals(tx: &rusqlite::Transaction<'_>, totals: &TotalsDelta<'_>) -> rusqlite::Result<()> {
-    let mut upsert = tx.prepare_cached(ADD_TOTALS)?;
-    for ((tenant, kind, key), (tokens, requests, micro_usd)) in totals {
-        let period = format!("{kind}:{key}");
-        upsert.execute(params![tenant, period, tokens, requests, micro_usd])?;
-    }
-    Ok(())
-}
-
-/// Why the journals of gone gateways could not be written to the database.
-enum Replay {
-    Io(std::io::Error),
-    Sql(rusqlite::Error),
-}
-
-/// Writes the admissions journalled by gateways that are gone (a crash between the journal
-/// and the database) to the database with their reserved amounts, skipping those already
-/// there, and removes their journals. They are then open rows like any other a crash left.
-fn replay_orphans(conn: &mut Connection, state_dir: &Path) -> Result<(), Replay> {
-    for orphan in journal::orphans(state_dir).map_err(Replay::Io)? {
-        let tx = conn.transaction().map_err(Replay::Sql)?;
-        let mut totals = TotalsDelta::new();
-        let mut written = 0;
-        for record in &orphan.records {
-            if insert(&tx, record).map_err(Replay::Sql)? {
-                written += 1;
-                add_totals(
-                    &mut totals,
-                    record,
-                    record.tokens as i64,
-                    1,
-                    record.cost_micro_usd as i64,
-                );
-            }
-        }
-        write_totals(&tx, &totals).map_err(Replay::Sql)?;
-        tx.commit().map_err(Replay::Sql)?;
-        if written > 0 || orphan.unreadable > 0 {
-            tracing::warn!(
-                journal = %orphan.path().display(),
-                written,
-                unreadable = orphan.unreadable,
-                "admissions journalled by a gateway that stopped were written to the ledger"
-            );
-        }
-        orphan.remove().map_err(Replay::Io)?;
-    }
-    Ok(())
-}
-
-/// Inserts a record unless one with its id is there already (a journal replayed after its
-/// records reached the database); whether it did.
-fn insert(tx: &rusqlite::Transaction<'_>, r: &Record) -> rusqlite::Result<bool> {
-    write_row(tx, INSERT_REQUEST, r).map(|changed| changed == 1)
+fn insert(tx: &rusqlite::Transaction<'_>, r: &Record) -> rusqlite::Result<()> {
+    write_row(tx, INSERT_REQUEST, r).map(drop)
 }
 
 /// The settled figures replace the admission's in place; the number of rows changed (0 or 1).
@@ -1030,8 +756,7 @@ mod tests {
         }
     }
 
-    /// Admits 200 records at once and checks each answer means its record is journalled or
-    /// committed (the journal read first: what leaves it is in the database by then).
+    /// Admits 200 records at once and checks each answer means its row is committed.
     async fn admit_many_and_check_each_is_durable(ledger: &Ledger, dir: &Path) {
         let answers: Vec<_> = (0..200)
             .map(|i| ledger.admit(record(&format!("r{i:03}"), 1, 1, "reserved")))
@@ -1039,27 +764,15 @@ mod tests {
         for answer in answers {
             answer.await.unwrap().unwrap();
         }
-        let mut durable: std::collections::HashSet<String> = journal::read_all(dir)
-            .unwrap()
-            .into_iter()
-            .map(|r| r.request_id)
-            .collect();
-        durable.extend(read_all(dir).unwrap().into_iter().map(|r| r.request_id));
-        assert_eq!(durable.len(), 200);
-        ledger.flush().await;
-        assert_eq!(
-            read_all(dir).unwrap().len(),
-            200,
-            "in the database once flushed"
-        );
-        assert!(
-            journal::read_all(dir).unwrap().is_empty(),
-            "and no longer journalled"
-        );
+        let conn = Connection::open(dir.join(LEDGER_FILE)).unwrap();
+        let committed: i64 = conn
+            .query_row("SELECT count(*) FROM requests", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(committed, 200);
     }
 
     #[test]
-    fn every_admission_is_answered_once_journalled_inside_and_outside_a_runtime() {
+    fn every_admission_is_answered_after_its_commit_inside_and_outside_a_runtime() {
         let options = |dir: &tempfile::TempDir| LedgerOptions {
             state_dir: dir.path().to_owned(),
             retention_days: 1,
@@ -1134,7 +847,6 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-        ledger.flush().await;
         Connection::open(dir.path().join(LEDGER_FILE))
             .unwrap()
             .execute(
@@ -1168,75 +880,5 @@ mod tests {
             .map(|r| (r.tokens, r.cost_micro_usd, r.outcome.as_str()))
             .collect();
         assert_eq!(settled, vec![(150, 600, "complete"), (40, 160, "complete")]);
-    }
-
-    #[tokio::test]
-    async fn admissions_journalled_by_a_gateway_that_stopped_are_written_once_at_the_next_open() {
-        let dir = tempfile::tempdir().unwrap();
-        let options = LedgerOptions {
-            state_dir: dir.path().to_owned(),
-            retention_days: 1,
-            json_lines: None,
-        };
-        let (ledger, _) = Ledger::open(&options, "2026-11-30", "2026-11", 0).unwrap();
-        ledger
-            .admit(record("a", 200, 800, "reserved"))
-            .await
-            .unwrap()
-            .unwrap();
-        ledger.flush().await;
-        // A gateway that stopped with "a" (already in the database) and "b" (not) journalled,
-        // and a last write cut short.
-        let mut stopped = Journal::create(dir.path()).unwrap();
-        stopped
-            .append([
-                &record("a", 200, 800, "reserved"),
-                &record("b", 100, 400, "reserved"),
-            ])
-            .unwrap();
-        let cut = stopped.path().to_owned();
-        drop(stopped);
-        std::fs::OpenOptions::new()
-            .append(true)
-            .open(&cut)
-            .unwrap()
-            .write_all(b"[{\"request_id\":\"c\"")
-            .unwrap();
-        // One that is still running (its journal locked) is left alone.
-        let mut running = Journal::create(dir.path()).unwrap();
-        running.append([&record("d", 50, 50, "reserved")]).unwrap();
-
-        let (_reopened, restored) = Ledger::open(&options, "2026-11-30", "2026-11", 0).unwrap();
-        let expected = Totals {
-            tokens: 300,
-            requests: 2,
-            micro_usd: 1_200,
-        };
-        assert_eq!(restored.today["team/acme"], expected, "each counted once");
-        assert_eq!(restored.month["team/acme"], expected);
-        assert_eq!(
-            restored.interrupted, 2,
-            "both open: charged their reservation"
-        );
-        let rows: Vec<_> = read_all(dir.path())
-            .unwrap()
-            .into_iter()
-            .map(|r| (r.request_id, r.outcome))
-            .collect();
-        assert_eq!(
-            rows,
-            [
-                ("a".into(), "interrupted".into()),
-                ("b".into(), "interrupted".into())
-            ]
-        );
-        assert!(!cut.exists(), "the stopped gateway's journal is removed");
-        assert!(running.path().exists());
-        let journalled: Vec<_> = journal::read_all(dir.path())
-            .unwrap()
-            .into_iter()
-            .map(|r| r.request_id)
-            .collect();
-        assert_eq!(journalled, ["d"], "the running one's journal is untouched");
     }
 }

@@ -1,12 +1,11 @@
 //! Limits, budgets and metering (DESIGN §2 "Reserve, then settle", §6, §7): the pure planning of
 //! what a request reserves and settles to ([`plan`], [`charge`], [`clock`]), the counter stores
 //! that execute it atomically — embedded ([`book`]) or shared by every replica ([`redis`]) — the
-//! durable ledger ([`ledger`], its admissions first in a [`journal`]), and the facade the request path calls ([`meter`]).
+//! durable ledger ([`ledger`]), and the facade the request path calls ([`meter`]).
 
 pub mod book;
 pub mod charge;
 pub mod clock;
-pub mod journal;
 pub mod ledger;
 pub mod meter;
 pub mod plan;
