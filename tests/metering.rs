@@ -452,6 +452,41 @@ async fn a_reservation_whose_answer_was_lost_is_cancelled_exactly_once() {
     );
 }
 
+/// Each attempt of one request on a provider key is a reservation of its own: a retry or a
+/// fallback to the same key is another upstream request, so it counts against the key's
+/// requests per minute, and settling one attempt (at once, or resent later after a Redis
+/// pause) never releases another's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_attempt_on_a_provider_key_is_a_reservation_of_its_own() {
+    use dgidgi::config::ProviderLimitsConfig;
+    let redis = RedisServer::start();
+    for shared in [None, Some(&redis)] {
+        let meter = meter(shared, FailMode::Closed, None);
+        let ticket = admit(&meter, &tenant(None, None), &model())
+            .await
+            .expect("admitted");
+        let limits = ProviderLimitsConfig {
+            requests_per_minute: Some(2),
+            tokens_per_minute: None,
+        };
+        let attempt = || meter.admit_provider("key-a", &limits, &ticket);
+        let first = attempt().await.expect("first attempt");
+        let second = attempt().await.expect("second attempt");
+        assert_eq!(
+            attempt().await.err(),
+            Some(LimitKind::ProviderRpm),
+            "two attempts are two requests (shared: {})",
+            shared.is_some()
+        );
+        // The first failed before answering: its slot comes back, the second keeps its own.
+        meter.settle_provider(first, None).await;
+        let third = attempt().await.expect("the first's slot");
+        assert_eq!(attempt().await.err(), Some(LimitKind::ProviderRpm));
+        meter.settle_provider(second, Some(10)).await;
+        meter.settle_provider(third, Some(10)).await;
+    }
+}
+
 /// A settlement Redis did not take in time is sent again until it is. Redis pauses writes, so
 /// the settlement waits there and the caller gives up; the connection is then cut, which throws
 /// the waiting command away, and Redis resumes. Sent again, the settlement frees the concurrency
@@ -534,7 +569,11 @@ async fn a_settlement_redis_did_not_take_is_sent_again_until_it_is() {
         Some(vec![100]),
         "settled to the tokens used"
     );
+    // Counted by the task that sent it again, a moment after Redis answered it.
     let applied = outcomes.get_or_create(&ResultLabels { result: "applied" });
+    while applied.get() == 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert_eq!(applied.get(), 1, "counted as sent again and taken");
     assert!(
         counters.reserve(&charges, 2).await.unwrap().is_ok(),

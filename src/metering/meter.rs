@@ -351,7 +351,9 @@ impl Meter {
                         let metrics = self.metrics.clone();
                         tokio::spawn(async move {
                             if let Err(error) = redis.cancel(&charges, member).await {
-                                tracing::warn!("cancelling a lost reservation failed: {error}");
+                                tracing::warn!(
+                                    "cancelling a lost reservation failed (sent again in the background): {error}"
+                                );
                                 let labels = RedisLabels {
                                     op: "cancel",
                                     class: error.class(),
@@ -577,19 +579,23 @@ impl Meter {
     ) -> Result<ProviderTicket, LimitKind> {
         let now = now_ms();
         let charges = plan::reserve_provider(provider_id, limits, ticket.reservation.tokens, now);
+        // Each attempt is its own reservation: a retry or fallback to the same key is another
+        // upstream request (another entry in the key's window), and settling one attempt, even
+        // a copy resent long after, must never take another's marker.
+        let member = new_request_id(now);
         if charges.is_empty() {
             return Ok(ProviderTicket {
                 charges,
-                member: ticket.request_id,
+                member,
                 shared: false,
             });
         }
         // The provider limit is advisory under a Redis outage: open or closed, the tenant's
         // own admission has already been decided.
-        match self.take(&charges, ticket.request_id, now).await {
+        match self.take(&charges, member, now).await {
             Ok((Ok(_), shared)) => Ok(ProviderTicket {
                 charges,
-                member: ticket.request_id,
+                member,
                 shared,
             }),
             Ok((Err(refusal), _)) => {
@@ -608,7 +614,7 @@ impl Meter {
             }
             Err(_) => Ok(ProviderTicket {
                 charges: Vec::new(),
-                member: ticket.request_id,
+                member,
                 shared: false,
             }),
         }

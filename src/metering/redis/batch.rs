@@ -90,7 +90,7 @@ async fn run(
             waiting.push(call);
         }
         // A caller that gave up (its timeout) is not sent: a reservation it made is cancelled
-        // by its caller, a settlement is sent again by its caller's retry.
+        // by its caller, a settlement is sent again in the background (`redeliver`).
         waiting.retain(|call| !call.reply.is_closed());
         while !waiting.is_empty() {
             let batch: Vec<Call> = waiting.drain(..waiting.len().min(MAX_CALLS)).collect();

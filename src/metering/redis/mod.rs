@@ -210,6 +210,9 @@ impl RedisError {
 #[derive(Clone)]
 pub struct RedisCounters {
     connection: ConnectionManager,
+    /// A second connection for calls sent again, which nobody waits on: its answers may take
+    /// up to `redeliver::PATIENCE` (the first one's are bounded by the fail-mode timeout).
+    patient: ConnectionManager,
     reserve: Script,
     settle: Script,
     cancel: Script,
@@ -241,7 +244,11 @@ impl RedisCounters {
             .set_response_timeout(Some(timeout))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_secs(2));
-        let connection = ConnectionManager::new_lazy_with_config(client, config)?;
+        let connection = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())?;
+        let patient = ConnectionManager::new_lazy_with_config(
+            client,
+            config.set_response_timeout(Some(redeliver::PATIENCE)),
+        )?;
         let sources = [
             RESERVE.to_owned(),
             format!("{APPLY_RELEASES}{SETTLE}"),
@@ -249,6 +256,7 @@ impl RedisCounters {
         ];
         Ok(Self {
             connection,
+            patient,
             reserve: Script::new(&sources[0]),
             settle: Script::new(&sources[1]),
             cancel: Script::new(&sources[2]),
@@ -259,8 +267,9 @@ impl RedisCounters {
         })
     }
 
-    /// Counts what became of the settlements and cancellations sent again (`applied`,
-    /// `abandoned` after an hour or a permanent error, `dropped` when too many were waiting).
+    /// Counts what became of the settlements and cancellations sent again (`applied`: Redis
+    /// took it, which changes nothing if an earlier copy arrived; `abandoned` after an hour or
+    /// an error that would only repeat; `dropped` when too many were waiting).
     pub fn report_redeliveries_to(mut self, outcomes: Family<ResultLabels, Counter>) -> Self {
         self.redeliveries.report_to(outcomes);
         self
@@ -300,8 +309,9 @@ impl RedisCounters {
         call
     }
 
-    /// The key marking one reservation of `member` (a request's tenant charges and each of its
-    /// provider charges are separate reservations, told apart by their first counter).
+    /// The key marking one reservation of `member`: a request's tenant reservation has its
+    /// request id, each of its provider attempts a member of its own, so no two reservations
+    /// share a marker (a settlement sent again must never take another's).
     fn marker(charges: &[Charge], member: u128) -> String {
         let first = charges.first().map_or("", Charge::key);
         format!("{PREFIX}r:{member:032x}:{first}")
@@ -417,7 +427,9 @@ impl RedisCounters {
     }
 
     /// Sends `call` again in the background, waiting longer between tries, until Redis takes
-    /// it, answers with an error that would only repeat, or an hour has passed.
+    /// it, answers with an error that would only repeat, or an hour has passed. The tries go
+    /// alone on the patient connection: nobody waits on them, and a Redis that answers slower
+    /// than the fail-mode timeout still takes them.
     fn send_again(&self, call: Cmd) {
         let Some(place) = self.redeliveries.place() else {
             tracing::debug!("too many Redis calls waiting to be sent again; one dropped");
@@ -431,22 +443,23 @@ impl RedisCounters {
             loop {
                 resend += 1;
                 tokio::time::sleep(redeliver::wait_before(resend)).await;
-                match counters.bounded(counters.evaluate(call.clone())).await {
-                    Ok(_) => {
-                        tracing::debug!(resend, "a Redis settlement sent again was taken");
+                let attempt =
+                    batch::call_alone(counters.patient.clone(), call.clone(), &counters.sources);
+                let error = match tokio::time::timeout(redeliver::PATIENCE, attempt).await {
+                    Ok(Ok(_)) => {
+                        tracing::debug!(
+                            resend,
+                            "a Redis settlement or cancellation sent again was taken"
+                        );
                         counters.redeliveries.count("applied");
                         return;
                     }
-                    Err(error)
-                        if redeliver::worth_resending(&error) && Instant::now() < given_up_at => {}
-                    Err(error) => {
-                        tracing::warn!(
-                            resend,
-                            "a Redis settlement or cancellation was given up; its counters keep the reservation until their TTL: {error}"
-                        );
-                        counters.redeliveries.count("abandoned");
-                        return;
-                    }
+                    Ok(Err(error)) => RedisError::Call(error),
+                    Err(_) => RedisError::Timeout(redeliver::PATIENCE),
+                };
+                if !redeliver::worth_resending(&error) || Instant::now() >= given_up_at {
+                    counters.redeliveries.abandon(resend, &error);
+                    return;
                 }
             }
         });

@@ -6,7 +6,8 @@
 //! 15 minutes, and its tokens and budget charged at the reservation instead of the use.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -25,6 +26,9 @@ pub(super) const WINDOW: Duration = Duration::from_secs(3600);
 /// reservations that timed out during it arrive, and past this many they are dropped (counted).
 const MAX_WAITING: usize = 65_536;
 
+/// How long one try sent again may take to be answered.
+pub(super) const PATIENCE: Duration = Duration::from_secs(2);
+
 const FIRST_WAIT: Duration = Duration::from_millis(100);
 const LONGEST_WAIT: Duration = Duration::from_secs(5);
 
@@ -35,12 +39,16 @@ pub(super) fn wait_before(resend: u32) -> Duration {
     FIRST_WAIT.saturating_mul(1 << doublings).min(LONGEST_WAIT)
 }
 
-/// Whether sending the call again can succeed: after a timeout, a lost connection or Redis
-/// still loading, yes; after a script or type error, which would only repeat, no.
+/// Whether sending the call again can succeed: after a timeout, a lost connection, Redis
+/// loading, busy or out of memory, yes; after a script or type error, which would only repeat,
+/// no.
 pub(super) fn worth_resending(error: &RedisError) -> bool {
     match error {
         RedisError::Timeout(_) => true,
-        RedisError::Call(error) => !matches!(error.retry_method(), redis::RetryMethod::NoRetry),
+        RedisError::Call(error) => {
+            matches!(error.code(), Some("OOM" | "BUSY"))
+                || !matches!(error.retry_method(), redis::RetryMethod::NoRetry)
+        }
         RedisError::Reply => false,
     }
 }
@@ -50,6 +58,9 @@ pub(super) fn worth_resending(error: &RedisError) -> bool {
 pub(super) struct Redeliveries {
     places: Arc<Semaphore>,
     outcomes: Family<ResultLabels, Counter>,
+    /// The minute (Unix) of the last warning about one given up: at most one a minute, so the
+    /// end of a long outage does not flood the log (the metric counts them all).
+    warned_minute: Arc<AtomicU64>,
 }
 
 impl Default for Redeliveries {
@@ -57,6 +68,7 @@ impl Default for Redeliveries {
         Self {
             places: Arc::new(Semaphore::new(MAX_WAITING)),
             outcomes: Family::default(),
+            warned_minute: Arc::default(),
         }
     }
 }
@@ -80,6 +92,20 @@ impl Redeliveries {
     pub(super) fn count(&self, result: &'static str) {
         self.outcomes.get_or_create(&ResultLabels { result }).inc();
     }
+
+    /// Counts one given up, and warns about it unless a warning went out this minute.
+    pub(super) fn abandon(&self, resends: u32, error: &RedisError) {
+        self.count("abandoned");
+        let minute = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs() / 60);
+        if self.warned_minute.swap(minute, Ordering::Relaxed) != minute {
+            tracing::warn!(
+                resends,
+                "a Redis settlement or cancellation was given up (all are counted in dgidgi_redis_redeliveries_total); its counters keep the reservation until their TTL: {error}"
+            );
+        }
+    }
 }
 
 #[cfg(test)]
@@ -94,14 +120,25 @@ mod tests {
         assert_eq!(wait_before(u32::MAX), LONGEST_WAIT);
     }
 
+    fn io_error(kind: std::io::ErrorKind) -> RedisError {
+        RedisError::Call(redis::RedisError::from(std::io::Error::from(kind)))
+    }
+
     #[test]
     fn timeouts_and_lost_connections_are_resent_script_errors_are_not() {
         assert!(worth_resending(&RedisError::Timeout(
             Duration::from_millis(50)
         )));
-        let refused =
-            redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
-        assert!(worth_resending(&RedisError::Call(refused)));
+        assert!(worth_resending(&io_error(
+            std::io::ErrorKind::ConnectionRefused
+        )));
+        let out_of_memory = match redis::parse_redis_value(
+            b"-OOM command not allowed when used memory > 'maxmemory'\r\n",
+        ) {
+            Ok(redis::Value::ServerError(error)) => redis::RedisError::from(error),
+            other => panic!("a server error, not {other:?}"),
+        };
+        assert!(worth_resending(&RedisError::Call(out_of_memory)));
         let loading = redis::RedisError::from((
             redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading),
             "LOADING",
@@ -117,12 +154,8 @@ mod tests {
 
     #[test]
     fn only_a_refused_connection_means_the_call_never_left() {
-        let refused =
-            redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
-        assert!(RedisError::Call(refused).never_sent());
-        let reset =
-            redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
-        assert!(!RedisError::Call(reset).never_sent());
+        assert!(io_error(std::io::ErrorKind::ConnectionRefused).never_sent());
+        assert!(!io_error(std::io::ErrorKind::ConnectionReset).never_sent());
         assert!(!RedisError::Timeout(Duration::from_millis(50)).never_sent());
     }
 
