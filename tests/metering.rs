@@ -398,28 +398,33 @@ async fn the_ledger_restores_counters_and_keeps_unsettled_reservations() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reservation_whose_answer_was_lost_is_cancelled_exactly_once() {
+/// Tenant `t`'s charges of one concurrency slot and 600 of its 1,000 tokens a day.
+fn one_slot_and_600_tokens(t: &str) -> Vec<dgidgi::metering::charge::Charge> {
     use dgidgi::metering::charge::{Charge, Measure};
-    use dgidgi::metering::redis::RedisCounters;
-    let redis = RedisServer::start();
-    let counters = RedisCounters::new(&redis.url(), Duration::from_secs(2)).expect("client");
-    let charges = vec![
+    vec![
         Charge::Lease {
-            key: "t:x:inflight".into(),
+            key: format!("t:{t}:inflight"),
             limit: 1,
             lease_ms: 900_000,
             kind: LimitKind::Concurrency,
         },
         Charge::Amount {
-            key: "t:x:tokens".into(),
+            key: format!("t:{t}:tokens"),
             limit: Some(1_000),
             amount: 600,
             ttl_ms: 900_000,
             kind: Some(LimitKind::Tpd),
             measure: Measure::Tokens,
         },
-    ];
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reservation_whose_answer_was_lost_is_cancelled_exactly_once() {
+    use dgidgi::metering::redis::RedisCounters;
+    let redis = RedisServer::start();
+    let counters = RedisCounters::new(&redis.url(), Duration::from_secs(2)).expect("client");
+    let charges = one_slot_and_600_tokens("x");
     // Made, then its answer "lost": the cancellation gives everything back.
     assert!(counters.reserve(&charges, 1).await.unwrap().is_ok());
     counters.cancel(&charges, 1).await.unwrap();
@@ -495,7 +500,6 @@ async fn each_attempt_on_a_provider_key_is_a_reservation_of_its_own() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_settlement_redis_did_not_take_is_sent_again_until_it_is() {
     use dgidgi::gateway::metrics::ResultLabels;
-    use dgidgi::metering::charge::{Charge, Measure};
     use dgidgi::metering::plan::{Settlement, releases};
     use dgidgi::metering::redis::RedisCounters;
     use prometheus_client::metrics::{counter::Counter, family::Family};
@@ -505,22 +509,7 @@ async fn a_settlement_redis_did_not_take_is_sent_again_until_it_is() {
     let counters = RedisCounters::new(&redis.url(), Duration::from_millis(200))
         .expect("client")
         .report_redeliveries_to(outcomes.clone());
-    let charges = vec![
-        Charge::Lease {
-            key: "t:y:inflight".into(),
-            limit: 1,
-            lease_ms: 900_000,
-            kind: LimitKind::Concurrency,
-        },
-        Charge::Amount {
-            key: "t:y:tokens".into(),
-            limit: Some(1_000),
-            amount: 600,
-            ttl_ms: 900_000,
-            kind: Some(LimitKind::Tpd),
-            measure: Measure::Tokens,
-        },
-    ];
+    let charges = one_slot_and_600_tokens("y");
     assert!(counters.reserve(&charges, 1).await.unwrap().is_ok());
     assert!(
         counters.reserve(&charges, 2).await.unwrap().is_err(),
