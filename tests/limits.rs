@@ -183,6 +183,17 @@ spec:
 ---
 apiVersion: llm.dgidgi.io/v1alpha1
 kind: LlmProvider
+metadata: {{name: fake-limited, namespace: dgidgi-system}}
+spec:
+  type: openai-compatible
+  baseUrl: "http://{upstream}/v1"
+  credentialsRef: {{name: fake-key}}
+  limits: {{tokensPerMinute: 1000}}
+  models:
+  - {{name: fast, maxOutputTokens: 1000, pricing: {{inputPerMillion: 1, outputPerMillion: 1}}}}
+---
+apiVersion: llm.dgidgi.io/v1alpha1
+kind: LlmProvider
 metadata: {{name: mock, namespace: dgidgi-system}}
 spec: {{type: mock}}
 ---
@@ -406,6 +417,28 @@ async fn the_reserved_output_bound_is_what_the_provider_is_asked_for() {
         .collect();
     assert_eq!(seen, vec![Some(1_000), Some(1_000), Some(100)]);
     fleet.stop().await;
+}
+
+/// A provider key's tokens per minute count what each request used (the provider's usage
+/// report: 18 tokens here), not what it reserved (~130): thirty requests fit in 1,000 a
+/// minute. Before settlements reached the key's counter, the eighth was refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_provider_keys_tokens_per_minute_count_what_was_used() {
+    let redis = RedisServer::start();
+    for shared in [None, Some(&redis)] {
+        let fleet = Fleet::start(1, shared, "", "{}").await;
+        let (address, key) = (fleet.gateways[0].api, fleet.key());
+        for request in 0..30 {
+            let (status, _, body) = post(address, &key, &ask("fake-limited/fast")).await;
+            assert_eq!(
+                status,
+                200,
+                "request {request} (shared: {}): {body}",
+                shared.is_some()
+            );
+        }
+        fleet.stop().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -136,6 +136,11 @@ pub async fn finish(
     };
     // Usually long done: the journal commit ran alongside the upstream call.
     if let Err(refused) = ticket.journalled().await {
+        if let Some(quota) = served.quota.take() {
+            // The provider was called: its key keeps the reservation.
+            let reserved = ticket.reservation.tokens;
+            gateway.meter.settle_provider(quota, Some(reserved)).await;
+        }
         gateway.meter.settle(ticket, None).await;
         return Err(refusal_error(&refused));
     }
@@ -156,6 +161,7 @@ pub async fn finish(
     }
     let status = served.response.status();
     let completion = served.completion;
+    let quota = served.quota;
     let gateway = gateway.clone();
     tokio::spawn(async move {
         let completion = completion.await.unwrap_or(Completion {
@@ -164,6 +170,14 @@ pub async fn finish(
             first_byte: None,
             status: status.as_u16(),
         });
+        if let Some(quota) = quota {
+            // The provider key's own tokens per minute count what it served; without a usage
+            // report, the reservation stands.
+            let tokens = completion
+                .usage
+                .map_or(ticket.reservation.tokens, |usage| usage.total_tokens());
+            gateway.meter.settle_provider(quota, Some(tokens)).await;
+        }
         settle(&gateway, ticket, &facts, completion, status).await;
     });
     Ok(served.response)

@@ -26,6 +26,7 @@ use crate::formats::{
     Format, FormatError, anthropic, cohere, gemini, openai, write_with_edited_members,
 };
 use crate::metering::Ticket;
+use crate::metering::meter::ProviderTicket;
 use crate::providers::{ProviderKind, mock};
 use crate::routing::plan::{Attempt, Plan, Upstream};
 
@@ -62,6 +63,9 @@ pub struct Served {
     pub fallback: usize,
     /// The source that served.
     pub source: Source,
+    /// The provider key's reservation for the attempt that served (its own limits), settled
+    /// with the tokens it used once the body ends.
+    pub quota: Option<ProviderTicket>,
 }
 
 /// The request in its canonical (OpenAI) form, made once per request.
@@ -278,6 +282,7 @@ pub async fn serve(
                         model: attempt.model.clone(),
                         fallback: index,
                         source: planned.source,
+                        quota,
                     });
                 }
                 Err(failure) => {

@@ -442,7 +442,7 @@ impl RedisCounters {
             let mut resend = 0;
             loop {
                 resend += 1;
-                tokio::time::sleep(redeliver::wait_before(resend)).await;
+                tokio::time::sleep(redeliver::jittered(redeliver::wait_before(resend))).await;
                 let attempt =
                     batch::call_alone(counters.patient.clone(), call.clone(), &counters.sources);
                 let error = match tokio::time::timeout(redeliver::PATIENCE, attempt).await {

@@ -33,10 +33,17 @@ const FIRST_WAIT: Duration = Duration::from_millis(100);
 const LONGEST_WAIT: Duration = Duration::from_secs(5);
 
 /// The wait before the `resend`-th send again (from 1): doubling from 100 ms, at most 5 s, so a
-/// short pause is covered within a second and a long outage costs Redis little on its return.
+/// short pause is covered within a second and, through a long outage, each waiting call tries
+/// once every few seconds.
 pub(super) fn wait_before(resend: u32) -> Duration {
     let doublings = resend.saturating_sub(1).min(16);
     FIRST_WAIT.saturating_mul(1 << doublings).min(LONGEST_WAIT)
+}
+
+/// `wait` spread over half to one and a half of itself, so the calls of a whole fleet that
+/// an outage held do not all arrive in the same instant when Redis returns.
+pub(super) fn jittered(wait: Duration) -> Duration {
+    wait.mul_f64(0.5 + rand::random::<f64>())
 }
 
 /// Whether sending the call again can succeed: after a timeout, a lost connection, Redis
@@ -122,6 +129,17 @@ mod tests {
 
     fn io_error(kind: std::io::ErrorKind) -> RedisError {
         RedisError::Call(redis::RedisError::from(std::io::Error::from(kind)))
+    }
+
+    #[test]
+    fn jitter_keeps_a_wait_within_half_and_one_and_a_half_of_itself() {
+        for _ in 0..1_000 {
+            let wait = jittered(Duration::from_secs(2));
+            assert!(
+                wait >= Duration::from_secs(1) && wait <= Duration::from_secs(3),
+                "{wait:?}"
+            );
+        }
     }
 
     #[test]
