@@ -191,6 +191,7 @@ spec:
   limits: {{tokensPerMinute: 1000}}
   models:
   - {{name: fast, maxOutputTokens: 1000, pricing: {{inputPerMillion: 1, outputPerMillion: 1}}}}
+  - {{name: very-slow, maxOutputTokens: 1000, pricing: {{inputPerMillion: 1, outputPerMillion: 1}}}}
 ---
 apiVersion: llm.dgidgi.io/v1alpha1
 kind: LlmProvider
@@ -468,6 +469,38 @@ async fn a_client_hanging_up_during_the_upstream_call_frees_its_slot() {
         }
     }
     assert!(admitted, "the hung-up request's concurrency slot came back");
+    fleet.stop().await;
+}
+
+/// Clients hanging up during the upstream call give back what their attempt reserved on the
+/// provider key too: seven of them hold ~910 of its 1,000 tokens a minute while they wait, and
+/// a request right after they hang up finds the room again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn clients_hanging_up_give_back_their_provider_keys_tokens() {
+    let fleet = Fleet::start(1, None, "", "{}").await;
+    let (address, key) = (fleet.gateways[0].api, fleet.key());
+    let hung_up: Vec<_> = (0..7)
+        .map(|_| {
+            let key = key.clone();
+            tokio::spawn(async move { post(address, &key, &ask("fake-limited/very-slow")).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, _, body) = post(address, &key, &ask("fake-limited/fast")).await;
+    assert_eq!(status, 429, "the key is full while they wait: {body}");
+    for request in &hung_up {
+        request.abort();
+    }
+    // The upstream would answer five seconds from now; the room must be back long before.
+    let mut admitted = false;
+    for _ in 0..80 {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        if post(address, &key, &ask("fake-limited/fast")).await.0 == 200 {
+            admitted = true;
+            break;
+        }
+    }
+    assert!(admitted, "the hung-up attempts' tokens came back");
     fleet.stop().await;
 }
 

@@ -186,8 +186,8 @@ pub async fn route_and_serve(
         json,
         stream,
     };
-    let guard = metered::TicketGuard::new(gateway, ticket);
-    let Some(ticket) = guard.ticket.as_ref() else {
+    let guard = metered::SettleOnDrop::new(gateway, ticket);
+    let Some(ticket) = guard.get() else {
         return Err(ApiError::not_ready());
     };
     let walk = serve(gateway, snapshot, tenant, &planned, request, ticket);

@@ -16,6 +16,7 @@ use super::limits::{refusal_error, write_admitted_headers};
 use super::serve::Served;
 use super::{Active, Gateway};
 use crate::config::{PricingConfig, Scope};
+use crate::metering::meter::ProviderTicket;
 use crate::metering::plan::{Candidate, RequestSize};
 use crate::metering::{self, Ticket};
 use crate::routing::plan::{Plan, Upstream};
@@ -73,35 +74,57 @@ pub async fn admit(
         .map_err(|refused| refusal_error(&refused))
 }
 
-/// Holds an admitted request's ticket while its upstream is called. If the request is dropped
-/// before it is finished — the client hung up during the call, or a deadline cancelled it — the
-/// ticket is settled as "nothing served", so its concurrency lease and reservation do not linger.
-pub struct TicketGuard {
-    gateway: Arc<Gateway>,
-    /// The ticket, until [`TicketGuard::disarm`] takes it.
-    pub ticket: Option<Ticket>,
+/// A reservation that can be settled as "nothing served".
+pub trait Releasable: Send + 'static {
+    /// Settles it as "nothing served": everything it holds is given back.
+    fn release(self, gateway: Arc<Gateway>) -> impl Future<Output = ()> + Send;
 }
 
-impl TicketGuard {
-    /// Guards `ticket`.
-    pub fn new(gateway: &Arc<Gateway>, ticket: Ticket) -> Self {
+impl Releasable for Ticket {
+    async fn release(self, gateway: Arc<Gateway>) {
+        gateway.meter.settle(self, None).await;
+    }
+}
+
+impl Releasable for ProviderTicket {
+    async fn release(self, gateway: Arc<Gateway>) {
+        gateway.meter.settle_provider(self, None).await;
+    }
+}
+
+/// Holds a reservation — the request's ticket, or a provider key's for one attempt — while
+/// its upstream is called. If the request is dropped before the reservation is settled (the
+/// client hung up during the call, or a deadline cancelled it), it is released, so its
+/// concurrency lease, window entries and Redis marker do not linger.
+pub struct SettleOnDrop<T: Releasable> {
+    gateway: Arc<Gateway>,
+    held: Option<T>,
+}
+
+impl<T: Releasable> SettleOnDrop<T> {
+    /// Guards `held`.
+    pub fn new(gateway: &Arc<Gateway>, held: T) -> Self {
         Self {
             gateway: gateway.clone(),
-            ticket: Some(ticket),
+            held: Some(held),
         }
     }
 
-    /// Takes the ticket back to settle it normally.
-    pub fn disarm(mut self) -> Option<Ticket> {
-        self.ticket.take()
+    /// The reservation, until [`SettleOnDrop::disarm`] takes it.
+    pub fn get(&self) -> Option<&T> {
+        self.held.as_ref()
+    }
+
+    /// Takes the reservation back to settle it normally.
+    pub fn disarm(mut self) -> Option<T> {
+        self.held.take()
     }
 }
 
-impl Drop for TicketGuard {
+impl<T: Releasable> Drop for SettleOnDrop<T> {
     fn drop(&mut self) {
-        if let Some(ticket) = self.ticket.take() {
-            let gateway = self.gateway.clone();
-            tokio::spawn(async move { gateway.meter.settle(ticket, None).await });
+        if let Some(held) = self.held.take() {
+            tokio::spawn(held.release(self.gateway.clone()));
         }
     }
 }

@@ -5,6 +5,7 @@
 //! answered, so every failure before that point can still fall back; non-streamed answers are
 //! read whole inside the attempt, so even a body that breaks falls back.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,6 +17,7 @@ use tokio::sync::oneshot;
 use super::body::{ResponseBody, UpstreamBody, upstream_body};
 use super::completion::{Completion, Meter};
 use super::error::ApiError;
+use super::metered::SettleOnDrop;
 use super::metrics::UpstreamErrorLabels;
 use super::upstream::{Failure, Outcome, chat_url, cli_chat_url, read_bounded, send};
 use super::{Active, Gateway};
@@ -181,7 +183,7 @@ fn upstream_format(attempt: &Attempt<'_>) -> Format {
 
 /// Walks the plan for a parsed request and returns what served it.
 pub async fn serve(
-    gateway: &Gateway,
+    gateway: &Arc<Gateway>,
     snapshot: &Active,
     tenant: &TenantConfig,
     planned: &Plan<'_>,
@@ -232,7 +234,7 @@ pub async fn serve(
                             .admit_provider(&provider.id, limits, ticket)
                             .await
                         {
-                            Ok(quota) => Some(quota),
+                            Ok(quota) => Some(SettleOnDrop::new(gateway, quota)),
                             Err(_) => {
                                 failures.push(Failure::QuotaFull);
                                 break;
@@ -282,11 +284,11 @@ pub async fn serve(
                         model: attempt.model.clone(),
                         fallback: index,
                         source: planned.source,
-                        quota,
+                        quota: quota.and_then(SettleOnDrop::disarm),
                     });
                 }
                 Err(failure) => {
-                    if let Some(quota) = quota {
+                    if let Some(quota) = quota.and_then(SettleOnDrop::disarm) {
                         gateway.meter.settle_provider(quota, None).await;
                     }
                     gateway
