@@ -352,7 +352,7 @@ impl Meter {
                         tokio::spawn(async move {
                             if let Err(error) = redis.cancel(&charges, member).await {
                                 tracing::warn!(
-                                    "cancelling a lost reservation failed (sent again in the background): {error}"
+                                    "cancelling a lost reservation failed (resent in the background if Redis may take it later): {error}"
                                 );
                                 let labels = RedisLabels {
                                     op: "cancel",
