@@ -392,6 +392,27 @@ impl RedisCounters {
         releases: &[Release],
         member: u128,
     ) -> Result<Vec<u64>, RedisError> {
+        let call = Self::release_call(script, charges, releases, member);
+        match self.bounded(self.evaluate(call)).await {
+            Ok(reply) => Ok(reply.into_iter().map(|v| v.max(0) as u64).collect()),
+            Err(error) => {
+                // Built again only now, off the common path: both scripts apply once, so a
+                // copy sent after an attempt that did reach Redis changes nothing.
+                if redeliver::worth_resending(&error) {
+                    self.send_again(Self::release_call(script, charges, releases, member));
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// The `EVALSHA` of a settling or cancelling `script` for the reservation of `charges`.
+    fn release_call(
+        script: &Script,
+        charges: &[Charge],
+        releases: &[Release],
+        member: u128,
+    ) -> Cmd {
         let mut call = Self::script_call(script, releases.len() + 1);
         for release in releases {
             let (Release::Window { key } | Release::Lease { key } | Release::Adjust { key, .. }) =
@@ -412,18 +433,7 @@ impl RedisCounters {
             };
             call.arg(kind).arg(delta).arg(ttl);
         }
-        // Kept for sending again: both scripts apply once, so a copy sent after an attempt
-        // that did reach Redis changes nothing.
-        let again = call.clone();
-        match self.bounded(self.evaluate(call)).await {
-            Ok(reply) => Ok(reply.into_iter().map(|v| v.max(0) as u64).collect()),
-            Err(error) => {
-                if redeliver::worth_resending(&error) {
-                    self.send_again(again);
-                }
-                Err(error)
-            }
-        }
+        call
     }
 
     /// Sends `call` again in the background, waiting longer between tries, until Redis takes
@@ -445,17 +455,13 @@ impl RedisCounters {
                 tokio::time::sleep(redeliver::jittered(redeliver::wait_before(resend))).await;
                 let attempt =
                     batch::call_alone(counters.patient.clone(), call.clone(), &counters.sources);
-                let error = match tokio::time::timeout(redeliver::PATIENCE, attempt).await {
-                    Ok(Ok(_)) => {
-                        tracing::debug!(
-                            resend,
-                            "a Redis settlement or cancellation sent again was taken"
-                        );
-                        counters.redeliveries.count("applied");
-                        return;
-                    }
-                    Ok(Err(error)) => RedisError::Call(error),
-                    Err(_) => RedisError::Timeout(redeliver::PATIENCE),
+                let Err(error) = within(redeliver::PATIENCE, attempt).await else {
+                    tracing::debug!(
+                        resend,
+                        "a Redis settlement or cancellation sent again was taken"
+                    );
+                    counters.redeliveries.count("applied");
+                    return;
                 };
                 if !redeliver::worth_resending(&error) || Instant::now() >= given_up_at {
                     counters.redeliveries.abandon(resend, &error);
@@ -496,13 +502,22 @@ impl RedisCounters {
             .collect())
     }
 
+    /// `call`, given up after the fail-mode timeout.
     async fn bounded<T>(
         &self,
         call: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, RedisError> {
-        match tokio::time::timeout(self.timeout, call).await {
-            Err(_) => Err(RedisError::Timeout(self.timeout)),
-            Ok(result) => Ok(result?),
-        }
+        within(self.timeout, call).await
+    }
+}
+
+/// `call`, given up after `timeout`.
+async fn within<T>(
+    timeout: Duration,
+    call: impl Future<Output = redis::RedisResult<T>>,
+) -> Result<T, RedisError> {
+    match tokio::time::timeout(timeout, call).await {
+        Err(_) => Err(RedisError::Timeout(timeout)),
+        Ok(result) => Ok(result?),
     }
 }
