@@ -504,6 +504,68 @@ async fn clients_hanging_up_give_back_their_provider_keys_tokens() {
     fleet.stop().await;
 }
 
+/// A gateway that stops settles what it served before it exits: the requests it drains end
+/// during shutdown, and their settlements (a Redis round trip, then the ledger) must land,
+/// or each one's concurrency slot stays taken in Redis for the lease's 15 minutes and its
+/// ledger row stays open at the reservation. Before the meter waited for them, this failed
+/// one run in two without the pause below and every run with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stopping_gateway_settles_the_requests_it_drains() {
+    let redis = RedisServer::start();
+    let limits = r#""llm.dgidgi.io/requests-per-minute": "1000", "llm.dgidgi.io/tokens-per-day": "100000000", "llm.dgidgi.io/concurrent": "4""#;
+    let fleet = Fleet::start(1, Some(&redis), limits, "{}").await;
+    let (address, key) = (fleet.gateways[0].api, fleet.key());
+    let draining: Vec<_> = (0..4)
+        .map(|_| {
+            let key = key.clone();
+            tokio::spawn(async move { post(address, &key, &ask("fake/slow")).await })
+        })
+        .collect();
+    // Redis holds writes for the moment the requests end (they answer a second after they
+    // start), so their settlements are still under way when the drain is over.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let mut admin = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::cmd("CLIENT")
+        .arg(&["PAUSE", "600", "WRITE"])
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let Fleet {
+        gateways, states, ..
+    } = fleet;
+    for gateway in gateways {
+        gateway.shutdown().await;
+    }
+    let mut ids = Vec::new();
+    for request in draining {
+        let (status, headers, body) = request.await.unwrap();
+        assert_eq!(status, 200, "drained, not cut: {body}");
+        ids.push(header(&headers, "x-dgidgi-request-id").unwrap().to_owned());
+    }
+    let records = read_all(states[0].path()).unwrap();
+    for id in &ids {
+        let record = records.iter().find(|r| &r.request_id == id).unwrap();
+        assert_eq!(
+            record.outcome, "complete",
+            "settled before exit: {record:?}"
+        );
+    }
+    // The same tenant on a new gateway finds all four slots free at once.
+    let fleet = Fleet::start(1, Some(&redis), limits, "{}").await;
+    let results = fleet.burst(4, ask("fake/fast")).await;
+    for (status, _, body) in &results {
+        assert_eq!(
+            *status, 200,
+            "the drained requests' slots came back: {body}"
+        );
+    }
+    fleet.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_gateways_sharing_redis_enforce_one_tenants_limits_as_one() {
     // Each case starts from an empty Redis (the tenant's counters would carry over).

@@ -496,7 +496,7 @@ async fn each_attempt_on_a_provider_key_is_a_reservation_of_its_own() {
 /// the settlement waits there and the caller gives up; the connection is then cut, which throws
 /// the waiting command away, and Redis resumes. Sent again, the settlement frees the concurrency
 /// slot within seconds instead of the lease's 15 minutes, and charges the tokens used, not the
-/// reservation.
+/// reservation. A stop waits for it, up to its deadline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_settlement_redis_did_not_take_is_sent_again_until_it_is() {
     use dgidgi::gateway::metrics::ResultLabels;
@@ -541,16 +541,24 @@ async fn a_settlement_redis_did_not_take_is_sent_again_until_it_is() {
         .query_async(&mut admin)
         .await
         .expect("kill the gateway's connection");
+    // Still paused: a stop that gives it a moment finds it waiting.
+    let soon = tokio::time::Instant::now() + Duration::from_millis(300);
+    assert_eq!(counters.wait_for_redeliveries(soon).await, 1);
     let _: () = redis::cmd("CLIENT")
         .arg("UNPAUSE")
         .query_async(&mut admin)
         .await
         .expect("unpause");
 
+    // Resumed: a stop waits for it to land (as a stopping gateway does, see `Meter::stop`).
+    let later = tokio::time::Instant::now() + Duration::from_secs(20);
+    assert_eq!(counters.wait_for_redeliveries(later).await, 0);
+    let applied = outcomes.get_or_create(&ResultLabels { result: "applied" });
+    assert_eq!(applied.get(), 1, "counted as sent again and taken");
     // A read may fail once while the connection manager notices the cut and reconnects.
     let tokens = || async { counters.amounts(&["t:y:tokens".into()]).await.ok() };
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while tokens().await != Some(vec![100]) && std::time::Instant::now() < deadline {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while tokens().await.is_none() && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(
@@ -558,12 +566,6 @@ async fn a_settlement_redis_did_not_take_is_sent_again_until_it_is() {
         Some(vec![100]),
         "settled to the tokens used"
     );
-    // Counted by the task that sent it again, a moment after Redis answered it.
-    let applied = outcomes.get_or_create(&ResultLabels { result: "applied" });
-    while applied.get() == 0 && std::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(applied.get(), 1, "counted as sent again and taken");
     assert!(
         counters.reserve(&charges, 2).await.unwrap().is_ok(),
         "the slot is free again"

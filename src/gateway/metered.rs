@@ -124,7 +124,8 @@ impl<T: Releasable> SettleOnDrop<T> {
 impl<T: Releasable> Drop for SettleOnDrop<T> {
     fn drop(&mut self) {
         if let Some(held) = self.held.take() {
-            tokio::spawn(held.release(self.gateway.clone()));
+            let release = held.release(self.gateway.clone());
+            self.gateway.meter.spawn_settlement(release);
         }
     }
 }
@@ -185,8 +186,9 @@ pub async fn finish(
     let status = served.response.status();
     let completion = served.completion;
     let quota = served.quota;
-    let gateway = gateway.clone();
-    tokio::spawn(async move {
+    let settling = gateway.clone();
+    gateway.meter.spawn_settlement(async move {
+        let gateway = settling;
         let completion = completion.await.unwrap_or(Completion {
             usage: None,
             end: End::ClientGone,

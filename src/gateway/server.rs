@@ -233,8 +233,9 @@ impl Running {
         for task in self.tasks {
             let _ = task.await;
         }
-        // Settlements of the drained requests reach the ledger before the process exits.
-        self.gateway.meter.flush().await;
+        // Settlements of the drained requests reach Redis and the ledger before the process
+        // exits.
+        self.gateway.meter.stop(crate::metering::STOP_GRACE).await;
     }
 }
 

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use tokio_util::task::TaskTracker;
 
 use super::book::Book;
 use super::charge::{Admitted, Charge, LimitKind, Refusal};
@@ -246,7 +247,15 @@ pub struct Meter {
     policy: ReservePolicy,
     fail_mode: FailMode,
     metrics: Arc<Metrics>,
+    /// Settlements under way (and cancellations of reservations Redis may have taken): a
+    /// stopping gateway waits for them, or the requests it drained would keep their
+    /// reservations in Redis until the counters' TTL and in the ledger until the next start.
+    settling: TaskTracker,
 }
+
+/// How long a stopping gateway waits, after its open requests are drained, for their
+/// settlements to reach Redis and the ledger.
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
 
 fn rfc3339(unix_ms: u64) -> String {
     k8s_openapi::jiff::Timestamp::from_millisecond(unix_ms as i64)
@@ -308,6 +317,7 @@ impl Meter {
             policy: options.policy.clone(),
             fail_mode: options.fail_mode,
             metrics,
+            settling: TaskTracker::new(),
         })
     }
 
@@ -349,7 +359,7 @@ impl Meter {
                     if !error.never_sent() {
                         let (redis, charges) = (redis.clone(), charges.to_vec());
                         let metrics = self.metrics.clone();
-                        tokio::spawn(async move {
+                        self.settling.spawn(async move {
                             if let Err(error) = redis.cancel(&charges, member).await {
                                 tracing::warn!(
                                     "cancelling a lost reservation failed (resent in the background if Redis may take it later): {error}"
@@ -898,6 +908,40 @@ impl Meter {
     /// Drops expired counters; called every minute.
     pub fn sweep(&self) {
         self.book().sweep(now_ms(), MINUTE_MS);
+    }
+
+    /// Runs a settlement in the background, where [`Meter::stop`] waits for it: the request
+    /// that made it is answered and gone, the reservation it releases is not.
+    pub fn spawn_settlement(&self, settlement: impl Future<Output = ()> + Send + 'static) {
+        self.settling.spawn(settlement);
+    }
+
+    /// The meter's part of stopping: waits up to `grace` for the settlements under way and the
+    /// Redis calls waiting to be sent again, then for the ledger to commit everything. What is
+    /// still unsettled at the deadline is logged; Redis keeps those reservations until their
+    /// counters' TTL, and the next start settles their ledger rows at the reservation.
+    pub async fn stop(&self, grace: Duration) {
+        let deadline = tokio::time::Instant::now() + grace;
+        self.settling.close();
+        if tokio::time::timeout_at(deadline, self.settling.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                unsettled = self.settling.len(),
+                "stopping before every settlement finished (gave them {grace:?})"
+            );
+        }
+        if let Some(redis) = &self.redis {
+            let waiting = redis.wait_for_redeliveries(deadline).await;
+            if waiting > 0 {
+                tracing::warn!(
+                    waiting,
+                    "stopping with Redis settlements or cancellations still unsent; their counters keep the reservations until their TTL"
+                );
+            }
+        }
+        self.flush().await;
     }
 
     /// Waits for the ledger to commit everything queued (shutdown, tests).

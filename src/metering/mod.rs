@@ -11,4 +11,4 @@ pub mod meter;
 pub mod plan;
 pub mod redis;
 
-pub use meter::{FailMode, Meter, MeterOptions, Refused, Served, Ticket};
+pub use meter::{FailMode, Meter, MeterOptions, Refused, STOP_GRACE, Served, Ticket};

@@ -446,8 +446,7 @@ impl RedisCounters {
             return;
         };
         let counters = self.clone();
-        tokio::spawn(async move {
-            let _place = place;
+        self.redeliveries.spawn(place, async move {
             let given_up_at = Instant::now() + redeliver::WINDOW;
             let mut resend = 0;
             loop {
@@ -469,6 +468,13 @@ impl RedisCounters {
                 }
             }
         });
+    }
+
+    /// Gives the settlements and cancellations waiting to be sent again until `deadline` to
+    /// land (a stopping gateway's last chance to free its tenants' slots); how many are still
+    /// waiting then.
+    pub async fn wait_for_redeliveries(&self, deadline: tokio::time::Instant) -> usize {
+        self.redeliveries.wait_until(deadline).await
     }
 
     /// Sets a mark once across all replicas (`SET NX`); true for the first setter.

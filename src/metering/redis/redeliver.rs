@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::task::TaskTracker;
 
 use super::RedisError;
 use crate::gateway::metrics::ResultLabels;
@@ -64,6 +65,8 @@ pub(super) fn worth_resending(error: &RedisError) -> bool {
 #[derive(Clone)]
 pub(super) struct Redeliveries {
     places: Arc<Semaphore>,
+    /// The calls waiting, so a stopping gateway can give them a last chance to land.
+    waiting: TaskTracker,
     outcomes: Family<ResultLabels, Counter>,
     /// The minute (Unix) of the last warning about one given up: at most one a minute, so the
     /// end of a long outage does not flood the log (the metric counts them all).
@@ -74,6 +77,7 @@ impl Default for Redeliveries {
     fn default() -> Self {
         Self {
             places: Arc::new(Semaphore::new(MAX_WAITING)),
+            waiting: TaskTracker::new(),
             outcomes: Family::default(),
             warned_minute: Arc::default(),
         }
@@ -93,6 +97,26 @@ impl Redeliveries {
             self.count("dropped");
         }
         place
+    }
+
+    /// Runs one waiting call's tries in the background, holding its place until it ends.
+    pub(super) fn spawn(
+        &self,
+        place: OwnedSemaphorePermit,
+        tries: impl Future<Output = ()> + Send + 'static,
+    ) {
+        self.waiting.spawn(async move {
+            let _place = place;
+            tries.await;
+        });
+    }
+
+    /// Waits until every call waiting now has landed or been given up, or `deadline` passes;
+    /// how many are still waiting then.
+    pub(super) async fn wait_until(&self, deadline: tokio::time::Instant) -> usize {
+        self.waiting.close();
+        let _ = tokio::time::timeout_at(deadline, self.waiting.wait()).await;
+        self.waiting.len()
     }
 
     /// Counts one outcome.
