@@ -18,6 +18,7 @@ use super::plan::{
     self, Candidate, RequestSize, Reservation, ReservePolicy, Settlement, crossed_thresholds, keys,
 };
 use super::redis::{RedisCounters, RedisError};
+use super::request_id;
 use crate::config::{GatewayConfig, PricingConfig, ProviderLimitsConfig, TenantConfig};
 use crate::crd::tenant::BudgetAction;
 use crate::gateway::metrics::{
@@ -114,15 +115,6 @@ pub enum Refused {
     Unpriced(String),
 }
 
-/// A request id that sorts by time: the millisecond clock in the top 48 bits, 80 random bits
-/// below. Unique as a random id is, and consecutive requests land next to each other in the
-/// ledger's primary-key index (one page touched per commit instead of one random page per
-/// request).
-fn new_request_id(now_ms: u64) -> u128 {
-    let random: u128 = rand::random::<u128>() & ((1u128 << 80) - 1);
-    (u128::from(now_ms & ((1u64 << 48) - 1)) << 80) | random
-}
-
 /// An admitted request's reservation, carried until it is settled.
 #[derive(Debug)]
 pub struct Ticket {
@@ -151,7 +143,7 @@ impl Ticket {
 
     /// The request id as the ledger and the `x-dgidgi-request-id` header spell it.
     pub fn id_text(&self) -> String {
-        format!("{:032x}", self.request_id)
+        request_id::text(self.request_id)
     }
 
     /// Waits until the admission is durable in the ledger (at once without a ledger). Awaited
@@ -433,7 +425,7 @@ impl Meter {
         {
             return Err(Refused::Unpriced(model.to_owned()));
         }
-        let request_id = new_request_id(now);
+        let request_id = request_id::new(now);
         let reservation = plan::reserve(tenant, candidates, size, &self.policy, now);
         let (result, shared) = self.take(&reservation.charges, request_id, now).await?;
         let admitted = match result {
@@ -511,7 +503,7 @@ impl Meter {
         cost: u64,
     ) -> Record {
         Record {
-            request_id: format!("{request_id:032x}"),
+            request_id: request_id::text(request_id),
             timestamp: rfc3339(now),
             ts_ms: now,
             tenant_id: tenant.to_owned(),
@@ -592,7 +584,7 @@ impl Meter {
         // Each attempt is its own reservation: a retry or fallback to the same key is another
         // upstream request (another entry in the key's window), and settling one attempt, even
         // a copy resent long after, must never take another's marker.
-        let member = new_request_id(now);
+        let member = request_id::new(now);
         if charges.is_empty() {
             return Ok(ProviderTicket {
                 charges,

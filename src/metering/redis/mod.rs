@@ -18,6 +18,7 @@ use redis::{Cmd, FromRedisValue as _, Script, Value};
 use tokio::runtime::{Handle, RuntimeFlavor};
 
 use super::charge::{Admitted, Charge, Refusal, Release};
+use super::request_id;
 use crate::gateway::metrics::ResultLabels;
 use batch::{Batcher, Sources};
 use redeliver::Redeliveries;
@@ -314,7 +315,7 @@ impl RedisCounters {
     /// share a marker (a settlement sent again must never take another's).
     fn marker(charges: &[Charge], member: u128) -> String {
         let first = charges.first().map_or("", Charge::key);
-        format!("{PREFIX}r:{member:032x}:{first}")
+        format!("{PREFIX}r:{}:{first}", request_id::text(member))
     }
 
     /// Check-and-reserve, one round trip.
@@ -329,7 +330,7 @@ impl RedisCounters {
         }
         call.arg(Self::marker(charges, member))
             .arg(MARKER_TTL_MS)
-            .arg(format!("{member:032x}"));
+            .arg(request_id::text(member));
         for charge in charges {
             let (kind, limit, x, ttl) = match charge {
                 Charge::Window {
@@ -420,7 +421,7 @@ impl RedisCounters {
             call.arg(format!("{PREFIX}{key}"));
         }
         call.arg(Self::marker(charges, member))
-            .arg(format!("{member:032x}"))
+            .arg(request_id::text(member))
             .arg(MARKER_TTL_MS);
         for release in releases {
             let (kind, delta, ttl) = match release {

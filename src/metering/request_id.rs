@@ -1,0 +1,44 @@
+//! Request ids: one 128-bit number per admission (and per provider attempt), spelled as 32
+//! lowercase hex digits in the ledger, the `x-dgidgi-request-id` header and Redis markers.
+//! The top 48 bits are the admission's Unix millisecond and the other 80 are random, so the
+//! ids are as unique as random ones and sort by time, as numbers and as text: the ledger's
+//! rows are keyed by them in time order (new rows land on one page per commit) and found by
+//! time through that key alone, without an index of their own.
+
+/// Bits below the millisecond.
+const RANDOM_BITS: u32 = 80;
+
+/// A new id for something admitted at `now_ms`.
+pub fn new(now_ms: u64) -> u128 {
+    let random: u128 = rand::random::<u128>() & ((1u128 << RANDOM_BITS) - 1);
+    (u128::from(now_ms & ((1u64 << 48) - 1)) << RANDOM_BITS) | random
+}
+
+/// The id's text (fixed width, so text order is number order).
+pub fn text(id: u128) -> String {
+    format!("{id:032x}")
+}
+
+/// The text of the smallest id admitted at `ms`: every id admitted at or after `ms` is at
+/// least this, every one before it is less.
+pub fn first_at(ms: u64) -> String {
+    text(u128::from(ms & ((1u64 << 48) - 1)) << RANDOM_BITS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_sort_by_their_millisecond_as_text() {
+        let ms = 1_796_106_309_187;
+        for _ in 0..1_000 {
+            let id = text(new(ms));
+            assert_eq!(id.len(), 32);
+            assert!(first_at(ms) <= id, "{id}");
+            assert!(id < first_at(ms + 1), "{id}");
+            assert!(text(new(ms - 1)) < id);
+        }
+        assert_eq!(first_at(ms), format!("{ms:012x}{}", "0".repeat(20)));
+    }
+}
