@@ -221,6 +221,24 @@ impl Fleet {
         annotations: &str,
         tenant_spec: &str,
     ) -> Self {
+        Self::start_draining(
+            count,
+            redis,
+            annotations,
+            tenant_spec,
+            Duration::from_secs(5),
+        )
+        .await
+    }
+
+    /// A fleet whose gateways give open requests `drain` to finish when they stop.
+    async fn start_draining(
+        count: usize,
+        redis: Option<&RedisServer>,
+        annotations: &str,
+        tenant_spec: &str,
+        drain: Duration,
+    ) -> Self {
         let upstream = Upstream::default();
         let address = upstream.clone().start().await;
         let output = common::render_yaml(&fleet(address, annotations, tenant_spec));
@@ -259,7 +277,7 @@ impl Fleet {
                     admin_listen: "127.0.0.1:0".parse().unwrap(),
                     settings,
                     reload_interval: Duration::from_secs(60),
-                    drain: Duration::from_secs(5),
+                    drain,
                     unready_delay: Duration::ZERO,
                 })
                 .await
@@ -563,6 +581,53 @@ async fn a_stopping_gateway_settles_the_requests_it_drains() {
             "the drained requests' slots came back: {body}"
         );
     }
+    fleet.stop().await;
+}
+
+/// A stream still open at the drain deadline is cut, and settled as cut before the gateway
+/// exits: its ledger row says `client_gone` and its Redis concurrency slot is free. Before,
+/// the deadline only stopped waiting: the connection ran on until the process exited, the
+/// settlement never ran, and the slot stayed taken for the lease's 15 minutes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stream_open_past_the_drain_deadline_is_cut_and_settled() {
+    let redis = RedisServer::start();
+    let limits = r#""llm.dgidgi.io/requests-per-minute": "1000", "llm.dgidgi.io/tokens-per-day": "100000000", "llm.dgidgi.io/concurrent": "1""#;
+    let fleet =
+        Fleet::start_draining(1, Some(&redis), limits, "{}", Duration::from_millis(300)).await;
+    let (address, key) = (fleet.gateways[0].api, fleet.key());
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let mut long = ask("fake/stream-long");
+    long["stream"] = true.into();
+    let request = Request::post(format!("http://{address}/v1/chat/completions"))
+        .header("authorization", format!("Bearer {key}"))
+        .body(Full::new(Bytes::from(long.to_string())))
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    let id = response.headers()["x-dgidgi-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    // The client keeps reading: the stream (4 s) outlasts the drain.
+    let reading = tokio::spawn(async move { response.into_body().collect().await.is_ok() });
+    let Fleet {
+        gateways, states, ..
+    } = fleet;
+    let stopping = std::time::Instant::now();
+    for gateway in gateways {
+        gateway.shutdown().await;
+    }
+    assert!(
+        stopping.elapsed() < Duration::from_secs(3),
+        "stopped at the deadline, not at the stream's end"
+    );
+    assert!(!reading.await.unwrap(), "the stream was cut");
+    let records = read_all(states[0].path()).unwrap();
+    let record = records.iter().find(|r| r.request_id == id).unwrap();
+    assert_eq!(record.outcome, "client_gone", "settled as cut: {record:?}");
+    let fleet = Fleet::start(1, Some(&redis), limits, "{}").await;
+    let (status, _, body) = post(fleet.gateways[0].api, &fleet.key(), &ask("fake/fast")).await;
+    assert_eq!(status, 200, "the cut stream's slot came back: {body}");
     fleet.stop().await;
 }
 

@@ -16,6 +16,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 
 use super::Gateway;
 use super::body::ResponseBody;
@@ -142,6 +143,9 @@ pub async fn serve(
     drain: Duration,
 ) {
     let graceful = GracefulShutdown::new();
+    // Aborted at the drain deadline: each connection still open is then dropped, which cuts its
+    // socket and ends its bodies, so their requests settle as cut before the process exits.
+    let mut connections = JoinSet::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -174,11 +178,14 @@ pub async fn serve(
                 });
                 let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                 let connection = graceful.watch(connection.into_owned());
-                tokio::spawn(async move {
+                connections.spawn(async move {
                     if let Err(error) = connection.await {
                         tracing::debug!(%peer, "connection ended: {error}");
                     }
                 });
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {
+                // A connection ended; its slot in the set is reaped.
             }
             changed = shutdown.changed() => {
                 if changed.is_err() || *shutdown.borrow() {
@@ -190,7 +197,10 @@ pub async fn serve(
     drop(listener);
     tokio::select! {
         () = graceful.shutdown() => tracing::info!(?role, "drained"),
-        () = tokio::time::sleep(drain) => tracing::warn!(?role, "drain deadline passed; closing open connections"),
+        () = tokio::time::sleep(drain) => {
+            tracing::warn!(?role, "drain deadline passed; closing open connections");
+            connections.abort_all();
+        }
     }
 }
 
