@@ -327,6 +327,25 @@ impl Fleet {
     }
 }
 
+/// Starts a long stream (200 events, 4 s) and returns its request id and the response, whose
+/// body the caller reads as far as it likes.
+async fn open_long_stream(address: SocketAddr, key: &str) -> (String, Response<Incoming>) {
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let mut long = ask("fake/stream-long");
+    long["stream"] = true.into();
+    let request = Request::post(format!("http://{address}/v1/chat/completions"))
+        .header("authorization", format!("Bearer {key}"))
+        .body(Full::new(Bytes::from(long.to_string())))
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    let id = response.headers()["x-dgidgi-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    (id, response)
+}
+
 async fn post(address: SocketAddr, key: &str, body: &serde_json::Value) -> Answer {
     http::send(
         address,
@@ -595,19 +614,7 @@ async fn a_stream_open_past_the_drain_deadline_is_cut_and_settled() {
     let fleet =
         Fleet::start_draining(1, Some(&redis), limits, "{}", Duration::from_millis(300)).await;
     let (address, key) = (fleet.gateways[0].api, fleet.key());
-    let client: Client<HttpConnector, Full<Bytes>> =
-        Client::builder(TokioExecutor::new()).build_http();
-    let mut long = ask("fake/stream-long");
-    long["stream"] = true.into();
-    let request = Request::post(format!("http://{address}/v1/chat/completions"))
-        .header("authorization", format!("Bearer {key}"))
-        .body(Full::new(Bytes::from(long.to_string())))
-        .unwrap();
-    let response = client.request(request).await.unwrap();
-    let id = response.headers()["x-dgidgi-request-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let (id, response) = open_long_stream(address, &key).await;
     // The client keeps reading: the stream (4 s) outlasts the drain.
     let reading = tokio::spawn(async move { response.into_body().collect().await.is_ok() });
     let Fleet {
@@ -669,23 +676,10 @@ async fn streamed_and_unstreamed_meter_the_same_and_a_cut_stream_is_metered() {
     let stream_id = header(&headers, "x-dgidgi-request-id").unwrap().to_owned();
 
     // A client that reads a little of a long stream and hangs up.
-    let client: Client<HttpConnector, Full<Bytes>> =
-        Client::builder(TokioExecutor::new()).build_http();
-    let mut long = ask("fake/stream-long");
-    long["stream"] = true.into();
-    let request = Request::post(format!("http://{address}/v1/chat/completions"))
-        .header("authorization", format!("Bearer {key}"))
-        .body(Full::new(Bytes::from(long.to_string())))
-        .unwrap();
-    let response = client.request(request).await.unwrap();
-    let cut_id = response.headers()["x-dgidgi-request-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let (cut_id, response) = open_long_stream(address, &key).await;
     let mut body = response.into_body();
     let _first = body.frame().await;
     drop(body);
-    drop(client);
 
     let state = fleet.states[0].path().to_owned();
     let mut records = Vec::new();

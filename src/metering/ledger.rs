@@ -759,14 +759,18 @@ pub fn read_all(state_dir: &Path) -> Result<Vec<Record>, LedgerError> {
 mod tests {
     use super::*;
 
+    fn options(state_dir: &Path, retention_days: u32) -> LedgerOptions {
+        LedgerOptions {
+            state_dir: state_dir.to_owned(),
+            retention_days,
+            json_lines: None,
+        }
+    }
+
     #[test]
     fn the_ledger_runs_in_wal_mode_without_a_sync_per_commit() {
         let dir = tempfile::tempdir().unwrap();
-        let options = LedgerOptions {
-            state_dir: dir.path().to_owned(),
-            retention_days: 1,
-            json_lines: None,
-        };
+        let options = options(dir.path(), 1);
         let (_ledger, restored) = Ledger::open(&options, "2026-11-25", "2026-11", 0).unwrap();
         assert_eq!(restored, Restored::default());
         let conn = Connection::open(dir.path().join(LEDGER_FILE)).unwrap();
@@ -817,11 +821,6 @@ mod tests {
 
     #[test]
     fn every_admission_is_answered_after_its_commit_inside_and_outside_a_runtime() {
-        let options = |dir: &tempfile::TempDir| LedgerOptions {
-            state_dir: dir.path().to_owned(),
-            retention_days: 1,
-            json_lines: None,
-        };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .build()
@@ -830,12 +829,13 @@ mod tests {
         let on_runtime = tempfile::tempdir().unwrap();
         runtime.block_on(async {
             let (ledger, _) =
-                Ledger::open(&options(&on_runtime), "2026-11-30", "2026-11", 0).unwrap();
+                Ledger::open(&options(on_runtime.path(), 1), "2026-11-30", "2026-11", 0).unwrap();
             admit_many_and_check_each_is_durable(&ledger, on_runtime.path()).await;
         });
         // Opened outside any runtime: the writer answers them itself.
         let outside = tempfile::tempdir().unwrap();
-        let (ledger, _) = Ledger::open(&options(&outside), "2026-11-30", "2026-11", 0).unwrap();
+        let (ledger, _) =
+            Ledger::open(&options(outside.path(), 1), "2026-11-30", "2026-11", 0).unwrap();
         runtime.block_on(admit_many_and_check_each_is_durable(
             &ledger,
             outside.path(),
@@ -846,7 +846,7 @@ mod tests {
             .build()
             .unwrap();
         let (ledger, _) = current
-            .block_on(async { Ledger::open(&options(&idle), "2026-11-30", "2026-11", 0) })
+            .block_on(async { Ledger::open(&options(idle.path(), 1), "2026-11-30", "2026-11", 0) })
             .unwrap();
         runtime.block_on(admit_many_and_check_each_is_durable(&ledger, idle.path()));
         drop(current);
@@ -857,7 +857,7 @@ mod tests {
             .build()
             .unwrap();
         let (ledger, _) = first
-            .block_on(async { Ledger::open(&options(&gone), "2026-11-30", "2026-11", 0) })
+            .block_on(async { Ledger::open(&options(gone.path(), 1), "2026-11-30", "2026-11", 0) })
             .unwrap();
         drop(first);
         runtime.block_on(admit_many_and_check_each_is_durable(&ledger, gone.path()));
@@ -866,11 +866,7 @@ mod tests {
     #[tokio::test]
     async fn a_settlement_replaces_its_reservation_in_the_totals_once() {
         let dir = tempfile::tempdir().unwrap();
-        let options = LedgerOptions {
-            state_dir: dir.path().to_owned(),
-            retention_days: 1,
-            json_lines: None,
-        };
+        let options = options(dir.path(), 1);
         let (ledger, _) = Ledger::open(&options, "2026-11-30", "2026-11", 0).unwrap();
         ledger
             .admit(record("a", 200, 800, "reserved"))
@@ -943,11 +939,7 @@ mod tests {
     /// Opens the ledger at `NOW` with a 30-day retention and returns each request's outcome
     /// (`None`: pruned), in `AGES` order.
     fn reopened(dir: &Path, ids: &[String]) -> Vec<Option<String>> {
-        let options = LedgerOptions {
-            state_dir: dir.to_owned(),
-            retention_days: 30,
-            json_lines: None,
-        };
+        let options = options(dir, 30);
         let (ledger, restored) = Ledger::open(&options, "2026-12-01", "2026-12", NOW).unwrap();
         drop(ledger);
         assert_eq!(restored.interrupted, 1);
@@ -978,11 +970,7 @@ mod tests {
     #[tokio::test]
     async fn a_new_ledger_finds_rows_by_time_through_their_ids() {
         let dir = tempfile::tempdir().unwrap();
-        let options = LedgerOptions {
-            state_dir: dir.path().to_owned(),
-            retention_days: 400,
-            json_lines: None,
-        };
+        let options = options(dir.path(), 400);
         let (ledger, _) = Ledger::open(&options, "2026-12-01", "2026-12", NOW).unwrap();
         let mut ids = Vec::new();
         for (age, outcome) in AGES {
