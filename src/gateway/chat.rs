@@ -201,10 +201,7 @@ pub async fn route_and_serve(
         }),
         None => walk.await,
     };
-    let Some(ticket) = guard.disarm() else {
-        return Err(ApiError::not_ready());
-    };
-    metered::finish(gateway, snapshot, ticket, result).await
+    metered::finish(gateway, snapshot, guard, result).await
 }
 
 /// Handles one chat completion request.

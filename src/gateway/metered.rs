@@ -115,9 +115,31 @@ impl<T: Releasable> SettleOnDrop<T> {
         self.held.as_ref()
     }
 
+    /// The reservation, mutably (to await its admission's journal while still guarded).
+    pub fn get_mut(&mut self) -> Option<&mut T> {
+        self.held.as_mut()
+    }
+
     /// Takes the reservation back to settle it normally.
     pub fn disarm(mut self) -> Option<T> {
         self.held.take()
+    }
+
+    /// Releases the reservation now and waits until it is released (so a client retrying at
+    /// once finds its room). The release runs as a task of its own: if the request is dropped
+    /// meanwhile (the client hung up, the drain deadline closed its connection), it still
+    /// completes, and a stopping gateway waits for it.
+    pub async fn release_now(mut self) {
+        if let Some(held) = self.held.take() {
+            let release = held.release(self.gateway.clone());
+            let _ = self.gateway.meter.spawn_settlement(release).await;
+        }
+    }
+}
+
+impl<T: Releasable + std::fmt::Debug> std::fmt::Debug for SettleOnDrop<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("SettleOnDrop").field(&self.held).finish()
     }
 }
 
@@ -125,7 +147,7 @@ impl<T: Releasable> Drop for SettleOnDrop<T> {
     fn drop(&mut self) {
         if let Some(held) = self.held.take() {
             let release = held.release(self.gateway.clone());
-            self.gateway.meter.spawn_settlement(release);
+            drop(self.gateway.meter.spawn_settlement(release));
         }
     }
 }
@@ -146,28 +168,41 @@ struct ServedFacts {
 pub async fn finish(
     gateway: &Arc<Gateway>,
     snapshot: &Active,
-    mut ticket: Ticket,
+    mut guard: SettleOnDrop<Ticket>,
     result: Result<Served, ApiError>,
 ) -> Result<Response<ResponseBody>, ApiError> {
+    let Some(ticket) = guard.get_mut() else {
+        return Err(ApiError::not_ready());
+    };
     let id = ticket.id_text();
     let mut served = match result {
         Ok(served) => served,
         Err(mut error) => {
-            gateway.meter.settle(ticket, None).await;
+            guard.release_now().await;
             error.headers.push((REQUEST_ID_HEADER, id));
             return Err(error);
         }
     };
     // Usually long done: the journal commit ran alongside the upstream call.
     if let Err(refused) = ticket.journalled().await {
-        if let Some(quota) = served.quota.take() {
-            // The provider was called: its key keeps the reservation.
-            let reserved = ticket.reservation.tokens;
-            gateway.meter.settle_provider(quota, Some(reserved)).await;
+        // The provider was called: its key keeps the reservation.
+        let quota = served.quota.take().and_then(SettleOnDrop::disarm);
+        if let Some(ticket) = guard.disarm() {
+            let owner = gateway.clone();
+            let settlement = gateway.meter.spawn_settlement(async move {
+                if let Some(quota) = quota {
+                    let reserved = ticket.reservation.tokens;
+                    owner.meter.settle_provider(quota, Some(reserved)).await;
+                }
+                owner.meter.settle(ticket, None).await;
+            });
+            let _ = settlement.await;
         }
-        gateway.meter.settle(ticket, None).await;
         return Err(refusal_error(&refused));
     }
+    let Some(ticket) = guard.disarm() else {
+        return Err(ApiError::not_ready());
+    };
     let provider = snapshot.provider(&served.provider);
     let model = provider.and_then(|p| p.model(&served.model));
     let facts = ServedFacts {
@@ -185,10 +220,10 @@ pub async fn finish(
     }
     let status = served.response.status();
     let completion = served.completion;
-    let quota = served.quota;
-    let settling = gateway.clone();
-    gateway.meter.spawn_settlement(async move {
-        let gateway = settling;
+    let quota = served.quota.and_then(SettleOnDrop::disarm);
+    let owner = gateway.clone();
+    drop(gateway.meter.spawn_settlement(async move {
+        let gateway = owner;
         let completion = completion.await.unwrap_or(Completion {
             usage: None,
             end: End::ClientGone,
@@ -210,7 +245,7 @@ pub async fn finish(
             provider,
             settle(&gateway, ticket, &facts, completion, status)
         );
-    });
+    }));
     Ok(served.response)
 }
 

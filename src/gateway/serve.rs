@@ -67,7 +67,7 @@ pub struct Served {
     pub source: Source,
     /// The provider key's reservation for the attempt that served (its own limits), settled
     /// with the tokens it used once the body ends.
-    pub quota: Option<ProviderTicket>,
+    pub quota: Option<SettleOnDrop<ProviderTicket>>,
 }
 
 /// The request in its canonical (OpenAI) form, made once per request.
@@ -284,12 +284,12 @@ pub async fn serve(
                         model: attempt.model.clone(),
                         fallback: index,
                         source: planned.source,
-                        quota: quota.and_then(SettleOnDrop::disarm),
+                        quota,
                     });
                 }
                 Err(failure) => {
-                    if let Some(quota) = quota.and_then(SettleOnDrop::disarm) {
-                        gateway.meter.settle_provider(quota, None).await;
+                    if let Some(quota) = quota {
+                        quota.release_now().await;
                     }
                     gateway
                         .metrics

@@ -11,12 +11,14 @@ use hyper::body::Incoming;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::Gateway;
 use super::body::ResponseBody;
@@ -143,10 +145,11 @@ pub async fn serve(
     drain: Duration,
 ) {
     let graceful = GracefulShutdown::new();
+    let streams = StreamTasks::default();
     // Aborted at the drain deadline: each connection still open is then dropped, which cuts its
     // socket and ends its bodies, so their requests settle as cut before the process exits.
     let mut connections = JoinSet::new();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(streams.clone());
     builder
         .http1()
         .timer(TokioTimer::new())
@@ -199,8 +202,39 @@ pub async fn serve(
         () = graceful.shutdown() => tracing::info!(?role, "drained"),
         () = tokio::time::sleep(drain) => {
             tracing::warn!(?role, "drain deadline passed; closing open connections");
-            connections.abort_all();
+            // Aborted and awaited: by the time this returns, each cut request has handed its
+            // settlement to the meter, which `Running::shutdown` then waits for.
+            streams.cut.cancel();
+            connections.shutdown().await;
+            streams.tasks.close();
+            streams.tasks.wait().await;
         }
+    }
+}
+
+/// Runs the request handlers of HTTP/2 connections (hyper gives each stream a task of its
+/// own, outside the connection's), so the drain deadline can cut them like HTTP/1 requests and
+/// wait until each has handed its settlement to the meter.
+#[derive(Clone, Default)]
+struct StreamTasks {
+    tasks: TaskTracker,
+    cut: CancellationToken,
+}
+
+impl<F> hyper::rt::Executor<F> for StreamTasks
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, task: F) {
+        let cut = self.cut.clone();
+        self.tasks.spawn(async move {
+            tokio::select! {
+                biased;
+                _ = task => {}
+                () = cut.cancelled() => {}
+            }
+        });
     }
 }
 

@@ -904,8 +904,12 @@ impl Meter {
 
     /// Runs a settlement in the background, where [`Meter::stop`] waits for it: the request
     /// that made it is answered and gone, the reservation it releases is not.
-    pub fn spawn_settlement(&self, settlement: impl Future<Output = ()> + Send + 'static) {
-        self.settling.spawn(settlement);
+    /// The handle lets a caller wait for it without being able to cut it short.
+    pub fn spawn_settlement(
+        &self,
+        settlement: impl Future<Output = ()> + Send + 'static,
+    ) -> tokio::task::JoinHandle<()> {
+        self.settling.spawn(settlement)
     }
 
     /// The meter's part of stopping: waits up to `grace` for the settlements under way and the
