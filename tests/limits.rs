@@ -690,6 +690,38 @@ async fn cut_at_the_deadline_and_given_back(redis: &RedisServer, http2: bool) {
     fleet.stop().await;
 }
 
+/// A client that hangs up while its admission waits on Redis leaves nothing reserved: the
+/// script still runs once Redis resumes, and the gateway cancels it. Before, the concurrency
+/// slot it took stayed taken for the lease's 15 minutes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_hanging_up_during_its_admission_leaves_nothing_reserved() {
+    let redis = RedisServer::start();
+    let limits = r#""llm.dgidgi.io/requests-per-minute": "1000", "llm.dgidgi.io/tokens-per-day": "100000000", "llm.dgidgi.io/concurrent": "1""#;
+    let fleet = Fleet::start(1, Some(&redis), limits, "{}").await;
+    let (address, key) = (fleet.gateways[0].api, fleet.key());
+    let mut admin = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    // The reservation script waits in Redis for a second; the client gives up before.
+    let _: () = redis::cmd("CLIENT")
+        .arg(&["PAUSE", "1000", "WRITE"])
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let hung_up = {
+        let key = key.clone();
+        tokio::spawn(async move { post(address, &key, &ask("fake/fast")).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    hung_up.abort();
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let (status, _, body) = post(address, &key, &ask("fake/fast")).await;
+    assert_eq!(status, 200, "the slot is free: {body}");
+    fleet.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_gateways_sharing_redis_enforce_one_tenants_limits_as_one() {
     // Each case starts from an empty Redis (the tenant's counters would carry over).

@@ -245,6 +245,24 @@ pub struct Meter {
     settling: TaskTracker,
 }
 
+/// Cancels a Redis reservation if the admission awaiting it is dropped before the answer.
+struct CancelIfDropped<'a> {
+    meter: &'a Meter,
+    redis: &'a RedisCounters,
+    charges: &'a [Charge],
+    member: u128,
+    armed: bool,
+}
+
+impl Drop for CancelIfDropped<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.meter
+                .cancel_lost(self.redis, self.charges, self.member);
+        }
+    }
+}
+
 /// How long a stopping gateway waits, after its open requests are drained, for their
 /// settlements to reach Redis and the ledger.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -342,27 +360,25 @@ impl Meter {
         now: u64,
     ) -> Result<(Result<Admitted, Refusal>, bool), Refused> {
         if let Some(redis) = &self.redis {
-            match redis.reserve(charges, member).await {
+            // Dropped mid-call (the client hung up, the drain deadline cut the request), the
+            // script may still run, and nobody would give it back.
+            let mut in_flight = CancelIfDropped {
+                meter: self,
+                redis,
+                charges,
+                member,
+                armed: true,
+            };
+            let reserved = redis.reserve(charges, member).await;
+            in_flight.armed = false;
+            match reserved {
                 Ok(result) => return Ok((result, true)),
                 Err(error) => {
                     self.redis_failed("reserve", &error);
                     // Unless it never left (no connection), the script may have run or still
                     // run: cancel it, exactly once.
                     if !error.never_sent() {
-                        let (redis, charges) = (redis.clone(), charges.to_vec());
-                        let metrics = self.metrics.clone();
-                        self.settling.spawn(async move {
-                            if let Err(error) = redis.cancel(&charges, member).await {
-                                tracing::warn!(
-                                    "cancelling a lost reservation failed (resent in the background if Redis may take it later): {error}"
-                                );
-                                let labels = RedisLabels {
-                                    op: "cancel",
-                                    class: error.class(),
-                                };
-                                metrics.redis_errors.get_or_create(&labels).inc();
-                            }
-                        });
+                        self.cancel_lost(redis, charges, member);
                     }
                     let admitted = self.fail_mode == FailMode::Open;
                     let result = if admitted { "ok" } else { "error" };
@@ -379,6 +395,25 @@ impl Meter {
             }
         }
         Ok((self.book().reserve(charges, member, now), false))
+    }
+
+    /// Cancels, in the background, a Redis reservation whose outcome is unknown (its call timed
+    /// out or its caller went away); resent there until Redis takes it.
+    fn cancel_lost(&self, redis: &RedisCounters, charges: &[Charge], member: u128) {
+        let (redis, charges) = (redis.clone(), charges.to_vec());
+        let metrics = self.metrics.clone();
+        drop(self.settling.spawn(async move {
+            if let Err(error) = redis.cancel(&charges, member).await {
+                tracing::warn!(
+                    "cancelling a lost reservation failed (resent in the background if Redis may take it later): {error}"
+                );
+                let labels = RedisLabels {
+                    op: "cancel",
+                    class: error.class(),
+                };
+                metrics.redis_errors.get_or_create(&labels).inc();
+            }
+        }));
     }
 
     async fn give_back(
