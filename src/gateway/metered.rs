@@ -223,30 +223,44 @@ pub async fn finish(
     let quota = served.quota.and_then(SettleOnDrop::disarm);
     let owner = gateway.clone();
     drop(gateway.meter.spawn_settlement(async move {
-        let gateway = owner;
         let completion = completion.await.unwrap_or(Completion {
             usage: None,
             end: End::ClientGone,
             first_byte: None,
             status: status.as_u16(),
         });
-        // The provider key's own tokens per minute count what it served; without a usage
-        // report, the reservation stands. Settled alongside the tenant's: with Redis both
-        // calls leave in one pipeline.
-        let tokens = completion
-            .usage
-            .map_or(ticket.reservation.tokens, |usage| usage.total_tokens());
-        let provider = async {
-            if let Some(quota) = quota {
-                gateway.meter.settle_provider(quota, Some(tokens)).await;
-            }
-        };
-        tokio::join!(
-            provider,
-            settle(&gateway, ticket, &facts, completion, status)
-        );
+        // The settlement's own state (Redis calls, the ledger record) is kilobytes: boxed, it
+        // is allocated once when the body ends instead of being copied into every request's
+        // task when it is spawned.
+        Box::pin(settle_served(owner, ticket, quota, facts, completion, status)).await;
     }));
     Ok(served.response)
+}
+
+/// Settles a served request and the provider key's reservation of the attempt that served.
+async fn settle_served(
+    gateway: Arc<Gateway>,
+    ticket: Ticket,
+    quota: Option<ProviderTicket>,
+    facts: ServedFacts,
+    completion: Completion,
+    status: StatusCode,
+) {
+    // The provider key's own tokens per minute count what it served; without a usage report,
+    // the reservation stands. Settled alongside the tenant's: with Redis both calls leave in
+    // one pipeline.
+    let tokens = completion
+        .usage
+        .map_or(ticket.reservation.tokens, |usage| usage.total_tokens());
+    let provider = async {
+        if let Some(quota) = quota {
+            gateway.meter.settle_provider(quota, Some(tokens)).await;
+        }
+    };
+    tokio::join!(
+        provider,
+        settle(&gateway, ticket, &facts, completion, status)
+    );
 }
 
 async fn settle(
