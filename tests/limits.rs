@@ -327,6 +327,32 @@ impl Fleet {
     }
 }
 
+/// A tenant with room for one request at a time.
+const ONE_SLOT: &str = r#""llm.dgidgi.io/requests-per-minute": "1000", "llm.dgidgi.io/tokens-per-day": "100000000", "llm.dgidgi.io/concurrent": "1""#;
+
+/// Holds Redis's writes (the gateway's scripts) for `ms`; its other commands go on.
+async fn pause_writes(redis: &RedisServer, ms: u64) {
+    let mut admin = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::cmd("CLIENT")
+        .arg(&["PAUSE", &ms.to_string(), "WRITE"])
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+}
+
+/// The tenant of `limits` on a new gateway sharing `redis` has `slots` requests' room at once.
+async fn assert_slots_free(redis: &RedisServer, limits: &str, slots: usize, why: &str) {
+    let fleet = Fleet::start(1, Some(redis), limits, "{}").await;
+    for (status, _, body) in fleet.burst(slots, ask("fake/fast")).await {
+        assert_eq!(status, 200, "{why}: {body}");
+    }
+    fleet.stop().await;
+}
+
 /// Starts a long stream (200 events, 4 s) and returns its request id and the response, whose
 /// body the caller reads as far as it likes.
 async fn open_long_stream(address: SocketAddr, key: &str) -> (String, Response<Incoming>) {
@@ -561,16 +587,7 @@ async fn a_stopping_gateway_settles_the_requests_it_drains() {
     // Redis holds writes for the moment the requests end (they answer a second after they
     // start), so their settlements are still under way when the drain is over.
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let mut admin = redis::Client::open(redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let _: () = redis::cmd("CLIENT")
-        .arg(&["PAUSE", "600", "WRITE"])
-        .query_async(&mut admin)
-        .await
-        .unwrap();
+    pause_writes(&redis, 600).await;
     let Fleet {
         gateways, states, ..
     } = fleet;
@@ -592,15 +609,7 @@ async fn a_stopping_gateway_settles_the_requests_it_drains() {
         );
     }
     // The same tenant on a new gateway finds all four slots free at once.
-    let fleet = Fleet::start(1, Some(&redis), limits, "{}").await;
-    let results = fleet.burst(4, ask("fake/fast")).await;
-    for (status, _, body) in &results {
-        assert_eq!(
-            *status, 200,
-            "the drained requests' slots came back: {body}"
-        );
-    }
-    fleet.stop().await;
+    assert_slots_free(&redis, limits, 4, "the drained requests' slots came back").await;
 }
 
 /// A stream still open at the drain deadline is cut, and settled as cut before the gateway
@@ -610,9 +619,8 @@ async fn a_stopping_gateway_settles_the_requests_it_drains() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_stream_open_past_the_drain_deadline_is_cut_and_settled() {
     let redis = RedisServer::start();
-    let limits = r#""llm.dgidgi.io/requests-per-minute": "1000", "llm.dgidgi.io/tokens-per-day": "100000000", "llm.dgidgi.io/concurrent": "1""#;
     let fleet =
-        Fleet::start_draining(1, Some(&redis), limits, "{}", Duration::from_millis(300)).await;
+        Fleet::start_draining(1, Some(&redis), ONE_SLOT, "{}", Duration::from_millis(300)).await;
     let (address, key) = (fleet.gateways[0].api, fleet.key());
     let (id, response) = open_long_stream(address, &key).await;
     // The client keeps reading: the stream (4 s) outlasts the drain.
@@ -632,10 +640,7 @@ async fn a_stream_open_past_the_drain_deadline_is_cut_and_settled() {
     let records = read_all(states[0].path()).unwrap();
     let record = records.iter().find(|r| r.request_id == id).unwrap();
     assert_eq!(record.outcome, "client_gone", "settled as cut: {record:?}");
-    let fleet = Fleet::start(1, Some(&redis), limits, "{}").await;
-    let (status, _, body) = post(fleet.gateways[0].api, &fleet.key(), &ask("fake/fast")).await;
-    assert_eq!(status, 200, "the cut stream's slot came back: {body}");
-    fleet.stop().await;
+    assert_slots_free(&redis, ONE_SLOT, 1, "the cut stream's slot came back").await;
 }
 
 /// A request still waiting on its upstream at the drain deadline is cut with its connection,
@@ -651,9 +656,8 @@ async fn a_request_waiting_on_its_upstream_at_the_drain_deadline_gives_its_slot_
 }
 
 async fn cut_at_the_deadline_and_given_back(redis: &RedisServer, http2: bool) {
-    let limits = r#""llm.dgidgi.io/requests-per-minute": "1000", "llm.dgidgi.io/tokens-per-day": "100000000", "llm.dgidgi.io/concurrent": "1""#;
     let fleet =
-        Fleet::start_draining(1, Some(redis), limits, "{}", Duration::from_millis(300)).await;
+        Fleet::start_draining(1, Some(redis), ONE_SLOT, "{}", Duration::from_millis(300)).await;
     let (address, key) = (fleet.gateways[0].api, fleet.key());
     let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
         .http2_only(http2)
@@ -681,13 +685,8 @@ async fn cut_at_the_deadline_and_given_back(redis: &RedisServer, http2: bool) {
         records[0].outcome, "reserved",
         "settled (HTTP/2: {http2}): {records:?}"
     );
-    let fleet = Fleet::start(1, Some(redis), limits, "{}").await;
-    let (status, _, body) = post(fleet.gateways[0].api, &fleet.key(), &ask("fake/fast")).await;
-    assert_eq!(
-        status, 200,
-        "the cut request's slot came back (HTTP/2: {http2}): {body}"
-    );
-    fleet.stop().await;
+    let why = format!("the cut request's slot came back (HTTP/2: {http2})");
+    assert_slots_free(redis, ONE_SLOT, 1, &why).await;
 }
 
 /// A client that hangs up while its admission waits on Redis leaves nothing reserved: the
@@ -696,20 +695,10 @@ async fn cut_at_the_deadline_and_given_back(redis: &RedisServer, http2: bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_client_hanging_up_during_its_admission_leaves_nothing_reserved() {
     let redis = RedisServer::start();
-    let limits = r#""llm.dgidgi.io/requests-per-minute": "1000", "llm.dgidgi.io/tokens-per-day": "100000000", "llm.dgidgi.io/concurrent": "1""#;
-    let fleet = Fleet::start(1, Some(&redis), limits, "{}").await;
+    let fleet = Fleet::start(1, Some(&redis), ONE_SLOT, "{}").await;
     let (address, key) = (fleet.gateways[0].api, fleet.key());
-    let mut admin = redis::Client::open(redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
     // The reservation script waits in Redis for a second; the client gives up before.
-    let _: () = redis::cmd("CLIENT")
-        .arg(&["PAUSE", "1000", "WRITE"])
-        .query_async(&mut admin)
-        .await
-        .unwrap();
+    pause_writes(&redis, 1_000).await;
     let hung_up = {
         let key = key.clone();
         tokio::spawn(async move { post(address, &key, &ask("fake/fast")).await })

@@ -232,7 +232,10 @@ pub async fn finish(
         // The settlement's own state (Redis calls, the ledger record) is kilobytes: boxed, it
         // is allocated once when the body ends instead of being copied into every request's
         // task when it is spawned.
-        Box::pin(settle_served(owner, ticket, quota, facts, completion, status)).await;
+        Box::pin(settle_served(
+            owner, ticket, quota, facts, completion, status,
+        ))
+        .await;
     }));
     Ok(served.response)
 }
