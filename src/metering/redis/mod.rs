@@ -149,9 +149,10 @@ if redis.call('DEL', KEYS[#KEYS]) == 0 then return {} end
 return apply_releases({})
 "#;
 
-/// Cancels a reservation whose answer was lost (a timeout): released if it was made and not yet
-/// settled or cancelled (the marker says `1`), otherwise the marker is set so a reservation still
-/// on its way is not made (and a settled one stays settled). Either way exactly once.
+/// Cancels a reservation whose answer was lost (a timeout, or its caller went away): released if
+/// it was made and not yet settled or cancelled (the marker says `1`), otherwise the marker is
+/// set so a reservation still on its way is not made (and a settled one stays settled). Either
+/// way exactly once.
 const CANCEL: &str = r#"
 if redis.call('GET', KEYS[#KEYS]) == '1' then
   redis.call('DEL', KEYS[#KEYS])
@@ -376,8 +377,9 @@ impl RedisCounters {
         self.release(&self.settle, charges, releases, member).await
     }
 
-    /// Cancels a reservation whose answer was lost (a timeout): everything it took is given
-    /// back if it was made, and it is never made if it is still on its way. Exactly once; sent
+    /// Cancels a reservation whose answer was lost (a timeout, or its caller went away):
+    /// everything it took is given back if it was made, and it is never made if it is still on
+    /// its way. Exactly once; sent
     /// again in the background when Redis does not answer in time.
     pub async fn cancel(&self, charges: &[Charge], member: u128) -> Result<(), RedisError> {
         let releases = super::plan::releases(charges, None);
