@@ -327,6 +327,33 @@ impl Fleet {
     }
 }
 
+/// Sends `count` requests for `model` without waiting for them (to hang up on, or to drain).
+fn in_background(
+    address: SocketAddr,
+    key: &str,
+    model: &str,
+    count: usize,
+) -> Vec<tokio::task::JoinHandle<Answer>> {
+    (0..count)
+        .map(|_| {
+            let (key, body) = (key.to_owned(), ask(model));
+            tokio::spawn(async move { post(address, &key, &body).await })
+        })
+        .collect()
+}
+
+/// Whether a request for `model` is admitted within two seconds (asked every 25 ms): what a
+/// reservation given back in the background looks like to the next client.
+async fn admitted_soon(address: SocketAddr, key: &str, model: &str) -> bool {
+    for _ in 0..80 {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        if post(address, key, &ask(model)).await.0 == 200 {
+            return true;
+        }
+    }
+    false
+}
+
 /// A tenant with room for one request at a time.
 const ONE_SLOT: &str = r#""llm.dgidgi.io/requests-per-minute": "1000", "llm.dgidgi.io/tokens-per-day": "100000000", "llm.dgidgi.io/concurrent": "1""#;
 
@@ -515,23 +542,14 @@ async fn a_client_hanging_up_during_the_upstream_call_frees_its_slot() {
     )
     .await;
     let (address, key) = (fleet.gateways[0].api, fleet.key());
-    let hung_up = {
-        let key = key.clone();
-        tokio::spawn(async move { post(address, &key, &ask("fake/very-slow")).await })
-    };
+    let hung_up = in_background(address, &key, "fake/very-slow", 1);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    hung_up.abort();
+    hung_up[0].abort();
     // The upstream would answer five seconds from now; the slot must be free long before.
-    let mut admitted = false;
-    for _ in 0..80 {
-        tokio::time::sleep(Duration::from_millis(25)).await;
-        let (status, _, _) = post(address, &key, &ask("fake/fast")).await;
-        if status == 200 {
-            admitted = true;
-            break;
-        }
-    }
-    assert!(admitted, "the hung-up request's concurrency slot came back");
+    assert!(
+        admitted_soon(address, &key, "fake/fast").await,
+        "the hung-up request's concurrency slot came back"
+    );
     fleet.stop().await;
 }
 
@@ -542,12 +560,7 @@ async fn a_client_hanging_up_during_the_upstream_call_frees_its_slot() {
 async fn clients_hanging_up_give_back_their_provider_keys_tokens() {
     let fleet = Fleet::start(1, None, "", "{}").await;
     let (address, key) = (fleet.gateways[0].api, fleet.key());
-    let hung_up: Vec<_> = (0..7)
-        .map(|_| {
-            let key = key.clone();
-            tokio::spawn(async move { post(address, &key, &ask("fake-limited/very-slow")).await })
-        })
-        .collect();
+    let hung_up = in_background(address, &key, "fake-limited/very-slow", 7);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (status, _, body) = post(address, &key, &ask("fake-limited/fast")).await;
     assert_eq!(status, 429, "the key is full while they wait: {body}");
@@ -555,15 +568,10 @@ async fn clients_hanging_up_give_back_their_provider_keys_tokens() {
         request.abort();
     }
     // The upstream would answer five seconds from now; the room must be back long before.
-    let mut admitted = false;
-    for _ in 0..80 {
-        tokio::time::sleep(Duration::from_millis(25)).await;
-        if post(address, &key, &ask("fake-limited/fast")).await.0 == 200 {
-            admitted = true;
-            break;
-        }
-    }
-    assert!(admitted, "the hung-up attempts' tokens came back");
+    assert!(
+        admitted_soon(address, &key, "fake-limited/fast").await,
+        "the hung-up attempts' tokens came back"
+    );
     fleet.stop().await;
 }
 
@@ -578,12 +586,7 @@ async fn a_stopping_gateway_settles_the_requests_it_drains() {
     let limits = r#""llm.dgidgi.io/requests-per-minute": "1000", "llm.dgidgi.io/tokens-per-day": "100000000", "llm.dgidgi.io/concurrent": "4""#;
     let fleet = Fleet::start(1, Some(&redis), limits, "{}").await;
     let (address, key) = (fleet.gateways[0].api, fleet.key());
-    let draining: Vec<_> = (0..4)
-        .map(|_| {
-            let key = key.clone();
-            tokio::spawn(async move { post(address, &key, &ask("fake/slow")).await })
-        })
-        .collect();
+    let draining = in_background(address, &key, "fake/slow", 4);
     // Redis holds writes for the moment the requests end (they answer a second after they
     // start), so their settlements are still under way when the drain is over.
     tokio::time::sleep(Duration::from_millis(800)).await;
@@ -701,24 +704,16 @@ async fn a_client_hanging_up_during_its_admission_leaves_nothing_reserved() {
     assert_eq!(post(address, &key, &ask("fake/fast")).await.0, 200);
     // The reservation script waits in Redis for a second; the client gives up before.
     pause_writes(&redis, 1_000).await;
-    let hung_up = {
-        let key = key.clone();
-        tokio::spawn(async move { post(address, &key, &ask("fake/fast")).await })
-    };
+    let hung_up = in_background(address, &key, "fake/fast", 1);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    hung_up.abort();
+    hung_up[0].abort();
     tokio::time::sleep(Duration::from_millis(900)).await;
     // Redis resumes, runs the reservation, then its cancellation; the slot would otherwise be
     // taken for the lease's 15 minutes.
-    let mut free = false;
-    for _ in 0..80 {
-        if post(address, &key, &ask("fake/fast")).await.0 == 200 {
-            free = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(free, "the hung-up admission's slot came back");
+    assert!(
+        admitted_soon(address, &key, "fake/fast").await,
+        "the hung-up admission's slot came back"
+    );
     fleet.stop().await;
 }
 

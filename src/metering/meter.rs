@@ -248,7 +248,6 @@ pub struct Meter {
 /// Cancels a Redis reservation if the admission awaiting it is dropped before the answer.
 struct CancelIfDropped<'a> {
     meter: &'a Meter,
-    redis: &'a RedisCounters,
     charges: &'a [Charge],
     member: u128,
     armed: bool,
@@ -257,8 +256,7 @@ struct CancelIfDropped<'a> {
 impl Drop for CancelIfDropped<'_> {
     fn drop(&mut self) {
         if self.armed {
-            self.meter
-                .cancel_lost(self.redis, self.charges, self.member);
+            self.meter.cancel_lost(self.charges, self.member);
         }
     }
 }
@@ -364,7 +362,6 @@ impl Meter {
             // script may still run, and nobody would give it back.
             let mut in_flight = CancelIfDropped {
                 meter: self,
-                redis,
                 charges,
                 member,
                 armed: true,
@@ -378,7 +375,7 @@ impl Meter {
                     // Unless it never left (no connection), the script may have run or still
                     // run: cancel it, exactly once.
                     if !error.never_sent() {
-                        self.cancel_lost(redis, charges, member);
+                        self.cancel_lost(charges, member);
                     }
                     let admitted = self.fail_mode == FailMode::Open;
                     let result = if admitted { "ok" } else { "error" };
@@ -399,7 +396,10 @@ impl Meter {
 
     /// Cancels, in the background, a Redis reservation whose outcome is unknown (its call timed
     /// out or its caller went away); resent there until Redis takes it.
-    fn cancel_lost(&self, redis: &RedisCounters, charges: &[Charge], member: u128) {
+    fn cancel_lost(&self, charges: &[Charge], member: u128) {
+        let Some(redis) = &self.redis else {
+            return;
+        };
         let (redis, charges) = (redis.clone(), charges.to_vec());
         let metrics = self.metrics.clone();
         drop(self.settling.spawn(async move {

@@ -8,10 +8,14 @@
 /// Bits below the millisecond.
 const RANDOM_BITS: u32 = 80;
 
+/// The id's time part for `ms`, with its random bits zero.
+fn time_part(ms: u64) -> u128 {
+    u128::from(ms & ((1u64 << 48) - 1)) << RANDOM_BITS
+}
+
 /// A new id for something admitted at `now_ms`.
 pub fn new(now_ms: u64) -> u128 {
-    let random: u128 = rand::random::<u128>() & ((1u128 << RANDOM_BITS) - 1);
-    (u128::from(now_ms & ((1u64 << 48) - 1)) << RANDOM_BITS) | random
+    time_part(now_ms) | (rand::random::<u128>() & ((1u128 << RANDOM_BITS) - 1))
 }
 
 /// The id's text (fixed width, so text order is number order).
@@ -22,7 +26,7 @@ pub fn text(id: u128) -> String {
 /// The text of the smallest id admitted at `ms`: every id admitted at or after `ms` is at
 /// least this, every one before it is less.
 pub fn first_at(ms: u64) -> String {
-    text(u128::from(ms & ((1u64 << 48) - 1)) << RANDOM_BITS)
+    text(time_part(ms))
 }
 
 #[cfg(test)]

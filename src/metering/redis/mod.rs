@@ -379,8 +379,7 @@ impl RedisCounters {
 
     /// Cancels a reservation whose answer was lost (a timeout, or its caller went away):
     /// everything it took is given back if it was made, and it is never made if it is still on
-    /// its way. Exactly once; sent
-    /// again in the background when Redis does not answer in time.
+    /// its way. Exactly once; sent again in the background when Redis does not answer in time.
     pub async fn cancel(&self, charges: &[Charge], member: u128) -> Result<(), RedisError> {
         let releases = super::plan::releases(charges, None);
         self.release(&self.cancel, charges, &releases, member)
