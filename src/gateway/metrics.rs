@@ -10,6 +10,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
+use super::route_metrics::{RouteSeries, RouteSeriesCache};
+
 /// Labels of a served request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -144,6 +146,8 @@ pub struct Metrics {
     /// Settlements and cancellations Redis did not take in time, by what became of them when
     /// sent again: a lasting `abandoned` or `dropped` means leases held to their TTL.
     pub redis_redeliveries: Family<ResultLabels, Counter>,
+    /// Each route's series of the families above, found once (see [`Metrics::route`]).
+    routes: RouteSeriesCache,
 }
 
 fn latency_histogram() -> Histogram {
@@ -171,6 +175,7 @@ impl Default for Metrics {
             redis_errors: Family::default(),
             redis_fail_decisions: Family::default(),
             redis_redeliveries: Family::default(),
+            routes: RouteSeriesCache::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -263,6 +268,19 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Where a served request of this route is counted: its series in `requests`, `duration`,
+    /// `time_to_first_token`, `tokens` and `cost`, looked up once per route rather than once per
+    /// series and request.
+    pub fn route(
+        &self,
+        tenant: &str,
+        provider: &str,
+        model: &str,
+        source: &str,
+    ) -> std::sync::Arc<RouteSeries> {
+        self.routes.get(self, tenant, provider, model, source)
+    }
+
     /// The Prometheus text exposition.
     pub fn encode(&self) -> String {
         let mut text = String::new();

@@ -15,6 +15,7 @@ pub mod metered;
 pub mod metrics;
 pub mod models;
 pub mod reload;
+pub mod route_metrics;
 pub mod serve;
 pub mod server;
 pub mod upstream;

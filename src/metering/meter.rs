@@ -21,10 +21,7 @@ use super::redis::{RedisCounters, RedisError};
 use super::request_id;
 use crate::config::{GatewayConfig, PricingConfig, ProviderLimitsConfig, TenantConfig};
 use crate::crd::tenant::BudgetAction;
-use crate::gateway::metrics::{
-    LatencyLabels, LimitLabels, Metrics, RedisLabels, RequestLabels, ResultLabels, RouteLabels,
-    TenantLabels, TokenLabels, status_class,
-};
+use crate::gateway::metrics::{LimitLabels, Metrics, RedisLabels, ResultLabels, TenantLabels};
 use crate::usage::Usage;
 
 /// What to do when Redis does not answer in time.
@@ -753,66 +750,29 @@ impl Meter {
         settlement: Settlement,
         latency: Duration,
     ) {
-        let route = RouteLabels {
-            tenant: ticket.tenant.clone(),
-            provider: served.provider.to_owned(),
-            model: served.model_label.to_owned(),
-            source: ticket.source.clone(),
-        };
-        self.metrics
-            .requests
-            .get_or_create(&RequestLabels {
-                tenant: route.tenant.clone(),
-                provider: route.provider.clone(),
-                model: route.model.clone(),
-                source: route.source.clone(),
-                status: status_class(served.status),
-            })
-            .inc();
-        let latency_labels = LatencyLabels {
-            provider: route.provider.clone(),
-            model: route.model.clone(),
-            source: route.source.clone(),
-        };
-        self.metrics
-            .duration
-            .get_or_create(&latency_labels)
-            .observe(latency.as_secs_f64());
+        let route = self.metrics.route(
+            &ticket.tenant,
+            served.provider,
+            served.model_label,
+            &ticket.source,
+        );
+        route.answered(&self.metrics, served.status);
+        route.took(latency);
         if let Some(first) = served.first_byte {
-            self.metrics
-                .time_to_first_token
-                .get_or_create(&latency_labels)
-                .observe(first.as_secs_f64());
+            route.first_byte_after(&self.metrics, first);
         }
         if let Some(usage) = served.usage {
-            for (kind, value) in [
-                ("input", usage.input_tokens),
-                ("output", usage.output_tokens),
-            ] {
-                self.metrics
-                    .tokens
-                    .get_or_create(&TokenLabels {
-                        tenant: route.tenant.clone(),
-                        provider: route.provider.clone(),
-                        model: route.model.clone(),
-                        source: route.source.clone(),
-                        gen_ai_token_type: kind,
-                    })
-                    .inc_by(value);
-            }
+            route.used(&self.metrics, usage.input_tokens, usage.output_tokens);
         }
         if served.fallback > 0 {
             self.metrics
                 .fallbacks
                 .get_or_create(&TenantLabels {
-                    tenant: route.tenant.clone(),
+                    tenant: ticket.tenant.clone(),
                 })
                 .inc();
         }
-        self.metrics
-            .cost
-            .get_or_create(&route)
-            .inc_by(settlement.cost_micro_usd);
+        route.charged(settlement.cost_micro_usd);
     }
 
     async fn fire_thresholds(

@@ -39,7 +39,7 @@ const PREFIX: &str = "dgidgi:";
 ///
 /// Numbers, in both scripts: text is turned into a number by arithmetic (`s + 0` parses once;
 /// Lua 5.1's `tonumber` parses twice), and integers go to `redis.call` as text (the argument's
-/// own, or `'%d'`): Redis prints a Lua number with `%.17g`, a float print that cost ~2,500
+/// own, or `'%d'`): Redis 7.0 prints a Lua number with `%.17g`, a float print that cost ~2,500
 /// instructions each, seven times a request (callgrind).
 const RESERVE: &str = r#"
 local n = #KEYS - 1
