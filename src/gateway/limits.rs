@@ -112,28 +112,30 @@ pub fn write_admitted_headers(ticket: &Ticket, headers: &mut HeaderMap) {
                 limit,
                 kind: LimitKind::Rpm,
                 ..
-            } => (
-                *limit,
-                [
-                    "x-ratelimit-limit-requests",
-                    "x-ratelimit-remaining-requests",
-                ],
-            ),
+            } => (*limit, REQUEST_LIMIT_HEADERS),
             Charge::Amount {
                 limit: Some(limit),
                 kind: Some(LimitKind::Tpd),
                 ..
-            } => (
-                *limit,
-                ["x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens"],
-            ),
+            } => (*limit, TOKEN_LIMIT_HEADERS),
             _ => continue,
         };
         for (name, value) in names.into_iter().zip([limit, limit.saturating_sub(*after)]) {
-            headers.insert(HeaderName::from_static(name), HeaderValue::from(value));
+            headers.insert(name, HeaderValue::from(value));
         }
     }
 }
+
+/// `x-ratelimit-{limit,remaining}-requests` and `-tokens`, as constants: a name given as text is
+/// parsed and checked again on every insert, four times for every metered answer.
+const REQUEST_LIMIT_HEADERS: [HeaderName; 2] = [
+    HeaderName::from_static("x-ratelimit-limit-requests"),
+    HeaderName::from_static("x-ratelimit-remaining-requests"),
+];
+const TOKEN_LIMIT_HEADERS: [HeaderName; 2] = [
+    HeaderName::from_static("x-ratelimit-limit-tokens"),
+    HeaderName::from_static("x-ratelimit-remaining-tokens"),
+];
 
 #[cfg(test)]
 mod tests {

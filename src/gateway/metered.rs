@@ -216,7 +216,7 @@ pub async fn finish(
     let headers = served.response.headers_mut();
     write_admitted_headers(&ticket, headers);
     if let Ok(value) = HeaderValue::from_str(&id) {
-        headers.insert(HeaderName::from_static(REQUEST_ID_HEADER), value);
+        headers.insert(const { HeaderName::from_static(REQUEST_ID_HEADER) }, value);
     }
     let status = served.response.status();
     let completion = served.completion;

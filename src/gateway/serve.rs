@@ -9,12 +9,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use hyper::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
+use hyper::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Response, StatusCode};
 use serde_json::{Map, Value};
 use tokio::sync::oneshot;
 
 use super::body::{ResponseBody, UpstreamBody, upstream_body};
+use super::chat::PROVIDER_HEADER;
 use super::completion::{Completion, Meter};
 use super::error::ApiError;
 use super::metered::SettleOnDrop;
@@ -561,19 +562,28 @@ async fn call(
 }
 
 /// The `x-dgidgi-*` headers saying what served the request.
+/// The headers that say who served an answer. Constants, not text: a name given as text is
+/// parsed and checked again on every insert.
+const SERVED_BY: [HeaderName; 3] = [
+    HeaderName::from_static(PROVIDER_HEADER),
+    HeaderName::from_static("x-dgidgi-model"),
+    HeaderName::from_static("x-dgidgi-source"),
+];
+const FALLBACK_HEADER: HeaderName = HeaderName::from_static("x-dgidgi-fallback");
+
 fn stamp(headers: &mut HeaderMap, attempt: &Attempt<'_>, planned: &Plan<'_>, index: usize) {
     let provider = match attempt.upstream {
         Upstream::Provider(provider) => provider.name.as_str(),
         Upstream::Cli(_) => "cli",
     };
-    for (name, value) in [
-        ("x-dgidgi-provider", provider),
-        ("x-dgidgi-model", attempt.model.as_str()),
-        ("x-dgidgi-source", planned.source.as_str()),
-    ] {
+    for (name, value) in
+        SERVED_BY
+            .into_iter()
+            .zip([provider, attempt.model.as_str(), planned.source.as_str()])
+    {
         if let Ok(value) = HeaderValue::from_str(value) {
             headers.insert(name, value);
         }
     }
-    headers.insert("x-dgidgi-fallback", HeaderValue::from(index));
+    headers.insert(FALLBACK_HEADER, HeaderValue::from(index));
 }

@@ -513,10 +513,13 @@ fn writer(
     path: PathBuf,
     acks: Acks,
 ) {
-    // `open` prepared them once already, so this fails only if SQLite itself does; then every
-    // batch is answered with the error, as a failed commit is.
+    // `open` prepared them once already, so this fails only if SQLite itself does; then the
+    // batch is answered with the error, as a failed commit is, and the next one tries again.
     let mut statements = Statements::prepare(&conn);
     while let Ok(first) = ops.recv() {
+        if statements.is_err() {
+            statements = Statements::prepare(&conn);
+        }
         // Give the request threads one turn before committing: on a busy core they queue more
         // records meanwhile and one commit covers them all (a commit costs the same for one
         // record as for fifty). With nothing else runnable this returns at once.
@@ -643,7 +646,12 @@ type TotalsDelta<'b> = HashMap<(&'b str, &'static str, &'b str), (i64, i64, i64)
 
 /// Writes a batch in one transaction; all of it or, on an error, none of it.
 fn commit(statements: &mut Statements<'_>, batch: &[Op]) -> rusqlite::Result<()> {
-    statements.begin.execute([])?;
+    if let Err(error) = statements.begin.execute([]) {
+        // A transaction a failed ROLLBACK left open would fail every batch after it: end it
+        // and begin once more.
+        let _ = statements.rollback.execute([]);
+        statements.begin.execute([]).map_err(|_| error)?;
+    }
     let written = write_batch(statements, batch).and_then(|()| statements.commit.execute([]));
     if written.is_err() {
         // Nothing of a failed batch stays (a failed COMMIT leaves its transaction open). With
@@ -856,6 +864,19 @@ mod tests {
             )
             .unwrap();
         assert_eq!((tokens, requests), (10, 1));
+        // A transaction left open on the connection (a ROLLBACK that failed) is ended, and the
+        // batch commits instead of failing with every later one.
+        conn.execute_batch("BEGIN").unwrap();
+        commit(&mut statements, &[admit("d")]).unwrap();
+        assert!(conn.is_autocommit());
+        let d: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM requests WHERE request_id = 'd'",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!(d, 1);
     }
 
     fn record(id: &str, tokens: u64, cost_micro_usd: u64, outcome: &str) -> Record {

@@ -38,9 +38,12 @@ const PREFIX: &str = "dgidgi:";
 /// for the whole fleet, so every call here counts.
 ///
 /// Numbers, in both scripts: text is turned into a number by arithmetic (`s + 0` parses once;
-/// Lua 5.1's `tonumber` parses twice), and integers go to `redis.call` as text (the argument's
-/// own, or `'%d'`): Redis 7.0 prints a Lua number with `%.17g`, a float print that cost ~2,500
-/// instructions each, seven times a request (callgrind).
+/// Lua 5.1's `tonumber` parses twice), and integers the caller sent go back to `redis.call` as
+/// the caller's text: Redis 7.0 prints a Lua number with `%.17g`, a float print of ~2,500
+/// instructions (callgrind). The scores and horizons computed here stay numbers: printing them
+/// with `'%d'` would save as much again, but Lua 5.1's `'%d'` goes through a C `long`, which a
+/// 32-bit Redis build would overflow with a millisecond timestamp, and making that portable
+/// cost nearly all of the saving (measured).
 const RESERVE: &str = r#"
 local n = #KEYS - 1
 local marker = KEYS[n + 1]
@@ -92,7 +95,7 @@ for i = 1, n do
     -- unexpired leases (scored by expiry).
     local score, horizon = now, now - x
     if kind == 'l' then score, horizon = now + x, now end
-    redis.call('ZREMRANGEBYSCORE', key, '-inf', string.format('%d', horizon))
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', horizon)
     local count = redis.call('ZCARD', key)
     if limit >= 0 and count >= limit then
       local retry = 0
@@ -103,7 +106,7 @@ for i = 1, n do
       undo(i - 1)
       return {i, limit, count, retry}
     end
-    redis.call('ZADD', key, string.format('%d', score), member)
+    redis.call('ZADD', key, score, member)
     redis.call('PEXPIRE', key, ARGV[b + 3])
     result[i + 1] = count + 1
   end
@@ -113,7 +116,8 @@ return result
 
 /// Applies releases (KEYS: the counters, then the marker; ARGV: member, marker TTL, then
 /// type/delta/ttl per counter) into `result`; shared by settling and cancelling. An adjustment
-/// of 0 (the request counter, an answer that used exactly its reservation) only reads.
+/// of 0 (an answer that used exactly its reservation; the request counter of a served request,
+/// which only replicas from before 2026-12-01 still send) only reads.
 const APPLY_RELEASES: &str = r#"
 local function apply_releases(result)
   local member = ARGV[1]
