@@ -194,15 +194,24 @@ fn latency_labels(route: &RouteLabels) -> LatencyLabels {
 mod tests {
     use super::*;
 
-    /// How a served request was counted before route series: straight through the families.
-    fn count_through_families(
-        m: &Metrics,
-        (tenant, provider, model, source): (&str, &str, &str, &str),
+    /// One served request, as the test counts it both ways.
+    struct Answer<'a> {
+        route: (&'a str, &'a str, &'a str, &'a str),
         status: u16,
         first_byte: Option<Duration>,
         usage: Option<(u64, u64)>,
         micro_usd: u64,
-    ) {
+    }
+
+    /// How a served request was counted before route series: straight through the families.
+    fn count_through_families(m: &Metrics, answer: &Answer<'_>) {
+        let Answer {
+            route: (tenant, provider, model, source),
+            status,
+            first_byte,
+            usage,
+            micro_usd,
+        } = *answer;
         let route = RouteLabels {
             tenant: tenant.into(),
             provider: provider.into(),
@@ -241,24 +250,18 @@ mod tests {
         m.cost.get_or_create(&route).inc_by(micro_usd);
     }
 
-    fn count_through_route(
-        m: &Metrics,
-        (tenant, provider, model, source): (&str, &str, &str, &str),
-        status: u16,
-        first_byte: Option<Duration>,
-        usage: Option<(u64, u64)>,
-        micro_usd: u64,
-    ) {
+    fn count_through_route(m: &Metrics, answer: &Answer<'_>) {
+        let (tenant, provider, model, source) = answer.route;
         let route = m.route(tenant, provider, model, source);
-        route.answered(m, status);
+        route.answered(m, answer.status);
         route.took(Duration::from_millis(3));
-        if let Some(first) = first_byte {
+        if let Some(first) = answer.first_byte {
             route.first_byte_after(m, first);
         }
-        if let Some((input, output)) = usage {
+        if let Some((input, output)) = answer.usage {
             route.used(m, input, output);
         }
-        route.charged(micro_usd);
+        route.charged(answer.micro_usd);
     }
 
     #[test]
@@ -273,9 +276,16 @@ mod tests {
             (b, 429, None, None, 0),
         ];
         let (before, after) = (Metrics::default(), Metrics::default());
-        for (route, status, first, usage, cost) in requests {
-            count_through_families(&before, route, status, first, usage, cost);
-            count_through_route(&after, route, status, first, usage, cost);
+        for (route, status, first_byte, usage, micro_usd) in requests {
+            let answer = Answer {
+                route,
+                status,
+                first_byte,
+                usage,
+                micro_usd,
+            };
+            count_through_families(&before, &answer);
+            count_through_route(&after, &answer);
         }
         // The same series with the same values (a family's series come in hash order).
         let lines = |m: &Metrics| {
