@@ -561,7 +561,6 @@ async fn call(
     }
 }
 
-/// The `x-dgidgi-*` headers saying what served the request.
 /// The headers that say who served an answer. Constants, not text: a name given as text is
 /// parsed and checked again on every insert.
 const SERVED_BY: [HeaderName; 3] = [
@@ -571,6 +570,7 @@ const SERVED_BY: [HeaderName; 3] = [
 ];
 const FALLBACK_HEADER: HeaderName = HeaderName::from_static("x-dgidgi-fallback");
 
+/// The `x-dgidgi-*` headers saying what served the request.
 fn stamp(headers: &mut HeaderMap, attempt: &Attempt<'_>, planned: &Plan<'_>, index: usize) {
     let provider = match attempt.upstream {
         Upstream::Provider(provider) => provider.name.as_str(),

@@ -316,11 +316,10 @@ pub fn releases(charges: &[Charge], settled: Option<Settlement>) -> Vec<Release>
                     (_, None) => 0,
                     (Measure::Tokens, Some(s)) => s.tokens,
                     (Measure::MicroUsd, Some(s)) => s.cost_micro_usd,
-                    (Measure::Requests, Some(_)) => 1,
+                    // It reserved the one request it was, and keeps it.
+                    (Measure::Requests, Some(_)) => return None,
                 };
-                let release = charge.release(value);
-                let unchanged = matches!(release, Release::Adjust { delta: 0, .. });
-                (!(unchanged && *measure == Measure::Requests)).then_some(release)
+                Some(charge.release(value))
             }
         })
         .collect()
