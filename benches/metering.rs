@@ -71,6 +71,7 @@ fn model() -> ModelConfig {
 const SIZE: RequestSize = RequestSize {
     body_bytes: 1_200,
     max_output_tokens: Some(256),
+    choices: 1,
 };
 
 fn served(m: &ModelConfig) -> Served<'_> {

@@ -35,15 +35,15 @@ const ADMIN_TOKEN: &str = "admin-token-for-limits-test-51c2";
 /// A fake OpenAI-format upstream: `slow` answers after a second, `stream-long` streams for a
 /// long time, anything else answers at once. Usage is always 11 in, 7 out. Tracks the most
 /// requests it ever had in flight.
-/// (model, max_tokens) of each request an upstream received.
-type SeenMaxTokens = Arc<std::sync::Mutex<Vec<(String, Option<u64>)>>>;
+/// The body of each request an upstream received.
+type SeenBodies = Arc<std::sync::Mutex<Vec<serde_json::Value>>>;
 
 #[derive(Clone, Default)]
 struct Upstream {
     in_flight: Arc<AtomicUsize>,
     most_in_flight: Arc<AtomicUsize>,
-    /// The `max_tokens` of every request received, by model.
-    max_tokens: SeenMaxTokens,
+    /// Every request body received, in order.
+    bodies: SeenBodies,
 }
 
 fn completion(model: &str) -> String {
@@ -90,10 +90,7 @@ impl Upstream {
         self.most_in_flight.fetch_max(now, Ordering::SeqCst);
         let body = request.into_body().collect().await.unwrap().to_bytes();
         let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        self.max_tokens.lock().unwrap().push((
-            json["model"].as_str().unwrap_or_default().to_owned(),
-            json["max_tokens"].as_u64(),
-        ));
+        self.bodies.lock().unwrap().push(json.clone());
         let model = json["model"].as_str().unwrap_or_default().to_owned();
         let stream = json["stream"].as_bool().unwrap_or(false);
         let wants_usage = json["stream_options"]["include_usage"]
@@ -180,6 +177,8 @@ spec:
   - {{name: stream-long, maxOutputTokens: 1000, pricing: {{inputPerMillion: 1, outputPerMillion: 1}}}}
   - {{name: very-slow, maxOutputTokens: 1000, pricing: {{inputPerMillion: 1, outputPerMillion: 1}}}}
   - {{name: unpriced, maxOutputTokens: 1000}}
+  - {{name: open-ended, pricing: {{inputPerMillion: 1, outputPerMillion: 1}}}}
+  - {{name: big, maxOutputTokens: 64000, pricing: {{inputPerMillion: 1, outputPerMillion: 1}}}}
 ---
 apiVersion: llm.dgidgi.io/v1alpha1
 kind: LlmProvider
@@ -500,14 +499,147 @@ async fn the_reserved_output_bound_is_what_the_provider_is_asked_for() {
     // asking for less keeps its own number.
     let seen: Vec<Option<u64>> = fleet
         .upstream
-        .max_tokens
+        .bodies
         .lock()
         .unwrap()
         .iter()
-        .map(|(_, m)| *m)
+        .map(|body| body["max_tokens"].as_u64())
         .collect();
-    assert_eq!(seen, vec![Some(1_000), Some(1_000), Some(100)]);
+    // Issue #18: the model's maximum is reserved for the request that sets nothing, which
+    // passes untouched (the provider cannot generate more); the greedy one is lowered to it.
+    assert_eq!(seen, vec![None, Some(1_000), Some(100)]);
     fleet.stop().await;
+}
+
+/// The output fields of each request the upstream received: `max_tokens`,
+/// `max_completion_tokens`, `n`.
+fn seen_output(fleet: &Fleet) -> Vec<(Option<u64>, Option<u64>, Option<u64>)> {
+    fleet
+        .upstream
+        .bodies
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["max_tokens"].as_u64(),
+                b["max_completion_tokens"].as_u64(),
+                b["n"].as_u64(),
+            )
+        })
+        .collect()
+}
+
+/// The prompt tokens the gateway estimates for a body (one per four bytes).
+fn prompt_estimate(body: &serde_json::Value) -> u64 {
+    (body.to_string().len() as u64).div_ceil(4)
+}
+
+const TOKENS_PER_DAY_10K: &str = r#""llm.dgidgi.io/requests-per-minute": "1000", "llm.dgidgi.io/tokens-per-day": "10000", "llm.dgidgi.io/concurrent": "100""#;
+
+/// Issue #18, leaks 1 and 2: both of OpenAI's output fields, and `n`, are reserved and capped.
+/// Before, the reservation read only `max_completion_tokens` (1) and forwarded `max_tokens:
+/// 1000000` as sent; `n` was reserved as one answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_output_field_and_n_are_covered_by_the_reservation() {
+    for redis in [None, Some(RedisServer::start())] {
+        let fleet = Fleet::start(1, redis.as_ref(), TOKENS_PER_DAY_10K, "{}").await;
+        let (address, key) = (fleet.gateways[0].api, fleet.key());
+        // A model without a known maximum: the request's largest field is its ask.
+        let mut both = ask("fake/open-ended");
+        both["max_completion_tokens"] = 1.into();
+        both["max_tokens"] = 1_000_000.into();
+        let (status, headers, body) = post(address, &key, &both).await;
+        assert_eq!(status, 200, "{body}");
+        let left = 10_000 - prompt_estimate(&both);
+        assert_eq!(
+            header(&headers, "x-dgidgi-output-capped"),
+            Some(left.to_string().as_str())
+        );
+        // `n` answers of up to 100 each: 4 × 100 reserved, nothing capped.
+        let mut four = ask("fake/fast");
+        four["n"] = 4.into();
+        let (status, headers, body) = post(address, &key, &four).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(header(&headers, "x-dgidgi-output-capped"), None);
+        let remaining: u64 = header(&headers, "x-ratelimit-remaining-tokens")
+            .unwrap()
+            .parse()
+            .unwrap();
+        // The first request settled to its 18 reported tokens.
+        assert_eq!(remaining, 10_000 - 18 - prompt_estimate(&four) - 4 * 100);
+        // 128 answers of 1,000 cannot fit in what is left: each is capped to its share.
+        let mut many = ask("fake/fast");
+        many["n"] = 128.into();
+        many["max_tokens"] = 1_000.into();
+        let (status, headers, body) = post(address, &key, &many).await;
+        assert_eq!(status, 200, "{body}");
+        let share = (10_000 - 2 * 18 - prompt_estimate(&many)) / 128;
+        assert_eq!(
+            header(&headers, "x-dgidgi-output-capped"),
+            Some(share.to_string().as_str())
+        );
+        assert_eq!(
+            seen_output(&fleet),
+            vec![
+                (Some(left), Some(1), None),
+                (Some(100), None, Some(4)),
+                (Some(share), None, Some(128)),
+            ]
+        );
+        // A field that multiplies output beyond what can be bounded is refused, not forwarded.
+        let mut best_of = ask("fake/fast");
+        best_of["best_of"] = 20.into();
+        let (status, _, body) = post(address, &key, &best_of).await;
+        assert_eq!(status, 400, "{body}");
+        assert!(body.contains("best_of"), "{body}");
+        assert_eq!(fleet.upstream.bodies.lock().unwrap().len(), 3);
+        fleet.stop().await;
+    }
+}
+
+/// Issue #18, leak 6: a tenant with room is never capped (a coding agent's 64,000 passes as
+/// sent; before, every platform request was cut to --reserve-output-tokens, 4,096), and one
+/// near its limit is capped to exactly what is left, never refused for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_output_limit_is_lowered_only_by_what_the_tenant_has_left() {
+    for redis in [None, Some(RedisServer::start())] {
+        let fleet = Fleet::start(
+            1,
+            redis.as_ref(),
+            r#""llm.dgidgi.io/requests-per-minute": "1000", "llm.dgidgi.io/tokens-per-day": "100000", "llm.dgidgi.io/concurrent": "100""#,
+            "{}",
+        )
+        .await;
+        let (address, key) = (fleet.gateways[0].api, fleet.key());
+        let mut agent = ask("fake/big");
+        agent["max_tokens"] = 64_000.into();
+        let (status, headers, body) = post(address, &key, &agent).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(header(&headers, "x-dgidgi-output-capped"), None);
+        // 100,000 - 18 used: the next has room for 64,000 too; one asking for 99,990 (on a
+        // model without a known maximum) is capped to exactly what is left, and the one after
+        // it to what is left then.
+        let mut expected = vec![Some(64_000), Some(64_000)];
+        let (status, _, _) = post(address, &key, &agent).await;
+        assert_eq!(status, 200);
+        let mut greedy = ask("fake/open-ended");
+        greedy["max_tokens"] = 99_990.into();
+        let prompt = prompt_estimate(&greedy);
+        for used in [2 * 18, 3 * 18] {
+            let (status, headers, body) = post(address, &key, &greedy).await;
+            assert_eq!(status, 200, "{body}");
+            let left = 100_000 - used - prompt;
+            assert_eq!(
+                header(&headers, "x-dgidgi-output-capped"),
+                Some(left.to_string().as_str())
+            );
+            expected.push(Some(left));
+        }
+        let seen: Vec<Option<u64>> = seen_output(&fleet).iter().map(|s| s.0).collect();
+        assert_eq!(seen, expected);
+        fleet.stop().await;
+    }
 }
 
 /// A provider key's tokens per minute count what each request used (the provider's usage

@@ -96,6 +96,7 @@ fn size() -> RequestSize {
     RequestSize {
         body_bytes: 400,
         max_output_tokens: Some(100),
+        choices: 1,
     }
 }
 
@@ -235,9 +236,22 @@ async fn budget_is_exact(meters: &[Arc<Meter>]) {
     assert_eq!(figures.tokens_today, 7 * 150);
     assert_eq!(figures.requests_today, 7);
     assert_eq!(figures.thresholds_crossed, vec![50]);
-    // 2,800 left: two more reservations of 1,000 fit, a third does not.
-    let (more, _) = burst(meters, &t, 10).await;
-    assert_eq!(more.len(), 2);
+    // 2,800 left: two more reservations of 1,000 fit, a third does not; it is admitted with its
+    // output capped to exactly what is left (800 micro-USD: 200 of prompt, 75 output tokens at
+    // 8 each), and a fourth finds nothing left.
+    let (more, refused) = burst(meters, &t, 10).await;
+    assert_eq!(more.len(), 3);
+    let mut granted: Vec<(u64, u64)> = more
+        .iter()
+        .map(|t| (t.reservation.output_tokens, t.reservation.cost_micro_usd))
+        .collect();
+    granted.sort_unstable();
+    assert_eq!(granted, vec![(75, 800), (100, 1_000), (100, 1_000)]);
+    assert!(
+        refused
+            .iter()
+            .all(|r| matches!(r, Refused::Budget { spent: 7_000, .. }))
+    );
 }
 
 fn config_of(t: &TenantConfig) -> dgidgi::config::GatewayConfig {
@@ -415,6 +429,7 @@ fn one_slot_and_600_tokens(t: &str) -> Vec<dgidgi::metering::charge::Charge> {
             ttl_ms: 900_000,
             kind: Some(LimitKind::Tpd),
             measure: Measure::Tokens,
+            flex: None,
         },
     ]
 }
@@ -585,7 +600,7 @@ async fn a_settlement_redis_did_not_take_is_sent_again_until_it_is() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_and_the_embedded_book_agree_on_every_outcome() {
     use dgidgi::metering::book::Book;
-    use dgidgi::metering::charge::{Charge, Measure};
+    use dgidgi::metering::charge::{Charge, Flex, Measure, grant};
     use dgidgi::metering::clock::now_ms;
     use dgidgi::metering::plan::{Settlement, releases};
     use dgidgi::metering::redis::RedisCounters;
@@ -604,8 +619,22 @@ async fn redis_and_the_embedded_book_agree_on_every_outcome() {
         (1_000, 1_000, 4_000, 1_000_000),
         (1_000, 1_000, 1_000_000, 5_000),
     ];
-    let charges = |tenant: usize, tokens: u64, cost: u64| {
+    // Flexible amounts (a request's output granted below its ask when a counter is short): the
+    // tokens as prompt + choices × output, the price in micro-USD per million.
+    let charges = |tenant: usize, tokens: u64, cost: u64, output: Option<(u64, u64)>| {
         let (rpm, concurrent, tokens_per_day, budget) = tight[tenant];
+        let tokens_flex = output.map(|(ask, choices)| Flex {
+            fixed: tokens / 4,
+            per_output: choices,
+            scale: 1,
+            ask,
+        });
+        let spend_flex = output.map(|(ask, choices)| Flex {
+            fixed: cost * 250_000,
+            per_output: choices * 1_500_000,
+            scale: 1_000_000,
+            ask,
+        });
         vec![
             Charge::Window {
                 key: format!("t:{tenant}:rpm"),
@@ -622,10 +651,11 @@ async fn redis_and_the_embedded_book_agree_on_every_outcome() {
             Charge::Amount {
                 key: format!("t:{tenant}:tokens"),
                 limit: Some(tokens_per_day),
-                amount: tokens,
+                amount: tokens_flex.map_or(tokens, |f| f.amount(f.ask)),
                 ttl_ms: 800_000,
                 kind: Some(LimitKind::Tpd),
                 measure: Measure::Tokens,
+                flex: tokens_flex,
             },
             Charge::Amount {
                 key: format!("t:{tenant}:requests"),
@@ -634,27 +664,37 @@ async fn redis_and_the_embedded_book_agree_on_every_outcome() {
                 ttl_ms: 900_000,
                 kind: None,
                 measure: Measure::Requests,
+                flex: None,
             },
             Charge::Amount {
                 key: format!("t:{tenant}:spend"),
                 limit: Some(budget),
-                amount: cost,
+                amount: spend_flex.map_or(cost, |f| f.amount(f.ask)),
                 ttl_ms: 1_000_000,
                 kind: Some(LimitKind::Budget),
                 measure: Measure::MicroUsd,
+                flex: spend_flex,
             },
         ]
     };
-    let mut held: Vec<(u128, Vec<Charge>)> = Vec::new();
+    let mut held: Vec<(u128, Vec<Charge>, Vec<Charge>)> = Vec::new();
+    let mut shrunk = 0;
     let mut refused_at = [0usize; 5];
     let mut admitted = 0;
-    for member in 1..=400u128 {
+    for member in 1..=800u128 {
         let roll = rng.next_u32() % 10;
         if roll < 6 || held.is_empty() {
+            let output = (rng.next_u32() % 2 == 0).then(|| {
+                (
+                    u64::from(rng.next_u32() % 2_000),
+                    u64::from(1 + rng.next_u32() % 3),
+                )
+            });
             let list = charges(
                 rng.next_u32() as usize % tight.len(),
                 u64::from(rng.next_u32() % 700),
                 u64::from(rng.next_u32() % 900),
+                output,
             );
             let by_book = book.reserve(&list, member, now_ms());
             let by_redis = counters
@@ -665,7 +705,15 @@ async fn redis_and_the_embedded_book_agree_on_every_outcome() {
                 (Ok(book_after), Ok(redis_after)) => {
                     assert_eq!(book_after, redis_after, "request {member}");
                     admitted += 1;
-                    held.push((member, list));
+                    let mut granted = list.clone();
+                    if let (Some(output), Some((ask, _))) = (book_after.output, output) {
+                        assert!(output <= ask, "granted more than asked");
+                        if output < ask {
+                            shrunk += 1;
+                        }
+                        grant(&mut granted, output);
+                    }
+                    held.push((member, granted, list));
                 }
                 (Err(book_refusal), Err(redis_refusal)) => {
                     assert_eq!(
@@ -690,12 +738,14 @@ async fn redis_and_the_embedded_book_agree_on_every_outcome() {
                 _ => panic!("request {member}: book {by_book:?}, redis {by_redis:?}"),
             }
         } else {
-            let (settled_member, list) = held.swap_remove(rng.next_u32() as usize % held.len());
+            let (settled_member, list, asked) =
+                held.swap_remove(rng.next_u32() as usize % held.len());
             if roll == 9 {
-                // Cancelled (the answer was lost): everything goes back.
+                // Cancelled (the answer was lost, so the gateway never learned the grant: it
+                // cancels the list as asked): everything taken goes back.
                 book.settle(&releases(&list, None), settled_member, now_ms());
                 counters
-                    .cancel(&list, settled_member)
+                    .cancel(&asked, settled_member)
                     .await
                     .expect("cancel");
             } else {
@@ -725,6 +775,7 @@ async fn redis_and_the_embedded_book_agree_on_every_outcome() {
     }
     // Every position of the list refused something, so every undo length ran.
     assert!(admitted > 20, "{admitted} admitted");
+    assert!(shrunk >= 5, "only {shrunk} grants below the ask");
     for (index, count) in refused_at.iter().enumerate() {
         if index != 3 {
             assert!(*count > 0, "no refusal at charge {index}: {refused_at:?}");
@@ -795,6 +846,7 @@ async fn batched_calls_answer_one_by_one_and_survive_forgotten_scripts() {
             ttl_ms: 600_000,
             kind: None,
             measure: Measure::Tokens,
+            flex: None,
         }]
     };
     let client = redis::Client::open(redis.url()).unwrap();

@@ -73,9 +73,14 @@ pub struct ServeArgs {
     /// How long a limit check may wait for Redis before --redis-fail-mode decides.
     #[arg(long, default_value = "50ms")]
     pub redis_timeout: String,
-    /// Output tokens reserved when neither the request (max_tokens) nor the model bound them.
-    #[arg(long, default_value_t = 4096)]
-    pub reserve_output_tokens: u64,
+    /// Output tokens reserved for a request whose output neither the request itself
+    /// (max_tokens, max_completion_tokens, ...) nor the model's catalog entry (maxOutputTokens)
+    /// bounds; such a platform-paid request is sent upstream with this limit written in. A
+    /// request that sets its own limit, or whose model has a known maximum, is reserved at that
+    /// and passes untouched unless the tenant's remaining allowance is smaller (then it is
+    /// lowered to exactly what is left, and the answer says so in x-dgidgi-output-capped).
+    #[arg(long, alias = "reserve-output-tokens", default_value_t = 4096)]
+    pub unbounded_output_tokens: u64,
     /// File holding the bearer token of the admin /usage endpoint (or env DGIDGI_ADMIN_TOKEN).
     /// Without a token the endpoint is off.
     #[arg(long, value_name = "PATH")]
@@ -98,7 +103,7 @@ impl ServeArgs {
                 max_body_bytes: self.max_body_bytes,
                 metering: MeterOptions {
                     policy: ReservePolicy {
-                        output_token_cap: self.reserve_output_tokens,
+                        unbounded_output_tokens: self.unbounded_output_tokens,
                         ..ReservePolicy::default()
                     },
                     ledger: self.state_dir.as_ref().map(|dir| LedgerOptions {

@@ -80,7 +80,7 @@ pub fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
         redis_url: None,
         redis_fail_mode: crate::metering::FailMode::Open,
         redis_timeout: "50ms".to_owned(),
-        reserve_output_tokens: 4096,
+        unbounded_output_tokens: 4096,
         admin_token_file: None,
     };
     let options = serve.options(config_dir.clone())?;

@@ -12,6 +12,7 @@ pub mod cohere;
 pub mod gemini;
 pub mod openai;
 pub mod stream;
+pub mod volume;
 
 use serde_json::{Map, Value};
 
@@ -323,10 +324,11 @@ mod tests {
     }
 }
 
-/// Caps the output tokens of a request already in `format`: the field the format uses is set to
-/// at most `cap` (added when absent), so a provider can never generate more than metering
-/// reserved. `openai_new_name` picks `max_completion_tokens` over `max_tokens` when neither is
-/// present (OpenAI's reasoning models refuse the older name).
+/// Caps the output tokens of a request already in `format`: every output-limit field the format
+/// has that the request set is lowered to at most `cap` (both of OpenAI's names when both are
+/// given: providers honour either), and one is added when none is set, so a provider can never
+/// generate more than metering reserved. `openai_new_name` picks `max_completion_tokens` over
+/// `max_tokens` when neither is present (OpenAI's reasoning models refuse the older name).
 pub fn cap_output_tokens(
     json: &mut serde_json::Map<String, serde_json::Value>,
     format: Format,
@@ -334,39 +336,32 @@ pub fn cap_output_tokens(
     cap: u64,
 ) {
     use serde_json::Value;
-    let capped = |value: Option<&Value>| -> Value {
-        Value::from(
-            value
-                .and_then(Value::as_u64)
-                .map_or(cap, |asked| asked.min(cap)),
-        )
+    let fields = volume::limit_fields(format);
+    let target = if format == Format::Gemini {
+        let config = json
+            .entry("generationConfig")
+            .or_insert_with(|| Value::Object(serde_json::Map::new()));
+        match config {
+            Value::Object(config) => config,
+            _ => return,
+        }
+    } else {
+        json
     };
-    match format {
-        Format::OpenAi => {
-            let name = ["max_completion_tokens", "max_tokens"]
-                .into_iter()
-                .find(|name| json.contains_key(*name))
-                .unwrap_or(if openai_new_name {
-                    "max_completion_tokens"
-                } else {
-                    "max_tokens"
-                });
-            let value = capped(json.get(name));
-            json.insert(name.to_owned(), value);
+    let mut any = false;
+    for name in fields {
+        if let Some(value) = target.get_mut(*name) {
+            any = true;
+            let asked = value.as_u64().map_or(cap, |asked| asked.min(cap));
+            *value = Value::from(asked);
         }
-        Format::Anthropic | Format::Cohere => {
-            let value = capped(json.get("max_tokens"));
-            json.insert("max_tokens".to_owned(), value);
-        }
-        Format::Gemini => {
-            let config = json
-                .entry("generationConfig")
-                .or_insert_with(|| Value::Object(serde_json::Map::new()));
-            if let Value::Object(config) = config {
-                let value = capped(config.get("maxOutputTokens"));
-                config.insert("maxOutputTokens".to_owned(), value);
-            }
-        }
+    }
+    if !any {
+        let name = match format {
+            Format::OpenAi if !openai_new_name => "max_tokens",
+            _ => fields.first().copied().unwrap_or("max_tokens"),
+        };
+        target.insert(name.to_owned(), Value::from(cap));
     }
 }
 

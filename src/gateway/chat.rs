@@ -178,7 +178,7 @@ pub async fn route_and_serve(
     let stream = routing.stream;
     let mut planned = plan(&snapshot.config, tenant, &routing, rand::random())?;
     prefer_healthy(&mut planned.attempts, |id| snapshot.health.is_unhealthy(id));
-    let size = metered::request_size(&json, body_bytes);
+    let size = metered::request_size(tenant, format, &json, body_bytes)?;
     let ticket = metered::admit(gateway, tenant, &planned, size).await?;
     let deadline = planned.timeout_ms.map(Duration::from_millis);
     let request = ClientRequest {

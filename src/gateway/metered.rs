@@ -15,7 +15,8 @@ use super::error::ApiError;
 use super::limits::{refusal_error, write_admitted_headers};
 use super::serve::Served;
 use super::{Active, Gateway};
-use crate::config::{PricingConfig, Scope};
+use crate::config::{PricingConfig, Scope, TenantConfig};
+use crate::formats::{Format, volume};
 use crate::metering::meter::ProviderTicket;
 use crate::metering::plan::{Candidate, RequestSize};
 use crate::metering::{self, Ticket};
@@ -24,16 +25,29 @@ use crate::routing::plan::{Plan, Upstream};
 /// Header carrying the gateway's request id (the ledger's key).
 pub const REQUEST_ID_HEADER: &str = "x-dgidgi-request-id";
 
-/// The request's size as the reservation bounds it: its body and its own output cap
-/// (`max_completion_tokens`, `max_tokens` — OpenAI's newer and older names, Anthropic's).
-pub fn request_size(json: &Map<String, Value>, body_bytes: usize) -> RequestSize {
-    let max_output_tokens = ["max_completion_tokens", "max_tokens"]
-        .iter()
-        .find_map(|name| json.get(*name).and_then(Value::as_u64));
-    RequestSize {
-        body_bytes,
-        max_output_tokens,
+/// The request's size as the reservation bounds it: its body, its largest output field and its
+/// answer count, read in its own `format` (see [`volume`]). A field that multiplies output
+/// beyond what the gateway can bound is refused for a tenant whose limits or budget apply.
+pub fn request_size(
+    tenant: &TenantConfig,
+    format: Format,
+    json: &Map<String, Value>,
+    body_bytes: usize,
+) -> Result<RequestSize, ApiError> {
+    let ask = volume::output_ask(format, json)
+        .map_err(|error| ApiError::bad_request(error.to_string()))?;
+    if let Some(field) = ask.unbounded
+        && (tenant.limits.is_some() || tenant.budget.is_some())
+    {
+        return Err(ApiError::bad_request(format!(
+            "'{field}' multiplies the output beyond what the gateway can reserve for this tenant's limits; send several requests instead"
+        )));
     }
+    Ok(RequestSize {
+        body_bytes,
+        max_output_tokens: ask.max_output_tokens,
+        choices: ask.choices,
+    })
 }
 
 /// Every model the plan may end up on, so the reservation covers the dearest of them.
@@ -304,13 +318,38 @@ async fn settle(
 mod tests {
     use super::*;
 
+    fn tenant(limited: bool) -> TenantConfig {
+        let yaml = if limited {
+            "{id: a/t, namespace: a, name: t, tier: free, source: platform, allowPlatformFallback: false, accessKeys: [], limits: {requestsPerMinute: 1, tokensPerDay: 1, concurrent: 1}}"
+        } else {
+            "{id: a/t, namespace: a, name: t, tier: free, source: tenant, allowPlatformFallback: false, accessKeys: []}"
+        };
+        serde_yaml::from_str(yaml).expect("tenant")
+    }
+
     #[test]
     fn the_request_names_its_own_output_cap() {
-        let json: Map<String, Value> =
-            serde_json::from_str(r#"{"max_completion_tokens": 300, "max_tokens": 9}"#).unwrap();
-        assert_eq!(request_size(&json, 40).max_output_tokens, Some(300));
-        let json: Map<String, Value> = serde_json::from_str(r#"{"max_tokens": 9}"#).unwrap();
-        assert_eq!(request_size(&json, 40).max_output_tokens, Some(9));
-        assert_eq!(request_size(&Map::new(), 40).max_output_tokens, None);
+        let size = |body: &str| {
+            let json: Map<String, Value> = serde_json::from_str(body).unwrap();
+            request_size(&tenant(true), Format::OpenAi, &json, 40)
+        };
+        // Both of OpenAI's names: the larger is what a provider may honour.
+        let both = size(r#"{"max_completion_tokens": 300, "max_tokens": 9}"#).unwrap();
+        assert_eq!(both.max_output_tokens, Some(300));
+        let both = size(r#"{"max_completion_tokens": 1, "max_tokens": 1000000}"#).unwrap();
+        assert_eq!(both.max_output_tokens, Some(1_000_000));
+        assert_eq!(
+            size(r#"{"max_tokens": 9}"#).unwrap().max_output_tokens,
+            Some(9)
+        );
+        assert_eq!(size("{}").unwrap().max_output_tokens, None);
+        assert_eq!(
+            size(r#"{"n": 128, "max_tokens": 1000}"#).unwrap().choices,
+            128
+        );
+        assert_eq!(size(r#"{"best_of": 8}"#).unwrap_err().status, 400);
+        // A tenant's own keys: nothing to reserve, so nothing to refuse.
+        let json: Map<String, Value> = serde_json::from_str(r#"{"best_of": 8}"#).unwrap();
+        assert!(request_size(&tenant(false), Format::OpenAi, &json, 40).is_ok());
     }
 }

@@ -208,12 +208,12 @@ pub async fn serve(
     for (index, attempt) in planned.attempts.iter().enumerate() {
         let format = upstream_format(attempt);
         // Platform-paid attempts never generate more than metering reserved for them.
+        // Platform-paid attempts never generate more than metering reserved for them: their
+        // output is limited only when the request's own fields would allow more.
         let output_cap = match attempt.upstream {
-            Upstream::Provider(provider) if provider.scope == Scope::Platform => Some(
-                gateway
-                    .meter
-                    .output_cap(ticket, provider.model(&attempt.model)),
-            ),
+            Upstream::Provider(provider) if provider.scope == Scope::Platform => gateway
+                .meter
+                .output_cap(ticket, provider.model(&attempt.model)),
             _ => None,
         };
         let body = match prepared.body_for(attempt, format, output_cap) {
@@ -277,7 +277,7 @@ pub async fn serve(
                     if let Upstream::Provider(provider) = attempt.upstream {
                         snapshot.health.record_success(&provider.id);
                     }
-                    stamp(response.headers_mut(), attempt, planned, index);
+                    stamp(response.headers_mut(), attempt, planned, index, output_cap);
                     return Ok(Served {
                         response,
                         completion,
@@ -569,9 +569,21 @@ const SERVED_BY: [HeaderName; 3] = [
     HeaderName::from_static("x-dgidgi-source"),
 ];
 const FALLBACK_HEADER: HeaderName = HeaderName::from_static("x-dgidgi-fallback");
+/// Set when the gateway wrote an output limit into the upstream request (the tenant's
+/// allowance could not cover what the request asked for): the limit written, per answer.
+pub const OUTPUT_CAPPED_HEADER: HeaderName = HeaderName::from_static("x-dgidgi-output-capped");
 
 /// The `x-dgidgi-*` headers saying what served the request.
-fn stamp(headers: &mut HeaderMap, attempt: &Attempt<'_>, planned: &Plan<'_>, index: usize) {
+fn stamp(
+    headers: &mut HeaderMap,
+    attempt: &Attempt<'_>,
+    planned: &Plan<'_>,
+    index: usize,
+    output_cap: Option<u64>,
+) {
+    if let Some(cap) = output_cap {
+        headers.insert(OUTPUT_CAPPED_HEADER, HeaderValue::from(cap));
+    }
     let provider = match attempt.upstream {
         Upstream::Provider(provider) => provider.name.as_str(),
         Upstream::Cli(_) => "cli",

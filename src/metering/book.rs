@@ -31,6 +31,7 @@ struct Amount {
 
 impl Book {
     /// Checks every charge, then applies all of them, or none if any would pass its limit.
+    /// Flexible amounts ([`Flex`](super::charge::Flex)) are taken at the most output every limited one can hold.
     pub fn reserve(
         &mut self,
         charges: &[Charge],
@@ -38,6 +39,7 @@ impl Book {
         now: u64,
     ) -> Result<Admitted, Refusal> {
         let mut after = Vec::with_capacity(charges.len());
+        let mut output: Option<u64> = None;
         for (index, charge) in charges.iter().enumerate() {
             let (current, limit, retry_after_ms) = match charge {
                 Charge::Window {
@@ -65,21 +67,39 @@ impl Book {
                     (live, Some(*limit), 0)
                 }
                 Charge::Amount {
-                    key, limit, amount, ..
+                    key,
+                    limit,
+                    amount,
+                    flex,
+                    ..
                 } => {
                     let value = self.amount(key, now);
-                    match limit {
-                        Some(limit) if value.saturating_add(*amount) > *limit => {
+                    // The amount at the output granted so far (the ask until a counter
+                    // shrinks it).
+                    let mut taken = match flex {
+                        Some(flex) => flex.amount(*output.get_or_insert(flex.ask)),
+                        None => *amount,
+                    };
+                    if let Some(limit) = limit
+                        && value.saturating_add(taken) > *limit
+                    {
+                        let room = limit.saturating_sub(value);
+                        let shrunk = flex.and_then(|flex| {
+                            let most = flex.most_within(room, output.unwrap_or(flex.ask))?;
+                            Some((most, flex.amount(most)))
+                        });
+                        let Some((most, shrunk)) = shrunk else {
                             return Err(Refusal {
                                 index,
                                 limit: *limit,
                                 current: value,
                                 retry_after_ms: 0,
                             });
-                        }
-                        _ => {}
+                        };
+                        output = Some(most);
+                        taken = shrunk;
                     }
-                    after.push(value.saturating_add(*amount));
+                    after.push(value.saturating_add(taken));
                     continue;
                 }
             };
@@ -95,7 +115,7 @@ impl Book {
             }
             after.push(current + 1);
         }
-        for charge in charges {
+        for (charge, after) in charges.iter().zip(after.iter_mut()) {
             match charge {
                 Charge::Window { key, .. } => self
                     .windows
@@ -112,11 +132,25 @@ impl Book {
                     key,
                     amount,
                     ttl_ms,
+                    flex,
                     ..
-                } => self.add(key, *amount as i64, now + ttl_ms, now),
+                } => {
+                    // Flexible amounts are taken at the final grant, which only ever shrank.
+                    let taken = match (flex, output) {
+                        (Some(flex), Some(granted)) => flex.amount(granted),
+                        _ => *amount,
+                    };
+                    *after = self.amount(key, now).saturating_add(taken);
+                    self.add(
+                        key,
+                        i64::try_from(taken).unwrap_or(i64::MAX),
+                        now + ttl_ms,
+                        now,
+                    );
+                }
             }
         }
-        Ok(Admitted { after })
+        Ok(Admitted { after, output })
     }
 
     /// Applies a settlement; returns, per release, the counter's value afterwards (0 for
@@ -218,6 +252,7 @@ mod tests {
             ttl_ms: 1_000_000,
             kind: Some(LimitKind::Tpd),
             measure: crate::metering::charge::Measure::Tokens,
+            flex: None,
         }
     }
 

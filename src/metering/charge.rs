@@ -77,7 +77,71 @@ pub enum Charge {
         kind: Option<LimitKind>,
         /// What the amount counts, so settling knows which real figure replaces it.
         measure: Measure,
+        /// How the amount follows the request's output allowance, when the stores may grant
+        /// less output than asked (see [`Flex`]); `None`: the amount is fixed.
+        flex: Option<Flex>,
     },
+}
+
+/// An amount that depends on how many output tokens the request is granted:
+/// `ceil((fixed + per_output × output) / scale)`. A request asks for `ask` output tokens (per
+/// choice); when a limited counter cannot hold that, the stores grant the most that still fits
+/// (at least one token), atomically with the other charges, and every flexible amount of the
+/// list is taken at that grant. So a tenant with room is never capped and one near its limit is
+/// capped to exactly what is left, never refused for it and never over.
+///
+/// Tokens are `fixed` = prompt estimate, `per_output` = choices, `scale` = 1; micro-USD are
+/// `fixed` = prompt × input price, `per_output` = choices × output price (micro-USD per
+/// million), `scale` = 1,000,000, so the money stays integer. Built only when
+/// `fixed + per_output × ask` stays below 2^52, where Redis' Lua numbers are exact.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Flex {
+    /// The part that does not depend on output.
+    pub fixed: u64,
+    /// What one output token (per choice) adds, times `scale`; never 0.
+    pub per_output: u64,
+    /// The divisor (1 for tokens, 1,000,000 for micro-USD).
+    pub scale: u64,
+    /// Output tokens per choice the request asks for.
+    pub ask: u64,
+}
+
+/// Moves every flexible amount of a list to the `output` the store granted, so settling gives
+/// back exactly what was taken.
+pub fn grant(charges: &mut [Charge], output: u64) {
+    for charge in charges {
+        if let Charge::Amount {
+            amount,
+            flex: Some(flex),
+            ..
+        } = charge
+        {
+            *amount = flex.amount(output);
+        }
+    }
+}
+
+/// The largest `fixed + per_output × ask` a [`Flex`] may have: Lua's numbers are doubles.
+pub const FLEX_MAX: u64 = 1 << 52;
+
+impl Flex {
+    /// The amount at `output` granted tokens (rounded up: a reservation is an upper bound).
+    pub fn amount(&self, output: u64) -> u64 {
+        let total = u128::from(self.fixed) + u128::from(self.per_output) * u128::from(output);
+        u64::try_from(total.div_ceil(u128::from(self.scale.max(1)))).unwrap_or(u64::MAX)
+    }
+
+    /// The most output (at most `ceiling`) whose amount fits in `room`; `None` when not even
+    /// the smallest grant fits (one token, or none for a request that asked for none).
+    pub fn most_within(&self, room: u64, ceiling: u64) -> Option<u64> {
+        let scaled_room = u128::from(room) * u128::from(self.scale.max(1));
+        let most = scaled_room
+            .checked_sub(u128::from(self.fixed))
+            .map_or(0, |free| free / u128::from(self.per_output.max(1)));
+        let granted = u64::try_from(most).unwrap_or(u64::MAX).min(ceiling);
+        let smallest = self.ask.min(1);
+        (self.amount(granted) <= room && granted >= smallest).then_some(granted)
+    }
 }
 
 /// What an amount counter counts.
@@ -168,4 +232,7 @@ pub struct Refusal {
 pub struct Admitted {
     /// For each charge, what its counter held after this request was added.
     pub after: Vec<u64>,
+    /// The output tokens per choice granted, when the list has [`Flex`] amounts (the ask, or
+    /// less when a limited counter had less room).
+    pub output: Option<u64>,
 }

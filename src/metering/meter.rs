@@ -326,10 +326,15 @@ impl Meter {
         })
     }
 
-    /// The most output tokens an admitted request may generate on `model` (written into
-    /// platform-paid upstream requests).
-    pub fn output_cap(&self, ticket: &Ticket, model: Option<&crate::config::ModelConfig>) -> u64 {
-        plan::output_bound(ticket.size, model, &self.policy)
+    /// The output limit to write into a platform-paid upstream request of an admitted request
+    /// on `model`, when its own fields would allow more than was reserved for it (`None`: the
+    /// request passes as asked).
+    pub fn output_cap(
+        &self,
+        ticket: &Ticket,
+        model: Option<&crate::config::ModelConfig>,
+    ) -> Option<u64> {
+        plan::output_cap(ticket.size, ticket.reservation.output_tokens, model)
     }
 
     fn book(&self) -> std::sync::MutexGuard<'_, Book> {
@@ -458,10 +463,15 @@ impl Meter {
             return Err(Refused::Unpriced(model.to_owned()));
         }
         let request_id = request_id::new(now);
-        let reservation = plan::reserve(tenant, candidates, size, &self.policy, now);
+        let mut reservation = plan::reserve(tenant, candidates, size, &self.policy, now);
         let (result, shared) = self.take(&reservation.charges, request_id, now).await?;
         let admitted = match result {
-            Ok(admitted) => admitted,
+            Ok(admitted) => {
+                if let Some(granted) = admitted.output {
+                    reservation.grant(granted);
+                }
+                admitted
+            }
             Err(refusal) => {
                 let refused = self.refused(tenant, &reservation, &refusal, now);
                 if let Some(ledger) = &self.ledger {

@@ -3,7 +3,7 @@
 //! bound's price against the monthly budget; and what it settles to once the provider has
 //! reported usage. No clocks, no I/O: the caller passes the time and the facts.
 
-use super::charge::{Charge, LimitKind, Measure, Release};
+use super::charge::{Charge, FLEX_MAX, Flex, LimitKind, Measure, Release};
 use super::clock::{self, DAY_MS, Day, MINUTE_MS};
 use crate::config::{ModelConfig, PricingConfig, ProviderLimitsConfig, TenantConfig};
 use crate::crd::tenant::BudgetAction;
@@ -15,8 +15,9 @@ const GRACE_MS: u64 = 2 * DAY_MS;
 /// Tunables of the reservation arithmetic.
 #[derive(Clone, Debug)]
 pub struct ReservePolicy {
-    /// Output tokens reserved when neither the request nor the model bounds them.
-    pub output_token_cap: u64,
+    /// Output tokens assumed (and written upstream as the request's limit) when neither the
+    /// request nor the model's catalog entry bounds a request's output.
+    pub unbounded_output_tokens: u64,
     /// Life of an unreleased concurrency lease (a crashed replica's slots come back after it).
     pub lease_ms: u64,
 }
@@ -24,7 +25,7 @@ pub struct ReservePolicy {
 impl Default for ReservePolicy {
     fn default() -> Self {
         Self {
-            output_token_cap: 4_096,
+            unbounded_output_tokens: 4_096,
             lease_ms: 15 * MINUTE_MS,
         }
     }
@@ -41,12 +42,25 @@ pub struct Candidate<'a> {
 }
 
 /// What the request itself says about its size.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct RequestSize {
     /// Bytes of the request body (the prompt estimate: one token per four bytes).
     pub body_bytes: usize,
-    /// `max_tokens` / `max_completion_tokens` / `max_output_tokens`, if the request set one.
+    /// The most output tokens per answer the request allows (the largest of its output fields:
+    /// `max_tokens`, `max_completion_tokens`, `maxOutputTokens`, ...), if it set any.
     pub max_output_tokens: Option<u64>,
+    /// How many answers it asks for (`n`, `candidateCount`; 1 when not set).
+    pub choices: u64,
+}
+
+impl Default for RequestSize {
+    fn default() -> Self {
+        Self {
+            body_bytes: 0,
+            max_output_tokens: None,
+            choices: 1,
+        }
+    }
 }
 
 /// The counter keys of a tenant, shared by the embedded store, Redis and the usage summary.
@@ -92,7 +106,7 @@ pub mod keys {
 pub struct Reservation {
     /// Charges, in the order they are checked.
     pub charges: Vec<Charge>,
-    /// Reserved tokens (prompt estimate + output bound).
+    /// Reserved tokens (prompt estimate + output bound × choices).
     pub tokens: u64,
     /// Reserved micro-USD (0 when no platform candidate is priced).
     pub cost_micro_usd: u64,
@@ -100,6 +114,36 @@ pub struct Reservation {
     pub day: String,
     /// The UTC month the counters belong to.
     pub month: String,
+    /// Output tokens per answer reserved: the ask until the stores grant it, then the grant.
+    pub output_tokens: u64,
+}
+
+impl Reservation {
+    /// Takes the output the counter store granted (the ask, or less when a limited counter had
+    /// less room): every flexible amount, the reserved tokens and price follow it, so settling
+    /// gives back exactly what was taken.
+    pub fn grant(&mut self, output: u64) {
+        if output == self.output_tokens {
+            return;
+        }
+        self.output_tokens = output;
+        super::charge::grant(&mut self.charges, output);
+        for charge in &self.charges {
+            if let Charge::Amount {
+                amount,
+                flex: Some(_),
+                measure,
+                ..
+            } = charge
+            {
+                match measure {
+                    Measure::Tokens => self.tokens = *amount,
+                    Measure::MicroUsd => self.cost_micro_usd = *amount,
+                    Measure::Requests => {}
+                }
+            }
+        }
+    }
 }
 
 /// Price of a request in integer micro-USD, rounded up once over the whole sum.
@@ -110,33 +154,51 @@ pub fn cost_micro_usd(pricing: Option<&PricingConfig>, input: u64, output: u64) 
     u64::try_from(micro_millionths.div_ceil(1_000_000)).unwrap_or(u64::MAX)
 }
 
-/// Tokens reserved for a request on one model: prompt estimate plus the tightest output bound.
-fn token_bound(
-    size: RequestSize,
-    model: Option<&ModelConfig>,
-    policy: &ReservePolicy,
-) -> (u64, u64) {
-    let prompt = (size.body_bytes as u64).div_ceil(4);
-    (prompt, output_bound(size, model, policy))
+/// The most output tokens per answer a request may generate on one model: what it asked for
+/// (its largest output field), or the model's maximum when it set none or asked for more; the
+/// policy's assumption when neither bounds it.
+pub fn output_bound(size: RequestSize, model: Option<&ModelConfig>, policy: &ReservePolicy) -> u64 {
+    let model_max = model.and_then(|m| m.max_output_tokens).map(u64::from);
+    match (size.max_output_tokens, model_max) {
+        (Some(asked), Some(max)) => asked.min(max),
+        (Some(asked), None) => asked,
+        (None, Some(max)) => max,
+        (None, None) => policy.unbounded_output_tokens,
+    }
 }
 
-/// The most output tokens a request may generate on one model: the smallest of what it asked,
-/// the model's maximum and the configured cap. The gateway writes it into platform-paid upstream
-/// requests, so the reservation is a real bound.
-pub fn output_bound(size: RequestSize, model: Option<&ModelConfig>, policy: &ReservePolicy) -> u64 {
-    [
-        size.max_output_tokens,
-        model.and_then(|m| m.max_output_tokens).map(u64::from),
-        Some(policy.output_token_cap),
-    ]
-    .into_iter()
-    .flatten()
-    .min()
-    .unwrap_or(policy.output_token_cap)
+/// The limit to write into a platform-paid upstream request for `model`, if one is needed: the
+/// request's own output fields pass untouched when what they allow (or, when it set none, the
+/// model's maximum) is within what was reserved; otherwise the reserved output (never above the
+/// model's maximum) is written, so the provider cannot generate more than was reserved.
+pub fn output_cap(
+    size: RequestSize,
+    reserved_output: u64,
+    model: Option<&ModelConfig>,
+) -> Option<u64> {
+    let model_max = model.and_then(|m| m.max_output_tokens).map(u64::from);
+    match size.max_output_tokens.or(model_max) {
+        Some(allowed) if allowed <= reserved_output => None,
+        _ => Some(model_max.map_or(reserved_output, |max| max.min(reserved_output))),
+    }
+}
+
+/// A flexible amount (see [`Flex`]), when it is one the stores can compute exactly.
+fn flex(fixed: u128, per_output: u128, scale: u64, ask: u64) -> Option<Flex> {
+    let at_ask = fixed.checked_add(per_output.checked_mul(u128::from(ask))?)?;
+    (per_output > 0 && at_ask < u128::from(FLEX_MAX)).then(|| Flex {
+        fixed: u64::try_from(fixed).unwrap_or(u64::MAX),
+        per_output: u64::try_from(per_output).unwrap_or(u64::MAX),
+        scale,
+        ask,
+    })
 }
 
 /// The tenant-level reservation of a request: limits (platform source only, as rendered),
-/// budget (platform-served traffic), and the reporting counters every tenant has.
+/// budget (platform-served traffic), and the reporting counters every tenant has. The tokens
+/// and the price are reserved at the request's whole ask (every choice, the largest output
+/// field or the model's maximum); when a limited counter cannot hold that, the counter store
+/// grants less output, atomically (see [`Flex`]), and [`Reservation::grant`] follows it.
 pub fn reserve(
     tenant: &TenantConfig,
     candidates: &[Candidate<'_>],
@@ -146,20 +208,34 @@ pub fn reserve(
 ) -> Reservation {
     let today = Day::of(now_ms);
     let (day, month) = (today.key(), today.month_key());
-    let mut tokens = 0;
-    let mut cost = 0;
-    for candidate in candidates {
-        let (prompt, output) = token_bound(size, candidate.model, policy);
-        tokens = tokens.max(prompt + output);
-        if candidate.platform {
-            let pricing = candidate.model.and_then(|m| m.pricing.as_ref());
-            cost = cost.max(cost_micro_usd(pricing, prompt, output));
+    let choices = size.choices.max(1);
+    let prompt = (size.body_bytes as u64).div_ceil(4);
+    // The ask: the most output any candidate may generate.
+    let ask = candidates
+        .iter()
+        .map(|c| output_bound(size, c.model, policy))
+        .max()
+        .unwrap_or_else(|| output_bound(size, None, policy));
+    // Price: the dearest input and the dearest output of the platform-paid candidates, so the
+    // amount bounds every candidate's price at any grant.
+    let (mut input_price, mut output_price, mut priced) = (0u64, 0u64, false);
+    for candidate in candidates.iter().filter(|c| c.platform) {
+        if let Some(pricing) = candidate.model.and_then(|m| m.pricing.as_ref()) {
+            priced = true;
+            input_price = input_price.max(pricing.input_micro_usd_per_million);
+            output_price = output_price.max(pricing.output_micro_usd_per_million);
         }
     }
-    if candidates.is_empty() {
-        let (prompt, output) = token_bound(size, None, policy);
-        tokens = prompt + output;
-    }
+    let total_output = u128::from(choices) * u128::from(ask);
+    let tokens = u64::try_from(u128::from(prompt) + total_output).unwrap_or(u64::MAX);
+    let cost_fixed = u128::from(prompt) * u128::from(input_price);
+    let cost_per = u128::from(choices) * u128::from(output_price);
+    let cost = if priced {
+        u64::try_from((cost_fixed + cost_per * u128::from(ask)).div_ceil(1_000_000))
+            .unwrap_or(u64::MAX)
+    } else {
+        0
+    };
     let day_ttl = clock::until_next_day(now_ms) + GRACE_MS;
     let month_ttl = clock::until_next_month(now_ms) + GRACE_MS;
     let id = tenant.id.as_str();
@@ -185,6 +261,7 @@ pub fn reserve(
         ttl_ms: day_ttl,
         kind: tenant.limits.as_ref().map(|_| LimitKind::Tpd),
         measure: Measure::Tokens,
+        flex: flex(u128::from(prompt), u128::from(choices), 1, ask),
     });
     charges.push(Charge::Amount {
         key: keys::requests(id, &day),
@@ -193,6 +270,7 @@ pub fn reserve(
         ttl_ms: day_ttl,
         kind: None,
         measure: Measure::Requests,
+        flex: None,
     });
     let blocking = tenant
         .budget
@@ -205,6 +283,11 @@ pub fn reserve(
         ttl_ms: month_ttl,
         kind: blocking.map(|_| LimitKind::Budget),
         measure: Measure::MicroUsd,
+        flex: if priced {
+            flex(cost_fixed, cost_per, 1_000_000, ask)
+        } else {
+            None
+        },
     });
     Reservation {
         charges,
@@ -212,6 +295,7 @@ pub fn reserve(
         cost_micro_usd: cost,
         day,
         month,
+        output_tokens: ask,
     }
 }
 
@@ -240,6 +324,7 @@ pub fn reserve_provider(
             ttl_ms: 2 * MINUTE_MS,
             kind: Some(LimitKind::ProviderTpm),
             measure: Measure::Tokens,
+            flex: None,
         });
     }
     charges
@@ -433,6 +518,7 @@ mod tests {
         let size = RequestSize {
             body_bytes: 400,
             max_output_tokens: Some(2_000),
+            choices: 1,
         };
         let r = reserve(
             &tenant(Some(limits), Some(budget)),
@@ -498,7 +584,7 @@ mod tests {
         );
         // A cheaper cap applies when neither request nor model bounds output.
         let policy = ReservePolicy {
-            output_token_cap: 100,
+            unbounded_output_tokens: 100,
             ..ReservePolicy::default()
         };
         assert_eq!(
@@ -532,6 +618,7 @@ mod tests {
             RequestSize {
                 body_bytes: 40,
                 max_output_tokens: Some(90),
+                choices: 1,
             },
             &ReservePolicy::default(),
             NOW,

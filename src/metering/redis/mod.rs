@@ -27,8 +27,16 @@ use redeliver::Redeliveries;
 const PREFIX: &str = "dgidgi:";
 
 /// Check-and-reserve over every charge: all are applied or none (KEYS: the counters, then the
-/// reservation's marker; ARGV: marker TTL, member, then type/limit/x/ttl per counter).
-/// Returns {0, after...} on success or {index, limit, current, retry_ms} when refused.
+/// reservation's marker; ARGV: marker TTL, member, type/limit/x/ttl per counter, then
+/// fixed/per/scale/ask per flexible amount). Returns {0, after..., granted output} on success
+/// (the grant only when the list has flexible amounts) or {index, limit, current, retry_ms}
+/// when refused.
+///
+/// A flexible amount (`f`, [`super::charge::Flex`]) follows the output tokens granted: taken at
+/// the ask, and when a limited counter cannot hold it, at the most output that fits (at least
+/// one token), with every flexible amount before it shrunk to the same grant. The common case
+/// (room for the ask) costs nothing more than a fixed amount: the caller's text is added as
+/// it is.
 ///
 /// Each charge is applied as it is checked, and a refusal (or a counter that cannot be counted,
 /// caught with `pcall`: a script does not roll back by itself) undoes the ones before it.
@@ -51,29 +59,61 @@ local member = ARGV[2]
 -- The marker records this reservation (so a lost answer is cancelled exactly once); a
 -- cancellation that arrived first left it set, and this reservation is not made.
 if not redis.call('SET', marker, '1', 'PX', ARGV[1], 'NX') then return {-1} end
+-- What each flexible amount ('f') has taken, by position.
+local taken = {}
 -- Takes back charges 1..upto and the marker: a later charge was refused.
 local function undo(upto)
   for j = 1, upto do
     local b = 2 + (j - 1) * 4
-    if ARGV[b + 1] == 'a' then
+    local kind = ARGV[b + 1]
+    if kind == 'a' then
       redis.call('DECRBY', KEYS[j], ARGV[b + 3])
+    elseif kind == 'f' then
+      redis.call('DECRBY', KEYS[j], taken[j])
     else
       redis.call('ZREM', KEYS[j], member)
     end
   end
   redis.call('DEL', marker)
 end
+-- A flexible amount at `o` output tokens: ceil((fixed + per * o) / scale), in integers (every
+-- figure stays below 2^53, where Lua's doubles are exact).
+local function amount(f, o)
+  local total = f[1] + f[2] * o
+  local q = math.floor(total / f[3])
+  local r = total - q * f[3]
+  if r < 0 then q = q - 1; r = r + f[3] elseif r >= f[3] then q = q + 1; r = r - f[3] end
+  if r > 0 then q = q + 1 end
+  return q
+end
+-- The flexible amounts' parameters follow the charges: fixed, per, scale, ask each.
+local flex_at = 2 + n * 4
+local flex = {}
+local output
 local now
 local result = {0}
 for i = 1, n do
   local b = 2 + (i - 1) * 4
   local kind, limit, x = ARGV[b + 1], ARGV[b + 2] + 0, ARGV[b + 3] + 0
   local key = KEYS[i]
-  if kind == 'a' then
-    local value = redis.pcall('INCRBY', key, ARGV[b + 3])
+  if kind == 'a' or kind == 'f' then
+    local add = ARGV[b + 3]
+    local f
+    if kind == 'f' then
+      f = {ARGV[flex_at + 1] + 0, ARGV[flex_at + 2] + 0, ARGV[flex_at + 3] + 0, ARGV[flex_at + 4] + 0}
+      flex_at = flex_at + 4
+      flex[i] = f
+      if not output then output = f[4] end
+      -- The caller's text is the amount at the ask; a smaller grant is computed.
+      if output < f[4] then add = amount(f, output) end
+      x = add + 0
+      taken[i] = x
+    end
+    local value = redis.pcall('INCRBY', key, add)
     if type(value) == 'table' then
       -- Another type under the key, or out of range: nothing of this reservation stays, and
       -- the caller gets the error (a script does not roll back by itself).
+      taken[i] = nil
       undo(i - 1)
       return value
     end
@@ -81,8 +121,30 @@ for i = 1, n do
     -- month or minute, so the first write's expiry is every later write's too.
     if value == x then redis.call('PEXPIRE', key, ARGV[b + 4]) end
     if limit >= 0 and value > limit then
-      undo(i)
-      return {i, limit, value - x, 0}
+      local before = value - x
+      local room = limit - before
+      local most = -1
+      if f and f[2] > 0 then
+        -- The most output whose amount fits what is left, never more than granted so far.
+        most = math.floor((room * f[3] - f[1]) / f[2])
+        if most > output then most = output end
+        while most >= 0 and amount(f, most) > room do most = most - 1 end
+        if most < math.min(1, f[4]) then most = -1 end
+      end
+      if most < 0 then
+        undo(i)
+        return {i, limit, before, 0}
+      end
+      -- Granted less: this and every flexible amount before it shrink to the new grant.
+      output = most
+      for j, g in pairs(flex) do
+        local less = taken[j] - amount(g, most)
+        if less > 0 then
+          result[j + 1] = redis.call('DECRBY', KEYS[j], less)
+          taken[j] = taken[j] - less
+        end
+      end
+      value = before + taken[i]
     end
     result[i + 1] = value
   else
@@ -111,6 +173,21 @@ for i = 1, n do
     result[i + 1] = count + 1
   end
 end
+if output then
+  -- A grant below the ask is written into the marker (what each flexible amount took, by
+  -- position), so a cancellation whose caller never learned it gives back what was taken.
+  local shrunk, marks = false, {}
+  for j = 1, n do
+    marks[j] = ''
+    if flex[j] then
+      marks[j] = taken[j]
+      if output < flex[j][4] then shrunk = true end
+    end
+  end
+  if shrunk then redis.call('SET', marker, 'g' .. table.concat(marks, ','), 'KEEPTTL') end
+  -- The grant closes the answer when the list had flexible amounts.
+  result[n + 2] = output
+end
 return result
 "#;
 
@@ -119,18 +196,20 @@ return result
 /// of 0 (an answer that used exactly its reservation; the request counter of a served request,
 /// which only replicas from before 2026-12-01 still send) only reads.
 const APPLY_RELEASES: &str = r#"
-local function apply_releases(result)
+local function apply_releases(result, taken)
   local member = ARGV[1]
   for i = 1, #KEYS - 1 do
     local b = 2 + (i - 1) * 3
-    local kind, delta = ARGV[b + 1], ARGV[b + 2] + 0
+    local kind, arg = ARGV[b + 1], ARGV[b + 2]
+    local delta = arg + 0
     local key = KEYS[i]
+    if taken and taken[i] then delta = -taken[i]; arg = delta end
     if kind == 'a' then
       local value
       if delta == 0 then
         value = tonumber(redis.call('GET', key) or '0')
       else
-        value = redis.call('INCRBY', key, ARGV[b + 2])
+        value = redis.call('INCRBY', key, arg)
         if value < 0 then
           redis.call('SET', key, '0', 'PX', ARGV[b + 3])
           value = 0
@@ -163,9 +242,20 @@ return apply_releases({})
 /// set so a reservation still on its way is not made (and a settled one stays settled). Either
 /// way exactly once.
 const CANCEL: &str = r#"
-if redis.call('GET', KEYS[#KEYS]) == '1' then
+local mark = redis.call('GET', KEYS[#KEYS])
+if mark == '1' then
   redis.call('DEL', KEYS[#KEYS])
   return apply_releases({})
+end
+if mark and string.sub(mark, 1, 1) == 'g' then
+  -- Granted less output than asked: give back what each flexible amount took.
+  local taken, j = {}, 0
+  for value in string.gmatch(string.sub(mark, 2) .. ',', '([^,]*),') do
+    j = j + 1
+    if value ~= '' then taken[j] = value + 0 end
+  end
+  redis.call('DEL', KEYS[#KEYS])
+  return apply_releases({}, taken)
 end
 redis.call('SET', KEYS[#KEYS], 'cancelled', 'PX', ARGV[2], 'NX')
 return {}
@@ -341,6 +431,7 @@ impl RedisCounters {
         call.arg(Self::marker(charges, member))
             .arg(MARKER_TTL_MS)
             .arg(request_id::text(member));
+        let mut flexible = Vec::new();
         for charge in charges {
             let (kind, limit, x, ttl) = match charge {
                 Charge::Window {
@@ -353,16 +444,41 @@ impl RedisCounters {
                     limit,
                     amount,
                     ttl_ms,
+                    flex,
                     ..
-                } => ("a", limit.map_or(-1, exact), exact(*amount), *ttl_ms),
+                } => {
+                    let kind = match flex {
+                        Some(flex) => {
+                            flexible.push(flex);
+                            "f"
+                        }
+                        None => "a",
+                    };
+                    (kind, limit.map_or(-1, exact), exact(*amount), *ttl_ms)
+                }
             };
             call.arg(kind).arg(limit).arg(x).arg(ttl);
         }
+        for flex in &flexible {
+            call.arg(exact(flex.fixed))
+                .arg(exact(flex.per_output))
+                .arg(exact(flex.scale))
+                .arg(exact(flex.ask));
+        }
         let reply = self.bounded(self.evaluate(call)).await?;
         match reply.as_slice() {
-            [0, after @ ..] => Ok(Ok(Admitted {
-                after: after.iter().map(|v| (*v).max(0) as u64).collect(),
-            })),
+            [0, after @ ..] => {
+                let (after, output) = match after.split_last() {
+                    Some((output, after)) if !flexible.is_empty() => {
+                        (after, Some((*output).max(0) as u64))
+                    }
+                    _ => (after, None),
+                };
+                Ok(Ok(Admitted {
+                    after: after.iter().map(|v| (*v).max(0) as u64).collect(),
+                    output,
+                }))
+            }
             [index, limit, current, retry] if *index > 0 => Ok(Err(Refusal {
                 index: (*index - 1) as usize,
                 limit: (*limit).max(0) as u64,

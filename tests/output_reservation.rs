@@ -1,0 +1,168 @@
+//! Issue #18's property: for any request accepted for a budgeted tenant, the output the target
+//! provider is allowed to generate (its output field in the target's own format, or the model's
+//! maximum when the request sets none) times the answers it asks for never exceeds what metering
+//! reserved, whatever the counters granted and whichever format the target speaks.
+
+use dgidgi::config::{BudgetConfig, ModelConfig, PricingConfig, TenantConfig};
+use dgidgi::crd::tenant::{BudgetAction, EffectiveLimits, Source};
+use dgidgi::formats::volume::output_ask;
+use dgidgi::formats::{Format, anthropic, cap_output_tokens, cohere, gemini};
+use dgidgi::metering::plan::{Candidate, RequestSize, ReservePolicy, output_cap, reserve};
+use proptest::prelude::*;
+use serde_json::{Map, Value, json};
+
+fn budgeted() -> TenantConfig {
+    TenantConfig {
+        id: "team-a/acme".into(),
+        namespace: "team-a".into(),
+        name: "acme".into(),
+        tier: "free".into(),
+        source: Source::Platform,
+        preferred_provider: None,
+        preferred_model: None,
+        providers: Vec::new(),
+        allow_platform_fallback: false,
+        cli: None,
+        limits: Some(EffectiveLimits {
+            requests_per_minute: 10,
+            tokens_per_day: 50_000,
+            concurrent: 2,
+        }),
+        budget: Some(BudgetConfig {
+            monthly_micro_usd: 100_000,
+            alert_thresholds: Vec::new(),
+            action: BudgetAction::Block,
+        }),
+        access_keys: Vec::new(),
+        allowed_endpoints: Vec::new(),
+    }
+}
+
+fn model(max_output: Option<u32>) -> ModelConfig {
+    ModelConfig {
+        name: "m".into(),
+        aliases: Vec::new(),
+        streaming: true,
+        function_calling: true,
+        context_window: None,
+        max_output_tokens: max_output,
+        pricing: Some(PricingConfig {
+            input_micro_usd_per_million: 3_000_000,
+            output_micro_usd_per_million: 15_000_000,
+        }),
+    }
+}
+
+/// An output field's value: mostly integers, sometimes what a hostile client would try.
+fn field_value() -> impl Strategy<Value = Option<Value>> {
+    prop_oneof![
+        3 => Just(None),
+        4 => (0u64..2_000_000).prop_map(|n| Some(json!(n))),
+        1 => Just(Some(json!(u64::MAX))),
+        1 => Just(Some(json!(-1))),
+        1 => Just(Some(json!(1e9))),
+        1 => Just(Some(json!("100000"))),
+        1 => Just(Some(Value::Null)),
+    ]
+}
+
+fn request() -> impl Strategy<Value = Map<String, Value>> {
+    (
+        field_value(),
+        field_value(),
+        field_value(),
+        field_value(),
+        any::<bool>(),
+    )
+        .prop_map(|(max_tokens, max_completion, n, best_of, stream)| {
+            let mut map = Map::new();
+            map.insert("model".into(), json!("m"));
+            map.insert(
+                "messages".into(),
+                json!([{"role": "user", "content": "write a long story"}]),
+            );
+            for (name, value) in [
+                ("max_tokens", max_tokens),
+                ("max_completion_tokens", max_completion),
+                ("n", n),
+                ("best_of", best_of),
+            ] {
+                if let Some(value) = value {
+                    map.insert(name.into(), value);
+                }
+            }
+            map.insert("stream".into(), json!(stream));
+            map
+        })
+}
+
+/// The most output tokens (all answers together) a provider of `format` may generate for
+/// `body`, or `None` when nothing bounds it.
+fn allowed(format: Format, body: &Map<String, Value>, model: &ModelConfig) -> Option<u64> {
+    let ask = output_ask(format, body).expect("the gateway's own body is well formed");
+    assert_eq!(
+        ask.unbounded, None,
+        "an unbounded multiplier reached the target"
+    );
+    let per_answer = match (ask.max_output_tokens, model.max_output_tokens) {
+        (Some(asked), Some(max)) => Some(asked.min(u64::from(max))),
+        (Some(asked), None) => Some(asked),
+        (None, max) => max.map(u64::from),
+    }?;
+    Some(per_answer * ask.choices)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+    #[test]
+    fn what_a_target_may_generate_never_exceeds_what_was_reserved(
+        json in request(),
+        max_output in prop_oneof![Just(None), (1u32..200_000).prop_map(Some)],
+        granted_fraction in 0.0f64..=1.0,
+        new_name in any::<bool>(),
+    ) {
+        let tenant = budgeted();
+        let model = model(max_output);
+        // Accepted or refused as the gateway does (a malformed or unboundable field is a 400).
+        let Ok(ask) = output_ask(Format::OpenAi, &json) else { return Ok(()) };
+        if ask.unbounded.is_some() {
+            return Ok(());
+        }
+        let size = RequestSize {
+            body_bytes: serde_json::to_vec(&json).unwrap().len(),
+            max_output_tokens: ask.max_output_tokens,
+            choices: ask.choices,
+        };
+        let candidates = [Candidate { model: Some(&model), platform: true }];
+        let mut reservation = reserve(&tenant, &candidates, size, &ReservePolicy::default(), 0);
+        // The counters may grant any output from one token to the whole ask.
+        let asked = reservation.output_tokens;
+        let granted = ((asked as f64 * granted_fraction) as u64).clamp(asked.min(1), asked);
+        reservation.grant(granted);
+        let reserved_output = reservation.tokens - size.body_bytes.div_ceil(4) as u64;
+        let cap = output_cap(size, reservation.output_tokens, Some(&model));
+        // Every target format the request can be sent to, through the gateway's translations.
+        let mut targets: Vec<(Format, Map<String, Value>)> = vec![(Format::OpenAi, json.clone())];
+        if let Ok(body) = anthropic::request_from_openai(&json, 4_096) {
+            targets.push((Format::Anthropic, body));
+        }
+        if let Ok(body) = gemini::request_from_openai(&json) {
+            targets.push((Format::Gemini, body));
+        }
+        if let Ok(body) = cohere::request_from_openai(&json) {
+            targets.push((Format::Cohere, body));
+        }
+        for (format, mut body) in targets {
+            if let Some(cap) = cap {
+                cap_output_tokens(&mut body, format, new_name, cap);
+            }
+            let may = allowed(format, &body, &model);
+            prop_assert!(may.is_some(), "{format:?}: nothing bounds {body:?}");
+            prop_assert!(
+                may.unwrap_or(u64::MAX) <= reserved_output,
+                "{format:?}: may generate {may:?}, reserved {reserved_output} ({body:?})"
+            );
+        }
+    }
+}
