@@ -90,6 +90,7 @@ fn served(m: &ModelConfig) -> Served<'_> {
         outcome: "complete",
         fallback: 0,
         first_byte: None,
+        output_bound: None,
     }
 }
 

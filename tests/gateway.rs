@@ -200,6 +200,33 @@ async fn serve_one(mut stream: TcpStream, log: Seen) {
                     .await;
                 continue;
             }
+            // Answers that are not answers (issue #18, leak 7): a proxy's HTML page, JSON cut
+            // short, and a gzip body nobody declared.
+            "garbage-html" => respond(
+                "200 OK",
+                "text/html",
+                "",
+                "<html><body>502 Bad Gateway</body></html>".to_owned(),
+            ),
+            "garbage-json" => respond(
+                "200 OK",
+                "application/json",
+                "",
+                r#"{"id": "chatcmpl-fake", "choices": [{"index": 0, "mess"#.to_owned(),
+            ),
+            "garbage-gzip" => {
+                let gzip: &[u8] = &[0x1f, 0x8b, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x03];
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                    gzip.len()
+                );
+                if stream.write_all(head.as_bytes()).await.is_err()
+                    || stream.write_all(gzip).await.is_err()
+                {
+                    return;
+                }
+                continue;
+            }
             _ => respond("200 OK", "application/json", "", completion(&model)),
         };
         if stream.write_all(reply.as_bytes()).await.is_err() {
@@ -260,6 +287,9 @@ spec:
   - match: {{model: "only-429"}}
     targets: [{{provider: fake, model: fail-429}}]
     retry: {{attempts: 0}}
+  - match: {{model: "via-garbage-*"}}
+    targets: [{{provider: fake, model: garbage-html}}, {{provider: fake, model: garbage-json}}, {{provider: fake, model: garbage-gzip}}]
+    fallback: [{{provider: mock, model: mock-fast}}]
   - match: {{model: "all-fail"}}
     targets: [{{provider: fake, model: fail-500}}]
     fallback: [{{provider: dead, model: x}}]
@@ -537,6 +567,31 @@ async fn when_everything_fails_the_error_is_honest() {
     let (status, _, body) = h.chat(serde_json::json!({"model": "fake/bad-request", "messages": [{"role": "user", "content": "x"}]})).await;
     assert_eq!(status, 400);
     assert!(body.contains("temperature must be <= 2"));
+    h.running.shutdown().await;
+}
+
+/// Issue #18, leak 7: a 200 whose body is not an answer in the provider's format is the
+/// provider failing: another target is tried before the first byte, and without one the client
+/// gets a 502, never the garbage as a success.
+#[tokio::test]
+async fn a_garbage_success_is_an_upstream_failure() {
+    let h = Harness::new().await;
+    for model in ["garbage-html", "garbage-json", "garbage-gzip"] {
+        for stream in [false, true] {
+            let mut request = user(&format!("fake/{model}"));
+            request["stream"] = stream.into();
+            let (status, headers, body) = h.chat(request).await;
+            assert_eq!(status, 502, "{model} (stream: {stream}): {body}");
+            assert!(headers["content-type"].starts_with("application/json"));
+            let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(json["error"]["code"], "upstream_error", "{body}");
+        }
+    }
+    // With somewhere else to go, the plan walks on: all three garbage targets, then the mock.
+    let (status, headers, body) = h.chat(user("via-garbage-any")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(headers["x-dgidgi-provider"], "mock");
+    assert_eq!(headers["x-dgidgi-fallback"], "3");
     h.running.shutdown().await;
 }
 

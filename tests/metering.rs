@@ -122,6 +122,7 @@ fn served<'a>(m: &'a ModelConfig, usage: Option<Usage>) -> Served<'a> {
         outcome: "complete",
         fallback: 0,
         first_byte: None,
+        output_bound: None,
     }
 }
 
@@ -916,4 +917,79 @@ async fn reads_processed(connection: &mut redis::aio::MultiplexedConnection) -> 
         .find_map(|line| line.strip_prefix("total_reads_processed:"))
         .and_then(|value| value.trim().parse().ok())
         .expect("INFO stats has total_reads_processed")
+}
+
+/// Issue #18, leak 8: a usage report no answer could have (u64::MAX tokens, more output than
+/// the attempt allowed, or no input at all) is not believed: the reservation is charged, marked
+/// estimated, counted in a metric, and the ledger stores proper integers. Before, u64::MAX was
+/// charged as 2^41 tokens and the ledger stored -1; 0/0 made a request free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_no_answer_could_have_is_not_believed() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let metrics = Arc::new(Metrics::default());
+    let options = MeterOptions {
+        ledger: Some(LedgerOptions {
+            state_dir: state.path().to_owned(),
+            retention_days: 30,
+            json_lines: None,
+        }),
+        ..MeterOptions::default()
+    };
+    let meter = Meter::open(&options, metrics.clone()).expect("meter opens");
+    let t = tenant(limits(1_000, 1_000_000, 100), None);
+    let m = model();
+    let absurd = [
+        Usage {
+            input_tokens: u64::MAX,
+            output_tokens: u64::MAX,
+            ..Usage::default()
+        },
+        Usage::default(),
+        Usage {
+            input_tokens: 10,
+            output_tokens: 101,
+            ..Usage::default()
+        },
+    ];
+    for usage in absurd {
+        let ticket = admit(&meter, &t, &m).await.expect("admitted");
+        assert_eq!(ticket.reservation.tokens, 200);
+        let mut served = served(&m, Some(usage));
+        // The attempt was allowed 100 output tokens.
+        served.output_bound = Some(100);
+        meter.settle(ticket, Some(served)).await;
+    }
+    // Believable: 10 in, 100 out.
+    let ticket = admit(&meter, &t, &m).await.expect("admitted");
+    let mut fine = served(
+        &m,
+        Some(Usage {
+            input_tokens: 10,
+            output_tokens: 100,
+            ..Usage::default()
+        }),
+    );
+    fine.output_bound = Some(100);
+    meter.settle(ticket, Some(fine)).await;
+    let summary = meter.summary(&config_of(&t)).await;
+    assert_eq!(summary.tenants[0].tokens_today, 3 * 200 + 110);
+    meter.flush().await;
+    let records = read_all(state.path()).expect("ledger reads");
+    let mut estimated: Vec<(u64, bool)> = records.iter().map(|r| (r.tokens, r.estimated)).collect();
+    estimated.sort_unstable();
+    assert_eq!(
+        estimated,
+        vec![(110, false), (200, true), (200, true), (200, true)]
+    );
+    assert!(
+        records
+            .iter()
+            .all(|r| r.tokens_input <= i64::MAX as u64 && r.tokens_output <= i64::MAX as u64),
+        "{records:?}"
+    );
+    let text = metrics.encode();
+    assert!(
+        text.contains("dgidgi_unbelievable_usage_total{provider=\"dgidgi-system/openai\"} 3"),
+        "{text}"
+    );
 }

@@ -66,12 +66,28 @@ impl Cli {
 
 /// Logs go to stderr so stdout stays clean for YAML (`dgidgi crds > crds.yaml`).
 fn init_logging(filter: &str) {
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    // `try_init` also forwards the `log` records of dependencies (hyper, rustls, kube).
+    let _ = tracing_subscriber::util::SubscriberInitExt::try_init(logger(
+        filter,
+        std::io::stderr,
+        ansi,
+    ));
+}
+
+/// The process's log format, writing to `writer` (tests capture it). Text that requests or
+/// inputs control is logged as `?` fields, which this format writes escaped (a newline as
+/// `\n`), so it can never start a line of its own.
+pub fn logger<W>(filter: &str, writer: W, ansi: bool) -> impl tracing::Subscriber + Send + Sync
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(writer)
+        .with_ansi(ansi)
         .with_target(false)
-        .try_init();
+        .finish()
 }

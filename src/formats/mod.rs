@@ -82,12 +82,23 @@ pub fn translate_response(
     created: u64,
 ) -> Result<(Vec<u8>, Option<Usage>), FormatError> {
     if upstream == client {
+        // Relayed as it came, but only once it is an answer at all: a 200 with an HTML page,
+        // truncated JSON or an undeclared compressed body is the provider failing (fallback
+        // before the first byte, else 502), never a success metered as complete.
         let usage = match upstream {
             Format::OpenAi => openai::usage_from_response(body),
             _ => serde_json::from_slice::<Value>(body)
                 .ok()
                 .and_then(|v| v.get("usage").and_then(anthropic::usage_from_value)),
         };
+        // A usage read means the body parsed; without one it is parsed to tell.
+        let object = body.trim_ascii_start().first() == Some(&b'{')
+            && (usage.is_some() || serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok());
+        if !object {
+            return Err(FormatError::upstream(
+                "the provider's answer is not a JSON object",
+            ));
+        }
         return Ok((body.to_vec(), usage));
     }
     let parsed: Value = serde_json::from_slice(body)

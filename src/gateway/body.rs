@@ -116,7 +116,7 @@ fn finish(meter: &mut Option<Meter>, usage: Option<crate::usage::Usage>, end: En
 impl Stream {
     /// Ends the stream after a failure: the client-format error goes out.
     fn fail(&mut self, message: &str, out: &mut Vec<u8>, meter: &mut Option<Meter>) {
-        tracing::warn!("upstream stream failed: {message}");
+        tracing::warn!(error = ?message, "upstream stream failed");
         self.reframe.fail(message, out);
         self.done = true;
         finish(meter, self.reframe.usage(), End::UpstreamFailed);

@@ -62,7 +62,7 @@ impl HealthBook {
                 let until = now_ms() + COOL_DOWN.as_millis() as u64;
                 health.unhealthy_until_ms.store(until, Ordering::Relaxed);
                 tracing::warn!(
-                    provider = provider_id,
+                    provider = ?provider_id,
                     failures,
                     "provider marked unhealthy for {COOL_DOWN:?}"
                 );

@@ -174,6 +174,7 @@ struct ServedFacts {
     platform: bool,
     pricing: Option<PricingConfig>,
     fallback: u32,
+    output_bound: Option<u64>,
 }
 
 /// Finishes a metered request: on an answer, stamps the request id and rate-limit headers and
@@ -226,6 +227,11 @@ pub async fn finish(
         provider: served.provider.clone(),
         model: served.model.clone(),
         fallback: u32::try_from(served.fallback).unwrap_or(u32::MAX),
+        output_bound: crate::metering::plan::attempt_output_bound(
+            ticket.size,
+            served.output_cap,
+            model,
+        ),
     };
     let headers = served.response.headers_mut();
     write_admitted_headers(&ticket, headers);
@@ -310,6 +316,7 @@ async fn settle(
         outcome,
         fallback: facts.fallback,
         first_byte,
+        output_bound: facts.output_bound,
     };
     gateway.meter.settle(ticket, Some(served)).await;
 }

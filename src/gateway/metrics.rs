@@ -82,6 +82,13 @@ pub struct TenantLabels {
     pub tenant: String,
 }
 
+/// One provider.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderLabels {
+    /// Provider id.
+    pub provider: String,
+}
+
 /// A provider and the class of its failure.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UpstreamErrorLabels {
@@ -146,6 +153,9 @@ pub struct Metrics {
     /// Settlements and cancellations Redis did not take in time, by what became of them when
     /// sent again: a lasting `abandoned` or `dropped` means leases held to their TTL.
     pub redis_redeliveries: Family<ResultLabels, Counter>,
+    /// Usage reports not believed (no input, more output than the attempt allowed, counts past
+    /// any context): the reservation was charged instead.
+    pub unbelievable_usage: Family<ProviderLabels, Counter>,
     /// Each route's series of the families above, found once (see [`Metrics::route`]).
     routes: RouteSeriesCache,
 }
@@ -175,6 +185,7 @@ impl Default for Metrics {
             redis_errors: Family::default(),
             redis_fail_decisions: Family::default(),
             redis_redeliveries: Family::default(),
+            unbelievable_usage: Family::default(),
             routes: RouteSeriesCache::default(),
             registry: Registry::default(),
         };
@@ -259,6 +270,11 @@ impl Default for Metrics {
             "dgidgi_redis_redeliveries",
             "Settlements and cancellations Redis did not take in time, sent again: applied, abandoned (after an hour or a permanent error), dropped (too many waiting)",
             metrics.redis_redeliveries.clone(),
+        );
+        registry.register(
+            "dgidgi_unbelievable_usage",
+            "Provider usage reports not believed (no input tokens, more output than the attempt allowed, or more input than any context): the reservation was charged instead, marked estimated",
+            metrics.unbelievable_usage.clone(),
         );
         Self {
             registry,

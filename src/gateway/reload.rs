@@ -63,7 +63,10 @@ pub async fn watch(gateway: Arc<Gateway>, dir: PathBuf, interval: Duration) {
                 refused = None;
             }
             Err(error) => {
-                tracing::warn!("refused the new config, the last good one keeps serving: {error}");
+                tracing::warn!(
+                    error = ?format!("{error:#}"),
+                    "refused the new config, the last good one keeps serving"
+                );
                 gateway.metrics.reload(false);
                 refused = Some(fingerprint);
             }

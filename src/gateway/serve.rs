@@ -69,6 +69,8 @@ pub struct Served {
     /// The provider key's reservation for the attempt that served (its own limits), settled
     /// with the tokens it used once the body ends.
     pub quota: Option<SettleOnDrop<ProviderTicket>>,
+    /// The output limit the gateway wrote into the attempt that served, if it wrote one.
+    pub output_cap: Option<u64>,
 }
 
 /// The request in its canonical (OpenAI) form, made once per request.
@@ -286,6 +288,7 @@ pub async fn serve(
                         fallback: index,
                         source: planned.source,
                         quota,
+                        output_cap,
                     });
                 }
                 Err(failure) => {
@@ -304,12 +307,14 @@ pub async fn serve(
                     if let (Upstream::Provider(provider), Some(_)) = (attempt.upstream, class) {
                         snapshot.health.record_failure(&provider.id);
                     }
+                    // Request-controlled text (the model name) as escaped fields: a newline
+                    // in it cannot start a forged log line.
                     tracing::info!(
-                        upstream = %describe(attempt),
-                        model = %attempt.model,
+                        upstream = ?describe(attempt),
+                        model = ?attempt.model,
                         attempt = try_number + 1,
-                        "attempt failed: {}",
-                        failure.describe()
+                        failure = ?failure.describe(),
+                        "attempt failed"
                     );
                     let retry = class.is_some_and(|class| planned.retry.on.contains(&class));
                     failures.push(failure);
@@ -360,6 +365,17 @@ async fn answer(
         .is_some_and(|v| v.starts_with("text/event-stream"));
     let (meter, completion) = Meter::new(status.as_u16());
     let deadline = total_deadline(attempt);
+    if status.is_success() && prepared.stream && !is_sse {
+        // A stream was asked for and something else came (an HTML error page, a proxy's
+        // answer): the provider failed, and nothing has reached the client yet.
+        let what = headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("no content type");
+        return Err(Failure::BadAnswer(format!(
+            "a stream was asked for and the provider answered {what:?}"
+        )));
+    }
     if status.is_success() && (prepared.stream || is_sse) {
         let context = Context {
             model: attempt.model.clone(),
@@ -542,7 +558,7 @@ async fn call(
                 Some(row_id) => match snapshot.provider_key(row_id) {
                     Some(key) => Some(key),
                     None => {
-                        tracing::error!(provider = %provider.id, "the provider's key could not be decrypted");
+                        tracing::error!(provider = ?provider.id, "the provider's key could not be decrypted");
                         return Outcome::Failed(Failure::Auth(StatusCode::INTERNAL_SERVER_ERROR));
                     }
                 },

@@ -307,7 +307,10 @@ pub struct StartOptions {
 pub async fn start(options: StartOptions) -> anyhow::Result<Running> {
     let gateway = Gateway::new(options.settings)?;
     if let Err(error) = super::reload::load_now(&gateway, &options.config_dir) {
-        tracing::warn!("no usable config yet, not ready until one appears: {error}");
+        tracing::warn!(
+            error = ?format!("{error:#}"),
+            "no usable config yet, not ready until one appears"
+        );
         gateway.metrics.reload(false);
     }
     let api_listener = bind(options.listen).await?;

@@ -247,7 +247,7 @@ impl TimeOrder {
     fn at(self, ms: u64) -> (&'static str, rusqlite::types::Value) {
         match self {
             Self::Key => ("request_id", request_id::first_at(ms).into()),
-            Self::Index => ("ts_ms", (ms as i64).into()),
+            Self::Index => ("ts_ms", sql_int(ms).into()),
         }
     }
 }
@@ -294,14 +294,14 @@ impl Ledger {
                     "UPDATE requests SET outcome = 'interrupted', estimated = 1
                      WHERE {column} >= ?1 AND ts_ms >= ?2 AND outcome = 'reserved'"
                 ),
-                params![bound, open_since as i64],
+                params![bound, sql_int(open_since)],
             )
             .map_err(sql)? as u64;
         let cutoff = now_ms.saturating_sub(u64::from(options.retention_days) * 86_400_000);
         let (column, bound) = order.at(cutoff);
         conn.execute(
             &format!("DELETE FROM requests WHERE {column} < ?1 AND ts_ms < ?2"),
-            params![bound, cutoff as i64],
+            params![bound, sql_int(cutoff)],
         )
         .map_err(sql)?;
         let restored = restore(&mut conn, today, month, interrupted).map_err(sql)?;
@@ -672,9 +672,9 @@ fn write_batch(statements: &mut Statements<'_>, batch: &[Op]) -> rusqlite::Resul
                 add_totals(
                     &mut totals,
                     record,
-                    record.tokens as i64,
+                    sql_int(record.tokens),
                     1,
-                    record.cost_micro_usd as i64,
+                    sql_int(record.cost_micro_usd),
                 );
             }
             Op::Settle(record, reserved) => {
@@ -692,9 +692,9 @@ fn write_batch(statements: &mut Statements<'_>, batch: &[Op]) -> rusqlite::Resul
                 add_totals(
                     &mut totals,
                     record,
-                    record.tokens as i64 - reserved.tokens as i64,
+                    sql_int(record.tokens) - sql_int(reserved.tokens),
                     requests,
-                    record.cost_micro_usd as i64 - reserved.cost_micro_usd as i64,
+                    sql_int(record.cost_micro_usd) - sql_int(reserved.cost_micro_usd),
                 );
             }
             Op::Refused(record) => {
@@ -728,19 +728,19 @@ fn write_row(statement: &mut Statement<'_>, r: &Record) -> rusqlite::Result<usiz
     statement.execute(params![
         r.request_id,
         r.timestamp,
-        r.ts_ms as i64,
+        sql_int(r.ts_ms),
         r.tenant_id,
         r.provider,
         r.model,
         r.source,
         r.day,
         r.month,
-        r.tokens_input as i64,
-        r.tokens_output as i64,
-        r.cached_input_tokens as i64,
-        r.tokens as i64,
-        r.cost_micro_usd as i64,
-        r.latency_ms as i64,
+        sql_int(r.tokens_input),
+        sql_int(r.tokens_output),
+        sql_int(r.cached_input_tokens),
+        sql_int(r.tokens),
+        sql_int(r.cost_micro_usd),
+        sql_int(r.latency_ms),
         r.status,
         r.outcome,
         r.fallback_count,
@@ -805,6 +805,12 @@ pub fn read_all(state_dir: &Path) -> Result<Vec<Record>, LedgerError> {
         })
         .map_err(sql)?;
     rows.collect::<Result<_, _>>().map_err(sql)
+}
+
+/// A count as SQLite's integer: SQLite stores signed 64-bit integers, and a figure past
+/// `i64::MAX` (only an absurd one) is stored as that, never wrapped to a negative number.
+fn sql_int(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

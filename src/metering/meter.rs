@@ -21,7 +21,9 @@ use super::redis::{RedisCounters, RedisError};
 use super::request_id;
 use crate::config::{GatewayConfig, PricingConfig, ProviderLimitsConfig, TenantConfig};
 use crate::crd::tenant::BudgetAction;
-use crate::gateway::metrics::{LimitLabels, Metrics, RedisLabels, ResultLabels, TenantLabels};
+use crate::gateway::metrics::{
+    LimitLabels, Metrics, ProviderLabels, RedisLabels, ResultLabels, TenantLabels,
+};
 use crate::usage::Usage;
 
 /// What to do when Redis does not answer in time.
@@ -129,7 +131,8 @@ pub struct Ticket {
     shared: bool,
     budget: Option<(u64, Vec<u32>)>,
     journal: Option<tokio::sync::oneshot::Receiver<Result<(), LedgerError>>>,
-    size: RequestSize,
+    /// What the request asked for (its body, output fields, answers).
+    pub size: RequestSize,
 }
 
 impl Ticket {
@@ -191,6 +194,10 @@ pub struct Served<'a> {
     pub fallback: u32,
     /// Arrival to first byte.
     pub first_byte: Option<Duration>,
+    /// The most output tokens (all answers together) the attempt that served could produce:
+    /// the limit written or asked for, or the model's maximum; `None` when nothing bounded it.
+    /// A usage report beyond it is not believed.
+    pub output_bound: Option<u64>,
 }
 
 /// One tenant's figures in the usage summary (the operator writes them into status).
@@ -240,6 +247,9 @@ pub struct Meter {
     /// stopping gateway waits for them, or the requests it drained would keep their
     /// reservations in Redis until the counters' TTL and in the ledger until the next start.
     settling: TaskTracker,
+    /// Whether an unbelievable usage report has been logged (once per process; the metric
+    /// counts every one).
+    unbelievable_logged: std::sync::atomic::AtomicBool,
 }
 
 /// Cancels a Redis reservation if the admission awaiting it is dropped before the answer.
@@ -323,6 +333,7 @@ impl Meter {
             fail_mode: options.fail_mode,
             metrics,
             settling: TaskTracker::new(),
+            unbelievable_logged: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -682,9 +693,20 @@ impl Meter {
 
     /// Settles a request: `served` is `None` when no provider answered (everything released).
     pub async fn settle(&self, ticket: Ticket, served: Option<Served<'_>>) {
+        // A report no real answer could give (no input at all, more output than the attempt
+        // allowed, counts past any context) is treated as missing: the reservation stands.
+        let reported = served.as_ref().and_then(|s| s.usage);
+        let believed = served.as_ref().and_then(|s| {
+            let usage = s.usage?;
+            if plan::believable(&usage, s.output_bound) {
+                return Some(usage);
+            }
+            self.unbelievable_usage(s.provider, &usage);
+            None
+        });
         let settlement = served.as_ref().map(|s| {
             // A provider error answer (4xx relayed) is not billed by providers.
-            let usage = match s.usage {
+            let usage = match believed {
                 None if !(200..300).contains(&s.status) => Some(Usage::default()),
                 usage => usage,
             };
@@ -724,7 +746,7 @@ impl Meter {
             record.latency_ms = latency.as_millis() as u64;
             match &served {
                 Some(s) => {
-                    let usage = s.usage.unwrap_or_default();
+                    let usage = reported.unwrap_or_default();
                     record.provider = s.provider.to_owned();
                     record.model = s.model.to_owned();
                     record.tokens_input = usage.input_tokens;
@@ -749,7 +771,28 @@ impl Meter {
             );
         }
         if let (Some(served), Some(settlement)) = (served, settlement) {
-            self.count(&ticket, &served, settlement, latency);
+            self.count(&ticket, &served, believed, settlement, latency);
+        }
+    }
+
+    /// Counts a usage report that was not believed, and says so in the log the first time.
+    fn unbelievable_usage(&self, provider: &str, usage: &Usage) {
+        self.metrics
+            .unbelievable_usage
+            .get_or_create(&ProviderLabels {
+                provider: provider.to_owned(),
+            })
+            .inc();
+        if !self
+            .unbelievable_logged
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::warn!(
+                provider = ?provider,
+                input = usage.input_tokens,
+                output = usage.output_tokens,
+                "a provider reported usage no answer could have (no input, or more than allowed); the reservation is charged instead (counted in dgidgi_unbelievable_usage_total, logged once)"
+            );
         }
     }
 
@@ -757,6 +800,7 @@ impl Meter {
         &self,
         ticket: &Ticket,
         served: &Served<'_>,
+        usage: Option<Usage>,
         settlement: Settlement,
         latency: Duration,
     ) {
@@ -771,7 +815,7 @@ impl Meter {
         if let Some(first) = served.first_byte {
             route.first_byte_after(&self.metrics, first);
         }
-        if let Some(usage) = served.usage {
+        if let Some(usage) = usage {
             route.used(&self.metrics, usage.input_tokens, usage.output_tokens);
         }
         if served.fallback > 0 {
@@ -820,7 +864,7 @@ impl Meter {
                 _ => self.book().mark_once(&mark),
             };
             if first {
-                tracing::warn!(tenant = %ticket.tenant, percent, "budget alert threshold crossed");
+                tracing::warn!(tenant = ?ticket.tenant, percent, "budget alert threshold crossed");
                 self.metrics
                     .budget_thresholds
                     .get_or_create(&TenantLabels {

@@ -341,6 +341,35 @@ pub struct Settlement {
     pub estimated: bool,
 }
 
+/// The most input tokens a report is believed for: past the largest context any model has
+/// (10 million tokens), whatever the catalog says (a catalog's context can be stale: Anthropic's
+/// 1M-context beta serves models listed at 200k).
+pub const MAX_BELIEVABLE_INPUT_TOKENS: u64 = 10_000_000;
+
+/// Whether a provider's usage report could describe a real answer: some input (every request
+/// has a prompt), no more input than any context holds, and no more output than the attempt
+/// allowed (`output_bound`, all answers together) or, unbounded, than any model produces.
+/// A report that fails is treated as missing: the reservation is charged, marked estimated.
+pub fn believable(usage: &Usage, output_bound: Option<u64>) -> bool {
+    usage.input_tokens > 0
+        && usage.input_tokens <= MAX_BELIEVABLE_INPUT_TOKENS
+        && usage.output_tokens <= output_bound.unwrap_or(MAX_BELIEVABLE_INPUT_TOKENS)
+}
+
+/// The most output tokens (all answers together) an attempt on `model` could produce: the limit
+/// written into it (`cap`), else the request's own, else the model's maximum; `None` when
+/// nothing bounded it.
+pub fn attempt_output_bound(
+    size: RequestSize,
+    cap: Option<u64>,
+    model: Option<&ModelConfig>,
+) -> Option<u64> {
+    let per_answer = cap
+        .or(size.max_output_tokens)
+        .or_else(|| model.and_then(|m| m.max_output_tokens).map(u64::from))?;
+    Some(per_answer.saturating_mul(size.choices.max(1)))
+}
+
 /// Usage figures above this are not believed (a hostile or broken upstream could otherwise wrap
 /// the counters): about a trillion tokens, far beyond any real request.
 const MAX_BELIEVABLE_TOKENS: u64 = 1 << 40;

@@ -237,7 +237,7 @@ impl InputLoader {
     }
 
     fn warn(&mut self, message: String) {
-        tracing::warn!("{message}");
+        tracing::warn!(warning = ?message, "render input");
         self.warnings.push(message);
     }
 
@@ -432,7 +432,7 @@ impl InputLoader {
                     .insert(key.clone(), resource)
                     .is_some()
                 {
-                    tracing::debug!("{} {key} given twice; the later one wins", kind.as_str());
+                    tracing::debug!(kind = kind.as_str(), key = ?key.to_string(), "given twice; the later one wins");
                 }
             }
             Err(message) => {

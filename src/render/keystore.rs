@@ -32,14 +32,14 @@ pub fn reconcile(
                 .and_then(|store| store.get(&credential.id))
                 .filter(|row| row.tenant_id == credential.tenant_id && row.provider == credential.provider);
             let Some(old) = old else {
-                tracing::info!(row = %credential.id, "key store: new row");
+                tracing::info!(row = ?credential.id, "key store: new row");
                 return new_row(ring, identity, &credential.value, &now, rng);
             };
             let old = old.clone();
             match open(ring, identity, &old.encrypted_value) {
                 Ok(plain) if bool::from(plain.as_slice().ct_eq(&credential.value)) => Ok(old),
                 Ok(_) => {
-                    tracing::info!(row = %credential.id, "key store: key changed, row re-encrypted");
+                    tracing::info!(row = ?credential.id, "key store: key changed, row re-encrypted");
                     Ok(KeyStoreRow {
                         encrypted_value: seal(ring, identity, &credential.value, rng)?,
                         rotated_at: Some(now.clone()),

@@ -116,7 +116,7 @@ pub fn resolve_all(
                 )
             }
             Err(refusal) => {
-                tracing::warn!(provider = %key, reason = refusal.reason, "provider not ready: {}", refusal.message);
+                tracing::warn!(provider = ?key.to_string(), reason = refusal.reason, problem = ?refusal.message, "provider not ready");
                 (
                     vec![ConditionUpdate::new(
                         READY,

@@ -169,7 +169,7 @@ fn resolve_one(
             format!("served by the {} source", spec.source.as_str()),
         ),
         Some(b) => {
-            tracing::warn!(tenant = %key, reason = b.reason, "tenant not ready: {}", b.message);
+            tracing::warn!(tenant = ?key.to_string(), reason = b.reason, problem = ?b.message, "tenant not ready");
             ConditionUpdate::new(READY, false, b.reason, b.message.clone())
         }
     };
