@@ -39,6 +39,11 @@ pub struct ServeArgs {
     /// Largest request body in bytes (413 beyond).
     #[arg(long, default_value_t = 10 * 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// Most client connections the API listener holds at once; more are closed at once and
+    /// counted (dgidgi_connections_refused_total). Lowered at start to what the process's open
+    /// file limit leaves after the admin listener and the upstream connections.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_connections: usize,
     /// How often the config directory is checked for changes.
     #[arg(long, default_value = "1s")]
     pub reload_interval: String,
@@ -101,6 +106,7 @@ impl ServeArgs {
             admin_listen: self.admin_listen,
             settings: Settings {
                 max_body_bytes: self.max_body_bytes,
+                max_connections: self.max_connections,
                 metering: MeterOptions {
                     policy: ReservePolicy {
                         unbounded_output_tokens: self.unbounded_output_tokens,
@@ -194,9 +200,10 @@ fn serve_local(serve: &ServeArgs) -> anyhow::Result<ExitCode> {
 /// Serves `options` on a new multi-threaded runtime until a stop signal; `started` runs once
 /// the listeners are bound (to print addresses and keys).
 pub fn serve_until_stopped(
-    options: StartOptions,
+    mut options: StartOptions,
     started: impl FnOnce(&crate::gateway::server::Running),
 ) -> anyhow::Result<ExitCode> {
+    options.settings.max_connections = fit_open_files(options.settings.max_connections);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -209,4 +216,33 @@ pub fn serve_until_stopped(
         running.shutdown().await;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// File descriptors kept for everything but client connections: upstream connections, the
+/// ledger, the config directory, Redis.
+const RESERVED_FILES: u64 = 1_024;
+
+/// Raises the open-file limit to its hard maximum (the default soft limit, often 1,024, is
+/// what a few hundred idle sockets used to exhaust) and returns how many API connections fit in
+/// it next to the admin listener and [`RESERVED_FILES`]; `wanted` when they all fit.
+fn fit_open_files(wanted: usize) -> usize {
+    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(error) => {
+            tracing::warn!("reading the open-file limit failed: {error}");
+            return wanted;
+        }
+    };
+    let room = limit
+        .saturating_sub(crate::gateway::server::ADMIN_MAX_CONNECTIONS as u64)
+        .saturating_sub(RESERVED_FILES)
+        .max(64);
+    let fitted = usize::try_from(room).unwrap_or(usize::MAX).min(wanted);
+    if fitted < wanted {
+        tracing::warn!(
+            open_files = limit,
+            "--max-connections {wanted} does not fit the open-file limit; holding at most {fitted} API connections (raise `ulimit -n`)"
+        );
+    }
+    fitted
 }

@@ -70,6 +70,7 @@ pub fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
         listen: args.serve.listen,
         admin_listen: args.serve.admin_listen,
         max_body_bytes: 10 * 1024 * 1024,
+        max_connections: 10_000,
         reload_interval: "1s".to_owned(),
         drain_timeout: "10s".to_owned(),
         unready_delay: "0s".to_owned(),

@@ -82,6 +82,13 @@ pub struct TenantLabels {
     pub tenant: String,
 }
 
+/// One listener.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    /// api or admin.
+    pub listener: &'static str,
+}
+
 /// One provider.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProviderLabels {
@@ -156,6 +163,8 @@ pub struct Metrics {
     /// Usage reports not believed (no input, more output than the attempt allowed, counts past
     /// any context): the reservation was charged instead.
     pub unbelievable_usage: Family<ProviderLabels, Counter>,
+    /// Connections closed at once because their listener held its most.
+    pub connections_refused: Family<ListenerLabels, Counter>,
     /// Each route's series of the families above, found once (see [`Metrics::route`]).
     routes: RouteSeriesCache,
 }
@@ -186,6 +195,7 @@ impl Default for Metrics {
             redis_fail_decisions: Family::default(),
             redis_redeliveries: Family::default(),
             unbelievable_usage: Family::default(),
+            connections_refused: Family::default(),
             routes: RouteSeriesCache::default(),
             registry: Registry::default(),
         };
@@ -276,6 +286,11 @@ impl Default for Metrics {
             "Provider usage reports not believed (no input tokens, more output than the attempt allowed, or more input than any context): the reservation was charged instead, marked estimated",
             metrics.unbelievable_usage.clone(),
         );
+        registry.register(
+            "dgidgi_connections_refused",
+            "Connections closed at once because their listener held its most (--max-connections for the API)",
+            metrics.connections_refused.clone(),
+        );
         Self {
             registry,
             ..metrics
@@ -304,6 +319,13 @@ impl Metrics {
             tracing::error!("encoding the metrics failed");
         }
         text
+    }
+
+    /// Counts a connection its listener had no room for.
+    pub fn connections_refused(&self, listener: &'static str) {
+        self.connections_refused
+            .get_or_create(&ListenerLabels { listener })
+            .inc();
     }
 
     /// Counts a config reload.

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod body;
 pub mod chat;
 pub mod completion;
+pub mod connection;
 pub mod egress;
 pub mod error;
 pub mod health;
@@ -38,10 +39,14 @@ pub struct Settings {
     /// Largest request body accepted (413 beyond).
     pub max_body_bytes: usize,
     /// How long a client may take to send its request headers (the connection is closed
-    /// with 408 beyond), so idle half-open connections cannot pile up.
+    /// with 408 beyond), and how long a connection may sit with no request in flight (its
+    /// first byte included) before it is closed, so idle connections cannot pile up.
     pub header_read_timeout: std::time::Duration,
     /// How long a client may take to send its body (408 beyond), against slow-body attacks.
     pub body_read_timeout: std::time::Duration,
+    /// Most connections the API listener holds at once (more are closed at once and counted
+    /// in `dgidgi_connections_refused_total`); the admin listener has its own.
+    pub max_connections: usize,
     /// Limits, budgets and the ledger.
     pub metering: crate::metering::MeterOptions,
     /// Bearer token of the admin `/usage` endpoint (the endpoint answers 404 without one).
@@ -78,6 +83,7 @@ impl Default for Settings {
             max_body_bytes: 10 * 1024 * 1024,
             header_read_timeout: std::time::Duration::from_secs(30),
             body_read_timeout: std::time::Duration::from_secs(30),
+            max_connections: 10_000,
             metering: crate::metering::MeterOptions::default(),
             admin_token: None,
         }

@@ -13,15 +13,15 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::Gateway;
 use super::body::ResponseBody;
+use super::connection::Tracked;
 use super::error::ApiError;
 use super::{chat, messages, models};
 use crate::formats::Format;
@@ -135,8 +135,24 @@ pub enum Role {
     Admin,
 }
 
+impl Role {
+    /// The `listener` label of its metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Api => "api",
+            Self::Admin => "admin",
+        }
+    }
+}
+
+/// Most connections the admin listener holds at once: probes and scrapes need few, and a
+/// flooded API listener cannot take these.
+pub const ADMIN_MAX_CONNECTIONS: usize = 256;
+
 /// Serves `listener` until `shutdown` turns true, then drains open connections for up to
-/// `drain`.
+/// `drain`. At most `max_connections` are held at once (more are accepted and closed at once,
+/// and counted), each must send its first byte within the header timeout, and one idle that
+/// long is closed (see [`super::connection`]).
 pub async fn serve(
     listener: TcpListener,
     gateway: Arc<Gateway>,
@@ -144,8 +160,14 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
     drain: Duration,
 ) {
-    let graceful = GracefulShutdown::new();
+    let stop = CancellationToken::new();
     let streams = StreamTasks::default();
+    let idle = gateway.settings.header_read_timeout;
+    let max_connections = match role {
+        Role::Api => gateway.settings.max_connections,
+        Role::Admin => ADMIN_MAX_CONNECTIONS,
+    };
+    let permits = Arc::new(Semaphore::new(max_connections.max(1)));
     // Aborted at the drain deadline: each connection still open is then dropped, which cuts its
     // socket and ends its bodies, so their requests settle as cut before the process exits.
     let mut connections = JoinSet::new();
@@ -153,10 +175,15 @@ pub async fn serve(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(gateway.settings.header_read_timeout)
+        .header_read_timeout(idle)
         .max_headers(MAX_HEADERS)
         .keep_alive(true);
-    builder.http2().timer(TokioTimer::new());
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        // A peer that stopped answering is found and closed even while a stream is open.
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20));
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -168,21 +195,44 @@ pub async fn serve(
                         continue;
                     }
                 };
+                let Ok(permit) = permits.clone().try_acquire_owned() else {
+                    // Full: closed at once rather than held, so file descriptors stay for the
+                    // connections in use (and the other listener).
+                    gateway.metrics.connections_refused(role.as_str());
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
                 let gateway = gateway.clone();
-                let service = service_fn(move |request| {
-                    let gateway = gateway.clone();
-                    async move {
-                        match role {
-                            Role::Api => api(gateway, request).await,
-                            Role::Admin => admin(gateway, request).await,
-                        }
-                    }
-                });
-                let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                let connection = graceful.watch(connection.into_owned());
+                let builder = builder.clone();
+                let stop = stop.clone();
                 connections.spawn(async move {
-                    if let Err(error) = connection.await {
+                    let _permit = permit;
+                    if !super::connection::first_byte(&stream, idle).await {
+                        return;
+                    }
+                    let activity = super::connection::Activity::new();
+                    let tracker = activity.clone();
+                    let service = service_fn(move |request| {
+                        let gateway = gateway.clone();
+                        let in_flight = tracker.started();
+                        async move {
+                            let response = match role {
+                                Role::Api => api(gateway, request).await,
+                                Role::Admin => admin(gateway, request).await,
+                            }?;
+                            Ok::<_, Infallible>(response.map(|body| Tracked::new(body, in_flight)))
+                        }
+                    });
+                    let connection =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    let served = super::connection::drive(
+                        connection,
+                        |connection| connection.graceful_shutdown(),
+                        &activity,
+                        idle,
+                        &stop,
+                    );
+                    if let Err(error) = served.await {
                         tracing::debug!(%peer, "connection ended: {error}");
                     }
                 });
@@ -198,8 +248,10 @@ pub async fn serve(
         }
     }
     drop(listener);
+    stop.cancel();
+    let drained = async { while connections.join_next().await.is_some() {} };
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!(?role, "drained"),
+        () = drained => tracing::info!(?role, "drained"),
         () = tokio::time::sleep(drain) => {
             tracing::warn!(?role, "drain deadline passed; closing open connections");
             // Aborted and awaited: by the time this returns, each cut request has handed its
