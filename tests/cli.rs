@@ -280,3 +280,32 @@ fn directory_link_cycles_do_not_hang_render() {
         stderr(&output)
     );
 }
+
+/// Issue #18: `render --strict` fails when the ConfigMap would be refused by Kubernetes (more
+/// than 1 MiB of data, about 2,300 tenants today) instead of warning and exiting 0.
+#[test]
+fn strict_render_fails_when_the_config_map_would_exceed_kubernetes_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut yaml = String::from(
+        "apiVersion: llm.dgidgi.io/v1alpha1\nkind: LlmProvider\nmetadata: {name: mock, namespace: dgidgi-system}\nspec: {type: mock}\n",
+    );
+    for i in 0..4_000 {
+        yaml.push_str(&format!(
+            "---\napiVersion: llm.dgidgi.io/v1alpha1\nkind: LlmTenant\nmetadata: {{name: tenant-{i}, namespace: team-{i}}}\nspec: {{}}\n"
+        ));
+    }
+    std::fs::write(dir.path().join("many.yaml"), yaml).unwrap();
+    let lenient = dgidgi(&["render", "-f", "many.yaml", "--out", "out"], dir.path());
+    assert!(lenient.status.success(), "{}", stderr(&lenient));
+    assert!(stderr(&lenient).contains("too large for Kubernetes"));
+    let strict = dgidgi(
+        &["render", "-f", "many.yaml", "--out", "out", "--strict"],
+        dir.path(),
+    );
+    assert_eq!(strict.status.code(), Some(2), "{}", stderr(&strict));
+    let message = stderr(&strict);
+    assert!(
+        message.contains("too large: the gateway config (ConfigMap dgidgi-gateway-config)"),
+        "{message}"
+    );
+}

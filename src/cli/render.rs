@@ -16,8 +16,11 @@ use crate::render::manifests::{
 };
 use crate::render::{DEFAULT_PLATFORM_NAMESPACE, InputLoader, RenderContext, RenderOutput, render};
 
-/// A ConfigMap holds at most 1 MiB; warn well before.
-const CONFIG_MAP_WARN_BYTES: usize = 900 * 1024;
+/// A ConfigMap or Secret holds at most 1 MiB of data (Kubernetes refuses more).
+const OBJECT_LIMIT_BYTES: usize = 1024 * 1024;
+
+/// Warn well before the limit.
+const OBJECT_WARN_BYTES: usize = 900 * 1024;
 
 /// Arguments of `dgidgi render`.
 #[derive(Debug, Args)]
@@ -38,7 +41,8 @@ pub struct RenderArgs {
     /// The platform namespace.
     #[arg(long, default_value = DEFAULT_PLATFORM_NAMESPACE)]
     pub namespace: String,
-    /// Exit with status 2 when any resource is not Ready (for CI pipelines).
+    /// Exit with status 2 when any resource is not Ready, or when the gateway's ConfigMap or
+    /// key store Secret would exceed Kubernetes' 1 MiB limit (for CI pipelines).
     #[arg(long)]
     pub strict: bool,
 }
@@ -53,13 +57,43 @@ pub fn run(args: &RenderArgs) -> anyhow::Result<ExitCode> {
     )?;
 
     let not_ready = output.report.not_ready();
-    if args.strict && !not_ready.is_empty() {
+    let oversized = oversized_objects(&output);
+    if args.strict && !(not_ready.is_empty() && oversized.is_empty()) {
         for line in &not_ready {
             eprintln!("not ready: {line}");
+        }
+        for line in &oversized {
+            eprintln!("too large: {line}");
         }
         return Ok(ExitCode::from(2));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The rendered objects whose data Kubernetes would refuse (over 1 MiB), described.
+pub fn oversized_objects(output: &RenderOutput) -> Vec<String> {
+    let Ok(docs) = crate::render::manifests::documents(output) else {
+        return Vec::new();
+    };
+    [
+        (
+            "the gateway config (ConfigMap dgidgi-gateway-config)",
+            &docs.gateway_config,
+        ),
+        (
+            "the key store (Secret dgidgi-gateway-keys)",
+            &docs.key_store,
+        ),
+    ]
+    .into_iter()
+    .filter(|(_, text)| text.len() > OBJECT_LIMIT_BYTES)
+    .map(|(what, text)| {
+        format!(
+            "{what} is {} bytes; Kubernetes refuses more than {OBJECT_LIMIT_BYTES}",
+            text.len()
+        )
+    })
+    .collect()
 }
 
 /// Reads `inputs` (and earlier outputs found in `out` and `config_dir`), renders, and writes
@@ -262,8 +296,11 @@ fn summarize(output: &RenderOutput) {
         not_ready,
         "rendered"
     );
+    for problem in oversized_objects(output) {
+        tracing::error!(problem = ?problem, "a rendered object is too large for Kubernetes");
+    }
     if let Ok(docs) = crate::render::manifests::documents(output)
-        && docs.gateway_config.len() > CONFIG_MAP_WARN_BYTES
+        && (OBJECT_WARN_BYTES..=OBJECT_LIMIT_BYTES).contains(&docs.gateway_config.len())
     {
         tracing::warn!(
             bytes = docs.gateway_config.len(),
