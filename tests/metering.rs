@@ -377,7 +377,19 @@ async fn the_ledger_restores_counters_and_keeps_unsettled_reservations() {
     let outcomes: Vec<&str> = records.iter().map(|r| r.outcome.as_str()).collect();
     assert_eq!(outcomes.iter().filter(|o| **o == "complete").count(), 1);
     assert_eq!(outcomes.iter().filter(|o| **o == "interrupted").count(), 1);
-    assert_eq!(outcomes.iter().filter(|o| **o == "refused").count(), 7);
+    // Refusals are counted per tenant, minute and reason (issue #18), not a row each.
+    assert_eq!(outcomes.iter().filter(|o| **o == "refused").count(), 0);
+    let refused = dgidgi::metering::refusals::read(state.path()).expect("refusals read");
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(
+        (
+            refused[0].tenant_id.as_str(),
+            refused[0].reason.as_str(),
+            refused[0].status,
+            refused[0].count
+        ),
+        (t.id.as_str(), "tpd", 429, 7)
+    );
     let complete = records
         .iter()
         .find(|r| r.outcome == "complete")
@@ -391,11 +403,17 @@ async fn the_ledger_restores_counters_and_keeps_unsettled_reservations() {
         (120, 30, 480)
     );
     let lines = std::fs::read_to_string(state.path().join("ledger.jsonl")).expect("json lines");
-    assert!(
-        lines.lines().count() >= 8,
-        "finished records are also JSON lines"
+    // The settled request is a line of its own; the seven refusals one line of their sum.
+    let (sums, records): (Vec<&str>, Vec<&str>) =
+        lines.lines().partition(|line| line.contains(r#""reason""#));
+    assert_eq!(sums.len(), 1, "{lines}");
+    let sum: serde_json::Value = serde_json::from_str(sums[0]).expect("JSON");
+    assert_eq!(
+        (sum["reason"].as_str(), sum["count"].as_u64()),
+        (Some("tpd"), Some(7))
     );
-    for line in lines.lines() {
+    assert!(!records.is_empty(), "finished records are also JSON lines");
+    for line in records {
         let record: serde_json::Value = serde_json::from_str(line).expect("each line is JSON");
         for field in [
             "tenant_id",
@@ -992,4 +1010,46 @@ async fn usage_no_answer_could_have_is_not_believed() {
         text.contains("dgidgi_unbelievable_usage_total{provider=\"dgidgi-system/openai\"} 3"),
         "{text}"
     );
+}
+
+/// Issue #18, leak 10: one tenant's refusals cannot fill the disk the ledger shares with every
+/// other tenant. 5,000 refused requests grow the state directory by at most 256 KiB (before:
+/// a 300-byte row each, 120k refusals in 20 s filled a small volume and every tenant got 503).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_grow_the_state_directory_by_a_bounded_amount() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let meter = meter(None, FailMode::Open, Some(state.path()));
+    // Concurrency 1, held: every later request is refused.
+    let t = tenant(limits(1_000_000, 1_000_000_000, 1), None);
+    let m = model();
+    let held = admit(&meter, &t, &m).await.expect("admitted");
+    meter.flush().await;
+    let size = |dir: &std::path::Path| -> u64 {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .sum()
+    };
+    let before = size(state.path());
+    for _ in 0..5_000 {
+        assert!(admit(&meter, &t, &m).await.is_err());
+    }
+    meter.flush().await;
+    let grown = size(state.path()).saturating_sub(before);
+    assert!(
+        grown <= 256 * 1024,
+        "5,000 refusals grew the state directory by {grown} bytes"
+    );
+    let refused = dgidgi::metering::refusals::read(state.path()).expect("refusals read");
+    assert_eq!(
+        refused.iter().map(|r| r.count).sum::<u64>(),
+        5_000,
+        "{refused:?}"
+    );
+    assert!(
+        refused
+            .iter()
+            .all(|r| r.reason == "concurrency" && r.status == 429)
+    );
+    meter.settle(held, None).await;
 }

@@ -21,6 +21,7 @@ use rusqlite::{Connection, Statement, params};
 use serde::Serialize;
 use tokio::sync::oneshot;
 
+use super::refusals::{self, Refusal};
 use super::request_id;
 
 /// Why the ledger could not be opened or written.
@@ -123,7 +124,10 @@ pub struct Restored {
 enum Op {
     Admit(Record, oneshot::Sender<Result<(), LedgerError>>),
     Settle(Record, Reserved),
-    Refused(Record),
+    Refused(Refusal),
+    /// A row written as it is (tests that lay out a ledger by hand).
+    #[cfg(test)]
+    Insert(Record),
     Threshold {
         tenant: String,
         month: String,
@@ -258,6 +262,9 @@ const OPEN_HORIZON_MS: u64 = 2 * 86_400_000;
 /// The ledger file inside the state directory.
 pub const LEDGER_FILE: &str = "ledger.sqlite3";
 
+/// How often refusal counts are written (see [`refusals::Counts`]).
+const REFUSALS_EVERY: Duration = Duration::from_secs(10);
+
 impl Ledger {
     /// Opens (or creates) the ledger, settles what a crash left open, prunes old records, and
     /// starts the writer thread. `today`/`month` are the current UTC period keys.
@@ -278,6 +285,7 @@ impl Ledger {
         };
         let mut conn = Connection::open(&path).map_err(sql)?;
         conn.execute_batch(SCHEMA).map_err(sql)?;
+        conn.execute_batch(refusals::SCHEMA).map_err(sql)?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(sql)?;
         let order = TimeOrder::of(&conn).map_err(sql)?;
         // A file whose tables the statements do not fit is refused here, not batch by batch.
@@ -304,6 +312,8 @@ impl Ledger {
             params![bound, sql_int(cutoff)],
         )
         .map_err(sql)?;
+        conn.execute(refusals::PRUNE, params![refusals::minute_key(cutoff)])
+            .map_err(sql)?;
         let restored = restore(&mut conn, today, month, interrupted).map_err(sql)?;
         let json_lines = match &options.json_lines {
             None => None,
@@ -360,9 +370,16 @@ impl Ledger {
         }
     }
 
-    /// Records a request refused by a limit or budget (no totals change).
-    pub fn refused(&self, record: Record) {
-        let _ = self.ops.send(Op::Refused(record));
+    /// Counts a request refused by a limit or budget in its tenant's row for that minute and
+    /// reason (no totals change, and no row of its own: see [`super::refusals`]).
+    pub fn refused(&self, refusal: Refusal) {
+        let _ = self.ops.send(Op::Refused(refusal));
+    }
+
+    /// Writes a row as it is.
+    #[cfg(test)]
+    fn insert(&self, record: Record) {
+        let _ = self.ops.send(Op::Insert(record));
     }
 
     /// Records an alert threshold crossed this month.
@@ -516,6 +533,8 @@ fn writer(
     // `open` prepared them once already, so this fails only if SQLite itself does; then the
     // batch is answered with the error, as a failed commit is, and the next one tries again.
     let mut statements = Statements::prepare(&conn);
+    let mut refused = refusals::Counts::default();
+    let mut refusals_written = std::time::Instant::now();
     while let Ok(first) = ops.recv() {
         if statements.is_err() {
             statements = Statements::prepare(&conn);
@@ -531,10 +550,34 @@ fn writer(
                 Err(_) => break,
             }
         }
+        for op in &batch {
+            if let Op::Refused(refusal) = op {
+                refused.add(refusal);
+            }
+        }
+        let refusals_due = !refused.is_empty()
+            && (refusals_written.elapsed() >= REFUSALS_EVERY
+                || batch.iter().any(|op| matches!(op, Op::Flush(_))));
+        if !refusals_due && batch.iter().all(|op| matches!(op, Op::Refused(_))) {
+            // Only refusals, and not their time yet: no commit (no WAL pages) at all.
+            continue;
+        }
         let result = match statements.as_mut() {
-            Ok(statements) => commit(statements, &batch).map_err(|error| error.to_string()),
+            Ok(statements) => commit(statements, &batch, refusals_due.then_some(&refused))
+                .map_err(|error| error.to_string()),
             Err(error) => Err(format!("preparing the ledger's statements failed: {error}")),
         };
+        if refusals_due && result.is_ok() {
+            if let Some(file) = json_lines.as_mut() {
+                // Refusals go out as their sums, one line per tenant, minute and reason (a
+                // line per refused request would let one tenant fill the disk).
+                for row in refused.rows() {
+                    write_json_line(file, &row);
+                }
+            }
+            refused.clear();
+            refusals_written = std::time::Instant::now();
+        }
         if let Err(error) = &result {
             tracing::error!(path = %path.display(), "ledger commit failed: {error}");
         }
@@ -546,11 +589,14 @@ fn writer(
         for op in batch {
             match op {
                 Op::Admit(_, ack) => committed.waiting.push(ack),
-                Op::Settle(record, _) | Op::Refused(record) => {
+                Op::Settle(record, _) => {
                     if let Some(file) = json_lines.as_mut() {
                         write_json_line(file, &record);
                     }
                 }
+                Op::Refused(_) => {}
+                #[cfg(test)]
+                Op::Insert(_) => {}
                 Op::Flush(ack) => {
                     if let Some(file) = json_lines.as_mut() {
                         let _ = file.flush();
@@ -561,6 +607,24 @@ fn writer(
             }
         }
         acks.send(committed);
+    }
+    // The ledger is closing: the refusal counts still waiting are written.
+    if !refused.is_empty()
+        && let Ok(statements) = statements.as_mut()
+    {
+        match commit(statements, &[], Some(&refused)) {
+            Ok(()) => {
+                if let Some(file) = json_lines.as_mut() {
+                    for row in refused.rows() {
+                        write_json_line(file, &row);
+                    }
+                    let _ = file.flush();
+                }
+            }
+            Err(error) => {
+                tracing::error!(path = %path.display(), "writing the refusal counts failed: {error}");
+            }
+        }
     }
 }
 
@@ -582,7 +646,7 @@ fn checkpointer(conn: &Connection, writer_gone: &mpsc::Receiver<()>) {
     let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
 }
 
-fn write_json_line(file: &mut std::fs::File, record: &Record) {
+fn write_json_line(file: &mut std::fs::File, record: &impl Serialize) {
     match serde_json::to_vec(record) {
         Ok(mut line) => {
             line.push(b'\n');
@@ -623,6 +687,7 @@ struct Statements<'c> {
     settle: Statement<'c>,
     add_totals: Statement<'c>,
     insert_threshold: Statement<'c>,
+    add_refusals: Statement<'c>,
 }
 
 impl<'c> Statements<'c> {
@@ -635,6 +700,7 @@ impl<'c> Statements<'c> {
             settle: conn.prepare(SETTLE_REQUEST)?,
             add_totals: conn.prepare(ADD_TOTALS)?,
             insert_threshold: conn.prepare(INSERT_THRESHOLD)?,
+            add_refusals: conn.prepare(refusals::ADD)?,
         })
     }
 }
@@ -644,15 +710,21 @@ impl<'c> Statements<'c> {
 /// key when written, not per record.
 type TotalsDelta<'b> = HashMap<(&'b str, &'static str, &'b str), (i64, i64, i64)>;
 
-/// Writes a batch in one transaction; all of it or, on an error, none of it.
-fn commit(statements: &mut Statements<'_>, batch: &[Op]) -> rusqlite::Result<()> {
+/// Writes a batch (and the refusal counts, when due) in one transaction; all of it or, on an
+/// error, none of it.
+fn commit(
+    statements: &mut Statements<'_>,
+    batch: &[Op],
+    refused: Option<&refusals::Counts>,
+) -> rusqlite::Result<()> {
     if let Err(error) = statements.begin.execute([]) {
         // A transaction a failed ROLLBACK left open would fail every batch after it: end it
         // and begin once more.
         let _ = statements.rollback.execute([]);
         statements.begin.execute([]).map_err(|_| error)?;
     }
-    let written = write_batch(statements, batch).and_then(|()| statements.commit.execute([]));
+    let written =
+        write_batch(statements, batch, refused).and_then(|()| statements.commit.execute([]));
     if written.is_err() {
         // Nothing of a failed batch stays (a failed COMMIT leaves its transaction open). With
         // no transaction left open this fails too, harmlessly.
@@ -661,7 +733,11 @@ fn commit(statements: &mut Statements<'_>, batch: &[Op]) -> rusqlite::Result<()>
     written.map(drop)
 }
 
-fn write_batch(statements: &mut Statements<'_>, batch: &[Op]) -> rusqlite::Result<()> {
+fn write_batch(
+    statements: &mut Statements<'_>,
+    batch: &[Op],
+    refused: Option<&refusals::Counts>,
+) -> rusqlite::Result<()> {
     // A batch's changes to the totals are summed first and written once per tenant and period:
     // under load one batch holds many requests of few tenants.
     let mut totals = TotalsDelta::new();
@@ -697,7 +773,10 @@ fn write_batch(statements: &mut Statements<'_>, batch: &[Op]) -> rusqlite::Resul
                     sql_int(record.cost_micro_usd) - sql_int(reserved.cost_micro_usd),
                 );
             }
-            Op::Refused(record) => {
+            // Counted by the writer, written as sums (see `refusals::Counts`).
+            Op::Refused(_) => {}
+            #[cfg(test)]
+            Op::Insert(record) => {
                 write_row(&mut statements.insert, record)?;
             }
             Op::Threshold {
@@ -719,7 +798,10 @@ fn write_batch(statements: &mut Statements<'_>, batch: &[Op]) -> rusqlite::Resul
             .add_totals
             .execute(params![tenant, period, tokens, requests, micro_usd])?;
     }
-    Ok(())
+    match refused {
+        Some(refused) => refused.write(&mut statements.add_refusals),
+        None => Ok(()),
+    }
 }
 
 /// Runs `INSERT_REQUEST` or `SETTLE_REQUEST` with a record's fields as parameters ?1 to ?19, in
@@ -1082,14 +1164,14 @@ mod tests {
             let mut r = record(&request_id::text(request_id::new(NOW - age)), 1, 1, outcome);
             r.ts_ms = NOW - age;
             ids.push(r.request_id.clone());
-            ledger.refused(r);
+            ledger.insert(r);
         }
         // An id that does not begin with its millisecond (no build writes one into this
         // layout) is not pruned for sorting low: `ts_ms` decides.
         let mut stray = record(&request_id::text(1), 1, 1, "complete");
         stray.ts_ms = NOW - 3_600_000;
         ids.push(stray.request_id.clone());
-        ledger.refused(stray);
+        ledger.insert(stray);
         ledger.flush().await;
         drop(ledger);
         let mut want = expected();

@@ -486,24 +486,16 @@ impl Meter {
             Err(refusal) => {
                 let refused = self.refused(tenant, &reservation, &refusal, now);
                 if let Some(ledger) = &self.ledger {
-                    let status = if matches!(refused, Refused::Budget { .. }) {
-                        402
-                    } else {
-                        429
+                    let (status, reason) = match &refused {
+                        Refused::Budget { .. } => (402, LimitKind::Budget.as_str()),
+                        Refused::Limit { kind, .. } => (429, kind.as_str()),
+                        _ => (503, "unavailable"),
                     };
-                    ledger.refused(Record {
+                    ledger.refused(super::refusals::Refusal {
+                        tenant_id: tenant.id.clone(),
+                        ts_ms: now,
+                        reason,
                         status,
-                        outcome: "refused".into(),
-                        ..self.record(
-                            request_id,
-                            &tenant.id,
-                            source,
-                            model,
-                            now,
-                            &reservation,
-                            0,
-                            0,
-                        )
                     });
                 }
                 return Err(refused);

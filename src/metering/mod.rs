@@ -10,6 +10,7 @@ pub mod ledger;
 pub mod meter;
 pub mod plan;
 pub mod redis;
+pub mod refusals;
 pub mod request_id;
 
 pub use meter::{FailMode, Meter, MeterOptions, Refused, STOP_GRACE, Served, Ticket};
