@@ -932,10 +932,14 @@ mod tests {
         .unwrap();
         let mut statements = Statements::prepare(&conn).unwrap();
         let admit = |id: &str| Op::Admit(record(id, 10, 5, "reserved"), oneshot::channel().0);
-        let failed = commit(&mut statements, &[admit("a"), admit("poison"), admit("b")]);
+        let failed = commit(
+            &mut statements,
+            &[admit("a"), admit("poison"), admit("b")],
+            None,
+        );
         assert!(failed.is_err());
         // The transaction was rolled back, not left open: the next batch commits.
-        commit(&mut statements, &[admit("c")]).unwrap();
+        commit(&mut statements, &[admit("c")], None).unwrap();
         let ids: Vec<String> = conn
             .prepare("SELECT request_id FROM requests ORDER BY request_id")
             .unwrap()
@@ -955,7 +959,7 @@ mod tests {
         // A transaction left open on the connection (a ROLLBACK that failed) is ended, and the
         // batch commits instead of failing with every later one.
         conn.execute_batch("BEGIN").unwrap();
-        commit(&mut statements, &[admit("d")]).unwrap();
+        commit(&mut statements, &[admit("d")], None).unwrap();
         assert!(conn.is_autocommit());
         let d: i64 = conn
             .query_row(
