@@ -924,6 +924,7 @@ mod tests {
     fn a_failed_batch_leaves_nothing_and_the_next_one_commits() {
         let conn = Connection::open_in_memory().unwrap();
         conn.execute_batch(SCHEMA).unwrap();
+        conn.execute_batch(refusals::SCHEMA).unwrap();
         // A row SQLite refuses, in the middle of a batch.
         conn.execute_batch(
             "CREATE TRIGGER poison BEFORE INSERT ON requests WHEN NEW.request_id = 'poison'
