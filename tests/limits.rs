@@ -205,6 +205,15 @@ spec: {tenant_spec}
     )
 }
 
+/// How the gateways of a fleet decide when Redis does not answer in time.
+#[derive(Clone)]
+struct Shared {
+    fail_mode: FailMode,
+    timeout: Duration,
+    /// Reach Redis here instead (a slow link in front of it).
+    url: Option<String>,
+}
+
 struct Fleet {
     gateways: Vec<Running>,
     output: RenderOutput,
@@ -238,6 +247,23 @@ impl Fleet {
         tenant_spec: &str,
         drain: Duration,
     ) -> Self {
+        let shared = Shared {
+            fail_mode: FailMode::Closed,
+            timeout: Duration::from_secs(2),
+            url: None,
+        };
+        Self::start_with(count, redis, annotations, tenant_spec, drain, shared).await
+    }
+
+    /// A fleet whose gateways decide Redis calls as `shared` says.
+    async fn start_with(
+        count: usize,
+        redis: Option<&RedisServer>,
+        annotations: &str,
+        tenant_spec: &str,
+        drain: Duration,
+        shared: Shared,
+    ) -> Self {
         let upstream = Upstream::default();
         let address = upstream.clone().start().await;
         let output = common::render_yaml(&fleet(address, annotations, tenant_spec));
@@ -261,9 +287,9 @@ impl Fleet {
                         retention_days: 30,
                         json_lines: None,
                     }),
-                    redis_url: redis.map(RedisServer::url),
-                    fail_mode: FailMode::Closed,
-                    redis_timeout: Duration::from_secs(2),
+                    redis_url: shared.url.clone().or_else(|| redis.map(RedisServer::url)),
+                    fail_mode: shared.fail_mode,
+                    redis_timeout: shared.timeout,
                     ..MeterOptions::default()
                 },
                 admin_token: AdminToken::new(ADMIN_TOKEN),
@@ -963,4 +989,100 @@ async fn get(address: SocketAddr, path: &str, token: Option<&str>) -> (u16, Stri
         .await
         .expect("the admin listener answers");
     (status, body)
+}
+
+/// Issue #18, leak 5: three fresh replicas sharing Redis, failing open, enforce a tenant's RPM
+/// of 10 exactly from their very first requests. Redis is behind a link with a 60 ms round
+/// trip and the timeout is 250 ms: a warm call fits, but a cold one (connect, a script Redis
+/// does not know yet, loading it, calling it again) does not. Before, the connection was made
+/// lazily by the first reservations, which timed out, failed open, and each replica admitted on
+/// its own (12 to 14 of 30).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_cold_replicas_enforce_rpm_from_their_first_request() {
+    let redis = RedisServer::start();
+    let link = common::redis::SlowLink::start(redis.port, Duration::from_millis(30)).await;
+    let shared = Shared {
+        fail_mode: FailMode::Open,
+        timeout: Duration::from_millis(250),
+        url: Some(link.url()),
+    };
+    let fleet = Fleet::start_with(
+        3,
+        Some(&redis),
+        r#""llm.dgidgi.io/requests-per-minute": "10", "llm.dgidgi.io/tokens-per-day": "100000000", "llm.dgidgi.io/concurrent": "1000""#,
+        "{}",
+        Duration::from_secs(5),
+        shared,
+    )
+    .await;
+    for gateway in &fleet.gateways {
+        let (status, _, body) = http::send(gateway.admin, "GET", "/readyz", None, None)
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{body}");
+    }
+    let results = fleet.burst(30, ask("mock/mock-fast")).await;
+    let ok = results.iter().filter(|(s, _, _)| *s == 200).count();
+    assert_eq!(ok, 10, "30 requests on 3 cold replicas at RPM 10");
+    fleet.stop().await;
+}
+
+/// A replica whose Redis has not answered yet is not ready; it is once Redis is up. A Redis
+/// that may evict the counters (`volatile-lru`: every counter has a TTL) is reported in a
+/// metric and the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn readiness_waits_for_redis_and_an_evicting_redis_is_reported() {
+    let redis = RedisServer::start();
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-policy")
+        .arg("volatile-lru")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let fleet = Fleet::start(1, Some(&redis), "", "{}").await;
+    let admin = fleet.gateways[0].admin;
+    let (status, _, _) = http::send(admin, "GET", "/readyz", None, None)
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let (_, _, metrics) = http::send(admin, "GET", "/metrics", None, None)
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("dgidgi_redis_eviction_unsafe 1"),
+        "{metrics}"
+    );
+    fleet.stop().await;
+    // Redis down at start: the replica serves its listeners but is not ready until Redis
+    // answers.
+    let mut down = RedisServer::start();
+    down.stop();
+    let fleet = Fleet::start(1, Some(&down), "", "{}").await;
+    let admin = fleet.gateways[0].admin;
+    let (status, _, body) = http::send(admin, "GET", "/readyz", None, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, body.as_str()),
+        (503, r#"{"status":"waiting for redis"}"#)
+    );
+    down.restart();
+    let mut ready = false;
+    for _ in 0..200 {
+        if http::send(admin, "GET", "/readyz", None, None)
+            .await
+            .unwrap()
+            .0
+            == 200
+        {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ready, "ready once Redis answers");
+    fleet.stop().await;
 }

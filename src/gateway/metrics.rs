@@ -163,6 +163,8 @@ pub struct Metrics {
     /// Usage reports not believed (no input, more output than the attempt allowed, counts past
     /// any context): the reservation was charged instead.
     pub unbelievable_usage: Family<ProviderLabels, Counter>,
+    /// 1 when the shared Redis may evict counters (its maxmemory-policy is not noeviction).
+    pub redis_eviction_unsafe: Gauge,
     /// Connections closed at once because their listener held its most.
     pub connections_refused: Family<ListenerLabels, Counter>,
     /// Each route's series of the families above, found once (see [`Metrics::route`]).
@@ -196,6 +198,7 @@ impl Default for Metrics {
             redis_redeliveries: Family::default(),
             unbelievable_usage: Family::default(),
             connections_refused: Family::default(),
+            redis_eviction_unsafe: Gauge::default(),
             routes: RouteSeriesCache::default(),
             registry: Registry::default(),
         };
@@ -285,6 +288,11 @@ impl Default for Metrics {
             "dgidgi_unbelievable_usage",
             "Provider usage reports not believed (no input tokens, more output than the attempt allowed, or more input than any context): the reservation was charged instead, marked estimated",
             metrics.unbelievable_usage.clone(),
+        );
+        registry.register(
+            "dgidgi_redis_eviction_unsafe",
+            "1 when the shared Redis may evict counters (maxmemory-policy is not noeviction): usage can vanish and be spent again",
+            metrics.redis_eviction_unsafe.clone(),
         );
         registry.register(
             "dgidgi_connections_refused",

@@ -105,6 +105,10 @@ pub async fn admin(
         "/readyz" if gateway.draining.load(std::sync::atomic::Ordering::Relaxed) => {
             json_response(StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"draining"}"#)
         }
+        "/readyz" if !gateway.meter.ready() => json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            r#"{"status":"waiting for redis"}"#,
+        ),
         "/readyz" if gateway.snapshot.load().is_some() => {
             json_response(StatusCode::OK, r#"{"status":"ready"}"#)
         }
@@ -365,6 +369,19 @@ pub async fn start(options: StartOptions) -> anyhow::Result<Running> {
         );
         gateway.metrics.reload(false);
     }
+    // The shared counters connect before the first request: briefly here (a replica that
+    // starts with Redis up decides its first requests through it), then in the background
+    // until Redis answers, `/readyz` answering 503 meanwhile.
+    let warm = tokio::spawn({
+        let gateway = gateway.clone();
+        async move { gateway.meter.warm_up().await }
+    });
+    let _ = tokio::time::timeout(REDIS_WARM_UP, async {
+        while !gateway.meter.ready() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
     let api_listener = bind(options.listen).await?;
     let admin_listener = bind(options.admin_listen).await?;
     let api = api_listener.local_addr()?;
@@ -396,6 +413,7 @@ pub async fn start(options: StartOptions) -> anyhow::Result<Running> {
             let _ = receiver.wait_for(|stop| *stop).await;
             watcher.abort();
             sweeper.abort();
+            warm.abort();
         }),
     ];
     tracing::info!(%api, %admin, "gateway listening");
@@ -408,6 +426,10 @@ pub async fn start(options: StartOptions) -> anyhow::Result<Running> {
         unready_delay: options.unready_delay,
     })
 }
+
+/// How long `start` waits for Redis before it binds the listeners anyway (not ready until it
+/// answers).
+const REDIS_WARM_UP: Duration = Duration::from_secs(2);
 
 /// Drops expired embedded counters every minute, so memory follows live tenants.
 async fn sweep_counters(gateway: Arc<Gateway>) {

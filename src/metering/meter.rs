@@ -250,6 +250,9 @@ pub struct Meter {
     /// Whether an unbelievable usage report has been logged (once per process; the metric
     /// counts every one).
     unbelievable_logged: std::sync::atomic::AtomicBool,
+    /// Whether the shared counters have answered once (always true without Redis): until
+    /// then the replica reports not ready.
+    redis_answered: std::sync::atomic::AtomicBool,
 }
 
 /// Cancels a Redis reservation if the admission awaiting it is dropped before the answer.
@@ -334,6 +337,7 @@ impl Meter {
             metrics,
             settling: TaskTracker::new(),
             unbelievable_logged: std::sync::atomic::AtomicBool::new(false),
+            redis_answered: std::sync::atomic::AtomicBool::new(options.redis_url.is_none()),
         })
     }
 
@@ -346,6 +350,49 @@ impl Meter {
         model: Option<&crate::config::ModelConfig>,
     ) -> Option<u64> {
         plan::output_cap(ticket.size, ticket.reservation.output_tokens, model)
+    }
+
+    /// Whether the counters are ready to decide requests: with Redis, once it has answered
+    /// (see [`Meter::warm_up`]).
+    pub fn ready(&self) -> bool {
+        self.redis_answered
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Connects to Redis and loads its scripts, trying again until it answers, then reports
+    /// ready. A server whose eviction policy could drop counters is reported loudly (and in
+    /// `dgidgi_redis_eviction_unsafe`), every time it is found so. Returns at once without
+    /// Redis.
+    pub async fn warm_up(&self) {
+        let Some(redis) = &self.redis else {
+            return;
+        };
+        let mut wait = Duration::from_millis(100);
+        loop {
+            match redis.warm_up(Duration::from_secs(5)).await {
+                Ok(settings) => {
+                    let unsafe_policy = settings.may_evict_counters();
+                    self.metrics
+                        .redis_eviction_unsafe
+                        .set(i64::from(unsafe_policy));
+                    if unsafe_policy {
+                        tracing::error!(
+                            policy = ?settings.eviction_policy,
+                            "Redis may evict the shared counters (maxmemory-policy is not noeviction): a tenant's usage can vanish and its limits and budget be spent again; set maxmemory-policy noeviction"
+                        );
+                    }
+                    self.redis_answered
+                        .store(true, std::sync::atomic::Ordering::Release);
+                    tracing::info!("Redis answered; the shared counters are ready");
+                    return;
+                }
+                Err(error) => {
+                    self.redis_failed("connect", &error);
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
     }
 
     fn book(&self) -> std::sync::MutexGuard<'_, Book> {

@@ -98,3 +98,70 @@ impl Drop for RedisServer {
         self.stop();
     }
 }
+
+/// A TCP proxy in front of a server that delays everything it forwards by `delay` each way,
+/// so a loopback Redis answers like one across a network (a round trip costs 2 × `delay`).
+pub struct SlowLink {
+    address: std::net::SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SlowLink {
+    /// Starts forwarding to `port` on 127.0.0.1.
+    pub async fn start(port: u16, delay: Duration) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+                    continue;
+                };
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                tokio::spawn(Self::pipe(client_read, server_write, delay));
+                tokio::spawn(Self::pipe(server_read, client_write, delay));
+            }
+        });
+        Self { address, task }
+    }
+
+    /// Copies `from` to `to`, each piece `delay` late (pieces keep their order).
+    async fn pipe(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        delay: Duration,
+    ) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
+        let writer = tokio::spawn(async move {
+            while let Some((due, piece)) = receiver.recv().await {
+                tokio::time::sleep_until(due.into()).await;
+                if to.write_all(&piece).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let mut buffer = vec![0u8; 16 * 1024];
+        while let Ok(read @ 1..) = from.read(&mut buffer).await {
+            if sender
+                .send((Instant::now() + delay, buffer[..read].to_vec()))
+                .is_err()
+            {
+                break;
+            }
+        }
+        drop(sender);
+        let _ = writer.await;
+    }
+
+    /// The URL to give `--redis-url` instead of the server's.
+    pub fn url(&self) -> String {
+        format!("redis://{}/", self.address)
+    }
+}
+
+impl Drop for SlowLink {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
