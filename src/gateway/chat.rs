@@ -135,14 +135,24 @@ pub async fn parse_request<'a>(
     request: Request<Incoming>,
 ) -> Result<ParsedRequest<'a>, ApiError> {
     let (parts, body) = request.into_parts();
-    // Before the body is read: an unknown key costs the gateway nothing more.
+    // Before the body is read: an unknown key costs the gateway nothing more, and neither does
+    // a tenant this replica refused for its rate or concurrency moments ago.
     let tenant = authenticate(snapshot, &parts.headers)?;
+    if let Some(refused) = gateway.meter.still_refused(tenant) {
+        return Err(super::limits::refusal_error(&refused));
+    }
     let body = tokio::time::timeout(
         gateway.settings.body_read_timeout,
         read_body(body, &parts.headers, gateway.settings.max_body_bytes),
     )
     .await
     .map_err(|_| ApiError::request_timeout())??;
+    if !super::body_shape::within_bounds(&body) {
+        return Err(ApiError::bad_request(format!(
+            "the request body holds more than {} JSON values",
+            super::body_shape::MAX_VALUES
+        )));
+    }
     match serde_json::from_slice::<Value>(&body) {
         Ok(Value::Object(json)) => Ok(ParsedRequest {
             tenant,

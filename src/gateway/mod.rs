@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod body;
+pub mod body_shape;
 pub mod chat;
 pub mod completion;
 pub mod connection;

@@ -253,6 +253,17 @@ pub struct Meter {
     /// Whether the shared counters have answered once (always true without Redis): until
     /// then the replica reports not ready.
     redis_answered: std::sync::atomic::AtomicBool,
+    /// Tenants this replica refused for requests per minute or concurrency, until their
+    /// `retry-after` (Unix ms): refused again before their body is read.
+    cooling: Mutex<hashbrown::HashMap<String, Cooling>>,
+}
+
+/// A tenant refused for a window or lease limit, and until when.
+#[derive(Clone, Copy, Debug)]
+struct Cooling {
+    kind: LimitKind,
+    limit: u64,
+    until_ms: u64,
 }
 
 /// Cancels a Redis reservation if the admission awaiting it is dropped before the answer.
@@ -338,6 +349,7 @@ impl Meter {
             settling: TaskTracker::new(),
             unbelievable_logged: std::sync::atomic::AtomicBool::new(false),
             redis_answered: std::sync::atomic::AtomicBool::new(options.redis_url.is_none()),
+            cooling: Mutex::default(),
         })
     }
 
@@ -656,12 +668,63 @@ impl Meter {
             LimitKind::Concurrency => 1_000,
             _ => refusal.retry_after_ms.max(1),
         };
+        if matches!(kind, LimitKind::Rpm | LimitKind::Concurrency) {
+            self.cooling
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(
+                    tenant.id.clone(),
+                    Cooling {
+                        kind,
+                        limit: refusal.limit,
+                        until_ms: now + retry_after_ms,
+                    },
+                );
+        }
         Refused::Limit {
             kind,
             limit: refusal.limit,
             remaining: refusal.limit.saturating_sub(refusal.current),
             retry_after_ms,
         }
+    }
+
+    /// The refusal of a tenant this replica refused for requests per minute or concurrency
+    /// within its `retry-after`: checked before the request's body is read (no Redis call, no
+    /// parsing), so a tenant hammering past its limit costs the gateway its headers only. The
+    /// answer is the one it got, with the time left. Counted like any refusal.
+    pub fn still_refused(&self, tenant: &TenantConfig) -> Option<Refused> {
+        let now = now_ms();
+        let cooling = {
+            let mut cooling = self.cooling.lock().unwrap_or_else(PoisonError::into_inner);
+            let entry = *cooling.get(tenant.id.as_str())?;
+            if entry.until_ms <= now {
+                cooling.remove(tenant.id.as_str());
+                return None;
+            }
+            entry
+        };
+        self.metrics
+            .limit_rejections
+            .get_or_create(&LimitLabels {
+                tenant: tenant.id.clone(),
+                limit: cooling.kind.as_str(),
+            })
+            .inc();
+        if let Some(ledger) = &self.ledger {
+            ledger.refused(super::refusals::Refusal {
+                tenant_id: tenant.id.clone(),
+                ts_ms: now,
+                reason: cooling.kind.as_str(),
+                status: 429,
+            });
+        }
+        Some(Refused::Limit {
+            kind: cooling.kind,
+            limit: cooling.limit,
+            remaining: 0,
+            retry_after_ms: cooling.until_ms - now,
+        })
     }
 
     /// Takes a provider key's own quota for one attempt; `Err` means skip to the next target.
