@@ -27,6 +27,7 @@ use redis::RedisServer;
 
 fn tenant() -> TenantConfig {
     TenantConfig {
+        concurrency_ceiling: None,
         id: "team-a/acme".into(),
         namespace: "team-a".into(),
         name: "acme".into(),

@@ -266,7 +266,9 @@ impl Fleet {
     ) -> Self {
         let upstream = Upstream::default();
         let address = upstream.clone().start().await;
-        let output = common::render_yaml(&fleet(address, annotations, tenant_spec));
+        // `UPSTREAM` in the tenant's spec is the fake upstream's address (a cli endpoint).
+        let tenant_spec = tenant_spec.replace("UPSTREAM", &address.to_string());
+        let output = common::render_yaml(&fleet(address, annotations, &tenant_spec));
         assert!(
             output.report.not_ready().is_empty(),
             "{:?}",
@@ -1084,5 +1086,34 @@ async fn readiness_waits_for_redis_and_an_evicting_redis_is_reported() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(ready, "ready once Redis answers");
+    fleet.stop().await;
+}
+
+/// Issue #18: a tenant the platform does not meter (its own keys, or a cli endpoint) still has a
+/// protective concurrency ceiling, so it cannot hold the gateway's memory with unbounded
+/// requests in flight: the namespace annotation `llm.dgidgi.io/concurrency-ceiling` (default
+/// 100). Before, such tenants had no ceiling at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unmetered_tenant_has_a_protective_concurrency_ceiling() {
+    let fleet = Fleet::start(
+        1,
+        None,
+        r#""llm.dgidgi.io/allowed-endpoints": "127.0.0.0/8", "llm.dgidgi.io/concurrency-ceiling": "2""#,
+        r#"{source: cli, cli: {endpoint: "http://UPSTREAM", model: slow}}"#,
+    )
+    .await;
+    let tenant = &fleet.output.config.tenants[0];
+    assert_eq!(
+        (tenant.limits.as_ref(), tenant.concurrency_ceiling),
+        (None, Some(2))
+    );
+    let results = fleet.burst(6, ask("slow")).await;
+    let ok = results.iter().filter(|(s, _, _)| *s == 200).count();
+    assert_eq!(ok, 2, "{results:?}");
+    for (status, _, body) in results.iter().filter(|(s, _, _)| *s != 200) {
+        assert_eq!(*status, 429, "{body}");
+        assert!(body.contains("concurrent requests"), "{body}");
+    }
+    assert!(fleet.upstream.most_in_flight.load(Ordering::SeqCst) <= 2);
     fleet.stop().await;
 }

@@ -21,6 +21,7 @@ use dgidgi::usage::Usage;
 
 fn tenant(limits: Option<EffectiveLimits>, budget: Option<BudgetConfig>) -> TenantConfig {
     TenantConfig {
+        concurrency_ceiling: None,
         id: format!("team-{}/acme", rand::random::<u32>()),
         namespace: "team-a".into(),
         name: "acme".into(),

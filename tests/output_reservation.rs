@@ -13,6 +13,7 @@ use serde_json::{Map, Value, json};
 
 fn budgeted() -> TenantConfig {
     TenantConfig {
+        concurrency_ceiling: None,
         id: "team-a/acme".into(),
         namespace: "team-a".into(),
         name: "acme".into(),

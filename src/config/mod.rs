@@ -225,6 +225,10 @@ pub struct TenantConfig {
     /// Monthly budget, applied to platform-served traffic.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget: Option<BudgetConfig>,
+    /// Requests in flight at most, for a tenant without platform limits (`tenant` and `cli`
+    /// sources): a guard of the gateway's memory set by the platform, not a billing limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_ceiling: Option<u64>,
     /// Access keys by name and SHA-256 hash (hex); never the keys themselves.
     pub access_keys: Vec<AccessKeyHash>,
     /// The namespace's allowed private endpoints, re-checked at connect time (cli source).

@@ -357,7 +357,7 @@ pub fn cap_output_tokens(
             _ => return,
         }
     } else {
-        json
+        &mut *json
     };
     let mut any = false;
     for name in fields {
@@ -373,6 +373,35 @@ pub fn cap_output_tokens(
             _ => fields.first().copied().unwrap_or("max_tokens"),
         };
         target.insert(name.to_owned(), Value::from(cap));
+    }
+    if format == Format::Anthropic {
+        fit_thinking_budget(json, cap);
+    }
+}
+
+/// Anthropic refuses a `thinking.budget_tokens` at or above `max_tokens`: when a cap lowers
+/// `max_tokens` that far, the thinking budget is lowered to fit beneath it, or, below
+/// Anthropic's 1,024-token minimum, extended thinking is turned off, so a tenant near its limit
+/// gets a shorter answer rather than a refusal.
+fn fit_thinking_budget(json: &mut Map<String, Value>, cap: u64) {
+    const MIN_THINKING_BUDGET: u64 = 1_024;
+    let Some(budget) = json
+        .get("thinking")
+        .and_then(|t| t.get("budget_tokens"))
+        .and_then(Value::as_u64)
+    else {
+        return;
+    };
+    if budget < cap {
+        return;
+    }
+    let fitted = cap.saturating_sub(1);
+    if fitted >= MIN_THINKING_BUDGET {
+        if let Some(Value::Object(thinking)) = json.get_mut("thinking") {
+            thinking.insert("budget_tokens".to_owned(), Value::from(fitted));
+        }
+    } else {
+        json.remove("thinking");
     }
 }
 
@@ -473,6 +502,29 @@ mod cap_tests {
             capped(json!({}), Format::Gemini, false),
             json!({"generationConfig": {"maxOutputTokens": 100}})
         );
+    }
+
+    #[test]
+    fn a_thinking_budget_is_fitted_beneath_a_lowered_max_tokens() {
+        let thinking = |budget: u64| json!({"max_tokens": 16_000, "thinking": {"type": "enabled", "budget_tokens": budget}});
+        let fitted = |cap: u64, budget: u64| {
+            let serde_json::Value::Object(mut map) = thinking(budget) else {
+                unreachable!()
+            };
+            cap_output_tokens(&mut map, Format::Anthropic, false, cap);
+            serde_json::Value::Object(map)
+        };
+        assert_eq!(
+            fitted(5_000, 10_000),
+            json!({"max_tokens": 5_000, "thinking": {"type": "enabled", "budget_tokens": 4_999}})
+        );
+        // Room for the budget: untouched.
+        assert_eq!(
+            fitted(12_000, 10_000),
+            json!({"max_tokens": 12_000, "thinking": {"type": "enabled", "budget_tokens": 10_000}})
+        );
+        // Below Anthropic's minimum budget: no extended thinking rather than a refusal.
+        assert_eq!(fitted(800, 10_000), json!({"max_tokens": 800}));
     }
 }
 

@@ -39,7 +39,16 @@ fn fields(format: Format) -> Fields {
     match format {
         Format::OpenAi => Fields {
             within: None,
-            limits: &["max_completion_tokens", "max_tokens"],
+            // OpenAI's two names, then what OpenAI-compatible servers also honour on this
+            // path: llama.cpp's `n_predict` (read before `max_tokens`), Ollama's `num_predict`,
+            // Hugging Face TGI's `max_new_tokens`.
+            limits: &[
+                "max_completion_tokens",
+                "max_tokens",
+                "n_predict",
+                "num_predict",
+                "max_new_tokens",
+            ],
             choices: Some("n"),
             // vLLM and other compatible servers honour `best_of` on chat requests: it samples
             // that many answers and returns the best, each one paid for.
@@ -71,13 +80,16 @@ pub fn limit_fields(format: Format) -> &'static [&'static str] {
     fields(format).limits
 }
 
-/// A non-negative integer field, or a 400 naming it.
+/// A positive integer field, or a 400 naming it. Zero is refused too: several servers read an
+/// output limit of 0 as "no limit" (Ollama's `num_predict`), which nothing could reserve.
 fn count(map: &Map<String, Value>, name: &str) -> Result<Option<u64>, FormatError> {
     match map.get(name) {
         None | Some(Value::Null) => Ok(None),
-        Some(value) => value.as_u64().map(Some).ok_or_else(|| {
-            FormatError::invalid(format!("'{name}' must be a non-negative integer"))
-        }),
+        Some(value) => value
+            .as_u64()
+            .filter(|count| *count > 0)
+            .map(Some)
+            .ok_or_else(|| FormatError::invalid(format!("'{name}' must be a positive integer"))),
     }
 }
 
@@ -146,6 +158,13 @@ mod tests {
         .unwrap();
         assert_eq!(both.max_output_tokens, Some(1_000_000));
         assert_eq!(both.choices, 128);
+        // A compatible server's own name for the limit counts as much as OpenAI's.
+        let alias = ask(
+            Format::OpenAi,
+            json!({"max_tokens": 10, "n_predict": 1_000_000}),
+        )
+        .unwrap();
+        assert_eq!(alias.max_output_tokens, Some(1_000_000));
         let anthropic = ask(Format::Anthropic, json!({"max_tokens": 64_000})).unwrap();
         assert_eq!(
             (anthropic.max_output_tokens, anthropic.choices),
@@ -170,6 +189,7 @@ mod tests {
             json!({"max_tokens": 1e9}),
             json!({"max_tokens": "1000000"}),
             json!({"max_completion_tokens": -1}),
+            json!({"max_tokens": 0}),
             json!({"n": 0}),
             json!({"n": 129}),
         ] {

@@ -109,15 +109,22 @@ impl<B: Body + Unpin> Body for Tracked<B> {
     }
 }
 
-/// Waits for a new connection's first byte; false when none came within `timeout` (or the
-/// socket failed), and the connection should be dropped unserved.
-pub async fn first_byte(stream: &tokio::net::TcpStream, timeout: Duration) -> bool {
+/// Waits for a new connection's first byte; false when none came within `timeout`, the socket
+/// failed, or the listener is stopping (a connection that has asked for nothing is not waited
+/// for), and the connection should be dropped unserved.
+pub async fn first_byte(
+    stream: &tokio::net::TcpStream,
+    timeout: Duration,
+    stop: &CancellationToken,
+) -> bool {
     // `peek` waits for a byte and leaves it for hyper; `readable` alone may wake spuriously.
     let mut first = [0u8; 1];
-    matches!(
-        tokio::time::timeout(timeout, stream.peek(&mut first)).await,
-        Ok(Ok(1..))
-    )
+    tokio::select! {
+        peeked = tokio::time::timeout(timeout, stream.peek(&mut first)) => {
+            matches!(peeked, Ok(Ok(1..)))
+        }
+        () = stop.cancelled() => false,
+    }
 }
 
 /// Drives `connection` to its end: asked to finish gracefully (`graceful_shutdown`) once it

@@ -227,11 +227,7 @@ pub async fn finish(
         provider: served.provider.clone(),
         model: served.model.clone(),
         fallback: u32::try_from(served.fallback).unwrap_or(u32::MAX),
-        output_bound: crate::metering::plan::attempt_output_bound(
-            ticket.size,
-            served.output_cap,
-            model,
-        ),
+        output_bound: crate::metering::plan::model_output_bound(ticket.size, model),
     };
     let headers = served.response.headers_mut();
     write_admitted_headers(&ticket, headers);

@@ -69,8 +69,6 @@ pub struct Served {
     /// The provider key's reservation for the attempt that served (its own limits), settled
     /// with the tokens it used once the body ends.
     pub quota: Option<SettleOnDrop<ProviderTicket>>,
-    /// The output limit the gateway wrote into the attempt that served, if it wrote one.
-    pub output_cap: Option<u64>,
 }
 
 /// The request in its canonical (OpenAI) form, made once per request.
@@ -121,11 +119,11 @@ impl Prepared {
             // only the model, stream options and output limits change, and the rest of the body
             // is written as it was parsed, not copied per attempt.
             Format::Anthropic if self.client == Format::Anthropic => {
-                let body =
-                    write_with_edited_members(&self.original, &["model", "max_tokens"], |json| {
-                        json.insert("model".into(), model);
-                        cap(json);
-                    });
+                let members = ["model", "max_tokens", "thinking"];
+                let body = write_with_edited_members(&self.original, &members, |json| {
+                    json.insert("model".into(), model);
+                    cap(json);
+                });
                 return Ok(Bytes::from(body));
             }
             Format::OpenAi => {
@@ -135,6 +133,9 @@ impl Prepared {
                     "stream_options",
                     "max_tokens",
                     "max_completion_tokens",
+                    "n_predict",
+                    "num_predict",
+                    "max_new_tokens",
                 ];
                 let body = write_with_edited_members(self.canonical()?, &members, |json| {
                     json.insert("model".into(), model);
@@ -279,7 +280,9 @@ pub async fn serve(
                     if let Upstream::Provider(provider) = attempt.upstream {
                         snapshot.health.record_success(&provider.id);
                     }
-                    stamp(response.headers_mut(), attempt, planned, index, output_cap);
+                    // Said only when the tenant's allowance is what lowered the limit.
+                    let shortened = output_cap.filter(|_| ticket.reservation.output_shortened());
+                    stamp(response.headers_mut(), attempt, planned, index, shortened);
                     return Ok(Served {
                         response,
                         completion,
@@ -288,7 +291,6 @@ pub async fn serve(
                         fallback: index,
                         source: planned.source,
                         quota,
-                        output_cap,
                     });
                 }
                 Err(failure) => {
@@ -585,8 +587,8 @@ const SERVED_BY: [HeaderName; 3] = [
     HeaderName::from_static("x-dgidgi-source"),
 ];
 const FALLBACK_HEADER: HeaderName = HeaderName::from_static("x-dgidgi-fallback");
-/// Set when the gateway wrote an output limit into the upstream request (the tenant's
-/// allowance could not cover what the request asked for): the limit written, per answer.
+/// Set when the tenant's remaining allowance could not cover the output the request asked for,
+/// and a lower limit was written into the upstream request: the limit written, per answer.
 pub const OUTPUT_CAPPED_HEADER: HeaderName = HeaderName::from_static("x-dgidgi-output-capped");
 
 /// The `x-dgidgi-*` headers saying what served the request.

@@ -211,7 +211,7 @@ pub async fn serve(
                 let stop = stop.clone();
                 connections.spawn(async move {
                     let _permit = permit;
-                    if !super::connection::first_byte(&stream, idle).await {
+                    if !super::connection::first_byte(&stream, idle, &stop).await {
                         return;
                     }
                     let activity = super::connection::Activity::new();

@@ -83,8 +83,10 @@ impl Book {
                     if let Some(limit) = limit
                         && value.saturating_add(taken) > *limit
                     {
-                        let room = limit.saturating_sub(value);
-                        let shrunk = flex.and_then(|flex| {
+                        // A counter already past its limit (a settlement above its
+                        // reservation) has no room at all, as in the Redis script.
+                        let room = limit.checked_sub(value);
+                        let shrunk = room.zip(*flex).and_then(|(room, flex)| {
                             let most = flex.most_within(room, output.unwrap_or(flex.ask))?;
                             Some((most, flex.amount(most)))
                         });

@@ -535,7 +535,18 @@ fn writer(
     let mut statements = Statements::prepare(&conn);
     let mut refused = refusals::Counts::default();
     let mut refusals_written = std::time::Instant::now();
-    while let Ok(first) = ops.recv() {
+    loop {
+        // Waiting refusal counts are written on time even when nothing else comes.
+        let next = if refused.is_empty() {
+            ops.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected)
+        } else {
+            ops.recv_timeout(REFUSALS_EVERY.saturating_sub(refusals_written.elapsed()))
+        };
+        let first = match next {
+            Ok(op) => Some(op),
+            Err(mpsc::RecvTimeoutError::Timeout) => None,
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
         if statements.is_err() {
             statements = Statements::prepare(&conn);
         }
@@ -543,8 +554,8 @@ fn writer(
         // records meanwhile and one commit covers them all (a commit costs the same for one
         // record as for fifty). With nothing else runnable this returns at once.
         std::thread::yield_now();
-        let mut batch = vec![first];
-        while batch.len() < 512 {
+        let mut batch: Vec<Op> = first.into_iter().collect();
+        while !batch.is_empty() && batch.len() < 512 {
             match ops.try_recv() {
                 Ok(op) => batch.push(op),
                 Err(_) => break,
@@ -609,8 +620,13 @@ fn writer(
         acks.send(committed);
     }
     // The ledger is closing: the refusal counts still waiting are written.
-    if !refused.is_empty()
-        && let Ok(statements) = statements.as_mut()
+    if refused.is_empty() {
+        return;
+    }
+    let Ok(statements) = statements.as_mut() else {
+        tracing::error!(path = %path.display(), "closing with refusal counts unwritten: the ledger's statements could not be prepared");
+        return;
+    };
     {
         match commit(statements, &[], Some(&refused)) {
             Ok(()) => {

@@ -194,9 +194,9 @@ pub struct Served<'a> {
     pub fallback: u32,
     /// Arrival to first byte.
     pub first_byte: Option<Duration>,
-    /// The most output tokens (all answers together) the attempt that served could produce:
-    /// the limit written or asked for, or the model's maximum; `None` when nothing bounded it.
-    /// A usage report beyond it is not believed.
+    /// The most output tokens (all answers together) the model that served could produce (its
+    /// catalog maximum times the answers); `None` when the catalog does not say. A usage report
+    /// beyond it is not believed.
     pub output_bound: Option<u64>,
 }
 

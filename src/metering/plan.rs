@@ -116,6 +116,17 @@ pub struct Reservation {
     pub month: String,
     /// Output tokens per answer reserved: the ask until the stores grant it, then the grant.
     pub output_tokens: u64,
+    /// Output tokens per answer the request asked for (its largest output field, else the
+    /// model's maximum, else the policy's assumption).
+    pub asked_output_tokens: u64,
+}
+
+impl Reservation {
+    /// Whether the counters granted less output than the request asked for (the tenant's
+    /// allowance could not cover it).
+    pub fn output_shortened(&self) -> bool {
+        self.output_tokens < self.asked_output_tokens
+    }
 }
 
 impl Reservation {
@@ -240,6 +251,15 @@ pub fn reserve(
     let month_ttl = clock::until_next_month(now_ms) + GRACE_MS;
     let id = tenant.id.as_str();
     let mut charges = Vec::with_capacity(5);
+    if let (None, Some(ceiling)) = (&tenant.limits, tenant.concurrency_ceiling) {
+        // Unmetered, but not unbounded: the platform's guard of the gateway's memory.
+        charges.push(Charge::Lease {
+            key: keys::inflight(id),
+            limit: ceiling,
+            lease_ms: policy.lease_ms,
+            kind: LimitKind::Concurrency,
+        });
+    }
     if let Some(limits) = &tenant.limits {
         charges.push(Charge::Window {
             key: keys::rpm(id),
@@ -296,6 +316,7 @@ pub fn reserve(
         day,
         month,
         output_tokens: ask,
+        asked_output_tokens: ask,
     }
 }
 
@@ -347,8 +368,9 @@ pub struct Settlement {
 pub const MAX_BELIEVABLE_INPUT_TOKENS: u64 = 10_000_000;
 
 /// Whether a provider's usage report could describe a real answer: some input (every request
-/// has a prompt), no more input than any context holds, and no more output than the attempt
-/// allowed (`output_bound`, all answers together) or, unbounded, than any model produces.
+/// has a prompt), no more input than any context holds, and no more output than the model
+/// could have produced (`output_bound`, all answers together, see [`model_output_bound`]) or,
+/// when the catalog does not say, than [`MAX_BELIEVABLE_INPUT_TOKENS`].
 /// A report that fails is treated as missing: the reservation is charged, marked estimated.
 pub fn believable(usage: &Usage, output_bound: Option<u64>) -> bool {
     usage.input_tokens > 0
@@ -356,17 +378,13 @@ pub fn believable(usage: &Usage, output_bound: Option<u64>) -> bool {
         && usage.output_tokens <= output_bound.unwrap_or(MAX_BELIEVABLE_INPUT_TOKENS)
 }
 
-/// The most output tokens (all answers together) an attempt on `model` could produce: the limit
-/// written into it (`cap`), else the request's own, else the model's maximum; `None` when
-/// nothing bounded it.
-pub fn attempt_output_bound(
-    size: RequestSize,
-    cap: Option<u64>,
-    model: Option<&ModelConfig>,
-) -> Option<u64> {
-    let per_answer = cap
-        .or(size.max_output_tokens)
-        .or_else(|| model.and_then(|m| m.max_output_tokens).map(u64::from))?;
+/// The most output tokens (all answers together) the model that served could have produced: its
+/// catalog maximum per answer, times the answers asked for; `None` when the catalog does not
+/// say. This is the line past which usage is not believed, deliberately not the limit the
+/// gateway wrote: a provider that generated past that limit (one that does not count reasoning
+/// against it, say) still charges for what it really produced, which the tenant then pays.
+pub fn model_output_bound(size: RequestSize, model: Option<&ModelConfig>) -> Option<u64> {
+    let per_answer = model.and_then(|m| m.max_output_tokens).map(u64::from)?;
     Some(per_answer.saturating_mul(size.choices.max(1)))
 }
 
@@ -462,6 +480,7 @@ mod tests {
 
     fn tenant(limits: Option<EffectiveLimits>, budget: Option<BudgetConfig>) -> TenantConfig {
         TenantConfig {
+            concurrency_ceiling: None,
             id: "team-a/acme".into(),
             namespace: "team-a".into(),
             name: "acme".into(),

@@ -194,6 +194,7 @@ fn resolve_one(
         providers: sources.own_ids,
         allow_platform_fallback: spec.source == Source::Tenant && spec.allow_platform_fallback,
         cli,
+        concurrency_ceiling: limits.is_none().then_some(tier.concurrency_ceiling),
         limits,
         budget,
         access_keys: keys.hashes,

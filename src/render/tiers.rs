@@ -13,6 +13,11 @@ pub const RPM_ANNOTATION: &str = "llm.dgidgi.io/requests-per-minute";
 pub const TPD_ANNOTATION: &str = "llm.dgidgi.io/tokens-per-day";
 /// Namespace annotation with the enterprise concurrency.
 pub const CONCURRENT_ANNOTATION: &str = "llm.dgidgi.io/concurrent";
+/// Namespace annotation with the protective concurrency ceiling of tenants the platform does not
+/// meter (`tenant` and `cli` sources): not a billing limit, a guard of the gateway's memory.
+pub const CONCURRENCY_CEILING_ANNOTATION: &str = "llm.dgidgi.io/concurrency-ceiling";
+/// The ceiling when the namespace sets none.
+pub const DEFAULT_CONCURRENCY_CEILING: u64 = 100;
 
 /// A platform tier.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,6 +95,8 @@ pub struct TierResolution {
     pub tier: Tier,
     /// Its limits.
     pub limits: EffectiveLimits,
+    /// The protective concurrency ceiling for unmetered sources (any tier).
+    pub concurrency_ceiling: u64,
     /// Problems with the label or annotations (the defaults were used instead).
     pub problems: Vec<String>,
 }
@@ -134,9 +141,22 @@ pub fn resolve_tier(
             }
         }
     };
+    let concurrency_ceiling = match annotations.get(CONCURRENCY_CEILING_ANNOTATION) {
+        None => DEFAULT_CONCURRENCY_CEILING,
+        Some(text) => match text.trim().parse::<u64>() {
+            Ok(ceiling) if ceiling > 0 => ceiling,
+            _ => {
+                problems.push(format!(
+                    "namespace annotation {CONCURRENCY_CEILING_ANNOTATION}={text:?} is not a positive whole number; using {DEFAULT_CONCURRENCY_CEILING}"
+                ));
+                DEFAULT_CONCURRENCY_CEILING
+            }
+        },
+    };
     TierResolution {
         tier,
         limits,
+        concurrency_ceiling,
         problems,
     }
 }

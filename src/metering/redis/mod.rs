@@ -180,7 +180,8 @@ if output then
   for j = 1, n do
     marks[j] = ''
     if flex[j] then
-      marks[j] = taken[j]
+      -- Printed whole: Lua's own number-to-text keeps 14 digits.
+      marks[j] = string.format('%.0f', taken[j])
       if output < flex[j][4] then shrunk = true end
     end
   end
