@@ -1117,3 +1117,52 @@ async fn an_unmetered_tenant_has_a_protective_concurrency_ceiling() {
     assert!(fleet.upstream.most_in_flight.load(Ordering::SeqCst) <= 2);
     fleet.stop().await;
 }
+
+/// Issue #18, leak 4: three replicas failing open while Redis is down admit about one limit
+/// between them, not one each. Each mirrors what it admitted through Redis and takes its share
+/// of the limit (RPM 10 over 3 replicas: 3 each) from the heartbeat count. Before, each fell
+/// back to counters that had never seen its Redis admissions and admitted a full limit alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_failing_open_take_their_share_of_a_limit() {
+    let mut redis = RedisServer::start();
+    let shared = Shared {
+        fail_mode: FailMode::Open,
+        timeout: Duration::from_millis(200),
+        url: None,
+    };
+    let fleet = Fleet::start_with(
+        3,
+        Some(&redis),
+        r#""llm.dgidgi.io/requests-per-minute": "10", "llm.dgidgi.io/tokens-per-day": "100000000", "llm.dgidgi.io/concurrent": "1000""#,
+        "{}",
+        Duration::from_secs(5),
+        shared,
+    )
+    .await;
+    // Every replica has heard that there are three.
+    for gateway in &fleet.gateways {
+        let mut heard = false;
+        for _ in 0..100 {
+            let (_, _, metrics) = http::send(gateway.admin, "GET", "/metrics", None, None)
+                .await
+                .unwrap();
+            if metrics.contains("dgidgi_redis_replicas 3") {
+                heard = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(heard, "a replica never heard of the other two");
+    }
+    // Two requests through each replica while Redis answers.
+    let before = fleet.burst(6, ask("mock/mock-fast")).await;
+    assert!(before.iter().all(|(s, _, _)| *s == 200), "{before:?}");
+    redis.stop();
+    // Redis down: each replica may admit its share (3) less the 2 it already admitted.
+    let during = fleet.burst(30, ask("mock/mock-fast")).await;
+    let ok = during.iter().filter(|(s, _, _)| *s == 200).count();
+    assert_eq!(ok, 3, "admitted while Redis was down");
+    // Back, so the replicas' lost calls land and they stop at once.
+    redis.restart();
+    fleet.stop().await;
+}

@@ -165,6 +165,8 @@ pub struct Metrics {
     pub unbelievable_usage: Family<ProviderLabels, Counter>,
     /// 1 when the shared Redis may evict counters (its maxmemory-policy is not noeviction).
     pub redis_eviction_unsafe: Gauge,
+    /// Replicas sharing Redis at the last heartbeat.
+    pub redis_replicas: Gauge,
     /// Connections closed at once because their listener held its most.
     pub connections_refused: Family<ListenerLabels, Counter>,
     /// Each route's series of the families above, found once (see [`Metrics::route`]).
@@ -199,6 +201,7 @@ impl Default for Metrics {
             unbelievable_usage: Family::default(),
             connections_refused: Family::default(),
             redis_eviction_unsafe: Gauge::default(),
+            redis_replicas: Gauge::default(),
             routes: RouteSeriesCache::default(),
             registry: Registry::default(),
         };
@@ -293,6 +296,11 @@ impl Default for Metrics {
             "dgidgi_redis_eviction_unsafe",
             "1 when the shared Redis may evict counters (maxmemory-policy is not noeviction): usage can vanish and be spent again",
             metrics.redis_eviction_unsafe.clone(),
+        );
+        registry.register(
+            "dgidgi_redis_replicas",
+            "Replicas sharing Redis at the last heartbeat: each takes this share of a limit while Redis is unreachable and it fails open",
+            metrics.redis_replicas.clone(),
         );
         registry.register(
             "dgidgi_connections_refused",

@@ -374,7 +374,10 @@ pub async fn start(options: StartOptions) -> anyhow::Result<Running> {
     // until Redis answers, `/readyz` answering 503 meanwhile.
     let warm = tokio::spawn({
         let gateway = gateway.clone();
-        async move { gateway.meter.warm_up().await }
+        async move {
+            gateway.meter.warm_up().await;
+            gateway.meter.heartbeats().await;
+        }
     });
     let _ = tokio::time::timeout(REDIS_WARM_UP, async {
         while !gateway.meter.ready() {

@@ -27,17 +27,39 @@ pub struct Book {
 struct Amount {
     value: u64,
     expires_at: u64,
+    /// The fleet's value when Redis last reported it (see [`Book::observe`]): what a replica
+    /// admitting on its own shares the rest of the limit from.
+    seen: u64,
 }
 
 impl Book {
     /// Checks every charge, then applies all of them, or none if any would pass its limit.
-    /// Flexible amounts ([`Flex`](super::charge::Flex)) are taken at the most output every limited one can hold.
+    /// Flexible amounts ([`Flex`](super::charge::Flex)) are taken at the most output every
+    /// limited one can hold.
     pub fn reserve(
         &mut self,
         charges: &[Charge],
         member: u128,
         now: u64,
     ) -> Result<Admitted, Refusal> {
+        self.reserve_share(charges, member, now, 1)
+    }
+
+    /// [`Book::reserve`] for one of `replicas` replicas admitting on their own (Redis
+    /// unreachable, failing open): each limit is this replica's share. A window or a lease set
+    /// holds this replica's own entries (mirrored while Redis answered), and may hold
+    /// `limit / replicas` of them (at least 1); an amount may grow from the fleet's value Redis
+    /// last reported by `(limit - that) / replicas`. So replicas that all lose Redis together
+    /// admit about one limit between them, not one each.
+    pub fn reserve_share(
+        &mut self,
+        charges: &[Charge],
+        member: u128,
+        now: u64,
+        replicas: u64,
+    ) -> Result<Admitted, Refusal> {
+        let replicas = replicas.max(1);
+        let share = |limit: u64| (limit / replicas).max(1);
         let mut after = Vec::with_capacity(charges.len());
         let mut output: Option<u64> = None;
         for (index, charge) in charges.iter().enumerate() {
@@ -57,14 +79,14 @@ impl Book {
                         None => (0, None),
                     };
                     let retry = oldest.map_or(0, |at| (at + window_ms).saturating_sub(now));
-                    (count, Some(*limit), retry)
+                    (count, Some(share(*limit)), retry)
                 }
                 Charge::Lease { key, limit, .. } => {
                     let live = self.leases.get_mut(key.as_str()).map_or(0, |leases| {
                         leases.retain(|_, expires| *expires > now);
                         leases.len() as u64
                     });
-                    (live, Some(*limit), 0)
+                    (live, Some(share(*limit)), 0)
                 }
                 Charge::Amount {
                     key,
@@ -74,6 +96,12 @@ impl Book {
                     ..
                 } => {
                     let value = self.amount(key, now);
+                    // This replica's share of what the fleet had left when last seen.
+                    let limit = limit.map(|limit| {
+                        let seen = self.seen(key, now).min(limit);
+                        seen + (limit - seen) / replicas
+                    });
+                    let limit = &limit;
                     // The amount at the output granted so far (the ask until a counter
                     // shrinks it).
                     let mut taken = match flex {
@@ -117,6 +145,38 @@ impl Book {
             }
             after.push(current + 1);
         }
+        self.apply(charges, member, now, output, &mut after);
+        Ok(Admitted { after, output })
+    }
+
+    /// Applies a reservation Redis made (the mirror that lets this replica go on alone, with
+    /// what it admitted, if Redis becomes unreachable), without checking any limit.
+    pub fn mirror(&mut self, charges: &[Charge], member: u128, now: u64, output: Option<u64>) {
+        let mut after = vec![0; charges.len()];
+        self.apply(charges, member, now, output, &mut after);
+    }
+
+    /// Records the fleet's value of an amount counter as Redis reported it.
+    pub fn observe(&mut self, key: &str, fleet: u64, expires_at: u64) {
+        self.amounts.insert(
+            key.to_owned(),
+            Amount {
+                value: fleet,
+                expires_at,
+                seen: fleet,
+            },
+        );
+    }
+
+    /// Applies every charge: entries, leases, and the amounts at the granted output.
+    fn apply(
+        &mut self,
+        charges: &[Charge],
+        member: u128,
+        now: u64,
+        output: Option<u64>,
+        after: &mut [u64],
+    ) {
         for (charge, after) in charges.iter().zip(after.iter_mut()) {
             match charge {
                 Charge::Window { key, .. } => self
@@ -152,7 +212,6 @@ impl Book {
                 }
             }
         }
-        Ok(Admitted { after, output })
     }
 
     /// Applies a settlement; returns, per release, the counter's value afterwards (0 for
@@ -189,10 +248,24 @@ impl Book {
             .map_or(0, |a| a.value)
     }
 
+    /// The fleet's value of an amount counter when Redis last reported it (0 when never).
+    fn seen(&self, key: &str, now: u64) -> u64 {
+        self.amounts
+            .get(key)
+            .filter(|a| a.expires_at > now)
+            .map_or(0, |a| a.seen)
+    }
+
     /// Sets a counter outright (restoring day and month totals from the ledger on start).
     pub fn set_amount(&mut self, key: &str, value: u64, expires_at: u64) {
-        self.amounts
-            .insert(key.to_owned(), Amount { value, expires_at });
+        self.amounts.insert(
+            key.to_owned(),
+            Amount {
+                value,
+                expires_at,
+                seen: 0,
+            },
+        );
     }
 
     /// Records `mark` once; true the first time (alert thresholds fire once per month).
@@ -217,9 +290,11 @@ impl Book {
         let entry = self.amounts.entry_ref(key).or_insert(Amount {
             value: 0,
             expires_at,
+            seen: 0,
         });
         if entry.expires_at <= now {
             entry.value = 0;
+            entry.seen = 0;
         }
         entry.value = entry.value.saturating_add_signed(delta);
         entry.expires_at = entry.expires_at.max(expires_at);

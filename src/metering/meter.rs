@@ -256,7 +256,17 @@ pub struct Meter {
     /// Tenants this replica refused for requests per minute or concurrency, until their
     /// `retry-after` (Unix ms): refused again before their body is read.
     cooling: Mutex<hashbrown::HashMap<String, Cooling>>,
+    /// This process's id among the replicas sharing Redis.
+    replica_id: String,
+    /// How many replicas shared Redis at the last heartbeat (1 until one is heard): a replica
+    /// admitting on its own while Redis is unreachable takes this share of each limit.
+    replicas: std::sync::atomic::AtomicU64,
 }
+
+/// How often a replica tells Redis it is alive.
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
+/// How long a replica counts as alive after its last heartbeat.
+const HEARTBEAT_LIFE: Duration = Duration::from_secs(10);
 
 /// A tenant refused for a window or lease limit, and until when.
 #[derive(Clone, Copy, Debug)]
@@ -350,6 +360,8 @@ impl Meter {
             unbelievable_logged: std::sync::atomic::AtomicBool::new(false),
             redis_answered: std::sync::atomic::AtomicBool::new(options.redis_url.is_none()),
             cooling: Mutex::default(),
+            replica_id: request_id::text(request_id::new(now)),
+            replicas: std::sync::atomic::AtomicU64::new(1),
         })
     }
 
@@ -393,6 +405,7 @@ impl Meter {
                             "Redis may evict the shared counters (maxmemory-policy is not noeviction): a tenant's usage can vanish and its limits and budget be spent again; set maxmemory-policy noeviction"
                         );
                     }
+                    self.heartbeat().await;
                     self.redis_answered
                         .store(true, std::sync::atomic::Ordering::Release);
                     tracing::info!("Redis answered; the shared counters are ready");
@@ -405,6 +418,44 @@ impl Meter {
                 }
             }
         }
+    }
+
+    /// Tells Redis this replica is alive every few seconds, learning how many replicas share
+    /// it (the share each takes of a limit while Redis is unreachable). Runs until dropped;
+    /// returns at once without Redis.
+    pub async fn heartbeats(&self) {
+        if self.redis.is_none() {
+            return;
+        }
+        let mut ticks = tokio::time::interval(HEARTBEAT_EVERY);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            self.heartbeat().await;
+        }
+    }
+
+    async fn heartbeat(&self) {
+        let Some(redis) = &self.redis else {
+            return;
+        };
+        match redis.heartbeat(&self.replica_id, HEARTBEAT_LIFE).await {
+            Ok(count) => {
+                let count = count.max(1);
+                self.replicas
+                    .store(count, std::sync::atomic::Ordering::Relaxed);
+                self.metrics
+                    .redis_replicas
+                    .set(i64::try_from(count).unwrap_or(i64::MAX));
+            }
+            // The count last heard stands.
+            Err(error) => self.redis_failed("heartbeat", &error),
+        }
+    }
+
+    /// Replicas sharing Redis at the last heartbeat.
+    fn replicas(&self) -> u64 {
+        self.replicas.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn book(&self) -> std::sync::MutexGuard<'_, Book> {
@@ -441,7 +492,12 @@ impl Meter {
             let reserved = redis.reserve(charges, member).await;
             in_flight.armed = false;
             match reserved {
-                Ok(result) => return Ok((result, true)),
+                Ok(result) => {
+                    if let Ok(admitted) = &result {
+                        self.mirror(charges, admitted, member, now);
+                    }
+                    return Ok((result, true));
+                }
                 Err(error) => {
                     self.redis_failed("reserve", &error);
                     // Unless it never left (no connection), the script may have run or still
@@ -463,7 +519,30 @@ impl Meter {
                 }
             }
         }
-        Ok((self.book().reserve(charges, member, now), false))
+        // Without Redis (one replica), or failing open: on this replica's own counters, which
+        // mirror what it admitted through Redis, at its share of each limit.
+        let replicas = if self.redis.is_some() {
+            self.replicas()
+        } else {
+            1
+        };
+        Ok((
+            self.book().reserve_share(charges, member, now, replicas),
+            false,
+        ))
+    }
+
+    /// Keeps this replica's own counters a mirror of what it admitted through Redis (its
+    /// windows and leases) and of the fleet's amounts as Redis reported them, so it can go on
+    /// alone, at its share, if Redis becomes unreachable.
+    fn mirror(&self, charges: &[Charge], admitted: &Admitted, member: u128, now: u64) {
+        let mut book = self.book();
+        book.mirror(charges, member, now, admitted.output);
+        for (charge, fleet) in charges.iter().zip(&admitted.after) {
+            if let Charge::Amount { key, ttl_ms, .. } = charge {
+                book.observe(key, *fleet, now + ttl_ms);
+            }
+        }
     }
 
     /// Cancels, in the background, a Redis reservation whose outcome is unknown (its call timed
@@ -496,9 +575,23 @@ impl Meter {
         shared: bool,
     ) -> Vec<u64> {
         if shared && let Some(redis) = &self.redis {
-            match redis.settle(charges, releases, member).await {
-                Ok(after) => return after,
+            let settled = redis.settle(charges, releases, member).await;
+            // The mirror settles too (see `Meter::mirror`), with the fleet's figures when Redis
+            // gave them.
+            let now = now_ms();
+            let mut book = self.book();
+            book.settle(releases, member, now);
+            match settled {
+                Ok(after) => {
+                    for (release, fleet) in releases.iter().zip(&after) {
+                        if let super::charge::Release::Adjust { key, ttl_ms, .. } = release {
+                            book.observe(key, *fleet, now + ttl_ms);
+                        }
+                    }
+                    return after;
+                }
                 Err(error) => {
+                    drop(book);
                     // Sent again in the background (`dgidgi_redis_redeliveries`); until it is
                     // taken the lease stays held and the amounts keep the reservation.
                     self.redis_failed("settle", &error);

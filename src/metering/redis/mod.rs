@@ -262,6 +262,18 @@ redis.call('SET', KEYS[#KEYS], 'cancelled', 'PX', ARGV[2], 'NX')
 return {}
 "#;
 
+/// A replica says it is alive and learns how many are (KEYS: the replica set; ARGV: this
+/// replica's id, the entry's life in ms): the set holds each live replica scored by when its
+/// entry expires, on Redis' clock.
+const HEARTBEAT: &str = r#"
+local clock = redis.call('TIME')
+local now = clock[1] * 1000 + math.floor(clock[2] / 1000)
+redis.call('ZADD', KEYS[1], now + ARGV[2], ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return redis.call('ZCARD', KEYS[1])
+"#;
+
 /// The life of a reservation's marker: longer than any request lasts (and than its lease, 15
 /// minutes, or its window, one), since a settlement applies only while its marker is there
 /// (that is what makes it apply once). A settled request's marker is gone at once, so only
@@ -654,6 +666,21 @@ impl RedisCounters {
         // The pipeline task runs from now on, not from the first request.
         drop(self.batcher());
         Ok(settings)
+    }
+
+    /// Records that replica `id` is alive for `life` and returns how many replicas are.
+    pub async fn heartbeat(&self, id: &str, life: Duration) -> Result<u64, RedisError> {
+        let mut connection = self.patient.clone();
+        let count: u64 = within(
+            redeliver::PATIENCE,
+            Script::new(HEARTBEAT)
+                .key(format!("{PREFIX}replicas"))
+                .arg(id)
+                .arg(life.as_millis() as u64)
+                .invoke_async(&mut connection),
+        )
+        .await?;
+        Ok(count)
     }
 
     /// Sets a mark once across all replicas (`SET NX`); true for the first setter.
