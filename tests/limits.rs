@@ -558,6 +558,22 @@ fn seen_output(fleet: &Fleet) -> Vec<(Option<u64>, Option<u64>, Option<u64>)> {
         .collect()
 }
 
+/// Waits until every gateway of the fleet has settled what it served (settlements run after
+/// the answer is sent).
+async fn settled(fleet: &Fleet) {
+    for _ in 0..500 {
+        if fleet
+            .gateways
+            .iter()
+            .all(|g| g.gateway.meter.settlements_in_flight() == 0)
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("settlements did not finish");
+}
+
 /// The prompt tokens the gateway estimates for a body (one per four bytes).
 fn prompt_estimate(body: &serde_json::Value) -> u64 {
     (body.to_string().len() as u64).div_ceil(4)
@@ -585,6 +601,7 @@ async fn every_output_field_and_n_are_covered_by_the_reservation() {
             Some(left.to_string().as_str())
         );
         // `n` answers of up to 100 each: 4 × 100 reserved, nothing capped.
+        settled(&fleet).await;
         let mut four = ask("fake/fast");
         four["n"] = 4.into();
         let (status, headers, body) = post(address, &key, &four).await;
@@ -597,6 +614,7 @@ async fn every_output_field_and_n_are_covered_by_the_reservation() {
         // The first request settled to its 18 reported tokens.
         assert_eq!(remaining, 10_000 - 18 - prompt_estimate(&four) - 4 * 100);
         // 128 answers of 1,000 cannot fit in what is left: each is capped to its share.
+        settled(&fleet).await;
         let mut many = ask("fake/fast");
         many["n"] = 128.into();
         many["max_tokens"] = 1_000.into();
@@ -649,12 +667,14 @@ async fn the_output_limit_is_lowered_only_by_what_the_tenant_has_left() {
         // model without a known maximum) is capped to exactly what is left, and the one after
         // it to what is left then.
         let mut expected = vec![Some(64_000), Some(64_000)];
+        settled(&fleet).await;
         let (status, _, _) = post(address, &key, &agent).await;
         assert_eq!(status, 200);
         let mut greedy = ask("fake/open-ended");
         greedy["max_tokens"] = 99_990.into();
         let prompt = prompt_estimate(&greedy);
         for used in [2 * 18, 3 * 18] {
+            settled(&fleet).await;
             let (status, headers, body) = post(address, &key, &greedy).await;
             assert_eq!(status, 200, "{body}");
             let left = 100_000 - used - prompt;
@@ -1165,4 +1185,81 @@ async fn replicas_failing_open_take_their_share_of_a_limit() {
     // Back, so the replicas' lost calls land and they stop at once.
     redis.restart();
     fleet.stop().await;
+}
+
+/// Issue #18, leak 3: a Redis that lost its data (FLUSHALL, then a restart without
+/// persistence) mid-month does not let a tenant spend its budget again. The replicas add their
+/// ledgers' usage to the new epoch before they reserve in it, so the counters equal the
+/// ledgers' sum. Before, every day's and month's counter started again from zero.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_redis_that_lost_its_data_is_rebuilt_from_the_ledgers() {
+    let mut redis = RedisServer::start();
+    let mut fleet = Fleet::start(
+        3,
+        Some(&redis),
+        "",
+        "{budget: {monthlyUsd: 0.002, alertThresholds: [50], action: block}}",
+    )
+    .await;
+    let key = fleet.key();
+    // Spends until refused, one request at a time, round the replicas; how many were served.
+    let spend = |fleet: &Fleet| {
+        let addresses: Vec<SocketAddr> = fleet.gateways.iter().map(|g| g.api).collect();
+        let key = key.clone();
+        async move {
+            let mut served = 0;
+            for i in 0..600 {
+                let (status, _, body) = post(addresses[i % 3], &key, &ask("fake/fast")).await;
+                match status {
+                    200 => served += 1,
+                    402 => break,
+                    // Redis lost its data and this replica has not rebuilt it yet: decided by
+                    // the fail mode (closed here).
+                    503 => tokio::time::sleep(Duration::from_millis(50)).await,
+                    _ => panic!("{status}: {body}"),
+                }
+            }
+            served
+        }
+    };
+    let first = spend(&fleet).await;
+    assert!(first > 5, "{first} served before the budget ran out");
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("FLUSHALL")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    // The budget was spent before Redis forgot it: still spent.
+    assert_eq!(spend(&fleet).await, 0, "served again after FLUSHALL");
+    redis.restart();
+    assert_eq!(spend(&fleet).await, 0, "served again after a restart");
+    let month = dgidgi::metering::clock::Day::of(dgidgi::metering::clock::now_ms()).month_key();
+    let spend_key = format!("dgidgi:t:team-acme/acme:spend:{month}");
+    // Kept past the fleet's stop (which flushes the ledgers).
+    let kept = std::mem::take(&mut fleet.states);
+    let states: Vec<std::path::PathBuf> = kept.iter().map(|s| s.path().to_owned()).collect();
+    fleet.stop().await;
+    let today = dgidgi::metering::clock::Day::of(dgidgi::metering::clock::now_ms());
+    let ledgers: u64 = states
+        .iter()
+        .map(|state| {
+            dgidgi::metering::ledger::current_totals(state, &today.key(), &month)
+                .unwrap()
+                .month
+                .get("team-acme/acme")
+                .map_or(0, |t| t.micro_usd)
+        })
+        .sum();
+    assert!(
+        ledgers <= 2_000,
+        "spent {ledgers} of a 2,000 micro-USD budget"
+    );
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let counted: Option<u64> = redis::cmd("GET")
+        .arg(&spend_key)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(counted, Some(ledgers), "Redis holds the ledgers' sum");
 }

@@ -62,17 +62,17 @@ fn model() -> ModelConfig {
     }
 }
 
-fn meter(
+async fn meter(
     redis: Option<&RedisServer>,
     fail_mode: FailMode,
     state: Option<&std::path::Path>,
 ) -> Arc<Meter> {
-    meter_with_timeout(redis, fail_mode, state, Duration::from_secs(2))
+    meter_with_timeout(redis, fail_mode, state, Duration::from_secs(2)).await
 }
 
 /// A meter whose Redis calls give up after `timeout` (short only where an outage is tested; a
 /// busy CI machine must not turn a slow answer into a refusal elsewhere).
-fn meter_with_timeout(
+async fn meter_with_timeout(
     redis: Option<&RedisServer>,
     fail_mode: FailMode,
     state: Option<&std::path::Path>,
@@ -89,7 +89,22 @@ fn meter_with_timeout(
         }),
         ..MeterOptions::default()
     };
-    Arc::new(Meter::open(&options, Arc::new(Metrics::default())).expect("meter opens"))
+    let meter = Arc::new(Meter::open(&options, Arc::new(Metrics::default())).expect("meter opens"));
+    // As a gateway does: connected and synced with Redis' epoch before the first request,
+    // heartbeats from then on.
+    let running = meter.clone();
+    tokio::spawn(async move {
+        running.warm_up().await;
+        running.heartbeats().await;
+    });
+    for _ in 0..500 {
+        if meter.ready() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(meter.ready(), "the meter's Redis is ready");
+    meter
 }
 
 /// 400 bytes of body: 100 prompt tokens; max 100 output: 200 tokens reserved.
@@ -268,7 +283,7 @@ fn config_of(t: &TenantConfig) -> dgidgi::config::GatewayConfig {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_instance_with_embedded_counters_is_exact() {
-    let one = [meter(None, FailMode::Open, None)];
+    let one = [meter(None, FailMode::Open, None).await];
     rpm_is_exact(&one).await;
     concurrency_is_exact(&one).await;
     budget_is_exact(&one).await;
@@ -277,9 +292,10 @@ async fn one_instance_with_embedded_counters_is_exact() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_instances_sharing_redis_enforce_one_limit() {
     let redis = RedisServer::start();
-    let three: Vec<Arc<Meter>> = (0..3)
-        .map(|_| meter(Some(&redis), FailMode::Closed, None))
-        .collect();
+    let mut three: Vec<Arc<Meter>> = Vec::new();
+    for _ in 0..3 {
+        three.push(meter(Some(&redis), FailMode::Closed, None).await);
+    }
     rpm_is_exact(&three).await;
     concurrency_is_exact(&three).await;
     budget_is_exact(&three).await;
@@ -296,13 +312,15 @@ async fn a_redis_outage_follows_the_fail_mode_and_recovery_is_automatic() {
         FailMode::Open,
         None,
         Duration::from_millis(100),
-    );
+    )
+    .await;
     let closed = meter_with_timeout(
         Some(&redis),
         FailMode::Closed,
         None,
         Duration::from_millis(100),
-    );
+    )
+    .await;
     let t = tenant(limits(3, 1_000_000, 100), None);
     let m = model();
     assert!(admit(&closed, &t, &m).await.is_ok());
@@ -341,7 +359,7 @@ async fn the_ledger_restores_counters_and_keeps_unsettled_reservations() {
     let t = tenant(limits(1_000, 1_000, 100), None);
     let m = model();
     {
-        let meter = meter(None, FailMode::Open, Some(state.path()));
+        let meter = meter(None, FailMode::Open, Some(state.path())).await;
         let settled = admit(&meter, &t, &m).await.expect("admitted");
         meter
             .settle(
@@ -361,7 +379,7 @@ async fn the_ledger_restores_counters_and_keeps_unsettled_reservations() {
         meter.flush().await;
         std::mem::forget(_lost);
     }
-    let reopened = meter(None, FailMode::Open, Some(state.path()));
+    let reopened = meter(None, FailMode::Open, Some(state.path())).await;
     let summary = reopened.summary(&config_of(&t)).await;
     assert_eq!(summary.tenants[0].tokens_today, 150 + 200);
     assert_eq!(summary.tenants[0].requests_today, 2);
@@ -501,7 +519,7 @@ async fn each_attempt_on_a_provider_key_is_a_reservation_of_its_own() {
     use dgidgi::config::ProviderLimitsConfig;
     let redis = RedisServer::start();
     for shared in [None, Some(&redis)] {
-        let meter = meter(shared, FailMode::Closed, None);
+        let meter = meter(shared, FailMode::Closed, None).await;
         let ticket = admit(&meter, &tenant(None, None), &model())
             .await
             .expect("admitted");
@@ -1019,7 +1037,7 @@ async fn usage_no_answer_could_have_is_not_believed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_grow_the_state_directory_by_a_bounded_amount() {
     let state = tempfile::tempdir().expect("tempdir");
-    let meter = meter(None, FailMode::Open, Some(state.path()));
+    let meter = meter(None, FailMode::Open, Some(state.path())).await;
     // Concurrency 1, held: every later request is refused.
     let t = tenant(limits(1_000_000, 1_000_000_000, 1), None);
     let m = model();

@@ -862,6 +862,19 @@ fn add_totals<'b>(
     }
 }
 
+/// Today's and this month's totals per tenant as the ledger in `state_dir` holds them now (read
+/// on a connection of its own, beside the writer: what Redis is rebuilt from).
+pub fn current_totals(state_dir: &Path, today: &str, month: &str) -> Result<Restored, LedgerError> {
+    let path = state_dir.join(LEDGER_FILE);
+    let sql = |source| LedgerError::Sql {
+        path: path.clone(),
+        source,
+    };
+    let mut conn = Connection::open(&path).map_err(sql)?;
+    conn.busy_timeout(Duration::from_secs(5)).map_err(sql)?;
+    restore(&mut conn, today, month, 0).map_err(sql)
+}
+
 /// Reads back every record (tests and the ledger export).
 pub fn read_all(state_dir: &Path) -> Result<Vec<Record>, LedgerError> {
     let path = state_dir.join(LEDGER_FILE);

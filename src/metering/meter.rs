@@ -258,6 +258,10 @@ pub struct Meter {
     cooling: Mutex<hashbrown::HashMap<String, Cooling>>,
     /// This process's id among the replicas sharing Redis.
     replica_id: String,
+    /// The ledger's directory, whose usage is added to a Redis that lost its data.
+    state_dir: Option<std::path::PathBuf>,
+    /// Wakes the heartbeat at once when a reservation finds Redis lost its data.
+    resync: tokio::sync::Notify,
     /// How many replicas shared Redis at the last heartbeat (1 until one is heard): a replica
     /// admitting on its own while Redis is unreachable takes this share of each limit.
     replicas: std::sync::atomic::AtomicU64,
@@ -344,10 +348,13 @@ impl Meter {
         };
         let redis = match &options.redis_url {
             None => None,
-            Some(url) => Some(
-                RedisCounters::new(url, options.redis_timeout)?
-                    .report_redeliveries_to(metrics.redis_redeliveries.clone()),
-            ),
+            Some(url) => {
+                let counters = RedisCounters::new(url, options.redis_timeout)?
+                    .report_redeliveries_to(metrics.redis_redeliveries.clone());
+                // Nothing is reserved in Redis before this replica has synced with its epoch.
+                counters.await_epoch();
+                Some(counters)
+            }
         };
         Ok(Self {
             book: Mutex::new(book),
@@ -361,6 +368,8 @@ impl Meter {
             redis_answered: std::sync::atomic::AtomicBool::new(options.redis_url.is_none()),
             cooling: Mutex::default(),
             replica_id: request_id::text(request_id::new(now)),
+            state_dir: options.ledger.as_ref().map(|l| l.state_dir.clone()),
+            resync: tokio::sync::Notify::new(),
             replicas: std::sync::atomic::AtomicU64::new(1),
         })
     }
@@ -405,18 +414,17 @@ impl Meter {
                             "Redis may evict the shared counters (maxmemory-policy is not noeviction): a tenant's usage can vanish and its limits and budget be spent again; set maxmemory-policy noeviction"
                         );
                     }
-                    self.heartbeat().await;
-                    self.redis_answered
-                        .store(true, std::sync::atomic::Ordering::Release);
-                    tracing::info!("Redis answered; the shared counters are ready");
-                    return;
+                    if self.heartbeat().await {
+                        self.redis_answered
+                            .store(true, std::sync::atomic::Ordering::Release);
+                        tracing::info!("Redis answered; the shared counters are ready");
+                        return;
+                    }
                 }
-                Err(error) => {
-                    self.redis_failed("connect", &error);
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(5));
-                }
+                Err(error) => self.redis_failed("connect", &error),
             }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(5));
         }
     }
 
@@ -430,27 +438,79 @@ impl Meter {
         let mut ticks = tokio::time::interval(HEARTBEAT_EVERY);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            ticks.tick().await;
+            tokio::select! {
+                _ = ticks.tick() => {}
+                () = self.resync.notified() => {}
+            }
             self.heartbeat().await;
         }
     }
 
-    async fn heartbeat(&self) {
+    /// One heartbeat: how many replicas share Redis, and whether its epoch is the one this
+    /// replica reserves in; if not (Redis lost its data, or this replica meets it for the
+    /// first time), this replica's usage is added to it first (see [`super::rebuild`]).
+    async fn heartbeat(&self) -> bool {
         let Some(redis) = &self.redis else {
-            return;
+            return true;
         };
-        match redis.heartbeat(&self.replica_id, HEARTBEAT_LIFE).await {
-            Ok(count) => {
+        let candidate = request_id::text(request_id::new(now_ms()));
+        match redis
+            .heartbeat(&self.replica_id, HEARTBEAT_LIFE, &candidate)
+            .await
+        {
+            Ok((count, epoch)) => {
                 let count = count.max(1);
                 self.replicas
                     .store(count, std::sync::atomic::Ordering::Relaxed);
                 self.metrics
                     .redis_replicas
                     .set(i64::try_from(count).unwrap_or(i64::MAX));
+                if *redis.epoch() == super::redis::Epoch::Synced(epoch.clone()) {
+                    return true;
+                }
+                match self.sync(redis, &epoch).await {
+                    Ok(()) => true,
+                    Err(error) => {
+                        tracing::error!(
+                            "adding this replica's usage to Redis' new epoch failed (tried again at the next heartbeat; requests are decided by --redis-fail-mode meanwhile): {error:#}"
+                        );
+                        false
+                    }
+                }
             }
             // The count last heard stands.
-            Err(error) => self.redis_failed("heartbeat", &error),
+            Err(error) => {
+                self.redis_failed("heartbeat", &error);
+                false
+            }
         }
+    }
+
+    /// Adds this replica's ledger usage to `epoch` unless it is there already, then reserves
+    /// in it.
+    async fn sync(&self, redis: &RedisCounters, epoch: &str) -> anyhow::Result<()> {
+        use super::rebuild;
+        if let Some(dir) = &self.state_dir
+            && rebuild::synced_epoch(dir).as_deref() != Some(epoch)
+        {
+            let counters = rebuild::ledger_counters(dir, now_ms())?;
+            let ledger_id =
+                rebuild::ledger_id(dir, || request_id::text(request_id::new(now_ms())))?;
+            let mut added = 0;
+            for (guard, chunk) in rebuild::chunks(&counters, epoch, &ledger_id) {
+                if redis.rebuild(&guard, chunk).await? {
+                    added += chunk.len();
+                }
+            }
+            rebuild::record_synced(dir, epoch)?;
+            tracing::warn!(
+                epoch = ?epoch,
+                counters = added,
+                "Redis has an epoch this ledger's usage was not in (it lost its data, or this ledger meets it first): added this ledger's day and month totals to it"
+            );
+        }
+        redis.sync_epoch(epoch.to_owned());
+        Ok(())
     }
 
     /// Replicas sharing Redis at the last heartbeat.
@@ -499,6 +559,9 @@ impl Meter {
                     return Ok((result, true));
                 }
                 Err(error) => {
+                    if matches!(error, RedisError::EpochLost) {
+                        self.resync.notify_one();
+                    }
                     self.redis_failed("reserve", &error);
                     // Unless it never left (no connection), the script may have run or still
                     // run: cancel it, exactly once.
@@ -1182,6 +1245,11 @@ impl Meter {
             }
         }
         self.flush().await;
+    }
+
+    /// Settlements under way (a served request's settlement runs after its answer is sent).
+    pub fn settlements_in_flight(&self) -> usize {
+        self.settling.len()
     }
 
     /// Waits for the ledger to commit everything queued (shutdown, tests).

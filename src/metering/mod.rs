@@ -9,6 +9,7 @@ pub mod clock;
 pub mod ledger;
 pub mod meter;
 pub mod plan;
+pub mod rebuild;
 pub mod redis;
 pub mod refusals;
 pub mod request_id;

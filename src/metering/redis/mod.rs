@@ -26,11 +26,12 @@ use redeliver::Redeliveries;
 /// Prefix of every key this gateway writes.
 const PREFIX: &str = "dgidgi:";
 
-/// Check-and-reserve over every charge: all are applied or none (KEYS: the counters, then the
-/// reservation's marker; ARGV: marker TTL, member, type/limit/x/ttl per counter, then
-/// fixed/per/scale/ask per flexible amount). Returns {0, after..., granted output} on success
-/// (the grant only when the list has flexible amounts) or {index, limit, current, retry_ms}
-/// when refused.
+/// Check-and-reserve over every charge: all are applied or none (KEYS: the counters, the
+/// reservation's marker, the epoch; ARGV: marker TTL, member, the epoch expected,
+/// type/limit/x/ttl per counter, then fixed/per/scale/ask per flexible amount). Returns {0,
+/// after..., granted output} on success (the grant only when the list has flexible amounts),
+/// {index, limit, current, retry_ms} when refused, {-2} when Redis' epoch is not the one
+/// expected.
 ///
 /// A flexible amount (`f`, [`super::charge::Flex`]) follows the output tokens granted: taken at
 /// the ask, and when a limited counter cannot hold it, at the most output that fits (at least
@@ -53,9 +54,13 @@ const PREFIX: &str = "dgidgi:";
 /// 32-bit Redis build would overflow with a millisecond timestamp, and making that portable
 /// cost nearly all of the saving (measured).
 const RESERVE: &str = r#"
-local n = #KEYS - 1
+local n = #KEYS - 2
 local marker = KEYS[n + 1]
 local member = ARGV[2]
+-- A Redis that lost its data (restarted empty, failed over to a replica without it) has lost
+-- its epoch too: nothing is reserved until this replica has added its ledger's usage to the
+-- new one (an empty expected epoch skips the check).
+if ARGV[3] ~= '' and redis.call('GET', KEYS[n + 2]) ~= ARGV[3] then return {-2} end
 -- The marker records this reservation (so a lost answer is cancelled exactly once); a
 -- cancellation that arrived first left it set, and this reservation is not made.
 if not redis.call('SET', marker, '1', 'PX', ARGV[1], 'NX') then return {-1} end
@@ -64,7 +69,7 @@ local taken = {}
 -- Takes back charges 1..upto and the marker: a later charge was refused.
 local function undo(upto)
   for j = 1, upto do
-    local b = 2 + (j - 1) * 4
+    local b = 3 + (j - 1) * 4
     local kind = ARGV[b + 1]
     if kind == 'a' then
       redis.call('DECRBY', KEYS[j], ARGV[b + 3])
@@ -87,13 +92,13 @@ local function amount(f, o)
   return q
 end
 -- The flexible amounts' parameters follow the charges: fixed, per, scale, ask each.
-local flex_at = 2 + n * 4
+local flex_at = 3 + n * 4
 local flex = {}
 local output
 local now
 local result = {0}
 for i = 1, n do
-  local b = 2 + (i - 1) * 4
+  local b = 3 + (i - 1) * 4
   local kind, limit, x = ARGV[b + 1], ARGV[b + 2] + 0, ARGV[b + 3] + 0
   local key = KEYS[i]
   if kind == 'a' or kind == 'f' then
@@ -271,8 +276,34 @@ local now = clock[1] * 1000 + math.floor(clock[2] / 1000)
 redis.call('ZADD', KEYS[1], now + ARGV[2], ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return redis.call('ZCARD', KEYS[1])
+-- The epoch names this Redis' data; one that lost it finds none, and the first replica to
+-- look starts a new one.
+local epoch = redis.call('GET', KEYS[2])
+if not epoch then
+  redis.call('SET', KEYS[2], ARGV[3])
+  epoch = ARGV[3]
+end
+return {redis.call('ZCARD', KEYS[1]), epoch}
 "#;
+
+/// Adds one replica's usage to a new epoch's counters, once (KEYS: the guard, then the
+/// counters; ARGV: the guard's life, then amount/TTL per counter): the guard names the epoch,
+/// the ledger and the chunk, so a retry adds nothing twice.
+const REBUILD: &str = r#"
+if not redis.call('SET', KEYS[1], '1', 'PX', ARGV[1], 'NX') then return 0 end
+for i = 2, #KEYS do
+  local b = 2 + (i - 2) * 2
+  local value = redis.call('INCRBY', KEYS[i], ARGV[b])
+  if value == ARGV[b] + 0 then redis.call('PEXPIRE', KEYS[i], ARGV[b + 1]) end
+end
+return 1
+"#;
+
+/// How long a rebuild's guard stays: longer than any counter it rebuilt (a month and a grace).
+const REBUILD_GUARD_MS: u64 = 40 * 86_400_000;
+
+/// The key naming Redis' epoch.
+const EPOCH_KEY: &str = "dgidgi:epoch";
 
 /// The life of a reservation's marker: longer than any request lasts (and than its lease, 15
 /// minutes, or its window, one), since a settlement applies only while its marker is there
@@ -319,13 +350,18 @@ pub enum RedisError {
     /// The script answered something unexpected.
     #[error("redis answered an unexpected reply")]
     Reply,
+    /// Redis lost its data (its epoch is not the one this replica added its usage to): no
+    /// reservation is made until the replica has added it to the new one.
+    #[error("redis lost its data; the counters are being rebuilt")]
+    EpochLost,
 }
 
 impl RedisError {
     /// True when the call cannot have reached Redis (no connection could be made), so there
     /// is nothing of it to cancel.
     pub fn never_sent(&self) -> bool {
-        matches!(self, Self::Call(error) if error.is_connection_refusal())
+        matches!(self, Self::EpochLost)
+            || matches!(self, Self::Call(error) if error.is_connection_refusal())
     }
 
     /// Low-cardinality label for the error metric.
@@ -334,6 +370,7 @@ impl RedisError {
             Self::Timeout(_) => "timeout",
             Self::Call(_) => "error",
             Self::Reply => "reply",
+            Self::EpochLost => "data_lost",
         }
     }
 }
@@ -356,6 +393,22 @@ pub struct RedisCounters {
     batcher: Arc<Mutex<Option<Batcher>>>,
     /// Settlements and cancellations waiting to be sent again.
     redeliveries: Redeliveries,
+    /// The epoch reservations are made in (see [`Epoch`]).
+    epoch: Arc<arc_swap::ArcSwap<Epoch>>,
+}
+
+/// Which of Redis' lives this replica's reservations belong to. Redis keeps an epoch key with
+/// no TTL; a Redis that restarted empty or failed over without its data has none, and the
+/// first replica to notice starts a new one. A replica reserves only in the epoch it has added
+/// its ledger's usage to, so a budget spent before Redis lost its data is not spent again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Epoch {
+    /// Not checked (a counter store used on its own: tests, tools).
+    Unchecked,
+    /// Reservations are made in this epoch.
+    Synced(String),
+    /// Redis' epoch changed under this replica: nothing is reserved until it syncs again.
+    Lost,
 }
 
 impl std::fmt::Debug for RedisCounters {
@@ -396,6 +449,7 @@ impl RedisCounters {
             sources: Arc::from(sources),
             batcher: Arc::default(),
             redeliveries: Redeliveries::default(),
+            epoch: Arc::new(arc_swap::ArcSwap::from_pointee(Epoch::Unchecked)),
         })
     }
 
@@ -455,13 +509,20 @@ impl RedisCounters {
         charges: &[Charge],
         member: u128,
     ) -> Result<Result<Admitted, Refusal>, RedisError> {
-        let mut call = Self::script_call(&self.reserve, charges.len() + 1);
+        let expected = match &**self.epoch.load() {
+            Epoch::Unchecked => String::new(),
+            Epoch::Synced(epoch) => epoch.clone(),
+            Epoch::Lost => return Err(RedisError::EpochLost),
+        };
+        let mut call = Self::script_call(&self.reserve, charges.len() + 2);
         for charge in charges {
             call.arg(format!("{PREFIX}{}", charge.key()));
         }
         call.arg(Self::marker(charges, member))
+            .arg(EPOCH_KEY)
             .arg(MARKER_TTL_MS)
-            .arg(request_id::text(member));
+            .arg(request_id::text(member))
+            .arg(expected);
         let mut flexible = Vec::new();
         for charge in charges {
             let (kind, limit, x, ttl) = match charge {
@@ -509,6 +570,12 @@ impl RedisCounters {
                     after: after.iter().map(|v| (*v).max(0) as u64).collect(),
                     output,
                 }))
+            }
+            [-2] => {
+                // Noticed at once, not at the next heartbeat: no reservation goes to this
+                // Redis until this replica has added its usage to the new epoch.
+                self.epoch.store(Arc::new(Epoch::Lost));
+                Err(RedisError::EpochLost)
             }
             [index, limit, current, retry] if *index > 0 => Ok(Err(Refusal {
                 index: (*index - 1) as usize,
@@ -668,19 +735,65 @@ impl RedisCounters {
         Ok(settings)
     }
 
-    /// Records that replica `id` is alive for `life` and returns how many replicas are.
-    pub async fn heartbeat(&self, id: &str, life: Duration) -> Result<u64, RedisError> {
+    /// Records that replica `id` is alive for `life`; how many replicas are, and Redis' epoch
+    /// (`candidate` becomes it if Redis has none).
+    pub async fn heartbeat(
+        &self,
+        id: &str,
+        life: Duration,
+        candidate: &str,
+    ) -> Result<(u64, String), RedisError> {
         let mut connection = self.patient.clone();
-        let count: u64 = within(
+        let (count, epoch): (u64, String) = within(
             redeliver::PATIENCE,
             Script::new(HEARTBEAT)
                 .key(format!("{PREFIX}replicas"))
+                .key(EPOCH_KEY)
                 .arg(id)
                 .arg(life.as_millis() as u64)
+                .arg(candidate)
                 .invoke_async(&mut connection),
         )
         .await?;
-        Ok(count)
+        Ok((count, epoch))
+    }
+
+    /// The epoch reservations are made in.
+    pub fn epoch(&self) -> Arc<Epoch> {
+        self.epoch.load_full()
+    }
+
+    /// Reserves nothing until [`RedisCounters::sync_epoch`] names the epoch (a gateway's
+    /// counters start so; used alone, a store does not check epochs).
+    pub fn await_epoch(&self) {
+        self.epoch.store(Arc::new(Epoch::Lost));
+    }
+
+    /// Makes reservations in `epoch` from now on.
+    pub fn sync_epoch(&self, epoch: String) {
+        self.epoch.store(Arc::new(Epoch::Synced(epoch)));
+    }
+
+    /// Adds a replica's usage to the counters of `epoch`, once per `guard` (named by the epoch,
+    /// the ledger and the chunk); `counters` are (key, amount, TTL ms). True if this call added
+    /// them, false if an earlier one had.
+    pub async fn rebuild(
+        &self,
+        guard: &str,
+        counters: &[(String, u64, u64)],
+    ) -> Result<bool, RedisError> {
+        let mut connection = self.patient.clone();
+        let rebuild = Script::new(REBUILD);
+        let mut script = rebuild.prepare_invoke();
+        script.key(format!("{PREFIX}{guard}")).arg(REBUILD_GUARD_MS);
+        for (key, amount, ttl) in counters {
+            script
+                .key(format!("{PREFIX}{key}"))
+                .arg(exact(*amount))
+                .arg(*ttl);
+        }
+        let added: i64 = within(redeliver::PATIENCE, script.invoke_async(&mut connection)).await?;
+        Ok(added == 1)
     }
 
     /// Sets a mark once across all replicas (`SET NX`); true for the first setter.

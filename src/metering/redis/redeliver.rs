@@ -57,7 +57,8 @@ pub(super) fn worth_resending(error: &RedisError) -> bool {
             matches!(error.code(), Some("OOM" | "BUSY"))
                 || !matches!(error.retry_method(), redis::RetryMethod::NoRetry)
         }
-        RedisError::Reply => false,
+        // A settlement of a reservation the lost data held has nothing left to settle.
+        RedisError::Reply | RedisError::EpochLost => false,
     }
 }
 
