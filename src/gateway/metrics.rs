@@ -167,6 +167,8 @@ pub struct Metrics {
     pub redis_eviction_unsafe: Gauge,
     /// Replicas sharing Redis at the last heartbeat.
     pub redis_replicas: Gauge,
+    /// Bytes the ledger's files take on disk.
+    pub ledger_bytes: Gauge,
     /// Connections closed at once because their listener held its most.
     pub connections_refused: Family<ListenerLabels, Counter>,
     /// Each route's series of the families above, found once (see [`Metrics::route`]).
@@ -202,6 +204,7 @@ impl Default for Metrics {
             connections_refused: Family::default(),
             redis_eviction_unsafe: Gauge::default(),
             redis_replicas: Gauge::default(),
+            ledger_bytes: Gauge::default(),
             routes: RouteSeriesCache::default(),
             registry: Registry::default(),
         };
@@ -301,6 +304,11 @@ impl Default for Metrics {
             "dgidgi_redis_replicas",
             "Replicas sharing Redis at the last heartbeat: each takes this share of a limit while Redis is unreachable and it fails open",
             metrics.redis_replicas.clone(),
+        );
+        registry.register(
+            "dgidgi_ledger_bytes",
+            "Bytes the ledger's files (database, write-ahead log, index) take under --state-dir, measured every minute",
+            metrics.ledger_bytes.clone(),
         );
         registry.register(
             "dgidgi_connections_refused",

@@ -3,6 +3,7 @@
 //! relays answers as they arrive. Config comes from a rendered config directory, hot-reloaded.
 
 pub mod admin;
+pub mod answer_buffers;
 pub mod body;
 pub mod body_shape;
 pub mod chat;
@@ -157,6 +158,8 @@ pub struct Gateway {
     pub metrics: Arc<metrics::Metrics>,
     /// Limits, budgets and the ledger.
     pub meter: crate::metering::Meter,
+    /// Room for whole answers held at once, across every request.
+    pub answer_buffers: answer_buffers::AnswerBuffers,
 }
 
 impl Gateway {
@@ -172,6 +175,7 @@ impl Gateway {
             draining: std::sync::atomic::AtomicBool::new(false),
             metrics,
             meter,
+            answer_buffers: answer_buffers::AnswerBuffers::new(answer_buffers::DEFAULT_TOTAL_BYTES),
         }))
     }
 

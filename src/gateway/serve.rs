@@ -14,13 +14,14 @@ use hyper::{Response, StatusCode};
 use serde_json::{Map, Value};
 use tokio::sync::oneshot;
 
+use super::answer_buffers::{AnswerBuffers, hold};
 use super::body::{ResponseBody, UpstreamBody, upstream_body};
 use super::chat::PROVIDER_HEADER;
 use super::completion::{Completion, Meter};
 use super::error::ApiError;
 use super::metered::SettleOnDrop;
 use super::metrics::UpstreamErrorLabels;
-use super::upstream::{Failure, Outcome, chat_url, cli_chat_url, read_bounded, send};
+use super::upstream::{Failure, Outcome, ReadError, chat_url, cli_chat_url, read_bounded, send};
 use super::{Active, Gateway};
 use crate::config::{Scope, TenantConfig};
 use crate::crd::Source;
@@ -260,6 +261,7 @@ pub async fn serve(
                         parts.status,
                         &parts.headers,
                         upstream_body(incoming),
+                        &gateway.answer_buffers,
                     )
                     .await
                 }
@@ -271,7 +273,8 @@ pub async fn serve(
                     let mut headers = HeaderMap::new();
                     headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
                     let local = upstream_body(http_body_util::Full::new(body));
-                    answer(&prepared, attempt, format, status, &headers, local).await
+                    let buffers = &gateway.answer_buffers;
+                    answer(&prepared, attempt, format, status, &headers, local, buffers).await
                 }
                 Outcome::Failed(failure) => Err(failure),
             };
@@ -296,6 +299,14 @@ pub async fn serve(
                 Err(failure) => {
                     if let Some(quota) = quota {
                         quota.release_now().await;
+                    }
+                    if failure == Failure::NoRoom {
+                        // Another target would find no room either, and would be paid for.
+                        return Err(ApiError::upstream(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "gateway_busy",
+                            "the gateway holds its most of whole answers; try again shortly",
+                        ));
                     }
                     gateway
                         .metrics
@@ -359,6 +370,7 @@ async fn answer(
     status: StatusCode,
     headers: &HeaderMap,
     body: UpstreamBody,
+    buffers: &AnswerBuffers,
 ) -> Result<(Response<ResponseBody>, oneshot::Receiver<Completion>), Failure> {
     let client = prepared.client;
     let is_sse = headers
@@ -401,10 +413,13 @@ async fn answer(
     } else {
         64 * 1024
     };
-    let bytes = tokio::time::timeout_at(deadline, read_bounded(body, limit))
+    let (bytes, room) = tokio::time::timeout_at(deadline, read_bounded(body, limit, Some(buffers)))
         .await
         .map_err(|_| Failure::Timeout)?
-        .ok_or(Failure::Connect)?;
+        .map_err(|error| match error {
+            ReadError::NoRoom => Failure::NoRoom,
+            ReadError::Broken | ReadError::TooLarge => Failure::Connect,
+        })?;
     let (out, meter) = if status.is_success() {
         match crate::formats::translate_response(format, client, &bytes, &attempt.model, now()) {
             Ok((out, usage)) => {
@@ -429,6 +444,8 @@ async fn answer(
         );
         (Bytes::from(body), meter)
     };
+    // The answer keeps its room until the client has read it (or left).
+    let out = hold(out, room);
     let mut response = Response::new(ResponseBody::metered(out, meter));
     *response.status_mut() = status;
     response

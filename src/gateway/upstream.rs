@@ -75,6 +75,8 @@ pub enum Failure {
     /// The provider key's own requests or tokens per minute (`LlmProvider.spec.limits`) are
     /// used up: the target is skipped without being called.
     QuotaFull,
+    /// The gateway holds its most of whole answers (see [`super::answer_buffers`]).
+    NoRoom,
 }
 
 impl Failure {
@@ -90,7 +92,8 @@ impl Failure {
             | Self::Unsupported(_)
             | Self::Inexpressible(_)
             | Self::BadAnswer(_)
-            | Self::QuotaFull => None,
+            | Self::QuotaFull
+            | Self::NoRoom => None,
         }
     }
 
@@ -107,6 +110,7 @@ impl Failure {
             Self::Inexpressible(_) => "inexpressible",
             Self::BadAnswer(_) => "bad_answer",
             Self::QuotaFull => "key_quota_full",
+            Self::NoRoom => "gateway_busy",
         }
     }
 
@@ -127,6 +131,7 @@ impl Failure {
             Self::Inexpressible(message) => format!("cannot take this request: {message}"),
             Self::BadAnswer(message) => format!("gave an answer that could not be read: {message}"),
             Self::QuotaFull => "used up its key's own per-minute quota (not called)".to_owned(),
+            Self::NoRoom => "answered while the gateway held its most of whole answers".to_owned(),
         }
     }
 }
@@ -226,17 +231,42 @@ where
     }
 }
 
-/// Reads a whole upstream body, bounded. A body that arrives in one frame (most answers) is
-/// kept as it came, without a copy.
-pub async fn read_bounded(mut body: super::body::UpstreamBody, limit: usize) -> Option<Bytes> {
+/// Why a whole body could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadError {
+    /// It broke off.
+    Broken,
+    /// It is larger than the limit.
+    TooLarge,
+    /// The gateway holds its most of whole answers (see [`super::answer_buffers`]).
+    NoRoom,
+}
+
+/// Reads a whole upstream body, bounded by `limit` and by the room `buffers` has (taken as it
+/// is read, and returned with the bytes: hold it as long as they live). A body that arrives in
+/// one frame (most answers) is kept as it came, without a copy.
+pub async fn read_bounded(
+    mut body: super::body::UpstreamBody,
+    limit: usize,
+    buffers: Option<&super::answer_buffers::AnswerBuffers>,
+) -> Result<(Bytes, Option<tokio::sync::OwnedSemaphorePermit>), ReadError> {
     let mut first: Option<Bytes> = None;
     let mut rest: Vec<u8> = Vec::new();
+    let mut room: Option<tokio::sync::OwnedSemaphorePermit> = None;
     while let Some(frame) = body.frame().await {
-        if let Ok(data) = frame.ok()?.into_data() {
+        let frame = frame.map_err(|_| ReadError::Broken)?;
+        if let Ok(data) = frame.into_data() {
             // Whatever has been read is in `first` (one frame) or in `rest` (more), never both.
             let read = first.as_ref().map_or(0, Bytes::len) + rest.len();
             if read + data.len() > limit {
-                return None;
+                return Err(ReadError::TooLarge);
+            }
+            if let Some(buffers) = buffers {
+                let more = buffers.take(data.len()).ok_or(ReadError::NoRoom)?;
+                match room.as_mut() {
+                    Some(room) => room.merge(more),
+                    None => room = Some(more),
+                }
             }
             if first.is_none() && rest.is_empty() {
                 first = Some(data);
@@ -248,7 +278,7 @@ pub async fn read_bounded(mut body: super::body::UpstreamBody, limit: usize) -> 
             }
         }
     }
-    Some(first.unwrap_or_else(|| Bytes::from(rest)))
+    Ok((first.unwrap_or_else(|| Bytes::from(rest)), room))
 }
 
 /// The chat URL of a provider in its own format: the catalog's `chat_path` under the base
@@ -287,18 +317,40 @@ mod tests {
         super::super::body::upstream_body(StreamBody::new(futures::stream::iter(frames)))
     }
 
+    async fn read(parts: &[&'static str], limit: usize) -> Option<Bytes> {
+        read_bounded(frames(parts), limit, None)
+            .await
+            .ok()
+            .map(|(bytes, _)| bytes)
+    }
+
     #[tokio::test]
     async fn a_body_is_read_whole_and_bounded_whatever_its_frames() {
-        let one = read_bounded(frames(&["abcdef"]), 6).await;
+        let one = read(&["abcdef"], 6).await;
         assert_eq!(one.as_deref(), Some(b"abcdef".as_slice()));
         // Three frames of 2 bytes fit a 6-byte limit exactly (the first frame counted once).
-        let three = read_bounded(frames(&["ab", "cd", "ef"]), 6).await;
+        let three = read(&["ab", "cd", "ef"], 6).await;
         assert_eq!(three.as_deref(), Some(b"abcdef".as_slice()));
-        assert_eq!(read_bounded(frames(&["ab", "cd", "efg"]), 6).await, None);
-        assert_eq!(read_bounded(frames(&["abcdefg"]), 6).await, None);
+        assert_eq!(read(&["ab", "cd", "efg"], 6).await, None);
+        assert_eq!(read(&["abcdefg"], 6).await, None);
+        assert_eq!(read(&[], 6).await.as_deref(), Some(b"".as_slice()));
+    }
+
+    #[tokio::test]
+    async fn reading_takes_room_from_the_gateways_total() {
+        let buffers = crate::gateway::answer_buffers::AnswerBuffers::new(4 * 1024);
+        let big = Box::leak("x".repeat(3 * 1024).into_boxed_str());
+        let held = read_bounded(frames(&[big]), 1 << 20, Some(&buffers))
+            .await
+            .expect("room for one");
+        assert_eq!(buffers.available_bytes(), 1024);
         assert_eq!(
-            read_bounded(frames(&[]), 6).await.as_deref(),
-            Some(b"".as_slice())
+            read_bounded(frames(&[big]), 1 << 20, Some(&buffers))
+                .await
+                .unwrap_err(),
+            ReadError::NoRoom
         );
+        drop(held);
+        assert_eq!(buffers.available_bytes(), 4 * 1024);
     }
 }

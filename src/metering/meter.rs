@@ -1207,6 +1207,26 @@ impl Meter {
     /// Drops expired counters; called every minute.
     pub fn sweep(&self) {
         self.book().sweep(now_ms(), MINUTE_MS);
+        self.report_ledger_size();
+    }
+
+    /// Sets `dgidgi_ledger_bytes` to what the ledger's files take on disk (the database, its
+    /// write-ahead log and index), so a filling volume is seen before it is full.
+    pub fn report_ledger_size(&self) {
+        let Some(dir) = &self.state_dir else {
+            return;
+        };
+        let bytes: u64 = ["", "-wal", "-shm"]
+            .iter()
+            .filter_map(|suffix| {
+                let name = format!("{}{suffix}", super::ledger::LEDGER_FILE);
+                std::fs::metadata(dir.join(name)).ok()
+            })
+            .map(|meta| meta.len())
+            .sum();
+        self.metrics
+            .ledger_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
     /// Runs a settlement in the background, where [`Meter::stop`] waits for it: the request
