@@ -9,48 +9,20 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::gateway::{InProcess, MOCK_AND_ONE_TENANT};
 use dgidgi::gateway::Settings;
-use dgidgi::gateway::server::{Running, StartOptions, start};
-use dgidgi::render::manifests::config_dir_files;
 use http_body_util::{BodyExt as _, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
-const TENANT: &str = r#"
-apiVersion: llm.dgidgi.io/v1alpha1
-kind: LlmProvider
-metadata: {name: mock, namespace: dgidgi-system}
-spec: {type: mock}
----
-apiVersion: llm.dgidgi.io/v1alpha1
-kind: LlmTenant
-metadata: {name: acme, namespace: team-acme}
-spec: {}
-"#;
-
-async fn gateway(header_timeout: Duration, max_connections: usize) -> (Running, tempfile::TempDir) {
-    let output = common::render_yaml(TENANT);
-    let dir = tempfile::tempdir().unwrap();
-    for file in config_dir_files(&output).unwrap() {
-        std::fs::write(dir.path().join(&file.path), &file.bytes).unwrap();
-    }
-    let running = start(StartOptions {
-        config_dir: dir.path().to_owned(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        admin_listen: "127.0.0.1:0".parse().unwrap(),
-        settings: Settings {
-            header_read_timeout: header_timeout,
-            max_connections,
-            ..Settings::default()
-        },
-        reload_interval: Duration::from_secs(60),
-        drain: Duration::from_secs(1),
-        unready_delay: Duration::ZERO,
-    })
-    .await
-    .unwrap();
-    (running, dir)
+async fn gateway(header_timeout: Duration, max_connections: usize) -> InProcess {
+    let settings = Settings {
+        header_read_timeout: header_timeout,
+        max_connections,
+        ..Settings::default()
+    };
+    InProcess::start(MOCK_AND_ONE_TENANT, settings).await
 }
 
 /// Whether the server closes `stream` within `within` (reading until EOF or an error).
@@ -69,7 +41,7 @@ async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_are_closed_after_the_header_timeout() {
-    let (running, _dir) = gateway(Duration::from_millis(300), 10_000).await;
+    let running = gateway(Duration::from_millis(300), 10_000).await.running;
     // Never a byte: closed (before, held forever: no timer while the protocol is detected).
     let mut silent = TcpStream::connect(running.api).await.unwrap();
     assert!(closed_within(&mut silent, Duration::from_secs(5)).await);
@@ -103,7 +75,7 @@ async fn idle_connections_are_closed_after_the_header_timeout() {
 /// connection with nothing in flight is idle.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_request_is_not_idle() {
-    let (running, _dir) = gateway(Duration::from_millis(300), 10_000).await;
+    let running = gateway(Duration::from_millis(300), 10_000).await.running;
     let mut stream = TcpStream::connect(running.api).await.unwrap();
     // The body arrives slowly, within the body timeout but past the idle one.
     stream
@@ -135,7 +107,7 @@ async fn metric(admin: SocketAddr, name: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_listener_refuses_more_and_admin_stays_reachable() {
-    let (running, _dir) = gateway(Duration::from_secs(20), 3).await;
+    let running = gateway(Duration::from_secs(20), 3).await.running;
     // Three connections mid-request hold the API listener's three places.
     let mut held = Vec::new();
     for _ in 0..3 {

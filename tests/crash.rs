@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::gateway::free_port;
 use common::http;
 use dgidgi::metering::ledger::read_all;
 use dgidgi::render::manifests::config_dir_files;
@@ -33,13 +34,6 @@ kind: LlmTenant
 metadata: {name: acme, namespace: team-acme}
 spec: {}
 "#;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap()
-        .port()
-}
 
 struct Gateway {
     child: Child,

@@ -6,11 +6,9 @@ mod common;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
+use common::gateway::InProcess;
 use dgidgi::gateway::Settings;
-use dgidgi::gateway::server::{StartOptions, start};
-use dgidgi::render::manifests::config_dir_files;
 
 /// Collects everything logged.
 #[derive(Clone, Default)]
@@ -37,7 +35,7 @@ async fn a_newline_in_a_model_name_is_escaped_in_the_log() {
     ))
     .expect("the only subscriber of this test binary");
     // A provider nobody listens on: every attempt fails and is logged with its model name.
-    let output = common::render_yaml(
+    let gateway = InProcess::start(
         r#"
 apiVersion: v1
 kind: Secret
@@ -54,27 +52,14 @@ kind: LlmTenant
 metadata: {name: acme, namespace: team-acme}
 spec: {}
 "#,
-    );
-    let dir = tempfile::tempdir().unwrap();
-    for file in config_dir_files(&output).unwrap() {
-        std::fs::write(dir.path().join(&file.path), &file.bytes).unwrap();
-    }
-    let running = start(StartOptions {
-        config_dir: dir.path().to_owned(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        admin_listen: "127.0.0.1:0".parse().unwrap(),
-        settings: Settings::default(),
-        reload_interval: Duration::from_secs(60),
-        drain: Duration::from_secs(1),
-        unready_delay: Duration::ZERO,
-    })
-    .await
-    .unwrap();
+        Settings::default(),
+    )
+    .await;
     let forged = "x\nERROR forged: the admin token is hunter2";
     let body = serde_json::json!({"model": format!("dead/{forged}"), "messages": [{"role": "user", "content": "hi"}]});
-    let key = output.access_keys[0].value.to_string();
+    let key = gateway.key();
     let (status, _, _) = common::http::send(
-        running.api,
+        gateway.running.api,
         "POST",
         "/v1/chat/completions",
         Some(&key),
@@ -83,7 +68,7 @@ spec: {}
     .await
     .unwrap();
     assert_eq!(status, 502);
-    running.shutdown().await;
+    gateway.running.shutdown().await;
     let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     let failed: Vec<&str> = log
         .lines()

@@ -9,27 +9,8 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::gateway::{MOCK_AND_ONE_TENANT, config_dir, free_port};
 use common::http;
-use dgidgi::render::manifests::config_dir_files;
-
-const CONFIG: &str = r#"
-apiVersion: llm.dgidgi.io/v1alpha1
-kind: LlmProvider
-metadata: {name: mock, namespace: dgidgi-system}
-spec: {type: mock}
----
-apiVersion: llm.dgidgi.io/v1alpha1
-kind: LlmTenant
-metadata: {name: acme, namespace: team-acme}
-spec: {}
-"#;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap()
-        .port()
-}
 
 /// The peak resident memory of a process, in KiB (`VmHWM` in /proc).
 fn peak_kib(child: &Child) -> u64 {
@@ -56,11 +37,7 @@ async fn a_wide_body_does_not_take_the_gateways_memory() {
         eprintln!("skipped: no /proc to read peak memory from");
         return;
     }
-    let output = common::render_yaml(CONFIG);
-    let dir = tempfile::tempdir().unwrap();
-    for file in config_dir_files(&output).unwrap() {
-        std::fs::write(dir.path().join(&file.path), &file.bytes).unwrap();
-    }
+    let (output, dir) = config_dir(MOCK_AND_ONE_TENANT);
     let (api, admin) = (free_port(), free_port());
     let child = Command::new(env!("CARGO_BIN_EXE_dgidgi"))
         .args(["gateway", "--listen", &format!("127.0.0.1:{api}")])

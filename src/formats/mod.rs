@@ -95,9 +95,10 @@ pub fn translate_response(
         let object = body.trim_ascii_start().first() == Some(&b'{')
             && (usage.is_some() || serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok());
         if !object {
-            return Err(FormatError::upstream(
-                "the provider's answer is not a JSON object",
-            ));
+            return Err(FormatError::upstream(format!(
+                "the provider's answer is not a JSON object ({} bytes)",
+                body.len()
+            )));
         }
         return Ok((body.to_vec(), usage));
     }

@@ -262,9 +262,24 @@ pub struct Meter {
     state_dir: Option<std::path::PathBuf>,
     /// Wakes the heartbeat at once when a reservation finds Redis lost its data.
     resync: tokio::sync::Notify,
+    /// The epoch this replica's usage is in (see [`super::rebuild`]).
+    added_to: Mutex<Option<String>>,
+    /// After an epoch change: how many replicas were heard before it, until when they are
+    /// waited for.
+    expected: Mutex<Option<(u64, Instant)>>,
     /// How many replicas shared Redis at the last heartbeat (1 until one is heard): a replica
     /// admitting on its own while Redis is unreachable takes this share of each limit.
     replicas: std::sync::atomic::AtomicU64,
+}
+
+/// What one heartbeat found.
+enum Beat {
+    /// Every live replica's usage is in Redis' epoch: reservations go to Redis.
+    Complete,
+    /// This replica's usage was just added, or another's is not yet: look again soon.
+    WaitingForOthers,
+    /// Redis did not answer, or adding the usage failed.
+    Failed,
 }
 
 /// How often a replica tells Redis it is alive.
@@ -370,6 +385,8 @@ impl Meter {
             replica_id: request_id::text(request_id::new(now)),
             state_dir: options.ledger.as_ref().map(|l| l.state_dir.clone()),
             resync: tokio::sync::Notify::new(),
+            added_to: Mutex::default(),
+            expected: Mutex::default(),
             replicas: std::sync::atomic::AtomicU64::new(1),
         })
     }
@@ -453,46 +470,101 @@ impl Meter {
         let Some(redis) = &self.redis else {
             return true;
         };
-        let candidate = request_id::text(request_id::new(now_ms()));
-        match redis
-            .heartbeat(&self.replica_id, HEARTBEAT_LIFE, &candidate)
-            .await
-        {
-            Ok((count, epoch)) => {
-                let count = count.max(1);
-                self.replicas
-                    .store(count, std::sync::atomic::Ordering::Relaxed);
-                self.metrics
-                    .redis_replicas
-                    .set(i64::try_from(count).unwrap_or(i64::MAX));
-                if *redis.epoch() == super::redis::Epoch::Synced(epoch.clone()) {
-                    return true;
-                }
-                match self.sync(redis, &epoch).await {
-                    Ok(()) => true,
-                    Err(error) => {
-                        tracing::error!(
-                            "adding this replica's usage to Redis' new epoch failed (tried again at the next heartbeat; requests are decided by --redis-fail-mode meanwhile): {error:#}"
-                        );
-                        false
-                    }
-                }
-            }
-            // The count last heard stands.
-            Err(error) => {
-                self.redis_failed("heartbeat", &error);
-                false
+        // Until every live replica has added its usage to a new epoch, its counters are short:
+        // looked at again soon rather than at the next heartbeat.
+        for _ in 0..40 {
+            match self.beat(redis).await {
+                Beat::Complete => return true,
+                Beat::Failed => return false,
+                Beat::WaitingForOthers => tokio::time::sleep(Duration::from_millis(50)).await,
             }
         }
+        false
     }
 
-    /// Adds this replica's ledger usage to `epoch` unless it is there already, then reserves
-    /// in it.
-    async fn sync(&self, redis: &RedisCounters, epoch: &str) -> anyhow::Result<()> {
-        use super::rebuild;
-        if let Some(dir) = &self.state_dir
-            && rebuild::synced_epoch(dir).as_deref() != Some(epoch)
+    /// One heartbeat, and the sync it calls for.
+    async fn beat(&self, redis: &RedisCounters) -> Beat {
+        let candidate = request_id::text(request_id::new(now_ms()));
+        let added_to = self.added_to();
+        let heard = match redis
+            .heartbeat(
+                &self.replica_id,
+                HEARTBEAT_LIFE,
+                &candidate,
+                added_to.as_deref(),
+            )
+            .await
         {
+            Ok(heard) => heard,
+            Err(error) => {
+                // The count last heard stands.
+                self.redis_failed("heartbeat", &error);
+                return Beat::Failed;
+            }
+        };
+        let count = heard.replicas.max(1);
+        let before = self
+            .replicas
+            .swap(count, std::sync::atomic::Ordering::Relaxed);
+        self.metrics
+            .redis_replicas
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+        if added_to.as_deref() != Some(heard.epoch.as_str()) {
+            // Redis lost its data, or this replica meets it for the first time: its usage goes
+            // in first, and the next beat says so to the others. A Redis that lost its data
+            // lost the replica set too: the others are expected back (as many as were heard
+            // before) until their entries' life has passed.
+            redis.await_epoch();
+            *self.expected.lock().unwrap_or_else(PoisonError::into_inner) =
+                Some((before, Instant::now() + HEARTBEAT_LIFE));
+            return match self.add_usage(redis, &heard.epoch).await {
+                Ok(()) => Beat::WaitingForOthers,
+                Err(error) => {
+                    tracing::error!(
+                        "adding this replica's usage to Redis' new epoch failed (tried again at the next heartbeat; requests are decided by --redis-fail-mode meanwhile): {error:#}"
+                    );
+                    Beat::Failed
+                }
+            };
+        }
+        let expected = {
+            let mut expected = self.expected.lock().unwrap_or_else(PoisonError::into_inner);
+            match *expected {
+                Some((replicas, until)) if Instant::now() < until => replicas,
+                _ => {
+                    *expected = None;
+                    0
+                }
+            }
+        };
+        if heard.added < heard.replicas.max(expected) {
+            // Another live replica's usage is not in yet: reserving now would count without it.
+            redis.await_epoch();
+            return Beat::WaitingForOthers;
+        }
+        if *redis.epoch() != super::redis::Epoch::Synced(heard.epoch.clone()) {
+            redis.sync_epoch(heard.epoch);
+        }
+        Beat::Complete
+    }
+
+    /// The epoch this replica's usage is in: remembered, or, at start, recorded beside the
+    /// ledger by an earlier run.
+    fn added_to(&self) -> Option<String> {
+        let mut added = self.added_to.lock().unwrap_or_else(PoisonError::into_inner);
+        if added.is_none() {
+            *added = self
+                .state_dir
+                .as_deref()
+                .and_then(super::rebuild::synced_epoch);
+        }
+        added.clone()
+    }
+
+    /// Adds this replica's ledger usage to `epoch` unless it is there already.
+    async fn add_usage(&self, redis: &RedisCounters, epoch: &str) -> anyhow::Result<()> {
+        use super::rebuild;
+        if let Some(dir) = &self.state_dir {
             let counters = rebuild::ledger_counters(dir, now_ms())?;
             let ledger_id =
                 rebuild::ledger_id(dir, || request_id::text(request_id::new(now_ms())))?;
@@ -509,7 +581,7 @@ impl Meter {
                 "Redis has an epoch this ledger's usage was not in (it lost its data, or this ledger meets it first): added this ledger's day and month totals to it"
             );
         }
-        redis.sync_epoch(epoch.to_owned());
+        *self.added_to.lock().unwrap_or_else(PoisonError::into_inner) = Some(epoch.to_owned());
         Ok(())
     }
 

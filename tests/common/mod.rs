@@ -2,6 +2,7 @@
 //! random generator, so outputs are reproducible.
 #![allow(dead_code)]
 
+pub mod gateway;
 pub mod http;
 pub mod redis;
 

@@ -267,9 +267,12 @@ redis.call('SET', KEYS[#KEYS], 'cancelled', 'PX', ARGV[2], 'NX')
 return {}
 "#;
 
-/// A replica says it is alive and learns how many are (KEYS: the replica set; ARGV: this
-/// replica's id, the entry's life in ms): the set holds each live replica scored by when its
-/// entry expires, on Redis' clock.
+/// A replica says it is alive and learns how many are, Redis' epoch, and how many of the live
+/// replicas have added their usage to it (KEYS: the replica set, the epoch, the epochs each
+/// replica's usage is in; ARGV: this replica's id, the entry's life in ms, a new epoch should
+/// Redis have none, the epoch this replica's usage is in or ''). The replica set holds each live
+/// replica scored by when its entry expires, on Redis' clock; entries of replicas gone are
+/// dropped from the epochs too.
 const HEARTBEAT: &str = r#"
 local clock = redis.call('TIME')
 local now = clock[1] * 1000 + math.floor(clock[2] / 1000)
@@ -283,7 +286,16 @@ if not epoch then
   redis.call('SET', KEYS[2], ARGV[3])
   epoch = ARGV[3]
 end
-return {redis.call('ZCARD', KEYS[1]), epoch}
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[3], ARGV[1], ARGV[4]) end
+local live = redis.call('ZRANGE', KEYS[1], 0, -1)
+local added = 0
+for _, replica in ipairs(live) do
+  if redis.call('HGET', KEYS[3], replica) == epoch then added = added + 1 end
+end
+for _, replica in ipairs(redis.call('HKEYS', KEYS[3])) do
+  if not redis.call('ZSCORE', KEYS[1], replica) then redis.call('HDEL', KEYS[3], replica) end
+end
+return {#live, epoch, added}
 "#;
 
 /// Adds one replica's usage to a new epoch's counters, once (KEYS: the guard, then the
@@ -336,6 +348,17 @@ impl ServerSettings {
             .as_deref()
             .is_some_and(|policy| policy != "noeviction")
     }
+}
+
+/// What a heartbeat learns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Heartbeat {
+    /// Live replicas.
+    pub replicas: u64,
+    /// Redis' epoch.
+    pub epoch: String,
+    /// Live replicas whose usage is in that epoch.
+    pub added: u64,
 }
 
 /// Why a Redis call did not give an answer.
@@ -735,27 +758,35 @@ impl RedisCounters {
         Ok(settings)
     }
 
-    /// Records that replica `id` is alive for `life`; how many replicas are, and Redis' epoch
-    /// (`candidate` becomes it if Redis has none).
+    /// Records that replica `id` is alive for `life` and that its usage is in `added_to` (if
+    /// any); returns how many replicas are alive, Redis' epoch (`candidate` becomes it if Redis
+    /// has none), and how many live replicas have added their usage to that epoch.
     pub async fn heartbeat(
         &self,
         id: &str,
         life: Duration,
         candidate: &str,
-    ) -> Result<(u64, String), RedisError> {
+        added_to: Option<&str>,
+    ) -> Result<Heartbeat, RedisError> {
         let mut connection = self.patient.clone();
-        let (count, epoch): (u64, String) = within(
+        let (replicas, epoch, added): (u64, String, u64) = within(
             redeliver::PATIENCE,
             Script::new(HEARTBEAT)
                 .key(format!("{PREFIX}replicas"))
                 .key(EPOCH_KEY)
+                .key(format!("{PREFIX}replica-epochs"))
                 .arg(id)
                 .arg(life.as_millis() as u64)
                 .arg(candidate)
+                .arg(added_to.unwrap_or(""))
                 .invoke_async(&mut connection),
         )
         .await?;
-        Ok((count, epoch))
+        Ok(Heartbeat {
+            replicas,
+            epoch,
+            added,
+        })
     }
 
     /// The epoch reservations are made in.
