@@ -168,6 +168,7 @@ fn meters(c: &mut Criterion) {
             state_dir: state.path().to_owned(),
             retention_days: 30,
             json_lines: None,
+            max_bytes: None,
         }),
         ..MeterOptions::default()
     };

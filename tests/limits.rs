@@ -288,6 +288,7 @@ impl Fleet {
                         state_dir: state.path().to_owned(),
                         retention_days: 30,
                         json_lines: None,
+                        max_bytes: None,
                     }),
                     redis_url: shared.url.clone().or_else(|| redis.map(RedisServer::url)),
                     fail_mode: shared.fail_mode,

@@ -86,6 +86,7 @@ async fn meter_with_timeout(
             state_dir: dir.to_owned(),
             retention_days: 30,
             json_lines: Some(dir.join("ledger.jsonl")),
+            max_bytes: None,
         }),
         ..MeterOptions::default()
     };
@@ -969,6 +970,7 @@ async fn usage_no_answer_could_have_is_not_believed() {
             state_dir: state.path().to_owned(),
             retention_days: 30,
             json_lines: None,
+            max_bytes: None,
         }),
         ..MeterOptions::default()
     };
@@ -1071,4 +1073,57 @@ async fn refusals_grow_the_state_directory_by_a_bounded_amount() {
             .all(|r| r.reason == "concurrency" && r.status == 429)
     );
     meter.settle(held, None).await;
+}
+
+/// Issue #18: the ledger's disk use can be bounded (`--ledger-max-bytes`). A full ledger fails
+/// admissions closed (503 `limits_unavailable`: nothing is served that could not be recorded)
+/// instead of filling the volume, and its database stays within the bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_ledger_fails_admissions_closed_within_its_bound() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let max_bytes = 128 * 1024;
+    let options = MeterOptions {
+        ledger: Some(LedgerOptions {
+            state_dir: state.path().to_owned(),
+            retention_days: 30,
+            json_lines: None,
+            max_bytes: Some(max_bytes),
+        }),
+        ..MeterOptions::default()
+    };
+    let meter = Meter::open(&options, Arc::new(Metrics::default())).expect("meter opens");
+    let t = tenant(limits(1_000_000, 1_000_000_000, 100), None);
+    let m = model();
+    let mut recorded = 0;
+    let refused = loop {
+        let mut ticket = admit(&meter, &t, &m)
+            .await
+            .expect("admitted by the counters");
+        match ticket.journalled().await {
+            Ok(()) => {
+                recorded += 1;
+                meter.settle(ticket, Some(served(&m, None))).await;
+            }
+            Err(refused) => {
+                meter.settle(ticket, None).await;
+                break refused;
+            }
+        }
+        assert!(recorded < 100_000, "the ledger never filled");
+    };
+    assert_eq!(
+        refused,
+        Refused::Unavailable("the usage ledger cannot be written")
+    );
+    assert!(
+        recorded > 50,
+        "only {recorded} recorded before the ledger was full"
+    );
+    let database = std::fs::metadata(state.path().join("ledger.sqlite3"))
+        .expect("the ledger file")
+        .len();
+    assert!(
+        database <= max_bytes,
+        "{database} bytes past a {max_bytes}-byte bound"
+    );
 }

@@ -60,6 +60,11 @@ pub struct ServeArgs {
     /// Days of per-request ledger records kept (day and month totals are kept regardless).
     #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u32).range(1..=3650))]
     pub ledger_retention_days: u32,
+    /// The most the ledger's database may grow to on disk, in bytes (e.g. 1073741824). Reached,
+    /// admissions fail with 503 until retention frees room (metered tenants fail closed before
+    /// the volume is full); unset, it grows as far as the volume allows.
+    #[arg(long, value_name = "BYTES")]
+    pub ledger_max_bytes: Option<u64>,
     /// Also append each finished ledger record as a JSON line to this file (for log shippers).
     #[arg(long, value_name = "PATH", requires = "state_dir")]
     pub ledger_json_lines: Option<PathBuf>,
@@ -115,6 +120,7 @@ impl ServeArgs {
                     ledger: self.state_dir.as_ref().map(|dir| LedgerOptions {
                         state_dir: dir.clone(),
                         retention_days: self.ledger_retention_days,
+                        max_bytes: self.ledger_max_bytes,
                         json_lines: self.ledger_json_lines.clone(),
                     }),
                     redis_url: self.redis_url.clone(),

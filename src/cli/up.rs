@@ -77,6 +77,7 @@ pub fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
         // Usage survives restarts of `up` like the rendered keys do.
         state_dir: Some(state.join("state")),
         ledger_retention_days: 90,
+        ledger_max_bytes: None,
         ledger_json_lines: None,
         redis_url: None,
         redis_fail_mode: crate::metering::FailMode::Open,

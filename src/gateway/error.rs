@@ -22,6 +22,10 @@ pub struct ApiError {
     pub retry_after: Option<u64>,
     /// Further headers (`x-ratelimit-*` on limit refusals).
     pub headers: Vec<(&'static str, String)>,
+    /// The provider (id) and model that answered a request the gateway then could not relay:
+    /// the provider generated (and bills) the answer, so the request is charged its
+    /// reservation rather than released.
+    pub answered_by: Option<Box<(String, String)>>,
 }
 
 impl ApiError {
@@ -39,6 +43,7 @@ impl ApiError {
             message: message.into(),
             retry_after: None,
             headers: Vec::new(),
+            answered_by: None,
         }
     }
 

@@ -193,7 +193,13 @@ pub async fn finish(
     let mut served = match result {
         Ok(served) => served,
         Err(mut error) => {
-            guard.release_now().await;
+            match (error.answered_by.take().map(|b| *b), guard.disarm()) {
+                (Some((provider, model)), Some(ticket)) => {
+                    charge_reservation(gateway, snapshot, ticket, provider, model).await;
+                }
+                (_, Some(ticket)) => SettleOnDrop::new(gateway, ticket).release_now().await,
+                (_, None) => {}
+            }
             error.headers.push((REQUEST_ID_HEADER, id));
             return Err(error);
         }
@@ -254,6 +260,42 @@ pub async fn finish(
         .await;
     }));
     Ok(served.response)
+}
+
+/// Settles a request whose provider answered but whose answer the gateway could not relay at
+/// its reservation (no usage was read: charged as estimated), in a task of its own that a
+/// dropped request cannot cut short.
+async fn charge_reservation(
+    gateway: &Arc<Gateway>,
+    snapshot: &Active,
+    ticket: Ticket,
+    provider: String,
+    model: String,
+) {
+    let platform = snapshot
+        .provider(&provider)
+        .is_some_and(|p| p.scope == Scope::Platform);
+    // The provider's own status: it answered, and a successful answer is billed (with an
+    // error status the meter would take the answer as unbilled).
+    let status = StatusCode::OK.as_u16();
+    let owner = gateway.clone();
+    let settlement = gateway.meter.spawn_settlement(async move {
+        let served = metering::Served {
+            provider: &provider,
+            model: &model,
+            model_label: "other",
+            platform,
+            pricing: None,
+            usage: None,
+            status,
+            outcome: "upstream_failed",
+            fallback: 0,
+            first_byte: None,
+            output_bound: None,
+        };
+        owner.meter.settle(ticket, Some(served)).await;
+    });
+    let _ = settlement.await;
 }
 
 /// Settles a served request and the provider key's reservation of the attempt that served.

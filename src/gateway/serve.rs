@@ -301,12 +301,16 @@ pub async fn serve(
                         quota.release_now().await;
                     }
                     if failure == Failure::NoRoom {
-                        // Another target would find no room either, and would be paid for.
-                        return Err(ApiError::upstream(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "gateway_busy",
-                            "the gateway holds its most of whole answers; try again shortly",
-                        ));
+                        // Another target would find no room either, and would be paid for; this
+                        // one answered (and bills), so the request is charged its reservation.
+                        return Err(ApiError {
+                            answered_by: Some(Box::new((describe(attempt), attempt.model.clone()))),
+                            ..ApiError::upstream(
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                "gateway_busy",
+                                "the gateway holds its most of whole answers; try again shortly",
+                            )
+                        });
                     }
                     gateway
                         .metrics

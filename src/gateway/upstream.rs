@@ -262,10 +262,18 @@ pub async fn read_bounded(
                 return Err(ReadError::TooLarge);
             }
             if let Some(buffers) = buffers {
-                let more = buffers.take(data.len()).ok_or(ReadError::NoRoom)?;
-                match room.as_mut() {
-                    Some(room) => room.merge(more),
-                    None => room = Some(more),
+                // Room is counted on the running total (KiB rounded up once), not per frame: an
+                // answer trickled a byte a frame takes no more room than it is.
+                let needed = (read + data.len()).div_ceil(1024);
+                let held = room.as_ref().map_or(0, |room| room.num_permits());
+                if needed > held {
+                    let more = buffers
+                        .take((needed - held) * 1024)
+                        .ok_or(ReadError::NoRoom)?;
+                    match room.as_mut() {
+                        Some(room) => room.merge(more),
+                        None => room = Some(more),
+                    }
                 }
             }
             if first.is_none() && rest.is_empty() {
@@ -352,5 +360,12 @@ mod tests {
         );
         drop(held);
         assert_eq!(buffers.available_bytes(), 4 * 1024);
+        // A body trickled a byte a frame takes the room of its size, not a KiB a byte.
+        let bytes: Vec<&'static str> = (0..2048).map(|_| "x").collect();
+        let trickled = read_bounded(frames(&bytes), 1 << 20, Some(&buffers))
+            .await
+            .expect("room for 2 KiB");
+        assert_eq!(buffers.available_bytes(), 2 * 1024);
+        drop(trickled);
     }
 }

@@ -162,6 +162,10 @@ pub struct LedgerOptions {
     pub retention_days: u32,
     /// Also append each finished record as a JSON line here, for log shippers.
     pub json_lines: Option<PathBuf>,
+    /// The most the ledger's database may grow to on disk (`None`: as far as the volume
+    /// goes). Reached, admissions fail (503) until retention frees room: metered tenants fail
+    /// closed before the volume is full, and whatever else shares it keeps working.
+    pub max_bytes: Option<u64>,
 }
 
 const SCHEMA: &str = "
@@ -286,6 +290,15 @@ impl Ledger {
         let mut conn = Connection::open(&path).map_err(sql)?;
         conn.execute_batch(SCHEMA).map_err(sql)?;
         conn.execute_batch(refusals::SCHEMA).map_err(sql)?;
+        if let Some(max_bytes) = options.max_bytes {
+            let page_size: i64 = conn
+                .query_row("PRAGMA page_size", [], |row| row.get(0))
+                .map_err(sql)?;
+            let pages = (max_bytes / u64::try_from(page_size).unwrap_or(4096).max(1)).max(1);
+            // The writer's connection is this one: the bound holds for every commit.
+            conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
+                .map_err(sql)?;
+        }
         conn.busy_timeout(Duration::from_secs(5)).map_err(sql)?;
         let order = TimeOrder::of(&conn).map_err(sql)?;
         // A file whose tables the statements do not fit is refused here, not batch by batch.
@@ -933,6 +946,7 @@ mod tests {
             state_dir: state_dir.to_owned(),
             retention_days,
             json_lines: None,
+            max_bytes: None,
         }
     }
 

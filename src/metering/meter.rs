@@ -282,6 +282,9 @@ enum Beat {
     Failed,
 }
 
+/// How long a tenant refused for its concurrency is refused again before its body is read.
+const CONCURRENCY_COOLING_MS: u64 = 100;
+
 /// How often a replica tells Redis it is alive.
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
 /// How long a replica counts as alive after its last heartbeat.
@@ -503,21 +506,36 @@ impl Meter {
             }
         };
         let count = heard.replicas.max(1);
-        let before = self
-            .replicas
-            .swap(count, std::sync::atomic::Ordering::Relaxed);
+        let now = Instant::now();
+        // After Redis lost its data (and with it the replica set), the replicas heard before
+        // are expected back until their entries' life has passed: they are waited for, and
+        // counted in the share each takes of a limit while failing open.
+        let pending = {
+            let mut expected = self.expected.lock().unwrap_or_else(PoisonError::into_inner);
+            if expected.is_some_and(|(_, until)| now >= until) {
+                *expected = None;
+            }
+            if added_to.as_deref() != Some(heard.epoch.as_str()) {
+                let before = self.replicas();
+                let waited = expected.map_or(0, |(replicas, _)| replicas);
+                *expected = Some((before.max(waited), now + HEARTBEAT_LIFE));
+            }
+            expected.map(|(replicas, _)| replicas)
+        };
+        let share = count.max(pending.unwrap_or(0));
+        self.replicas
+            .store(share, std::sync::atomic::Ordering::Relaxed);
         self.metrics
             .redis_replicas
             .set(i64::try_from(count).unwrap_or(i64::MAX));
         if added_to.as_deref() != Some(heard.epoch.as_str()) {
             // Redis lost its data, or this replica meets it for the first time: its usage goes
-            // in first, and the next beat says so to the others. A Redis that lost its data
-            // lost the replica set too: the others are expected back (as many as were heard
-            // before) until their entries' life has passed.
+            // in first, and the next beat says so to the others.
             redis.await_epoch();
-            *self.expected.lock().unwrap_or_else(PoisonError::into_inner) =
-                Some((before, Instant::now() + HEARTBEAT_LIFE));
-            return match self.add_usage(redis, &heard.epoch).await {
+            return match self
+                .add_usage(redis, &heard.epoch, added_to.is_none())
+                .await
+            {
                 Ok(()) => Beat::WaitingForOthers,
                 Err(error) => {
                     tracing::error!(
@@ -527,18 +545,9 @@ impl Meter {
                 }
             };
         }
-        let expected = {
-            let mut expected = self.expected.lock().unwrap_or_else(PoisonError::into_inner);
-            match *expected {
-                Some((replicas, until)) if Instant::now() < until => replicas,
-                _ => {
-                    *expected = None;
-                    0
-                }
-            }
-        };
-        if heard.added < heard.replicas.max(expected) {
-            // Another live replica's usage is not in yet: reserving now would count without it.
+        // Only the replicas expected back are waited for: a newcomer (a scale-up, a restart
+        // that cannot add its usage) never holds the others off Redis.
+        if pending.is_some_and(|expected| heard.added < expected) {
             redis.await_epoch();
             return Beat::WaitingForOthers;
         }
@@ -561,27 +570,44 @@ impl Meter {
         added.clone()
     }
 
-    /// Adds this replica's ledger usage to `epoch` unless it is there already.
-    async fn add_usage(&self, redis: &RedisCounters, epoch: &str) -> anyhow::Result<()> {
+    /// Adds this replica's ledger usage to `epoch` (once: guards in Redis), then records that
+    /// it is there. A ledger that never took part in an epoch (`first`: no epoch recorded beside
+    /// it) adopts the current one instead: it is a new ledger (nothing to add) or one written
+    /// before epochs existed, whose usage the counters of the Redis it used already hold.
+    async fn add_usage(
+        &self,
+        redis: &RedisCounters,
+        epoch: &str,
+        first: bool,
+    ) -> anyhow::Result<()> {
         use super::rebuild;
-        if let Some(dir) = &self.state_dir {
-            let counters = rebuild::ledger_counters(dir, now_ms())?;
-            let ledger_id =
-                rebuild::ledger_id(dir, || request_id::text(request_id::new(now_ms())))?;
+        if let (Some(dir), false) = (&self.state_dir, first) {
+            // Everything admitted so far is in the totals read next.
+            self.flush().await;
+            let (read_from, now) = (dir.clone(), now_ms());
+            let counters =
+                tokio::task::spawn_blocking(move || rebuild::ledger_counters(&read_from, now))
+                    .await??;
+            let ledger_id = rebuild::ledger_id(dir, || request_id::text(request_id::new(now)))?;
             let mut added = 0;
             for (guard, chunk) in rebuild::chunks(&counters, epoch, &ledger_id) {
-                if redis.rebuild(&guard, chunk).await? {
+                if redis.rebuild(&guard, epoch, chunk).await? {
                     added += chunk.len();
                 }
             }
-            rebuild::record_synced(dir, epoch)?;
             tracing::warn!(
                 epoch = ?epoch,
                 counters = added,
-                "Redis has an epoch this ledger's usage was not in (it lost its data, or this ledger meets it first): added this ledger's day and month totals to it"
+                "Redis lost its data: added this ledger's day and month totals to its new epoch"
             );
         }
         *self.added_to.lock().unwrap_or_else(PoisonError::into_inner) = Some(epoch.to_owned());
+        if let Some(dir) = &self.state_dir
+            && let Err(error) = rebuild::record_synced(dir, epoch)
+        {
+            // Remembered in memory; the guards keep a restart from adding twice.
+            tracing::warn!("recording Redis' epoch beside the ledger failed: {error}");
+        }
         Ok(())
     }
 
@@ -896,7 +922,15 @@ impl Meter {
             LimitKind::Concurrency => 1_000,
             _ => refusal.retry_after_ms.max(1),
         };
-        if matches!(kind, LimitKind::Rpm | LimitKind::Concurrency) {
+        // A window frees no place before its oldest entry leaves (its retry-after); a lease
+        // may free any moment, so a tenant at its concurrency cools only briefly: enough to
+        // turn a flood into a few body reads a second, not enough to starve a busy tenant.
+        let cooling = match kind {
+            LimitKind::Rpm => Some(retry_after_ms),
+            LimitKind::Concurrency => Some(CONCURRENCY_COOLING_MS),
+            _ => None,
+        };
+        if let Some(cooling_ms) = cooling {
             self.cooling
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
@@ -905,7 +939,7 @@ impl Meter {
                     Cooling {
                         kind,
                         limit: refusal.limit,
-                        until_ms: now + retry_after_ms,
+                        until_ms: now + cooling_ms,
                     },
                 );
         }

@@ -75,6 +75,10 @@ pub mod keys {
     pub fn inflight(tenant: &str) -> String {
         ["t:", tenant, ":inflight"].concat()
     }
+    /// Leases of a namespace's unmetered requests in flight (its protective ceiling).
+    pub fn namespace_inflight(namespace: &str) -> String {
+        ["n:", namespace, ":inflight"].concat()
+    }
     /// Tokens of a UTC day (`2026-11-25`).
     pub fn tokens(tenant: &str, day: &str) -> String {
         ["t:", tenant, ":tokens:", day].concat()
@@ -252,9 +256,10 @@ pub fn reserve(
     let id = tenant.id.as_str();
     let mut charges = Vec::with_capacity(5);
     if let (None, Some(ceiling)) = (&tenant.limits, tenant.concurrency_ceiling) {
-        // Unmetered, but not unbounded: the platform's guard of the gateway's memory.
+        // Unmetered, but not unbounded: the platform's guard of the gateway's memory, per
+        // namespace (a namespace may hold several LlmTenants, and the ceiling is its own).
         charges.push(Charge::Lease {
-            key: keys::inflight(id),
+            key: keys::namespace_inflight(&tenant.namespace),
             limit: ceiling,
             lease_ms: policy.lease_ms,
             kind: LimitKind::Concurrency,

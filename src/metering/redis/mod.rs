@@ -298,13 +298,15 @@ end
 return {#live, epoch, added}
 "#;
 
-/// Adds one replica's usage to a new epoch's counters, once (KEYS: the guard, then the
-/// counters; ARGV: the guard's life, then amount/TTL per counter): the guard names the epoch,
-/// the ledger and the chunk, so a retry adds nothing twice.
+/// Adds one replica's usage to a new epoch's counters, once (KEYS: the guard, the epoch, then
+/// the counters; ARGV: the guard's life, the epoch, then amount/TTL per counter): the guard
+/// names the epoch, the ledger and the chunk, so a retry adds nothing twice, and nothing is
+/// added to another epoch than the one named (Redis lost its data again meanwhile: -1).
 const REBUILD: &str = r#"
+if redis.call('GET', KEYS[2]) ~= ARGV[2] then return -1 end
 if not redis.call('SET', KEYS[1], '1', 'PX', ARGV[1], 'NX') then return 0 end
-for i = 2, #KEYS do
-  local b = 2 + (i - 2) * 2
+for i = 3, #KEYS do
+  local b = 3 + (i - 3) * 2
   local value = redis.call('INCRBY', KEYS[i], ARGV[b])
   if value == ARGV[b] + 0 then redis.call('PEXPIRE', KEYS[i], ARGV[b + 1]) end
 end
@@ -806,17 +808,22 @@ impl RedisCounters {
     }
 
     /// Adds a replica's usage to the counters of `epoch`, once per `guard` (named by the epoch,
-    /// the ledger and the chunk); `counters` are (key, amount, TTL ms). True if this call added
-    /// them, false if an earlier one had.
+    /// the ledger and the chunk), and only while Redis' epoch is `epoch`; `counters` are (key,
+    /// amount, TTL ms). True if this call added them, false if an earlier one had.
     pub async fn rebuild(
         &self,
         guard: &str,
+        epoch: &str,
         counters: &[(String, u64, u64)],
     ) -> Result<bool, RedisError> {
         let mut connection = self.patient.clone();
         let rebuild = Script::new(REBUILD);
         let mut script = rebuild.prepare_invoke();
-        script.key(format!("{PREFIX}{guard}")).arg(REBUILD_GUARD_MS);
+        script
+            .key(format!("{PREFIX}{guard}"))
+            .key(EPOCH_KEY)
+            .arg(REBUILD_GUARD_MS)
+            .arg(epoch);
         for (key, amount, ttl) in counters {
             script
                 .key(format!("{PREFIX}{key}"))
@@ -824,7 +831,11 @@ impl RedisCounters {
                 .arg(*ttl);
         }
         let added: i64 = within(redeliver::PATIENCE, script.invoke_async(&mut connection)).await?;
-        Ok(added == 1)
+        match added {
+            // Redis lost its data again meanwhile: nothing was added.
+            -1 => Err(RedisError::EpochLost),
+            added => Ok(added == 1),
+        }
     }
 
     /// Sets a mark once across all replicas (`SET NX`); true for the first setter.
