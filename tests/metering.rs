@@ -1127,3 +1127,46 @@ async fn a_full_ledger_fails_admissions_closed_within_its_bound() {
         "{database} bytes past a {max_bytes}-byte bound"
     );
 }
+
+/// Upgrading to epochs doubles nothing: a ledger that never took part in one (written by a
+/// build before them) adopts the epoch of the Redis it meets instead of adding its usage, which
+/// that Redis' counters already hold. Its next loss of data is rebuilt as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ledger_from_before_epochs_adopts_the_redis_it_meets() {
+    let redis = RedisServer::start();
+    let state = tempfile::tempdir().expect("tempdir");
+    let t = tenant(limits(1_000, 1_000_000, 100), None);
+    let m = model();
+    let tokens_key = |day: &str| format!("dgidgi:t:{}:tokens:{day}", t.id);
+    let day = dgidgi::metering::clock::Day::of(dgidgi::metering::clock::now_ms()).key();
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    {
+        let meter = meter(Some(&redis), FailMode::Closed, Some(state.path())).await;
+        for _ in 0..3 {
+            let ticket = admit(&meter, &t, &m).await.expect("admitted");
+            meter.settle(ticket, Some(served(&m, None))).await;
+        }
+        meter.flush().await;
+    }
+    let counted: u64 = redis::cmd("GET")
+        .arg(tokens_key(&day))
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(counted, 3 * 200);
+    // As before epochs existed: no epoch beside the ledger, none in Redis.
+    std::fs::remove_file(state.path().join("redis-epoch")).unwrap();
+    let _: () = redis::cmd("DEL")
+        .arg("dgidgi:epoch")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let _upgraded = meter(Some(&redis), FailMode::Closed, Some(state.path())).await;
+    let counted: u64 = redis::cmd("GET")
+        .arg(tokens_key(&day))
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(counted, 3 * 200, "the ledger's usage was added twice");
+}
