@@ -957,6 +957,8 @@ async fn wrong_methods_are_405_and_the_client_leaving_cancels_the_upstream() {
         .await
         .unwrap();
     assert_eq!(response.status().as_u16(), 405);
+    // It says what the path takes (issue #19).
+    assert_eq!(response.headers()["allow"], "POST");
 
     // Start a slow stream and walk away after the first event: the gateway drops the upstream
     // request, so the fake upstream's next write fails instead of completing the stream.

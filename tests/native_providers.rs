@@ -708,3 +708,47 @@ async fn the_messages_front_door_serves_the_built_in_mock() {
     );
     h.running.shutdown().await;
 }
+
+/// Issue #19 (a first part): what Claude Code sends in its headers reaches Anthropic as sent
+/// (`anthropic-version`, `anthropic-beta`), except a beta that changes the price on the
+/// platform's key (`context-1m-*`, which the catalog does not price); the provider's request id
+/// comes back, its own rate-limit headers do not (a platform tenant sees its own). Before, the
+/// version was replaced with a fixed one, the betas were dropped, and no provider header came
+/// back.
+#[tokio::test]
+async fn anthropic_headers_pass_through_and_the_request_id_comes_back() {
+    let h = Harness::new().await;
+    let key = h.key();
+    let request = json!({"model": "anthropic/claude-fake", "max_tokens": 50,
+        "messages": [{"role": "user", "content": "hello"}]});
+    let (status, headers, body) = common::http::send_with(
+        h.running.api,
+        "POST",
+        "/v1/messages?beta=true",
+        &[
+            ("x-api-key", &key),
+            ("anthropic-version", "2023-06-01"),
+            (
+                "anthropic-beta",
+                "claude-code-20250219,context-1m-2025-08-07,interleaved-thinking-2025-05-14",
+            ),
+        ],
+        Some(request.to_string()),
+    )
+    .await
+    .expect("the gateway answers");
+    assert_eq!(status, 200, "{body}");
+    let seen = h.last_seen();
+    assert_eq!(seen.headers["anthropic-version"], "2023-06-01");
+    assert_eq!(
+        seen.headers["anthropic-beta"],
+        "claude-code-20250219,interleaved-thinking-2025-05-14"
+    );
+    let headers: HashMap<String, String> = headers.into_iter().collect();
+    assert_eq!(
+        headers.get("request-id").map(String::as_str),
+        Some("req_fake_0001")
+    );
+    assert!(!headers.contains_key("anthropic-ratelimit-requests-remaining"));
+    h.running.shutdown().await;
+}

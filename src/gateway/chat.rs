@@ -195,6 +195,7 @@ pub async fn route_and_serve(
         format,
         json,
         stream,
+        headers: super::forwarded::ClientHeaders::from_request(&headers),
     };
     let guard = metered::SettleOnDrop::new(gateway, ticket);
     let Some(ticket) = guard.get() else {

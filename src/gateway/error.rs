@@ -78,13 +78,16 @@ impl ApiError {
     }
 
     /// 405 for a known path with the wrong method.
-    pub fn method_not_allowed(method: &str, path: &str) -> Self {
-        Self::new(
+    pub fn method_not_allowed(method: &str, path: &str, allowed: &'static str) -> Self {
+        let mut error = Self::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "invalid_request_error",
             "method_not_allowed",
             format!("{method} is not allowed on {path}"),
-        )
+        );
+        // RFC 9110: a 405 says which methods the resource takes.
+        error.headers.push(("allow", allowed.to_owned()));
+        error
     }
 
     /// 408: the body did not arrive in time.

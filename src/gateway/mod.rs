@@ -11,6 +11,7 @@ pub mod completion;
 pub mod connection;
 pub mod egress;
 pub mod error;
+pub mod forwarded;
 pub mod health;
 pub mod limits;
 pub mod messages;

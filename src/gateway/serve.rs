@@ -19,6 +19,7 @@ use super::body::{ResponseBody, UpstreamBody, upstream_body};
 use super::chat::PROVIDER_HEADER;
 use super::completion::{Completion, Meter};
 use super::error::ApiError;
+use super::forwarded::{ClientHeaders, copy_provider_headers};
 use super::metered::SettleOnDrop;
 use super::metrics::UpstreamErrorLabels;
 use super::upstream::{Failure, Outcome, ReadError, chat_url, cli_chat_url, read_bounded, send};
@@ -49,6 +50,8 @@ pub struct ClientRequest {
     pub json: Map<String, Value>,
     /// Whether it asked for a stream.
     pub stream: bool,
+    /// The client's headers its provider reads.
+    pub headers: ClientHeaders,
 }
 
 /// The response an attempt served, with what the lead's metering needs: the one completion the
@@ -75,6 +78,8 @@ pub struct Served {
 /// The request in its canonical (OpenAI) form, made once per request.
 struct Prepared {
     client: Format,
+    /// The client's headers its provider reads.
+    headers: ClientHeaders,
     stream: bool,
     /// The OpenAI client asked for the usage chunk itself.
     client_wants_usage: bool,
@@ -203,6 +208,7 @@ pub async fn serve(
             == Some(&Value::Bool(true));
     let mut prepared = Prepared {
         client: request.format,
+        headers: request.headers,
         stream: request.stream,
         client_wants_usage,
         original: request.json,
@@ -410,6 +416,7 @@ async fn answer(
         response
             .headers_mut()
             .insert("cache-control", HeaderValue::from_static("no-cache"));
+        copy_provider_headers(headers, response.headers_mut(), paid_by_platform(attempt));
         return Ok((response, completion));
     }
     let limit = if status.is_success() {
@@ -455,7 +462,13 @@ async fn answer(
     response
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    copy_provider_headers(headers, response.headers_mut(), paid_by_platform(attempt));
     Ok((response, completion))
+}
+
+/// Whether the platform's key pays for an attempt (cli endpoints and tenants' own keys do not).
+fn paid_by_platform(attempt: &Attempt<'_>) -> bool {
+    matches!(attempt.upstream, Upstream::Provider(provider) if provider.scope == Scope::Platform)
 }
 
 fn describe(attempt: &Attempt<'_>) -> String {
@@ -549,6 +562,7 @@ async fn call(
             let Some(client) = snapshot.guarded.get(&tenant.allowed_endpoints) else {
                 return Outcome::Failed(Failure::Connect);
             };
+            let forwarded = prepared.headers.for_upstream(Format::OpenAi, false);
             send(
                 client,
                 ProviderKind::Ollama,
@@ -556,6 +570,7 @@ async fn call(
                 None,
                 body.clone(),
                 Duration::from_secs(60),
+                forwarded,
             )
             .await
         }
@@ -588,12 +603,37 @@ async fn call(
             };
             let first_byte = Duration::from_millis(provider.timeouts.first_byte_ms);
             let body = body.clone();
-            if provider.scope == Scope::Platform {
-                return send(&gateway.client, provider.kind, &url, key, body, first_byte).await;
+            let platform = provider.scope == Scope::Platform;
+            let forwarded = prepared
+                .headers
+                .for_upstream(Format::of(provider.kind), platform);
+            if platform {
+                let client = &gateway.client;
+                return send(
+                    client,
+                    provider.kind,
+                    &url,
+                    key,
+                    body,
+                    first_byte,
+                    forwarded,
+                )
+                .await;
             }
             // Tenant endpoints go through the client whose resolver enforces the allow-list.
             match snapshot.guarded.get(&provider.allowed_endpoints) {
-                Some(client) => send(client, provider.kind, &url, key, body, first_byte).await,
+                Some(client) => {
+                    send(
+                        client,
+                        provider.kind,
+                        &url,
+                        key,
+                        body,
+                        first_byte,
+                        forwarded,
+                    )
+                    .await
+                }
                 None => Outcome::Failed(Failure::Connect),
             }
         }

@@ -69,12 +69,13 @@ pub async fn api(
         }
         (&Method::GET, "/v1/models") => list_models(&gateway, &request),
         (method, "/v1/messages") => {
-            let error = ApiError::method_not_allowed(method.as_str(), &path);
+            let error = ApiError::method_not_allowed(method.as_str(), &path, "POST");
             return Ok(error_response_in(&error, Format::Anthropic));
         }
-        (method, "/v1/chat/completions" | "/v1/models") => {
-            Err(ApiError::method_not_allowed(method.as_str(), &path))
+        (method, "/v1/chat/completions") => {
+            Err(ApiError::method_not_allowed(method.as_str(), &path, "POST"))
         }
+        (method, "/v1/models") => Err(ApiError::method_not_allowed(method.as_str(), &path, "GET")),
         _ => Err(ApiError::not_found(&path)),
     };
     Ok(result.unwrap_or_else(|error| error_response(&error)))

@@ -163,6 +163,7 @@ pub async fn send<C>(
     api_key: Option<&[u8]>,
     body: Bytes,
     first_byte: Duration,
+    forwarded: Vec<(hyper::header::HeaderName, HeaderValue)>,
 ) -> Outcome
 where
     C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
@@ -191,8 +192,9 @@ where
         }
         zeroize::Zeroize::zeroize(&mut value);
     }
-    if format == Format::Anthropic {
-        builder = builder.header("anthropic-version", crate::formats::anthropic::VERSION);
+    // The client's headers its provider reads (see `super::forwarded`).
+    for (name, value) in forwarded {
+        builder = builder.header(name, value);
     }
     if provider_kind == ProviderKind::Openrouter {
         // OpenRouter's app attribution headers.

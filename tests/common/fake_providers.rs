@@ -117,8 +117,10 @@ async fn serve(mut stream: TcpStream, log: Log) {
     let _ = match reply {
         Reply::Json(status, body) => {
             let body = body.to_string();
+            // A request id and the provider's own limits, as Anthropic's and OpenAI's answers
+            // carry them.
             let head = format!(
-                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nrequest-id: req_fake_0001\r\nanthropic-ratelimit-requests-remaining: 49\r\nconnection: close\r\n\r\n",
                 body.len()
             );
             stream.write_all(format!("{head}{body}").as_bytes()).await

@@ -1,0 +1,182 @@
+//! The headers that pass through the gateway as sent (issue #19): what a client sends that its
+//! provider reads (Anthropic's `anthropic-version` and `anthropic-beta`, OpenAI's
+//! `OpenAI-Beta`), and what a provider answers that identifies the request or describes the
+//! provider's own limits.
+
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::formats::Format;
+
+const ANTHROPIC_VERSION: HeaderName = HeaderName::from_static("anthropic-version");
+const ANTHROPIC_BETA: HeaderName = HeaderName::from_static("anthropic-beta");
+const OPENAI_BETA: HeaderName = HeaderName::from_static("openai-beta");
+
+/// Betas that change what a request costs (Anthropic's 1M-token context is priced as long
+/// context), which the catalog does not price: not sent on the platform's keys, so metering
+/// stays true. A tenant's own keys get them as sent.
+const UNPRICED_BETA_PREFIXES: [&str; 1] = ["context-1m-"];
+
+/// The client's headers an upstream of some format reads.
+#[derive(Clone, Debug, Default)]
+pub struct ClientHeaders {
+    anthropic_version: Option<HeaderValue>,
+    anthropic_beta: Option<HeaderValue>,
+    openai_beta: Option<HeaderValue>,
+}
+
+impl ClientHeaders {
+    /// Picks them out of a request's headers.
+    pub fn from_request(headers: &HeaderMap) -> Self {
+        Self {
+            anthropic_version: headers.get(ANTHROPIC_VERSION).cloned(),
+            anthropic_beta: headers.get(ANTHROPIC_BETA).cloned(),
+            openai_beta: headers.get(OPENAI_BETA).cloned(),
+        }
+    }
+
+    /// The headers to send an upstream of `format` (the client's, else the gateway's default
+    /// where the format requires one); `platform` when the platform's key pays.
+    pub fn for_upstream(&self, format: Format, platform: bool) -> Vec<(HeaderName, HeaderValue)> {
+        let mut headers = Vec::new();
+        match format {
+            Format::Anthropic => {
+                let version = self
+                    .anthropic_version
+                    .clone()
+                    .unwrap_or(HeaderValue::from_static(crate::formats::anthropic::VERSION));
+                headers.push((ANTHROPIC_VERSION, version));
+                if let Some(beta) = self
+                    .anthropic_beta
+                    .as_ref()
+                    .and_then(|beta| betas(beta, platform))
+                {
+                    headers.push((ANTHROPIC_BETA, beta));
+                }
+            }
+            Format::OpenAi => {
+                if let Some(beta) = &self.openai_beta {
+                    headers.push((OPENAI_BETA, beta.clone()));
+                }
+            }
+            Format::Gemini | Format::Cohere => {}
+        }
+        headers
+    }
+}
+
+/// The betas of an `anthropic-beta` value that may be sent (all of them on a tenant's own key;
+/// on the platform's, the ones that do not change the price); `None` when none is left.
+fn betas(value: &HeaderValue, platform: bool) -> Option<HeaderValue> {
+    if !platform {
+        return Some(value.clone());
+    }
+    let text = value.to_str().ok()?;
+    let kept: Vec<&str> = text
+        .split(',')
+        .map(str::trim)
+        .filter(|beta| {
+            !beta.is_empty()
+                && !UNPRICED_BETA_PREFIXES
+                    .iter()
+                    .any(|prefix| beta.starts_with(prefix))
+        })
+        .collect();
+    if kept.is_empty() {
+        return None;
+    }
+    HeaderValue::from_str(&kept.join(",")).ok()
+}
+
+/// Provider response headers that identify the request (what SDKs surface as the request id,
+/// what a support ticket quotes): passed back to every caller.
+const REQUEST_ID_HEADERS: [HeaderName; 3] = [
+    HeaderName::from_static("request-id"),
+    HeaderName::from_static("x-request-id"),
+    HeaderName::from_static("openai-processing-ms"),
+];
+
+/// Prefixes of provider response headers describing the provider's own limits: passed back
+/// only to callers on their own keys (on the platform's, a tenant sees its own
+/// `x-ratelimit-*`, and the platform key's quota is nobody else's business).
+const PROVIDER_LIMIT_PREFIXES: [&str; 2] = ["anthropic-ratelimit-", "x-ratelimit-"];
+
+/// Copies the provider response headers a caller gets into `into`.
+pub fn copy_provider_headers(from: &HeaderMap, into: &mut HeaderMap, platform: bool) {
+    for name in REQUEST_ID_HEADERS {
+        if let Some(value) = from.get(&name) {
+            into.insert(name, value.clone());
+        }
+    }
+    if platform {
+        return;
+    }
+    for (name, value) in from {
+        if PROVIDER_LIMIT_PREFIXES
+            .iter()
+            .any(|prefix| name.as_str().starts_with(prefix))
+        {
+            into.insert(name.clone(), value.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.insert(*name, HeaderValue::from_static(value));
+        }
+        headers
+    }
+
+    #[test]
+    fn the_clients_anthropic_headers_reach_anthropic_and_unpriced_betas_only_its_own_keys() {
+        let client = ClientHeaders::from_request(&request(&[
+            ("anthropic-version", "2023-06-01"),
+            (
+                "anthropic-beta",
+                "claude-code-20250219,context-1m-2025-08-07,interleaved-thinking-2025-05-14",
+            ),
+        ]));
+        let own = client.for_upstream(Format::Anthropic, false);
+        assert_eq!(
+            own[1].1,
+            "claude-code-20250219,context-1m-2025-08-07,interleaved-thinking-2025-05-14"
+        );
+        let platform = client.for_upstream(Format::Anthropic, true);
+        assert_eq!(
+            platform[0],
+            (ANTHROPIC_VERSION, HeaderValue::from_static("2023-06-01"))
+        );
+        assert_eq!(
+            platform[1].1,
+            "claude-code-20250219,interleaved-thinking-2025-05-14"
+        );
+        // Nothing of Anthropic's reaches an OpenAI upstream.
+        assert!(client.for_upstream(Format::OpenAi, true).is_empty());
+        // Without the client's version, the gateway's.
+        let bare = ClientHeaders::default().for_upstream(Format::Anthropic, true);
+        assert_eq!(bare.len(), 1);
+        assert_eq!(bare[0].1, crate::formats::anthropic::VERSION);
+    }
+
+    #[test]
+    fn request_ids_come_back_to_everyone_and_provider_limits_only_on_own_keys() {
+        let upstream = request(&[
+            ("request-id", "req_011"),
+            ("anthropic-ratelimit-requests-remaining", "49"),
+            ("set-cookie", "secret"),
+        ]);
+        let mut platform = HeaderMap::new();
+        copy_provider_headers(&upstream, &mut platform, true);
+        assert_eq!(platform.len(), 1);
+        assert_eq!(platform["request-id"], "req_011");
+        let mut own = HeaderMap::new();
+        copy_provider_headers(&upstream, &mut own, false);
+        assert_eq!(own.len(), 2);
+        assert!(own.get("set-cookie").is_none());
+    }
+}
