@@ -68,6 +68,9 @@ pub async fn api(
                 .unwrap_or_else(|error| error_response_in(&error, Format::Anthropic)));
         }
         (&Method::GET, "/v1/models") => list_models(&gateway, &request),
+        (&Method::GET, path) if path.starts_with("/v1/models/") => {
+            retrieve_model(&gateway, &request, &path["/v1/models/".len()..])
+        }
         (method, "/v1/messages") => {
             let error = ApiError::method_not_allowed(method.as_str(), &path, "POST");
             return Ok(error_response_in(&error, Format::Anthropic));
@@ -94,6 +97,35 @@ fn list_models(
         StatusCode::OK,
         models::list(&snapshot, tenant),
     ))
+}
+
+/// `GET /v1/models/{id}`: one model the tenant may use (404 for any other).
+fn retrieve_model(
+    gateway: &Gateway,
+    request: &Request<Incoming>,
+    id: &str,
+) -> Result<Response<ResponseBody>, ApiError> {
+    let snapshot = gateway
+        .snapshot
+        .load_full()
+        .ok_or_else(ApiError::not_ready)?;
+    let tenant = chat::authenticate(&snapshot, request.headers())?;
+    // Model ids may hold a slash (`provider/model`) and arrive percent-encoded by some SDKs.
+    let id = percent_decoded(id);
+    models::retrieve(&snapshot, tenant, &id)
+        .map(|body| json_response(StatusCode::OK, body))
+        .ok_or_else(|| {
+            ApiError::from(crate::routing::plan::RouteError::UnknownModel(
+                id.into_owned(),
+            ))
+        })
+}
+
+/// A path segment with its `%XX` escapes decoded (left as it is when they are not UTF-8).
+fn percent_decoded(segment: &str) -> std::borrow::Cow<'_, str> {
+    percent_encoding::percent_decode_str(segment)
+        .decode_utf8()
+        .unwrap_or(std::borrow::Cow::Borrowed(segment))
 }
 
 /// Routes one admin request.

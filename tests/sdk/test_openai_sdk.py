@@ -80,6 +80,15 @@ def test_models_list(client):
     assert {"mock-fast", "mock-smart", "gpt-4o"} <= ids
 
 
+def test_models_retrieve(client):
+    # Issue #19: GET /v1/models/{id} for a model the tenant may use; 404 for any other.
+    model = client.models.retrieve("mock-fast")
+    assert model.id == "mock-fast"
+    assert model.object == "model"
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("no-such-model")
+
+
 def test_wrong_key_is_an_authentication_error():
     bad = openai.OpenAI(base_url=BASE_URL, api_key="dgk_wrong", max_retries=0)
     with pytest.raises(openai.AuthenticationError) as error:
