@@ -256,12 +256,12 @@ fn messages(request: &Map<String, Value>) -> Result<&Vec<Value>, FormatError> {
         .ok_or_else(|| FormatError::invalid("'messages' must be an array"))
 }
 
-/// The OpenAI `max_completion_tokens` or `max_tokens`.
+/// The output limit of an OpenAI request, as the reservation reads it (the largest of its
+/// output fields, see [`volume`]), so a translated request asks for what was reserved.
 fn max_tokens(request: &Map<String, Value>) -> Option<u64> {
-    request
-        .get("max_completion_tokens")
-        .and_then(Value::as_u64)
-        .or_else(|| request.get("max_tokens").and_then(Value::as_u64))
+    volume::output_ask(Format::OpenAi, request)
+        .ok()
+        .and_then(|ask| ask.max_output_tokens)
 }
 
 /// One function tool: name, description, JSON Schema of its parameters.

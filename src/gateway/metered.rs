@@ -193,12 +193,14 @@ pub async fn finish(
     let mut served = match result {
         Ok(served) => served,
         Err(mut error) => {
-            match (error.answered_by.take().map(|b| *b), guard.disarm()) {
-                (Some((provider, model)), Some(ticket)) => {
-                    charge_reservation(gateway, snapshot, ticket, provider, model).await;
+            match error.answered_by.take() {
+                Some(answered) => {
+                    let (provider, model) = *answered;
+                    if let Some(ticket) = guard.disarm() {
+                        charge_reservation(gateway, snapshot, ticket, provider, model).await;
+                    }
                 }
-                (_, Some(ticket)) => SettleOnDrop::new(gateway, ticket).release_now().await,
-                (_, None) => {}
+                None => guard.release_now().await,
             }
             error.headers.push((REQUEST_ID_HEADER, id));
             return Err(error);

@@ -88,15 +88,12 @@ fn list_models(
     gateway: &Gateway,
     request: &Request<Incoming>,
 ) -> Result<Response<ResponseBody>, ApiError> {
-    let snapshot = gateway
-        .snapshot
-        .load_full()
-        .ok_or_else(ApiError::not_ready)?;
-    let tenant = chat::authenticate(&snapshot, request.headers())?;
-    Ok(json_response(
-        StatusCode::OK,
-        models::list(&snapshot, tenant),
-    ))
+    for_tenant(gateway, request, |snapshot, tenant| {
+        Ok(json_response(
+            StatusCode::OK,
+            models::list(snapshot, tenant),
+        ))
+    })
 }
 
 /// `GET /v1/models/{id}`: one model the tenant may use (404 for any other).
@@ -105,20 +102,34 @@ fn retrieve_model(
     request: &Request<Incoming>,
     id: &str,
 ) -> Result<Response<ResponseBody>, ApiError> {
+    // Model ids may hold a slash (`provider/model`) and arrive percent-encoded by some SDKs.
+    let id = percent_decoded(id);
+    for_tenant(gateway, request, |snapshot, tenant| {
+        models::retrieve(snapshot, tenant, &id)
+            .map(|body| json_response(StatusCode::OK, body))
+            .ok_or_else(|| {
+                ApiError::from(crate::routing::plan::RouteError::UnknownModel(
+                    id.clone().into_owned(),
+                ))
+            })
+    })
+}
+
+/// Answers a request of an authenticated tenant on the config in force.
+fn for_tenant(
+    gateway: &Gateway,
+    request: &Request<Incoming>,
+    answer: impl FnOnce(
+        &crate::config::load::Snapshot,
+        &crate::config::TenantConfig,
+    ) -> Result<Response<ResponseBody>, ApiError>,
+) -> Result<Response<ResponseBody>, ApiError> {
     let snapshot = gateway
         .snapshot
         .load_full()
         .ok_or_else(ApiError::not_ready)?;
     let tenant = chat::authenticate(&snapshot, request.headers())?;
-    // Model ids may hold a slash (`provider/model`) and arrive percent-encoded by some SDKs.
-    let id = percent_decoded(id);
-    models::retrieve(&snapshot, tenant, &id)
-        .map(|body| json_response(StatusCode::OK, body))
-        .ok_or_else(|| {
-            ApiError::from(crate::routing::plan::RouteError::UnknownModel(
-                id.into_owned(),
-            ))
-        })
+    answer(&snapshot, tenant)
 }
 
 /// A path segment with its `%XX` escapes decoded (left as it is when they are not UTF-8).

@@ -149,23 +149,52 @@ impl Book {
         Ok(Admitted { after, output })
     }
 
-    /// Applies a reservation Redis made (the mirror that lets this replica go on alone, with
-    /// what it admitted, if Redis becomes unreachable), without checking any limit.
-    pub fn mirror(&mut self, charges: &[Charge], member: u128, now: u64, output: Option<u64>) {
-        let mut after = vec![0; charges.len()];
-        self.apply(charges, member, now, output, &mut after);
+    /// Mirrors a reservation Redis made, so this replica can go on alone, with what it
+    /// admitted, if Redis becomes unreachable: its window entries and leases, and each amount
+    /// counter at the fleet's value Redis reported after it (`fleet`, one per charge).
+    pub fn mirror(&mut self, charges: &[Charge], fleet: &[u64], member: u128, now: u64) {
+        for (charge, fleet) in charges.iter().zip(fleet) {
+            match charge {
+                Charge::Window { key, .. } => self
+                    .windows
+                    .entry_ref(key.as_str())
+                    .or_default()
+                    .push_back((now, member)),
+                Charge::Lease { key, lease_ms, .. } => {
+                    self.leases
+                        .entry_ref(key.as_str())
+                        .or_default()
+                        .insert(member, now + lease_ms);
+                }
+                Charge::Amount { key, ttl_ms, .. } => self.observe(key, *fleet, now + ttl_ms),
+            }
+        }
+    }
+
+    /// Mirrors a settlement Redis applied: entries and leases released, amount counters at the
+    /// fleet's values Redis reported (`fleet`, one per release; empty when Redis did not answer,
+    /// and the adjustments are applied here instead).
+    pub fn mirror_settled(&mut self, releases: &[Release], fleet: &[u64], member: u128, now: u64) {
+        for (index, release) in releases.iter().enumerate() {
+            match (release, fleet.get(index)) {
+                (Release::Adjust { key, ttl_ms, .. }, Some(fleet)) => {
+                    self.observe(key, *fleet, now + ttl_ms);
+                }
+                _ => {
+                    self.settle_one(release, member, now);
+                }
+            }
+        }
     }
 
     /// Records the fleet's value of an amount counter as Redis reported it.
     pub fn observe(&mut self, key: &str, fleet: u64, expires_at: u64) {
-        self.amounts.insert(
-            key.to_owned(),
-            Amount {
-                value: fleet,
-                expires_at,
-                seen: fleet,
-            },
-        );
+        let observed = Amount {
+            value: fleet,
+            expires_at,
+            seen: fleet,
+        };
+        *self.amounts.entry_ref(key).or_insert(observed) = observed;
     }
 
     /// Applies every charge: entries, leases, and the amounts at the granted output.
@@ -219,25 +248,30 @@ impl Book {
     pub fn settle(&mut self, releases: &[Release], member: u128, now: u64) -> Vec<u64> {
         releases
             .iter()
-            .map(|release| match release {
-                Release::Window { key } => {
-                    if let Some(entries) = self.windows.get_mut(key.as_str()) {
-                        entries.retain(|(_, m)| *m != member);
-                    }
-                    0
-                }
-                Release::Lease { key } => {
-                    if let Some(leases) = self.leases.get_mut(key.as_str()) {
-                        leases.remove(&member);
-                    }
-                    0
-                }
-                Release::Adjust { key, delta, ttl_ms } => {
-                    self.add(key, *delta, now + ttl_ms, now);
-                    self.amount(key, now)
-                }
-            })
+            .map(|release| self.settle_one(release, member, now))
             .collect()
+    }
+
+    /// Applies one release; the counter's value afterwards (0 for windows and leases).
+    fn settle_one(&mut self, release: &Release, member: u128, now: u64) -> u64 {
+        match release {
+            Release::Window { key } => {
+                if let Some(entries) = self.windows.get_mut(key.as_str()) {
+                    entries.retain(|(_, m)| *m != member);
+                }
+                0
+            }
+            Release::Lease { key } => {
+                if let Some(leases) = self.leases.get_mut(key.as_str()) {
+                    leases.remove(&member);
+                }
+                0
+            }
+            Release::Adjust { key, delta, ttl_ms } => {
+                self.add(key, *delta, now + ttl_ms, now);
+                self.amount(key, now)
+            }
+        }
     }
 
     /// The current value of an amount counter (0 when absent or expired).

@@ -507,6 +507,7 @@ impl Meter {
         };
         let count = heard.replicas.max(1);
         let now = Instant::now();
+        let new_epoch = added_to.as_deref() != Some(heard.epoch.as_str());
         // After Redis lost its data (and with it the replica set), the replicas heard before
         // are expected back until their entries' life has passed: they are waited for, and
         // counted in the share each takes of a limit while failing open.
@@ -515,7 +516,7 @@ impl Meter {
             if expected.is_some_and(|(_, until)| now >= until) {
                 *expected = None;
             }
-            if added_to.as_deref() != Some(heard.epoch.as_str()) {
+            if new_epoch {
                 let before = self.replicas();
                 let waited = expected.map_or(0, |(replicas, _)| replicas);
                 *expected = Some((before.max(waited), now + HEARTBEAT_LIFE));
@@ -528,7 +529,7 @@ impl Meter {
         self.metrics
             .redis_replicas
             .set(i64::try_from(count).unwrap_or(i64::MAX));
-        if added_to.as_deref() != Some(heard.epoch.as_str()) {
+        if new_epoch {
             // Redis lost its data, or this replica meets it for the first time: its usage goes
             // in first, and the next beat says so to the others.
             redis.await_epoch();
@@ -697,13 +698,7 @@ impl Meter {
     /// windows and leases) and of the fleet's amounts as Redis reported them, so it can go on
     /// alone, at its share, if Redis becomes unreachable.
     fn mirror(&self, charges: &[Charge], admitted: &Admitted, member: u128, now: u64) {
-        let mut book = self.book();
-        book.mirror(charges, member, now, admitted.output);
-        for (charge, fleet) in charges.iter().zip(&admitted.after) {
-            if let Charge::Amount { key, ttl_ms, .. } = charge {
-                book.observe(key, *fleet, now + ttl_ms);
-            }
-        }
+        self.book().mirror(charges, &admitted.after, member, now);
     }
 
     /// Cancels, in the background, a Redis reservation whose outcome is unknown (its call timed
@@ -739,20 +734,12 @@ impl Meter {
             let settled = redis.settle(charges, releases, member).await;
             // The mirror settles too (see `Meter::mirror`), with the fleet's figures when Redis
             // gave them.
-            let now = now_ms();
-            let mut book = self.book();
-            book.settle(releases, member, now);
+            let fleet = settled.as_deref().unwrap_or_default();
+            self.book()
+                .mirror_settled(releases, fleet, member, now_ms());
             match settled {
-                Ok(after) => {
-                    for (release, fleet) in releases.iter().zip(&after) {
-                        if let super::charge::Release::Adjust { key, ttl_ms, .. } = release {
-                            book.observe(key, *fleet, now + ttl_ms);
-                        }
-                    }
-                    return after;
-                }
+                Ok(after) => return after,
                 Err(error) => {
-                    drop(book);
                     // Sent again in the background (`dgidgi_redis_redeliveries`); until it is
                     // taken the lease stays held and the amounts keep the reservation.
                     self.redis_failed("settle", &error);

@@ -173,8 +173,7 @@ pub fn cost_micro_usd(pricing: Option<&PricingConfig>, input: u64, output: u64) 
 /// (its largest output field), or the model's maximum when it set none or asked for more; the
 /// policy's assumption when neither bounds it.
 pub fn output_bound(size: RequestSize, model: Option<&ModelConfig>, policy: &ReservePolicy) -> u64 {
-    let model_max = model.and_then(|m| m.max_output_tokens).map(u64::from);
-    match (size.max_output_tokens, model_max) {
+    match (size.max_output_tokens, model_max(model)) {
         (Some(asked), Some(max)) => asked.min(max),
         (Some(asked), None) => asked,
         (None, Some(max)) => max,
@@ -191,7 +190,7 @@ pub fn output_cap(
     reserved_output: u64,
     model: Option<&ModelConfig>,
 ) -> Option<u64> {
-    let model_max = model.and_then(|m| m.max_output_tokens).map(u64::from);
+    let model_max = model_max(model);
     match size.max_output_tokens.or(model_max) {
         Some(allowed) if allowed <= reserved_output => None,
         _ => Some(model_max.map_or(reserved_output, |max| max.min(reserved_output))),
@@ -389,8 +388,12 @@ pub fn believable(usage: &Usage, output_bound: Option<u64>) -> bool {
 /// gateway wrote: a provider that generated past that limit (one that does not count reasoning
 /// against it, say) still charges for what it really produced, which the tenant then pays.
 pub fn model_output_bound(size: RequestSize, model: Option<&ModelConfig>) -> Option<u64> {
-    let per_answer = model.and_then(|m| m.max_output_tokens).map(u64::from)?;
-    Some(per_answer.saturating_mul(size.choices.max(1)))
+    Some(model_max(model)?.saturating_mul(size.choices.max(1)))
+}
+
+/// A model's catalog maximum output per answer, if the catalog gives one.
+fn model_max(model: Option<&ModelConfig>) -> Option<u64> {
+    model.and_then(|m| m.max_output_tokens).map(u64::from)
 }
 
 /// Usage figures above this are not believed (a hostile or broken upstream could otherwise wrap
