@@ -155,17 +155,7 @@ impl Book {
     pub fn mirror(&mut self, charges: &[Charge], fleet: &[u64], member: u128, now: u64) {
         for (charge, fleet) in charges.iter().zip(fleet) {
             match charge {
-                Charge::Window { key, .. } => self
-                    .windows
-                    .entry_ref(key.as_str())
-                    .or_default()
-                    .push_back((now, member)),
-                Charge::Lease { key, lease_ms, .. } => {
-                    self.leases
-                        .entry_ref(key.as_str())
-                        .or_default()
-                        .insert(member, now + lease_ms);
-                }
+                Charge::Window { .. } | Charge::Lease { .. } => self.enter(charge, member, now),
                 Charge::Amount { key, ttl_ms, .. } => self.observe(key, *fleet, now + ttl_ms),
             }
         }
@@ -197,6 +187,24 @@ impl Book {
         *self.amounts.entry_ref(key).or_insert(observed) = observed;
     }
 
+    /// Enters `member` in a window or takes a lease for it (amounts are not entries).
+    fn enter(&mut self, charge: &Charge, member: u128, now: u64) {
+        match charge {
+            Charge::Window { key, .. } => self
+                .windows
+                .entry_ref(key.as_str())
+                .or_default()
+                .push_back((now, member)),
+            Charge::Lease { key, lease_ms, .. } => {
+                self.leases
+                    .entry_ref(key.as_str())
+                    .or_default()
+                    .insert(member, now + lease_ms);
+            }
+            Charge::Amount { .. } => {}
+        }
+    }
+
     /// Applies every charge: entries, leases, and the amounts at the granted output.
     fn apply(
         &mut self,
@@ -208,17 +216,7 @@ impl Book {
     ) {
         for (charge, after) in charges.iter().zip(after.iter_mut()) {
             match charge {
-                Charge::Window { key, .. } => self
-                    .windows
-                    .entry_ref(key.as_str())
-                    .or_default()
-                    .push_back((now, member)),
-                Charge::Lease { key, lease_ms, .. } => {
-                    self.leases
-                        .entry_ref(key.as_str())
-                        .or_default()
-                        .insert(member, now + lease_ms);
-                }
+                Charge::Window { .. } | Charge::Lease { .. } => self.enter(charge, member, now),
                 Charge::Amount {
                     key,
                     amount,
