@@ -752,3 +752,60 @@ async fn anthropic_headers_pass_through_and_the_request_id_comes_back() {
     assert!(!headers.contains_key("anthropic-ratelimit-requests-remaining"));
     h.running.shutdown().await;
 }
+
+impl Harness {
+    /// Posts `body` as these exact bytes.
+    async fn post_text(&self, path: &str, body: &str) -> (u16, String) {
+        let key = self.key();
+        let (status, _, body) = common::http::send_with(
+            self.running.api,
+            "POST",
+            path,
+            &[("x-api-key", &key), ("anthropic-version", "2023-06-01")],
+            Some(body.to_owned()),
+        )
+        .await
+        .expect("the gateway answers");
+        (status, body)
+    }
+}
+
+/// A pass-through to an upstream of the client's own format arrives as sent: key order (a
+/// strict schema's `properties` is the order the model writes), number text, escapes and
+/// unknown fields; only the model name is changed.
+#[tokio::test]
+async fn a_same_format_request_arrives_as_sent_with_only_the_model_changed() {
+    let h = Harness::new().await;
+    let schema = r#"{"type":"json_schema","json_schema":{"name":"r","strict":true,"schema":{"type":"object","properties":{"zeta":{"type":"string"},"alpha":{"type":"number"}},"required":["zeta","alpha"],"additionalProperties":false}}}"#;
+    let openai = format!(
+        r#"{{"temperature":1.0,"model":"openai-fake/gpt-fake","messages":[{{"role":"user","content":"caf\u00e9"}}],"response_format":{schema},"x_unknown":{{"b":1e3,"a":null}},"max_tokens":50}}"#
+    );
+    let (status, body) = h.post_text("/v1/chat/completions", &openai).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        String::from_utf8(h.last_seen().raw).unwrap(),
+        openai.replace("openai-fake/gpt-fake", "gpt-fake")
+    );
+
+    let anthropic = r#"{"max_tokens":50,"system":"be \"brief\"","model":"anthropic/claude-fake","messages":[{"role":"user","content":"h\u00e9"}],"temperature":0.50,"output_config":{"effort":"low"},"metadata":{"z":1,"a":2}}"#;
+    let (status, body) = h.post_text("/v1/messages", anthropic).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        String::from_utf8(h.last_seen().raw).unwrap(),
+        anthropic.replace("anthropic/claude-fake", "claude-fake")
+    );
+    h.running.shutdown().await;
+}
+
+/// A body naming a member twice is refused before anything is sent: parsers disagree on which
+/// copy wins, so metering could read one `max_tokens` while the provider obeys the other.
+#[tokio::test]
+async fn a_body_naming_a_member_twice_is_refused() {
+    let h = Harness::new().await;
+    let body = r#"{"max_tokens":100000,"model":"anthropic/claude-fake","messages":[{"role":"user","content":"hi"}],"max_tokens":5}"#;
+    let (status, answer) = h.post_text("/v1/messages", body).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer.contains("`max_tokens` more than once"), "{answer}");
+    assert!(h.log.lock().unwrap().is_empty());
+    h.running.shutdown().await;
+}

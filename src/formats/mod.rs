@@ -8,12 +8,14 @@
 //! client), never silently dropped.
 
 pub mod anthropic;
+pub mod as_sent;
 pub mod cohere;
 pub mod gemini;
 pub mod openai;
 pub mod stream;
 pub mod volume;
 
+pub use as_sent::{SentBody, SentBodyError, write_with_edited_members};
 use serde_json::{Map, Value};
 
 use crate::usage::Usage;
@@ -404,52 +406,6 @@ fn fit_thinking_budget(json: &mut Map<String, Value>, cap: u64) {
     } else {
         json.remove("thinking");
     }
-}
-
-/// Writes `body` with some of its top-level members edited, without copying the rest: the
-/// members named in `members` (those present) are copied out, `edit` changes them (it may add,
-/// change or remove any of those names, and only those), and the output holds `body`'s other
-/// members as they are followed by the edited ones. Re-addressing a request to an upstream of
-/// its own format changes the model and a few limits; the messages and tools, nearly all of a
-/// real body, are written straight from the parsed request instead of being cloned per attempt.
-pub fn write_with_edited_members(
-    body: &Map<String, Value>,
-    members: &[&str],
-    edit: impl FnOnce(&mut Map<String, Value>),
-) -> Vec<u8> {
-    struct Edited<'a> {
-        body: &'a Map<String, Value>,
-        members: &'a [&'a str],
-        edited: &'a Map<String, Value>,
-    }
-    impl serde::Serialize for Edited<'_> {
-        fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-            let kept = self
-                .body
-                .iter()
-                .filter(|(name, _)| !self.members.contains(&name.as_str()));
-            serializer.collect_map(kept.chain(self.edited))
-        }
-    }
-    let mut edited: Map<String, Value> = members
-        .iter()
-        .filter_map(|name| {
-            body.get(*name)
-                .map(|value| ((*name).to_owned(), value.clone()))
-        })
-        .collect();
-    edit(&mut edited);
-    debug_assert!(
-        edited.keys().all(|name| members.contains(&name.as_str())),
-        "an edit touched a member it did not name"
-    );
-    // A map of JSON values always serializes (string keys, finite numbers).
-    serde_json::to_vec(&Edited {
-        body,
-        members,
-        edited: &edited,
-    })
-    .unwrap_or_default()
 }
 
 #[cfg(test)]

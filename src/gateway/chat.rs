@@ -19,7 +19,7 @@ use super::serve::{ClientRequest, serve};
 use super::{Active, Gateway};
 use crate::config::TenantConfig;
 use crate::config::load::Snapshot;
-use crate::formats::Format;
+use crate::formats::{Format, SentBody};
 use crate::routing::plan::{RouteRequest, plan, prefer_healthy};
 
 /// Header a request narrows its provider with.
@@ -122,8 +122,8 @@ pub struct ParsedRequest<'a> {
     pub headers: HeaderMap,
     /// Its body.
     pub json: Map<String, Value>,
-    /// Size of the body as received (the reservation's prompt estimate).
-    pub body_bytes: usize,
+    /// The body as it arrived, for a pass-through to an upstream of the client's format.
+    pub sent: SentBody,
 }
 
 /// Authenticates, reads and parses a request of either front door: the tenant from its key
@@ -153,22 +153,28 @@ pub async fn parse_request<'a>(
             super::body_shape::MAX_VALUES
         )));
     }
-    match serde_json::from_slice::<Value>(&body) {
-        Ok(Value::Object(json)) => Ok(ParsedRequest {
-            tenant,
-            headers: parts.headers,
-            json,
-            body_bytes: body.len(),
-        }),
-        Ok(_) => Err(ApiError::bad_request(
-            "the request body must be a JSON object",
-        )),
-        Err(error) => Err(ApiError::bad_request(format!(
-            "the request body is not valid JSON (line {}, column {})",
-            error.line(),
-            error.column()
-        ))),
-    }
+    let json = match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Object(json)) => json,
+        Ok(_) => {
+            return Err(ApiError::bad_request(
+                "the request body must be a JSON object",
+            ));
+        }
+        Err(error) => {
+            return Err(ApiError::bad_request(format!(
+                "the request body is not valid JSON (line {}, column {})",
+                error.line(),
+                error.column()
+            )));
+        }
+    };
+    let sent = SentBody::parse(body).map_err(|error| ApiError::bad_request(error.to_string()))?;
+    Ok(ParsedRequest {
+        tenant,
+        headers: parts.headers,
+        json,
+        sent,
+    })
 }
 
 /// Plans a parsed request and walks the plan within the rule's timeout.
@@ -182,18 +188,19 @@ pub async fn route_and_serve(
         tenant,
         headers,
         json,
-        body_bytes,
+        sent,
     } = request;
     let routing = route_request(&json, &headers)?;
     let stream = routing.stream;
     let mut planned = plan(&snapshot.config, tenant, &routing, rand::random())?;
     prefer_healthy(&mut planned.attempts, |id| snapshot.health.is_unhealthy(id));
-    let size = metered::request_size(tenant, format, &json, body_bytes)?;
+    let size = metered::request_size(tenant, format, &json, sent.bytes().len())?;
     let ticket = metered::admit(gateway, tenant, &planned, size).await?;
     let deadline = planned.timeout_ms.map(Duration::from_millis);
     let request = ClientRequest {
         format,
         json,
+        sent,
         stream,
         headers: super::forwarded::ClientHeaders::from_request(&headers),
     };

@@ -28,7 +28,7 @@ use crate::config::{Scope, TenantConfig};
 use crate::crd::Source;
 use crate::formats::stream::{Context, reframer};
 use crate::formats::{
-    Format, FormatError, anthropic, cohere, gemini, openai, write_with_edited_members,
+    Format, FormatError, SentBody, anthropic, cohere, gemini, openai, write_with_edited_members,
 };
 use crate::metering::Ticket;
 use crate::metering::meter::ProviderTicket;
@@ -48,6 +48,8 @@ pub struct ClientRequest {
     pub format: Format,
     /// Its body.
     pub json: Map<String, Value>,
+    /// Its body as it arrived.
+    pub sent: SentBody,
     /// Whether it asked for a stream.
     pub stream: bool,
     /// The client's headers its provider reads.
@@ -83,8 +85,10 @@ struct Prepared {
     stream: bool,
     /// The OpenAI client asked for the usage chunk itself.
     client_wants_usage: bool,
-    /// The client's body (for a pass-through to the same format).
+    /// The client's body, parsed.
     original: Map<String, Value>,
+    /// The client's body as it arrived (a pass-through to the same format keeps its bytes).
+    sent: SentBody,
     /// The canonical body, when the client does not speak OpenAI (`None`: not made yet, or the
     /// client speaks OpenAI and `original` is canonical).
     canonical: Option<Result<Map<String, Value>, FormatError>>,
@@ -126,7 +130,7 @@ impl Prepared {
             // is written as it was parsed, not copied per attempt.
             Format::Anthropic if self.client == Format::Anthropic => {
                 let members = ["model", "max_tokens", "thinking"];
-                let body = write_with_edited_members(&self.original, &members, |json| {
+                let body = self.sent.write_edited(&self.original, &members, |json| {
                     json.insert("model".into(), model);
                     cap(json);
                 });
@@ -143,7 +147,7 @@ impl Prepared {
                     "num_predict",
                     "max_new_tokens",
                 ];
-                let body = write_with_edited_members(self.canonical()?, &members, |json| {
+                let edit = |json: &mut Map<String, Value>| {
                     json.insert("model".into(), model);
                     if stream {
                         openai::request_stream_usage(json);
@@ -155,7 +159,12 @@ impl Prepared {
                         json.insert("max_completion_tokens".into(), max);
                     }
                     cap(json);
-                });
+                };
+                let body = if from_other {
+                    write_with_edited_members(self.canonical()?, &members, edit)
+                } else {
+                    self.sent.write_edited(&self.original, &members, edit)
+                };
                 return Ok(Bytes::from(body));
             }
             Format::Anthropic => {
@@ -212,6 +221,7 @@ pub async fn serve(
         stream: request.stream,
         client_wants_usage,
         original: request.json,
+        sent: request.sent,
         canonical: None,
     };
     let mut failures: Vec<Failure> = Vec::new();

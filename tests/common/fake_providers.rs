@@ -29,6 +29,8 @@ pub struct Seen {
     pub headers: HashMap<String, String>,
     /// The JSON body.
     pub body: Value,
+    /// The body's bytes as they arrived.
+    pub raw: Vec<u8>,
 }
 
 /// Everything the fake saw, in order.
@@ -82,11 +84,13 @@ pub async fn read_request(stream: &mut TcpStream) -> Option<Seen> {
         }
         buffer.extend_from_slice(&chunk[..n]);
     }
-    let body = serde_json::from_slice(&buffer[header_end..header_end + length]).ok()?;
+    let raw = buffer[header_end..header_end + length].to_vec();
+    let body = serde_json::from_slice(&raw).ok()?;
     Some(Seen {
         path,
         headers,
         body,
+        raw,
     })
 }
 

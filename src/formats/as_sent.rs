@@ -1,0 +1,276 @@
+//! A request body as the client sent it, and the one way the gateway writes a body again with a
+//! few top-level members edited.
+//!
+//! A pass-through to an upstream of the client's own format must arrive as sent: the order of a
+//! JSON schema's `properties` is the order a model writes a strict structured answer in, a
+//! number written `1.0` or `1e3` stays so, an escape stays escaped, an unknown field survives.
+//! So the body's top-level members are kept as byte ranges of what arrived, and the gateway
+//! rewrites only the members it must (the model, output limits, the stream-usage request), each
+//! in its own place; everything else is copied byte for byte.
+//!
+//! A body naming one member twice is refused: JSON parsers disagree on which copy wins (ours
+//! keeps the last, others the first), so a duplicated `max_tokens` or `n` could make metering
+//! read one value while the provider obeys the other.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::ops::Range;
+
+use bytes::Bytes;
+use serde::de::{self, Deserializer as _, MapAccess, Visitor};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+/// Why a body cannot be kept as sent.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SentBodyError {
+    /// Not JSON, or not an object.
+    #[error("the request body must be a JSON object")]
+    NotAnObject,
+    /// A top-level member named twice.
+    #[error("the request body names the member `{0}` more than once")]
+    Duplicate(String),
+}
+
+/// One top-level member: its name and where its value's bytes are in the body.
+#[derive(Debug, Clone)]
+struct Member {
+    name: Box<str>,
+    value: Range<usize>,
+}
+
+/// The client's body with the position of each top-level member, in the order sent.
+#[derive(Debug, Clone)]
+pub struct SentBody {
+    bytes: Bytes,
+    members: Vec<Member>,
+}
+
+impl SentBody {
+    /// Indexes the top-level members of a JSON object body (one scan; values are skipped, not
+    /// built).
+    pub fn parse(bytes: Bytes) -> Result<Self, SentBodyError> {
+        let base = bytes.as_ptr() as usize;
+        let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
+        let members = deserializer
+            .deserialize_map(MembersVisitor { base })
+            .map_err(|_| SentBodyError::NotAnObject)?;
+        deserializer.end().map_err(|_| SentBodyError::NotAnObject)?;
+        if let Some(duplicate) = first_duplicate(&members) {
+            return Err(SentBodyError::Duplicate(duplicate.to_owned()));
+        }
+        Ok(Self { bytes, members })
+    }
+
+    /// The body as it arrived.
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// Writes the body with the members named in `names` edited in place: `parsed` is the same
+    /// body parsed, the named members present are taken from it, `edit` changes them (it may
+    /// add, change or remove any of those names, and only those), and each kept member is
+    /// written where it was, removed ones are left out, and added ones come last. Every other
+    /// member is copied as its bytes arrived.
+    pub fn write_edited(
+        &self,
+        parsed: &Map<String, Value>,
+        names: &[&str],
+        edit: impl FnOnce(&mut Map<String, Value>),
+    ) -> Vec<u8> {
+        let edited = edited_members(parsed, names, edit);
+        let original = self.members.iter().map(|member| {
+            let raw = &self.bytes[member.value.clone()];
+            (&*member.name, Piece::Raw(raw))
+        });
+        write_in_place(original, names, edited, self.bytes.len() + 64)
+    }
+}
+
+/// Writes a parsed body with the members named in `names` edited in place, as
+/// [`SentBody::write_edited`] does for the bytes that arrived. For bodies the gateway made
+/// itself (a translation), where there are no sent bytes to keep.
+pub fn write_with_edited_members(
+    body: &Map<String, Value>,
+    names: &[&str],
+    edit: impl FnOnce(&mut Map<String, Value>),
+) -> Vec<u8> {
+    let edited = edited_members(body, names, edit);
+    let original = body
+        .iter()
+        .map(|(name, value)| (name.as_str(), Piece::Parsed(value)));
+    write_in_place(original, names, edited, 1024)
+}
+
+/// The named members of `body`, copied out and edited.
+fn edited_members(
+    body: &Map<String, Value>,
+    names: &[&str],
+    edit: impl FnOnce(&mut Map<String, Value>),
+) -> Map<String, Value> {
+    let mut edited: Map<String, Value> = names
+        .iter()
+        .filter_map(|name| {
+            body.get(*name)
+                .map(|value| ((*name).to_owned(), value.clone()))
+        })
+        .collect();
+    edit(&mut edited);
+    debug_assert!(
+        edited.keys().all(|name| names.contains(&name.as_str())),
+        "an edit touched a member it did not name"
+    );
+    edited
+}
+
+/// The first name given to two members, if any.
+fn first_duplicate(members: &[Member]) -> Option<&str> {
+    let mut seen = hashbrown::HashSet::with_capacity(members.len());
+    members
+        .iter()
+        .map(|member| &*member.name)
+        .find(|name| !seen.insert(*name))
+}
+
+/// A member's value as it is to be written.
+enum Piece<'a> {
+    /// Bytes as they arrived.
+    Raw(&'a [u8]),
+    /// A value to serialize.
+    Parsed(&'a Value),
+}
+
+fn write_in_place<'a>(
+    original: impl Iterator<Item = (&'a str, Piece<'a>)>,
+    names: &[&str],
+    mut edited: Map<String, Value>,
+    capacity: usize,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(capacity);
+    out.push(b'{');
+    let mut first = true;
+    let mut member = |out: &mut Vec<u8>, name: &str, piece: Piece<'_>| {
+        if !std::mem::take(&mut first) {
+            out.push(b',');
+        }
+        write_json(out, name);
+        out.push(b':');
+        match piece {
+            Piece::Raw(bytes) => out.extend_from_slice(bytes),
+            Piece::Parsed(value) => write_json(out, value),
+        }
+    };
+    for (name, piece) in original {
+        if names.contains(&name) {
+            if let Some(value) = edited.shift_remove(name) {
+                member(&mut out, name, Piece::Parsed(&value));
+            }
+        } else {
+            member(&mut out, name, piece);
+        }
+    }
+    for (name, value) in &edited {
+        member(&mut out, name, Piece::Parsed(value));
+    }
+    out.push(b'}');
+    out
+}
+
+/// Appends a string or value as JSON; writing to a `Vec` cannot fail, and a JSON value (string
+/// keys, finite numbers) always serializes.
+fn write_json(out: &mut Vec<u8>, value: &(impl serde::Serialize + ?Sized)) {
+    let _ = serde_json::to_writer(out, value);
+}
+
+/// Reads an object's members as names and byte ranges of their raw values.
+struct MembersVisitor {
+    base: usize,
+}
+
+impl<'de> Visitor<'de> for MembersVisitor {
+    type Value = Vec<Member>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut members = Vec::new();
+        while let Some(name) = map.next_key::<Cow<'de, str>>()? {
+            let raw: &'de RawValue = map.next_value()?;
+            let start = (raw.get().as_ptr() as usize)
+                .checked_sub(self.base)
+                .ok_or_else(|| de::Error::custom("a member outside the body"))?;
+            members.push(Member {
+                name: name.into(),
+                value: start..start + raw.get().len(),
+            });
+        }
+        Ok(members)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sent(text: &str) -> (SentBody, Map<String, Value>) {
+        let body = SentBody::parse(Bytes::copy_from_slice(text.as_bytes())).unwrap();
+        let parsed = serde_json::from_str(text).unwrap();
+        (body, parsed)
+    }
+
+    #[test]
+    fn members_not_edited_keep_their_bytes_and_place() {
+        let text =
+            r#"{"z":1.0,"model":"a","schema":{"b":1e3,"a":"\u00e9"},"max_tokens":9,"x":[ 1 ,2]}"#;
+        let (body, parsed) = sent(text);
+        let written = body.write_edited(&parsed, &["model", "max_tokens", "stream_options"], |m| {
+            m.insert("model".into(), "b".into());
+            m.insert("max_tokens".into(), 5.into());
+        });
+        assert_eq!(
+            String::from_utf8(written).unwrap(),
+            r#"{"z":1.0,"model":"b","schema":{"b":1e3,"a":"\u00e9"},"max_tokens":5,"x":[ 1 ,2]}"#
+        );
+    }
+
+    #[test]
+    fn removed_members_go_and_added_ones_come_last() {
+        let (body, parsed) = sent(r#"{"max_tokens":9,"model":"a","n":2}"#);
+        let written = body.write_edited(&parsed, &["max_tokens", "max_completion_tokens"], |m| {
+            let max = m.remove("max_tokens").unwrap();
+            m.insert("max_completion_tokens".into(), max);
+        });
+        assert_eq!(written, br#"{"model":"a","n":2,"max_completion_tokens":9}"#);
+    }
+
+    #[test]
+    fn whitespace_and_escaped_names_are_read() {
+        let (body, parsed) = sent("{ \"mo\\u0064el\" : \"a\" ,\n \"k\" : { } }");
+        let written = body.write_edited(&parsed, &["model"], |_| {});
+        assert_eq!(written, br#"{"model":"a","k":{ }}"#);
+    }
+
+    #[test]
+    fn a_duplicated_member_or_a_non_object_is_refused() {
+        let parse = |text: &str| SentBody::parse(Bytes::copy_from_slice(text.as_bytes()));
+        assert_eq!(
+            parse(r#"{"max_tokens":1,"model":"a","max_tokens":100000}"#).unwrap_err(),
+            SentBodyError::Duplicate("max_tokens".into())
+        );
+        assert_eq!(parse("[1]").unwrap_err(), SentBodyError::NotAnObject);
+        assert_eq!(parse("{} x").unwrap_err(), SentBodyError::NotAnObject);
+        assert_eq!(parse("{").unwrap_err(), SentBodyError::NotAnObject);
+    }
+
+    #[test]
+    fn a_parsed_body_is_edited_in_place_too() {
+        let parsed: Map<String, Value> =
+            serde_json::from_str(r#"{"messages":[],"model":"a","tools":[]}"#).unwrap();
+        let written = write_with_edited_members(&parsed, &["model"], |m| {
+            m.insert("model".into(), "b".into());
+        });
+        assert_eq!(written, br#"{"messages":[],"model":"b","tools":[]}"#);
+    }
+}
