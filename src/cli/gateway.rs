@@ -9,6 +9,8 @@ use anyhow::Context as _;
 use clap::Args;
 
 use crate::crd::common::{parse_duration_ms, parse_timeout_ms};
+use crate::gateway::access_log::AccessLogFormat;
+use crate::gateway::cors::CorsPolicy;
 use crate::gateway::server::{StartOptions, start, stop_signal};
 use crate::gateway::{AdminToken, Settings};
 use crate::metering::ledger::LedgerOptions;
@@ -95,6 +97,20 @@ pub struct ServeArgs {
     /// Without a token the endpoint is off.
     #[arg(long, value_name = "PATH")]
     pub admin_token_file: Option<PathBuf>,
+    /// A browser origin allowed to call the API (CORS), e.g. https://app.example.com; repeat
+    /// the flag (or separate with commas in the env) for several, `*` for any. None by default:
+    /// browsers cannot call the gateway.
+    #[arg(
+        long = "cors-allow-origin",
+        value_name = "ORIGIN",
+        env = "DGIDGI_CORS_ALLOW_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub cors_allow_origins: Vec<String>,
+    /// The request log on standard output: one line per request (who, which provider and
+    /// model, status, latency, tokens; never content or keys), as `text`, `json` or `off`.
+    #[arg(long, value_enum, default_value = "text")]
+    pub access_log: AccessLogFormat,
 }
 
 impl ServeArgs {
@@ -128,6 +144,10 @@ impl ServeArgs {
                     fail_mode: self.redis_fail_mode,
                 },
                 admin_token: self.admin_token()?,
+                cors: CorsPolicy::new(&self.cors_allow_origins)
+                    .map_err(anyhow::Error::msg)
+                    .context("--cors-allow-origin")?,
+                access_log: self.access_log,
                 ..Settings::default()
             },
             reload_interval: duration("reload-interval", &self.reload_interval)?,

@@ -84,6 +84,8 @@ pub fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
         redis_timeout: "50ms".to_owned(),
         unbounded_output_tokens: 4096,
         admin_token_file: None,
+        cors_allow_origins: Vec::new(),
+        access_log: crate::gateway::access_log::AccessLogFormat::Text,
     };
     let options = serve.options(config_dir.clone())?;
     serve_until_stopped(options, |running| {

@@ -71,7 +71,7 @@ pub async fn read_body(
 }
 
 /// What routing needs from the parsed body (the same fields in both front doors' formats).
-fn route_request<'a>(
+pub(super) fn route_request<'a>(
     json: &'a Map<String, Value>,
     headers: &'a HeaderMap,
 ) -> Result<RouteRequest<'a>, ApiError> {
@@ -138,6 +138,7 @@ pub async fn parse_request<'a>(
     // Before the body is read: an unknown key costs the gateway nothing more, and neither does
     // a tenant this replica refused for its rate or concurrency moments ago.
     let tenant = authenticate(snapshot, &parts.headers)?;
+    super::access_log::note(|entry| entry.tenant = Some(tenant.id.clone()));
     if let Some(refused) = gateway.meter.still_refused(tenant) {
         return Err(super::limits::refusal_error(&refused));
     }
@@ -191,6 +192,9 @@ pub async fn route_and_serve(
         sent,
     } = request;
     let routing = route_request(&json, &headers)?;
+    if let Some(model) = routing.model {
+        super::access_log::note(|entry| entry.model = Some(model.to_owned()));
+    }
     let stream = routing.stream;
     let mut planned = plan(&snapshot.config, tenant, &routing, rand::random())?;
     prefer_healthy(&mut planned.attempts, |id| snapshot.health.is_unhealthy(id));

@@ -202,6 +202,7 @@ pub async fn finish(
                 }
                 None => guard.release_now().await,
             }
+            super::access_log::note(|entry| entry.request_id = Some(id.clone()));
             error.headers.push((REQUEST_ID_HEADER, id));
             return Err(error);
         }
@@ -237,6 +238,15 @@ pub async fn finish(
         fallback: u32::try_from(served.fallback).unwrap_or(u32::MAX),
         output_bound: crate::metering::plan::model_output_bound(ticket.size, model),
     };
+    // The request's log line is written when its body ends, with what it used.
+    let entry = super::access_log::defer().map(|mut entry| {
+        entry.request_id = Some(id.clone());
+        entry.source = Some(served.source.as_str());
+        entry.provider = Some(served.provider.clone());
+        entry.model = Some(served.model.clone());
+        entry.fallbacks = facts.fallback;
+        entry
+    });
     let headers = served.response.headers_mut();
     write_admitted_headers(&ticket, headers);
     if let Ok(value) = HeaderValue::from_str(&id) {
@@ -257,7 +267,7 @@ pub async fn finish(
         // is allocated once when the body ends instead of being copied into every request's
         // task when it is spawned.
         Box::pin(settle_served(
-            owner, ticket, quota, facts, completion, status,
+            owner, ticket, quota, facts, completion, status, entry,
         ))
         .await;
     }));
@@ -308,6 +318,7 @@ async fn settle_served(
     facts: ServedFacts,
     completion: Completion,
     status: StatusCode,
+    entry: Option<super::access_log::Entry>,
 ) {
     // The provider key's own tokens per minute count what it served; without a usage report,
     // the reservation stands. Settled alongside the tenant's: with Redis both calls leave in
@@ -322,7 +333,7 @@ async fn settle_served(
     };
     tokio::join!(
         provider,
-        settle(&gateway, ticket, &facts, completion, status)
+        settle(&gateway, ticket, &facts, completion, status, entry)
     );
 }
 
@@ -332,6 +343,7 @@ async fn settle(
     facts: &ServedFacts,
     completion: Completion,
     status: StatusCode,
+    entry: Option<super::access_log::Entry>,
 ) {
     let outcome = match completion.end {
         End::Complete => "complete",
@@ -358,6 +370,14 @@ async fn settle(
         first_byte,
         output_bound: facts.output_bound,
     };
+    if let Some(mut entry) = entry {
+        entry.outcome = outcome;
+        entry.ttfb_ms = first_byte.map(super::access_log::millis);
+        entry.input_tokens = served.usage.map(|usage| usage.input_tokens);
+        entry.output_tokens = served.usage.map(|usage| usage.output_tokens);
+        entry.answered(served.status);
+        gateway.access_log.write(&entry);
+    }
     gateway.meter.settle(ticket, Some(served)).await;
 }
 

@@ -171,6 +171,8 @@ pub struct Metrics {
     pub ledger_bytes: Gauge,
     /// Connections closed at once because their listener held its most.
     pub connections_refused: Family<ListenerLabels, Counter>,
+    /// Request log lines dropped because the writer's queue was full.
+    pub access_log_dropped: Counter,
     /// Each route's series of the families above, found once (see [`Metrics::route`]).
     routes: RouteSeriesCache,
 }
@@ -202,6 +204,7 @@ impl Default for Metrics {
             redis_redeliveries: Family::default(),
             unbelievable_usage: Family::default(),
             connections_refused: Family::default(),
+            access_log_dropped: Counter::default(),
             redis_eviction_unsafe: Gauge::default(),
             redis_replicas: Gauge::default(),
             ledger_bytes: Gauge::default(),
@@ -314,6 +317,11 @@ impl Default for Metrics {
             "dgidgi_connections_refused",
             "Connections closed at once because their listener held its most (--max-connections for the API)",
             metrics.connections_refused.clone(),
+        );
+        registry.register(
+            "dgidgi_access_log_dropped",
+            "Request log lines dropped because standard output could not take them as fast as they came",
+            metrics.access_log_dropped.clone(),
         );
         Self {
             registry,

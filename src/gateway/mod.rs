@@ -2,6 +2,7 @@
 //! routing decision, calls providers with retries and fallback before the first byte, and
 //! relays answers as they arrive. Config comes from a rendered config directory, hot-reloaded.
 
+pub mod access_log;
 pub mod admin;
 pub mod answer_buffers;
 pub mod body;
@@ -9,6 +10,8 @@ pub mod body_shape;
 pub mod chat;
 pub mod completion;
 pub mod connection;
+pub mod cors;
+pub mod count_tokens;
 pub mod egress;
 pub mod error;
 pub mod forwarded;
@@ -54,6 +57,12 @@ pub struct Settings {
     pub metering: crate::metering::MeterOptions,
     /// Bearer token of the admin `/usage` endpoint (the endpoint answers 404 without one).
     pub admin_token: Option<AdminToken>,
+    /// The browser origins allowed to call the API (none by default).
+    pub cors: cors::CorsPolicy,
+    /// The request log's format.
+    pub access_log: access_log::AccessLogFormat,
+    /// Where the request log goes.
+    pub access_log_sink: access_log::AccessLogSink,
 }
 
 /// The admin token: compared in constant time, wiped on drop, never printed.
@@ -89,6 +98,10 @@ impl Default for Settings {
             max_connections: 10_000,
             metering: crate::metering::MeterOptions::default(),
             admin_token: None,
+            cors: cors::CorsPolicy::default(),
+            // The binary writes it (`--access-log`); a gateway embedded elsewhere asks for it.
+            access_log: access_log::AccessLogFormat::Off,
+            access_log_sink: access_log::AccessLogSink::default(),
         }
     }
 }
@@ -161,6 +174,8 @@ pub struct Gateway {
     pub meter: crate::metering::Meter,
     /// Room for whole answers held at once, across every request.
     pub answer_buffers: answer_buffers::AnswerBuffers,
+    /// The request log.
+    pub access_log: access_log::AccessLog,
 }
 
 impl Gateway {
@@ -169,6 +184,11 @@ impl Gateway {
     pub fn new(settings: Settings) -> Result<Arc<Self>, crate::metering::meter::MeterError> {
         let metrics = Arc::new(metrics::Metrics::default());
         let meter = crate::metering::Meter::open(&settings.metering, metrics.clone())?;
+        let access_log = access_log::AccessLog::new(
+            settings.access_log,
+            settings.access_log_sink.clone(),
+            metrics.access_log_dropped.clone(),
+        );
         Ok(Arc::new(Self {
             snapshot: ArcSwapOption::empty(),
             client: upstream::http_client(),
@@ -177,6 +197,7 @@ impl Gateway {
             metrics,
             meter,
             answer_buffers: answer_buffers::AnswerBuffers::new(answer_buffers::DEFAULT_TOTAL_BYTES),
+            access_log,
         }))
     }
 

@@ -24,7 +24,7 @@ use super::metered::SettleOnDrop;
 use super::metrics::UpstreamErrorLabels;
 use super::upstream::{Failure, Outcome, ReadError, chat_url, cli_chat_url, read_bounded, send};
 use super::{Active, Gateway};
-use crate::config::{Scope, TenantConfig};
+use crate::config::{ProviderConfig, Scope, TenantConfig};
 use crate::crd::Source;
 use crate::formats::stream::{Context, reframer};
 use crate::formats::{
@@ -601,52 +601,44 @@ async fn call(
             let Some(url) = chat_url(provider, &attempt.model, prepared.stream) else {
                 return Outcome::Failed(Failure::Unsupported(provider.kind));
             };
-            let key = match &provider.credential {
-                None => None,
-                Some(row_id) => match snapshot.provider_key(row_id) {
-                    Some(key) => Some(key),
-                    None => {
-                        tracing::error!(provider = ?provider.id, "the provider's key could not be decrypted");
-                        return Outcome::Failed(Failure::Auth(StatusCode::INTERNAL_SERVER_ERROR));
-                    }
-                },
-            };
-            let first_byte = Duration::from_millis(provider.timeouts.first_byte_ms);
-            let body = body.clone();
-            let platform = provider.scope == Scope::Platform;
-            let forwarded = prepared
-                .headers
-                .for_upstream(Format::of(provider.kind), platform);
-            if platform {
-                let client = &gateway.client;
-                return send(
-                    client,
-                    provider.kind,
-                    &url,
-                    key,
-                    body,
-                    first_byte,
-                    forwarded,
-                )
-                .await;
-            }
-            // Tenant endpoints go through the client whose resolver enforces the allow-list.
-            match snapshot.guarded.get(&provider.allowed_endpoints) {
-                Some(client) => {
-                    send(
-                        client,
-                        provider.kind,
-                        &url,
-                        key,
-                        body,
-                        first_byte,
-                        forwarded,
-                    )
-                    .await
-                }
-                None => Outcome::Failed(Failure::Connect),
-            }
+            send_to_provider(gateway, snapshot, provider, &url, &prepared.headers, body).await
         }
+    }
+}
+
+/// Sends a body in the provider's own format to `url` on one of its endpoints: with its key
+/// (decrypted once per config), the client's headers its format reads, and through the
+/// egress-guarded client when the provider is a tenant's own.
+pub async fn send_to_provider(
+    gateway: &Gateway,
+    snapshot: &Active,
+    provider: &ProviderConfig,
+    url: &str,
+    headers: &ClientHeaders,
+    body: &Bytes,
+) -> Outcome {
+    let key = match &provider.credential {
+        None => None,
+        Some(row_id) => match snapshot.provider_key(row_id) {
+            Some(key) => Some(key),
+            None => {
+                tracing::error!(provider = ?provider.id, "the provider's key could not be decrypted");
+                return Outcome::Failed(Failure::Auth(StatusCode::INTERNAL_SERVER_ERROR));
+            }
+        },
+    };
+    let first_byte = Duration::from_millis(provider.timeouts.first_byte_ms);
+    let platform = provider.scope == Scope::Platform;
+    let forwarded = headers.for_upstream(Format::of(provider.kind), platform);
+    let body = body.clone();
+    if platform {
+        let client = &gateway.client;
+        return send(client, provider.kind, url, key, body, first_byte, forwarded).await;
+    }
+    // Tenant endpoints go through the client whose resolver enforces the allow-list.
+    match snapshot.guarded.get(&provider.allowed_endpoints) {
+        Some(client) => send(client, provider.kind, url, key, body, first_byte, forwarded).await,
+        None => Outcome::Failed(Failure::Connect),
     }
 }
 

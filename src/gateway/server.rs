@@ -23,7 +23,7 @@ use super::Gateway;
 use super::body::ResponseBody;
 use super::connection::Tracked;
 use super::error::ApiError;
-use super::{chat, messages, models};
+use super::{access_log, chat, count_tokens, messages, models};
 use crate::formats::Format;
 
 /// Largest number of request headers accepted (431 beyond).
@@ -52,6 +52,29 @@ pub fn error_response_in(error: &ApiError, format: Format) -> Response<ResponseB
     response
 }
 
+/// The API's paths and the methods each takes (the `Allow` of a 405 or a preflight).
+fn allowed_methods(path: &str) -> Option<&'static str> {
+    match path {
+        "/v1/chat/completions" | "/v1/messages" | "/v1/messages/count_tokens" => Some("POST"),
+        "/v1/models" => Some("GET"),
+        _ if path.starts_with("/v1/models/") => Some("GET"),
+        _ => None,
+    }
+}
+
+/// The format a caller speaks, for its errors and model lists: the front door's for the
+/// Messages API and chat completions; on shared paths, Anthropic's when the request carries
+/// `anthropic-version` (every Anthropic SDK sends it), otherwise OpenAI's.
+fn caller_format(path: &str, headers: &hyper::HeaderMap) -> Format {
+    if path.starts_with("/v1/messages") {
+        Format::Anthropic
+    } else if path == "/v1/chat/completions" || !headers.contains_key("anthropic-version") {
+        Format::OpenAi
+    } else {
+        Format::Anthropic
+    }
+}
+
 /// Routes one API request.
 pub async fn api(
     gateway: Arc<Gateway>,
@@ -60,38 +83,88 @@ pub async fn api(
     // Counted on arrival, so every request counts, errors included.
     gateway.metrics.received.inc();
     let path = request.uri().path().to_owned();
-    let result = match (request.method(), path.as_str()) {
+    let format = caller_format(&path, request.headers());
+    let origin = request.headers().get(hyper::header::ORIGIN).cloned();
+    let entry = access_log::Entry::arrived(request.method().as_str(), &path);
+    let log = gateway.clone();
+    let (result, entry) = access_log::scope(entry, route(gateway, request, &path, format)).await;
+    let mut response = result.unwrap_or_else(|error| error_response_in(&error, format));
+    log.settings
+        .cors
+        .decorate(origin.as_ref(), response.headers_mut());
+    // A served request's line is written by its settlement, when its body ends.
+    if let Some(mut entry) = entry {
+        entry.answered(response.status().as_u16());
+        log.access_log.write(&entry);
+    }
+    Ok(response)
+}
+
+/// Sends a request to its handler.
+async fn route(
+    gateway: Arc<Gateway>,
+    request: Request<Incoming>,
+    path: &str,
+    format: Format,
+) -> Result<Response<ResponseBody>, ApiError> {
+    match (request.method(), path) {
         (&Method::POST, "/v1/chat/completions") => chat::handle(gateway, request).await,
-        (&Method::POST, "/v1/messages") => {
-            return Ok(messages::handle(gateway, request)
-                .await
-                .unwrap_or_else(|error| error_response_in(&error, Format::Anthropic)));
+        (&Method::POST, "/v1/messages") => messages::handle(gateway, request).await,
+        (&Method::POST, "/v1/messages/count_tokens") => {
+            count_tokens::handle(gateway, request).await
         }
-        (&Method::GET, "/v1/models") => list_models(&gateway, &request),
+        (&Method::GET, "/v1/models") => list_models(&gateway, &request, format),
         (&Method::GET, path) if path.starts_with("/v1/models/") => {
-            retrieve_model(&gateway, &request, &path["/v1/models/".len()..])
+            retrieve_model(&gateway, &request, &path["/v1/models/".len()..], format)
         }
-        (method, "/v1/messages") => {
-            let error = ApiError::method_not_allowed(method.as_str(), &path, "POST");
-            return Ok(error_response_in(&error, Format::Anthropic));
+        (&Method::OPTIONS, path) => options(&gateway.settings.cors, request.headers(), path),
+        (method, path) => Err(match allowed_methods(path) {
+            Some(allowed) => ApiError::method_not_allowed(method.as_str(), path, allowed),
+            None => ApiError::not_found(path),
+        }),
+    }
+}
+
+/// `OPTIONS`: a CORS preflight (204 with the CORS headers when the platform allows the origin,
+/// 403 otherwise), or a plain question about a path's methods (204 with `Allow`).
+fn options(
+    cors: &super::cors::CorsPolicy,
+    headers: &hyper::HeaderMap,
+    path: &str,
+) -> Result<Response<ResponseBody>, ApiError> {
+    let allowed = allowed_methods(path).ok_or_else(|| ApiError::not_found(path))?;
+    let mut response = Response::new(ResponseBody::full(bytes::Bytes::new()));
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    if !headers.contains_key(hyper::header::ORIGIN) {
+        response
+            .headers_mut()
+            .insert(hyper::header::ALLOW, HeaderValue::from_static(allowed));
+        return Ok(response);
+    }
+    match cors.preflight(headers, allowed) {
+        super::cors::Preflight::Allowed(cors_headers) => {
+            response.headers_mut().extend(cors_headers);
+            Ok(response)
         }
-        (method, "/v1/chat/completions") => {
-            Err(ApiError::method_not_allowed(method.as_str(), &path, "POST"))
-        }
-        (method, "/v1/models") => Err(ApiError::method_not_allowed(method.as_str(), &path, "GET")),
-        _ => Err(ApiError::not_found(&path)),
-    };
-    Ok(result.unwrap_or_else(|error| error_response(&error)))
+        super::cors::Preflight::Refused(why) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "permission_error",
+            "cors_refused",
+            why,
+        )),
+    }
 }
 
 fn list_models(
     gateway: &Gateway,
     request: &Request<Incoming>,
+    format: Format,
 ) -> Result<Response<ResponseBody>, ApiError> {
+    let page = models::Page::from_query(request.uri().query()).map_err(ApiError::bad_request)?;
     for_tenant(gateway, request, |snapshot, tenant| {
         Ok(json_response(
             StatusCode::OK,
-            models::list(snapshot, tenant),
+            models::list(snapshot, tenant, format, &page),
         ))
     })
 }
@@ -101,11 +174,12 @@ fn retrieve_model(
     gateway: &Gateway,
     request: &Request<Incoming>,
     id: &str,
+    format: Format,
 ) -> Result<Response<ResponseBody>, ApiError> {
     // Model ids may hold a slash (`provider/model`) and arrive percent-encoded by some SDKs.
     let id = percent_decoded(id);
     for_tenant(gateway, request, |snapshot, tenant| {
-        models::retrieve(snapshot, tenant, &id)
+        models::retrieve(snapshot, tenant, &id, format)
             .map(|body| json_response(StatusCode::OK, body))
             .ok_or_else(|| {
                 ApiError::from(crate::routing::plan::RouteError::UnknownModel(
@@ -129,6 +203,7 @@ fn for_tenant(
         .load_full()
         .ok_or_else(ApiError::not_ready)?;
     let tenant = chat::authenticate(&snapshot, request.headers())?;
+    access_log::note(|entry| entry.tenant = Some(tenant.id.clone()));
     answer(&snapshot, tenant)
 }
 

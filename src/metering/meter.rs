@@ -938,6 +938,44 @@ impl Meter {
         }
     }
 
+    /// Admits a free request (token counting) at the tenant's requests per minute, in a window
+    /// of its own (see [`plan::reserve_free`]). A refusal here does not cool the tenant's
+    /// metered requests.
+    pub async fn admit_free(&self, tenant: &TenantConfig) -> Result<(), Refused> {
+        let now = now_ms();
+        let Some(reservation) = plan::reserve_free(tenant, now) else {
+            return Ok(());
+        };
+        let member = request_id::new(now);
+        let (result, shared) = self.take(&reservation.charges, member, now).await?;
+        match result {
+            Ok(_) => {
+                // Nothing to give back (a window entry leaves with its minute), but a shared
+                // reservation's marker is taken now rather than left for a day.
+                if shared {
+                    self.give_back(&reservation.charges, &[], member, true)
+                        .await;
+                }
+                Ok(())
+            }
+            Err(refusal) => {
+                self.metrics
+                    .limit_rejections
+                    .get_or_create(&LimitLabels {
+                        tenant: tenant.id.clone(),
+                        limit: LimitKind::Rpm.as_str(),
+                    })
+                    .inc();
+                Err(Refused::Limit {
+                    kind: LimitKind::Rpm,
+                    limit: refusal.limit,
+                    remaining: refusal.limit.saturating_sub(refusal.current),
+                    retry_after_ms: refusal.retry_after_ms.max(1),
+                })
+            }
+        }
+    }
+
     /// The refusal of a tenant this replica refused for requests per minute or concurrency
     /// within its `retry-after`: checked before the request's body is read (no Redis call, no
     /// parsing), so a tenant hammering past its limit costs the gateway its headers only. The

@@ -71,6 +71,10 @@ pub mod keys {
     pub fn rpm(tenant: &str) -> String {
         ["t:", tenant, ":rpm"].concat()
     }
+    /// Sliding window of free requests (token counting), apart from the metered ones.
+    pub fn free_rpm(tenant: &str) -> String {
+        ["t:", tenant, ":free-rpm"].concat()
+    }
     /// Leases of requests in flight.
     pub fn inflight(tenant: &str) -> String {
         ["t:", tenant, ":inflight"].concat()
@@ -322,6 +326,29 @@ pub fn reserve(
         output_tokens: ask,
         asked_output_tokens: ask,
     }
+}
+
+/// What a free request (counting tokens, which costs no tokens and no money) takes: a place
+/// in a per-minute window of its own, as wide as the tenant's requests per minute, so a coding
+/// agent that counts before every turn neither spends its tenant's request rate nor floods
+/// the gateway. `None` for a tenant without limits.
+pub fn reserve_free(tenant: &TenantConfig, now_ms: u64) -> Option<Reservation> {
+    let limits = tenant.limits.as_ref()?;
+    let today = Day::of(now_ms);
+    Some(Reservation {
+        charges: vec![Charge::Window {
+            key: keys::free_rpm(&tenant.id),
+            limit: limits.requests_per_minute,
+            window_ms: MINUTE_MS,
+            kind: LimitKind::Rpm,
+        }],
+        tokens: 0,
+        cost_micro_usd: 0,
+        day: today.key(),
+        month: today.month_key(),
+        output_tokens: 0,
+        asked_output_tokens: 0,
+    })
 }
 
 /// A provider key's own quota for one attempt (skipped to the next target when full).

@@ -176,6 +176,27 @@ fn named(event: &str, data: &Value) -> String {
     format!("event: {event}\ndata: {data}\n\n")
 }
 
+/// `POST /v1/messages/count_tokens`: the model and messages are required, `max_tokens` is not
+/// a field of it; the count is the fake's own (a token per three bytes of the body), so a test
+/// can tell it from the gateway's estimate.
+fn anthropic_count_tokens(seen: &Seen) -> Reply {
+    if !seen.body["model"].is_string() || !seen.body["messages"].is_array() {
+        return anthropic_error(
+            400,
+            "invalid_request_error",
+            "model and messages are required",
+        );
+    }
+    if seen.body.get("max_tokens").is_some() {
+        return anthropic_error(
+            400,
+            "invalid_request_error",
+            "max_tokens: Extra inputs are not permitted",
+        );
+    }
+    Reply::Json(200, json!({"input_tokens": seen.raw.len() / 3}))
+}
+
 fn anthropic(seen: &Seen) -> Reply {
     if seen.headers.get("x-api-key").map(String::as_str) != Some(KEY) {
         return anthropic_error(401, "authentication_error", "invalid x-api-key");
@@ -184,6 +205,9 @@ fn anthropic(seen: &Seen) -> Reply {
         return anthropic_error(400, "invalid_request_error", "anthropic-version required");
     }
     let model = model_of(seen);
+    if seen.path.starts_with("/v1/messages/count_tokens") {
+        return anthropic_count_tokens(seen);
+    }
     if seen.body["max_tokens"].as_u64().is_none() {
         return anthropic_error(400, "invalid_request_error", "max_tokens: Field required");
     }

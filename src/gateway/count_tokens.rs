@@ -1,0 +1,118 @@
+//! `POST /v1/messages/count_tokens`: Anthropic's token counting, which coding agents (Claude
+//! Code) call before a turn to manage their context. Routed like `/v1/messages`: to an
+//! Anthropic upstream the request goes as sent (model name aside) and its count comes back;
+//! in front of any other target the answer is an estimate ([`crate::formats::estimate`]) and
+//! says so in `x-dgidgi-token-count: estimated`.
+//!
+//! Counting is free for the tenant — no tokens, no budget, no ledger record — but not
+//! unbounded: it is admitted at the tenant's requests per minute in a window of its own
+//! ([`crate::metering::plan::reserve_free`]).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use hyper::body::Incoming;
+use hyper::header::{HeaderName, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use serde_json::Value;
+
+use super::Gateway;
+use super::body::{ResponseBody, upstream_body};
+use super::chat::{parse_request, route_request};
+use super::error::ApiError;
+use super::forwarded::{ClientHeaders, copy_provider_headers};
+use super::limits::refusal_error;
+use super::serve::send_to_provider;
+use super::server::json_response;
+use super::upstream::{Outcome, chat_url, read_bounded};
+use crate::config::Scope;
+use crate::formats::{Format, estimate};
+use crate::routing::plan::{Upstream, plan, prefer_healthy};
+
+/// Header saying how the count was made: `provider` or `estimated`.
+pub const TOKEN_COUNT_HEADER: HeaderName = HeaderName::from_static("x-dgidgi-token-count");
+
+/// Largest count answer read from a provider (a count is a few dozen bytes).
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
+
+/// Handles one token counting request.
+pub async fn handle(
+    gateway: Arc<Gateway>,
+    request: Request<Incoming>,
+) -> Result<Response<ResponseBody>, ApiError> {
+    let snapshot = gateway
+        .snapshot
+        .load_full()
+        .ok_or_else(ApiError::not_ready)?;
+    let request = parse_request(&gateway, &snapshot, request).await?;
+    let routing = route_request(&request.json, &request.headers)?;
+    if let Some(model) = routing.model {
+        super::access_log::note(|entry| entry.model = Some(model.to_owned()));
+    }
+    let mut planned = plan(&snapshot.config, request.tenant, &routing, rand::random())?;
+    prefer_healthy(&mut planned.attempts, |id| snapshot.health.is_unhealthy(id));
+    gateway
+        .meter
+        .admit_free(request.tenant)
+        .await
+        .map_err(|refused| refusal_error(&refused))?;
+    let headers = ClientHeaders::from_request(&request.headers);
+    // The target that would serve the request counts it; when it cannot be reached, the next
+    // Anthropic target of the plan may, and a target of another format ends the walk.
+    for attempt in &planned.attempts {
+        let Upstream::Provider(provider) = attempt.upstream else {
+            break;
+        };
+        if Format::of(provider.kind) != Format::Anthropic {
+            break;
+        }
+        let Some(url) = chat_url(provider, &attempt.model, false) else {
+            break;
+        };
+        let url = format!("{url}/count_tokens");
+        let body = request
+            .sent
+            .write_edited(&request.json, &["model"], |json| {
+                json.insert("model".into(), Value::String(attempt.model.clone()));
+            });
+        let body = Bytes::from(body);
+        match send_to_provider(&gateway, &snapshot, provider, &url, &headers, &body).await {
+            Outcome::Relay(response) => {
+                let (parts, incoming) = response.into_parts();
+                let Ok((answer, _)) =
+                    read_bounded(upstream_body(incoming), MAX_ANSWER_BYTES, None).await
+                else {
+                    continue;
+                };
+                super::access_log::note(|entry| {
+                    entry.provider = Some(provider.id.clone());
+                    entry.model = Some(attempt.model.clone());
+                });
+                let mut response = json_response(parts.status, answer);
+                let platform = provider.scope == Scope::Platform;
+                copy_provider_headers(&parts.headers, response.headers_mut(), platform);
+                response
+                    .headers_mut()
+                    .insert(TOKEN_COUNT_HEADER, HeaderValue::from_static("provider"));
+                return Ok(response);
+            }
+            Outcome::Failed(failure) => {
+                tracing::info!(
+                    provider = ?provider.id,
+                    failure = ?failure.describe(),
+                    "token counting failed at the provider"
+                );
+            }
+            Outcome::Local { .. } => break,
+        }
+    }
+    let tokens = estimate::input_tokens(&request.json);
+    let mut response = json_response(
+        StatusCode::OK,
+        serde_json::json!({ "input_tokens": tokens }).to_string(),
+    );
+    response
+        .headers_mut()
+        .insert(TOKEN_COUNT_HEADER, HeaderValue::from_static("estimated"));
+    Ok(response)
+}

@@ -1,0 +1,400 @@
+//! The front doors beside chat: token counting, the model list and errors in the caller's
+//! shape, CORS for browser clients, and `Allow` on 405 — each through a gateway started in
+//! this process, in front of the faithful fakes where a provider answers.
+
+mod common;
+
+use common::fake_providers;
+use common::gateway::{InProcess, MOCK_AND_ONE_TENANT};
+use common::http::{header, send_with};
+use dgidgi::gateway::Settings;
+use dgidgi::gateway::cors::CorsPolicy;
+use serde_json::{Value, json};
+
+/// The fakes of every format in front of the gateway (an enterprise tenant).
+async fn with_fakes() -> (InProcess, fake_providers::Log) {
+    let (upstream, log) = fake_providers::start().await;
+    let gateway = InProcess::start(
+        &fake_providers::providers_yaml(upstream),
+        Settings::default(),
+    )
+    .await;
+    (gateway, log)
+}
+
+async fn post(
+    gateway: &InProcess,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &Value,
+) -> (u16, Vec<(String, String)>, Value) {
+    let key = gateway.key();
+    let mut all = vec![("x-api-key", key.as_str())];
+    all.extend_from_slice(headers);
+    let (status, headers, body) = send_with(
+        gateway.running.api,
+        "POST",
+        path,
+        &all,
+        Some(body.to_string()),
+    )
+    .await
+    .expect("the gateway answers");
+    let body = serde_json::from_str(&body).unwrap_or(Value::String(body));
+    (status, headers, body)
+}
+
+#[tokio::test]
+async fn count_tokens_reaches_an_anthropic_upstream_as_sent() {
+    let (gateway, log) = with_fakes().await;
+    let request = json!({"model": "anthropic/claude-fake", "system": "be brief",
+        "messages": [{"role": "user", "content": "hello there"}],
+        "thinking": {"type": "enabled", "budget_tokens": 2048}});
+    let (status, headers, body) = post(
+        &gateway,
+        "/v1/messages/count_tokens?beta=true",
+        &[
+            ("anthropic-version", "2023-06-01"),
+            ("anthropic-beta", "token-counting-2024-11-01"),
+        ],
+        &request,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let seen = log
+        .lock()
+        .unwrap()
+        .last()
+        .cloned()
+        .expect("the fake was called");
+    assert_eq!(seen.path, "/v1/messages/count_tokens");
+    assert_eq!(seen.headers["anthropic-version"], "2023-06-01");
+    assert_eq!(seen.headers["anthropic-beta"], "token-counting-2024-11-01");
+    let sent = request
+        .to_string()
+        .replace("anthropic/claude-fake", "claude-fake");
+    assert_eq!(String::from_utf8(seen.raw.clone()).unwrap(), sent);
+    assert_eq!(body, json!({"input_tokens": sent.len() / 3}));
+    assert_eq!(header(&headers, "x-dgidgi-token-count"), Some("provider"));
+    assert_eq!(header(&headers, "request-id"), Some("req_fake_0001"));
+    gateway.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn count_tokens_estimates_for_other_targets_and_says_so() {
+    let (gateway, log) = with_fakes().await;
+    let request = json!({"model": "openai-fake/gpt-fake",
+        "messages": [{"role": "user", "content": "x".repeat(400)}]});
+    let (status, headers, body) = post(
+        &gateway,
+        "/v1/messages/count_tokens",
+        &[("anthropic-version", "2023-06-01")],
+        &request,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(header(&headers, "x-dgidgi-token-count"), Some("estimated"));
+    let tokens = body["input_tokens"].as_u64().expect("a count");
+    assert!((100..=110).contains(&tokens), "{tokens}");
+    assert!(log.lock().unwrap().is_empty(), "no provider was called");
+    // An unknown model is the Messages API's 404, in Anthropic's shape.
+    let (status, _, body) = post(
+        &gateway,
+        "/v1/messages/count_tokens",
+        &[("anthropic-version", "2023-06-01")],
+        &json!({"model": "nope", "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["type"], "error", "{body}");
+    gateway.running.shutdown().await;
+}
+
+/// Counting is free (no tokens, no budget) and apart from the metered requests' rate, but not
+/// unbounded: a window of its own at the tenant's requests per minute.
+#[tokio::test]
+async fn count_tokens_is_free_and_limited_apart_from_chat() {
+    let namespace = r#"
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: team-acme
+  labels: {llm.dgidgi.io/tier: enterprise}
+  annotations: {"llm.dgidgi.io/requests-per-minute": "2", "llm.dgidgi.io/tokens-per-day": "100000", "llm.dgidgi.io/concurrent": "5"}
+---"#;
+    let yaml = format!("{namespace}{MOCK_AND_ONE_TENANT}");
+    let gateway = InProcess::start(&yaml, Settings::default()).await;
+    let count = json!({"model": "mock-fast", "messages": [{"role": "user", "content": "hi"}]});
+    for _ in 0..2 {
+        let (status, _, body) = post(&gateway, "/v1/messages/count_tokens", &[], &count).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, headers, body) = post(&gateway, "/v1/messages/count_tokens", &[], &count).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"]["type"], "rate_limit_error", "{body}");
+    assert!(header(&headers, "retry-after").is_some());
+    // The metered requests' own window is untouched, and so are the tokens of the day.
+    let chat = json!({"model": "mock-fast", "max_tokens": 10,
+        "messages": [{"role": "user", "content": "hi"}]});
+    let (status, headers, body) = post(&gateway, "/v1/chat/completions", &[], &chat).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        header(&headers, "x-ratelimit-remaining-requests"),
+        Some("1")
+    );
+    gateway.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_model_list_and_errors_come_in_the_callers_shape() {
+    let (gateway, _log) = with_fakes().await;
+    let key = gateway.key();
+    let api = gateway.running.api;
+    let anthropic = [
+        ("x-api-key", key.as_str()),
+        ("anthropic-version", "2023-06-01"),
+    ];
+    let (status, _, body) = send_with(api, "GET", "/v1/models?limit=2", &anthropic, None)
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let page: Value = serde_json::from_str(&body).unwrap();
+    let ids: Vec<&str> = page["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 2);
+    assert_eq!(page["has_more"], true);
+    assert_eq!(page["first_id"], ids[0]);
+    assert_eq!(page["last_id"], ids[1]);
+    assert_eq!(page["data"][0]["type"], "model");
+    let after = format!("/v1/models?limit=1000&after_id={}", ids[1]);
+    let (_, _, rest) = send_with(api, "GET", &after, &anthropic, None)
+        .await
+        .unwrap();
+    let rest: Value = serde_json::from_str(&rest).unwrap();
+    assert_eq!(rest["has_more"], false);
+    assert!(!rest["data"].as_array().unwrap().is_empty());
+    // One model, and the errors of an Anthropic caller, in Anthropic's shape.
+    let (status, _, body) = send_with(api, "GET", "/v1/models/claude-fake", &anthropic, None)
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["type"],
+        "model"
+    );
+    let (status, _, body) = send_with(api, "GET", "/v1/nowhere", &anthropic, None)
+        .await
+        .unwrap();
+    assert_eq!(status, 404);
+    let error: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(error["type"], "error", "{body}");
+    assert_eq!(error["error"]["type"], "not_found_error", "{body}");
+    // An OpenAI caller keeps OpenAI's shapes.
+    let openai = [("authorization", &*format!("Bearer {key}"))];
+    let (_, _, body) = send_with(api, "GET", "/v1/models", &openai, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["object"],
+        "list"
+    );
+    let (_, _, body) = send_with(api, "GET", "/v1/nowhere", &openai, None)
+        .await
+        .unwrap();
+    assert!(serde_json::from_str::<Value>(&body).unwrap()["error"]["code"].is_string());
+    gateway.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_wrong_method_is_told_what_is_allowed() {
+    let gateway = InProcess::start(MOCK_AND_ONE_TENANT, Settings::default()).await;
+    let api = gateway.running.api;
+    for (path, allowed) in [
+        ("/v1/messages/count_tokens", "POST"),
+        ("/v1/chat/completions", "POST"),
+        ("/v1/models", "GET"),
+    ] {
+        let (status, headers, _) = send_with(api, "DELETE", path, &[], None).await.unwrap();
+        assert_eq!(status, 405, "{path}");
+        assert_eq!(header(&headers, "allow"), Some(allowed), "{path}");
+    }
+    gateway.running.shutdown().await;
+}
+
+/// A browser's preflight: answered for an origin the platform allows, with the headers the
+/// SDKs send from a browser; refused (no CORS headers) for any other, and by default.
+#[tokio::test]
+async fn browser_preflight_with_and_without_an_allowed_origin() {
+    let settings = Settings {
+        cors: CorsPolicy::new(&["https://app.example.com".into()]).unwrap(),
+        ..Settings::default()
+    };
+    let gateway = InProcess::start(MOCK_AND_ONE_TENANT, settings).await;
+    let api = gateway.running.api;
+    let asked = "authorization, content-type, x-stainless-os, x-stainless-retry-count, anthropic-version, anthropic-beta, anthropic-dangerous-direct-browser-access";
+    let preflight = |origin: &'static str| {
+        [
+            ("origin", origin),
+            ("access-control-request-method", "POST"),
+            ("access-control-request-headers", asked),
+        ]
+    };
+    let (status, headers, _) = send_with(
+        api,
+        "OPTIONS",
+        "/v1/messages",
+        &preflight("https://app.example.com"),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 204);
+    assert_eq!(
+        header(&headers, "access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    assert_eq!(
+        header(&headers, "access-control-allow-headers"),
+        Some(asked)
+    );
+    assert_eq!(
+        header(&headers, "access-control-allow-methods"),
+        Some("POST")
+    );
+    let (status, headers, _) = send_with(
+        api,
+        "OPTIONS",
+        "/v1/messages",
+        &preflight("https://evil.example.com"),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 403);
+    assert_eq!(header(&headers, "access-control-allow-origin"), None);
+    // The actual request from the allowed origin may read the request id and the limits.
+    let key = gateway.key();
+    let (status, headers, body) = send_with(
+        api,
+        "POST",
+        "/v1/chat/completions",
+        &[
+            ("authorization", &format!("Bearer {key}")),
+            ("origin", "https://app.example.com"),
+        ],
+        Some(
+            json!({"model": "mock-fast", "messages": [{"role": "user", "content": "hi"}]})
+                .to_string(),
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        header(&headers, "access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    let exposed = header(&headers, "access-control-expose-headers").unwrap();
+    assert!(
+        exposed.contains("x-dgidgi-request-id")
+            && exposed.contains("x-ratelimit-remaining-requests")
+    );
+    gateway.running.shutdown().await;
+
+    // By default no origin is allowed.
+    let gateway = InProcess::start(MOCK_AND_ONE_TENANT, Settings::default()).await;
+    let (status, headers, _) = send_with(
+        gateway.running.api,
+        "OPTIONS",
+        "/v1/chat/completions",
+        &preflight("https://app.example.com"),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 403);
+    assert_eq!(header(&headers, "access-control-allow-origin"), None);
+    gateway.running.shutdown().await;
+}
+
+/// One line per request, with who, what served, status, timing and tokens — and never the
+/// content or a key.
+#[tokio::test]
+async fn the_request_log_has_a_line_per_request_without_content_or_keys() {
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (upstream, _log) = fake_providers::start().await;
+    let settings = Settings {
+        access_log: dgidgi::gateway::access_log::AccessLogFormat::Json,
+        access_log_sink: dgidgi::gateway::access_log::AccessLogSink::Memory(lines.clone()),
+        ..Settings::default()
+    };
+    let gateway = InProcess::start(&fake_providers::providers_yaml(upstream), settings).await;
+    let secret = "the secret prompt text 8c1f";
+    let chat = json!({"model": "anthropic/claude-fake", "max_tokens": 20,
+        "messages": [{"role": "user", "content": secret}]});
+    let (status, headers, _) = post(&gateway, "/v1/chat/completions", &[], &chat).await;
+    assert_eq!(status, 200);
+    let request_id = header(&headers, "x-dgidgi-request-id").unwrap().to_owned();
+    let streamed = json!({"model": "openai-fake/gpt-fake", "stream": true,
+        "messages": [{"role": "user", "content": secret}]});
+    let (status, _, _) = post(&gateway, "/v1/chat/completions", &[], &streamed).await;
+    assert_eq!(status, 200);
+    let (status, _, _) = send_with(
+        gateway.running.api,
+        "POST",
+        "/v1/chat/completions",
+        &[("authorization", "Bearer dgk_not-a-key")],
+        Some(chat.to_string()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 401);
+    let entries = loop {
+        let entries: Vec<Value> = lines
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        if entries.len() >= 3 {
+            break entries;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let text = lines.lock().unwrap().join("\n");
+    assert!(!text.contains(secret), "{text}");
+    assert!(!text.contains(&gateway.key()), "{text}");
+    assert!(!text.contains(fake_providers::KEY), "{text}");
+    let served = entries
+        .iter()
+        .find(|e| e["request_id"] == request_id.as_str())
+        .expect("the served request's line");
+    assert_eq!(served["tenant"], "team-acme/acme");
+    assert_eq!(served["door"], "chat");
+    assert_eq!(served["source"], "platform");
+    assert_eq!(served["provider"], "dgidgi-system/anthropic");
+    assert_eq!(served["model"], "claude-fake");
+    assert_eq!(served["status"], 200);
+    assert_eq!(served["outcome"], "complete");
+    assert_eq!(served["fallbacks"], 0);
+    assert!(served["input_tokens"].as_u64().is_some(), "{served}");
+    assert!(served["output_tokens"].as_u64().is_some(), "{served}");
+    assert!(served["latency_ms"].as_u64().is_some() && served["ttfb_ms"].as_u64().is_some());
+    let stream = entries
+        .iter()
+        .find(|e| e["provider"] == "dgidgi-system/openai-fake")
+        .expect("the stream's line");
+    assert_eq!(stream["outcome"], "complete");
+    assert!(stream["output_tokens"].as_u64().is_some(), "{stream}");
+    let refused = entries
+        .iter()
+        .find(|e| e["status"] == 401)
+        .expect("the 401");
+    assert_eq!(refused["outcome"], "rejected");
+    assert!(refused.get("tenant").is_none());
+    gateway.running.shutdown().await;
+}
