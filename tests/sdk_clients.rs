@@ -1,7 +1,8 @@
 //! Real clients against the HTTP surface: the official `openai` Python SDK runs its test file
 //! (`tests/sdk/test_openai_sdk.py`) against `dgidgi up` on the quickstart, and the official
-//! `anthropic` and `openai` SDKs run `tests/sdk/test_native_sdks.py` against the gateway in front
-//! of local fakes of the Anthropic, Gemini, Cohere and OpenAI formats. `.ci/run` creates the
+//! `anthropic` and `openai` SDKs run `tests/sdk/test_native_sdks.py`, and LangChain's
+//! `ChatOpenAI` and `ChatAnthropic` run `tests/sdk/test_langchain.py`, against the gateway in
+//! front of local fakes of the Anthropic, Gemini, Cohere and OpenAI formats. `.ci/run` creates the
 //! venv (`.venv`, or `DGIDGI_PYTHON`); without one these tests say clearly that they skipped.
 
 mod common;
@@ -15,13 +16,16 @@ fn python() -> Option<PathBuf> {
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
     let usable = Command::new(&candidate)
-        .args(["-c", "import openai, anthropic, pytest"])
+        .args([
+            "-c",
+            "import openai, anthropic, pytest, langchain_openai, langchain_anthropic",
+        ])
         .output()
         .is_ok_and(|o| o.status.success());
     // Asked for explicitly (as .ci/run does): a broken venv is a failure, not a skip.
     assert!(
         usable || std::env::var_os("DGIDGI_PYTHON").is_none(),
-        "DGIDGI_PYTHON={} cannot import openai, anthropic and pytest",
+        "DGIDGI_PYTHON={} cannot import openai, anthropic, pytest and the LangChain chat models",
         candidate.display()
     );
     usable.then_some(candidate)
@@ -89,14 +93,15 @@ fn the_official_openai_sdk_works_unchanged() {
         base_url.expect("address printed"),
         key.expect("acme's key printed"),
     );
-    pytest(&python, "tests/sdk/test_openai_sdk.py", &base_url, &key);
+    pytest(&python, &["tests/sdk/test_openai_sdk.py"], &base_url, &key);
 }
 
 /// Runs one pytest file against a gateway; panics with the report if it fails.
-fn pytest(python: &Path, file: &str, base_url: &str, key: &str) {
+fn pytest(python: &Path, files: &[&str], base_url: &str, key: &str) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let output = Command::new(python)
-        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", file])
+        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
+        .args(files)
         .current_dir(root)
         .env("DGIDGI_BASE_URL", base_url)
         .env("DGIDGI_KEY", key)
@@ -108,7 +113,7 @@ fn pytest(python: &Path, file: &str, base_url: &str, key: &str) {
         String::from_utf8_lossy(&output.stderr)
     );
     println!("{report}");
-    assert!(output.status.success(), "{file} failed:\n{report}");
+    assert!(output.status.success(), "{files:?} failed:\n{report}");
     assert!(report.contains(" passed"), "{report}");
 }
 
@@ -141,7 +146,15 @@ async fn the_official_sdks_work_against_every_native_format() {
     let base_url = format!("http://{}", running.api);
     let key = output.access_keys[0].value.to_string();
     tokio::task::spawn_blocking(move || {
-        pytest(&python, "tests/sdk/test_native_sdks.py", &base_url, &key)
+        pytest(
+            &python,
+            &[
+                "tests/sdk/test_native_sdks.py",
+                "tests/sdk/test_langchain.py",
+            ],
+            &base_url,
+            &key,
+        )
     })
     .await
     .unwrap();

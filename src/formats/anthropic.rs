@@ -73,13 +73,7 @@ pub fn request_from_openai(
     default_max_tokens: u64,
 ) -> Result<Map<String, Value>, FormatError> {
     refuse_openai_only(request, "Anthropic")?;
-    if let Some(format) = request.get("response_format")
-        && format.get("type").and_then(Value::as_str) != Some("text")
-    {
-        return Err(FormatError::unsupported(
-            "'response_format' cannot be sent to an Anthropic model; describe the format in the prompt or use a tool",
-        ));
-    }
+    let output_format = output_format_from_openai(request.get("response_format"))?;
     let mut out = Map::new();
     if let Some(model) = request.get("model") {
         out.insert("model".into(), model.clone());
@@ -119,6 +113,9 @@ pub fn request_from_openai(
             Some((last, existing)) if last == role => existing.extend(blocks),
             _ => turns.push((role.to_owned(), blocks)),
         }
+    }
+    if output_format == OutputFormat::JsonObject {
+        system.push(json!({"type": "text", "text": JSON_OBJECT_INSTRUCTION}));
     }
     if !system.is_empty() {
         out.insert("system".into(), Value::Array(system));
@@ -189,7 +186,137 @@ pub fn request_from_openai(
     if let Some(choice) = choice {
         out.insert("tool_choice".into(), choice);
     }
+    if let OutputFormat::Schema(schema) = output_format {
+        out.insert(
+            "output_config".into(),
+            json!({"format": {"type": "json_schema", "schema": schema}}),
+        );
+    }
     Ok(out)
+}
+
+/// The instruction added to the system prompt for OpenAI's JSON mode (`json_object`), which
+/// Anthropic has no parameter for: its structured outputs need a schema, and one allowing any
+/// object is refused (objects must close with `additionalProperties: false`).
+pub const JSON_OBJECT_INSTRUCTION: &str =
+    "Respond with a single JSON object and nothing else: no prose, no code fences.";
+
+/// What an OpenAI `response_format` asks of an Anthropic model.
+#[derive(Debug, PartialEq)]
+enum OutputFormat {
+    /// Free text.
+    Text,
+    /// Any JSON object (JSON mode).
+    JsonObject,
+    /// JSON following this schema (Anthropic's structured outputs).
+    Schema(Value),
+}
+
+/// Reads OpenAI's `response_format` for Anthropic's structured outputs
+/// (`output_config.format`): a `json_schema` keeps its schema, key order included (the order a
+/// model writes the fields in), with `additionalProperties: false` added to every object that
+/// does not say (Anthropic requires it; OpenAI's strict mode already has it everywhere). The
+/// name, description and `strict` have no place there: Anthropic's outputs always follow their
+/// schema.
+fn output_format_from_openai(format: Option<&Value>) -> Result<OutputFormat, FormatError> {
+    let Some(format) = format.filter(|f| !f.is_null()) else {
+        return Ok(OutputFormat::Text);
+    };
+    match format.get("type").and_then(Value::as_str) {
+        Some("text") => Ok(OutputFormat::Text),
+        Some("json_object") => Ok(OutputFormat::JsonObject),
+        Some("json_schema") => {
+            let mut schema = format
+                .pointer("/json_schema/schema")
+                .cloned()
+                .ok_or_else(|| {
+                    FormatError::invalid("'response_format.json_schema.schema' is required")
+                })?;
+            close_objects(&mut schema);
+            Ok(OutputFormat::Schema(schema))
+        }
+        _ => Err(FormatError::invalid("unknown response_format type")),
+    }
+}
+
+/// Adds `additionalProperties: false` to every object schema that does not set it, through
+/// properties, items, definitions and combinators.
+fn close_objects(schema: &mut Value) {
+    let Value::Object(node) = schema else {
+        if let Value::Array(items) = schema {
+            items.iter_mut().for_each(close_objects);
+        }
+        return;
+    };
+    let is_object = node.get("type").and_then(Value::as_str) == Some("object")
+        || node.contains_key("properties");
+    if is_object && !node.contains_key("additionalProperties") {
+        node.insert("additionalProperties".into(), Value::Bool(false));
+    }
+    for (name, child) in node.iter_mut() {
+        match name.as_str() {
+            "properties" | "$defs" | "definitions" | "patternProperties" => {
+                if let Value::Object(children) = child {
+                    children.values_mut().for_each(close_objects);
+                }
+            }
+            "items" | "prefixItems" | "anyOf" | "allOf" | "oneOf" | "not" => close_objects(child),
+            _ => {}
+        }
+    }
+}
+
+/// Anthropic's structured output request (`output_config.format`, or the beta's top-level
+/// `output_format`) as OpenAI's `response_format`. OpenAI requires a name (Anthropic has none)
+/// and is strict only when every property of every object is required (its strict mode
+/// refuses optional ones, Anthropic's allows them), so the format is marked strict exactly
+/// when the schema already meets that.
+fn output_format_to_openai(request: &Map<String, Value>) -> Result<Option<Value>, FormatError> {
+    let format = request
+        .get("output_config")
+        .and_then(|config| config.get("format"))
+        .or_else(|| request.get("output_format"))
+        .filter(|f| !f.is_null());
+    let Some(format) = format else {
+        return Ok(None);
+    };
+    if format.get("type").and_then(Value::as_str) != Some("json_schema") {
+        return Err(FormatError::invalid("unknown output format type"));
+    }
+    let schema = format
+        .get("schema")
+        .ok_or_else(|| FormatError::invalid("the output format has no schema"))?;
+    Ok(Some(json!({"type": "json_schema", "json_schema": {
+        "name": "response", "schema": schema, "strict": all_required(schema)
+    }})))
+}
+
+/// Whether every object in a schema lists all its properties as required and is closed.
+fn all_required(schema: &Value) -> bool {
+    match schema {
+        Value::Array(items) => items.iter().all(all_required),
+        Value::Object(node) => {
+            if let Some(Value::Object(properties)) = node.get("properties") {
+                let required: Vec<&str> = node
+                    .get("required")
+                    .and_then(Value::as_array)
+                    .map(|r| r.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
+                let closed = node.get("additionalProperties") == Some(&Value::Bool(false));
+                if !closed || !properties.keys().all(|k| required.contains(&k.as_str())) {
+                    return false;
+                }
+            }
+            node.iter().all(|(name, child)| match name.as_str() {
+                "properties" | "$defs" | "definitions" => child
+                    .as_object()
+                    .is_none_or(|c| c.values().all(all_required)),
+                "items" | "anyOf" | "allOf" | "oneOf" | "prefixItems" => all_required(child),
+                _ => true,
+            })
+        }
+        _ => true,
+    }
 }
 
 fn image_block(part: &Value) -> Result<Value, FormatError> {
@@ -357,6 +484,9 @@ pub fn request_to_openai(request: &Map<String, Value>) -> Result<Map<String, Val
         if choice.get("disable_parallel_tool_use") == Some(&Value::Bool(true)) {
             out.insert("parallel_tool_calls".into(), Value::Bool(false));
         }
+    }
+    if let Some(format) = output_format_to_openai(request)? {
+        out.insert("response_format".into(), format);
     }
     Ok(out)
 }
@@ -954,5 +1084,76 @@ impl Encoder for EventEncoder {
 
     fn error(&mut self, message: &str, out: &mut Vec<u8>) {
         write_event(out, Some("error"), &error_body(500, message));
+    }
+}
+
+#[cfg(test)]
+mod structured_output_tests {
+    use super::*;
+
+    fn object(value: Value) -> Map<String, Value> {
+        value.as_object().cloned().unwrap()
+    }
+
+    #[test]
+    fn a_json_schema_becomes_output_config_in_its_own_key_order() {
+        let request = object(
+            json!({"model": "m", "messages": [{"role": "user", "content": "hi"}],
+            "response_format": {"type": "json_schema", "json_schema": {"name": "r", "strict": true,
+                "schema": {"type": "object", "properties": {
+                    "zeta": {"type": "string"},
+                    "alpha": {"type": "object", "properties": {"b": {"type": "number"}, "a": {"type": "string"}}}
+                }, "required": ["zeta", "alpha"], "additionalProperties": false}}}}),
+        );
+        let out = request_from_openai(&request, 100).unwrap();
+        let schema = &out["output_config"]["format"]["schema"];
+        assert_eq!(out["output_config"]["format"]["type"], "json_schema");
+        let keys: Vec<&String> = schema["properties"].as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["zeta", "alpha"]);
+        let inner: Vec<&String> = schema["properties"]["alpha"]["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect();
+        assert_eq!(inner, ["b", "a"]);
+        // The nested object did not close itself: Anthropic requires it.
+        assert_eq!(schema["properties"]["alpha"]["additionalProperties"], false);
+        assert!(out.get("response_format").is_none());
+    }
+
+    #[test]
+    fn json_mode_becomes_an_instruction() {
+        let request = object(json!({"model": "m", "messages": [
+            {"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}],
+            "response_format": {"type": "json_object"}}));
+        let out = request_from_openai(&request, 100).unwrap();
+        assert_eq!(out["system"][1]["text"], JSON_OBJECT_INSTRUCTION);
+        assert!(out.get("output_config").is_none());
+    }
+
+    #[test]
+    fn output_config_becomes_response_format_strict_only_when_openai_can_be() {
+        let strict = object(json!({"model": "m", "max_tokens": 9,
+            "messages": [{"role": "user", "content": "hi"}],
+            "output_config": {"format": {"type": "json_schema", "schema": {"type": "object",
+                "properties": {"b": {"type": "string"}, "a": {"type": "integer"}},
+                "required": ["b", "a"], "additionalProperties": false}}}}));
+        let out = request_to_openai(&strict).unwrap();
+        assert_eq!(out["response_format"]["type"], "json_schema");
+        assert_eq!(out["response_format"]["json_schema"]["strict"], true);
+        assert_eq!(out["response_format"]["json_schema"]["name"], "response");
+        let keys: Vec<&String> = out["response_format"]["json_schema"]["schema"]["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect();
+        assert_eq!(keys, ["b", "a"]);
+        let optional = object(json!({"model": "m", "max_tokens": 9,
+            "messages": [{"role": "user", "content": "hi"}],
+            "output_format": {"type": "json_schema", "schema": {"type": "object",
+                "properties": {"b": {"type": "string"}, "a": {"type": "integer"}},
+                "required": ["b"], "additionalProperties": false}}}));
+        let out = request_to_openai(&optional).unwrap();
+        assert_eq!(out["response_format"]["json_schema"]["strict"], false);
     }
 }

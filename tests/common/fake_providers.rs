@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -163,6 +163,74 @@ fn wants_stream(seen: &Seen) -> bool {
     seen.body["stream"] == Value::Bool(true)
 }
 
+// --- Structured output ----------------------------------------------------------------------
+
+/// An answer that follows `schema`, its fields in the schema's order (the order a model writes
+/// them under structured outputs).
+pub fn example_of(schema: &Value) -> Value {
+    match schema["type"].as_str() {
+        Some("object") => Value::Object(
+            schema["properties"]
+                .as_object()
+                .map(|properties| {
+                    properties
+                        .iter()
+                        .map(|(name, property)| (name.clone(), example_of(property)))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        ),
+        Some("array") => json!([example_of(&schema["items"])]),
+        Some("integer") => json!(7),
+        Some("number") => json!(2.5),
+        Some("boolean") => json!(true),
+        _ => match schema["enum"].as_array().and_then(|e| e.first()) {
+            Some(first) => first.clone(),
+            None => json!("text"),
+        },
+    }
+}
+
+/// Whether an object schema's properties come in the order its `required` lists them.
+fn properties_in_required_order(schema: &Value) -> bool {
+    let properties: Vec<&String> = schema["properties"]
+        .as_object()
+        .map(|p| p.keys().collect())
+        .unwrap_or_default();
+    let required: Vec<&str> = schema["required"]
+        .as_array()
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    properties
+        .iter()
+        .map(|p| p.as_str())
+        .eq(required.iter().copied())
+}
+
+/// Whether every object of a schema sets `additionalProperties: false` (both APIs' rule), and,
+/// for OpenAI's strict mode (`all_required`), lists every property as required.
+fn schema_is_closed(schema: &Value, all_required: bool) -> bool {
+    match schema {
+        Value::Object(node) => {
+            if let Some(Value::Object(properties)) = node.get("properties") {
+                if node.get("additionalProperties") != Some(&Value::Bool(false)) {
+                    return false;
+                }
+                let required = node["required"].as_array().cloned().unwrap_or_default();
+                if all_required && !properties.keys().all(|k| required.contains(&json!(k))) {
+                    return false;
+                }
+            }
+            node.values()
+                .all(|child| schema_is_closed(child, all_required))
+        }
+        Value::Array(items) => items
+            .iter()
+            .all(|child| schema_is_closed(child, all_required)),
+        _ => true,
+    }
+}
+
 // --- Anthropic --------------------------------------------------------------------------------
 
 fn anthropic_error(status: u16, kind: &str, message: &str) -> Reply {
@@ -232,14 +300,45 @@ fn anthropic(seen: &Seen) -> Reply {
             .join(" "),
         _ => String::new(),
     };
-    let calls: Vec<(String, String, Value)> = match (&tool, answered) {
-        (Some(name), false) => vec![
+    // A forced tool (structured output by tool calling) is called once, with input that
+    // follows its schema; otherwise the first tool twice, for Paris and Berlin.
+    let forced = seen.body["tool_choice"]["name"].as_str().and_then(|name| {
+        let tools = seen.body["tools"].as_array()?;
+        let tool = tools.iter().find(|t| t["name"] == name)?;
+        Some((name.to_owned(), example_of(&tool["input_schema"])))
+    });
+    let calls: Vec<(String, String, Value)> = match (&tool, answered, forced) {
+        (_, false, Some((name, input))) => vec![("toolu_01F".into(), name, input)],
+        (Some(name), false, None) => vec![
             ("toolu_01A".into(), name.clone(), json!({"city": "Paris"})),
             ("toolu_01B".into(), name.clone(), json!({"city": "Berlin"})),
         ],
         _ => Vec::new(),
     };
-    let reply_text = if calls.is_empty() {
+    let structured = seen.body.pointer("/output_config/format/schema");
+    if let Some(schema) = structured
+        && !schema_is_closed(schema, false)
+    {
+        return anthropic_error(
+            400,
+            "invalid_request_error",
+            "output_config.format.schema: For 'object' type, 'additionalProperties' must be explicitly set to false",
+        );
+    }
+    if let Some(schema) = structured
+        && schema["required"].as_array().map(Vec::len)
+            == schema["properties"].as_object().map(Map::len)
+        && !properties_in_required_order(schema)
+    {
+        return anthropic_error(
+            400,
+            "invalid_request_error",
+            "fake: the schema's properties arrived out of the client's order",
+        );
+    }
+    let reply_text = if let Some(schema) = structured {
+        example_of(schema).to_string()
+    } else if calls.is_empty() {
         format!("echo: {text}")
     } else {
         "Let me check.".to_owned()
@@ -384,8 +483,33 @@ fn gemini(seen: &Seen) -> Reply {
             json!({"functionCall": {"name": name, "args": {"city": "Paris"}}}),
             json!({"functionCall": {"name": name, "args": {"city": "Berlin"}}}),
         ],
-        _ => vec![json!({"text": format!("echo: {text}")})],
+        _ => match seen.body.pointer("/generationConfig/responseJsonSchema") {
+            Some(schema) => vec![json!({"text": example_of(schema).to_string()})],
+            None => vec![json!({"text": format!("echo: {text}")})],
+        },
     };
+    // Gemini's rules for structured output: a schema needs the JSON mime type, and the older
+    // `responseSchema` (an OpenAPI subset) refuses JSON Schema's `additionalProperties`.
+    let config = &seen.body["generationConfig"];
+    if config.get("responseJsonSchema").is_some()
+        && config["responseMimeType"] != "application/json"
+    {
+        return error(
+            400,
+            "INVALID_ARGUMENT",
+            "responseMimeType must be application/json",
+        );
+    }
+    if config["responseSchema"]
+        .to_string()
+        .contains("additionalProperties")
+    {
+        return error(
+            400,
+            "INVALID_ARGUMENT",
+            "Invalid JSON payload received. Unknown name \"additionalProperties\" at 'generation_config.response_schema'",
+        );
+    }
     if !stream {
         return Reply::Json(
             200,
@@ -469,7 +593,11 @@ fn cohere(seen: &Seen) -> Reply {
         ],
         _ => Vec::new(),
     };
-    let reply = format!("echo: {text}");
+    // Cohere's v2 structured output: the schema itself under `response_format.json_schema`.
+    let reply = match seen.body.pointer("/response_format/json_schema") {
+        Some(schema) => example_of(schema).to_string(),
+        None => format!("echo: {text}"),
+    };
     let finish = if calls.is_empty() {
         "COMPLETE"
     } else {
@@ -573,14 +701,48 @@ fn openai(seen: &Seen) -> Reply {
     };
     let usage = json!({"prompt_tokens": 9, "completion_tokens": 4, "total_tokens": 13,
         "prompt_tokens_details": {"cached_tokens": 2}});
+    let forced = seen.body["tool_choice"]["function"]["name"]
+        .as_str()
+        .and_then(|name| {
+            let tools = seen.body["tools"].as_array()?;
+            let tool = tools.iter().find(|t| t["function"]["name"] == name)?;
+            let arguments = example_of(&tool["function"]["parameters"]).to_string();
+            Some(json!({"id": "call_oaF", "type": "function",
+                "function": {"name": name, "arguments": arguments}}))
+        });
     let calls: Vec<Value> = match (&tool, answered) {
+        _ if forced.is_some() && !answered => forced.into_iter().collect(),
         (Some(name), false) => vec![
             json!({"id": "call_oa1", "type": "function", "function": {"name": name, "arguments": "{\"city\":\"Paris\"}"}}),
             json!({"id": "call_oa2", "type": "function", "function": {"name": name, "arguments": "{\"city\":\"Berlin\"}"}}),
         ],
         _ => Vec::new(),
     };
-    let reply = format!("echo: {text}");
+    let structured = seen.body.pointer("/response_format/json_schema");
+    if let Some(format) = structured
+        && format["strict"] == true
+        && !schema_is_closed(&format["schema"], true)
+    {
+        return Reply::Json(
+            400,
+            json!({"error": {"message": "Invalid schema for response_format: In context=(), 'required' is required to be supplied and to be an array including every key in properties.", "type": "invalid_request_error", "param": "response_format", "code": null}}),
+        );
+    }
+    // A strict schema from an SDK lists `required` in field order, as `properties` is: a
+    // gateway that re-sorted keys would be caught here.
+    if let Some(format) = structured
+        && format["strict"] == true
+        && !properties_in_required_order(&format["schema"])
+    {
+        return Reply::Json(
+            400,
+            json!({"error": {"message": "fake: the schema's properties arrived out of the client's order", "type": "invalid_request_error", "param": "response_format", "code": null}}),
+        );
+    }
+    let reply = match structured {
+        Some(format) => example_of(&format["schema"]).to_string(),
+        None => format!("echo: {text}"),
+    };
     let finish = if calls.is_empty() {
         "stop"
     } else {

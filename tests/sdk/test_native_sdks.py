@@ -10,6 +10,7 @@ import os
 
 import anthropic
 import openai
+import pydantic
 import pytest
 
 import chat_stream  # tests/sdk/chat_stream.py (pytest puts this directory on sys.path)
@@ -192,3 +193,67 @@ def test_openai_tools_round_trip(gpt, model, streamed):
     )
     assert answer.choices[0].finish_reason == "stop"
     assert answer.choices[0].message.content.startswith("echo")
+
+
+# --- Structured output, token counting, the model list -----------------------------------
+
+
+class Answer(pydantic.BaseModel):
+    """Fields out of alphabetical order: under strict structured outputs the schema's order is
+    the order the model writes them in, and the fakes refuse a schema that arrives re-sorted."""
+
+    zeta: str
+    alpha: int
+    middle: bool
+
+
+# The OpenAI SDK's strict json_schema to an OpenAI-format upstream (passed as sent) and to an
+# Anthropic one (translated to output_config.format) and Gemini's responseJsonSchema.
+STRUCTURED_MODELS = ["openai-fake/gpt-fake", "anthropic/claude-fake", "gemini/gemini-fake"]
+
+
+@pytest.mark.parametrize("model", STRUCTURED_MODELS)
+def test_openai_parse_strict_json_schema(gpt, model):
+    completion = gpt.chat.completions.parse(
+        model=model,
+        messages=[{"role": "user", "content": "fill the form"}],
+        response_format=Answer,
+    )
+    message = completion.choices[0].message
+    assert message.parsed == Answer(zeta="text", alpha=7, middle=True)
+    # Written in the schema's own order.
+    assert list(json.loads(message.content)) == ["zeta", "alpha", "middle"]
+
+
+def test_anthropic_structured_output_to_an_openai_upstream(claude):
+    schema = Answer.model_json_schema()
+    schema["additionalProperties"] = False
+    message = claude.messages.create(
+        model="openai-fake/gpt-fake",
+        max_tokens=200,
+        messages=[{"role": "user", "content": "fill the form"}],
+        extra_body={"output_config": {"format": {"type": "json_schema", "schema": schema}}},
+    )
+    assert json.loads(message.content[0].text) == {"zeta": "text", "alpha": 7, "middle": True}
+
+
+@pytest.mark.parametrize(
+    "model, counted_by",
+    [("anthropic/claude-fake", "provider"), ("openai-fake/gpt-fake", "estimated")],
+)
+def test_anthropic_count_tokens(claude, model, counted_by):
+    raw = claude.messages.with_raw_response.count_tokens(
+        model=model,
+        system="be brief",
+        messages=[{"role": "user", "content": "how many tokens is this?"}],
+        tools=WEATHER_ANTHROPIC,
+    )
+    assert raw.headers["x-dgidgi-token-count"] == counted_by
+    assert raw.parse().input_tokens > 0
+
+
+def test_anthropic_models_list_pages(claude):
+    ids = [model.id for model in claude.models.list(limit=2)]
+    assert "claude-fake" in ids and "gpt-fake" in ids
+    assert len(ids) == len(set(ids)) > 2
+    assert claude.models.retrieve("claude-fake").type == "model"
