@@ -65,6 +65,7 @@ fn model() -> ModelConfig {
         pricing: Some(PricingConfig {
             input_micro_usd_per_million: 2_500_000,
             output_micro_usd_per_million: 10_000_000,
+            long_context: None,
         }),
     }
 }

@@ -398,3 +398,52 @@ async fn the_request_log_has_a_line_per_request_without_content_or_keys() {
     assert!(refused.get("tenant").is_none());
     gateway.running.shutdown().await;
 }
+
+/// A provider that forwards unlisted models: tomorrow's model works today, as named, metered
+/// at the provider's price and bounded by its maximum output; one that does not refuses it.
+#[tokio::test]
+async fn unlisted_models_are_forwarded_bounded_and_metered_when_the_provider_says_so() {
+    let (upstream, log) = fake_providers::start().await;
+    let yaml = fake_providers::providers_yaml(upstream).replace(
+        "models: [{name: gpt-fake}, {name: gpt-reset}]}",
+        "models: [{name: gpt-fake}, {name: gpt-reset}], unlistedModels: {action: Forward, maxOutputTokens: 700, pricing: {inputPerMillion: 1, outputPerMillion: 2}}}",
+    );
+    assert!(yaml.contains("unlistedModels"));
+    let gateway = InProcess::start(&yaml, Settings::default()).await;
+    let request = json!({"model": "openai-fake/gpt-next-2027",
+        "messages": [{"role": "user", "content": "hi"}]});
+    let (status, headers, body) = post(&gateway, "/v1/chat/completions", &[], &request).await;
+    assert_eq!(status, 200, "{body}");
+    let seen = log.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(seen.body["model"], "gpt-next-2027");
+    // Its bound is the platform's, not the model's own: written in.
+    assert_eq!(seen.body["max_tokens"], 700);
+    assert_eq!(header(&headers, "x-dgidgi-model"), Some("gpt-next-2027"));
+    // A request with its own smaller limit passes it as sent.
+    let limited = json!({"model": "openai-fake/gpt-next-2027", "max_tokens": 50,
+        "messages": [{"role": "user", "content": "hi"}]});
+    let (status, _, _) = post(&gateway, "/v1/chat/completions", &[], &limited).await;
+    assert_eq!(status, 200);
+    assert_eq!(log.lock().unwrap().last().unwrap().body["max_tokens"], 50);
+    // Another provider, refusing unlisted models (the default), answers 404.
+    let other = json!({"model": "anthropic/claude-next-2027", "max_tokens": 5,
+        "messages": [{"role": "user", "content": "hi"}]});
+    let (status, _, _) = post(&gateway, "/v1/chat/completions", &[], &other).await;
+    assert_eq!(status, 404);
+    // The model list shows what is listed, not a pattern.
+    let key = gateway.key();
+    let (_, _, list) = send_with(
+        gateway.running.api,
+        "GET",
+        "/v1/models",
+        &[("authorization", &format!("Bearer {key}"))],
+        None,
+    )
+    .await
+    .unwrap();
+    assert!(
+        !list.contains("unlisted") && list.contains("gpt-fake"),
+        "{list}"
+    );
+    gateway.running.shutdown().await;
+}

@@ -58,6 +58,7 @@ fn model() -> ModelConfig {
         pricing: Some(PricingConfig {
             input_micro_usd_per_million: 2_000_000,
             output_micro_usd_per_million: 8_000_000,
+            long_context: None,
         }),
     }
 }

@@ -50,6 +50,7 @@ fn model(max_output: Option<u32>) -> ModelConfig {
         pricing: Some(PricingConfig {
             input_micro_usd_per_million: 3_000_000,
             output_micro_usd_per_million: 15_000_000,
+            long_context: None,
         }),
     }
 }

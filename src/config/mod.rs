@@ -112,6 +112,13 @@ pub struct ProviderConfig {
     pub open_catalog: bool,
     /// Models served, sorted by name.
     pub models: Vec<ModelConfig>,
+    /// What stands for any other model name, when the provider forwards unlisted models (its
+    /// name is [`UNLISTED_MODEL`]; the request's own name is what is sent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unlisted: Option<ModelConfig>,
+    /// Which `anthropic-beta` values clients may send through this provider.
+    #[serde(default, skip_serializing_if = "BetaFilterConfig::is_empty")]
+    pub betas: BetaFilterConfig,
     /// The key's own quota.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<ProviderLimitsConfig>,
@@ -121,6 +128,38 @@ pub struct ProviderConfig {
     /// gateway against the resolved address at connect time.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_endpoints: Vec<String>,
+}
+
+/// The name of the model entry that stands for a provider's unlisted models (also the `model`
+/// label of their metrics, so tomorrow's names do not grow the series without bound).
+pub const UNLISTED_MODEL: &str = "unlisted";
+
+/// Allow and deny lists of `anthropic-beta` values; a trailing `*` matches a prefix.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct BetaFilterConfig {
+    /// Only these (empty: any not denied).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<String>,
+    /// Never these.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny: Vec<String>,
+}
+
+impl BetaFilterConfig {
+    /// Whether it filters nothing.
+    pub fn is_empty(&self) -> bool {
+        self.allow.is_empty() && self.deny.is_empty()
+    }
+
+    /// Whether a beta may pass.
+    pub fn passes(&self, beta: &str) -> bool {
+        let matches = |pattern: &String| match pattern.strip_suffix('*') {
+            Some(prefix) => beta.starts_with(prefix),
+            None => beta == pattern,
+        };
+        !self.deny.iter().any(matches) && (self.allow.is_empty() || self.allow.iter().any(matches))
+    }
 }
 
 /// A model with its capabilities and price.
@@ -148,13 +187,44 @@ pub struct ModelConfig {
 }
 
 /// Integer prices: micro-USD per million tokens (3 USD/M = 3,000,000).
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct PricingConfig {
     /// Micro-USD per million input tokens.
     pub input_micro_usd_per_million: u64,
     /// Micro-USD per million output tokens.
     pub output_micro_usd_per_million: u64,
+    /// The rates of a request whose prompt is long.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub long_context: Option<LongContextPricing>,
+}
+
+/// The dearer rates of a request whose input exceeds a threshold, applied to all its tokens.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct LongContextPricing {
+    /// Input tokens beyond which these rates apply.
+    pub above_input_tokens: u64,
+    /// Micro-USD per million input tokens.
+    pub input_micro_usd_per_million: u64,
+    /// Micro-USD per million output tokens.
+    pub output_micro_usd_per_million: u64,
+}
+
+impl PricingConfig {
+    /// The input and output rates of a request with `input_tokens` of prompt.
+    pub fn rates(&self, input_tokens: u64) -> (u64, u64) {
+        match self.long_context {
+            Some(long) if input_tokens > long.above_input_tokens => (
+                long.input_micro_usd_per_million,
+                long.output_micro_usd_per_million,
+            ),
+            _ => (
+                self.input_micro_usd_per_million,
+                self.output_micro_usd_per_million,
+            ),
+        }
+    }
 }
 
 /// A provider key's quota.
@@ -333,6 +403,7 @@ impl ProviderConfig {
         self.models
             .iter()
             .find(|m| m.name == model || m.aliases.iter().any(|a| a == model))
+            .or(self.unlisted.as_ref())
     }
 
     /// Whether `model` (a name or an alias) is served here.
@@ -366,6 +437,8 @@ impl ProviderConfig {
             credential: None,
             open_catalog: false,
             models: Vec::new(),
+            unlisted: None,
+            betas: BetaFilterConfig::default(),
             limits: None,
             timeouts: TimeoutsConfig::default(),
             allowed_endpoints: Vec::new(),

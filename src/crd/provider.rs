@@ -58,6 +58,64 @@ pub struct LlmProviderSpec {
     /// How long the gateway waits for this provider.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeouts: Option<ProviderTimeouts>,
+    /// What happens to a model name that neither `models` nor the built-in catalog lists:
+    /// refused with 404 (the default), or forwarded as named, metered at a price and bounded
+    /// by a maximum output set here, so a model released tomorrow works without a new release
+    /// while budgets still hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unlisted_models: Option<UnlistedModels>,
+    /// Which `anthropic-beta` features clients may turn on at this provider (Anthropic-format
+    /// providers; the client's header is otherwise forwarded as sent). A beta that changes
+    /// what a request costs (`context-1m-*`) is never forwarded on the platform's keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub betas: Option<BetaFilter>,
+}
+
+/// The provider's policy for models it does not list.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.action != 'Forward' || (has(self.maxOutputTokens) && has(self.pricing))").message("forwarding unlisted models needs maxOutputTokens and pricing, so reservations and budgets still hold"))]
+pub struct UnlistedModels {
+    /// Refuse (default): an unlisted model is a 404. Forward: sent to this provider as named.
+    #[serde(default)]
+    pub action: UnlistedAction,
+    /// The most output tokens an unlisted model may generate in one answer: what a request
+    /// without its own limit reserves, and the limit written into it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self > 0").message("maxOutputTokens must be positive"))]
+    pub max_output_tokens: Option<u32>,
+    /// Context window in tokens, if known (bounds what usage reports are believed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self > 0").message("contextWindow must be positive"))]
+    pub context_window: Option<u32>,
+    /// The price unlisted models are metered at (set the dearest you expect to forward).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pricing: Option<PricingSpec>,
+}
+
+/// What to do with an unlisted model.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, JsonSchema)]
+pub enum UnlistedAction {
+    /// 404, as for any unknown model.
+    #[default]
+    Refuse,
+    /// Send it to this provider as named.
+    Forward,
+}
+
+/// Allow and deny lists of `anthropic-beta` values (a trailing `*` matches a prefix, as in
+/// `context-1m-*`).
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BetaFilter {
+    /// Only these betas are forwarded (empty: any not denied).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(max = 128)))]
+    pub allow: Vec<String>,
+    /// These betas are never forwarded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(max = 128)))]
+    pub deny: Vec<String>,
 }
 
 /// One model served by a provider.
@@ -103,6 +161,27 @@ pub struct PricingSpec {
     #[x_kube(validation = Rule::new("self >= 0.0 && self <= 1000000.0").message("inputPerMillion must be between 0 and 1000000"))]
     pub input_per_million: f64,
     /// USD per million output (completion) tokens.
+    #[x_kube(validation = Rule::new("self >= 0.0 && self <= 1000000.0").message("outputPerMillion must be between 0 and 1000000"))]
+    pub output_per_million: f64,
+    /// The dearer rates of a long prompt: a request whose input exceeds `aboveInputTokens` is
+    /// priced at these rates throughout (how OpenAI prices prompts over 272K tokens, Anthropic
+    /// its 1M-token context beta, Haiku 5.5 prompts over 100K). With it, the `context-1m-*`
+    /// betas are forwarded on the platform's keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub long_context: Option<LongContextPricingSpec>,
+}
+
+/// Rates for requests with a long prompt.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LongContextPricingSpec {
+    /// Input tokens beyond which the request is priced at these rates.
+    #[x_kube(validation = Rule::new("self > 0").message("aboveInputTokens must be positive"))]
+    pub above_input_tokens: u64,
+    /// USD per million input tokens for such a request.
+    #[x_kube(validation = Rule::new("self >= 0.0 && self <= 1000000.0").message("inputPerMillion must be between 0 and 1000000"))]
+    pub input_per_million: f64,
+    /// USD per million output tokens for such a request.
     #[x_kube(validation = Rule::new("self >= 0.0 && self <= 1000000.0").message("outputPerMillion must be between 0 and 1000000"))]
     pub output_per_million: f64,
 }

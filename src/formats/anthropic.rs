@@ -424,10 +424,18 @@ pub fn request_to_openai(request: &Map<String, Value>) -> Result<Map<String, Val
                 chat.push(json!({"role": role, "content": text}));
             }
             ("user", Value::Array(blocks)) => user_to_openai(blocks, &mut chat)?,
+            // System text between turns (coding agents send it): a system message in place.
+            ("system", Value::String(text)) => {
+                chat.push(json!({"role": "system", "content": text}));
+            }
+            ("system", Value::Array(blocks)) => {
+                let text = blocks_text(blocks, "a system message")?;
+                chat.push(json!({"role": "system", "content": text}));
+            }
             ("assistant", Value::Array(blocks)) => chat.push(assistant_to_openai(blocks)?),
             _ => {
                 return Err(FormatError::invalid(format!(
-                    "a message must have role 'user' or 'assistant' and string or array content (got role {role:?})"
+                    "a message must have role 'user', 'assistant' or 'system' and string or array content (got role {role:?})"
                 )));
             }
         }
@@ -1119,6 +1127,19 @@ mod structured_output_tests {
         // The nested object did not close itself: Anthropic requires it.
         assert_eq!(schema["properties"]["alpha"]["additionalProperties"], false);
         assert!(out.get("response_format").is_none());
+    }
+
+    #[test]
+    fn system_messages_between_turns_stay_in_place() {
+        let request = object(json!({"model": "m", "max_tokens": 9, "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "system", "content": [{"type": "text", "text": "now be brief"}]},
+            {"role": "user", "content": "again"}]}));
+        let out = request_to_openai(&request).unwrap();
+        assert_eq!(
+            out["messages"][1],
+            json!({"role": "system", "content": "now be brief"})
+        );
     }
 
     #[test]

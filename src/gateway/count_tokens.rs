@@ -76,7 +76,8 @@ pub async fn handle(
                 json.insert("model".into(), Value::String(attempt.model.clone()));
             });
         let body = Bytes::from(body);
-        match send_to_provider(&gateway, &snapshot, provider, &url, &headers, &body).await {
+        let model = &attempt.model;
+        match send_to_provider(&gateway, &snapshot, provider, model, &url, &headers, &body).await {
             Outcome::Relay(response) => {
                 let (parts, incoming) = response.into_parts();
                 let Ok((answer, _)) =

@@ -5,6 +5,7 @@
 
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 
+use crate::config::{BetaFilterConfig, ProviderConfig, Scope};
 use crate::formats::Format;
 
 const ANTHROPIC_VERSION: HeaderName = HeaderName::from_static("anthropic-version");
@@ -12,9 +13,55 @@ const ANTHROPIC_BETA: HeaderName = HeaderName::from_static("anthropic-beta");
 const OPENAI_BETA: HeaderName = HeaderName::from_static("openai-beta");
 
 /// Betas that change what a request costs (Anthropic's 1M-token context is priced as long
-/// context), which the catalog does not price: not sent on the platform's keys, so metering
-/// stays true. A tenant's own keys get them as sent.
-const UNPRICED_BETA_PREFIXES: [&str; 1] = ["context-1m-"];
+/// context): sent on the platform's keys only when the model's price has long-context rates,
+/// so metering stays true. A tenant's own keys get them as sent.
+const PRICED_BETA_PREFIXES: [&str; 1] = ["context-1m-"];
+
+/// Which betas an upstream may receive.
+#[derive(Clone, Copy, Debug)]
+pub struct BetaPolicy<'a> {
+    /// The provider's own allow and deny lists.
+    filter: Option<&'a BetaFilterConfig>,
+    /// The platform's key pays.
+    platform: bool,
+    /// The model's price has long-context rates.
+    long_context_priced: bool,
+}
+
+impl<'a> BetaPolicy<'a> {
+    /// Everything as sent (a cli endpoint).
+    pub const AS_SENT: BetaPolicy<'static> = BetaPolicy {
+        filter: None,
+        platform: false,
+        long_context_priced: false,
+    };
+
+    /// The policy of a provider serving `model`.
+    pub fn for_provider(provider: &'a ProviderConfig, model: &str) -> Self {
+        Self {
+            filter: Some(&provider.betas).filter(|filter| !filter.is_empty()),
+            platform: provider.scope == Scope::Platform,
+            long_context_priced: provider
+                .model(model)
+                .and_then(|m| m.pricing)
+                .is_some_and(|pricing| pricing.long_context.is_some()),
+        }
+    }
+
+    fn passes(&self, beta: &str) -> bool {
+        let unpriced = self.platform
+            && !self.long_context_priced
+            && PRICED_BETA_PREFIXES
+                .iter()
+                .any(|prefix| beta.starts_with(prefix));
+        !beta.is_empty() && !unpriced && self.filter.is_none_or(|filter| filter.passes(beta))
+    }
+
+    /// Whether it may drop anything at all.
+    fn filters(&self) -> bool {
+        self.filter.is_some() || (self.platform && !self.long_context_priced)
+    }
+}
 
 /// The client's headers an upstream of some format reads.
 #[derive(Clone, Debug, Default)]
@@ -35,8 +82,12 @@ impl ClientHeaders {
     }
 
     /// The headers to send an upstream of `format` (the client's, else the gateway's default
-    /// where the format requires one); `platform` when the platform's key pays.
-    pub fn for_upstream(&self, format: Format, platform: bool) -> Vec<(HeaderName, HeaderValue)> {
+    /// where the format requires one), the betas as `policy` lets them through.
+    pub fn for_upstream(
+        &self,
+        format: Format,
+        policy: BetaPolicy<'_>,
+    ) -> Vec<(HeaderName, HeaderValue)> {
         let mut headers = Vec::new();
         match format {
             Format::Anthropic => {
@@ -48,7 +99,7 @@ impl ClientHeaders {
                 if let Some(beta) = self
                     .anthropic_beta
                     .as_ref()
-                    .and_then(|beta| betas(beta, platform))
+                    .and_then(|beta| betas(beta, &policy))
                 {
                     headers.push((ANTHROPIC_BETA, beta));
                 }
@@ -64,22 +115,17 @@ impl ClientHeaders {
     }
 }
 
-/// The betas of an `anthropic-beta` value that may be sent (all of them on a tenant's own key;
-/// on the platform's, the ones that do not change the price); `None` when none is left.
-fn betas(value: &HeaderValue, platform: bool) -> Option<HeaderValue> {
-    if !platform {
+/// The betas of an `anthropic-beta` value that `policy` lets through (the value as sent when
+/// it filters nothing); `None` when none is left.
+fn betas(value: &HeaderValue, policy: &BetaPolicy<'_>) -> Option<HeaderValue> {
+    if !policy.filters() {
         return Some(value.clone());
     }
     let text = value.to_str().ok()?;
     let kept: Vec<&str> = text
         .split(',')
         .map(str::trim)
-        .filter(|beta| {
-            !beta.is_empty()
-                && !UNPRICED_BETA_PREFIXES
-                    .iter()
-                    .any(|prefix| beta.starts_with(prefix))
-        })
+        .filter(|beta| policy.passes(beta))
         .collect();
     if kept.is_empty() {
         return None;
@@ -132,21 +178,30 @@ mod tests {
         headers
     }
 
+    fn policy(
+        filter: Option<&BetaFilterConfig>,
+        platform: bool,
+        long_context_priced: bool,
+    ) -> BetaPolicy<'_> {
+        BetaPolicy {
+            filter,
+            platform,
+            long_context_priced,
+        }
+    }
+
+    const CLAUDE_CODE_BETAS: &str =
+        "claude-code-20250219,context-1m-2025-08-07,interleaved-thinking-2025-05-14";
+
     #[test]
     fn the_clients_anthropic_headers_reach_anthropic_and_unpriced_betas_only_its_own_keys() {
         let client = ClientHeaders::from_request(&request(&[
             ("anthropic-version", "2023-06-01"),
-            (
-                "anthropic-beta",
-                "claude-code-20250219,context-1m-2025-08-07,interleaved-thinking-2025-05-14",
-            ),
+            ("anthropic-beta", CLAUDE_CODE_BETAS),
         ]));
-        let own = client.for_upstream(Format::Anthropic, false);
-        assert_eq!(
-            own[1].1,
-            "claude-code-20250219,context-1m-2025-08-07,interleaved-thinking-2025-05-14"
-        );
-        let platform = client.for_upstream(Format::Anthropic, true);
+        let own = client.for_upstream(Format::Anthropic, policy(None, false, false));
+        assert_eq!(own[1].1, CLAUDE_CODE_BETAS);
+        let platform = client.for_upstream(Format::Anthropic, policy(None, true, false));
         assert_eq!(
             platform[0],
             (ANTHROPIC_VERSION, HeaderValue::from_static("2023-06-01"))
@@ -155,12 +210,43 @@ mod tests {
             platform[1].1,
             "claude-code-20250219,interleaved-thinking-2025-05-14"
         );
+        // Priced at long-context rates, the platform's key may take it.
+        let priced = client.for_upstream(Format::Anthropic, policy(None, true, true));
+        assert_eq!(priced[1].1, CLAUDE_CODE_BETAS);
         // Nothing of Anthropic's reaches an OpenAI upstream.
-        assert!(client.for_upstream(Format::OpenAi, true).is_empty());
+        assert!(
+            client
+                .for_upstream(Format::OpenAi, policy(None, true, false))
+                .is_empty()
+        );
         // Without the client's version, the gateway's.
-        let bare = ClientHeaders::default().for_upstream(Format::Anthropic, true);
+        let bare = ClientHeaders::default().for_upstream(Format::Anthropic, BetaPolicy::AS_SENT);
         assert_eq!(bare.len(), 1);
         assert_eq!(bare[0].1, crate::formats::anthropic::VERSION);
+    }
+
+    #[test]
+    fn a_provider_filters_betas_by_its_allow_and_deny_lists() {
+        let client =
+            ClientHeaders::from_request(&request(&[("anthropic-beta", CLAUDE_CODE_BETAS)]));
+        let deny = BetaFilterConfig {
+            allow: vec![],
+            deny: vec!["interleaved-thinking-*".into()],
+        };
+        let sent = client.for_upstream(Format::Anthropic, policy(Some(&deny), false, false));
+        assert_eq!(sent[1].1, "claude-code-20250219,context-1m-2025-08-07");
+        let allow = BetaFilterConfig {
+            allow: vec!["claude-code-20250219".into()],
+            deny: vec![],
+        };
+        let sent = client.for_upstream(Format::Anthropic, policy(Some(&allow), false, false));
+        assert_eq!(sent[1].1, "claude-code-20250219");
+        let none = BetaFilterConfig {
+            allow: vec!["nothing-sent".into()],
+            deny: vec![],
+        };
+        let sent = client.for_upstream(Format::Anthropic, policy(Some(&none), false, false));
+        assert_eq!(sent.len(), 1, "no anthropic-beta header at all");
     }
 
     #[test]

@@ -19,7 +19,7 @@ use super::body::{ResponseBody, UpstreamBody, upstream_body};
 use super::chat::PROVIDER_HEADER;
 use super::completion::{Completion, Meter};
 use super::error::ApiError;
-use super::forwarded::{ClientHeaders, copy_provider_headers};
+use super::forwarded::{BetaPolicy, ClientHeaders, copy_provider_headers};
 use super::metered::SettleOnDrop;
 use super::metrics::UpstreamErrorLabels;
 use super::upstream::{Failure, Outcome, ReadError, chat_url, cli_chat_url, read_bounded, send};
@@ -572,7 +572,9 @@ async fn call(
             let Some(client) = snapshot.guarded.get(&tenant.allowed_endpoints) else {
                 return Outcome::Failed(Failure::Connect);
             };
-            let forwarded = prepared.headers.for_upstream(Format::OpenAi, false);
+            let forwarded = prepared
+                .headers
+                .for_upstream(Format::OpenAi, BetaPolicy::AS_SENT);
             send(
                 client,
                 ProviderKind::Ollama,
@@ -601,7 +603,8 @@ async fn call(
             let Some(url) = chat_url(provider, &attempt.model, prepared.stream) else {
                 return Outcome::Failed(Failure::Unsupported(provider.kind));
             };
-            send_to_provider(gateway, snapshot, provider, &url, &prepared.headers, body).await
+            let (headers, model) = (&prepared.headers, &attempt.model);
+            send_to_provider(gateway, snapshot, provider, model, &url, headers, body).await
         }
     }
 }
@@ -613,6 +616,7 @@ pub async fn send_to_provider(
     gateway: &Gateway,
     snapshot: &Active,
     provider: &ProviderConfig,
+    model: &str,
     url: &str,
     headers: &ClientHeaders,
     body: &Bytes,
@@ -629,7 +633,8 @@ pub async fn send_to_provider(
     };
     let first_byte = Duration::from_millis(provider.timeouts.first_byte_ms);
     let platform = provider.scope == Scope::Platform;
-    let forwarded = headers.for_upstream(Format::of(provider.kind), platform);
+    let policy = BetaPolicy::for_provider(provider, model);
+    let forwarded = headers.for_upstream(Format::of(provider.kind), policy);
     let body = body.clone();
     if platform {
         let client = &gateway.client;

@@ -5,7 +5,9 @@
 
 use super::charge::{Charge, FLEX_MAX, Flex, LimitKind, Measure, Release};
 use super::clock::{self, DAY_MS, Day, MINUTE_MS};
-use crate::config::{ModelConfig, PricingConfig, ProviderLimitsConfig, TenantConfig};
+use crate::config::{
+    ModelConfig, PricingConfig, ProviderLimitsConfig, TenantConfig, UNLISTED_MODEL,
+};
 use crate::crd::tenant::BudgetAction;
 use crate::usage::Usage;
 
@@ -168,8 +170,9 @@ impl Reservation {
 /// Price of a request in integer micro-USD, rounded up once over the whole sum.
 pub fn cost_micro_usd(pricing: Option<&PricingConfig>, input: u64, output: u64) -> u64 {
     let Some(pricing) = pricing else { return 0 };
-    let micro_millionths = (u128::from(input) * u128::from(pricing.input_micro_usd_per_million))
-        .saturating_add(u128::from(output) * u128::from(pricing.output_micro_usd_per_million));
+    let (input_rate, output_rate) = pricing.rates(input);
+    let micro_millionths = (u128::from(input) * u128::from(input_rate))
+        .saturating_add(u128::from(output) * u128::from(output_rate));
     u64::try_from(micro_millionths.div_ceil(1_000_000)).unwrap_or(u64::MAX)
 }
 
@@ -188,14 +191,17 @@ pub fn output_bound(size: RequestSize, model: Option<&ModelConfig>, policy: &Res
 /// The limit to write into a platform-paid upstream request for `model`, if one is needed: the
 /// request's own output fields pass untouched when what they allow (or, when it set none, the
 /// model's maximum) is within what was reserved; otherwise the reserved output (never above the
-/// model's maximum) is written, so the provider cannot generate more than was reserved.
+/// model's maximum) is written, so the provider cannot generate more than was reserved. The
+/// maximum of a provider's unlisted models is the platform's bound, not a fact about the model,
+/// so it is always written into a request that sets no limit of its own.
 pub fn output_cap(
     size: RequestSize,
     reserved_output: u64,
     model: Option<&ModelConfig>,
 ) -> Option<u64> {
     let model_max = model_max(model);
-    match size.max_output_tokens.or(model_max) {
+    let known_max = model_max.filter(|_| model.is_none_or(|m| m.name != UNLISTED_MODEL));
+    match size.max_output_tokens.or(known_max) {
         Some(allowed) if allowed <= reserved_output => None,
         _ => Some(model_max.map_or(reserved_output, |max| max.min(reserved_output))),
     }
@@ -235,13 +241,15 @@ pub fn reserve(
         .max()
         .unwrap_or_else(|| output_bound(size, None, policy));
     // Price: the dearest input and the dearest output of the platform-paid candidates, so the
-    // amount bounds every candidate's price at any grant.
+    // amount bounds every candidate's price at any grant — at their long-prompt rates when the
+    // prompt estimate (bytes / 4, above the real count for text) is past their threshold.
     let (mut input_price, mut output_price, mut priced) = (0u64, 0u64, false);
     for candidate in candidates.iter().filter(|c| c.platform) {
         if let Some(pricing) = candidate.model.and_then(|m| m.pricing.as_ref()) {
             priced = true;
-            input_price = input_price.max(pricing.input_micro_usd_per_million);
-            output_price = output_price.max(pricing.output_micro_usd_per_million);
+            let (input_rate, output_rate) = pricing.rates(prompt);
+            input_price = input_price.max(input_rate);
+            output_price = output_price.max(output_rate);
         }
     }
     let total_output = u128::from(choices) * u128::from(ask);
@@ -544,6 +552,7 @@ mod tests {
             pricing: Some(PricingConfig {
                 input_micro_usd_per_million: input,
                 output_micro_usd_per_million: output,
+                long_context: None,
             }),
         }
     }
@@ -555,6 +564,7 @@ mod tests {
         let pricing = PricingConfig {
             input_micro_usd_per_million: 3_000_000,
             output_micro_usd_per_million: 15_000_000,
+            long_context: None,
         };
         // 1,000 in × 3 USD/M + 500 out × 15 USD/M = 0.003 + 0.0075 USD.
         assert_eq!(cost_micro_usd(Some(&pricing), 1_000, 500), 10_500);
@@ -563,6 +573,7 @@ mod tests {
         let cheap = PricingConfig {
             input_micro_usd_per_million: 150_000,
             output_micro_usd_per_million: 0,
+            long_context: None,
         };
         assert_eq!(cost_micro_usd(Some(&cheap), 1, 0), 1);
         assert_eq!(cost_micro_usd(None, 1_000_000, 1_000_000), 0);
@@ -570,8 +581,55 @@ mod tests {
         let dear = PricingConfig {
             input_micro_usd_per_million: u64::MAX,
             output_micro_usd_per_million: u64::MAX,
+            long_context: None,
         };
         assert_eq!(cost_micro_usd(Some(&dear), u64::MAX, u64::MAX), u64::MAX);
+    }
+
+    #[test]
+    fn a_long_prompt_is_priced_at_its_long_rates_throughout() {
+        let pricing = PricingConfig {
+            input_micro_usd_per_million: 3_000_000,
+            output_micro_usd_per_million: 15_000_000,
+            long_context: Some(crate::config::LongContextPricing {
+                above_input_tokens: 200_000,
+                input_micro_usd_per_million: 6_000_000,
+                output_micro_usd_per_million: 22_500_000,
+            }),
+        };
+        assert_eq!(cost_micro_usd(Some(&pricing), 200_000, 1_000), 615_000);
+        // One token more and every token is at the long rates.
+        assert_eq!(cost_micro_usd(Some(&pricing), 200_001, 1_000), 1_222_506);
+    }
+
+    #[test]
+    fn an_unlisted_models_maximum_is_always_written_into_a_request_without_a_limit() {
+        let model = |name: &str| ModelConfig {
+            name: name.into(),
+            aliases: Vec::new(),
+            streaming: true,
+            function_calling: true,
+            context_window: None,
+            max_output_tokens: Some(1_000),
+            pricing: None,
+        };
+        let unlimited = RequestSize {
+            body_bytes: 40,
+            max_output_tokens: None,
+            choices: 1,
+        };
+        // A listed model cannot exceed its maximum: nothing to write.
+        assert_eq!(output_cap(unlimited, 1_000, Some(&model("listed"))), None);
+        // An unlisted one may: its bound is written in.
+        assert_eq!(
+            output_cap(unlimited, 1_000, Some(&model(UNLISTED_MODEL))),
+            Some(1_000)
+        );
+        let asked = RequestSize {
+            max_output_tokens: Some(500),
+            ..unlimited
+        };
+        assert_eq!(output_cap(asked, 500, Some(&model(UNLISTED_MODEL))), None);
     }
 
     #[test]

@@ -23,6 +23,19 @@ pub struct CatalogModel {
     pub input_per_million: f64,
     /// USD per million output tokens.
     pub output_per_million: f64,
+    /// Dearer rates for a request whose prompt is long (see [`LongContext`]).
+    pub long_context: Option<LongContext>,
+}
+
+/// The rates of a request whose input exceeds `above_input_tokens`, for all its tokens.
+#[derive(Debug)]
+pub struct LongContext {
+    /// Input tokens beyond which these rates apply.
+    pub above_input_tokens: u64,
+    /// USD per million input tokens.
+    pub input_per_million: f64,
+    /// USD per million output tokens.
+    pub output_per_million: f64,
 }
 
 /// Defaults of one provider type.
@@ -59,14 +72,50 @@ const fn model(
         function_calling,
         input_per_million,
         output_per_million,
+        long_context: None,
     }
 }
+
+impl CatalogModel {
+    /// The same model with long-prompt rates.
+    const fn long(mut self, above_input_tokens: u64, input: f64, output: f64) -> Self {
+        self.long_context = Some(LongContext {
+            above_input_tokens,
+            input_per_million: input,
+            output_per_million: output,
+        });
+        self
+    }
+}
+
+// Sources and the date each price was read: docs/catalog.md. Current models come first; older
+// ones stay while their provider serves them (a retired model is removed, so a request for it
+// is a clear 404 rather than an upstream error).
+
+/// OpenAI prices the whole request at 2× input and 1.5× output past 272K input tokens
+/// (GPT-6.x, GPT-5.6).
+const OPENAI_LONG: u64 = 272_000;
 
 static OPENAI: ProviderDefaults = ProviderDefaults {
     base_url: Some("https://api.openai.com/v1"),
     open_catalog: false,
     chat_path: Some("/chat/completions"),
     models: &[
+        model("gpt-6.2-sol", &[], 1_050_000, 128_000, true, 2.0, 10.0).long(OPENAI_LONG, 4.0, 15.0),
+        model("gpt-6.2-astra", &[], 1_050_000, 128_000, true, 8.0, 40.0).long(
+            OPENAI_LONG,
+            16.0,
+            60.0,
+        ),
+        model("gpt-6.1-sol", &[], 1_050_000, 128_000, true, 2.0, 10.0).long(OPENAI_LONG, 4.0, 15.0),
+        model("gpt-6-astra", &[], 1_050_000, 128_000, true, 10.0, 50.0).long(
+            OPENAI_LONG,
+            20.0,
+            75.0,
+        ),
+        model("gpt-6-sol", &[], 1_050_000, 128_000, true, 2.0, 10.0).long(OPENAI_LONG, 4.0, 15.0),
+        model("gpt-6-luna", &[], 1_050_000, 128_000, true, 0.1, 0.5).long(OPENAI_LONG, 0.2, 0.75),
+        model("gpt-5.6-luna", &[], 1_050_000, 128_000, true, 0.2, 1.2).long(OPENAI_LONG, 0.4, 1.8),
         model("gpt-5", &[], 400_000, 128_000, true, 1.25, 10.0),
         model("gpt-5-mini", &[], 400_000, 128_000, true, 0.25, 2.0),
         model("gpt-4.1", &[], 1_047_576, 32_768, true, 2.0, 8.0),
@@ -79,19 +128,46 @@ static OPENAI: ProviderDefaults = ProviderDefaults {
     ],
 };
 
+/// Anthropic's 1M-token context beta (`context-1m-2025-08-07`) on the 200K models that take
+/// it prices the whole request at 2× input and 1.5× output past 200K input tokens.
+const ANTHROPIC_LONG: u64 = 200_000;
+
 static ANTHROPIC: ProviderDefaults = ProviderDefaults {
     base_url: Some("https://api.anthropic.com"),
     open_catalog: false,
     chat_path: Some("/v1/messages"),
     models: &[
+        // Claude Code's `opus`, `sonnet`, `haiku` and `fable` defaults (2.1.3xx).
+        model("claude-opus-5-5", &[], 1_000_000, 128_000, true, 4.0, 20.0),
         model(
-            "claude-opus-4-1-20250805",
-            &["claude-opus-4-1"],
-            200_000,
-            32_000,
+            "claude-sonnet-5-5",
+            &[],
+            1_000_000,
+            128_000,
             true,
-            15.0,
-            75.0,
+            2.0,
+            10.0,
+        ),
+        model("claude-haiku-5-5", &[], 1_000_000, 128_000, true, 0.1, 0.5).long(100_000, 0.5, 2.5),
+        model("claude-fable-5-2", &[], 1_000_000, 128_000, true, 8.0, 40.0),
+        model(
+            "claude-fable-5-1",
+            &[],
+            1_000_000,
+            128_000,
+            true,
+            10.0,
+            50.0,
+        ),
+        model("claude-opus-5", &[], 1_000_000, 128_000, true, 5.0, 25.0),
+        model("claude-sonnet-5", &[], 1_000_000, 128_000, true, 2.0, 10.0),
+        model("claude-opus-4-8", &[], 1_000_000, 128_000, true, 5.0, 25.0),
+        model("claude-opus-4-7", &[], 1_000_000, 128_000, true, 5.0, 25.0),
+        model("claude-opus-4-6", &[], 200_000, 128_000, true, 5.0, 25.0),
+        model("claude-sonnet-4-6", &[], 200_000, 128_000, true, 3.0, 15.0).long(
+            ANTHROPIC_LONG,
+            6.0,
+            22.5,
         ),
         model(
             "claude-sonnet-4-5-20250929",
@@ -101,15 +177,16 @@ static ANTHROPIC: ProviderDefaults = ProviderDefaults {
             true,
             3.0,
             15.0,
-        ),
+        )
+        .long(ANTHROPIC_LONG, 6.0, 22.5),
         model(
-            "claude-sonnet-4-20250514",
-            &["claude-sonnet-4"],
+            "claude-opus-4-5-20251101",
+            &["claude-opus-4-5"],
             200_000,
             64_000,
             true,
-            3.0,
-            15.0,
+            5.0,
+            25.0,
         ),
         model(
             "claude-haiku-4-5-20251001",
@@ -121,13 +198,13 @@ static ANTHROPIC: ProviderDefaults = ProviderDefaults {
             5.0,
         ),
         model(
-            "claude-3-5-haiku-20241022",
-            &["claude-3-5-haiku-latest"],
+            "claude-opus-4-1-20250805",
+            &["claude-opus-4-1"],
             200_000,
-            8_192,
+            32_000,
             true,
-            0.8,
-            4.0,
+            15.0,
+            75.0,
         ),
     ],
 };
@@ -137,18 +214,29 @@ static GEMINI: ProviderDefaults = ProviderDefaults {
     open_catalog: false,
     chat_path: Some("/models/{model}"),
     models: &[
-        model("gemini-2.5-pro", &[], 1_048_576, 65_536, true, 1.25, 10.0),
-        model("gemini-2.5-flash", &[], 1_048_576, 65_536, true, 0.3, 2.5),
+        model("gemini-4-carbon", &[], 1_048_576, 65_536, true, 4.0, 20.0),
+        model("gemini-4-argon", &[], 1_048_576, 65_536, true, 4.0, 20.0),
+        model("gemini-4-neon", &[], 1_048_576, 65_536, true, 3.0, 15.0),
+        model("gemini-4-hydrogen", &[], 1_048_576, 65_536, true, 1.5, 7.5),
+        model("gemini-3.8-flash", &[], 1_048_576, 65_536, true, 0.75, 3.75),
         model(
-            "gemini-2.5-flash-lite",
+            "gemini-3.5-flash-lite",
             &[],
             1_048_576,
             65_536,
             true,
-            0.1,
-            0.4,
+            0.3,
+            2.5,
         ),
-        model("gemini-2.0-flash", &[], 1_048_576, 8_192, true, 0.1, 0.4),
+        model(
+            "gemini-3.1-pro-preview",
+            &[],
+            1_048_576,
+            65_536,
+            true,
+            2.0,
+            12.0,
+        ),
     ],
 };
 
@@ -193,6 +281,7 @@ static MISTRAL: ProviderDefaults = ProviderDefaults {
     open_catalog: false,
     chat_path: Some("/chat/completions"),
     models: &[
+        model("mistral-large-4-0", &[], 1_048_576, 262_144, true, 0.7, 2.1),
         model("mistral-large-latest", &[], 131_072, 32_768, true, 2.0, 6.0),
         model(
             "mistral-medium-latest",
@@ -213,6 +302,15 @@ static COHERE: ProviderDefaults = ProviderDefaults {
     open_catalog: false,
     chat_path: Some("/v2/chat"),
     models: &[
+        model(
+            "command-a-reasoning-08-2025",
+            &[],
+            256_000,
+            32_000,
+            true,
+            2.5,
+            10.0,
+        ),
         model(
             "command-a-03-2025",
             &["command-a"],
@@ -270,6 +368,24 @@ static DEEPSEEK: ProviderDefaults = ProviderDefaults {
     open_catalog: false,
     chat_path: Some("/chat/completions"),
     models: &[
+        model(
+            "deepseek-v4-flash",
+            &[],
+            1_000_000,
+            384_000,
+            true,
+            0.14,
+            0.28,
+        ),
+        model(
+            "deepseek-v4-pro",
+            &[],
+            1_000_000,
+            384_000,
+            true,
+            0.435,
+            0.87,
+        ),
         model("deepseek-chat", &[], 128_000, 8_192, true, 0.28, 0.42),
         model("deepseek-reasoner", &[], 128_000, 65_536, false, 0.28, 0.42),
     ],

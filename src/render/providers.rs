@@ -9,12 +9,13 @@ use super::endpoints::{AllowList, check_tenant_endpoint, reject_credentials};
 use super::report::{READY, RenderReport, ReportEntry};
 use super::{ObjectKey, RenderContext, RenderInput, ResourceKind};
 use crate::config::{
-    ModelConfig, PricingConfig, ProviderConfig, ProviderLimitsConfig, Scope, TimeoutsConfig,
+    BetaFilterConfig, LongContextPricing, ModelConfig, PricingConfig, ProviderConfig,
+    ProviderLimitsConfig, Scope, TimeoutsConfig, UNLISTED_MODEL,
 };
 use crate::crd::common::{
     ConditionStatus, ConditionUpdate, merge_conditions, parse_timeout_ms, usd_to_micros,
 };
-use crate::crd::provider::{LlmProviderSpec, ModelSpec, PricingSpec};
+use crate::crd::provider::{LlmProviderSpec, ModelSpec, PricingSpec, UnlistedAction};
 use crate::crd::{LlmProvider, LlmProviderStatus};
 
 /// A provider key to be stored in the key store.
@@ -97,6 +98,8 @@ pub fn resolve_all(
                 let models = config.models.len() as u32;
                 let message = if config.open_catalog && config.models.is_empty() {
                     "serves any model the endpoint offers".to_owned()
+                } else if config.unlisted.is_some() {
+                    format!("{models} model(s) available, and any other forwarded as named")
                 } else {
                     format!("{models} model(s) available")
                 };
@@ -283,6 +286,15 @@ fn resolve_one(
             credential: credential.as_ref().map(|c| c.id.clone()),
             open_catalog,
             models,
+            unlisted: unlisted(spec)?,
+            betas: spec
+                .betas
+                .as_ref()
+                .map(|betas| BetaFilterConfig {
+                    allow: betas.allow.clone(),
+                    deny: betas.deny.clone(),
+                })
+                .unwrap_or_default(),
             limits,
             timeouts,
             allowed_endpoints,
@@ -313,10 +325,54 @@ fn pricing(spec: &PricingSpec) -> Result<PricingConfig, Refusal> {
             )
         })
     };
+    let long_context = match &spec.long_context {
+        None => None,
+        Some(long) => Some(LongContextPricing {
+            above_input_tokens: long.above_input_tokens,
+            input_micro_usd_per_million: convert(
+                "longContext.inputPerMillion",
+                long.input_per_million,
+            )?,
+            output_micro_usd_per_million: convert(
+                "longContext.outputPerMillion",
+                long.output_per_million,
+            )?,
+        }),
+    };
     Ok(PricingConfig {
         input_micro_usd_per_million: convert("inputPerMillion", spec.input_per_million)?,
         output_micro_usd_per_million: convert("outputPerMillion", spec.output_per_million)?,
+        long_context,
     })
+}
+
+/// The model standing for every name the provider does not list, when it forwards them.
+fn unlisted(spec: &LlmProviderSpec) -> Result<Option<ModelConfig>, Refusal> {
+    let Some(unlisted) = spec
+        .unlisted_models
+        .as_ref()
+        .filter(|u| u.action == UnlistedAction::Forward)
+    else {
+        return Ok(None);
+    };
+    // The CRD's rule requires both; a config rendered from files skips the API server.
+    let (Some(max_output_tokens), Some(pricing_spec)) =
+        (unlisted.max_output_tokens, unlisted.pricing.as_ref())
+    else {
+        return Err(refuse(
+            "UnlistedModelsUnbounded",
+            "forwarding unlisted models needs maxOutputTokens and pricing, so reservations and budgets still hold".to_owned(),
+        ));
+    };
+    Ok(Some(ModelConfig {
+        name: UNLISTED_MODEL.to_owned(),
+        aliases: Vec::new(),
+        streaming: true,
+        function_calling: true,
+        context_window: unlisted.context_window,
+        max_output_tokens: Some(max_output_tokens),
+        pricing: Some(pricing(pricing_spec)?),
+    }))
 }
 
 fn model_from_spec(spec: &ModelSpec) -> Result<ModelConfig, Refusal> {
@@ -347,6 +403,11 @@ fn model_from_catalog(model: &crate::providers::catalog::CatalogModel) -> ModelC
         pricing: Some(PricingConfig {
             input_micro_usd_per_million: usd_to_micros(model.input_per_million).unwrap_or(0),
             output_micro_usd_per_million: usd_to_micros(model.output_per_million).unwrap_or(0),
+            long_context: model.long_context.as_ref().map(|long| LongContextPricing {
+                above_input_tokens: long.above_input_tokens,
+                input_micro_usd_per_million: usd_to_micros(long.input_per_million).unwrap_or(0),
+                output_micro_usd_per_million: usd_to_micros(long.output_per_million).unwrap_or(0),
+            }),
         }),
     }
 }

@@ -295,7 +295,15 @@ fn anthropic(seen: &Seen) -> Reply {
         Value::String(text) => text.clone(),
         Value::Array(blocks) => blocks
             .iter()
-            .filter_map(|b| b["text"].as_str().or(b["content"].as_str()))
+            .flat_map(|b| {
+                // A tool result's content is a string or blocks of its own.
+                let nested = b["content"].as_array().into_iter().flatten();
+                b["text"]
+                    .as_str()
+                    .or(b["content"].as_str())
+                    .into_iter()
+                    .chain(nested.filter_map(|n| n["text"].as_str()))
+            })
             .collect::<Vec<_>>()
             .join(" "),
         _ => String::new(),
@@ -307,8 +315,39 @@ fn anthropic(seen: &Seen) -> Reply {
         let tool = tools.iter().find(|t| t["name"] == name)?;
         Some((name.to_owned(), example_of(&tool["input_schema"])))
     });
+    // A coding agent (Claude Code) with its Read tool, asked about a file it names: it reads
+    // it, once.
+    // Its prompt need not be the last message (it sends system messages between turns).
+    let prompts: String = messages
+        .iter()
+        .filter(|m| m["role"] == "user")
+        .flat_map(|m| match &m["content"] {
+            Value::String(text) => vec![text.clone()],
+            Value::Array(blocks) => blocks
+                .iter()
+                .filter_map(|b| b["text"].as_str().map(str::to_owned))
+                .collect(),
+            _ => Vec::new(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+    let read = seen.body["tools"]
+        .as_array()
+        .is_some_and(|tools| tools.iter().any(|t| t["name"] == "Read"))
+        .then(|| {
+            prompts
+                .split_whitespace()
+                .find(|word| word.starts_with('/') && word.contains("notes.txt"))
+                .map(|path| path.trim_end_matches(['.', ',']).to_owned())
+        })
+        .flatten();
     let calls: Vec<(String, String, Value)> = match (&tool, answered, forced) {
         (_, false, Some((name, input))) => vec![("toolu_01F".into(), name, input)],
+        (_, false, None) if read.is_some() => vec![(
+            "toolu_01R".into(),
+            "Read".into(),
+            json!({"file_path": read.unwrap_or_default()}),
+        )],
         (Some(name), false, None) => vec![
             ("toolu_01A".into(), name.clone(), json!({"city": "Paris"})),
             ("toolu_01B".into(), name.clone(), json!({"city": "Berlin"})),

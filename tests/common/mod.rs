@@ -149,4 +149,5 @@ pub fn read_dir_texts(dir: &std::path::Path) -> Vec<(String, String)> {
 pub const PLATFORM_NS: &str = "apiVersion: v1\nkind: Namespace\nmetadata: {name: dgidgi-system}\n";
 
 pub const MOCK_PROVIDER: &str = "apiVersion: llm.dgidgi.io/v1alpha1\nkind: LlmProvider\nmetadata: {name: mock, namespace: dgidgi-system}\nspec: {type: mock}\n";
+pub mod capture;
 pub mod fake_providers;

@@ -1,0 +1,152 @@
+//! Coding agents, unchanged, in headless mode against the gateway in front of the faithful
+//! fakes: Claude Code (`claude -p`, the npm package pinned in `tests/node/package.json`). A
+//! recording proxy between the agent and the gateway keeps what the agent sent, so the test
+//! compares it with what reached the fake upstream: `anthropic-version`, `anthropic-beta` and
+//! `max_tokens` as sent (a beta that changes the price dropped on platform keys), the agent's
+//! tool call carried out, and `count_tokens` answered.
+//!
+//! `.ci/run` installs the agent (`npm ci` in `tests/node`); without it the test says clearly
+//! that it skipped, unless `DGIDGI_NODE_CLIENTS` asks for it (as CI does).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::capture;
+use common::fake_providers;
+use common::gateway::InProcess;
+use dgidgi::gateway::Settings;
+
+/// The Claude Code binary from `tests/node`, if installed.
+fn claude() -> Option<PathBuf> {
+    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/node/node_modules/.bin/claude");
+    let usable = Command::new(&bin)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        usable || std::env::var_os("DGIDGI_NODE_CLIENTS").is_none(),
+        "DGIDGI_NODE_CLIENTS is set but {} does not run",
+        bin.display()
+    );
+    usable.then_some(bin)
+}
+
+/// The Anthropic fake as a platform provider with the built-in catalog (the agent's default
+/// model must be in it), for an enterprise tenant whose limits never decide the test.
+fn catalog_yaml(upstream: std::net::SocketAddr) -> String {
+    let key = fake_providers::KEY;
+    format!(
+        r#"
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: team-acme
+  labels: {{llm.dgidgi.io/tier: enterprise}}
+  annotations: {{"llm.dgidgi.io/requests-per-minute": "100000", "llm.dgidgi.io/tokens-per-day": "1000000000", "llm.dgidgi.io/concurrent": "1000"}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: native-key, namespace: dgidgi-system}}
+stringData: {{apiKey: {key}}}
+---
+apiVersion: llm.dgidgi.io/v1alpha1
+kind: LlmProvider
+metadata: {{name: anthropic, namespace: dgidgi-system}}
+spec: {{type: anthropic, baseUrl: "http://{upstream}", credentialsRef: {{name: native-key}}}}
+---
+apiVersion: llm.dgidgi.io/v1alpha1
+kind: LlmTenant
+metadata: {{name: acme, namespace: team-acme}}
+spec: {{}}
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claude_code_runs_a_tool_and_finishes_through_the_gateway() {
+    let Some(claude) = claude() else {
+        eprintln!(
+            "SKIPPED: Claude Code is not installed (npm ci in tests/node); .ci/run installs it"
+        );
+        return;
+    };
+    let (upstream, log) = fake_providers::start().await;
+    let gateway = InProcess::start(&catalog_yaml(upstream), Settings::default()).await;
+    let (proxy, sends) = capture::start(gateway.running.api).await;
+    let home = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let notes = work.path().join("notes.txt");
+    std::fs::write(&notes, "the launch code is 4711\n").unwrap();
+    let prompt = format!("Read {} and tell me the launch code.", notes.display());
+    let key = gateway.key();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(claude)
+            .args(["-p", &prompt, "--output-format", "json"])
+            .args(["--allowedTools", "Read", "--max-turns", "4"])
+            .current_dir(work.path())
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", home.path())
+            .env("ANTHROPIC_BASE_URL", format!("http://{proxy}"))
+            .env("ANTHROPIC_API_KEY", key)
+            .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+            .env("DISABLE_TELEMETRY", "1")
+            .env("DISABLE_AUTOUPDATER", "1")
+            .env("DISABLE_ERROR_REPORTING", "1")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    let result: serde_json::Value = serde_json::from_str(stdout.trim()).expect("a JSON result");
+    assert_eq!(result["is_error"], false, "{result}");
+    assert!(
+        result["result"].as_str().unwrap().contains("4711"),
+        "{result}"
+    );
+
+    // Every Messages request the agent sent reached the provider as sent: the same version,
+    // betas (it sends none that change the price) and body, max_tokens included.
+    let sends = sends.lock().unwrap().clone();
+    let seen = log.lock().unwrap().clone();
+    let messages: Vec<_> = sends
+        .iter()
+        .filter(|s| s.path.starts_with("/v1/messages?") || s.path == "/v1/messages")
+        .collect();
+    let arrived: Vec<_> = seen
+        .iter()
+        .filter(|s| s.path.starts_with("/v1/messages"))
+        .collect();
+    assert!(
+        messages.len() >= 2,
+        "a tool turn and an answer: {messages:#?}"
+    );
+    assert_eq!(messages.len(), arrived.len());
+    for (sent, arrived) in messages.iter().zip(&arrived) {
+        assert_eq!(
+            arrived.headers["anthropic-version"],
+            sent.headers["anthropic-version"]
+        );
+        let betas = &sent.headers["anthropic-beta"];
+        assert!(betas.contains("claude-code-"), "{betas}");
+        assert_eq!(&arrived.headers["anthropic-beta"], betas);
+        assert_eq!(arrived.body["max_tokens"], sent.body["max_tokens"]);
+        assert_eq!(arrived.body, sent.body, "the body arrives as sent");
+    }
+    // The agent ran its Read tool and sent the file back.
+    let last = &arrived.last().unwrap().body["messages"];
+    assert!(last.to_string().contains("4711"), "{last}");
+    // Token counting, when this version of the agent calls it, is answered.
+    for count in sends.iter().filter(|s| s.path.contains("count_tokens")) {
+        let arrived = seen
+            .iter()
+            .any(|s| s.path.starts_with("/v1/messages/count_tokens"));
+        assert!(arrived, "count_tokens reached the provider: {count:?}");
+    }
+    gateway.running.shutdown().await;
+}
