@@ -1,12 +1,15 @@
-//! Coding agents, unchanged, in headless mode against the gateway in front of the faithful
-//! fakes: Claude Code (`claude -p`, the npm package pinned in `tests/node/package.json`). A
-//! recording proxy between the agent and the gateway keeps what the agent sent, so the test
-//! compares it with what reached the fake upstream: `anthropic-version`, `anthropic-beta` and
-//! `max_tokens` as sent (a beta that changes the price dropped on platform keys), the agent's
-//! tool call carried out, and `count_tokens` answered.
+//! Node clients, unchanged, against the gateway in front of the faithful fakes (pinned in
+//! `tests/node/package-lock.json`):
 //!
-//! `.ci/run` installs the agent (`npm ci` in `tests/node`); without it the test says clearly
-//! that it skipped, unless `DGIDGI_NODE_CLIENTS` asks for it (as CI does).
+//! - Claude Code in headless mode (`claude -p`). A recording proxy between the agent and the
+//!   gateway keeps what the agent sent, so the test compares it with what reached the fake
+//!   upstream: `anthropic-version`, `anthropic-beta`, `max_tokens` and the whole body as sent,
+//!   and the agent's tool call carried out.
+//! - The Vercel AI SDK (`tests/node/ai_sdk.mjs`): its OpenAI and Anthropic providers, text,
+//!   streams, the tool loop and structured output, each to several formats.
+//!
+//! `.ci/run` installs them (`npm ci` in `tests/node`); without them the tests say clearly that
+//! they skipped, unless `DGIDGI_NODE_CLIENTS` asks for them (as CI does).
 
 mod common;
 
@@ -18,19 +21,29 @@ use common::fake_providers;
 use common::gateway::InProcess;
 use dgidgi::gateway::Settings;
 
-/// The Claude Code binary from `tests/node`, if installed.
-fn claude() -> Option<PathBuf> {
-    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/node/node_modules/.bin/claude");
-    let usable = Command::new(&bin)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
+fn node_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/node")
+}
+
+/// Whether `command` runs; a failure when CI asked for the Node clients.
+fn installed(mut command: Command, what: &str) -> bool {
+    let usable = command.output().is_ok_and(|o| o.status.success());
     assert!(
         usable || std::env::var_os("DGIDGI_NODE_CLIENTS").is_none(),
-        "DGIDGI_NODE_CLIENTS is set but {} does not run",
-        bin.display()
+        "DGIDGI_NODE_CLIENTS is set but {what} is not installed (npm ci in tests/node)"
     );
-    usable.then_some(bin)
+    if !usable {
+        eprintln!("SKIPPED: {what} is not installed (npm ci in tests/node); .ci/run installs it");
+    }
+    usable
+}
+
+/// The Claude Code binary from `tests/node`, if installed.
+fn claude() -> Option<PathBuf> {
+    let bin = node_dir().join("node_modules/.bin/claude");
+    let mut version = Command::new(&bin);
+    version.arg("--version");
+    installed(version, "Claude Code").then_some(bin)
 }
 
 /// The Anthropic fake as a platform provider with the built-in catalog (the agent's default
@@ -67,9 +80,6 @@ spec: {{}}
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claude_code_runs_a_tool_and_finishes_through_the_gateway() {
     let Some(claude) = claude() else {
-        eprintln!(
-            "SKIPPED: Claude Code is not installed (npm ci in tests/node); .ci/run installs it"
-        );
         return;
     };
     let (upstream, log) = fake_providers::start().await;
@@ -148,5 +158,44 @@ async fn claude_code_runs_a_tool_and_finishes_through_the_gateway() {
             .any(|s| s.path.starts_with("/v1/messages/count_tokens"));
         assert!(arrived, "count_tokens reached the provider: {count:?}");
     }
+    gateway.running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_vercel_ai_sdk_works_unchanged_against_every_format() {
+    let mut probe = Command::new("node");
+    probe
+        .args(["-e", "import('ai').then(() => import('@ai-sdk/anthropic'))"])
+        .current_dir(node_dir());
+    if !installed(probe, "the Vercel AI SDK") {
+        return;
+    }
+    let (upstream, _log) = fake_providers::start().await;
+    let gateway = InProcess::start(
+        &fake_providers::providers_yaml(upstream),
+        Settings::default(),
+    )
+    .await;
+    let base = format!("http://{}", gateway.running.api);
+    let key = gateway.key();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg("ai_sdk.mjs")
+            .current_dir(node_dir())
+            .env("DGIDGI_BASE_URL", base)
+            .env("DGIDGI_KEY", key)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    println!("{report}");
+    assert!(output.status.success(), "ai_sdk.mjs failed:\n{report}");
+    assert!(report.contains("checks passed"), "{report}");
     gateway.running.shutdown().await;
 }
