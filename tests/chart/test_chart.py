@@ -236,6 +236,20 @@ def test_gateway_config_is_one_projected_directory(default):
     ]
 
 
+def test_the_request_log_is_on_and_cors_off_by_default(default):
+    args = one(default, "Deployment", "dgidgi-gateway")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--access-log=text" in args
+    assert not any(a.startswith("--cors-allow-origin") for a in args)
+    allowed = render({"gateway": {"accessLog": "json", "cors": {
+        "allowedOrigins": ["https://app.example.com", "https://admin.example.com"]}}})
+    args = one(allowed, "Deployment", "dgidgi-gateway")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--access-log=json" in args
+    assert [a for a in args if a.startswith("--cors-allow-origin")] == [
+        "--cors-allow-origin=https://app.example.com",
+        "--cors-allow-origin=https://admin.example.com",
+    ]
+
+
 def test_operator_args_and_admin_token(default):
     pod = one(default, "Deployment", "dgidgi-operator")["spec"]["template"]["spec"]
     container = pod["containers"][0]
@@ -308,6 +322,8 @@ def test_network_policy_opens_the_admin_port_to_the_operator_only(production):
     ({"gateway": {"replica": 3}}, "replica"),
     ({"gateway": {"reloadInterval": "soon"}}, "reloadInterval"),
     ({"image": {"pullPolicy": "Sometimes"}}, "pullPolicy"),
+    ({"gateway": {"accessLog": "verbose"}}, "accessLog"),
+    ({"gateway": {"cors": {"allowedOrigins": ["app.example.com"]}}}, "allowedOrigins"),
 ])
 def test_the_values_schema_refuses_bad_values(values, message):
     with pytest.raises(helm.HelmError, match=message):
