@@ -447,3 +447,34 @@ async fn unlisted_models_are_forwarded_bounded_and_metered_when_the_provider_say
     );
     gateway.running.shutdown().await;
 }
+
+/// What a hostile tenant writes cannot size the request log, the headers or the ledger: a model
+/// name past 256 bytes is refused before routing, a long path is clipped in the log.
+#[tokio::test]
+async fn client_text_cannot_size_the_request_log() {
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let settings = Settings {
+        access_log: dgidgi::gateway::access_log::AccessLogFormat::Text,
+        access_log_sink: dgidgi::gateway::access_log::AccessLogSink::Memory(lines.clone()),
+        ..Settings::default()
+    };
+    let gateway = InProcess::start(MOCK_AND_ONE_TENANT, settings).await;
+    let long = json!({"model": "\u{200b}".repeat(100_000),
+        "messages": [{"role": "user", "content": "hi"}]});
+    let (status, _, body) = post(&gateway, "/v1/chat/completions", &[], &long).await;
+    assert_eq!(status, 400, "{body}");
+    let path = format!("/v1/{}", "x".repeat(50_000));
+    let (status, _, _) = send_with(gateway.running.api, "GET", &path, &[], None)
+        .await
+        .unwrap();
+    assert_eq!(status, 404);
+    let text = loop {
+        let text = lines.lock().unwrap().join("\n");
+        if lines.lock().unwrap().len() >= 2 {
+            break text;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert!(text.len() < 4_000, "{} bytes of log", text.len());
+    gateway.running.shutdown().await;
+}

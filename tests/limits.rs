@@ -62,6 +62,18 @@ fn chunk(model: &str, delta: serde_json::Value, finish: Option<&str>) -> String 
 }
 
 impl Upstream {
+    /// Waits until `count` requests are at the upstream (a loaded machine may take a while to
+    /// get them there; a fixed sleep made the tests that count on them flaky).
+    async fn until_in_flight(&self, count: usize) {
+        for _ in 0..400 {
+            if self.in_flight.load(Ordering::SeqCst) >= count {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("{count} requests never reached the upstream");
+    }
+
     async fn start(self) -> SocketAddr {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
@@ -724,7 +736,7 @@ async fn a_client_hanging_up_during_the_upstream_call_frees_its_slot() {
     .await;
     let (address, key) = (fleet.gateways[0].api, fleet.key());
     let hung_up = in_background(address, &key, "fake/very-slow", 1);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    fleet.upstream.until_in_flight(1).await;
     hung_up[0].abort();
     // The upstream would answer five seconds from now; the slot must be free long before.
     assert!(
@@ -742,7 +754,7 @@ async fn clients_hanging_up_give_back_their_provider_keys_tokens() {
     let fleet = Fleet::start(1, None, "", "{}").await;
     let (address, key) = (fleet.gateways[0].api, fleet.key());
     let hung_up = in_background(address, &key, "fake-limited/very-slow", 7);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    fleet.upstream.until_in_flight(7).await;
     let (status, _, body) = post(address, &key, &ask("fake-limited/fast")).await;
     assert_eq!(status, 429, "the key is full while they wait: {body}");
     for request in &hung_up {

@@ -286,8 +286,10 @@ fn output_format_to_openai(request: &Map<String, Value>) -> Result<Option<Value>
     let schema = format
         .get("schema")
         .ok_or_else(|| FormatError::invalid("the output format has no schema"))?;
+    // OpenAI's strict mode also wants an object at the root.
+    let strict = schema.get("properties").is_some() && all_required(schema);
     Ok(Some(json!({"type": "json_schema", "json_schema": {
-        "name": "response", "schema": schema, "strict": all_required(schema)
+        "name": "response", "schema": schema, "strict": strict
     }})))
 }
 
@@ -296,6 +298,12 @@ fn all_required(schema: &Value) -> bool {
     match schema {
         Value::Array(items) => items.iter().all(all_required),
         Value::Object(node) => {
+            // An object without properties (any object) is not strict for OpenAI.
+            if node.get("type").and_then(Value::as_str) == Some("object")
+                && !node.contains_key("properties")
+            {
+                return false;
+            }
             if let Some(Value::Object(properties)) = node.get("properties") {
                 let required: Vec<&str> = node
                     .get("required")

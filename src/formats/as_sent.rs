@@ -10,7 +10,11 @@
 //!
 //! A body naming one member twice is refused: JSON parsers disagree on which copy wins (ours
 //! keeps the last, others the first), so a duplicated `max_tokens` or `n` could make metering
-//! read one value while the provider obeys the other.
+//! read one value while the provider obeys the other. "Twice" is judged as the most lenient
+//! upstream parser would: Go's `encoding/json` (Ollama, many OpenAI-compatible servers) matches
+//! names case-insensitively, folding Unicode too (`K`, the Kelvin sign, is `k`), so two names
+//! equal under ASCII case folding are refused, and so is any name outside ASCII (no API defines
+//! one).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -27,9 +31,12 @@ pub enum SentBodyError {
     /// Not JSON, or not an object.
     #[error("the request body must be a JSON object")]
     NotAnObject,
-    /// A top-level member named twice.
+    /// A top-level member named twice (letter case aside).
     #[error("the request body names the member `{0}` more than once")]
     Duplicate(String),
+    /// A top-level member whose name is not ASCII.
+    #[error("the request body has a member whose name is not ASCII: {0:?}")]
+    NonAsciiName(String),
 }
 
 /// One top-level member: its name and where its value's bytes are in the body.
@@ -56,8 +63,13 @@ impl SentBody {
             .deserialize_map(MembersVisitor { base })
             .map_err(|_| SentBodyError::NotAnObject)?;
         deserializer.end().map_err(|_| SentBodyError::NotAnObject)?;
+        if let Some(member) = members.iter().find(|m| !m.name.is_ascii()) {
+            let shown: String = member.name.chars().take(64).collect();
+            return Err(SentBodyError::NonAsciiName(shown));
+        }
         if let Some(duplicate) = first_duplicate(&members) {
-            return Err(SentBodyError::Duplicate(duplicate.to_owned()));
+            let shown: String = duplicate.chars().take(64).collect();
+            return Err(SentBodyError::Duplicate(shown));
         }
         Ok(Self { bytes, members })
     }
@@ -123,13 +135,13 @@ fn edited_members(
     edited
 }
 
-/// The first name given to two members, if any.
+/// The first name given to two members (ASCII letter case aside), if any.
 fn first_duplicate(members: &[Member]) -> Option<&str> {
     let mut seen = hashbrown::HashSet::with_capacity(members.len());
     members
         .iter()
         .map(|member| &*member.name)
-        .find(|name| !seen.insert(*name))
+        .find(|name| !seen.insert(name.to_ascii_lowercase()))
 }
 
 /// A member's value as it is to be written.
@@ -258,6 +270,16 @@ mod tests {
         assert_eq!(
             parse(r#"{"max_tokens":1,"model":"a","max_tokens":100000}"#).unwrap_err(),
             SentBodyError::Duplicate("max_tokens".into())
+        );
+        // Case-insensitive parsers (Go's) would take the later one.
+        assert_eq!(
+            parse(r#"{"max_tokens":1,"MAX_TOKENS":100000}"#).unwrap_err(),
+            SentBodyError::Duplicate("MAX_TOKENS".into())
+        );
+        // ...and fold the Kelvin sign to `k`.
+        assert_eq!(
+            parse(r#"{"max_tokens":1,"max_to\u212aens":100000}"#).unwrap_err(),
+            SentBodyError::NonAsciiName("max_to\u{212a}ens".into())
         );
         assert_eq!(parse("[1]").unwrap_err(), SentBodyError::NotAnObject);
         assert_eq!(parse("{} x").unwrap_err(), SentBodyError::NotAnObject);

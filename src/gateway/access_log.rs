@@ -22,8 +22,25 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-/// Lines queued for the writer at most; beyond, lines are dropped and counted.
+/// Lines queued for the writer at most; beyond, lines are dropped and counted. With the text a
+/// client writes clipped ([`clipped`]), a line is at most a few KiB, so the queue is too.
 const QUEUE: usize = 16_384;
+
+/// The most bytes of a path or a model name a line keeps: a client's text is logged to say what
+/// it asked for, not to let it size the log.
+pub const MAX_CLIENT_TEXT: usize = 256;
+
+/// `text` cut to `MAX_CLIENT_TEXT` bytes at a character boundary, marked `…` when cut.
+pub fn clipped(text: &str) -> String {
+    if text.len() <= MAX_CLIENT_TEXT {
+        return text.to_owned();
+    }
+    let mut end = MAX_CLIENT_TEXT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
 
 /// How request log lines are written.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -108,8 +125,8 @@ impl Entry {
             _ => "other",
         };
         Self {
-            method: method.to_owned(),
-            path: path.to_owned(),
+            method: clipped(method),
+            path: clipped(path),
             door,
             started: Some(Instant::now()),
             ..Self::default()
@@ -308,6 +325,10 @@ mod tests {
         assert!(line.contains("door=chat tenant=team-acme/acme"), "{line}");
         assert!(line.contains("status=404"), "{line}");
         assert!(line.contains("outcome=rejected"), "{line}");
+        // A client's text is clipped, so it cannot size the log.
+        let long = Entry::arrived("GET", &format!("/v1/{}", "é".repeat(10_000)));
+        assert!(long.path.len() <= MAX_CLIENT_TEXT + "…".len());
+        assert!(long.path.ends_with('…'));
     }
 
     #[tokio::test]

@@ -70,6 +70,11 @@ pub async fn read_body(
     }
 }
 
+/// The longest model name accepted. No provider's ids come near it; a longer one would only
+/// travel into headers, logs and the ledger (a provider forwarding unlisted models sends the
+/// name as written).
+const MAX_MODEL_NAME_BYTES: usize = 256;
+
 /// What routing needs from the parsed body (the same fields in both front doors' formats).
 pub(super) fn route_request<'a>(
     json: &'a Map<String, Value>,
@@ -77,6 +82,11 @@ pub(super) fn route_request<'a>(
 ) -> Result<RouteRequest<'a>, ApiError> {
     let model = match json.get("model") {
         None | Some(Value::Null) => None,
+        Some(Value::String(model)) if model.len() > MAX_MODEL_NAME_BYTES => {
+            return Err(ApiError::bad_request(format!(
+                "'model' is longer than {MAX_MODEL_NAME_BYTES} bytes"
+            )));
+        }
         Some(Value::String(model)) => Some(model.as_str()),
         Some(_) => return Err(ApiError::bad_request("'model' must be a string")),
     };
@@ -193,7 +203,7 @@ pub async fn route_and_serve(
     } = request;
     let routing = route_request(&json, &headers)?;
     if let Some(model) = routing.model {
-        super::access_log::note(|entry| entry.model = Some(model.to_owned()));
+        super::access_log::note(|entry| entry.model = Some(super::access_log::clipped(model)));
     }
     let stream = routing.stream;
     let mut planned = plan(&snapshot.config, tenant, &routing, rand::random())?;

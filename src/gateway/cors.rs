@@ -139,12 +139,18 @@ impl CorsPolicy {
 
     /// Adds the CORS headers to the response of an actual request from an allowed origin.
     pub fn decorate(&self, origin: Option<&HeaderValue>, response: &mut HeaderMap) {
-        if let Some(origin) = origin.filter(|origin| self.allows(origin)) {
+        let Some(origin) = origin.filter(|_| self.is_enabled()) else {
+            return;
+        };
+        if self.allows(origin) {
             self.write_origin(origin, response);
             response.insert(
                 ACCESS_CONTROL_EXPOSE_HEADERS,
                 HeaderValue::from_static(EXPOSED_HEADERS),
             );
+        } else {
+            // Another origin gets another answer: a shared cache must not mix them up.
+            response.append(VARY, HeaderValue::from_static("Origin"));
         }
     }
 

@@ -9,6 +9,7 @@
 //! ([`crate::metering::plan::reserve_free`]).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::body::Incoming;
@@ -35,6 +36,11 @@ pub const TOKEN_COUNT_HEADER: HeaderName = HeaderName::from_static("x-dgidgi-tok
 /// Largest count answer read from a provider (a count is a few dozen bytes).
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
+/// The longest a count may take at a provider, answer included (its `timeouts.total` when
+/// shorter): a count is one small answer, and an endpoint that trickles it must not hold the
+/// gateway's sockets and tasks.
+const MAX_COUNT_TIME: Duration = Duration::from_secs(30);
+
 /// Handles one token counting request.
 pub async fn handle(
     gateway: Arc<Gateway>,
@@ -47,7 +53,7 @@ pub async fn handle(
     let request = parse_request(&gateway, &snapshot, request).await?;
     let routing = route_request(&request.json, &request.headers)?;
     if let Some(model) = routing.model {
-        super::access_log::note(|entry| entry.model = Some(model.to_owned()));
+        super::access_log::note(|entry| entry.model = Some(super::access_log::clipped(model)));
     }
     let mut planned = plan(&snapshot.config, request.tenant, &routing, rand::random())?;
     prefer_healthy(&mut planned.attempts, |id| snapshot.health.is_unhealthy(id));
@@ -77,12 +83,18 @@ pub async fn handle(
             });
         let body = Bytes::from(body);
         let model = &attempt.model;
-        match send_to_provider(&gateway, &snapshot, provider, model, &url, &headers, &body).await {
+        let limit = Duration::from_millis(provider.timeouts.total_ms).min(MAX_COUNT_TIME);
+        let deadline = tokio::time::Instant::now() + limit;
+        let sent = send_to_provider(&gateway, &snapshot, provider, model, &url, &headers, &body);
+        let Ok(outcome) = tokio::time::timeout_at(deadline, sent).await else {
+            tracing::info!(provider = ?provider.id, "token counting timed out at the provider");
+            continue;
+        };
+        match outcome {
             Outcome::Relay(response) => {
                 let (parts, incoming) = response.into_parts();
-                let Ok((answer, _)) =
-                    read_bounded(upstream_body(incoming), MAX_ANSWER_BYTES, None).await
-                else {
+                let read = read_bounded(upstream_body(incoming), MAX_ANSWER_BYTES, None);
+                let Ok(Ok((answer, _))) = tokio::time::timeout_at(deadline, read).await else {
                     continue;
                 };
                 super::access_log::note(|entry| {

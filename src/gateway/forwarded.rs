@@ -12,10 +12,14 @@ const ANTHROPIC_VERSION: HeaderName = HeaderName::from_static("anthropic-version
 const ANTHROPIC_BETA: HeaderName = HeaderName::from_static("anthropic-beta");
 const OPENAI_BETA: HeaderName = HeaderName::from_static("openai-beta");
 
-/// Betas that change what a request costs (Anthropic's 1M-token context is priced as long
-/// context): sent on the platform's keys only when the model's price has long-context rates,
-/// so metering stays true. A tenant's own keys get them as sent.
-const PRICED_BETA_PREFIXES: [&str; 1] = ["context-1m-"];
+/// Betas that change what a request costs: Anthropic's 1M-token context (priced as long
+/// context) is sent on the platform's keys only when the model's price has long-context rates;
+/// fast mode (several times the price) never, as no catalog price covers it. A tenant's own
+/// keys get them as sent. A deny-list of what is known to change the price, not an allow-list
+/// of what is known not to: coding agents turn on new betas with each release, and an
+/// allow-list would switch their features off on the platform's keys until the next one.
+const LONG_CONTEXT_BETA_PREFIX: &str = "context-1m-";
+const UNPRICED_BETA_PREFIXES: [&str; 1] = ["fast-mode-"];
 
 /// Which betas an upstream may receive.
 #[derive(Clone, Copy, Debug)]
@@ -48,18 +52,19 @@ impl<'a> BetaPolicy<'a> {
         }
     }
 
+    /// Whether a beta (lower-cased) may pass.
     fn passes(&self, beta: &str) -> bool {
         let unpriced = self.platform
-            && !self.long_context_priced
-            && PRICED_BETA_PREFIXES
-                .iter()
-                .any(|prefix| beta.starts_with(prefix));
+            && ((!self.long_context_priced && beta.starts_with(LONG_CONTEXT_BETA_PREFIX))
+                || UNPRICED_BETA_PREFIXES
+                    .iter()
+                    .any(|prefix| beta.starts_with(prefix)));
         !beta.is_empty() && !unpriced && self.filter.is_none_or(|filter| filter.passes(beta))
     }
 
     /// Whether it may drop anything at all.
     fn filters(&self) -> bool {
-        self.filter.is_some() || (self.platform && !self.long_context_priced)
+        self.filter.is_some() || self.platform
     }
 }
 
@@ -116,12 +121,13 @@ impl ClientHeaders {
 }
 
 /// The betas of an `anthropic-beta` value that `policy` lets through (the value as sent when
-/// it filters nothing); `None` when none is left.
+/// it filters nothing); `None` when none is left. Betas are judged, and sent, lower-cased: a
+/// `Context-1M-…` must not slip past a filter of `context-1m-…`.
 fn betas(value: &HeaderValue, policy: &BetaPolicy<'_>) -> Option<HeaderValue> {
     if !policy.filters() {
         return Some(value.clone());
     }
-    let text = value.to_str().ok()?;
+    let text = value.to_str().ok()?.to_ascii_lowercase();
     let kept: Vec<&str> = text
         .split(',')
         .map(str::trim)
@@ -247,6 +253,15 @@ mod tests {
         };
         let sent = client.for_upstream(Format::Anthropic, policy(Some(&none), false, false));
         assert_eq!(sent.len(), 1, "no anthropic-beta header at all");
+        // Letter case does not get a beta past a filter.
+        let shouting = ClientHeaders::from_request(&request(&[(
+            "anthropic-beta",
+            "Context-1M-2025-08-07, INTERLEAVED-thinking-2025-05-14,Fast-Mode-2026-02-01",
+        )]));
+        let platform = shouting.for_upstream(Format::Anthropic, policy(None, true, false));
+        assert_eq!(platform[1].1, "interleaved-thinking-2025-05-14");
+        let denied = shouting.for_upstream(Format::Anthropic, policy(Some(&deny), false, false));
+        assert_eq!(denied[1].1, "context-1m-2025-08-07,fast-mode-2026-02-01");
     }
 
     #[test]

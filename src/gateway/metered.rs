@@ -36,11 +36,15 @@ pub fn request_size(
 ) -> Result<RequestSize, ApiError> {
     let ask = volume::output_ask(format, json)
         .map_err(|error| ApiError::bad_request(error.to_string()))?;
-    if let Some(field) = ask.unbounded
-        && (tenant.limits.is_some() || tenant.budget.is_some())
-    {
+    let metered = tenant.limits.is_some() || tenant.budget.is_some();
+    if let Some(field) = ask.unbounded.filter(|_| metered) {
         return Err(ApiError::bad_request(format!(
             "'{field}' multiplies the output beyond what the gateway can reserve for this tenant's limits; send several requests instead"
+        )));
+    }
+    if let Some(option) = unpriced_service(json).filter(|_| metered) {
+        return Err(ApiError::bad_request(format!(
+            "{option} buys a service dearer than the price this gateway meters at; leave it out"
         )));
     }
     Ok(RequestSize {
@@ -48,6 +52,25 @@ pub fn request_size(
         max_output_tokens: ask.max_output_tokens,
         choices: ask.choices,
     })
+}
+
+/// A request field that buys a dearer service than any catalog price covers, as the client
+/// wrote it: Anthropic's fast mode (`speed` other than `standard`, several times the price),
+/// priority processing (`service_tier: "priority"`), and data-residency inference
+/// (`inference_geo` other than `global`, at a premium). A metered tenant's request with one is
+/// refused rather than metered below its cost (a tenant's own keys pay for it themselves).
+fn unpriced_service(json: &Map<String, Value>) -> Option<String> {
+    let set = |name: &str| json.get(name).filter(|v| !v.is_null());
+    if let Some(speed) = set("speed").filter(|v| v.as_str() != Some("standard")) {
+        return Some(format!("'speed: {speed}'"));
+    }
+    if let Some(tier) = set("service_tier").filter(|v| v.as_str() == Some("priority")) {
+        return Some(format!("'service_tier: {tier}'"));
+    }
+    if let Some(geo) = set("inference_geo").filter(|v| v.as_str() != Some("global")) {
+        return Some(format!("'inference_geo: {geo}'"));
+    }
+    None
 }
 
 /// Every model the plan may end up on, so the reservation covers the dearest of them.
@@ -418,5 +441,30 @@ mod tests {
         // A tenant's own keys: nothing to reserve, so nothing to refuse.
         let json: Map<String, Value> = serde_json::from_str(r#"{"best_of": 8}"#).unwrap();
         assert!(request_size(&tenant(false), Format::OpenAi, &json, 40).is_ok());
+    }
+
+    #[test]
+    fn a_dearer_service_than_the_price_metered_is_refused_for_metered_tenants() {
+        let size = |tenant: &TenantConfig, body: &str| {
+            let json: Map<String, Value> = serde_json::from_str(body).unwrap();
+            request_size(tenant, Format::Anthropic, &json, 40).map(|_| ())
+        };
+        let metered = tenant(true);
+        for dear in [
+            r#"{"speed": "fast"}"#,
+            r#"{"service_tier": "priority"}"#,
+            r#"{"inference_geo": "us"}"#,
+        ] {
+            assert_eq!(size(&metered, dear).unwrap_err().status, 400, "{dear}");
+            assert!(size(&tenant(false), dear).is_ok(), "{dear}");
+        }
+        for plain in [
+            r#"{"speed": "standard"}"#,
+            r#"{"service_tier": "auto"}"#,
+            r#"{"inference_geo": "global"}"#,
+            r#"{"speed": null}"#,
+        ] {
+            assert!(size(&metered, plain).is_ok(), "{plain}");
+        }
     }
 }

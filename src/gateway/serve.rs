@@ -227,7 +227,6 @@ pub async fn serve(
     let mut failures: Vec<Failure> = Vec::new();
     for (index, attempt) in planned.attempts.iter().enumerate() {
         let format = upstream_format(attempt);
-        // Platform-paid attempts never generate more than metering reserved for them.
         // Platform-paid attempts never generate more than metering reserved for them: their
         // output is limited only when the request's own fields would allow more.
         let output_cap = match attempt.upstream {
