@@ -1243,10 +1243,20 @@ async fn a_redis_that_lost_its_data_is_rebuilt_from_the_ledgers() {
         .query_async(&mut connection)
         .await
         .unwrap();
-    // The budget was spent before Redis forgot it: still spent.
-    assert_eq!(spend(&fleet).await, 0, "served again after FLUSHALL");
+    // The budget was spent before Redis forgot it: still spent. Not to the last micro-USD: the
+    // refusal that ended the first round may have counted the previous request at its
+    // reservation (its settlement was still on its way to Redis), while the ledgers hold what
+    // it cost, so the rebuilt counter may leave room for the few requests that reservation
+    // covered. What must not happen is the budget starting again from zero (it did before),
+    // and the ledgers' sum, checked below, must stay within the budget.
+    let again = spend(&fleet).await;
+    assert!(again <= 5, "served {again} again after FLUSHALL ({first} before)");
     redis.restart();
-    assert_eq!(spend(&fleet).await, 0, "served again after a restart");
+    let after_restart = spend(&fleet).await;
+    assert!(
+        again + after_restart <= 5,
+        "served {after_restart} again after a restart ({again} after FLUSHALL)"
+    );
     let month = dgidgi::metering::clock::Day::of(dgidgi::metering::clock::now_ms()).month_key();
     let spend_key = format!("dgidgi:t:team-acme/acme:spend:{month}");
     // Kept past the fleet's stop (which flushes the ledgers).
