@@ -103,5 +103,55 @@ fn reframing(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, framing, reframing);
+/// The pass-through of a chat request body (~6 KiB: a system prompt, a conversation, two tools
+/// with schemas): indexing the body as sent and writing it with the model and the output limit
+/// edited, against serializing the parsed body with the same edit (what the gateway did before
+/// bodies were kept as sent).
+fn pass_through(c: &mut Criterion) {
+    use dgidgi::formats::{SentBody, write_with_edited_members};
+    use serde_json::{Map, Value, json};
+    let tool = |name: &str| {
+        json!({"type": "function", "function": {"name": name, "description": "Look something up",
+            "parameters": {"type": "object", "properties": {"query": {"type": "string"},
+            "limit": {"type": "integer"}}, "required": ["query", "limit"], "additionalProperties": false}}})
+    };
+    let mut messages =
+        vec![json!({"role": "system", "content": "You are a careful assistant. ".repeat(20)})];
+    for turn in 0..12 {
+        messages.push(
+            json!({"role": "user", "content": format!("question {turn}: {}", "words ".repeat(40))}),
+        );
+        messages.push(json!({"role": "assistant", "content": format!("answer {turn}: {}", "words ".repeat(30))}));
+    }
+    let body = json!({"model": "gpt-4o", "messages": messages, "tools": [tool("search"), tool("fetch")],
+        "temperature": 0.2, "max_tokens": 900});
+    let bytes = bytes::Bytes::from(serde_json::to_vec(&body).unwrap());
+    let Value::Object(parsed) = body else {
+        unreachable!()
+    };
+    let names = [
+        "model",
+        "max_tokens",
+        "max_completion_tokens",
+        "stream_options",
+    ];
+    let edit = |json: &mut Map<String, Value>| {
+        json.insert("model".into(), json!("gpt-4o-2024-08-06"));
+        json.insert("max_tokens".into(), json!(500));
+    };
+    let mut group = c.benchmark_group("pass-through");
+    group.throughput(Throughput::Bytes(bytes.len() as u64));
+    group.bench_function("index as sent + write edited", |b| {
+        b.iter(|| {
+            let sent = SentBody::parse(bytes.clone()).unwrap();
+            sent.write_edited(&parsed, &names, edit)
+        });
+    });
+    group.bench_function("serialize parsed + edit", |b| {
+        b.iter(|| write_with_edited_members(&parsed, &names, edit));
+    });
+    group.finish();
+}
+
+criterion_group!(benches, framing, reframing, pass_through);
 criterion_main!(benches);

@@ -128,6 +128,32 @@ fn request_path(c: &mut Criterion) {
         },
     );
 
+    // The same conversation passed through as sent (the pass-through's real path since bodies
+    // are kept as they arrived): its members indexed, then written with the same edit.
+    let sent_bytes = bytes::Bytes::from(serde_json::to_vec(&conversation).expect("serializes"));
+    c.bench_function(
+        "gateway/re-address a 40-message body as sent (index + write)",
+        |b| {
+            b.iter(|| {
+                let sent = dgidgi::formats::SentBody::parse(black_box(sent_bytes.clone()))
+                    .expect("an object");
+                black_box(sent.write_edited(
+                    &conversation,
+                    &[
+                        "model",
+                        "stream_options",
+                        "max_tokens",
+                        "max_completion_tokens",
+                    ],
+                    |json| {
+                        json.insert("model".into(), Value::String("gpt-4o-2024-08-06".into()));
+                        cap_output_tokens(json, Format::OpenAi, true, 500);
+                    },
+                ))
+            })
+        },
+    );
+
     c.bench_function("gateway/usage from an OpenAI answer", |b| {
         b.iter(|| black_box(openai::usage_from_response(black_box(ANSWER.as_bytes()))))
     });

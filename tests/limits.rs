@@ -1250,7 +1250,10 @@ async fn a_redis_that_lost_its_data_is_rebuilt_from_the_ledgers() {
     // covered. What must not happen is the budget starting again from zero (it did before),
     // and the ledgers' sum, checked below, must stay within the budget.
     let again = spend(&fleet).await;
-    assert!(again <= 5, "served {again} again after FLUSHALL ({first} before)");
+    assert!(
+        again <= 5,
+        "served {again} again after FLUSHALL ({first} before)"
+    );
     redis.restart();
     let after_restart = spend(&fleet).await;
     assert!(
