@@ -70,6 +70,7 @@ fn request_path(c: &mut Criterion) {
         provider: None,
         stream: false,
         tools: false,
+        embeddings: false,
     };
     c.bench_function(
         "gateway/routing decision (policy match, weights, fallback)",

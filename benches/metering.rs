@@ -56,6 +56,7 @@ fn tenant() -> TenantConfig {
 
 fn model() -> ModelConfig {
     ModelConfig {
+        embedding: false,
         name: "gpt-4o".into(),
         aliases: Vec::new(),
         streaming: true,

@@ -405,8 +405,8 @@ async fn the_request_log_has_a_line_per_request_without_content_or_keys() {
 async fn unlisted_models_are_forwarded_bounded_and_metered_when_the_provider_says_so() {
     let (upstream, log) = fake_providers::start().await;
     let yaml = fake_providers::providers_yaml(upstream).replace(
-        "models: [{name: gpt-fake}, {name: gpt-reset}]}",
-        "models: [{name: gpt-fake}, {name: gpt-reset}], unlistedModels: {action: Forward, maxOutputTokens: 700, pricing: {inputPerMillion: 1, outputPerMillion: 2}}}",
+        "models: [{name: gpt-fake}, {name: gpt-reset}, {name: text-embed-fake, embedding: true}]}",
+        "models: [{name: gpt-fake}, {name: gpt-reset}, {name: text-embed-fake, embedding: true}], unlistedModels: {action: Forward, maxOutputTokens: 700, pricing: {inputPerMillion: 1, outputPerMillion: 2}}}",
     );
     assert!(yaml.contains("unlistedModels"));
     let gateway = InProcess::start(&yaml, Settings::default()).await;
@@ -476,5 +476,107 @@ async fn client_text_cannot_size_the_request_log() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     };
     assert!(text.len() < 4_000, "{} bytes of log", text.len());
+    gateway.running.shutdown().await;
+}
+
+/// `/v1/embeddings`: to an OpenAI-format upstream as sent, to Gemini and Cohere translated;
+/// the answer in OpenAI's shape (floats, or its base64), and metered as input tokens — the
+/// provider's count where it gives one, the estimate where it does not (Gemini).
+#[tokio::test]
+async fn embeddings_reach_every_format_and_are_metered_as_input() {
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (upstream, log) = fake_providers::start().await;
+    let settings = Settings {
+        access_log: dgidgi::gateway::access_log::AccessLogFormat::Json,
+        access_log_sink: dgidgi::gateway::access_log::AccessLogSink::Memory(lines.clone()),
+        ..Settings::default()
+    };
+    let gateway = InProcess::start(&fake_providers::providers_yaml(upstream), settings).await;
+    let input = json!(["one two three", "four"]);
+    for (model, sent_input_type) in [
+        ("openai-fake/text-embed-fake", None),
+        ("gemini/gemini-embed-fake", None),
+        ("cohere/embed-fake", Some("search_document")),
+    ] {
+        let request = json!({"model": model, "input": input, "dimensions": 3});
+        let (status, headers, body) = post(&gateway, "/v1/embeddings", &[], &request).await;
+        assert_eq!(status, 200, "{model}: {body}");
+        assert_eq!(body["object"], "list", "{body}");
+        assert_eq!(
+            body["data"][1]["embedding"],
+            json!(fake_providers::fake_vector("four", 3)),
+            "{model}"
+        );
+        assert!(
+            body["usage"]["prompt_tokens"].as_u64().unwrap() > 0,
+            "{body}"
+        );
+        assert!(header(&headers, "x-dgidgi-request-id").is_some());
+        let seen = log.lock().unwrap().last().cloned().unwrap();
+        if let Some(input_type) = sent_input_type {
+            assert_eq!(seen.body["input_type"], input_type);
+        }
+    }
+    // As sent to the OpenAI-format upstream, base64 included.
+    let packed = json!({"model": "openai-fake/text-embed-fake", "input": "hi there", "encoding_format": "base64"});
+    let (status, _, body) = post(&gateway, "/v1/embeddings", &[], &packed).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["data"][0]["embedding"].is_string());
+    let raw = String::from_utf8(log.lock().unwrap().last().unwrap().raw.clone()).unwrap();
+    assert_eq!(
+        raw,
+        packed
+            .to_string()
+            .replace("openai-fake/text-embed-fake", "text-embed-fake")
+    );
+    // Translated answers are packed as OpenAI packs them.
+    let packed = json!({"model": "gemini/gemini-embed-fake", "input": "hi", "encoding_format": "base64", "dimensions": 2});
+    let (_, _, body) = post(&gateway, "/v1/embeddings", &[], &packed).await;
+    assert_eq!(
+        body["data"][0]["embedding"], "AAAAPwAAQD8=",
+        "0.5 and 0.75 as little-endian f32"
+    );
+    // A chat model is no embedding model, and an embedding model serves no chat.
+    let wrong = json!({"model": "openai-fake/gpt-fake", "input": "hi"});
+    let (status, _, body) = post(&gateway, "/v1/embeddings", &[], &wrong).await;
+    assert_eq!(status, 400, "{body}");
+    let chat = json!({"model": "openai-fake/text-embed-fake", "messages": [{"role": "user", "content": "hi"}]});
+    let (status, _, body) = post(&gateway, "/v1/chat/completions", &[], &chat).await;
+    assert_eq!(status, 400, "{body}");
+    // Anthropic has no embeddings: a clear 400, nothing sent.
+    let before = log.lock().unwrap().len();
+    let nowhere = json!({"model": "anthropic/claude-fake", "input": "hi"});
+    let (status, _, _) = post(&gateway, "/v1/embeddings", &[], &nowhere).await;
+    assert_eq!(status, 400);
+    assert_eq!(log.lock().unwrap().len(), before);
+    // Metered as input tokens: the provider's count (3 + 1 words), the estimate for Gemini.
+    let entries = loop {
+        let entries: Vec<Value> = lines
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .filter(|e: &Value| e["door"] == "embeddings" && e["status"] == 200)
+            .collect();
+        if entries.len() >= 5 {
+            break entries;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let by = |provider: &str| {
+        entries
+            .iter()
+            .find(|e| e["provider"] == provider)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(by("dgidgi-system/openai-fake")["input_tokens"], 4);
+    assert_eq!(by("dgidgi-system/cohere")["input_tokens"], 4);
+    assert_eq!(
+        by("dgidgi-system/gemini")["input_tokens"],
+        5,
+        "(13 + 4 bytes) / 4, rounded up each"
+    );
+    assert_eq!(by("dgidgi-system/gemini")["output_tokens"], 0);
     gateway.running.shutdown().await;
 }

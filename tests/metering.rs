@@ -49,6 +49,7 @@ fn limits(rpm: u64, tpd: u64, concurrent: u64) -> Option<EffectiveLimits> {
 
 fn model() -> ModelConfig {
     ModelConfig {
+        embedding: false,
         name: "gpt-test".into(),
         aliases: Vec::new(),
         streaming: true,

@@ -178,24 +178,12 @@ async fn the_vercel_ai_sdk_works_unchanged_against_every_format() {
     .await;
     let base = format!("http://{}", gateway.running.api);
     let key = gateway.key();
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .arg("ai_sdk.mjs")
-            .current_dir(node_dir())
-            .env("DGIDGI_BASE_URL", base)
-            .env("DGIDGI_KEY", key)
-            .output()
-            .unwrap()
+    tokio::task::spawn_blocking(move || {
+        let mut suite = Command::new("node");
+        suite.arg("ai_sdk.mjs").current_dir(node_dir());
+        common::clients::run_suite(suite, &base, &key, "checks passed");
     })
     .await
     .unwrap();
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    println!("{report}");
-    assert!(output.status.success(), "ai_sdk.mjs failed:\n{report}");
-    assert!(report.contains("checks passed"), "{report}");
     gateway.running.shutdown().await;
 }

@@ -41,6 +41,7 @@ fn budgeted() -> TenantConfig {
 
 fn model(max_output: Option<u32>) -> ModelConfig {
     ModelConfig {
+        embedding: false,
         name: "m".into(),
         aliases: Vec::new(),
         streaming: true,

@@ -241,6 +241,7 @@ fn capability_filtering_drops_targets_that_cannot_serve_the_request() {
     let with_tools = RouteRequest {
         model: Some("sonar"),
         tools: true,
+        embeddings: false,
         ..RouteRequest::default()
     };
     let a = tenant(&out, "team-a/a");

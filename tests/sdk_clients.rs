@@ -98,23 +98,12 @@ fn the_official_openai_sdk_works_unchanged() {
 
 /// Runs one pytest file against a gateway; panics with the report if it fails.
 fn pytest(python: &Path, files: &[&str], base_url: &str, key: &str) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let output = Command::new(python)
+    let mut suite = Command::new(python);
+    suite
         .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
         .args(files)
-        .current_dir(root)
-        .env("DGIDGI_BASE_URL", base_url)
-        .env("DGIDGI_KEY", key)
-        .output()
-        .unwrap();
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    println!("{report}");
-    assert!(output.status.success(), "{files:?} failed:\n{report}");
-    assert!(report.contains(" passed"), "{report}");
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")));
+    common::clients::run_suite(suite, base_url, key, " passed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

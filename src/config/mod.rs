@@ -188,6 +188,9 @@ pub struct ModelConfig {
     /// Price, in integer micro-USD per million tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pricing: Option<PricingConfig>,
+    /// An embedding model: served on `/v1/embeddings` only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub embedding: bool,
 }
 
 /// Integer prices: micro-USD per million tokens (3 USD/M = 3,000,000).

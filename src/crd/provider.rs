@@ -147,6 +147,10 @@ pub struct ModelSpec {
     /// Price in USD per million tokens; drives cost metering and budgets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pricing: Option<PricingSpec>,
+    /// An embedding model (default false): served on /v1/embeddings only, and chat requests
+    /// never go to it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub embedding: bool,
 }
 
 fn default_true() -> bool {

@@ -20,6 +20,11 @@ const PER_TOOL: u64 = 8;
 /// better.
 const PER_MEDIA: u64 = 1_600;
 
+/// The estimated tokens of a text.
+pub fn text_tokens(text: &str) -> u64 {
+    (text.len() as u64).div_ceil(BYTES_PER_TOKEN)
+}
+
 /// The estimated input tokens of an Anthropic Messages request (`system`, `messages`, `tools`).
 pub fn input_tokens(request: &Map<String, Value>) -> u64 {
     let mut text_bytes = 0u64;

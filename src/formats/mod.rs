@@ -10,6 +10,7 @@
 pub mod anthropic;
 pub mod as_sent;
 pub mod cohere;
+pub mod embeddings;
 pub mod estimate;
 pub mod gemini;
 pub mod openai;

@@ -74,7 +74,7 @@ pub struct Entry {
     pub method: String,
     /// Path, without the query.
     pub path: String,
-    /// The front door: `chat`, `messages`, `count_tokens`, `models`, or `other`.
+    /// The front door: `chat`, `messages`, `count_tokens`, `embeddings`, `models`, or `other`.
     pub door: &'static str,
     /// The tenant (`namespace/name`), once authenticated.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -121,6 +121,7 @@ impl Entry {
             "/v1/chat/completions" => "chat",
             "/v1/messages" => "messages",
             "/v1/messages/count_tokens" => "count_tokens",
+            "/v1/embeddings" => "embeddings",
             _ if path == "/v1/models" || path.starts_with("/v1/models/") => "models",
             _ => "other",
         };

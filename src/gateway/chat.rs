@@ -75,21 +75,12 @@ pub async fn read_body(
 /// name as written).
 const MAX_MODEL_NAME_BYTES: usize = 256;
 
-/// What routing needs from the parsed body (the same fields in both front doors' formats).
+/// What routing needs from a chat body (the same fields in both front doors' formats).
 pub(super) fn route_request<'a>(
     json: &'a Map<String, Value>,
     headers: &'a HeaderMap,
 ) -> Result<RouteRequest<'a>, ApiError> {
-    let model = match json.get("model") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(model)) if model.len() > MAX_MODEL_NAME_BYTES => {
-            return Err(ApiError::bad_request(format!(
-                "'model' is longer than {MAX_MODEL_NAME_BYTES} bytes"
-            )));
-        }
-        Some(Value::String(model)) => Some(model.as_str()),
-        Some(_) => return Err(ApiError::bad_request("'model' must be a string")),
-    };
+    let (model, provider) = model_and_provider(json, headers)?;
     let stream = match json.get("stream") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(stream)) => *stream,
@@ -107,6 +98,31 @@ pub(super) fn route_request<'a>(
         .get("tools")
         .and_then(Value::as_array)
         .is_some_and(|t| !t.is_empty());
+    Ok(RouteRequest {
+        model,
+        provider,
+        stream,
+        tools,
+        embeddings: false,
+    })
+}
+
+/// The model a body names and the provider the `x-dgidgi-provider` header narrows to, as every
+/// front door reads them (and notes the model in the request log).
+pub(super) fn model_and_provider<'a>(
+    json: &'a Map<String, Value>,
+    headers: &'a HeaderMap,
+) -> Result<(Option<&'a str>, Option<&'a str>), ApiError> {
+    let model = match json.get("model") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(model)) if model.len() > MAX_MODEL_NAME_BYTES => {
+            return Err(ApiError::bad_request(format!(
+                "'model' is longer than {MAX_MODEL_NAME_BYTES} bytes"
+            )));
+        }
+        Some(Value::String(model)) => Some(model.as_str()),
+        Some(_) => return Err(ApiError::bad_request("'model' must be a string")),
+    };
     let provider = match headers.get(PROVIDER_HEADER).map(|v| v.to_str()) {
         None => None,
         Some(Ok(name)) => Some(name),
@@ -116,12 +132,10 @@ pub(super) fn route_request<'a>(
             ));
         }
     };
-    Ok(RouteRequest {
-        model,
-        provider,
-        stream,
-        tools,
-    })
+    if let Some(model) = model {
+        super::access_log::note(|entry| entry.model = Some(super::access_log::clipped(model)));
+    }
+    Ok((model, provider))
 }
 
 /// A request of either front door, authenticated and parsed.
@@ -202,9 +216,6 @@ pub async fn route_and_serve(
         sent,
     } = request;
     let routing = route_request(&json, &headers)?;
-    if let Some(model) = routing.model {
-        super::access_log::note(|entry| entry.model = Some(super::access_log::clipped(model)));
-    }
     let stream = routing.stream;
     let mut planned = plan(&snapshot.config, tenant, &routing, rand::random())?;
     prefer_healthy(&mut planned.attempts, |id| snapshot.health.is_unhealthy(id));
@@ -241,10 +252,7 @@ pub async fn handle(
     gateway: Arc<Gateway>,
     request: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, ApiError> {
-    let snapshot = gateway
-        .snapshot
-        .load_full()
-        .ok_or_else(ApiError::not_ready)?;
+    let snapshot = gateway.active()?;
     let request = parse_request(&gateway, &snapshot, request).await?;
     route_and_serve(&gateway, &snapshot, request, Format::OpenAi).await
 }

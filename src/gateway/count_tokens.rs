@@ -46,15 +46,9 @@ pub async fn handle(
     gateway: Arc<Gateway>,
     request: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, ApiError> {
-    let snapshot = gateway
-        .snapshot
-        .load_full()
-        .ok_or_else(ApiError::not_ready)?;
+    let snapshot = gateway.active()?;
     let request = parse_request(&gateway, &snapshot, request).await?;
     let routing = route_request(&request.json, &request.headers)?;
-    if let Some(model) = routing.model {
-        super::access_log::note(|entry| entry.model = Some(super::access_log::clipped(model)));
-    }
     let mut planned = plan(&snapshot.config, request.tenant, &routing, rand::random())?;
     prefer_healthy(&mut planned.attempts, |id| snapshot.health.is_unhealthy(id));
     gateway

@@ -21,10 +21,7 @@ pub async fn handle(
     gateway: Arc<Gateway>,
     request: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, ApiError> {
-    let snapshot = gateway
-        .snapshot
-        .load_full()
-        .ok_or_else(ApiError::not_ready)?;
+    let snapshot = gateway.active()?;
     let request = parse_request(&gateway, &snapshot, request).await?;
     // Anthropic requires max_tokens; checking it here gives the same answer whatever serves.
     match request.json.get("max_tokens") {

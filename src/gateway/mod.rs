@@ -13,6 +13,7 @@ pub mod connection;
 pub mod cors;
 pub mod count_tokens;
 pub mod egress;
+pub mod embeddings;
 pub mod error;
 pub mod forwarded;
 pub mod health;
@@ -199,6 +200,14 @@ impl Gateway {
             answer_buffers: answer_buffers::AnswerBuffers::new(answer_buffers::DEFAULT_TOTAL_BYTES),
             access_log,
         }))
+    }
+
+    /// The config in force, for a request to keep while it runs (503 `not_ready` before the
+    /// first one loaded).
+    pub fn active(&self) -> Result<Arc<Active>, error::ApiError> {
+        self.snapshot
+            .load_full()
+            .ok_or_else(error::ApiError::not_ready)
     }
 
     /// Swaps in a new config.

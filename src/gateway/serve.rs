@@ -36,7 +36,7 @@ use crate::providers::{ProviderKind, mock};
 use crate::routing::plan::{Attempt, Plan, Upstream};
 
 /// The largest non-streamed answer read from a provider.
-const MAX_ANSWER_BYTES: usize = 32 * 1024 * 1024;
+pub(super) const MAX_ANSWER_BYTES: usize = 32 * 1024 * 1024;
 
 /// `max_tokens` for an Anthropic model when neither the client nor the catalog gives one.
 const DEFAULT_MAX_TOKENS: u64 = 4096;
@@ -490,7 +490,7 @@ fn describe(attempt: &Attempt<'_>) -> String {
 /// The error for a plan that found no answer: 404 when every provider said it does not know the
 /// model; 400 when no target could express the request; otherwise the most telling failure (a
 /// real upstream failure over "not supported").
-fn final_error(failures: &[Failure], model: &str) -> ApiError {
+pub(super) fn final_error(failures: &[Failure], model: &str) -> ApiError {
     if !failures.is_empty() && failures.iter().all(|f| *f == Failure::ModelNotFound) {
         return ApiError::from(crate::routing::plan::RouteError::UnknownModel(
             model.to_owned(),

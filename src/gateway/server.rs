@@ -23,7 +23,7 @@ use super::Gateway;
 use super::body::ResponseBody;
 use super::connection::Tracked;
 use super::error::ApiError;
-use super::{access_log, chat, count_tokens, messages, models};
+use super::{access_log, chat, count_tokens, embeddings, messages, models};
 use crate::formats::Format;
 
 /// Largest number of request headers accepted (431 beyond).
@@ -55,7 +55,10 @@ pub fn error_response_in(error: &ApiError, format: Format) -> Response<ResponseB
 /// The API's paths and the methods each takes (the `Allow` of a 405 or a preflight).
 fn allowed_methods(path: &str) -> Option<&'static str> {
     match path {
-        "/v1/chat/completions" | "/v1/messages" | "/v1/messages/count_tokens" => Some("POST"),
+        "/v1/chat/completions"
+        | "/v1/messages"
+        | "/v1/messages/count_tokens"
+        | "/v1/embeddings" => Some("POST"),
         "/v1/models" => Some("GET"),
         _ if path.starts_with("/v1/models/") => Some("GET"),
         _ => None,
@@ -113,6 +116,7 @@ async fn route(
         (&Method::POST, "/v1/messages/count_tokens") => {
             count_tokens::handle(gateway, request).await
         }
+        (&Method::POST, "/v1/embeddings") => embeddings::handle(gateway, request).await,
         (&Method::GET, "/v1/models") => list_models(&gateway, &request, format),
         (&Method::GET, path) if path.starts_with("/v1/models/") => {
             retrieve_model(&gateway, &request, &path["/v1/models/".len()..], format)
@@ -198,10 +202,7 @@ fn for_tenant(
         &crate::config::TenantConfig,
     ) -> Result<Response<ResponseBody>, ApiError>,
 ) -> Result<Response<ResponseBody>, ApiError> {
-    let snapshot = gateway
-        .snapshot
-        .load_full()
-        .ok_or_else(ApiError::not_ready)?;
+    let snapshot = gateway.active()?;
     let tenant = chat::authenticate(&snapshot, request.headers())?;
     access_log::note(|entry| entry.tenant = Some(tenant.id.clone()));
     answer(&snapshot, tenant)

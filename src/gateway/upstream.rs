@@ -308,6 +308,26 @@ pub fn chat_url(provider: &ProviderConfig, model: &str, stream: bool) -> Option<
     Some(format!("{base}{path}"))
 }
 
+/// The embeddings URL of a provider in its own format: OpenAI-format types serve it beside
+/// their chat path (`.../embeddings`), Gemini per model (`:batchEmbedContents`), Cohere at
+/// `/v2/embed`; Anthropic has none.
+pub fn embeddings_url(provider: &ProviderConfig, model: &str) -> Option<String> {
+    let base = provider.base_url.as_deref()?.trim_end_matches('/');
+    match Format::of(provider.kind) {
+        Format::OpenAi => {
+            let chat = provider.kind.defaults().chat_path?;
+            let path = chat.strip_suffix("chat/completions")?;
+            Some(format!("{base}{path}embeddings"))
+        }
+        Format::Gemini => {
+            let model = url::form_urlencoded::byte_serialize(model.as_bytes()).collect::<String>();
+            Some(format!("{base}/models/{model}:batchEmbedContents"))
+        }
+        Format::Cohere => Some(format!("{base}/v2/embed")),
+        Format::Anthropic => None,
+    }
+}
+
 /// The chat completions URL of a cli endpoint (Ollama's OpenAI-compatible API).
 pub fn cli_chat_url(endpoint: &str) -> String {
     format!("{}/v1/chat/completions", endpoint.trim_end_matches('/'))

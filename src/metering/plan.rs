@@ -210,7 +210,8 @@ pub fn output_cap(
 /// A flexible amount (see [`Flex`]), when it is one the stores can compute exactly.
 fn flex(fixed: u128, per_output: u128, scale: u64, ask: u64) -> Option<Flex> {
     let at_ask = fixed.checked_add(per_output.checked_mul(u128::from(ask))?)?;
-    (per_output > 0 && at_ask < u128::from(FLEX_MAX)).then(|| Flex {
+    // Nothing to shorten when no output is asked for (embeddings).
+    (per_output > 0 && ask > 0 && at_ask < u128::from(FLEX_MAX)).then(|| Flex {
         fixed: u64::try_from(fixed).unwrap_or(u64::MAX),
         per_output: u64::try_from(per_output).unwrap_or(u64::MAX),
         scale,
@@ -543,6 +544,7 @@ mod tests {
 
     fn model(max_output: Option<u32>, input: u64, output: u64) -> ModelConfig {
         ModelConfig {
+            embedding: false,
             name: "m".into(),
             aliases: Vec::new(),
             streaming: true,
@@ -605,6 +607,7 @@ mod tests {
     #[test]
     fn an_unlisted_models_maximum_is_always_written_into_a_request_without_a_limit() {
         let model = |name: &str| ModelConfig {
+            embedding: false,
             name: name.into(),
             aliases: Vec::new(),
             streaming: true,

@@ -25,6 +25,8 @@ pub struct CatalogModel {
     pub output_per_million: f64,
     /// Dearer rates for a request whose prompt is long (see [`LongContext`]).
     pub long_context: Option<LongContext>,
+    /// An embedding model (served on `/v1/embeddings` only).
+    pub embedding: bool,
 }
 
 /// The rates of a request whose input exceeds `above_input_tokens`, for all its tokens.
@@ -73,6 +75,27 @@ const fn model(
         input_per_million,
         output_per_million,
         long_context: None,
+        embedding: false,
+    }
+}
+
+/// An embedding model: input tokens only, no output.
+const fn embedding(
+    name: &'static str,
+    context_window: u32,
+    input_per_million: f64,
+) -> CatalogModel {
+    CatalogModel {
+        name,
+        aliases: &[],
+        context_window,
+        max_output_tokens: 0,
+        streaming: false,
+        function_calling: false,
+        input_per_million,
+        output_per_million: 0.0,
+        long_context: None,
+        embedding: true,
     }
 }
 
@@ -125,6 +148,8 @@ static OPENAI: ProviderDefaults = ProviderDefaults {
         model("gpt-4o-mini", &[], 128_000, 16_384, true, 0.15, 0.6),
         model("o3", &[], 200_000, 100_000, true, 2.0, 8.0),
         model("o4-mini", &[], 200_000, 100_000, true, 1.1, 4.4),
+        embedding("text-embedding-3-small", 8_191, 0.02),
+        embedding("text-embedding-3-large", 8_191, 0.13),
     ],
 };
 
@@ -237,6 +262,7 @@ static GEMINI: ProviderDefaults = ProviderDefaults {
             2.0,
             12.0,
         ),
+        embedding("gemini-embedding-001", 2_048, 0.15),
     ],
 };
 
@@ -294,6 +320,7 @@ static MISTRAL: ProviderDefaults = ProviderDefaults {
         ),
         model("mistral-small-latest", &[], 131_072, 32_768, true, 0.1, 0.3),
         model("codestral-latest", &[], 256_000, 32_768, true, 0.3, 0.9),
+        embedding("mistral-embed", 8_192, 0.1),
     ],
 };
 
@@ -338,6 +365,7 @@ static COHERE: ProviderDefaults = ProviderDefaults {
             0.15,
             0.6,
         ),
+        embedding("embed-v4.0", 128_000, 0.12),
     ],
 };
 

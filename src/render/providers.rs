@@ -365,6 +365,7 @@ fn unlisted(spec: &LlmProviderSpec) -> Result<Option<ModelConfig>, Refusal> {
         ));
     };
     Ok(Some(ModelConfig {
+        embedding: false,
         name: UNLISTED_MODEL.to_owned(),
         aliases: Vec::new(),
         streaming: true,
@@ -380,6 +381,7 @@ fn model_from_spec(spec: &ModelSpec) -> Result<ModelConfig, Refusal> {
     aliases.sort();
     aliases.dedup();
     Ok(ModelConfig {
+        embedding: spec.embedding,
         name: spec.name.clone(),
         aliases,
         streaming: spec.streaming,
@@ -394,6 +396,7 @@ fn model_from_catalog(model: &crate::providers::catalog::CatalogModel) -> ModelC
     let mut aliases: Vec<String> = model.aliases.iter().map(|a| (*a).to_owned()).collect();
     aliases.sort();
     ModelConfig {
+        embedding: model.embedding,
         name: model.name.to_owned(),
         aliases,
         streaming: model.streaming,

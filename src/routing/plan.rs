@@ -5,6 +5,7 @@
 
 use crate::config::{
     CliConfig, CompiledRule, GatewayConfig, ProviderConfig, RetryConfig, Scope, TenantConfig,
+    UNLISTED_MODEL,
 };
 use crate::crd::Source;
 
@@ -21,6 +22,9 @@ pub struct RouteRequest<'a> {
     pub stream: bool,
     /// Whether the request carries tools.
     pub tools: bool,
+    /// Whether it asks for embeddings (served by embedding models only, which serve nothing
+    /// else).
+    pub embeddings: bool,
 }
 
 /// Where one attempt goes.
@@ -253,23 +257,36 @@ fn plan_in_pool<'a>(
     if attempts.is_empty() {
         return Err(RouteError::UnknownModel(model.to_owned()));
     }
-    // (streams, tools) an attempt supports; open catalogs are assumed capable (the upstream decides).
-    let supports = |a: &Attempt<'a>| -> (bool, bool) {
+    // (streams, tools) an attempt supports, and what it serves (chat, embeddings, or both for a
+    // model the provider does not describe); open catalogs are assumed capable (the upstream
+    // decides).
+    let supports = |a: &Attempt<'a>| -> (bool, bool, Serves) {
         let Upstream::Provider(provider) = a.upstream else {
-            return (true, true);
+            return (true, true, Serves::Chat);
         };
         match provider.model(&a.model) {
-            Some(entry) => (entry.streaming, entry.function_calling),
-            None => (provider.open_catalog, provider.open_catalog),
+            Some(entry) if entry.name == UNLISTED_MODEL => (true, true, Serves::Either),
+            Some(entry) if entry.embedding => (false, false, Serves::Embeddings),
+            Some(entry) => (entry.streaming, entry.function_calling, Serves::Chat),
+            None => (provider.open_catalog, provider.open_catalog, Serves::Either),
         }
     };
     let any_streams = attempts.iter().any(|a| supports(a).0);
+    let any_kind = attempts
+        .iter()
+        .any(|a| supports(a).2.serves(request.embeddings));
     attempts.retain(|a| {
-        let (streams, tools) = supports(a);
-        (!request.stream || streams) && (!request.tools || tools)
+        let (streams, tools, serves) = supports(a);
+        serves.serves(request.embeddings)
+            && (!request.stream || streams)
+            && (!request.tools || tools)
     });
     if attempts.is_empty() {
-        let capability = if request.stream && !any_streams {
+        let capability = if !any_kind && request.embeddings {
+            "embeddings"
+        } else if !any_kind {
+            "chat"
+        } else if request.stream && !any_streams {
             "streaming"
         } else {
             "tools"
@@ -280,6 +297,25 @@ fn plan_in_pool<'a>(
         });
     }
     Ok((attempts, retry, timeout_ms))
+}
+
+/// What a model serves.
+#[derive(Clone, Copy)]
+enum Serves {
+    Chat,
+    Embeddings,
+    /// Not described (an open catalog, an unlisted model): the upstream decides.
+    Either,
+}
+
+impl Serves {
+    fn serves(self, embeddings: bool) -> bool {
+        match self {
+            Self::Chat => !embeddings,
+            Self::Embeddings => embeddings,
+            Self::Either => true,
+        }
+    }
 }
 
 /// Adds an attempt unless the same provider/model pair is already planned.

@@ -109,7 +109,13 @@ async fn serve(mut stream: TcpStream, log: Log) {
         return;
     };
     log.lock().unwrap().push(seen.clone());
-    let reply = if seen.path.starts_with("/v1/messages") {
+    let reply = if seen.path.ends_with(":batchEmbedContents") {
+        gemini_embed(&seen)
+    } else if seen.path.starts_with("/v2/embed") {
+        cohere_embed(&seen)
+    } else if seen.path.ends_with("/embeddings") {
+        openai_embed(&seen)
+    } else if seen.path.starts_with("/v1/messages") {
         anthropic(&seen)
     } else if seen.path.starts_with("/v1beta/models/") {
         gemini(&seen)
@@ -161,6 +167,122 @@ fn model_of(seen: &Seen) -> String {
 
 fn wants_stream(seen: &Seen) -> bool {
     seen.body["stream"] == Value::Bool(true)
+}
+
+// --- Embeddings -----------------------------------------------------------------------------
+
+/// The fakes' embedding of a text: `dimensions` values that say which text it was (its length)
+/// and where they stand, all exact in `f32` (so OpenAI's base64 packing can be checked).
+pub fn fake_vector(text: &str, dimensions: u64) -> Vec<f64> {
+    (0..dimensions)
+        .map(|i| (text.len() as f64 + i as f64) * 0.25)
+        .collect()
+}
+
+/// A token count for the fakes' usage: one per word.
+fn words(texts: &[&str]) -> u64 {
+    texts
+        .iter()
+        .map(|t| t.split_whitespace().count() as u64)
+        .sum()
+}
+
+/// OpenAI's `POST /v1/embeddings`: floats or base64 (little-endian f32), usage in tokens.
+fn openai_embed(seen: &Seen) -> Reply {
+    if seen.headers.get("authorization").map(String::as_str) != Some(&format!("Bearer {KEY}")) {
+        return Reply::Json(
+            401,
+            json!({"error": {"message": "bad key", "type": "invalid_request_error", "param": null, "code": "invalid_api_key"}}),
+        );
+    }
+    let texts: Vec<&str> = match &seen.body["input"] {
+        Value::String(text) => vec![text.as_str()],
+        Value::Array(items) => items.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    };
+    if texts.is_empty() {
+        return Reply::Json(
+            400,
+            json!({"error": {"message": "'input' is required", "type": "invalid_request_error", "param": "input", "code": null}}),
+        );
+    }
+    let dimensions = seen.body["dimensions"].as_u64().unwrap_or(4);
+    let base64 = seen.body["encoding_format"] == "base64";
+    let data: Vec<Value> = texts
+        .iter()
+        .enumerate()
+        .map(|(index, text)| {
+            let vector = fake_vector(text, dimensions);
+            let embedding = if base64 {
+                use base64::Engine as _;
+                let packed: Vec<u8> = vector
+                    .iter()
+                    .flat_map(|v| (*v as f32).to_le_bytes())
+                    .collect();
+                json!(base64::engine::general_purpose::STANDARD.encode(packed))
+            } else {
+                json!(vector)
+            };
+            json!({"object": "embedding", "index": index, "embedding": embedding})
+        })
+        .collect();
+    let tokens = words(&texts);
+    Reply::Json(
+        200,
+        json!({"object": "list", "data": data, "model": model_of(seen),
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}),
+    )
+}
+
+/// Gemini's `models/{model}:batchEmbedContents`: one request per text, no usage reported.
+fn gemini_embed(seen: &Seen) -> Reply {
+    if seen.headers.get("x-goog-api-key").map(String::as_str) != Some(KEY) {
+        return Reply::Json(
+            403,
+            json!({"error": {"code": 403, "message": "API key not valid", "status": "PERMISSION_DENIED"}}),
+        );
+    }
+    let Some(requests) = seen.body["requests"].as_array().filter(|r| !r.is_empty()) else {
+        return Reply::Json(
+            400,
+            json!({"error": {"code": 400, "message": "requests is required", "status": "INVALID_ARGUMENT"}}),
+        );
+    };
+    let embeddings: Vec<Value> = requests
+        .iter()
+        .map(|request| {
+            let text = request["content"]["parts"][0]["text"]
+                .as_str()
+                .unwrap_or_default();
+            let dimensions = request["outputDimensionality"].as_u64().unwrap_or(4);
+            json!({"values": fake_vector(text, dimensions)})
+        })
+        .collect();
+    Reply::Json(200, json!({"embeddings": embeddings}))
+}
+
+/// Cohere's `POST /v2/embed`: `input_type` and `embedding_types` required, usage in billed units.
+fn cohere_embed(seen: &Seen) -> Reply {
+    if seen.headers.get("authorization").map(String::as_str) != Some(&format!("Bearer {KEY}")) {
+        return Reply::Json(401, json!({"message": "invalid api token"}));
+    }
+    if !seen.body["input_type"].is_string() {
+        return Reply::Json(
+            400,
+            json!({"message": "input_type is required for embed v2"}),
+        );
+    }
+    let texts: Vec<&str> = seen.body["texts"]
+        .as_array()
+        .map(|t| t.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let dimensions = seen.body["output_dimension"].as_u64().unwrap_or(4);
+    let vectors: Vec<Vec<f64>> = texts.iter().map(|t| fake_vector(t, dimensions)).collect();
+    Reply::Json(
+        200,
+        json!({"id": "embed-fake-1", "embeddings": {"float": vectors}, "texts": texts,
+        "meta": {"api_version": {"version": "2"}, "billed_units": {"input_tokens": words(&texts)}}}),
+    )
 }
 
 // --- Structured output ----------------------------------------------------------------------
@@ -867,14 +989,19 @@ pub fn providers_yaml(upstream: SocketAddr) -> String {
             "gemini",
             "gemini",
             "/v1beta",
-            &["gemini-fake", "gemini-midfail", "gemini-reset"],
+            &["gemini-fake", "gemini-midfail", "gemini-reset", "gemini-embed-fake, embedding: true"],
         ),
-        provider("cohere", "cohere", "", &["command-fake", "command-reset"]),
+        provider(
+            "cohere",
+            "cohere",
+            "",
+            &["command-fake", "command-reset", "embed-fake, embedding: true"],
+        ),
         provider(
             "openai-fake",
             "openai-compatible",
             "/v1",
-            &["gpt-fake", "gpt-reset"],
+            &["gpt-fake", "gpt-reset", "text-embed-fake, embedding: true"],
         ),
         // An enterprise namespace with room enough that limits never decide these tests.
         "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: team-acme\n  labels: {llm.dgidgi.io/tier: enterprise}\n  annotations: {llm.dgidgi.io/requests-per-minute: \"100000\", llm.dgidgi.io/tokens-per-day: \"1000000000\", llm.dgidgi.io/concurrent: \"1000\"}\n---\n".to_owned(),

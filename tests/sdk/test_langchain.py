@@ -65,3 +65,20 @@ def test_chat_anthropic_json_schema_method(model):
 def test_chat_openai_streams(model):
     text = "".join(chunk.content for chunk in chat_openai(model).stream("stream please"))
     assert text == "echo: stream please"
+
+
+@pytest.mark.parametrize(
+    "model", ["openai-fake/text-embed-fake", "gemini/gemini-embed-fake", "cohere/embed-fake"]
+)
+def test_openai_embeddings(model):
+    from langchain_openai import OpenAIEmbeddings
+
+    # check_embedding_ctx_length=False: LangChain would otherwise tokenize with tiktoken, which
+    # downloads its encodings (and the gateway routes by name, not by OpenAI's tokenizer).
+    embeddings = OpenAIEmbeddings(
+        model=model, base_url=BASE_URL + "/v1", api_key=KEY, dimensions=3,
+        check_embedding_ctx_length=False, max_retries=0,
+    )
+    vectors = embeddings.embed_documents(["alpha", "beta gamma"])
+    assert vectors[1] == [(10 + i) * 0.25 for i in range(3)]
+    assert embeddings.embed_query("alpha") == [(5 + i) * 0.25 for i in range(3)]

@@ -257,3 +257,32 @@ def test_anthropic_models_list_pages(claude):
     assert "claude-fake" in ids and "gpt-fake" in ids
     assert len(ids) == len(set(ids)) > 2
     assert claude.models.retrieve("claude-fake").type == "model"
+
+
+# --- Embeddings -------------------------------------------------------------------------
+
+EMBEDDING_MODELS = ["openai-fake/text-embed-fake", "gemini/gemini-embed-fake", "cohere/embed-fake"]
+
+
+def fake_vector(text, dimensions):
+    """What the fakes answer for a text (tests/common/fake_providers.rs `fake_vector`)."""
+    return [(len(text) + i) * 0.25 for i in range(dimensions)]
+
+
+@pytest.mark.parametrize("model", EMBEDDING_MODELS)
+@pytest.mark.parametrize("encoding", ["float", "base64", None])
+def test_openai_embeddings(gpt, model, encoding):
+    # Without encoding_format the SDK asks for base64 and decodes it itself.
+    extra = {} if encoding is None else {"encoding_format": encoding}
+    result = gpt.embeddings.create(model=model, input=["alpha beta", "gamma"], dimensions=3, **extra)
+    if encoding == "base64":
+        import base64
+        import struct
+
+        packed = base64.b64decode(result.data[1].embedding)
+        vector = list(struct.unpack("<3f", packed))
+    else:
+        vector = result.data[1].embedding
+    assert vector == fake_vector("gamma", 3)
+    assert [d.index for d in result.data] == [0, 1]
+    assert result.usage.prompt_tokens > 0

@@ -1,0 +1,243 @@
+//! `POST /v1/embeddings` in OpenAI's format, before OpenAI-format providers (the request as
+//! sent), Gemini and Cohere (translated, [`crate::formats::embeddings`]). The same
+//! authentication, routing, fallback, limits and reserve-then-settle as chat: an embedding is
+//! input tokens only, reserved at the body's estimate and settled at what the provider reports
+//! (Gemini reports nothing: the estimate stands, and the ledger marks it estimated-by-gateway).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::{Request, Response};
+use serde_json::{Map, Value};
+
+use super::Gateway;
+use super::answer_buffers::hold;
+use super::body::{ResponseBody, upstream_body};
+use super::chat::{model_and_provider, parse_request};
+use super::completion::Meter;
+use super::error::ApiError;
+use super::forwarded::{ClientHeaders, copy_provider_headers};
+use super::metered;
+use super::serve::{MAX_ANSWER_BYTES, Served, final_error, send_to_provider};
+use super::upstream::{Failure, Outcome, ReadError, embeddings_url, read_bounded};
+use crate::config::{ProviderConfig, Scope};
+use crate::formats::{Format, SentBody};
+use crate::formats::{FormatError, embeddings, estimate};
+use crate::metering::plan::RequestSize;
+use crate::routing::plan::{RouteRequest, Upstream, plan, prefer_healthy};
+use crate::usage::Usage;
+
+/// Header choosing Cohere's `input_type` (`search_document`, `search_query`, `classification`,
+/// `clustering`); [`embeddings::DEFAULT_COHERE_INPUT_TYPE`] without it.
+pub const COHERE_INPUT_TYPE_HEADER: &str = "x-dgidgi-cohere-input-type";
+
+/// Handles one embeddings request.
+pub async fn handle(
+    gateway: Arc<Gateway>,
+    request: Request<Incoming>,
+) -> Result<Response<ResponseBody>, ApiError> {
+    let snapshot = gateway.active()?;
+    let request = parse_request(&gateway, &snapshot, request).await?;
+    let (model, provider) = model_and_provider(&request.json, &request.headers)?;
+    embeddings::check(&request.json).map_err(|error| ApiError::bad_request(error.to_string()))?;
+    let routing = RouteRequest {
+        model,
+        provider,
+        stream: false,
+        tools: false,
+        embeddings: true,
+    };
+    let mut planned = plan(&snapshot.config, request.tenant, &routing, rand::random())?;
+    prefer_healthy(&mut planned.attempts, |id| snapshot.health.is_unhealthy(id));
+    // Input only: the reservation is the body's estimate, no output.
+    let size = RequestSize {
+        body_bytes: request.sent.bytes().len(),
+        max_output_tokens: Some(0),
+        choices: 1,
+    };
+    let ticket = metered::admit(&gateway, request.tenant, &planned, size).await?;
+    let guard = metered::SettleOnDrop::new(&gateway, ticket);
+    let input_type = request
+        .headers
+        .get(COHERE_INPUT_TYPE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or(embeddings::DEFAULT_COHERE_INPUT_TYPE)
+        .to_owned();
+    let headers = ClientHeaders::from_request(&request.headers);
+    let mut failures = Vec::new();
+    for (index, attempt) in planned.attempts.iter().enumerate() {
+        let Upstream::Provider(provider) = attempt.upstream else {
+            failures.push(Failure::Inexpressible(
+                "a cli endpoint serves no embeddings".into(),
+            ));
+            continue;
+        };
+        let target = Target {
+            provider,
+            model: &attempt.model,
+            input_type: &input_type,
+        };
+        let body = match target.body(&request.json, &request.sent) {
+            Ok(body) => body,
+            Err(FormatError::Invalid(message)) => return Err(ApiError::bad_request(message)),
+            Err(error) => {
+                failures.push(Failure::Inexpressible(error.to_string()));
+                continue;
+            }
+        };
+        let Some(url) = embeddings_url(provider, &attempt.model) else {
+            failures.push(Failure::Inexpressible(format!(
+                "{} models serve no embeddings",
+                provider.kind
+            )));
+            continue;
+        };
+        let outcome = send_to_provider(
+            &gateway,
+            &snapshot,
+            provider,
+            &attempt.model,
+            &url,
+            &headers,
+            &body,
+        )
+        .await;
+        let response = match outcome {
+            Outcome::Relay(response) => response,
+            Outcome::Failed(failure) => {
+                if failure.retry_class().is_some() {
+                    snapshot.health.record_failure(&provider.id);
+                }
+                failures.push(failure);
+                continue;
+            }
+            Outcome::Local { .. } => continue,
+        };
+        let (parts, incoming) = response.into_parts();
+        let read = read_bounded(
+            upstream_body(incoming),
+            MAX_ANSWER_BYTES,
+            Some(&gateway.answer_buffers),
+        )
+        .await;
+        let (answer, room) = match read {
+            Ok(read) => read,
+            Err(ReadError::NoRoom) => {
+                failures.push(Failure::NoRoom);
+                break;
+            }
+            Err(_) => {
+                failures.push(Failure::Connect);
+                continue;
+            }
+        };
+        let (out, usage) = if parts.status.is_success() {
+            match target.answer(&answer, &request.json) {
+                Ok(translated) => translated,
+                Err(error) => {
+                    failures.push(Failure::BadAnswer(error.to_string()));
+                    continue;
+                }
+            }
+        } else {
+            // The provider's own refusal of the request (a 4xx), in OpenAI's shape.
+            let message = crate::formats::error_message(&answer)
+                .unwrap_or_else(|| format!("the provider refused the request ({})", parts.status));
+            let body = crate::formats::error_body(
+                Format::OpenAi,
+                parts.status.as_u16(),
+                "invalid_request_error",
+                "upstream_error",
+                &message,
+            );
+            (Bytes::from(body), None)
+        };
+        snapshot.health.record_success(&provider.id);
+        let (mut meter, completion) = Meter::new(parts.status.as_u16());
+        meter.set_usage(usage);
+        let mut response = Response::new(ResponseBody::metered(hold(out, room), meter));
+        *response.status_mut() = parts.status;
+        response
+            .headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let platform = provider.scope == Scope::Platform;
+        copy_provider_headers(&parts.headers, response.headers_mut(), platform);
+        let served = Served {
+            response,
+            completion,
+            provider: provider.id.clone(),
+            model: attempt.model.clone(),
+            fallback: index,
+            source: planned.source,
+            quota: None,
+        };
+        return metered::finish(&gateway, &snapshot, guard, Ok(served)).await;
+    }
+    let error = final_error(&failures, &planned.requested_model);
+    metered::finish(&gateway, &snapshot, guard, Err(error)).await
+}
+
+/// One attempt's upstream: how its body is written and its answer read.
+struct Target<'a> {
+    provider: &'a ProviderConfig,
+    model: &'a str,
+    input_type: &'a str,
+}
+
+impl Target<'_> {
+    fn format(&self) -> Format {
+        Format::of(self.provider.kind)
+    }
+
+    /// The request in the upstream's format: as sent (model aside) to an OpenAI-format one.
+    fn body(&self, request: &Map<String, Value>, sent: &SentBody) -> Result<Bytes, FormatError> {
+        let translated = match self.format() {
+            Format::OpenAi => {
+                let model = Value::String(self.model.to_owned());
+                let body = sent.write_edited(request, &["model"], |json| {
+                    json.insert("model".into(), model);
+                });
+                return Ok(Bytes::from(body));
+            }
+            Format::Gemini => embeddings::request_to_gemini(request, self.model)?,
+            Format::Cohere => embeddings::request_to_cohere(request, self.model, self.input_type)?,
+            Format::Anthropic => {
+                return Err(FormatError::Unsupported(
+                    "Anthropic models serve no embeddings".into(),
+                ));
+            }
+        };
+        serde_json::to_vec(&translated)
+            .map(Bytes::from)
+            .map_err(|_| FormatError::Invalid("the request could not be written".into()))
+    }
+
+    /// The answer in OpenAI's format, with the usage it reported (or the estimate).
+    fn answer(
+        &self,
+        answer: &Bytes,
+        request: &Map<String, Value>,
+    ) -> Result<(Bytes, Option<Usage>), FormatError> {
+        let estimated = || {
+            embeddings::texts(request)
+                .map(|texts| texts.iter().map(|t| estimate::text_tokens(t)).sum())
+                .unwrap_or(0)
+        };
+        match self.format() {
+            Format::OpenAi => Ok((answer.clone(), embeddings::usage_from_openai(answer))),
+            Format::Gemini => {
+                embeddings::response_from_gemini(answer, request, self.model, estimated())
+                    .map(|(out, usage)| (Bytes::from(out), Some(usage)))
+            }
+            Format::Cohere => {
+                embeddings::response_from_cohere(answer, request, self.model, estimated())
+                    .map(|(out, usage)| (Bytes::from(out), Some(usage)))
+            }
+            Format::Anthropic => Err(FormatError::Unsupported(
+                "Anthropic models serve no embeddings".into(),
+            )),
+        }
+    }
+}
