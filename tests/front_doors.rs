@@ -580,3 +580,34 @@ async fn embeddings_reach_every_format_and_are_metered_as_input() {
     assert_eq!(by("dgidgi-system/gemini")["output_tokens"], 0);
     gateway.running.shutdown().await;
 }
+
+/// Embeddings are limited like chat: the tenant's requests per minute and tokens per day.
+#[tokio::test]
+async fn embeddings_are_limited_like_chat() {
+    let (upstream, _log) = fake_providers::start().await;
+    let yaml = fake_providers::providers_yaml(upstream)
+        .replace(
+            r#"llm.dgidgi.io/requests-per-minute: "100000""#,
+            r#"llm.dgidgi.io/requests-per-minute: "3""#,
+        )
+        .replace(
+            r#"llm.dgidgi.io/tokens-per-day: "1000000000""#,
+            r#"llm.dgidgi.io/tokens-per-day: "2000""#,
+        );
+    assert!(yaml.contains(r#"requests-per-minute: "3""#));
+    let gateway = InProcess::start(&yaml, Settings::default()).await;
+    // A body of ~12 KB is estimated at ~3,000 tokens: more than the day's 2,000.
+    let big = json!({"model": "openai-fake/text-embed-fake", "input": "word ".repeat(2_400)});
+    let (status, _, body) = post(&gateway, "/v1/embeddings", &[], &big).await;
+    assert_eq!(status, 429, "{body}");
+    // A refused request takes no place in the minute's window: three more fit.
+    let small = json!({"model": "openai-fake/text-embed-fake", "input": "hello"});
+    for _ in 0..3 {
+        let (status, _, body) = post(&gateway, "/v1/embeddings", &[], &small).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, headers, body) = post(&gateway, "/v1/embeddings", &[], &small).await;
+    assert_eq!(status, 429, "{body}");
+    assert!(header(&headers, "retry-after").is_some());
+    gateway.running.shutdown().await;
+}

@@ -94,26 +94,40 @@ pub async fn handle(
             )));
             continue;
         };
-        let outcome = send_to_provider(
-            &gateway,
-            &snapshot,
-            provider,
-            &attempt.model,
-            &url,
-            &headers,
-            &body,
-        )
-        .await;
+        // The provider key's own quota, as for chat: a full one skips the target.
+        let quota = match (&provider.limits, guard.get()) {
+            (Some(limits), Some(ticket)) => {
+                match gateway
+                    .meter
+                    .admit_provider(&provider.id, limits, ticket)
+                    .await
+                {
+                    Ok(quota) => Some(metered::SettleOnDrop::new(&gateway, quota)),
+                    Err(_) => {
+                        failures.push(Failure::QuotaFull);
+                        continue;
+                    }
+                }
+            }
+            _ => None,
+        };
+        let model = &attempt.model;
+        let outcome =
+            send_to_provider(&gateway, &snapshot, provider, model, &url, &headers, &body).await;
         let response = match outcome {
             Outcome::Relay(response) => response,
-            Outcome::Failed(failure) => {
-                if failure.retry_class().is_some() {
-                    snapshot.health.record_failure(&provider.id);
+            failed => {
+                if let Some(quota) = quota {
+                    quota.release_now().await;
                 }
-                failures.push(failure);
+                if let Outcome::Failed(failure) = failed {
+                    if failure.retry_class().is_some() {
+                        snapshot.health.record_failure(&provider.id);
+                    }
+                    failures.push(failure);
+                }
                 continue;
             }
-            Outcome::Local { .. } => continue,
         };
         let (parts, incoming) = response.into_parts();
         let read = read_bounded(
@@ -125,8 +139,16 @@ pub async fn handle(
         let (answer, room) = match read {
             Ok(read) => read,
             Err(ReadError::NoRoom) => {
-                failures.push(Failure::NoRoom);
-                break;
+                // The provider answered (and bills): charged at the reservation, as for chat.
+                let error = ApiError {
+                    answered_by: Some(Box::new((provider.id.clone(), attempt.model.clone()))),
+                    ..ApiError::upstream(
+                        hyper::StatusCode::SERVICE_UNAVAILABLE,
+                        "gateway_busy",
+                        "the gateway holds its most of whole answers; try again shortly",
+                    )
+                };
+                return metered::finish(&gateway, &snapshot, guard, Err(error)).await;
             }
             Err(_) => {
                 failures.push(Failure::Connect);
@@ -171,7 +193,7 @@ pub async fn handle(
             model: attempt.model.clone(),
             fallback: index,
             source: planned.source,
-            quota: None,
+            quota,
         };
         return metered::finish(&gateway, &snapshot, guard, Ok(served)).await;
     }

@@ -1,13 +1,14 @@
 // The Vercel AI SDK, unchanged, against dgidgi in front of local fakes of each wire format:
-// its OpenAI provider (chat completions) and its Anthropic provider (Messages API), each to an
-// upstream of its own format and of another; text, streams, tools and structured output.
+// its OpenAI provider (chat completions, embeddings) and its Anthropic provider (Messages API),
+// each to an upstream of its own format and of another; text, streams, tools, structured output
+// and embeddings.
 // Run by tests/node_clients.rs with DGIDGI_BASE_URL and DGIDGI_KEY; exits non-zero on the
 // first failed check.
 
 import assert from 'node:assert/strict';
 import { createAnthropic } from '@ai-sdk/anthropic';
 import { createOpenAI } from '@ai-sdk/openai';
-import { generateText, jsonSchema, Output, stepCountIs, streamText, tool } from 'ai';
+import { embed, embedMany, generateText, jsonSchema, Output, stepCountIs, streamText, tool } from 'ai';
 
 const base = process.env.DGIDGI_BASE_URL;
 const apiKey = process.env.DGIDGI_KEY;
@@ -78,6 +79,18 @@ for (const name of ['openai → openai', 'openai → anthropic', 'openai → gem
   });
   assert.deepEqual(structured.output, { zeta: 'text', alpha: 7, middle: true }, name);
   checks += 1;
+}
+
+// Embeddings through the OpenAI provider, to an OpenAI-format upstream and translated to
+// Gemini's and Cohere's (the fakes answer (length + i) / 4 for each of a text's values).
+for (const id of ['openai-fake/text-embed-fake', 'gemini/gemini-embed-fake', 'cohere/embed-fake']) {
+  const model = openai.embedding(id);
+  const one = await embed({ model, value: 'alpha', maxRetries: 0 });
+  assert.deepEqual(one.embedding, [1.25, 1.5, 1.75, 2], id);
+  const many = await embedMany({ model, values: ['alpha', 'beta gamma'], maxRetries: 0 });
+  assert.deepEqual(many.embeddings[1], [2.5, 2.75, 3, 3.25], id);
+  assert.ok(many.usage.tokens > 0, id);
+  checks += 2;
 }
 
 console.log(`ai sdk: ${checks} checks passed`);
