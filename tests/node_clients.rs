@@ -4,7 +4,8 @@
 //! - Claude Code in headless mode (`claude -p`). A recording proxy between the agent and the
 //!   gateway keeps what the agent sent, so the test compares it with what reached the fake
 //!   upstream: `anthropic-version`, `anthropic-beta`, `max_tokens` and the whole body as sent,
-//!   and the agent's tool call carried out.
+//!   the agent's tool call carried out, and the token count it asks for before handing a large
+//!   file to the model answered by the provider.
 //! - The Vercel AI SDK (`tests/node/ai_sdk.mjs`): its OpenAI and Anthropic providers, text,
 //!   streams, the tool loop and structured output, each to several formats.
 //!
@@ -88,7 +89,9 @@ async fn claude_code_runs_a_tool_and_finishes_through_the_gateway() {
     let home = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
     let notes = work.path().join("notes.txt");
-    std::fs::write(&notes, "the launch code is 4711\n").unwrap();
+    // Large enough (~40 KB) that the agent counts its tokens before it hands it to the model.
+    let filler = "lorem ipsum dolor sit amet ".repeat(1_500);
+    std::fs::write(&notes, format!("the launch code is 4711\n{filler}\n")).unwrap();
     let prompt = format!("Read {} and tell me the launch code.", notes.display());
     let key = gateway.key();
     let output = tokio::task::spawn_blocking(move || {
@@ -128,10 +131,7 @@ async fn claude_code_runs_a_tool_and_finishes_through_the_gateway() {
         .iter()
         .filter(|s| s.path.starts_with("/v1/messages?") || s.path == "/v1/messages")
         .collect();
-    let arrived: Vec<_> = seen
-        .iter()
-        .filter(|s| s.path.starts_with("/v1/messages"))
-        .collect();
+    let arrived: Vec<_> = seen.iter().filter(|s| s.path == "/v1/messages").collect();
     assert!(
         messages.len() >= 2,
         "a tool turn and an answer: {messages:#?}"
@@ -151,12 +151,23 @@ async fn claude_code_runs_a_tool_and_finishes_through_the_gateway() {
     // The agent ran its Read tool and sent the file back.
     let last = &arrived.last().unwrap().body["messages"];
     assert!(last.to_string().contains("4711"), "{last}");
-    // Token counting, when this version of the agent calls it, is answered.
-    for count in sends.iter().filter(|s| s.path.contains("count_tokens")) {
-        let arrived = seen
-            .iter()
-            .any(|s| s.path.starts_with("/v1/messages/count_tokens"));
-        assert!(arrived, "count_tokens reached the provider: {count:?}");
+    // It counted the file's tokens first: the count reached the provider as sent.
+    let counts: Vec<_> = sends
+        .iter()
+        .filter(|s| s.path.starts_with("/v1/messages/count_tokens"))
+        .collect();
+    let counted: Vec<_> = seen
+        .iter()
+        .filter(|s| s.path == "/v1/messages/count_tokens")
+        .collect();
+    assert!(!counts.is_empty(), "the agent counted tokens");
+    assert_eq!(counts.len(), counted.len());
+    for (sent, arrived) in counts.iter().zip(&counted) {
+        assert_eq!(arrived.body, sent.body, "the count's body arrives as sent");
+        assert_eq!(
+            arrived.headers["anthropic-beta"],
+            sent.headers["anthropic-beta"]
+        );
     }
     gateway.running.shutdown().await;
 }
