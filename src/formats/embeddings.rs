@@ -12,6 +12,11 @@ use serde_json::{Map, Value, json};
 use super::FormatError;
 use crate::usage::Usage;
 
+/// Most inputs one Gemini `batchEmbedContents` call takes.
+pub const GEMINI_MAX_INPUTS: usize = 100;
+/// Most texts one Cohere embed call takes.
+pub const COHERE_MAX_INPUTS: usize = 96;
+
 /// Cohere's embed v2 requires an `input_type`; a request says which with
 /// `x-dgidgi-cohere-input-type` or this default (what an index stores).
 pub const DEFAULT_COHERE_INPUT_TYPE: &str = "search_document";
@@ -78,7 +83,13 @@ pub fn request_to_gemini(
     model: &str,
 ) -> Result<Map<String, Value>, FormatError> {
     let dimensions = dimensions(request);
-    let requests: Vec<Value> = texts(request)?
+    let texts = texts(request)?;
+    if texts.len() > GEMINI_MAX_INPUTS {
+        return Err(FormatError::unsupported(format!(
+            "a Gemini model embeds at most {GEMINI_MAX_INPUTS} inputs a request"
+        )));
+    }
+    let requests: Vec<Value> = texts
         .into_iter()
         .map(|text| {
             let mut one =
@@ -100,9 +111,15 @@ pub fn request_to_cohere(
     model: &str,
     input_type: &str,
 ) -> Result<Map<String, Value>, FormatError> {
+    let texts = texts(request)?;
+    if texts.len() > COHERE_MAX_INPUTS {
+        return Err(FormatError::unsupported(format!(
+            "a Cohere model embeds at most {COHERE_MAX_INPUTS} inputs a request"
+        )));
+    }
     let mut out = Map::new();
     out.insert("model".into(), json!(model));
-    out.insert("texts".into(), json!(texts(request)?));
+    out.insert("texts".into(), json!(texts));
     out.insert("input_type".into(), json!(input_type));
     out.insert("embedding_types".into(), json!(["float"]));
     if let Some(dimensions) = dimensions(request) {
@@ -111,103 +128,161 @@ pub fn request_to_cohere(
     Ok(out)
 }
 
-/// The usage of an OpenAI-format embeddings answer (`usage.prompt_tokens`).
+/// The usage of an OpenAI-format embeddings answer (`usage.prompt_tokens`), read without
+/// building the vectors (an answer may be tens of MiB of floats).
 pub fn usage_from_openai(answer: &[u8]) -> Option<Usage> {
-    let value: Value = serde_json::from_slice(answer).ok()?;
-    let input = value.pointer("/usage/prompt_tokens")?.as_u64()?;
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        usage: Option<Counted>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Counted {
+        prompt_tokens: u64,
+    }
+    let answer: Answer = serde_json::from_slice(answer).ok()?;
     Some(Usage {
-        input_tokens: input,
+        input_tokens: answer.usage?.prompt_tokens,
         ..Usage::default()
     })
 }
 
-/// Gemini answer → OpenAI answer. Gemini reports no usage: `estimated_input` stands for it.
+/// Gemini answer → OpenAI answer, with what Gemini said it used: nothing (it reports no usage;
+/// the caller charges its reservation, marked estimated). `estimated_input` is what the answer
+/// tells the client.
 pub fn response_from_gemini(
     answer: &[u8],
     request: &Map<String, Value>,
     model: &str,
     estimated_input: u64,
-) -> Result<(Vec<u8>, Usage), FormatError> {
-    let value: Value = serde_json::from_slice(answer)
-        .map_err(|_| FormatError::upstream("the embeddings answer is not JSON"))?;
-    let vectors: Vec<&Vec<Value>> = value
-        .get("embeddings")
-        .and_then(Value::as_array)
-        .ok_or_else(|| FormatError::upstream("the answer has no embeddings"))?
-        .iter()
-        .map(|e| e.get("values").and_then(Value::as_array))
-        .collect::<Option<_>>()
-        .ok_or_else(|| FormatError::upstream("an embedding has no values"))?;
-    let usage = Usage {
-        input_tokens: estimated_input,
-        ..Usage::default()
-    };
-    Ok((openai_answer(&vectors, request, model, &usage)?, usage))
+) -> Result<(Vec<u8>, Option<Usage>), FormatError> {
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        embeddings: Vec<Vector>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Vector {
+        values: Vec<f64>,
+    }
+    let answer: Answer = serde_json::from_slice(answer)
+        .map_err(|_| FormatError::upstream("the answer has no embeddings"))?;
+    let vectors: Vec<Vec<f64>> = answer.embeddings.into_iter().map(|v| v.values).collect();
+    let out = openai_answer(&vectors, request, model, estimated_input)?;
+    Ok((out, None))
 }
 
-/// Cohere answer → OpenAI answer.
+/// Cohere answer → OpenAI answer, with the input tokens it billed.
 pub fn response_from_cohere(
     answer: &[u8],
     request: &Map<String, Value>,
     model: &str,
-    estimated_input: u64,
-) -> Result<(Vec<u8>, Usage), FormatError> {
-    let value: Value = serde_json::from_slice(answer)
-        .map_err(|_| FormatError::upstream("the embeddings answer is not JSON"))?;
-    let vectors: Vec<&Vec<Value>> = value
-        .pointer("/embeddings/float")
-        .and_then(Value::as_array)
-        .ok_or_else(|| FormatError::upstream("the answer has no float embeddings"))?
-        .iter()
-        .map(Value::as_array)
-        .collect::<Option<_>>()
-        .ok_or_else(|| FormatError::upstream("an embedding is not an array"))?;
-    let input = value
-        .pointer("/meta/billed_units/input_tokens")
-        .and_then(Value::as_u64)
-        .unwrap_or(estimated_input);
-    let usage = Usage {
-        input_tokens: input,
+) -> Result<(Vec<u8>, Option<Usage>), FormatError> {
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        embeddings: Embeddings,
+        meta: Option<Meta>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Embeddings {
+        float: Vec<Vec<f64>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Meta {
+        billed_units: Option<Billed>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Billed {
+        input_tokens: Option<u64>,
+    }
+    let answer: Answer = serde_json::from_slice(answer)
+        .map_err(|_| FormatError::upstream("the answer has no float embeddings"))?;
+    let billed = answer
+        .meta
+        .and_then(|m| m.billed_units)
+        .and_then(|b| b.input_tokens);
+    let out = openai_answer(
+        &answer.embeddings.float,
+        request,
+        model,
+        billed.unwrap_or(0),
+    )?;
+    let usage = billed.map(|input_tokens| Usage {
+        input_tokens,
         ..Usage::default()
-    };
-    Ok((openai_answer(&vectors, request, model, &usage)?, usage))
+    });
+    Ok((out, usage))
 }
 
-/// Writes OpenAI's answer for `vectors`, as floats or base64 as the request asked.
+/// Writes OpenAI's answer for `vectors` (one per input, checked), as floats or base64 as the
+/// request asked.
 fn openai_answer(
-    vectors: &[&Vec<Value>],
+    vectors: &[Vec<f64>],
     request: &Map<String, Value>,
     model: &str,
-    usage: &Usage,
+    input_tokens: u64,
 ) -> Result<Vec<u8>, FormatError> {
+    #[derive(serde::Serialize)]
+    struct Answer<'a> {
+        object: &'static str,
+        data: Vec<Datum>,
+        model: &'a str,
+        usage: Counted,
+    }
+    #[derive(serde::Serialize)]
+    struct Datum {
+        object: &'static str,
+        index: usize,
+        embedding: Embedding,
+    }
+    #[derive(serde::Serialize)]
+    #[serde(untagged)]
+    enum Embedding {
+        Floats(Vec<f64>),
+        Packed(String),
+    }
+    #[derive(serde::Serialize)]
+    struct Counted {
+        prompt_tokens: u64,
+        total_tokens: u64,
+    }
+    let inputs = texts(request)?.len();
+    if vectors.len() != inputs {
+        return Err(FormatError::upstream(format!(
+            "{} embeddings came back for {inputs} inputs",
+            vectors.len()
+        )));
+    }
     let base64 = encoding(request) == Some("base64");
     let data = vectors
         .iter()
         .enumerate()
         .map(|(index, values)| {
             let embedding = if base64 {
-                let mut packed = Vec::with_capacity(values.len() * 4);
-                for value in values.iter() {
-                    let number = value.as_f64().ok_or_else(|| {
-                        FormatError::upstream("an embedding value is not a number")
-                    })?;
-                    // OpenAI's packing: little-endian f32 (the precision its floats have).
-                    #[allow(clippy::cast_possible_truncation)]
-                    packed.extend_from_slice(&(number as f32).to_le_bytes());
-                }
-                Value::String(base64::engine::general_purpose::STANDARD.encode(packed))
+                // OpenAI's packing: little-endian f32 (the precision its floats have).
+                #[allow(clippy::cast_possible_truncation)]
+                let packed: Vec<u8> = values
+                    .iter()
+                    .flat_map(|value| (*value as f32).to_le_bytes())
+                    .collect();
+                Embedding::Packed(base64::engine::general_purpose::STANDARD.encode(packed))
             } else {
-                Value::Array(values.to_vec())
+                Embedding::Floats(values.clone())
             };
-            Ok(json!({"object": "embedding", "index": index, "embedding": embedding}))
+            Datum {
+                object: "embedding",
+                index,
+                embedding,
+            }
         })
-        .collect::<Result<Vec<_>, FormatError>>()?;
-    let answer = json!({
-        "object": "list",
-        "data": data,
-        "model": model,
-        "usage": {"prompt_tokens": usage.input_tokens, "total_tokens": usage.input_tokens},
-    });
+        .collect();
+    let answer = Answer {
+        object: "list",
+        data,
+        model,
+        usage: Counted {
+            prompt_tokens: input_tokens,
+            total_tokens: input_tokens,
+        },
+    };
     serde_json::to_vec(&answer)
         .map_err(|_| FormatError::upstream("the answer could not be written"))
 }
@@ -250,7 +325,11 @@ mod tests {
         assert_eq!(out["data"][1]["embedding"], json!([0.25, 2.0]));
         assert_eq!(out["data"][1]["index"], 1);
         assert_eq!(out["usage"]["prompt_tokens"], 7);
-        assert_eq!(usage.input_tokens, 7);
+        // Gemini reports nothing: the reservation (the gateway's estimate) is charged.
+        assert_eq!(usage, None);
+        // A vector missing is a bad answer, not a short list.
+        let one = object(json!({"model": "m", "input": ["a", "b", "c"]}));
+        assert!(response_from_gemini(answer, &one, "g", 7).is_err());
         let packed =
             object(json!({"model": "m", "input": ["a", "b"], "encoding_format": "base64"}));
         let (out, _) = response_from_gemini(answer, &packed, "g", 7).unwrap();

@@ -5,6 +5,9 @@
 //! (Gemini reports nothing: the estimate stands, and the ledger marks it estimated-by-gateway).
 
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use hyper::body::Incoming;
@@ -12,21 +15,22 @@ use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Request, Response};
 use serde_json::{Map, Value};
 
-use super::Gateway;
 use super::answer_buffers::hold;
 use super::body::{ResponseBody, upstream_body};
-use super::chat::{model_and_provider, parse_request};
+use super::chat::{ParsedRequest, model_and_provider, parse_request};
 use super::completion::Meter;
 use super::error::ApiError;
 use super::forwarded::{ClientHeaders, copy_provider_headers};
 use super::metered;
 use super::serve::{MAX_ANSWER_BYTES, Served, final_error, send_to_provider};
 use super::upstream::{Failure, Outcome, ReadError, embeddings_url, read_bounded};
+use super::{Active, Gateway};
 use crate::config::{ProviderConfig, Scope};
 use crate::formats::{Format, SentBody};
 use crate::formats::{FormatError, embeddings, estimate};
+use crate::metering::Ticket;
 use crate::metering::plan::RequestSize;
-use crate::routing::plan::{RouteRequest, Upstream, plan, prefer_healthy};
+use crate::routing::plan::{Plan, RouteRequest, Upstream, plan, prefer_healthy};
 use crate::usage::Usage;
 
 /// Header choosing Cohere's `input_type` (`search_document`, `search_query`, `classification`,
@@ -59,12 +63,37 @@ pub async fn handle(
     };
     let ticket = metered::admit(&gateway, request.tenant, &planned, size).await?;
     let guard = metered::SettleOnDrop::new(&gateway, ticket);
+    let Some(ticket) = guard.get() else {
+        return Err(ApiError::not_ready());
+    };
+    let walk = walk(&gateway, &snapshot, &planned, &request, ticket);
+    // The routing rule's timeout bounds the whole walk, as for chat.
+    let result = match planned.timeout_ms.map(Duration::from_millis) {
+        Some(limit) => tokio::time::timeout(limit, walk).await.unwrap_or_else(|_| {
+            Err(ApiError::upstream(
+                hyper::StatusCode::GATEWAY_TIMEOUT,
+                "upstream_timeout",
+                "no provider answered within the routing rule's timeout",
+            ))
+        }),
+        None => walk.await,
+    };
+    metered::finish(&gateway, &snapshot, guard, result).await
+}
+
+/// Walks the plan until one target answers.
+async fn walk(
+    gateway: &Arc<Gateway>,
+    snapshot: &Active,
+    planned: &Plan<'_>,
+    request: &ParsedRequest<'_>,
+    ticket: &Ticket,
+) -> Result<Served, ApiError> {
     let input_type = request
         .headers
         .get(COHERE_INPUT_TYPE_HEADER)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or(embeddings::DEFAULT_COHERE_INPUT_TYPE)
-        .to_owned();
+        .unwrap_or(embeddings::DEFAULT_COHERE_INPUT_TYPE);
     let headers = ClientHeaders::from_request(&request.headers);
     let mut failures = Vec::new();
     for (index, attempt) in planned.attempts.iter().enumerate() {
@@ -77,7 +106,7 @@ pub async fn handle(
         let target = Target {
             provider,
             model: &attempt.model,
-            input_type: &input_type,
+            input_type,
         };
         let body = match target.body(&request.json, &request.sent) {
             Ok(body) => body,
@@ -95,25 +124,26 @@ pub async fn handle(
             continue;
         };
         // The provider key's own quota, as for chat: a full one skips the target.
-        let quota = match (&provider.limits, guard.get()) {
-            (Some(limits), Some(ticket)) => {
-                match gateway
-                    .meter
-                    .admit_provider(&provider.id, limits, ticket)
-                    .await
-                {
-                    Ok(quota) => Some(metered::SettleOnDrop::new(&gateway, quota)),
-                    Err(_) => {
-                        failures.push(Failure::QuotaFull);
-                        continue;
-                    }
+        let quota = match &provider.limits {
+            Some(limits) => match gateway
+                .meter
+                .admit_provider(&provider.id, limits, ticket)
+                .await
+            {
+                Ok(quota) => Some(metered::SettleOnDrop::new(gateway, quota)),
+                Err(_) => {
+                    failures.push(Failure::QuotaFull);
+                    continue;
                 }
-            }
-            _ => None,
+            },
+            None => None,
         };
+        let deadline = Instant::now() + Duration::from_millis(provider.timeouts.total_ms);
         let model = &attempt.model;
-        let outcome =
-            send_to_provider(&gateway, &snapshot, provider, model, &url, &headers, &body).await;
+        let sent = send_to_provider(gateway, snapshot, provider, model, &url, &headers, &body);
+        let outcome = tokio::time::timeout_at(deadline, sent)
+            .await
+            .unwrap_or(Outcome::Failed(Failure::Timeout));
         let response = match outcome {
             Outcome::Relay(response) => response,
             failed => {
@@ -130,32 +160,50 @@ pub async fn handle(
             }
         };
         let (parts, incoming) = response.into_parts();
+        let success = parts.status.is_success();
+        // A refusal is a short error; an answer may be tens of MiB of vectors.
+        let limit = if success { MAX_ANSWER_BYTES } else { 64 * 1024 };
         let read = read_bounded(
             upstream_body(incoming),
-            MAX_ANSWER_BYTES,
+            limit,
             Some(&gateway.answer_buffers),
-        )
-        .await;
+        );
+        let read = tokio::time::timeout_at(deadline, read)
+            .await
+            .unwrap_or(Err(ReadError::Broken));
         let (answer, room) = match read {
             Ok(read) => read,
-            Err(ReadError::NoRoom) => {
-                // The provider answered (and bills): charged at the reservation, as for chat.
-                let error = ApiError {
-                    answered_by: Some(Box::new((provider.id.clone(), attempt.model.clone()))),
-                    ..ApiError::upstream(
+            // The provider answered (and bills), but the answer cannot be relayed: charged at
+            // the reservation, and no other target is paid for the same inputs.
+            Err(error) if success => {
+                let (status, code, message) = match error {
+                    ReadError::NoRoom => (
                         hyper::StatusCode::SERVICE_UNAVAILABLE,
                         "gateway_busy",
                         "the gateway holds its most of whole answers; try again shortly",
-                    )
+                    ),
+                    ReadError::TooLarge => (
+                        hyper::StatusCode::BAD_GATEWAY,
+                        "answer_too_large",
+                        "the embeddings answer is larger than the gateway relays (32 MiB): send fewer inputs or fewer dimensions",
+                    ),
+                    ReadError::Broken => (
+                        hyper::StatusCode::BAD_GATEWAY,
+                        "upstream_error",
+                        "the provider's answer broke off or took too long",
+                    ),
                 };
-                return metered::finish(&gateway, &snapshot, guard, Err(error)).await;
+                return Err(ApiError {
+                    answered_by: Some(Box::new((provider.id.clone(), attempt.model.clone()))),
+                    ..ApiError::upstream(status, code, message)
+                });
             }
             Err(_) => {
                 failures.push(Failure::Connect);
                 continue;
             }
         };
-        let (out, usage) = if parts.status.is_success() {
+        let (out, usage) = if success {
             match target.answer(&answer, &request.json) {
                 Ok(translated) => translated,
                 Err(error) => {
@@ -186,7 +234,7 @@ pub async fn handle(
             .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         let platform = provider.scope == Scope::Platform;
         copy_provider_headers(&parts.headers, response.headers_mut(), platform);
-        let served = Served {
+        return Ok(Served {
             response,
             completion,
             provider: provider.id.clone(),
@@ -194,11 +242,9 @@ pub async fn handle(
             fallback: index,
             source: planned.source,
             quota,
-        };
-        return metered::finish(&gateway, &snapshot, guard, Ok(served)).await;
+        });
     }
-    let error = final_error(&failures, &planned.requested_model);
-    metered::finish(&gateway, &snapshot, guard, Err(error)).await
+    Err(final_error(&failures, &planned.requested_model))
 }
 
 /// One attempt's upstream: how its body is written and its answer read.
@@ -248,15 +294,24 @@ impl Target<'_> {
                 .unwrap_or(0)
         };
         match self.format() {
-            Format::OpenAi => Ok((answer.clone(), embeddings::usage_from_openai(answer))),
+            Format::OpenAi => {
+                // An OpenAI-format answer passes as it came; it must at least be one.
+                let usage = embeddings::usage_from_openai(answer);
+                if usage.is_none()
+                    && serde_json::from_slice::<serde::de::IgnoredAny>(answer).is_err()
+                {
+                    return Err(FormatError::Upstream(
+                        "the embeddings answer is not JSON".into(),
+                    ));
+                }
+                Ok((answer.clone(), usage))
+            }
             Format::Gemini => {
                 embeddings::response_from_gemini(answer, request, self.model, estimated())
-                    .map(|(out, usage)| (Bytes::from(out), Some(usage)))
+                    .map(|(out, usage)| (Bytes::from(out), usage))
             }
-            Format::Cohere => {
-                embeddings::response_from_cohere(answer, request, self.model, estimated())
-                    .map(|(out, usage)| (Bytes::from(out), Some(usage)))
-            }
+            Format::Cohere => embeddings::response_from_cohere(answer, request, self.model)
+                .map(|(out, usage)| (Bytes::from(out), usage)),
             Format::Anthropic => Err(FormatError::Unsupported(
                 "Anthropic models serve no embeddings".into(),
             )),

@@ -218,16 +218,24 @@ fn plan_in_pool<'a>(
         .iter()
         .filter(|rule| applies(rule, tenant, model, request))
     {
+        // A target that serves another kind of request (an embedding model, for chat) is no
+        // target of this one: a catch-all rule for chat models does not capture embeddings.
+        let of_kind = |provider: &ProviderConfig, target_model: &str| {
+            serves(provider, target_model).serves(request.embeddings)
+        };
         let targets: Vec<(&'a ProviderConfig, &str, u32)> = rule
             .targets
             .iter()
             .filter_map(|t| in_pool(&t.provider).map(|p| (p, t.model.as_str(), t.weight)))
+            .filter(|(p, target_model, _)| of_kind(p, target_model))
             .collect();
         for (provider, target_model) in weighted_order(&targets, pick) {
             push_attempt(&mut attempts, provider, target_model, false);
         }
         for target in &rule.fallback {
-            if let Some(provider) = in_pool(&target.provider) {
+            if let Some(provider) = in_pool(&target.provider)
+                && of_kind(provider, &target.model)
+            {
                 push_attempt(&mut attempts, provider, &target.model, true);
             }
         }
@@ -264,11 +272,13 @@ fn plan_in_pool<'a>(
         let Upstream::Provider(provider) = a.upstream else {
             return (true, true, Serves::Chat);
         };
+        let kind = serves(provider, &a.model);
         match provider.model(&a.model) {
-            Some(entry) if entry.name == UNLISTED_MODEL => (true, true, Serves::Either),
-            Some(entry) if entry.embedding => (false, false, Serves::Embeddings),
-            Some(entry) => (entry.streaming, entry.function_calling, Serves::Chat),
-            None => (provider.open_catalog, provider.open_catalog, Serves::Either),
+            Some(entry) if entry.name != UNLISTED_MODEL => {
+                (entry.streaming, entry.function_calling, kind)
+            }
+            Some(_) => (true, true, kind),
+            None => (provider.open_catalog, provider.open_catalog, kind),
         }
     };
     let any_streams = attempts.iter().any(|a| supports(a).0);
@@ -297,6 +307,16 @@ fn plan_in_pool<'a>(
         });
     }
     Ok((attempts, retry, timeout_ms))
+}
+
+/// What `model` serves at `provider`.
+fn serves(provider: &ProviderConfig, model: &str) -> Serves {
+    match provider.model(model) {
+        Some(entry) if entry.name == UNLISTED_MODEL => Serves::Either,
+        Some(entry) if entry.embedding => Serves::Embeddings,
+        Some(_) => Serves::Chat,
+        None => Serves::Either,
+    }
 }
 
 /// What a model serves.
