@@ -405,8 +405,8 @@ async fn the_request_log_has_a_line_per_request_without_content_or_keys() {
 async fn unlisted_models_are_forwarded_bounded_and_metered_when_the_provider_says_so() {
     let (upstream, log) = fake_providers::start().await;
     let yaml = fake_providers::providers_yaml(upstream).replace(
-        "models: [{name: gpt-fake}, {name: gpt-reset}, {name: text-embed-fake, embedding: true}]}",
-        "models: [{name: gpt-fake}, {name: gpt-reset}, {name: text-embed-fake, embedding: true}], unlistedModels: {action: Forward, maxOutputTokens: 700, pricing: {inputPerMillion: 1, outputPerMillion: 2}}}",
+        "{name: text-embed-flaky, embedding: true}]}",
+        "{name: text-embed-flaky, embedding: true}], unlistedModels: {action: Forward, maxOutputTokens: 700, pricing: {inputPerMillion: 1, outputPerMillion: 2}}}",
     );
     assert!(yaml.contains("unlistedModels"));
     let gateway = InProcess::start(&yaml, Settings::default()).await;
@@ -622,6 +622,10 @@ spec:
   priority: 100
   tenantSelector: {matchLabels: {}}
   rules:
+    - match: {model: "text-embed-flaky"}
+      targets:
+        - {provider: openai-fake, model: text-embed-flaky}
+      retry: {attempts: 1, on: [server-error], backoff: 10ms}
     - match: {model: "*"}
       targets:
         - {provider: openai-fake, model: gpt-fake}
@@ -629,12 +633,18 @@ spec:
     let yaml = format!("{}{rule}", fake_providers::providers_yaml(upstream));
     let gateway = InProcess::start(&yaml, Settings::default()).await;
     let request = json!({"model": "text-embed-fake", "input": "hello"});
-    let (status, _, body) = post(&gateway, "/v1/embeddings", &[], &request).await;
+    let (status, headers, body) = post(&gateway, "/v1/embeddings", &[], &request).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         log.lock().unwrap().last().unwrap().body["model"],
         "text-embed-fake"
     );
+    assert_eq!(header(&headers, "x-dgidgi-provider"), Some("openai-fake"));
+    assert_eq!(header(&headers, "x-dgidgi-model"), Some("text-embed-fake"));
+    // A rule's retries cover embeddings: an overloaded model is asked again.
+    let flaky = json!({"model": "text-embed-flaky", "input": "x"});
+    let (status, _, body) = post(&gateway, "/v1/embeddings", &[], &flaky).await;
+    assert_eq!(status, 200, "{body}");
     // Chat still follows the rule.
     let chat = json!({"model": "anything", "messages": [{"role": "user", "content": "hi"}]});
     let (status, headers, _) = post(&gateway, "/v1/chat/completions", &[], &chat).await;

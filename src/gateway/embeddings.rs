@@ -22,7 +22,7 @@ use super::completion::Meter;
 use super::error::ApiError;
 use super::forwarded::{ClientHeaders, copy_provider_headers};
 use super::metered;
-use super::serve::{MAX_ANSWER_BYTES, Served, final_error, send_to_provider};
+use super::serve::{MAX_ANSWER_BYTES, Served, final_error, send_to_provider, stamp};
 use super::upstream::{Failure, Outcome, ReadError, embeddings_url, read_bounded};
 use super::{Active, Gateway};
 use crate::config::{ProviderConfig, Scope};
@@ -123,41 +123,72 @@ async fn walk(
             )));
             continue;
         };
-        // The provider key's own quota, as for chat: a full one skips the target.
-        let quota = match &provider.limits {
-            Some(limits) => match gateway
-                .meter
-                .admit_provider(&provider.id, limits, ticket)
+        // Tried again on this target when the rule's retry policy covers the failure, as for
+        // chat; then the next target.
+        let tries = 1 + planned.retry.attempts;
+        let mut answered = None;
+        for try_number in 0..tries {
+            // The provider key's own quota, as for chat: a full one skips the target.
+            let quota = match &provider.limits {
+                Some(limits) => {
+                    match gateway
+                        .meter
+                        .admit_provider(&provider.id, limits, ticket)
+                        .await
+                    {
+                        Ok(quota) => Some(metered::SettleOnDrop::new(gateway, quota)),
+                        Err(_) => {
+                            failures.push(Failure::QuotaFull);
+                            break;
+                        }
+                    }
+                }
+                None => None,
+            };
+            let deadline = Instant::now() + Duration::from_millis(provider.timeouts.total_ms);
+            let model = &attempt.model;
+            let sent = send_to_provider(gateway, snapshot, provider, model, &url, &headers, &body);
+            let outcome = tokio::time::timeout_at(deadline, sent)
                 .await
-            {
-                Ok(quota) => Some(metered::SettleOnDrop::new(gateway, quota)),
-                Err(_) => {
-                    failures.push(Failure::QuotaFull);
-                    continue;
+                .unwrap_or(Outcome::Failed(Failure::Timeout));
+            match outcome {
+                Outcome::Relay(response) => {
+                    answered = Some((response, quota, deadline));
+                    break;
                 }
-            },
-            None => None,
-        };
-        let deadline = Instant::now() + Duration::from_millis(provider.timeouts.total_ms);
-        let model = &attempt.model;
-        let sent = send_to_provider(gateway, snapshot, provider, model, &url, &headers, &body);
-        let outcome = tokio::time::timeout_at(deadline, sent)
-            .await
-            .unwrap_or(Outcome::Failed(Failure::Timeout));
-        let response = match outcome {
-            Outcome::Relay(response) => response,
-            failed => {
-                if let Some(quota) = quota {
-                    quota.release_now().await;
-                }
-                if let Outcome::Failed(failure) = failed {
-                    if failure.retry_class().is_some() {
+                failed => {
+                    if let Some(quota) = quota {
+                        quota.release_now().await;
+                    }
+                    let Outcome::Failed(failure) = failed else {
+                        break;
+                    };
+                    let class = failure.retry_class();
+                    if class.is_some() {
                         snapshot.health.record_failure(&provider.id);
                     }
+                    tracing::info!(
+                        upstream = ?provider.id,
+                        model = ?attempt.model,
+                        attempt = try_number + 1,
+                        failure = ?failure.describe(),
+                        "embeddings attempt failed"
+                    );
                     failures.push(failure);
+                    let retry = class.is_some_and(|class| planned.retry.on.contains(&class));
+                    if !retry || try_number + 1 == tries {
+                        break;
+                    }
+                    let backoff = planned
+                        .retry
+                        .backoff_ms
+                        .saturating_mul(1 << try_number.min(10));
+                    tokio::time::sleep(Duration::from_millis(backoff)).await;
                 }
-                continue;
             }
+        }
+        let Some((response, quota, deadline)) = answered else {
+            continue;
         };
         let (parts, incoming) = response.into_parts();
         let success = parts.status.is_success();
@@ -234,6 +265,7 @@ async fn walk(
             .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         let platform = provider.scope == Scope::Platform;
         copy_provider_headers(&parts.headers, response.headers_mut(), platform);
+        stamp(response.headers_mut(), attempt, planned, index, None);
         return Ok(Served {
             response,
             completion,

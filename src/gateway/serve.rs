@@ -659,7 +659,7 @@ const FALLBACK_HEADER: HeaderName = HeaderName::from_static("x-dgidgi-fallback")
 pub const OUTPUT_CAPPED_HEADER: HeaderName = HeaderName::from_static("x-dgidgi-output-capped");
 
 /// The `x-dgidgi-*` headers saying what served the request.
-fn stamp(
+pub(super) fn stamp(
     headers: &mut HeaderMap,
     attempt: &Attempt<'_>,
     planned: &Plan<'_>,

@@ -195,6 +195,18 @@ fn openai_embed(seen: &Seen) -> Reply {
             json!({"error": {"message": "bad key", "type": "invalid_request_error", "param": null, "code": "invalid_api_key"}}),
         );
     }
+    // `text-embed-flaky` is overloaded every other call (a retry finds it back).
+    static FLAKY: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    if model_of(seen) == "text-embed-flaky"
+        && FLAKY
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            .is_multiple_of(2)
+    {
+        return Reply::Json(
+            503,
+            json!({"error": {"message": "overloaded", "type": "server_error", "param": null, "code": null}}),
+        );
+    }
     let texts: Vec<&str> = match &seen.body["input"] {
         Value::String(text) => vec![text.as_str()],
         Value::Array(items) => items.iter().filter_map(Value::as_str).collect(),
@@ -1001,7 +1013,12 @@ pub fn providers_yaml(upstream: SocketAddr) -> String {
             "openai-fake",
             "openai-compatible",
             "/v1",
-            &["gpt-fake", "gpt-reset", "text-embed-fake, embedding: true"],
+            &[
+                "gpt-fake",
+                "gpt-reset",
+                "text-embed-fake, embedding: true",
+                "text-embed-flaky, embedding: true",
+            ],
         ),
         // An enterprise namespace with room enough that limits never decide these tests.
         "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: team-acme\n  labels: {llm.dgidgi.io/tier: enterprise}\n  annotations: {llm.dgidgi.io/requests-per-minute: \"100000\", llm.dgidgi.io/tokens-per-day: \"1000000000\", llm.dgidgi.io/concurrent: \"1000\"}\n---\n".to_owned(),
