@@ -122,11 +122,11 @@ pub struct BetaFilter {
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ModelSpec {
-    /// The provider's own model id, e.g. claude-sonnet-4-20250514.
+    /// The provider's own model id, e.g. claude-sonnet-4-5-20250929.
     #[schemars(length(max = 128))]
     #[x_kube(validation = Rule::new("self.size() > 0").message("model name must not be empty"))]
     pub name: String,
-    /// Other names clients may use for this model, e.g. claude-sonnet-4.
+    /// Other names clients may use for this model, e.g. claude-sonnet-4-5.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16), inner(length(max = 128)))]
     pub aliases: Vec<String>,
