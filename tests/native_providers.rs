@@ -8,63 +8,36 @@
 mod common;
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use common::fake_providers::{self, Log};
+use common::gateway::InProcess;
 use dgidgi::gateway::Settings;
-use dgidgi::gateway::server::{Running, StartOptions, start};
-use dgidgi::render::RenderOutput;
-use dgidgi::render::manifests::config_dir_files;
 use dgidgi::sse;
 use serde_json::{Value, json};
 
 pub struct Harness {
-    pub running: Running,
-    pub output: RenderOutput,
+    pub gateway: InProcess,
     pub log: Log,
-    _dir: tempfile::TempDir,
 }
 
 impl Harness {
     pub async fn new() -> Self {
         let (upstream, log) = fake_providers::start().await;
-        let output = common::render_yaml(&fake_providers::providers_yaml(upstream));
-        assert!(
-            output.report.not_ready().is_empty(),
-            "{:?}",
-            output.report.not_ready()
-        );
-        let dir = tempfile::tempdir().unwrap();
-        for file in config_dir_files(&output).unwrap() {
-            std::fs::write(dir.path().join(&file.path), &file.bytes).unwrap();
-        }
-        let running = start(StartOptions {
-            config_dir: dir.path().to_owned(),
-            listen: "127.0.0.1:0".parse().unwrap(),
-            admin_listen: "127.0.0.1:0".parse().unwrap(),
-            settings: Settings::default(),
-            reload_interval: Duration::from_secs(60),
-            drain: Duration::from_secs(5),
-            unready_delay: Duration::ZERO,
-        })
-        .await
-        .unwrap();
-        Self {
-            running,
-            output,
-            log,
-            _dir: dir,
-        }
+        let yaml = fake_providers::providers_yaml(upstream);
+        let gateway = InProcess::start(&yaml, Settings::default()).await;
+        let not_ready = gateway.output.report.not_ready();
+        assert!(not_ready.is_empty(), "{not_ready:?}");
+        Self { gateway, log }
     }
 
     pub fn key(&self) -> String {
-        self.output.access_keys[0].value.to_string()
+        self.gateway.output.access_keys[0].value.to_string()
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> (u16, HashMap<String, String>, String) {
         let key = self.key();
         let (status, headers, body) = common::http::send_with(
-            self.running.api,
+            self.gateway.running.api,
             "POST",
             path,
             &[("x-api-key", &key)],
@@ -211,7 +184,7 @@ async fn openai_clients_reach_every_native_format_with_text_and_usage() {
             }
         }
     }
-    h.running.shutdown().await;
+    h.gateway.running.shutdown().await;
 }
 
 #[tokio::test]
@@ -238,7 +211,7 @@ async fn openai_clients_stream_from_every_native_format() {
             );
         }
     }
-    h.running.shutdown().await;
+    h.gateway.running.shutdown().await;
 }
 
 #[tokio::test]
@@ -337,7 +310,7 @@ async fn tool_calls_round_trip_through_every_native_format_with_stable_ids() {
             }
         }
     }
-    h.running.shutdown().await;
+    h.gateway.running.shutdown().await;
 }
 
 #[tokio::test]
@@ -363,7 +336,7 @@ async fn a_provider_failing_mid_stream_ends_the_openai_stream_with_an_error() {
         assert!(!stream.done, "{model}: never a fake [DONE]: {body}");
         assert_ne!(stream.finish.as_deref(), Some("stop"), "{model}: {body}");
     }
-    h.running.shutdown().await;
+    h.gateway.running.shutdown().await;
 }
 
 #[tokio::test]
@@ -386,7 +359,7 @@ async fn anthropic_overloaded_is_a_server_error() {
     let error: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(error["type"], "error");
     assert_eq!(error["error"]["type"], "api_error");
-    h.running.shutdown().await;
+    h.gateway.running.shutdown().await;
 }
 
 #[tokio::test]
@@ -434,7 +407,7 @@ async fn images_go_inline_and_what_a_target_cannot_take_is_a_400() {
         .await;
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("'n'"), "{body}");
-    h.running.shutdown().await;
+    h.gateway.running.shutdown().await;
 }
 
 /// Reassembles an Anthropic stream: text, tool uses (id, name, input), stop reason, usage.
@@ -542,7 +515,7 @@ async fn the_messages_front_door_passes_anthropic_through_and_translates_openai(
             );
         }
     }
-    h.running.shutdown().await;
+    h.gateway.running.shutdown().await;
 }
 
 #[tokio::test]
@@ -619,7 +592,7 @@ async fn the_messages_front_door_round_trips_tools() {
             }
         }
     }
-    h.running.shutdown().await;
+    h.gateway.running.shutdown().await;
 }
 
 #[tokio::test]
@@ -672,7 +645,7 @@ async fn the_messages_front_door_speaks_anthropic_errors() {
             "{model}: {body}"
         );
     }
-    h.running.shutdown().await;
+    h.gateway.running.shutdown().await;
 }
 
 #[tokio::test]
@@ -706,7 +679,7 @@ async fn the_messages_front_door_serves_the_built_in_mock() {
         stream.output_tokens.unwrap() > 0,
         "usage reaches the Anthropic client: {body}"
     );
-    h.running.shutdown().await;
+    h.gateway.running.shutdown().await;
 }
 
 /// Issue #19 (a first part): what Claude Code sends in its headers reaches Anthropic as sent
@@ -722,7 +695,7 @@ async fn anthropic_headers_pass_through_and_the_request_id_comes_back() {
     let request = json!({"model": "anthropic/claude-fake", "max_tokens": 50,
         "messages": [{"role": "user", "content": "hello"}]});
     let (status, headers, body) = common::http::send_with(
-        h.running.api,
+        h.gateway.running.api,
         "POST",
         "/v1/messages?beta=true",
         &[
@@ -750,7 +723,7 @@ async fn anthropic_headers_pass_through_and_the_request_id_comes_back() {
         Some("req_fake_0001")
     );
     assert!(!headers.contains_key("anthropic-ratelimit-requests-remaining"));
-    h.running.shutdown().await;
+    h.gateway.running.shutdown().await;
 }
 
 impl Harness {
@@ -758,7 +731,7 @@ impl Harness {
     async fn post_text(&self, path: &str, body: &str) -> (u16, String) {
         let key = self.key();
         let (status, _, body) = common::http::send_with(
-            self.running.api,
+            self.gateway.running.api,
             "POST",
             path,
             &[("x-api-key", &key), ("anthropic-version", "2023-06-01")],
@@ -794,7 +767,7 @@ async fn a_same_format_request_arrives_as_sent_with_only_the_model_changed() {
         String::from_utf8(h.last_seen().raw).unwrap(),
         anthropic.replace("anthropic/claude-fake", "claude-fake")
     );
-    h.running.shutdown().await;
+    h.gateway.running.shutdown().await;
 }
 
 /// A body naming a member twice is refused before anything is sent: parsers disagree on which
@@ -807,5 +780,5 @@ async fn a_body_naming_a_member_twice_is_refused() {
     assert_eq!(status, 400, "{answer}");
     assert!(answer.contains("`max_tokens` more than once"), "{answer}");
     assert!(h.log.lock().unwrap().is_empty());
-    h.running.shutdown().await;
+    h.gateway.running.shutdown().await;
 }

@@ -152,15 +152,12 @@ impl BetaFilterConfig {
         self.allow.is_empty() && self.deny.is_empty()
     }
 
-    /// Whether a beta may pass (both compared without regard to ASCII letter case).
+    /// Whether a beta may pass. Both are lower-case: render writes the patterns so, and the
+    /// gateway lower-cases a client's betas once, before they are judged.
     pub fn passes(&self, beta: &str) -> bool {
-        let beta = beta.to_ascii_lowercase();
-        let matches = |pattern: &String| {
-            let pattern = pattern.to_ascii_lowercase();
-            match pattern.strip_suffix('*') {
-                Some(prefix) => beta.starts_with(prefix),
-                None => beta == pattern,
-            }
+        let matches = |pattern: &String| match pattern.strip_suffix('*') {
+            Some(prefix) => beta.starts_with(prefix),
+            None => beta == pattern,
         };
         !self.deny.iter().any(matches) && (self.allow.is_empty() || self.allow.iter().any(matches))
     }

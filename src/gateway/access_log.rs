@@ -205,11 +205,8 @@ pub async fn scope<F: Future>(entry: Entry, handler: F) -> (F::Output, Option<En
     CURRENT
         .scope(RefCell::new(entry), async move {
             let output = handler.await;
-            let entry = CURRENT.with(|entry| {
-                let entry = entry.borrow();
-                (!entry.deferred).then(|| entry.clone())
-            });
-            (output, entry)
+            let entry = CURRENT.with(RefCell::take);
+            (output, (!entry.deferred).then_some(entry))
         })
         .await
 }
@@ -224,8 +221,9 @@ pub fn defer() -> Option<Entry> {
     CURRENT
         .try_with(|entry| {
             let mut entry = entry.borrow_mut();
+            let taken = std::mem::take(&mut *entry);
             entry.deferred = true;
-            entry.clone()
+            taken
         })
         .ok()
 }
@@ -275,6 +273,12 @@ impl AccessLog {
             queue,
             dropped,
         }
+    }
+
+    /// Whether lines are written at all (with `off`, requests note nothing and allocate
+    /// nothing for the log).
+    pub fn is_on(&self) -> bool {
+        self.queue.is_some()
     }
 
     /// Writes one request's line.

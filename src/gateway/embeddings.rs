@@ -22,7 +22,9 @@ use super::completion::Meter;
 use super::error::ApiError;
 use super::forwarded::{ClientHeaders, copy_provider_headers};
 use super::metered;
-use super::serve::{MAX_ANSWER_BYTES, Served, final_error, send_to_provider, stamp};
+use super::serve::{
+    MAX_ANSWER_BYTES, Served, final_error, key_quota, send_to_provider, stamp, try_again,
+};
 use super::upstream::{Failure, Outcome, ReadError, embeddings_url, read_bounded};
 use super::{Active, Gateway};
 use crate::config::{ProviderConfig, Scope};
@@ -128,22 +130,12 @@ async fn walk(
         let tries = 1 + planned.retry.attempts;
         let mut answered = None;
         for try_number in 0..tries {
-            // The provider key's own quota, as for chat: a full one skips the target.
-            let quota = match &provider.limits {
-                Some(limits) => {
-                    match gateway
-                        .meter
-                        .admit_provider(&provider.id, limits, ticket)
-                        .await
-                    {
-                        Ok(quota) => Some(metered::SettleOnDrop::new(gateway, quota)),
-                        Err(_) => {
-                            failures.push(Failure::QuotaFull);
-                            break;
-                        }
-                    }
+            let quota = match key_quota(gateway, provider, ticket).await {
+                Ok(quota) => quota,
+                Err(full) => {
+                    failures.push(full);
+                    break;
                 }
-                None => None,
             };
             let deadline = Instant::now() + Duration::from_millis(provider.timeouts.total_ms);
             let model = &attempt.model;
@@ -163,27 +155,12 @@ async fn walk(
                     let Outcome::Failed(failure) = failed else {
                         break;
                     };
-                    let class = failure.retry_class();
-                    if class.is_some() {
-                        snapshot.health.record_failure(&provider.id);
-                    }
-                    tracing::info!(
-                        upstream = ?provider.id,
-                        model = ?attempt.model,
-                        attempt = try_number + 1,
-                        failure = ?failure.describe(),
-                        "embeddings attempt failed"
-                    );
+                    let again =
+                        try_again(gateway, snapshot, planned, attempt, &failure, try_number).await;
                     failures.push(failure);
-                    let retry = class.is_some_and(|class| planned.retry.on.contains(&class));
-                    if !retry || try_number + 1 == tries {
+                    if !again {
                         break;
                     }
-                    let backoff = planned
-                        .retry
-                        .backoff_ms
-                        .saturating_mul(1 << try_number.min(10));
-                    tokio::time::sleep(Duration::from_millis(backoff)).await;
                 }
             }
         }

@@ -245,23 +245,13 @@ pub async fn serve(
         };
         let tries = 1 + planned.retry.attempts;
         for try_number in 0..tries {
-            // The provider key's own quota, taken per attempt; a full one skips the target.
             let quota = match attempt.upstream {
-                Upstream::Provider(provider) => match &provider.limits {
-                    Some(limits) => {
-                        match gateway
-                            .meter
-                            .admit_provider(&provider.id, limits, ticket)
-                            .await
-                        {
-                            Ok(quota) => Some(SettleOnDrop::new(gateway, quota)),
-                            Err(_) => {
-                                failures.push(Failure::QuotaFull);
-                                break;
-                            }
-                        }
+                Upstream::Provider(provider) => match key_quota(gateway, provider, ticket).await {
+                    Ok(quota) => quota,
+                    Err(full) => {
+                        failures.push(full);
+                        break;
                     }
-                    None => None,
                 },
                 Upstream::Cli(_) => None,
             };
@@ -327,35 +317,10 @@ pub async fn serve(
                             )
                         });
                     }
-                    gateway
-                        .metrics
-                        .upstream_errors
-                        .get_or_create(&UpstreamErrorLabels {
-                            provider: describe(attempt),
-                            class: failure.class(),
-                        })
-                        .inc();
-                    let class = failure.retry_class();
-                    if let (Upstream::Provider(provider), Some(_)) = (attempt.upstream, class) {
-                        snapshot.health.record_failure(&provider.id);
-                    }
-                    // Request-controlled text (the model name) as escaped fields: a newline
-                    // in it cannot start a forged log line.
-                    tracing::info!(
-                        upstream = ?describe(attempt),
-                        model = ?attempt.model,
-                        attempt = try_number + 1,
-                        failure = ?failure.describe(),
-                        "attempt failed"
-                    );
-                    let retry = class.is_some_and(|class| planned.retry.on.contains(&class));
+                    let again =
+                        try_again(gateway, snapshot, planned, attempt, &failure, try_number).await;
                     failures.push(failure);
-                    if retry && try_number + 1 < tries {
-                        let backoff = planned
-                            .retry
-                            .backoff_ms
-                            .saturating_mul(1 << try_number.min(10));
-                        tokio::time::sleep(Duration::from_millis(backoff)).await;
+                    if again {
                         continue;
                     }
                     break;
@@ -364,6 +329,70 @@ pub async fn serve(
         }
     }
     Err(final_error(&failures, &planned.requested_model))
+}
+
+/// The provider key's own quota for one try (`None`: the key has none of its own); a full one
+/// is [`Failure::QuotaFull`], and the target is skipped without being called.
+pub(super) async fn key_quota(
+    gateway: &Arc<Gateway>,
+    provider: &ProviderConfig,
+    ticket: &Ticket,
+) -> Result<Option<SettleOnDrop<ProviderTicket>>, Failure> {
+    let Some(limits) = &provider.limits else {
+        return Ok(None);
+    };
+    match gateway
+        .meter
+        .admit_provider(&provider.id, limits, ticket)
+        .await
+    {
+        Ok(quota) => Ok(Some(SettleOnDrop::new(gateway, quota))),
+        Err(_) => Err(Failure::QuotaFull),
+    }
+}
+
+/// Records a failed try (the upstream error metric, the provider's health, a log line) and
+/// says whether the rule's retry policy tries the same target again, after sleeping its
+/// backoff.
+pub(super) async fn try_again(
+    gateway: &Gateway,
+    snapshot: &Active,
+    planned: &Plan<'_>,
+    attempt: &Attempt<'_>,
+    failure: &Failure,
+    try_number: u32,
+) -> bool {
+    gateway
+        .metrics
+        .upstream_errors
+        .get_or_create(&UpstreamErrorLabels {
+            provider: describe(attempt),
+            class: failure.class(),
+        })
+        .inc();
+    let class = failure.retry_class();
+    if let (Upstream::Provider(provider), Some(_)) = (attempt.upstream, class) {
+        snapshot.health.record_failure(&provider.id);
+    }
+    // Request-controlled text (the model name) as escaped fields: a newline in it cannot
+    // start a forged log line.
+    tracing::info!(
+        upstream = ?describe(attempt),
+        model = ?attempt.model,
+        attempt = try_number + 1,
+        failure = ?failure.describe(),
+        "attempt failed"
+    );
+    let retry = class.is_some_and(|class| planned.retry.on.contains(&class));
+    if !retry || try_number >= planned.retry.attempts {
+        return false;
+    }
+    let backoff = planned
+        .retry
+        .backoff_ms
+        .saturating_mul(1 << try_number.min(10));
+    tokio::time::sleep(Duration::from_millis(backoff)).await;
+    true
 }
 
 /// Unix seconds: the `created` of answers the gateway writes or translates.

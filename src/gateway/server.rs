@@ -88,9 +88,14 @@ pub async fn api(
     let path = request.uri().path().to_owned();
     let format = caller_format(&path, request.headers());
     let origin = request.headers().get(hyper::header::ORIGIN).cloned();
-    let entry = access_log::Entry::arrived(request.method().as_str(), &path);
     let log = gateway.clone();
-    let (result, entry) = access_log::scope(entry, route(gateway, request, &path, format)).await;
+    // With the request log off, no entry is made: notes outside a scope do nothing.
+    let (result, entry) = if log.access_log.is_on() {
+        let entry = access_log::Entry::arrived(request.method().as_str(), &path);
+        access_log::scope(entry, route(gateway, request, &path, format)).await
+    } else {
+        (route(gateway, request, &path, format).await, None)
+    };
     let mut response = result.unwrap_or_else(|error| error_response_in(&error, format));
     log.settings
         .cors

@@ -290,9 +290,14 @@ fn resolve_one(
             betas: spec
                 .betas
                 .as_ref()
-                .map(|betas| BetaFilterConfig {
-                    allow: betas.allow.clone(),
-                    deny: betas.deny.clone(),
+                .map(|betas| {
+                    let lower = |list: &[String]| -> Vec<String> {
+                        list.iter().map(|b| b.to_ascii_lowercase()).collect()
+                    };
+                    BetaFilterConfig {
+                        allow: lower(&betas.allow),
+                        deny: lower(&betas.deny),
+                    }
                 })
                 .unwrap_or_default(),
             limits,

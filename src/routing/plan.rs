@@ -221,7 +221,9 @@ fn plan_in_pool<'a>(
         // A target that serves another kind of request (an embedding model, for chat) is no
         // target of this one: a catch-all rule for chat models does not capture embeddings.
         let of_kind = |provider: &ProviderConfig, target_model: &str| {
-            serves(provider, target_model).serves(request.embeddings)
+            capabilities(provider, target_model)
+                .serves
+                .serves(request.embeddings)
         };
         let targets: Vec<(&'a ProviderConfig, &str, u32)> = rule
             .targets
@@ -265,31 +267,27 @@ fn plan_in_pool<'a>(
     if attempts.is_empty() {
         return Err(RouteError::UnknownModel(model.to_owned()));
     }
-    // (streams, tools) an attempt supports, and what it serves (chat, embeddings, or both for a
-    // model the provider does not describe); open catalogs are assumed capable (the upstream
-    // decides).
-    let supports = |a: &Attempt<'a>| -> (bool, bool, Serves) {
-        let Upstream::Provider(provider) = a.upstream else {
-            return (true, true, Serves::Chat);
-        };
-        let kind = serves(provider, &a.model);
-        match provider.model(&a.model) {
-            Some(entry) if entry.name != UNLISTED_MODEL => {
-                (entry.streaming, entry.function_calling, kind)
-            }
-            Some(_) => (true, true, kind),
-            None => (provider.open_catalog, provider.open_catalog, kind),
-        }
-    };
-    let any_streams = attempts.iter().any(|a| supports(a).0);
-    let any_kind = attempts
+    // What each attempt can do, looked up once.
+    let able: Vec<Capabilities> = attempts
         .iter()
-        .any(|a| supports(a).2.serves(request.embeddings));
-    attempts.retain(|a| {
-        let (streams, tools, serves) = supports(a);
-        serves.serves(request.embeddings)
-            && (!request.stream || streams)
-            && (!request.tools || tools)
+        .map(|a| match a.upstream {
+            Upstream::Provider(provider) => capabilities(provider, &a.model),
+            Upstream::Cli(_) => Capabilities {
+                streams: true,
+                tools: true,
+                serves: Serves::Chat,
+            },
+        })
+        .collect();
+    let any_streams = able.iter().any(|c| c.streams);
+    let any_kind = able.iter().any(|c| c.serves.serves(request.embeddings));
+    let mut able = able.into_iter();
+    attempts.retain(|_| {
+        able.next().is_some_and(|c| {
+            c.serves.serves(request.embeddings)
+                && (!request.stream || c.streams)
+                && (!request.tools || c.tools)
+        })
     });
     if attempts.is_empty() {
         let capability = if !any_kind && request.embeddings {
@@ -309,13 +307,37 @@ fn plan_in_pool<'a>(
     Ok((attempts, retry, timeout_ms))
 }
 
-/// What `model` serves at `provider`.
-fn serves(provider: &ProviderConfig, model: &str) -> Serves {
+/// What an attempt can do: stream, call tools, and which kind of request it serves. A model the
+/// provider does not describe (an open catalog, an unlisted model) is assumed capable: the
+/// upstream decides.
+struct Capabilities {
+    streams: bool,
+    tools: bool,
+    serves: Serves,
+}
+
+/// The capabilities of `model` at `provider`.
+fn capabilities(provider: &ProviderConfig, model: &str) -> Capabilities {
     match provider.model(model) {
-        Some(entry) if entry.name == UNLISTED_MODEL => Serves::Either,
-        Some(entry) if entry.embedding => Serves::Embeddings,
-        Some(_) => Serves::Chat,
-        None => Serves::Either,
+        Some(entry) if entry.name != UNLISTED_MODEL => Capabilities {
+            streams: entry.streaming,
+            tools: entry.function_calling,
+            serves: if entry.embedding {
+                Serves::Embeddings
+            } else {
+                Serves::Chat
+            },
+        },
+        Some(_) => Capabilities {
+            streams: true,
+            tools: true,
+            serves: Serves::Either,
+        },
+        None => Capabilities {
+            streams: provider.open_catalog,
+            tools: provider.open_catalog,
+            serves: Serves::Either,
+        },
     }
 }
 
