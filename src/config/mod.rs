@@ -119,6 +119,10 @@ pub struct ProviderConfig {
     /// Which `anthropic-beta` values clients may send through this provider.
     #[serde(default, skip_serializing_if = "BetaFilterConfig::is_empty")]
     pub betas: BetaFilterConfig,
+    /// Whether it serves OpenAI's Responses API: a `/v1/responses` client's request then goes
+    /// to it as sent (else translated to its chat format).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub responses_api: bool,
     /// The key's own quota.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<ProviderLimitsConfig>,
@@ -443,6 +447,7 @@ impl ProviderConfig {
             models: Vec::new(),
             unlisted: None,
             betas: BetaFilterConfig::default(),
+            responses_api: false,
             limits: None,
             timeouts: TimeoutsConfig::default(),
             allowed_endpoints: Vec::new(),

@@ -69,6 +69,13 @@ pub struct LlmProviderSpec {
     /// what a request costs (`context-1m-*`) is never forwarded on the platform's keys.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub betas: Option<BetaFilter>,
+    /// Whether this provider serves OpenAI's Responses API (`responses` beside its
+    /// `chat/completions` endpoint). When it does, a client of the gateway's `/v1/responses`
+    /// is passed through to it as sent; otherwise the request is translated to the provider's
+    /// chat format. Defaults to true for type `openai`, false for every other type (set it
+    /// for an OpenAI-compatible server that serves the API, such as vLLM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub responses_api: Option<bool>,
 }
 
 /// The provider's policy for models it does not list.

@@ -57,7 +57,7 @@ fn readable_bytes(value: &Value, framing: &mut u64) -> u64 {
         Value::Array(items) => items.iter().map(|v| readable_bytes(v, framing)).sum(),
         Value::Object(object) => {
             let kind = object.get("type").and_then(Value::as_str);
-            if matches!(kind, Some("image" | "document")) {
+            if matches!(kind, Some("image" | "document" | "image_url")) {
                 *framing += PER_MEDIA;
                 return 0;
             }

@@ -14,6 +14,7 @@ pub mod embeddings;
 pub mod estimate;
 pub mod gemini;
 pub mod openai;
+pub mod responses;
 pub mod stream;
 pub mod volume;
 
@@ -33,6 +34,9 @@ pub enum Format {
     Gemini,
     /// Cohere v2 chat.
     Cohere,
+    /// OpenAI's Responses API (`/v1/responses`): a front door, and the format of an OpenAI
+    /// upstream that serves it when the client speaks it too.
+    Responses,
 }
 
 impl Format {
@@ -91,7 +95,13 @@ pub fn translate_response(
         // before the first byte, else 502), never a success metered as complete.
         let usage = match upstream {
             Format::OpenAi => openai::usage_from_response(body),
-            _ => serde_json::from_slice::<Value>(body)
+            Format::Gemini => serde_json::from_slice::<Value>(body)
+                .ok()
+                .and_then(|v| v.get("usageMetadata").and_then(gemini::usage_from_value)),
+            Format::Responses => serde_json::from_slice::<Value>(body)
+                .ok()
+                .and_then(|v| v.get("usage").and_then(responses::usage_from_value)),
+            Format::Anthropic | Format::Cohere => serde_json::from_slice::<Value>(body)
                 .ok()
                 .and_then(|v| v.get("usage").and_then(anthropic::usage_from_value)),
         };
@@ -113,11 +123,14 @@ pub fn translate_response(
         Format::Anthropic => anthropic::response_to_openai(&parsed, created)?,
         Format::Gemini => gemini::response_to_openai(&parsed, model, created)?,
         Format::Cohere => cohere::response_to_openai(&parsed, model, created)?,
+        Format::Responses => responses::response_to_openai(&parsed, created)?,
     };
     let usage = canonical.get("usage").and_then(openai::usage_from_value);
     let out = match client {
         Format::Anthropic => anthropic::response_from_openai(&canonical)?,
-        _ => canonical,
+        Format::Responses => responses::response_from_openai(&canonical, created)?,
+        Format::Gemini => gemini::response_from_openai(&canonical)?,
+        Format::OpenAi | Format::Cohere => canonical,
     };
     Ok((out.to_string().into_bytes(), usage))
 }
@@ -137,6 +150,7 @@ pub fn error_message(body: &[u8]) -> Option<String> {
 pub fn error_body(client: Format, status: u16, kind: &str, code: &str, message: &str) -> String {
     match client {
         Format::Anthropic => anthropic::error_body(status, message),
+        Format::Gemini => gemini::error_body(status, message),
         _ => serde_json::json!({"error": {"message": message, "type": kind, "param": null, "code": code}})
             .to_string(),
     }

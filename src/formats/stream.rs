@@ -6,7 +6,7 @@
 
 use serde_json::Value;
 
-use super::{Format, anthropic, cohere, gemini, openai};
+use super::{Format, anthropic, cohere, gemini, openai, responses};
 use crate::sse::Event;
 use crate::usage::Usage;
 
@@ -78,16 +78,27 @@ pub fn reframer(upstream: Format, client: Format, context: Context) -> Box<dyn R
             Box::new(openai::Passthrough::new(context.client_wants_usage))
         }
         (Format::Anthropic, Format::Anthropic) => Box::new(anthropic::Passthrough::default()),
+        (Format::Responses, Format::Responses) => Box::new(responses::Passthrough::default()),
+        (Format::Gemini, Format::Gemini) => Box::new(Relay {
+            decoder: Box::new(gemini::ChunkDecoder::new(&context)),
+            scratch: Vec::new(),
+            fail: gemini::stream_error,
+        }),
         (upstream, client) => {
             let decoder: Box<dyn Decoder> = match upstream {
                 Format::OpenAi => Box::new(openai::ChunkDecoder::default()),
                 Format::Anthropic => Box::new(anthropic::EventDecoder::new(&context)),
                 Format::Gemini => Box::new(gemini::ChunkDecoder::new(&context)),
                 Format::Cohere => Box::new(cohere::EventDecoder::new(&context)),
+                Format::Responses => Box::new(responses::EventDecoder::new(&context)),
             };
             let encoder: Box<dyn Encoder> = match client {
                 Format::Anthropic => Box::new(anthropic::EventEncoder::new(&context)),
-                _ => Box::new(openai::ChunkEncoder::new(context.client_wants_usage)),
+                Format::Responses => Box::new(responses::EventEncoder::new(&context)),
+                Format::Gemini => Box::new(gemini::ChunkEncoder::new(&context)),
+                Format::OpenAi | Format::Cohere => {
+                    Box::new(openai::ChunkEncoder::new(context.client_wants_usage))
+                }
             };
             Box::new(Translated {
                 decoder,
@@ -95,6 +106,50 @@ pub fn reframer(upstream: Format, client: Format, context: Context) -> Box<dyn R
                 chunks: Vec::new(),
             })
         }
+    }
+}
+
+/// A stream relayed to a client of the upstream's own format: each event as it came, read on
+/// the way by the format's decoder for its usage and whether the answer completed.
+struct Relay {
+    decoder: Box<dyn Decoder>,
+    /// The decoder's chunks, read and dropped.
+    scratch: Vec<Value>,
+    /// The format's own error event, written when the stream breaks.
+    fail: fn(&str) -> String,
+}
+
+impl Reframe for Relay {
+    fn event(&mut self, event: &Event, out: &mut Vec<u8>) -> Flow {
+        crate::sse::write_event(out, event.event.as_deref(), &event.data);
+        let result = self.decoder.event(event, &mut self.scratch);
+        self.scratch.clear();
+        match result {
+            Ok(false) => Flow::Continue,
+            Ok(true) => Flow::Complete,
+            Err(_) => Flow::Failed,
+        }
+    }
+
+    fn end(&mut self, out: &mut Vec<u8>) -> Flow {
+        let complete = self.decoder.end(&mut self.scratch);
+        self.scratch.clear();
+        if complete {
+            return Flow::Complete;
+        }
+        self.fail(
+            "the provider ended the stream before the answer was complete",
+            out,
+        );
+        Flow::Failed
+    }
+
+    fn fail(&mut self, message: &str, out: &mut Vec<u8>) {
+        crate::sse::write_event(out, None, &(self.fail)(message));
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        self.decoder.usage()
     }
 }
 

@@ -72,6 +72,13 @@ fn fields(format: Format) -> Fields {
             choices: None,
             unbounded: &["num_generations"],
         },
+        // Reasoning tokens count within `max_output_tokens`; one answer per request.
+        Format::Responses => Fields {
+            within: None,
+            limits: &["max_output_tokens"],
+            choices: None,
+            unbounded: &[],
+        },
     }
 }
 

@@ -122,6 +122,8 @@ impl Entry {
             "/v1/messages" => "messages",
             "/v1/messages/count_tokens" => "count_tokens",
             "/v1/embeddings" => "embeddings",
+            "/v1/responses" => "responses",
+            _ if crate::gateway::gemini::model_method(path).is_some() => "gemini",
             _ if path == "/v1/models" || path.starts_with("/v1/models/") => "models",
             _ => "other",
         };

@@ -25,7 +25,8 @@ use crate::routing::plan::{RouteRequest, plan, prefer_healthy};
 /// Header a request narrows its provider with.
 pub const PROVIDER_HEADER: &str = "x-dgidgi-provider";
 
-/// The access key from `Authorization: Bearer` or `x-api-key`.
+/// The access key from `Authorization: Bearer`, `x-api-key` (Anthropic's SDKs) or
+/// `x-goog-api-key` (Google's).
 pub fn access_key(headers: &HeaderMap) -> Option<&[u8]> {
     if let Some(value) = headers.get(hyper::header::AUTHORIZATION) {
         let bytes = value.as_bytes();
@@ -34,8 +35,14 @@ pub fn access_key(headers: &HeaderMap) -> Option<&[u8]> {
             .eq_ignore_ascii_case(b"bearer ")
             .then(|| bytes[7..].trim_ascii());
     }
-    headers.get("x-api-key").map(|v| v.as_bytes().trim_ascii())
+    headers
+        .get("x-api-key")
+        .or_else(|| headers.get(GOOGLE_KEY_HEADER))
+        .map(|v| v.as_bytes().trim_ascii())
 }
+
+/// The header Google's SDKs send their key in.
+pub const GOOGLE_KEY_HEADER: &str = "x-goog-api-key";
 
 /// Finds the tenant of a request, or 401.
 pub fn authenticate<'a>(
@@ -75,8 +82,11 @@ pub async fn read_body(
 /// name as written).
 const MAX_MODEL_NAME_BYTES: usize = 256;
 
-/// What routing needs from a chat body (the same fields in both front doors' formats).
+/// What routing needs from a body of a front door's `format`: the model (for Gemini put in the
+/// body from the URL by its front door), whether it streams and uses tools; a body without the
+/// conversation its format requires is a 400 before anything is reserved.
 pub(super) fn route_request<'a>(
+    format: Format,
     json: &'a Map<String, Value>,
     headers: &'a HeaderMap,
 ) -> Result<RouteRequest<'a>, ApiError> {
@@ -86,12 +96,23 @@ pub(super) fn route_request<'a>(
         Some(Value::Bool(stream)) => *stream,
         Some(_) => return Err(ApiError::bad_request("'stream' must be a boolean")),
     };
-    match json.get("messages") {
-        Some(Value::Array(messages)) if !messages.is_empty() => {}
-        _ => {
+    let conversation = match format {
+        Format::Responses => "input",
+        Format::Gemini => "contents",
+        Format::OpenAi | Format::Anthropic | Format::Cohere => "messages",
+    };
+    match json.get(conversation) {
+        Some(Value::Array(items)) if !items.is_empty() => {}
+        Some(Value::String(text)) if format == Format::Responses && !text.is_empty() => {}
+        _ if format == Format::Responses => {
             return Err(ApiError::bad_request(
-                "'messages' must be a non-empty array",
+                "'input' must be a non-empty string or array",
             ));
+        }
+        _ => {
+            return Err(ApiError::bad_request(format!(
+                "'{conversation}' must be a non-empty array"
+            )));
         }
     }
     let tools = json
@@ -215,7 +236,7 @@ pub async fn route_and_serve(
         json,
         sent,
     } = request;
-    let routing = route_request(&json, &headers)?;
+    let routing = route_request(format, &json, &headers)?;
     let stream = routing.stream;
     let mut planned = plan(&snapshot.config, tenant, &routing, rand::random())?;
     prefer_healthy(&mut planned.attempts, |id| snapshot.health.is_unhealthy(id));

@@ -1,8 +1,9 @@
-//! `POST /v1/messages/count_tokens`: Anthropic's token counting, which coding agents (Claude
-//! Code) call before a turn to manage their context. Routed like `/v1/messages`: to an
-//! Anthropic upstream the request goes as sent (model name aside) and its count comes back;
-//! in front of any other target the answer is an estimate ([`crate::formats::estimate`]) and
-//! says so in `x-dgidgi-token-count: estimated`.
+//! Token counting: `POST /v1/messages/count_tokens` (Anthropic's, which coding agents such as
+//! Claude Code call before a turn to manage their context) and Gemini's `:countTokens`. Routed
+//! like the front door's own requests: to an upstream of the caller's format the request goes
+//! as sent (model name aside) and its count comes back; in front of any other target the
+//! answer is an estimate ([`crate::formats::estimate`]) and says so in
+//! `x-dgidgi-token-count: estimated`.
 //!
 //! Counting is free for the tenant — no tokens, no budget, no ledger record — but not
 //! unbounded: it is admitted at the tenant's requests per minute in a window of its own
@@ -17,15 +18,15 @@ use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use serde_json::Value;
 
-use super::Gateway;
+use super::{Active, Gateway};
 use super::body::{ResponseBody, upstream_body};
-use super::chat::{parse_request, route_request};
+use super::chat::{ParsedRequest, parse_request, route_request};
 use super::error::ApiError;
 use super::forwarded::{ClientHeaders, copy_provider_headers};
 use super::limits::refusal_error;
 use super::serve::send_to_provider;
 use super::server::json_response;
-use super::upstream::{Outcome, chat_url, read_bounded};
+use super::upstream::{Outcome, chat_url, gemini_method_url, read_bounded};
 use crate::config::Scope;
 use crate::formats::{Format, estimate};
 use crate::routing::plan::{Upstream, plan, prefer_healthy};
@@ -41,14 +42,24 @@ const MAX_ANSWER_BYTES: usize = 64 * 1024;
 /// gateway's sockets and tasks.
 const MAX_COUNT_TIME: Duration = Duration::from_secs(30);
 
-/// Handles one token counting request.
+/// Handles one Anthropic token counting request.
 pub async fn handle(
     gateway: Arc<Gateway>,
     request: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, ApiError> {
     let snapshot = gateway.active()?;
     let request = parse_request(&gateway, &snapshot, request).await?;
-    let routing = route_request(&request.json, &request.headers)?;
+    count(&gateway, &snapshot, request, Format::Anthropic).await
+}
+
+/// Counts a parsed request of a front door's `format` (Anthropic or Gemini).
+pub async fn count(
+    gateway: &Arc<Gateway>,
+    snapshot: &Active,
+    request: ParsedRequest<'_>,
+    format: Format,
+) -> Result<Response<ResponseBody>, ApiError> {
+    let routing = route_request(format, &request.json, &request.headers)?;
     let mut planned = plan(&snapshot.config, request.tenant, &routing, rand::random())?;
     prefer_healthy(&mut planned.attempts, |id| snapshot.health.is_unhealthy(id));
     gateway
@@ -63,23 +74,29 @@ pub async fn handle(
         let Upstream::Provider(provider) = attempt.upstream else {
             break;
         };
-        if Format::of(provider.kind) != Format::Anthropic {
+        if Format::of(provider.kind) != format {
             break;
         }
-        let Some(url) = chat_url(provider, &attempt.model, false) else {
+        let (url, body) = if format == Format::Gemini {
+            // The model is in the URL; the body goes as it came.
+            let url = gemini_method_url(provider, &attempt.model, "countTokens");
+            (url, request.sent.bytes().clone())
+        } else {
+            let url = chat_url(provider, &attempt.model, false).map(|u| format!("{u}/count_tokens"));
+            let body = request
+                .sent
+                .write_edited(&request.json, &["model"], |json| {
+                    json.insert("model".into(), Value::String(attempt.model.clone()));
+                });
+            (url, Bytes::from(body))
+        };
+        let Some(url) = url else {
             break;
         };
-        let url = format!("{url}/count_tokens");
-        let body = request
-            .sent
-            .write_edited(&request.json, &["model"], |json| {
-                json.insert("model".into(), Value::String(attempt.model.clone()));
-            });
-        let body = Bytes::from(body);
         let model = &attempt.model;
         let limit = Duration::from_millis(provider.timeouts.total_ms).min(MAX_COUNT_TIME);
         let deadline = tokio::time::Instant::now() + limit;
-        let sent = send_to_provider(&gateway, &snapshot, provider, model, &url, &headers, &body);
+        let sent = send_to_provider(gateway, snapshot, provider, model, &url, &headers, &body);
         let Ok(outcome) = tokio::time::timeout_at(deadline, sent).await else {
             tracing::info!(provider = ?provider.id, "token counting timed out at the provider");
             continue;
@@ -113,11 +130,14 @@ pub async fn handle(
             Outcome::Local { .. } => break,
         }
     }
-    let tokens = estimate::input_tokens(&request.json);
-    let mut response = json_response(
-        StatusCode::OK,
-        serde_json::json!({ "input_tokens": tokens }).to_string(),
-    );
+    let answer = if format == Format::Gemini {
+        let canonical = crate::formats::gemini::request_to_openai(&request.json)
+            .map_err(|error| ApiError::bad_request(error.to_string()))?;
+        serde_json::json!({ "totalTokens": estimate::input_tokens(&canonical) })
+    } else {
+        serde_json::json!({ "input_tokens": estimate::input_tokens(&request.json) })
+    };
+    let mut response = json_response(StatusCode::OK, answer.to_string());
     response
         .headers_mut()
         .insert(TOKEN_COUNT_HEADER, HeaderValue::from_static("estimated"));

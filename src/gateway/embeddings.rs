@@ -280,7 +280,7 @@ impl Target<'_> {
             }
             Format::Gemini => embeddings::request_to_gemini(request, self.model)?,
             Format::Cohere => embeddings::request_to_cohere(request, self.model, self.input_type)?,
-            Format::Anthropic => {
+            Format::Anthropic | Format::Responses => {
                 return Err(FormatError::Unsupported(
                     "Anthropic models serve no embeddings".into(),
                 ));
@@ -321,7 +321,7 @@ impl Target<'_> {
             }
             Format::Cohere => embeddings::response_from_cohere(answer, request, self.model)
                 .map(|(out, usage)| (Bytes::from(out), usage)),
-            Format::Anthropic => Err(FormatError::Unsupported(
+            Format::Anthropic | Format::Responses => Err(FormatError::Unsupported(
                 "Anthropic models serve no embeddings".into(),
             )),
         }

@@ -152,6 +152,10 @@ impl ApiError {
             crate::formats::Format::Anthropic => Bytes::from(
                 crate::formats::anthropic::error_body(self.status.as_u16(), &self.message),
             ),
+            crate::formats::Format::Gemini => Bytes::from(crate::formats::gemini::error_body(
+                self.status.as_u16(),
+                &self.message,
+            )),
             _ => self.body(),
         }
     }

@@ -109,7 +109,7 @@ impl ClientHeaders {
                     headers.push((ANTHROPIC_BETA, beta));
                 }
             }
-            Format::OpenAi => {
+            Format::OpenAi | Format::Responses => {
                 if let Some(beta) = &self.openai_beta {
                     headers.push((OPENAI_BETA, beta.clone()));
                 }

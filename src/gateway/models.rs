@@ -16,6 +16,14 @@ use crate::routing::plan::pools;
 /// reach — the routing plan's own pools — plus its cli model; sorted; nothing of other tenants.
 pub fn list(snapshot: &Snapshot, tenant: &TenantConfig, format: Format, page: &Page<'_>) -> String {
     let models = reachable(snapshot, tenant);
+    if format == Format::Gemini {
+        // Every model on one page: Google's pager stops where no `nextPageToken` is given.
+        let models: Vec<_> = models
+            .into_iter()
+            .map(|(id, owner)| model_object(format, id, owner))
+            .collect();
+        return json!({ "models": models }).to_string();
+    }
     if format != Format::Anthropic {
         let data: Vec<_> = models
             .into_iter()
@@ -107,6 +115,10 @@ fn model_object(format: Format, id: &str, owner: &str) -> serde_json::Value {
     match format {
         Format::Anthropic => json!({
             "type": "model", "id": id, "display_name": id, "created_at": "1970-01-01T00:00:00Z"
+        }),
+        Format::Gemini => json!({
+            "name": format!("models/{id}"), "baseModelId": id, "displayName": id,
+            "supportedGenerationMethods": ["generateContent", "streamGenerateContent", "countTokens"],
         }),
         _ => json!({"id": id, "object": "model", "created": 0, "owned_by": owner}),
     }

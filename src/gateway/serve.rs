@@ -22,13 +22,16 @@ use super::error::ApiError;
 use super::forwarded::{BetaPolicy, ClientHeaders, copy_provider_headers};
 use super::metered::SettleOnDrop;
 use super::metrics::UpstreamErrorLabels;
-use super::upstream::{Failure, Outcome, ReadError, chat_url, cli_chat_url, read_bounded, send};
+use super::upstream::{
+    Failure, Outcome, ReadError, chat_url, cli_chat_url, read_bounded, responses_url, send,
+};
 use super::{Active, Gateway};
 use crate::config::{ProviderConfig, Scope, TenantConfig};
 use crate::crd::Source;
 use crate::formats::stream::{Context, reframer};
 use crate::formats::{
-    Format, FormatError, SentBody, anthropic, cohere, gemini, openai, write_with_edited_members,
+    Format, FormatError, SentBody, anthropic, cohere, gemini, openai, responses,
+    write_with_edited_members,
 };
 use crate::metering::Ticket;
 use crate::metering::meter::ProviderTicket;
@@ -96,12 +99,20 @@ struct Prepared {
 
 impl Prepared {
     fn canonical(&mut self) -> Result<&Map<String, Value>, FormatError> {
-        if self.client == Format::OpenAi {
-            return Ok(&self.original);
-        }
+        let translate = match self.client {
+            Format::OpenAi => return Ok(&self.original),
+            Format::Anthropic => anthropic::request_to_openai,
+            Format::Responses => responses::request_to_openai,
+            Format::Gemini => gemini::request_to_openai,
+            Format::Cohere => {
+                return Err(FormatError::Invalid(
+                    "Cohere's format is not a front door".into(),
+                ));
+            }
+        };
         let original = &self.original;
         self.canonical
-            .get_or_insert_with(|| anthropic::request_to_openai(original))
+            .get_or_insert_with(|| translate(original))
             .as_ref()
             .map_err(Clone::clone)
     }
@@ -128,6 +139,31 @@ impl Prepared {
             // The upstream takes the request's own format (the client's, or the canonical one):
             // only the model, stream options and output limits change, and the rest of the body
             // is written as it was parsed, not copied per attempt.
+            // Only a Responses client is served by a Responses upstream (see
+            // `upstream_format`). The platform's key is shared by every tenant: nothing is
+            // stored under it (`store` off), and nothing stored under it is referred to.
+            Format::Responses => {
+                let shared = paid_by_platform(attempt);
+                if shared {
+                    responses::refuse_stored_state_on_shared_key(&self.original)?;
+                }
+                let members = ["model", "max_output_tokens", "store"];
+                let body = self.sent.write_edited(&self.original, &members, |json| {
+                    json.insert("model".into(), model);
+                    if shared {
+                        json.insert("store".into(), Value::Bool(false));
+                    }
+                    cap(json);
+                });
+                return Ok(Bytes::from(body));
+            }
+            // The model is in the URL: only the output limit may change.
+            Format::Gemini if self.client == Format::Gemini => {
+                let body = self
+                    .sent
+                    .write_edited(&self.original, &["generationConfig"], cap);
+                return Ok(Bytes::from(body));
+            }
             Format::Anthropic if self.client == Format::Anthropic => {
                 let members = ["model", "max_tokens", "thinking"];
                 let body = self.sent.write_edited(&self.original, &members, |json| {
@@ -192,9 +228,18 @@ impl Prepared {
     }
 }
 
-/// The format an attempt's upstream speaks.
-fn upstream_format(attempt: &Attempt<'_>) -> Format {
+/// The format an attempt's upstream speaks for a client: a provider that serves OpenAI's
+/// Responses API gets a Responses client's request in that API (as sent); everything else its
+/// type's own format.
+fn upstream_format(attempt: &Attempt<'_>, client: Format) -> Format {
     match attempt.upstream {
+        Upstream::Provider(provider)
+            if client == Format::Responses
+                && provider.responses_api
+                && Format::of(provider.kind) == Format::OpenAi =>
+        {
+            Format::Responses
+        }
         Upstream::Provider(provider) => Format::of(provider.kind),
         Upstream::Cli(_) => Format::OpenAi,
     }
@@ -226,7 +271,7 @@ pub async fn serve(
     };
     let mut failures: Vec<Failure> = Vec::new();
     for (index, attempt) in planned.attempts.iter().enumerate() {
-        let format = upstream_format(attempt);
+        let format = upstream_format(attempt, prepared.client);
         // Platform-paid attempts never generate more than metering reserved for them: their
         // output is limited only when the request's own fields would allow more.
         let output_cap = match attempt.upstream {
@@ -255,7 +300,7 @@ pub async fn serve(
                 },
                 Upstream::Cli(_) => None,
             };
-            let outcome = call(gateway, snapshot, tenant, attempt, &prepared, &body).await;
+            let outcome = call(gateway, snapshot, tenant, attempt, &prepared, format, &body).await;
             let result = match outcome {
                 Outcome::Relay(response) => {
                     let (parts, incoming) = response.into_parts();
@@ -592,6 +637,7 @@ async fn call(
     tenant: &TenantConfig,
     attempt: &Attempt<'_>,
     prepared: &Prepared,
+    format: Format,
     body: &Bytes,
 ) -> Outcome {
     match attempt.upstream {
@@ -628,7 +674,11 @@ async fn call(
             }
         }
         Upstream::Provider(provider) => {
-            let Some(url) = chat_url(provider, &attempt.model, prepared.stream) else {
+            let url = match format {
+                Format::Responses => responses_url(provider),
+                _ => chat_url(provider, &attempt.model, prepared.stream),
+            };
+            let Some(url) = url else {
                 return Outcome::Failed(Failure::Unsupported(provider.kind));
             };
             let (headers, model) = (&prepared.headers, &attempt.model);

@@ -23,7 +23,7 @@ use super::Gateway;
 use super::body::ResponseBody;
 use super::connection::Tracked;
 use super::error::ApiError;
-use super::{access_log, chat, count_tokens, embeddings, messages, models};
+use super::{access_log, chat, count_tokens, embeddings, gemini, messages, models, responses};
 use crate::formats::Format;
 
 /// Largest number of request headers accepted (431 beyond).
@@ -58,9 +58,15 @@ fn allowed_methods(path: &str) -> Option<&'static str> {
         "/v1/chat/completions"
         | "/v1/messages"
         | "/v1/messages/count_tokens"
-        | "/v1/embeddings" => Some("POST"),
-        "/v1/models" => Some("GET"),
-        _ if path.starts_with("/v1/models/") => Some("GET"),
+        | "/v1/embeddings"
+        | "/v1/responses" => Some("POST"),
+        "/v1/models" | "/v1beta/models" => Some("GET"),
+        _ if gemini::model_method(path).is_some() => Some("POST"),
+        _ if path.starts_with("/v1/models/") || path.starts_with("/v1beta/models/") => {
+            Some("GET")
+        }
+        _ if path.ends_with("/cancel") && path.starts_with("/v1/responses/") => Some("POST"),
+        _ if path.starts_with("/v1/responses/") => Some("GET, DELETE"),
         _ => None,
     }
 }
@@ -71,6 +77,10 @@ fn allowed_methods(path: &str) -> Option<&'static str> {
 fn caller_format(path: &str, headers: &hyper::HeaderMap) -> Format {
     if path.starts_with("/v1/messages") {
         Format::Anthropic
+    } else if path.starts_with("/v1/responses") {
+        Format::Responses
+    } else if gemini::is_gemini_path(path) || headers.contains_key(chat::GOOGLE_KEY_HEADER) {
+        Format::Gemini
     } else if path == "/v1/chat/completions" || !headers.contains_key("anthropic-version") {
         Format::OpenAi
     } else {
@@ -81,12 +91,15 @@ fn caller_format(path: &str, headers: &hyper::HeaderMap) -> Format {
 /// Routes one API request.
 pub async fn api(
     gateway: Arc<Gateway>,
-    request: Request<Incoming>,
+    mut request: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     // Counted on arrival, so every request counts, errors included.
     gateway.metrics.received.inc();
     let path = request.uri().path().to_owned();
     let format = caller_format(&path, request.headers());
+    if format == Format::Gemini {
+        gemini::key_from_query(&mut request);
+    }
     let origin = request.headers().get(hyper::header::ORIGIN).cloned();
     let log = gateway.clone();
     // With the request log off, no entry is made: notes outside a scope do nothing.
@@ -122,9 +135,24 @@ async fn route(
             count_tokens::handle(gateway, request).await
         }
         (&Method::POST, "/v1/embeddings") => embeddings::handle(gateway, request).await,
-        (&Method::GET, "/v1/models") => list_models(&gateway, &request, format),
+        (&Method::POST, "/v1/responses") => responses::handle(gateway, request).await,
+        (&Method::GET | &Method::DELETE, path) if path.starts_with("/v1/responses/") => {
+            responses::stored(&gateway, &request)
+        }
+        (&Method::POST, path) if path.starts_with("/v1/responses/") && path.ends_with("/cancel") => {
+            responses::stored(&gateway, &request)
+        }
+        (&Method::POST, path) if gemini::model_method(path).is_some() => {
+            gemini::handle(gateway, request, path).await
+        }
+        (&Method::GET, "/v1/models" | "/v1beta/models") => {
+            list_models(&gateway, &request, format)
+        }
         (&Method::GET, path) if path.starts_with("/v1/models/") => {
             retrieve_model(&gateway, &request, &path["/v1/models/".len()..], format)
+        }
+        (&Method::GET, path) if path.starts_with("/v1beta/models/") => {
+            retrieve_model(&gateway, &request, &path["/v1beta/models/".len()..], format)
         }
         (&Method::OPTIONS, path) => options(&gateway.settings.cors, request.headers(), path),
         (method, path) => Err(match allowed_methods(path) {

@@ -176,7 +176,7 @@ where
         .header(ACCEPT, "application/json, text/event-stream");
     if let Some(key) = api_key {
         let (name, mut value) = match format {
-            Format::OpenAi | Format::Cohere => (
+            Format::OpenAi | Format::Cohere | Format::Responses => (
                 AUTHORIZATION.as_str(),
                 [b"Bearer ".as_slice(), key].concat(),
             ),
@@ -298,14 +298,31 @@ pub fn chat_url(provider: &ProviderConfig, model: &str, stream: bool) -> Option<
     let base = provider.base_url.as_deref()?.trim_end_matches('/');
     if Format::of(provider.kind) == Format::Gemini {
         let method = if stream {
-            ":streamGenerateContent?alt=sse"
+            "streamGenerateContent?alt=sse"
         } else {
-            ":generateContent"
+            "generateContent"
         };
-        let model = url::form_urlencoded::byte_serialize(model.as_bytes()).collect::<String>();
-        return Some(format!("{base}{}{method}", path.replace("{model}", &model)));
+        return gemini_method_url(provider, model, method);
     }
     Some(format!("{base}{path}"))
+}
+
+/// A Gemini provider's URL of one of a model's methods (`generateContent`, `countTokens`…):
+/// the model id percent-encoded into the path (ids such as `tunedModels/x` hold a slash).
+pub fn gemini_method_url(provider: &ProviderConfig, model: &str, method: &str) -> Option<String> {
+    let path = provider.kind.defaults().chat_path?;
+    let base = provider.base_url.as_deref()?.trim_end_matches('/');
+    let model = url::form_urlencoded::byte_serialize(model.as_bytes()).collect::<String>();
+    Some(format!("{base}{}:{method}", path.replace("{model}", &model)))
+}
+
+/// The Responses API endpoint of an OpenAI-format provider: beside its chat endpoint
+/// (`…/chat/completions` → `…/responses`).
+pub fn responses_url(provider: &ProviderConfig) -> Option<String> {
+    let base = provider.base_url.as_deref()?.trim_end_matches('/');
+    let chat = provider.kind.defaults().chat_path?;
+    let path = chat.strip_suffix("chat/completions")?;
+    Some(format!("{base}{path}responses"))
 }
 
 /// The embeddings URL of a provider in its own format: OpenAI-format types serve it beside
@@ -324,7 +341,7 @@ pub fn embeddings_url(provider: &ProviderConfig, model: &str) -> Option<String> 
             Some(format!("{base}/models/{model}:batchEmbedContents"))
         }
         Format::Cohere => Some(format!("{base}/v2/embed")),
-        Format::Anthropic => None,
+        Format::Anthropic | Format::Responses => None,
     }
 }
 

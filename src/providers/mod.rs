@@ -70,6 +70,11 @@ impl ProviderKind {
     pub fn defaults(self) -> &'static catalog::ProviderDefaults {
         catalog::defaults(self)
     }
+
+    /// Whether the type serves OpenAI's Responses API unless its resource says otherwise.
+    pub fn serves_responses_api(self) -> bool {
+        self == Self::Openai
+    }
 }
 
 impl std::fmt::Display for ProviderKind {

@@ -300,6 +300,9 @@ fn resolve_one(
                     }
                 })
                 .unwrap_or_default(),
+            responses_api: spec
+                .responses_api
+                .unwrap_or_else(|| spec.kind.serves_responses_api()),
             limits,
             timeouts,
             allowed_endpoints,

@@ -6,6 +6,9 @@
 //! position and its name ([`super::derived_call_id`]), and tool results are sent back by the
 //! function name the conversation recorded for that id.
 
+mod front;
+
+pub use front::{ChunkEncoder, error_body, request_to_openai, response_from_openai, stream_error};
 use serde_json::{Map, Value, json};
 
 use super::stream::{Context, Decoder, UpstreamError};

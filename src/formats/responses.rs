@@ -1,0 +1,1185 @@
+//! OpenAI's Responses API (`POST /v1/responses`) as a wire format: what Codex CLI, the Agents
+//! SDK, the Vercel AI SDK's `openai(model)` and pydantic-ai's Responses model speak.
+//!
+//! To an upstream that serves the Responses API itself the request goes as sent (only the
+//! model, the output limit and, on the platform's keys, `store` change). To every other target
+//! it is translated here into the canonical chat form, and the canonical answer (whole, or
+//! stream chunk by chunk) back into a `response` object or the API's typed stream events.
+//!
+//! What a chat completion cannot carry is refused, never dropped: built-in tools (web search,
+//! file search, computer use…), `previous_response_id` and `conversation` (the conversation
+//! lives at the upstream that stored it), inputs by file id, background mode. Reasoning items
+//! from an earlier turn are the only input left out: they are a model's private state (often
+//! encrypted), readable only by the model that wrote them; every target answers without them.
+
+use serde_json::{Map, Value, json};
+
+use super::stream::{Context, Encoder, Flow, Reframe};
+use super::{FormatError, openai};
+use crate::sse::{Event, write_event};
+use crate::usage::Usage;
+
+/// The usage of a `response` object (`input_tokens` counts cached tokens too, as OpenAI's
+/// `prompt_tokens` does).
+pub fn usage_from_value(usage: &Value) -> Option<Usage> {
+    let usage = usage.as_object()?;
+    let number = |key: &str| usage.get(key).and_then(Value::as_u64);
+    Some(Usage {
+        input_tokens: number("input_tokens")?,
+        output_tokens: number("output_tokens").unwrap_or(0),
+        cached_input_tokens: usage
+            .get("input_tokens_details")
+            .and_then(|d| d.get("cached_tokens"))
+            .and_then(Value::as_u64)
+            .unwrap_or(0),
+        cache_creation_input_tokens: 0,
+    })
+}
+
+/// Refuses what only an upstream serving the Responses API can do with a request (continuing
+/// a stored conversation, reading a file it holds) when the target is paid for by the
+/// platform's key: that key is shared by every tenant, so an id would reach what another
+/// tenant stored, and what an id stands for is outside the reservation.
+pub fn refuse_stored_state_on_shared_key(request: &Map<String, Value>) -> Result<(), FormatError> {
+    for field in ["previous_response_id", "conversation", "prompt"] {
+        if request.get(field).is_some_and(|v| !v.is_null()) {
+            return Err(FormatError::unsupported(format!(
+                "'{field}' refers to state stored at the provider under the platform's shared key; send the whole conversation as 'input' instead"
+            )));
+        }
+    }
+    if mentions_file_id(request.get("input").unwrap_or(&Value::Null)) {
+        return Err(FormatError::unsupported(
+            "inputs by 'file_id' refer to files stored under the platform's shared key; send the file's data instead",
+        ));
+    }
+    Ok(())
+}
+
+/// Whether any input part names a file by id.
+fn mentions_file_id(input: &Value) -> bool {
+    let Some(items) = input.as_array() else {
+        return false;
+    };
+    items.iter().any(|item| {
+        item.get("content")
+            .and_then(Value::as_array)
+            .is_some_and(|parts| {
+                parts
+                    .iter()
+                    .any(|part| part.get("file_id").is_some_and(|v| !v.is_null()))
+            })
+    })
+}
+
+/// A Responses request in the canonical (OpenAI chat) form.
+pub fn request_to_openai(request: &Map<String, Value>) -> Result<Map<String, Value>, FormatError> {
+    for (field, why) in [
+        (
+            "previous_response_id",
+            "continues a conversation stored at OpenAI's Responses API",
+        ),
+        (
+            "conversation",
+            "continues a conversation stored at OpenAI's Responses API",
+        ),
+        ("prompt", "names a prompt template stored at OpenAI"),
+    ] {
+        if request.get(field).is_some_and(|v| !v.is_null()) {
+            return Err(FormatError::unsupported(format!(
+                "'{field}' {why}; this model is not served by that API: send the whole conversation as 'input'"
+            )));
+        }
+    }
+    if request.get("background") == Some(&Value::Bool(true)) {
+        return Err(FormatError::unsupported(
+            "'background' responses are kept by OpenAI's Responses API; this model is not served by it",
+        ));
+    }
+    let mut out = Map::new();
+    if let Some(model) = request.get("model") {
+        out.insert("model".into(), model.clone());
+    }
+    let mut messages = Vec::new();
+    match request.get("instructions") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(text)) => {
+            messages.push(json!({"role": "system", "content": text}));
+        }
+        Some(_) => return Err(FormatError::invalid("'instructions' must be a string")),
+    }
+    match request.get("input") {
+        Some(Value::String(text)) => messages.push(json!({"role": "user", "content": text})),
+        Some(Value::Array(items)) => {
+            for item in items {
+                input_item(item, &mut messages)?;
+            }
+        }
+        _ => {
+            return Err(FormatError::invalid(
+                "'input' must be a string or an array of items",
+            ));
+        }
+    }
+    out.insert("messages".into(), Value::Array(messages));
+    if let Some(max) = request.get("max_output_tokens").filter(|v| !v.is_null()) {
+        out.insert("max_tokens".into(), max.clone());
+    }
+    for field in [
+        "temperature",
+        "top_p",
+        "stream",
+        "parallel_tool_calls",
+        "user",
+        "safety_identifier",
+        "prompt_cache_key",
+        "service_tier",
+        "top_logprobs",
+    ] {
+        if let Some(value) = request.get(field).filter(|v| !v.is_null()) {
+            out.insert(field.into(), value.clone());
+        }
+    }
+    if request
+        .get("top_logprobs")
+        .is_some_and(|v| v.as_u64().is_some_and(|n| n > 0))
+    {
+        out.insert("logprobs".into(), Value::Bool(true));
+    }
+    if let Some(effort) = request.get("reasoning").and_then(|r| r.get("effort")).filter(|v| !v.is_null()) {
+        out.insert("reasoning_effort".into(), effort.clone());
+    }
+    if let Some(tools) = request.get("tools").and_then(Value::as_array) {
+        let tools = tools.iter().map(tool).collect::<Result<Vec<_>, _>>()?;
+        if !tools.is_empty() {
+            out.insert("tools".into(), Value::Array(tools));
+        }
+    }
+    if let Some(choice) = request.get("tool_choice").filter(|v| !v.is_null()) {
+        out.insert("tool_choice".into(), tool_choice(choice)?);
+    }
+    if let Some(format) = request.get("text").and_then(|t| t.get("format")).filter(|v| !v.is_null()) {
+        if let Some(response_format) = response_format(format)? {
+            out.insert("response_format".into(), response_format);
+        }
+    }
+    if let Some(verbosity) = request.get("text").and_then(|t| t.get("verbosity")).filter(|v| !v.is_null()) {
+        out.insert("verbosity".into(), verbosity.clone());
+    }
+    Ok(out)
+}
+
+/// One input item appended to the canonical messages. Function calls join the assistant
+/// message before them (a chat completion carries one turn's calls in one message).
+fn input_item(item: &Value, messages: &mut Vec<Value>) -> Result<(), FormatError> {
+    let kind = item.get("type").and_then(Value::as_str);
+    match kind {
+        None | Some("message") => {
+            let role = item
+                .get("role")
+                .and_then(Value::as_str)
+                .ok_or_else(|| FormatError::invalid("an input message has no 'role'"))?;
+            let role = match role {
+                "user" | "assistant" | "system" => role,
+                "developer" => "system",
+                other => {
+                    return Err(FormatError::invalid(format!(
+                        "an input message's role {other:?} is not user, assistant, system or developer"
+                    )));
+                }
+            };
+            let content = message_content(item.get("content").unwrap_or(&Value::Null), role)?;
+            messages.push(json!({"role": role, "content": content}));
+        }
+        Some("function_call") => {
+            let text = |field: &str| {
+                item.get(field).and_then(Value::as_str).ok_or_else(|| {
+                    FormatError::invalid(format!("a function_call item has no '{field}'"))
+                })
+            };
+            let call = json!({"id": text("call_id")?, "type": "function",
+                "function": {"name": text("name")?, "arguments": text("arguments")?}});
+            let joins = messages.last().is_some_and(|last| {
+                last.get("role").and_then(Value::as_str) == Some("assistant")
+            });
+            if joins && let Some(Value::Object(last)) = messages.last_mut() {
+                match last.get_mut("tool_calls") {
+                    Some(Value::Array(calls)) => calls.push(call),
+                    _ => {
+                        last.insert("tool_calls".into(), Value::Array(vec![call]));
+                    }
+                }
+            } else {
+                messages.push(json!({"role": "assistant", "content": null, "tool_calls": [call]}));
+            }
+        }
+        Some("function_call_output") => {
+            let call_id = item
+                .get("call_id")
+                .and_then(Value::as_str)
+                .ok_or_else(|| FormatError::invalid("a function_call_output item has no 'call_id'"))?;
+            let output = match item.get("output") {
+                Some(Value::String(text)) => text.clone(),
+                Some(Value::Array(parts)) => {
+                    let mut text = String::new();
+                    for part in parts {
+                        match part.get("type").and_then(Value::as_str) {
+                            Some("input_text" | "output_text") => text.push_str(
+                                part.get("text").and_then(Value::as_str).unwrap_or_default(),
+                            ),
+                            other => {
+                                return Err(FormatError::unsupported(format!(
+                                    "a function call's output can only hold text for this model, not {:?} parts",
+                                    other.unwrap_or("untyped")
+                                )));
+                            }
+                        }
+                    }
+                    text
+                }
+                _ => {
+                    return Err(FormatError::invalid(
+                        "a function_call_output item's 'output' must be a string or an array",
+                    ));
+                }
+            };
+            messages.push(json!({"role": "tool", "tool_call_id": call_id, "content": output}));
+        }
+        // A model's private state from an earlier turn: see the module's documentation.
+        Some("reasoning") => {}
+        Some(other) => {
+            return Err(FormatError::unsupported(format!(
+                "input items of type {other:?} are kept or run by OpenAI's Responses API; this model is not served by it"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A message's content in the canonical form: a string, or parts (text and images).
+fn message_content(content: &Value, role: &str) -> Result<Value, FormatError> {
+    let parts = match content {
+        Value::String(text) => return Ok(Value::String(text.clone())),
+        Value::Array(parts) => parts,
+        _ => {
+            return Err(FormatError::invalid(
+                "an input message's 'content' must be a string or an array",
+            ));
+        }
+    };
+    let mut out = Vec::with_capacity(parts.len());
+    for part in parts {
+        let text = || part.get("text").cloned().unwrap_or(Value::String(String::new()));
+        match part.get("type").and_then(Value::as_str) {
+            Some("input_text" | "output_text" | "text") => {
+                out.push(json!({"type": "text", "text": text()}));
+            }
+            Some("refusal") => {
+                let refusal = part.get("refusal").cloned().unwrap_or(Value::Null);
+                out.push(json!({"type": "text", "text": refusal}));
+            }
+            Some("input_image") => {
+                let Some(url) = part.get("image_url").and_then(Value::as_str) else {
+                    return Err(FormatError::unsupported(
+                        "an image by 'file_id' is stored at OpenAI; this model takes images by URL or data URL",
+                    ));
+                };
+                let mut image = json!({"url": url});
+                if let Some(detail) = part.get("detail").filter(|v| !v.is_null()) {
+                    image["detail"] = detail.clone();
+                }
+                out.push(json!({"type": "image_url", "image_url": image}));
+            }
+            other => {
+                return Err(FormatError::unsupported(format!(
+                    "message parts of type {:?} cannot be sent to this model",
+                    other.unwrap_or("untyped")
+                )));
+            }
+        }
+    }
+    // Assistant and system turns are text in every format; a string keeps them simple.
+    if role != "user" {
+        let text: String = out
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect();
+        return Ok(Value::String(text));
+    }
+    Ok(Value::Array(out))
+}
+
+/// A Responses tool in the canonical form: function tools only.
+fn tool(tool: &Value) -> Result<Value, FormatError> {
+    match tool.get("type").and_then(Value::as_str) {
+        Some("function") => {
+            let name = tool
+                .get("name")
+                .ok_or_else(|| FormatError::invalid("a function tool has no 'name'"))?;
+            let mut function = json!({"name": name});
+            for field in ["description", "parameters", "strict"] {
+                if let Some(value) = tool.get(field).filter(|v| !v.is_null()) {
+                    function[field] = value.clone();
+                }
+            }
+            Ok(json!({"type": "function", "function": function}))
+        }
+        other => Err(FormatError::unsupported(format!(
+            "tools of type {:?} are run by OpenAI's Responses API itself; this model takes function tools only",
+            other.unwrap_or("untyped")
+        ))),
+    }
+}
+
+/// `tool_choice` in the canonical form.
+fn tool_choice(choice: &Value) -> Result<Value, FormatError> {
+    match choice {
+        Value::String(mode) if ["auto", "none", "required"].contains(&mode.as_str()) => {
+            Ok(choice.clone())
+        }
+        Value::Object(object) if object.get("type").and_then(Value::as_str) == Some("function") => {
+            let name = object
+                .get("name")
+                .ok_or_else(|| FormatError::invalid("'tool_choice' names no function"))?;
+            Ok(json!({"type": "function", "function": {"name": name}}))
+        }
+        _ => Err(FormatError::unsupported(
+            "this 'tool_choice' names a tool only OpenAI's Responses API runs",
+        )),
+    }
+}
+
+/// `text.format` as the canonical `response_format` (`None` for plain text).
+fn response_format(format: &Value) -> Result<Option<Value>, FormatError> {
+    match format.get("type").and_then(Value::as_str) {
+        Some("text") => Ok(None),
+        Some("json_object") => Ok(Some(json!({"type": "json_object"}))),
+        Some("json_schema") => {
+            let mut schema = Map::new();
+            for field in ["name", "description", "schema", "strict"] {
+                if let Some(value) = format.get(field).filter(|v| !v.is_null()) {
+                    schema.insert(field.into(), value.clone());
+                }
+            }
+            schema
+                .entry("name")
+                .or_insert_with(|| Value::String("response".into()));
+            Ok(Some(
+                json!({"type": "json_schema", "json_schema": Value::Object(schema)}),
+            ))
+        }
+        _ => Err(FormatError::invalid(
+            "'text.format.type' must be text, json_object or json_schema",
+        )),
+    }
+}
+
+/// An id for something the gateway writes, derived from the upstream's id: the same answer
+/// always gets the same ids, different answers different ones.
+fn derived_id(prefix: &str, from: &str, index: usize) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(format!("{from}\0{index}").as_bytes());
+    format!("{prefix}_{}", hex::encode(&digest[..16]))
+}
+
+/// The `usage` of a `response` object.
+fn usage_value(usage: &Usage, reasoning_tokens: u64) -> Value {
+    json!({
+        "input_tokens": usage.input_tokens,
+        "input_tokens_details": {"cached_tokens": usage.cached_input_tokens},
+        "output_tokens": usage.output_tokens,
+        "output_tokens_details": {"reasoning_tokens": reasoning_tokens},
+        "total_tokens": usage.total_tokens(),
+    })
+}
+
+/// What a chat completion's `finish_reason` says of a response: its status and, when it was
+/// cut short, why.
+fn status_of(finish: Option<&str>) -> (&'static str, Value) {
+    match finish {
+        Some("length") => ("incomplete", json!({"reason": "max_output_tokens"})),
+        Some("content_filter") => ("incomplete", json!({"reason": "content_filter"})),
+        _ => ("completed", Value::Null),
+    }
+}
+
+/// A `response` object around its output items.
+fn response_object(
+    id: &str,
+    model: &str,
+    created: u64,
+    status: &str,
+    incomplete: Value,
+    output: Vec<Value>,
+    usage: Value,
+) -> Value {
+    json!({
+        "id": id, "object": "response", "created_at": created, "status": status,
+        "background": false, "error": null, "incomplete_details": incomplete,
+        "instructions": null, "max_output_tokens": null, "model": model, "output": output,
+        "parallel_tool_calls": true, "previous_response_id": null,
+        "reasoning": {"effort": null, "summary": null}, "store": false,
+        "temperature": null, "text": {"format": {"type": "text"}}, "tool_choice": "auto",
+        "tools": [], "top_p": null, "truncation": "disabled", "usage": usage, "metadata": {},
+    })
+}
+
+/// A canonical chat completion as a `response` object.
+pub fn response_from_openai(completion: &Value, created: u64) -> Result<Value, FormatError> {
+    let upstream_id = completion.get("id").and_then(Value::as_str).unwrap_or("");
+    let choice = completion
+        .pointer("/choices/0")
+        .ok_or_else(|| FormatError::upstream("the answer has no choices"))?;
+    let message = choice.get("message").unwrap_or(&Value::Null);
+    let mut output = Vec::new();
+    if let Some(reasoning) = message
+        .get("reasoning_content")
+        .and_then(Value::as_str)
+        .filter(|r| !r.is_empty())
+    {
+        output.push(json!({"type": "reasoning", "id": derived_id("rs", upstream_id, 0),
+            "summary": [{"type": "summary_text", "text": reasoning}]}));
+    }
+    let text = message.get("content").and_then(Value::as_str).unwrap_or("");
+    let refusal = message.get("refusal").and_then(Value::as_str);
+    if !text.is_empty() || refusal.is_some() {
+        let part = match refusal {
+            Some(refusal) => json!({"type": "refusal", "refusal": refusal}),
+            None => json!({"type": "output_text", "text": text, "annotations": [], "logprobs": []}),
+        };
+        output.push(json!({"type": "message", "id": derived_id("msg", upstream_id, 0),
+            "status": "completed", "role": "assistant", "content": [part]}));
+    }
+    for (index, call) in message
+        .get("tool_calls")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let call_id = call.get("id").and_then(Value::as_str).unwrap_or_default();
+        output.push(json!({"type": "function_call", "id": derived_id("fc", upstream_id, index),
+            "call_id": call_id, "name": call.pointer("/function/name").cloned().unwrap_or(Value::Null),
+            "arguments": call.pointer("/function/arguments").cloned().unwrap_or(json!("")),
+            "status": "completed"}));
+    }
+    let usage = completion
+        .get("usage")
+        .and_then(openai::usage_from_value)
+        .unwrap_or_default();
+    let reasoning_tokens = completion
+        .pointer("/usage/completion_tokens_details/reasoning_tokens")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    let (status, incomplete) = status_of(choice.get("finish_reason").and_then(Value::as_str));
+    let model = completion.get("model").and_then(Value::as_str).unwrap_or("");
+    Ok(response_object(
+        &derived_id("resp", upstream_id, 0),
+        model,
+        created,
+        status,
+        incomplete,
+        output,
+        usage_value(&usage, reasoning_tokens),
+    ))
+}
+
+/// An error in a Responses stream (a `response.failed` would need the response's id, which
+/// a failure before the first chunk does not have; `error` events carry none).
+fn error_event(out: &mut Vec<u8>, sequence: u64, message: &str) {
+    let event = json!({"type": "error", "code": "server_error", "message": message,
+        "param": null, "sequence_number": sequence});
+    write_event(out, Some("error"), &event.to_string());
+}
+
+/// A Responses stream relayed to a client of the same API: events as they came, the usage
+/// read from the final `response.completed` (or `response.incomplete`, `response.failed`).
+#[derive(Debug, Default)]
+pub struct Passthrough {
+    usage: Option<Usage>,
+    /// The last `sequence_number` seen, so an error the gateway adds follows it.
+    sequence: u64,
+}
+
+impl Reframe for Passthrough {
+    fn event(&mut self, event: &Event, out: &mut Vec<u8>) -> Flow {
+        write_event(out, event.event.as_deref(), &event.data);
+        let Ok(parsed) = serde_json::from_str::<Value>(&event.data) else {
+            return Flow::Continue;
+        };
+        if let Some(sequence) = parsed.get("sequence_number").and_then(Value::as_u64) {
+            self.sequence = sequence;
+        }
+        if let Some(usage) = parsed
+            .pointer("/response/usage")
+            .and_then(usage_from_value)
+        {
+            self.usage = Some(usage);
+        }
+        match parsed.get("type").and_then(Value::as_str) {
+            Some("response.completed" | "response.incomplete") => Flow::Complete,
+            Some("response.failed" | "error") => Flow::Failed,
+            _ => Flow::Continue,
+        }
+    }
+
+    fn end(&mut self, out: &mut Vec<u8>) -> Flow {
+        self.fail(
+            "the provider ended the stream before the answer was complete",
+            out,
+        );
+        Flow::Failed
+    }
+
+    fn fail(&mut self, message: &str, out: &mut Vec<u8>) {
+        error_event(out, self.sequence + 1, message);
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        self.usage
+    }
+}
+
+/// The output item a stream is writing.
+#[derive(Debug)]
+enum Open {
+    Text { index: usize, id: String, text: String },
+    Reasoning { index: usize, id: String, text: String },
+    Call { index: usize, call: u64 },
+}
+
+/// A function call being streamed: its canonical index, and the item it became.
+#[derive(Debug)]
+struct Call {
+    index: u64,
+    item: Value,
+}
+
+/// Canonical chunks written as the Responses API's typed stream events, each with its
+/// `sequence_number`: `response.created`, `response.in_progress`, items opened and closed
+/// (`response.output_item.added`/`.done`, with their content parts), text and argument deltas,
+/// then `response.completed` — or `response.incomplete` when the output limit cut the answer
+/// short — carrying the whole response with its usage.
+#[derive(Debug)]
+pub struct EventEncoder {
+    id: String,
+    model: String,
+    created: u64,
+    sequence: u64,
+    started: bool,
+    output: Vec<Value>,
+    open: Option<Open>,
+    calls: Vec<Call>,
+    finish: Option<String>,
+    usage: Option<Usage>,
+    reasoning_tokens: u64,
+}
+
+impl EventEncoder {
+    /// An encoder for one stream.
+    pub fn new(context: &Context) -> Self {
+        Self {
+            id: String::new(),
+            model: context.model.clone(),
+            created: context.created,
+            sequence: 0,
+            started: false,
+            output: Vec::new(),
+            open: None,
+            calls: Vec::new(),
+            finish: None,
+            usage: None,
+            reasoning_tokens: 0,
+        }
+    }
+
+    fn emit(&mut self, out: &mut Vec<u8>, kind: &str, mut event: Value) {
+        event["type"] = Value::String(kind.to_owned());
+        event["sequence_number"] = Value::from(self.sequence);
+        self.sequence += 1;
+        write_event(out, Some(kind), &event.to_string());
+    }
+
+    fn response(&self, status: &str, incomplete: Value, usage: Value) -> Value {
+        response_object(
+            &self.id,
+            &self.model,
+            self.created,
+            status,
+            incomplete,
+            self.output.clone(),
+            usage,
+        )
+    }
+
+    fn start(&mut self, chunk: &Value, out: &mut Vec<u8>) {
+        if self.started {
+            return;
+        }
+        self.started = true;
+        let upstream_id = chunk.get("id").and_then(Value::as_str).unwrap_or("");
+        self.id = derived_id("resp", upstream_id, 0);
+        if let Some(model) = chunk.get("model").and_then(Value::as_str) {
+            self.model = model.to_owned();
+        }
+        let response = self.response("in_progress", Value::Null, Value::Null);
+        self.emit(out, "response.created", json!({"response": response}));
+        self.emit(out, "response.in_progress", json!({"response": response}));
+    }
+
+    fn item_id(&self, prefix: &str) -> String {
+        derived_id(prefix, &self.id, self.output.len())
+    }
+
+    /// Closes the open item: its closing events, and the finished item into `output`.
+    fn close(&mut self, out: &mut Vec<u8>) {
+        match self.open.take() {
+            None => {}
+            Some(Open::Text { index, id, text }) => {
+                let part = json!({"type": "output_text", "text": text, "annotations": [], "logprobs": []});
+                self.emit(out, "response.output_text.done", json!({"item_id": id,
+                    "output_index": index, "content_index": 0, "text": text, "logprobs": []}));
+                self.emit(out, "response.content_part.done", json!({"item_id": id,
+                    "output_index": index, "content_index": 0, "part": part}));
+                let item = json!({"type": "message", "id": id, "status": "completed",
+                    "role": "assistant", "content": [part]});
+                self.emit(
+                    out,
+                    "response.output_item.done",
+                    json!({"output_index": index, "item": item}),
+                );
+                self.output.push(item);
+            }
+            Some(Open::Reasoning { index, id, text }) => {
+                let part = json!({"type": "summary_text", "text": text});
+                self.emit(out, "response.reasoning_summary_text.done", json!({"item_id": id,
+                    "output_index": index, "summary_index": 0, "text": text}));
+                self.emit(out, "response.reasoning_summary_part.done", json!({"item_id": id,
+                    "output_index": index, "summary_index": 0, "part": part}));
+                let item = json!({"type": "reasoning", "id": id, "summary": [part]});
+                self.emit(
+                    out,
+                    "response.output_item.done",
+                    json!({"output_index": index, "item": item}),
+                );
+                self.output.push(item);
+            }
+            Some(Open::Call { index, call }) => {
+                let Some(position) = self.calls.iter().position(|c| c.index == call) else {
+                    return;
+                };
+                let mut item = self.calls[position].item.clone();
+                item["status"] = json!("completed");
+                let id = item.get("id").cloned().unwrap_or(Value::Null);
+                let arguments = item.get("arguments").cloned().unwrap_or(json!(""));
+                self.emit(out, "response.function_call_arguments.done", json!({"item_id": id,
+                    "output_index": index, "arguments": arguments}));
+                self.emit(
+                    out,
+                    "response.output_item.done",
+                    json!({"output_index": index, "item": item}),
+                );
+                self.output.push(item);
+            }
+        }
+    }
+
+    fn text(&mut self, text: &str, out: &mut Vec<u8>) {
+        if text.is_empty() {
+            return;
+        }
+        if !matches!(self.open, Some(Open::Text { .. })) {
+            self.close(out);
+            let (index, id) = (self.output.len(), self.item_id("msg"));
+            let item = json!({"type": "message", "id": id, "status": "in_progress",
+                "role": "assistant", "content": []});
+            self.emit(
+                out,
+                "response.output_item.added",
+                json!({"output_index": index, "item": item}),
+            );
+            let part = json!({"type": "output_text", "text": "", "annotations": [], "logprobs": []});
+            self.emit(out, "response.content_part.added", json!({"item_id": id,
+                "output_index": index, "content_index": 0, "part": part}));
+            self.open = Some(Open::Text {
+                index,
+                id,
+                text: String::new(),
+            });
+        }
+        if let Some(Open::Text {
+            index,
+            id,
+            text: written,
+        }) = &mut self.open
+        {
+            written.push_str(text);
+            let event = json!({"item_id": id, "output_index": *index, "content_index": 0,
+                "delta": text, "logprobs": []});
+            self.emit(out, "response.output_text.delta", event);
+        }
+    }
+
+    fn reasoning(&mut self, text: &str, out: &mut Vec<u8>) {
+        if text.is_empty() {
+            return;
+        }
+        if !matches!(self.open, Some(Open::Reasoning { .. })) {
+            self.close(out);
+            let (index, id) = (self.output.len(), self.item_id("rs"));
+            let item = json!({"type": "reasoning", "id": id, "summary": []});
+            self.emit(
+                out,
+                "response.output_item.added",
+                json!({"output_index": index, "item": item}),
+            );
+            let part = json!({"type": "summary_text", "text": ""});
+            self.emit(out, "response.reasoning_summary_part.added", json!({"item_id": id,
+                "output_index": index, "summary_index": 0, "part": part}));
+            self.open = Some(Open::Reasoning {
+                index,
+                id,
+                text: String::new(),
+            });
+        }
+        if let Some(Open::Reasoning {
+            index,
+            id,
+            text: written,
+        }) = &mut self.open
+        {
+            written.push_str(text);
+            let event = json!({"item_id": id, "output_index": *index, "summary_index": 0,
+                "delta": text});
+            self.emit(out, "response.reasoning_summary_text.delta", event);
+        }
+    }
+
+    fn call(&mut self, delta: &Value, out: &mut Vec<u8>) {
+        let call = delta.get("index").and_then(Value::as_u64).unwrap_or(0);
+        let open = matches!(self.open, Some(Open::Call { call: open, .. }) if open == call);
+        if !open && !self.calls.iter().any(|c| c.index == call) {
+            self.close(out);
+            let (index, id) = (self.output.len(), self.item_id("fc"));
+            let item = json!({"type": "function_call", "id": id,
+                "call_id": delta.get("id").cloned().unwrap_or(Value::Null),
+                "name": delta.pointer("/function/name").cloned().unwrap_or(Value::Null),
+                "arguments": "", "status": "in_progress"});
+            self.emit(
+                out,
+                "response.output_item.added",
+                json!({"output_index": index, "item": item}),
+            );
+            self.calls.push(Call { index: call, item });
+            self.open = Some(Open::Call { index, call });
+        }
+        let Some(arguments) = delta
+            .pointer("/function/arguments")
+            .and_then(Value::as_str)
+            .filter(|a| !a.is_empty())
+        else {
+            return;
+        };
+        let Some(entry) = self.calls.iter_mut().find(|c| c.index == call) else {
+            return;
+        };
+        let mut written = entry
+            .item
+            .get("arguments")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        written.push_str(arguments);
+        entry.item["arguments"] = Value::String(written);
+        let id = entry.item.get("id").cloned().unwrap_or(Value::Null);
+        // Arguments of a call already closed (a provider interleaving calls) still reach the
+        // finished item; their delta is only sent while the call is the open item.
+        if let Some(Open::Call { index, call: open }) = self.open
+            && open == call
+        {
+            let event = json!({"item_id": id, "output_index": index, "delta": arguments});
+            self.emit(out, "response.function_call_arguments.delta", event);
+        }
+    }
+}
+
+impl Encoder for EventEncoder {
+    fn chunk(&mut self, chunk: &Value, out: &mut Vec<u8>) {
+        self.start(chunk, out);
+        if let Some(usage) = chunk.get("usage").and_then(openai::usage_from_value) {
+            self.usage = Some(usage);
+            self.reasoning_tokens = chunk
+                .pointer("/usage/completion_tokens_details/reasoning_tokens")
+                .and_then(Value::as_u64)
+                .unwrap_or(0);
+        }
+        let Some(choice) = chunk.pointer("/choices/0") else {
+            return;
+        };
+        let delta = choice.get("delta").unwrap_or(&Value::Null);
+        if let Some(text) = delta.get("reasoning_content").and_then(Value::as_str) {
+            self.reasoning(text, out);
+        }
+        if let Some(text) = delta.get("content").and_then(Value::as_str) {
+            self.text(text, out);
+        }
+        for call in delta
+            .get("tool_calls")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            self.call(call, out);
+        }
+        if let Some(finish) = choice.get("finish_reason").and_then(Value::as_str) {
+            self.finish = Some(finish.to_owned());
+        }
+    }
+
+    fn done(&mut self, out: &mut Vec<u8>) {
+        self.start(&Value::Null, out);
+        self.close(out);
+        let usage = usage_value(&self.usage.unwrap_or_default(), self.reasoning_tokens);
+        let (status, incomplete) = status_of(self.finish.as_deref());
+        let response = self.response(status, incomplete, usage);
+        let kind = if status == "completed" {
+            "response.completed"
+        } else {
+            "response.incomplete"
+        };
+        self.emit(out, kind, json!({"response": response}));
+    }
+
+    fn error(&mut self, message: &str, out: &mut Vec<u8>) {
+        if !self.started {
+            error_event(out, self.sequence, message);
+            return;
+        }
+        self.close(out);
+        let mut response = self.response("failed", Value::Null, Value::Null);
+        response["error"] = json!({"code": "server_error", "message": message});
+        self.emit(out, "response.failed", json!({"response": response}));
+    }
+}
+
+/// A `response` object read into a canonical chat completion (for a client of another format
+/// when the target serves only the Responses API).
+pub fn response_to_openai(response: &Value, created: u64) -> Result<Value, FormatError> {
+    let output = response
+        .get("output")
+        .and_then(Value::as_array)
+        .ok_or_else(|| FormatError::upstream("the response has no 'output'"))?;
+    let mut text = String::new();
+    let mut reasoning = String::new();
+    let mut calls = Vec::new();
+    for item in output {
+        match item.get("type").and_then(Value::as_str) {
+            Some("message") => {
+                for part in item.get("content").and_then(Value::as_array).into_iter().flatten() {
+                    if let Some(piece) = part.get("text").and_then(Value::as_str) {
+                        text.push_str(piece);
+                    }
+                }
+            }
+            Some("reasoning") => {
+                for part in item.get("summary").and_then(Value::as_array).into_iter().flatten() {
+                    reasoning.push_str(part.get("text").and_then(Value::as_str).unwrap_or(""));
+                }
+            }
+            Some("function_call") => calls.push(json!({"id": item.get("call_id"),
+                "type": "function", "function": {"name": item.get("name"),
+                "arguments": item.get("arguments").cloned().unwrap_or(json!(""))}})),
+            _ => {}
+        }
+    }
+    let mut message = json!({"role": "assistant", "content": if calls.is_empty() || !text.is_empty() { json!(text) } else { Value::Null }});
+    if !reasoning.is_empty() {
+        message["reasoning_content"] = Value::String(reasoning);
+    }
+    let finish = if !calls.is_empty() {
+        "tool_calls"
+    } else {
+        finish_of(response)
+    };
+    if !calls.is_empty() {
+        message["tool_calls"] = Value::Array(calls);
+    }
+    let usage = response.get("usage").and_then(usage_from_value).unwrap_or_default();
+    Ok(json!({"id": response.get("id").cloned().unwrap_or(json!("")),
+        "object": "chat.completion", "created": created,
+        "model": response.get("model").cloned().unwrap_or(json!("")),
+        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+        "usage": super::openai_usage(&usage)}))
+}
+
+/// A chat completion's `finish_reason` for a response's status.
+fn finish_of(response: &Value) -> &'static str {
+    match response.pointer("/incomplete_details/reason").and_then(Value::as_str) {
+        Some("max_output_tokens") => "length",
+        Some("content_filter") => "content_filter",
+        _ => "stop",
+    }
+}
+
+/// A Responses stream read into canonical chunks (for a client of another format).
+#[derive(Debug)]
+pub struct EventDecoder {
+    model: String,
+    created: u64,
+    usage: Option<Usage>,
+    /// Output index → canonical tool call index, for function calls.
+    calls: Vec<(u64, usize)>,
+}
+
+impl EventDecoder {
+    /// A decoder for one stream.
+    pub fn new(context: &Context) -> Self {
+        Self {
+            model: context.model.clone(),
+            created: context.created,
+            usage: None,
+            calls: Vec::new(),
+        }
+    }
+
+    fn chunk(&self, delta: Value, finish: Option<&str>) -> Value {
+        openai::chunk("", &self.model, self.created, delta, finish)
+    }
+}
+
+impl super::stream::Decoder for EventDecoder {
+    fn event(
+        &mut self,
+        event: &Event,
+        out: &mut Vec<Value>,
+    ) -> Result<bool, super::stream::UpstreamError> {
+        let parsed: Value = serde_json::from_str(&event.data).map_err(|_| {
+            super::stream::UpstreamError("the provider sent an event that is not JSON".to_owned())
+        })?;
+        let output_index = parsed.get("output_index").and_then(Value::as_u64).unwrap_or(0);
+        match parsed.get("type").and_then(Value::as_str) {
+            Some("response.output_text.delta") => {
+                let text = parsed.get("delta").cloned().unwrap_or(json!(""));
+                out.push(self.chunk(json!({"content": text}), None));
+            }
+            Some("response.reasoning_summary_text.delta") => {
+                let text = parsed.get("delta").cloned().unwrap_or(json!(""));
+                out.push(self.chunk(json!({"reasoning_content": text}), None));
+            }
+            Some("response.output_item.added")
+                if parsed.pointer("/item/type").and_then(Value::as_str) == Some("function_call") =>
+            {
+                let index = self.calls.len();
+                self.calls.push((output_index, index));
+                let item = &parsed["item"];
+                out.push(self.chunk(json!({"tool_calls": [{"index": index,
+                    "id": item.get("call_id"), "type": "function",
+                    "function": {"name": item.get("name"), "arguments": ""}}]}), None));
+            }
+            Some("response.function_call_arguments.delta") => {
+                if let Some((_, index)) = self.calls.iter().find(|(o, _)| *o == output_index) {
+                    let arguments = parsed.get("delta").cloned().unwrap_or(json!(""));
+                    out.push(self.chunk(json!({"tool_calls": [{"index": index,
+                        "function": {"arguments": arguments}}]}), None));
+                }
+            }
+            Some(kind @ ("response.completed" | "response.incomplete")) => {
+                let response = parsed.get("response").unwrap_or(&Value::Null);
+                self.usage = response.get("usage").and_then(usage_from_value);
+                let finish = if !self.calls.is_empty() {
+                    "tool_calls"
+                } else if kind == "response.incomplete" {
+                    finish_of(response)
+                } else {
+                    "stop"
+                };
+                out.push(self.chunk(json!({}), Some(finish)));
+                if let Some(usage) = &self.usage {
+                    out.push(openai::usage_chunk("", &self.model, self.created, usage));
+                }
+                return Ok(true);
+            }
+            Some("response.failed" | "error") => {
+                let message = parsed
+                    .pointer("/response/error/message")
+                    .or_else(|| parsed.get("message"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("the provider failed in the middle of the stream");
+                return Err(super::stream::UpstreamError(message.to_owned()));
+            }
+            _ => {}
+        }
+        Ok(false)
+    }
+
+    fn end(&mut self, _out: &mut Vec<Value>) -> bool {
+        false
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        self.usage
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(value: Value) -> Map<String, Value> {
+        value.as_object().cloned().unwrap()
+    }
+
+    #[test]
+    fn items_become_one_conversation_with_calls_joined_to_their_turn() {
+        let request = object(json!({"model": "m", "instructions": "be brief",
+            "max_output_tokens": 300, "input": [
+                {"role": "user", "content": [{"type": "input_text", "text": "weather?"}]},
+                {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "opaque"},
+                {"type": "function_call", "call_id": "c1", "name": "w", "arguments": "{\"city\":\"Paris\"}"},
+                {"type": "function_call", "call_id": "c2", "name": "w", "arguments": "{}"},
+                {"type": "function_call_output", "call_id": "c1", "output": "sunny"},
+                {"type": "function_call_output", "call_id": "c2", "output": [{"type": "input_text", "text": "rain"}]}],
+            "tools": [{"type": "function", "name": "w", "parameters": {"type": "object"}, "strict": true}],
+            "tool_choice": {"type": "function", "name": "w"},
+            "text": {"format": {"type": "json_schema", "name": "f", "schema": {"type": "object"}, "strict": true}}}));
+        let out = request_to_openai(&request).unwrap();
+        assert_eq!(
+            Value::Object(out),
+            json!({"model": "m", "messages": [
+                {"role": "system", "content": "be brief"},
+                {"role": "user", "content": [{"type": "text", "text": "weather?"}]},
+                {"role": "assistant", "content": null, "tool_calls": [
+                    {"id": "c1", "type": "function", "function": {"name": "w", "arguments": "{\"city\":\"Paris\"}"}},
+                    {"id": "c2", "type": "function", "function": {"name": "w", "arguments": "{}"}}]},
+                {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
+                {"role": "tool", "tool_call_id": "c2", "content": "rain"}],
+                "max_tokens": 300,
+                "tools": [{"type": "function", "function": {"name": "w", "parameters": {"type": "object"}, "strict": true}}],
+                "tool_choice": {"type": "function", "function": {"name": "w"}},
+                "response_format": {"type": "json_schema", "json_schema": {"name": "f", "schema": {"type": "object"}, "strict": true}}})
+        );
+    }
+
+    #[test]
+    fn what_only_the_responses_api_can_do_is_refused_by_name() {
+        for (body, named) in [
+            (json!({"input": "hi", "previous_response_id": "resp_1"}), "previous_response_id"),
+            (json!({"input": "hi", "tools": [{"type": "web_search"}]}), "web_search"),
+            (json!({"input": [{"type": "item_reference", "id": "msg_1"}]}), "item_reference"),
+            (json!({"input": [{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}]}), "input_file"),
+            (json!({"input": "hi", "background": true}), "background"),
+        ] {
+            let error = request_to_openai(&object(body)).unwrap_err();
+            assert!(
+                matches!(&error, FormatError::Unsupported(m) if m.contains(named)),
+                "{error:?}"
+            );
+        }
+        let shared = object(json!({"input": [{"role": "user", "content": [
+            {"type": "input_image", "file_id": "file_123"}]}]}));
+        assert!(refuse_stored_state_on_shared_key(&shared).is_err());
+        assert!(refuse_stored_state_on_shared_key(&object(json!({"input": "hi"}))).is_ok());
+    }
+
+    #[test]
+    fn a_completion_becomes_a_response_cut_short_when_the_limit_was_reached() {
+        let completion = json!({"id": "chatcmpl-1", "model": "m", "choices": [{"index": 0,
+            "message": {"role": "assistant", "content": "hel", "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "w", "arguments": "{}"}}]},
+            "finish_reason": "length"}],
+            "usage": {"prompt_tokens": 9, "completion_tokens": 4, "prompt_tokens_details": {"cached_tokens": 2}}});
+        let response = response_from_openai(&completion, 7).unwrap();
+        assert_eq!(response["status"], "incomplete");
+        assert_eq!(response["incomplete_details"]["reason"], "max_output_tokens");
+        assert_eq!(response["output"][0]["content"][0]["text"], "hel");
+        assert_eq!(response["output"][1]["call_id"], "call_1");
+        assert_eq!(response["usage"]["input_tokens_details"]["cached_tokens"], 2);
+        assert_eq!(response["usage"]["total_tokens"], 13);
+        assert!(response["id"].as_str().unwrap().starts_with("resp_"));
+    }
+
+    fn events(bytes: &[u8]) -> Vec<Value> {
+        String::from_utf8(bytes.to_vec())
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .map(|d| serde_json::from_str(d).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn chunks_become_typed_events_in_order_with_sequence_numbers() {
+        let context = Context {
+            model: "m".into(),
+            created: 1,
+            client_wants_usage: false,
+        };
+        let mut encoder = EventEncoder::new(&context);
+        let mut out = Vec::new();
+        for chunk in [
+            json!({"id": "c", "choices": [{"index": 0, "delta": {"role": "assistant", "content": "he"}}]}),
+            json!({"id": "c", "choices": [{"index": 0, "delta": {"content": "llo"}}]}),
+            json!({"id": "c", "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "call_1",
+                "type": "function", "function": {"name": "w", "arguments": "{\"ci"}}]}}]}),
+            json!({"id": "c", "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0,
+                "function": {"arguments": "ty\":1}"}}]}}]}),
+            json!({"id": "c", "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}),
+            json!({"id": "c", "choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 3}}),
+        ] {
+            encoder.chunk(&chunk, &mut out);
+        }
+        encoder.done(&mut out);
+        let events = events(&out);
+        let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "response.created",
+                "response.in_progress",
+                "response.output_item.added",
+                "response.content_part.added",
+                "response.output_text.delta",
+                "response.output_text.delta",
+                "response.output_text.done",
+                "response.content_part.done",
+                "response.output_item.done",
+                "response.output_item.added",
+                "response.function_call_arguments.delta",
+                "response.function_call_arguments.delta",
+                "response.function_call_arguments.done",
+                "response.output_item.done",
+                "response.completed",
+            ]
+        );
+        let sequence: Vec<u64> = events
+            .iter()
+            .map(|e| e["sequence_number"].as_u64().unwrap())
+            .collect();
+        assert_eq!(sequence, (0..15).collect::<Vec<u64>>());
+        let done = &events[14]["response"];
+        assert_eq!(done["output"][0]["content"][0]["text"], "hello");
+        assert_eq!(done["output"][1]["arguments"], "{\"city\":1}");
+        assert_eq!(done["output"][1]["call_id"], "call_1");
+        assert_eq!(done["usage"]["output_tokens"], 3);
+        assert_eq!(events[0]["response"]["id"], done["id"]);
+    }
+
+    #[test]
+    fn a_stream_cut_by_the_output_limit_ends_incomplete() {
+        let context = Context {
+            model: "m".into(),
+            created: 1,
+            client_wants_usage: false,
+        };
+        let mut encoder = EventEncoder::new(&context);
+        let mut out = Vec::new();
+        encoder.chunk(
+            &json!({"id": "c", "choices": [{"index": 0, "delta": {"content": "cut"}, "finish_reason": "length"}]}),
+            &mut out,
+        );
+        encoder.done(&mut out);
+        let last = events(&out).pop().unwrap();
+        assert_eq!(last["type"], "response.incomplete");
+        assert_eq!(last["response"]["incomplete_details"]["reason"], "max_output_tokens");
+    }
+}
