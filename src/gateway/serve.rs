@@ -157,11 +157,14 @@ impl Prepared {
                 });
                 return Ok(Bytes::from(body));
             }
-            // The model is in the URL: only the output limit may change.
+            // The model is in the URL: only the output limit may change (and the member that
+            // holds it is written anew only then).
             Format::Gemini if self.client == Format::Gemini => {
-                let body = self
-                    .sent
-                    .write_edited(&self.original, &["generationConfig"], cap);
+                let members: &[&str] = match output_cap {
+                    Some(_) => &["generationConfig"],
+                    None => &[],
+                };
+                let body = self.sent.write_edited(&self.original, members, cap);
                 return Ok(Bytes::from(body));
             }
             Format::Anthropic if self.client == Format::Anthropic => {

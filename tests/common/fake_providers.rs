@@ -95,7 +95,7 @@ pub async fn read_request(stream: &mut TcpStream) -> Option<Seen> {
 }
 
 /// What to write back.
-enum Reply {
+pub enum Reply {
     Json(u16, Value),
     /// SSE events; `reset` breaks the connection after them instead of ending cleanly.
     Stream {
@@ -113,6 +113,8 @@ async fn serve(mut stream: TcpStream, log: Log) {
         gemini_embed(&seen)
     } else if seen.path.starts_with("/v2/embed") {
         cohere_embed(&seen)
+    } else if seen.path.ends_with("/responses") {
+        super::fake_responses::responses(&seen)
     } else if seen.path.ends_with("/embeddings") {
         openai_embed(&seen)
     } else if seen.path.starts_with("/v1/messages") {
@@ -626,6 +628,14 @@ fn gemini(seen: &Seen) -> Reply {
     let rest = seen.path.trim_start_matches("/v1beta/models/");
     let (model, method) = rest.split_once(':').unwrap_or((rest, ""));
     let stream = method == "streamGenerateContent?alt=sse";
+    if method == "countTokens" {
+        // The fake's own count (a token per three bytes of the body), so a test can tell it
+        // from the gateway's estimate.
+        if !seen.body["contents"].is_array() {
+            return error(400, "INVALID_ARGUMENT", "contents is required");
+        }
+        return Reply::Json(200, json!({"totalTokens": seen.raw.len() / 3}));
+    }
     if !stream && method != "generateContent" {
         return error(404, "NOT_FOUND", "unknown method");
     }
@@ -1008,6 +1018,10 @@ pub fn providers_yaml(upstream: SocketAddr) -> String {
             "cohere",
             "",
             &["command-fake", "command-reset", "embed-fake, embedding: true"],
+        ),
+        // An OpenAI-compatible server that serves the Responses API too.
+        format!(
+            "apiVersion: llm.dgidgi.io/v1alpha1\nkind: LlmProvider\nmetadata: {{name: openai-resp, namespace: dgidgi-system}}\nspec: {{type: openai-compatible, baseUrl: \"http://{upstream}/v1\", credentialsRef: {{name: native-key}}, responsesApi: true, models: [{{name: gpt-fake}}, {{name: gpt-reset}}, {{name: gpt-midfail}}]}}\n---\n"
         ),
         provider(
             "openai-fake",

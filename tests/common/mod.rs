@@ -152,3 +152,4 @@ pub const MOCK_PROVIDER: &str = "apiVersion: llm.dgidgi.io/v1alpha1\nkind: LlmPr
 pub mod capture;
 pub mod clients;
 pub mod fake_providers;
+pub mod fake_responses;

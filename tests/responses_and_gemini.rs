@@ -1,0 +1,423 @@
+//! The Responses API and Gemini's own API as front doors, over raw HTTP through a gateway
+//! started in this process, in front of the fakes of every format (which record what arrived):
+//! pass-through as sent to an upstream of the caller's API, translation to the others, typed
+//! stream events, stored state kept from the platform's shared key, Google-shaped errors and
+//! keys. The real clients (Codex CLI, the SDKs) run in `sdk_clients.rs` and `node_clients.rs`.
+
+mod common;
+
+use common::fake_providers;
+use common::gateway::InProcess;
+use common::http::{header, send_with};
+use dgidgi::gateway::Settings;
+use serde_json::{Value, json};
+
+async fn with_fakes() -> (InProcess, fake_providers::Log) {
+    let (upstream, log) = fake_providers::start().await;
+    let gateway = InProcess::start(
+        &fake_providers::providers_yaml(upstream),
+        Settings::default(),
+    )
+    .await;
+    (gateway, log)
+}
+
+/// Sends a raw body; the answer's status, headers and text.
+async fn post_raw(
+    gateway: &InProcess,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, Vec<(String, String)>, String) {
+    send_with(
+        gateway.running.api,
+        "POST",
+        path,
+        headers,
+        Some(body.to_owned()),
+    )
+    .await
+    .expect("the gateway answers")
+}
+
+fn last_seen(log: &fake_providers::Log) -> fake_providers::Seen {
+    log.lock().unwrap().last().cloned().expect("the fake was called")
+}
+
+/// The `data:` payloads of an SSE body.
+fn events(body: &str) -> Vec<Value> {
+    body.lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str(d).expect("each event is JSON"))
+        .collect()
+}
+
+fn bearer(gateway: &InProcess) -> String {
+    format!("Bearer {}", gateway.key())
+}
+
+// --- Responses -----------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_responses_request_reaches_a_responses_upstream_as_sent_with_store_off() {
+    let (gateway, log) = with_fakes().await;
+    let auth = bearer(&gateway);
+    // Key order, number spellings and escapes a re-serializer would change.
+    let sent = r#"{"temperature":1e0,"model":"openai-resp/gpt-fake","input":[{"role":"user","content":"caf\u00e9 ok"}],"store":true,"max_output_tokens":300,"metadata":{"z":"1","a":"2"}}"#;
+    let (status, headers, body) = post_raw(
+        &gateway,
+        "/v1/responses",
+        &[("authorization", &auth), ("openai-beta", "responses=v1")],
+        sent,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let seen = last_seen(&log);
+    assert_eq!(seen.path, "/v1/responses");
+    assert_eq!(seen.headers["openai-beta"], "responses=v1");
+    // Only the model and `store` changed, in place: the platform's key is shared by tenants.
+    let expected = sent
+        .replace("openai-resp/gpt-fake", "gpt-fake")
+        .replace(r#""store":true"#, r#""store":false"#);
+    assert_eq!(String::from_utf8(seen.raw).unwrap(), expected);
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["output"][0]["content"][0]["text"], "echo: café ok");
+    assert_eq!(answer["store"], false);
+    assert_eq!(header(&headers, "x-dgidgi-provider"), Some("openai-resp"));
+    gateway.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn stored_state_is_refused_on_the_platforms_key_and_never_routed_by_id() {
+    let (gateway, log) = with_fakes().await;
+    let auth = bearer(&gateway);
+    for (body, named) in [
+        (
+            json!({"model": "openai-resp/gpt-fake", "input": "again", "previous_response_id": "resp_of_tenant_a"}),
+            "previous_response_id",
+        ),
+        (
+            json!({"model": "openai-resp/gpt-fake", "input": [{"role": "user", "content": [
+                {"type": "input_image", "file_id": "file-of-tenant-a"}]}]}),
+            "file_id",
+        ),
+        (
+            json!({"model": "anthropic/claude-fake", "input": "again", "previous_response_id": "resp_1"}),
+            "previous_response_id",
+        ),
+    ] {
+        let before = log.lock().unwrap().len();
+        let (status, _, answer) =
+            post_raw(&gateway, "/v1/responses", &[("authorization", &auth)], &body.to_string())
+                .await;
+        assert_eq!(status, 400, "{answer}");
+        let answer: Value = serde_json::from_str(&answer).unwrap();
+        assert!(
+            answer["error"]["message"].as_str().unwrap().contains(named),
+            "{answer}"
+        );
+        assert_eq!(log.lock().unwrap().len(), before, "no provider was called");
+    }
+    for (method, path) in [
+        ("GET", "/v1/responses/resp_of_tenant_a"),
+        ("DELETE", "/v1/responses/resp_of_tenant_a"),
+        ("GET", "/v1/responses/resp_of_tenant_a/input_items"),
+        ("POST", "/v1/responses/resp_of_tenant_a/cancel"),
+    ] {
+        let (status, _, body) =
+            send_with(gateway.running.api, method, path, &[("authorization", &auth)], None)
+                .await
+                .unwrap();
+        assert_eq!(status, 404, "{method} {path}: {body}");
+        assert_eq!(
+            serde_json::from_str::<Value>(&body).unwrap()["error"]["code"],
+            "response_not_found"
+        );
+        let (status, _, _) = send_with(gateway.running.api, method, path, &[], None)
+            .await
+            .unwrap();
+        assert_eq!(status, 401, "{method} {path} without a key");
+    }
+    gateway.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_responses_request_is_translated_for_other_formats_whole_and_streamed() {
+    let (gateway, log) = with_fakes().await;
+    let auth = bearer(&gateway);
+    for model in ["anthropic/claude-fake", "gemini/gemini-fake", "openai-fake/gpt-fake"] {
+        let body = json!({"model": model, "instructions": "be brief", "input": "hello responses",
+            "max_output_tokens": 200});
+        let (status, _, answer) =
+            post_raw(&gateway, "/v1/responses", &[("authorization", &auth)], &body.to_string())
+                .await;
+        assert_eq!(status, 200, "{model}: {answer}");
+        let answer: Value = serde_json::from_str(&answer).unwrap();
+        assert_eq!(answer["object"], "response", "{model}");
+        assert_eq!(answer["status"], "completed", "{model}");
+        assert_eq!(
+            answer["output"][0]["content"][0]["text"], "echo: hello responses",
+            "{model}"
+        );
+        assert!(answer["usage"]["input_tokens"].as_u64().unwrap() > 0, "{model}");
+
+        let mut streamed = body.clone();
+        streamed["stream"] = json!(true);
+        let (status, _, text) = post_raw(
+            &gateway,
+            "/v1/responses",
+            &[("authorization", &auth)],
+            &streamed.to_string(),
+        )
+        .await;
+        assert_eq!(status, 200, "{model}: {text}");
+        let events = events(&text);
+        let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+        assert_eq!(kinds.first(), Some(&"response.created"), "{model}");
+        assert_eq!(kinds.last(), Some(&"response.completed"), "{model}: {kinds:?}");
+        let deltas: String = events
+            .iter()
+            .filter(|e| e["type"] == "response.output_text.delta")
+            .map(|e| e["delta"].as_str().unwrap())
+            .collect();
+        assert_eq!(deltas, "echo: hello responses", "{model}");
+        let sequence: Vec<u64> = events
+            .iter()
+            .map(|e| e["sequence_number"].as_u64().unwrap())
+            .collect();
+        assert_eq!(sequence, (0..events.len() as u64).collect::<Vec<_>>());
+        let completed = events.last().unwrap();
+        assert!(completed["response"]["usage"]["output_tokens"].as_u64().unwrap() > 0);
+    }
+    // The Anthropic upstream got a Messages request: instructions as its system prompt.
+    let anthropic = log
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|s| s.path.starts_with("/v1/messages"))
+        .cloned()
+        .unwrap();
+    assert_eq!(anthropic.body["max_tokens"], 200);
+    assert!(anthropic.body["system"].to_string().contains("be brief"));
+    gateway.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn function_calls_go_round_through_a_translated_target() {
+    let (gateway, _log) = with_fakes().await;
+    let auth = bearer(&gateway);
+    let tools = json!([{"type": "function", "name": "get_weather", "description": "Weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+        "required": ["city"], "additionalProperties": false}, "strict": true}]);
+    for model in ["anthropic/claude-fake", "openai-resp/gpt-fake"] {
+        let first = json!({"model": model, "input": "weather in Paris and Berlin?", "tools": tools});
+        let (status, _, answer) =
+            post_raw(&gateway, "/v1/responses", &[("authorization", &auth)], &first.to_string())
+                .await;
+        assert_eq!(status, 200, "{answer}");
+        let answer: Value = serde_json::from_str(&answer).unwrap();
+        let calls: Vec<&Value> = answer["output"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["type"] == "function_call")
+            .collect();
+        assert_eq!(calls.len(), 2, "{model}: {answer}");
+        let mut input = vec![json!({"role": "user", "content": "weather in Paris and Berlin?"})];
+        for call in &calls {
+            input.push((*call).clone());
+            let city = if call["arguments"].as_str().unwrap().contains("Paris") {
+                "Paris"
+            } else {
+                "Berlin"
+            };
+            input.push(json!({"type": "function_call_output", "call_id": call["call_id"],
+                "output": format!("sunny in {city}")}));
+        }
+        let second = json!({"model": model, "input": input, "tools": tools});
+        let (status, _, answer) =
+            post_raw(&gateway, "/v1/responses", &[("authorization", &auth)], &second.to_string())
+                .await;
+        assert_eq!(status, 200, "{answer}");
+        let answer: Value = serde_json::from_str(&answer).unwrap();
+        let text = answer["output"][0]["content"][0]["text"].as_str().unwrap();
+        assert!(text.starts_with("echo: "), "{model}: {answer}");
+        assert!(text.contains("sunny in"), "{model}: {answer}");
+    }
+    gateway.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_responses_stream_failing_midway_says_so_in_the_apis_events() {
+    let (gateway, _log) = with_fakes().await;
+    let auth = bearer(&gateway);
+    for model in ["openai-resp/gpt-midfail", "anthropic/claude-midfail", "openai-resp/gpt-reset"] {
+        let body = json!({"model": model, "input": "hello", "stream": true});
+        let (status, _, text) =
+            post_raw(&gateway, "/v1/responses", &[("authorization", &auth)], &body.to_string())
+                .await;
+        assert_eq!(status, 200, "{model}: {text}");
+        let events = events(&text);
+        let last = events.last().unwrap();
+        assert!(
+            last["type"] == "response.failed" || last["type"] == "error",
+            "{model}: {last}"
+        );
+        assert!(!events.iter().any(|e| e["type"] == "response.completed"), "{model}");
+    }
+    gateway.running.shutdown().await;
+}
+
+// --- Gemini --------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_gemini_request_reaches_a_gemini_upstream_as_sent() {
+    let (gateway, log) = with_fakes().await;
+    let key = gateway.key();
+    let sent = r#"{"contents":[{"role":"user","parts":[{"text":"hello genai"}]}],"generationConfig":{"temperature":1e0,"maxOutputTokens":300},"safetySettings":[]}"#;
+    let (status, headers, body) = post_raw(
+        &gateway,
+        "/v1beta/models/gemini%2Fgemini-fake:generateContent",
+        &[("x-goog-api-key", &key)],
+        sent,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let seen = last_seen(&log);
+    assert_eq!(seen.path, "/v1beta/models/gemini-fake:generateContent");
+    assert_eq!(seen.headers["x-goog-api-key"], fake_providers::KEY);
+    assert_eq!(String::from_utf8(seen.raw).unwrap(), sent);
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        answer["candidates"][0]["content"]["parts"][0]["text"],
+        "echo: hello genai"
+    );
+    assert_eq!(header(&headers, "x-dgidgi-provider"), Some("gemini"));
+    gateway.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_gemini_request_is_translated_for_other_formats_and_keys_work_in_the_url() {
+    let (gateway, log) = with_fakes().await;
+    let key = gateway.key();
+    let body = json!({"systemInstruction": {"parts": [{"text": "be brief"}]},
+        "contents": [{"role": "user", "parts": [{"text": "hello genai"}]}],
+        "generationConfig": {"maxOutputTokens": 100}});
+    for prefix in ["/v1beta", "/v1"] {
+        for model in ["openai-fake/gpt-fake", "anthropic/claude-fake"] {
+            // The key in the URL, as Google's REST examples pass it.
+            let path = format!("{prefix}/models/{model}:generateContent?key={key}");
+            let (status, _, answer) = post_raw(&gateway, &path, &[], &body.to_string()).await;
+            assert_eq!(status, 200, "{path}: {answer}");
+            let answer: Value = serde_json::from_str(&answer).unwrap();
+            assert_eq!(
+                answer["candidates"][0]["content"]["parts"][0]["text"],
+                "echo: hello genai"
+            );
+            assert!(answer["usageMetadata"]["promptTokenCount"].as_u64().unwrap() > 0);
+        }
+    }
+    let seen = last_seen(&log);
+    assert_eq!(seen.body["max_tokens"], 100);
+    assert_eq!(seen.body["system"][0]["text"], "be brief");
+    // Streamed, with function calls, through a translation.
+    let tools = json!([{"functionDeclarations": [{"name": "get_weather",
+        "parameters": {"type": "OBJECT", "properties": {"city": {"type": "STRING"}}}}]}]);
+    let asked = json!({"contents": [{"role": "user", "parts": [{"text": "weather?"}]}], "tools": tools});
+    let (status, _, text) = post_raw(
+        &gateway,
+        "/v1beta/models/openai-fake/gpt-fake:streamGenerateContent?alt=sse",
+        &[("x-goog-api-key", &key)],
+        &asked.to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let chunks = events(&text);
+    let last = chunks.last().unwrap();
+    let parts = last["candidates"][0]["content"]["parts"].as_array().unwrap();
+    assert_eq!(parts.len(), 2, "{last}");
+    assert_eq!(parts[0]["functionCall"]["args"]["city"], "Paris");
+    assert_eq!(last["candidates"][0]["finishReason"], "STOP");
+    // The OpenAI upstream got JSON Schema, not Gemini's upper-case type names.
+    let seen = last_seen(&log);
+    assert_eq!(
+        seen.body["tools"][0]["function"]["parameters"]["type"],
+        "object"
+    );
+    gateway.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn gemini_streams_count_tokens_models_and_errors_are_googles() {
+    let (gateway, log) = with_fakes().await;
+    let key = gateway.key();
+    let auth: [(&str, &str); 1] = [("x-goog-api-key", &key)];
+    let body = json!({"contents": [{"role": "user", "parts": [{"text": "stream please"}]}]});
+    // Streamed from a Gemini upstream: relayed chunk by chunk.
+    let (status, _, text) = post_raw(
+        &gateway,
+        "/v1beta/models/gemini/gemini-fake:streamGenerateContent?alt=sse",
+        &auth,
+        &body.to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let joined: String = events(&text)
+        .iter()
+        .filter_map(|c| c["candidates"][0]["content"]["parts"][0]["text"].as_str())
+        .collect();
+    assert_eq!(joined, "echo: stream please");
+    // Counting: the provider's own count for a Gemini target, an estimate for another.
+    let (status, headers, answer) = post_raw(
+        &gateway,
+        "/v1beta/models/gemini/gemini-fake:countTokens",
+        &auth,
+        &body.to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&answer).unwrap()["totalTokens"],
+        body.to_string().len() / 3
+    );
+    assert_eq!(header(&headers, "x-dgidgi-token-count"), Some("provider"));
+    assert_eq!(last_seen(&log).path, "/v1beta/models/gemini-fake:countTokens");
+    let (status, headers, answer) = post_raw(
+        &gateway,
+        "/v1beta/models/anthropic/claude-fake:countTokens",
+        &auth,
+        &body.to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(serde_json::from_str::<Value>(&answer).unwrap()["totalTokens"].as_u64().unwrap() > 0);
+    assert_eq!(header(&headers, "x-dgidgi-token-count"), Some("estimated"));
+    // The model list in Google's shape.
+    let (status, _, list) =
+        send_with(gateway.running.api, "GET", "/v1beta/models", &auth, None)
+            .await
+            .unwrap();
+    assert_eq!(status, 200, "{list}");
+    let list: Value = serde_json::from_str(&list).unwrap();
+    let names: Vec<&str> = list["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"models/gemini-fake"), "{names:?}");
+    // Errors: Google's shape, for a bad key, an unknown model and a missing `alt=sse`.
+    for (path, headers, status, code) in [
+        ("/v1beta/models/gemini/gemini-fake:generateContent", vec![("x-goog-api-key", "nope")], 401, "UNAUTHENTICATED"),
+        ("/v1beta/models/nope/none:generateContent", auth.to_vec(), 404, "NOT_FOUND"),
+        ("/v1beta/models/gemini/gemini-fake:streamGenerateContent", auth.to_vec(), 400, "INVALID_ARGUMENT"),
+    ] {
+        let (got, _, answer) = post_raw(&gateway, path, &headers, &body.to_string()).await;
+        assert_eq!(got, status, "{path}: {answer}");
+        let answer: Value = serde_json::from_str(&answer).unwrap();
+        assert_eq!(answer["error"]["status"], code, "{path}: {answer}");
+        assert_eq!(answer["error"]["code"], status);
+    }
+    gateway.running.shutdown().await;
+}
