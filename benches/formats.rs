@@ -28,6 +28,10 @@ fn event(format: Format) -> Event {
             Some("content-delta"),
             r#"{"type":"content-delta","index":0,"delta":{"message":{"content":{"text":" the quick brown"}}}}"#,
         ),
+        Format::Responses => (
+            Some("response.output_text.delta"),
+            r#"{"type":"response.output_text.delta","item_id":"msg_1","output_index":0,"content_index":0,"delta":" the quick brown","logprobs":[],"sequence_number":5}"#,
+        ),
     };
     Event {
         event: name.map(str::to_owned),
@@ -77,6 +81,11 @@ fn reframing(c: &mut Criterion) {
         (Format::OpenAi, Format::Anthropic),
         (Format::Gemini, Format::Anthropic),
         (Format::Cohere, Format::Anthropic),
+        (Format::Responses, Format::Responses),
+        (Format::Gemini, Format::Gemini),
+        (Format::OpenAi, Format::Responses),
+        (Format::Anthropic, Format::Responses),
+        (Format::OpenAi, Format::Gemini),
     ];
     let mut group = c.benchmark_group("reframe one chunk");
     group.throughput(Throughput::Elements(1));

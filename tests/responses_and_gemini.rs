@@ -41,7 +41,11 @@ async fn post_raw(
 }
 
 fn last_seen(log: &fake_providers::Log) -> fake_providers::Seen {
-    log.lock().unwrap().last().cloned().expect("the fake was called")
+    log.lock()
+        .unwrap()
+        .last()
+        .cloned()
+        .expect("the fake was called")
 }
 
 /// The `data:` payloads of an SSE body.
@@ -108,9 +112,13 @@ async fn stored_state_is_refused_on_the_platforms_key_and_never_routed_by_id() {
         ),
     ] {
         let before = log.lock().unwrap().len();
-        let (status, _, answer) =
-            post_raw(&gateway, "/v1/responses", &[("authorization", &auth)], &body.to_string())
-                .await;
+        let (status, _, answer) = post_raw(
+            &gateway,
+            "/v1/responses",
+            &[("authorization", &auth)],
+            &body.to_string(),
+        )
+        .await;
         assert_eq!(status, 400, "{answer}");
         let answer: Value = serde_json::from_str(&answer).unwrap();
         assert!(
@@ -125,10 +133,15 @@ async fn stored_state_is_refused_on_the_platforms_key_and_never_routed_by_id() {
         ("GET", "/v1/responses/resp_of_tenant_a/input_items"),
         ("POST", "/v1/responses/resp_of_tenant_a/cancel"),
     ] {
-        let (status, _, body) =
-            send_with(gateway.running.api, method, path, &[("authorization", &auth)], None)
-                .await
-                .unwrap();
+        let (status, _, body) = send_with(
+            gateway.running.api,
+            method,
+            path,
+            &[("authorization", &auth)],
+            None,
+        )
+        .await
+        .unwrap();
         assert_eq!(status, 404, "{method} {path}: {body}");
         assert_eq!(
             serde_json::from_str::<Value>(&body).unwrap()["error"]["code"],
@@ -146,12 +159,20 @@ async fn stored_state_is_refused_on_the_platforms_key_and_never_routed_by_id() {
 async fn a_responses_request_is_translated_for_other_formats_whole_and_streamed() {
     let (gateway, log) = with_fakes().await;
     let auth = bearer(&gateway);
-    for model in ["anthropic/claude-fake", "gemini/gemini-fake", "openai-fake/gpt-fake"] {
+    for model in [
+        "anthropic/claude-fake",
+        "gemini/gemini-fake",
+        "openai-fake/gpt-fake",
+    ] {
         let body = json!({"model": model, "instructions": "be brief", "input": "hello responses",
             "max_output_tokens": 200});
-        let (status, _, answer) =
-            post_raw(&gateway, "/v1/responses", &[("authorization", &auth)], &body.to_string())
-                .await;
+        let (status, _, answer) = post_raw(
+            &gateway,
+            "/v1/responses",
+            &[("authorization", &auth)],
+            &body.to_string(),
+        )
+        .await;
         assert_eq!(status, 200, "{model}: {answer}");
         let answer: Value = serde_json::from_str(&answer).unwrap();
         assert_eq!(answer["object"], "response", "{model}");
@@ -160,7 +181,10 @@ async fn a_responses_request_is_translated_for_other_formats_whole_and_streamed(
             answer["output"][0]["content"][0]["text"], "echo: hello responses",
             "{model}"
         );
-        assert!(answer["usage"]["input_tokens"].as_u64().unwrap() > 0, "{model}");
+        assert!(
+            answer["usage"]["input_tokens"].as_u64().unwrap() > 0,
+            "{model}"
+        );
 
         let mut streamed = body.clone();
         streamed["stream"] = json!(true);
@@ -175,7 +199,11 @@ async fn a_responses_request_is_translated_for_other_formats_whole_and_streamed(
         let events = events(&text);
         let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
         assert_eq!(kinds.first(), Some(&"response.created"), "{model}");
-        assert_eq!(kinds.last(), Some(&"response.completed"), "{model}: {kinds:?}");
+        assert_eq!(
+            kinds.last(),
+            Some(&"response.completed"),
+            "{model}: {kinds:?}"
+        );
         let deltas: String = events
             .iter()
             .filter(|e| e["type"] == "response.output_text.delta")
@@ -188,7 +216,12 @@ async fn a_responses_request_is_translated_for_other_formats_whole_and_streamed(
             .collect();
         assert_eq!(sequence, (0..events.len() as u64).collect::<Vec<_>>());
         let completed = events.last().unwrap();
-        assert!(completed["response"]["usage"]["output_tokens"].as_u64().unwrap() > 0);
+        assert!(
+            completed["response"]["usage"]["output_tokens"]
+                .as_u64()
+                .unwrap()
+                > 0
+        );
     }
     // The Anthropic upstream got a Messages request: instructions as its system prompt.
     let anthropic = log
@@ -211,10 +244,15 @@ async fn function_calls_go_round_through_a_translated_target() {
         "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
         "required": ["city"], "additionalProperties": false}, "strict": true}]);
     for model in ["anthropic/claude-fake", "openai-resp/gpt-fake"] {
-        let first = json!({"model": model, "input": "weather in Paris and Berlin?", "tools": tools});
-        let (status, _, answer) =
-            post_raw(&gateway, "/v1/responses", &[("authorization", &auth)], &first.to_string())
-                .await;
+        let first =
+            json!({"model": model, "input": "weather in Paris and Berlin?", "tools": tools});
+        let (status, _, answer) = post_raw(
+            &gateway,
+            "/v1/responses",
+            &[("authorization", &auth)],
+            &first.to_string(),
+        )
+        .await;
         assert_eq!(status, 200, "{answer}");
         let answer: Value = serde_json::from_str(&answer).unwrap();
         let calls: Vec<&Value> = answer["output"]
@@ -232,13 +270,19 @@ async fn function_calls_go_round_through_a_translated_target() {
             } else {
                 "Berlin"
             };
-            input.push(json!({"type": "function_call_output", "call_id": call["call_id"],
-                "output": format!("sunny in {city}")}));
+            input.push(
+                json!({"type": "function_call_output", "call_id": call["call_id"],
+                "output": format!("sunny in {city}")}),
+            );
         }
         let second = json!({"model": model, "input": input, "tools": tools});
-        let (status, _, answer) =
-            post_raw(&gateway, "/v1/responses", &[("authorization", &auth)], &second.to_string())
-                .await;
+        let (status, _, answer) = post_raw(
+            &gateway,
+            "/v1/responses",
+            &[("authorization", &auth)],
+            &second.to_string(),
+        )
+        .await;
         assert_eq!(status, 200, "{answer}");
         let answer: Value = serde_json::from_str(&answer).unwrap();
         let text = answer["output"][0]["content"][0]["text"].as_str().unwrap();
@@ -252,11 +296,19 @@ async fn function_calls_go_round_through_a_translated_target() {
 async fn a_responses_stream_failing_midway_says_so_in_the_apis_events() {
     let (gateway, _log) = with_fakes().await;
     let auth = bearer(&gateway);
-    for model in ["openai-resp/gpt-midfail", "anthropic/claude-midfail", "openai-resp/gpt-reset"] {
+    for model in [
+        "openai-resp/gpt-midfail",
+        "anthropic/claude-midfail",
+        "openai-resp/gpt-reset",
+    ] {
         let body = json!({"model": model, "input": "hello", "stream": true});
-        let (status, _, text) =
-            post_raw(&gateway, "/v1/responses", &[("authorization", &auth)], &body.to_string())
-                .await;
+        let (status, _, text) = post_raw(
+            &gateway,
+            "/v1/responses",
+            &[("authorization", &auth)],
+            &body.to_string(),
+        )
+        .await;
         assert_eq!(status, 200, "{model}: {text}");
         let events = events(&text);
         let last = events.last().unwrap();
@@ -264,7 +316,10 @@ async fn a_responses_stream_failing_midway_says_so_in_the_apis_events() {
             last["type"] == "response.failed" || last["type"] == "error",
             "{model}: {last}"
         );
-        assert!(!events.iter().any(|e| e["type"] == "response.completed"), "{model}");
+        assert!(
+            !events.iter().any(|e| e["type"] == "response.completed"),
+            "{model}"
+        );
     }
     gateway.running.shutdown().await;
 }
@@ -315,7 +370,12 @@ async fn a_gemini_request_is_translated_for_other_formats_and_keys_work_in_the_u
                 answer["candidates"][0]["content"]["parts"][0]["text"],
                 "echo: hello genai"
             );
-            assert!(answer["usageMetadata"]["promptTokenCount"].as_u64().unwrap() > 0);
+            assert!(
+                answer["usageMetadata"]["promptTokenCount"]
+                    .as_u64()
+                    .unwrap()
+                    > 0
+            );
         }
     }
     let seen = last_seen(&log);
@@ -324,7 +384,8 @@ async fn a_gemini_request_is_translated_for_other_formats_and_keys_work_in_the_u
     // Streamed, with function calls, through a translation.
     let tools = json!([{"functionDeclarations": [{"name": "get_weather",
         "parameters": {"type": "OBJECT", "properties": {"city": {"type": "STRING"}}}}]}]);
-    let asked = json!({"contents": [{"role": "user", "parts": [{"text": "weather?"}]}], "tools": tools});
+    let asked =
+        json!({"contents": [{"role": "user", "parts": [{"text": "weather?"}]}], "tools": tools});
     let (status, _, text) = post_raw(
         &gateway,
         "/v1beta/models/openai-fake/gpt-fake:streamGenerateContent?alt=sse",
@@ -335,7 +396,9 @@ async fn a_gemini_request_is_translated_for_other_formats_and_keys_work_in_the_u
     assert_eq!(status, 200, "{text}");
     let chunks = events(&text);
     let last = chunks.last().unwrap();
-    let parts = last["candidates"][0]["content"]["parts"].as_array().unwrap();
+    let parts = last["candidates"][0]["content"]["parts"]
+        .as_array()
+        .unwrap();
     assert_eq!(parts.len(), 2, "{last}");
     assert_eq!(parts[0]["functionCall"]["args"]["city"], "Paris");
     assert_eq!(last["candidates"][0]["finishReason"], "STOP");
@@ -382,7 +445,10 @@ async fn gemini_streams_count_tokens_models_and_errors_are_googles() {
         body.to_string().len() / 3
     );
     assert_eq!(header(&headers, "x-dgidgi-token-count"), Some("provider"));
-    assert_eq!(last_seen(&log).path, "/v1beta/models/gemini-fake:countTokens");
+    assert_eq!(
+        last_seen(&log).path,
+        "/v1beta/models/gemini-fake:countTokens"
+    );
     let (status, headers, answer) = post_raw(
         &gateway,
         "/v1beta/models/anthropic/claude-fake:countTokens",
@@ -391,13 +457,17 @@ async fn gemini_streams_count_tokens_models_and_errors_are_googles() {
     )
     .await;
     assert_eq!(status, 200, "{answer}");
-    assert!(serde_json::from_str::<Value>(&answer).unwrap()["totalTokens"].as_u64().unwrap() > 0);
+    assert!(
+        serde_json::from_str::<Value>(&answer).unwrap()["totalTokens"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
     assert_eq!(header(&headers, "x-dgidgi-token-count"), Some("estimated"));
     // The model list in Google's shape.
-    let (status, _, list) =
-        send_with(gateway.running.api, "GET", "/v1beta/models", &auth, None)
-            .await
-            .unwrap();
+    let (status, _, list) = send_with(gateway.running.api, "GET", "/v1beta/models", &auth, None)
+        .await
+        .unwrap();
     assert_eq!(status, 200, "{list}");
     let list: Value = serde_json::from_str(&list).unwrap();
     let names: Vec<&str> = list["models"]
@@ -409,9 +479,24 @@ async fn gemini_streams_count_tokens_models_and_errors_are_googles() {
     assert!(names.contains(&"models/gemini-fake"), "{names:?}");
     // Errors: Google's shape, for a bad key, an unknown model and a missing `alt=sse`.
     for (path, headers, status, code) in [
-        ("/v1beta/models/gemini/gemini-fake:generateContent", vec![("x-goog-api-key", "nope")], 401, "UNAUTHENTICATED"),
-        ("/v1beta/models/nope/none:generateContent", auth.to_vec(), 404, "NOT_FOUND"),
-        ("/v1beta/models/gemini/gemini-fake:streamGenerateContent", auth.to_vec(), 400, "INVALID_ARGUMENT"),
+        (
+            "/v1beta/models/gemini/gemini-fake:generateContent",
+            vec![("x-goog-api-key", "nope")],
+            401,
+            "UNAUTHENTICATED",
+        ),
+        (
+            "/v1beta/models/nope/none:generateContent",
+            auth.to_vec(),
+            404,
+            "NOT_FOUND",
+        ),
+        (
+            "/v1beta/models/gemini/gemini-fake:streamGenerateContent",
+            auth.to_vec(),
+            400,
+            "INVALID_ARGUMENT",
+        ),
     ] {
         let (got, _, answer) = post_raw(&gateway, path, &headers, &body.to_string()).await;
         assert_eq!(got, status, "{path}: {answer}");

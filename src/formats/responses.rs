@@ -146,7 +146,11 @@ pub fn request_to_openai(request: &Map<String, Value>) -> Result<Map<String, Val
     {
         out.insert("logprobs".into(), Value::Bool(true));
     }
-    if let Some(effort) = request.get("reasoning").and_then(|r| r.get("effort")).filter(|v| !v.is_null()) {
+    if let Some(effort) = request
+        .get("reasoning")
+        .and_then(|r| r.get("effort"))
+        .filter(|v| !v.is_null())
+    {
         out.insert("reasoning_effort".into(), effort.clone());
     }
     if let Some(tools) = request.get("tools").and_then(Value::as_array) {
@@ -158,12 +162,17 @@ pub fn request_to_openai(request: &Map<String, Value>) -> Result<Map<String, Val
     if let Some(choice) = request.get("tool_choice").filter(|v| !v.is_null()) {
         out.insert("tool_choice".into(), tool_choice(choice)?);
     }
-    if let Some(format) = request.get("text").and_then(|t| t.get("format")).filter(|v| !v.is_null()) {
-        if let Some(response_format) = response_format(format)? {
-            out.insert("response_format".into(), response_format);
-        }
+    let format = request.get("text").and_then(|t| t.get("format"));
+    if let Some(format) = format.filter(|v| !v.is_null())
+        && let Some(response_format) = response_format(format)?
+    {
+        out.insert("response_format".into(), response_format);
     }
-    if let Some(verbosity) = request.get("text").and_then(|t| t.get("verbosity")).filter(|v| !v.is_null()) {
+    if let Some(verbosity) = request
+        .get("text")
+        .and_then(|t| t.get("verbosity"))
+        .filter(|v| !v.is_null())
+    {
         out.insert("verbosity".into(), verbosity.clone());
     }
     Ok(out)
@@ -199,9 +208,9 @@ fn input_item(item: &Value, messages: &mut Vec<Value>) -> Result<(), FormatError
             };
             let call = json!({"id": text("call_id")?, "type": "function",
                 "function": {"name": text("name")?, "arguments": text("arguments")?}});
-            let joins = messages.last().is_some_and(|last| {
-                last.get("role").and_then(Value::as_str) == Some("assistant")
-            });
+            let joins = messages
+                .last()
+                .is_some_and(|last| last.get("role").and_then(Value::as_str) == Some("assistant"));
             if joins && let Some(Value::Object(last)) = messages.last_mut() {
                 match last.get_mut("tool_calls") {
                     Some(Value::Array(calls)) => calls.push(call),
@@ -214,10 +223,9 @@ fn input_item(item: &Value, messages: &mut Vec<Value>) -> Result<(), FormatError
             }
         }
         Some("function_call_output") => {
-            let call_id = item
-                .get("call_id")
-                .and_then(Value::as_str)
-                .ok_or_else(|| FormatError::invalid("a function_call_output item has no 'call_id'"))?;
+            let call_id = item.get("call_id").and_then(Value::as_str).ok_or_else(|| {
+                FormatError::invalid("a function_call_output item has no 'call_id'")
+            })?;
             let output = match item.get("output") {
                 Some(Value::String(text)) => text.clone(),
                 Some(Value::Array(parts)) => {
@@ -269,7 +277,11 @@ fn message_content(content: &Value, role: &str) -> Result<Value, FormatError> {
     };
     let mut out = Vec::with_capacity(parts.len());
     for part in parts {
-        let text = || part.get("text").cloned().unwrap_or(Value::String(String::new()));
+        let text = || {
+            part.get("text")
+                .cloned()
+                .unwrap_or(Value::String(String::new()))
+        };
         match part.get("type").and_then(Value::as_str) {
             Some("input_text" | "output_text" | "text") => {
                 out.push(json!({"type": "text", "text": text()}));
@@ -437,8 +449,10 @@ pub fn response_from_openai(completion: &Value, created: u64) -> Result<Value, F
         .and_then(Value::as_str)
         .filter(|r| !r.is_empty())
     {
-        output.push(json!({"type": "reasoning", "id": derived_id("rs", upstream_id, 0),
-            "summary": [{"type": "summary_text", "text": reasoning}]}));
+        output.push(
+            json!({"type": "reasoning", "id": derived_id("rs", upstream_id, 0),
+            "summary": [{"type": "summary_text", "text": reasoning}]}),
+        );
     }
     let text = message.get("content").and_then(Value::as_str).unwrap_or("");
     let refusal = message.get("refusal").and_then(Value::as_str);
@@ -447,8 +461,10 @@ pub fn response_from_openai(completion: &Value, created: u64) -> Result<Value, F
             Some(refusal) => json!({"type": "refusal", "refusal": refusal}),
             None => json!({"type": "output_text", "text": text, "annotations": [], "logprobs": []}),
         };
-        output.push(json!({"type": "message", "id": derived_id("msg", upstream_id, 0),
-            "status": "completed", "role": "assistant", "content": [part]}));
+        output.push(
+            json!({"type": "message", "id": derived_id("msg", upstream_id, 0),
+            "status": "completed", "role": "assistant", "content": [part]}),
+        );
     }
     for (index, call) in message
         .get("tool_calls")
@@ -472,7 +488,10 @@ pub fn response_from_openai(completion: &Value, created: u64) -> Result<Value, F
         .and_then(Value::as_u64)
         .unwrap_or(0);
     let (status, incomplete) = status_of(choice.get("finish_reason").and_then(Value::as_str));
-    let model = completion.get("model").and_then(Value::as_str).unwrap_or("");
+    let model = completion
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     Ok(response_object(
         &derived_id("resp", upstream_id, 0),
         model,
@@ -510,10 +529,7 @@ impl Reframe for Passthrough {
         if let Some(sequence) = parsed.get("sequence_number").and_then(Value::as_u64) {
             self.sequence = sequence;
         }
-        if let Some(usage) = parsed
-            .pointer("/response/usage")
-            .and_then(usage_from_value)
-        {
+        if let Some(usage) = parsed.pointer("/response/usage").and_then(usage_from_value) {
             self.usage = Some(usage);
         }
         match parsed.get("type").and_then(Value::as_str) {
@@ -543,9 +559,20 @@ impl Reframe for Passthrough {
 /// The output item a stream is writing.
 #[derive(Debug)]
 enum Open {
-    Text { index: usize, id: String, text: String },
-    Reasoning { index: usize, id: String, text: String },
-    Call { index: usize, call: u64 },
+    Text {
+        index: usize,
+        id: String,
+        text: String,
+    },
+    Reasoning {
+        index: usize,
+        id: String,
+        text: String,
+    },
+    Call {
+        index: usize,
+        call: u64,
+    },
 }
 
 /// A function call being streamed: its canonical index, and the item it became.
@@ -636,11 +663,20 @@ impl EventEncoder {
         match self.open.take() {
             None => {}
             Some(Open::Text { index, id, text }) => {
-                let part = json!({"type": "output_text", "text": text, "annotations": [], "logprobs": []});
-                self.emit(out, "response.output_text.done", json!({"item_id": id,
-                    "output_index": index, "content_index": 0, "text": text, "logprobs": []}));
-                self.emit(out, "response.content_part.done", json!({"item_id": id,
-                    "output_index": index, "content_index": 0, "part": part}));
+                let part =
+                    json!({"type": "output_text", "text": text, "annotations": [], "logprobs": []});
+                self.emit(
+                    out,
+                    "response.output_text.done",
+                    json!({"item_id": id,
+                    "output_index": index, "content_index": 0, "text": text, "logprobs": []}),
+                );
+                self.emit(
+                    out,
+                    "response.content_part.done",
+                    json!({"item_id": id,
+                    "output_index": index, "content_index": 0, "part": part}),
+                );
                 let item = json!({"type": "message", "id": id, "status": "completed",
                     "role": "assistant", "content": [part]});
                 self.emit(
@@ -652,10 +688,18 @@ impl EventEncoder {
             }
             Some(Open::Reasoning { index, id, text }) => {
                 let part = json!({"type": "summary_text", "text": text});
-                self.emit(out, "response.reasoning_summary_text.done", json!({"item_id": id,
-                    "output_index": index, "summary_index": 0, "text": text}));
-                self.emit(out, "response.reasoning_summary_part.done", json!({"item_id": id,
-                    "output_index": index, "summary_index": 0, "part": part}));
+                self.emit(
+                    out,
+                    "response.reasoning_summary_text.done",
+                    json!({"item_id": id,
+                    "output_index": index, "summary_index": 0, "text": text}),
+                );
+                self.emit(
+                    out,
+                    "response.reasoning_summary_part.done",
+                    json!({"item_id": id,
+                    "output_index": index, "summary_index": 0, "part": part}),
+                );
                 let item = json!({"type": "reasoning", "id": id, "summary": [part]});
                 self.emit(
                     out,
@@ -672,8 +716,12 @@ impl EventEncoder {
                 item["status"] = json!("completed");
                 let id = item.get("id").cloned().unwrap_or(Value::Null);
                 let arguments = item.get("arguments").cloned().unwrap_or(json!(""));
-                self.emit(out, "response.function_call_arguments.done", json!({"item_id": id,
-                    "output_index": index, "arguments": arguments}));
+                self.emit(
+                    out,
+                    "response.function_call_arguments.done",
+                    json!({"item_id": id,
+                    "output_index": index, "arguments": arguments}),
+                );
                 self.emit(
                     out,
                     "response.output_item.done",
@@ -698,9 +746,14 @@ impl EventEncoder {
                 "response.output_item.added",
                 json!({"output_index": index, "item": item}),
             );
-            let part = json!({"type": "output_text", "text": "", "annotations": [], "logprobs": []});
-            self.emit(out, "response.content_part.added", json!({"item_id": id,
-                "output_index": index, "content_index": 0, "part": part}));
+            let part =
+                json!({"type": "output_text", "text": "", "annotations": [], "logprobs": []});
+            self.emit(
+                out,
+                "response.content_part.added",
+                json!({"item_id": id,
+                "output_index": index, "content_index": 0, "part": part}),
+            );
             self.open = Some(Open::Text {
                 index,
                 id,
@@ -734,8 +787,12 @@ impl EventEncoder {
                 json!({"output_index": index, "item": item}),
             );
             let part = json!({"type": "summary_text", "text": ""});
-            self.emit(out, "response.reasoning_summary_part.added", json!({"item_id": id,
-                "output_index": index, "summary_index": 0, "part": part}));
+            self.emit(
+                out,
+                "response.reasoning_summary_part.added",
+                json!({"item_id": id,
+                "output_index": index, "summary_index": 0, "part": part}),
+            );
             self.open = Some(Open::Reasoning {
                 index,
                 id,
@@ -875,14 +932,24 @@ pub fn response_to_openai(response: &Value, created: u64) -> Result<Value, Forma
     for item in output {
         match item.get("type").and_then(Value::as_str) {
             Some("message") => {
-                for part in item.get("content").and_then(Value::as_array).into_iter().flatten() {
+                for part in item
+                    .get("content")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
                     if let Some(piece) = part.get("text").and_then(Value::as_str) {
                         text.push_str(piece);
                     }
                 }
             }
             Some("reasoning") => {
-                for part in item.get("summary").and_then(Value::as_array).into_iter().flatten() {
+                for part in item
+                    .get("summary")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
                     reasoning.push_str(part.get("text").and_then(Value::as_str).unwrap_or(""));
                 }
             }
@@ -904,17 +971,25 @@ pub fn response_to_openai(response: &Value, created: u64) -> Result<Value, Forma
     if !calls.is_empty() {
         message["tool_calls"] = Value::Array(calls);
     }
-    let usage = response.get("usage").and_then(usage_from_value).unwrap_or_default();
-    Ok(json!({"id": response.get("id").cloned().unwrap_or(json!("")),
+    let usage = response
+        .get("usage")
+        .and_then(usage_from_value)
+        .unwrap_or_default();
+    Ok(
+        json!({"id": response.get("id").cloned().unwrap_or(json!("")),
         "object": "chat.completion", "created": created,
         "model": response.get("model").cloned().unwrap_or(json!("")),
         "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-        "usage": super::openai_usage(&usage)}))
+        "usage": super::openai_usage(&usage)}),
+    )
 }
 
 /// A chat completion's `finish_reason` for a response's status.
 fn finish_of(response: &Value) -> &'static str {
-    match response.pointer("/incomplete_details/reason").and_then(Value::as_str) {
+    match response
+        .pointer("/incomplete_details/reason")
+        .and_then(Value::as_str)
+    {
         Some("max_output_tokens") => "length",
         Some("content_filter") => "content_filter",
         _ => "stop",
@@ -956,7 +1031,10 @@ impl super::stream::Decoder for EventDecoder {
         let parsed: Value = serde_json::from_str(&event.data).map_err(|_| {
             super::stream::UpstreamError("the provider sent an event that is not JSON".to_owned())
         })?;
-        let output_index = parsed.get("output_index").and_then(Value::as_u64).unwrap_or(0);
+        let output_index = parsed
+            .get("output_index")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
         match parsed.get("type").and_then(Value::as_str) {
             Some("response.output_text.delta") => {
                 let text = parsed.get("delta").cloned().unwrap_or(json!(""));
@@ -967,20 +1045,27 @@ impl super::stream::Decoder for EventDecoder {
                 out.push(self.chunk(json!({"reasoning_content": text}), None));
             }
             Some("response.output_item.added")
-                if parsed.pointer("/item/type").and_then(Value::as_str) == Some("function_call") =>
+                if parsed.pointer("/item/type").and_then(Value::as_str)
+                    == Some("function_call") =>
             {
                 let index = self.calls.len();
                 self.calls.push((output_index, index));
                 let item = &parsed["item"];
-                out.push(self.chunk(json!({"tool_calls": [{"index": index,
+                out.push(self.chunk(
+                    json!({"tool_calls": [{"index": index,
                     "id": item.get("call_id"), "type": "function",
-                    "function": {"name": item.get("name"), "arguments": ""}}]}), None));
+                    "function": {"name": item.get("name"), "arguments": ""}}]}),
+                    None,
+                ));
             }
             Some("response.function_call_arguments.delta") => {
                 if let Some((_, index)) = self.calls.iter().find(|(o, _)| *o == output_index) {
                     let arguments = parsed.get("delta").cloned().unwrap_or(json!(""));
-                    out.push(self.chunk(json!({"tool_calls": [{"index": index,
-                        "function": {"arguments": arguments}}]}), None));
+                    out.push(self.chunk(
+                        json!({"tool_calls": [{"index": index,
+                        "function": {"arguments": arguments}}]}),
+                        None,
+                    ));
                 }
             }
             Some(kind @ ("response.completed" | "response.incomplete")) => {
@@ -1063,10 +1148,22 @@ mod tests {
     #[test]
     fn what_only_the_responses_api_can_do_is_refused_by_name() {
         for (body, named) in [
-            (json!({"input": "hi", "previous_response_id": "resp_1"}), "previous_response_id"),
-            (json!({"input": "hi", "tools": [{"type": "web_search"}]}), "web_search"),
-            (json!({"input": [{"type": "item_reference", "id": "msg_1"}]}), "item_reference"),
-            (json!({"input": [{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}]}), "input_file"),
+            (
+                json!({"input": "hi", "previous_response_id": "resp_1"}),
+                "previous_response_id",
+            ),
+            (
+                json!({"input": "hi", "tools": [{"type": "web_search"}]}),
+                "web_search",
+            ),
+            (
+                json!({"input": [{"type": "item_reference", "id": "msg_1"}]}),
+                "item_reference",
+            ),
+            (
+                json!({"input": [{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}]}),
+                "input_file",
+            ),
             (json!({"input": "hi", "background": true}), "background"),
         ] {
             let error = request_to_openai(&object(body)).unwrap_err();
@@ -1090,10 +1187,16 @@ mod tests {
             "usage": {"prompt_tokens": 9, "completion_tokens": 4, "prompt_tokens_details": {"cached_tokens": 2}}});
         let response = response_from_openai(&completion, 7).unwrap();
         assert_eq!(response["status"], "incomplete");
-        assert_eq!(response["incomplete_details"]["reason"], "max_output_tokens");
+        assert_eq!(
+            response["incomplete_details"]["reason"],
+            "max_output_tokens"
+        );
         assert_eq!(response["output"][0]["content"][0]["text"], "hel");
         assert_eq!(response["output"][1]["call_id"], "call_1");
-        assert_eq!(response["usage"]["input_tokens_details"]["cached_tokens"], 2);
+        assert_eq!(
+            response["usage"]["input_tokens_details"]["cached_tokens"],
+            2
+        );
         assert_eq!(response["usage"]["total_tokens"], 13);
         assert!(response["id"].as_str().unwrap().starts_with("resp_"));
     }
@@ -1180,6 +1283,9 @@ mod tests {
         encoder.done(&mut out);
         let last = events(&out).pop().unwrap();
         assert_eq!(last["type"], "response.incomplete");
-        assert_eq!(last["response"]["incomplete_details"]["reason"], "max_output_tokens");
+        assert_eq!(
+            last["response"]["incomplete_details"]["reason"],
+            "max_output_tokens"
+        );
     }
 }

@@ -18,7 +18,6 @@ use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use serde_json::Value;
 
-use super::{Active, Gateway};
 use super::body::{ResponseBody, upstream_body};
 use super::chat::{ParsedRequest, parse_request, route_request};
 use super::error::ApiError;
@@ -27,6 +26,7 @@ use super::limits::refusal_error;
 use super::serve::send_to_provider;
 use super::server::json_response;
 use super::upstream::{Outcome, chat_url, gemini_method_url, read_bounded};
+use super::{Active, Gateway};
 use crate::config::Scope;
 use crate::formats::{Format, estimate};
 use crate::routing::plan::{Upstream, plan, prefer_healthy};
@@ -82,7 +82,8 @@ pub async fn count(
             let url = gemini_method_url(provider, &attempt.model, "countTokens");
             (url, request.sent.bytes().clone())
         } else {
-            let url = chat_url(provider, &attempt.model, false).map(|u| format!("{u}/count_tokens"));
+            let url =
+                chat_url(provider, &attempt.model, false).map(|u| format!("{u}/count_tokens"));
             let body = request
                 .sent
                 .write_edited(&request.json, &["model"], |json| {

@@ -27,7 +27,9 @@ const PREFIXES: [&str; 2] = ["/v1beta/models/", "/v1/models/"];
 /// The model and method of a `…/models/{model}:{method}` path (the model still
 /// percent-encoded), or `None` for any other path.
 pub fn model_method(path: &str) -> Option<(&str, &str)> {
-    let rest = PREFIXES.iter().find_map(|prefix| path.strip_prefix(prefix))?;
+    let rest = PREFIXES
+        .iter()
+        .find_map(|prefix| path.strip_prefix(prefix))?;
     let (model, method) = rest.rsplit_once(':')?;
     (!model.is_empty()).then_some((model, method))
 }

@@ -62,9 +62,7 @@ fn allowed_methods(path: &str) -> Option<&'static str> {
         | "/v1/responses" => Some("POST"),
         "/v1/models" | "/v1beta/models" => Some("GET"),
         _ if gemini::model_method(path).is_some() => Some("POST"),
-        _ if path.starts_with("/v1/models/") || path.starts_with("/v1beta/models/") => {
-            Some("GET")
-        }
+        _ if path.starts_with("/v1/models/") || path.starts_with("/v1beta/models/") => Some("GET"),
         _ if path.ends_with("/cancel") && path.starts_with("/v1/responses/") => Some("POST"),
         _ if path.starts_with("/v1/responses/") => Some("GET, DELETE"),
         _ => None,
@@ -139,15 +137,15 @@ async fn route(
         (&Method::GET | &Method::DELETE, path) if path.starts_with("/v1/responses/") => {
             responses::stored(&gateway, &request)
         }
-        (&Method::POST, path) if path.starts_with("/v1/responses/") && path.ends_with("/cancel") => {
+        (&Method::POST, path)
+            if path.starts_with("/v1/responses/") && path.ends_with("/cancel") =>
+        {
             responses::stored(&gateway, &request)
         }
         (&Method::POST, path) if gemini::model_method(path).is_some() => {
             gemini::handle(gateway, request, path).await
         }
-        (&Method::GET, "/v1/models" | "/v1beta/models") => {
-            list_models(&gateway, &request, format)
-        }
+        (&Method::GET, "/v1/models" | "/v1beta/models") => list_models(&gateway, &request, format),
         (&Method::GET, path) if path.starts_with("/v1/models/") => {
             retrieve_model(&gateway, &request, &path["/v1/models/".len()..], format)
         }

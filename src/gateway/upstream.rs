@@ -313,7 +313,10 @@ pub fn gemini_method_url(provider: &ProviderConfig, model: &str, method: &str) -
     let path = provider.kind.defaults().chat_path?;
     let base = provider.base_url.as_deref()?.trim_end_matches('/');
     let model = url::form_urlencoded::byte_serialize(model.as_bytes()).collect::<String>();
-    Some(format!("{base}{}:{method}", path.replace("{model}", &model)))
+    Some(format!(
+        "{base}{}:{method}",
+        path.replace("{model}", &model)
+    ))
 }
 
 /// The Responses API endpoint of an OpenAI-format provider: beside its chat endpoint

@@ -126,7 +126,9 @@ pub fn responses(seen: &Seen) -> Reply {
         .unwrap_or_default();
     let calls = calls(body, answered);
     let reply = match body.pointer("/text/format") {
-        Some(format) if format["type"] == "json_schema" => example_of(&format["schema"]).to_string(),
+        Some(format) if format["type"] == "json_schema" => {
+            example_of(&format["schema"]).to_string()
+        }
         _ => format!("echo: {text}"),
     };
     let usage = json!({"input_tokens": 11, "input_tokens_details": {"cached_tokens": 2},
@@ -137,9 +139,11 @@ pub fn responses(seen: &Seen) -> Reply {
             "role": "assistant", "content": [{"type": "output_text", "text": reply, "annotations": []}]}));
     }
     for (index, (name, arguments)) in calls.iter().enumerate() {
-        output.push(json!({"type": "function_call", "id": format!("fc_fake0{index}"),
+        output.push(
+            json!({"type": "function_call", "id": format!("fc_fake0{index}"),
             "call_id": format!("call_fake0{index}"), "name": name, "arguments": arguments,
-            "status": "completed"}));
+            "status": "completed"}),
+        );
     }
     let response = |status: &str, output: &[Value], usage: &Value| {
         json!({"id": "resp_fake01", "object": "response", "created_at": 1, "status": status,
@@ -162,48 +166,91 @@ pub fn responses(seen: &Seen) -> Reply {
         sequence += 1;
         events.push(format!("event: {kind}\ndata: {data}\n\n"));
     };
-    event("response.created", json!({"response": response("in_progress", &[], &Value::Null)}));
-    event("response.in_progress", json!({"response": response("in_progress", &[], &Value::Null)}));
+    event(
+        "response.created",
+        json!({"response": response("in_progress", &[], &Value::Null)}),
+    );
+    event(
+        "response.in_progress",
+        json!({"response": response("in_progress", &[], &Value::Null)}),
+    );
     for (index, item) in output.iter().enumerate() {
         let mut added = item.clone();
         added["status"] = json!("in_progress");
         if item["type"] == "message" {
             added["content"] = json!([]);
-            event("response.output_item.added", json!({"output_index": index, "item": added}));
-            event("response.content_part.added", json!({"item_id": item["id"], "output_index": index,
-                "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": []}}));
+            event(
+                "response.output_item.added",
+                json!({"output_index": index, "item": added}),
+            );
+            event(
+                "response.content_part.added",
+                json!({"item_id": item["id"], "output_index": index,
+                "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": []}}),
+            );
             for piece in reply.split_inclusive(' ') {
-                event("response.output_text.delta", json!({"item_id": item["id"],
-                    "output_index": index, "content_index": 0, "delta": piece}));
+                event(
+                    "response.output_text.delta",
+                    json!({"item_id": item["id"],
+                    "output_index": index, "content_index": 0, "delta": piece}),
+                );
             }
             if model.ends_with("-midfail") {
                 let mut failed = response("failed", &[], &usage);
-                failed["error"] = json!({"code": "server_error", "message": "The model failed mid-answer."});
+                failed["error"] =
+                    json!({"code": "server_error", "message": "The model failed mid-answer."});
                 event("response.failed", json!({"response": failed}));
-                return Reply::Stream { events, reset: false };
+                return Reply::Stream {
+                    events,
+                    reset: false,
+                };
             }
             if model.ends_with("-reset") {
-                return Reply::Stream { events, reset: true };
+                return Reply::Stream {
+                    events,
+                    reset: true,
+                };
             }
-            event("response.output_text.done", json!({"item_id": item["id"], "output_index": index,
-                "content_index": 0, "text": reply}));
-            event("response.content_part.done", json!({"item_id": item["id"], "output_index": index,
-                "content_index": 0, "part": item["content"][0]}));
+            event(
+                "response.output_text.done",
+                json!({"item_id": item["id"], "output_index": index,
+                "content_index": 0, "text": reply}),
+            );
+            event(
+                "response.content_part.done",
+                json!({"item_id": item["id"], "output_index": index,
+                "content_index": 0, "part": item["content"][0]}),
+            );
         } else {
             added["arguments"] = json!("");
-            event("response.output_item.added", json!({"output_index": index, "item": added}));
+            event(
+                "response.output_item.added",
+                json!({"output_index": index, "item": added}),
+            );
             let arguments = item["arguments"].as_str().unwrap_or_default();
             let (a, b) = arguments.split_at(arguments.len() / 2);
             for piece in [a, b] {
-                event("response.function_call_arguments.delta", json!({"item_id": item["id"],
-                    "output_index": index, "delta": piece}));
+                event(
+                    "response.function_call_arguments.delta",
+                    json!({"item_id": item["id"],
+                    "output_index": index, "delta": piece}),
+                );
             }
-            event("response.function_call_arguments.done", json!({"item_id": item["id"],
-                "output_index": index, "arguments": arguments}));
+            event(
+                "response.function_call_arguments.done",
+                json!({"item_id": item["id"],
+                "output_index": index, "arguments": arguments}),
+            );
         }
-        event("response.output_item.done", json!({"output_index": index, "item": item}));
+        event(
+            "response.output_item.done",
+            json!({"output_index": index, "item": item}),
+        );
     }
-    event("response.completed", json!({"response": response("completed", &output, &usage)}));
+    event(
+        "response.completed",
+        json!({"response": response("completed", &output, &usage)}),
+    );
     Reply::Stream {
         events,
         reset: false,

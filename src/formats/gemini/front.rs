@@ -149,7 +149,9 @@ fn model_turn(
                 .get("id")
                 .and_then(Value::as_str)
                 .map_or_else(|| format!("call_{turn}_{}", calls.len()), str::to_owned);
-            let arguments = call.get("args").map_or_else(|| "{}".to_owned(), Value::to_string);
+            let arguments = call
+                .get("args")
+                .map_or_else(|| "{}".to_owned(), Value::to_string);
             calls.push(json!({"id": id, "type": "function",
                 "function": {"name": name, "arguments": arguments}}));
             pending.push((id, name.to_owned()));
@@ -189,7 +191,8 @@ fn user_turn(
                 })?;
             let (id, _) = pending.remove(position);
             let result = answer.get("response").cloned().unwrap_or(Value::Null);
-            messages.push(json!({"role": "tool", "tool_call_id": id, "content": result.to_string()}));
+            messages
+                .push(json!({"role": "tool", "tool_call_id": id, "content": result.to_string()}));
         } else if let Some(text) = part.get("text").and_then(Value::as_str) {
             content.push(json!({"type": "text", "text": text}));
         } else if let Some(inline) = part.get("inlineData").or_else(|| part.get("inline_data")) {
@@ -337,8 +340,12 @@ fn generation_config(
             out.insert(to.into(), value.clone());
         }
     }
-    let json_mime = config.get("responseMimeType").and_then(Value::as_str) == Some("application/json");
-    let schema = match (config.get("responseJsonSchema"), config.get("responseSchema")) {
+    let json_mime =
+        config.get("responseMimeType").and_then(Value::as_str) == Some("application/json");
+    let schema = match (
+        config.get("responseJsonSchema"),
+        config.get("responseSchema"),
+    ) {
         (Some(schema), _) => Some(schema.clone()),
         (None, Some(schema)) => Some(json_schema(schema)),
         (None, None) => None,
@@ -565,7 +572,10 @@ impl Encoder for ChunkEncoder {
                 None => self.calls.push(HeldCall {
                     index,
                     id: call.get("id").cloned().unwrap_or(Value::Null),
-                    name: call.pointer("/function/name").cloned().unwrap_or(Value::Null),
+                    name: call
+                        .pointer("/function/name")
+                        .cloned()
+                        .unwrap_or(Value::Null),
                     arguments: arguments.to_owned(),
                 }),
             }
@@ -638,8 +648,10 @@ mod tests {
 
     #[test]
     fn what_only_gemini_runs_is_refused_by_name() {
-        let search = object(json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}],
-            "tools": [{"googleSearch": {}}]}));
+        let search = object(
+            json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}],
+            "tools": [{"googleSearch": {}}]}),
+        );
         let error = request_to_openai(&search).unwrap_err();
         assert!(matches!(&error, FormatError::Unsupported(m) if m.contains("googleSearch")));
         let orphan = object(json!({"contents": [{"role": "user", "parts": [
@@ -698,7 +710,10 @@ mod tests {
             .map(|d| serde_json::from_str(d).unwrap())
             .collect();
         assert_eq!(chunks.len(), 2);
-        assert_eq!(chunks[0]["candidates"][0]["content"]["parts"][0]["text"], "hi");
+        assert_eq!(
+            chunks[0]["candidates"][0]["content"]["parts"][0]["text"],
+            "hi"
+        );
         assert_eq!(
             chunks[1]["candidates"][0]["content"]["parts"][0]["functionCall"]["args"],
             json!({"a": 1})
