@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use dgidgi::formats::stream::{Context, Flow, reframer};
-use dgidgi::formats::{Format, anthropic, cohere, gemini, translate_response};
+use dgidgi::formats::{Format, anthropic, cohere, gemini, responses, translate_response};
 use dgidgi::sse;
 use serde_json::{Map, Value};
 
@@ -121,6 +121,45 @@ fn anthropic_requests_translate_to_openai() {
     );
 }
 
+/// The new front doors' requests, read into the canonical form and from there into what each
+/// kind of target receives.
+#[test]
+fn responses_and_gemini_requests_translate_to_every_target() {
+    let fronts: [(&str, fn(&Map<String, Value>) -> _); 2] = [
+        ("responses", responses::request_to_openai),
+        ("gemini", gemini::request_to_openai),
+    ];
+    for (front, to_openai) in fronts {
+        let request = object(read_json(&format!("{front}/request_tools.json")));
+        let canonical = to_openai(&request).unwrap();
+        check(
+            front,
+            "request_tools.to_openai.json",
+            &pretty(&canonical.clone().into()),
+        );
+        let anthropic = anthropic::request_from_openai(&canonical, 4096).unwrap();
+        check(
+            front,
+            "request_tools.to_anthropic.json",
+            &pretty(&anthropic.into()),
+        );
+        let cohere = cohere::request_from_openai(&canonical).unwrap();
+        check(
+            front,
+            "request_tools.to_cohere.json",
+            &pretty(&cohere.into()),
+        );
+    }
+    let request = object(read_json("responses/request_tools.json"));
+    let canonical = responses::request_to_openai(&request).unwrap();
+    let to_gemini = gemini::request_from_openai(&canonical).unwrap();
+    check(
+        "responses",
+        "request_tools.to_gemini.json",
+        &pretty(&to_gemini.into()),
+    );
+}
+
 #[test]
 fn responses_translate_in_every_direction() {
     let cases = [
@@ -158,6 +197,69 @@ fn responses_translate_in_every_direction() {
             Format::Cohere,
             Format::OpenAi,
             "to_openai",
+        ),
+        (
+            "openai",
+            "response_tools",
+            Format::OpenAi,
+            Format::Responses,
+            "to_responses",
+        ),
+        (
+            "openai",
+            "response_tools",
+            Format::OpenAi,
+            Format::Gemini,
+            "to_gemini",
+        ),
+        (
+            "anthropic",
+            "response_tools",
+            Format::Anthropic,
+            Format::Responses,
+            "to_responses",
+        ),
+        (
+            "anthropic",
+            "response_tools",
+            Format::Anthropic,
+            Format::Gemini,
+            "to_gemini",
+        ),
+        (
+            "gemini",
+            "response_tools",
+            Format::Gemini,
+            Format::Responses,
+            "to_responses",
+        ),
+        (
+            "cohere",
+            "response_tools",
+            Format::Cohere,
+            Format::Gemini,
+            "to_gemini",
+        ),
+        (
+            "responses",
+            "response_tools",
+            Format::Responses,
+            Format::Responses,
+            "as_sent",
+        ),
+        (
+            "responses",
+            "response_tools",
+            Format::Responses,
+            Format::OpenAi,
+            "to_openai",
+        ),
+        (
+            "responses",
+            "response_tools",
+            Format::Responses,
+            Format::Anthropic,
+            "to_anthropic",
         ),
     ];
     for (provider, name, upstream, client, direction) in cases {
@@ -231,6 +333,94 @@ fn streams_translate_chunk_by_chunk() {
             Format::OpenAi,
             Format::OpenAi,
             "to_openai_without_usage",
+            false,
+        ),
+        (
+            "openai",
+            "stream_tools",
+            Format::OpenAi,
+            Format::Responses,
+            "to_responses",
+            false,
+        ),
+        (
+            "openai",
+            "stream_tools",
+            Format::OpenAi,
+            Format::Gemini,
+            "to_gemini",
+            false,
+        ),
+        (
+            "anthropic",
+            "stream_tools",
+            Format::Anthropic,
+            Format::Responses,
+            "to_responses",
+            false,
+        ),
+        (
+            "anthropic",
+            "stream_tools",
+            Format::Anthropic,
+            Format::Gemini,
+            "to_gemini",
+            false,
+        ),
+        (
+            "anthropic",
+            "stream_error",
+            Format::Anthropic,
+            Format::Responses,
+            "to_responses",
+            false,
+        ),
+        (
+            "gemini",
+            "stream_text",
+            Format::Gemini,
+            Format::Responses,
+            "to_responses",
+            false,
+        ),
+        (
+            "gemini",
+            "stream_text",
+            Format::Gemini,
+            Format::Gemini,
+            "relayed",
+            false,
+        ),
+        (
+            "cohere",
+            "stream_text",
+            Format::Cohere,
+            Format::Responses,
+            "to_responses",
+            false,
+        ),
+        (
+            "responses",
+            "stream_tools",
+            Format::Responses,
+            Format::Responses,
+            "relayed",
+            false,
+        ),
+        (
+            "responses",
+            "stream_tools",
+            Format::Responses,
+            Format::OpenAi,
+            "to_openai",
+            true,
+        ),
+        (
+            "responses",
+            "stream_tools",
+            Format::Responses,
+            Format::Anthropic,
+            "to_anthropic",
             false,
         ),
     ];

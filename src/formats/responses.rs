@@ -999,6 +999,8 @@ fn finish_of(response: &Value) -> &'static str {
 /// A Responses stream read into canonical chunks (for a client of another format).
 #[derive(Debug)]
 pub struct EventDecoder {
+    /// The response's id (from `response.created`), for the chunks' `id`.
+    id: String,
     model: String,
     created: u64,
     usage: Option<Usage>,
@@ -1010,6 +1012,7 @@ impl EventDecoder {
     /// A decoder for one stream.
     pub fn new(context: &Context) -> Self {
         Self {
+            id: String::new(),
             model: context.model.clone(),
             created: context.created,
             usage: None,
@@ -1018,7 +1021,7 @@ impl EventDecoder {
     }
 
     fn chunk(&self, delta: Value, finish: Option<&str>) -> Value {
-        openai::chunk("", &self.model, self.created, delta, finish)
+        openai::chunk(&self.id, &self.model, self.created, delta, finish)
     }
 }
 
@@ -1036,6 +1039,16 @@ impl super::stream::Decoder for EventDecoder {
             .and_then(Value::as_u64)
             .unwrap_or(0);
         match parsed.get("type").and_then(Value::as_str) {
+            Some("response.created") => {
+                let response = parsed.get("response").unwrap_or(&Value::Null);
+                if let Some(id) = response.get("id").and_then(Value::as_str) {
+                    self.id = id.to_owned();
+                }
+                if let Some(model) = response.get("model").and_then(Value::as_str) {
+                    self.model = model.to_owned();
+                }
+                out.push(self.chunk(json!({"role": "assistant", "content": ""}), None));
+            }
             Some("response.output_text.delta") => {
                 let text = parsed.get("delta").cloned().unwrap_or(json!(""));
                 out.push(self.chunk(json!({"content": text}), None));
@@ -1080,7 +1093,7 @@ impl super::stream::Decoder for EventDecoder {
                 };
                 out.push(self.chunk(json!({}), Some(finish)));
                 if let Some(usage) = &self.usage {
-                    out.push(openai::usage_chunk("", &self.model, self.created, usage));
+                    out.push(openai::usage_chunk(&self.id, &self.model, self.created, usage));
                 }
                 return Ok(true);
             }
