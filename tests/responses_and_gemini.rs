@@ -110,6 +110,11 @@ async fn stored_state_is_refused_on_the_platforms_key_and_never_routed_by_id() {
             json!({"model": "anthropic/claude-fake", "input": "again", "previous_response_id": "resp_1"}),
             "previous_response_id",
         ),
+        // Billed per call, apart from tokens: nothing the reservation could cover.
+        (
+            json!({"model": "openai-resp/gpt-fake", "input": "news?", "tools": [{"type": "web_search"}]}),
+            "web_search",
+        ),
     ] {
         let before = log.lock().unwrap().len();
         let (status, _, answer) = post_raw(

@@ -36,11 +36,38 @@ pub fn usage_from_value(usage: &Value) -> Option<Usage> {
     })
 }
 
-/// Refuses what only an upstream serving the Responses API can do with a request (continuing
-/// a stored conversation, reading a file it holds) when the target is paid for by the
-/// platform's key: that key is shared by every tenant, so an id would reach what another
-/// tenant stored, and what an id stands for is outside the reservation.
-pub fn refuse_stored_state_on_shared_key(request: &Map<String, Value>) -> Result<(), FormatError> {
+/// Tools the model only writes (the client runs them): as free as any output. Every other
+/// tool type is run by OpenAI and billed apart from tokens (web search per call, code
+/// interpreter per container, image generation per image, remote MCP servers).
+const CLIENT_RUN_TOOLS: [&str; 5] = ["function", "custom", "local_shell", "shell", "apply_patch"];
+
+/// Refuses what a Responses request may not do through the platform's key, which every tenant
+/// shares: refer to state stored at the provider (continuing a stored conversation, a stored
+/// prompt, a file by id — an id would reach what another tenant stored, and what it stands for
+/// is outside the reservation), run in the background (its answer would be fetched by id), or
+/// use tools OpenAI runs and bills apart from tokens, which metering cannot price.
+pub fn refuse_on_shared_key(request: &Map<String, Value>) -> Result<(), FormatError> {
+    if request.get("background") == Some(&Value::Bool(true)) {
+        return Err(FormatError::unsupported(
+            "'background' responses are fetched by id later, which the platform's shared key cannot keep apart by tenant",
+        ));
+    }
+    for tool in request
+        .get("tools")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let kind = tool
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("untyped");
+        if !CLIENT_RUN_TOOLS.contains(&kind) {
+            return Err(FormatError::unsupported(format!(
+                "tools of type {kind:?} are run and billed by the provider apart from tokens, which this gateway cannot meter on the platform's key; use function tools, or your own key"
+            )));
+        }
+    }
     for field in ["previous_response_id", "conversation", "prompt"] {
         if request.get(field).is_some_and(|v| !v.is_null()) {
             return Err(FormatError::unsupported(format!(
@@ -1093,7 +1120,12 @@ impl super::stream::Decoder for EventDecoder {
                 };
                 out.push(self.chunk(json!({}), Some(finish)));
                 if let Some(usage) = &self.usage {
-                    out.push(openai::usage_chunk(&self.id, &self.model, self.created, usage));
+                    out.push(openai::usage_chunk(
+                        &self.id,
+                        &self.model,
+                        self.created,
+                        usage,
+                    ));
                 }
                 return Ok(true);
             }
@@ -1187,8 +1219,30 @@ mod tests {
         }
         let shared = object(json!({"input": [{"role": "user", "content": [
             {"type": "input_image", "file_id": "file_123"}]}]}));
-        assert!(refuse_stored_state_on_shared_key(&shared).is_err());
-        assert!(refuse_stored_state_on_shared_key(&object(json!({"input": "hi"}))).is_ok());
+        assert!(refuse_on_shared_key(&shared).is_err());
+        assert!(refuse_on_shared_key(&object(json!({"input": "hi"}))).is_ok());
+        for paid in [
+            "web_search",
+            "code_interpreter",
+            "image_generation",
+            "mcp",
+            "file_search",
+        ] {
+            let request = object(
+                json!({"input": "hi", "tools": [{"type": "function", "name": "f"}, {"type": paid}]}),
+            );
+            let error = refuse_on_shared_key(&request).unwrap_err();
+            assert!(
+                matches!(&error, FormatError::Unsupported(m) if m.contains(paid)),
+                "{error:?}"
+            );
+        }
+        let free = object(
+            json!({"input": "hi", "tools": [{"type": "function", "name": "f"},
+            {"type": "custom", "name": "apply_patch"}, {"type": "local_shell"}]}),
+        );
+        assert!(refuse_on_shared_key(&free).is_ok());
+        assert!(refuse_on_shared_key(&object(json!({"input": "hi", "background": true}))).is_err());
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //! Stored responses: the gateway stores none, and on the platform's keys — shared by every
 //! tenant — nothing is stored at the provider either (`store` is written `false`) and nothing
 //! stored there may be referred to (`previous_response_id`, `conversation`, `prompt`, inputs by
-//! `file_id` are refused), so no tenant can reach another's conversation. A tenant's own key
+//! `file_id` are refused), so no tenant can reach another's conversation. Tools OpenAI runs and
+//! bills apart from tokens (web search, code interpreter, image generation, remote MCP) are
+//! refused on the platform's key too: metering could not price them. A tenant's own key
 //! passes them through: what it stores lives in the tenant's own account. Retrieving,
 //! deleting or cancelling a response by id (`/v1/responses/{id}…`) is not routed: an id names
 //! no model, so the gateway could not tell which provider, or whose key, holds it.

@@ -145,7 +145,7 @@ impl Prepared {
             Format::Responses => {
                 let shared = paid_by_platform(attempt);
                 if shared {
-                    responses::refuse_stored_state_on_shared_key(&self.original)?;
+                    responses::refuse_on_shared_key(&self.original)?;
                 }
                 let members = ["model", "max_output_tokens", "store"];
                 let body = self.sent.write_edited(&self.original, &members, |json| {
