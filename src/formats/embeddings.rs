@@ -42,15 +42,40 @@ pub fn texts(request: &Map<String, Value>) -> Result<Vec<&str>, FormatError> {
     }
 }
 
+/// How many token ids the input gives as arrays of integers (OpenAI's pre-tokenized input).
+/// Each is a token whatever its digits: the reservation, which reads about four bytes a token,
+/// counts them apart (`[1,2,3]` is two bytes a token).
+pub fn token_ids(request: &Map<String, Value>) -> usize {
+    let Some(Value::Array(items)) = request.get("input") else {
+        return 0;
+    };
+    let tokens = |item: &Value| match item {
+        Value::Number(_) => 1,
+        Value::Array(tokens) => tokens.len(),
+        _ => 0,
+    };
+    items.iter().map(tokens).sum()
+}
+
 /// Checks what every target reads: a model, an input, a `dimensions` and an
 /// `encoding_format` it understands.
 pub fn check(request: &Map<String, Value>) -> Result<(), FormatError> {
     match request.get("input") {
-        Some(Value::String(_)) => {}
-        Some(Value::Array(items)) if !items.is_empty() && items.len() <= 2048 => {}
+        Some(Value::String(text)) if !text.is_empty() => {}
+        Some(Value::Array(items)) if !items.is_empty() && items.len() <= 2048 => {
+            // As OpenAI does: an empty input is an error, not a zero vector.
+            let empty = |item: &Value| match item {
+                Value::String(text) => text.is_empty(),
+                Value::Array(tokens) => tokens.is_empty(),
+                _ => false,
+            };
+            if items.iter().any(empty) {
+                return Err(FormatError::invalid("'input' must not hold an empty input"));
+            }
+        }
         _ => {
             return Err(FormatError::invalid(
-                "'input' must be a string or an array of 1 to 2048 inputs",
+                "'input' must be a non-empty string or an array of 1 to 2048 inputs",
             ));
         }
     }
@@ -314,6 +339,20 @@ mod tests {
             request_to_gemini(&tokens, "g"),
             Err(FormatError::Unsupported(_))
         ));
+    }
+
+    #[test]
+    fn empty_inputs_are_refused_and_token_ids_are_counted() {
+        for input in [json!(""), json!([]), json!(["a", ""]), json!([[1], []])] {
+            assert!(
+                check(&object(json!({"model": "m", "input": input}))).is_err(),
+                "{input}"
+            );
+        }
+        assert!(check(&object(json!({"model": "m", "input": [[1, 2], "b"]}))).is_ok());
+        assert_eq!(token_ids(&object(json!({"input": [[1, 2, 3], [4]]}))), 4);
+        assert_eq!(token_ids(&object(json!({"input": [1, 2, 3]}))), 3);
+        assert_eq!(token_ids(&object(json!({"input": ["text"]}))), 0);
     }
 
     #[test]

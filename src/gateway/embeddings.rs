@@ -57,9 +57,11 @@ pub async fn handle(
     };
     let mut planned = plan(&snapshot.config, request.tenant, &routing, rand::random())?;
     prefer_healthy(&mut planned.attempts, |id| snapshot.health.is_unhealthy(id));
-    // Input only: the reservation is the body's estimate, no output.
+    // Input only: the reservation is the body's estimate, no output; token ids given as
+    // integers count a token each (four bytes in the estimate's terms).
+    let token_bytes = embeddings::token_ids(&request.json).saturating_mul(4);
     let size = RequestSize {
-        body_bytes: request.sent.bytes().len(),
+        body_bytes: request.sent.bytes().len().saturating_add(token_bytes),
         max_output_tokens: Some(0),
         choices: 1,
     };
