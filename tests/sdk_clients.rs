@@ -18,14 +18,14 @@ fn python() -> Option<PathBuf> {
     let usable = Command::new(&candidate)
         .args([
             "-c",
-            "import openai, anthropic, pytest, langchain_openai, langchain_anthropic",
+            "import openai, anthropic, pytest, langchain_openai, langchain_anthropic, google.genai",
         ])
         .output()
         .is_ok_and(|o| o.status.success());
     // Asked for explicitly (as .ci/run does): a broken venv is a failure, not a skip.
     assert!(
         usable || std::env::var_os("DGIDGI_PYTHON").is_none(),
-        "DGIDGI_PYTHON={} cannot import openai, anthropic, pytest and the LangChain chat models",
+        "DGIDGI_PYTHON={} cannot import openai, anthropic, pytest, the LangChain chat models and google-genai",
         candidate.display()
     );
     usable.then_some(candidate)
@@ -140,6 +140,7 @@ async fn the_official_sdks_work_against_every_native_format() {
             &[
                 "tests/sdk/test_native_sdks.py",
                 "tests/sdk/test_langchain.py",
+                "tests/sdk/test_google_genai.py",
             ],
             &base_url,
             &key,

@@ -273,15 +273,26 @@ fn function_tool(declaration: &Value) -> Result<Value, FormatError> {
 }
 
 /// Gemini's OpenAPI-style schema as JSON Schema: type names lower-cased, `nullable` as a
-/// `"null"` type, Gemini's ordering hint left out.
+/// `"null"` type, Gemini's ordering hint left out, and the snake_case spellings Google's Python
+/// SDK sends (`any_of`, `max_items`…) in JSON Schema's own.
 fn json_schema(schema: &Value) -> Value {
     match schema {
         Value::Object(object) => {
             let mut out = Map::new();
             let nullable = object.get("nullable") == Some(&Value::Bool(true));
             for (key, value) in object {
+                let key = &match key.as_str() {
+                    "any_of" => "anyOf".to_owned(),
+                    "max_items" => "maxItems".to_owned(),
+                    "min_items" => "minItems".to_owned(),
+                    "max_length" => "maxLength".to_owned(),
+                    "min_length" => "minLength".to_owned(),
+                    "max_properties" => "maxProperties".to_owned(),
+                    "min_properties" => "minProperties".to_owned(),
+                    other => other.to_owned(),
+                };
                 match key.as_str() {
-                    "nullable" | "propertyOrdering" => {}
+                    "nullable" | "propertyOrdering" | "property_ordering" => {}
                     "type" => {
                         let name = value.as_str().map(str::to_ascii_lowercase);
                         let kind = match name {
@@ -337,13 +348,23 @@ fn generation_config(
         ("candidateCount", "n"),
     ] {
         if let Some(value) = config.get(from).filter(|v| !v.is_null()) {
-            out.insert(to.into(), value.clone());
+            // Google's Python SDK writes integers as floats (`"topK": 20.0`); the other formats
+            // take whole numbers there.
+            let value = match value.as_f64() {
+                Some(n) if from != "temperature" && from != "topP" && n.fract() == 0.0 && n >= 0.0 => {
+                    Value::from(n as u64)
+                }
+                _ => value.clone(),
+            };
+            out.insert(to.into(), value);
         }
     }
     let json_mime =
         config.get("responseMimeType").and_then(Value::as_str) == Some("application/json");
     let schema = match (
-        config.get("responseJsonSchema"),
+        config
+            .get("responseJsonSchema")
+            .or_else(|| config.get("response_json_schema")),
         config.get("responseSchema"),
     ) {
         (Some(schema), _) => Some(schema.clone()),
