@@ -98,6 +98,7 @@ fn reframing(c: &mut Criterion) {
                 model: "bench".into(),
                 created: 1,
                 client_wants_usage: false,
+                items: None,
             },
         );
         let mut out = Vec::with_capacity(4096);

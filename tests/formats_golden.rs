@@ -59,6 +59,7 @@ fn reframe(path: &str, upstream: Format, client: Format, wants_usage: bool) -> V
             model: "fixture-model".into(),
             created: 1_700_000_000,
             client_wants_usage: wants_usage,
+            items: None,
         },
     );
     let mut parser = sse::Parser::default();

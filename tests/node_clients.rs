@@ -198,3 +198,161 @@ async fn the_vercel_ai_sdk_works_unchanged_against_every_format() {
     .unwrap();
     gateway.running.shutdown().await;
 }
+
+/// The Codex CLI binary from `tests/node`, if installed.
+fn codex() -> Option<PathBuf> {
+    let bin = node_dir().join("node_modules/.bin/codex");
+    let mut version = Command::new(&bin);
+    version.arg("--version");
+    installed(version, "Codex CLI").then_some(bin)
+}
+
+/// Codex's configuration: the gateway as a custom model provider speaking the Responses API,
+/// no retries, and nothing that reaches the network beyond it (analytics, plugins, update
+/// checks, endless reconnects).
+fn codex_config(base_url: &str, model: &str) -> String {
+    format!(
+        r#"model = "{model}"
+model_provider = "dgidgi"
+approval_policy = "never"
+sandbox_mode = "danger-full-access"
+check_for_update_on_startup = false
+web_search = "disabled"
+
+[model_providers.dgidgi]
+name = "dgidgi"
+base_url = "{base_url}/v1"
+env_key = "DGIDGI_API_KEY"
+wire_api = "responses"
+request_max_retries = 0
+stream_max_retries = 0
+stream_idle_timeout_ms = 30000
+
+[analytics]
+enabled = false
+
+[feedback]
+enabled = false
+
+[features]
+plugins = false
+unbounded_connection_retries = false
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codex_runs_a_shell_command_and_finishes_through_the_gateway() {
+    let Some(codex) = codex() else {
+        return;
+    };
+    let (upstream, log) = fake_providers::start().await;
+    let gateway = InProcess::start(
+        &fake_providers::providers_yaml(upstream),
+        Settings::default(),
+    )
+    .await;
+    let (proxy, sends) = capture::start(gateway.running.api).await;
+    // Once to an upstream serving the Responses API (passed through), once translated for
+    // Anthropic's Messages API.
+    for (model, upstream_path) in [
+        ("openai-resp/gpt-fake", "/v1/responses"),
+        ("anthropic/claude-fake", "/v1/messages"),
+    ] {
+        let home = tempfile::tempdir().unwrap();
+        let work = tempfile::tempdir().unwrap();
+        std::fs::write(
+            home.path().join("config.toml"),
+            codex_config(&format!("http://{proxy}"), model),
+        )
+        .unwrap();
+        let (key, codex, home_path, work_path) = (
+            gateway.key(),
+            codex.clone(),
+            home.path().to_owned(),
+            work.path().to_owned(),
+        );
+        let before = (sends.lock().unwrap().len(), log.lock().unwrap().len());
+        let output = tokio::task::spawn_blocking(move || {
+            Command::new(codex)
+                .args([
+                    "exec",
+                    "--skip-git-repo-check",
+                    "--ephemeral",
+                    "--strict-config",
+                ])
+                .args(["--json", "Run the shell command: echo dgidgi-codex-ok"])
+                .current_dir(work_path)
+                .stdin(std::process::Stdio::null())
+                .env_clear()
+                .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+                .env("HOME", &home_path)
+                .env("CODEX_HOME", &home_path)
+                .env("DGIDGI_API_KEY", key)
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{model}: {stdout}\n{stderr}");
+        // The JSON event log: the command ran, and the final message carries its output.
+        let events: Vec<serde_json::Value> = stdout
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect();
+        let ran = events.iter().any(|e| {
+            e["type"] == "item.completed"
+                && e["item"]["type"] == "command_execution"
+                && e["item"]["command"]
+                    .as_str()
+                    .is_some_and(|c| c.contains("echo dgidgi-codex-ok"))
+                && e["item"]["exit_code"] == 0
+        });
+        assert!(ran, "{model}: the agent ran the command: {stdout}");
+        let answered = events.iter().any(|e| {
+            e["type"] == "item.completed"
+                && e["item"]["type"] == "agent_message"
+                && e["item"]["text"]
+                    .as_str()
+                    .is_some_and(|t| t.contains("dgidgi-codex-ok"))
+        });
+        assert!(
+            answered,
+            "{model}: the final message holds the output: {stdout}"
+        );
+
+        let sends = sends.lock().unwrap()[before.0..].to_vec();
+        let arrived: Vec<_> = log.lock().unwrap()[before.1..]
+            .iter()
+            .filter(|s| s.path == upstream_path)
+            .cloned()
+            .collect();
+        assert_eq!(sends.len(), 2, "{model}: a tool turn and an answer");
+        assert_eq!(arrived.len(), 2, "{model}");
+        for (sent, arrived) in sends.iter().zip(&arrived) {
+            assert_eq!(sent.path, "/v1/responses");
+            if upstream_path == "/v1/responses" {
+                // Passed through: the body as sent, but for the model's name and the output
+                // limit Codex leaves out, which the reservation needs (Codex already sends
+                // `store: false`, so nothing else changed).
+                let mut expected = sent.body.clone();
+                expected["model"] = serde_json::json!("gpt-fake");
+                let mut arrived = arrived.body.clone();
+                let limit = arrived
+                    .as_object_mut()
+                    .and_then(|body| body.remove("max_output_tokens"));
+                assert!(limit.is_some_and(|l| l.as_u64().is_some()), "{model}");
+                assert!(arrived == expected, "{model}: the body arrives as sent");
+            } else {
+                // Translated: Codex's developer messages became Anthropic's system prompt,
+                // and the second turn carries the command's output as a tool result.
+                assert!(arrived.body["system"].to_string().contains("Codex"));
+            }
+        }
+        let last = arrived.last().unwrap().body.to_string();
+        assert!(last.contains("dgidgi-codex-ok"), "{model}: {last}");
+    }
+    gateway.running.shutdown().await;
+}

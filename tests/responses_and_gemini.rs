@@ -511,3 +511,67 @@ async fn gemini_streams_count_tokens_models_and_errors_are_googles() {
     }
     gateway.running.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_earlier_answer_referred_to_by_id_is_sent_whole_and_unknown_ids_are_refused() {
+    let (gateway, log) = with_fakes().await;
+    let auth = bearer(&gateway);
+    for (model, upstream_path, stream) in [
+        ("anthropic/claude-fake", "/v1/messages", false),
+        ("anthropic/claude-fake", "/v1/messages", true),
+        ("openai-resp/gpt-fake", "/v1/responses", false),
+        ("openai-resp/gpt-fake", "/v1/responses", true),
+    ] {
+        let first = json!({"model": model, "input": "remember me", "stream": stream});
+        let (status, _, text) = post_raw(
+            &gateway,
+            "/v1/responses",
+            &[("authorization", &auth)],
+            &first.to_string(),
+        )
+        .await;
+        assert_eq!(status, 200, "{text}");
+        let message = if stream {
+            events(&text)
+                .into_iter()
+                .find(|e| e["type"] == "response.output_item.done")
+                .unwrap()["item"]
+                .clone()
+        } else {
+            serde_json::from_str::<Value>(&text).unwrap()["output"][0].clone()
+        };
+        let id = message["id"].as_str().unwrap().to_owned();
+        // The Vercel AI SDK's second turn: the earlier answer by reference.
+        let second = json!({"model": model, "input": [
+            {"role": "user", "content": "remember me"},
+            {"type": "item_reference", "id": id},
+            {"role": "user", "content": "again"}]});
+        let (status, _, text) = post_raw(
+            &gateway,
+            "/v1/responses",
+            &[("authorization", &auth)],
+            &second.to_string(),
+        )
+        .await;
+        assert_eq!(status, 200, "{model} {stream}: {text}");
+        let seen = last_seen(&log);
+        assert_eq!(seen.path, upstream_path);
+        let sent = seen.body.to_string();
+        assert!(sent.contains("echo: remember me"), "{model}: {sent}");
+        assert!(!sent.contains("item_reference"), "{model}: {sent}");
+    }
+    let unknown = json!({"model": "openai-resp/gpt-fake", "input": [
+        {"type": "item_reference", "id": "msg_of_someone_else"}]});
+    let before = log.lock().unwrap().len();
+    let (status, _, text) = post_raw(
+        &gateway,
+        "/v1/responses",
+        &[("authorization", &auth)],
+        &unknown.to_string(),
+    )
+    .await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("msg_of_someone_else"), "{text}");
+    assert_eq!(log.lock().unwrap().len(), before, "no provider was called");
+    gateway.running.shutdown().await;
+}

@@ -14,7 +14,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::stream::{Context, Encoder, Flow, Reframe};
+use super::stream::{Context, Encoder, Flow, ItemSink, Reframe};
 use super::{FormatError, openai};
 use crate::sse::{Event, write_event};
 use crate::usage::Usage;
@@ -57,6 +57,7 @@ pub fn refuse_on_shared_key(request: &Map<String, Value>) -> Result<(), FormatEr
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
+        .flat_map(namespaced)
     {
         let kind = tool
             .get("type")
@@ -75,12 +76,36 @@ pub fn refuse_on_shared_key(request: &Map<String, Value>) -> Result<(), FormatEr
             )));
         }
     }
-    if mentions_file_id(request.get("input").unwrap_or(&Value::Null)) {
+    let input = request.get("input").unwrap_or(&Value::Null);
+    if let Some(reference) = input
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|item| item.get("type").and_then(Value::as_str) == Some("item_reference"))
+    {
+        let id = reference.get("id").and_then(Value::as_str).unwrap_or("");
+        return Err(FormatError::unsupported(format!(
+            "'item_reference' {id:?} names no answer this gateway returned to this tenant within the hour (nothing is stored under the platform's shared key); send the item itself"
+        )));
+    }
+    if mentions_file_id(input) {
         return Err(FormatError::unsupported(
             "inputs by 'file_id' refer to files stored under the platform's shared key; send the file's data instead",
         ));
     }
     Ok(())
+}
+
+/// A tool, or the tools a namespace groups (Codex CLI offers its sub-agent tools in one).
+fn namespaced(tool: &Value) -> Vec<&Value> {
+    match tool.get("type").and_then(Value::as_str) {
+        Some("namespace") => tool
+            .get("tools")
+            .and_then(Value::as_array)
+            .map(|tools| tools.iter().collect())
+            .unwrap_or_default(),
+        _ => vec![tool],
+    }
 }
 
 /// Whether any input part names a file by id.
@@ -181,7 +206,12 @@ pub fn request_to_openai(request: &Map<String, Value>) -> Result<Map<String, Val
         out.insert("reasoning_effort".into(), effort.clone());
     }
     if let Some(tools) = request.get("tools").and_then(Value::as_array) {
-        let tools = tools.iter().map(tool).collect::<Result<Vec<_>, _>>()?;
+        // A namespace's functions are offered as plain function tools under their own names.
+        let tools = tools
+            .iter()
+            .flat_map(namespaced)
+            .map(tool)
+            .collect::<Result<Vec<_>, _>>()?;
         if !tools.is_empty() {
             out.insert("tools".into(), Value::Array(tools));
         }
@@ -282,6 +312,12 @@ fn input_item(item: &Value, messages: &mut Vec<Value>) -> Result<(), FormatError
         }
         // A model's private state from an earlier turn: see the module's documentation.
         Some("reasoning") => {}
+        Some("item_reference") => {
+            let id = item.get("id").and_then(Value::as_str).unwrap_or("");
+            return Err(FormatError::unsupported(format!(
+                "'item_reference' {id:?} names no answer this gateway returned to this tenant within the hour; send the item itself"
+            )));
+        }
         Some(other) => {
             return Err(FormatError::unsupported(format!(
                 "input items of type {other:?} are kept or run by OpenAI's Responses API; this model is not served by it"
@@ -539,12 +575,52 @@ fn error_event(out: &mut Vec<u8>, sequence: u64, message: &str) {
 }
 
 /// A Responses stream relayed to a client of the same API: events as they came, the usage
-/// read from the final `response.completed` (or `response.incomplete`, `response.failed`).
-#[derive(Debug, Default)]
+/// read from the final `response.completed` (or `response.incomplete`, `response.failed`),
+/// finished assistant messages handed to the item sink.
 pub struct Passthrough {
     usage: Option<Usage>,
     /// The last `sequence_number` seen, so an error the gateway adds follows it.
     sequence: u64,
+    items: Option<ItemSink>,
+}
+
+impl Passthrough {
+    /// A relay handing finished messages to `items`.
+    pub fn new(items: Option<ItemSink>) -> Self {
+        Self {
+            usage: None,
+            sequence: 0,
+            items,
+        }
+    }
+}
+
+/// Hands an output item to the sink when it is an assistant message with an id.
+fn keep(items: &Option<ItemSink>, item: &Value) {
+    if let Some(sink) = items
+        && item.get("type").and_then(Value::as_str) == Some("message")
+        && item.get("id").and_then(Value::as_str).is_some()
+    {
+        sink.keep(item);
+    }
+}
+
+/// The assistant messages of a whole `response` object, handed to the sink.
+pub fn keep_output(items: &Option<ItemSink>, response: &[u8]) {
+    if items.is_none() {
+        return;
+    }
+    let Ok(parsed) = serde_json::from_slice::<Value>(response) else {
+        return;
+    };
+    for item in parsed
+        .get("output")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        keep(items, item);
+    }
 }
 
 impl Reframe for Passthrough {
@@ -560,6 +636,10 @@ impl Reframe for Passthrough {
             self.usage = Some(usage);
         }
         match parsed.get("type").and_then(Value::as_str) {
+            Some("response.output_item.done") => {
+                keep(&self.items, parsed.get("item").unwrap_or(&Value::Null));
+                Flow::Continue
+            }
             Some("response.completed" | "response.incomplete") => Flow::Complete,
             Some("response.failed" | "error") => Flow::Failed,
             _ => Flow::Continue,
@@ -614,8 +694,9 @@ struct Call {
 /// (`response.output_item.added`/`.done`, with their content parts), text and argument deltas,
 /// then `response.completed` — or `response.incomplete` when the output limit cut the answer
 /// short — carrying the whole response with its usage.
-#[derive(Debug)]
 pub struct EventEncoder {
+    /// Where finished assistant messages go.
+    items: Option<ItemSink>,
     id: String,
     model: String,
     created: u64,
@@ -633,6 +714,7 @@ impl EventEncoder {
     /// An encoder for one stream.
     pub fn new(context: &Context) -> Self {
         Self {
+            items: context.items.clone(),
             id: String::new(),
             model: context.model.clone(),
             created: context.created,
@@ -711,6 +793,7 @@ impl EventEncoder {
                     "response.output_item.done",
                     json!({"output_index": index, "item": item}),
                 );
+                keep(&self.items, &item);
                 self.output.push(item);
             }
             Some(Open::Reasoning { index, id, text }) => {
@@ -1243,6 +1326,11 @@ mod tests {
         );
         assert!(refuse_on_shared_key(&free).is_ok());
         assert!(refuse_on_shared_key(&object(json!({"input": "hi", "background": true}))).is_err());
+        let hidden = object(
+            json!({"input": "hi", "tools": [{"type": "namespace", "name": "n",
+            "tools": [{"type": "web_search"}]}]}),
+        );
+        assert!(refuse_on_shared_key(&hidden).is_err());
     }
 
     #[test]
@@ -1283,6 +1371,7 @@ mod tests {
             model: "m".into(),
             created: 1,
             client_wants_usage: false,
+            items: None,
         };
         let mut encoder = EventEncoder::new(&context);
         let mut out = Vec::new();
@@ -1340,6 +1429,7 @@ mod tests {
             model: "m".into(),
             created: 1,
             client_wants_usage: false,
+            items: None,
         };
         let mut encoder = EventEncoder::new(&context);
         let mut out = Vec::new();

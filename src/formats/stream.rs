@@ -61,7 +61,7 @@ pub trait Reframe: Send {
 }
 
 /// What a stream translation needs to know about the request.
-#[derive(Debug, Clone)]
+#[derive(Clone, Debug)]
 pub struct Context {
     /// The model that served the request (used when the upstream does not name it).
     pub model: String,
@@ -69,6 +69,26 @@ pub struct Context {
     pub created: u64,
     /// The OpenAI client asked for `stream_options.include_usage` (the usage chunk is theirs).
     pub client_wants_usage: bool,
+    /// Where a Responses stream hands each finished assistant message (so a later request may
+    /// refer to it by id, see [`super::responses`]).
+    pub items: Option<ItemSink>,
+}
+
+/// Receives the assistant messages a Responses answer returned, each whole, with its id.
+#[derive(Clone)]
+pub struct ItemSink(pub std::sync::Arc<dyn Fn(&Value) + Send + Sync>);
+
+impl ItemSink {
+    /// Hands over one item.
+    pub fn keep(&self, item: &Value) {
+        (self.0)(item);
+    }
+}
+
+impl std::fmt::Debug for ItemSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ItemSink")
+    }
 }
 
 /// The re-framer for an upstream format and a client format.
@@ -78,7 +98,9 @@ pub fn reframer(upstream: Format, client: Format, context: Context) -> Box<dyn R
             Box::new(openai::Passthrough::new(context.client_wants_usage))
         }
         (Format::Anthropic, Format::Anthropic) => Box::new(anthropic::Passthrough::default()),
-        (Format::Responses, Format::Responses) => Box::new(responses::Passthrough::default()),
+        (Format::Responses, Format::Responses) => {
+            Box::new(responses::Passthrough::new(context.items))
+        }
         (Format::Gemini, Format::Gemini) => Box::new(Relay {
             decoder: Box::new(gemini::ChunkDecoder::new(&context)),
             scratch: Vec::new(),

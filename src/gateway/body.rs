@@ -283,6 +283,7 @@ mod tests {
             model: "m".into(),
             created: 1,
             client_wants_usage: false,
+            items: None,
         };
         let body = ResponseBody::stream(
             BoxBody::new(Channel(receiver)),

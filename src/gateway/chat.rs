@@ -169,6 +169,11 @@ pub struct ParsedRequest<'a> {
     pub json: Map<String, Value>,
     /// The body as it arrived, for a pass-through to an upstream of the client's format.
     pub sent: SentBody,
+    /// Members of `json` the front door changed from what arrived (a pass-through writes
+    /// them anew).
+    pub rewritten: Vec<&'static str>,
+    /// Where a Responses answer's messages are kept for later references.
+    pub items: Option<crate::formats::stream::ItemSink>,
 }
 
 /// Authenticates, reads and parses a request of either front door: the tenant from its key
@@ -220,6 +225,8 @@ pub async fn parse_request<'a>(
         headers: parts.headers,
         json,
         sent,
+        rewritten: Vec::new(),
+        items: None,
     })
 }
 
@@ -235,6 +242,8 @@ pub async fn route_and_serve(
         headers,
         json,
         sent,
+        rewritten,
+        items,
     } = request;
     let routing = route_request(format, &json, &headers)?;
     let stream = routing.stream;
@@ -247,6 +256,8 @@ pub async fn route_and_serve(
         format,
         json,
         sent,
+        rewritten,
+        items,
         stream,
         headers: super::forwarded::ClientHeaders::from_request(&headers),
     };

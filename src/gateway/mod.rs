@@ -24,6 +24,7 @@ pub mod metered;
 pub mod metrics;
 pub mod models;
 pub mod reload;
+pub mod response_items;
 pub mod responses;
 pub mod route_metrics;
 pub mod serve;
@@ -179,6 +180,8 @@ pub struct Gateway {
     pub answer_buffers: answer_buffers::AnswerBuffers,
     /// The request log.
     pub access_log: access_log::AccessLog,
+    /// Assistant messages the Responses front door returned, for `item_reference`s.
+    pub response_items: response_items::ResponseItems,
 }
 
 impl Gateway {
@@ -201,6 +204,7 @@ impl Gateway {
             meter,
             answer_buffers: answer_buffers::AnswerBuffers::new(answer_buffers::DEFAULT_TOTAL_BYTES),
             access_log,
+            response_items: response_items::ResponseItems::default(),
         }))
     }
 

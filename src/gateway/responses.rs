@@ -9,7 +9,10 @@
 //! `file_id` are refused), so no tenant can reach another's conversation. Tools OpenAI runs and
 //! bills apart from tokens (web search, code interpreter, image generation, remote MCP) are
 //! refused on the platform's key too: metering could not price them. A tenant's own key
-//! passes them through: what it stores lives in the tenant's own account. Retrieving,
+//! passes them through: what it stores lives in the tenant's own account. The one reference
+//! the gateway answers itself is an `item_reference` to an assistant message it returned to
+//! the same tenant within the hour ([`super::response_items`]): the Vercel AI SDK sends
+//! earlier answers that way by default. Retrieving,
 //! deleting or cancelling a response by id (`/v1/responses/{id}…`) is not routed: an id names
 //! no model, so the gateway could not tell which provider, or whose key, holds it.
 
@@ -17,6 +20,7 @@ use std::sync::Arc;
 
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
+use serde_json::Value;
 
 use super::Gateway;
 use super::body::ResponseBody;
@@ -30,7 +34,14 @@ pub async fn handle(
     request: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, ApiError> {
     let snapshot = gateway.active()?;
-    let request = parse_request(&gateway, &snapshot, request).await?;
+    let mut request = parse_request(&gateway, &snapshot, request).await?;
+    let tenant = &request.tenant.id;
+    if let Some(Value::Array(input)) = request.json.get_mut("input")
+        && gateway.response_items.resolve(tenant, input)
+    {
+        request.rewritten.push("input");
+    }
+    request.items = Some(gateway.response_items.sink(tenant));
     route_and_serve(&gateway, &snapshot, request, Format::Responses).await
 }
 

@@ -28,7 +28,7 @@ use super::upstream::{
 use super::{Active, Gateway};
 use crate::config::{ProviderConfig, Scope, TenantConfig};
 use crate::crd::Source;
-use crate::formats::stream::{Context, reframer};
+use crate::formats::stream::{Context, ItemSink, reframer};
 use crate::formats::{
     Format, FormatError, SentBody, anthropic, cohere, gemini, openai, responses,
     write_with_edited_members,
@@ -53,6 +53,10 @@ pub struct ClientRequest {
     pub json: Map<String, Value>,
     /// Its body as it arrived.
     pub sent: SentBody,
+    /// Members the front door changed from what arrived.
+    pub rewritten: Vec<&'static str>,
+    /// Where a Responses answer's messages are kept.
+    pub items: Option<ItemSink>,
     /// Whether it asked for a stream.
     pub stream: bool,
     /// The client's headers its provider reads.
@@ -92,6 +96,10 @@ struct Prepared {
     original: Map<String, Value>,
     /// The client's body as it arrived (a pass-through to the same format keeps its bytes).
     sent: SentBody,
+    /// Members the front door changed from what arrived.
+    rewritten: Vec<&'static str>,
+    /// Where a Responses answer's messages are kept.
+    items: Option<ItemSink>,
     /// The canonical body, when the client does not speak OpenAI (`None`: not made yet, or the
     /// client speaks OpenAI and `original` is canonical).
     canonical: Option<Result<Map<String, Value>, FormatError>>,
@@ -147,7 +155,8 @@ impl Prepared {
                 if shared {
                     responses::refuse_on_shared_key(&self.original)?;
                 }
-                let members = ["model", "max_output_tokens", "store"];
+                let mut members = vec!["model", "max_output_tokens", "store"];
+                members.extend(&self.rewritten);
                 let body = self.sent.write_edited(&self.original, &members, |json| {
                     json.insert("model".into(), model);
                     if shared {
@@ -270,6 +279,8 @@ pub async fn serve(
         client_wants_usage,
         original: request.json,
         sent: request.sent,
+        rewritten: request.rewritten,
+        items: request.items,
         canonical: None,
     };
     let mut failures: Vec<Failure> = Vec::new();
@@ -491,6 +502,7 @@ async fn answer(
             model: attempt.model.clone(),
             created: now(),
             client_wants_usage: prepared.client_wants_usage,
+            items: prepared.items.clone(),
         };
         let body = ResponseBody::stream(body, reframer(format, client, context), deadline, meter);
         let mut response = Response::new(body);
@@ -520,6 +532,9 @@ async fn answer(
     let (out, meter) = if status.is_success() {
         match crate::formats::translate_response(format, client, &bytes, &attempt.model, now()) {
             Ok((out, usage)) => {
+                if client == Format::Responses {
+                    responses::keep_output(&prepared.items, &out);
+                }
                 let mut meter = meter;
                 meter.set_usage(usage);
                 (Bytes::from(out), meter)

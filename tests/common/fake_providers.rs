@@ -477,8 +477,17 @@ fn anthropic(seen: &Seen) -> Reply {
                 .map(|path| path.trim_end_matches(['.', ',']).to_owned())
         })
         .flatten();
+    // A coding agent (Codex CLI, through a translation) with its shell tool runs one command.
+    let shell = seen.body["tools"]
+        .as_array()
+        .is_some_and(|tools| tools.iter().any(|t| t["name"] == "exec_command"));
     let calls: Vec<(String, String, Value)> = match (&tool, answered, forced) {
         (_, false, Some((name, input))) => vec![("toolu_01F".into(), name, input)],
+        (_, false, None) if shell => vec![(
+            "toolu_01S".into(),
+            "exec_command".into(),
+            json!({"cmd": super::fake_responses::CODEX_COMMAND}),
+        )],
         (_, false, None) if read.is_some() => vec![(
             "toolu_01R".into(),
             "Read".into(),

@@ -351,7 +351,9 @@ fn generation_config(
             // Google's Python SDK writes integers as floats (`"topK": 20.0`); the other formats
             // take whole numbers there.
             let value = match value.as_f64() {
-                Some(n) if from != "temperature" && from != "topP" && n.fract() == 0.0 && n >= 0.0 => {
+                Some(n)
+                    if from != "temperature" && from != "topP" && n.fract() == 0.0 && n >= 0.0 =>
+                {
                     Value::from(n as u64)
                 }
                 _ => value.clone(),
@@ -710,6 +712,7 @@ mod tests {
             model: "m".into(),
             created: 1,
             client_wants_usage: false,
+            items: None,
         };
         let mut encoder = ChunkEncoder::new(&context);
         let mut out = Vec::new();
