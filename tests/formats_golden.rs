@@ -8,7 +8,9 @@
 use std::path::{Path, PathBuf};
 
 use dgidgi::formats::stream::{Context, Flow, reframer};
-use dgidgi::formats::{Format, anthropic, cohere, gemini, responses, translate_response};
+use dgidgi::formats::{
+    Format, FormatError, anthropic, cohere, gemini, responses, translate_response,
+};
 use dgidgi::sse;
 use serde_json::{Map, Value};
 
@@ -126,7 +128,8 @@ fn anthropic_requests_translate_to_openai() {
 /// kind of target receives.
 #[test]
 fn responses_and_gemini_requests_translate_to_every_target() {
-    let fronts: [(&str, fn(&Map<String, Value>) -> _); 2] = [
+    type ToCanonical = fn(&Map<String, Value>) -> Result<Map<String, Value>, FormatError>;
+    let fronts: [(&str, ToCanonical); 2] = [
         ("responses", responses::request_to_openai),
         ("gemini", gemini::request_to_openai),
     ];
