@@ -7,7 +7,10 @@
 //!   the agent's tool call carried out, and the token count it asks for before handing a large
 //!   file to the model answered by the provider.
 //! - The Vercel AI SDK (`tests/node/ai_sdk.mjs`): its OpenAI and Anthropic providers, text,
-//!   streams, the tool loop and structured output, each to several formats.
+//!   streams, the tool loop and structured output, each to several formats; and its default
+//!   `openai(model)`, which speaks the Responses API (`tests/node/ai_sdk_responses.mjs`): text,
+//!   streams, tool loops and a multi-turn chat that refers to earlier items by id.
+//! - Codex CLI (`codex exec`), which speaks only the Responses API, runs a shell command.
 //!
 //! `.ci/run` installs them (`npm ci` in `tests/node`); without them the tests say clearly that
 //! they skipped, unless `DGIDGI_NODE_CLIENTS` asks for them (as CI does).
@@ -193,6 +196,11 @@ async fn the_vercel_ai_sdk_works_unchanged_against_every_format() {
         let mut suite = Command::new("node");
         suite.arg("ai_sdk.mjs").current_dir(node_dir());
         common::clients::run_suite(suite, &base, &key, "checks passed");
+        let mut responses = Command::new("node");
+        responses
+            .arg("ai_sdk_responses.mjs")
+            .current_dir(node_dir());
+        common::clients::run_suite(responses, &base, &key, "checks passed, 0 failed");
     })
     .await
     .unwrap();

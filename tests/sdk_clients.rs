@@ -1,8 +1,11 @@
 //! Real clients against the HTTP surface: the official `openai` Python SDK runs its test file
 //! (`tests/sdk/test_openai_sdk.py`) against `dgidgi up` on the quickstart, and the official
 //! `anthropic` and `openai` SDKs run `tests/sdk/test_native_sdks.py`, and LangChain's
-//! `ChatOpenAI` and `ChatAnthropic` run `tests/sdk/test_langchain.py`, against the gateway in
-//! front of local fakes of the Anthropic, Gemini, Cohere and OpenAI formats. `.ci/run` creates the
+//! `ChatOpenAI` and `ChatAnthropic` run `tests/sdk/test_langchain.py`, Google's `google-genai`
+//! runs `tests/sdk/test_google_genai.py`, and the Responses API's clients (the `openai` SDK's
+//! `responses`, the OpenAI Agents SDK, pydantic-ai's `OpenAIResponsesModel`) run
+//! `tests/sdk/test_responses.py`, against the gateway in front of local fakes of the Anthropic,
+//! Gemini, Cohere, OpenAI and Responses formats. `.ci/run` creates the
 //! venv (`.venv`, or `DGIDGI_PYTHON`); without one these tests say clearly that they skipped.
 
 mod common;
@@ -18,14 +21,14 @@ fn python() -> Option<PathBuf> {
     let usable = Command::new(&candidate)
         .args([
             "-c",
-            "import openai, anthropic, pytest, langchain_openai, langchain_anthropic, google.genai",
+            "import openai, anthropic, pytest, langchain_openai, langchain_anthropic, google.genai, agents, pydantic_ai",
         ])
         .output()
         .is_ok_and(|o| o.status.success());
     // Asked for explicitly (as .ci/run does): a broken venv is a failure, not a skip.
     assert!(
         usable || std::env::var_os("DGIDGI_PYTHON").is_none(),
-        "DGIDGI_PYTHON={} cannot import openai, anthropic, pytest, the LangChain chat models and google-genai",
+        "DGIDGI_PYTHON={} cannot import openai, anthropic, pytest, the LangChain chat models, google-genai, the OpenAI Agents SDK and pydantic-ai",
         candidate.display()
     );
     usable.then_some(candidate)
@@ -101,6 +104,7 @@ fn pytest(python: &Path, files: &[&str], base_url: &str, key: &str) {
     let mut suite = Command::new(python);
     suite
         .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
+        .args(["-o", "asyncio_default_fixture_loop_scope=function"])
         .args(files)
         .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")));
     common::clients::run_suite(suite, base_url, key, " passed");
@@ -141,6 +145,7 @@ async fn the_official_sdks_work_against_every_native_format() {
                 "tests/sdk/test_native_sdks.py",
                 "tests/sdk/test_langchain.py",
                 "tests/sdk/test_google_genai.py",
+                "tests/sdk/test_responses.py",
             ],
             &base_url,
             &key,
