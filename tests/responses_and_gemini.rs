@@ -546,7 +546,7 @@ async fn an_earlier_answer_referred_to_by_id_is_sent_whole_and_unknown_ids_are_r
             {"role": "user", "content": "remember me"},
             {"type": "item_reference", "id": id},
             {"role": "user", "content": "again"}]});
-        let (status, _, text) = post_raw(
+        let (status, headers, text) = post_raw(
             &gateway,
             "/v1/responses",
             &[("authorization", &auth)],
@@ -554,6 +554,15 @@ async fn an_earlier_answer_referred_to_by_id_is_sent_whole_and_unknown_ids_are_r
         )
         .await;
         assert_eq!(status, 200, "{model} {stream}: {text}");
+        // The gateway says what it wrote anew.
+        let rewritten = headers
+            .iter()
+            .find(|(name, _)| name == "x-dgidgi-rewritten");
+        assert_eq!(
+            rewritten.map(|(_, value)| value.as_str()),
+            Some("input"),
+            "{headers:?}"
+        );
         let seen = last_seen(&log);
         assert_eq!(seen.path, upstream_path);
         let sent = seen.body.to_string();

@@ -33,7 +33,7 @@ const ALLOWED_HEADERS: &[&str] = &[
 /// Response headers a browser client may read: request ids (the SDKs surface them), limits and
 /// the gateway's own notes.
 const EXPOSED_HEADERS: &str = "x-dgidgi-request-id, x-dgidgi-provider, x-dgidgi-model, \
-x-dgidgi-fallback, x-dgidgi-output-capped, x-dgidgi-token-count, request-id, x-request-id, \
+x-dgidgi-fallback, x-dgidgi-output-capped, x-dgidgi-rewritten, x-dgidgi-token-count, request-id, x-request-id, \
 openai-processing-ms, retry-after, x-ratelimit-limit-requests, x-ratelimit-remaining-requests, \
 x-ratelimit-reset-requests, x-ratelimit-limit-tokens, x-ratelimit-remaining-tokens, \
 x-ratelimit-reset-tokens";

@@ -350,6 +350,7 @@ pub async fn serve(
                     // Said only when the tenant's allowance is what lowered the limit.
                     let shortened = output_cap.filter(|_| ticket.reservation.output_shortened());
                     stamp(response.headers_mut(), attempt, planned, index, shortened);
+                    said_rewritten(response.headers_mut(), &prepared.rewritten);
                     return Ok(Served {
                         response,
                         completion,
@@ -754,6 +755,20 @@ const FALLBACK_HEADER: HeaderName = HeaderName::from_static("x-dgidgi-fallback")
 /// Set when the tenant's remaining allowance could not cover the output the request asked for,
 /// and a lower limit was written into the upstream request: the limit written, per answer.
 pub const OUTPUT_CAPPED_HEADER: HeaderName = HeaderName::from_static("x-dgidgi-output-capped");
+
+/// Set when the gateway wrote members of the request anew beyond the model and output limit
+/// (item references resolved into `input`): the members, comma-separated.
+pub const REWRITTEN_HEADER: HeaderName = HeaderName::from_static("x-dgidgi-rewritten");
+
+/// Says which members of the request the gateway rewrote, when it rewrote any.
+fn said_rewritten(headers: &mut HeaderMap, rewritten: &[&'static str]) {
+    if rewritten.is_empty() {
+        return;
+    }
+    if let Ok(value) = HeaderValue::from_str(&rewritten.join(",")) {
+        headers.insert(REWRITTEN_HEADER, value);
+    }
+}
 
 /// The `x-dgidgi-*` headers saying what served the request.
 pub(super) fn stamp(
