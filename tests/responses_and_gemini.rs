@@ -354,6 +354,33 @@ async fn a_gemini_request_reaches_a_gemini_upstream_as_sent() {
         "echo: hello genai"
     );
     assert_eq!(header(&headers, "x-dgidgi-provider"), Some("gemini"));
+    // Google reads fields by their proto names too: such a body goes as sent as well, and one
+    // naming `generationConfig` both ways is refused before any provider is called (metering
+    // could read one copy while Google obeys the other).
+    let proto_names = r#"{"contents":[{"role":"user","parts":[{"text":"hello genai"}]}],"generation_config":{"max_output_tokens":300,"candidate_count":1}}"#;
+    let (status, _, body) = post_raw(
+        &gateway,
+        "/v1beta/models/gemini%2Fgemini-fake:generateContent",
+        &[("x-goog-api-key", &key)],
+        proto_names,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(String::from_utf8(last_seen(&log).raw).unwrap(), proto_names);
+    let before = log.lock().unwrap().len();
+    let twice = r#"{"contents":[{"role":"user","parts":[{"text":"x"}]}],"generationConfig":{"maxOutputTokens":10},"generation_config":{"max_output_tokens":60000}}"#;
+    let (status, _, body) = post_raw(
+        &gateway,
+        "/v1beta/models/gemini%2Fgemini-fake:generateContent",
+        &[("x-goog-api-key", &key)],
+        twice,
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let error: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(error["error"]["status"], "INVALID_ARGUMENT", "{body}");
+    assert!(body.contains("generation_config"), "{body}");
+    assert_eq!(log.lock().unwrap().len(), before, "no provider was called");
     gateway.running.shutdown().await;
 }
 
@@ -514,8 +541,22 @@ async fn gemini_streams_count_tokens_models_and_errors_are_googles() {
 
 #[tokio::test]
 async fn an_earlier_answer_referred_to_by_id_is_sent_whole_and_unknown_ids_are_refused() {
-    let (gateway, log) = with_fakes().await;
-    let auth = bearer(&gateway);
+    let (upstream, log) = fake_providers::start().await;
+    // A second tenant on the same platform keys, to try the first one's ids.
+    let rival = "---\napiVersion: llm.dgidgi.io/v1alpha1\nkind: LlmTenant\nmetadata: {name: rival, namespace: team-rival}\nspec: {}\n";
+    let yaml = fake_providers::providers_yaml(upstream) + rival;
+    let gateway = InProcess::start(&yaml, Settings::default()).await;
+    let key_of = |tenant: &str| {
+        let key = gateway
+            .output
+            .access_keys
+            .iter()
+            .find(|k| k.tenant == tenant);
+        format!("Bearer {}", key.unwrap().value.as_str())
+    };
+    let auth = key_of("acme");
+    let rival_auth = key_of("rival");
+    let mut ids = Vec::new();
     for (model, upstream_path, stream) in [
         ("anthropic/claude-fake", "/v1/messages", false),
         ("anthropic/claude-fake", "/v1/messages", true),
@@ -541,6 +582,7 @@ async fn an_earlier_answer_referred_to_by_id_is_sent_whole_and_unknown_ids_are_r
             serde_json::from_str::<Value>(&text).unwrap()["output"][0].clone()
         };
         let id = message["id"].as_str().unwrap().to_owned();
+        ids.push(id.clone());
         // The Vercel AI SDK's second turn: the earlier answer by reference.
         let second = json!({"model": model, "input": [
             {"role": "user", "content": "remember me"},
@@ -581,6 +623,21 @@ async fn an_earlier_answer_referred_to_by_id_is_sent_whole_and_unknown_ids_are_r
     .await;
     assert_eq!(status, 400, "{text}");
     assert!(text.contains("msg_of_someone_else"), "{text}");
+    assert_eq!(log.lock().unwrap().len(), before, "no provider was called");
+    // Another tenant naming the first one's items gets the same 400: ids are per tenant.
+    for id in ids {
+        let stolen = json!({"model": "openai-resp/gpt-fake", "input": [
+            {"type": "item_reference", "id": id}]});
+        let (status, _, text) = post_raw(
+            &gateway,
+            "/v1/responses",
+            &[("authorization", &rival_auth)],
+            &stolen.to_string(),
+        )
+        .await;
+        assert_eq!(status, 400, "{text}");
+        assert!(!text.contains("remember me"), "{text}");
+    }
     assert_eq!(log.lock().unwrap().len(), before, "no provider was called");
     gateway.running.shutdown().await;
 }

@@ -367,16 +367,17 @@ pub fn cap_output_tokens(
 ) {
     use serde_json::Value;
     let fields = volume::limit_fields(format);
-    let target = if format == Format::Gemini {
-        let config = json
-            .entry("generationConfig")
-            .or_insert_with(|| Value::Object(serde_json::Map::new()));
-        match config {
-            Value::Object(config) => config,
-            _ => return,
+    let target = match volume::container_name(format, json) {
+        Some(name) => {
+            let config = json
+                .entry(name)
+                .or_insert_with(|| Value::Object(serde_json::Map::new()));
+            match config {
+                Value::Object(config) => config,
+                _ => return,
+            }
         }
-    } else {
-        &mut *json
+        None => &mut *json,
     };
     let mut any = false;
     for name in fields {
@@ -474,6 +475,20 @@ mod cap_tests {
         assert_eq!(
             capped(json!({}), Format::Gemini, false),
             json!({"generationConfig": {"maxOutputTokens": 100}})
+        );
+        // Spelled by its proto names (Google reads both): capped where the client put it, not
+        // in a second copy of the member.
+        assert_eq!(
+            capped(
+                json!({"generation_config": {"max_output_tokens": 900, "maxOutputTokens": 50}}),
+                Format::Gemini,
+                false
+            ),
+            json!({"generation_config": {"max_output_tokens": 100, "maxOutputTokens": 50}})
+        );
+        assert_eq!(
+            capped(json!({"generation_config": {}}), Format::Gemini, false),
+            json!({"generation_config": {"maxOutputTokens": 100}})
         );
     }
 

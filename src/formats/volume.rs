@@ -25,12 +25,13 @@ pub struct OutputAsk {
 
 /// Where a format keeps its output fields.
 struct Fields {
-    /// An object member holding the fields (`generationConfig`), or the top level.
-    within: Option<&'static str>,
+    /// The object member holding the fields (`generationConfig`) in each spelling the provider
+    /// reads, first the one the gateway writes; empty for the top level.
+    within: &'static [&'static str],
     /// The output-limit fields.
     limits: &'static [&'static str],
-    /// The answer-count field.
-    choices: Option<&'static str>,
+    /// The answer-count field, in each spelling the provider reads.
+    choices: &'static [&'static str],
     /// Fields that multiply output and cannot be bounded (refused when set above 1).
     unbounded: &'static [&'static str],
 }
@@ -38,7 +39,7 @@ struct Fields {
 fn fields(format: Format) -> Fields {
     match format {
         Format::OpenAi => Fields {
-            within: None,
+            within: &[],
             // OpenAI's two names, then what OpenAI-compatible servers also honour on this
             // path: llama.cpp's `n_predict` (read before `max_tokens`), Ollama's `num_predict`,
             // Hugging Face TGI's `max_new_tokens`.
@@ -49,34 +50,38 @@ fn fields(format: Format) -> Fields {
                 "num_predict",
                 "max_new_tokens",
             ],
-            choices: Some("n"),
+            choices: &["n"],
             // vLLM and other compatible servers honour `best_of` on chat requests: it samples
             // that many answers and returns the best, each one paid for.
             unbounded: &["best_of"],
         },
         Format::Anthropic => Fields {
-            within: None,
+            within: &[],
             limits: &["max_tokens"],
-            choices: None,
+            choices: &[],
             unbounded: &[],
         },
+        // Google's JSON parser takes a field by its proto name as well as its JSON name
+        // (`generation_config.max_output_tokens` is `generationConfig.maxOutputTokens`), and a
+        // pass-through body goes as sent: both spellings are read. Thinking tokens count within
+        // `maxOutputTokens`.
         Format::Gemini => Fields {
-            within: Some("generationConfig"),
-            limits: &["maxOutputTokens"],
-            choices: Some("candidateCount"),
+            within: &["generationConfig", "generation_config"],
+            limits: &["maxOutputTokens", "max_output_tokens"],
+            choices: &["candidateCount", "candidate_count"],
             unbounded: &[],
         },
         Format::Cohere => Fields {
-            within: None,
+            within: &[],
             limits: &["max_tokens"],
-            choices: None,
+            choices: &[],
             unbounded: &["num_generations"],
         },
         // Reasoning tokens count within `max_output_tokens`; one answer per request.
         Format::Responses => Fields {
-            within: None,
+            within: &[],
             limits: &["max_output_tokens"],
-            choices: None,
+            choices: &[],
             unbounded: &[],
         },
     }
@@ -100,39 +105,66 @@ fn count(map: &Map<String, Value>, name: &str) -> Result<Option<u64>, FormatErro
     }
 }
 
+/// The name of the member that holds `format`'s output fields in `request` (the spelling the
+/// client used, else the one the gateway writes), or `None` when they sit at the top level.
+pub fn container_name(format: Format, request: &Map<String, Value>) -> Option<&'static str> {
+    let within = fields(format).within;
+    let used = within.iter().find(|name| request.contains_key(**name));
+    used.or(within.first()).copied()
+}
+
+/// The member holding the output fields, read once: a body that spells it twice is refused,
+/// as no one can say which copy the provider obeys.
+fn container<'a>(
+    fields: &Fields,
+    request: &'a Map<String, Value>,
+) -> Result<Option<&'a Map<String, Value>>, FormatError> {
+    if fields.within.is_empty() {
+        return Ok(Some(request));
+    }
+    let mut given = fields
+        .within
+        .iter()
+        .filter(|name| request.contains_key(**name));
+    let (Some(name), second) = (given.next(), given.next()) else {
+        return Ok(None);
+    };
+    if let Some(second) = second {
+        return Err(FormatError::invalid(format!(
+            "'{name}' and '{second}' are the same member spelled twice; send one"
+        )));
+    }
+    match request.get(*name) {
+        Some(Value::Object(map)) => Ok(Some(map)),
+        None | Some(Value::Null) => Ok(None),
+        Some(_) => Err(FormatError::invalid(format!("'{name}' must be an object"))),
+    }
+}
+
 /// Reads a request's output ask in its own `format`; a malformed output field is a 400.
 pub fn output_ask(format: Format, request: &Map<String, Value>) -> Result<OutputAsk, FormatError> {
     let fields = fields(format);
     let empty = Map::new();
-    let map = match fields.within.map(|name| request.get(name)) {
-        None => request,
-        Some(None | Some(Value::Null)) => &empty,
-        Some(Some(Value::Object(map))) => map,
-        Some(Some(_)) => {
-            return Err(FormatError::invalid(format!(
-                "'{}' must be an object",
-                fields.within.unwrap_or_default()
-            )));
-        }
-    };
+    let map = container(&fields, request)?.unwrap_or(&empty);
     let mut max_output_tokens: Option<u64> = None;
     for name in fields.limits {
         if let Some(asked) = count(map, name)? {
             max_output_tokens = Some(max_output_tokens.map_or(asked, |max| max.max(asked)));
         }
     }
-    let choices = match fields.choices {
-        None => 1,
-        Some(name) => match count(map, name)? {
-            None => 1,
-            Some(n) if (1..=MAX_CHOICES).contains(&n) => n,
+    // Each spelling the provider may obey counts; the largest is reserved for.
+    let mut choices = 1;
+    for name in fields.choices {
+        match count(map, name)? {
+            None => {}
+            Some(n) if (1..=MAX_CHOICES).contains(&n) => choices = choices.max(n),
             Some(_) => {
                 return Err(FormatError::invalid(format!(
                     "'{name}' must be between 1 and {MAX_CHOICES}"
                 )));
             }
-        },
-    };
+        }
+    }
     let unbounded = fields.unbounded.iter().copied().find(|name| {
         map.get(*name)
             .is_some_and(|v| !v.is_null() && v.as_u64() != Some(1))
@@ -183,6 +215,19 @@ mod tests {
         )
         .unwrap();
         assert_eq!((gemini.max_output_tokens, gemini.choices), (Some(500), 4));
+        // Google reads a field by its proto name too: the snake_case spellings count as much.
+        let snake = ask(
+            Format::Gemini,
+            json!({"generation_config": {"max_output_tokens": 60_000, "candidate_count": 8}}),
+        )
+        .unwrap();
+        assert_eq!((snake.max_output_tokens, snake.choices), (Some(60_000), 8));
+        let mixed = ask(
+            Format::Gemini,
+            json!({"generationConfig": {"maxOutputTokens": 10, "max_output_tokens": 900, "candidateCount": 1, "candidate_count": 3}}),
+        )
+        .unwrap();
+        assert_eq!((mixed.max_output_tokens, mixed.choices), (Some(900), 3));
         let none = ask(Format::OpenAi, json!({"messages": []})).unwrap();
         assert_eq!(
             (none.max_output_tokens, none.choices, none.unbounded),
@@ -221,5 +266,15 @@ mod tests {
             Some("num_generations")
         );
         assert!(ask(Format::Gemini, json!({"generationConfig": 3})).is_err());
+        // Which copy Google would obey is unknown: both spellings of the member are refused.
+        let twice = json!({"generationConfig": {"maxOutputTokens": 10}, "generation_config": {"maxOutputTokens": 60_000}});
+        assert!(ask(Format::Gemini, twice).is_err());
+        assert!(
+            ask(
+                Format::Gemini,
+                json!({"generation_config": {"candidate_count": 129}})
+            )
+            .is_err()
+        );
     }
 }

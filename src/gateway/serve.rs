@@ -170,7 +170,7 @@ impl Prepared {
             // holds it is written anew only then).
             Format::Gemini if self.client == Format::Gemini => {
                 let members: &[&str] = match output_cap {
-                    Some(_) => &["generationConfig"],
+                    Some(_) => &["generationConfig", "generation_config"],
                     None => &[],
                 };
                 let body = self.sent.write_edited(&self.original, members, cap);

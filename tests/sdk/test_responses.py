@@ -222,6 +222,30 @@ async def test_agents_sdk_function_tool(model):
 
 @pytest.mark.asyncio
 @pytest.mark.parametrize("model", MODELS)
+async def test_agents_sdk_default_agent(model):
+    # The default setup: the gateway as the default OpenAI client, the model by name. A name with
+    # a prefix other than openai/ reaches the gateway whole once the provider map says so.
+    agents = _agents_setup()
+    from agents.models.multi_provider import MultiProvider
+
+    agents.set_default_openai_client(async_client(), use_for_tracing=False)
+    seen = []
+
+    @agents.function_tool
+    def get_weather(city: str) -> str:
+        """Get the current weather for a city."""
+        seen.append(city)
+        return "sunny in " + city
+
+    agent = agents.Agent(name="weather", tools=[get_weather], model=model)
+    run_config = agents.RunConfig(model_provider=MultiProvider(unknown_prefix_mode="model_id"))
+    result = await agents.Runner.run(agent, "What is the weather in Paris and Berlin?", run_config=run_config)
+    assert sorted(seen) == ["Berlin", "Paris"]
+    assert result.final_output.startswith("echo:"), result.final_output
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("model", MODELS)
 async def test_agents_sdk_streamed(model):
     agents = _agents_setup()
     seen = []

@@ -13,7 +13,7 @@
 use serde_json::{Map, Value, json};
 
 use super::super::stream::{Context, Encoder};
-use super::super::{FormatError, openai};
+use super::super::{Format, FormatError, openai, volume};
 use crate::sse::write_event;
 use crate::usage::Usage;
 
@@ -109,10 +109,35 @@ pub fn request_to_openai(request: &Map<String, Value>) -> Result<Map<String, Val
         };
         out.insert("tool_choice".into(), choice);
     }
-    if let Some(config) = request.get("generationConfig").and_then(Value::as_object) {
+    // Spelled either way (Google reads proto names too); both at once is refused by
+    // `volume::output_ask` before any translation.
+    let config_name = volume::container_name(Format::Gemini, request);
+    if let Some(config) = config_name
+        .and_then(|name| request.get(name))
+        .and_then(Value::as_object)
+    {
         generation_config(config, &mut out)?;
     }
     Ok(out)
+}
+
+/// A member by its JSON name or its proto name (`maxOutputTokens` or `max_output_tokens`), as
+/// Google reads either; naming both is refused, as the copies could differ.
+fn either<'a>(
+    map: &'a Map<String, Value>,
+    json_name: &str,
+    proto_name: &str,
+) -> Result<Option<&'a Value>, FormatError> {
+    let found = |name| map.get(name).filter(|v| !v.is_null());
+    if json_name == proto_name {
+        return Ok(found(json_name));
+    }
+    match (found(json_name), found(proto_name)) {
+        (Some(_), Some(_)) => Err(FormatError::invalid(format!(
+            "'{json_name}' and '{proto_name}' are the same field spelled twice; send one"
+        ))),
+        (value, None) | (None, value) => Ok(value),
+    }
 }
 
 /// The text of a list of parts (system instructions hold text only).
@@ -336,18 +361,18 @@ fn generation_config(
     config: &Map<String, Value>,
     out: &mut Map<String, Value>,
 ) -> Result<(), FormatError> {
-    for (from, to) in [
-        ("temperature", "temperature"),
-        ("topP", "top_p"),
-        ("topK", "top_k"),
-        ("seed", "seed"),
-        ("presencePenalty", "presence_penalty"),
-        ("frequencyPenalty", "frequency_penalty"),
-        ("maxOutputTokens", "max_tokens"),
-        ("stopSequences", "stop"),
-        ("candidateCount", "n"),
+    for (from, proto_name, to) in [
+        ("temperature", "temperature", "temperature"),
+        ("topP", "top_p", "top_p"),
+        ("topK", "top_k", "top_k"),
+        ("seed", "seed", "seed"),
+        ("presencePenalty", "presence_penalty", "presence_penalty"),
+        ("frequencyPenalty", "frequency_penalty", "frequency_penalty"),
+        ("maxOutputTokens", "max_output_tokens", "max_tokens"),
+        ("stopSequences", "stop_sequences", "stop"),
+        ("candidateCount", "candidate_count", "n"),
     ] {
-        if let Some(value) = config.get(from).filter(|v| !v.is_null()) {
+        if let Some(value) = either(config, from, proto_name)? {
             // Google's Python SDK writes integers as floats (`"topK": 20.0`); the other formats
             // take whole numbers there.
             let value = match value.as_f64() {
@@ -361,13 +386,12 @@ fn generation_config(
             out.insert(to.into(), value);
         }
     }
-    let json_mime =
-        config.get("responseMimeType").and_then(Value::as_str) == Some("application/json");
+    let json_mime = either(config, "responseMimeType", "response_mime_type")?
+        .and_then(Value::as_str)
+        == Some("application/json");
     let schema = match (
-        config
-            .get("responseJsonSchema")
-            .or_else(|| config.get("response_json_schema")),
-        config.get("responseSchema"),
+        either(config, "responseJsonSchema", "response_json_schema")?,
+        either(config, "responseSchema", "response_schema")?,
     ) {
         (Some(schema), _) => Some(schema.clone()),
         (None, Some(schema)) => Some(json_schema(schema)),
