@@ -212,7 +212,7 @@ fn responses_request() -> impl Strategy<Value = Map<String, Value>> {
 }
 
 /// A Gemini request: `generationConfig`'s limit and answer count, each under its JSON name or
-/// its proto name (Google reads both), the member itself spelled either way.
+/// its proto name (Google reads both), the member itself spelled either way, or `null`.
 fn gemini_request() -> impl Strategy<Value = Map<String, Value>> {
     (
         field_value(),
@@ -220,38 +220,47 @@ fn gemini_request() -> impl Strategy<Value = Map<String, Value>> {
         any::<bool>(),
         any::<bool>(),
         any::<bool>(),
+        prop_oneof![4 => Just(false), 1 => Just(true)],
     )
-        .prop_map(|(limit, count, proto_config, proto_limit, proto_count)| {
-            let mut config = Map::new();
-            if let Some(value) = limit {
-                let name = if proto_limit {
-                    "max_output_tokens"
+        .prop_map(
+            |(limit, count, proto_config, proto_limit, proto_count, null)| {
+                let mut config = Map::new();
+                if let Some(value) = limit {
+                    let name = if proto_limit {
+                        "max_output_tokens"
+                    } else {
+                        "maxOutputTokens"
+                    };
+                    config.insert(name.into(), value);
+                }
+                if let Some(value) = count {
+                    let name = if proto_count {
+                        "candidate_count"
+                    } else {
+                        "candidateCount"
+                    };
+                    config.insert(name.into(), value);
+                }
+                let mut map = Map::new();
+                map.insert(
+                    "contents".into(),
+                    json!([{"role": "user", "parts": [{"text": "write a long story"}]}]),
+                );
+                let name = if proto_config {
+                    "generation_config"
                 } else {
-                    "maxOutputTokens"
+                    "generationConfig"
                 };
-                config.insert(name.into(), value);
-            }
-            if let Some(value) = count {
-                let name = if proto_count {
-                    "candidate_count"
+                // `null` is an unset member to Google, and a cap must still land.
+                let config = if null {
+                    Value::Null
                 } else {
-                    "candidateCount"
+                    Value::Object(config)
                 };
-                config.insert(name.into(), value);
-            }
-            let mut map = Map::new();
-            map.insert(
-                "contents".into(),
-                json!([{"role": "user", "parts": [{"text": "write a long story"}]}]),
-            );
-            let name = if proto_config {
-                "generation_config"
-            } else {
-                "generationConfig"
-            };
-            map.insert(name.into(), Value::Object(config));
-            map
-        })
+                map.insert(name.into(), config);
+                map
+            },
+        )
 }
 
 proptest! {

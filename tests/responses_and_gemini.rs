@@ -381,6 +381,32 @@ async fn a_gemini_request_reaches_a_gemini_upstream_as_sent() {
     assert_eq!(error["error"]["status"], "INVALID_ARGUMENT", "{body}");
     assert!(body.contains("generation_config"), "{body}");
     assert_eq!(log.lock().unwrap().len(), before, "no provider was called");
+    // On the platform's key, shared by every tenant: nothing stored at Google, no tool Google
+    // bills apart from tokens, no media of unknown length by URI.
+    for (extra, named) in [
+        (
+            r#""generationConfig":{"maxOutputTokens":60000,"maxOutputTokens":10}"#,
+            "maxOutputTokens",
+        ),
+        (r#""tools":[{"googleSearch":{}}]"#, "googleSearch"),
+        (
+            r#""cachedContent":"cachedContents/someone-elses""#,
+            "cachedContent",
+        ),
+    ] {
+        let body =
+            format!(r#"{{"contents":[{{"role":"user","parts":[{{"text":"x"}}]}}],{extra}}}"#);
+        let (status, _, answer) = post_raw(
+            &gateway,
+            "/v1beta/models/gemini%2Fgemini-fake:generateContent",
+            &[("x-goog-api-key", &key)],
+            &body,
+        )
+        .await;
+        assert_eq!(status, 400, "{answer}");
+        assert!(answer.contains(named), "{answer}");
+    }
+    assert_eq!(log.lock().unwrap().len(), before, "no provider was called");
     gateway.running.shutdown().await;
 }
 

@@ -79,6 +79,21 @@ impl SentBody {
         &self.bytes
     }
 
+    /// A name given twice within the object the top-level member `name` holds (exactly: the
+    /// parsers that read such members, Google's, match names exactly), if any. For a member
+    /// holding output fields (`generationConfig`), where a duplicated limit could be read one
+    /// way by metering and the other by the provider.
+    pub fn duplicate_within(&self, name: &str) -> Option<String> {
+        let member = self.members.iter().find(|m| &*m.name == name)?;
+        let raw = &self.bytes[member.value.clone()];
+        let mut deserializer = serde_json::Deserializer::from_slice(raw);
+        let base = raw.as_ptr() as usize;
+        let members = deserializer.deserialize_map(MembersVisitor { base }).ok()?;
+        let mut seen = hashbrown::HashSet::with_capacity(members.len());
+        let twice = members.iter().find(|m| !seen.insert(&*m.name))?;
+        Some(twice.name.chars().take(64).collect())
+    }
+
     /// Writes the body with the members named in `names` edited in place: `parsed` is the same
     /// body parsed, the named members present are taken from it, `edit` changes them (it may
     /// add, change or remove any of those names, and only those), and each kept member is
@@ -225,6 +240,21 @@ impl<'de> Visitor<'de> for MembersVisitor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_name_given_twice_within_a_member_is_found() {
+        let body = |text: &str| SentBody::parse(Bytes::copy_from_slice(text.as_bytes())).unwrap();
+        let twice = body(r#"{"generationConfig":{"maxOutputTokens":60000,"maxOutputTokens":10}}"#);
+        assert_eq!(
+            twice.duplicate_within("generationConfig").as_deref(),
+            Some("maxOutputTokens")
+        );
+        let once =
+            body(r#"{"generationConfig":{"maxOutputTokens":1,"MaxOutputTokens":2},"x":[1]}"#);
+        assert_eq!(once.duplicate_within("generationConfig"), None);
+        assert_eq!(once.duplicate_within("x"), None);
+        assert_eq!(once.duplicate_within("absent"), None);
+    }
 
     fn sent(text: &str) -> (SentBody, Map<String, Value>) {
         let body = SentBody::parse(Bytes::copy_from_slice(text.as_bytes())).unwrap();

@@ -372,6 +372,10 @@ pub fn cap_output_tokens(
             let config = json
                 .entry(name)
                 .or_insert_with(|| Value::Object(serde_json::Map::new()));
+            // A null member is an unset one to Google: the limit goes into a new object.
+            if config.is_null() {
+                *config = Value::Object(serde_json::Map::new());
+            }
             match config {
                 Value::Object(config) => config,
                 _ => return,
@@ -489,6 +493,10 @@ mod cap_tests {
         assert_eq!(
             capped(json!({"generation_config": {}}), Format::Gemini, false),
             json!({"generation_config": {"maxOutputTokens": 100}})
+        );
+        assert_eq!(
+            capped(json!({"generationConfig": null}), Format::Gemini, false),
+            json!({"generationConfig": {"maxOutputTokens": 100}})
         );
     }
 

@@ -88,9 +88,18 @@ pub fn refuse_on_shared_key(request: &Map<String, Value>) -> Result<(), FormatEr
             "'item_reference' {id:?} names no answer this gateway returned to this tenant within the hour (nothing is stored under the platform's shared key); send the item itself"
         )));
     }
-    if mentions_file_id(input) {
+    if any_object(input, &|part| {
+        part.get("file_id").is_some_and(|v| !v.is_null())
+    }) {
         return Err(FormatError::unsupported(
             "inputs by 'file_id' refer to files stored under the platform's shared key; send the file's data instead",
+        ));
+    }
+    if any_object(input, &|part| {
+        part.get("file_url").is_some_and(|v| !v.is_null())
+    }) {
+        return Err(FormatError::unsupported(
+            "files by 'file_url' are read by the provider at a length this gateway cannot reserve for on the platform's key; send the file's data instead",
         ));
     }
     Ok(())
@@ -108,20 +117,14 @@ fn namespaced(tool: &Value) -> Vec<&Value> {
     }
 }
 
-/// Whether any input part names a file by id.
-fn mentions_file_id(input: &Value) -> bool {
-    let Some(items) = input.as_array() else {
-        return false;
-    };
-    items.iter().any(|item| {
-        item.get("content")
-            .and_then(Value::as_array)
-            .is_some_and(|parts| {
-                parts
-                    .iter()
-                    .any(|part| part.get("file_id").is_some_and(|v| !v.is_null()))
-            })
-    })
+/// Whether any object within `value`, at any depth (message parts, a function call's output
+/// parts), is one `found` looks for. Strings are not looked into.
+fn any_object(value: &Value, found: &dyn Fn(&Map<String, Value>) -> bool) -> bool {
+    match value {
+        Value::Object(object) => found(object) || object.values().any(|v| any_object(v, found)),
+        Value::Array(items) => items.iter().any(|v| any_object(v, found)),
+        _ => false,
+    }
 }
 
 /// A Responses request in the canonical (OpenAI chat) form.
@@ -950,14 +953,11 @@ impl EventEncoder {
         let Some(entry) = self.calls.iter_mut().find(|c| c.index == call) else {
             return;
         };
-        let mut written = entry
-            .item
-            .get("arguments")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
-        written.push_str(arguments);
-        entry.item["arguments"] = Value::String(written);
+        // Appended in place: a copy per delta would cost the square of the arguments' length.
+        match entry.item.get_mut("arguments") {
+            Some(Value::String(written)) => written.push_str(arguments),
+            _ => entry.item["arguments"] = Value::String(arguments.to_owned()),
+        }
         let id = entry.item.get("id").cloned().unwrap_or(Value::Null);
         // Arguments of a call already closed (a provider interleaving calls) still reach the
         // finished item; their delta is only sent while the call is the open item.
@@ -1304,6 +1304,21 @@ mod tests {
             {"type": "input_image", "file_id": "file_123"}]}]}));
         assert!(refuse_on_shared_key(&shared).is_err());
         assert!(refuse_on_shared_key(&object(json!({"input": "hi"}))).is_ok());
+        // A file by id hidden in a tool's output parts, or one the provider fetches by URL.
+        for hidden in [
+            json!({"input": [{"type": "function_call_output", "call_id": "c",
+                "output": [{"type": "input_file", "file_id": "file-platforms"}]}]}),
+            json!({"input": [{"role": "user", "content": [
+                {"type": "input_file", "file_url": "https://example.com/huge.pdf"}]}]}),
+        ] {
+            assert!(
+                refuse_on_shared_key(&object(hidden.clone())).is_err(),
+                "{hidden}"
+            );
+        }
+        // Text that merely mentions the words is no file.
+        let text = json!({"input": [{"role": "user", "content": "what is a file_id?"}]});
+        assert!(refuse_on_shared_key(&object(text)).is_ok());
         for paid in [
             "web_search",
             "code_interpreter",

@@ -105,6 +105,12 @@ fn count(map: &Map<String, Value>, name: &str) -> Result<Option<u64>, FormatErro
     }
 }
 
+/// The names of the member that holds `format`'s output fields, in each spelling (none when
+/// they sit at the top level).
+pub fn containers(format: Format) -> &'static [&'static str] {
+    fields(format).within
+}
+
 /// The name of the member that holds `format`'s output fields in `request` (the spelling the
 /// client used, else the one the gateway writes), or `None` when they sit at the top level.
 pub fn container_name(format: Format, request: &Map<String, Value>) -> Option<&'static str> {

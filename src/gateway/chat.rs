@@ -174,6 +174,9 @@ pub struct ParsedRequest<'a> {
     pub rewritten: Vec<&'static str>,
     /// Where a Responses answer's messages are kept for later references.
     pub items: Option<crate::formats::stream::ItemSink>,
+    /// Bytes the front door added to what arrived (earlier items a reference stood for),
+    /// counted in the request's size as if sent.
+    pub added_bytes: usize,
 }
 
 /// Authenticates, reads and parses a request of either front door: the tenant from its key
@@ -227,6 +230,7 @@ pub async fn parse_request<'a>(
         sent,
         rewritten: Vec::new(),
         items: None,
+        added_bytes: 0,
     })
 }
 
@@ -244,12 +248,23 @@ pub async fn route_and_serve(
         sent,
         rewritten,
         items,
+        added_bytes,
     } = request;
     let routing = route_request(format, &json, &headers)?;
     let stream = routing.stream;
     let mut planned = plan(&snapshot.config, tenant, &routing, rand::random())?;
     prefer_healthy(&mut planned.attempts, |id| snapshot.health.is_unhealthy(id));
-    let size = metered::request_size(tenant, format, &json, sent.bytes().len())?;
+    // Top-level names are checked once when the body arrives (`SentBody::parse`); the output
+    // fields held one level down are checked here.
+    for container in crate::formats::volume::containers(format) {
+        if let Some(name) = sent.duplicate_within(container) {
+            return Err(ApiError::bad_request(format!(
+                "'{container}' names '{name}' more than once"
+            )));
+        }
+    }
+    let body_bytes = sent.bytes().len().saturating_add(added_bytes);
+    let size = metered::request_size(tenant, format, &json, body_bytes)?;
     let ticket = metered::admit(gateway, tenant, &planned, size).await?;
     let deadline = planned.timeout_ms.map(Duration::from_millis);
     let request = ClientRequest {

@@ -36,7 +36,7 @@ pub fn model_method(path: &str) -> Option<(&str, &str)> {
 
 /// Whether a path belongs to Gemini's API (its errors and model list are then Google-shaped).
 pub fn is_gemini_path(path: &str) -> bool {
-    path == "/v1beta/models" || path.starts_with("/v1beta/") || model_method(path).is_some()
+    path.starts_with("/v1beta/") || model_method(path).is_some()
 }
 
 /// Moves a key given in the URL (`?key=`) into the header the gateway reads keys from, when
@@ -66,9 +66,7 @@ pub async fn handle(
     let Some((model, method)) = model_method(path) else {
         return Err(ApiError::not_found(path));
     };
-    let model = percent_encoding::percent_decode_str(model)
-        .decode_utf8()
-        .map_err(|_| ApiError::bad_request("the model name in the path is not UTF-8"))?;
+    let model = super::models::id_in_path(model);
     // Google's ids are `models/{id}`; a client may send the prefix twice.
     let model = model.strip_prefix("models/").unwrap_or(&model).to_owned();
     let stream = match method {

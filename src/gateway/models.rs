@@ -12,6 +12,14 @@ use crate::config::TenantConfig;
 use crate::config::load::Snapshot;
 use crate::routing::plan::pools;
 
+/// A model id as a path holds it, its `%XX` escapes decoded (SDKs escape the slash of
+/// `provider/model`); left as it is when they do not decode to UTF-8 (no model is named so).
+pub fn id_in_path(segment: &str) -> std::borrow::Cow<'_, str> {
+    percent_encoding::percent_decode_str(segment)
+        .decode_utf8()
+        .unwrap_or(std::borrow::Cow::Borrowed(segment))
+}
+
 /// The model list body for a tenant: every model (and alias) of the providers its source may
 /// reach — the routing plan's own pools — plus its cli model; sorted; nothing of other tenants.
 pub fn list(snapshot: &Snapshot, tenant: &TenantConfig, format: Format, page: &Page<'_>) -> String {

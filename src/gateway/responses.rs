@@ -36,10 +36,21 @@ pub async fn handle(
     let snapshot = gateway.active()?;
     let mut request = parse_request(&gateway, &snapshot, request).await?;
     let tenant = &request.tenant.id;
-    if let Some(Value::Array(input)) = request.json.get_mut("input")
-        && gateway.response_items.resolve(tenant, input)
-    {
-        request.rewritten.push("input");
+    // What the references stand for counts as if it had been sent: within the body limit, and
+    // in the request's size for the reservation.
+    let room = gateway
+        .settings
+        .max_body_bytes
+        .saturating_sub(request.sent.bytes().len());
+    if let Some(Value::Array(input)) = request.json.get_mut("input") {
+        let added = gateway
+            .response_items
+            .resolve(tenant, input, room)
+            .map_err(|error| ApiError::bad_request(error.to_string()))?;
+        if added > 0 {
+            request.rewritten.push("input");
+            request.added_bytes = added;
+        }
     }
     request.items = Some(gateway.response_items.sink(tenant));
     route_and_serve(&gateway, &snapshot, request, Format::Responses).await

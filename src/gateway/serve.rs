@@ -169,6 +169,9 @@ impl Prepared {
             // The model is in the URL: only the output limit may change (and the member that
             // holds it is written anew only then).
             Format::Gemini if self.client == Format::Gemini => {
+                if paid_by_platform(attempt) {
+                    crate::formats::gemini::refuse_on_shared_key(&self.original)?;
+                }
                 let members: &[&str] = match output_cap {
                     Some(_) => &["generationConfig", "generation_config"],
                     None => &[],

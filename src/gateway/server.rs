@@ -70,14 +70,22 @@ fn allowed_methods(path: &str) -> Option<&'static str> {
 }
 
 /// The format a caller speaks, for its errors and model lists: the front door's for the
-/// Messages API and chat completions; on shared paths, Anthropic's when the request carries
-/// `anthropic-version` (every Anthropic SDK sends it), otherwise OpenAI's.
-fn caller_format(path: &str, headers: &hyper::HeaderMap) -> Format {
+/// Messages, Responses and Gemini APIs and chat completions; on the model list shared by
+/// several (`/v1/models`), Google's when the key comes Google's way (`x-goog-api-key` or
+/// `?key=`: `google-genai` on `v1`), Anthropic's when the request carries `anthropic-version`
+/// (every Anthropic SDK sends it), otherwise OpenAI's.
+fn caller_format(path: &str, query: Option<&str>, headers: &hyper::HeaderMap) -> Format {
+    let google_key = || {
+        headers.contains_key(chat::GOOGLE_KEY_HEADER)
+            || query.is_some_and(|query| {
+                url::form_urlencoded::parse(query.as_bytes()).any(|(name, _)| name == "key")
+            })
+    };
     if path.starts_with("/v1/messages") {
         Format::Anthropic
     } else if path.starts_with("/v1/responses") {
         Format::Responses
-    } else if gemini::is_gemini_path(path) || headers.contains_key(chat::GOOGLE_KEY_HEADER) {
+    } else if gemini::is_gemini_path(path) || (path.starts_with("/v1/models") && google_key()) {
         Format::Gemini
     } else if path == "/v1/chat/completions" || !headers.contains_key("anthropic-version") {
         Format::OpenAi
@@ -94,7 +102,7 @@ pub async fn api(
     // Counted on arrival, so every request counts, errors included.
     gateway.metrics.received.inc();
     let path = request.uri().path().to_owned();
-    let format = caller_format(&path, request.headers());
+    let format = caller_format(&path, request.uri().query(), request.headers());
     if format == Format::Gemini {
         gemini::key_from_query(&mut request);
     }
@@ -212,7 +220,7 @@ fn retrieve_model(
     format: Format,
 ) -> Result<Response<ResponseBody>, ApiError> {
     // Model ids may hold a slash (`provider/model`) and arrive percent-encoded by some SDKs.
-    let id = percent_decoded(id);
+    let id = models::id_in_path(id);
     for_tenant(gateway, request, |snapshot, tenant| {
         models::retrieve(snapshot, tenant, &id, format)
             .map(|body| json_response(StatusCode::OK, body))
@@ -237,13 +245,6 @@ fn for_tenant(
     let tenant = chat::authenticate(&snapshot, request.headers())?;
     access_log::note(|entry| entry.tenant = Some(tenant.id.clone()));
     answer(&snapshot, tenant)
-}
-
-/// A path segment with its `%XX` escapes decoded (left as it is when they are not UTF-8).
-fn percent_decoded(segment: &str) -> std::borrow::Cow<'_, str> {
-    percent_encoding::percent_decode_str(segment)
-        .decode_utf8()
-        .unwrap_or(std::borrow::Cow::Borrowed(segment))
 }
 
 /// Routes one admin request.

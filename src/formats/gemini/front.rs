@@ -29,11 +29,7 @@ pub fn request_to_openai(request: &Map<String, Value>) -> Result<Map<String, Val
         out.insert("model".into(), model.clone());
     }
     let mut messages = Vec::new();
-    if let Some(system) = request
-        .get("systemInstruction")
-        .or_else(|| request.get("system_instruction"))
-        .filter(|v| !v.is_null())
-    {
+    if let Some(system) = either(request, "systemInstruction", "system_instruction")? {
         let text = match system {
             Value::String(text) => text.clone(),
             _ => texts(system.get("parts").unwrap_or(&Value::Null))?,
@@ -91,12 +87,13 @@ pub fn request_to_openai(request: &Map<String, Value>) -> Result<Map<String, Val
             out.insert("tools".into(), Value::Array(declared));
         }
     }
-    if let Some(mode) = request
-        .get("toolConfig")
-        .and_then(|c| c.get("functionCallingConfig"))
-    {
-        let allowed = mode
-            .get("allowedFunctionNames")
+    let tool_config = either(request, "toolConfig", "tool_config")?.and_then(Value::as_object);
+    let calling = match tool_config {
+        Some(config) => either(config, "functionCallingConfig", "function_calling_config")?,
+        None => None,
+    };
+    if let Some(mode) = calling.and_then(Value::as_object) {
+        let allowed = either(mode, "allowedFunctionNames", "allowed_function_names")?
             .and_then(Value::as_array)
             .filter(|names| names.len() == 1);
         let choice = match (mode.get("mode").and_then(Value::as_str), allowed) {
@@ -119,6 +116,70 @@ pub fn request_to_openai(request: &Map<String, Value>) -> Result<Map<String, Val
         generation_config(config, &mut out)?;
     }
     Ok(out)
+}
+
+/// Refuses what a Gemini request may not do through the platform's key, which every tenant
+/// shares, when it goes to Gemini as sent: refer to state stored at Google (a cached content,
+/// a file uploaded to the Files API — another tenant's, maybe, and outside the reservation),
+/// use tools Gemini runs and bills apart from tokens (Google Search and Maps grounding per
+/// prompt, URL context and file search reading input no one reserved for, code execution), or
+/// have Gemini read media by URI other than an image (a video or document of unknown length;
+/// send its data inline instead, where it counts in the request's size).
+pub fn refuse_on_shared_key(request: &Map<String, Value>) -> Result<(), FormatError> {
+    if either(request, "cachedContent", "cached_content")?.is_some() {
+        return Err(FormatError::unsupported(
+            "'cachedContent' names a cache stored under the platform's shared key; send the contents instead",
+        ));
+    }
+    let tools = either(request, "tools", "tools")?.and_then(Value::as_array);
+    for tool in tools.into_iter().flatten().filter_map(Value::as_object) {
+        if let Some(kind) = tool
+            .keys()
+            .find(|kind| *kind != "functionDeclarations" && *kind != "function_declarations")
+        {
+            return Err(FormatError::unsupported(format!(
+                "the {kind:?} tool is run and billed by Gemini apart from tokens, which this gateway cannot meter on the platform's key; use function declarations, or your own key"
+            )));
+        }
+    }
+    let contents = either(request, "contents", "contents")?.and_then(Value::as_array);
+    let parts = contents
+        .into_iter()
+        .flatten()
+        .filter_map(|content| content.get("parts").and_then(Value::as_array))
+        .flatten();
+    for part in parts {
+        let Some(file) = part.get("fileData").or_else(|| part.get("file_data")) else {
+            continue;
+        };
+        let field = |json_name, proto_name| {
+            file.get(json_name)
+                .or_else(|| file.get(proto_name))
+                .and_then(Value::as_str)
+                .unwrap_or("")
+        };
+        let (uri, media) = (field("fileUri", "file_uri"), field("mimeType", "mime_type"));
+        if is_files_api(uri) {
+            return Err(FormatError::unsupported(
+                "files uploaded to Gemini's Files API are stored under the platform's shared key; send the file's data inline instead",
+            ));
+        }
+        if !media.starts_with("image/") {
+            return Err(FormatError::unsupported(format!(
+                "{media:?} read by URI has a length this gateway cannot reserve for on the platform's key; send the data inline instead"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Whether a file URI names a file uploaded to Gemini's Files API (`files/…`, or its URL).
+fn is_files_api(uri: &str) -> bool {
+    let path = uri
+        .strip_prefix("https://generativelanguage.googleapis.com/")
+        .map(|rest| rest.split_once('/').map_or(rest, |(_, path)| path))
+        .unwrap_or(uri);
+    path.starts_with("files/")
 }
 
 /// A member by its JSON name or its proto name (`maxOutputTokens` or `max_output_tokens`), as
@@ -657,6 +718,58 @@ mod tests {
 
     fn object(value: Value) -> Map<String, Value> {
         value.as_object().cloned().unwrap()
+    }
+
+    #[test]
+    fn the_platforms_key_refuses_stored_state_billed_tools_and_media_of_unknown_length() {
+        let refused = |extra: Value| {
+            let mut request =
+                object(json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}));
+            request.extend(object(extra));
+            refuse_on_shared_key(&request).err()
+        };
+        assert_eq!(refused(json!({})), None);
+        assert_eq!(
+            refused(json!({"tools": [{"functionDeclarations": [{"name": "w"}]}]})),
+            None
+        );
+        for extra in [
+            json!({"cachedContent": "cachedContents/abc"}),
+            json!({"cached_content": "cachedContents/abc"}),
+            json!({"tools": [{"googleSearch": {}}]}),
+            json!({"tools": [{"function_declarations": [], "url_context": {}}]}),
+            json!({"contents": [{"role": "user", "parts": [{"fileData": {"fileUri": "https://generativelanguage.googleapis.com/v1beta/files/abc", "mimeType": "image/png"}}]}]}),
+            json!({"contents": [{"role": "user", "parts": [{"file_data": {"file_uri": "files/abc", "mime_type": "image/png"}}]}]}),
+            json!({"contents": [{"role": "user", "parts": [{"fileData": {"fileUri": "https://www.youtube.com/watch?v=x", "mimeType": "video/mp4"}}]}]}),
+        ] {
+            assert!(refused(extra.clone()).is_some(), "{extra}");
+        }
+        let image = json!({"contents": [{"role": "user", "parts": [{"fileData": {"fileUri": "https://example.com/cat.png", "mimeType": "image/png"}}]}]});
+        assert_eq!(refused(image), None);
+    }
+
+    #[test]
+    fn fields_by_their_proto_names_are_read_and_a_field_named_both_ways_is_refused() {
+        let request = object(
+            json!({"system_instruction": {"parts": [{"text": "be brief"}]},
+            "contents": [{"role": "user", "parts": [{"text": "hi"}]}],
+            "tools": [{"function_declarations": [{"name": "w", "parameters": {"type": "OBJECT"}}]}],
+            "tool_config": {"function_calling_config": {"mode": "ANY", "allowed_function_names": ["w"]}},
+            "generation_config": {"max_output_tokens": 50, "candidate_count": 2}}),
+        );
+        let out = request_to_openai(&request).unwrap();
+        assert_eq!(
+            out["messages"][0],
+            json!({"role": "system", "content": "be brief"})
+        );
+        assert_eq!(
+            out["tool_choice"],
+            json!({"type": "function", "function": {"name": "w"}})
+        );
+        assert_eq!((&out["max_tokens"], &out["n"]), (&json!(50), &json!(2)));
+        let twice = object(json!({"systemInstruction": {"parts": [{"text": "a"}]},
+            "system_instruction": {"parts": [{"text": "b"}]}, "contents": []}));
+        assert!(request_to_openai(&twice).is_err());
     }
 
     #[test]

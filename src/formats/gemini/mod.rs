@@ -8,7 +8,10 @@
 
 mod front;
 
-pub use front::{ChunkEncoder, error_body, request_to_openai, response_from_openai, stream_error};
+pub use front::{
+    ChunkEncoder, error_body, refuse_on_shared_key, request_to_openai, response_from_openai,
+    stream_error,
+};
 use serde_json::{Map, Value, json};
 
 use super::stream::{Context, Decoder, UpstreamError};
