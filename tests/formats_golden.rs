@@ -411,6 +411,15 @@ fn streams_translate_chunk_by_chunk() {
             "relayed",
             false,
         ),
+        // Reasoning streamed as a summary item, then the message.
+        (
+            "anthropic",
+            "stream_thinking",
+            Format::Anthropic,
+            Format::Responses,
+            "to_responses",
+            false,
+        ),
         (
             "responses",
             "stream_tools",

@@ -669,12 +669,8 @@ impl Reframe for Passthrough {
 /// The output item a stream is writing.
 #[derive(Debug)]
 enum Open {
-    Text {
-        index: usize,
-        id: String,
-        text: String,
-    },
-    Reasoning {
+    Prose {
+        kind: Prose,
         index: usize,
         id: String,
         text: String,
@@ -683,6 +679,83 @@ enum Open {
         index: usize,
         call: u64,
     },
+}
+
+/// The two kinds of prose an answer streams, one item each: a message's text and a reasoning
+/// summary. Both live the same way (item added, part added, deltas, text done, part done, item
+/// done) under their own names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Prose {
+    Message,
+    Reasoning,
+}
+
+impl Prose {
+    fn id_prefix(self) -> &'static str {
+        match self {
+            Self::Message => "msg",
+            Self::Reasoning => "rs",
+        }
+    }
+
+    /// The member of an event that says which part it is about.
+    fn part_index(self) -> &'static str {
+        match self {
+            Self::Message => "content_index",
+            Self::Reasoning => "summary_index",
+        }
+    }
+
+    /// Event names: part added, text delta, text done, part done.
+    fn events(self) -> [&'static str; 4] {
+        match self {
+            Self::Message => [
+                "response.content_part.added",
+                "response.output_text.delta",
+                "response.output_text.done",
+                "response.content_part.done",
+            ],
+            Self::Reasoning => [
+                "response.reasoning_summary_part.added",
+                "response.reasoning_summary_text.delta",
+                "response.reasoning_summary_text.done",
+                "response.reasoning_summary_part.done",
+            ],
+        }
+    }
+
+    fn part(self, text: &str) -> Value {
+        match self {
+            Self::Message => {
+                json!({"type": "output_text", "text": text, "annotations": [], "logprobs": []})
+            }
+            Self::Reasoning => json!({"type": "summary_text", "text": text}),
+        }
+    }
+
+    /// The item, open (`parts` empty) or done.
+    fn item(self, id: &str, parts: Vec<Value>) -> Value {
+        let status = if parts.is_empty() {
+            "in_progress"
+        } else {
+            "completed"
+        };
+        match self {
+            Self::Message => json!({"type": "message", "id": id, "status": status,
+                "role": "assistant", "content": parts}),
+            Self::Reasoning => json!({"type": "reasoning", "id": id, "summary": parts}),
+        }
+    }
+
+    /// A text event about part 0 of item `id`; a message's carry its (absent) log-probs.
+    fn text_event(self, id: &str, index: usize, key: &str, text: &str) -> Value {
+        let mut event = json!({"item_id": id, "output_index": index, self.part_index(): 0});
+        event[key] = Value::String(text.to_owned());
+        if self == Self::Message {
+            event["logprobs"] = json!([]);
+        }
+        event
+    }
 }
 
 /// A function call being streamed: its canonical index, and the item it became.
@@ -774,51 +847,29 @@ impl EventEncoder {
     fn close(&mut self, out: &mut Vec<u8>) {
         match self.open.take() {
             None => {}
-            Some(Open::Text { index, id, text }) => {
-                let part =
-                    json!({"type": "output_text", "text": text, "annotations": [], "logprobs": []});
-                self.emit(
-                    out,
-                    "response.output_text.done",
-                    json!({"item_id": id,
-                    "output_index": index, "content_index": 0, "text": text, "logprobs": []}),
-                );
-                self.emit(
-                    out,
-                    "response.content_part.done",
-                    json!({"item_id": id,
-                    "output_index": index, "content_index": 0, "part": part}),
-                );
-                let item = json!({"type": "message", "id": id, "status": "completed",
-                    "role": "assistant", "content": [part]});
+            Some(Open::Prose {
+                kind,
+                index,
+                id,
+                text,
+            }) => {
+                let [_, _, text_done, part_done] = kind.events();
+                let event = kind.text_event(&id, index, "text", &text);
+                self.emit(out, text_done, event);
+                let part = kind.part(&text);
+                let event = json!({"item_id": id, "output_index": index,
+                    kind.part_index(): 0, "part": part});
+                self.emit(out, part_done, event);
+                let item = kind.item(&id, vec![part]);
                 self.emit(
                     out,
                     "response.output_item.done",
                     json!({"output_index": index, "item": item}),
                 );
-                keep(&self.items, &item);
-                self.output.push(item);
-            }
-            Some(Open::Reasoning { index, id, text }) => {
-                let part = json!({"type": "summary_text", "text": text});
-                self.emit(
-                    out,
-                    "response.reasoning_summary_text.done",
-                    json!({"item_id": id,
-                    "output_index": index, "summary_index": 0, "text": text}),
-                );
-                self.emit(
-                    out,
-                    "response.reasoning_summary_part.done",
-                    json!({"item_id": id,
-                    "output_index": index, "summary_index": 0, "part": part}),
-                );
-                let item = json!({"type": "reasoning", "id": id, "summary": [part]});
-                self.emit(
-                    out,
-                    "response.output_item.done",
-                    json!({"output_index": index, "item": item}),
-                );
+                // Messages are what a later request may refer to by id.
+                if kind == Prose::Message {
+                    keep(&self.items, &item);
+                }
                 self.output.push(item);
             }
             Some(Open::Call { index, call }) => {
@@ -845,83 +896,41 @@ impl EventEncoder {
         }
     }
 
-    fn text(&mut self, text: &str, out: &mut Vec<u8>) {
+    /// Streams a piece of prose: opens its item first unless one of its kind is open.
+    fn prose(&mut self, kind: Prose, text: &str, out: &mut Vec<u8>) {
         if text.is_empty() {
             return;
         }
-        if !matches!(self.open, Some(Open::Text { .. })) {
+        let [part_added, delta, _, _] = kind.events();
+        if !matches!(self.open, Some(Open::Prose { kind: open, .. }) if open == kind) {
             self.close(out);
-            let (index, id) = (self.output.len(), self.item_id("msg"));
-            let item = json!({"type": "message", "id": id, "status": "in_progress",
-                "role": "assistant", "content": []});
+            let (index, id) = (self.output.len(), self.item_id(kind.id_prefix()));
+            let item = kind.item(&id, Vec::new());
             self.emit(
                 out,
                 "response.output_item.added",
                 json!({"output_index": index, "item": item}),
             );
-            let part =
-                json!({"type": "output_text", "text": "", "annotations": [], "logprobs": []});
-            self.emit(
-                out,
-                "response.content_part.added",
-                json!({"item_id": id,
-                "output_index": index, "content_index": 0, "part": part}),
-            );
-            self.open = Some(Open::Text {
+            let event = json!({"item_id": id, "output_index": index,
+                kind.part_index(): 0, "part": kind.part("")});
+            self.emit(out, part_added, event);
+            self.open = Some(Open::Prose {
+                kind,
                 index,
                 id,
                 text: String::new(),
             });
         }
-        if let Some(Open::Text {
+        if let Some(Open::Prose {
             index,
             id,
             text: written,
+            ..
         }) = &mut self.open
         {
             written.push_str(text);
-            let event = json!({"item_id": id, "output_index": *index, "content_index": 0,
-                "delta": text, "logprobs": []});
-            self.emit(out, "response.output_text.delta", event);
-        }
-    }
-
-    fn reasoning(&mut self, text: &str, out: &mut Vec<u8>) {
-        if text.is_empty() {
-            return;
-        }
-        if !matches!(self.open, Some(Open::Reasoning { .. })) {
-            self.close(out);
-            let (index, id) = (self.output.len(), self.item_id("rs"));
-            let item = json!({"type": "reasoning", "id": id, "summary": []});
-            self.emit(
-                out,
-                "response.output_item.added",
-                json!({"output_index": index, "item": item}),
-            );
-            let part = json!({"type": "summary_text", "text": ""});
-            self.emit(
-                out,
-                "response.reasoning_summary_part.added",
-                json!({"item_id": id,
-                "output_index": index, "summary_index": 0, "part": part}),
-            );
-            self.open = Some(Open::Reasoning {
-                index,
-                id,
-                text: String::new(),
-            });
-        }
-        if let Some(Open::Reasoning {
-            index,
-            id,
-            text: written,
-        }) = &mut self.open
-        {
-            written.push_str(text);
-            let event = json!({"item_id": id, "output_index": *index, "summary_index": 0,
-                "delta": text});
-            self.emit(out, "response.reasoning_summary_text.delta", event);
+            let event = kind.text_event(id, *index, "delta", text);
+            self.emit(out, delta, event);
         }
     }
 
@@ -985,10 +994,10 @@ impl Encoder for EventEncoder {
         };
         let delta = choice.get("delta").unwrap_or(&Value::Null);
         if let Some(text) = delta.get("reasoning_content").and_then(Value::as_str) {
-            self.reasoning(text, out);
+            self.prose(Prose::Reasoning, text, out);
         }
         if let Some(text) = delta.get("content").and_then(Value::as_str) {
-            self.text(text, out);
+            self.prose(Prose::Message, text, out);
         }
         for call in delta
             .get("tool_calls")
