@@ -51,6 +51,7 @@ fn tenant() -> TenantConfig {
         }),
         access_keys: Vec::new(),
         allowed_endpoints: Vec::new(),
+        allowed_models: Vec::new(),
     }
 }
 

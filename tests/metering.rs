@@ -36,6 +36,7 @@ fn tenant(limits: Option<EffectiveLimits>, budget: Option<BudgetConfig>) -> Tena
         budget,
         access_keys: Vec::new(),
         allowed_endpoints: Vec::new(),
+        allowed_models: Vec::new(),
     }
 }
 

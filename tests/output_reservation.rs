@@ -38,6 +38,7 @@ fn budgeted() -> TenantConfig {
         }),
         access_keys: Vec::new(),
         allowed_endpoints: Vec::new(),
+        allowed_models: Vec::new(),
     }
 }
 

@@ -115,6 +115,11 @@ pub fn render_to(
 
     let ctx = RenderContext::new(namespace, now()?);
     let output = render(loader.finish(), &ctx, &mut rand::rng())?;
+    // Offline there is no last good configuration to keep: refuse rather than render the
+    // default tiers in its place.
+    if let Some(problem) = &output.platform_problem {
+        anyhow::bail!("{problem}");
+    }
 
     if let Some(dir) = config_dir {
         write_files(dir, &config_dir_files(&output)?)?;

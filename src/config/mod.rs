@@ -300,6 +300,10 @@ pub struct TenantConfig {
     /// Platform limits (platform source only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<EffectiveLimits>,
+    /// `provider/model` globs the tenant's tier may use on the platform's providers; empty:
+    /// any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_models: Vec<String>,
     /// Monthly budget, applied to platform-served traffic.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget: Option<BudgetConfig>,

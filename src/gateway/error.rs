@@ -192,6 +192,12 @@ impl From<RouteError> for ApiError {
                 "unsupported_capability",
                 message,
             ),
+            RouteError::ModelNotInTier { .. } => Self::new(
+                StatusCode::FORBIDDEN,
+                "permission_error",
+                "model_not_in_tier",
+                message,
+            ),
             RouteError::CliUnavailable => {
                 Self::upstream(StatusCode::SERVICE_UNAVAILABLE, "cli_unavailable", message)
             }

@@ -10,7 +10,7 @@ use crate::formats::Format;
 
 use crate::config::TenantConfig;
 use crate::config::load::Snapshot;
-use crate::routing::plan::pools;
+use crate::routing::plan::{pools, tier_allows};
 
 /// A model id as a path holds it, its `%XX` escapes decoded (SDKs escape the slash of
 /// `provider/model`); left as it is when they do not decode to UTF-8 (no model is named so).
@@ -140,7 +140,12 @@ fn reachable<'a>(snapshot: &'a Snapshot, tenant: &'a TenantConfig) -> BTreeMap<&
     }
     for (_, pool) in pools(&snapshot.config, tenant) {
         for provider in pool {
-            for model in &provider.models {
+            // What the tenant's tier may not use is not offered.
+            let allowed = provider
+                .models
+                .iter()
+                .filter(|model| tier_allows(tenant, provider, &model.name));
+            for model in allowed {
                 for name in std::iter::once(&model.name).chain(&model.aliases) {
                     models.entry(name).or_insert(&provider.name);
                 }

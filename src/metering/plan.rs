@@ -539,6 +539,7 @@ mod tests {
             budget,
             access_keys: Vec::new(),
             allowed_endpoints: Vec::new(),
+            allowed_models: Vec::new(),
         }
     }
 

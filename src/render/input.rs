@@ -324,6 +324,16 @@ impl InputLoader {
             {
                 // An earlier render's output: derived entirely from the other inputs.
             }
+            ("v1", "ConfigMap")
+                if key.namespace == self.platform_namespace
+                    && key.name == super::platform::PLATFORM_CONFIG_MAP =>
+            {
+                let text = value
+                    .get("data")
+                    .and_then(|data| data.get(super::platform::PLATFORM_FILE))
+                    .and_then(Value::as_str);
+                self.input.platform_config = text.map(str::to_owned);
+            }
             (API_VERSION, "LlmProvider") => {
                 self.add_resource::<LlmProvider>(ResourceKind::LlmProvider, key, value, |input| {
                     &mut input.providers

@@ -7,6 +7,7 @@ pub mod endpoints;
 pub mod input;
 pub mod keystore;
 pub mod manifests;
+pub mod platform;
 pub mod policies;
 pub mod providers;
 pub mod report;
@@ -145,6 +146,8 @@ pub struct RenderInput {
     pub policies: BTreeMap<ObjectKey, RoutingPolicy>,
     /// Custom resources refused before render (reported in the status output).
     pub invalid: Vec<InvalidResource>,
+    /// The platform configuration (`platform.yaml` of ConfigMap `dgidgi-platform`), as text.
+    pub platform_config: Option<String>,
     /// Earlier outputs.
     pub previous: Previous,
 }
@@ -163,7 +166,8 @@ pub struct RenderContext {
     pub platform_namespace: String,
     /// "Now", for new rows and condition transitions.
     pub now: Timestamp,
-    /// Tier limits.
+    /// The tiers in force when the input's platform configuration is invalid: the last good
+    /// ones (the defaults until there was one). A valid configuration, or none, decides alone.
     pub tiers: TierTable,
 }
 
@@ -218,6 +222,8 @@ pub struct RenderOutput {
     pub access_keys: Vec<AccessKeySecret>,
     /// Status of every custom resource.
     pub report: RenderReport,
+    /// Why the platform configuration was refused (the context's tiers were used), if it was.
+    pub platform_problem: Option<platform::PlatformConfigError>,
 }
 
 /// Why render could not produce outputs. Input problems are statuses, not errors; these are
@@ -250,6 +256,14 @@ pub fn render(
     };
     let previous_report = input.previous.report.take().unwrap_or_default();
     let mut report = RenderReport::default();
+    let (tiers, platform_problem) = match platform::tiers(input.platform_config.as_deref()) {
+        Ok(tiers) => (tiers, None),
+        Err(problem) => (ctx.tiers.clone(), Some(problem)),
+    };
+    let ctx = &RenderContext {
+        tiers,
+        ..ctx.clone()
+    };
 
     let resolved = providers::resolve_all(&input, ctx, &previous_report, &mut report);
     let key_store = keystore::reconcile(
@@ -279,5 +293,6 @@ pub fn render(
         key_ring_generated,
         access_keys: tenant_out.access_keys,
         report,
+        platform_problem,
     })
 }

@@ -153,6 +153,7 @@ fn resolve_one(
             });
             None
         });
+    let budget = tier_budget(budget, &tier, sources.uses_platform);
 
     let keys = access_keys(input, key, tenant, claimed, rng);
     blockers.extend(keys.problems.first().map(|problem| Blocker {
@@ -176,7 +177,7 @@ fn resolve_one(
     conditions.insert(0, ready);
 
     let status = LlmTenantStatus {
-        tier: Some(tier.tier.as_str().to_owned()),
+        tier: Some(tier.tier.clone()),
         effective_source: Some(spec.source),
         effective_limits: limits.clone(),
         access_key_secrets: keys.secrets.iter().map(|s| s.key.name.clone()).collect(),
@@ -187,7 +188,7 @@ fn resolve_one(
         id: key.to_string(),
         namespace: key.namespace.clone(),
         name: key.name.clone(),
-        tier: tier.tier.as_str().to_owned(),
+        tier: tier.tier.clone(),
         source: spec.source,
         preferred_provider: preferred.id,
         preferred_model: spec.preferred_model.clone(),
@@ -196,6 +197,11 @@ fn resolve_one(
         cli,
         concurrency_ceiling: limits.is_none().then_some(tier.concurrency_ceiling),
         limits,
+        allowed_models: if sources.uses_platform {
+            tier.models.clone()
+        } else {
+            Vec::new()
+        },
         budget,
         access_keys: keys.hashes,
         allowed_endpoints: if spec.source == Source::Cli {
@@ -373,7 +379,7 @@ fn platform_limits(
             "LimitsClamped",
             false,
             "WithinTier",
-            format!("within the {} tier", tier.tier.as_str()),
+            format!("within the {} tier", tier.tier),
         )
     } else {
         ConditionUpdate::new(
@@ -382,7 +388,7 @@ fn platform_limits(
             "Clamped",
             format!(
                 "asked for more than the {} tier allows: {}",
-                tier.tier.as_str(),
+                tier.tier,
                 clamped.clamped.join(", ")
             ),
         )
@@ -396,7 +402,7 @@ fn tier_condition(tier: &TierResolution) -> ConditionUpdate {
             "TierResolved",
             true,
             "Resolved",
-            format!("tier {}", tier.tier.as_str()),
+            format!("tier {}", tier.tier),
         )
     } else {
         ConditionUpdate::new(
@@ -441,6 +447,31 @@ fn own_providers(
         }
     };
     (ids, problems)
+}
+
+/// The tenant's budget under its tier's ceiling, for platform-served traffic: the tier's when
+/// the tenant sets none, the lower of the two otherwise (a tenant may tighten, never loosen).
+fn tier_budget(
+    budget: Option<BudgetConfig>,
+    tier: &TierResolution,
+    uses_platform: bool,
+) -> Option<BudgetConfig> {
+    let Some(ceiling) = tier.monthly_budget_micro_usd.filter(|_| uses_platform) else {
+        return budget;
+    };
+    Some(match budget {
+        Some(mut own) => {
+            own.monthly_micro_usd = own.monthly_micro_usd.min(ceiling);
+            // An alert-only budget cannot lift the tier's ceiling: the tier's blocks.
+            own.action = crate::crd::tenant::BudgetAction::Block;
+            own
+        }
+        None => BudgetConfig {
+            monthly_micro_usd: ceiling,
+            alert_thresholds: vec![50, 80, 100],
+            action: crate::crd::tenant::BudgetAction::Block,
+        },
+    })
 }
 
 fn budget_config(budget: &Budget) -> Result<BudgetConfig, String> {

@@ -1,5 +1,7 @@
-//! Tiers and limits: the tier comes from a namespace label the tenant cannot change, enterprise
-//! numbers from namespace annotations, and a tenant may only tighten what its tier allows.
+//! Tiers and limits: the tier comes from a namespace label the tenant cannot change, a custom
+//! tier's numbers (enterprise by default) from namespace annotations, and a tenant may only
+//! tighten what its tier allows. Which tiers exist, and their terms, is the platform's
+//! configuration ([`super::platform`]); without one, the four of DESIGN §2.
 
 use std::collections::BTreeMap;
 
@@ -19,52 +21,27 @@ pub const CONCURRENCY_CEILING_ANNOTATION: &str = "llm.dgidgi.io/concurrency-ceil
 /// The ceiling when the namespace sets none.
 pub const DEFAULT_CONCURRENCY_CEILING: u64 = 100;
 
-/// A platform tier.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Tier {
-    /// Default for every namespace without a label.
-    Free,
-    /// Paid.
-    Pro,
-    /// Paid, larger.
-    Team,
-    /// Numbers from namespace annotations.
-    Enterprise,
+/// One tier's terms, as the platform configured them (or the defaults).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TierTerms {
+    /// Limits for the `platform` source.
+    pub limits: EffectiveLimits,
+    /// Whether namespace annotations override these numbers (today's enterprise tier).
+    pub custom: bool,
+    /// A monthly budget every tenant of the tier has, at most (micro-USD).
+    pub monthly_budget_micro_usd: Option<u64>,
+    /// `provider/model` globs the tier may use on the platform's providers; empty: all.
+    pub models: Vec<String>,
 }
 
-impl Tier {
-    /// Label spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Free => "free",
-            Self::Pro => "pro",
-            Self::Team => "team",
-            Self::Enterprise => "enterprise",
-        }
-    }
-
-    fn parse(text: &str) -> Option<Self> {
-        match text {
-            "free" => Some(Self::Free),
-            "pro" => Some(Self::Pro),
-            "team" => Some(Self::Team),
-            "enterprise" => Some(Self::Enterprise),
-            _ => None,
-        }
-    }
-}
-
-/// Limits per tier (DESIGN §2 defaults; the operator's configuration may change them).
+/// The tiers by name (any label value the platform configures) and the one a namespace without
+/// the label is on (DESIGN §2 defaults; the platform configuration may change them).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TierTable {
-    /// Free tier.
-    pub free: EffectiveLimits,
-    /// Pro tier.
-    pub pro: EffectiveLimits,
-    /// Team tier.
-    pub team: EffectiveLimits,
-    /// Enterprise numbers used where a namespace gives no annotation.
-    pub enterprise_default: EffectiveLimits,
+    /// Every tier, by the label value that selects it.
+    pub tiers: BTreeMap<String, TierTerms>,
+    /// The tier of a namespace without the label.
+    pub default_tier: String,
 }
 
 const fn limits(requests_per_minute: u64, tokens_per_day: u64, concurrent: u64) -> EffectiveLimits {
@@ -77,69 +54,109 @@ const fn limits(requests_per_minute: u64, tokens_per_day: u64, concurrent: u64) 
 
 impl Default for TierTable {
     fn default() -> Self {
+        let tier = |limits: EffectiveLimits, custom: bool| TierTerms {
+            limits,
+            custom,
+            monthly_budget_micro_usd: None,
+            models: Vec::new(),
+        };
+        let tiers = BTreeMap::from([
+            ("free".to_owned(), tier(limits(10, 50_000, 2), false)),
+            ("pro".to_owned(), tier(limits(60, 500_000, 10), false)),
+            ("team".to_owned(), tier(limits(200, 2_000_000, 50), false)),
+            // "Custom": until the platform annotates the namespace, an enterprise tenant gets
+            // the team numbers rather than no limit at all.
+            (
+                "enterprise".to_owned(),
+                tier(limits(200, 2_000_000, 50), true),
+            ),
+        ]);
         Self {
-            free: limits(10, 50_000, 2),
-            pro: limits(60, 500_000, 10),
-            team: limits(200, 2_000_000, 50),
-            // "Custom": until the platform annotates the namespace, an enterprise tenant gets the
-            // team numbers rather than no limit at all.
-            enterprise_default: limits(200, 2_000_000, 50),
+            tiers,
+            default_tier: "free".to_owned(),
         }
     }
 }
 
-/// The tier a namespace is on and its limits, with anything the platform should fix.
+impl TierTable {
+    /// The most restrictive tier (fewest tokens a day, then requests a minute, then requests
+    /// at once, then name): where a namespace naming no configured tier lands.
+    pub fn most_restrictive(&self) -> Option<(&str, &TierTerms)> {
+        self.tiers
+            .iter()
+            .min_by_key(|(name, terms)| {
+                let l = &terms.limits;
+                (l.tokens_per_day, l.requests_per_minute, l.concurrent, *name)
+            })
+            .map(|(name, terms)| (name.as_str(), terms))
+    }
+}
+
+/// The tier a namespace is on and its terms, with anything the platform should fix.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TierResolution {
-    /// The tier.
-    pub tier: Tier,
-    /// Its limits.
+    /// The tier's name.
+    pub tier: String,
+    /// Its limits (a custom tier's as the namespace's annotations set them).
     pub limits: EffectiveLimits,
+    /// Its monthly budget ceiling, if it has one.
+    pub monthly_budget_micro_usd: Option<u64>,
+    /// The `provider/model` globs it may use; empty: all.
+    pub models: Vec<String>,
     /// The protective concurrency ceiling for unmetered sources (any tier).
     pub concurrency_ceiling: u64,
-    /// Problems with the label or annotations (the defaults were used instead).
+    /// Problems with the label or annotations (what was used instead is said).
     pub problems: Vec<String>,
 }
 
-/// Reads the tier from the namespace's labels and, for enterprise, its annotations.
+/// Reads the tier from the namespace's labels and, for a custom tier, its annotations. A label
+/// naming no configured tier gets the most restrictive one, and says so.
 pub fn resolve_tier(
     labels: &BTreeMap<String, String>,
     annotations: &BTreeMap<String, String>,
     table: &TierTable,
 ) -> TierResolution {
     let mut problems = Vec::new();
-    let tier = match labels.get(TIER_LABEL) {
-        None => Tier::Free,
-        Some(value) => Tier::parse(value).unwrap_or_else(|| {
-            problems.push(format!(
-                "namespace label {TIER_LABEL}={value:?} is not one of free, pro, team, enterprise; using free"
-            ));
-            Tier::Free
-        }),
+    let fallback = || {
+        table
+            .most_restrictive()
+            .map(|(name, terms)| (name.to_owned(), terms.clone()))
     };
-    let limits = match tier {
-        Tier::Free => table.free.clone(),
-        Tier::Pro => table.pro.clone(),
-        Tier::Team => table.team.clone(),
-        Tier::Enterprise => {
-            let base = &table.enterprise_default;
-            let mut read = |key: &str, fallback: u64| {
-                match annotations.get(key) {
-                None => fallback,
-                Some(text) => text.trim().parse::<u64>().unwrap_or_else(|_| {
-                    problems.push(format!(
-                        "namespace annotation {key}={text:?} is not a whole number; using {fallback}"
-                    ));
-                    fallback
-                }),
-            }
-            };
-            EffectiveLimits {
-                requests_per_minute: read(RPM_ANNOTATION, base.requests_per_minute),
-                tokens_per_day: read(TPD_ANNOTATION, base.tokens_per_day),
-                concurrent: read(CONCURRENT_ANNOTATION, base.concurrent),
-            }
+    let named = labels.get(TIER_LABEL).unwrap_or(&table.default_tier);
+    let (tier, terms) = match table.tiers.get(named) {
+        Some(terms) => (named.clone(), terms.clone()),
+        None => {
+            let (name, terms) = fallback().unwrap_or_else(|| {
+                let defaults = TierTable::default();
+                let terms = defaults.tiers["free"].clone();
+                ("free".to_owned(), terms)
+            });
+            let known: Vec<&str> = table.tiers.keys().map(String::as_str).collect();
+            problems.push(format!(
+                "namespace label {TIER_LABEL}={named:?} names no configured tier ({}); using the most restrictive, {name}",
+                known.join(", ")
+            ));
+            (name, terms)
         }
+    };
+    let limits = if terms.custom {
+        let base = &terms.limits;
+        let mut read = |key: &str, fallback: u64| match annotations.get(key) {
+            None => fallback,
+            Some(text) => text.trim().parse::<u64>().unwrap_or_else(|_| {
+                problems.push(format!(
+                    "namespace annotation {key}={text:?} is not a whole number; using {fallback}"
+                ));
+                fallback
+            }),
+        };
+        EffectiveLimits {
+            requests_per_minute: read(RPM_ANNOTATION, base.requests_per_minute),
+            tokens_per_day: read(TPD_ANNOTATION, base.tokens_per_day),
+            concurrent: read(CONCURRENT_ANNOTATION, base.concurrent),
+        }
+    } else {
+        terms.limits.clone()
     };
     let concurrency_ceiling = match annotations.get(CONCURRENCY_CEILING_ANNOTATION) {
         None => DEFAULT_CONCURRENCY_CEILING,
@@ -156,6 +173,8 @@ pub fn resolve_tier(
     TierResolution {
         tier,
         limits,
+        monthly_budget_micro_usd: terms.monthly_budget_micro_usd,
+        models: terms.models,
         concurrency_ceiling,
         problems,
     }
@@ -208,7 +227,7 @@ mod tests {
     #[test]
     fn missing_label_means_free() {
         let r = resolve_tier(&map(&[]), &map(&[]), &TierTable::default());
-        assert_eq!(r.tier, Tier::Free);
+        assert_eq!(r.tier, "free");
         assert_eq!(r.limits, limits(10, 50_000, 2));
         assert!(r.problems.is_empty());
     }
@@ -226,13 +245,13 @@ mod tests {
     }
 
     #[test]
-    fn unknown_tier_falls_back_to_free_with_a_problem() {
+    fn unknown_tier_falls_back_to_the_most_restrictive_with_a_problem() {
         let r = resolve_tier(
             &map(&[(TIER_LABEL, "platinum")]),
             &map(&[]),
             &TierTable::default(),
         );
-        assert_eq!(r.tier, Tier::Free);
+        assert_eq!(r.tier, "free");
         assert_eq!(r.problems.len(), 1);
         assert!(r.problems[0].contains("platinum"));
     }

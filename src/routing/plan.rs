@@ -85,6 +85,29 @@ pub enum RouteError {
     /// A cli-source tenant without a usable endpoint.
     #[error("this tenant's cli endpoint is not configured or not allowed")]
     CliUnavailable,
+    /// The platform serves the model, but the tenant's tier may not use it.
+    #[error(
+        "the {tier} tier may not use {model:?} on the platform's providers; ask the platform for another tier, or use one of the tier's models (GET /v1/models lists them)"
+    )]
+    ModelNotInTier {
+        /// The tenant's tier.
+        tier: String,
+        /// The model asked for.
+        model: String,
+    },
+}
+
+/// Whether the tenant's tier may use an attempt (its `provider/model` matches one of the
+/// tier's globs, or the tier names none). Only the platform's providers are bound by tiers.
+pub fn tier_allows(tenant: &TenantConfig, provider: &ProviderConfig, model: &str) -> bool {
+    if tenant.allowed_models.is_empty() || provider.scope != Scope::Platform {
+        return true;
+    }
+    let name = format!("{}/{model}", provider.name);
+    tenant
+        .allowed_models
+        .iter()
+        .any(|glob| super::glob::matches(glob, &name))
 }
 
 /// Plans a request. `pick` is a uniformly random number that drives the weighted choice, so
@@ -108,7 +131,19 @@ pub fn plan<'a>(
             .filter(|p| narrowed_to.as_deref().is_none_or(|name| p.name == name))
             .collect();
         match plan_in_pool(config, tenant, &pool, &model, request, pick) {
-            Ok((attempts, retry, timeout_ms)) => {
+            Ok((mut attempts, retry, timeout_ms)) => {
+                attempts.retain(|attempt| match attempt.upstream {
+                    Upstream::Provider(provider) => tier_allows(tenant, provider, &attempt.model),
+                    Upstream::Cli(_) => true,
+                });
+                if attempts.is_empty() {
+                    // Served here, but not for this tier: says more than "unknown" elsewhere.
+                    first_error = Some(RouteError::ModelNotInTier {
+                        tier: tenant.tier.clone(),
+                        model: model.clone(),
+                    });
+                    continue;
+                }
                 return Ok(Plan {
                     source: *source,
                     attempts,
