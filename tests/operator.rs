@@ -12,9 +12,10 @@ use dgidgi::config::{KEY_STORE_FILE, KEY_STORE_SECRET_NAME};
 use dgidgi::crypto::KeyStore;
 use dgidgi::operator::observed::{Observed, key_of};
 use dgidgi::operator::plan::Write;
+use dgidgi::operator::platform::{PlatformTiers, TiersInForce};
 use dgidgi::operator::reconcile::{Decision, decide};
 use dgidgi::render::{ObjectKey, RenderContext, ResourceKind};
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use kube::api::DynamicObject;
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
@@ -29,6 +30,8 @@ struct Cluster {
     observed: Observed,
     events: Vec<dgidgi::operator::plan::EventWrite>,
     seed: u64,
+    /// The tiers in force across passes, as the controller keeps them.
+    platform: PlatformTiers,
 }
 
 fn to_json(yaml: &str) -> Vec<Value> {
@@ -61,6 +64,10 @@ impl Cluster {
                 "Namespace" => {
                     let ns: Namespace = serde_json::from_value(doc).unwrap();
                     self.observed.namespaces.insert(key_of(&ns), Arc::new(ns));
+                }
+                "ConfigMap" => {
+                    let cm: ConfigMap = serde_json::from_value(doc).unwrap();
+                    self.observed.config_maps.insert(key_of(&cm), Arc::new(cm));
                 }
                 "Secret" => {
                     if let Some(Value::Object(plain)) = doc.get("stringData").cloned() {
@@ -124,7 +131,14 @@ impl Cluster {
     /// One pass: decide, then apply the writes as the API server would.
     fn pass(&mut self) -> Decision {
         self.seed += 1;
-        let ctx = RenderContext::new(PLATFORM, common::now());
+        let mut ctx = RenderContext::new(PLATFORM, common::now());
+        ctx.tiers = match self
+            .platform
+            .update(self.observed.platform_config(PLATFORM))
+        {
+            TiersInForce::Configured(tiers) | TiersInForce::LastGood(tiers, _) => tiers,
+            TiersInForce::Hold(problem) => panic!("no last good configuration: {problem}"),
+        };
         let decision = decide(
             &self.observed,
             &ctx,
@@ -362,6 +376,59 @@ fn a_namespace_tier_label_change_updates_effective_limits() {
     assert_eq!(acme["effectiveLimits"]["concurrent"], 50);
     // The tenant's tighter RPM still wins over the team tier's 200.
     assert_eq!(acme["effectiveLimits"]["requestsPerMinute"], 30);
+}
+
+/// The platform configuration with the pro tier's numbers changed and the rest as default.
+const PLATFORM_CONFIG: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: dgidgi-platform, namespace: dgidgi-system}\ndata:\n  platform.yaml: |\n    tiers:\n      - {name: free, requestsPerMinute: 10, tokensPerDay: 50000, concurrent: 2}\n      - {name: pro, requestsPerMinute: 100, tokensPerDay: 900000, concurrent: 12}\n      - {name: team, requestsPerMinute: 200, tokensPerDay: 2000000, concurrent: 50}\n      - {name: enterprise, custom: true, requestsPerMinute: 200, tokensPerDay: 2000000, concurrent: 50}\n";
+
+#[test]
+fn a_platform_configuration_change_updates_the_affected_tenants_and_nothing_else() {
+    let mut cluster = quickstart();
+    cluster.apply_yaml(PLATFORM_CONFIG);
+    let decision = cluster.pass();
+    let writes = kinds(&decision.writes);
+    // Only the pro tenant's limits changed: the gateway config and its status, nothing else.
+    assert_eq!(
+        writes,
+        [
+            "ApplyConfigMap(dgidgi-system/dgidgi-gateway-config)",
+            "Status(LlmTenant team-acme/acme)"
+        ],
+        "{writes:?}"
+    );
+    let acme = cluster.status(ResourceKind::LlmTenant, "team-acme", "acme");
+    assert_eq!(acme["effectiveLimits"]["tokensPerDay"], 900_000);
+    assert_eq!(acme["effectiveLimits"]["concurrent"], 12);
+    // The tenant's own tighter RPM (30) still wins over the tier's 100.
+    assert_eq!(acme["effectiveLimits"]["requestsPerMinute"], 30);
+    assert!(cluster.pass().writes.is_empty(), "settled");
+
+    // A broken configuration changes nothing: the last good one stays in force.
+    cluster.apply_yaml(&PLATFORM_CONFIG.replace("requestsPerMinute: 100", "requestsPerMinute: 0"));
+    let decision = cluster.pass();
+    assert!(decision.writes.is_empty(), "{:?}", kinds(&decision.writes));
+    assert_eq!(
+        cluster.status(ResourceKind::LlmTenant, "team-acme", "acme")["effectiveLimits"]["tokensPerDay"],
+        900_000
+    );
+
+    // Renaming the pro tier leaves team-acme naming no tier: the most restrictive one, said so.
+    cluster.apply_yaml(&PLATFORM_CONFIG.replace("name: pro,", "name: growth,"));
+    cluster.pass();
+    let acme = cluster.status(ResourceKind::LlmTenant, "team-acme", "acme");
+    assert_eq!(acme["tier"], "free");
+    assert_eq!(acme["effectiveLimits"]["tokensPerDay"], 50_000);
+    let resolved = cluster.condition(ResourceKind::LlmTenant, "team-acme", "acme", "TierResolved");
+    assert_eq!(resolved["status"], "False");
+    let message = resolved["message"].as_str().unwrap();
+    assert!(
+        message.contains("\"pro\" names no configured tier"),
+        "{message}"
+    );
+    assert!(
+        message.contains("using the most restrictive, free"),
+        "{message}"
+    );
 }
 
 #[test]

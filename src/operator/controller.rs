@@ -286,6 +286,7 @@ pub async fn run(
     tracing::info!("watches synced");
 
     let writer = Writer::new(client.clone(), Some(settings.identity.clone()));
+    let mut platform = PlatformTiers::default();
     let mut overlay = WriteOverlay::default();
     let mut backoff = settings.min_backoff;
     let mut retry_in: Option<Duration> = None;
@@ -346,10 +347,37 @@ pub async fn run(
         let started = Instant::now();
         let mut observed = stores.snapshot();
         overlay.apply_to(&mut observed, started);
-        let ctx = RenderContext::new(
+        let mut ctx = RenderContext::new(
             &settings.platform_namespace,
             k8s_openapi::jiff::Timestamp::now(),
         );
+        let namespace = &settings.platform_namespace;
+        let (tiers, problem) = match platform.update(observed.platform_config(namespace)) {
+            TiersInForce::Configured(tiers) => (Some(tiers), None),
+            TiersInForce::LastGood(tiers, problem) => (Some(tiers), Some(problem)),
+            TiersInForce::Hold(problem) => (None, Some(problem)),
+        };
+        health
+            .metrics
+            .platform_config_invalid
+            .set(i64::from(problem.is_some()));
+        if let Some(problem) = problem.filter(|p| platform.is_new(p)) {
+            tracing::error!(%problem, keeping_last_good = tiers.is_some(), "platform configuration refused");
+            if let Some(config_map) = observed.platform_config_map(namespace)
+                && let Err(error) = writer
+                    .warn_platform_config(config_map, &problem.to_string())
+                    .await
+            {
+                tracing::warn!(%error, "could not publish the Event");
+            }
+        }
+        // Started on an invalid configuration: no last good to keep, so nothing is rendered
+        // (the gateway keeps its config) until it is fixed; its change wakes the loop.
+        let Some(tiers) = tiers else {
+            retry_in = None;
+            continue;
+        };
+        ctx.tiers = tiers;
         let result = {
             let mut rng = rand::rngs::StdRng::from_os_rng();
             reconcile_once(&writer, &observed, &ctx, &mut rng, &mut overlay).await
@@ -394,3 +422,5 @@ pub async fn run(
 }
 
 use rand::SeedableRng as _;
+
+use super::platform::{PlatformTiers, TiersInForce};

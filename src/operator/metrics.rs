@@ -36,6 +36,9 @@ pub struct Metrics {
     pub leader: Gauge,
     /// Resources whose Ready condition is not True.
     pub not_ready: Gauge,
+    /// 1 while the platform configuration (ConfigMap `dgidgi-platform`) is invalid and the
+    /// last good one is in force (or, from a start on an invalid one, nothing is rendered).
+    pub platform_config_invalid: Gauge,
 }
 
 impl Default for Metrics {
@@ -46,6 +49,12 @@ impl Default for Metrics {
         let writes = Family::<WriteLabel, Counter>::default();
         let leader = Gauge::default();
         let not_ready = Gauge::default();
+        let platform_config_invalid = Gauge::default();
+        registry.register(
+            "dgidgi_operator_platform_config_invalid",
+            "1 while ConfigMap dgidgi-platform is invalid and the last good configuration is kept",
+            platform_config_invalid.clone(),
+        );
         registry.register(
             "dgidgi_operator_reconciles",
             "Reconcile passes by result",
@@ -78,6 +87,7 @@ impl Default for Metrics {
             writes,
             leader,
             not_ready,
+            platform_config_invalid,
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod leader;
 pub mod metrics;
 pub mod observed;
 pub mod plan;
+pub mod platform;
 pub mod reconcile;
 pub mod server;
 pub mod usage;

@@ -13,6 +13,7 @@ use serde_json::Value;
 use crate::config::{KEY_STORE_SECRET_NAME, MASTER_KEY_SECRET_NAME};
 use crate::crd::{API_VERSION, LlmProviderStatus, LlmTenantStatus, RoutingPolicyStatus};
 use crate::render::manifests::{MANAGED_BY, MANAGED_BY_LABEL};
+use crate::render::platform::{PLATFORM_CONFIG_MAP, PLATFORM_FILE};
 use crate::render::report::ReportEntry;
 use crate::render::{InputError, InputLoader, ObjectKey, RenderInput, RenderReport, ResourceKind};
 
@@ -154,8 +155,24 @@ impl Observed {
             }
         }
         let mut input = loader.finish();
+        input.platform_config = self.platform_config(platform_namespace).map(str::to_owned);
         input.previous.report = Some(self.current_report());
         Ok(input)
+    }
+
+    /// ConfigMap `dgidgi-platform` of the platform namespace, if there is one.
+    pub fn platform_config_map(&self, platform_namespace: &str) -> Option<&ConfigMap> {
+        let key = ObjectKey::new(platform_namespace, PLATFORM_CONFIG_MAP);
+        self.config_maps.get(&key).map(AsRef::as_ref)
+    }
+
+    /// The platform configuration's text (`platform.yaml` of that ConfigMap), if any.
+    pub fn platform_config(&self, platform_namespace: &str) -> Option<&str> {
+        self.platform_config_map(platform_namespace)?
+            .data
+            .as_ref()?
+            .get(PLATFORM_FILE)
+            .map(String::as_str)
     }
 
     /// The statuses the custom resources carry now, in render's report shape. A status that

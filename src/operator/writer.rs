@@ -153,6 +153,39 @@ impl Writer {
     }
 }
 
+impl Writer {
+    /// A Warning Event on the platform configuration's ConfigMap: why it was refused (its
+    /// messages name fields and tiers; the configuration holds nothing secret).
+    pub async fn warn_platform_config(
+        &self,
+        config_map: &k8s_openapi::api::core::v1::ConfigMap,
+        note: &str,
+    ) -> Result<(), WriteError> {
+        let event = Event {
+            type_: EventType::Warning,
+            reason: "InvalidPlatformConfig".to_owned(),
+            note: Some(note.chars().take(1024).collect()),
+            action: "Reconcile".to_owned(),
+            secondary: None,
+        };
+        let regarding = ObjectReference {
+            api_version: Some("v1".to_owned()),
+            kind: Some("ConfigMap".to_owned()),
+            name: config_map.metadata.name.clone(),
+            namespace: config_map.metadata.namespace.clone(),
+            uid: config_map.metadata.uid.clone(),
+            ..ObjectReference::default()
+        };
+        self.recorder
+            .publish(&event, &regarding)
+            .await
+            .map_err(|error| WriteError {
+                what: "Event on ConfigMap dgidgi-platform".to_owned(),
+                reason: error.to_string(),
+            })
+    }
+}
+
 fn to_event(event: &EventWrite) -> Event {
     Event {
         type_: if event.warning {
