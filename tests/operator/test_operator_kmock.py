@@ -306,6 +306,44 @@ async def check_operator(cluster, http, listen):
         "acme on the team tier")
     assert acme["effectiveLimits"] == {"requestsPerMinute": 30, "tokensPerDay": 2000000, "concurrent": 50}
 
+    # The platform configures its tiers (ConfigMap dgidgi-platform): the team tier's numbers
+    # change, and only the tenants on it follow; initech (custom enterprise tier) does not.
+    initech_before = cluster.status("llmtenants", "team-initech", "initech")["effectiveLimits"]
+    platform_yaml = (
+        "tiers:\n"
+        "  - {name: free, requestsPerMinute: 10, tokensPerDay: 50000, concurrent: 2}\n"
+        "  - {name: pro, requestsPerMinute: 60, tokensPerDay: 500000, concurrent: 10}\n"
+        "  - {name: team, requestsPerMinute: 300, tokensPerDay: 3000000, concurrent: 60}\n"
+        "  - {name: enterprise, custom: true, requestsPerMinute: 200, tokensPerDay: 2000000, concurrent: 50}\n")
+    response = await http.post(
+        f"/api/v1/namespaces/{PLATFORM}/configmaps",
+        json={"apiVersion": "v1", "kind": "ConfigMap",
+              "metadata": {"name": "dgidgi-platform", "namespace": PLATFORM},
+              "data": {"platform.yaml": platform_yaml}})
+    assert response.status < 300, await response.text()
+    acme = await eventually(
+        lambda: (s := cluster.status("llmtenants", "team-acme", "acme"))
+        and s["effectiveLimits"]["tokensPerDay"] == 3000000 and s,
+        "acme on the configured team tier")
+    assert acme["effectiveLimits"] == {"requestsPerMinute": 30, "tokensPerDay": 3000000, "concurrent": 60}
+    assert cluster.status("llmtenants", "team-initech", "initech")["effectiveLimits"] == initech_before
+
+    # A broken configuration is refused with a Warning Event on the ConfigMap, and changes no
+    # tenant: the last good one stays.
+    response = await http.patch(
+        f"/api/v1/namespaces/{PLATFORM}/configmaps/dgidgi-platform",
+        json={"data": {"platform.yaml": platform_yaml.replace("concurrent: 60", "concurrent: 0")}},
+        headers={"content-type": "application/merge-patch+json"})
+    assert response.status == 200, await response.text()
+
+    def refused():
+        return [e for e in cluster.all("events.k8s.io/v1/events")
+                if e["regarding"]["kind"] == "ConfigMap" and e["reason"] == "InvalidPlatformConfig"]
+    events = await eventually(refused, "a Warning Event on ConfigMap dgidgi-platform")
+    assert events[0]["type"] == "Warning"
+    assert "concurrent must be at least 1" in events[0]["note"], events[0]["note"]
+    assert cluster.status("llmtenants", "team-acme", "acme")["effectiveLimits"]["concurrent"] == 60
+
     # Its own health and metrics.
     with urllib.request.urlopen(f"http://{listen}/readyz", timeout=10) as r:
         assert r.status == 200
@@ -313,6 +351,7 @@ async def check_operator(cluster, http, listen):
         metrics = r.read().decode()
     assert 'dgidgi_operator_reconciles_total{result="ok"}' in metrics, metrics
     assert "dgidgi_operator_leader 1" in metrics, metrics
+    assert "dgidgi_operator_platform_config_invalid 1" in metrics, metrics
 
 
 def test_operator_against_the_kmock_emulator():
