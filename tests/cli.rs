@@ -309,3 +309,41 @@ fn strict_render_fails_when_the_config_map_would_exceed_kubernetes_limit() {
         "{message}"
     );
 }
+
+#[test]
+fn an_invalid_platform_configuration_is_refused_whole_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("platform.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: dgidgi-platform, namespace: dgidgi-system}\ndata:\n  platform.yaml: |\n    tiers:\n      - {name: starter, requestsPerMinute: 0, tokensPerDay: 1000, concurrent: 1}\n    defaultTier: gold\n",
+    )
+    .unwrap();
+    let quickstart = quickstart();
+    let args = [
+        "render",
+        "-f",
+        &quickstart,
+        "-f",
+        "platform.yaml",
+        "--out",
+        "out",
+    ];
+    let output = dgidgi(&args, dir.path());
+    assert!(!output.status.success());
+    let message = stderr(&output);
+    assert!(message.contains("dgidgi-platform is invalid"), "{message}");
+    assert!(
+        message.contains("requestsPerMinute must be at least 1"),
+        "{message}"
+    );
+    assert!(message.contains("\"gold\""), "{message}");
+    assert!(!dir.path().join("out").exists(), "nothing is written");
+    // Fixed, it renders, and the tier is in the output.
+    std::fs::write(
+        dir.path().join("platform.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: dgidgi-platform, namespace: dgidgi-system}\ndata:\n  platform.yaml: |\n    tiers:\n      - {name: free, requestsPerMinute: 5, tokensPerDay: 1000, concurrent: 1}\n      - {name: pro, requestsPerMinute: 60, tokensPerDay: 500000, concurrent: 10}\n      - {name: team, requestsPerMinute: 200, tokensPerDay: 2000000, concurrent: 50}\n      - {name: enterprise, custom: true, requestsPerMinute: 200, tokensPerDay: 2000000, concurrent: 50}\n",
+    )
+    .unwrap();
+    let output = dgidgi(&args, dir.path());
+    assert!(output.status.success(), "{}", stderr(&output));
+}
