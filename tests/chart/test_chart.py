@@ -76,9 +76,8 @@ def test_lint_is_clean(values):
         assert report["errors"] == [] and problems == [], report
 
 
-@pytest.mark.parametrize("which", ["default", "production"])
-def test_every_manifest_is_valid_for_kubernetes(which, request):
-    objects = request.getfixturevalue(which)
+def validate(objects: list[dict]) -> int:
+    """Every object against the Kubernetes OpenAPI schemas (strict), for every KUBE_VERSION."""
     checked = 0
     for obj in objects:
         obj = {k: v for k, v in obj.items() if k != "__template"}
@@ -88,7 +87,34 @@ def test_every_manifest_is_valid_for_kubernetes(which, request):
         for kube in KUBE_VERSIONS:
             kubernetes_validate.validate(obj, kube, strict=True)
         checked += 1
-    assert checked >= 10
+    return checked
+
+
+@pytest.mark.parametrize("which", ["default", "production"])
+def test_every_manifest_is_valid_for_kubernetes(which, request):
+    assert validate(request.getfixturevalue(which)) >= 10
+
+
+# Other shapes the chart takes: each must also be valid Kubernetes.
+VARIANTS = {
+    "unshared-acknowledged": {"gateway": {"replicas": 3, "acknowledgeUnsharedLimits": True},
+                              "valkey": {"enabled": False}},
+    "no-persistence": {"gateway": {"state": {"persistence": {"enabled": False}}},
+                       "valkey": {"persistence": {"enabled": False}}},
+    "external-redis": {"gateway": {"redis": {"enabled": True, "existingSecret": "r"}}},
+    "shared-claim": {"gateway": {"state": {"persistence": {
+        "existingClaim": "ledgers", "accessModes": ["ReadWriteMany"]}}}},
+    "policies-configured": {"networkPolicy": {
+        "apiFrom": [{"namespaceSelector": {}}], "restrictEgress": True,
+        "adminFrom": [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}]},
+        "valkey": {"image": {"digest": "sha256:" + "ab" * 32}, "extraConfig": "hz 20"}},
+    "no-network-policy": {"networkPolicy": {"enabled": False}},
+}
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_every_variant_is_valid_for_kubernetes(name):
+    assert validate(render(VARIANTS[name])) >= 10
 
 
 def test_the_chart_crds_equal_crds_dir_and_are_valid():
@@ -103,7 +129,17 @@ def test_the_chart_crds_equal_crds_dir_and_are_valid():
             kubernetes_validate.validate(yaml.safe_load(crd["data"]), kube, strict=True)
 
 
-def test_default_install_has_the_workloads_and_nothing_optional(default):
+def container(objects: list[dict], kind: str, name: str) -> dict:
+    return one(objects, kind, name)["spec"]["template"]["spec"]["containers"][0]
+
+
+def env(c: dict) -> dict[str, dict]:
+    return {e["name"]: e for e in c.get("env", [])}
+
+
+def test_default_install_is_exact_and_durable(default):
+    """Default values: two gateway replicas sharing the bundled Valkey (limits hold fleet-wide),
+    each with its own ledger claim (usage survives pod deletion), NetworkPolicies on."""
     assert kinds(default) == {
         ("ServiceAccount", "dgidgi-operator"),
         ("ServiceAccount", "dgidgi-gateway"),
@@ -112,19 +148,154 @@ def test_default_install_has_the_workloads_and_nothing_optional(default):
         ("Role", "dgidgi-operator"),
         ("RoleBinding", "dgidgi-operator"),
         ("Deployment", "dgidgi-operator"),
-        ("Deployment", "dgidgi-gateway"),
+        ("StatefulSet", "dgidgi-gateway"),
         ("Service", "dgidgi-gateway"),
         ("Service", "dgidgi-gateway-admin"),
+        ("Service", "dgidgi-gateway-headless"),
         ("Service", "dgidgi-operator-metrics"),
         ("PodDisruptionBudget", "dgidgi-gateway"),
         ("PodDisruptionBudget", "dgidgi-operator"),
         ("Secret", "dgidgi-admin-token"),
+        ("StatefulSet", "dgidgi-valkey"),
+        ("ConfigMap", "dgidgi-valkey"),
+        ("Secret", "dgidgi-valkey"),
+        ("Service", "dgidgi-valkey"),
+        ("Service", "dgidgi-valkey-headless"),
+        ("NetworkPolicy", "dgidgi-gateway"),
+        ("NetworkPolicy", "dgidgi-operator"),
+        ("NetworkPolicy", "dgidgi-valkey"),
     }
     operator = one(default, "Deployment", "dgidgi-operator")
     assert operator["spec"]["replicas"] == 2
-    gateway = one(default, "Deployment", "dgidgi-gateway")["spec"]["template"]["spec"]
-    state = next(v for v in gateway["volumes"] if v["name"] == "state")
-    assert "emptyDir" in state
+
+    # The gateway: two replicas, each with a ledger claim of its own, kept when pods go.
+    gateway = one(default, "StatefulSet", "dgidgi-gateway")["spec"]
+    assert gateway["replicas"] == 2
+    assert gateway["serviceName"] == "dgidgi-gateway-headless"
+    assert one(default, "Service", "dgidgi-gateway-headless")["spec"]["clusterIP"] == "None"
+    [claim] = gateway["volumeClaimTemplates"]
+    assert claim["metadata"]["name"] == "state"
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert claim["spec"]["resources"]["requests"]["storage"] == "5Gi"
+    # Only labels that never change: a StatefulSet's claim templates are immutable.
+    assert set(claim["metadata"]["labels"]) == {
+        "app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/component"}
+    assert gateway["persistentVolumeClaimRetentionPolicy"] == {
+        "whenDeleted": "Retain", "whenScaled": "Retain"}
+    pod = gateway["template"]["spec"]
+    assert not [v for v in pod["volumes"] if v["name"] == "state"], "the claim template is the volume"
+    mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "state")
+    assert mount["mountPath"] == "/var/lib/dgidgi" and "subPathExpr" not in mount
+
+    # Its store: DGIDGI_REDIS_URL points at the bundled Valkey, the password from its Secret.
+    gw = env(pod["containers"][0])
+    assert gw["VALKEY_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": "dgidgi-valkey", "key": "password"}
+    assert gw["DGIDGI_REDIS_URL"]["value"] == \
+        "redis://:$(VALKEY_PASSWORD)@dgidgi-valkey.dgidgi-system.svc:6379"
+    names = [e["name"] for e in pod["containers"][0]["env"]]
+    assert names.index("VALKEY_PASSWORD") < names.index("DGIDGI_REDIS_URL"), \
+        "Kubernetes expands $(VAR) only from variables defined before"
+    assert "--redis-fail-mode=open" in pod["containers"][0]["args"]
+
+    secret = one(default, "Secret", "dgidgi-valkey")
+    assert len(secret["data"]["password"]) >= 40
+    assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    service = one(default, "Service", "dgidgi-valkey")["spec"]
+    assert service["type"] == "ClusterIP"
+    assert service["ports"] == [{"name": "valkey", "port": 6379, "targetPort": "valkey",
+                                 "protocol": "TCP"}]
+
+    valkey = one(default, "StatefulSet", "dgidgi-valkey")["spec"]
+    assert valkey["replicas"] == 1
+    assert valkey["serviceName"] == "dgidgi-valkey-headless"
+    [data] = valkey["volumeClaimTemplates"]
+    assert data["metadata"]["name"] == "data" and data["spec"]["accessModes"] == ["ReadWriteOnce"]
+    vpod = valkey["template"]["spec"]
+    assert vpod["automountServiceAccountToken"] is False
+    vc = vpod["containers"][0]
+    assert vc["image"].startswith("docker.io/valkey/valkey:8.")
+    assert env(vc)["VALKEY_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": "dgidgi-valkey", "key": "password"}
+    assert "$VALKEY_PASSWORD" in vc["args"][0] and "/tmp/auth.conf" in vc["args"][0]
+    assert not [a for a in vc["command"] + vc["args"] if "--requirepass" in a], \
+        "the password stays off the command line"
+    assert "valkey-cli" in " ".join(vc["readinessProbe"]["exec"]["command"])
+    assert vc["livenessProbe"]["tcpSocket"] == {"port": "valkey"}
+    tmp = next(v for v in vpod["volumes"] if v["name"] == "tmp")
+    assert tmp["emptyDir"]["medium"] == "Memory", "auth.conf never touches a disk"
+    conf = one(default, "ConfigMap", "dgidgi-valkey")["data"]["valkey.conf"].splitlines()
+    for line in ["dir /data", "include /tmp/auth.conf", "appendonly yes", "appendfsync everysec",
+                 "maxmemory-policy noeviction", "maxmemory 256mb"]:
+        assert line in conf
+    annotations = valkey["template"]["metadata"]["annotations"]
+    assert len(annotations["checksum/config"]) == 64, "a config change restarts Valkey"
+
+
+def test_external_redis_replaces_the_bundled_valkey():
+    objects = render({"gateway": {"redis": {"enabled": True, "existingSecret": "my-redis"}}})
+    assert not [o for o in objects if "valkey" in o["metadata"]["name"]]
+    gw = env(container(objects, "StatefulSet", "dgidgi-gateway"))
+    assert gw["DGIDGI_REDIS_URL"]["valueFrom"]["secretKeyRef"] == {"name": "my-redis", "key": "url"}
+    assert "VALKEY_PASSWORD" not in gw
+
+
+def test_a_valkey_password_secret_of_your_own():
+    objects = render({"valkey": {"auth": {"existingSecret": "valkey-gitops", "secretKey": "pw"}}})
+    assert ("Secret", "dgidgi-valkey") not in kinds(objects)
+    ref = {"name": "valkey-gitops", "key": "pw"}
+    assert env(container(objects, "StatefulSet", "dgidgi-gateway"))["VALKEY_PASSWORD"][
+        "valueFrom"]["secretKeyRef"] == ref
+    assert env(container(objects, "StatefulSet", "dgidgi-valkey"))["VALKEY_PASSWORD"][
+        "valueFrom"]["secretKeyRef"] == ref
+    gitops = {"adminToken": {"existingSecret": "t"}, "valkey": {"auth": {"existingSecret": "v"}}}
+    assert render(gitops) == render(gitops), "no random value left"
+    assert not [o for o in render(gitops) if o["kind"] == "Secret"]
+
+
+def test_without_persistence_the_ledger_and_the_store_are_empty_dirs():
+    objects = render({"gateway": {"state": {"persistence": {"enabled": False}}},
+                      "valkey": {"persistence": {"enabled": False}}})
+    for name in ("dgidgi-gateway", "dgidgi-valkey"):
+        spec = one(objects, "StatefulSet", name)["spec"]
+        assert "volumeClaimTemplates" not in spec
+        assert "persistentVolumeClaimRetentionPolicy" not in spec
+    pod = one(objects, "StatefulSet", "dgidgi-gateway")["spec"]["template"]["spec"]
+    state = next(v for v in pod["volumes"] if v["name"] == "state")
+    assert state == {"name": "state", "emptyDir": {"sizeLimit": "1Gi"}}
+    vpod = one(objects, "StatefulSet", "dgidgi-valkey")["spec"]["template"]["spec"]
+    assert next(v for v in vpod["volumes"] if v["name"] == "data") == {"name": "data", "emptyDir": {}}
+
+
+UNSHARED = "would let every gateway replica enforce each tenant's limits"
+
+
+@pytest.mark.parametrize("gateway, times", [
+    ({"replicas": 3}, "3 times the tier"),
+    ({"autoscaling": {"enabled": True, "minReplicas": 2, "maxReplicas": 8}}, "up to 8 times"),
+])
+def test_several_replicas_without_a_shared_store_fail_unless_acknowledged(gateway, times):
+    values = {"gateway": gateway, "valkey": {"enabled": False}}
+    with pytest.raises(helm.HelmError) as refused:
+        render(values)
+    message = str(refused.value)
+    for part in (UNSHARED, times, "valkey.enabled=true", "gateway.redis.enabled=true",
+                 "gateway.acknowledgeUnsharedLimits=true"):
+        assert part in message, (part, message)
+    acknowledged = render({"gateway": {**gateway, "acknowledgeUnsharedLimits": True},
+                           "valkey": {"enabled": False}})
+    assert not [o for o in acknowledged if "valkey" in o["metadata"]["name"]]
+    c = container(acknowledged, "StatefulSet", "dgidgi-gateway")
+    assert "DGIDGI_REDIS_URL" not in env(c)
+    assert not [a for a in c["args"] if a.startswith("--redis-fail-mode")]
+    # One replica needs no shared store and no acknowledgement.
+    single = render({"gateway": {"replicas": 1, "pdb": {"minAvailable": 0}},
+                     "valkey": {"enabled": False}})
+    assert one(single, "StatefulSet", "dgidgi-gateway")["spec"]["replicas"] == 1
+    # Either store is enough.
+    render({"gateway": gateway})
+    render({"gateway": {**gateway, "redis": {"enabled": True, "existingSecret": "r"}},
+            "valkey": {"enabled": False}})
 
 
 def test_production_values_add_every_optional_piece(production):
@@ -134,14 +305,19 @@ def test_production_values_add_every_optional_piece(production):
         ("ServiceMonitor", "dgidgi"),
         ("NetworkPolicy", "dgidgi-gateway"),
         ("NetworkPolicy", "dgidgi-operator"),
-        ("PersistentVolumeClaim", "dgidgi-gateway-state"),
+        ("ConfigMap", "dgidgi-platform"),
     ]:
         assert expected in got
+    # The external Redis replaces the bundled store.
+    assert not [o for o in production if "valkey" in o["metadata"]["name"]]
     # A pre-created admin token: the chart renders no Secret at all, so GitOps renders are stable.
     assert not [o for o in production if o["kind"] == "Secret"]
     assert render(PRODUCTION) == production
-    deploy = one(production, "Deployment", "dgidgi-gateway")
+    deploy = one(production, "StatefulSet", "dgidgi-gateway")
     assert "replicas" not in deploy["spec"], "the HPA owns the replica count"
+    hpa = one(production, "HorizontalPodAutoscaler", "dgidgi-gateway")
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1", "kind": "StatefulSet", "name": "dgidgi-gateway"}
     pod = deploy["spec"]["template"]["spec"]
     container = pod["containers"][0]
     assert container["image"].endswith("@" + PRODUCTION["image"]["digest"])
@@ -149,10 +325,10 @@ def test_production_values_add_every_optional_piece(production):
     redis = next(e for e in container["env"] if e["name"] == "DGIDGI_REDIS_URL")
     assert redis["valueFrom"]["secretKeyRef"] == {"name": "dgidgi-redis", "key": "url"}
     assert not any("redis://" in a for a in container["args"]), "the URL comes from a Secret"
-    state_mount = next(m for m in container["volumeMounts"] if m["name"] == "state")
-    assert state_mount["subPathExpr"] == "$(POD_NAME)", "a shared volume: one journal per pod"
-    state = next(v for v in pod["volumes"] if v["name"] == "state")
-    assert state["persistentVolumeClaim"]["claimName"] == "dgidgi-gateway-state"
+    [claim] = deploy["spec"]["volumeClaimTemplates"]
+    assert claim["spec"]["storageClassName"] == "gp3"
+    assert claim["spec"]["accessModes"] == ["ReadWriteOncePod"]
+    assert claim["spec"]["resources"]["requests"]["storage"] == "20Gi"
     token = next(v for v in pod["volumes"] if v["name"] == "admin-token")
     assert token["secret"]["secretName"] == "dgidgi-admin-token-gitops"
 
@@ -173,8 +349,10 @@ def test_servicemonitor_scrapes_named_ports_of_rendered_services(production):
 
 @pytest.mark.parametrize("which", ["default", "production"])
 def test_every_pod_is_hardened(which, request):
-    deployments = [o for o in request.getfixturevalue(which) if o["kind"] == "Deployment"]
-    assert len(deployments) == 2
+    deployments = [o for o in request.getfixturevalue(which)
+                   if o["kind"] in ("Deployment", "StatefulSet")]
+    # The operator, the gateway and (by default) the bundled Valkey.
+    assert len(deployments) == {"default": 3, "production": 2}[which]
     for deploy in deployments:
         pod = deploy["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True
@@ -194,7 +372,7 @@ def test_every_pod_is_hardened(which, request):
 def test_gateway_has_no_kubernetes_api_token_and_probes_its_admin_port(default):
     gateway_sa = one(default, "ServiceAccount", "dgidgi-gateway")
     assert gateway_sa["automountServiceAccountToken"] is False
-    pod = one(default, "Deployment", "dgidgi-gateway")["spec"]["template"]["spec"]
+    pod = one(default, "StatefulSet", "dgidgi-gateway")["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == "dgidgi-gateway"
     assert pod["automountServiceAccountToken"] is False
     for volume in pod["volumes"]:
@@ -216,7 +394,7 @@ def test_gateway_has_no_kubernetes_api_token_and_probes_its_admin_port(default):
 
 
 def test_gateway_config_is_one_projected_directory(default):
-    pod = one(default, "Deployment", "dgidgi-gateway")["spec"]["template"]["spec"]
+    pod = one(default, "StatefulSet", "dgidgi-gateway")["spec"]["template"]["spec"]
     container = pod["containers"][0]
     assert "--config-dir=/etc/dgidgi/config" in container["args"]
     assert "--state-dir=/var/lib/dgidgi" in container["args"]
@@ -237,12 +415,12 @@ def test_gateway_config_is_one_projected_directory(default):
 
 
 def test_the_request_log_is_on_and_cors_off_by_default(default):
-    args = one(default, "Deployment", "dgidgi-gateway")["spec"]["template"]["spec"]["containers"][0]["args"]
+    args = one(default, "StatefulSet", "dgidgi-gateway")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--access-log=text" in args
     assert not any(a.startswith("--cors-allow-origin") for a in args)
     allowed = render({"gateway": {"accessLog": "json", "cors": {
         "allowedOrigins": ["https://app.example.com", "https://admin.example.com"]}}})
-    args = one(allowed, "Deployment", "dgidgi-gateway")["spec"]["template"]["spec"]["containers"][0]["args"]
+    args = one(allowed, "StatefulSet", "dgidgi-gateway")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--access-log=json" in args
     assert [a for a in args if a.startswith("--cors-allow-origin")] == [
         "--cors-allow-origin=https://app.example.com",
@@ -317,6 +495,109 @@ def test_network_policy_opens_the_admin_port_to_the_operator_only(production):
     assert policy["spec"]["egress"][0]["ports"][0] == {"port": 53, "protocol": "UDP"}
 
 
+OPERATOR_PODS = {"podSelector": {"matchLabels": {
+    "app.kubernetes.io/name": "dgidgi", "app.kubernetes.io/instance": "dgidgi",
+    "app.kubernetes.io/component": "operator"}}}
+GATEWAY_PODS = {"podSelector": {"matchLabels": {
+    "app.kubernetes.io/name": "dgidgi", "app.kubernetes.io/instance": "dgidgi",
+    "app.kubernetes.io/component": "gateway"}}}
+
+
+def test_network_policies_are_on_by_default(default):
+    """/metrics carries per-tenant spend: by default the admin port is the operator's only, the
+    API is open, and the store admits the gateway pods only."""
+    gateway = one(default, "NetworkPolicy", "dgidgi-gateway")["spec"]
+    assert gateway["policyTypes"] == ["Ingress"]
+    api, admin = gateway["ingress"]
+    assert api == {"ports": [{"port": "http", "protocol": "TCP"}]}, "no `from`: any source"
+    assert admin == {"ports": [{"port": "admin", "protocol": "TCP"}], "from": [OPERATOR_PODS]}
+    operator = one(default, "NetworkPolicy", "dgidgi-operator")["spec"]
+    assert operator["policyTypes"] == ["Ingress"] and operator["ingress"] == [], \
+        "only the kubelet (the pod's own node) reaches the operator"
+    valkey = one(default, "NetworkPolicy", "dgidgi-valkey")["spec"]
+    assert valkey["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "valkey"
+    assert valkey["policyTypes"] == ["Ingress", "Egress"] and valkey["egress"] == []
+    assert valkey["ingress"] == [
+        {"ports": [{"port": 6379, "protocol": "TCP"}], "from": [GATEWAY_PODS]}]
+
+
+def test_network_policy_sources_are_configurable():
+    monitoring = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    tenants = {"namespaceSelector": {"matchExpressions": [
+        {"key": "llm.dgidgi.io/tier", "operator": "Exists"}]}}
+    objects = render({"networkPolicy": {"apiFrom": [tenants], "adminFrom": [monitoring],
+                                        "restrictEgress": True}})
+    gateway = one(objects, "NetworkPolicy", "dgidgi-gateway")["spec"]
+    api, admin = gateway["ingress"]
+    assert api["from"] == [tenants]
+    assert admin["from"] == [OPERATOR_PODS, monitoring]
+    # Restricted egress still reaches DNS and the bundled Valkey, then the providers.
+    dns, store, providers = gateway["egress"]
+    assert dns["ports"][0] == {"port": 53, "protocol": "UDP"}
+    assert store == {"to": [{"podSelector": {"matchLabels": {
+        "app.kubernetes.io/name": "dgidgi", "app.kubernetes.io/instance": "dgidgi",
+        "app.kubernetes.io/component": "valkey"}}}],
+        "ports": [{"port": 6379, "protocol": "TCP"}]}
+    assert providers == {"ports": [{"port": 443, "protocol": "TCP"}]}
+    operator = one(objects, "NetworkPolicy", "dgidgi-operator")["spec"]
+    assert operator["ingress"] == [{"ports": [{"port": "http", "protocol": "TCP"}],
+                                    "from": [monitoring]}]
+    off = render({"networkPolicy": {"enabled": False}})
+    assert not [o for o in off if o["kind"] == "NetworkPolicy"]
+
+
+PLATFORM = {
+    "tiers": [
+        {"name": "starter", "requestsPerMinute": 20, "tokensPerDay": 100000, "concurrent": 4,
+         "monthlyBudgetUsd": "25", "models": ["openai/gpt-4o-mini", "anthropic/claude-haiku-*"]},
+        {"name": "enterprise", "custom": True, "requestsPerMinute": 200,
+         "tokensPerDay": 2000000, "concurrent": 50},
+    ],
+    "defaultTier": "starter",
+}
+
+
+def test_platform_values_render_the_platform_config_map(default, production):
+    assert ("ConfigMap", "dgidgi-platform") not in kinds(default), "empty: the built-in tiers"
+    for given, objects in [(PLATFORM, render({"platform": PLATFORM})),
+                           (PRODUCTION["platform"], production)]:
+        config = one(objects, "ConfigMap", "dgidgi-platform")
+        assert config["metadata"]["namespace"] == NAMESPACE
+        assert set(config["data"]) == {"platform.yaml"}
+        text = config["data"]["platform.yaml"]
+        loaded = yaml.safe_load(text)
+        assert loaded == given, "the YAML round-trips"
+        # Whole numbers stay integers (the operator reads them as u64), strings stay strings.
+        for read, wrote in zip(loaded["tiers"], given["tiers"]):
+            assert {k: type(v) for k, v in read.items()} == {k: type(v) for k, v in wrote.items()}
+    tiers = yaml.safe_load(one(render({"platform": PLATFORM}), "ConfigMap",
+                               "dgidgi-platform")["data"]["platform.yaml"])["tiers"]
+    assert tiers[0]["monthlyBudgetUsd"] == "25" and tiers[1]["tokensPerDay"] == 2000000
+
+
+def test_the_operator_may_read_the_platform_config_map_and_report_on_it(default):
+    role = one(default, "Role", "dgidgi-operator")
+    assert any(r["resources"] == ["configmaps"] and {"get", "list", "watch"} <= set(r["verbs"])
+               for r in role["rules"])
+    cluster = one(default, "ClusterRole", "dgidgi-operator-dgidgi-system")
+    assert any(r["resources"] == ["events"] and "create" in r["verbs"] for r in cluster["rules"])
+
+
+@pytest.mark.parametrize("platform, message", [
+    ({"tiers": [{"name": "x", "requestsPerMinute": 1, "tokensPerDay": 1}]}, "concurrent"),
+    ({"tiers": [{**PLATFORM["tiers"][0], "requestsPerMinute": 0}]}, "requestsPerMinute"),
+    ({"tiers": [{**PLATFORM["tiers"][0], "name": "-gold"}]}, "name"),
+    ({"tiers": [{**PLATFORM["tiers"][0], "monthlyBudgetUsd": "lots"}]}, "monthlyBudgetUsd"),
+    ({"tiers": [{**PLATFORM["tiers"][0], "models": ["gpt-4o"]}]}, "models"),
+    ({"tiers": [{**PLATFORM["tiers"][0], "rpm": 3}]}, "rpm"),
+    ({"tiers": []}, "tiers"),
+    ({"defaultTeir": "starter"}, "defaultTeir"),
+])
+def test_the_values_schema_refuses_a_bad_platform_configuration(platform, message):
+    with pytest.raises(helm.HelmError, match=message):
+        render({"platform": platform})
+
+
 @pytest.mark.parametrize("values, message", [
     ({"gateway": {"redis": {"failMode": "maybe"}}}, "failMode"),
     ({"gateway": {"replica": 3}}, "replica"),
@@ -324,6 +605,10 @@ def test_network_policy_opens_the_admin_port_to_the_operator_only(production):
     ({"image": {"pullPolicy": "Sometimes"}}, "pullPolicy"),
     ({"gateway": {"accessLog": "verbose"}}, "accessLog"),
     ({"gateway": {"cors": {"allowedOrigins": ["app.example.com"]}}}, "allowedOrigins"),
+    ({"gateway": {"acknowledgeUnsharedLimits": "yes"}}, "acknowledgeUnsharedLimits"),
+    ({"valkey": {"maxmemory": "lots"}}, "maxmemory"),
+    ({"valkey": {"image": {"digest": "latest"}}}, "digest"),
+    ({"valkey": {"persistance": {}}}, "persistance"),
 ])
 def test_the_values_schema_refuses_bad_values(values, message):
     with pytest.raises(helm.HelmError, match=message):
@@ -331,7 +616,11 @@ def test_the_values_schema_refuses_bad_values(values, message):
 
 
 @pytest.mark.parametrize("values, message", [
-    ({"gateway": {"state": {"persistence": {"enabled": True}}}}, "one gateway replica only"),
+    ({"gateway": {"state": {"persistence": {"existingClaim": "ledger"}}}},
+     "one gateway replica only"),
+    ({"gateway": {"autoscaling": {"enabled": True},
+                  "state": {"persistence": {"existingClaim": "ledger"}}}},
+     "one gateway replica only"),
     ({"gateway": {"redis": {"enabled": True}}}, "existingSecret"),
     ({"gateway": {"replicas": 1}}, "every node drain would wait forever"),
     ({"gateway": {"replicas": 1, "state": {"persistence": {"enabled": True}}}},
@@ -345,22 +634,33 @@ def test_unsafe_combinations_fail_with_a_clear_message(values, message):
         render(values)
 
 
-def test_a_single_replica_may_keep_its_journal_on_a_read_write_once_volume():
-    objects = render({"gateway": {"replicas": 1, "pdb": {"minAvailable": 0},
-                                  "state": {"persistence": {"enabled": True}}}})
-    pod = one(objects, "Deployment", "dgidgi-gateway")["spec"]["template"]["spec"]
+def test_one_claim_of_your_own_for_one_replica_or_shared_read_write_many():
+    """existingClaim (e.g. the dgidgi-gateway-state PVC of earlier chart versions) replaces the
+    claim per pod: one replica on ReadWriteOnce, or every pod in its own sub-directory of a
+    ReadWriteMany volume."""
+    single = render({"gateway": {"replicas": 1, "pdb": {"minAvailable": 0},
+                                 "state": {"persistence": {"existingClaim": "dgidgi-gateway-state"}}}})
+    spec = one(single, "StatefulSet", "dgidgi-gateway")["spec"]
+    assert "volumeClaimTemplates" not in spec
+    pod = spec["template"]["spec"]
+    state = next(v for v in pod["volumes"] if v["name"] == "state")
+    assert state["persistentVolumeClaim"] == {"claimName": "dgidgi-gateway-state"}
     mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "state")
     assert "subPathExpr" not in mount
-    assert one(objects, "PersistentVolumeClaim", "dgidgi-gateway-state")
-    # No surge pod: it could not attach the volume on another node, or would share the ledger.
-    assert one(objects, "Deployment", "dgidgi-gateway")["spec"]["strategy"] == {"type": "Recreate"}
+    shared = render({"gateway": {"replicas": 3, "state": {"persistence": {
+        "existingClaim": "ledgers", "accessModes": ["ReadWriteMany"]}}}})
+    pod = one(shared, "StatefulSet", "dgidgi-gateway")["spec"]["template"]["spec"]
+    mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "state")
+    assert mount["subPathExpr"] == "$(POD_NAME)", "a shared volume: one journal per pod"
 
 
-def test_without_a_read_write_once_journal_the_gateway_rolls_without_downtime(default, production):
-    for objects in (default, production):
-        strategy = one(objects, "Deployment", "dgidgi-gateway")["spec"]["strategy"]
-        assert strategy == {"type": "RollingUpdate",
-                            "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+@pytest.mark.parametrize("which", ["default", "production"])
+def test_the_gateway_rolls_one_pod_at_a_time_and_scales_in_parallel(which, request):
+    spec = one(request.getfixturevalue(which), "StatefulSet", "dgidgi-gateway")["spec"]
+    # No surge pod: a replacement starts on its predecessor's claim once that pod has drained.
+    assert spec["updateStrategy"] == {"type": "RollingUpdate"}
+    # A new pod is not ready until the operator has rendered; it must not hold the others back.
+    assert spec["podManagementPolicy"] == "Parallel"
 
 
 def test_a_broken_template_fails_the_render(tmp_path):
@@ -403,7 +703,7 @@ def test_the_mounted_names_and_keys_are_what_render_writes():
     for path in (ROOT / "tests/golden/quickstart/out/manifests/dgidgi-system").glob("*.yaml"):
         obj = yaml.safe_load(path.read_text())
         written[(obj["kind"], obj["metadata"]["name"])] = set(obj["data"])
-    pod = one(render(), "Deployment", "dgidgi-gateway")["spec"]["template"]["spec"]
+    pod = one(render(), "StatefulSet", "dgidgi-gateway")["spec"]["template"]["spec"]
     config = next(v for v in pod["volumes"] if v["name"] == "config")
     mounted = {}
     for source in config["projected"]["sources"]:
