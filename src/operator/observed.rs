@@ -166,13 +166,13 @@ impl Observed {
         self.config_maps.get(&key).map(AsRef::as_ref)
     }
 
-    /// The platform configuration's text (`platform.yaml` of that ConfigMap), if any.
+    /// The platform configuration's text (`platform.yaml` of that ConfigMap; empty when the
+    /// ConfigMap lacks it), if there is the ConfigMap.
     pub fn platform_config(&self, platform_namespace: &str) -> Option<&str> {
-        self.platform_config_map(platform_namespace)?
-            .data
-            .as_ref()?
-            .get(PLATFORM_FILE)
-            .map(String::as_str)
+        // Present without the key: empty text, which the configuration refuses by name.
+        let config_map = self.platform_config_map(platform_namespace)?;
+        let text = config_map.data.as_ref().and_then(|d| d.get(PLATFORM_FILE));
+        Some(text.map_or("", String::as_str))
     }
 
     /// The statuses the custom resources carry now, in render's report shape. A status that

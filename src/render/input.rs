@@ -332,7 +332,8 @@ impl InputLoader {
                     .get("data")
                     .and_then(|data| data.get(super::platform::PLATFORM_FILE))
                     .and_then(Value::as_str);
-                self.input.platform_config = text.map(str::to_owned);
+                // Present without the key: empty text, refused by name.
+                self.input.platform_config = Some(text.unwrap_or_default().to_owned());
             }
             (API_VERSION, "LlmProvider") => {
                 self.add_resource::<LlmProvider>(ResourceKind::LlmProvider, key, value, |input| {

@@ -79,6 +79,13 @@ pub fn tiers(text: Option<&str>) -> Result<TierTable, PlatformConfigError> {
     let Some(text) = text else {
         return Ok(TierTable::default());
     };
+    // The ConfigMap is there but says nothing (a misspelt key, `platform.yml`): a mistake, not
+    // a wish for the defaults, which would drop every tier's models and budget.
+    if text.trim().is_empty() {
+        return Err(PlatformConfigError {
+            problems: vec![format!("{PLATFORM_FILE} is missing or empty")],
+        });
+    }
     // The parser's message as it is: the configuration holds names and numbers, nothing
     // secret, and the field it names is what the platform engineer must fix.
     let file: PlatformFile = serde_yaml::from_str(text).map_err(|error| PlatformConfigError {
@@ -253,6 +260,10 @@ defaultTier: gold
         assert!(typo.problems[0].contains("rpm"), "{typo}");
         assert!(tiers(Some("tiers: [{name: a}]")).is_err());
         assert!(tiers(Some("tiers: []")).is_err());
+        assert!(
+            tiers(Some("")).is_err(),
+            "a ConfigMap without platform.yaml"
+        );
         assert!(
             tiers(Some(
                 "tiers: [{name: a, requestsPerMinute: 1, tokensPerDay: 1, concurrent: 1}]"
