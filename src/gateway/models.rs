@@ -140,13 +140,11 @@ fn reachable<'a>(snapshot: &'a Snapshot, tenant: &'a TenantConfig) -> BTreeMap<&
     }
     for (_, pool) in pools(&snapshot.config, tenant) {
         for provider in pool {
-            // What the tenant's tier may not use is not offered.
-            let allowed = provider
-                .models
-                .iter()
-                .filter(|model| tier_allows(tenant, provider, &model.name));
-            for model in allowed {
-                for name in std::iter::once(&model.name).chain(&model.aliases) {
+            for model in &provider.models {
+                // What the tenant's tier may not use is not offered: each name as routing
+                // checks it (the name a request sends).
+                let names = std::iter::once(&model.name).chain(&model.aliases);
+                for name in names.filter(|name| tier_allows(tenant, provider, name)) {
                     models.entry(name).or_insert(&provider.name);
                 }
             }
