@@ -189,6 +189,18 @@ def test_function_tool_stream(model):
 # ---------------------------------------------------------------- OpenAI Agents SDK
 
 
+def _agents_weather_tool(agents, seen):
+    """The weather tool as an Agents SDK function tool, recording the cities it was asked for."""
+
+    @agents.function_tool
+    def get_weather(city: str) -> str:
+        """Get the current weather for a city."""
+        seen.append(city)
+        return "sunny in " + city
+
+    return get_weather
+
+
 def _agents_setup():
     import agents
 
@@ -201,12 +213,7 @@ def _agents_setup():
 async def test_agents_sdk_function_tool(model):
     agents = _agents_setup()
     seen = []
-
-    @agents.function_tool
-    def get_weather(city: str) -> str:
-        """Get the current weather for a city."""
-        seen.append(city)
-        return "sunny in " + city
+    get_weather = _agents_weather_tool(agents, seen)
 
     agent = agents.Agent(
         name="weather",
@@ -230,12 +237,7 @@ async def test_agents_sdk_default_agent(model):
 
     agents.set_default_openai_client(async_client(), use_for_tracing=False)
     seen = []
-
-    @agents.function_tool
-    def get_weather(city: str) -> str:
-        """Get the current weather for a city."""
-        seen.append(city)
-        return "sunny in " + city
+    get_weather = _agents_weather_tool(agents, seen)
 
     agent = agents.Agent(name="weather", tools=[get_weather], model=model)
     run_config = agents.RunConfig(model_provider=MultiProvider(unknown_prefix_mode="model_id"))
@@ -249,12 +251,7 @@ async def test_agents_sdk_default_agent(model):
 async def test_agents_sdk_streamed(model):
     agents = _agents_setup()
     seen = []
-
-    @agents.function_tool
-    def get_weather(city: str) -> str:
-        """Get the current weather for a city."""
-        seen.append(city)
-        return "sunny in " + city
+    get_weather = _agents_weather_tool(agents, seen)
 
     agent = agents.Agent(
         name="weather",

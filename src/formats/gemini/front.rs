@@ -131,7 +131,7 @@ pub fn refuse_on_shared_key(request: &Map<String, Value>) -> Result<(), FormatEr
             "'cachedContent' names a cache stored under the platform's shared key; send the contents instead",
         ));
     }
-    let tools = either(request, "tools", "tools")?.and_then(Value::as_array);
+    let tools = request.get("tools").and_then(Value::as_array);
     for tool in tools.into_iter().flatten().filter_map(Value::as_object) {
         if let Some(kind) = tool
             .keys()
@@ -142,7 +142,7 @@ pub fn refuse_on_shared_key(request: &Map<String, Value>) -> Result<(), FormatEr
             )));
         }
     }
-    let contents = either(request, "contents", "contents")?.and_then(Value::as_array);
+    let contents = request.get("contents").and_then(Value::as_array);
     let parts = contents
         .into_iter()
         .flatten()
