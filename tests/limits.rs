@@ -1151,6 +1151,56 @@ async fn an_unmetered_tenant_has_a_protective_concurrency_ceiling() {
     fleet.stop().await;
 }
 
+/// A namespace's tier is one allowance: a second LlmTenant in the namespace (or the same one
+/// deleted and created under a new name) shares the counters of the first, so it gets no fresh
+/// requests, tokens or budget. Before, the counters were keyed by LlmTenant and two tenants in
+/// one namespace were admitted 2 × RPM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_metered_llmtenant_of_a_namespace_shares_its_tiers_allowance() {
+    let second = "{}\n---\napiVersion: llm.dgidgi.io/v1alpha1\nkind: LlmTenant\nmetadata: {name: acme-renamed, namespace: team-acme}\nspec: {}";
+    let fleet = Fleet::start(
+        1,
+        None,
+        r#""llm.dgidgi.io/requests-per-minute": "50", "llm.dgidgi.io/tokens-per-day": "100000000", "llm.dgidgi.io/concurrent": "1000""#,
+        second,
+    )
+    .await;
+    let keys: Vec<String> = fleet
+        .output
+        .access_keys
+        .iter()
+        .map(|k| k.value.to_string())
+        .collect();
+    assert_eq!(keys.len(), 2, "one access key per LlmTenant");
+    let address = fleet.gateways[0].api;
+    let mut tasks = Vec::new();
+    for i in 0..80 {
+        let key = keys[i % 2].clone();
+        tasks.push(tokio::spawn(async move {
+            post(address, &key, &ask("mock/mock-fast")).await.0
+        }));
+    }
+    let mut ok = [0usize; 2];
+    for (i, task) in tasks.into_iter().enumerate() {
+        if task.await.unwrap() == 200 {
+            ok[i % 2] += 1;
+        }
+    }
+    assert_eq!(ok[0] + ok[1], 50, "one namespace, one RPM: {ok:?}");
+    // The usage each LlmTenant reports is its namespace's.
+    let (status, usage) = get(fleet.gateways[0].admin, "/usage", Some(ADMIN_TOKEN)).await;
+    assert_eq!(status, 200, "{usage}");
+    let usage: serde_json::Value = serde_json::from_str(&usage).unwrap();
+    let requests: Vec<u64> = usage["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["requestsToday"].as_u64().unwrap())
+        .collect();
+    assert_eq!(requests, vec![50, 50], "{usage}");
+    fleet.stop().await;
+}
+
 /// Issue #18, leak 4: three replicas failing open while Redis is down admit about one limit
 /// between them, not one each. Each mirrors what it admitted through Redis and takes its share
 /// of the limit (RPM 10 over 3 replicas: 3 each) from the heartbeat count. Before, each fell
@@ -1261,7 +1311,7 @@ async fn a_redis_that_lost_its_data_is_rebuilt_from_the_ledgers() {
         "served {after_restart} again after a restart ({again} after FLUSHALL)"
     );
     let month = dgidgi::metering::clock::Day::of(dgidgi::metering::clock::now_ms()).month_key();
-    let spend_key = format!("dgidgi:t:team-acme/acme:spend:{month}");
+    let spend_key = format!("dgidgi:t:team-acme:spend:{month}");
     // Kept past the fleet's stop (which flushes the ledgers).
     let kept = std::mem::take(&mut fleet.states);
     let states: Vec<std::path::PathBuf> = kept.iter().map(|s| s.path().to_owned()).collect();
@@ -1273,7 +1323,7 @@ async fn a_redis_that_lost_its_data_is_rebuilt_from_the_ledgers() {
             dgidgi::metering::ledger::current_totals(state, &today.key(), &month)
                 .unwrap()
                 .month
-                .get("team-acme/acme")
+                .get("team-acme")
                 .map_or(0, |t| t.micro_usd)
         })
         .sum();

@@ -20,10 +20,12 @@ use dgidgi::metering::{FailMode, Meter, MeterOptions, Refused, Served, Ticket};
 use dgidgi::usage::Usage;
 
 fn tenant(limits: Option<EffectiveLimits>, budget: Option<BudgetConfig>) -> TenantConfig {
+    // A namespace of its own: a limited tenant counts on its namespace's counters.
+    let namespace = format!("team-{}", rand::random::<u32>());
     TenantConfig {
         concurrency_ceiling: None,
-        id: format!("team-{}/acme", rand::random::<u32>()),
-        namespace: "team-a".into(),
+        id: format!("{namespace}/acme"),
+        namespace,
         name: "acme".into(),
         tier: "pro".into(),
         source: Source::Platform,
@@ -1140,7 +1142,7 @@ async fn a_ledger_from_before_epochs_adopts_the_redis_it_meets() {
     let state = tempfile::tempdir().expect("tempdir");
     let t = tenant(limits(1_000, 1_000_000, 100), None);
     let m = model();
-    let tokens_key = |day: &str| format!("dgidgi:t:{}:tokens:{day}", t.id);
+    let tokens_key = |day: &str| format!("dgidgi:t:{}:tokens:{day}", t.meter());
     let day = dgidgi::metering::clock::Day::of(dgidgi::metering::clock::now_ms()).key();
     let client = redis::Client::open(redis.url()).unwrap();
     let mut connection = client.get_multiplexed_async_connection().await.unwrap();

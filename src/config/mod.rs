@@ -318,6 +318,25 @@ pub struct TenantConfig {
     pub allowed_endpoints: Vec<String>,
 }
 
+impl TenantConfig {
+    /// Whose counters this tenant's requests count against: its namespace's when the platform
+    /// limits it, its own otherwise. A tier is the namespace's (a label the tenant cannot
+    /// change), and so is the allowance: every LlmTenant of a namespace that the platform
+    /// meters shares one set of counters, so a second LlmTenant — or the same one deleted and
+    /// created under a new name — gets no fresh requests, tokens or budget. An LlmTenant's
+    /// own tighter limits and budget are checked against the shared figures. Tenants the
+    /// platform does not limit count on their own (informational) counters, so their own-key
+    /// traffic never spends a metered neighbour's allowance. A namespace has no `/`, an id
+    /// has one: the two never name the same counter.
+    pub fn meter(&self) -> &str {
+        if self.limits.is_some() {
+            &self.namespace
+        } else {
+            &self.id
+        }
+    }
+}
+
 /// A cli-source tenant's endpoint.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]

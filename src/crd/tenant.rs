@@ -55,9 +55,12 @@ pub struct LlmTenantSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cli: Option<CliSpec>,
     /// Limits tighter than the tier's. Looser values are clamped to the tier (see status).
+    /// Checked against the namespace's counters: every metered LlmTenant of a namespace shares
+    /// its tier's one allowance.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<TenantLimits>,
-    /// Monthly spending budget for platform-served traffic.
+    /// Monthly spending budget for platform-served traffic, checked against the namespace's
+    /// spend (every metered LlmTenant of a namespace shares one allowance).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget: Option<Budget>,
     /// Gateway access keys for the tenant's applications, each stored in the Secret
@@ -208,7 +211,8 @@ pub struct LlmTenantStatus {
     /// Names of the Secrets (in this namespace) that hold the tenant's access keys.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub access_key_secrets: Vec<String>,
-    /// Usage reported by the gateways.
+    /// Usage reported by the gateways: for a tenant the platform limits, its namespace's (every
+    /// metered LlmTenant of a namespace shares one allowance); for the others, its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<TenantUsage>,
     /// Standard conditions: Ready, ProvidersResolved, LimitsClamped, BudgetExceeded.

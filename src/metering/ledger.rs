@@ -63,6 +63,11 @@ pub struct Record {
     pub ts_ms: u64,
     /// `<namespace>/<name>` of the tenant.
     pub tenant_id: String,
+    /// Whose day and month totals it counts in: the counters' identity
+    /// ([`crate::config::TenantConfig::meter`]), the namespace for a platform-metered tenant.
+    /// Not a column of its own: the totals rows carry it.
+    #[serde(skip)]
+    pub meter: String,
     /// Provider id that served it (empty when none did).
     pub provider: String,
     /// Model that served it (or was asked for).
@@ -868,7 +873,7 @@ fn add_totals<'b>(
     micro_usd: i64,
 ) {
     for (kind, key) in [("day", r.day.as_str()), ("month", r.month.as_str())] {
-        let entry = totals.entry((r.tenant_id.as_str(), kind, key)).or_default();
+        let entry = totals.entry((r.meter.as_str(), kind, key)).or_default();
         entry.0 += tokens;
         entry.1 += requests;
         entry.2 += micro_usd;
@@ -910,6 +915,7 @@ pub fn read_all(state_dir: &Path) -> Result<Vec<Record>, LedgerError> {
                 timestamp: row.get(1)?,
                 ts_ms: row.get::<_, i64>(2)? as u64,
                 tenant_id: row.get(3)?,
+                meter: String::new(),
                 provider: row.get(4)?,
                 model: row.get(5)?,
                 source: row.get(6)?,
@@ -1021,6 +1027,7 @@ mod tests {
             timestamp: "2026-11-30T00:00:00Z".to_owned(),
             ts_ms: 1,
             tenant_id: "team/acme".to_owned(),
+            meter: "team/acme".to_owned(),
             provider: String::new(),
             model: "m".to_owned(),
             source: "platform".to_owned(),

@@ -124,6 +124,8 @@ pub struct Ticket {
     /// The reservation.
     pub reservation: Reservation,
     tenant: String,
+    /// Whose counters it counts against ([`TenantConfig::meter`]).
+    meter: String,
     source: String,
     model: String,
     started: Instant,
@@ -804,7 +806,7 @@ impl Meter {
         let journal = self.ledger.as_ref().map(|ledger| {
             ledger.admit(self.record(
                 request_id,
-                &tenant.id,
+                (&tenant.id, tenant.meter()),
                 source,
                 model,
                 now,
@@ -817,6 +819,7 @@ impl Meter {
             request_id,
             admitted,
             tenant: tenant.id.clone(),
+            meter: tenant.meter().to_owned(),
             source: source.to_owned(),
             model: model.to_owned(),
             started,
@@ -839,7 +842,7 @@ impl Meter {
     fn record(
         &self,
         request_id: u128,
-        tenant: &str,
+        (tenant, meter): (&str, &str),
         source: &str,
         model: &str,
         now: u64,
@@ -852,6 +855,7 @@ impl Meter {
             timestamp: rfc3339(now),
             ts_ms: now,
             tenant_id: tenant.to_owned(),
+            meter: meter.to_owned(),
             provider: String::new(),
             model: model.to_owned(),
             source: source.to_owned(),
@@ -1124,7 +1128,7 @@ impl Meter {
         if let Some(ledger) = &self.ledger {
             let mut record = self.record(
                 ticket.request_id,
-                &ticket.tenant,
+                (&ticket.tenant, &ticket.meter),
                 &ticket.source,
                 &ticket.model,
                 ticket.started_ms,
@@ -1227,7 +1231,7 @@ impl Meter {
         budget: u64,
         percents: &[u32],
     ) {
-        let spend_key = keys::spend(&ticket.tenant, &ticket.reservation.month);
+        let spend_key = keys::spend(&ticket.meter, &ticket.reservation.month);
         let Some(spent) = releases
             .iter()
             .zip(after)
@@ -1282,9 +1286,9 @@ impl Meter {
             .iter()
             .flat_map(|t| {
                 [
-                    keys::requests(&t.id, &day),
-                    keys::tokens(&t.id, &day),
-                    keys::spend(&t.id, &month),
+                    keys::requests(t.meter(), &day),
+                    keys::tokens(t.meter(), &day),
+                    keys::spend(t.meter(), &month),
                 ]
             })
             .collect();

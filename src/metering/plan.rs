@@ -265,7 +265,7 @@ pub fn reserve(
     };
     let day_ttl = clock::until_next_day(now_ms) + GRACE_MS;
     let month_ttl = clock::until_next_month(now_ms) + GRACE_MS;
-    let id = tenant.id.as_str();
+    let id = tenant.meter();
     let mut charges = Vec::with_capacity(5);
     if let (None, Some(ceiling)) = (&tenant.limits, tenant.concurrency_ceiling) {
         // Unmetered, but not unbounded: the platform's guard of the gateway's memory, per
@@ -346,7 +346,7 @@ pub fn reserve_free(tenant: &TenantConfig, now_ms: u64) -> Option<Reservation> {
     let today = Day::of(now_ms);
     Some(Reservation {
         charges: vec![Charge::Window {
-            key: keys::free_rpm(&tenant.id),
+            key: keys::free_rpm(tenant.meter()),
             limit: limits.requests_per_minute,
             window_ms: MINUTE_MS,
             kind: LimitKind::Rpm,
@@ -543,6 +543,14 @@ mod tests {
         }
     }
 
+    fn pro() -> EffectiveLimits {
+        EffectiveLimits {
+            requests_per_minute: 60,
+            tokens_per_day: 500_000,
+            concurrent: 10,
+        }
+    }
+
     fn model(max_output: Option<u32>, input: u64, output: u64) -> ModelConfig {
         ModelConfig {
             embedding: false,
@@ -703,6 +711,30 @@ mod tests {
     }
 
     #[test]
+    fn a_limited_tenant_counts_on_its_namespace_and_an_unlimited_one_on_its_own() {
+        let m = model(Some(100), 1, 1);
+        let candidates = [Candidate {
+            model: Some(&m),
+            platform: true,
+        }];
+        let keys_of = |t: &TenantConfig| -> Vec<String> {
+            reserve(t, &candidates, RequestSize::default(), &ReservePolicy::default(), NOW)
+                .charges
+                .iter()
+                .map(|c| c.key().to_owned())
+                .collect()
+        };
+        let limited = keys_of(&tenant(Some(pro()), None));
+        assert!(limited.iter().all(|k| k.starts_with("t:team-a:")), "{limited:?}");
+        let mut renamed = tenant(Some(pro()), None);
+        renamed.id = "team-a/acme-2".into();
+        renamed.name = "acme-2".into();
+        assert_eq!(keys_of(&renamed), limited, "a new name is no new allowance");
+        let own = keys_of(&tenant(None, None));
+        assert!(own.iter().all(|k| k.starts_with("t:team-a/acme:")), "{own:?}");
+    }
+
+    #[test]
     fn tenants_without_limits_are_only_counted_and_tenant_keys_cost_nothing() {
         let alert = BudgetConfig {
             monthly_micro_usd: 1_000,
@@ -787,7 +819,8 @@ mod tests {
         // The RPM entry stays (the request was made); the lease goes; amounts move; the
         // request counter keeps its one request and is not sent at all.
         assert!(!releases.iter().any(|r| matches!(r, Release::Window { .. })));
-        let requests_key = keys::requests("team-a/acme", "2026-11-25");
+        // A limited tenant counts on its namespace's counters (`TenantConfig::meter`).
+        let requests_key = keys::requests("team-a", "2026-11-25");
         assert!(
             !releases
                 .iter()
@@ -796,7 +829,7 @@ mod tests {
         );
         assert!(releases.iter().any(|r| matches!(r, Release::Lease { .. })));
         assert!(releases.contains(&Release::Adjust {
-            key: keys::tokens("team-a/acme", "2026-11-25"),
+            key: keys::tokens("team-a", "2026-11-25"),
             delta: -90,
             ttl_ms: clock::until_next_day(NOW) + GRACE_MS
         }));
