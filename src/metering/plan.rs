@@ -718,20 +718,32 @@ mod tests {
             platform: true,
         }];
         let keys_of = |t: &TenantConfig| -> Vec<String> {
-            reserve(t, &candidates, RequestSize::default(), &ReservePolicy::default(), NOW)
-                .charges
-                .iter()
-                .map(|c| c.key().to_owned())
-                .collect()
+            reserve(
+                t,
+                &candidates,
+                RequestSize::default(),
+                &ReservePolicy::default(),
+                NOW,
+            )
+            .charges
+            .iter()
+            .map(|c| c.key().to_owned())
+            .collect()
         };
         let limited = keys_of(&tenant(Some(pro()), None));
-        assert!(limited.iter().all(|k| k.starts_with("t:team-a:")), "{limited:?}");
+        assert!(
+            limited.iter().all(|k| k.starts_with("t:team-a:")),
+            "{limited:?}"
+        );
         let mut renamed = tenant(Some(pro()), None);
         renamed.id = "team-a/acme-2".into();
         renamed.name = "acme-2".into();
         assert_eq!(keys_of(&renamed), limited, "a new name is no new allowance");
         let own = keys_of(&tenant(None, None));
-        assert!(own.iter().all(|k| k.starts_with("t:team-a/acme:")), "{own:?}");
+        assert!(
+            own.iter().all(|k| k.starts_with("t:team-a/acme:")),
+            "{own:?}"
+        );
     }
 
     #[test]
