@@ -132,10 +132,7 @@ impl Cluster {
     fn pass(&mut self) -> Decision {
         self.seed += 1;
         let mut ctx = RenderContext::new(PLATFORM, common::now());
-        ctx.tiers = match self
-            .platform
-            .update(self.observed.platform_config(PLATFORM))
-        {
+        ctx.tiers = match self.platform.update_from(&self.observed, PLATFORM) {
             TiersInForce::Configured(tiers) | TiersInForce::LastGood(tiers, _) => tiers,
             TiersInForce::Hold(problem) => panic!("no last good configuration: {problem}"),
         };
@@ -411,6 +408,11 @@ fn a_platform_configuration_change_updates_the_affected_tenants_and_nothing_else
         cluster.status(ResourceKind::LlmTenant, "team-acme", "acme")["effectiveLimits"]["tokensPerDay"],
         900_000
     );
+    // So does an operator that restarts while it is broken: it finds the tiers in force
+    // recorded on the gateway ConfigMap. Before, it had no last good and rendered nothing.
+    cluster.platform = PlatformTiers::default();
+    let decision = cluster.pass();
+    assert!(decision.writes.is_empty(), "{:?}", kinds(&decision.writes));
 
     // Renaming the pro tier leaves team-acme naming no tier: the most restrictive one, said so.
     cluster.apply_yaml(&PLATFORM_CONFIG.replace("name: pro,", "name: growth,"));

@@ -352,7 +352,7 @@ pub async fn run(
             k8s_openapi::jiff::Timestamp::now(),
         );
         let namespace = &settings.platform_namespace;
-        let (tiers, problem) = match platform.update(observed.platform_config(namespace)) {
+        let (tiers, problem) = match platform.update_from(&observed, namespace) {
             TiersInForce::Configured(tiers) => (Some(tiers), None),
             TiersInForce::LastGood(tiers, problem) => (Some(tiers), Some(problem)),
             TiersInForce::Hold(problem) => (None, Some(problem)),
@@ -371,7 +371,8 @@ pub async fn run(
                 tracing::warn!(%error, "could not publish the Event");
             }
         }
-        // Started on an invalid configuration: no last good to keep, so nothing is rendered
+        // Started on an invalid configuration with no record of the tiers in force (a first
+        // install): no last good to keep, so nothing is rendered
         // (the gateway keeps its config) until it is fixed; its change wakes the loop.
         let Some(tiers) = tiers else {
             retry_in = None;

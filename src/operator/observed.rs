@@ -10,12 +10,14 @@ use kube::api::DynamicObject;
 use kube::{Resource, ResourceExt};
 use serde_json::Value;
 
-use crate::config::{KEY_STORE_SECRET_NAME, MASTER_KEY_SECRET_NAME};
+use crate::config::{CONFIG_MAP_NAME, KEY_STORE_SECRET_NAME, MASTER_KEY_SECRET_NAME};
 use crate::crd::{API_VERSION, LlmProviderStatus, LlmTenantStatus, RoutingPolicyStatus};
-use crate::render::manifests::{MANAGED_BY, MANAGED_BY_LABEL};
+use crate::render::manifests::{MANAGED_BY, MANAGED_BY_LABEL, TIERS_ANNOTATION};
 use crate::render::platform::{PLATFORM_CONFIG_MAP, PLATFORM_FILE};
 use crate::render::report::ReportEntry;
-use crate::render::{InputError, InputLoader, ObjectKey, RenderInput, RenderReport, ResourceKind};
+use crate::render::{
+    InputError, InputLoader, ObjectKey, RenderInput, RenderReport, ResourceKind, TierTable,
+};
 
 /// Label value marking an access key Secret (`app.kubernetes.io/component`).
 pub const ACCESS_KEY_COMPONENT: &str = "access-key";
@@ -164,6 +166,19 @@ impl Observed {
     pub fn platform_config_map(&self, platform_namespace: &str) -> Option<&ConfigMap> {
         let key = ObjectKey::new(platform_namespace, PLATFORM_CONFIG_MAP);
         self.config_maps.get(&key).map(AsRef::as_ref)
+    }
+
+    /// The tiers the gateway's current config was rendered with, as recorded on its ConfigMap
+    /// (absent, or unreadable: `None`).
+    pub fn recorded_tiers(&self, platform_namespace: &str) -> Option<TierTable> {
+        let key = ObjectKey::new(platform_namespace, CONFIG_MAP_NAME);
+        let config_map = self.config_maps.get(&key)?;
+        let recorded = config_map
+            .metadata
+            .annotations
+            .as_ref()?
+            .get(TIERS_ANNOTATION)?;
+        serde_json::from_str(recorded).ok()
     }
 
     /// The platform configuration's text (`platform.yaml` of that ConfigMap; empty when the

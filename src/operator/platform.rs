@@ -1,9 +1,13 @@
 //! Which tiers the operator renders with. The platform configuration decides when it is valid
 //! (or absent: the defaults). When it is invalid, the last valid one stays in force, so a typo
-//! in a ConfigMap never changes a tenant's limits; an operator that starts on an invalid one
-//! has no last good, and renders nothing until it is fixed (the gateway keeps its config).
+//! in a ConfigMap never changes a tenant's limits. An operator that starts on an invalid one
+//! takes as last good the tiers its predecessor rendered with (recorded on the gateway
+//! ConfigMap, [`crate::render::manifests::TIERS_ANNOTATION`]); without that record it has no
+//! last good, and renders nothing until the configuration is fixed (the gateway keeps its
+//! config).
 //! Pure: the controller reports what this decides.
 
+use super::observed::Observed;
 use crate::render::TierTable;
 use crate::render::platform::{PlatformConfigError, tiers};
 
@@ -39,6 +43,30 @@ impl PlatformTiers {
                 None => TiersInForce::Hold(problem),
             },
         }
+    }
+
+    /// Decides a pass's tiers from what the cluster holds: the platform configuration, and
+    /// (for an operator that has seen no valid one yet) the tiers its predecessor recorded.
+    pub fn update_from(&mut self, observed: &Observed, platform_namespace: &str) -> TiersInForce {
+        if !self.has_last_good()
+            && let Some(recorded) = observed.recorded_tiers(platform_namespace)
+        {
+            self.seed(recorded);
+        }
+        self.update(observed.platform_config(platform_namespace))
+    }
+
+    /// Takes `table` as the last good tiers unless this operator has seen a valid
+    /// configuration itself (what it read is newer than any record).
+    pub fn seed(&mut self, table: TierTable) {
+        if self.last_good.is_none() {
+            self.last_good = Some(table);
+        }
+    }
+
+    /// Whether a last good table is known.
+    pub fn has_last_good(&self) -> bool {
+        self.last_good.is_some()
     }
 
     /// Whether `problem` is new since the last report (so each is reported once, not every pass).
@@ -77,6 +105,21 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        // A fresh operator seeded with the tiers its predecessor rendered with keeps them.
+        let mut restarted = PlatformTiers::default();
+        restarted.seed(good.clone());
+        assert!(matches!(
+            restarted.update(Some(broken)),
+            TiersInForce::LastGood(kept, _) if kept == good
+        ));
+        // A seed never replaces what the operator has seen valid itself.
+        let mut seen = PlatformTiers::default();
+        seen.update(Some(STARTER));
+        seen.seed(TierTable::default());
+        assert!(matches!(
+            seen.update(Some(broken)),
+            TiersInForce::LastGood(kept, _) if kept == good
+        ));
         // Deleting the ConfigMap is a valid choice: the defaults.
         assert_eq!(
             platform.update(None),

@@ -21,6 +21,11 @@ pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY: &str = "dgidgi";
 /// Annotation on the ConfigMap with the SHA-256 of the config, for rollouts and quick diffs.
 pub const CONFIG_HASH_ANNOTATION: &str = "llm.dgidgi.io/config-sha256";
+/// The gateway ConfigMap's record of the tiers its config was rendered with (JSON of
+/// [`crate::render::TierTable`]). The operator keeps the last good platform configuration in
+/// memory; this is where one that restarts while the platform configuration is invalid finds
+/// it, instead of rendering nothing until the configuration is fixed.
+pub const TIERS_ANNOTATION: &str = "llm.dgidgi.io/tiers-in-force";
 /// Label on access key Secrets naming their LlmTenant.
 pub const TENANT_LABEL: &str = "llm.dgidgi.io/tenant";
 /// Name of the status output file under `--out` (beside, not inside, the manifests directory,
@@ -115,10 +120,16 @@ pub fn config_map(output: &RenderOutput, docs: &Documents) -> ConfigMap {
         CONFIG_MAP_NAME,
         labels(&[("app.kubernetes.io/component", "gateway-config")]),
     );
-    metadata.annotations = Some(BTreeMap::from([(
+    let mut annotations = BTreeMap::from([(
         CONFIG_HASH_ANNOTATION.to_owned(),
         hex::encode(Sha256::digest(docs.gateway_config.as_bytes())),
-    )]));
+    )]);
+    // A table of numbers and strings always serializes; were it ever not to, the ConfigMap is
+    // still written, only without the record (an operator restart then holds, as before).
+    if let Ok(tiers) = serde_json::to_string(&output.tiers) {
+        annotations.insert(TIERS_ANNOTATION.to_owned(), tiers);
+    }
+    metadata.annotations = Some(annotations);
     ConfigMap {
         metadata,
         data: Some(BTreeMap::from([(

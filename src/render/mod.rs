@@ -224,6 +224,9 @@ pub struct RenderOutput {
     pub report: RenderReport,
     /// Why the platform configuration was refused (the context's tiers were used), if it was.
     pub platform_problem: Option<platform::PlatformConfigError>,
+    /// The tiers this render used (recorded with the config, see
+    /// [`manifests::TIERS_ANNOTATION`]).
+    pub tiers: TierTable,
 }
 
 /// Why render could not produce outputs. Input problems are statuses, not errors; these are
@@ -294,5 +297,6 @@ pub fn render(
         access_keys: tenant_out.access_keys,
         report,
         platform_problem,
+        tiers: ctx.tiers.clone(),
     })
 }

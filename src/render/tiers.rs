@@ -21,8 +21,11 @@ pub const CONCURRENCY_CEILING_ANNOTATION: &str = "llm.dgidgi.io/concurrency-ceil
 /// The ceiling when the namespace sets none.
 pub const DEFAULT_CONCURRENCY_CEILING: u64 = 100;
 
-/// One tier's terms, as the platform configured them (or the defaults).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One tier's terms, as the platform configured them (or the defaults). Serialized into the
+/// gateway ConfigMap's annotation [`crate::render::manifests::TIERS_ANNOTATION`], so an operator
+/// that starts on an invalid platform configuration still has the last good one.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct TierTerms {
     /// Limits for the `platform` source.
     pub limits: EffectiveLimits,
@@ -36,7 +39,8 @@ pub struct TierTerms {
 
 /// The tiers by name (any label value the platform configures) and the one a namespace without
 /// the label is on (DESIGN §2 defaults; the platform configuration may change them).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct TierTable {
     /// Every tier, by the label value that selects it.
     pub tiers: BTreeMap<String, TierTerms>,

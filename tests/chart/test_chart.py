@@ -592,6 +592,12 @@ def test_the_operator_may_read_the_platform_config_map_and_report_on_it(default)
     ({"tiers": [{**PLATFORM["tiers"][0], "rpm": 3}]}, "rpm"),
     ({"tiers": []}, "tiers"),
     ({"defaultTeir": "starter"}, "defaultTeir"),
+    # Checked across the tiers by the chart's templates: what the operator would refuse.
+    ({"tiers": [PLATFORM["tiers"][0], PLATFORM["tiers"][0]], "defaultTier": PLATFORM["tiers"][0]["name"]},
+     "names the tier .* twice"),
+    ({**PLATFORM, "defaultTier": "gold"}, "defaultTier \"gold\" names no tier"),
+    ({"defaultTier": "gold"}, "not one of the built-in tiers"),
+    ({"tiers": [{**PLATFORM["tiers"][0], "name": "starter"}]}, "defaultTier is needed"),
 ])
 def test_the_values_schema_refuses_a_bad_platform_configuration(platform, message):
     with pytest.raises(helm.HelmError, match=message):

@@ -123,4 +123,25 @@ Values that would break a promise fail the install, each naming its fix.
 {{- end }}
 {{- fail (printf "%s without a shared store would let every gateway replica enforce each tenant's limits and budget on its own (%s times the tier). Enable the bundled store (valkey.enabled=true) or an external Redis (gateway.redis.enabled=true with gateway.redis.existingSecret), run one replica, or set gateway.acknowledgeUnsharedLimits=true to accept per-replica limits" $what $n) }}
 {{- end }}
+{{- /* The platform configuration: what the operator would refuse, refused at install instead
+       (the schema checks each tier; these need the tiers together). */}}
+{{- with .Values.platform }}
+{{- $names := list }}
+{{- range .tiers }}
+{{- if has .name $names }}
+{{- fail (printf "platform.tiers names the tier %q twice: each tier name once" .name) }}
+{{- end }}
+{{- $names = append $names .name }}
+{{- end }}
+{{- if .defaultTier }}
+{{- if and .tiers (not (has .defaultTier $names)) }}
+{{- fail (printf "platform.defaultTier %q names no tier in platform.tiers (%s)" .defaultTier (join ", " $names)) }}
+{{- end }}
+{{- if and (not .tiers) (not (has .defaultTier (list "free" "pro" "team" "enterprise"))) }}
+{{- fail (printf "platform.defaultTier %q is not one of the built-in tiers (free, pro, team, enterprise); add platform.tiers to configure your own" .defaultTier) }}
+{{- end }}
+{{- else if and .tiers (not (has "free" $names)) }}
+{{- fail (printf "platform.defaultTier is needed when no tier in platform.tiers is named \"free\" (tiers: %s)" (join ", " $names)) }}
+{{- end }}
+{{- end }}
 {{- end }}
