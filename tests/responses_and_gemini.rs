@@ -92,6 +92,100 @@ async fn a_responses_request_reaches_a_responses_upstream_as_sent_with_store_off
     gateway.running.shutdown().await;
 }
 
+/// What a provider would spend apart from the tokens of the model the gateway reserved and
+/// priced is refused on the platform's key, naming the member, before any provider is called:
+/// OpenRouter's model routing and plugins, OpenAI's web search, Anthropic's server tools and
+/// remote MCP servers. Before, they were passed through as sent (a tenant on a cheap model could
+/// have OpenRouter serve a dear one, or run searches the platform paid for unmetered). Client
+/// tools Anthropic defines (bash, text editor) are billed as tokens and pass.
+#[tokio::test]
+async fn spending_the_reservation_cannot_price_is_refused_on_the_platforms_key() {
+    let (gateway, log) = with_fakes().await;
+    let auth = bearer(&gateway);
+    let key = gateway.key();
+    let chat = |extra: Value| {
+        let mut body = json!({"model": "openai-resp/gpt-fake", "messages": [{"role": "user", "content": "hi"}]});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        body
+    };
+    let messages = |extra: Value| {
+        let mut body = json!({"model": "anthropic/claude-fake", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        body
+    };
+    let openai_headers = [("authorization", auth.as_str())];
+    let anthropic_headers = [
+        ("x-api-key", key.as_str()),
+        ("anthropic-version", "2023-06-01"),
+    ];
+    for (path, headers, body, named) in [
+        (
+            "/v1/chat/completions",
+            &openai_headers[..],
+            chat(json!({"models": ["openai/gpt-5"]})),
+            "'models'",
+        ),
+        (
+            "/v1/chat/completions",
+            &openai_headers[..],
+            chat(json!({"route": "fallback"})),
+            "'route'",
+        ),
+        (
+            "/v1/chat/completions",
+            &openai_headers[..],
+            chat(json!({"plugins": [{"id": "web"}]})),
+            "'plugins'",
+        ),
+        (
+            "/v1/chat/completions",
+            &openai_headers[..],
+            chat(json!({"web_search_options": {}})),
+            "'web_search_options'",
+        ),
+        (
+            "/v1/messages",
+            &anthropic_headers[..],
+            messages(
+                json!({"tools": [{"type": "web_search_20250305", "name": "web_search", "max_uses": 5}]}),
+            ),
+            "web_search_20250305",
+        ),
+        (
+            "/v1/messages",
+            &anthropic_headers[..],
+            messages(
+                json!({"mcp_servers": [{"type": "url", "url": "https://example.com/sse", "name": "x"}]}),
+            ),
+            "'mcp_servers'",
+        ),
+    ] {
+        let before = log.lock().unwrap().len();
+        let (status, _, answer) = post_raw(&gateway, path, headers, &body.to_string()).await;
+        assert_eq!(status, 400, "{body}: {answer}");
+        assert!(answer.contains(named), "{named}: {answer}");
+        assert_eq!(
+            log.lock().unwrap().len(),
+            before,
+            "no provider was called: {body}"
+        );
+    }
+    let client_tool = messages(json!({"tools": [{"type": "bash_20250124", "name": "bash"}]}));
+    let (status, _, answer) = post_raw(
+        &gateway,
+        "/v1/messages",
+        &anthropic_headers,
+        &client_tool.to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    gateway.running.shutdown().await;
+}
+
 #[tokio::test]
 async fn stored_state_is_refused_on_the_platforms_key_and_never_routed_by_id() {
     let (gateway, log) = with_fakes().await;

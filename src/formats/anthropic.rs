@@ -66,6 +66,42 @@ pub fn error_body(status: u16, message: &str) -> String {
 // ---------------------------------------------------------------------------------------------
 // Requests
 
+/// Tool types Anthropic defines that the client runs (the model only asks for them): billed as
+/// tokens. Matched by prefix (`bash_20250124`, `text_editor_20250728`, ...). Untyped and
+/// `custom` tools are the client's own.
+const CLIENT_RUN_TOOL_PREFIXES: [&str; 4] = ["bash_", "text_editor_", "computer_", "memory_"];
+
+/// Refuses what a Messages request may not do through the platform's key, which every tenant
+/// shares and the gateway meters: server tools Anthropic runs and bills apart from tokens (web
+/// search per search, web fetch, code execution per container hour), remote MCP servers, and a
+/// container by id (state kept at the provider under the shared key). On a tenant's own key the
+/// request passes as sent.
+pub fn refuse_on_shared_key(request: &Map<String, Value>) -> Result<(), FormatError> {
+    for tool in request
+        .get("tools")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let Some(kind) = tool.get("type").and_then(Value::as_str) else {
+            continue;
+        };
+        if kind != "custom" && !CLIENT_RUN_TOOL_PREFIXES.iter().any(|p| kind.starts_with(p)) {
+            return Err(FormatError::unsupported(format!(
+                "tools of type {kind:?} are run and billed by Anthropic apart from tokens, which the platform's key cannot meter; use client tools, or your own key"
+            )));
+        }
+    }
+    for member in ["mcp_servers", "container"] {
+        if request.get(member).is_some_and(|v| !v.is_null()) {
+            return Err(FormatError::unsupported(format!(
+                "'{member}' is run or kept by Anthropic apart from the request's tokens, which the platform's key cannot meter; remove it, or use your own key"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// OpenAI request → Anthropic request. `default_max_tokens` fills Anthropic's required
 /// `max_tokens` when the client gave none.
 pub fn request_from_openai(

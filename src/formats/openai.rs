@@ -116,6 +116,43 @@ pub fn is_usage_only_chunk(chunk: &Value) -> bool {
         && chunk.get("usage").is_some_and(Value::is_object)
 }
 
+/// Members of a chat request that make a provider spend more than the tokens of the model the
+/// gateway chose, reserved and priced. On the platform's shared key they would be spent
+/// without being metered, so a request carrying one is refused there (on a tenant's own key it
+/// passes as sent). Each with why.
+const SPENT_APART: [(&str, &str); 4] = [
+    (
+        "models",
+        "lists models OpenRouter may serve instead of the one this gateway reserved and priced",
+    ),
+    (
+        "route",
+        "lets OpenRouter route to models this gateway did not reserve and price",
+    ),
+    (
+        "plugins",
+        "runs OpenRouter plugins (web search, file parsing), billed apart from tokens",
+    ),
+    (
+        "web_search_options",
+        "runs a web search, billed per call apart from tokens",
+    ),
+];
+
+/// Refuses what a chat request may not do through the platform's key, which every tenant
+/// shares and the gateway meters: spend on anything it cannot reserve and price
+/// ([`SPENT_APART`]).
+pub fn refuse_on_shared_key(request: &Map<String, Value>) -> Result<(), super::FormatError> {
+    for (member, why) in SPENT_APART {
+        if request.get(member).is_some_and(|v| !v.is_null()) {
+            return Err(super::FormatError::unsupported(format!(
+                "'{member}' {why}, which the platform's key cannot meter; remove it, or use your own key"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Makes a streaming request ask the upstream for usage. Returns whether the client had asked
 /// for it itself (then the usage chunk is the client's to receive).
 pub fn request_stream_usage(request: &mut Map<String, Value>) -> bool {
@@ -304,6 +341,21 @@ pub fn usage_chunk(id: &str, model: &str, created: u64, usage: &Usage) -> Value 
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn only_members_spent_apart_are_refused_on_the_shared_key_and_null_is_absent() {
+        let object = |v: Value| v.as_object().cloned().unwrap();
+        let plain = object(
+            json!({"model": "m", "messages": [], "models": null, "provider": {"sort": "price"}}),
+        );
+        assert!(refuse_on_shared_key(&plain).is_ok());
+        for member in ["models", "route", "plugins", "web_search_options"] {
+            let error = refuse_on_shared_key(&object(json!({"model": "m", member: []})))
+                .expect_err(member)
+                .to_string();
+            assert!(error.contains(&format!("'{member}'")), "{error}");
+        }
+    }
 
     #[test]
     fn reads_usage_with_cached_tokens_from_a_response() {

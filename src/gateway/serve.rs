@@ -180,6 +180,9 @@ impl Prepared {
                 return Ok(Bytes::from(body));
             }
             Format::Anthropic if self.client == Format::Anthropic => {
+                if paid_by_platform(attempt) {
+                    anthropic::refuse_on_shared_key(&self.original)?;
+                }
                 let members = ["model", "max_tokens", "thinking"];
                 let body = self.sent.write_edited(&self.original, &members, |json| {
                     json.insert("model".into(), model);
@@ -189,6 +192,9 @@ impl Prepared {
             }
             Format::OpenAi => {
                 let from_other = self.client != Format::OpenAi;
+                if !from_other && paid_by_platform(attempt) {
+                    openai::refuse_on_shared_key(&self.original)?;
+                }
                 let members = [
                     "model",
                     "stream_options",
