@@ -8,13 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use dgidgi::config::{BudgetAction, EffectiveLimits, Source};
 use dgidgi::config::{BudgetConfig, ModelConfig, PricingConfig, TenantConfig};
-use dgidgi::crd::tenant::{BudgetAction, EffectiveLimits, Source};
-use dgidgi::gateway::metrics::Metrics;
 use dgidgi::metering::book::Book;
 use dgidgi::metering::ledger::LedgerOptions;
 use dgidgi::metering::plan::{self, Candidate, RequestSize, ReservePolicy};
 use dgidgi::metering::{FailMode, Meter, MeterOptions, Served};
+use dgidgi::metrics::Metrics;
 use dgidgi::usage::Usage;
 
 #[path = "../tests/common/redis.rs"]
@@ -91,7 +91,7 @@ fn served(m: &ModelConfig) -> Served<'_> {
             ..Usage::default()
         }),
         status: 200,
-        outcome: "complete",
+        outcome: dgidgi::metering::Outcome::Complete,
         fallback: 0,
         first_byte: None,
         output_bound: None,

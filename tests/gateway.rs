@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use dgidgi::gateway::Settings;
-use dgidgi::gateway::metrics::ResultLabels;
 use dgidgi::gateway::server::{Running, StartOptions, start};
+use dgidgi::metrics::ResultLabels;
 use dgidgi::render::RenderOutput;
 use dgidgi::render::manifests::config_dir_files;
 use http_body_util::{BodyExt as _, Full};

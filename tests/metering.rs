@@ -9,14 +9,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::redis::RedisServer;
+use dgidgi::config::{BudgetAction, EffectiveLimits, Source};
 use dgidgi::config::{BudgetConfig, ModelConfig, PricingConfig, TenantConfig};
-use dgidgi::crd::tenant::{BudgetAction, EffectiveLimits, Source};
-use dgidgi::gateway::metrics::Metrics;
 use dgidgi::metering::charge::LimitKind;
 use dgidgi::metering::ledger::{LedgerOptions, read_all};
 use dgidgi::metering::meter::UsageSummary;
 use dgidgi::metering::plan::{Candidate, RequestSize};
 use dgidgi::metering::{FailMode, Meter, MeterOptions, Refused, Served, Ticket};
+use dgidgi::metrics::Metrics;
 use dgidgi::usage::Usage;
 
 fn tenant(limits: Option<EffectiveLimits>, budget: Option<BudgetConfig>) -> TenantConfig {
@@ -141,7 +141,7 @@ fn served<'a>(m: &'a ModelConfig, usage: Option<Usage>) -> Served<'a> {
         pricing: m.pricing.as_ref(),
         usage,
         status: 200,
-        outcome: "complete",
+        outcome: dgidgi::metering::Outcome::Complete,
         fallback: 0,
         first_byte: None,
         output_bound: None,
@@ -558,9 +558,9 @@ async fn each_attempt_on_a_provider_key_is_a_reservation_of_its_own() {
 /// reservation. A stop waits for it, up to its deadline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_settlement_redis_did_not_take_is_sent_again_until_it_is() {
-    use dgidgi::gateway::metrics::ResultLabels;
     use dgidgi::metering::plan::{Settlement, releases};
     use dgidgi::metering::redis::RedisCounters;
+    use dgidgi::metrics::ResultLabels;
     use prometheus_client::metrics::{counter::Counter, family::Family};
 
     let redis = RedisServer::start();

@@ -4,8 +4,8 @@
 //! reserved, whatever the counters granted and whichever format the target speaks; for a client
 //! of each front door's format (OpenAI chat, Responses, Gemini).
 
+use dgidgi::config::{BudgetAction, EffectiveLimits, Source};
 use dgidgi::config::{BudgetConfig, ModelConfig, PricingConfig, TenantConfig};
-use dgidgi::crd::tenant::{BudgetAction, EffectiveLimits, Source};
 use dgidgi::formats::volume::output_ask;
 use dgidgi::formats::{Format, anthropic, cap_output_tokens, cohere, gemini, responses};
 use dgidgi::metering::plan::{Candidate, RequestSize, ReservePolicy, output_cap, reserve};

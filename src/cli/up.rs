@@ -113,7 +113,7 @@ fn print_welcome(output: &RenderOutput, api: SocketAddr, state: &std::path::Path
         output.config.tenants.iter().any(|t| {
             t.name == k.tenant
                 && t.namespace == k.key.namespace
-                && t.source == crate::crd::Source::Platform
+                && t.source == crate::config::Source::Platform
         })
     });
     if let Some(access) = example {

@@ -3,13 +3,12 @@
 //! here: provider keys are referenced by key store row id, access keys by SHA-256 hash.
 
 pub mod load;
+mod shared;
 
 use serde::{Deserialize, Serialize};
 
-use crate::crd::Source;
-use crate::crd::policy::RetryOn;
-use crate::crd::tenant::{BudgetAction, EffectiveLimits};
 use crate::providers::ProviderKind;
+pub use shared::{BudgetAction, EffectiveLimits, RetryOn, Source};
 
 /// File (and ConfigMap key) holding [`GatewayConfig`].
 pub const GATEWAY_CONFIG_FILE: &str = "gateway.yaml";

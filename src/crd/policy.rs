@@ -7,6 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{DURATION_RULE, TIMEOUT_RULE};
+pub use crate::config::RetryOn;
 
 /// Routing rules. In the platform namespace a policy applies to the tenant namespaces its
 /// tenantSelector picks; elsewhere only to its own namespace.
@@ -136,34 +137,6 @@ pub struct RetrySpec {
     #[schemars(length(max = 32))]
     #[x_kube(validation = Rule::new(DURATION_RULE).message("backoff must be a duration such as 200ms or 1s"))]
     pub backoff: Option<String>,
-}
-
-/// Failure classes a retry may react to.
-#[derive(
-    Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord, JsonSchema,
-)]
-#[serde(rename_all = "kebab-case")]
-pub enum RetryOn {
-    /// The upstream answered 429.
-    RateLimited,
-    /// The upstream answered 5xx.
-    ServerError,
-    /// No first byte in time.
-    Timeout,
-    /// The connection was refused or reset.
-    ConnectError,
-}
-
-impl RetryOn {
-    /// Every failure class, the default.
-    pub fn all() -> Vec<Self> {
-        vec![
-            Self::RateLimited,
-            Self::ServerError,
-            Self::Timeout,
-            Self::ConnectError,
-        ]
-    }
 }
 
 /// Observed state of a routing policy.

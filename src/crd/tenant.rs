@@ -5,6 +5,8 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use crate::config::{BudgetAction, EffectiveLimits, Source};
+
 /// Desired state of a tenant. The tier is *not* here: it comes from the namespace label
 /// `llm.dgidgi.io/tier`, which the platform owns and the tenant cannot change.
 #[derive(CustomResource, Clone, Debug, Deserialize, Serialize, PartialEq, KubeSchema)]
@@ -71,42 +73,6 @@ pub struct LlmTenantSpec {
     pub access_keys: Option<Vec<AccessKeySpec>>,
 }
 
-/// Which kind of keys serve a tenant (DESIGN §2).
-#[derive(
-    Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord, JsonSchema,
-)]
-#[serde(rename_all = "kebab-case")]
-pub enum Source {
-    /// The platform's shared keys: metered, tier limits, budgets.
-    #[default]
-    Platform,
-    /// The tenant's own keys, stored encrypted; no platform limits.
-    Tenant,
-    /// A local or self-hosted Ollama-compatible endpoint.
-    Cli,
-}
-
-impl Source {
-    /// Whether tenants of this source may be served by platform providers: always for
-    /// `platform`, for `tenant` only with `allowPlatformFallback`, never for `cli`.
-    pub fn reaches_platform(self, allow_platform_fallback: bool) -> bool {
-        match self {
-            Self::Platform => true,
-            Self::Tenant => allow_platform_fallback,
-            Self::Cli => false,
-        }
-    }
-
-    /// The spelling used in CRs, config and headers.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Platform => "platform",
-            Self::Tenant => "tenant",
-            Self::Cli => "cli",
-        }
-    }
-}
-
 /// A reference to an LlmProvider in the tenant's own namespace.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
@@ -171,17 +137,6 @@ fn default_thresholds() -> Vec<u32> {
     vec![50, 80, 100]
 }
 
-/// What the gateway does once a budget is spent.
-#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum BudgetAction {
-    /// Refuse further platform-served requests with 402 until the month ends.
-    #[default]
-    Block,
-    /// Only record the overspend and raise alerts.
-    Alert,
-}
-
 /// A named gateway access key.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
@@ -218,18 +173,6 @@ pub struct LlmTenantStatus {
     /// Standard conditions: Ready, ProvidersResolved, LimitsClamped, BudgetExceeded.
     #[serde(default)]
     pub conditions: Vec<Condition>,
-}
-
-/// Limits the gateway enforces for a platform-source tenant.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct EffectiveLimits {
-    /// Requests per minute.
-    pub requests_per_minute: u64,
-    /// Tokens per UTC day.
-    pub tokens_per_day: u64,
-    /// Requests in flight at once.
-    pub concurrent: u64,
 }
 
 /// Usage figures reported back by the gateways.

@@ -39,19 +39,6 @@ pub enum Format {
     Responses,
 }
 
-impl Format {
-    /// The format a provider type speaks.
-    pub fn of(kind: crate::providers::ProviderKind) -> Self {
-        use crate::providers::ProviderKind;
-        match kind {
-            ProviderKind::Anthropic => Self::Anthropic,
-            ProviderKind::Gemini => Self::Gemini,
-            ProviderKind::Cohere => Self::Cohere,
-            _ => Self::OpenAi,
-        }
-    }
-}
-
 /// Why a translation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FormatError {

@@ -74,7 +74,7 @@ pub async fn count(
         let Upstream::Provider(provider) = attempt.upstream else {
             break;
         };
-        if Format::of(provider.kind) != format {
+        if provider.kind.format() != format {
             break;
         }
         let (url, body) = if format == Format::Gemini {

@@ -17,7 +17,7 @@ use hyper_util::client::legacy::connect::dns::Name;
 
 use crate::config::Scope;
 use crate::config::load::Snapshot;
-use crate::render::endpoints::{AllowList, is_internal_ip};
+use crate::endpoints::{AllowList, is_internal_ip};
 
 /// A client whose connections may only reach what an allow-list permits.
 pub type GuardedClient = Client<

@@ -267,7 +267,7 @@ struct Target<'a> {
 
 impl Target<'_> {
     fn format(&self) -> Format {
-        Format::of(self.provider.kind)
+        self.provider.kind.format()
     }
 
     /// The request in the upstream's format: as sent (model aside) to an OpenAI-format one.

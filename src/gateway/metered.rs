@@ -323,7 +323,7 @@ async fn charge_reservation(
             pricing: None,
             usage: None,
             status,
-            outcome: "upstream_failed",
+            outcome: metering::Outcome::UpstreamFailed,
             fallback: 0,
             first_byte: None,
             output_bound: None,
@@ -369,9 +369,9 @@ async fn settle(
     entry: Option<super::access_log::Entry>,
 ) {
     let outcome = match completion.end {
-        End::Complete => "complete",
-        End::ClientGone => "client_gone",
-        End::UpstreamFailed => "upstream_failed",
+        End::Complete => metering::Outcome::Complete,
+        End::ClientGone => metering::Outcome::ClientGone,
+        End::UpstreamFailed => metering::Outcome::UpstreamFailed,
     };
     let first_byte = completion
         .first_byte
@@ -394,7 +394,7 @@ async fn settle(
         output_bound: facts.output_bound,
     };
     if let Some(mut entry) = entry {
-        entry.outcome = outcome;
+        entry.outcome = outcome.as_str();
         entry.ttfb_ms = first_byte.map(super::access_log::millis);
         entry.input_tokens = served.usage.map(|usage| usage.input_tokens);
         entry.output_tokens = served.usage.map(|usage| usage.output_tokens);

@@ -21,12 +21,10 @@ pub mod health;
 pub mod limits;
 pub mod messages;
 pub mod metered;
-pub mod metrics;
 pub mod models;
 pub mod reload;
 pub mod response_items;
 pub mod responses;
-pub mod route_metrics;
 pub mod serve;
 pub mod server;
 pub mod upstream;
@@ -173,7 +171,7 @@ pub struct Gateway {
     /// Set when shutdown starts: `/readyz` answers 503 from then on.
     pub draining: std::sync::atomic::AtomicBool,
     /// Prometheus metrics.
-    pub metrics: Arc<metrics::Metrics>,
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// Limits, budgets and the ledger.
     pub meter: crate::metering::Meter,
     /// Room for whole answers held at once, across every request.
@@ -188,7 +186,7 @@ impl Gateway {
     /// A gateway with no config yet (it answers 503 until one is loaded). Fails when the
     /// ledger under the state directory cannot be opened or the Redis URL is invalid.
     pub fn new(settings: Settings) -> Result<Arc<Self>, crate::metering::meter::MeterError> {
-        let metrics = Arc::new(metrics::Metrics::default());
+        let metrics = Arc::new(crate::metrics::Metrics::default());
         let meter = crate::metering::Meter::open(&settings.metering, metrics.clone())?;
         let access_log = access_log::AccessLog::new(
             settings.access_log,

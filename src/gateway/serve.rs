@@ -21,13 +21,12 @@ use super::completion::{Completion, Meter};
 use super::error::ApiError;
 use super::forwarded::{BetaPolicy, ClientHeaders, copy_provider_headers};
 use super::metered::SettleOnDrop;
-use super::metrics::UpstreamErrorLabels;
 use super::upstream::{
     Failure, Outcome, ReadError, chat_url, cli_chat_url, read_bounded, responses_url, send,
 };
 use super::{Active, Gateway};
+use crate::config::Source;
 use crate::config::{ProviderConfig, Scope, TenantConfig};
-use crate::crd::Source;
 use crate::formats::stream::{Context, ItemSink, reframer};
 use crate::formats::{
     Format, FormatError, SentBody, anthropic, cohere, gemini, openai, responses,
@@ -35,6 +34,7 @@ use crate::formats::{
 };
 use crate::metering::Ticket;
 use crate::metering::meter::ProviderTicket;
+use crate::metrics::UpstreamErrorLabels;
 use crate::providers::{ProviderKind, mock};
 use crate::routing::plan::{Attempt, Plan, Upstream};
 
@@ -257,11 +257,11 @@ fn upstream_format(attempt: &Attempt<'_>, client: Format) -> Format {
         Upstream::Provider(provider)
             if client == Format::Responses
                 && provider.responses_api
-                && Format::of(provider.kind) == Format::OpenAi =>
+                && provider.kind.format() == Format::OpenAi =>
         {
             Format::Responses
         }
-        Upstream::Provider(provider) => Format::of(provider.kind),
+        Upstream::Provider(provider) => provider.kind.format(),
         Upstream::Cli(_) => Format::OpenAi,
     }
 }
@@ -740,7 +740,7 @@ pub async fn send_to_provider(
     let first_byte = Duration::from_millis(provider.timeouts.first_byte_ms);
     let platform = provider.scope == Scope::Platform;
     let policy = BetaPolicy::for_provider(provider, model);
-    let forwarded = headers.for_upstream(Format::of(provider.kind), policy);
+    let forwarded = headers.for_upstream(provider.kind.format(), policy);
     let body = body.clone();
     if platform {
         let client = &gateway.client;

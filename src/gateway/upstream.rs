@@ -15,7 +15,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use crate::config::ProviderConfig;
-use crate::crd::policy::RetryOn;
+use crate::config::RetryOn;
 use crate::formats::Format;
 use crate::providers::ProviderKind;
 
@@ -168,7 +168,7 @@ pub async fn send<C>(
 where
     C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
 {
-    let format = Format::of(provider_kind);
+    let format = provider_kind.format();
     let mut builder = Request::builder()
         .method(Method::POST)
         .uri(url)
@@ -296,7 +296,7 @@ pub async fn read_bounded(
 pub fn chat_url(provider: &ProviderConfig, model: &str, stream: bool) -> Option<String> {
     let path = provider.kind.defaults().chat_path?;
     let base = provider.base_url.as_deref()?.trim_end_matches('/');
-    if Format::of(provider.kind) == Format::Gemini {
+    if provider.kind.format() == Format::Gemini {
         let method = if stream {
             "streamGenerateContent?alt=sse"
         } else {
@@ -333,7 +333,7 @@ pub fn responses_url(provider: &ProviderConfig) -> Option<String> {
 /// `/v2/embed`; Anthropic has none.
 pub fn embeddings_url(provider: &ProviderConfig, model: &str) -> Option<String> {
     let base = provider.base_url.as_deref()?.trim_end_matches('/');
-    match Format::of(provider.kind) {
+    match provider.kind.format() {
         Format::OpenAi => {
             let chat = provider.kind.defaults().chat_path?;
             let path = chat.strip_suffix("chat/completions")?;

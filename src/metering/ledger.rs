@@ -88,7 +88,8 @@ pub struct Record {
     pub latency_ms: u64,
     /// HTTP status the client got.
     pub status: u16,
-    /// reserved, complete, client_gone, upstream_failed, failed, refused, interrupted.
+    /// How it ended ([`super::Outcome::as_str`]): reserved, complete, client_gone,
+    /// upstream_failed, failed, interrupted.
     pub outcome: String,
     /// Fallback index of the target that served (0: the first choice).
     pub fallback_count: u32,
@@ -798,7 +799,11 @@ fn write_batch(
                     continue;
                 }
                 // A request that never reached a provider is not counted at all.
-                let requests = if record.outcome == "failed" { -1 } else { 0 };
+                let requests = if record.outcome == super::Outcome::Failed.as_str() {
+                    -1
+                } else {
+                    0
+                };
                 add_totals(
                     &mut totals,
                     record,

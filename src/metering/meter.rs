@@ -19,9 +19,9 @@ use super::plan::{
 };
 use super::redis::{RedisCounters, RedisError};
 use super::request_id;
+use crate::config::BudgetAction;
 use crate::config::{GatewayConfig, PricingConfig, ProviderLimitsConfig, TenantConfig};
-use crate::crd::tenant::BudgetAction;
-use crate::gateway::metrics::{
+use crate::metrics::{
     LimitLabels, Metrics, ProviderLabels, RedisLabels, ResultLabels, TenantLabels,
 };
 use crate::usage::Usage;
@@ -190,8 +190,8 @@ pub struct Served<'a> {
     pub usage: Option<Usage>,
     /// HTTP status the client got.
     pub status: u16,
-    /// complete, client_gone, upstream_failed.
-    pub outcome: &'static str,
+    /// How it ended.
+    pub outcome: super::Outcome,
     /// Fallback index that served.
     pub fallback: u32,
     /// Arrival to first byte.
@@ -866,7 +866,7 @@ impl Meter {
             cost_micro_usd: cost,
             latency_ms: 0,
             status: 0,
-            outcome: "reserved".into(),
+            outcome: super::Outcome::Reserved.as_str().into(),
             fallback_count: 0,
             estimated: true,
             day: reservation.day.clone(),
@@ -1108,7 +1108,7 @@ impl Meter {
                 usage,
                 s.pricing,
                 s.platform,
-                s.outcome == "complete",
+                s.outcome == super::Outcome::Complete,
             )
         });
         let releases = plan::releases(&ticket.reservation.charges, settlement);
@@ -1146,12 +1146,12 @@ impl Meter {
                     record.tokens_output = usage.output_tokens;
                     record.cached_input_tokens = usage.cached_input_tokens;
                     record.status = s.status;
-                    record.outcome = s.outcome.into();
+                    record.outcome = s.outcome.as_str().into();
                     record.fallback_count = s.fallback;
                     record.estimated = settlement.is_some_and(|s| s.estimated);
                 }
                 None => {
-                    record.outcome = "failed".into();
+                    record.outcome = super::Outcome::Failed.as_str().into();
                     record.estimated = false;
                 }
             }

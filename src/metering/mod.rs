@@ -8,6 +8,7 @@ pub mod charge;
 pub mod clock;
 pub mod ledger;
 pub mod meter;
+mod outcome;
 pub mod plan;
 pub mod rebuild;
 pub mod redis;
@@ -15,3 +16,4 @@ pub mod refusals;
 pub mod request_id;
 
 pub use meter::{FailMode, Meter, MeterOptions, Refused, STOP_GRACE, Served, Ticket};
+pub use outcome::Outcome;

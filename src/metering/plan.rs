@@ -5,10 +5,10 @@
 
 use super::charge::{Charge, FLEX_MAX, Flex, LimitKind, Measure, Release};
 use super::clock::{self, DAY_MS, Day, MINUTE_MS};
+use crate::config::BudgetAction;
 use crate::config::{
     ModelConfig, PricingConfig, ProviderLimitsConfig, TenantConfig, UNLISTED_MODEL,
 };
-use crate::crd::tenant::BudgetAction;
 use crate::usage::Usage;
 
 /// Counters outlive their period by this much, so a late settle still finds its key.
@@ -520,7 +520,7 @@ pub fn crossed_thresholds(budget: u64, percents: &[u32], before: u64, after: u64
 mod tests {
     use super::*;
     use crate::config::{BudgetConfig, TenantConfig};
-    use crate::crd::tenant::{EffectiveLimits, Source};
+    use crate::config::{EffectiveLimits, Source};
 
     fn tenant(limits: Option<EffectiveLimits>, budget: Option<BudgetConfig>) -> TenantConfig {
         TenantConfig {

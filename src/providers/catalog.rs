@@ -3,6 +3,7 @@
 //! lists its own `models` replaces the catalog for that provider.
 
 use super::ProviderKind;
+use crate::formats::Format;
 
 /// One catalog model.
 #[derive(Debug)]
@@ -48,8 +49,10 @@ pub struct ProviderDefaults {
     /// Whether models outside the catalog are accepted (aggregators and local servers, whose
     /// model lists are open-ended), as long as the CR lists no models of its own.
     pub open_catalog: bool,
-    /// Path of the chat endpoint under the base URL, in the type's own wire format
-    /// ([`crate::formats::Format::of`]); `{model}` stands for the model id where the format puts
+    /// The wire format the type speaks (its dialect): how its requests are written, its
+    /// answers and streams read, and its errors shaped.
+    pub format: Format,
+    /// Path of the chat endpoint under the base URL, in the type's own wire format; `{model}` stands for the model id where the format puts
     /// it in the path (Gemini). `None`: the type has no HTTP chat endpoint (the mock).
     pub chat_path: Option<&'static str>,
     /// The catalog.
@@ -120,6 +123,7 @@ impl CatalogModel {
 const OPENAI_LONG: u64 = 272_000;
 
 static OPENAI: ProviderDefaults = ProviderDefaults {
+    format: Format::OpenAi,
     base_url: Some("https://api.openai.com/v1"),
     open_catalog: false,
     chat_path: Some("/chat/completions"),
@@ -158,6 +162,7 @@ static OPENAI: ProviderDefaults = ProviderDefaults {
 const ANTHROPIC_LONG: u64 = 200_000;
 
 static ANTHROPIC: ProviderDefaults = ProviderDefaults {
+    format: Format::Anthropic,
     base_url: Some("https://api.anthropic.com"),
     open_catalog: false,
     chat_path: Some("/v1/messages"),
@@ -235,6 +240,7 @@ static ANTHROPIC: ProviderDefaults = ProviderDefaults {
 };
 
 static GEMINI: ProviderDefaults = ProviderDefaults {
+    format: Format::Gemini,
     base_url: Some("https://generativelanguage.googleapis.com/v1beta"),
     open_catalog: false,
     chat_path: Some("/models/{model}"),
@@ -267,6 +273,7 @@ static GEMINI: ProviderDefaults = ProviderDefaults {
 };
 
 static GROQ: ProviderDefaults = ProviderDefaults {
+    format: Format::OpenAi,
     base_url: Some("https://api.groq.com/openai/v1"),
     open_catalog: false,
     chat_path: Some("/chat/completions"),
@@ -303,6 +310,7 @@ static GROQ: ProviderDefaults = ProviderDefaults {
 };
 
 static MISTRAL: ProviderDefaults = ProviderDefaults {
+    format: Format::OpenAi,
     base_url: Some("https://api.mistral.ai/v1"),
     open_catalog: false,
     chat_path: Some("/chat/completions"),
@@ -325,6 +333,7 @@ static MISTRAL: ProviderDefaults = ProviderDefaults {
 };
 
 static COHERE: ProviderDefaults = ProviderDefaults {
+    format: Format::Cohere,
     base_url: Some("https://api.cohere.com"),
     open_catalog: false,
     chat_path: Some("/v2/chat"),
@@ -370,6 +379,7 @@ static COHERE: ProviderDefaults = ProviderDefaults {
 };
 
 static PERPLEXITY: ProviderDefaults = ProviderDefaults {
+    format: Format::OpenAi,
     base_url: Some("https://api.perplexity.ai"),
     open_catalog: false,
     chat_path: Some("/chat/completions"),
@@ -381,6 +391,7 @@ static PERPLEXITY: ProviderDefaults = ProviderDefaults {
 };
 
 static XAI: ProviderDefaults = ProviderDefaults {
+    format: Format::OpenAi,
     base_url: Some("https://api.x.ai/v1"),
     open_catalog: false,
     chat_path: Some("/chat/completions"),
@@ -392,6 +403,7 @@ static XAI: ProviderDefaults = ProviderDefaults {
 };
 
 static DEEPSEEK: ProviderDefaults = ProviderDefaults {
+    format: Format::OpenAi,
     base_url: Some("https://api.deepseek.com"),
     open_catalog: false,
     chat_path: Some("/chat/completions"),
@@ -420,6 +432,7 @@ static DEEPSEEK: ProviderDefaults = ProviderDefaults {
 };
 
 static OPENROUTER: ProviderDefaults = ProviderDefaults {
+    format: Format::OpenAi,
     base_url: Some("https://openrouter.ai/api/v1"),
     open_catalog: true,
     chat_path: Some("/chat/completions"),
@@ -447,6 +460,7 @@ static OPENROUTER: ProviderDefaults = ProviderDefaults {
 };
 
 static OLLAMA: ProviderDefaults = ProviderDefaults {
+    format: Format::OpenAi,
     base_url: Some("http://localhost:11434"),
     open_catalog: true,
     chat_path: Some("/v1/chat/completions"),
@@ -454,6 +468,7 @@ static OLLAMA: ProviderDefaults = ProviderDefaults {
 };
 
 static OPENAI_COMPATIBLE: ProviderDefaults = ProviderDefaults {
+    format: Format::OpenAi,
     base_url: None,
     open_catalog: true,
     chat_path: Some("/chat/completions"),
@@ -461,6 +476,7 @@ static OPENAI_COMPATIBLE: ProviderDefaults = ProviderDefaults {
 };
 
 static MOCK: ProviderDefaults = ProviderDefaults {
+    format: Format::OpenAi,
     base_url: None,
     open_catalog: false,
     chat_path: None,

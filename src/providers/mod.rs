@@ -42,6 +42,13 @@ pub enum ProviderKind {
 }
 
 impl ProviderKind {
+    /// The wire format the type speaks: catalog data ([`catalog::ProviderDefaults::format`]),
+    /// so a new type of an existing format is one catalog entry, and no `match` elsewhere
+    /// can forget it and fall through to another format.
+    pub fn format(self) -> crate::formats::Format {
+        catalog::defaults(self).format
+    }
+
     /// The spelling used in CRs, config and the key store's `provider` column.
     pub fn as_str(self) -> &'static str {
         match self {

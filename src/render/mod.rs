@@ -3,7 +3,6 @@
 //! shared by `dgidgi render` and the operator, and deterministic: given back its own outputs it
 //! produces byte-identical outputs.
 
-pub mod endpoints;
 pub mod input;
 pub mod keystore;
 pub mod manifests;

@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use super::tiers::{TierTable, TierTerms};
+use crate::config::EffectiveLimits;
 use crate::crd::common::usd_to_micros;
-use crate::crd::tenant::EffectiveLimits;
 
 /// Name of the platform configuration's ConfigMap (platform namespace).
 pub const PLATFORM_CONFIG_MAP: &str = "dgidgi-platform";

@@ -5,7 +5,6 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use zeroize::Zeroizing;
 
-use super::endpoints::{AllowList, check_tenant_endpoint, reject_credentials};
 use super::report::{READY, RenderReport, ReportEntry};
 use super::{ObjectKey, RenderContext, RenderInput, ResourceKind};
 use crate::config::{
@@ -17,6 +16,7 @@ use crate::crd::common::{
 };
 use crate::crd::provider::{LlmProviderSpec, ModelSpec, PricingSpec, UnlistedAction};
 use crate::crd::{LlmProvider, LlmProviderStatus};
+use crate::endpoints::{AllowList, check_tenant_endpoint, reject_credentials};
 
 /// A provider key to be stored in the key store.
 pub struct Credential {

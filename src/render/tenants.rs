@@ -5,7 +5,6 @@ use std::collections::BTreeSet;
 use rand::CryptoRng;
 use zeroize::Zeroizing;
 
-use super::endpoints::{AllowList, check_tenant_endpoint};
 use super::providers::ResolvedProviders;
 use super::report::{READY, RenderReport, ReportEntry};
 use super::tiers::{TierResolution, clamp, resolve_tier};
@@ -17,6 +16,7 @@ use crate::crd::common::{ConditionStatus, ConditionUpdate, merge_conditions, usd
 use crate::crd::tenant::{Budget, EffectiveLimits};
 use crate::crd::{LlmTenant, LlmTenantStatus, Source};
 use crate::crypto::access_key;
+use crate::endpoints::{AllowList, check_tenant_endpoint};
 
 /// Name of the access key used when a tenant lists none.
 pub const DEFAULT_ACCESS_KEY: &str = "default";

@@ -3,11 +3,11 @@
 //! falling back before the first byte); nothing here does I/O, so every rule of DESIGN §2 is
 //! tested without a network.
 
+use crate::config::Source;
 use crate::config::{
     CliConfig, CompiledRule, GatewayConfig, ProviderConfig, RetryConfig, Scope, TenantConfig,
     UNLISTED_MODEL,
 };
-use crate::crd::Source;
 
 use super::glob;
 

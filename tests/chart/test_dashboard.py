@@ -1,5 +1,5 @@
 """The Grafana dashboard (docs/grafana/dgidgi.json) parses, and every query uses only the metric
-names of the gateway's metrics contract (docs/metrics.md, src/gateway/metrics.rs), with labels
+names of the gateway's metrics contract (docs/metrics.md, src/metrics/mod.rs), with labels
 those series carry."""
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ use tokio::runtime::{Handle, RuntimeFlavor};
 
 use super::charge::{Admitted, Charge, Refusal, Release};
 use super::request_id;
-use crate::gateway::metrics::ResultLabels;
+use crate::metrics::ResultLabels;
 use batch::{Batcher, Sources};
 use redeliver::Redeliveries;
 

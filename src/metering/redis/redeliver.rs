@@ -15,7 +15,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
 
 use super::RedisError;
-use crate::gateway::metrics::ResultLabels;
+use crate::metrics::ResultLabels;
 
 /// How long one is sent again before it is given up: longer than any lease (15 min), so a
 /// settlement that makes it back in time still frees its slot, and well inside the marker's

@@ -2,6 +2,9 @@
 //! Names follow the OpenTelemetry GenAI conventions where one exists (`gen_ai_*`), `dgidgi_*`
 //! otherwise. Cardinality is bounded: tenants and providers come from the config, models are
 //! the provider's catalog names (anything else is `other`), histograms carry no tenant label.
+//!
+//! A leaf of the crate, outside the gateway: the meter counts into it as much as the request
+//! path does, and metering must not import the gateway (the flow runs gateway → metering).
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -10,7 +13,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
-use super::route_metrics::{RouteSeries, RouteSeriesCache};
+use route::{RouteSeries, RouteSeriesCache};
+
+pub mod route;
 
 /// Labels of a served request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -13,9 +13,7 @@ use hashbrown::{Equivalent, HashMap};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 
-use super::metrics::{
-    LatencyLabels, Metrics, RequestLabels, RouteLabels, TokenLabels, status_class,
-};
+use super::{LatencyLabels, Metrics, RequestLabels, RouteLabels, TokenLabels, status_class};
 
 /// Where requests of one route are counted.
 pub struct RouteSeries {
