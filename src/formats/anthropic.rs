@@ -1139,6 +1139,66 @@ impl Encoder for EventEncoder {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// The dialect
+
+/// Anthropic Messages.
+pub struct Messages;
+
+impl super::dialect::Dialect for Messages {
+    fn format(&self) -> super::Format {
+        super::Format::Anthropic
+    }
+
+    fn request_to_canonical(
+        &self,
+        request: &Map<String, Value>,
+    ) -> Option<Result<Map<String, Value>, FormatError>> {
+        Some(request_to_openai(request))
+    }
+
+    fn usage_of_answer(&self, body: &[u8]) -> Option<Usage> {
+        super::dialect::usage_member(body, "usage", usage_from_value)
+    }
+
+    fn response_to_canonical(
+        &self,
+        answer: Value,
+        _model: &str,
+        created: u64,
+    ) -> Result<Value, FormatError> {
+        response_to_openai(&answer, created)
+    }
+
+    fn response_from_canonical(
+        &self,
+        canonical: Value,
+        _created: u64,
+    ) -> Result<Value, FormatError> {
+        response_from_openai(&canonical)
+    }
+
+    fn stream_decoder(&self, context: &Context) -> Box<dyn Decoder> {
+        Box::new(EventDecoder::new(context))
+    }
+
+    fn stream_encoder(&self, context: &Context) -> Box<dyn Encoder> {
+        Box::new(EventEncoder::new(context))
+    }
+
+    fn relay(&self, _context: &Context) -> Option<Box<dyn Reframe>> {
+        Some(Box::new(Passthrough::default()))
+    }
+
+    fn error_body(&self, status: u16, _kind: &str, _code: &str, message: &str) -> String {
+        error_body(status, message)
+    }
+
+    fn auth(&self) -> super::dialect::Auth {
+        super::dialect::Auth::Header("x-api-key")
+    }
+}
+
 #[cfg(test)]
 mod structured_output_tests {
     use super::*;

@@ -351,3 +351,58 @@ impl Decoder for EventDecoder {
         self.usage
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The dialect
+
+/// Cohere v2 chat: a target only (no front door speaks it), whose answers reach clients in the
+/// canonical form.
+pub struct Chat;
+
+impl super::dialect::Dialect for Chat {
+    fn format(&self) -> super::Format {
+        super::Format::Cohere
+    }
+
+    fn request_to_canonical(
+        &self,
+        _request: &Map<String, Value>,
+    ) -> Option<Result<Map<String, Value>, FormatError>> {
+        Some(Err(FormatError::invalid(
+            "Cohere's format is not a front door",
+        )))
+    }
+
+    fn usage_of_answer(&self, body: &[u8]) -> Option<Usage> {
+        super::dialect::usage_member(body, "usage", super::anthropic::usage_from_value)
+    }
+
+    fn response_to_canonical(
+        &self,
+        answer: Value,
+        model: &str,
+        created: u64,
+    ) -> Result<Value, FormatError> {
+        response_to_openai(&answer, model, created)
+    }
+
+    fn response_from_canonical(
+        &self,
+        canonical: Value,
+        _created: u64,
+    ) -> Result<Value, FormatError> {
+        Ok(canonical)
+    }
+
+    fn stream_decoder(&self, context: &Context) -> Box<dyn Decoder> {
+        Box::new(EventDecoder::new(context))
+    }
+
+    fn stream_encoder(&self, context: &Context) -> Box<dyn super::stream::Encoder> {
+        Box::new(super::openai::ChunkEncoder::new(context.client_wants_usage))
+    }
+
+    fn relay(&self, _context: &Context) -> Option<Box<dyn super::stream::Reframe>> {
+        None
+    }
+}

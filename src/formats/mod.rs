@@ -10,6 +10,7 @@
 pub mod anthropic;
 pub mod as_sent;
 pub mod cohere;
+pub mod dialect;
 pub mod embeddings;
 pub mod estimate;
 pub mod gemini;
@@ -76,22 +77,12 @@ pub fn translate_response(
     model: &str,
     created: u64,
 ) -> Result<(Vec<u8>, Option<Usage>), FormatError> {
+    let (from, to) = (dialect::dialect(upstream), dialect::dialect(client));
     if upstream == client {
         // Relayed as it came, but only once it is an answer at all: a 200 with an HTML page,
         // truncated JSON or an undeclared compressed body is the provider failing (fallback
         // before the first byte, else 502), never a success metered as complete.
-        let usage = match upstream {
-            Format::OpenAi => openai::usage_from_response(body),
-            Format::Gemini => serde_json::from_slice::<Value>(body)
-                .ok()
-                .and_then(|v| v.get("usageMetadata").and_then(gemini::usage_from_value)),
-            Format::Responses => serde_json::from_slice::<Value>(body)
-                .ok()
-                .and_then(|v| v.get("usage").and_then(responses::usage_from_value)),
-            Format::Anthropic | Format::Cohere => serde_json::from_slice::<Value>(body)
-                .ok()
-                .and_then(|v| v.get("usage").and_then(anthropic::usage_from_value)),
-        };
+        let usage = from.usage_of_answer(body);
         // A usage read means the body parsed; without one it is parsed to tell.
         let object = body.trim_ascii_start().first() == Some(&b'{')
             && (usage.is_some() || serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok());
@@ -105,20 +96,9 @@ pub fn translate_response(
     }
     let parsed: Value = serde_json::from_slice(body)
         .map_err(|_| FormatError::upstream("the provider's answer is not JSON"))?;
-    let canonical = match upstream {
-        Format::OpenAi => parsed,
-        Format::Anthropic => anthropic::response_to_openai(&parsed, created)?,
-        Format::Gemini => gemini::response_to_openai(&parsed, model, created)?,
-        Format::Cohere => cohere::response_to_openai(&parsed, model, created)?,
-        Format::Responses => responses::response_to_openai(&parsed, created)?,
-    };
+    let canonical = from.response_to_canonical(parsed, model, created)?;
     let usage = canonical.get("usage").and_then(openai::usage_from_value);
-    let out = match client {
-        Format::Anthropic => anthropic::response_from_openai(&canonical)?,
-        Format::Responses => responses::response_from_openai(&canonical, created)?,
-        Format::Gemini => gemini::response_from_openai(&canonical)?,
-        Format::OpenAi | Format::Cohere => canonical,
-    };
+    let out = to.response_from_canonical(canonical, created)?;
     Ok((out.to_string().into_bytes(), usage))
 }
 
@@ -135,12 +115,7 @@ pub fn error_message(body: &[u8]) -> Option<String> {
 
 /// An error body in a client format.
 pub fn error_body(client: Format, status: u16, kind: &str, code: &str, message: &str) -> String {
-    match client {
-        Format::Anthropic => anthropic::error_body(status, message),
-        Format::Gemini => gemini::error_body(status, message),
-        _ => serde_json::json!({"error": {"message": message, "type": kind, "param": null, "code": code}})
-            .to_string(),
-    }
+    dialect::dialect(client).error_body(status, kind, code, message)
 }
 
 /// A parsed `data:` URL (`data:image/png;base64,....`).

@@ -337,6 +337,59 @@ pub fn usage_chunk(id: &str, model: &str, created: u64, usage: &Usage) -> Value 
     })
 }
 
+// ---------------------------------------------------------------------------------------------
+// The dialect
+
+/// OpenAI chat completions: the canonical form itself (and every OpenAI-compatible provider,
+/// Ollama, the mock).
+pub struct Chat;
+
+impl super::dialect::Dialect for Chat {
+    fn format(&self) -> super::Format {
+        super::Format::OpenAi
+    }
+
+    fn request_to_canonical(
+        &self,
+        _request: &Map<String, Value>,
+    ) -> Option<Result<Map<String, Value>, super::FormatError>> {
+        None
+    }
+
+    fn usage_of_answer(&self, body: &[u8]) -> Option<Usage> {
+        usage_from_response(body)
+    }
+
+    fn response_to_canonical(
+        &self,
+        answer: Value,
+        _model: &str,
+        _created: u64,
+    ) -> Result<Value, super::FormatError> {
+        Ok(answer)
+    }
+
+    fn response_from_canonical(
+        &self,
+        canonical: Value,
+        _created: u64,
+    ) -> Result<Value, super::FormatError> {
+        Ok(canonical)
+    }
+
+    fn stream_decoder(&self, _context: &super::stream::Context) -> Box<dyn Decoder> {
+        Box::new(ChunkDecoder::default())
+    }
+
+    fn stream_encoder(&self, context: &super::stream::Context) -> Box<dyn Encoder> {
+        Box::new(ChunkEncoder::new(context.client_wants_usage))
+    }
+
+    fn relay(&self, context: &super::stream::Context) -> Option<Box<dyn Reframe>> {
+        Some(Box::new(Passthrough::new(context.client_wants_usage)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1243,6 +1243,58 @@ impl super::stream::Decoder for EventDecoder {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// The dialect
+
+/// OpenAI's Responses API.
+pub struct ResponsesApi;
+
+impl super::dialect::Dialect for ResponsesApi {
+    fn format(&self) -> super::Format {
+        super::Format::Responses
+    }
+
+    fn request_to_canonical(
+        &self,
+        request: &Map<String, Value>,
+    ) -> Option<Result<Map<String, Value>, FormatError>> {
+        Some(request_to_openai(request))
+    }
+
+    fn usage_of_answer(&self, body: &[u8]) -> Option<Usage> {
+        super::dialect::usage_member(body, "usage", usage_from_value)
+    }
+
+    fn response_to_canonical(
+        &self,
+        answer: Value,
+        _model: &str,
+        created: u64,
+    ) -> Result<Value, FormatError> {
+        response_to_openai(&answer, created)
+    }
+
+    fn response_from_canonical(
+        &self,
+        canonical: Value,
+        created: u64,
+    ) -> Result<Value, FormatError> {
+        response_from_openai(&canonical, created)
+    }
+
+    fn stream_decoder(&self, context: &Context) -> Box<dyn super::stream::Decoder> {
+        Box::new(EventDecoder::new(context))
+    }
+
+    fn stream_encoder(&self, context: &Context) -> Box<dyn Encoder> {
+        Box::new(EventEncoder::new(context))
+    }
+
+    fn relay(&self, context: &Context) -> Option<Box<dyn Reframe>> {
+        Some(Box::new(Passthrough::new(context.items.clone())))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,8 @@
 
 use serde_json::Value;
 
-use super::{Format, anthropic, cohere, gemini, openai, responses};
+use super::Format;
+use super::dialect::dialect;
 use crate::sse::Event;
 use crate::usage::Usage;
 
@@ -91,54 +92,43 @@ impl std::fmt::Debug for ItemSink {
     }
 }
 
-/// The re-framer for an upstream format and a client format.
+/// The re-framer for an upstream format and a client format: the format's own relay when the
+/// two are the same and its dialect has one, else the upstream's decoder composed with the
+/// client's encoder through canonical chunks.
 pub fn reframer(upstream: Format, client: Format, context: Context) -> Box<dyn Reframe> {
-    match (upstream, client) {
-        (Format::OpenAi, Format::OpenAi) => {
-            Box::new(openai::Passthrough::new(context.client_wants_usage))
-        }
-        (Format::Anthropic, Format::Anthropic) => Box::new(anthropic::Passthrough::default()),
-        (Format::Responses, Format::Responses) => {
-            Box::new(responses::Passthrough::new(context.items))
-        }
-        (Format::Gemini, Format::Gemini) => Box::new(Relay {
-            decoder: Box::new(gemini::ChunkDecoder::new(&context)),
-            scratch: Vec::new(),
-            fail: gemini::stream_error,
-        }),
-        (upstream, client) => {
-            let decoder: Box<dyn Decoder> = match upstream {
-                Format::OpenAi => Box::new(openai::ChunkDecoder::default()),
-                Format::Anthropic => Box::new(anthropic::EventDecoder::new(&context)),
-                Format::Gemini => Box::new(gemini::ChunkDecoder::new(&context)),
-                Format::Cohere => Box::new(cohere::EventDecoder::new(&context)),
-                Format::Responses => Box::new(responses::EventDecoder::new(&context)),
-            };
-            let encoder: Box<dyn Encoder> = match client {
-                Format::Anthropic => Box::new(anthropic::EventEncoder::new(&context)),
-                Format::Responses => Box::new(responses::EventEncoder::new(&context)),
-                Format::Gemini => Box::new(gemini::ChunkEncoder::new(&context)),
-                Format::OpenAi | Format::Cohere => {
-                    Box::new(openai::ChunkEncoder::new(context.client_wants_usage))
-                }
-            };
-            Box::new(Translated {
-                decoder,
-                encoder,
-                chunks: Vec::new(),
-            })
-        }
+    let from = dialect(upstream);
+    if upstream == client
+        && let Some(relay) = from.relay(&context)
+    {
+        return relay;
     }
+    Box::new(Translated {
+        decoder: from.stream_decoder(&context),
+        encoder: dialect(client).stream_encoder(&context),
+        chunks: Vec::new(),
+    })
 }
 
 /// A stream relayed to a client of the upstream's own format: each event as it came, read on
 /// the way by the format's decoder for its usage and whether the answer completed.
-struct Relay {
+pub struct Relay {
     decoder: Box<dyn Decoder>,
     /// The decoder's chunks, read and dropped.
     scratch: Vec<Value>,
     /// The format's own error event, written when the stream breaks.
     fail: fn(&str) -> String,
+}
+
+impl Relay {
+    /// Relays events as they come, read by `decoder`; `fail` writes the format's own error
+    /// event when the stream breaks.
+    pub fn new(decoder: Box<dyn Decoder>, fail: fn(&str) -> String) -> Self {
+        Self {
+            decoder,
+            scratch: Vec::new(),
+            fail,
+        }
+    }
 }
 
 impl Reframe for Relay {

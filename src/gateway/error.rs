@@ -3,7 +3,6 @@
 
 use bytes::Bytes;
 use hyper::StatusCode;
-use serde_json::json;
 
 use crate::routing::plan::RouteError;
 
@@ -140,24 +139,22 @@ impl ApiError {
 
     /// The JSON body: `{"error":{"message","type","param","code"}}`.
     pub fn body(&self) -> Bytes {
-        Bytes::from(
-            json!({"error": {"message": self.message, "type": self.kind, "param": null, "code": self.code}})
-                .to_string(),
-        )
+        Bytes::from(crate::formats::dialect::openai_error_body(
+            self.kind,
+            self.code,
+            &self.message,
+        ))
     }
 
     /// The JSON body in a client's format (Anthropic's for `/v1/messages`).
     pub fn body_in(&self, format: crate::formats::Format) -> Bytes {
-        match format {
-            crate::formats::Format::Anthropic => Bytes::from(
-                crate::formats::anthropic::error_body(self.status.as_u16(), &self.message),
-            ),
-            crate::formats::Format::Gemini => Bytes::from(crate::formats::gemini::error_body(
-                self.status.as_u16(),
-                &self.message,
-            )),
-            _ => self.body(),
-        }
+        Bytes::from(crate::formats::error_body(
+            format,
+            self.status.as_u16(),
+            self.kind,
+            self.code,
+            &self.message,
+        ))
     }
 
     /// The same error as one SSE event, for failures after a stream has started.

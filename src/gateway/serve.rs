@@ -27,6 +27,7 @@ use super::upstream::{
 use super::{Active, Gateway};
 use crate::config::Source;
 use crate::config::{ProviderConfig, Scope, TenantConfig};
+use crate::formats::dialect::dialect;
 use crate::formats::stream::{Context, ItemSink, reframer};
 use crate::formats::{
     Format, FormatError, SentBody, anthropic, cohere, gemini, openai, responses,
@@ -107,22 +108,15 @@ struct Prepared {
 
 impl Prepared {
     fn canonical(&mut self) -> Result<&Map<String, Value>, FormatError> {
-        let translate = match self.client {
-            Format::OpenAi => return Ok(&self.original),
-            Format::Anthropic => anthropic::request_to_openai,
-            Format::Responses => responses::request_to_openai,
-            Format::Gemini => gemini::request_to_openai,
-            Format::Cohere => {
-                return Err(FormatError::Invalid(
-                    "Cohere's format is not a front door".into(),
-                ));
-            }
-        };
-        let original = &self.original;
-        self.canonical
-            .get_or_insert_with(|| translate(original))
-            .as_ref()
-            .map_err(Clone::clone)
+        // Made once, on the first target that needs it (`None` stays: the client is canonical).
+        if self.canonical.is_none() {
+            self.canonical = dialect(self.client).request_to_canonical(&self.original);
+        }
+        match &self.canonical {
+            None => Ok(&self.original),
+            Some(Ok(canonical)) => Ok(canonical),
+            Some(Err(error)) => Err(error.clone()),
+        }
     }
 
     /// The body for one attempt, in the upstream's format.

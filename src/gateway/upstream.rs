@@ -17,6 +17,7 @@ use hyper_util::rt::TokioExecutor;
 use crate::config::ProviderConfig;
 use crate::config::RetryOn;
 use crate::formats::Format;
+use crate::formats::dialect::Auth;
 use crate::providers::ProviderKind;
 
 /// The shared client type.
@@ -175,13 +176,12 @@ where
         .header(CONTENT_TYPE, "application/json")
         .header(ACCEPT, "application/json, text/event-stream");
     if let Some(key) = api_key {
-        let (name, mut value) = match format {
-            Format::OpenAi | Format::Cohere | Format::Responses => (
+        let (name, mut value) = match crate::formats::dialect::dialect(format).auth() {
+            Auth::Bearer => (
                 AUTHORIZATION.as_str(),
                 [b"Bearer ".as_slice(), key].concat(),
             ),
-            Format::Anthropic => ("x-api-key", key.to_vec()),
-            Format::Gemini => ("x-goog-api-key", key.to_vec()),
+            Auth::Header(name) => (name, key.to_vec()),
         };
         match HeaderValue::from_bytes(&value) {
             Ok(mut header) => {

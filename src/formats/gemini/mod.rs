@@ -458,3 +458,66 @@ impl Decoder for ChunkDecoder {
         self.usage
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The dialect
+
+/// Google Gemini's generateContent.
+pub struct GenerateContent;
+
+impl super::dialect::Dialect for GenerateContent {
+    fn format(&self) -> super::Format {
+        super::Format::Gemini
+    }
+
+    fn request_to_canonical(
+        &self,
+        request: &Map<String, Value>,
+    ) -> Option<Result<Map<String, Value>, FormatError>> {
+        Some(request_to_openai(request))
+    }
+
+    fn usage_of_answer(&self, body: &[u8]) -> Option<Usage> {
+        super::dialect::usage_member(body, "usageMetadata", usage_from_value)
+    }
+
+    fn response_to_canonical(
+        &self,
+        answer: Value,
+        model: &str,
+        created: u64,
+    ) -> Result<Value, FormatError> {
+        response_to_openai(&answer, model, created)
+    }
+
+    fn response_from_canonical(
+        &self,
+        canonical: Value,
+        _created: u64,
+    ) -> Result<Value, FormatError> {
+        response_from_openai(&canonical)
+    }
+
+    fn stream_decoder(&self, context: &Context) -> Box<dyn Decoder> {
+        Box::new(ChunkDecoder::new(context))
+    }
+
+    fn stream_encoder(&self, context: &Context) -> Box<dyn super::stream::Encoder> {
+        Box::new(ChunkEncoder::new(context))
+    }
+
+    fn relay(&self, context: &Context) -> Option<Box<dyn super::stream::Reframe>> {
+        Some(Box::new(super::stream::Relay::new(
+            Box::new(ChunkDecoder::new(context)),
+            stream_error,
+        )))
+    }
+
+    fn error_body(&self, status: u16, _kind: &str, _code: &str, message: &str) -> String {
+        error_body(status, message)
+    }
+
+    fn auth(&self) -> super::dialect::Auth {
+        super::dialect::Auth::Header("x-goog-api-key")
+    }
+}

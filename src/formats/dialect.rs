@@ -1,0 +1,126 @@
+//! One dialect per wire format, and the registry that picks it: the only place that matches on
+//! [`Format`]. A dialect owns what differs between formats — reading a request into the
+//! canonical form (OpenAI chat), writing a whole answer from it and reading one into it, the
+//! usage of an answer relayed as sent, the stream's decoder and encoder and its same-format
+//! relay, the error body a client of the format reads, and how a request in it is
+//! authenticated — so code that handles any format asks the registry instead of matching, and a
+//! new format is one module implementing [`Dialect`] and one line in [`dialect`].
+
+use serde_json::{Map, Value};
+
+use super::stream::{Context, Decoder, Encoder, Reframe};
+use super::{Format, FormatError, anthropic, cohere, gemini, openai, responses};
+use crate::usage::Usage;
+
+/// How a request to a provider of a format carries its key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Auth {
+    /// `Authorization: Bearer <key>`.
+    Bearer,
+    /// The key as the whole value of this header.
+    Header(&'static str),
+}
+
+/// What differs between wire formats. Every method has the one meaning for all formats; the
+/// canonical form is OpenAI chat.
+pub trait Dialect: Sync {
+    /// The format this dialect speaks.
+    fn format(&self) -> Format;
+
+    /// A request of this format in the canonical form; `None` when it is canonical already.
+    fn request_to_canonical(
+        &self,
+        request: &Map<String, Value>,
+    ) -> Option<Result<Map<String, Value>, FormatError>>;
+
+    /// The usage a whole answer of this format reports, read from its bytes (an answer relayed
+    /// to a client of the same format as it came).
+    fn usage_of_answer(&self, body: &[u8]) -> Option<Usage>;
+
+    /// A whole answer of this format in the canonical form; `model` and `created` fill what the
+    /// format leaves out.
+    fn response_to_canonical(
+        &self,
+        answer: Value,
+        model: &str,
+        created: u64,
+    ) -> Result<Value, FormatError>;
+
+    /// A canonical whole answer written in this format, for a client that speaks it.
+    fn response_from_canonical(&self, canonical: Value, created: u64)
+    -> Result<Value, FormatError>;
+
+    /// Reads a stream of this format into canonical chunks.
+    fn stream_decoder(&self, context: &Context) -> Box<dyn Decoder>;
+
+    /// Writes canonical chunks as a stream of this format.
+    fn stream_encoder(&self, context: &Context) -> Box<dyn Encoder>;
+
+    /// Relays a stream of this format to a client of the same format, reading its usage on the
+    /// way; `None`: composed of the decoder and the encoder like any other pair.
+    fn relay(&self, context: &Context) -> Option<Box<dyn Reframe>>;
+
+    /// The error body a client of this format reads.
+    fn error_body(&self, status: u16, kind: &str, code: &str, message: &str) -> String {
+        let _ = status;
+        openai_error_body(kind, code, message)
+    }
+
+    /// How a request to a provider of this format carries the key.
+    fn auth(&self) -> Auth {
+        Auth::Bearer
+    }
+}
+
+/// The registry: the dialect of each format.
+pub fn dialect(format: Format) -> &'static dyn Dialect {
+    match format {
+        Format::OpenAi => &openai::Chat,
+        Format::Anthropic => &anthropic::Messages,
+        Format::Gemini => &gemini::GenerateContent,
+        Format::Cohere => &cohere::Chat,
+        Format::Responses => &responses::ResponsesApi,
+    }
+}
+
+/// OpenAI's error body, `{"error":{"message","type","param","code"}}` (read by every client of
+/// an OpenAI-shaped API).
+pub fn openai_error_body(kind: &str, code: &str, message: &str) -> String {
+    serde_json::json!({"error": {"message": message, "type": kind, "param": null, "code": code}})
+        .to_string()
+}
+
+/// Usage read from the member `name` of a whole answer with `read`.
+pub(super) fn usage_member(
+    body: &[u8],
+    name: &str,
+    read: fn(&Value) -> Option<Usage>,
+) -> Option<Usage> {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|answer| answer.get(name).and_then(read))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_format_has_its_own_dialect() {
+        for format in [
+            Format::OpenAi,
+            Format::Anthropic,
+            Format::Gemini,
+            Format::Cohere,
+            Format::Responses,
+        ] {
+            assert_eq!(dialect(format).format(), format);
+        }
+        assert_eq!(dialect(Format::Anthropic).auth(), Auth::Header("x-api-key"));
+        assert_eq!(
+            dialect(Format::Gemini).auth(),
+            Auth::Header("x-goog-api-key")
+        );
+        assert_eq!(dialect(Format::Cohere).auth(), Auth::Bearer);
+    }
+}
