@@ -1144,6 +1144,8 @@ async fn each_openai_format_provider_type_gets_its_path_key_and_stream_shape() {
             "stream-ok",
         ),
         ("ollama", "", "/v1/chat/completions", "stream-ok"),
+        // Added as one catalog entry (issue #21): the variant, its spelling and its defaults.
+        ("together", "/v1", "/v1/chat/completions", "stream-ok"),
     ];
     let h = Harness::with(|upstream| {
         cases

@@ -1106,6 +1106,52 @@ fn model_catalog_defaults_and_custom_models_with_prices() {
     );
 }
 
+/// A provider type of an existing wire format is one catalog entry: its default base URL and
+/// its priced catalog, with nothing else to write (issue #21).
+#[test]
+fn together_ai_is_a_catalog_entry_of_the_openai_format() {
+    let yaml = format!(
+        "{}{}{}",
+        base(),
+        secret("dgidgi-system", "k", "apiKey", "tg-0001"),
+        provider(
+            "dgidgi-system",
+            "together",
+            "{type: together, credentialsRef: {name: k}}"
+        )
+    );
+    let out = render_yaml(&yaml);
+    assert!(
+        out.report.not_ready().is_empty(),
+        "{:?}",
+        out.report.not_ready()
+    );
+    let together = out
+        .config
+        .providers
+        .iter()
+        .find(|p| p.name == "together")
+        .unwrap();
+    assert_eq!(
+        together.base_url.as_deref(),
+        Some("https://api.together.xyz/v1")
+    );
+    assert_eq!(together.kind.format(), dgidgi::formats::Format::OpenAi);
+    let llama = together
+        .models
+        .iter()
+        .find(|m| m.name == "meta-llama/Llama-3.3-70B-Instruct-Turbo")
+        .expect("the catalog's models");
+    let pricing = llama.pricing.unwrap();
+    assert_eq!(
+        (
+            pricing.input_micro_usd_per_million,
+            pricing.output_micro_usd_per_million
+        ),
+        (880_000, 880_000)
+    );
+}
+
 #[test]
 fn duplicate_model_names_are_refused() {
     let yaml = format!(

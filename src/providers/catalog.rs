@@ -459,6 +459,54 @@ static OPENROUTER: ProviderDefaults = ProviderDefaults {
     ],
 };
 
+/// Together AI's serverless models (list prices from together.ai/pricing; input and output
+/// priced alike). Together documents no output cap apart from the context, so the context is
+/// the output bound the reservation uses.
+static TOGETHER: ProviderDefaults = ProviderDefaults {
+    format: Format::OpenAi,
+    base_url: Some("https://api.together.xyz/v1"),
+    open_catalog: false,
+    chat_path: Some("/chat/completions"),
+    models: &[
+        model(
+            "meta-llama/Llama-3.3-70B-Instruct-Turbo",
+            &[],
+            131_072,
+            131_072,
+            true,
+            0.88,
+            0.88,
+        ),
+        model(
+            "meta-llama/Meta-Llama-3.1-8B-Instruct-Turbo",
+            &[],
+            131_072,
+            131_072,
+            true,
+            0.18,
+            0.18,
+        ),
+        model(
+            "Qwen/Qwen2.5-72B-Instruct-Turbo",
+            &[],
+            32_768,
+            32_768,
+            true,
+            1.2,
+            1.2,
+        ),
+        model(
+            "deepseek-ai/DeepSeek-V3",
+            &[],
+            131_072,
+            131_072,
+            true,
+            1.25,
+            1.25,
+        ),
+    ],
+};
+
 static OLLAMA: ProviderDefaults = ProviderDefaults {
     format: Format::OpenAi,
     base_url: Some("http://localhost:11434"),
@@ -499,6 +547,7 @@ pub fn defaults(kind: ProviderKind) -> &'static ProviderDefaults {
         ProviderKind::Xai => &XAI,
         ProviderKind::Deepseek => &DEEPSEEK,
         ProviderKind::Openrouter => &OPENROUTER,
+        ProviderKind::Together => &TOGETHER,
         ProviderKind::Ollama => &OLLAMA,
         ProviderKind::OpenaiCompatible => &OPENAI_COMPATIBLE,
         ProviderKind::Mock => &MOCK,

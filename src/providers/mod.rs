@@ -33,6 +33,8 @@ pub enum ProviderKind {
     Deepseek,
     /// OpenRouter (OpenAI-compatible, provider-prefixed model ids).
     Openrouter,
+    /// Together AI (OpenAI-compatible, open-weight models by organisation-prefixed id).
+    Together,
     /// A local or self-hosted Ollama server.
     Ollama,
     /// Any other endpoint speaking the OpenAI format; needs a baseUrl.
@@ -62,6 +64,7 @@ impl ProviderKind {
             Self::Xai => "xai",
             Self::Deepseek => "deepseek",
             Self::Openrouter => "openrouter",
+            Self::Together => "together",
             Self::Ollama => "ollama",
             Self::OpenaiCompatible => "openai-compatible",
             Self::Mock => "mock",
