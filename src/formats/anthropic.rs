@@ -1146,6 +1146,25 @@ impl Encoder for EventEncoder {
 pub struct Messages;
 
 impl super::dialect::Dialect for Messages {
+    fn output_fields(&self) -> &'static super::volume::OutputFields {
+        &super::volume::OutputFields {
+            within: &[],
+            limits: &["max_tokens"],
+            choices: &[],
+            unbounded: &[],
+        }
+    }
+
+    fn request_from_canonical(
+        &self,
+        canonical: &Map<String, Value>,
+        target: &super::dialect::Target<'_>,
+    ) -> Result<Map<String, Value>, FormatError> {
+        let mut request = request_from_openai(canonical, target.default_max_output_tokens)?;
+        request.insert("model".into(), Value::from(target.model));
+        Ok(request)
+    }
+
     fn format(&self) -> super::Format {
         super::Format::Anthropic
     }

@@ -360,6 +360,25 @@ impl Decoder for EventDecoder {
 pub struct Chat;
 
 impl super::dialect::Dialect for Chat {
+    fn output_fields(&self) -> &'static super::volume::OutputFields {
+        &super::volume::OutputFields {
+            within: &[],
+            limits: &["max_tokens"],
+            choices: &[],
+            unbounded: &["num_generations"],
+        }
+    }
+
+    fn request_from_canonical(
+        &self,
+        canonical: &Map<String, Value>,
+        target: &super::dialect::Target<'_>,
+    ) -> Result<Map<String, Value>, FormatError> {
+        let mut request = request_from_openai(canonical)?;
+        request.insert("model".into(), Value::from(target.model));
+        Ok(request)
+    }
+
     fn format(&self) -> super::Format {
         super::Format::Cohere
     }

@@ -2,13 +2,14 @@
 //! [`Format`]. A dialect owns what differs between formats — reading a request into the
 //! canonical form (OpenAI chat), writing a whole answer from it and reading one into it, the
 //! usage of an answer relayed as sent, the stream's decoder and encoder and its same-format
-//! relay, the error body a client of the format reads, and how a request in it is
-//! authenticated — so code that handles any format asks the registry instead of matching, and a
+//! relay, the error body a client of the format reads, writing a canonical request in it, where
+//! its output limit lives, its chat URL, and how a request in it is authenticated — so code that handles any format asks the registry instead of matching, and a
 //! new format is one module implementing [`Dialect`] and one line in [`dialect`].
 
 use serde_json::{Map, Value};
 
 use super::stream::{Context, Decoder, Encoder, Reframe};
+use super::volume::OutputFields;
 use super::{Format, FormatError, anthropic, cohere, gemini, openai, responses};
 use crate::usage::Usage;
 
@@ -26,6 +27,24 @@ pub enum Auth {
 pub trait Dialect: Sync {
     /// The format this dialect speaks.
     fn format(&self) -> Format;
+
+    /// Where the format keeps the fields that bound its output (what the reservation reads and
+    /// an allowance cap writes).
+    fn output_fields(&self) -> &'static OutputFields;
+
+    /// A canonical request written in this format for `target` (the model in the body where
+    /// the format puts it there).
+    fn request_from_canonical(
+        &self,
+        canonical: &Map<String, Value>,
+        target: &Target<'_>,
+    ) -> Result<Map<String, Value>, FormatError>;
+
+    /// The chat URL under a provider's `base` URL and its type's chat `path`.
+    fn chat_url(&self, base: &str, path: &str, model: &str, stream: bool) -> String {
+        let _ = (model, stream);
+        format!("{base}{path}")
+    }
 
     /// A request of this format in the canonical form; `None` when it is canonical already.
     fn request_to_canonical(
@@ -70,6 +89,16 @@ pub trait Dialect: Sync {
     fn auth(&self) -> Auth {
         Auth::Bearer
     }
+}
+
+/// What a request is written for.
+#[derive(Clone, Copy, Debug)]
+pub struct Target<'a> {
+    /// The model, as the provider names it.
+    pub model: &'a str,
+    /// The output limit written when the format requires one and the request gave none (the
+    /// model's catalog maximum).
+    pub default_max_output_tokens: u64,
 }
 
 /// The registry: the dialect of each format.

@@ -340,11 +340,44 @@ pub fn usage_chunk(id: &str, model: &str, created: u64, usage: &Usage) -> Value 
 // ---------------------------------------------------------------------------------------------
 // The dialect
 
+/// Where a chat request bounds its output.
+const OUTPUT_FIELDS: super::volume::OutputFields = super::volume::OutputFields {
+    within: &[],
+    // OpenAI's two names, then what OpenAI-compatible servers also honour on this path:
+    // llama.cpp's `n_predict` (read before `max_tokens`), Ollama's `num_predict`, Hugging Face
+    // TGI's `max_new_tokens`.
+    limits: &[
+        "max_completion_tokens",
+        "max_tokens",
+        "n_predict",
+        "num_predict",
+        "max_new_tokens",
+    ],
+    choices: &["n"],
+    // vLLM and other compatible servers honour `best_of` on chat requests: it samples that many
+    // answers and returns the best, each one paid for.
+    unbounded: &["best_of"],
+};
+
 /// OpenAI chat completions: the canonical form itself (and every OpenAI-compatible provider,
 /// Ollama, the mock).
 pub struct Chat;
 
 impl super::dialect::Dialect for Chat {
+    fn output_fields(&self) -> &'static super::volume::OutputFields {
+        &OUTPUT_FIELDS
+    }
+
+    fn request_from_canonical(
+        &self,
+        canonical: &Map<String, Value>,
+        target: &super::dialect::Target<'_>,
+    ) -> Result<Map<String, Value>, super::FormatError> {
+        let mut request = canonical.clone();
+        request.insert("model".into(), Value::from(target.model));
+        Ok(request)
+    }
+
     fn format(&self) -> super::Format {
         super::Format::OpenAi
     }

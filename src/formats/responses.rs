@@ -1250,6 +1250,27 @@ impl super::stream::Decoder for EventDecoder {
 pub struct ResponsesApi;
 
 impl super::dialect::Dialect for ResponsesApi {
+    fn output_fields(&self) -> &'static super::volume::OutputFields {
+        // Reasoning tokens count within `max_output_tokens`; one answer per request.
+        &super::volume::OutputFields {
+            within: &[],
+            limits: &["max_output_tokens"],
+            choices: &[],
+            unbounded: &[],
+        }
+    }
+
+    fn request_from_canonical(
+        &self,
+        _canonical: &Map<String, Value>,
+        _target: &super::dialect::Target<'_>,
+    ) -> Result<Map<String, Value>, FormatError> {
+        // Only a Responses client is served by a Responses upstream, with its request as sent.
+        Err(FormatError::unsupported(
+            "the Responses API serves Responses clients only",
+        ))
+    }
+
     fn format(&self) -> super::Format {
         super::Format::Responses
     }

@@ -23,68 +23,23 @@ pub struct OutputAsk {
     pub unbounded: Option<&'static str>,
 }
 
-/// Where a format keeps its output fields.
-struct Fields {
+/// Where a format keeps its output fields (each dialect's
+/// [`super::dialect::Dialect::output_fields`]).
+#[derive(Debug)]
+pub struct OutputFields {
     /// The object member holding the fields (`generationConfig`) in each spelling the provider
     /// reads, first the one the gateway writes; empty for the top level.
-    within: &'static [&'static str],
+    pub within: &'static [&'static str],
     /// The output-limit fields.
-    limits: &'static [&'static str],
+    pub limits: &'static [&'static str],
     /// The answer-count field, in each spelling the provider reads.
-    choices: &'static [&'static str],
+    pub choices: &'static [&'static str],
     /// Fields that multiply output and cannot be bounded (refused when set above 1).
-    unbounded: &'static [&'static str],
+    pub unbounded: &'static [&'static str],
 }
 
-fn fields(format: Format) -> Fields {
-    match format {
-        Format::OpenAi => Fields {
-            within: &[],
-            // OpenAI's two names, then what OpenAI-compatible servers also honour on this
-            // path: llama.cpp's `n_predict` (read before `max_tokens`), Ollama's `num_predict`,
-            // Hugging Face TGI's `max_new_tokens`.
-            limits: &[
-                "max_completion_tokens",
-                "max_tokens",
-                "n_predict",
-                "num_predict",
-                "max_new_tokens",
-            ],
-            choices: &["n"],
-            // vLLM and other compatible servers honour `best_of` on chat requests: it samples
-            // that many answers and returns the best, each one paid for.
-            unbounded: &["best_of"],
-        },
-        Format::Anthropic => Fields {
-            within: &[],
-            limits: &["max_tokens"],
-            choices: &[],
-            unbounded: &[],
-        },
-        // Google's JSON parser takes a field by its proto name as well as its JSON name
-        // (`generation_config.max_output_tokens` is `generationConfig.maxOutputTokens`), and a
-        // pass-through body goes as sent: both spellings are read. Thinking tokens count within
-        // `maxOutputTokens`.
-        Format::Gemini => Fields {
-            within: &["generationConfig", "generation_config"],
-            limits: &["maxOutputTokens", "max_output_tokens"],
-            choices: &["candidateCount", "candidate_count"],
-            unbounded: &[],
-        },
-        Format::Cohere => Fields {
-            within: &[],
-            limits: &["max_tokens"],
-            choices: &[],
-            unbounded: &["num_generations"],
-        },
-        // Reasoning tokens count within `max_output_tokens`; one answer per request.
-        Format::Responses => Fields {
-            within: &[],
-            limits: &["max_output_tokens"],
-            choices: &[],
-            unbounded: &[],
-        },
-    }
+fn fields(format: Format) -> &'static OutputFields {
+    super::dialect::dialect(format).output_fields()
 }
 
 /// The names of a format's output-limit fields (the ones an allowance cap writes).
@@ -122,7 +77,7 @@ pub fn container_name(format: Format, request: &Map<String, Value>) -> Option<&'
 /// The member holding the output fields, read once: a body that spells it twice is refused,
 /// as no one can say which copy the provider obeys.
 fn container<'a>(
-    fields: &Fields,
+    fields: &OutputFields,
     request: &'a Map<String, Value>,
 ) -> Result<Option<&'a Map<String, Value>>, FormatError> {
     if fields.within.is_empty() {
@@ -151,7 +106,7 @@ fn container<'a>(
 pub fn output_ask(format: Format, request: &Map<String, Value>) -> Result<OutputAsk, FormatError> {
     let fields = fields(format);
     let empty = Map::new();
-    let map = container(&fields, request)?.unwrap_or(&empty);
+    let map = container(fields, request)?.unwrap_or(&empty);
     let mut max_output_tokens: Option<u64> = None;
     for name in fields.limits {
         if let Some(asked) = count(map, name)? {

@@ -27,11 +27,10 @@ use super::upstream::{
 use super::{Active, Gateway};
 use crate::config::Source;
 use crate::config::{ProviderConfig, Scope, TenantConfig};
-use crate::formats::dialect::dialect;
+use crate::formats::dialect::{Target, dialect};
 use crate::formats::stream::{Context, ItemSink, reframer};
 use crate::formats::{
-    Format, FormatError, SentBody, anthropic, cohere, gemini, openai, responses,
-    write_with_edited_members,
+    Format, FormatError, SentBody, anthropic, openai, responses, write_with_edited_members,
 };
 use crate::metering::Ticket;
 use crate::metering::meter::ProviderTicket;
@@ -218,23 +217,20 @@ impl Prepared {
                 };
                 return Ok(Bytes::from(body));
             }
-            Format::Anthropic => {
-                let default_max = match attempt.upstream {
+            // Every other pair: the canonical request written in the upstream's dialect.
+            Format::Anthropic | Format::Gemini | Format::Cohere => {
+                let default_max_output_tokens = match attempt.upstream {
                     Upstream::Provider(provider) => provider
                         .model(&attempt.model)
                         .and_then(|m| m.max_output_tokens)
                         .map_or(DEFAULT_MAX_TOKENS, u64::from),
                     Upstream::Cli(_) => DEFAULT_MAX_TOKENS,
                 };
-                let mut json = anthropic::request_from_openai(self.canonical()?, default_max)?;
-                json.insert("model".into(), model);
-                json
-            }
-            Format::Gemini => gemini::request_from_openai(self.canonical()?)?,
-            Format::Cohere => {
-                let mut json = cohere::request_from_openai(self.canonical()?)?;
-                json.insert("model".into(), model);
-                json
+                let target = Target {
+                    model: &attempt.model,
+                    default_max_output_tokens,
+                };
+                dialect(upstream).request_from_canonical(self.canonical()?, &target)?
             }
         };
         cap(&mut json);

@@ -17,7 +17,7 @@ use hyper_util::rt::TokioExecutor;
 use crate::config::ProviderConfig;
 use crate::config::RetryOn;
 use crate::formats::Format;
-use crate::formats::dialect::Auth;
+use crate::formats::dialect::{Auth, dialect};
 use crate::providers::ProviderKind;
 
 /// The shared client type.
@@ -176,7 +176,7 @@ where
         .header(CONTENT_TYPE, "application/json")
         .header(ACCEPT, "application/json, text/event-stream");
     if let Some(key) = api_key {
-        let (name, mut value) = match crate::formats::dialect::dialect(format).auth() {
+        let (name, mut value) = match dialect(format).auth() {
             Auth::Bearer => (
                 AUTHORIZATION.as_str(),
                 [b"Bearer ".as_slice(), key].concat(),
@@ -292,30 +292,19 @@ pub async fn read_bounded(
 }
 
 /// The chat URL of a provider in its own format: the catalog's `chat_path` under the base
-/// URL, with `{model}` replaced (Gemini names the model and the streaming method in the path).
+/// URL, as its dialect builds it (Gemini names the model and the streaming method in the path).
 pub fn chat_url(provider: &ProviderConfig, model: &str, stream: bool) -> Option<String> {
     let path = provider.kind.defaults().chat_path?;
     let base = provider.base_url.as_deref()?.trim_end_matches('/');
-    if provider.kind.format() == Format::Gemini {
-        let method = if stream {
-            "streamGenerateContent?alt=sse"
-        } else {
-            "generateContent"
-        };
-        return gemini_method_url(provider, model, method);
-    }
-    Some(format!("{base}{path}"))
+    Some(dialect(provider.kind.format()).chat_url(base, path, model, stream))
 }
 
-/// A Gemini provider's URL of one of a model's methods (`generateContent`, `countTokens`…):
-/// the model id percent-encoded into the path (ids such as `tunedModels/x` hold a slash).
+/// A Gemini provider's URL of one of a model's methods (`generateContent`, `countTokens`…).
 pub fn gemini_method_url(provider: &ProviderConfig, model: &str, method: &str) -> Option<String> {
     let path = provider.kind.defaults().chat_path?;
     let base = provider.base_url.as_deref()?.trim_end_matches('/');
-    let model = url::form_urlencoded::byte_serialize(model.as_bytes()).collect::<String>();
-    Some(format!(
-        "{base}{}:{method}",
-        path.replace("{model}", &model)
+    Some(crate::formats::gemini::method_url(
+        base, path, model, method,
     ))
 }
 

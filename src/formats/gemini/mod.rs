@@ -462,10 +462,49 @@ impl Decoder for ChunkDecoder {
 // ---------------------------------------------------------------------------------------------
 // The dialect
 
+/// A URL of one of a model's methods (`generateContent`, `countTokens`…) under a provider's
+/// `base` URL and its type's `path` (which holds `{model}`): the model id percent-encoded into
+/// the path (ids such as `tunedModels/x` hold a slash).
+pub fn method_url(base: &str, path: &str, model: &str, method: &str) -> String {
+    let model = url::form_urlencoded::byte_serialize(model.as_bytes()).collect::<String>();
+    format!("{base}{}:{method}", path.replace("{model}", &model))
+}
+
 /// Google Gemini's generateContent.
 pub struct GenerateContent;
 
 impl super::dialect::Dialect for GenerateContent {
+    fn output_fields(&self) -> &'static super::volume::OutputFields {
+        // Google's JSON parser takes a field by its proto name as well as its JSON name
+        // (`generation_config.max_output_tokens` is `generationConfig.maxOutputTokens`), and a
+        // pass-through body goes as sent: both spellings are read. Thinking tokens count within
+        // `maxOutputTokens`.
+        &super::volume::OutputFields {
+            within: &["generationConfig", "generation_config"],
+            limits: &["maxOutputTokens", "max_output_tokens"],
+            choices: &["candidateCount", "candidate_count"],
+            unbounded: &[],
+        }
+    }
+
+    fn request_from_canonical(
+        &self,
+        canonical: &Map<String, Value>,
+        _target: &super::dialect::Target<'_>,
+    ) -> Result<Map<String, Value>, FormatError> {
+        // The model goes in the URL.
+        request_from_openai(canonical)
+    }
+
+    fn chat_url(&self, base: &str, path: &str, model: &str, stream: bool) -> String {
+        let method = if stream {
+            "streamGenerateContent?alt=sse"
+        } else {
+            "generateContent"
+        };
+        method_url(base, path, model, method)
+    }
+
     fn format(&self) -> super::Format {
         super::Format::Gemini
     }
