@@ -8,7 +8,7 @@
 
 use serde_json::{Map, Value};
 
-use super::stream::{Context, Decoder, Encoder, Reframe};
+use super::stream::{Context, Decoder, Encoder, Framing, Reframe};
 use super::volume::OutputFields;
 use super::{Format, FormatError, anthropic, cohere, gemini, openai, responses};
 use crate::usage::Usage;
@@ -68,6 +68,12 @@ pub trait Dialect: Sync {
     /// A canonical whole answer written in this format, for a client that speaks it.
     fn response_from_canonical(&self, canonical: Value, created: u64)
     -> Result<Value, FormatError>;
+
+    /// How a stream of this format is cut into events (server-sent events unless it says
+    /// otherwise).
+    fn framing(&self) -> Box<dyn Framing> {
+        Box::new(crate::sse::Parser::default())
+    }
 
     /// Reads a stream of this format into canonical chunks.
     fn stream_decoder(&self, context: &Context) -> Box<dyn Decoder>;

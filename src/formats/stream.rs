@@ -11,6 +11,33 @@ use super::dialect::dialect;
 use crate::sse::Event;
 use crate::usage::Usage;
 
+/// How a stream's bytes are cut into events, before a [`Decoder`] or a [`Reframe`] reads them:
+/// each dialect's [`super::dialect::Dialect::framing`]. Every format streams server-sent events
+/// today; a provider that frames otherwise (AWS's binary event-stream, JSON lines) maps each of
+/// its messages to an [`Event`] (its type as the event name, its payload as the data) and the
+/// rest of the stream path stays as it is.
+pub trait Framing: Send {
+    /// Reads more bytes; complete events are appended to `out`.
+    fn feed(&mut self, bytes: &[u8], out: &mut Vec<Event>) -> Result<(), FramingError>;
+    /// The input ended: whatever event is left complete is appended.
+    fn finish(&mut self, out: &mut Vec<Event>) -> Result<(), FramingError>;
+}
+
+/// Why a stream could not be cut into events (safe to show the client).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct FramingError(pub String);
+
+impl Framing for crate::sse::Parser {
+    fn feed(&mut self, bytes: &[u8], out: &mut Vec<Event>) -> Result<(), FramingError> {
+        crate::sse::Parser::feed(self, bytes, out).map_err(|e| FramingError(e.to_string()))
+    }
+
+    fn finish(&mut self, out: &mut Vec<Event>) -> Result<(), FramingError> {
+        crate::sse::Parser::finish(self, out).map_err(|e| FramingError(e.to_string()))
+    }
+}
+
 /// What the stream does after an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flow {

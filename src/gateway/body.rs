@@ -16,8 +16,8 @@ use http_body_util::combinators::BoxBody;
 use hyper::body::{Body, Frame, SizeHint};
 
 use super::completion::{End, Meter};
-use crate::formats::stream::{Flow, Reframe};
-use crate::sse::{Event, Parser};
+use crate::formats::stream::{Flow, Framing, Reframe};
+use crate::sse::Event;
 
 /// A boxed error for failed transfers.
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
@@ -49,7 +49,8 @@ enum Kind {
 
 struct Stream {
     inner: UpstreamBody,
-    parser: Parser,
+    /// Cuts the upstream's bytes into events (its dialect's framing).
+    framing: Box<dyn Framing>,
     reframe: Box<dyn Reframe>,
     /// Reused between reads.
     events: Vec<Event>,
@@ -85,9 +86,11 @@ impl ResponseBody {
         }
     }
 
-    /// An upstream event stream, re-framed by `reframe` until it ends or `deadline`.
+    /// An upstream event stream, cut into events by `framing` and re-framed by `reframe` until
+    /// it ends or `deadline`.
     pub fn stream(
         inner: UpstreamBody,
+        framing: Box<dyn Framing>,
         reframe: Box<dyn Reframe>,
         deadline: tokio::time::Instant,
         meter: Meter,
@@ -95,7 +98,7 @@ impl ResponseBody {
         Self {
             kind: Kind::Stream(Box::new(Stream {
                 inner,
-                parser: Parser::default(),
+                framing,
                 reframe,
                 events: Vec::new(),
                 done: false,
@@ -162,7 +165,7 @@ impl Stream {
                     let Ok(data) = frame.into_data() else {
                         continue; // trailers
                     };
-                    if let Err(error) = self.parser.feed(&data, &mut self.events) {
+                    if let Err(error) = self.framing.feed(&data, &mut self.events) {
                         self.fail(&error.to_string(), &mut out, meter);
                         break;
                     }
@@ -180,8 +183,8 @@ impl Stream {
                     break;
                 }
                 Poll::Ready(None) => {
-                    // The parser only fails on oversize, which `feed` already reported.
-                    let _ = self.parser.finish(&mut self.events);
+                    // The framing fails only on what `feed` already reported (an oversize event).
+                    let _ = self.framing.finish(&mut self.events);
                     self.drain_events(&mut out, meter);
                     if !self.done {
                         let flow = self.reframe.end(&mut out);
@@ -287,6 +290,7 @@ mod tests {
         };
         let body = ResponseBody::stream(
             BoxBody::new(Channel(receiver)),
+            crate::formats::dialect::dialect(upstream).framing(),
             reframer(upstream, client, context),
             tokio::time::Instant::now() + std::time::Duration::from_secs(60),
             meter,

@@ -504,7 +504,8 @@ async fn answer(
             client_wants_usage: prepared.client_wants_usage,
             items: prepared.items.clone(),
         };
-        let body = ResponseBody::stream(body, reframer(format, client, context), deadline, meter);
+        let (framing, reframe) = (dialect(format).framing(), reframer(format, client, context));
+        let body = ResponseBody::stream(body, framing, reframe, deadline, meter);
         let mut response = Response::new(body);
         *response.status_mut() = status;
         response.headers_mut().insert(
