@@ -40,6 +40,32 @@ pub trait Dialect: Sync {
         target: &Target<'_>,
     ) -> Result<Map<String, Value>, FormatError>;
 
+    /// The member holding a request's conversation, and whether it may be a plain string
+    /// (checked at the front door: empty or missing is a 400).
+    fn conversation(&self) -> Conversation {
+        Conversation {
+            member: "messages",
+            text_allowed: false,
+        }
+    }
+
+    /// The output-limit field a cap writes when the request set none; `newer_name`: the
+    /// provider refuses OpenAI's older `max_tokens` (its reasoning models).
+    fn cap_field(&self, newer_name: bool) -> &'static str {
+        let _ = newer_name;
+        self.output_fields()
+            .limits
+            .first()
+            .copied()
+            .unwrap_or("max_tokens")
+    }
+
+    /// What else a cap of the output limit to `cap` must change in a request of this format
+    /// (Anthropic: a thinking budget must stay below `max_tokens`).
+    fn fit_to_cap(&self, request: &mut Map<String, Value>, cap: u64) {
+        let _ = (request, cap);
+    }
+
     /// The chat URL under a provider's `base` URL and its type's chat `path`.
     fn chat_url(&self, base: &str, path: &str, model: &str, stream: bool) -> String {
         let _ = (model, stream);
@@ -105,6 +131,15 @@ pub struct Target<'a> {
     /// The output limit written when the format requires one and the request gave none (the
     /// model's catalog maximum).
     pub default_max_output_tokens: u64,
+}
+
+/// Where a request keeps its conversation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conversation {
+    /// The member (`messages`, `contents`, `input`).
+    pub member: &'static str,
+    /// Whether a non-empty string stands for the conversation (the Responses API's `input`).
+    pub text_allowed: bool,
 }
 
 /// The registry: the dialect of each format.

@@ -353,23 +353,21 @@ pub fn cap_output_tokens(
             *value = Value::from(asked);
         }
     }
+    let dialect = dialect::dialect(format);
     if !any {
-        let name = match format {
-            Format::OpenAi if !openai_new_name => "max_tokens",
-            _ => fields.first().copied().unwrap_or("max_tokens"),
-        };
-        target.insert(name.to_owned(), Value::from(cap));
+        target.insert(
+            dialect.cap_field(openai_new_name).to_owned(),
+            Value::from(cap),
+        );
     }
-    if format == Format::Anthropic {
-        fit_thinking_budget(json, cap);
-    }
+    dialect.fit_to_cap(json, cap);
 }
 
 /// Anthropic refuses a `thinking.budget_tokens` at or above `max_tokens`: when a cap lowers
 /// `max_tokens` that far, the thinking budget is lowered to fit beneath it, or, below
 /// Anthropic's 1,024-token minimum, extended thinking is turned off, so a tenant near its limit
 /// gets a shorter answer rather than a refusal.
-fn fit_thinking_budget(json: &mut Map<String, Value>, cap: u64) {
+pub(crate) fn fit_thinking_budget(json: &mut Map<String, Value>, cap: u64) {
     const MIN_THINKING_BUDGET: u64 = 1_024;
     let Some(budget) = json
         .get("thinking")

@@ -364,6 +364,14 @@ const OUTPUT_FIELDS: super::volume::OutputFields = super::volume::OutputFields {
 pub struct Chat;
 
 impl super::dialect::Dialect for Chat {
+    fn cap_field(&self, newer_name: bool) -> &'static str {
+        if newer_name {
+            "max_completion_tokens"
+        } else {
+            "max_tokens"
+        }
+    }
+
     fn output_fields(&self) -> &'static super::volume::OutputFields {
         &OUTPUT_FIELDS
     }

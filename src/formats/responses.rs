@@ -1250,6 +1250,13 @@ impl super::stream::Decoder for EventDecoder {
 pub struct ResponsesApi;
 
 impl super::dialect::Dialect for ResponsesApi {
+    fn conversation(&self) -> super::dialect::Conversation {
+        super::dialect::Conversation {
+            member: "input",
+            text_allowed: true,
+        }
+    }
+
     fn output_fields(&self) -> &'static super::volume::OutputFields {
         // Reasoning tokens count within `max_output_tokens`; one answer per request.
         &super::volume::OutputFields {

@@ -96,22 +96,19 @@ pub(super) fn route_request<'a>(
         Some(Value::Bool(stream)) => *stream,
         Some(_) => return Err(ApiError::bad_request("'stream' must be a boolean")),
     };
-    let conversation = match format {
-        Format::Responses => "input",
-        Format::Gemini => "contents",
-        Format::OpenAi | Format::Anthropic | Format::Cohere => "messages",
-    };
-    match json.get(conversation) {
+    let conversation = crate::formats::dialect::dialect(format).conversation();
+    let member = conversation.member;
+    match json.get(member) {
         Some(Value::Array(items)) if !items.is_empty() => {}
-        Some(Value::String(text)) if format == Format::Responses && !text.is_empty() => {}
-        _ if format == Format::Responses => {
-            return Err(ApiError::bad_request(
-                "'input' must be a non-empty string or array",
-            ));
+        Some(Value::String(text)) if conversation.text_allowed && !text.is_empty() => {}
+        _ if conversation.text_allowed => {
+            return Err(ApiError::bad_request(format!(
+                "'{member}' must be a non-empty string or array"
+            )));
         }
         _ => {
             return Err(ApiError::bad_request(format!(
-                "'{conversation}' must be a non-empty array"
+                "'{member}' must be a non-empty array"
             )));
         }
     }

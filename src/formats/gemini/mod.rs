@@ -474,6 +474,13 @@ pub fn method_url(base: &str, path: &str, model: &str, method: &str) -> String {
 pub struct GenerateContent;
 
 impl super::dialect::Dialect for GenerateContent {
+    fn conversation(&self) -> super::dialect::Conversation {
+        super::dialect::Conversation {
+            member: "contents",
+            text_allowed: false,
+        }
+    }
+
     fn output_fields(&self) -> &'static super::volume::OutputFields {
         // Google's JSON parser takes a field by its proto name as well as its JSON name
         // (`generation_config.max_output_tokens` is `generationConfig.maxOutputTokens`), and a
