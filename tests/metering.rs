@@ -95,9 +95,13 @@ async fn meter_with_timeout(
         }),
         ..MeterOptions::default()
     };
-    let meter = Arc::new(Meter::open(&options, Arc::new(Metrics::default())).expect("meter opens"));
-    // As a gateway does: connected and synced with Redis' epoch before the first request,
-    // heartbeats from then on.
+    open_ready(&options, Arc::new(Metrics::default())).await
+}
+
+/// Opens a meter counting into `metrics` and waits, as a gateway does, until it is connected
+/// and synced with Redis' epoch; heartbeats from then on.
+async fn open_ready(options: &MeterOptions, metrics: Arc<Metrics>) -> Arc<Meter> {
+    let meter = Arc::new(Meter::open(options, metrics).expect("meter opens"));
     let running = meter.clone();
     tokio::spawn(async move {
         running.warm_up().await;
@@ -1174,4 +1178,64 @@ async fn a_ledger_from_before_epochs_adopts_the_redis_it_meets() {
         .await
         .unwrap();
     assert_eq!(counted, 3 * 200, "the ledger's usage was added twice");
+}
+
+/// Every metered LlmTenant of a namespace spends one allowance: a neighbour's spend that takes
+/// the namespace past an LlmTenant's alert line is announced at that tenant's next settlement,
+/// once (by every replica together, through Redis). Before, a threshold was announced only when
+/// the tenant's own settlement crossed it, so this one was never announced by the gateway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_threshold_crossed_by_a_neighbours_spend_is_announced_at_the_next_settlement() {
+    let redis = RedisServer::start();
+    for shared in [false, true] {
+        let metrics = Arc::new(Metrics::default());
+        let options = MeterOptions {
+            redis_url: shared.then(|| redis.url()),
+            fail_mode: FailMode::Closed,
+            redis_timeout: Duration::from_secs(2),
+            ..MeterOptions::default()
+        };
+        let meter = open_ready(&options, metrics.clone()).await;
+        let alerted = tenant(
+            limits(1_000, 1_000_000, 100),
+            Some(BudgetConfig {
+                monthly_micro_usd: 4_000,
+                alert_thresholds: vec![50],
+                action: BudgetAction::Alert,
+            }),
+        );
+        let mut neighbour = tenant(limits(1_000, 1_000_000, 100), None);
+        neighbour.namespace = alerted.namespace.clone();
+        neighbour.id = format!("{}/neighbour", alerted.namespace);
+        neighbour.name = "neighbour".into();
+        let m = model();
+        // 50 input and 50 output tokens: 500 micro-USD a request, below its reservation.
+        let usage = Usage {
+            input_tokens: 50,
+            output_tokens: 50,
+            ..Usage::default()
+        };
+        let announced = || {
+            metrics
+                .budget_thresholds
+                .get_or_create(&dgidgi::metrics::TenantLabels {
+                    tenant: alerted.id.clone(),
+                })
+                .get()
+        };
+        for _ in 0..5 {
+            let ticket = admit(&meter, &neighbour, &m).await.expect("admitted");
+            meter.settle(ticket, Some(served(&m, Some(usage)))).await;
+        }
+        assert_eq!(
+            announced(),
+            0,
+            "nothing of the alerted tenant's settled yet"
+        );
+        for _ in 0..2 {
+            let ticket = admit(&meter, &alerted, &m).await.expect("admitted");
+            meter.settle(ticket, Some(served(&m, Some(usage)))).await;
+        }
+        assert_eq!(announced(), 1, "announced once (shared: {shared})");
+    }
 }

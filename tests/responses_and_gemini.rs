@@ -163,6 +163,25 @@ async fn spending_the_reservation_cannot_price_is_refused_on_the_platforms_key()
             ),
             "'mcp_servers'",
         ),
+        (
+            "/v1/chat/completions",
+            &openai_headers[..],
+            chat(json!({"tools": [{"type": "browser_search"}]})),
+            "browser_search",
+        ),
+        (
+            "/v1/messages",
+            &anthropic_headers[..],
+            messages(json!({"tools": [{"type": "web_fetch_20250910", "name": "web_fetch"}]})),
+            "web_fetch_20250910",
+        ),
+        (
+            "/v1/messages",
+            &anthropic_headers[..],
+            messages(json!({"messages": [{"role": "user", "content": [
+            {"type": "document", "source": {"type": "file", "file_id": "file_of_tenant_a"}}]}]})),
+            "file id",
+        ),
     ] {
         let before = log.lock().unwrap().len();
         let (status, _, answer) = post_raw(&gateway, path, headers, &body.to_string()).await;
@@ -174,15 +193,22 @@ async fn spending_the_reservation_cannot_price_is_refused_on_the_platforms_key()
             "no provider was called: {body}"
         );
     }
-    let client_tool = messages(json!({"tools": [{"type": "bash_20250124", "name": "bash"}]}));
-    let (status, _, answer) = post_raw(
-        &gateway,
-        "/v1/messages",
-        &anthropic_headers,
-        &client_tool.to_string(),
-    )
-    .await;
-    assert_eq!(status, 200, "{answer}");
+    // Billed as tokens only: tools the client runs, and tool search over the request's own
+    // tool definitions (Claude Code sends it).
+    for tool in [
+        json!({"type": "bash_20250124", "name": "bash"}),
+        json!({"type": "tool_search_tool_regex_20251119", "name": "tool_search_tool_regex"}),
+    ] {
+        let client_tool = messages(json!({"tools": [tool]}));
+        let (status, _, answer) = post_raw(
+            &gateway,
+            "/v1/messages",
+            &anthropic_headers,
+            &client_tool.to_string(),
+        )
+        .await;
+        assert_eq!(status, 200, "{answer}");
+    }
     gateway.running.shutdown().await;
 }
 

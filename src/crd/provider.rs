@@ -33,7 +33,7 @@ use crate::providers::ProviderKind;
 #[serde(rename_all = "camelCase")]
 pub struct LlmProviderSpec {
     /// Wire format and defaults of the upstream: openai, anthropic, gemini, groq, mistral, cohere,
-    /// perplexity, xai, deepseek, openrouter, ollama, openai-compatible, or mock (a built-in
+    /// perplexity, xai, deepseek, openrouter, together, ollama, openai-compatible, or mock (a built-in
     /// offline provider for demos and load tests).
     #[serde(rename = "type")]
     pub kind: ProviderKind,

@@ -66,16 +66,43 @@ pub fn error_body(status: u16, message: &str) -> String {
 // ---------------------------------------------------------------------------------------------
 // Requests
 
-/// Tool types Anthropic defines that the client runs (the model only asks for them): billed as
-/// tokens. Matched by prefix (`bash_20250124`, `text_editor_20250728`, ...). Untyped and
-/// `custom` tools are the client's own.
-const CLIENT_RUN_TOOL_PREFIXES: [&str; 4] = ["bash_", "text_editor_", "computer_", "memory_"];
+/// Tool types Anthropic defines that cost only the tokens of the request and its answer: the
+/// ones the client runs (the model only asks for them), and tool search, which Anthropic runs
+/// over the tool definitions the request itself carries. Each is its name and an eight-digit
+/// version (`bash_20250124`, `tool_search_tool_regex_20251119`). Untyped and `custom` tools are
+/// the client's own.
+const TOKEN_ONLY_TOOLS: [&str; 6] = [
+    "bash",
+    "text_editor",
+    "computer",
+    "memory",
+    "tool_search_tool_regex",
+    "tool_search_tool_bm25",
+];
+
+/// Whether a tool type is one of [`TOKEN_ONLY_TOOLS`] with its version.
+fn costs_only_tokens(kind: &str) -> bool {
+    kind == "custom"
+        || TOKEN_ONLY_TOOLS.iter().any(|name| {
+            kind.strip_prefix(name)
+                .and_then(|rest| rest.strip_prefix('_'))
+                .is_some_and(|version| {
+                    version.len() == 8 && version.bytes().all(|b| b.is_ascii_digit())
+                })
+        })
+}
 
 /// Refuses what a Messages request may not do through the platform's key, which every tenant
-/// shares and the gateway meters: server tools Anthropic runs and bills apart from tokens (web
-/// search per search, web fetch, code execution per container hour), remote MCP servers, and a
-/// container by id (state kept at the provider under the shared key). On a tenant's own key the
-/// request passes as sent.
+/// shares and the gateway meters:
+/// - server tools Anthropic runs apart from the request's tokens: billed apart (web search per
+///   search, code execution per container hour) or adding input no reservation could bound
+///   (web fetch reads pages of any length into the context);
+/// - remote MCP servers, and a container or a file by id (state kept at the provider under the
+///   shared key: an id would reach what another tenant stored).
+///
+/// Options priced above the list rates (`speed`, `inference_geo`) are refused for every metered
+/// tenant before this (`gateway::metered::request_size`). On a tenant's own key the request
+/// passes as sent.
 pub fn refuse_on_shared_key(request: &Map<String, Value>) -> Result<(), FormatError> {
     for tool in request
         .get("tools")
@@ -86,9 +113,9 @@ pub fn refuse_on_shared_key(request: &Map<String, Value>) -> Result<(), FormatEr
         let Some(kind) = tool.get("type").and_then(Value::as_str) else {
             continue;
         };
-        if kind != "custom" && !CLIENT_RUN_TOOL_PREFIXES.iter().any(|p| kind.starts_with(p)) {
+        if !costs_only_tokens(kind) {
             return Err(FormatError::unsupported(format!(
-                "tools of type {kind:?} are run and billed by Anthropic apart from tokens, which the platform's key cannot meter; use client tools, or your own key"
+                "tools of type {kind:?} are run by Anthropic apart from the request's tokens (billed apart, or reading input of any length), which the platform's key cannot meter; use client tools, or your own key"
             )));
         }
     }
@@ -97,6 +124,22 @@ pub fn refuse_on_shared_key(request: &Map<String, Value>) -> Result<(), FormatEr
             return Err(FormatError::unsupported(format!(
                 "'{member}' is run or kept by Anthropic apart from the request's tokens, which the platform's key cannot meter; remove it, or use your own key"
             )));
+        }
+    }
+    let parts = request
+        .get("messages")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|message| message.get("content").and_then(Value::as_array))
+        .flatten();
+    for part in parts {
+        let by_id = part.pointer("/source/type").and_then(Value::as_str) == Some("file")
+            || part.get("type").and_then(Value::as_str) == Some("container_upload");
+        if by_id {
+            return Err(FormatError::unsupported(
+                "content by file id refers to a file stored under the platform's shared key; send it inline (base64 or text), or use your own key",
+            ));
         }
     }
     Ok(())

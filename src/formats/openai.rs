@@ -120,7 +120,7 @@ pub fn is_usage_only_chunk(chunk: &Value) -> bool {
 /// gateway chose, reserved and priced. On the platform's shared key they would be spent
 /// without being metered, so a request carrying one is refused there (on a tenant's own key it
 /// passes as sent). Each with why.
-const SPENT_APART: [(&str, &str); 4] = [
+const SPENT_APART: [(&str, &str); 5] = [
     (
         "models",
         "lists models OpenRouter may serve instead of the one this gateway reserved and priced",
@@ -134,21 +134,63 @@ const SPENT_APART: [(&str, &str); 4] = [
         "runs OpenRouter plugins (web search, file parsing), billed apart from tokens",
     ),
     (
+        "preset",
+        "applies an OpenRouter preset kept in the platform's account (models, providers, plugins)",
+    ),
+    (
         "web_search_options",
         "runs a web search, billed per call apart from tokens",
     ),
 ];
 
-/// Refuses what a chat request may not do through the platform's key, which every tenant
-/// shares and the gateway meters: spend on anything it cannot reserve and price
-/// ([`SPENT_APART`]).
-pub fn refuse_on_shared_key(request: &Map<String, Value>) -> Result<(), super::FormatError> {
+/// Refuses what a chat request to `model` may not do through the platform's key, which every
+/// tenant shares and the gateway meters: spend on anything it cannot reserve and price
+/// ([`SPENT_APART`], tools other than functions — a provider's built-in tools are billed per
+/// call —, and OpenRouter's model ids that add web search or choose the model themselves).
+/// Dearer service options (`service_tier: priority`) are refused for every metered tenant
+/// before this (`gateway::metered::request_size`). `searches_anyway`: the provider searches the web on
+/// every request whatever it is asked (Perplexity), so its search options change nothing.
+pub fn refuse_on_shared_key(
+    request: &Map<String, Value>,
+    model: &str,
+    searches_anyway: bool,
+) -> Result<(), super::FormatError> {
+    let refuse = |message: String| Err(super::FormatError::unsupported(message));
     for (member, why) in SPENT_APART {
-        if request.get(member).is_some_and(|v| !v.is_null()) {
-            return Err(super::FormatError::unsupported(format!(
-                "'{member}' {why}, which the platform's key cannot meter; remove it, or use your own key"
-            )));
+        if member == "web_search_options" && searches_anyway {
+            continue;
         }
+        let set = request.get(member).is_some_and(|v| match v {
+            Value::Null => false,
+            Value::Array(items) => !items.is_empty(),
+            _ => true,
+        });
+        if set {
+            return refuse(format!(
+                "'{member}' {why}, which the platform's key cannot meter; remove it, or use your own key"
+            ));
+        }
+    }
+    for tool in request
+        .get("tools")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let kind = tool
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("untyped");
+        if kind != "function" && kind != "custom" {
+            return refuse(format!(
+                "tools of type {kind:?} are run and billed by the provider apart from tokens, which the platform's key cannot meter; use function tools, or your own key"
+            ));
+        }
+    }
+    if model.ends_with(":online") || model == "openrouter/auto" || model.starts_with("@preset/") {
+        return refuse(format!(
+            "model {model:?} lets OpenRouter add web search or choose the model, which the platform's key cannot meter; name the model itself, or use your own key"
+        ));
     }
     Ok(())
 }
@@ -440,14 +482,34 @@ mod tests {
     fn only_members_spent_apart_are_refused_on_the_shared_key_and_null_is_absent() {
         let object = |v: Value| v.as_object().cloned().unwrap();
         let plain = object(
-            json!({"model": "m", "messages": [], "models": null, "provider": {"sort": "price"}}),
+            json!({"model": "m", "messages": [], "models": null, "plugins": [],
+            "provider": {"sort": "price"}, "service_tier": "flex",
+            "tools": [{"type": "function", "function": {"name": "f"}}]}),
         );
-        assert!(refuse_on_shared_key(&plain).is_ok());
-        for member in ["models", "route", "plugins", "web_search_options"] {
-            let error = refuse_on_shared_key(&object(json!({"model": "m", member: []})))
+        assert!(refuse_on_shared_key(&plain, "m", false).is_ok());
+        for member in ["models", "route", "plugins", "preset", "web_search_options"] {
+            let request = object(json!({"model": "m", member: ["x"]}));
+            let error = refuse_on_shared_key(&request, "m", false)
                 .expect_err(member)
                 .to_string();
             assert!(error.contains(&format!("'{member}'")), "{error}");
+        }
+        // Perplexity searches on every request: its search options change nothing.
+        let perplexity = object(json!({"web_search_options": {"search_context_size": "high"}}));
+        assert!(refuse_on_shared_key(&perplexity, "sonar", true).is_ok());
+        for (request, model, named) in [
+            (
+                json!({"tools": [{"type": "browser_search"}]}),
+                "m",
+                "browser_search",
+            ),
+            (json!({}), "openai/gpt-4o:online", ":online"),
+            (json!({}), "openrouter/auto", "openrouter/auto"),
+        ] {
+            let error = refuse_on_shared_key(&object(request), model, false)
+                .expect_err(named)
+                .to_string();
+            assert!(error.contains(named), "{error}");
         }
     }
 

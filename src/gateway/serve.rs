@@ -185,8 +185,15 @@ impl Prepared {
             }
             Format::OpenAi => {
                 let from_other = self.client != Format::OpenAi;
-                if !from_other && paid_by_platform(attempt) {
-                    openai::refuse_on_shared_key(&self.original)?;
+                if paid_by_platform(attempt) {
+                    let searches_anyway = matches!(attempt.upstream,
+                        Upstream::Provider(p) if p.kind == ProviderKind::Perplexity);
+                    let sent = if from_other {
+                        self.canonical()?
+                    } else {
+                        &self.original
+                    };
+                    openai::refuse_on_shared_key(sent, &attempt.model, searches_anyway)?;
                 }
                 let members = [
                     "model",

@@ -1120,8 +1120,8 @@ impl Meter {
                 ticket.shared,
             )
             .await;
-        if let (Some(settlement), Some((budget, percents))) = (settlement, &ticket.budget) {
-            self.fire_thresholds(&ticket, &releases, &after, settlement, *budget, percents)
+        if let (Some(_), Some((budget, percents))) = (settlement, &ticket.budget) {
+            self.fire_thresholds(&ticket, &releases, &after, *budget, percents)
                 .await;
         }
         let latency = ticket.started.elapsed();
@@ -1227,7 +1227,6 @@ impl Meter {
         ticket: &Ticket,
         releases: &[super::charge::Release],
         after: &[u64],
-        settlement: Settlement,
         budget: u64,
         percents: &[u32],
     ) {
@@ -1240,9 +1239,15 @@ impl Meter {
         else {
             return;
         };
-        let before = spent.saturating_sub(settlement.cost_micro_usd);
-        for percent in crossed_thresholds(budget, percents, before, spent) {
+        // Every line the spend has reached, not only those this settlement crossed: the spend
+        // is the namespace's (`TenantConfig::meter`), so a neighbour's settlement may have taken
+        // it past this tenant's line. Each is announced once: the marks decide, this replica's
+        // own first (it keeps the ones it has seen), then Redis' for the fleet.
+        for percent in crossed_thresholds(budget, percents, 0, spent) {
             let mark = keys::threshold(&ticket.tenant, &ticket.reservation.month, percent);
+            if !self.book().mark_once(&mark) {
+                continue;
+            }
             let first = match (&self.redis, ticket.shared) {
                 (Some(redis), true) => {
                     let ttl = clock::until_next_month(now_ms()) + 2 * clock::DAY_MS;
@@ -1250,11 +1255,11 @@ impl Meter {
                         Ok(first) => first,
                         Err(error) => {
                             self.redis_failed("mark", &error);
-                            self.book().mark_once(&mark)
+                            true
                         }
                     }
                 }
-                _ => self.book().mark_once(&mark),
+                _ => true,
             };
             if first {
                 tracing::warn!(tenant = ?ticket.tenant, percent, "budget alert threshold crossed");

@@ -26,6 +26,8 @@ pub const CONFIG_HASH_ANNOTATION: &str = "llm.dgidgi.io/config-sha256";
 /// memory; this is where one that restarts while the platform configuration is invalid finds
 /// it, instead of rendering nothing until the configuration is fixed.
 pub const TIERS_ANNOTATION: &str = "llm.dgidgi.io/tiers-in-force";
+/// The largest record of the tiers kept in [`TIERS_ANNOTATION`].
+const TIERS_ANNOTATION_MAX_BYTES: usize = 64 * 1024;
 /// Label on access key Secrets naming their LlmTenant.
 pub const TENANT_LABEL: &str = "llm.dgidgi.io/tenant";
 /// Name of the status output file under `--out` (beside, not inside, the manifests directory,
@@ -124,10 +126,19 @@ pub fn config_map(output: &RenderOutput, docs: &Documents) -> ConfigMap {
         CONFIG_HASH_ANNOTATION.to_owned(),
         hex::encode(Sha256::digest(docs.gateway_config.as_bytes())),
     )]);
-    // A table of numbers and strings always serializes; were it ever not to, the ConfigMap is
-    // still written, only without the record (an operator restart then holds, as before).
-    if let Ok(tiers) = serde_json::to_string(&output.tiers) {
-        annotations.insert(TIERS_ANNOTATION.to_owned(), tiers);
+    // A table of numbers and strings always serializes; were it ever not to, or were it past
+    // the bound (an object's annotations hold 256 KiB in all, and a write past that would stop
+    // every config update), the ConfigMap is still written, only without the record (an
+    // operator restarting on an invalid configuration then holds, as without one).
+    match serde_json::to_string(&output.tiers) {
+        Ok(tiers) if tiers.len() <= TIERS_ANNOTATION_MAX_BYTES => {
+            annotations.insert(TIERS_ANNOTATION.to_owned(), tiers);
+        }
+        Ok(tiers) => tracing::warn!(
+            bytes = tiers.len(),
+            "the tiers in force are too large to record on the gateway ConfigMap"
+        ),
+        Err(error) => tracing::warn!(%error, "could not record the tiers in force"),
     }
     metadata.annotations = Some(annotations);
     ConfigMap {

@@ -30,10 +30,15 @@ pub struct TierTerms {
     /// Limits for the `platform` source.
     pub limits: EffectiveLimits,
     /// Whether namespace annotations override these numbers (today's enterprise tier).
+    #[serde(default)]
     pub custom: bool,
     /// A monthly budget every tenant of the tier has, at most (micro-USD).
+    #[serde(default)]
     pub monthly_budget_micro_usd: Option<u64>,
     /// `provider/model` globs the tier may use on the platform's providers; empty: all.
+    // Optional members read as absent when missing, so a record written by a release without
+    // them still reads (see `TIERS_ANNOTATION`).
+    #[serde(default)]
     pub models: Vec<String>,
 }
 
