@@ -3,7 +3,7 @@
 //! mid-way — transport error, the provider's total timeout, an error event in the provider's
 //! own format — ends with an error event in the client's format, never with a fake end.
 //!
-//! A body served by an attempt carries a [`Meter`]: it reports exactly one completion when the
+//! A body served by an attempt carries a [`Reporter`]: it reports exactly one completion when the
 //! body ends, fails or is dropped.
 
 use std::future::Future as _;
@@ -15,7 +15,7 @@ use http_body_util::BodyExt as _;
 use http_body_util::combinators::BoxBody;
 use hyper::body::{Body, Frame, SizeHint};
 
-use super::completion::{End, Meter};
+use super::completion::{End, Reporter};
 use crate::formats::stream::{Flow, Framing, Reframe};
 use crate::sse::Event;
 
@@ -37,7 +37,7 @@ where
 /// Every body the gateway sends.
 pub struct ResponseBody {
     kind: Kind,
-    meter: Option<Meter>,
+    meter: Option<Reporter>,
 }
 
 enum Kind {
@@ -79,7 +79,7 @@ impl ResponseBody {
     }
 
     /// A complete body served by an attempt: `meter` reports when it has been handed over.
-    pub fn metered(bytes: impl Into<Bytes>, meter: Meter) -> Self {
+    pub fn metered(bytes: impl Into<Bytes>, meter: Reporter) -> Self {
         Self {
             kind: Kind::Full(Some(bytes.into())),
             meter: Some(meter),
@@ -93,7 +93,7 @@ impl ResponseBody {
         framing: Box<dyn Framing>,
         reframe: Box<dyn Reframe>,
         deadline: tokio::time::Instant,
-        meter: Meter,
+        meter: Reporter,
     ) -> Self {
         Self {
             kind: Kind::Stream(Box::new(Stream {
@@ -109,7 +109,7 @@ impl ResponseBody {
     }
 }
 
-fn finish(meter: &mut Option<Meter>, usage: Option<crate::usage::Usage>, end: End) {
+fn finish(meter: &mut Option<Reporter>, usage: Option<crate::usage::Usage>, end: End) {
     if let Some(meter) = meter {
         meter.set_usage(usage);
         meter.finish(end);
@@ -118,7 +118,7 @@ fn finish(meter: &mut Option<Meter>, usage: Option<crate::usage::Usage>, end: En
 
 impl Stream {
     /// Ends the stream after a failure: the client-format error goes out.
-    fn fail(&mut self, message: &str, out: &mut Vec<u8>, meter: &mut Option<Meter>) {
+    fn fail(&mut self, message: &str, out: &mut Vec<u8>, meter: &mut Option<Reporter>) {
         tracing::warn!(error = ?message, "upstream stream failed");
         self.reframe.fail(message, out);
         self.done = true;
@@ -126,7 +126,7 @@ impl Stream {
     }
 
     /// Runs the parsed events through the re-framer; stops at a completion or failure.
-    fn drain_events(&mut self, out: &mut Vec<u8>, meter: &mut Option<Meter>) {
+    fn drain_events(&mut self, out: &mut Vec<u8>, meter: &mut Option<Reporter>) {
         for event in self.events.drain(..) {
             match self.reframe.event(&event, out) {
                 Flow::Continue => {}
@@ -148,7 +148,7 @@ impl Stream {
     fn poll(
         &mut self,
         cx: &mut Context<'_>,
-        meter: &mut Option<Meter>,
+        meter: &mut Option<Reporter>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let mut out = Vec::new();
         loop {
@@ -281,7 +281,7 @@ mod tests {
         client: Format,
     ) -> (ResponseBody, Feed, oneshot::Receiver<Completion>) {
         let (feed, receiver) = mpsc::unbounded_channel();
-        let (meter, completion) = Meter::new(200);
+        let (meter, completion) = Reporter::new(200);
         let context = stream::Context {
             model: "m".into(),
             created: 1,
@@ -308,7 +308,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_whole_answer_reports_its_usage_once_sent() {
-        let (mut meter, completion) = Meter::new(200);
+        let (mut meter, completion) = Reporter::new(200);
         meter.set_usage(Some(Usage {
             input_tokens: 4,
             output_tokens: 1,

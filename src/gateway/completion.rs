@@ -35,14 +35,14 @@ pub struct Completion {
 /// The sending half, carried by a response body. Dropping it unfinished reports
 /// [`End::ClientGone`].
 #[derive(Debug)]
-pub struct Meter {
+pub struct Reporter {
     sender: Option<oneshot::Sender<Completion>>,
     usage: Option<Usage>,
     first_byte: Option<Instant>,
     status: u16,
 }
 
-impl Meter {
+impl Reporter {
     /// A meter for a response with `status`, and the receiver its one completion goes to.
     pub fn new(status: u16) -> (Self, oneshot::Receiver<Completion>) {
         let (sender, receiver) = oneshot::channel();
@@ -88,7 +88,7 @@ impl Meter {
     }
 }
 
-impl Drop for Meter {
+impl Drop for Reporter {
     fn drop(&mut self) {
         self.finish(End::ClientGone);
     }
@@ -100,7 +100,7 @@ mod tests {
 
     #[test]
     fn reports_once_with_the_first_end() {
-        let (mut meter, mut receiver) = Meter::new(200);
+        let (mut meter, mut receiver) = Reporter::new(200);
         meter.set_usage(Some(Usage {
             input_tokens: 3,
             ..Usage::default()
@@ -119,7 +119,7 @@ mod tests {
 
     #[test]
     fn dropping_unfinished_reports_client_gone() {
-        let (meter, mut receiver) = Meter::new(200);
+        let (meter, mut receiver) = Reporter::new(200);
         drop(meter);
         assert_eq!(receiver.try_recv().unwrap().end, End::ClientGone);
     }

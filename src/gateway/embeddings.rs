@@ -18,12 +18,12 @@ use serde_json::{Map, Value};
 use super::answer_buffers::hold;
 use super::body::{ResponseBody, upstream_body};
 use super::chat::{ParsedRequest, model_and_provider, parse_request};
-use super::completion::Meter;
+use super::completion::Reporter;
 use super::error::ApiError;
 use super::forwarded::{ClientHeaders, copy_provider_headers};
 use super::metered;
 use super::serve::{
-    MAX_ANSWER_BYTES, Served, final_error, key_quota, send_to_provider, stamp, try_again,
+    AttemptAnswer, MAX_ANSWER_BYTES, final_error, key_quota, send_to_provider, stamp, try_again,
 };
 use super::upstream::{Failure, Outcome, ReadError, embeddings_url, read_bounded};
 use super::{Active, Gateway};
@@ -92,7 +92,7 @@ async fn walk(
     planned: &Plan<'_>,
     request: &ParsedRequest<'_>,
     ticket: &Ticket,
-) -> Result<Served, ApiError> {
+) -> Result<AttemptAnswer, ApiError> {
     let input_type = request
         .headers
         .get(COHERE_INPUT_TYPE_HEADER)
@@ -235,7 +235,7 @@ async fn walk(
             (Bytes::from(body), None)
         };
         snapshot.health.record_success(&provider.id);
-        let (mut meter, completion) = Meter::new(parts.status.as_u16());
+        let (mut meter, completion) = Reporter::new(parts.status.as_u16());
         meter.set_usage(usage);
         let mut response = Response::new(ResponseBody::metered(hold(out, room), meter));
         *response.status_mut() = parts.status;
@@ -245,7 +245,7 @@ async fn walk(
         let platform = provider.scope == Scope::Platform;
         copy_provider_headers(&parts.headers, response.headers_mut(), platform);
         stamp(response.headers_mut(), attempt, planned, index, None);
-        return Ok(Served {
+        return Ok(AttemptAnswer {
             response,
             completion,
             provider: provider.id.clone(),

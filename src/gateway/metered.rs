@@ -13,7 +13,7 @@ use super::body::ResponseBody;
 use super::completion::{Completion, End};
 use super::error::ApiError;
 use super::limits::{refusal_error, write_admitted_headers};
-use super::serve::Served;
+use super::serve::AttemptAnswer;
 use super::{Active, Gateway};
 use crate::config::{PricingConfig, Scope, TenantConfig};
 use crate::formats::{Format, volume};
@@ -190,7 +190,7 @@ impl<T: Releasable> Drop for SettleOnDrop<T> {
 }
 
 /// What settling needs from the attempt that served, owned so it can outlive the request.
-struct ServedFacts {
+struct SettleFacts {
     provider: String,
     model: String,
     model_label: String,
@@ -207,7 +207,7 @@ pub async fn finish(
     gateway: &Arc<Gateway>,
     snapshot: &Active,
     mut guard: SettleOnDrop<Ticket>,
-    result: Result<Served, ApiError>,
+    result: Result<AttemptAnswer, ApiError>,
 ) -> Result<Response<ResponseBody>, ApiError> {
     let Some(ticket) = guard.get_mut() else {
         return Err(ApiError::not_ready());
@@ -252,7 +252,7 @@ pub async fn finish(
     };
     let provider = snapshot.provider(&served.provider);
     let model = provider.and_then(|p| p.model(&served.model));
-    let facts = ServedFacts {
+    let facts = SettleFacts {
         model_label: model.map_or_else(|| "other".to_owned(), |m| m.name.clone()),
         platform: provider.is_some_and(|p| p.scope == Scope::Platform),
         pricing: model.and_then(|m| m.pricing),
@@ -338,7 +338,7 @@ async fn settle_served(
     gateway: Arc<Gateway>,
     ticket: Ticket,
     quota: Option<ProviderTicket>,
-    facts: ServedFacts,
+    facts: SettleFacts,
     completion: Completion,
     status: StatusCode,
     entry: Option<super::access_log::Entry>,
@@ -363,7 +363,7 @@ async fn settle_served(
 async fn settle(
     gateway: &Gateway,
     ticket: Ticket,
-    facts: &ServedFacts,
+    facts: &SettleFacts,
     completion: Completion,
     status: StatusCode,
     entry: Option<super::access_log::Entry>,

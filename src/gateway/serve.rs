@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 use super::answer_buffers::{AnswerBuffers, hold};
 use super::body::{ResponseBody, UpstreamBody, upstream_body};
 use super::chat::PROVIDER_HEADER;
-use super::completion::{Completion, Meter};
+use super::completion::{Completion, Reporter};
 use super::error::ApiError;
 use super::forwarded::{BetaPolicy, ClientHeaders, copy_provider_headers};
 use super::metered::SettleOnDrop;
@@ -66,7 +66,7 @@ pub struct ClientRequest {
 /// The response an attempt served, with what the lead's metering needs: the one completion the
 /// body will report, and which attempt served it.
 #[derive(Debug)]
-pub struct Served {
+pub struct AttemptAnswer {
     /// The response to send.
     pub response: Response<ResponseBody>,
     /// Receives exactly one completion when the body ends, fails or is dropped.
@@ -271,7 +271,7 @@ pub async fn serve(
     planned: &Plan<'_>,
     request: ClientRequest,
     ticket: &Ticket,
-) -> Result<Served, ApiError> {
+) -> Result<AttemptAnswer, ApiError> {
     let client_wants_usage = request.format == Format::OpenAi
         && request
             .json
@@ -357,7 +357,7 @@ pub async fn serve(
                     let shortened = output_cap.filter(|_| ticket.reservation.output_shortened());
                     stamp(response.headers_mut(), attempt, planned, index, shortened);
                     said_rewritten(response.headers_mut(), &prepared.rewritten);
-                    return Ok(Served {
+                    return Ok(AttemptAnswer {
                         response,
                         completion,
                         provider: describe(attempt),
@@ -491,7 +491,7 @@ async fn answer(
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/event-stream"));
-    let (meter, completion) = Meter::new(status.as_u16());
+    let (meter, completion) = Reporter::new(status.as_u16());
     let deadline = total_deadline(attempt);
     if status.is_success() && prepared.stream && !is_sse {
         // A stream was asked for and something else came (an HTML error page, a proxy's
