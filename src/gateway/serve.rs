@@ -320,34 +320,8 @@ pub async fn serve(
                 },
                 Upstream::Cli(_) => None,
             };
-            let outcome = call(gateway, snapshot, tenant, attempt, &prepared, format, &body).await;
-            let result = match outcome {
-                Outcome::Relay(response) => {
-                    let (parts, incoming) = response.into_parts();
-                    answer(
-                        &prepared,
-                        attempt,
-                        format,
-                        parts.status,
-                        &parts.headers,
-                        upstream_body(incoming),
-                        &gateway.answer_buffers,
-                    )
-                    .await
-                }
-                Outcome::Local {
-                    status,
-                    content_type,
-                    body,
-                } => {
-                    let mut headers = HeaderMap::new();
-                    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-                    let local = upstream_body(http_body_util::Full::new(body));
-                    let buffers = &gateway.answer_buffers;
-                    answer(&prepared, attempt, format, status, &headers, local, buffers).await
-                }
-                Outcome::Failed(failure) => Err(failure),
-            };
+            let result =
+                try_once(gateway, snapshot, tenant, attempt, &prepared, format, &body).await;
             match result {
                 Ok((mut response, completion)) => {
                     if let Upstream::Provider(provider) = attempt.upstream {
@@ -395,6 +369,39 @@ pub async fn serve(
         }
     }
     Err(final_error(&failures, &planned.requested_model))
+}
+
+/// One try of one attempt: the call, and its answer read or relayed in the client's format
+/// (or why it failed, for the attempt loop in [`serve`] to retry or fall back from).
+async fn try_once(
+    gateway: &Gateway,
+    snapshot: &Active,
+    tenant: &TenantConfig,
+    attempt: &Attempt<'_>,
+    prepared: &Prepared,
+    format: Format,
+    body: &Bytes,
+) -> Result<(Response<ResponseBody>, oneshot::Receiver<Completion>), Failure> {
+    let buffers = &gateway.answer_buffers;
+    match call(gateway, snapshot, tenant, attempt, prepared, format, body).await {
+        Outcome::Relay(response) => {
+            let (parts, incoming) = response.into_parts();
+            let (status, headers) = (parts.status, &parts.headers);
+            let relayed = upstream_body(incoming);
+            answer(prepared, attempt, format, status, headers, relayed, buffers).await
+        }
+        Outcome::Local {
+            status,
+            content_type,
+            body,
+        } => {
+            let mut headers = HeaderMap::new();
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+            let local = upstream_body(http_body_util::Full::new(body));
+            answer(prepared, attempt, format, status, &headers, local, buffers).await
+        }
+        Outcome::Failed(failure) => Err(failure),
+    }
 }
 
 /// The provider key's own quota for one try (`None`: the key has none of its own); a full one
