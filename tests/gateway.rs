@@ -7,16 +7,15 @@ mod common;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::gateway::{Start, start_in, write_config};
 use dgidgi::gateway::Settings;
-use dgidgi::gateway::server::{Running, StartOptions, start};
+use dgidgi::gateway::server::Running;
 use dgidgi::metrics::ResultLabels;
 use dgidgi::render::RenderOutput;
-use dgidgi::render::manifests::config_dir_files;
 use http_body_util::{BodyExt as _, Full};
 use hyper::Request;
 use hyper_util::client::legacy::Client;
@@ -360,10 +359,7 @@ impl Harness {
         );
         let dir = tempfile::tempdir().unwrap();
         write_config(dir.path(), &output);
-        let running = start(StartOptions {
-            config_dir: dir.path().to_owned(),
-            listen: "127.0.0.1:0".parse().unwrap(),
-            admin_listen: "127.0.0.1:0".parse().unwrap(),
+        let how = Start {
             settings: Settings {
                 max_body_bytes: 64 * 1024,
                 header_read_timeout: Duration::from_millis(300),
@@ -371,11 +367,9 @@ impl Harness {
                 ..Settings::default()
             },
             reload_interval: Duration::from_millis(50),
-            drain: Duration::from_secs(5),
-            unready_delay: Duration::ZERO,
-        })
-        .await
-        .unwrap();
+            ..Start::default()
+        };
+        let running = start_in(dir.path(), how).await;
         Self {
             running,
             output,
@@ -486,12 +480,6 @@ fn spawn_slow_stream(address: SocketAddr, key: String) -> tokio::task::JoinHandl
         )
         .unwrap()
     })
-}
-
-fn write_config(dir: &Path, output: &RenderOutput) {
-    for file in config_dir_files(output).unwrap() {
-        std::fs::write(dir.join(&file.path), &file.bytes).unwrap();
-    }
 }
 
 fn user(model: &str) -> serde_json::Value {
@@ -1100,17 +1088,12 @@ async fn readyz_reports_draining_before_the_listeners_close() {
     let output = common::render_yaml(&fleet(upstream));
     let dir = tempfile::tempdir().unwrap();
     write_config(dir.path(), &output);
-    let running = start(StartOptions {
-        config_dir: dir.path().to_owned(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        admin_listen: "127.0.0.1:0".parse().unwrap(),
-        settings: Settings::default(),
+    let how = Start {
         reload_interval: Duration::from_millis(50),
-        drain: Duration::from_secs(5),
         unready_delay: Duration::from_millis(600),
-    })
-    .await
-    .unwrap();
+        ..Start::default()
+    };
+    let running = start_in(dir.path(), how).await;
     let admin = running.admin;
     assert!(get_text(admin, "/readyz").await.contains("ready"));
     let stopping = tokio::spawn(running.shutdown());

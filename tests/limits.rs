@@ -11,14 +11,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::gateway::{Start, start_in};
 use common::http::{self, Answer, header};
 use common::redis::RedisServer;
-use dgidgi::gateway::server::{Running, StartOptions, start};
+use dgidgi::gateway::server::Running;
 use dgidgi::gateway::{AdminToken, Settings};
 use dgidgi::metering::ledger::{LedgerOptions, read_all};
 use dgidgi::metering::{FailMode, MeterOptions};
 use dgidgi::render::RenderOutput;
-use dgidgi::render::manifests::config_dir_files;
 use http_body_util::channel::Channel;
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
@@ -287,9 +287,7 @@ impl Fleet {
             output.report.not_ready()
         );
         let dir = tempfile::tempdir().unwrap();
-        for file in config_dir_files(&output).unwrap() {
-            std::fs::write(dir.path().join(&file.path), &file.bytes).unwrap();
-        }
+        common::gateway::write_config(dir.path(), &output);
         let mut gateways = Vec::new();
         let mut states = Vec::new();
         for _ in 0..count {
@@ -310,19 +308,12 @@ impl Fleet {
                 admin_token: AdminToken::new(ADMIN_TOKEN),
                 ..Settings::default()
             };
-            gateways.push(
-                start(StartOptions {
-                    config_dir: dir.path().to_owned(),
-                    listen: "127.0.0.1:0".parse().unwrap(),
-                    admin_listen: "127.0.0.1:0".parse().unwrap(),
-                    settings,
-                    reload_interval: Duration::from_secs(60),
-                    drain,
-                    unready_delay: Duration::ZERO,
-                })
-                .await
-                .unwrap(),
-            );
+            let how = Start {
+                settings,
+                drain,
+                ..Start::default()
+            };
+            gateways.push(start_in(dir.path(), how).await);
             states.push(state);
         }
         Self {

@@ -122,20 +122,8 @@ async fn the_official_sdks_work_against_every_native_format() {
     let output = common::render_yaml(&common::fake_providers::providers_yaml(upstream));
     assert!(output.report.not_ready().is_empty());
     let dir = tempfile::tempdir().unwrap();
-    for file in dgidgi::render::manifests::config_dir_files(&output).unwrap() {
-        std::fs::write(dir.path().join(&file.path), &file.bytes).unwrap();
-    }
-    let running = dgidgi::gateway::server::start(dgidgi::gateway::server::StartOptions {
-        config_dir: dir.path().to_owned(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        admin_listen: "127.0.0.1:0".parse().unwrap(),
-        settings: dgidgi::gateway::Settings::default(),
-        reload_interval: std::time::Duration::from_secs(60),
-        drain: std::time::Duration::from_secs(5),
-        unready_delay: std::time::Duration::ZERO,
-    })
-    .await
-    .unwrap();
+    common::gateway::write_config(dir.path(), &output);
+    let running = common::gateway::start_in(dir.path(), common::gateway::Start::default()).await;
     let base_url = format!("http://{}", running.api);
     let key = output.access_keys[0].value.to_string();
     tokio::task::spawn_blocking(move || {

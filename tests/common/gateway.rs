@@ -33,10 +33,55 @@ pub fn free_port() -> u16 {
 pub fn config_dir(yaml: &str) -> (RenderOutput, tempfile::TempDir) {
     let output = super::render_yaml(yaml);
     let dir = tempfile::tempdir().unwrap();
-    for file in config_dir_files(&output).unwrap() {
-        std::fs::write(dir.path().join(&file.path), &file.bytes).unwrap();
-    }
+    write_config(dir.path(), &output);
     (output, dir)
+}
+
+/// Writes a render's config directory files into `dir` (a gateway watching it reloads them).
+pub fn write_config(dir: &std::path::Path, output: &RenderOutput) {
+    for file in config_dir_files(output).unwrap() {
+        std::fs::write(dir.join(&file.path), &file.bytes).unwrap();
+    }
+}
+
+/// How a test gateway runs, apart from its config directory: every field has the default
+/// most tests want.
+pub struct Start {
+    /// The gateway's settings.
+    pub settings: Settings,
+    /// How often it looks for a new config.
+    pub reload_interval: Duration,
+    /// How long open requests get to finish when it stops.
+    pub drain: Duration,
+    /// How long it reports itself unready before its listeners close.
+    pub unready_delay: Duration,
+}
+
+impl Default for Start {
+    fn default() -> Self {
+        Self {
+            settings: Settings::default(),
+            reload_interval: Duration::from_secs(60),
+            drain: Duration::from_secs(5),
+            unready_delay: Duration::ZERO,
+        }
+    }
+}
+
+/// Starts a gateway in this process on the config in `dir`, on loopback ports: the one place
+/// tests fill the gateway's start options.
+pub async fn start_in(dir: &std::path::Path, how: Start) -> Running {
+    start(StartOptions {
+        config_dir: dir.to_owned(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        admin_listen: "127.0.0.1:0".parse().unwrap(),
+        settings: how.settings,
+        reload_interval: how.reload_interval,
+        drain: how.drain,
+        unready_delay: how.unready_delay,
+    })
+    .await
+    .unwrap()
 }
 
 /// A gateway serving `yaml` on loopback ports, in this process.
@@ -51,18 +96,18 @@ pub struct InProcess {
 impl InProcess {
     /// Starts one with `settings`.
     pub async fn start(yaml: &str, settings: Settings) -> Self {
-        let (output, dir) = config_dir(yaml);
-        let running = start(StartOptions {
-            config_dir: dir.path().to_owned(),
-            listen: "127.0.0.1:0".parse().unwrap(),
-            admin_listen: "127.0.0.1:0".parse().unwrap(),
+        let how = Start {
             settings,
-            reload_interval: Duration::from_secs(60),
             drain: Duration::from_secs(1),
-            unready_delay: Duration::ZERO,
-        })
-        .await
-        .unwrap();
+            ..Start::default()
+        };
+        Self::start_with(yaml, how).await
+    }
+
+    /// Starts one as `how` says.
+    pub async fn start_with(yaml: &str, how: Start) -> Self {
+        let (output, dir) = config_dir(yaml);
+        let running = start_in(dir.path(), how).await;
         Self {
             running,
             output,
