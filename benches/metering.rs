@@ -145,7 +145,7 @@ fn round_trip(c: &mut Criterion, name: &str, options: MeterOptions, journalled: 
         b.iter(|| {
             runtime.block_on(async {
                 let mut ticket = meter
-                    .admit(&t, &candidates, SIZE, "platform", "gpt-4o")
+                    .admit(&t, &candidates, SIZE, "platform", "gpt-4o", None)
                     .await
                     .expect("admitted");
                 if journalled {

@@ -132,7 +132,7 @@ async fn admit(meter: &Meter, tenant: &TenantConfig, m: &ModelConfig) -> Result<
         platform: true,
     }];
     meter
-        .admit(tenant, &candidates, size(), "platform", "gpt-test")
+        .admit(tenant, &candidates, size(), "platform", "gpt-test", None)
         .await
 }
 
@@ -288,6 +288,7 @@ fn config_of(t: &TenantConfig) -> dgidgi::config::GatewayConfig {
         providers: Vec::new(),
         tenants: vec![t.clone()],
         routing: Vec::new(),
+        unbounded_output_tokens: None,
     }
 }
 

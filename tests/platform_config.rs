@@ -176,3 +176,69 @@ async fn an_invalid_configuration_is_reported_whole_and_changes_no_tier() {
     assert_eq!(small.tier, "free");
     assert!(small.allowed_models.is_empty());
 }
+
+/// The platform-wide terms (issue #26: "the defaults of today's flags that are platform policy"):
+/// the concurrency ceiling of unmetered namespaces without their own annotation, and the output
+/// reservation of a request nothing bounds, which is also the limit written upstream. And a
+/// `defaultTier` naming one of the built-in tiers is honoured without `tiers` (it was ignored).
+#[tokio::test]
+async fn platform_wide_terms_set_the_ceiling_and_the_unbounded_output_reservation() {
+    let (upstream, log) = fake_providers::start().await;
+    let platform = r#"---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: dgidgi-platform, namespace: dgidgi-system}
+data:
+  platform.yaml: |
+    defaultTier: pro
+    concurrencyCeiling: 7
+    unboundedOutputTokens: 2000
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: team-local, annotations: {llm.dgidgi.io/allowed-endpoints: 127.0.0.0/8}}
+---
+apiVersion: llm.dgidgi.io/v1alpha1
+kind: LlmTenant
+metadata: {name: local, namespace: team-local}
+spec: {source: cli, cli: {endpoint: "http://127.0.0.1:11434", model: llama3}}
+"#;
+    let gateway = InProcess::start(&yaml(upstream, platform), Settings::default()).await;
+    let output = &gateway.output;
+    assert!(
+        output.platform_problem.is_none(),
+        "{:?}",
+        output.platform_problem
+    );
+    assert_eq!(output.config.unbounded_output_tokens, Some(2000));
+    let tenant = |id: &str| output.config.tenants.iter().find(|t| t.id == id).unwrap();
+    assert_eq!(tenant("team-local/local").concurrency_ceiling, Some(7));
+    assert_eq!(
+        tenant("team-small/small").tier,
+        "pro",
+        "defaultTier without tiers"
+    );
+    // The fake's models list no maximum output: the configured reservation is written upstream.
+    let key = output
+        .access_keys
+        .iter()
+        .find(|k| k.tenant == "small")
+        .unwrap()
+        .value
+        .to_string();
+    let chat =
+        json!({"model": "openai-fake/gpt-fake", "messages": [{"role": "user", "content": "hi"}]});
+    let (status, _, body) = send(
+        gateway.running.api,
+        "POST",
+        "/v1/chat/completions",
+        Some(&key),
+        Some(chat.to_string()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let seen = log.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(seen.body["max_tokens"], 2000, "{}", seen.body);
+    gateway.running.shutdown().await;
+}

@@ -91,6 +91,7 @@ pub struct ServeArgs {
     /// request that sets its own limit, or whose model has a known maximum, is reserved at that
     /// and passes untouched unless the tenant's remaining allowance is smaller (then it is
     /// lowered to exactly what is left, and the answer says so in x-dgidgi-output-capped).
+    /// The platform configuration's `unboundedOutputTokens`, when set, wins over this.
     #[arg(long, alias = "reserve-output-tokens", default_value_t = 4096)]
     pub unbounded_output_tokens: u64,
     /// File holding the bearer token of the admin /usage endpoint (or env DGIDGI_ADMIN_TOKEN).

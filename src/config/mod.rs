@@ -47,6 +47,11 @@ pub struct GatewayConfig {
     pub tenants: Vec<TenantConfig>,
     /// Compiled routing rules, in match order (priority descending, then id).
     pub routing: Vec<CompiledRule>,
+    /// Output tokens reserved (and written upstream) for a platform-paid request that neither
+    /// it nor its model's catalog bounds, as the platform configuration sets it; absent: the
+    /// gateway's `--unbounded-output-tokens`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unbounded_output_tokens: Option<u64>,
 }
 
 impl GatewayConfig {

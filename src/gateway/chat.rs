@@ -262,7 +262,7 @@ pub async fn route_and_serve(
     }
     let body_bytes = sent.bytes().len().saturating_add(added_bytes);
     let size = metered::request_size(tenant, format, &json, body_bytes)?;
-    let ticket = metered::admit(gateway, tenant, &planned, size).await?;
+    let ticket = metered::admit(gateway, snapshot, tenant, &planned, size).await?;
     let deadline = planned.timeout_ms.map(Duration::from_millis);
     let request = ClientRequest {
         format,

@@ -65,7 +65,7 @@ pub async fn handle(
         max_output_tokens: Some(0),
         choices: 1,
     };
-    let ticket = metered::admit(&gateway, request.tenant, &planned, size).await?;
+    let ticket = metered::admit(&gateway, &snapshot, request.tenant, &planned, size).await?;
     let guard = metered::SettleOnDrop::new(&gateway, ticket);
     let Some(ticket) = guard.get() else {
         return Err(ApiError::not_ready());

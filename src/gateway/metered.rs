@@ -94,6 +94,7 @@ pub fn candidates<'a>(planned: &Plan<'a>) -> Vec<Candidate<'a>> {
 /// Admits a planned request (429/402/503 when refused).
 pub async fn admit(
     gateway: &Gateway,
+    snapshot: &Active,
     tenant: &crate::config::TenantConfig,
     planned: &Plan<'_>,
     size: RequestSize,
@@ -106,6 +107,7 @@ pub async fn admit(
             size,
             planned.source.as_str(),
             &planned.requested_model,
+            snapshot.config.unbounded_output_tokens,
         )
         .await
         .map_err(|refused| refusal_error(&refused))

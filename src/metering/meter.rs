@@ -754,6 +754,8 @@ impl Meter {
 
     /// Admits a request or says why not. The admission is sent to the ledger at once; await
     /// [`Ticket::journalled`] before answering the client.
+    /// `unbounded_output_tokens`: the platform configuration's reservation for an output
+    /// nothing bounds, over the gateway's own ([`ReservePolicy`]).
     pub async fn admit(
         &self,
         tenant: &TenantConfig,
@@ -761,6 +763,7 @@ impl Meter {
         size: RequestSize,
         source: &str,
         model: &str,
+        unbounded_output_tokens: Option<u64>,
     ) -> Result<Ticket, Refused> {
         let started = Instant::now();
         let now = now_ms();
@@ -776,7 +779,18 @@ impl Meter {
             return Err(Refused::Unpriced(model.to_owned()));
         }
         let request_id = request_id::new(now);
-        let mut reservation = plan::reserve(tenant, candidates, size, &self.policy, now);
+        let configured;
+        let policy = match unbounded_output_tokens {
+            Some(tokens) => {
+                configured = ReservePolicy {
+                    unbounded_output_tokens: tokens,
+                    ..self.policy.clone()
+                };
+                &configured
+            }
+            None => &self.policy,
+        };
+        let mut reservation = plan::reserve(tenant, candidates, size, policy, now);
         let (result, shared) = self.take(&reservation.charges, request_id, now).await?;
         let admitted = match result {
             Ok(admitted) => {

@@ -287,6 +287,7 @@ pub fn render(
         providers: resolved.configs,
         tenants: tenant_out.configs,
         routing,
+        unbounded_output_tokens: ctx.tiers.unbounded_output_tokens,
     };
     Ok(RenderOutput {
         config,

@@ -38,6 +38,31 @@ struct PlatformFile {
     /// The tier of a namespace without the label; absent: `free` if configured, else required.
     #[serde(default)]
     default_tier: Option<String>,
+    /// The protective concurrency ceiling of unmetered namespaces without their own annotation;
+    /// absent: 100.
+    #[serde(default)]
+    concurrency_ceiling: Option<u64>,
+    /// Output tokens reserved for a request nothing bounds; absent: the gateway's flag.
+    #[serde(default)]
+    unbounded_output_tokens: Option<u64>,
+}
+
+impl PlatformFile {
+    /// The platform-wide terms set on `table`, and what is wrong with them.
+    fn platform_terms(&self, table: &mut TierTable, problems: &mut Vec<String>) {
+        match self.concurrency_ceiling {
+            Some(0) => problems.push("concurrencyCeiling must be at least 1".to_owned()),
+            Some(ceiling) => table.concurrency_ceiling = ceiling,
+            None => {}
+        }
+        match self.unbounded_output_tokens {
+            Some(0) => problems.push(
+                "unboundedOutputTokens must be at least 1 (a request nothing bounds would be sent with no room to answer)"
+                    .to_owned(),
+            ),
+            tokens => table.unbounded_output_tokens = tokens,
+        }
+    }
 }
 
 /// One tier as written.
@@ -92,18 +117,21 @@ pub fn tiers(text: Option<&str>) -> Result<TierTable, PlatformConfigError> {
         problems: vec![format!("{PLATFORM_FILE}: {error}")],
     })?;
     let mut problems = Vec::new();
+    let mut defaults = TierTable::default();
+    file.platform_terms(&mut defaults, &mut problems);
     let Some(specs) = file.tiers else {
-        let table = TierTable::default();
-        if let Some(name) = file
-            .default_tier
-            .filter(|name| !table.tiers.contains_key(name))
-        {
-            problems.push(format!(
+        match file.default_tier {
+            Some(name) if !defaults.tiers.contains_key(&name) => problems.push(format!(
                 "defaultTier {name:?} is not one of the default tiers"
-            ));
-            return Err(PlatformConfigError { problems });
+            )),
+            Some(name) => defaults.default_tier = name,
+            None => {}
         }
-        return Ok(table);
+        return if problems.is_empty() {
+            Ok(defaults)
+        } else {
+            Err(PlatformConfigError { problems })
+        };
     };
     if specs.is_empty() {
         problems.push("tiers: at least one tier is needed".to_owned());
@@ -168,6 +196,7 @@ pub fn tiers(text: Option<&str>) -> Result<TierTable, PlatformConfigError> {
         Ok(TierTable {
             tiers,
             default_tier,
+            ..defaults
         })
     } else {
         Err(PlatformConfigError { problems })
@@ -195,6 +224,37 @@ fn label_value_problem(name: &str) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn platform_wide_terms_apply_with_or_without_tiers_and_zero_is_refused() {
+        let table = tiers(Some(
+            "concurrencyCeiling: 7\nunboundedOutputTokens: 2000\ndefaultTier: pro\n",
+        ))
+        .expect("valid");
+        assert_eq!(
+            (
+                table.concurrency_ceiling,
+                table.unbounded_output_tokens,
+                table.default_tier.as_str()
+            ),
+            (7, Some(2000), "pro")
+        );
+        let with_tiers = tiers(Some(
+            "tiers: [{name: free, requestsPerMinute: 1, tokensPerDay: 1, concurrent: 1}]\nconcurrencyCeiling: 3\n",
+        ))
+        .expect("valid");
+        assert_eq!(
+            (
+                with_tiers.concurrency_ceiling,
+                with_tiers.unbounded_output_tokens
+            ),
+            (3, None)
+        );
+        let problems = tiers(Some("concurrencyCeiling: 0\nunboundedOutputTokens: 0\n"))
+            .unwrap_err()
+            .problems;
+        assert_eq!(problems.len(), 2, "{problems:?}");
+    }
 
     #[test]
     fn no_configuration_is_the_four_default_tiers() {

@@ -18,7 +18,7 @@ pub const CONCURRENT_ANNOTATION: &str = "llm.dgidgi.io/concurrent";
 /// Namespace annotation with the protective concurrency ceiling of tenants the platform does not
 /// meter (`tenant` and `cli` sources): not a billing limit, a guard of the gateway's memory.
 pub const CONCURRENCY_CEILING_ANNOTATION: &str = "llm.dgidgi.io/concurrency-ceiling";
-/// The ceiling when the namespace sets none.
+/// The ceiling when neither the namespace nor the platform configuration sets one.
 pub const DEFAULT_CONCURRENCY_CEILING: u64 = 100;
 
 /// One tier's terms, as the platform configured them (or the defaults). Serialized into the
@@ -51,6 +51,18 @@ pub struct TierTable {
     pub tiers: BTreeMap<String, TierTerms>,
     /// The tier of a namespace without the label.
     pub default_tier: String,
+    /// The protective concurrency ceiling of a namespace whose own annotation sets none
+    /// (unmetered sources; DESIGN §2).
+    #[serde(default = "default_concurrency_ceiling")]
+    pub concurrency_ceiling: u64,
+    /// Output tokens reserved (and written upstream) for a platform-paid request that neither
+    /// it nor its model's catalog bounds; `None`: the gateway's `--unbounded-output-tokens`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unbounded_output_tokens: Option<u64>,
+}
+
+fn default_concurrency_ceiling() -> u64 {
+    DEFAULT_CONCURRENCY_CEILING
 }
 
 const fn limits(requests_per_minute: u64, tokens_per_day: u64, concurrent: u64) -> EffectiveLimits {
@@ -83,6 +95,8 @@ impl Default for TierTable {
         Self {
             tiers,
             default_tier: "free".to_owned(),
+            concurrency_ceiling: DEFAULT_CONCURRENCY_CEILING,
+            unbounded_output_tokens: None,
         }
     }
 }
@@ -167,15 +181,16 @@ pub fn resolve_tier(
     } else {
         terms.limits.clone()
     };
+    let platform_ceiling = table.concurrency_ceiling;
     let concurrency_ceiling = match annotations.get(CONCURRENCY_CEILING_ANNOTATION) {
-        None => DEFAULT_CONCURRENCY_CEILING,
+        None => platform_ceiling,
         Some(text) => match text.trim().parse::<u64>() {
             Ok(ceiling) if ceiling > 0 => ceiling,
             _ => {
                 problems.push(format!(
-                    "namespace annotation {CONCURRENCY_CEILING_ANNOTATION}={text:?} is not a positive whole number; using {DEFAULT_CONCURRENCY_CEILING}"
+                    "namespace annotation {CONCURRENCY_CEILING_ANNOTATION}={text:?} is not a positive whole number; using {platform_ceiling}"
                 ));
-                DEFAULT_CONCURRENCY_CEILING
+                platform_ceiling
             }
         },
     };

@@ -554,6 +554,8 @@ PLATFORM = {
          "tokensPerDay": 2000000, "concurrent": 50},
     ],
     "defaultTier": "starter",
+    "concurrencyCeiling": 50,
+    "unboundedOutputTokens": 2048,
 }
 
 
@@ -592,6 +594,8 @@ def test_the_operator_may_read_the_platform_config_map_and_report_on_it(default)
     ({"tiers": [{**PLATFORM["tiers"][0], "rpm": 3}]}, "rpm"),
     ({"tiers": []}, "tiers"),
     ({"defaultTeir": "starter"}, "defaultTeir"),
+    ({"concurrencyCeiling": 0}, "concurrencyCeiling"),
+    ({"unboundedOutputTokens": "lots"}, "unboundedOutputTokens"),
     # Checked across the tiers by the chart's templates: what the operator would refuse.
     ({"tiers": [PLATFORM["tiers"][0], PLATFORM["tiers"][0]], "defaultTier": PLATFORM["tiers"][0]["name"]},
      "names the tier .* twice"),
