@@ -816,6 +816,70 @@ async fn a_refused_write_does_not_stop_the_others() {
     assert!(failure.contains("404"), "{failure}");
 }
 
+/// Issue #26 through kube's mock API service: a changed platform configuration rewrites the
+/// gateway config and the affected tenant's status, nothing else; an invalid one is a Warning
+/// Event on its ConfigMap naming the problem.
+#[tokio::test]
+async fn a_platform_configuration_change_calls_the_api_for_the_affected_tenant_only() {
+    use api::expect;
+    let mut cluster = Cluster::default();
+    cluster.apply_yaml(SMALL);
+    cluster.pass();
+    cluster.apply_yaml(PLATFORM_CONFIG);
+    let calls = vec![
+        expect(
+            "PATCH",
+            "/api/v1/namespaces/dgidgi-system/configmaps/dgidgi-gateway-config",
+            |body| {
+                let tiers = &body["metadata"]["annotations"]["llm.dgidgi.io/tiers-in-force"];
+                assert!(tiers.as_str().unwrap().contains("900000"), "{tiers}");
+            },
+        ),
+        expect(
+            "PATCH",
+            "/apis/llm.dgidgi.io/v1alpha1/namespaces/team-acme/llmtenants/acme/status",
+            |body| {
+                let limits = &body["status"]["effectiveLimits"];
+                assert_eq!(limits["requestsPerMinute"], 100, "{limits}");
+                assert_eq!(limits["tokensPerDay"], 900_000, "{limits}");
+            },
+        ),
+    ];
+    let outcome = run_writer(&cluster, calls).await;
+    assert_eq!((outcome.done, outcome.failed.len()), (2, 0));
+
+    let (client, handle) = mock_client();
+    let verifier = tokio::spawn(api::verify(
+        handle,
+        vec![expect(
+            "POST",
+            "/apis/events.k8s.io/v1/namespaces/dgidgi-system/events",
+            |body| {
+                assert_eq!(body["regarding"]["kind"], "ConfigMap");
+                assert_eq!(body["regarding"]["name"], "dgidgi-platform");
+                assert_eq!(body["type"], "Warning");
+                assert_eq!(body["reason"], "InvalidPlatformConfig");
+                assert!(body["note"].as_str().unwrap().contains("requestsPerMinute"));
+            },
+        )],
+    ));
+    let writer = dgidgi::operator::writer::Writer::new(client, Some("test-pod".into()));
+    cluster.apply_yaml(&PLATFORM_CONFIG.replace("requestsPerMinute: 100", "requestsPerMinute: 0"));
+    let problem =
+        dgidgi::render::platform::tiers(cluster.observed.platform_config(PLATFORM)).unwrap_err();
+    let config_map = cluster
+        .observed
+        .platform_config_map(PLATFORM)
+        .unwrap()
+        .clone();
+    writer
+        .warn_platform_config(&config_map, &problem.to_string())
+        .await
+        .unwrap();
+    drop(writer);
+    verifier.await.expect("one Warning Event");
+}
+
 // ---- Usage into status. ----
 
 mod usage {
