@@ -1,0 +1,289 @@
+//! The Lua scripts the counters run in Redis, each one atomic step: reserve, apply releases,
+//! settle, cancel, heartbeat, rebuild.
+
+/// Check-and-reserve over every charge: all are applied or none (KEYS: the counters, the
+/// reservation's marker, the epoch; ARGV: marker TTL, member, the epoch expected,
+/// type/limit/x/ttl per counter, then fixed/per/scale/ask per flexible amount). Returns {0,
+/// after..., granted output} on success (the grant only when the list has flexible amounts),
+/// {index, limit, current, retry_ms} when refused, {-2} when Redis' epoch is not the one
+/// expected.
+///
+/// A flexible amount (`f`, [`crate::metering::charge::Flex`]) follows the output tokens granted: taken at
+/// the ask, and when a limited counter cannot hold it, at the most output that fits (at least
+/// one token), with every flexible amount before it shrunk to the same grant. The common case
+/// (room for the ask) costs nothing more than a fixed amount: the caller's text is added as
+/// it is.
+///
+/// Each charge is applied as it is checked, and a refusal (or a counter that cannot be counted,
+/// caught with `pcall`: a script does not roll back by itself) undoes the ones before it.
+/// Admitting, the common case, then costs an amount counter one write instead of a read and a
+/// write; a refusal costs a few writes more than before. The script is atomic, so nobody sees
+/// the undone state. Redis' CPU per request is what bounds how many requests one Redis can meter
+/// for the whole fleet, so every call here counts.
+///
+/// Numbers, in both scripts: text is turned into a number by arithmetic (`s + 0` parses once;
+/// Lua 5.1's `tonumber` parses twice), and integers the caller sent go back to `redis.call` as
+/// the caller's text: Redis 7.0 prints a Lua number with `%.17g`, a float print of ~2,500
+/// instructions (callgrind). The scores and horizons computed here stay numbers: printing them
+/// with `'%d'` would save as much again, but Lua 5.1's `'%d'` goes through a C `long`, which a
+/// 32-bit Redis build would overflow with a millisecond timestamp, and making that portable
+/// cost nearly all of the saving (measured).
+pub(super) const RESERVE: &str = r#"
+local n = #KEYS - 2
+local marker = KEYS[n + 1]
+local member = ARGV[2]
+-- A Redis that lost its data (restarted empty, failed over to a replica without it) has lost
+-- its epoch too: nothing is reserved until this replica has added its ledger's usage to the
+-- new one (an empty expected epoch skips the check).
+if ARGV[3] ~= '' and redis.call('GET', KEYS[n + 2]) ~= ARGV[3] then return {-2} end
+-- The marker records this reservation (so a lost answer is cancelled exactly once); a
+-- cancellation that arrived first left it set, and this reservation is not made.
+if not redis.call('SET', marker, '1', 'PX', ARGV[1], 'NX') then return {-1} end
+-- What each flexible amount ('f') has taken, by position.
+local taken = {}
+-- Takes back charges 1..upto and the marker: a later charge was refused.
+local function undo(upto)
+  for j = 1, upto do
+    local b = 3 + (j - 1) * 4
+    local kind = ARGV[b + 1]
+    if kind == 'a' then
+      redis.call('DECRBY', KEYS[j], ARGV[b + 3])
+    elseif kind == 'f' then
+      redis.call('DECRBY', KEYS[j], taken[j])
+    else
+      redis.call('ZREM', KEYS[j], member)
+    end
+  end
+  redis.call('DEL', marker)
+end
+-- A flexible amount at `o` output tokens: ceil((fixed + per * o) / scale), in integers (every
+-- figure stays below 2^53, where Lua's doubles are exact).
+local function amount(f, o)
+  local total = f[1] + f[2] * o
+  local q = math.floor(total / f[3])
+  local r = total - q * f[3]
+  if r < 0 then q = q - 1; r = r + f[3] elseif r >= f[3] then q = q + 1; r = r - f[3] end
+  if r > 0 then q = q + 1 end
+  return q
+end
+-- The flexible amounts' parameters follow the charges: fixed, per, scale, ask each.
+local flex_at = 3 + n * 4
+local flex = {}
+local output
+local now
+local result = {0}
+for i = 1, n do
+  local b = 3 + (i - 1) * 4
+  local kind, limit, x = ARGV[b + 1], ARGV[b + 2] + 0, ARGV[b + 3] + 0
+  local key = KEYS[i]
+  if kind == 'a' or kind == 'f' then
+    local add = ARGV[b + 3]
+    local f
+    if kind == 'f' then
+      f = {ARGV[flex_at + 1] + 0, ARGV[flex_at + 2] + 0, ARGV[flex_at + 3] + 0, ARGV[flex_at + 4] + 0}
+      flex_at = flex_at + 4
+      flex[i] = f
+      if not output then output = f[4] end
+      -- The caller's text is the amount at the ask; a smaller grant is computed.
+      if output < f[4] then add = amount(f, output) end
+      x = add + 0
+      taken[i] = x
+    end
+    local value = redis.pcall('INCRBY', key, add)
+    if type(value) == 'table' then
+      -- Another type under the key, or out of range: nothing of this reservation stays, and
+      -- the caller gets the error (a script does not roll back by itself).
+      taken[i] = nil
+      undo(i - 1)
+      return value
+    end
+    -- A new counter (or one at 0) gets its TTL: the TTLs given end with the counter's day,
+    -- month or minute, so the first write's expiry is every later write's too.
+    if value == x then redis.call('PEXPIRE', key, ARGV[b + 4]) end
+    if limit >= 0 and value > limit then
+      local before = value - x
+      local room = limit - before
+      local most = -1
+      if f and f[2] > 0 then
+        -- The most output whose amount fits what is left, never more than granted so far.
+        most = math.floor((room * f[3] - f[1]) / f[2])
+        if most > output then most = output end
+        while most >= 0 and amount(f, most) > room do most = most - 1 end
+        if most < math.min(1, f[4]) then most = -1 end
+      end
+      if most < 0 then
+        undo(i)
+        return {i, limit, before, 0}
+      end
+      -- Granted less: this and every flexible amount before it shrink to the new grant.
+      output = most
+      for j, g in pairs(flex) do
+        local less = taken[j] - amount(g, most)
+        if less > 0 then
+          result[j + 1] = redis.call('DECRBY', KEYS[j], less)
+          taken[j] = taken[j] - less
+        end
+      end
+      value = before + taken[i]
+    end
+    result[i + 1] = value
+  else
+    if not now then
+      -- Windows and leases use Redis' own clock, so replicas with skewed clocks agree.
+      local clock = redis.call('TIME')
+      now = clock[1] * 1000 + math.floor(clock[2] / 1000)
+    end
+    -- A window holds the entries of the last x ms (scored by arrival), a lease set the
+    -- unexpired leases (scored by expiry).
+    local score, horizon = now, now - x
+    if kind == 'l' then score, horizon = now + x, now end
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', horizon)
+    local count = redis.call('ZCARD', key)
+    if limit >= 0 and count >= limit then
+      local retry = 0
+      if kind == 'w' then
+        local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+        if oldest[2] then retry = tonumber(oldest[2]) + x - now end
+      end
+      undo(i - 1)
+      return {i, limit, count, retry}
+    end
+    redis.call('ZADD', key, score, member)
+    redis.call('PEXPIRE', key, ARGV[b + 3])
+    result[i + 1] = count + 1
+  end
+end
+if output then
+  -- A grant below the ask is written into the marker (what each flexible amount took, by
+  -- position), so a cancellation whose caller never learned it gives back what was taken.
+  local shrunk, marks = false, {}
+  for j = 1, n do
+    marks[j] = ''
+    if flex[j] then
+      -- Printed whole: Lua's own number-to-text keeps 14 digits.
+      marks[j] = string.format('%.0f', taken[j])
+      if output < flex[j][4] then shrunk = true end
+    end
+  end
+  if shrunk then redis.call('SET', marker, 'g' .. table.concat(marks, ','), 'KEEPTTL') end
+  -- The grant closes the answer when the list had flexible amounts.
+  result[n + 2] = output
+end
+return result
+"#;
+
+/// Applies releases (KEYS: the counters, then the marker; ARGV: member, marker TTL, then
+/// type/delta/ttl per counter) into `result`; shared by settling and cancelling. An adjustment
+/// of 0 (an answer that used exactly its reservation; the request counter of a served request,
+/// which only replicas from before 2026-12-01 still send) only reads.
+pub(super) const APPLY_RELEASES: &str = r#"
+local function apply_releases(result, taken)
+  local member = ARGV[1]
+  for i = 1, #KEYS - 1 do
+    local b = 2 + (i - 1) * 3
+    local kind, arg = ARGV[b + 1], ARGV[b + 2]
+    local delta = arg + 0
+    local key = KEYS[i]
+    if taken and taken[i] then delta = -taken[i]; arg = delta end
+    if kind == 'a' then
+      local value
+      if delta == 0 then
+        value = tonumber(redis.call('GET', key) or '0')
+      else
+        value = redis.call('INCRBY', key, arg)
+        if value < 0 then
+          redis.call('SET', key, '0', 'PX', ARGV[b + 3])
+          value = 0
+        elseif value == delta then
+          -- The counter had expired (a day or month ended in between): a TTL again.
+          redis.call('PEXPIRE', key, ARGV[b + 3])
+        end
+      end
+      result[i] = value
+    else
+      redis.call('ZREM', key, member)
+      result[i] = 0
+    end
+  end
+  return result
+end
+"#;
+
+/// Settles, once: the settlement takes the reservation's marker, and a retry whose first attempt
+/// reached Redis (its answer was lost) finds none and changes nothing. So does a settlement
+/// after its marker expired ([`MARKER_TTL_MS`]): the counters keep the reservation, the
+/// safe side for limits and budgets (the ledger still records what was used).
+pub(super) const SETTLE: &str = r#"
+if redis.call('DEL', KEYS[#KEYS]) == 0 then return {} end
+return apply_releases({})
+"#;
+
+/// Cancels a reservation whose answer was lost (a timeout, or its caller went away): released if
+/// it was made and not yet settled or cancelled (the marker says `1`), otherwise the marker is
+/// set so a reservation still on its way is not made (and a settled one stays settled). Either
+/// way exactly once.
+pub(super) const CANCEL: &str = r#"
+local mark = redis.call('GET', KEYS[#KEYS])
+if mark == '1' then
+  redis.call('DEL', KEYS[#KEYS])
+  return apply_releases({})
+end
+if mark and string.sub(mark, 1, 1) == 'g' then
+  -- Granted less output than asked: give back what each flexible amount took.
+  local taken, j = {}, 0
+  for value in string.gmatch(string.sub(mark, 2) .. ',', '([^,]*),') do
+    j = j + 1
+    if value ~= '' then taken[j] = value + 0 end
+  end
+  redis.call('DEL', KEYS[#KEYS])
+  return apply_releases({}, taken)
+end
+redis.call('SET', KEYS[#KEYS], 'cancelled', 'PX', ARGV[2], 'NX')
+return {}
+"#;
+
+/// A replica says it is alive and learns how many are, Redis' epoch, and how many of the live
+/// replicas have added their usage to it (KEYS: the replica set, the epoch, the epochs each
+/// replica's usage is in; ARGV: this replica's id, the entry's life in ms, a new epoch should
+/// Redis have none, the epoch this replica's usage is in or ''). The replica set holds each live
+/// replica scored by when its entry expires, on Redis' clock; entries of replicas gone are
+/// dropped from the epochs too.
+pub(super) const HEARTBEAT: &str = r#"
+local clock = redis.call('TIME')
+local now = clock[1] * 1000 + math.floor(clock[2] / 1000)
+redis.call('ZADD', KEYS[1], now + ARGV[2], ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+-- The epoch names this Redis' data; one that lost it finds none, and the first replica to
+-- look starts a new one.
+local epoch = redis.call('GET', KEYS[2])
+if not epoch then
+  redis.call('SET', KEYS[2], ARGV[3])
+  epoch = ARGV[3]
+end
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[3], ARGV[1], ARGV[4]) end
+local live = redis.call('ZRANGE', KEYS[1], 0, -1)
+local added = 0
+for _, replica in ipairs(live) do
+  if redis.call('HGET', KEYS[3], replica) == epoch then added = added + 1 end
+end
+for _, replica in ipairs(redis.call('HKEYS', KEYS[3])) do
+  if not redis.call('ZSCORE', KEYS[1], replica) then redis.call('HDEL', KEYS[3], replica) end
+end
+return {#live, epoch, added}
+"#;
+
+/// Adds one replica's usage to a new epoch's counters, once (KEYS: the guard, the epoch, then
+/// the counters; ARGV: the guard's life, the epoch, then amount/TTL per counter): the guard
+/// names the epoch, the ledger and the chunk, so a retry adds nothing twice, and nothing is
+/// added to another epoch than the one named (Redis lost its data again meanwhile: -1).
+pub(super) const REBUILD: &str = r#"
+if redis.call('GET', KEYS[2]) ~= ARGV[2] then return -1 end
+if not redis.call('SET', KEYS[1], '1', 'PX', ARGV[1], 'NX') then return 0 end
+for i = 3, #KEYS do
+  local b = 3 + (i - 3) * 2
+  local value = redis.call('INCRBY', KEYS[i], ARGV[b])
+  if value == ARGV[b] + 0 then redis.call('PEXPIRE', KEYS[i], ARGV[b + 1]) end
+end
+return 1
+"#;
