@@ -23,8 +23,9 @@ use super::error::ApiError;
 use super::forwarded::{ClientHeaders, copy_provider_headers};
 use super::metered;
 use super::serve::{
-    AttemptAnswer, MAX_ANSWER_BYTES, final_error, key_quota, send_to_provider, stamp, try_again,
+    AttemptAnswer, MAX_ANSWER_BYTES, final_error, key_quota, send_to_provider, try_again,
 };
+use super::stamp::stamp;
 use super::upstream::{Failure, Outcome, ReadError, embeddings_url, read_bounded};
 use super::{Active, Gateway};
 use crate::config::{ProviderConfig, Scope};

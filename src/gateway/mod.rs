@@ -27,6 +27,7 @@ pub mod response_items;
 pub mod responses;
 pub mod serve;
 pub mod server;
+pub mod stamp;
 pub mod upstream;
 
 use std::sync::Arc;

@@ -9,18 +9,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use hyper::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use hyper::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
 use hyper::{Response, StatusCode};
 use serde_json::{Map, Value};
 use tokio::sync::oneshot;
 
 use super::answer_buffers::{AnswerBuffers, hold};
 use super::body::{ResponseBody, UpstreamBody, upstream_body};
-use super::chat::PROVIDER_HEADER;
 use super::completion::{Completion, Reporter};
 use super::error::ApiError;
 use super::forwarded::{BetaPolicy, ClientHeaders, copy_provider_headers};
 use super::metered::SettleOnDrop;
+use super::stamp::{said_rewritten, stamp};
 use super::upstream::{
     Failure, Outcome, ReadError, chat_url, cli_chat_url, read_bounded, responses_url, send,
 };
@@ -756,57 +756,4 @@ pub async fn send_to_provider(
         Some(client) => send(client, provider.kind, url, key, body, first_byte, forwarded).await,
         None => Outcome::Failed(Failure::Connect),
     }
-}
-
-/// The headers that say who served an answer. Constants, not text: a name given as text is
-/// parsed and checked again on every insert.
-const SERVED_BY: [HeaderName; 3] = [
-    HeaderName::from_static(PROVIDER_HEADER),
-    HeaderName::from_static("x-dgidgi-model"),
-    HeaderName::from_static("x-dgidgi-source"),
-];
-const FALLBACK_HEADER: HeaderName = HeaderName::from_static("x-dgidgi-fallback");
-/// Set when the tenant's remaining allowance could not cover the output the request asked for,
-/// and a lower limit was written into the upstream request: the limit written, per answer.
-pub const OUTPUT_CAPPED_HEADER: HeaderName = HeaderName::from_static("x-dgidgi-output-capped");
-
-/// Set when the gateway wrote members of the request anew beyond the model and output limit
-/// (item references resolved into `input`): the members, comma-separated.
-pub const REWRITTEN_HEADER: HeaderName = HeaderName::from_static("x-dgidgi-rewritten");
-
-/// Says which members of the request the gateway rewrote, when it rewrote any.
-fn said_rewritten(headers: &mut HeaderMap, rewritten: &[&'static str]) {
-    if rewritten.is_empty() {
-        return;
-    }
-    if let Ok(value) = HeaderValue::from_str(&rewritten.join(",")) {
-        headers.insert(REWRITTEN_HEADER, value);
-    }
-}
-
-/// The `x-dgidgi-*` headers saying what served the request.
-pub(super) fn stamp(
-    headers: &mut HeaderMap,
-    attempt: &Attempt<'_>,
-    planned: &Plan<'_>,
-    index: usize,
-    output_cap: Option<u64>,
-) {
-    if let Some(cap) = output_cap {
-        headers.insert(OUTPUT_CAPPED_HEADER, HeaderValue::from(cap));
-    }
-    let provider = match attempt.upstream {
-        Upstream::Provider(provider) => provider.name.as_str(),
-        Upstream::Cli(_) => "cli",
-    };
-    for (name, value) in
-        SERVED_BY
-            .into_iter()
-            .zip([provider, attempt.model.as_str(), planned.source.as_str()])
-    {
-        if let Ok(value) = HeaderValue::from_str(value) {
-            headers.insert(name, value);
-        }
-    }
-    headers.insert(FALLBACK_HEADER, HeaderValue::from(index));
 }
