@@ -187,7 +187,7 @@ impl Prepared {
                 let from_other = self.client != Format::OpenAi;
                 if paid_by_platform(attempt) {
                     let searches_anyway = matches!(attempt.upstream,
-                        Upstream::Provider(p) if p.kind == ProviderKind::Perplexity);
+                        Upstream::Provider(p) if p.kind.searches_every_request());
                     let sent = if from_other {
                         self.canonical()?
                     } else {

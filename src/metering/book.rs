@@ -300,9 +300,10 @@ impl Book {
         );
     }
 
-    /// Records `mark` once; true the first time (alert thresholds fire once per month).
+    /// Records `mark` once; true the first time (alert thresholds fire once per month). Asked
+    /// at every settlement past a line, so a mark already held costs a lookup, not a copy.
     pub fn mark_once(&mut self, mark: &str) -> bool {
-        self.marks.insert(mark.to_owned())
+        !self.marks.contains(mark) && self.marks.insert(mark.to_owned())
     }
 
     /// Drops expired counters and empty windows so memory stays bounded by live tenants.

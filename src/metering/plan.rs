@@ -15,7 +15,7 @@ use crate::usage::Usage;
 const GRACE_MS: u64 = 2 * DAY_MS;
 
 /// Tunables of the reservation arithmetic.
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug)]
 pub struct ReservePolicy {
     /// Output tokens assumed (and written upstream as the request's limit) when neither the
     /// request nor the model's catalog entry bounds a request's output.

@@ -65,7 +65,7 @@ impl PlatformTiers {
     }
 
     /// Whether a last good table is known.
-    pub fn has_last_good(&self) -> bool {
+    fn has_last_good(&self) -> bool {
         self.last_good.is_some()
     }
 

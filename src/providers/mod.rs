@@ -81,6 +81,12 @@ impl ProviderKind {
         catalog::defaults(self)
     }
 
+    /// Whether the type searches the web on every request whatever it is asked, and prices it
+    /// per request (Perplexity): its search options change nothing a reservation covers.
+    pub fn searches_every_request(self) -> bool {
+        self == Self::Perplexity
+    }
+
     /// Whether the type serves OpenAI's Responses API unless its resource says otherwise.
     pub fn serves_responses_api(self) -> bool {
         self == Self::Openai

@@ -31,18 +31,12 @@ impl Meter {
             return Err(Refused::Unpriced(model.to_owned()));
         }
         let request_id = request_id::new(now);
-        let configured;
-        let policy = match unbounded_output_tokens {
-            Some(tokens) => {
-                configured = ReservePolicy {
-                    unbounded_output_tokens: tokens,
-                    ..self.policy.clone()
-                };
-                &configured
-            }
-            None => &self.policy,
+        let policy = ReservePolicy {
+            unbounded_output_tokens: unbounded_output_tokens
+                .unwrap_or(self.policy.unbounded_output_tokens),
+            ..self.policy
         };
-        let mut reservation = plan::reserve(tenant, candidates, size, policy, now);
+        let mut reservation = plan::reserve(tenant, candidates, size, &policy, now);
         let (result, shared) = self.take(&reservation.charges, request_id, now).await?;
         let admitted = match result {
             Ok(admitted) => {

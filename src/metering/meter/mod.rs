@@ -385,7 +385,7 @@ impl Meter {
             book: Mutex::new(book),
             redis,
             ledger,
-            policy: options.policy.clone(),
+            policy: options.policy,
             fail_mode: options.fail_mode,
             metrics,
             settling: TaskTracker::new(),
