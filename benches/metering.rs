@@ -38,6 +38,7 @@ fn tenant() -> TenantConfig {
         providers: Vec::new(),
         allow_platform_fallback: false,
         cli: None,
+        cli_provider: None,
         // Limits high enough that the benchmark never hits them.
         limits: Some(EffectiveLimits {
             requests_per_minute: u64::MAX / 2,

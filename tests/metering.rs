@@ -34,6 +34,7 @@ fn tenant(limits: Option<EffectiveLimits>, budget: Option<BudgetConfig>) -> Tena
         providers: Vec::new(),
         allow_platform_fallback: false,
         cli: None,
+        cli_provider: None,
         limits,
         budget,
         access_keys: Vec::new(),

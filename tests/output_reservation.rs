@@ -26,6 +26,7 @@ fn budgeted() -> TenantConfig {
         providers: Vec::new(),
         allow_platform_fallback: false,
         cli: None,
+        cli_provider: None,
         limits: Some(EffectiveLimits {
             requests_per_minute: 10,
             tokens_per_day: 50_000,

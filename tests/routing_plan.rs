@@ -3,10 +3,10 @@
 
 mod common;
 
-use dgidgi::config::TenantConfig;
+use dgidgi::config::{CLI_PROVIDER, TenantConfig};
 use dgidgi::crd::Source;
 use dgidgi::render::RenderOutput;
-use dgidgi::routing::plan::{Plan, RouteError, RouteRequest, Upstream, plan};
+use dgidgi::routing::plan::{Plan, RouteError, RouteRequest, plan};
 
 const FLEET: &str = r#"
 apiVersion: v1
@@ -140,9 +140,13 @@ fn request(model: &str) -> RouteRequest<'_> {
 fn route<'a>(plan: &Plan<'a>) -> Vec<(String, String, bool)> {
     plan.attempts
         .iter()
-        .map(|a| match a.upstream {
-            Upstream::Provider(p) => (p.name.clone(), a.model.clone(), a.fallback),
-            Upstream::Cli(c) => (c.endpoint.clone(), a.model.clone(), a.fallback),
+        .map(|a| {
+            // A cli endpoint is a provider named `cli`: shown by where it points.
+            let target = match (&a.provider.base_url, a.provider.id == CLI_PROVIDER) {
+                (Some(endpoint), true) => endpoint.clone(),
+                _ => a.provider.name.clone(),
+            };
+            (target, a.model.clone(), a.fallback)
         })
         .collect()
 }

@@ -139,6 +139,7 @@ impl Snapshot {
             tenants_by_key: HashMap::new(),
             providers_by_id: HashMap::new(),
         };
+        snapshot.config.link();
         snapshot.index()?;
         Ok(snapshot)
     }

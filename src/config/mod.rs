@@ -55,6 +55,18 @@ pub struct GatewayConfig {
 }
 
 impl GatewayConfig {
+    /// Derives what the file states once into the form the gateway plans on: each cli
+    /// tenant's endpoint as its provider. The render calls it on the config it builds and
+    /// loading on the config it reads, so both hold the same.
+    pub fn link(&mut self) {
+        for tenant in &mut self.tenants {
+            tenant.cli_provider = tenant
+                .cli
+                .as_ref()
+                .map(|cli| Box::new(cli.provider(tenant)));
+        }
+    }
+
     /// A provider by id, by binary search: providers are sorted by (namespace, name) (the render
     /// writes them so and loading sorts them), and a request must not pay a scan of every
     /// tenant's providers.
@@ -320,6 +332,11 @@ pub struct TenantConfig {
     /// The namespace's allowed private endpoints, re-checked at connect time (cli source).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_endpoints: Vec<String>,
+    /// For source cli: the endpoint as the provider routing plans on (see
+    /// [`GatewayConfig::link`]); not in the file, derived from `cli` when a config is built or
+    /// loaded.
+    #[serde(skip)]
+    pub cli_provider: Option<Box<ProviderConfig>>,
 }
 
 impl TenantConfig {
@@ -350,6 +367,37 @@ pub struct CliConfig {
     /// Model to use there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+}
+
+/// What a cli endpoint is called where a provider's name or id would show (the
+/// `x-dgidgi-provider` header, metrics, logs). No LlmProvider has it as id (theirs hold a `/`)
+/// nor as name in a cli tenant's plan (a cli plan holds its endpoint alone).
+pub const CLI_PROVIDER: &str = "cli";
+
+impl CliConfig {
+    /// The endpoint as a provider like any other: the Ollama type (OpenAI's format, no key, an
+    /// open catalog), the tenant's own (no platform limits, no pricing), reached through the
+    /// client that re-checks the tenant's allowed private endpoints at connect time, with the
+    /// default timeouts.
+    fn provider(&self, tenant: &TenantConfig) -> ProviderConfig {
+        ProviderConfig {
+            id: CLI_PROVIDER.to_owned(),
+            namespace: tenant.namespace.clone(),
+            name: CLI_PROVIDER.to_owned(),
+            kind: ProviderKind::Ollama,
+            scope: Scope::Tenant,
+            base_url: Some(self.endpoint.clone()),
+            credential: None,
+            open_catalog: true,
+            models: Vec::new(),
+            unlisted: None,
+            betas: BetaFilterConfig::default(),
+            responses_api: false,
+            limits: None,
+            timeouts: TimeoutsConfig::default(),
+            allowed_endpoints: tenant.allowed_endpoints.clone(),
+        }
+    }
 }
 
 /// A budget in integer micro-USD.

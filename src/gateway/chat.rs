@@ -277,7 +277,7 @@ pub async fn route_and_serve(
     let Some(ticket) = guard.get() else {
         return Err(ApiError::not_ready());
     };
-    let walk = serve(gateway, snapshot, tenant, &planned, request, ticket);
+    let walk = serve(gateway, snapshot, &planned, request, ticket);
     let result = match deadline {
         Some(limit) => tokio::time::timeout(limit, walk).await.unwrap_or_else(|_| {
             Err(ApiError::upstream(

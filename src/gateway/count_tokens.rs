@@ -29,7 +29,7 @@ use super::upstream::{Outcome, chat_url, gemini_method_url, read_bounded};
 use super::{Active, Gateway};
 use crate::config::Scope;
 use crate::formats::{Format, estimate};
-use crate::routing::plan::{Upstream, plan, prefer_healthy};
+use crate::routing::plan::{plan, prefer_healthy};
 
 /// Header saying how the count was made: `provider` or `estimated`.
 pub const TOKEN_COUNT_HEADER: HeaderName = HeaderName::from_static("x-dgidgi-token-count");
@@ -71,9 +71,7 @@ pub async fn count(
     // The target that would serve the request counts it; when it cannot be reached, the next
     // Anthropic target of the plan may, and a target of another format ends the walk.
     for attempt in &planned.attempts {
-        let Upstream::Provider(provider) = attempt.upstream else {
-            break;
-        };
+        let provider = attempt.provider;
         if provider.kind.format() != format {
             break;
         }

@@ -33,7 +33,7 @@ use crate::formats::{Format, SentBody};
 use crate::formats::{FormatError, embeddings, estimate};
 use crate::metering::Ticket;
 use crate::metering::plan::RequestSize;
-use crate::routing::plan::{Plan, RouteRequest, Upstream, plan, prefer_healthy};
+use crate::routing::plan::{Plan, RouteRequest, plan, prefer_healthy};
 use crate::usage::Usage;
 
 /// Header choosing Cohere's `input_type` (`search_document`, `search_query`, `classification`,
@@ -102,12 +102,7 @@ async fn walk(
     let headers = ClientHeaders::from_request(&request.headers);
     let mut failures = Vec::new();
     for (index, attempt) in planned.attempts.iter().enumerate() {
-        let Upstream::Provider(provider) = attempt.upstream else {
-            failures.push(Failure::Inexpressible(
-                "a cli endpoint serves no embeddings".into(),
-            ));
-            continue;
-        };
+        let provider = attempt.provider;
         let target = Target {
             provider,
             model: &attempt.model,

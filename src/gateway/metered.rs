@@ -20,7 +20,7 @@ use crate::formats::{Format, volume};
 use crate::metering::meter::ProviderTicket;
 use crate::metering::plan::{Candidate, RequestSize};
 use crate::metering::{self, Ticket};
-use crate::routing::plan::{Plan, Upstream};
+use crate::routing::plan::Plan;
 
 /// Header carrying the gateway's request id (the ledger's key).
 pub const REQUEST_ID_HEADER: &str = "x-dgidgi-request-id";
@@ -78,15 +78,9 @@ pub fn candidates<'a>(planned: &Plan<'a>) -> Vec<Candidate<'a>> {
     planned
         .attempts
         .iter()
-        .map(|attempt| match attempt.upstream {
-            Upstream::Provider(provider) => Candidate {
-                model: provider.model(&attempt.model),
-                platform: provider.scope == Scope::Platform,
-            },
-            Upstream::Cli(_) => Candidate {
-                model: None,
-                platform: false,
-            },
+        .map(|attempt| Candidate {
+            model: attempt.provider.model(&attempt.model),
+            platform: attempt.provider.scope == Scope::Platform,
         })
         .collect()
 }

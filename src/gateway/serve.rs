@@ -21,12 +21,10 @@ use super::error::ApiError;
 use super::forwarded::{BetaPolicy, ClientHeaders, copy_provider_headers};
 use super::metered::SettleOnDrop;
 use super::stamp::{said_rewritten, stamp};
-use super::upstream::{
-    Failure, Outcome, ReadError, chat_url, cli_chat_url, read_bounded, responses_url, send,
-};
+use super::upstream::{Failure, Outcome, ReadError, chat_url, read_bounded, responses_url, send};
 use super::{Active, Gateway};
 use crate::config::Source;
-use crate::config::{ProviderConfig, Scope, TenantConfig};
+use crate::config::{ProviderConfig, Scope};
 use crate::formats::dialect::{Target, dialect};
 use crate::formats::stream::{Context, ItemSink, reframer};
 use crate::formats::{
@@ -36,7 +34,7 @@ use crate::metering::Ticket;
 use crate::metering::meter::ProviderTicket;
 use crate::metrics::UpstreamErrorLabels;
 use crate::providers::{ProviderKind, mock};
-use crate::routing::plan::{Attempt, Plan, Upstream};
+use crate::routing::plan::{Attempt, Plan};
 
 /// The largest non-streamed answer read from a provider.
 pub(super) const MAX_ANSWER_BYTES: usize = 32 * 1024 * 1024;
@@ -129,8 +127,7 @@ impl Prepared {
         let model = Value::String(attempt.model.clone());
         // OpenAI itself (not a compatible provider): its reasoning models take only the newer
         // name of the output cap.
-        let is_openai = matches!(attempt.upstream,
-            Upstream::Provider(p) if p.kind == ProviderKind::Openai);
+        let is_openai = attempt.provider.kind == ProviderKind::Openai;
         let cap = |json: &mut Map<String, Value>| {
             if let Some(cap) = output_cap {
                 crate::formats::cap_output_tokens(json, upstream, is_openai, cap);
@@ -186,8 +183,7 @@ impl Prepared {
             Format::OpenAi => {
                 let from_other = self.client != Format::OpenAi;
                 if paid_by_platform(attempt) {
-                    let searches_anyway = matches!(attempt.upstream,
-                        Upstream::Provider(p) if p.kind.searches_every_request());
+                    let searches_anyway = attempt.provider.kind.searches_every_request();
                     let sent = if from_other {
                         self.canonical()?
                     } else {
@@ -226,13 +222,11 @@ impl Prepared {
             }
             // Every other pair: the canonical request written in the upstream's dialect.
             Format::Anthropic | Format::Gemini | Format::Cohere => {
-                let default_max_output_tokens = match attempt.upstream {
-                    Upstream::Provider(provider) => provider
-                        .model(&attempt.model)
-                        .and_then(|m| m.max_output_tokens)
-                        .map_or(DEFAULT_MAX_TOKENS, u64::from),
-                    Upstream::Cli(_) => DEFAULT_MAX_TOKENS,
-                };
+                let default_max_output_tokens = attempt
+                    .provider
+                    .model(&attempt.model)
+                    .and_then(|m| m.max_output_tokens)
+                    .map_or(DEFAULT_MAX_TOKENS, u64::from);
                 let target = Target {
                     model: &attempt.model,
                     default_max_output_tokens,
@@ -250,16 +244,12 @@ impl Prepared {
 /// Responses API gets a Responses client's request in that API (as sent); everything else its
 /// type's own format.
 fn upstream_format(attempt: &Attempt<'_>, client: Format) -> Format {
-    match attempt.upstream {
-        Upstream::Provider(provider)
-            if client == Format::Responses
-                && provider.responses_api
-                && provider.kind.format() == Format::OpenAi =>
-        {
-            Format::Responses
-        }
-        Upstream::Provider(provider) => provider.kind.format(),
-        Upstream::Cli(_) => Format::OpenAi,
+    let provider = attempt.provider;
+    let format = provider.kind.format();
+    if client == Format::Responses && provider.responses_api && format == Format::OpenAi {
+        Format::Responses
+    } else {
+        format
     }
 }
 
@@ -267,7 +257,6 @@ fn upstream_format(attempt: &Attempt<'_>, client: Format) -> Format {
 pub async fn serve(
     gateway: &Arc<Gateway>,
     snapshot: &Active,
-    tenant: &TenantConfig,
     planned: &Plan<'_>,
     request: ClientRequest,
     ticket: &Ticket,
@@ -294,11 +283,11 @@ pub async fn serve(
         let format = upstream_format(attempt, prepared.client);
         // Platform-paid attempts never generate more than metering reserved for them: their
         // output is limited only when the request's own fields would allow more.
-        let output_cap = match attempt.upstream {
-            Upstream::Provider(provider) if provider.scope == Scope::Platform => gateway
-                .meter
-                .output_cap(ticket, provider.model(&attempt.model)),
-            _ => None,
+        let output_cap = if paid_by_platform(attempt) {
+            let model = attempt.provider.model(&attempt.model);
+            gateway.meter.output_cap(ticket, model)
+        } else {
+            None
         };
         let body = match prepared.body_for(attempt, format, output_cap) {
             Ok(body) => body,
@@ -310,23 +299,17 @@ pub async fn serve(
         };
         let tries = 1 + planned.retry.attempts;
         for try_number in 0..tries {
-            let quota = match attempt.upstream {
-                Upstream::Provider(provider) => match key_quota(gateway, provider, ticket).await {
-                    Ok(quota) => quota,
-                    Err(full) => {
-                        failures.push(full);
-                        break;
-                    }
-                },
-                Upstream::Cli(_) => None,
+            let quota = match key_quota(gateway, attempt.provider, ticket).await {
+                Ok(quota) => quota,
+                Err(full) => {
+                    failures.push(full);
+                    break;
+                }
             };
-            let result =
-                try_once(gateway, snapshot, tenant, attempt, &prepared, format, &body).await;
+            let result = try_once(gateway, snapshot, attempt, &prepared, format, &body).await;
             match result {
                 Ok((mut response, completion)) => {
-                    if let Upstream::Provider(provider) = attempt.upstream {
-                        snapshot.health.record_success(&provider.id);
-                    }
+                    snapshot.health.record_success(&attempt.provider.id);
                     // Said only when the tenant's allowance is what lowered the limit.
                     let shortened = output_cap.filter(|_| ticket.reservation.output_shortened());
                     stamp(response.headers_mut(), attempt, planned, index, shortened);
@@ -334,7 +317,7 @@ pub async fn serve(
                     return Ok(AttemptAnswer {
                         response,
                         completion,
-                        provider: describe(attempt),
+                        provider: attempt.provider.id.clone(),
                         model: attempt.model.clone(),
                         fallback: index,
                         source: planned.source,
@@ -349,7 +332,10 @@ pub async fn serve(
                         // Another target would find no room either, and would be paid for; this
                         // one answered (and bills), so the request is charged its reservation.
                         return Err(ApiError {
-                            answered_by: Some(Box::new((describe(attempt), attempt.model.clone()))),
+                            answered_by: Some(Box::new((
+                                attempt.provider.id.clone(),
+                                attempt.model.clone(),
+                            ))),
                             ..ApiError::upstream(
                                 StatusCode::SERVICE_UNAVAILABLE,
                                 "gateway_busy",
@@ -376,14 +362,13 @@ pub async fn serve(
 async fn try_once(
     gateway: &Gateway,
     snapshot: &Active,
-    tenant: &TenantConfig,
     attempt: &Attempt<'_>,
     prepared: &Prepared,
     format: Format,
     body: &Bytes,
 ) -> Result<(Response<ResponseBody>, oneshot::Receiver<Completion>), Failure> {
     let buffers = &gateway.answer_buffers;
-    match call(gateway, snapshot, tenant, attempt, prepared, format, body).await {
+    match call(gateway, snapshot, attempt, prepared, format, body).await {
         Outcome::Relay(response) => {
             let (parts, incoming) = response.into_parts();
             let (status, headers) = (parts.status, &parts.headers);
@@ -439,18 +424,18 @@ pub(super) async fn try_again(
         .metrics
         .upstream_errors
         .get_or_create(&UpstreamErrorLabels {
-            provider: describe(attempt),
+            provider: attempt.provider.id.clone(),
             class: failure.class(),
         })
         .inc();
     let class = failure.retry_class();
-    if let (Upstream::Provider(provider), Some(_)) = (attempt.upstream, class) {
-        snapshot.health.record_failure(&provider.id);
+    if class.is_some() {
+        snapshot.health.record_failure(&attempt.provider.id);
     }
     // Request-controlled text (the model name) as escaped fields: a newline in it cannot
     // start a forged log line.
     tracing::info!(
-        upstream = ?describe(attempt),
+        upstream = ?attempt.provider.id,
         model = ?attempt.model,
         attempt = try_number + 1,
         failure = ?failure.describe(),
@@ -474,11 +459,7 @@ fn now() -> u64 {
 }
 
 fn total_deadline(attempt: &Attempt<'_>) -> tokio::time::Instant {
-    let total_ms = match attempt.upstream {
-        Upstream::Provider(provider) => provider.timeouts.total_ms,
-        Upstream::Cli(_) => crate::config::TimeoutsConfig::default().total_ms,
-    };
-    tokio::time::Instant::now() + Duration::from_millis(total_ms)
+    tokio::time::Instant::now() + Duration::from_millis(attempt.provider.timeouts.total_ms)
 }
 
 /// Turns an upstream answer into the client's response: a stream re-framed as it arrives, or a
@@ -584,14 +565,7 @@ async fn answer(
 
 /// Whether the platform's key pays for an attempt (cli endpoints and tenants' own keys do not).
 fn paid_by_platform(attempt: &Attempt<'_>) -> bool {
-    matches!(attempt.upstream, Upstream::Provider(provider) if provider.scope == Scope::Platform)
-}
-
-fn describe(attempt: &Attempt<'_>) -> String {
-    match attempt.upstream {
-        Upstream::Provider(provider) => provider.id.clone(),
-        Upstream::Cli(_) => "cli".to_owned(),
-    }
+    attempt.provider.scope == Scope::Platform
 }
 
 /// The error for a plan that found no answer: 404 when every provider said it does not know the
@@ -667,33 +641,14 @@ pub(super) fn final_error(failures: &[Failure], model: &str) -> ApiError {
 async fn call(
     gateway: &Gateway,
     snapshot: &Active,
-    tenant: &TenantConfig,
     attempt: &Attempt<'_>,
     prepared: &Prepared,
     format: Format,
     body: &Bytes,
 ) -> Outcome {
-    match attempt.upstream {
-        Upstream::Cli(cli) => {
-            let url = cli_chat_url(&cli.endpoint);
-            let Some(client) = snapshot.guarded.get(&tenant.allowed_endpoints) else {
-                return Outcome::Failed(Failure::Connect);
-            };
-            let forwarded = prepared
-                .headers
-                .for_upstream(Format::OpenAi, BetaPolicy::AS_SENT);
-            send(
-                client,
-                ProviderKind::Ollama,
-                &url,
-                None,
-                body.clone(),
-                Duration::from_secs(60),
-                forwarded,
-            )
-            .await
-        }
-        Upstream::Provider(provider) if provider.kind == ProviderKind::Mock => {
+    let provider = attempt.provider;
+    match provider.kind {
+        ProviderKind::Mock => {
             // The mock reads the canonical request the OpenAI-format body was made from.
             let request = match serde_json::from_slice::<Map<String, Value>>(body) {
                 Ok(request) => request,
@@ -706,7 +661,7 @@ async fn call(
                 body: Bytes::from(reply.body),
             }
         }
-        Upstream::Provider(provider) => {
+        _ => {
             let url = match format {
                 Format::Responses => responses_url(provider),
                 _ => chat_url(provider, &attempt.model, prepared.stream),

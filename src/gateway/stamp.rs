@@ -5,7 +5,7 @@
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 
 use super::chat::PROVIDER_HEADER;
-use crate::routing::plan::{Attempt, Plan, Upstream};
+use crate::routing::plan::{Attempt, Plan};
 
 /// The headers that say who served an answer. Constants, not text: a name given as text is
 /// parsed and checked again on every insert.
@@ -44,10 +44,7 @@ pub(super) fn stamp(
     if let Some(cap) = output_cap {
         headers.insert(OUTPUT_CAPPED_HEADER, HeaderValue::from(cap));
     }
-    let provider = match attempt.upstream {
-        Upstream::Provider(provider) => provider.name.as_str(),
-        Upstream::Cli(_) => "cli",
-    };
+    let provider = attempt.provider.name.as_str();
     for (name, value) in
         SERVED_BY
             .into_iter()

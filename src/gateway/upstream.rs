@@ -337,11 +337,6 @@ pub fn embeddings_url(provider: &ProviderConfig, model: &str) -> Option<String> 
     }
 }
 
-/// The chat completions URL of a cli endpoint (Ollama's OpenAI-compatible API).
-pub fn cli_chat_url(endpoint: &str) -> String {
-    format!("{}/v1/chat/completions", endpoint.trim_end_matches('/'))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -540,6 +540,7 @@ mod tests {
             access_keys: Vec::new(),
             allowed_endpoints: Vec::new(),
             allowed_models: Vec::new(),
+            cli_provider: None,
         }
     }
 

@@ -281,7 +281,7 @@ pub fn render(
     report.add_invalid(&input.invalid, &previous_report, ctx.now);
     report.sort();
 
-    let config = GatewayConfig {
+    let mut config = GatewayConfig {
         version: CONFIG_VERSION,
         platform_namespace: ctx.platform_namespace.clone(),
         providers: resolved.configs,
@@ -289,6 +289,7 @@ pub fn render(
         routing,
         unbounded_output_tokens: ctx.tiers.unbounded_output_tokens,
     };
+    config.link();
     Ok(RenderOutput {
         config,
         key_store,

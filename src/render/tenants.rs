@@ -209,6 +209,7 @@ fn resolve_one(
         } else {
             Vec::new()
         },
+        cli_provider: None,
     };
     Resolved {
         config: Some(config),

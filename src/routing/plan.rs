@@ -5,8 +5,7 @@
 
 use crate::config::Source;
 use crate::config::{
-    CliConfig, CompiledRule, GatewayConfig, ProviderConfig, RetryConfig, Scope, TenantConfig,
-    UNLISTED_MODEL,
+    CompiledRule, GatewayConfig, ProviderConfig, RetryConfig, Scope, TenantConfig, UNLISTED_MODEL,
 };
 
 use super::glob;
@@ -27,20 +26,11 @@ pub struct RouteRequest<'a> {
     pub embeddings: bool,
 }
 
-/// Where one attempt goes.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Upstream<'a> {
-    /// A configured provider.
-    Provider(&'a ProviderConfig),
-    /// A cli-source tenant's Ollama-compatible endpoint.
-    Cli(&'a CliConfig),
-}
-
 /// One provider/model pair to try.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Attempt<'a> {
-    /// Where it goes.
-    pub upstream: Upstream<'a>,
+    /// Where it goes: a configured provider, or a cli tenant's endpoint as its provider.
+    pub provider: &'a ProviderConfig,
     /// The model name to send upstream.
     pub model: String,
     /// Whether it comes from a fallback chain (counted in `x-dgidgi-fallback`).
@@ -132,10 +122,7 @@ pub fn plan<'a>(
             .collect();
         match plan_in_pool(config, tenant, &pool, &model, request, pick) {
             Ok((mut attempts, retry, timeout_ms)) => {
-                attempts.retain(|attempt| match attempt.upstream {
-                    Upstream::Provider(provider) => tier_allows(tenant, provider, &attempt.model),
-                    Upstream::Cli(_) => true,
-                });
+                attempts.retain(|attempt| tier_allows(tenant, attempt.provider, &attempt.model));
                 if attempts.is_empty() {
                     // Served here, but not for this tier: says more than "unknown" elsewhere.
                     first_error = Some(RouteError::ModelNotInTier {
@@ -167,7 +154,7 @@ pub fn plan<'a>(
 
 /// The providers a tenant may reach, by source, in the order they are tried: a tenant-source
 /// tenant's own providers (then the platform's, only with `allowPlatformFallback`), a
-/// platform-source tenant's the platform's, a cli tenant none (its endpoint is not a provider).
+/// platform-source tenant's the platform's, a cli tenant none (its endpoint is planned apart, see `plan_cli`).
 /// The one place the source boundary is drawn; `/v1/models` lists the same pools.
 pub fn pools<'a>(
     config: &'a GatewayConfig,
@@ -305,14 +292,7 @@ fn plan_in_pool<'a>(
     // What each attempt can do, looked up once.
     let able: Vec<Capabilities> = attempts
         .iter()
-        .map(|a| match a.upstream {
-            Upstream::Provider(provider) => capabilities(provider, &a.model),
-            Upstream::Cli(_) => Capabilities {
-                streams: true,
-                tools: true,
-                serves: Serves::Chat,
-            },
-        })
+        .map(|a| capabilities(a.provider, &a.model))
         .collect();
     let any_streams = able.iter().any(|c| c.streams);
     let any_kind = able.iter().any(|c| c.serves.serves(request.embeddings));
@@ -404,10 +384,10 @@ fn push_attempt<'a>(
 ) {
     let duplicate = attempts
         .iter()
-        .any(|a| a.upstream == Upstream::Provider(provider) && a.model == model);
+        .any(|a| a.provider.id == provider.id && a.model == model);
     if !duplicate {
         attempts.push(Attempt {
-            upstream: Upstream::Provider(provider),
+            provider,
             model: model.to_owned(),
             fallback,
         });
@@ -459,17 +439,16 @@ fn weighted_order<'a, 'm>(
 /// Moves attempts on unhealthy providers behind the healthy ones, keeping each group's order:
 /// healthy targets are tried first, unhealthy ones stay as a last resort.
 pub fn prefer_healthy(attempts: &mut [Attempt<'_>], is_unhealthy: impl Fn(&str) -> bool) {
-    attempts.sort_by_key(|attempt| match attempt.upstream {
-        Upstream::Provider(provider) => is_unhealthy(&provider.id),
-        Upstream::Cli(_) => false,
-    });
+    attempts.sort_by_key(|attempt| is_unhealthy(&attempt.provider.id));
 }
 
 fn plan_cli<'a>(
     tenant: &'a TenantConfig,
     request: &RouteRequest<'_>,
 ) -> Result<Plan<'a>, RouteError> {
-    let cli = tenant.cli.as_ref().ok_or(RouteError::CliUnavailable)?;
+    let (Some(cli), Some(endpoint)) = (&tenant.cli, &tenant.cli_provider) else {
+        return Err(RouteError::CliUnavailable);
+    };
     if let Some(header) = request.provider.filter(|h| !h.is_empty()) {
         return Err(RouteError::ProviderNotAllowed(header.to_owned()));
     }
@@ -482,7 +461,7 @@ fn plan_cli<'a>(
     Ok(Plan {
         source: Source::Cli,
         attempts: vec![Attempt {
-            upstream: Upstream::Cli(cli),
+            provider: endpoint,
             model: model.clone(),
             fallback: false,
         }],
