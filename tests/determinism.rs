@@ -95,7 +95,7 @@ fn a_changed_provider_key_re_encrypts_only_its_row() {
             assert_eq!(new.created_at, old.created_at);
             assert_eq!(new.rotated_at.as_deref(), Some("2026-11-26T12:00:00Z"));
             let plain = open(&second.key_ring, new.into(), &new.encrypted_value).unwrap();
-            assert_eq!(plain.as_slice(), b"sk-rotated-openai-key-0001");
+            assert_eq!(plain.api_key().unwrap(), b"sk-rotated-openai-key-0001");
         } else {
             assert_eq!(old, new, "row {} must be untouched", old.id);
         }
@@ -193,7 +193,7 @@ fn a_ciphertext_moved_between_tenants_does_not_survive() {
         "the moved ciphertext was detected and replaced"
     );
     let plain = open(&second.key_ring, row.into(), &row.encrypted_value).unwrap();
-    assert_eq!(plain.as_slice(), b"sk-quickstart-placeholder-openai");
+    assert_eq!(plain.api_key().unwrap(), b"sk-quickstart-placeholder-openai");
     // The tenant's own ciphertext cannot be opened as the platform row.
     assert!(open(&second.key_ring, row.into(), &globex).is_err());
 }

@@ -617,7 +617,7 @@ fn provider_keys_are_sealed_per_row_and_trimmed() {
     let plain =
         dgidgi::crypto::keystore::open(&out.key_ring, row.into(), &row.encrypted_value).unwrap();
     assert_eq!(
-        plain.as_slice(),
+        plain.api_key().unwrap(),
         b"sk-platform-trimmed",
         "the trailing newline of `echo | base64` is dropped"
     );

@@ -2,7 +2,10 @@
 //! master key, and the row's identity bound in as associated data so a ciphertext copied into
 //! another row, tenant or provider fails to decrypt.
 //!
-//! Sealed values read `dgv1:<master key id>:<base64(nonce ‖ ciphertext ‖ tag)>`.
+//! Sealed values read `dgv1:<master key id>:<base64(nonce ‖ ciphertext ‖ tag)>` for a
+//! single-secret credential (an API key) and `dgv2:…` for one of several named parts (see
+//! [`super::credential`]); the version is bound into the associated data too, so a value cannot
+//! be re-read in the other layout.
 
 use aes_gcm::aead::{Aead, Payload};
 use aes_gcm::{Aes256Gcm, KeyInit, Nonce};
@@ -12,11 +15,24 @@ use rand::CryptoRng;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+use super::credential::{Credential, Layout};
 use super::{CryptoError, KeyRing};
 
-const PREFIX: &str = "dgv1";
 const NONCE_LEN: usize = 12;
-const AAD_DOMAIN: &[u8] = b"dgidgi/keystore/v1";
+
+/// The prefix of a sealed value and the domain tag of its associated data, per layout.
+fn version(layout: Layout) -> (&'static str, &'static [u8]) {
+    match layout {
+        Layout::Key => ("dgv1", b"dgidgi/keystore/v1"),
+        Layout::Parts => ("dgv2", b"dgidgi/keystore/v2"),
+    }
+}
+
+fn layout_of(prefix: &str) -> Option<Layout> {
+    [Layout::Key, Layout::Parts]
+        .into_iter()
+        .find(|&layout| version(layout).0 == prefix)
+}
 
 /// The Secret document holding every row.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
@@ -65,13 +81,14 @@ impl<'a> From<&'a KeyStoreRow> for RowIdentity<'a> {
     }
 }
 
-/// Associated data: a domain tag, then each field length-prefixed so no two identities encode
-/// to the same bytes.
-fn associated_data(key_id: &str, identity: RowIdentity<'_>) -> Vec<u8> {
+/// Associated data: the layout's domain tag, then each field length-prefixed so no two
+/// identities encode to the same bytes.
+fn associated_data(layout: Layout, key_id: &str, identity: RowIdentity<'_>) -> Vec<u8> {
+    let domain = version(layout).1;
     let fields = [key_id, identity.id, identity.tenant_id, identity.provider];
     let mut aad =
-        Vec::with_capacity(AAD_DOMAIN.len() + fields.iter().map(|f| f.len() + 4).sum::<usize>());
-    aad.extend_from_slice(AAD_DOMAIN);
+        Vec::with_capacity(domain.len() + fields.iter().map(|f| f.len() + 4).sum::<usize>());
+    aad.extend_from_slice(domain);
     for field in fields {
         aad.extend_from_slice(&(field.len() as u32).to_be_bytes());
         aad.extend_from_slice(field.as_bytes());
@@ -79,18 +96,20 @@ fn associated_data(key_id: &str, identity: RowIdentity<'_>) -> Vec<u8> {
     aad
 }
 
-/// Seals `plaintext` for the row `identity` under the ring's active key with a fresh nonce.
+/// Seals a credential for the row `identity` under the ring's active key with a fresh nonce.
 pub fn seal(
     ring: &KeyRing,
     identity: RowIdentity<'_>,
-    plaintext: &[u8],
+    credential: &Credential,
     rng: &mut dyn CryptoRng,
 ) -> Result<String, CryptoError> {
+    let (layout, plaintext) = credential.encode();
+    let plaintext = plaintext.as_slice();
     let master = ring.active();
     let cipher = Aes256Gcm::new(master.key.as_ref().into());
     let mut nonce = [0u8; NONCE_LEN];
     rng.fill_bytes(&mut nonce);
-    let aad = associated_data(&master.id, identity);
+    let aad = associated_data(layout, &master.id, identity);
     let ciphertext = cipher
         .encrypt(
             Nonce::from_slice(&nonce),
@@ -105,7 +124,8 @@ pub fn seal(
     let mut blob = Vec::with_capacity(NONCE_LEN + ciphertext.len());
     blob.extend_from_slice(&nonce);
     blob.extend_from_slice(&ciphertext);
-    Ok(format!("{PREFIX}:{}:{}", master.id, STANDARD.encode(blob)))
+    let prefix = version(layout).0;
+    Ok(format!("{prefix}:{}:{}", master.id, STANDARD.encode(blob)))
 }
 
 /// Opens a sealed value for the row `identity`; fails if the value was sealed for another row,
@@ -114,15 +134,16 @@ pub fn open(
     ring: &KeyRing,
     identity: RowIdentity<'_>,
     sealed: &str,
-) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+) -> Result<Credential, CryptoError> {
     let malformed = || CryptoError::Malformed {
         row: identity.id.to_owned(),
     };
     let mut parts = sealed.splitn(3, ':');
-    let (Some(PREFIX), Some(key_id), Some(body)) = (parts.next(), parts.next(), parts.next())
+    let (Some(prefix), Some(key_id), Some(body)) = (parts.next(), parts.next(), parts.next())
     else {
         return Err(malformed());
     };
+    let layout = layout_of(prefix).ok_or_else(malformed)?;
     let master = ring.get(key_id).ok_or_else(|| CryptoError::UnknownKeyId {
         row: identity.id.to_owned(),
         key_id: key_id.to_owned(),
@@ -133,8 +154,8 @@ pub fn open(
     }
     let (nonce, ciphertext) = blob.split_at(NONCE_LEN);
     let cipher = Aes256Gcm::new(master.key.as_ref().into());
-    let aad = associated_data(key_id, identity);
-    cipher
+    let aad = associated_data(layout, key_id, identity);
+    let plaintext = cipher
         .decrypt(
             Nonce::from_slice(nonce),
             Payload {
@@ -145,7 +166,8 @@ pub fn open(
         .map(Zeroizing::new)
         .map_err(|_| CryptoError::Decrypt {
             row: identity.id.to_owned(),
-        })
+        })?;
+    Credential::decode(layout, plaintext).map_err(|_| malformed())
 }
 
 impl KeyStore {
@@ -177,6 +199,10 @@ mod tests {
     use rand::SeedableRng;
     use rand_chacha::ChaCha20Rng;
 
+    fn key(value: &[u8]) -> Credential {
+        Credential::key(value.to_vec())
+    }
+
     fn identity<'a>(id: &'a str, tenant: &'a str) -> RowIdentity<'a> {
         RowIdentity {
             id,
@@ -190,11 +216,11 @@ mod tests {
         let mut rng = ChaCha20Rng::seed_from_u64(7);
         let ring = KeyRing::generate(&mut rng);
         let who = identity("team-a/openai", "team-a");
-        let sealed = seal(&ring, who, b"sk-secret-value", &mut rng).unwrap();
+        let sealed = seal(&ring, who, &key(b"sk-secret-value"), &mut rng).unwrap();
         assert!(sealed.starts_with("dgv1:k1:"));
         assert!(!sealed.contains("sk-secret-value"));
         assert_eq!(
-            open(&ring, who, &sealed).unwrap().as_slice(),
+            open(&ring, who, &sealed).unwrap().api_key().unwrap(),
             b"sk-secret-value"
         );
     }
@@ -205,8 +231,8 @@ mod tests {
         let ring = KeyRing::generate(&mut rng);
         let who = identity("team-a/openai", "team-a");
         assert_ne!(
-            seal(&ring, who, b"k", &mut rng).unwrap(),
-            seal(&ring, who, b"k", &mut rng).unwrap()
+            seal(&ring, who, &key(b"k"), &mut rng).unwrap(),
+            seal(&ring, who, &key(b"k"), &mut rng).unwrap()
         );
     }
 
@@ -215,7 +241,7 @@ mod tests {
         let mut rng = ChaCha20Rng::seed_from_u64(9);
         let ring = KeyRing::generate(&mut rng);
         let who = identity("team-a/openai", "team-a");
-        let sealed = seal(&ring, who, b"sk-secret-value", &mut rng).unwrap();
+        let sealed = seal(&ring, who, &key(b"sk-secret-value"), &mut rng).unwrap();
         let (head, body) = sealed.rsplit_once(':').unwrap();
         let mut blob = STANDARD.decode(body).unwrap();
         for index in [0, NONCE_LEN, blob.len() - 1] {
@@ -242,7 +268,7 @@ mod tests {
         let mut rng = ChaCha20Rng::seed_from_u64(10);
         let ring = KeyRing::generate(&mut rng);
         let a = identity("team-a/openai", "team-a");
-        let sealed_for_a = seal(&ring, a, b"team-a-key", &mut rng).unwrap();
+        let sealed_for_a = seal(&ring, a, &key(b"team-a-key"), &mut rng).unwrap();
         for other in [
             identity("team-b/openai", "team-b"),
             identity("team-a/openai", "team-b"),
@@ -264,7 +290,7 @@ mod tests {
         let mut rng = ChaCha20Rng::seed_from_u64(11);
         let old_ring = KeyRing::generate(&mut rng);
         let who = identity("team-a/openai", "team-a");
-        let sealed_old = seal(&old_ring, who, b"old-row", &mut rng).unwrap();
+        let sealed_old = seal(&old_ring, who, &key(b"old-row"), &mut rng).unwrap();
         let mut new_key = Zeroizing::new([0u8; 32]);
         rng.fill_bytes(new_key.as_mut());
         let old_key = MasterKey {
@@ -283,10 +309,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            open(&rotated, who, &sealed_old).unwrap().as_slice(),
+            open(&rotated, who, &sealed_old).unwrap().api_key().unwrap(),
             b"old-row"
         );
-        let sealed_new = seal(&rotated, who, b"new-row", &mut rng).unwrap();
+        let sealed_new = seal(&rotated, who, &key(b"new-row"), &mut rng).unwrap();
         assert!(sealed_new.starts_with("dgv1:k2:"));
         // The old ring cannot open what the new key sealed.
         assert!(matches!(
@@ -315,11 +341,37 @@ mod tests {
         )
         .unwrap();
         let who = identity("team-a/openai", "team-a");
-        let sealed = seal(&ring, who, b"v", &mut rng).unwrap();
+        let sealed = seal(&ring, who, &key(b"v"), &mut rng).unwrap();
         let relabelled = sealed.replacen(":k1:", ":k2:", 1);
         assert!(matches!(
             open(&ring, who, &relabelled),
             Err(CryptoError::Decrypt { .. })
+        ));
+    }
+
+    #[test]
+    fn a_credential_of_parts_is_one_row_and_cannot_be_read_as_a_key() {
+        let mut rng = ChaCha20Rng::seed_from_u64(13);
+        let ring = KeyRing::generate(&mut rng);
+        let who = identity("team-a/bedrock", "team-a");
+        let parts = Credential::parts([
+            ("accessKeyId", Zeroizing::new(b"AKIDEXAMPLE".to_vec())),
+            ("secretAccessKey", Zeroizing::new(b"wJalrXUtnFEMI".to_vec())),
+        ])
+        .unwrap();
+        let sealed = seal(&ring, who, &parts, &mut rng).unwrap();
+        assert!(sealed.starts_with("dgv2:k1:"), "{sealed}");
+        assert!(!sealed.contains("AKIDEXAMPLE"));
+        assert_eq!(open(&ring, who, &sealed).unwrap(), parts);
+        // The layout is authenticated: relabelled as a single key, it does not open.
+        let relabelled = sealed.replacen("dgv2:", "dgv1:", 1);
+        assert!(matches!(
+            open(&ring, who, &relabelled),
+            Err(CryptoError::Decrypt { .. })
+        ));
+        assert!(matches!(
+            open(&ring, who, &sealed.replacen("dgv2:", "dgv9:", 1)),
+            Err(CryptoError::Malformed { .. })
         ));
     }
 }

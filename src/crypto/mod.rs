@@ -2,9 +2,11 @@
 //! keys. Pure functions; randomness is passed in so callers (and tests) control it.
 
 pub mod access_key;
+pub mod credential;
 pub mod keyring;
 pub mod keystore;
 
+pub use credential::Credential;
 pub use keyring::{KeyRing, MasterKey};
 pub use keystore::{KeyStore, KeyStoreRow, RowIdentity};
 

@@ -8,19 +8,11 @@
 
 use serde_json::{Map, Value};
 
+pub use super::auth::Auth;
 use super::stream::{Context, Decoder, Encoder, Framing, Reframe};
 use super::volume::OutputFields;
 use super::{Format, FormatError, anthropic, cohere, gemini, openai, responses};
 use crate::usage::Usage;
-
-/// How a request to a provider of a format carries its key.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Auth {
-    /// `Authorization: Bearer <key>`.
-    Bearer,
-    /// The key as the whole value of this header.
-    Header(&'static str),
-}
 
 /// What differs between wire formats. Every method has the one meaning for all formats; the
 /// canonical form is OpenAI chat.

@@ -9,6 +9,7 @@
 
 pub mod anthropic;
 pub mod as_sent;
+pub mod auth;
 pub mod cohere;
 pub mod dialect;
 pub mod embeddings;

@@ -39,7 +39,7 @@ use arc_swap::ArcSwapOption;
 use zeroize::Zeroizing;
 
 use crate::config::load::Snapshot;
-use crate::crypto::keystore;
+use crate::crypto::{Credential, keystore};
 use upstream::HttpClient;
 
 /// Tunables of the request path.
@@ -117,9 +117,9 @@ pub struct Active {
     pub guarded: egress::GuardedClients,
     /// Passive health of the providers.
     pub health: health::HealthBook,
-    /// Provider keys, decrypted the first time a request needs each one and kept (wiped on
-    /// drop) for the life of this config, so AES-GCM is not on every request's path.
-    keys: HashMap<String, OnceLock<Option<Zeroizing<Vec<u8>>>>>,
+    /// Provider credentials, opened the first time a request needs each one and kept (wiped
+    /// on drop) for the life of this config, so AES-GCM is not on every request's path.
+    keys: HashMap<String, OnceLock<Option<Credential>>>,
 }
 
 impl Active {
@@ -141,15 +141,15 @@ impl Active {
         }
     }
 
-    /// The decrypted key of a key store row, or `None` if the row is missing or does not open.
-    pub fn provider_key(&self, row_id: &str) -> Option<&[u8]> {
+    /// The opened credential of a key store row, or `None` if the row is missing or does not
+    /// open.
+    pub fn credential(&self, row_id: &str) -> Option<&Credential> {
         let cell = self.keys.get(row_id)?;
         cell.get_or_init(|| {
             let row = self.snapshot.key_store.get(row_id)?;
             keystore::open(&self.snapshot.key_ring, row.into(), &row.encrypted_value).ok()
         })
-        .as_deref()
-        .map(Vec::as_slice)
+        .as_ref()
     }
 }
 

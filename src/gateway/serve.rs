@@ -687,10 +687,10 @@ pub async fn send_to_provider(
     headers: &ClientHeaders,
     body: &Bytes,
 ) -> Outcome {
-    let key = match &provider.credential {
+    let credential = match &provider.credential {
         None => None,
-        Some(row_id) => match snapshot.provider_key(row_id) {
-            Some(key) => Some(key),
+        Some(row_id) => match snapshot.credential(row_id) {
+            Some(credential) => Some(credential),
             None => {
                 tracing::error!(provider = ?provider.id, "the provider's key could not be decrypted");
                 return Outcome::Failed(Failure::Auth(StatusCode::INTERNAL_SERVER_ERROR));
@@ -704,11 +704,31 @@ pub async fn send_to_provider(
     let body = body.clone();
     if platform {
         let client = &gateway.client;
-        return send(client, provider.kind, url, key, body, first_byte, forwarded).await;
+        return send(
+            client,
+            provider.kind,
+            url,
+            credential,
+            body,
+            first_byte,
+            forwarded,
+        )
+        .await;
     }
     // Tenant endpoints go through the client whose resolver enforces the allow-list.
     match snapshot.guarded.get(&provider.allowed_endpoints) {
-        Some(client) => send(client, provider.kind, url, key, body, first_byte, forwarded).await,
+        Some(client) => {
+            send(
+                client,
+                provider.kind,
+                url,
+                credential,
+                body,
+                first_byte,
+                forwarded,
+            )
+            .await
+        }
         None => Outcome::Failed(Failure::Connect),
     }
 }

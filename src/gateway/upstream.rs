@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
-use hyper::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use hyper::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
@@ -16,8 +16,9 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::config::ProviderConfig;
 use crate::config::RetryOn;
+use crate::crypto::Credential;
 use crate::formats::Format;
-use crate::formats::dialect::{Auth, dialect};
+use crate::formats::dialect::dialect;
 use crate::providers::ProviderKind;
 
 /// The shared client type.
@@ -155,13 +156,13 @@ pub enum Outcome {
 }
 
 /// Sends a chat request in the provider's own format to `url` and classifies the answer.
-/// `first_byte` bounds the wait for the response headers. The key goes in the header the
-/// format expects (never in the URL), marked sensitive.
+/// `first_byte` bounds the wait for the response headers. The credential is written by the
+/// format's signer (never into the URL), marked sensitive.
 pub async fn send<C>(
     client: &Client<C, Full<Bytes>>,
     provider_kind: ProviderKind,
     url: &str,
-    api_key: Option<&[u8]>,
+    credential: Option<&Credential>,
     body: Bytes,
     first_byte: Duration,
     forwarded: Vec<(hyper::header::HeaderName, HeaderValue)>,
@@ -169,42 +170,30 @@ pub async fn send<C>(
 where
     C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
 {
-    let format = provider_kind.format();
     let mut builder = Request::builder()
         .method(Method::POST)
         .uri(url)
         .header(CONTENT_TYPE, "application/json")
         .header(ACCEPT, "application/json, text/event-stream");
-    if let Some(key) = api_key {
-        let (name, mut value) = match dialect(format).auth() {
-            Auth::Bearer => (
-                AUTHORIZATION.as_str(),
-                [b"Bearer ".as_slice(), key].concat(),
-            ),
-            Auth::Header(name) => (name, key.to_vec()),
-        };
-        match HeaderValue::from_bytes(&value) {
-            Ok(mut header) => {
-                header.set_sensitive(true);
-                builder = builder.header(name, header);
-            }
-            Err(_) => return Outcome::Failed(Failure::Auth(StatusCode::UNAUTHORIZED)),
-        }
-        zeroize::Zeroize::zeroize(&mut value);
-    }
-    // The client's headers its provider reads (see `super::forwarded`).
+    // The client's headers its provider reads (see `super::forwarded`), then the type's own
+    // (OpenRouter's app attribution).
     for (name, value) in forwarded {
         builder = builder.header(name, value);
     }
-    if provider_kind == ProviderKind::Openrouter {
-        // OpenRouter's app attribution headers.
-        builder = builder
-            .header("HTTP-Referer", "https://dgidgi.io")
-            .header("X-Title", "dgidgi");
+    for &(name, value) in provider_kind.defaults().headers {
+        builder = builder.header(name, value);
     }
-    let Ok(request) = builder.body(Full::new(body)) else {
+    let Ok(mut request) = builder.body(body) else {
         return Outcome::Failed(Failure::Connect);
     };
+    if let Some(credential) = credential {
+        let auth = dialect(provider_kind.format()).auth();
+        if let Err(error) = auth.sign(&mut request, credential) {
+            tracing::error!(kind = provider_kind.as_str(), "{error}");
+            return Outcome::Failed(Failure::Auth(StatusCode::UNAUTHORIZED));
+        }
+    }
+    let request = request.map(Full::new);
     let response = match tokio::time::timeout(first_byte, client.request(request)).await {
         Err(_) => return Outcome::Failed(Failure::Timeout),
         Ok(Err(error)) => {

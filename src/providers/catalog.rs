@@ -57,6 +57,8 @@ pub struct ProviderDefaults {
     pub chat_path: Option<&'static str>,
     /// The catalog.
     pub models: &'static [CatalogModel],
+    /// Headers every request to the type carries (OpenRouter's app attribution).
+    pub headers: &'static [(&'static str, &'static str)],
 }
 
 const fn model(
@@ -123,6 +125,7 @@ impl CatalogModel {
 const OPENAI_LONG: u64 = 272_000;
 
 static OPENAI: ProviderDefaults = ProviderDefaults {
+    headers: &[],
     format: Format::OpenAi,
     base_url: Some("https://api.openai.com/v1"),
     open_catalog: false,
@@ -162,6 +165,7 @@ static OPENAI: ProviderDefaults = ProviderDefaults {
 const ANTHROPIC_LONG: u64 = 200_000;
 
 static ANTHROPIC: ProviderDefaults = ProviderDefaults {
+    headers: &[],
     format: Format::Anthropic,
     base_url: Some("https://api.anthropic.com"),
     open_catalog: false,
@@ -240,6 +244,7 @@ static ANTHROPIC: ProviderDefaults = ProviderDefaults {
 };
 
 static GEMINI: ProviderDefaults = ProviderDefaults {
+    headers: &[],
     format: Format::Gemini,
     base_url: Some("https://generativelanguage.googleapis.com/v1beta"),
     open_catalog: false,
@@ -273,6 +278,7 @@ static GEMINI: ProviderDefaults = ProviderDefaults {
 };
 
 static GROQ: ProviderDefaults = ProviderDefaults {
+    headers: &[],
     format: Format::OpenAi,
     base_url: Some("https://api.groq.com/openai/v1"),
     open_catalog: false,
@@ -310,6 +316,7 @@ static GROQ: ProviderDefaults = ProviderDefaults {
 };
 
 static MISTRAL: ProviderDefaults = ProviderDefaults {
+    headers: &[],
     format: Format::OpenAi,
     base_url: Some("https://api.mistral.ai/v1"),
     open_catalog: false,
@@ -333,6 +340,7 @@ static MISTRAL: ProviderDefaults = ProviderDefaults {
 };
 
 static COHERE: ProviderDefaults = ProviderDefaults {
+    headers: &[],
     format: Format::Cohere,
     base_url: Some("https://api.cohere.com"),
     open_catalog: false,
@@ -379,6 +387,7 @@ static COHERE: ProviderDefaults = ProviderDefaults {
 };
 
 static PERPLEXITY: ProviderDefaults = ProviderDefaults {
+    headers: &[],
     format: Format::OpenAi,
     base_url: Some("https://api.perplexity.ai"),
     open_catalog: false,
@@ -391,6 +400,7 @@ static PERPLEXITY: ProviderDefaults = ProviderDefaults {
 };
 
 static XAI: ProviderDefaults = ProviderDefaults {
+    headers: &[],
     format: Format::OpenAi,
     base_url: Some("https://api.x.ai/v1"),
     open_catalog: false,
@@ -403,6 +413,7 @@ static XAI: ProviderDefaults = ProviderDefaults {
 };
 
 static DEEPSEEK: ProviderDefaults = ProviderDefaults {
+    headers: &[],
     format: Format::OpenAi,
     base_url: Some("https://api.deepseek.com"),
     open_catalog: false,
@@ -432,6 +443,8 @@ static DEEPSEEK: ProviderDefaults = ProviderDefaults {
 };
 
 static OPENROUTER: ProviderDefaults = ProviderDefaults {
+    // App attribution (https://openrouter.ai/docs/api-reference/overview#headers).
+    headers: &[("HTTP-Referer", "https://dgidgi.io"), ("X-Title", "dgidgi")],
     format: Format::OpenAi,
     base_url: Some("https://openrouter.ai/api/v1"),
     open_catalog: true,
@@ -463,6 +476,7 @@ static OPENROUTER: ProviderDefaults = ProviderDefaults {
 /// priced alike). Together documents no output cap apart from the context, so the context is
 /// the output bound the reservation uses.
 static TOGETHER: ProviderDefaults = ProviderDefaults {
+    headers: &[],
     format: Format::OpenAi,
     base_url: Some("https://api.together.xyz/v1"),
     open_catalog: false,
@@ -508,6 +522,7 @@ static TOGETHER: ProviderDefaults = ProviderDefaults {
 };
 
 static OLLAMA: ProviderDefaults = ProviderDefaults {
+    headers: &[],
     format: Format::OpenAi,
     base_url: Some("http://localhost:11434"),
     open_catalog: true,
@@ -516,6 +531,7 @@ static OLLAMA: ProviderDefaults = ProviderDefaults {
 };
 
 static OPENAI_COMPATIBLE: ProviderDefaults = ProviderDefaults {
+    headers: &[],
     format: Format::OpenAi,
     base_url: None,
     open_catalog: true,
@@ -524,6 +540,7 @@ static OPENAI_COMPATIBLE: ProviderDefaults = ProviderDefaults {
 };
 
 static MOCK: ProviderDefaults = ProviderDefaults {
+    headers: &[],
     format: Format::OpenAi,
     base_url: None,
     open_catalog: false,

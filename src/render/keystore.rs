@@ -4,18 +4,17 @@
 
 use k8s_openapi::jiff::Timestamp;
 use rand::CryptoRng;
-use subtle::ConstantTimeEq as _;
 
-use super::providers::Credential;
+use super::providers::CredentialRow;
 use crate::crd::common::format_timestamp;
 use crate::crypto::keystore::{open, seal};
-use crate::crypto::{CryptoError, KeyRing, KeyStore, KeyStoreRow, RowIdentity};
+use crate::crypto::{Credential, CryptoError, KeyRing, KeyStore, KeyStoreRow, RowIdentity};
 
 /// Builds the key store for `credentials` (sorted by id), reusing `previous` rows where possible.
 pub fn reconcile(
     previous: Option<&KeyStore>,
     ring: &KeyRing,
-    credentials: &[Credential],
+    credentials: &[CredentialRow],
     now: Timestamp,
     rng: &mut dyn CryptoRng,
 ) -> Result<KeyStore, CryptoError> {
@@ -37,7 +36,7 @@ pub fn reconcile(
             };
             let old = old.clone();
             match open(ring, identity, &old.encrypted_value) {
-                Ok(plain) if bool::from(plain.as_slice().ct_eq(&credential.value)) => Ok(old),
+                Ok(stored) if stored.same_as(&credential.value) => Ok(old),
                 Ok(_) => {
                     tracing::info!(row = ?credential.id, "key store: key changed, row re-encrypted");
                     Ok(KeyStoreRow {
@@ -65,7 +64,7 @@ pub fn reconcile(
 fn new_row(
     ring: &KeyRing,
     identity: RowIdentity<'_>,
-    value: &[u8],
+    value: &Credential,
     now: &str,
     rng: &mut dyn CryptoRng,
 ) -> Result<KeyStoreRow, CryptoError> {

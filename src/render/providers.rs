@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use zeroize::Zeroizing;
+use crate::crypto::Credential;
 
 use super::report::{READY, RenderReport, ReportEntry};
 use super::{ObjectKey, RenderContext, RenderInput, ResourceKind};
@@ -19,15 +19,15 @@ use crate::crd::{LlmProvider, LlmProviderStatus};
 use crate::endpoints::{AllowList, check_tenant_endpoint, reject_credentials};
 
 /// A provider key to be stored in the key store.
-pub struct Credential {
+pub struct CredentialRow {
     /// Row id (`<namespace>/<name>`).
     pub id: String,
     /// Owning namespace.
     pub tenant_id: String,
     /// Provider type.
     pub provider: String,
-    /// The key.
-    pub value: Zeroizing<Vec<u8>>,
+    /// The credential.
+    pub value: Credential,
 }
 
 /// Every provider's outcome.
@@ -40,7 +40,7 @@ pub struct ResolvedProviders {
     /// Every LlmProvider seen, Ready or not, valid or not.
     pub known: BTreeSet<ObjectKey>,
     /// Keys of Ready providers, sorted by row id.
-    pub credentials: Vec<Credential>,
+    pub credentials: Vec<CredentialRow>,
 }
 
 impl ResolvedProviders {
@@ -158,7 +158,7 @@ fn resolve_one(
     ctx: &RenderContext,
     key: &ObjectKey,
     spec: &LlmProviderSpec,
-) -> Result<(ProviderConfig, Option<Credential>), Refusal> {
+) -> Result<(ProviderConfig, Option<CredentialRow>), Refusal> {
     let scope = if key.namespace == ctx.platform_namespace {
         Scope::Platform
     } else {
@@ -239,11 +239,11 @@ fn resolve_one(
                     ),
                 ));
             }
-            Some(Credential {
+            Some(CredentialRow {
                 id: key.to_string(),
                 tenant_id: key.namespace.clone(),
                 provider: spec.kind.as_str().to_owned(),
-                value: Zeroizing::new(trimmed.to_vec()),
+                value: Credential::key(trimmed.to_vec()),
             })
         }
     };
