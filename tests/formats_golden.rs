@@ -470,3 +470,92 @@ fn an_anthropic_stream_passes_through_byte_for_byte_when_the_client_speaks_anthr
     );
     assert!(trailer.contains("end Complete"));
 }
+
+/// Every format there is, in the order the matrix snapshots them.
+const FORMATS: [Format; 5] = [
+    Format::OpenAi,
+    Format::Anthropic,
+    Format::Gemini,
+    Format::Cohere,
+    Format::Responses,
+];
+
+/// The fixture directory of a format's own fixtures.
+fn directory(format: Format) -> &'static str {
+    match format {
+        Format::OpenAi => "openai",
+        Format::Anthropic => "anthropic",
+        Format::Gemini => "gemini",
+        Format::Cohere => "cohere",
+        Format::Responses => "responses",
+    }
+}
+
+/// A translation's snapshot: the JSON, or the error a client would be told.
+fn outcome(result: Result<Value, FormatError>) -> Vec<u8> {
+    match result {
+        Ok(value) => pretty(&value),
+        Err(error) => format!("error: {error}\n").into_bytes(),
+    }
+}
+
+/// The golden matrix, through the dialect registry alone: every request fixture read into the
+/// canonical form and written in every dialect; every whole answer and every stream fixture
+/// translated for a client of every format (the same format included: the relay as sent).
+/// Snapshots under `matrix/out/` (`<from>.to_<to>.<kind>`); a pair that cannot be expressed
+/// snapshots its error.
+#[test]
+fn the_matrix_every_fixture_through_every_dialect() {
+    use dgidgi::formats::dialect::{Target, dialect};
+    let target = Target {
+        model: "fixture-model",
+        default_max_output_tokens: 4096,
+    };
+    let mut pairs = 0;
+    for from in FORMATS {
+        let dir = directory(from);
+        if fixtures().join(dir).join("request_tools.json").exists() {
+            let request = object(read_json(&format!("{dir}/request_tools.json")));
+            let canonical = match dialect(from).request_to_canonical(&request) {
+                None => Ok(request.clone()),
+                Some(result) => result,
+            };
+            for to in FORMATS {
+                let written = canonical.clone().and_then(|canonical| {
+                    dialect(to)
+                        .request_from_canonical(&canonical, &target)
+                        .map(Value::Object)
+                });
+                let name = format!("{dir}.to_{}.request.json", directory(to));
+                check("matrix", &name, &outcome(written));
+                pairs += 1;
+            }
+        }
+        let answer = std::fs::read(fixtures().join(dir).join("response_tools.json")).unwrap();
+        for to in FORMATS {
+            let translated =
+                translate_response(from, to, &answer, "fixture-model", 1_700_000_000).and_then(
+                    |(out, usage)| {
+                        let mut snapshot: Value = serde_json::from_slice(&out)
+                            .map_err(|e| FormatError::Upstream(e.to_string()))?;
+                        snapshot["//usage read"] = serde_json::to_value(usage).unwrap();
+                        Ok(snapshot)
+                    },
+                );
+            let name = format!("{dir}.to_{}.response.json", directory(to));
+            check("matrix", &name, &outcome(translated));
+            pairs += 1;
+        }
+        let stream = ["stream_tools.sse", "stream_text.sse"]
+            .into_iter()
+            .find(|name| fixtures().join(dir).join(name).exists())
+            .unwrap_or_else(|| panic!("{dir} has no stream fixture"));
+        for to in FORMATS {
+            let out = reframe(&format!("{dir}/{stream}"), from, to, true);
+            check("matrix", &format!("{dir}.to_{}.stream.sse", directory(to)), &out);
+            pairs += 1;
+        }
+    }
+    // Four front doors' requests, five answers and five streams, each to five formats.
+    assert_eq!(pairs, 4 * 5 + 5 * 5 + 5 * 5);
+}
