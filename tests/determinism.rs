@@ -193,7 +193,10 @@ fn a_ciphertext_moved_between_tenants_does_not_survive() {
         "the moved ciphertext was detected and replaced"
     );
     let plain = open(&second.key_ring, row.into(), &row.encrypted_value).unwrap();
-    assert_eq!(plain.api_key().unwrap(), b"sk-quickstart-placeholder-openai");
+    assert_eq!(
+        plain.api_key().unwrap(),
+        b"sk-quickstart-placeholder-openai"
+    );
     // The tenant's own ciphertext cannot be opened as the platform row.
     assert!(open(&second.key_ring, row.into(), &globex).is_err());
 }

@@ -533,15 +533,13 @@ fn the_matrix_every_fixture_through_every_dialect() {
         }
         let answer = std::fs::read(fixtures().join(dir).join("response_tools.json")).unwrap();
         for to in FORMATS {
-            let translated =
-                translate_response(from, to, &answer, "fixture-model", 1_700_000_000).and_then(
-                    |(out, usage)| {
-                        let mut snapshot: Value = serde_json::from_slice(&out)
-                            .map_err(|e| FormatError::Upstream(e.to_string()))?;
-                        snapshot["//usage read"] = serde_json::to_value(usage).unwrap();
-                        Ok(snapshot)
-                    },
-                );
+            let translated = translate_response(from, to, &answer, "fixture-model", 1_700_000_000)
+                .and_then(|(out, usage)| {
+                    let mut snapshot: Value = serde_json::from_slice(&out)
+                        .map_err(|e| FormatError::Upstream(e.to_string()))?;
+                    snapshot["//usage read"] = serde_json::to_value(usage).unwrap();
+                    Ok(snapshot)
+                });
             let name = format!("{dir}.to_{}.response.json", directory(to));
             check("matrix", &name, &outcome(translated));
             pairs += 1;
@@ -552,7 +550,11 @@ fn the_matrix_every_fixture_through_every_dialect() {
             .unwrap_or_else(|| panic!("{dir} has no stream fixture"));
         for to in FORMATS {
             let out = reframe(&format!("{dir}/{stream}"), from, to, true);
-            check("matrix", &format!("{dir}.to_{}.stream.sse", directory(to)), &out);
+            check(
+                "matrix",
+                &format!("{dir}.to_{}.stream.sse", directory(to)),
+                &out,
+            );
             pairs += 1;
         }
     }

@@ -23,7 +23,7 @@ use super::error::ApiError;
 use super::forwarded::{ClientHeaders, copy_provider_headers};
 use super::metered;
 use super::serve::{
-    AttemptAnswer, MAX_ANSWER_BYTES, final_error, key_quota, send_to_provider, try_again,
+    AttemptAnswer, MAX_ANSWER_BYTES, final_error, no_room, send_to_provider, with_retries,
 };
 use super::stamp::stamp;
 use super::upstream::{Failure, Outcome, ReadError, embeddings_url, read_bounded};
@@ -33,7 +33,7 @@ use crate::formats::{Format, SentBody};
 use crate::formats::{FormatError, embeddings, estimate};
 use crate::metering::Ticket;
 use crate::metering::plan::RequestSize;
-use crate::routing::plan::{Plan, RouteRequest, plan, prefer_healthy};
+use crate::routing::plan::{Attempt, Plan, RouteRequest, plan, prefer_healthy};
 use crate::usage::Usage;
 
 /// Header choosing Cohere's `input_type` (`search_document`, `search_query`, `classification`,
@@ -125,112 +125,40 @@ async fn walk(
         };
         // Tried again on this target when the rule's retry policy covers the failure, as for
         // chat; then the next target.
-        let tries = 1 + planned.retry.attempts;
-        let mut answered = None;
-        for try_number in 0..tries {
-            let quota = match key_quota(gateway, provider, ticket).await {
-                Ok(quota) => quota,
-                Err(full) => {
-                    failures.push(full);
-                    break;
-                }
-            };
+        let (headers, body, url) = (&headers, &body, &url);
+        let once = || async move {
             let deadline = Instant::now() + Duration::from_millis(provider.timeouts.total_ms);
             let model = &attempt.model;
-            let sent = send_to_provider(gateway, snapshot, provider, model, &url, &headers, &body);
-            let outcome = tokio::time::timeout_at(deadline, sent)
-                .await
-                .unwrap_or(Outcome::Failed(Failure::Timeout));
-            match outcome {
-                Outcome::Relay(response) => {
-                    answered = Some((response, quota, deadline));
-                    break;
-                }
-                failed => {
-                    if let Some(quota) = quota {
-                        quota.release_now().await;
-                    }
-                    let Outcome::Failed(failure) = failed else {
-                        break;
-                    };
-                    let again =
-                        try_again(gateway, snapshot, planned, attempt, &failure, try_number).await;
-                    failures.push(failure);
-                    if !again {
-                        break;
-                    }
-                }
+            let sent = send_to_provider(gateway, snapshot, provider, model, url, headers, body);
+            match tokio::time::timeout_at(deadline, sent).await {
+                Ok(Outcome::Relay(response)) => Ok((response, deadline)),
+                Ok(Outcome::Failed(failure)) => Err(failure),
+                // Embeddings are never answered in-process.
+                Ok(Outcome::Local { .. }) => Err(Failure::Unsupported(provider.kind)),
+                Err(_) => Err(Failure::Timeout),
             }
-        }
-        let Some((response, quota, deadline)) = answered else {
+        };
+        let Some(((response, deadline), quota)) = with_retries(
+            gateway,
+            snapshot,
+            planned,
+            attempt,
+            ticket,
+            &mut failures,
+            once,
+        )
+        .await?
+        else {
             continue;
         };
-        let (parts, incoming) = response.into_parts();
-        let success = parts.status.is_success();
-        // A refusal is a short error; an answer may be tens of MiB of vectors.
-        let limit = if success { MAX_ANSWER_BYTES } else { 64 * 1024 };
-        let read = read_bounded(
-            upstream_body(incoming),
-            limit,
-            Some(&gateway.answer_buffers),
-        );
-        let read = tokio::time::timeout_at(deadline, read)
-            .await
-            .unwrap_or(Err(ReadError::Broken));
-        let (answer, room) = match read {
+        let read = read_answer(gateway, attempt, &target, &request.json, response, deadline);
+        let (parts, out, usage, room) = match read.await? {
             Ok(read) => read,
-            // The provider answered (and bills), but the answer cannot be relayed: charged at
-            // the reservation, and no other target is paid for the same inputs.
-            Err(error) if success => {
-                let (status, code, message) = match error {
-                    ReadError::NoRoom => (
-                        hyper::StatusCode::SERVICE_UNAVAILABLE,
-                        "gateway_busy",
-                        "the gateway holds its most of whole answers; try again shortly",
-                    ),
-                    ReadError::TooLarge => (
-                        hyper::StatusCode::BAD_GATEWAY,
-                        "answer_too_large",
-                        "the embeddings answer is larger than the gateway relays (32 MiB): send fewer inputs or fewer dimensions",
-                    ),
-                    ReadError::Broken => (
-                        hyper::StatusCode::BAD_GATEWAY,
-                        "upstream_error",
-                        "the provider's answer broke off or took too long",
-                    ),
-                };
-                return Err(ApiError {
-                    answered_by: Some(Box::new((provider.id.clone(), attempt.model.clone()))),
-                    ..ApiError::upstream(status, code, message)
-                });
-            }
-            Err(_) => {
-                failures.push(Failure::Connect);
+            Err(failure) => {
+                failures.push(failure);
                 continue;
             }
         };
-        let (out, usage) = if success {
-            match target.answer(&answer, &request.json) {
-                Ok(translated) => translated,
-                Err(error) => {
-                    failures.push(Failure::BadAnswer(error.to_string()));
-                    continue;
-                }
-            }
-        } else {
-            // The provider's own refusal of the request (a 4xx), in OpenAI's shape.
-            let message = crate::formats::error_message(&answer)
-                .unwrap_or_else(|| format!("the provider refused the request ({})", parts.status));
-            let body = crate::formats::error_body(
-                Format::OpenAi,
-                parts.status.as_u16(),
-                "invalid_request_error",
-                "upstream_error",
-                &message,
-            );
-            (Bytes::from(body), None)
-        };
-        snapshot.health.record_success(&provider.id);
         let (mut meter, completion) = Reporter::new(parts.status.as_u16());
         meter.set_usage(usage);
         let mut response = Response::new(ResponseBody::metered(hold(out, room), meter));
@@ -252,6 +180,89 @@ async fn walk(
         });
     }
     Err(final_error(&failures, &planned.requested_model))
+}
+
+/// What an answered try gave, whole: the provider's status and headers, the body written for
+/// the OpenAI-format client, the usage it reports, and the room it holds in the answer buffers.
+type ReadAnswer = (
+    hyper::http::response::Parts,
+    Bytes,
+    Option<Usage>,
+    Option<tokio::sync::OwnedSemaphorePermit>,
+);
+
+/// Reads an answer whole (by `deadline`) and writes it for the client: a provider's refusal
+/// (a 4xx) in OpenAI's shape, vectors translated from the provider's format. `Ok(Err(_))`:
+/// the next target may still answer; `Err`: the walk ends here.
+async fn read_answer(
+    gateway: &Gateway,
+    attempt: &Attempt<'_>,
+    target: &Target<'_>,
+    request: &Map<String, Value>,
+    response: Response<hyper::body::Incoming>,
+    deadline: Instant,
+) -> Result<Result<ReadAnswer, Failure>, ApiError> {
+    let (parts, incoming) = response.into_parts();
+    let success = parts.status.is_success();
+    // A refusal is a short error; an answer may be tens of MiB of vectors.
+    let limit = if success { MAX_ANSWER_BYTES } else { 64 * 1024 };
+    let read = read_bounded(
+        upstream_body(incoming),
+        limit,
+        Some(&gateway.answer_buffers),
+    );
+    let read = tokio::time::timeout_at(deadline, read)
+        .await
+        .unwrap_or(Err(ReadError::Broken));
+    let (answer, room) = match read {
+        Ok(read) => read,
+        // The provider answered (and bills), but the answer cannot be relayed: charged at
+        // the reservation, and no other target is paid for the same inputs.
+        Err(error) if success => {
+            let (status, code, message) = match error {
+                ReadError::NoRoom => return Err(no_room(attempt)),
+                ReadError::TooLarge => (
+                    hyper::StatusCode::BAD_GATEWAY,
+                    "answer_too_large",
+                    "the embeddings answer is larger than the gateway relays (32 MiB): send fewer inputs or fewer dimensions",
+                ),
+                ReadError::Broken => (
+                    hyper::StatusCode::BAD_GATEWAY,
+                    "upstream_error",
+                    "the provider's answer broke off or took too long",
+                ),
+            };
+            return Err(ApiError {
+                answered_by: Some(Box::new((
+                    attempt.provider.id.clone(),
+                    attempt.model.clone(),
+                ))),
+                ..ApiError::upstream(status, code, message)
+            });
+        }
+        Err(_) => {
+            return Ok(Err(Failure::Connect));
+        }
+    };
+    let (out, usage) = if success {
+        match target.answer(&answer, request) {
+            Ok(translated) => translated,
+            Err(error) => return Ok(Err(Failure::BadAnswer(error.to_string()))),
+        }
+    } else {
+        // The provider's own refusal of the request (a 4xx), in OpenAI's shape.
+        let message = crate::formats::error_message(&answer)
+            .unwrap_or_else(|| format!("the provider refused the request ({})", parts.status));
+        let body = crate::formats::error_body(
+            Format::OpenAi,
+            parts.status.as_u16(),
+            "invalid_request_error",
+            "upstream_error",
+            &message,
+        );
+        (Bytes::from(body), None)
+    };
+    Ok(Ok((parts, out, usage, room)))
 }
 
 /// One attempt's upstream: how its body is written and its answer read.

@@ -297,64 +297,103 @@ pub async fn serve(
                 continue;
             }
         };
-        let tries = 1 + planned.retry.attempts;
-        for try_number in 0..tries {
-            let quota = match key_quota(gateway, attempt.provider, ticket).await {
-                Ok(quota) => quota,
-                Err(full) => {
-                    failures.push(full);
-                    break;
-                }
-            };
-            let result = try_once(gateway, snapshot, attempt, &prepared, format, &body).await;
-            match result {
-                Ok((mut response, completion)) => {
-                    snapshot.health.record_success(&attempt.provider.id);
-                    // Said only when the tenant's allowance is what lowered the limit.
-                    let shortened = output_cap.filter(|_| ticket.reservation.output_shortened());
-                    stamp(response.headers_mut(), attempt, planned, index, shortened);
-                    said_rewritten(response.headers_mut(), &prepared.rewritten);
-                    return Ok(AttemptAnswer {
-                        response,
-                        completion,
-                        provider: attempt.provider.id.clone(),
-                        model: attempt.model.clone(),
-                        fallback: index,
-                        source: planned.source,
-                        quota,
-                    });
-                }
-                Err(failure) => {
-                    if let Some(quota) = quota {
-                        quota.release_now().await;
-                    }
-                    if failure == Failure::NoRoom {
-                        // Another target would find no room either, and would be paid for; this
-                        // one answered (and bills), so the request is charged its reservation.
-                        return Err(ApiError {
-                            answered_by: Some(Box::new((
-                                attempt.provider.id.clone(),
-                                attempt.model.clone(),
-                            ))),
-                            ..ApiError::upstream(
-                                StatusCode::SERVICE_UNAVAILABLE,
-                                "gateway_busy",
-                                "the gateway holds its most of whole answers; try again shortly",
-                            )
-                        });
-                    }
-                    let again =
-                        try_again(gateway, snapshot, planned, attempt, &failure, try_number).await;
-                    failures.push(failure);
-                    if again {
-                        continue;
-                    }
-                    break;
-                }
-            }
-        }
+        let (prepared, body) = (&prepared, &body);
+        let once = || try_once(gateway, snapshot, attempt, prepared, format, body);
+        let Some(((mut response, completion), quota)) = with_retries(
+            gateway,
+            snapshot,
+            planned,
+            attempt,
+            ticket,
+            &mut failures,
+            once,
+        )
+        .await?
+        else {
+            continue;
+        };
+        // Said only when the tenant's allowance is what lowered the limit.
+        let shortened = output_cap.filter(|_| ticket.reservation.output_shortened());
+        stamp(response.headers_mut(), attempt, planned, index, shortened);
+        said_rewritten(response.headers_mut(), &prepared.rewritten);
+        return Ok(AttemptAnswer {
+            response,
+            completion,
+            provider: attempt.provider.id.clone(),
+            model: attempt.model.clone(),
+            fallback: index,
+            source: planned.source,
+            quota,
+        });
     }
     Err(final_error(&failures, &planned.requested_model))
+}
+
+/// The provider key's quota held by an answered try, settled when the answer ends.
+pub(super) type KeyQuota = Option<SettleOnDrop<ProviderTicket>>;
+
+/// Tries one attempt as often as the rule's retry policy allows, for every endpoint (chat and
+/// embeddings alike): the provider key's own quota is taken before each try and given back
+/// when the try fails; a failure is recorded (metric, health, log) and pushed to `failures`,
+/// and tried again after the backoff when the policy covers it. `Ok(None)`: the attempt is
+/// spent, the caller falls back to the next. An answer the gateway has no room to hold ends
+/// the walk: that provider answered (and bills), another would find no room either.
+pub(super) async fn with_retries<T, Try>(
+    gateway: &Arc<Gateway>,
+    snapshot: &Active,
+    planned: &Plan<'_>,
+    attempt: &Attempt<'_>,
+    ticket: &Ticket,
+    failures: &mut Vec<Failure>,
+    mut once: impl FnMut() -> Try,
+) -> Result<Option<(T, KeyQuota)>, ApiError>
+where
+    Try: Future<Output = Result<T, Failure>>,
+{
+    for try_number in 0..=planned.retry.attempts {
+        let quota = match key_quota(gateway, attempt.provider, ticket).await {
+            Ok(quota) => quota,
+            Err(full) => {
+                failures.push(full);
+                return Ok(None);
+            }
+        };
+        let failure = match once().await {
+            Ok(answer) => {
+                snapshot.health.record_success(&attempt.provider.id);
+                return Ok(Some((answer, quota)));
+            }
+            Err(failure) => failure,
+        };
+        if let Some(quota) = quota {
+            quota.release_now().await;
+        }
+        if failure == Failure::NoRoom {
+            return Err(no_room(attempt));
+        }
+        let again = try_again(gateway, snapshot, planned, attempt, &failure, try_number).await;
+        failures.push(failure);
+        if !again {
+            break;
+        }
+    }
+    Ok(None)
+}
+
+/// The answer to a request whose provider answered when the gateway had no room to hold the
+/// answer: charged its reservation, not retried elsewhere.
+pub(super) fn no_room(attempt: &Attempt<'_>) -> ApiError {
+    ApiError {
+        answered_by: Some(Box::new((
+            attempt.provider.id.clone(),
+            attempt.model.clone(),
+        ))),
+        ..ApiError::upstream(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "gateway_busy",
+            "the gateway holds its most of whole answers; try again shortly",
+        )
+    }
 }
 
 /// One try of one attempt: the call, and its answer read or relayed in the client's format
