@@ -288,19 +288,15 @@ pub async fn run(
     let writer = Writer::new(client.clone(), Some(settings.identity.clone()));
     let mut platform = PlatformTiers::default();
     let mut overlay = WriteOverlay::default();
-    let mut backoff = settings.min_backoff;
-    let mut retry_in: Option<Duration> = None;
+    let mut pacing = Pacing::new(settings.min_backoff, settings.max_backoff);
     let mut usage_timer = settings.usage.as_ref().map(|u| {
         let mut timer = tokio::time::interval(u.interval);
         timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         timer
     });
-    // Usage is written only when the last render pass wrote nothing, so it never builds on a
-    // status the stores have not caught up with.
-    let mut settled = false;
     loop {
         // Wait for a change, a retry, a leadership change, a usage poll or the resync.
-        let wait = retry_in.unwrap_or(settings.resync);
+        let wait = pacing.retry_in.unwrap_or(settings.resync);
         let mut usage_due = false;
         tokio::select! {
             () = tick(&mut usage_timer) => usage_due = true,
@@ -325,11 +321,11 @@ pub async fn run(
         let is_leader = *leader.borrow();
         health.metrics.leader.set(i64::from(is_leader));
         if !is_leader {
-            retry_in = None;
+            pacing.retry_in = None;
             continue;
         }
         if usage_due {
-            if let Some(usage) = settings.usage.as_ref().filter(|_| settled) {
+            if let Some(usage) = settings.usage.as_ref().filter(|_| pacing.settled) {
                 poll_usage(
                     &client,
                     &settings,
@@ -343,9 +339,102 @@ pub async fn run(
             }
             continue;
         }
+        let pass = Pass {
+            settings: &settings,
+            stores: &stores,
+            writer: &writer,
+            health: &health,
+        };
+        let outcome = pass.render(&mut platform, &mut overlay).await;
+        if let Some(retry_in) = pacing.after(outcome) {
+            tracing::info!(?retry_in, "will retry");
+        }
+    }
+    lease_task.abort();
+    tracing::info!("operator stopped");
+    Ok(())
+}
 
+use rand::SeedableRng as _;
+
+/// How a render pass went, for the loop's pacing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PassOutcome {
+    /// Nothing rendered: an invalid platform configuration and no tiers on record. The fix
+    /// wakes the loop; no retry.
+    Held,
+    /// Rendered and applied; `wrote`: something was written.
+    Applied {
+        /// Whether any write was made.
+        wrote: bool,
+    },
+    /// The pass or one of its writes failed.
+    Failed,
+}
+
+/// What the loop carries between passes: when to retry after a failure (exponential backoff),
+/// and whether usage may be written (only after a pass that wrote nothing, so usage never
+/// builds on a status the stores have not caught up with).
+#[derive(Debug)]
+struct Pacing {
+    min_backoff: Duration,
+    max_backoff: Duration,
+    backoff: Duration,
+    retry_in: Option<Duration>,
+    settled: bool,
+}
+
+impl Pacing {
+    fn new(min_backoff: Duration, max_backoff: Duration) -> Self {
+        Self {
+            min_backoff,
+            max_backoff,
+            backoff: min_backoff,
+            retry_in: None,
+            settled: false,
+        }
+    }
+
+    /// Takes a pass's outcome; returns the retry delay when it failed.
+    fn after(&mut self, outcome: PassOutcome) -> Option<Duration> {
+        match outcome {
+            PassOutcome::Held => {
+                self.retry_in = None;
+            }
+            PassOutcome::Applied { wrote } => {
+                self.settled = !wrote;
+                self.backoff = self.min_backoff;
+                self.retry_in = None;
+            }
+            PassOutcome::Failed => {
+                self.settled = false;
+                self.retry_in = Some(self.backoff);
+                self.backoff = (self.backoff * 2).min(self.max_backoff);
+            }
+        }
+        self.retry_in
+    }
+}
+
+/// One render pass's inputs: the observed state, where it writes, where it reports.
+struct Pass<'a> {
+    settings: &'a Settings,
+    stores: &'a Stores,
+    writer: &'a Writer,
+    health: &'a Health,
+}
+
+impl Pass<'_> {
+    /// Renders the observed state and applies the difference: the platform configuration's
+    /// tiers first (the last good kept, a refusal published once), then one reconcile.
+    async fn render(
+        &self,
+        platform: &mut PlatformTiers,
+        overlay: &mut WriteOverlay,
+    ) -> PassOutcome {
+        let (settings, health) = (self.settings, self.health);
         let started = Instant::now();
-        let mut observed = stores.snapshot();
+        let mut observed = self.stores.snapshot();
         overlay.apply_to(&mut observed, started);
         let mut ctx = RenderContext::new(
             &settings.platform_namespace,
@@ -364,7 +453,8 @@ pub async fn run(
         if let Some(problem) = problem.filter(|p| platform.is_new(p)) {
             tracing::error!(%problem, keeping_last_good = tiers.is_some(), "platform configuration refused");
             if let Some(config_map) = observed.platform_config_map(namespace)
-                && let Err(error) = writer
+                && let Err(error) = self
+                    .writer
                     .warn_platform_config(config_map, &problem.to_string())
                     .await
             {
@@ -372,22 +462,21 @@ pub async fn run(
             }
         }
         // Started on an invalid configuration with no record of the tiers in force (a first
-        // install): no last good to keep, so nothing is rendered
-        // (the gateway keeps its config) until it is fixed; its change wakes the loop.
+        // install): no last good to keep, so nothing is rendered (the gateway keeps its
+        // config) until it is fixed; its change wakes the loop.
         let Some(tiers) = tiers else {
-            retry_in = None;
-            continue;
+            return PassOutcome::Held;
         };
         ctx.tiers = tiers;
         let result = {
             let mut rng = rand::rngs::StdRng::from_os_rng();
-            reconcile_once(&writer, &observed, &ctx, &mut rng, &mut overlay).await
+            reconcile_once(self.writer, &observed, &ctx, &mut rng, overlay).await
         };
         health
             .metrics
             .duration
             .observe(started.elapsed().as_secs_f64());
-        let ok = match result {
+        let outcome = match result {
             Ok((decision, outcome)) => {
                 health
                     .metrics
@@ -396,32 +485,74 @@ pub async fn run(
                     .metrics
                     .not_ready
                     .set(decision.not_ready.try_into().unwrap_or(i64::MAX));
-                outcome.failed.is_empty()
+                if outcome.failed.is_empty() {
+                    PassOutcome::Applied {
+                        wrote: !decision.writes.is_empty(),
+                    }
+                } else {
+                    PassOutcome::Failed
+                }
             }
             Err(error) => {
-                settled = false;
                 tracing::error!(%error, "reconcile failed");
-                false
+                PassOutcome::Failed
             }
         };
         let label = ResultLabel {
-            result: if ok { "ok" } else { "error" },
+            result: if outcome == PassOutcome::Failed {
+                "error"
+            } else {
+                "ok"
+            },
         };
         health.metrics.reconciles.get_or_create(&label).inc();
-        if ok {
-            backoff = settings.min_backoff;
-            retry_in = None;
-        } else {
-            tracing::info!(retry_in = ?backoff, "will retry");
-            retry_in = Some(backoff);
-            backoff = (backoff * 2).min(settings.max_backoff);
-        }
+        outcome
     }
-    lease_task.abort();
-    tracing::info!("operator stopped");
-    Ok(())
 }
 
-use rand::SeedableRng as _;
-
 use super::platform::{PlatformTiers, TiersInForce};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: Duration = Duration::from_millis(100);
+    const MAX: Duration = Duration::from_millis(350);
+
+    /// Usage is written once the passes go quiet. The loop once kept a `settled` flag that
+    /// nothing ever set, so a running operator never wrote `status.usage` nor budget
+    /// conditions; this pins the rule.
+    #[test]
+    fn usage_may_be_written_after_a_pass_that_wrote_nothing_and_not_before() {
+        let mut pacing = Pacing::new(MIN, MAX);
+        assert!(!pacing.settled, "not before the first pass");
+        assert_eq!(pacing.after(PassOutcome::Applied { wrote: true }), None);
+        assert!(!pacing.settled, "the stores have not seen that write yet");
+        assert_eq!(pacing.after(PassOutcome::Applied { wrote: false }), None);
+        assert!(pacing.settled);
+        pacing.after(PassOutcome::Failed);
+        assert!(!pacing.settled);
+        // Held on an invalid platform configuration: neither retried nor settled anew.
+        pacing.after(PassOutcome::Held);
+        assert_eq!((pacing.retry_in, pacing.settled), (None, false));
+    }
+
+    #[test]
+    fn failures_back_off_exponentially_to_the_ceiling_and_a_success_resets() {
+        let mut pacing = Pacing::new(MIN, MAX);
+        let delays: Vec<_> = (0..4)
+            .map(|_| pacing.after(PassOutcome::Failed).unwrap())
+            .collect();
+        assert_eq!(
+            delays,
+            [
+                MIN,
+                MIN * 2,
+                Duration::from_millis(350),
+                Duration::from_millis(350)
+            ]
+        );
+        assert_eq!(pacing.after(PassOutcome::Applied { wrote: false }), None);
+        assert_eq!(pacing.after(PassOutcome::Failed), Some(MIN));
+    }
+}
