@@ -360,6 +360,10 @@ impl Decoder for EventDecoder {
 pub struct Chat;
 
 impl super::dialect::Dialect for Chat {
+    fn embeddings(&self) -> Option<&'static dyn super::embeddings::EmbeddingsDialect> {
+        Some(&super::embeddings::CohereEmbeddings)
+    }
+
     fn output_fields(&self) -> &'static super::volume::OutputFields {
         &super::volume::OutputFields {
             within: &[],

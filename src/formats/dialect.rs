@@ -109,6 +109,11 @@ pub trait Dialect: Sync {
         openai_error_body(kind, code, message)
     }
 
+    /// Its embeddings endpoint; `None`: the format serves no embeddings.
+    fn embeddings(&self) -> Option<&'static dyn super::embeddings::EmbeddingsDialect> {
+        None
+    }
+
     /// How a request to a provider of this format carries the key.
     fn auth(&self) -> Auth {
         Auth::Bearer

@@ -312,6 +312,145 @@ fn openai_answer(
         .map_err(|_| FormatError::upstream("the answer could not be written"))
 }
 
+/// What an embeddings request is written for.
+#[derive(Clone, Copy, Debug)]
+pub struct EmbeddingsTarget<'a> {
+    /// The model, as the provider names it.
+    pub model: &'a str,
+    /// Cohere's `input_type` (what the vectors are for).
+    pub input_type: &'a str,
+}
+
+/// The embeddings endpoint of a wire format that serves one: where it lives, how the OpenAI
+/// request a client sent is written for it, and how its answer is read back into OpenAI's
+/// shape with the usage it reports. A format without one ([`super::dialect::Dialect::embeddings`]
+/// is `None`) serves no embeddings.
+pub trait EmbeddingsDialect: Sync {
+    /// The URL under a provider's `base` URL (`chat_path`: its type's chat path).
+    fn url(&self, base: &str, chat_path: &str, model: &str) -> Option<String>;
+
+    /// The client's request written for the provider.
+    fn request(
+        &self,
+        request: &Map<String, Value>,
+        sent: &super::SentBody,
+        target: &EmbeddingsTarget<'_>,
+    ) -> Result<Vec<u8>, FormatError>;
+
+    /// The provider's answer in OpenAI's shape, and the usage it reported.
+    fn answer(
+        &self,
+        answer: &[u8],
+        request: &Map<String, Value>,
+        model: &str,
+    ) -> Result<(Option<Vec<u8>>, Option<Usage>), FormatError>;
+}
+
+/// A translated request as bytes.
+fn written(request: Map<String, Value>) -> Result<Vec<u8>, FormatError> {
+    serde_json::to_vec(&request)
+        .map_err(|_| FormatError::Invalid("the request could not be written".into()))
+}
+
+/// OpenAI's `/embeddings`, beside the chat path: the request goes as sent (model aside), the
+/// answer comes back as it came.
+pub struct OpenAiEmbeddings;
+
+impl EmbeddingsDialect for OpenAiEmbeddings {
+    fn url(&self, base: &str, chat_path: &str, _model: &str) -> Option<String> {
+        let path = chat_path.strip_suffix("chat/completions")?;
+        Some(format!("{base}{path}embeddings"))
+    }
+
+    fn request(
+        &self,
+        request: &Map<String, Value>,
+        sent: &super::SentBody,
+        target: &EmbeddingsTarget<'_>,
+    ) -> Result<Vec<u8>, FormatError> {
+        let model = Value::String(target.model.to_owned());
+        Ok(sent.write_edited(request, &["model"], |json| {
+            json.insert("model".into(), model);
+        }))
+    }
+
+    /// `None`: the answer passes as it came; it must at least be JSON.
+    fn answer(
+        &self,
+        answer: &[u8],
+        _request: &Map<String, Value>,
+        _model: &str,
+    ) -> Result<(Option<Vec<u8>>, Option<Usage>), FormatError> {
+        let usage = usage_from_openai(answer);
+        if usage.is_none() && serde_json::from_slice::<serde::de::IgnoredAny>(answer).is_err() {
+            return Err(FormatError::Upstream(
+                "the embeddings answer is not JSON".into(),
+            ));
+        }
+        Ok((None, usage))
+    }
+}
+
+/// Gemini's `:batchEmbedContents`, per model. Gemini reports no usage: the answer tells the
+/// client an estimate, and metering charges the reservation.
+pub struct GeminiEmbeddings;
+
+impl EmbeddingsDialect for GeminiEmbeddings {
+    fn url(&self, base: &str, _chat_path: &str, model: &str) -> Option<String> {
+        let model = url::form_urlencoded::byte_serialize(model.as_bytes()).collect::<String>();
+        Some(format!("{base}/models/{model}:batchEmbedContents"))
+    }
+
+    fn request(
+        &self,
+        request: &Map<String, Value>,
+        _sent: &super::SentBody,
+        target: &EmbeddingsTarget<'_>,
+    ) -> Result<Vec<u8>, FormatError> {
+        written(request_to_gemini(request, target.model)?)
+    }
+
+    fn answer(
+        &self,
+        answer: &[u8],
+        request: &Map<String, Value>,
+        model: &str,
+    ) -> Result<(Option<Vec<u8>>, Option<Usage>), FormatError> {
+        let estimated = texts(request)
+            .map(|texts| texts.iter().map(|t| super::estimate::text_tokens(t)).sum())
+            .unwrap_or(0);
+        response_from_gemini(answer, request, model, estimated)
+            .map(|(out, usage)| (Some(out), usage))
+    }
+}
+
+/// Cohere's `/v2/embed`, with the `input_type` it requires.
+pub struct CohereEmbeddings;
+
+impl EmbeddingsDialect for CohereEmbeddings {
+    fn url(&self, base: &str, _chat_path: &str, _model: &str) -> Option<String> {
+        Some(format!("{base}/v2/embed"))
+    }
+
+    fn request(
+        &self,
+        request: &Map<String, Value>,
+        _sent: &super::SentBody,
+        target: &EmbeddingsTarget<'_>,
+    ) -> Result<Vec<u8>, FormatError> {
+        written(request_to_cohere(request, target.model, target.input_type)?)
+    }
+
+    fn answer(
+        &self,
+        answer: &[u8],
+        request: &Map<String, Value>,
+        model: &str,
+    ) -> Result<(Option<Vec<u8>>, Option<Usage>), FormatError> {
+        response_from_cohere(answer, request, model).map(|(out, usage)| (Some(out), usage))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

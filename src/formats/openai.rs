@@ -406,6 +406,10 @@ const OUTPUT_FIELDS: super::volume::OutputFields = super::volume::OutputFields {
 pub struct Chat;
 
 impl super::dialect::Dialect for Chat {
+    fn embeddings(&self) -> Option<&'static dyn super::embeddings::EmbeddingsDialect> {
+        Some(&super::embeddings::OpenAiEmbeddings)
+    }
+
     fn cap_field(&self, newer_name: bool) -> &'static str {
         if newer_name {
             "max_completion_tokens"

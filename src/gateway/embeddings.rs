@@ -29,8 +29,10 @@ use super::stamp::stamp;
 use super::upstream::{Failure, Outcome, ReadError, embeddings_url, read_bounded};
 use super::{Active, Gateway};
 use crate::config::{ProviderConfig, Scope};
+use crate::formats::dialect::dialect;
+use crate::formats::embeddings::{EmbeddingsDialect, EmbeddingsTarget};
 use crate::formats::{Format, SentBody};
-use crate::formats::{FormatError, embeddings, estimate};
+use crate::formats::{FormatError, embeddings};
 use crate::metering::Ticket;
 use crate::metering::plan::RequestSize;
 use crate::routing::plan::{Attempt, Plan, RouteRequest, plan, prefer_healthy};
@@ -273,31 +275,27 @@ struct Target<'a> {
 }
 
 impl Target<'_> {
-    fn format(&self) -> Format {
-        self.provider.kind.format()
+    /// The embeddings endpoint of the provider's format (checked by the walk before any call).
+    fn endpoint(&self) -> Result<&'static dyn EmbeddingsDialect, FormatError> {
+        dialect(self.provider.kind.format())
+            .embeddings()
+            .ok_or_else(|| {
+                FormatError::Unsupported(format!(
+                    "{} models serve no embeddings",
+                    self.provider.kind
+                ))
+            })
     }
 
     /// The request in the upstream's format: as sent (model aside) to an OpenAI-format one.
     fn body(&self, request: &Map<String, Value>, sent: &SentBody) -> Result<Bytes, FormatError> {
-        let translated = match self.format() {
-            Format::OpenAi => {
-                let model = Value::String(self.model.to_owned());
-                let body = sent.write_edited(request, &["model"], |json| {
-                    json.insert("model".into(), model);
-                });
-                return Ok(Bytes::from(body));
-            }
-            Format::Gemini => embeddings::request_to_gemini(request, self.model)?,
-            Format::Cohere => embeddings::request_to_cohere(request, self.model, self.input_type)?,
-            Format::Anthropic | Format::Responses => {
-                return Err(FormatError::Unsupported(
-                    "Anthropic models serve no embeddings".into(),
-                ));
-            }
+        let target = EmbeddingsTarget {
+            model: self.model,
+            input_type: self.input_type,
         };
-        serde_json::to_vec(&translated)
+        self.endpoint()?
+            .request(request, sent, &target)
             .map(Bytes::from)
-            .map_err(|_| FormatError::Invalid("the request could not be written".into()))
     }
 
     /// The answer in OpenAI's format, with the usage it reported (or the estimate).
@@ -306,33 +304,7 @@ impl Target<'_> {
         answer: &Bytes,
         request: &Map<String, Value>,
     ) -> Result<(Bytes, Option<Usage>), FormatError> {
-        let estimated = || {
-            embeddings::texts(request)
-                .map(|texts| texts.iter().map(|t| estimate::text_tokens(t)).sum())
-                .unwrap_or(0)
-        };
-        match self.format() {
-            Format::OpenAi => {
-                // An OpenAI-format answer passes as it came; it must at least be one.
-                let usage = embeddings::usage_from_openai(answer);
-                if usage.is_none()
-                    && serde_json::from_slice::<serde::de::IgnoredAny>(answer).is_err()
-                {
-                    return Err(FormatError::Upstream(
-                        "the embeddings answer is not JSON".into(),
-                    ));
-                }
-                Ok((answer.clone(), usage))
-            }
-            Format::Gemini => {
-                embeddings::response_from_gemini(answer, request, self.model, estimated())
-                    .map(|(out, usage)| (Bytes::from(out), usage))
-            }
-            Format::Cohere => embeddings::response_from_cohere(answer, request, self.model)
-                .map(|(out, usage)| (Bytes::from(out), usage)),
-            Format::Anthropic | Format::Responses => Err(FormatError::Unsupported(
-                "Anthropic models serve no embeddings".into(),
-            )),
-        }
+        let (out, usage) = self.endpoint()?.answer(answer, request, self.model)?;
+        Ok((out.map_or_else(|| answer.clone(), Bytes::from), usage))
     }
 }

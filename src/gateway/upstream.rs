@@ -17,7 +17,6 @@ use hyper_util::rt::TokioExecutor;
 use crate::config::ProviderConfig;
 use crate::config::RetryOn;
 use crate::crypto::Credential;
-use crate::formats::Format;
 use crate::formats::dialect::dialect;
 use crate::providers::ProviderKind;
 
@@ -311,19 +310,10 @@ pub fn responses_url(provider: &ProviderConfig) -> Option<String> {
 /// `/v2/embed`; Anthropic has none.
 pub fn embeddings_url(provider: &ProviderConfig, model: &str) -> Option<String> {
     let base = provider.base_url.as_deref()?.trim_end_matches('/');
-    match provider.kind.format() {
-        Format::OpenAi => {
-            let chat = provider.kind.defaults().chat_path?;
-            let path = chat.strip_suffix("chat/completions")?;
-            Some(format!("{base}{path}embeddings"))
-        }
-        Format::Gemini => {
-            let model = url::form_urlencoded::byte_serialize(model.as_bytes()).collect::<String>();
-            Some(format!("{base}/models/{model}:batchEmbedContents"))
-        }
-        Format::Cohere => Some(format!("{base}/v2/embed")),
-        Format::Anthropic | Format::Responses => None,
-    }
+    let chat_path = provider.kind.defaults().chat_path.unwrap_or_default();
+    dialect(provider.kind.format())
+        .embeddings()?
+        .url(base, chat_path, model)
 }
 
 #[cfg(test)]

@@ -474,6 +474,10 @@ pub fn method_url(base: &str, path: &str, model: &str, method: &str) -> String {
 pub struct GenerateContent;
 
 impl super::dialect::Dialect for GenerateContent {
+    fn embeddings(&self) -> Option<&'static dyn super::embeddings::EmbeddingsDialect> {
+        Some(&super::embeddings::GeminiEmbeddings)
+    }
+
     fn conversation(&self) -> super::dialect::Conversation {
         super::dialect::Conversation {
             member: "contents",
