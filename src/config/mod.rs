@@ -381,21 +381,16 @@ impl CliConfig {
     /// default timeouts.
     fn provider(&self, tenant: &TenantConfig) -> ProviderConfig {
         ProviderConfig {
-            id: CLI_PROVIDER.to_owned(),
-            namespace: tenant.namespace.clone(),
-            name: CLI_PROVIDER.to_owned(),
-            kind: ProviderKind::Ollama,
-            scope: Scope::Tenant,
             base_url: Some(self.endpoint.clone()),
-            credential: None,
             open_catalog: true,
-            models: Vec::new(),
-            unlisted: None,
-            betas: BetaFilterConfig::default(),
-            responses_api: false,
-            limits: None,
-            timeouts: TimeoutsConfig::default(),
             allowed_endpoints: tenant.allowed_endpoints.clone(),
+            ..ProviderConfig::bare(
+                CLI_PROVIDER,
+                &tenant.namespace,
+                CLI_PROVIDER,
+                ProviderKind::Ollama,
+                Scope::Tenant,
+            )
         }
     }
 }
@@ -505,16 +500,15 @@ impl Default for RetryConfig {
     }
 }
 
-#[cfg(test)]
 impl ProviderConfig {
-    /// A mock provider with nothing else set (unit tests of code that only reads ids and scopes).
-    pub(crate) fn mock_for_tests(id: &str, scope: Scope) -> Self {
-        let (namespace, name) = id.split_once('/').unwrap_or(("", id));
+    /// A provider of `kind` with nothing configured beyond who it is: no URL, key, models or
+    /// limits, a closed catalog, the default timeouts.
+    fn bare(id: &str, namespace: &str, name: &str, kind: ProviderKind, scope: Scope) -> Self {
         ProviderConfig {
             id: id.into(),
             namespace: namespace.into(),
             name: name.into(),
-            kind: ProviderKind::Mock,
+            kind,
             scope,
             base_url: None,
             credential: None,
@@ -527,6 +521,13 @@ impl ProviderConfig {
             timeouts: TimeoutsConfig::default(),
             allowed_endpoints: Vec::new(),
         }
+    }
+
+    /// A mock provider with nothing else set (unit tests of code that only reads ids and scopes).
+    #[cfg(test)]
+    pub(crate) fn mock_for_tests(id: &str, scope: Scope) -> Self {
+        let (namespace, name) = id.split_once('/').unwrap_or(("", id));
+        Self::bare(id, namespace, name, ProviderKind::Mock, scope)
     }
 }
 

@@ -21,7 +21,9 @@ use super::error::ApiError;
 use super::forwarded::{BetaPolicy, ClientHeaders, copy_provider_headers};
 use super::metered::SettleOnDrop;
 use super::stamp::{said_rewritten, stamp};
-use super::upstream::{Failure, Outcome, ReadError, chat_url, read_bounded, responses_url, send};
+use super::upstream::{
+    Failure, Outcome, Outgoing, ReadError, chat_url, read_bounded, responses_url, send,
+};
 use super::{Active, Gateway};
 use crate::config::Source;
 use crate::config::{ProviderConfig, Scope};
@@ -736,38 +738,21 @@ pub async fn send_to_provider(
             }
         },
     };
-    let first_byte = Duration::from_millis(provider.timeouts.first_byte_ms);
-    let platform = provider.scope == Scope::Platform;
     let policy = BetaPolicy::for_provider(provider, model);
-    let forwarded = headers.for_upstream(provider.kind.format(), policy);
-    let body = body.clone();
-    if platform {
-        let client = &gateway.client;
-        return send(
-            client,
-            provider.kind,
-            url,
-            credential,
-            body,
-            first_byte,
-            forwarded,
-        )
-        .await;
+    let outgoing = Outgoing {
+        kind: provider.kind,
+        url,
+        credential,
+        body: body.clone(),
+        first_byte: Duration::from_millis(provider.timeouts.first_byte_ms),
+        forwarded: headers.for_upstream(provider.kind.format(), policy),
+    };
+    if provider.scope == Scope::Platform {
+        return send(&gateway.client, outgoing).await;
     }
     // Tenant endpoints go through the client whose resolver enforces the allow-list.
     match snapshot.guarded.get(&provider.allowed_endpoints) {
-        Some(client) => {
-            send(
-                client,
-                provider.kind,
-                url,
-                credential,
-                body,
-                first_byte,
-                forwarded,
-            )
-            .await
-        }
+        Some(client) => send(client, outgoing).await,
         None => Outcome::Failed(Failure::Connect),
     }
 }

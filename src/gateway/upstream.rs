@@ -154,21 +154,36 @@ pub enum Outcome {
     Failed(Failure),
 }
 
-/// Sends a chat request in the provider's own format to `url` and classifies the answer.
-/// `first_byte` bounds the wait for the response headers. The credential is written by the
-/// format's signer (never into the URL), marked sensitive.
-pub async fn send<C>(
-    client: &Client<C, Full<Bytes>>,
-    provider_kind: ProviderKind,
-    url: &str,
-    credential: Option<&Credential>,
-    body: Bytes,
-    first_byte: Duration,
-    forwarded: Vec<(hyper::header::HeaderName, HeaderValue)>,
-) -> Outcome
+/// One request to a provider, before it is signed.
+pub struct Outgoing<'a> {
+    /// The provider's type (its format's signer, its own headers).
+    pub kind: ProviderKind,
+    /// Where it goes.
+    pub url: &'a str,
+    /// The provider's credential, if it has one.
+    pub credential: Option<&'a Credential>,
+    /// The body, in the provider's format.
+    pub body: Bytes,
+    /// How long to wait for the response headers.
+    pub first_byte: Duration,
+    /// The client's headers the provider reads.
+    pub forwarded: Vec<(hyper::header::HeaderName, HeaderValue)>,
+}
+
+/// Sends a request in the provider's own format and classifies the answer. The credential is
+/// written by the format's signer (never into the URL), marked sensitive.
+pub async fn send<C>(client: &Client<C, Full<Bytes>>, outgoing: Outgoing<'_>) -> Outcome
 where
     C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
 {
+    let Outgoing {
+        kind: provider_kind,
+        url,
+        credential,
+        body,
+        first_byte,
+        forwarded,
+    } = outgoing;
     let mut builder = Request::builder()
         .method(Method::POST)
         .uri(url)
