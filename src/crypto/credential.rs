@@ -20,9 +20,13 @@ pub const API_KEY: &str = "apiKey";
 /// store of its own.
 const MAX_PARTS: usize = 16;
 const MAX_NAME_LEN: usize = 64;
+/// The longest part: a Secret holds 1 MiB.
+const MAX_VALUE_LEN: usize = 1 << 20;
 
-/// One credential. Its `Debug` names the parts, never their values.
-#[derive(Clone, PartialEq, Eq)]
+/// One credential. Its `Debug` names the parts, never their values; compare two with
+/// [`Credential::same_as`] (constant time), not `==` (tests only).
+#[derive(Clone)]
+#[cfg_attr(test, derive(PartialEq, Eq))]
 pub enum Credential {
     /// One secret: an API key (the key store's original row layout).
     Key(Zeroizing<Vec<u8>>),
@@ -51,6 +55,12 @@ pub enum PartsError {
         "credential part names are 1 to {MAX_NAME_LEN} characters of A-Z, a-z, 0-9, '_', '.', '-'"
     )]
     BadName,
+    /// The same part named twice.
+    #[error("a credential part is named twice")]
+    Duplicate,
+    /// A part longer than a Secret may hold.
+    #[error("a credential part is longer than {MAX_VALUE_LEN} bytes")]
+    TooLong,
     /// An encoding that does not parse (truncated, or not canonical).
     #[error("the credential's parts are not canonically encoded")]
     Malformed,
@@ -66,11 +76,19 @@ impl Credential {
     pub fn parts<N: Into<String>>(
         parts: impl IntoIterator<Item = (N, Zeroizing<Vec<u8>>)>,
     ) -> Result<Self, PartsError> {
-        let parts: BTreeMap<String, Zeroizing<Vec<u8>>> =
-            parts.into_iter().map(|(n, v)| (n.into(), v)).collect();
-        if parts.len() > MAX_PARTS {
-            return Err(PartsError::TooMany);
+        let mut checked = BTreeMap::new();
+        for (name, value) in parts {
+            if value.len() > MAX_VALUE_LEN {
+                return Err(PartsError::TooLong);
+            }
+            if checked.insert(name.into(), value).is_some() {
+                return Err(PartsError::Duplicate);
+            }
+            if checked.len() > MAX_PARTS {
+                return Err(PartsError::TooMany);
+            }
         }
+        let parts = checked;
         if !parts.keys().all(|name| valid_name(name)) {
             return Err(PartsError::BadName);
         }
@@ -99,8 +117,8 @@ impl Credential {
                 let mut out = Zeroizing::new(Vec::with_capacity(size));
                 for (name, value) in parts {
                     for field in [name.as_bytes(), value.as_slice()] {
-                        // Both bounded far below 4 GiB: names by MAX_NAME_LEN, values by the
-                        // Secret they came from (1 MiB).
+                        // Both bounded far below 4 GiB when built by `parts` (names by
+                        // MAX_NAME_LEN, values by MAX_VALUE_LEN).
                         out.extend_from_slice(&(field.len() as u32).to_be_bytes());
                         out.extend_from_slice(field);
                     }
@@ -231,6 +249,13 @@ mod tests {
         assert_eq!(Credential::parts(many), Err(PartsError::TooMany));
         let bad = [("no spaces", Zeroizing::new(vec![1]))];
         assert_eq!(Credential::parts(bad), Err(PartsError::BadName));
+        let twice = [
+            ("a", Zeroizing::new(vec![1])),
+            ("a", Zeroizing::new(vec![2])),
+        ];
+        assert_eq!(Credential::parts(twice), Err(PartsError::Duplicate));
+        let long = [("a", Zeroizing::new(vec![0; MAX_VALUE_LEN + 1]))];
+        assert_eq!(Credential::parts(long), Err(PartsError::TooLong));
     }
 
     #[test]

@@ -161,6 +161,7 @@ async fn walk(
                 continue;
             }
         };
+        snapshot.health.record_success(&provider.id);
         let (mut meter, completion) = Reporter::new(parts.status.as_u16());
         meter.set_usage(usage);
         let mut response = Response::new(ResponseBody::metered(hold(out, room), meter));

@@ -314,6 +314,7 @@ pub async fn serve(
         else {
             continue;
         };
+        snapshot.health.record_success(&attempt.provider.id);
         // Said only when the tenant's allowance is what lowered the limit.
         let shortened = output_cap.filter(|_| ticket.reservation.output_shortened());
         stamp(response.headers_mut(), attempt, planned, index, shortened);
@@ -338,7 +339,8 @@ pub(super) type KeyQuota = Option<SettleOnDrop<ProviderTicket>>;
 /// embeddings alike): the provider key's own quota is taken before each try and given back
 /// when the try fails; a failure is recorded (metric, health, log) and pushed to `failures`,
 /// and tried again after the backoff when the policy covers it. `Ok(None)`: the attempt is
-/// spent, the caller falls back to the next. An answer the gateway has no room to hold ends
+/// spent, the caller falls back to the next. The caller records the provider healthy once
+/// the answer is whole enough to relay (a body that breaks is not a healthy answer). An answer the gateway has no room to hold ends
 /// the walk: that provider answered (and bills), another would find no room either.
 pub(super) async fn with_retries<T, Try>(
     gateway: &Arc<Gateway>,
@@ -361,10 +363,7 @@ where
             }
         };
         let failure = match once().await {
-            Ok(answer) => {
-                snapshot.health.record_success(&attempt.provider.id);
-                return Ok(Some((answer, quota)));
-            }
+            Ok(answer) => return Ok(Some((answer, quota))),
             Err(failure) => failure,
         };
         if let Some(quota) = quota {

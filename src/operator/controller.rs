@@ -19,6 +19,7 @@ use super::LEASE_NAME;
 use super::leader::LeaseLock;
 use super::metrics::ResultLabel;
 use super::observed::{Observed, WriteOverlay, index};
+use super::plan::Write;
 use super::reconcile::reconcile_once;
 use super::server::Health;
 use super::writer::{Writer, api_resource};
@@ -321,7 +322,7 @@ pub async fn run(
         let is_leader = *leader.borrow();
         health.metrics.leader.set(i64::from(is_leader));
         if !is_leader {
-            pacing.retry_in = None;
+            pacing.lost_leadership();
             continue;
         }
         if usage_due {
@@ -393,6 +394,13 @@ impl Pacing {
             retry_in: None,
             settled: false,
         }
+    }
+
+    /// Another replica leads: nothing to retry, and the stores must catch up with its writes
+    /// (a pass that writes nothing) before usage is written again.
+    fn lost_leadership(&mut self) {
+        self.retry_in = None;
+        self.settled = false;
     }
 
     /// Takes a pass's outcome; returns the retry delay when it failed.
@@ -486,9 +494,12 @@ impl Pass<'_> {
                     .not_ready
                     .set(decision.not_ready.try_into().unwrap_or(i64::MAX));
                 if outcome.failed.is_empty() {
-                    PassOutcome::Applied {
-                        wrote: !decision.writes.is_empty(),
-                    }
+                    // Events are not watched: publishing one leaves the stores as they were.
+                    let wrote = decision
+                        .writes
+                        .iter()
+                        .any(|write| !matches!(write, Write::Event(_)));
+                    PassOutcome::Applied { wrote }
                 } else {
                     PassOutcome::Failed
                 }
@@ -535,6 +546,10 @@ mod tests {
         // Held on an invalid platform configuration: neither retried nor settled anew.
         pacing.after(PassOutcome::Held);
         assert_eq!((pacing.retry_in, pacing.settled), (None, false));
+        // Leadership lost and regained: the stores catch up with the other leader first.
+        pacing.after(PassOutcome::Applied { wrote: false });
+        pacing.lost_leadership();
+        assert!(!pacing.settled);
     }
 
     #[test]
