@@ -405,6 +405,15 @@ const OUTPUT_FIELDS: super::volume::OutputFields = super::volume::OutputFields {
 /// Ollama, the mock).
 pub struct Chat;
 
+/// The tool calls of a canonical message or stream delta, in order (none when absent).
+pub fn tool_calls(message: &Value) -> impl Iterator<Item = &Value> {
+    message
+        .get("tool_calls")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+}
+
 impl super::dialect::Dialect for Chat {
     fn embeddings(&self) -> Option<&'static dyn super::embeddings::EmbeddingsDialect> {
         Some(&super::embeddings::OpenAiEmbeddings)

@@ -392,12 +392,7 @@ fn assistant_blocks(message: &Value) -> Result<Vec<Value>, FormatError> {
     if !text.is_empty() {
         blocks.push(json!({"type": "text", "text": text}));
     }
-    for call in message
-        .get("tool_calls")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for call in crate::formats::openai::tool_calls(message) {
         let id = call.get("id").and_then(Value::as_str).unwrap_or_default();
         let name = call
             .pointer("/function/name")

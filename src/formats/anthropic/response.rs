@@ -90,12 +90,7 @@ pub fn response_from_openai(response: &Value) -> Result<Value, FormatError> {
     {
         content.push(json!({"type": "text", "text": text}));
     }
-    for call in message
-        .get("tool_calls")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for call in crate::formats::openai::tool_calls(message) {
         let arguments = call
             .pointer("/function/arguments")
             .and_then(Value::as_str)

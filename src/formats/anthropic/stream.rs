@@ -308,12 +308,7 @@ impl Encoder for EventEncoder {
         if let Some(text) = delta.get("content").and_then(Value::as_str) {
             self.text(Open::Text, text, out);
         }
-        for call in delta
-            .get("tool_calls")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
+        for call in crate::formats::openai::tool_calls(delta) {
             let call_index = call.get("index").and_then(Value::as_u64).unwrap_or(0);
             let known = self
                 .tools

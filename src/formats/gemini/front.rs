@@ -527,12 +527,7 @@ pub fn response_from_openai(completion: &Value) -> Result<Value, FormatError> {
     {
         parts.push(json!({"text": text}));
     }
-    for call in message
-        .get("tool_calls")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for call in crate::formats::openai::tool_calls(message) {
         let arguments = call
             .pointer("/function/arguments")
             .and_then(Value::as_str)
@@ -664,12 +659,7 @@ impl Encoder for ChunkEncoder {
         if !parts.is_empty() {
             self.write(parts, false, out);
         }
-        for call in delta
-            .get("tool_calls")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
+        for call in crate::formats::openai::tool_calls(delta) {
             let index = call.get("index").and_then(Value::as_u64).unwrap_or(0);
             let arguments = call
                 .pointer("/function/arguments")

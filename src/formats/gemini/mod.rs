@@ -235,12 +235,7 @@ fn model_parts(
     if !text.is_empty() {
         parts.push(json!({"text": text}));
     }
-    for call in message
-        .get("tool_calls")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for call in crate::formats::openai::tool_calls(message) {
         let name = call
             .pointer("/function/name")
             .and_then(Value::as_str)

@@ -86,13 +86,7 @@ pub fn response_from_openai(completion: &Value, created: u64) -> Result<Value, F
             "status": "completed", "role": "assistant", "content": [part]}),
         );
     }
-    for (index, call) in message
-        .get("tool_calls")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
+    for (index, call) in crate::formats::openai::tool_calls(message).enumerate() {
         let call_id = call.get("id").and_then(Value::as_str).unwrap_or_default();
         output.push(json!({"type": "function_call", "id": derived_id("fc", upstream_id, index),
             "call_id": call_id, "name": call.pointer("/function/name").cloned().unwrap_or(Value::Null),

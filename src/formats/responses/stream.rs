@@ -439,12 +439,7 @@ impl Encoder for EventEncoder {
         if let Some(text) = delta.get("content").and_then(Value::as_str) {
             self.prose(Prose::Message, text, out);
         }
-        for call in delta
-            .get("tool_calls")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
+        for call in crate::formats::openai::tool_calls(delta) {
             self.call(call, out);
         }
         if let Some(finish) = choice.get("finish_reason").and_then(Value::as_str) {
