@@ -405,6 +405,33 @@ const OUTPUT_FIELDS: super::volume::OutputFields = super::volume::OutputFields {
 /// Ollama, the mock).
 pub struct Chat;
 
+/// What a canonical stream chunk's first choice carries, as the encoders of the other
+/// formats read it.
+pub struct ChoiceDelta<'a> {
+    /// The delta itself (its `tool_calls`: [`tool_calls`]).
+    pub delta: &'a Value,
+    /// `reasoning_content`.
+    pub reasoning: Option<&'a str>,
+    /// `content`.
+    pub content: Option<&'a str>,
+    /// `finish_reason`.
+    pub finish: Option<&'a str>,
+}
+
+/// The first choice of a canonical stream chunk; `None` for a chunk without one (the usage
+/// chunk).
+pub fn choice_delta(chunk: &Value) -> Option<ChoiceDelta<'_>> {
+    let choice = chunk.pointer("/choices/0")?;
+    let delta = choice.get("delta").unwrap_or(&Value::Null);
+    let text = |name: &str| delta.get(name).and_then(Value::as_str);
+    Some(ChoiceDelta {
+        delta,
+        reasoning: text("reasoning_content"),
+        content: text("content"),
+        finish: choice.get("finish_reason").and_then(Value::as_str),
+    })
+}
+
 /// The tool calls of a canonical message or stream delta, in order (none when absent).
 pub fn tool_calls(message: &Value) -> impl Iterator<Item = &Value> {
     message

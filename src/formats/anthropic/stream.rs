@@ -298,17 +298,16 @@ impl Encoder for EventEncoder {
         if let Some(usage) = chunk.get("usage").and_then(openai::usage_from_value) {
             self.usage = Some(usage);
         }
-        let Some(choice) = chunk.pointer("/choices/0") else {
+        let Some(choice) = openai::choice_delta(chunk) else {
             return;
         };
-        let delta = choice.get("delta").unwrap_or(&Value::Null);
-        if let Some(text) = delta.get("reasoning_content").and_then(Value::as_str) {
+        if let Some(text) = choice.reasoning {
             self.text(Open::Thinking, text, out);
         }
-        if let Some(text) = delta.get("content").and_then(Value::as_str) {
+        if let Some(text) = choice.content {
             self.text(Open::Text, text, out);
         }
-        for call in crate::formats::openai::tool_calls(delta) {
+        for call in openai::tool_calls(choice.delta) {
             let call_index = call.get("index").and_then(Value::as_u64).unwrap_or(0);
             let known = self
                 .tools
@@ -340,7 +339,7 @@ impl Encoder for EventEncoder {
                 );
             }
         }
-        if let Some(finish) = choice.get("finish_reason").and_then(Value::as_str) {
+        if let Some(finish) = choice.finish {
             self.finish = Some(finish.to_owned());
         }
     }

@@ -637,29 +637,20 @@ impl Encoder for ChunkEncoder {
         if let Some(usage) = chunk.get("usage").and_then(openai::usage_from_value) {
             self.usage = Some(usage);
         }
-        let Some(choice) = chunk.pointer("/choices/0") else {
+        let Some(choice) = openai::choice_delta(chunk) else {
             return;
         };
-        let delta = choice.get("delta").unwrap_or(&Value::Null);
         let mut parts = Vec::new();
-        if let Some(text) = delta
-            .get("reasoning_content")
-            .and_then(Value::as_str)
-            .filter(|t| !t.is_empty())
-        {
+        if let Some(text) = choice.reasoning.filter(|t| !t.is_empty()) {
             parts.push(json!({"text": text, "thought": true}));
         }
-        if let Some(text) = delta
-            .get("content")
-            .and_then(Value::as_str)
-            .filter(|t| !t.is_empty())
-        {
+        if let Some(text) = choice.content.filter(|t| !t.is_empty()) {
             parts.push(json!({"text": text}));
         }
         if !parts.is_empty() {
             self.write(parts, false, out);
         }
-        for call in crate::formats::openai::tool_calls(delta) {
+        for call in openai::tool_calls(choice.delta) {
             let index = call.get("index").and_then(Value::as_u64).unwrap_or(0);
             let arguments = call
                 .pointer("/function/arguments")
@@ -678,7 +669,7 @@ impl Encoder for ChunkEncoder {
                 }),
             }
         }
-        if let Some(finish) = choice.get("finish_reason").and_then(Value::as_str) {
+        if let Some(finish) = choice.finish {
             self.finish = Some(finish.to_owned());
         }
     }

@@ -429,20 +429,19 @@ impl Encoder for EventEncoder {
                 .and_then(Value::as_u64)
                 .unwrap_or(0);
         }
-        let Some(choice) = chunk.pointer("/choices/0") else {
+        let Some(choice) = openai::choice_delta(chunk) else {
             return;
         };
-        let delta = choice.get("delta").unwrap_or(&Value::Null);
-        if let Some(text) = delta.get("reasoning_content").and_then(Value::as_str) {
+        if let Some(text) = choice.reasoning {
             self.prose(Prose::Reasoning, text, out);
         }
-        if let Some(text) = delta.get("content").and_then(Value::as_str) {
+        if let Some(text) = choice.content {
             self.prose(Prose::Message, text, out);
         }
-        for call in crate::formats::openai::tool_calls(delta) {
+        for call in openai::tool_calls(choice.delta) {
             self.call(call, out);
         }
-        if let Some(finish) = choice.get("finish_reason").and_then(Value::as_str) {
+        if let Some(finish) = choice.finish {
             self.finish = Some(finish.to_owned());
         }
     }
