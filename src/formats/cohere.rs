@@ -397,7 +397,11 @@ impl super::dialect::Dialect for Chat {
     }
 
     fn usage_of_answer(&self, body: &[u8]) -> Option<Usage> {
-        super::dialect::usage_member(body, "usage", super::anthropic::usage_from_value)
+        super::dialect::usage_member(
+            body,
+            super::dialect::UsageMember::Usage,
+            super::anthropic::usage_from_value,
+        )
     }
 
     fn response_to_canonical(

@@ -157,15 +157,35 @@ pub fn openai_error_body(kind: &str, code: &str, message: &str) -> String {
         .to_string()
 }
 
-/// Usage read from the member `name` of a whole answer with `read`.
+/// Where a whole answer of a format reports its usage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum UsageMember {
+    /// `usage` (Anthropic, Cohere, the Responses API).
+    Usage,
+    /// `usageMetadata` (Gemini).
+    UsageMetadata,
+}
+
+/// Usage read from its member of a whole answer with `read`. Only that member is built as a
+/// `Value`; the rest of the answer (its content, up to the size the gateway relays) is skipped
+/// unread, as `openai::usage_from_response` does for OpenAI's answers.
 pub(super) fn usage_member(
     body: &[u8],
-    name: &str,
+    member: UsageMember,
     read: fn(&Value) -> Option<Usage>,
 ) -> Option<Usage> {
-    serde_json::from_slice::<Value>(body)
-        .ok()
-        .and_then(|answer| answer.get(name).and_then(read))
+    #[derive(serde::Deserialize)]
+    struct Members {
+        usage: Option<Value>,
+        #[serde(rename = "usageMetadata")]
+        usage_metadata: Option<Value>,
+    }
+    let members: Members = serde_json::from_slice(body).ok()?;
+    let value = match member {
+        UsageMember::Usage => members.usage,
+        UsageMember::UsageMetadata => members.usage_metadata,
+    };
+    read(&value?)
 }
 
 #[cfg(test)]

@@ -358,8 +358,7 @@ pub struct OpenAiEmbeddings;
 
 impl EmbeddingsDialect for OpenAiEmbeddings {
     fn url(&self, base: &str, chat_path: &str, _model: &str) -> Option<String> {
-        let path = chat_path.strip_suffix("chat/completions")?;
-        Some(format!("{base}{path}embeddings"))
+        super::openai::beside_chat(base, chat_path, "embeddings")
     }
 
     fn request(
@@ -396,9 +395,13 @@ impl EmbeddingsDialect for OpenAiEmbeddings {
 pub struct GeminiEmbeddings;
 
 impl EmbeddingsDialect for GeminiEmbeddings {
-    fn url(&self, base: &str, _chat_path: &str, model: &str) -> Option<String> {
-        let model = url::form_urlencoded::byte_serialize(model.as_bytes()).collect::<String>();
-        Some(format!("{base}/models/{model}:batchEmbedContents"))
+    fn url(&self, base: &str, chat_path: &str, model: &str) -> Option<String> {
+        Some(super::gemini::method_url(
+            base,
+            chat_path,
+            model,
+            "batchEmbedContents",
+        ))
     }
 
     fn request(

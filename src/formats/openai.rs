@@ -405,6 +405,13 @@ const OUTPUT_FIELDS: super::volume::OutputFields = super::volume::OutputFields {
 /// Ollama, the mock).
 pub struct Chat;
 
+/// An endpoint of an OpenAI-format API beside its chat endpoint (`…/chat/completions` →
+/// `…/{name}`: `embeddings`, `responses`); `None` for a chat path of another shape.
+pub fn beside_chat(base: &str, chat_path: &str, name: &str) -> Option<String> {
+    let path = chat_path.strip_suffix("chat/completions")?;
+    Some(format!("{base}{path}{name}"))
+}
+
 /// What a canonical stream chunk's first choice carries, as the encoders of the other
 /// formats read it.
 pub struct ChoiceDelta<'a> {

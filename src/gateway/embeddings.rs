@@ -26,12 +26,12 @@ use super::serve::{
     AttemptAnswer, MAX_ANSWER_BYTES, final_error, no_room, send_to_provider, with_retries,
 };
 use super::stamp::stamp;
-use super::upstream::{Failure, Outcome, ReadError, embeddings_url, read_bounded};
+use super::upstream::{Failure, Outcome, ReadError, read_bounded};
 use super::{Active, Gateway};
-use crate::config::{ProviderConfig, Scope};
+use crate::config::Scope;
+use crate::formats::Format;
 use crate::formats::dialect::dialect;
 use crate::formats::embeddings::{EmbeddingsDialect, EmbeddingsTarget};
-use crate::formats::{Format, SentBody};
 use crate::formats::{FormatError, embeddings};
 use crate::metering::Ticket;
 use crate::metering::plan::RequestSize;
@@ -105,42 +105,52 @@ async fn walk(
     let mut failures = Vec::new();
     for (index, attempt) in planned.attempts.iter().enumerate() {
         let provider = attempt.provider;
-        let target = Target {
-            provider,
-            model: &attempt.model,
-            input_type,
-        };
-        let body = match target.body(&request.json, &request.sent) {
-            Ok(body) => body,
-            Err(FormatError::Invalid(message)) => return Err(ApiError::bad_request(message)),
-            Err(error) => {
-                failures.push(Failure::Inexpressible(error.to_string()));
-                continue;
-            }
-        };
-        let Some(url) = embeddings_url(provider, &attempt.model) else {
+        let endpoint = dialect(provider.kind.format()).embeddings();
+        let chat_path = provider.kind.defaults().chat_path.unwrap_or_default();
+        let base = provider
+            .base_url
+            .as_deref()
+            .map(|b| b.trim_end_matches('/'));
+        let url = endpoint
+            .zip(base)
+            .and_then(|(endpoint, base)| endpoint.url(base, chat_path, &attempt.model));
+        let (Some(endpoint), Some(url)) = (endpoint, url) else {
             failures.push(Failure::Inexpressible(format!(
                 "{} models serve no embeddings",
                 provider.kind
             )));
             continue;
         };
-        // Tried again on this target when the rule's retry policy covers the failure, as for
-        // chat; then the next target.
-        let (headers, body, url) = (&headers, &body, &url);
+        let target = EmbeddingsTarget {
+            model: &attempt.model,
+            input_type,
+        };
+        let body = match endpoint.request(&request.json, &request.sent, &target) {
+            Ok(body) => Bytes::from(body),
+            Err(FormatError::Invalid(message)) => return Err(ApiError::bad_request(message)),
+            Err(error) => {
+                failures.push(Failure::Inexpressible(error.to_string()));
+                continue;
+            }
+        };
+        // Tried again on this target when the rule's retry policy covers the failure (an
+        // answer that breaks off or does not read as vectors included), as for chat; then
+        // the next target.
+        let (headers, body, url, json) = (&headers, &body, &url, &request.json);
         let once = || async move {
             let deadline = Instant::now() + Duration::from_millis(provider.timeouts.total_ms);
             let model = &attempt.model;
             let sent = send_to_provider(gateway, snapshot, provider, model, url, headers, body);
-            match tokio::time::timeout_at(deadline, sent).await {
-                Ok(Outcome::Relay(response)) => Ok((response, deadline)),
-                Ok(Outcome::Failed(failure)) => Err(failure),
+            let response = match tokio::time::timeout_at(deadline, sent).await {
+                Ok(Outcome::Relay(response)) => response,
+                Ok(Outcome::Failed(failure)) => return Err(failure),
                 // Embeddings are never answered in-process.
-                Ok(Outcome::Local { .. }) => Err(Failure::Unsupported(provider.kind)),
-                Err(_) => Err(Failure::Timeout),
-            }
+                Ok(Outcome::Local { .. }) => return Err(Failure::Unsupported(provider.kind)),
+                Err(_) => return Err(Failure::Timeout),
+            };
+            read_answer(gateway, attempt, endpoint, json, response, deadline).await
         };
-        let Some(((response, deadline), quota)) = with_retries(
+        let Some((read, quota)) = with_retries(
             gateway,
             snapshot,
             planned,
@@ -153,14 +163,8 @@ async fn walk(
         else {
             continue;
         };
-        let read = read_answer(gateway, attempt, &target, &request.json, response, deadline);
-        let (parts, out, usage, room) = match read.await? {
-            Ok(read) => read,
-            Err(failure) => {
-                failures.push(failure);
-                continue;
-            }
-        };
+        // An answer that cannot be relayed ends the walk; the key's quota settles as it drops.
+        let (parts, out, usage, room) = read?;
         snapshot.health.record_success(&provider.id);
         let (mut meter, completion) = Reporter::new(parts.status.as_u16());
         meter.set_usage(usage);
@@ -195,16 +199,17 @@ type ReadAnswer = (
 );
 
 /// Reads an answer whole (by `deadline`) and writes it for the client: a provider's refusal
-/// (a 4xx) in OpenAI's shape, vectors translated from the provider's format. `Ok(Err(_))`:
-/// the next target may still answer; `Err`: the walk ends here.
+/// (a 4xx) in OpenAI's shape, vectors translated from the provider's format. `Err`: a failure
+/// to retry or fall back from; `Ok(Err(_))`: the provider answered (and bills) but the answer
+/// cannot be relayed, and the walk ends here.
 async fn read_answer(
     gateway: &Gateway,
     attempt: &Attempt<'_>,
-    target: &Target<'_>,
+    endpoint: &dyn EmbeddingsDialect,
     request: &Map<String, Value>,
     response: Response<hyper::body::Incoming>,
     deadline: Instant,
-) -> Result<Result<ReadAnswer, Failure>, ApiError> {
+) -> Result<Result<ReadAnswer, ApiError>, Failure> {
     let (parts, incoming) = response.into_parts();
     let success = parts.status.is_success();
     // A refusal is a short error; an answer may be tens of MiB of vectors.
@@ -223,7 +228,7 @@ async fn read_answer(
         // the reservation, and no other target is paid for the same inputs.
         Err(error) if success => {
             let (status, code, message) = match error {
-                ReadError::NoRoom => return Err(no_room(attempt)),
+                ReadError::NoRoom => return Ok(Err(no_room(attempt))),
                 ReadError::TooLarge => (
                     hyper::StatusCode::BAD_GATEWAY,
                     "answer_too_large",
@@ -235,22 +240,21 @@ async fn read_answer(
                     "the provider's answer broke off or took too long",
                 ),
             };
-            return Err(ApiError {
+            return Ok(Err(ApiError {
                 answered_by: Some(Box::new((
                     attempt.provider.id.clone(),
                     attempt.model.clone(),
                 ))),
                 ..ApiError::upstream(status, code, message)
-            });
+            }));
         }
-        Err(_) => {
-            return Ok(Err(Failure::Connect));
-        }
+        Err(_) => return Err(Failure::Connect),
     };
     let (out, usage) = if success {
-        match target.answer(&answer, request) {
-            Ok(translated) => translated,
-            Err(error) => return Ok(Err(Failure::BadAnswer(error.to_string()))),
+        match endpoint.answer(&answer, request, &attempt.model) {
+            // `None`: the answer passes as it came.
+            Ok((out, usage)) => (out.map_or_else(|| answer.clone(), Bytes::from), usage),
+            Err(error) => return Err(Failure::BadAnswer(error.to_string())),
         }
     } else {
         // The provider's own refusal of the request (a 4xx), in OpenAI's shape.
@@ -266,46 +270,4 @@ async fn read_answer(
         (Bytes::from(body), None)
     };
     Ok(Ok((parts, out, usage, room)))
-}
-
-/// One attempt's upstream: how its body is written and its answer read.
-struct Target<'a> {
-    provider: &'a ProviderConfig,
-    model: &'a str,
-    input_type: &'a str,
-}
-
-impl Target<'_> {
-    /// The embeddings endpoint of the provider's format (checked by the walk before any call).
-    fn endpoint(&self) -> Result<&'static dyn EmbeddingsDialect, FormatError> {
-        dialect(self.provider.kind.format())
-            .embeddings()
-            .ok_or_else(|| {
-                FormatError::Unsupported(format!(
-                    "{} models serve no embeddings",
-                    self.provider.kind
-                ))
-            })
-    }
-
-    /// The request in the upstream's format: as sent (model aside) to an OpenAI-format one.
-    fn body(&self, request: &Map<String, Value>, sent: &SentBody) -> Result<Bytes, FormatError> {
-        let target = EmbeddingsTarget {
-            model: self.model,
-            input_type: self.input_type,
-        };
-        self.endpoint()?
-            .request(request, sent, &target)
-            .map(Bytes::from)
-    }
-
-    /// The answer in OpenAI's format, with the usage it reported (or the estimate).
-    fn answer(
-        &self,
-        answer: &Bytes,
-        request: &Map<String, Value>,
-    ) -> Result<(Bytes, Option<Usage>), FormatError> {
-        let (out, usage) = self.endpoint()?.answer(answer, request, self.model)?;
-        Ok((out.map_or_else(|| answer.clone(), Bytes::from), usage))
-    }
 }

@@ -316,19 +316,7 @@ pub fn gemini_method_url(provider: &ProviderConfig, model: &str, method: &str) -
 pub fn responses_url(provider: &ProviderConfig) -> Option<String> {
     let base = provider.base_url.as_deref()?.trim_end_matches('/');
     let chat = provider.kind.defaults().chat_path?;
-    let path = chat.strip_suffix("chat/completions")?;
-    Some(format!("{base}{path}responses"))
-}
-
-/// The embeddings URL of a provider in its own format: OpenAI-format types serve it beside
-/// their chat path (`.../embeddings`), Gemini per model (`:batchEmbedContents`), Cohere at
-/// `/v2/embed`; Anthropic has none.
-pub fn embeddings_url(provider: &ProviderConfig, model: &str) -> Option<String> {
-    let base = provider.base_url.as_deref()?.trim_end_matches('/');
-    let chat_path = provider.kind.defaults().chat_path.unwrap_or_default();
-    dialect(provider.kind.format())
-        .embeddings()?
-        .url(base, chat_path, model)
+    crate::formats::openai::beside_chat(base, chat, "responses")
 }
 
 #[cfg(test)]

@@ -452,20 +452,19 @@ fn plan_cli<'a>(
     if let Some(header) = request.provider.filter(|h| !h.is_empty()) {
         return Err(RouteError::ProviderNotAllowed(header.to_owned()));
     }
-    let model = || request.model.or(cli.model.as_deref()).unwrap_or_default();
-    if request.embeddings {
-        // A cli endpoint is planned for chat only (Ollama's embeddings are not offered yet).
-        return Err(RouteError::MissingCapability {
-            model: model().to_owned(),
-            capability: "embeddings",
-        });
-    }
     let model = request
         .model
         .filter(|m| !m.is_empty())
         .map(str::to_owned)
         .or_else(|| cli.model.clone())
         .ok_or(RouteError::NoModel)?;
+    if request.embeddings {
+        // A cli endpoint is planned for chat only (Ollama's embeddings are not offered yet).
+        return Err(RouteError::MissingCapability {
+            model,
+            capability: "embeddings",
+        });
+    }
     Ok(Plan {
         source: Source::Cli,
         attempts: vec![Attempt {

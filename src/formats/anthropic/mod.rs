@@ -109,7 +109,7 @@ impl super::dialect::Dialect for Messages {
     }
 
     fn usage_of_answer(&self, body: &[u8]) -> Option<Usage> {
-        super::dialect::usage_member(body, "usage", usage_from_value)
+        super::dialect::usage_member(body, super::dialect::UsageMember::Usage, usage_from_value)
     }
 
     fn response_to_canonical(

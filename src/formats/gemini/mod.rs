@@ -523,7 +523,11 @@ impl super::dialect::Dialect for GenerateContent {
     }
 
     fn usage_of_answer(&self, body: &[u8]) -> Option<Usage> {
-        super::dialect::usage_member(body, "usageMetadata", usage_from_value)
+        super::dialect::usage_member(
+            body,
+            super::dialect::UsageMember::UsageMetadata,
+            usage_from_value,
+        )
     }
 
     fn response_to_canonical(
