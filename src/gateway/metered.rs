@@ -79,7 +79,7 @@ pub fn candidates<'a>(planned: &Plan<'a>) -> Vec<Candidate<'a>> {
         .attempts
         .iter()
         .map(|attempt| Candidate {
-            model: attempt.provider.model(&attempt.model),
+            model: attempt.model_config,
             platform: attempt.provider.scope == Scope::Platform,
         })
         .collect()

@@ -225,8 +225,7 @@ impl Prepared {
             // Every other pair: the canonical request written in the upstream's dialect.
             Format::Anthropic | Format::Gemini | Format::Cohere => {
                 let default_max_output_tokens = attempt
-                    .provider
-                    .model(&attempt.model)
+                    .model_config
                     .and_then(|m| m.max_output_tokens)
                     .map_or(DEFAULT_MAX_TOKENS, u64::from);
                 let target = Target {
@@ -286,8 +285,7 @@ pub async fn serve(
         // Platform-paid attempts never generate more than metering reserved for them: their
         // output is limited only when the request's own fields would allow more.
         let output_cap = if paid_by_platform(attempt) {
-            let model = attempt.provider.model(&attempt.model);
-            gateway.meter.output_cap(ticket, model)
+            gateway.meter.output_cap(ticket, attempt.model_config)
         } else {
             None
         };

@@ -5,7 +5,8 @@
 
 use crate::config::Source;
 use crate::config::{
-    CompiledRule, GatewayConfig, ProviderConfig, RetryConfig, Scope, TenantConfig, UNLISTED_MODEL,
+    CompiledRule, GatewayConfig, ModelConfig, ProviderConfig, RetryConfig, Scope, TenantConfig,
+    UNLISTED_MODEL,
 };
 
 use super::glob;
@@ -33,6 +34,9 @@ pub struct Attempt<'a> {
     pub provider: &'a ProviderConfig,
     /// The model name to send upstream.
     pub model: String,
+    /// Its entry in the provider's catalog (or the unlisted models' one), looked up once
+    /// here for every later reader: capabilities, pricing, output caps.
+    pub model_config: Option<&'a ModelConfig>,
     /// Whether it comes from a fallback chain (counted in `x-dgidgi-fallback`).
     pub fallback: bool,
 }
@@ -243,7 +247,7 @@ fn plan_in_pool<'a>(
         // A target that serves another kind of request (an embedding model, for chat) is no
         // target of this one: a catch-all rule for chat models does not capture embeddings.
         let of_kind = |provider: &ProviderConfig, target_model: &str| {
-            capabilities(provider, target_model)
+            capabilities(provider, provider.model(target_model))
                 .serves
                 .serves(request.embeddings)
         };
@@ -292,7 +296,7 @@ fn plan_in_pool<'a>(
     // What each attempt can do, looked up once.
     let able: Vec<Capabilities> = attempts
         .iter()
-        .map(|a| capabilities(a.provider, &a.model))
+        .map(|a| capabilities(a.provider, a.model_config))
         .collect();
     let any_streams = able.iter().any(|c| c.streams);
     let any_kind = able.iter().any(|c| c.serves.serves(request.embeddings));
@@ -332,8 +336,8 @@ struct Capabilities {
 }
 
 /// The capabilities of `model` at `provider`.
-fn capabilities(provider: &ProviderConfig, model: &str) -> Capabilities {
-    match provider.model(model) {
+fn capabilities(provider: &ProviderConfig, model: Option<&ModelConfig>) -> Capabilities {
+    match model {
         Some(entry) if entry.name != UNLISTED_MODEL => Capabilities {
             streams: entry.streaming,
             tools: entry.function_calling,
@@ -389,6 +393,7 @@ fn push_attempt<'a>(
         attempts.push(Attempt {
             provider,
             model: model.to_owned(),
+            model_config: provider.model(model),
             fallback,
         });
     }
@@ -470,6 +475,7 @@ fn plan_cli<'a>(
         attempts: vec![Attempt {
             provider: endpoint,
             model: model.clone(),
+            model_config: None,
             fallback: false,
         }],
         retry: RetryConfig::default(),
