@@ -360,6 +360,15 @@ impl Decoder for EventDecoder {
 pub struct Chat;
 
 impl super::dialect::Dialect for Chat {
+    /// No client speaks Cohere's format to the gateway; were one to, its model and output
+    /// limit are what would change.
+    fn pass_through_members(
+        &self,
+        _edit: &super::dialect::PassThrough<'_>,
+    ) -> &'static [&'static str] {
+        &["model", "max_tokens"]
+    }
+
     fn embeddings(&self) -> Option<&'static dyn super::embeddings::EmbeddingsDialect> {
         Some(&super::embeddings::CohereEmbeddings)
     }

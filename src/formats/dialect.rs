@@ -58,10 +58,11 @@ pub trait Dialect: Sync {
         let _ = (request, cap);
     }
 
-    /// The chat URL under a provider's `base` URL and its type's chat `path`.
-    fn chat_url(&self, base: &str, path: &str, model: &str, stream: bool) -> String {
+    /// The URL a request in this format goes to, under a provider's `base` URL and its
+    /// type's chat `path`; `None`: the provider serves no such endpoint.
+    fn chat_url(&self, base: &str, path: &str, model: &str, stream: bool) -> Option<String> {
         let _ = (model, stream);
-        format!("{base}{path}")
+        Some(format!("{base}{path}"))
     }
 
     /// A request of this format in the canonical form; `None` when it is canonical already.
@@ -109,6 +110,29 @@ pub trait Dialect: Sync {
         openai_error_body(kind, code, message)
     }
 
+    /// What a request in this format may not ask of a key every tenant shares (server-side
+    /// tools, state stored under the key, searches it pays for): checked on every attempt the
+    /// platform's key pays, before the request goes.
+    fn refuse_on_shared_key(
+        &self,
+        request: &Map<String, Value>,
+        edit: &PassThrough<'_>,
+    ) -> Result<(), FormatError> {
+        let _ = (request, edit);
+        Ok(())
+    }
+
+    /// The members a request in this format may have rewritten on its way to a provider of the
+    /// same format; every other member goes as it arrived.
+    fn pass_through_members(&self, edit: &PassThrough<'_>) -> &'static [&'static str];
+
+    /// Rewrites those members: the model where the format keeps it in the body, the output
+    /// limit when one is enforced, and what else the format needs.
+    fn pass_through_edit(&self, request: &mut Map<String, Value>, edit: &PassThrough<'_>) {
+        request.insert("model".into(), Value::from(edit.model));
+        edit.cap(request, self.format());
+    }
+
     /// Its embeddings endpoint; `None`: the format serves no embeddings.
     fn embeddings(&self) -> Option<&'static dyn super::embeddings::EmbeddingsDialect> {
         None
@@ -117,6 +141,32 @@ pub trait Dialect: Sync {
     /// How a request to a provider of this format carries the key.
     fn auth(&self) -> Auth {
         Auth::Bearer
+    }
+}
+
+/// What a request going to a provider of its own format is edited for.
+#[derive(Clone, Copy, Debug)]
+pub struct PassThrough<'a> {
+    /// The model, as the provider names it.
+    pub model: &'a str,
+    /// Whether the platform's key, shared by every tenant, pays for it.
+    pub shared: bool,
+    /// Whether the client asked for a stream.
+    pub stream: bool,
+    /// The output limit the reservation enforces, when the request's own would allow more.
+    pub cap: Option<u64>,
+    /// The provider refuses OpenAI's older `max_tokens` (OpenAI's reasoning models).
+    pub newer_cap_name: bool,
+    /// The provider searches the web on every request (Perplexity): paid for even unasked.
+    pub searches_anyway: bool,
+}
+
+impl PassThrough<'_> {
+    /// Enforces the output limit, if there is one, in a request of `format`.
+    pub fn cap(&self, request: &mut Map<String, Value>, format: Format) {
+        if let Some(cap) = self.cap {
+            super::cap_output_tokens(request, format, self.newer_cap_name, cap);
+        }
     }
 }
 

@@ -449,6 +449,42 @@ pub fn tool_calls(message: &Value) -> impl Iterator<Item = &Value> {
 }
 
 impl super::dialect::Dialect for Chat {
+    fn refuse_on_shared_key(
+        &self,
+        request: &Map<String, Value>,
+        edit: &super::dialect::PassThrough<'_>,
+    ) -> Result<(), super::FormatError> {
+        refuse_on_shared_key(request, edit.model, edit.searches_anyway)
+    }
+
+    fn pass_through_members(
+        &self,
+        _edit: &super::dialect::PassThrough<'_>,
+    ) -> &'static [&'static str] {
+        &[
+            "model",
+            "stream_options",
+            "max_tokens",
+            "max_completion_tokens",
+            "n_predict",
+            "num_predict",
+            "max_new_tokens",
+        ]
+    }
+
+    /// The model, the usage chunk a metered stream needs, the output limit.
+    fn pass_through_edit(
+        &self,
+        request: &mut Map<String, Value>,
+        edit: &super::dialect::PassThrough<'_>,
+    ) {
+        request.insert("model".into(), Value::from(edit.model));
+        if edit.stream {
+            request_stream_usage(request);
+        }
+        edit.cap(request, super::Format::OpenAi);
+    }
+
     fn embeddings(&self) -> Option<&'static dyn super::embeddings::EmbeddingsDialect> {
         Some(&super::embeddings::OpenAiEmbeddings)
     }

@@ -80,8 +80,8 @@ pub async fn count(
             let url = gemini_method_url(provider, &attempt.model, "countTokens");
             (url, request.sent.bytes().clone())
         } else {
-            let url =
-                chat_url(provider, &attempt.model, false).map(|u| format!("{u}/count_tokens"));
+            let url = chat_url(provider, format, &attempt.model, false)
+                .map(|u| format!("{u}/count_tokens"));
             let body = request
                 .sent
                 .write_edited(&request.json, &["model"], |json| {

@@ -21,17 +21,13 @@ use super::error::ApiError;
 use super::forwarded::{BetaPolicy, ClientHeaders, copy_provider_headers};
 use super::metered::SettleOnDrop;
 use super::stamp::{said_rewritten, stamp};
-use super::upstream::{
-    Failure, Outcome, Outgoing, ReadError, chat_url, read_bounded, responses_url, send,
-};
+use super::upstream::{Failure, Outcome, Outgoing, ReadError, chat_url, read_bounded, send};
 use super::{Active, Gateway};
 use crate::config::Source;
 use crate::config::{ProviderConfig, Scope};
-use crate::formats::dialect::{Target, dialect};
+use crate::formats::dialect::{PassThrough, Target, dialect};
 use crate::formats::stream::{Context, ItemSink, reframer};
-use crate::formats::{
-    Format, FormatError, SentBody, anthropic, openai, responses, write_with_edited_members,
-};
+use crate::formats::{Format, FormatError, SentBody, responses, write_with_edited_members};
 use crate::metering::Ticket;
 use crate::metering::meter::ProviderTicket;
 use crate::metrics::UpstreamErrorLabels;
@@ -125,117 +121,64 @@ impl Prepared {
         upstream: Format,
         output_cap: Option<u64>,
     ) -> Result<Bytes, FormatError> {
-        let stream = self.stream;
-        let model = Value::String(attempt.model.clone());
-        // OpenAI itself (not a compatible provider): its reasoning models take only the newer
-        // name of the output cap.
-        let is_openai = attempt.provider.kind == ProviderKind::Openai;
-        let cap = |json: &mut Map<String, Value>| {
-            if let Some(cap) = output_cap {
-                crate::formats::cap_output_tokens(json, upstream, is_openai, cap);
-            }
+        let provider = attempt.provider;
+        let edit = PassThrough {
+            model: &attempt.model,
+            shared: paid_by_platform(attempt),
+            stream: self.stream,
+            cap: output_cap,
+            // OpenAI itself (not a compatible provider): its reasoning models take only the
+            // newer name of the output cap.
+            newer_cap_name: provider.kind == ProviderKind::Openai,
+            searches_anyway: provider.kind.searches_every_request(),
         };
-        let mut json = match upstream {
-            // The upstream takes the request's own format (the client's, or the canonical one):
-            // only the model, stream options and output limits change, and the rest of the body
-            // is written as it was parsed, not copied per attempt.
-            // Only a Responses client is served by a Responses upstream (see
-            // `upstream_format`). The platform's key is shared by every tenant: nothing is
-            // stored under it (`store` off), and nothing stored under it is referred to.
-            Format::Responses => {
-                let shared = paid_by_platform(attempt);
-                if shared {
-                    responses::refuse_on_shared_key(&self.original)?;
+        let dialect = dialect(upstream);
+        // The upstream takes the request's own format (the client's; only a Responses client
+        // is served by a Responses upstream, see `upstream_format`): only the members the
+        // dialect names change, and the rest of the body goes as it arrived. The platform's
+        // key is shared by every tenant: what may not be asked of it is refused first.
+        if upstream == self.client {
+            if edit.shared {
+                dialect.refuse_on_shared_key(&self.original, &edit)?;
+            }
+            let mut members = dialect.pass_through_members(&edit).to_vec();
+            members.extend(&self.rewritten);
+            let body = self.sent.write_edited(&self.original, &members, |json| {
+                dialect.pass_through_edit(json, &edit);
+            });
+            return Ok(Bytes::from(body));
+        }
+        let canonical = self.canonical()?;
+        // OpenAI's format is the canonical one: the canonical request is edited as a
+        // pass-through would be, written once, not copied per attempt.
+        if upstream == Format::OpenAi {
+            if edit.shared {
+                dialect.refuse_on_shared_key(canonical, &edit)?;
+            }
+            let members = dialect.pass_through_members(&edit);
+            let body = write_with_edited_members(canonical, members, |json| {
+                // A translated request names its limit `max_tokens`; OpenAI's reasoning
+                // models take only the newer name.
+                if edit.newer_cap_name
+                    && let Some(max) = json.remove("max_tokens")
+                {
+                    json.insert("max_completion_tokens".into(), max);
                 }
-                let mut members = vec!["model", "max_output_tokens", "store"];
-                members.extend(&self.rewritten);
-                let body = self.sent.write_edited(&self.original, &members, |json| {
-                    json.insert("model".into(), model);
-                    if shared {
-                        json.insert("store".into(), Value::Bool(false));
-                    }
-                    cap(json);
-                });
-                return Ok(Bytes::from(body));
-            }
-            // The model is in the URL: only the output limit may change (and the member that
-            // holds it is written anew only then).
-            Format::Gemini if self.client == Format::Gemini => {
-                if paid_by_platform(attempt) {
-                    crate::formats::gemini::refuse_on_shared_key(&self.original)?;
-                }
-                let members: &[&str] = match output_cap {
-                    Some(_) => &["generationConfig", "generation_config"],
-                    None => &[],
-                };
-                let body = self.sent.write_edited(&self.original, members, cap);
-                return Ok(Bytes::from(body));
-            }
-            Format::Anthropic if self.client == Format::Anthropic => {
-                if paid_by_platform(attempt) {
-                    anthropic::refuse_on_shared_key(&self.original)?;
-                }
-                let members = ["model", "max_tokens", "thinking"];
-                let body = self.sent.write_edited(&self.original, &members, |json| {
-                    json.insert("model".into(), model);
-                    cap(json);
-                });
-                return Ok(Bytes::from(body));
-            }
-            Format::OpenAi => {
-                let from_other = self.client != Format::OpenAi;
-                if paid_by_platform(attempt) {
-                    let searches_anyway = attempt.provider.kind.searches_every_request();
-                    let sent = if from_other {
-                        self.canonical()?
-                    } else {
-                        &self.original
-                    };
-                    openai::refuse_on_shared_key(sent, &attempt.model, searches_anyway)?;
-                }
-                let members = [
-                    "model",
-                    "stream_options",
-                    "max_tokens",
-                    "max_completion_tokens",
-                    "n_predict",
-                    "num_predict",
-                    "max_new_tokens",
-                ];
-                let edit = |json: &mut Map<String, Value>| {
-                    json.insert("model".into(), model);
-                    if stream {
-                        openai::request_stream_usage(json);
-                    }
-                    if from_other
-                        && is_openai
-                        && let Some(max) = json.remove("max_tokens")
-                    {
-                        json.insert("max_completion_tokens".into(), max);
-                    }
-                    cap(json);
-                };
-                let body = if from_other {
-                    write_with_edited_members(self.canonical()?, &members, edit)
-                } else {
-                    self.sent.write_edited(&self.original, &members, edit)
-                };
-                return Ok(Bytes::from(body));
-            }
-            // Every other pair: the canonical request written in the upstream's dialect.
-            Format::Anthropic | Format::Gemini | Format::Cohere => {
-                let default_max_output_tokens = attempt
-                    .model_config
-                    .and_then(|m| m.max_output_tokens)
-                    .map_or(DEFAULT_MAX_TOKENS, u64::from);
-                let target = Target {
-                    model: &attempt.model,
-                    default_max_output_tokens,
-                };
-                dialect(upstream).request_from_canonical(self.canonical()?, &target)?
-            }
+                dialect.pass_through_edit(json, &edit);
+            });
+            return Ok(Bytes::from(body));
+        }
+        // Every other pair: the canonical request written in the upstream's dialect.
+        let default_max_output_tokens = attempt
+            .model_config
+            .and_then(|m| m.max_output_tokens)
+            .map_or(DEFAULT_MAX_TOKENS, u64::from);
+        let target = Target {
+            model: &attempt.model,
+            default_max_output_tokens,
         };
-        cap(&mut json);
+        let mut json = dialect.request_from_canonical(canonical, &target)?;
+        edit.cap(&mut json, upstream);
         // A map of JSON values always serializes (string keys, finite numbers).
         Ok(Bytes::from(serde_json::to_vec(&json).unwrap_or_default()))
     }
@@ -700,10 +643,7 @@ async fn call(
             }
         }
         _ => {
-            let url = match format {
-                Format::Responses => responses_url(provider),
-                _ => chat_url(provider, &attempt.model, prepared.stream),
-            };
+            let url = chat_url(provider, format, &attempt.model, prepared.stream);
             let Some(url) = url else {
                 return Outcome::Failed(Failure::Unsupported(provider.kind));
             };

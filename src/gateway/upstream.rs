@@ -294,12 +294,18 @@ pub async fn read_bounded(
     Ok((first.unwrap_or_else(|| Bytes::from(rest)), room))
 }
 
-/// The chat URL of a provider in its own format: the catalog's `chat_path` under the base
-/// URL, as its dialect builds it (Gemini names the model and the streaming method in the path).
-pub fn chat_url(provider: &ProviderConfig, model: &str, stream: bool) -> Option<String> {
+/// The URL a request in `format` goes to on a provider: the catalog's `chat_path` under the
+/// base URL, as the format's dialect builds it (Gemini names the model and the streaming method
+/// in the path; the Responses API sits beside the chat endpoint).
+pub fn chat_url(
+    provider: &ProviderConfig,
+    format: crate::formats::Format,
+    model: &str,
+    stream: bool,
+) -> Option<String> {
     let path = provider.kind.defaults().chat_path?;
     let base = provider.base_url.as_deref()?.trim_end_matches('/');
-    Some(dialect(provider.kind.format()).chat_url(base, path, model, stream))
+    dialect(format).chat_url(base, path, model, stream)
 }
 
 /// A Gemini provider's URL of one of a model's methods (`generateContent`, `countTokens`…).
@@ -309,14 +315,6 @@ pub fn gemini_method_url(provider: &ProviderConfig, model: &str, method: &str) -
     Some(crate::formats::gemini::method_url(
         base, path, model, method,
     ))
-}
-
-/// The Responses API endpoint of an OpenAI-format provider: beside its chat endpoint
-/// (`…/chat/completions` → `…/responses`).
-pub fn responses_url(provider: &ProviderConfig) -> Option<String> {
-    let base = provider.base_url.as_deref()?.trim_end_matches('/');
-    let chat = provider.kind.defaults().chat_path?;
-    crate::formats::openai::beside_chat(base, chat, "responses")
 }
 
 #[cfg(test)]

@@ -74,6 +74,22 @@ pub fn error_body(status: u16, message: &str) -> String {
 pub struct Messages;
 
 impl super::dialect::Dialect for Messages {
+    fn refuse_on_shared_key(
+        &self,
+        request: &Map<String, Value>,
+        _edit: &super::dialect::PassThrough<'_>,
+    ) -> Result<(), FormatError> {
+        refuse_on_shared_key(request)
+    }
+
+    /// `thinking`: a cap may lower its budget below `max_tokens`.
+    fn pass_through_members(
+        &self,
+        _edit: &super::dialect::PassThrough<'_>,
+    ) -> &'static [&'static str] {
+        &["model", "max_tokens", "thinking"]
+    }
+
     fn fit_to_cap(&self, request: &mut Map<String, Value>, cap: u64) {
         super::fit_thinking_budget(request, cap);
     }

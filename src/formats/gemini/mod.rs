@@ -469,6 +469,34 @@ pub fn method_url(base: &str, path: &str, model: &str, method: &str) -> String {
 pub struct GenerateContent;
 
 impl super::dialect::Dialect for GenerateContent {
+    fn refuse_on_shared_key(
+        &self,
+        request: &Map<String, Value>,
+        _edit: &super::dialect::PassThrough<'_>,
+    ) -> Result<(), FormatError> {
+        refuse_on_shared_key(request)
+    }
+
+    /// The model is in the URL: only the output limit may change, and the member that holds
+    /// it is written anew only then.
+    fn pass_through_members(
+        &self,
+        edit: &super::dialect::PassThrough<'_>,
+    ) -> &'static [&'static str] {
+        match edit.cap {
+            Some(_) => &["generationConfig", "generation_config"],
+            None => &[],
+        }
+    }
+
+    fn pass_through_edit(
+        &self,
+        request: &mut Map<String, Value>,
+        edit: &super::dialect::PassThrough<'_>,
+    ) {
+        edit.cap(request, super::Format::Gemini);
+    }
+
     fn embeddings(&self) -> Option<&'static dyn super::embeddings::EmbeddingsDialect> {
         Some(&super::embeddings::GeminiEmbeddings)
     }
@@ -502,13 +530,13 @@ impl super::dialect::Dialect for GenerateContent {
         request_from_openai(canonical)
     }
 
-    fn chat_url(&self, base: &str, path: &str, model: &str, stream: bool) -> String {
+    fn chat_url(&self, base: &str, path: &str, model: &str, stream: bool) -> Option<String> {
         let method = if stream {
             "streamGenerateContent?alt=sse"
         } else {
             "generateContent"
         };
-        method_url(base, path, model, method)
+        Some(method_url(base, path, model, method))
     }
 
     fn format(&self) -> super::Format {

@@ -50,6 +50,39 @@ pub fn usage_from_value(usage: &Value) -> Option<Usage> {
 pub struct ResponsesApi;
 
 impl super::dialect::Dialect for ResponsesApi {
+    /// Beside the provider's chat endpoint (`…/chat/completions` → `…/responses`).
+    fn chat_url(&self, base: &str, path: &str, _model: &str, _stream: bool) -> Option<String> {
+        super::openai::beside_chat(base, path, "responses")
+    }
+
+    fn refuse_on_shared_key(
+        &self,
+        request: &Map<String, Value>,
+        _edit: &super::dialect::PassThrough<'_>,
+    ) -> Result<(), FormatError> {
+        refuse_on_shared_key(request)
+    }
+
+    fn pass_through_members(
+        &self,
+        _edit: &super::dialect::PassThrough<'_>,
+    ) -> &'static [&'static str] {
+        &["model", "max_output_tokens", "store"]
+    }
+
+    /// Nothing is stored under a shared key (`store` off).
+    fn pass_through_edit(
+        &self,
+        request: &mut Map<String, Value>,
+        edit: &super::dialect::PassThrough<'_>,
+    ) {
+        request.insert("model".into(), Value::from(edit.model));
+        if edit.shared {
+            request.insert("store".into(), Value::Bool(false));
+        }
+        edit.cap(request, super::Format::Responses);
+    }
+
     fn conversation(&self) -> super::dialect::Conversation {
         super::dialect::Conversation {
             member: "input",
