@@ -12,6 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Empty};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
@@ -22,6 +23,7 @@ use crate::crd::common::{ConditionStatus, ConditionUpdate, format_timestamp, mer
 use crate::crd::tenant::TenantUsage;
 use crate::crd::{LlmTenant, LlmTenantStatus};
 use crate::metering::meter::UsageSummary;
+use crate::metering::plan::crossed_thresholds;
 use crate::render::{ObjectKey, ResourceKind};
 
 /// The condition this module owns.
@@ -144,70 +146,16 @@ pub fn plan_usage(totals: &Totals, observed: &Observed, now: Timestamp) -> Vec<W
             .collect();
         status.conditions = others;
         if let Some(budget) = &budget {
-            let limit = usd_to_micro(budget.monthly_usd);
-            let exceeded = figures.spend_micro_usd >= limit;
-            let message = format!(
-                "spent {:.2} of {:.2} USD this month (action: {})",
-                micro_to_usd(figures.spend_micro_usd),
-                budget.monthly_usd,
-                serde_json::to_value(budget.action)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default()
-            );
-            let update = if exceeded {
-                ConditionUpdate::new(
-                    BUDGET_EXCEEDED,
-                    ConditionStatus::True,
-                    "BudgetExceeded",
-                    message,
-                )
-            } else {
-                ConditionUpdate::new(
-                    BUDGET_EXCEEDED,
-                    ConditionStatus::False,
-                    "WithinBudget",
-                    message,
-                )
-            };
-            let merged = merge_conditions(
-                &previous_budget,
-                vec![update],
-                object.metadata.generation,
+            let spend = (previous_spend, figures.spend_micro_usd);
+            let conditions = BudgetReport {
+                key,
+                uid: object.uid(),
+                generation: object.metadata.generation,
+                budget,
                 now,
-            );
-            let was_exceeded = previous_budget.iter().any(|c| c.status == "True");
-            if exceeded && !was_exceeded {
-                events.push(event(
-                    key,
-                    object.uid(),
-                    "BudgetExceeded",
-                    format!("monthly budget of {:.2} USD reached", budget.monthly_usd),
-                ));
             }
-            for threshold in &budget.alert_thresholds {
-                let mark = limit.saturating_mul(u64::from(*threshold)) / 100;
-                if previous_spend < mark && figures.spend_micro_usd >= mark {
-                    events.push(event(
-                        key,
-                        object.uid(),
-                        "BudgetThresholdCrossed",
-                        format!(
-                            "{threshold}% of the monthly budget of {:.2} USD reached",
-                            budget.monthly_usd
-                        ),
-                    ));
-                }
-            }
-            // Keep the old condition when only its message (the running spend) changed, so the
-            // status is not rewritten for a message alone.
-            let same = previous_budget
-                .first()
-                .zip(merged.first())
-                .is_some_and(|(a, b)| a.status == b.status && a.reason == b.reason && unchanged);
-            status
-                .conditions
-                .extend(if same { previous_budget } else { merged });
+            .conditions(spend, previous_budget, unchanged, &mut events);
+            status.conditions.extend(conditions);
         }
         if status != current
             && let Ok(value) = serde_json::to_value(&status)
@@ -221,6 +169,68 @@ pub fn plan_usage(totals: &Totals, observed: &Observed, now: Timestamp) -> Vec<W
     }
     writes.extend(events.into_iter().map(Write::Event));
     writes
+}
+
+/// A tenant's budget against its spend: the `BudgetExceeded` condition, and the Events of the
+/// lines crossed since the last report.
+struct BudgetReport<'a> {
+    key: &'a ObjectKey,
+    uid: Option<String>,
+    generation: Option<i64>,
+    budget: &'a crate::crd::tenant::Budget,
+    now: Timestamp,
+}
+
+impl BudgetReport<'_> {
+    /// The condition to keep, given the spend (before, now) in micro-USD and the condition as
+    /// it stands; Events for the budget reached and each alert line crossed go to `events`.
+    fn conditions(
+        &self,
+        (previous_spend, spend): (u64, u64),
+        previous: Vec<Condition>,
+        unchanged: bool,
+        events: &mut Vec<EventWrite>,
+    ) -> Vec<Condition> {
+        let (key, budget, now) = (self.key, self.budget, self.now);
+        let limit = usd_to_micro(budget.monthly_usd);
+        let exceeded = spend >= limit;
+        let message = format!(
+            "spent {:.2} of {:.2} USD this month (action: {})",
+            micro_to_usd(spend),
+            budget.monthly_usd,
+            serde_json::to_value(budget.action)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default()
+        );
+        let (status, reason) = if exceeded {
+            (ConditionStatus::True, "BudgetExceeded")
+        } else {
+            (ConditionStatus::False, "WithinBudget")
+        };
+        let update = ConditionUpdate::new(BUDGET_EXCEEDED, status, reason, message);
+        let merged = merge_conditions(&previous, vec![update], self.generation, now);
+        let was_exceeded = previous.iter().any(|c| c.status == "True");
+        if exceeded && !was_exceeded {
+            let note = format!("monthly budget of {:.2} USD reached", budget.monthly_usd);
+            events.push(event(key, self.uid.clone(), "BudgetExceeded", note));
+        }
+        let crossed = crossed_thresholds(limit, &budget.alert_thresholds, previous_spend, spend);
+        for threshold in crossed {
+            let note = format!(
+                "{threshold}% of the monthly budget of {:.2} USD reached",
+                budget.monthly_usd
+            );
+            events.push(event(key, self.uid.clone(), "BudgetThresholdCrossed", note));
+        }
+        // Keep the old condition when only its message (the running spend) changed, so the
+        // status is not rewritten for a message alone.
+        let same = previous
+            .first()
+            .zip(merged.first())
+            .is_some_and(|(a, b)| a.status == b.status && a.reason == b.reason && unchanged);
+        if same { previous } else { merged }
+    }
 }
 
 fn event(key: &ObjectKey, uid: Option<String>, reason: &str, note: String) -> EventWrite {

@@ -195,7 +195,47 @@ fn resolve_one(
         allowed_endpoints = allow.entries();
     }
 
-    let credential = match &spec.credentials_ref {
+    let credential = credential_row(input, key, spec)?;
+    let (models, open_catalog) = catalog(spec)?;
+
+    let timeouts = timeouts(spec)?;
+    let limits = spec.limits.as_ref().map(|l| ProviderLimitsConfig {
+        requests_per_minute: l.requests_per_minute,
+        tokens_per_minute: l.tokens_per_minute,
+    });
+
+    Ok((
+        ProviderConfig {
+            id: key.to_string(),
+            namespace: key.namespace.clone(),
+            name: key.name.clone(),
+            kind: spec.kind,
+            scope,
+            base_url,
+            credential: credential.as_ref().map(|c| c.id.clone()),
+            open_catalog,
+            models,
+            unlisted: unlisted(spec)?,
+            betas: beta_filter(spec),
+            responses_api: spec
+                .responses_api
+                .unwrap_or_else(|| spec.kind.serves_responses_api()),
+            limits,
+            timeouts,
+            allowed_endpoints,
+        },
+        credential,
+    ))
+}
+
+/// The key store row of a provider's key, read from the Secret its `credentialsRef` names in
+/// its own namespace (`None`: the type needs no key).
+fn credential_row(
+    input: &RenderInput,
+    key: &ObjectKey,
+    spec: &LlmProviderSpec,
+) -> Result<Option<CredentialRow>, Refusal> {
+    Ok(match &spec.credentials_ref {
         None if spec.kind.requires_credentials() => {
             return Err(refuse(
                 "CredentialsMissing",
@@ -246,8 +286,12 @@ fn resolve_one(
                 value: Credential::key(trimmed.to_vec()),
             })
         }
-    };
+    })
+}
 
+/// The models a provider serves, sorted by name, and whether others are accepted: the CR's
+/// own list (closed), or its type's catalog.
+fn catalog(spec: &LlmProviderSpec) -> Result<(Vec<ModelConfig>, bool), Refusal> {
     let (models, open_catalog) = match &spec.models {
         Some(models) => (
             models
@@ -257,58 +301,32 @@ fn resolve_one(
             false,
         ),
         None => (
-            defaults
+            spec.kind
+                .defaults()
                 .models
                 .iter()
                 .map(model_from_catalog)
                 .collect::<Vec<_>>(),
-            defaults.open_catalog,
+            spec.kind.defaults().open_catalog,
         ),
     };
     check_unique_model_names(&models)?;
     let mut models = models;
     models.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok((models, open_catalog))
+}
 
-    let timeouts = timeouts(spec)?;
-    let limits = spec.limits.as_ref().map(|l| ProviderLimitsConfig {
-        requests_per_minute: l.requests_per_minute,
-        tokens_per_minute: l.tokens_per_minute,
-    });
-
-    Ok((
-        ProviderConfig {
-            id: key.to_string(),
-            namespace: key.namespace.clone(),
-            name: key.name.clone(),
-            kind: spec.kind,
-            scope,
-            base_url,
-            credential: credential.as_ref().map(|c| c.id.clone()),
-            open_catalog,
-            models,
-            unlisted: unlisted(spec)?,
-            betas: spec
-                .betas
-                .as_ref()
-                .map(|betas| {
-                    let lower = |list: &[String]| -> Vec<String> {
-                        list.iter().map(|b| b.to_ascii_lowercase()).collect()
-                    };
-                    BetaFilterConfig {
-                        allow: lower(&betas.allow),
-                        deny: lower(&betas.deny),
-                    }
-                })
-                .unwrap_or_default(),
-            responses_api: spec
-                .responses_api
-                .unwrap_or_else(|| spec.kind.serves_responses_api()),
-            limits,
-            timeouts,
-            allowed_endpoints,
-        },
-        credential,
-    ))
+/// The `anthropic-beta` filter, lower-cased as the gateway compares.
+fn beta_filter(spec: &LlmProviderSpec) -> BetaFilterConfig {
+    let lower =
+        |list: &[String]| -> Vec<String> { list.iter().map(|b| b.to_ascii_lowercase()).collect() };
+    spec.betas
+        .as_ref()
+        .map(|betas| BetaFilterConfig {
+            allow: lower(&betas.allow),
+            deny: lower(&betas.deny),
+        })
+        .unwrap_or_default()
 }
 
 /// API keys pasted into Secrets often carry a trailing newline (`echo key | base64`).

@@ -94,20 +94,7 @@ fn resolve_one(
 ) -> Resolved {
     let spec = &tenant.spec;
     if key.namespace == ctx.platform_namespace {
-        return Resolved {
-            config: None,
-            access_keys: Vec::new(),
-            status: LlmTenantStatus::default(),
-            conditions: vec![ConditionUpdate::new(
-                READY,
-                ConditionStatus::False,
-                "TenantInPlatformNamespace",
-                format!(
-                    "LlmTenants belong in tenant namespaces, not the platform namespace {:?}",
-                    ctx.platform_namespace
-                ),
-            )],
-        };
+        return in_platform_namespace(ctx);
     }
     let namespace = input.namespace(&key.namespace);
     let allow = AllowList::for_namespace(&namespace.annotations);
@@ -141,18 +128,14 @@ fn resolve_one(
     });
     conditions.push(tier_condition(&tier));
 
-    let budget = spec
-        .budget
-        .as_ref()
-        .map(budget_config)
-        .transpose()
-        .unwrap_or_else(|message| {
-            blockers.push(Blocker {
-                reason: "InvalidBudget",
-                message,
-            });
-            None
+    let budget = spec.budget.as_ref().map(budget_config).transpose();
+    let budget = budget.unwrap_or_else(|message| {
+        blockers.push(Blocker {
+            reason: "InvalidBudget",
+            message,
         });
+        None
+    });
     let budget = tier_budget(budget, &tier, sources.uses_platform);
 
     let keys = access_keys(input, key, tenant, claimed, rng);
@@ -161,28 +144,14 @@ fn resolve_one(
         message: problem.clone(),
     }));
 
-    // Ready reports the first thing that keeps the tenant from being served.
-    let ready = match blockers.first() {
-        None => ConditionUpdate::new(
-            READY,
-            true,
-            "Ready",
-            format!("served by the {} source", spec.source.as_str()),
-        ),
-        Some(b) => {
-            tracing::warn!(tenant = ?key.to_string(), reason = b.reason, problem = ?b.message, "tenant not ready");
-            ConditionUpdate::new(READY, false, b.reason, b.message.clone())
-        }
-    };
-    conditions.insert(0, ready);
+    conditions.insert(0, ready_condition(key, spec.source, &blockers));
 
     let status = LlmTenantStatus {
         tier: Some(tier.tier.clone()),
         effective_source: Some(spec.source),
         effective_limits: limits.clone(),
         access_key_secrets: keys.secrets.iter().map(|s| s.key.name.clone()).collect(),
-        usage: None,
-        conditions: Vec::new(),
+        ..LlmTenantStatus::default()
     };
     let config = TenantConfig {
         id: key.to_string(),
@@ -216,6 +185,40 @@ fn resolve_one(
         access_keys: keys.secrets,
         status,
         conditions,
+    }
+}
+
+/// An LlmTenant in the platform namespace: refused, nothing rendered.
+fn in_platform_namespace(ctx: &RenderContext) -> Resolved {
+    Resolved {
+        config: None,
+        access_keys: Vec::new(),
+        status: LlmTenantStatus::default(),
+        conditions: vec![ConditionUpdate::new(
+            READY,
+            ConditionStatus::False,
+            "TenantInPlatformNamespace",
+            format!(
+                "LlmTenants belong in tenant namespaces, not the platform namespace {:?}",
+                ctx.platform_namespace
+            ),
+        )],
+    }
+}
+
+/// Ready reports the first thing that keeps the tenant from being served.
+fn ready_condition(key: &ObjectKey, source: Source, blockers: &[Blocker]) -> ConditionUpdate {
+    match blockers.first() {
+        None => ConditionUpdate::new(
+            READY,
+            true,
+            "Ready",
+            format!("served by the {} source", source.as_str()),
+        ),
+        Some(b) => {
+            tracing::warn!(tenant = ?key.to_string(), reason = b.reason, problem = ?b.message, "tenant not ready");
+            ConditionUpdate::new(READY, false, b.reason, b.message.clone())
+        }
     }
 }
 
