@@ -198,12 +198,7 @@ pub fn response_to_openai(
         return Err(FormatError::upstream("the provider reported an error"));
     }
     let mut text = String::new();
-    for part in message
-        .get("content")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for part in crate::formats::items(message.get("content")) {
         if part.get("type").and_then(Value::as_str) == Some("text") {
             text.push_str(part.get("text").and_then(Value::as_str).unwrap_or(""));
         }

@@ -364,30 +364,9 @@ pub fn cap_output_tokens(
     dialect.fit_to_cap(json, cap);
 }
 
-/// Anthropic refuses a `thinking.budget_tokens` at or above `max_tokens`: when a cap lowers
-/// `max_tokens` that far, the thinking budget is lowered to fit beneath it, or, below
-/// Anthropic's 1,024-token minimum, extended thinking is turned off, so a tenant near its limit
-/// gets a shorter answer rather than a refusal.
-pub(crate) fn fit_thinking_budget(json: &mut Map<String, Value>, cap: u64) {
-    const MIN_THINKING_BUDGET: u64 = 1_024;
-    let Some(budget) = json
-        .get("thinking")
-        .and_then(|t| t.get("budget_tokens"))
-        .and_then(Value::as_u64)
-    else {
-        return;
-    };
-    if budget < cap {
-        return;
-    }
-    let fitted = cap.saturating_sub(1);
-    if fitted >= MIN_THINKING_BUDGET {
-        if let Some(Value::Object(thinking)) = json.get_mut("thinking") {
-            thinking.insert("budget_tokens".to_owned(), Value::from(fitted));
-        }
-    } else {
-        json.remove("thinking");
-    }
+/// The items of a member that should be an array; none when it is absent or not one.
+pub(crate) fn items(member: Option<&Value>) -> impl Iterator<Item = &Value> {
+    member.and_then(Value::as_array).into_iter().flatten()
 }
 
 #[cfg(test)]

@@ -171,12 +171,7 @@ pub fn refuse_on_shared_key(
             ));
         }
     }
-    for tool in request
-        .get("tools")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for tool in crate::formats::items(request.get("tools")) {
         let kind = tool
             .get("type")
             .and_then(Value::as_str)
@@ -441,11 +436,7 @@ pub fn choice_delta(chunk: &Value) -> Option<ChoiceDelta<'_>> {
 
 /// The tool calls of a canonical message or stream delta, in order (none when absent).
 pub fn tool_calls(message: &Value) -> impl Iterator<Item = &Value> {
-    message
-        .get("tool_calls")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
+    crate::formats::items(message.get("tool_calls"))
 }
 
 impl super::dialect::Dialect for Chat {

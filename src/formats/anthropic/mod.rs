@@ -91,7 +91,7 @@ impl super::dialect::Dialect for Messages {
     }
 
     fn fit_to_cap(&self, request: &mut Map<String, Value>, cap: u64) {
-        super::fit_thinking_budget(request, cap);
+        fit_thinking_budget(request, cap);
     }
 
     fn output_fields(&self) -> &'static super::volume::OutputFields {

@@ -49,12 +49,7 @@ fn costs_only_tokens(kind: &str) -> bool {
 /// tenant before this (`gateway::metered::request_size`). On a tenant's own key the request
 /// passes as sent.
 pub fn refuse_on_shared_key(request: &Map<String, Value>) -> Result<(), FormatError> {
-    for tool in request
-        .get("tools")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for tool in crate::formats::items(request.get("tools")) {
         let Some(kind) = tool.get("type").and_then(Value::as_str) else {
             continue;
         };
@@ -71,11 +66,7 @@ pub fn refuse_on_shared_key(request: &Map<String, Value>) -> Result<(), FormatEr
             )));
         }
     }
-    let parts = request
-        .get("messages")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
+    let parts = crate::formats::items(request.get("messages"))
         .filter_map(|message| message.get("content").and_then(Value::as_array))
         .flatten();
     for part in parts {
@@ -88,6 +79,32 @@ pub fn refuse_on_shared_key(request: &Map<String, Value>) -> Result<(), FormatEr
         }
     }
     Ok(())
+}
+
+/// Anthropic refuses a `thinking.budget_tokens` at or above `max_tokens`: when a cap lowers
+/// `max_tokens` that far, the thinking budget is lowered to fit beneath it, or, below
+/// Anthropic's 1,024-token minimum, extended thinking is turned off, so a tenant near its limit
+/// gets a shorter answer rather than a refusal.
+pub(crate) fn fit_thinking_budget(json: &mut Map<String, Value>, cap: u64) {
+    const MIN_THINKING_BUDGET: u64 = 1_024;
+    let Some(budget) = json
+        .get("thinking")
+        .and_then(|t| t.get("budget_tokens"))
+        .and_then(Value::as_u64)
+    else {
+        return;
+    };
+    if budget < cap {
+        return;
+    }
+    let fitted = cap.saturating_sub(1);
+    if fitted >= MIN_THINKING_BUDGET {
+        if let Some(Value::Object(thinking)) = json.get_mut("thinking") {
+            thinking.insert("budget_tokens".to_owned(), Value::from(fitted));
+        }
+    } else {
+        json.remove("thinking");
+    }
 }
 
 /// OpenAI request → Anthropic request. `default_max_tokens` fills Anthropic's required

@@ -130,24 +130,14 @@ pub fn response_to_openai(response: &Value, created: u64) -> Result<Value, Forma
     for item in output {
         match item.get("type").and_then(Value::as_str) {
             Some("message") => {
-                for part in item
-                    .get("content")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                {
+                for part in crate::formats::items(item.get("content")) {
                     if let Some(piece) = part.get("text").and_then(Value::as_str) {
                         text.push_str(piece);
                     }
                 }
             }
             Some("reasoning") => {
-                for part in item
-                    .get("summary")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                {
+                for part in crate::formats::items(item.get("summary")) {
                     reasoning.push_str(part.get("text").and_then(Value::as_str).unwrap_or(""));
                 }
             }

@@ -21,13 +21,7 @@ pub fn refuse_on_shared_key(request: &Map<String, Value>) -> Result<(), FormatEr
             "'background' responses are fetched by id later, which the platform's shared key cannot keep apart by tenant",
         ));
     }
-    for tool in request
-        .get("tools")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .flat_map(namespaced)
-    {
+    for tool in crate::formats::items(request.get("tools")).flat_map(namespaced) {
         let kind = tool
             .get("type")
             .and_then(Value::as_str)

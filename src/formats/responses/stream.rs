@@ -56,12 +56,7 @@ pub fn keep_output(items: &Option<ItemSink>, response: &[u8]) {
     let Ok(parsed) = serde_json::from_slice::<Value>(response) else {
         return;
     };
-    for item in parsed
-        .get("output")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for item in crate::formats::items(parsed.get("output")) {
         keep(items, item);
     }
 }
