@@ -76,12 +76,19 @@ pub trait Encoder: Send {
     fn error(&mut self, message: &str, out: &mut Vec<u8>);
 }
 
+/// What a client is told of a stream that ended before its answer did.
+pub const INCOMPLETE_STREAM: &str = "the provider ended the stream before the answer was complete";
+
 /// What the body layer drives: one upstream event in, the client's bytes out.
 pub trait Reframe: Send {
     /// Handles one upstream event.
     fn event(&mut self, event: &Event, out: &mut Vec<u8>) -> Flow;
-    /// The upstream's input ended cleanly (no transport error).
-    fn end(&mut self, out: &mut Vec<u8>) -> Flow;
+    /// The upstream's input ended cleanly (no transport error). A relay that saw no end of
+    /// its format's answer says the answer is incomplete.
+    fn end(&mut self, out: &mut Vec<u8>) -> Flow {
+        self.fail(INCOMPLETE_STREAM, out);
+        Flow::Failed
+    }
     /// The upstream broke (transport error, timeout): writes the client-format error.
     fn fail(&mut self, message: &str, out: &mut Vec<u8>);
     /// The usage reported so far.
@@ -176,10 +183,7 @@ impl Reframe for Relay {
         if complete {
             return Flow::Complete;
         }
-        self.fail(
-            "the provider ended the stream before the answer was complete",
-            out,
-        );
+        self.fail(INCOMPLETE_STREAM, out);
         Flow::Failed
     }
 
@@ -232,10 +236,7 @@ impl Reframe for Translated {
             self.encoder.done(out);
             Flow::Complete
         } else {
-            self.encoder.error(
-                "the provider ended the stream before the answer was complete",
-                out,
-            );
+            self.encoder.error(INCOMPLETE_STREAM, out);
             Flow::Failed
         }
     }

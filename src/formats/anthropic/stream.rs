@@ -51,14 +51,6 @@ impl Reframe for Passthrough {
         }
     }
 
-    fn end(&mut self, out: &mut Vec<u8>) -> Flow {
-        self.fail(
-            "the provider ended the stream before the answer was complete",
-            out,
-        );
-        Flow::Failed
-    }
-
     fn fail(&mut self, message: &str, out: &mut Vec<u8>) {
         write_event(out, Some("error"), &error_body(500, message));
     }

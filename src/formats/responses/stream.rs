@@ -84,14 +84,6 @@ impl Reframe for Passthrough {
         }
     }
 
-    fn end(&mut self, out: &mut Vec<u8>) -> Flow {
-        self.fail(
-            "the provider ended the stream before the answer was complete",
-            out,
-        );
-        Flow::Failed
-    }
-
     fn fail(&mut self, message: &str, out: &mut Vec<u8>) {
         error_event(out, self.sequence + 1, message);
     }
