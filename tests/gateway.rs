@@ -7,10 +7,11 @@ mod common;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::fake_providers::{self, Answers, Fake, Seen};
 use common::gateway::{Start, start_in, write_config};
 use dgidgi::gateway::Settings;
 use dgidgi::gateway::server::Running;
@@ -22,216 +23,24 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
-const UPSTREAM_KEY: &str = "sk-fake-upstream-key-0001";
+/// The platform's key at the fake upstream.
+const UPSTREAM_KEY: &str = fake_providers::KEY;
 
-/// What the fake upstream saw: (model, authorization header) per request.
-type Seen = Arc<Mutex<Vec<(String, String)>>>;
-
-/// A fake OpenAI-format upstream whose behaviour is chosen by the requested model.
-async fn fake_upstream() -> (SocketAddr, Seen) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let seen: Seen = Arc::default();
-    let log = seen.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            let log = log.clone();
-            tokio::spawn(async move { serve_one(stream, log).await });
-        }
-    });
-    (address, seen)
-}
-
-async fn read_request(
-    stream: &mut TcpStream,
-) -> Option<(HashMap<String, String>, serde_json::Value)> {
-    let seen = common::fake_providers::read_request(stream).await?;
-    let mut headers = seen.headers;
-    headers.insert(":path".to_owned(), seen.path);
-    Some((headers, seen.body))
-}
-
-fn completion(model: &str) -> String {
-    serde_json::json!({
-        "id": "chatcmpl-fake", "object": "chat.completion", "created": 1, "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": "from the fake upstream"}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9}
+/// The shared fake upstream (`common::fake_providers`), answering plain chat as this suite's
+/// assertions expect; it takes the platform's key, the `byok` tenant's own, and none (the cli
+/// endpoint). Scenarios by model name: `common::fake_scenarios`.
+async fn fake_upstream() -> Fake {
+    fake_providers::start_with(Answers {
+        text: Some("from the fake upstream"),
+        prompt_tokens: 5,
+        completion_tokens: 4,
+        cached_tokens: 0,
+        keys: &[UPSTREAM_KEY, "sk-tenant-own-0002"],
+        keyless: true,
     })
-    .to_string()
-}
-
-fn sse_chunk(model: &str, text: &str) -> String {
-    let chunk = serde_json::json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1, "model": model,
-        "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": null}]});
-    format!("data: {chunk}\n\n")
-}
-
-async fn serve_one(mut stream: TcpStream, log: Seen) {
-    while let Some((headers, body)) = read_request(&mut stream).await {
-        let model = body["model"].as_str().unwrap_or_default().to_owned();
-        log.lock().unwrap().push((
-            model.clone(),
-            headers.get("authorization").cloned().unwrap_or_default(),
-        ));
-        log.lock()
-            .unwrap()
-            .push((format!("path:{model}"), headers[":path"].clone()));
-        if let Some(title) = headers.get("x-title") {
-            let referer = headers.get("http-referer").cloned().unwrap_or_default();
-            log.lock()
-                .unwrap()
-                .push((format!("x-title:{title}"), referer));
-        }
-        let respond = |status: &str, content_type: &str, extra: &str, body: String| {
-            format!(
-                "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n{extra}\r\n{body}",
-                body.len()
-            )
-        };
-        let error = |message: &str, kind: &str| {
-            serde_json::json!({"error": {"message": message, "type": kind, "param": null, "code": null}}).to_string()
-        };
-        let reply = match model.as_str() {
-            "fail-500" => respond(
-                "500 Internal Server Error",
-                "application/json",
-                "",
-                error("boom", "server_error"),
-            ),
-            "fail-429" => respond(
-                "429 Too Many Requests",
-                "application/json",
-                "retry-after: 1\r\n",
-                error("slow down", "rate_limit_error"),
-            ),
-            "quirky" => {
-                let body = serde_json::json!({
-                    "id": "chatcmpl-fake", "object": "chat.completion", "created": 1, "model": model,
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok", "reasoning_content": "thinking..."}, "finish_reason": "stop"}],
-                    "citations": ["https://example.com/a"],
-                    "usage": {"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9},
-                    "x_groq": {"id": "req_1", "usage": {"total_tokens": 9}}
-                });
-                respond("200 OK", "application/json", "", body.to_string())
-            }
-            "missing" => respond(
-                "404 Not Found",
-                "application/json",
-                "",
-                error(
-                    "The model `missing` does not exist",
-                    "invalid_request_error",
-                ),
-            ),
-            "stream-stall" => {
-                let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
-                let event = sse_chunk(&model, "one ");
-                let framed = format!("{head}{:x}\r\n{event}\r\n", event.len());
-                let _ = stream.write_all(framed.as_bytes()).await;
-                tokio::time::sleep(Duration::from_secs(10)).await;
-                return;
-            }
-            "bad-request" => respond(
-                "400 Bad Request",
-                "application/json",
-                "",
-                error("temperature must be <= 2", "invalid_request_error"),
-            ),
-            "slow" => {
-                tokio::time::sleep(Duration::from_secs(2)).await;
-                respond("200 OK", "application/json", "", completion(&model))
-            }
-            "groq-stream" | "deepseek-stream" | "perplexity-stream" => {
-                // The last chunk of each provider's stream, as its API reference shows it.
-                let last = match model.as_str() {
-                    "groq-stream" => {
-                        serde_json::json!({"id": "chatcmpl-g", "object": "chat.completion.chunk", "created": 1, "model": model,
-                        "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
-                        "x_groq": {"id": "req_01", "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}}})
-                    }
-                    "deepseek-stream" => {
-                        serde_json::json!({"id": "d", "object": "chat.completion.chunk", "created": 1, "model": model,
-                        "choices": [{"index": 0, "delta": {"reasoning_content": "step 1", "content": null}, "finish_reason": null}]})
-                    }
-                    _ => {
-                        serde_json::json!({"id": "p", "object": "chat.completion.chunk", "created": 1, "model": model,
-                        "citations": ["https://example.com/source"],
-                        "choices": [{"index": 0, "delta": {"content": "cited"}, "finish_reason": "stop"}]})
-                    }
-                };
-                let body = format!(
-                    "{}data: {last}\n\ndata: [DONE]\n\n",
-                    sse_chunk(&model, "hi ")
-                );
-                respond("200 OK", "text/event-stream", "", body)
-            }
-            "stream-ok" | "stream-slow" | "stream-break" => {
-                let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
-                if stream.write_all(head.as_bytes()).await.is_err() {
-                    return;
-                }
-                let words = ["one ", "two ", "three"];
-                for word in words {
-                    let event = sse_chunk(&model, word);
-                    let framed = format!("{:x}\r\n{event}\r\n", event.len());
-                    if stream.write_all(framed.as_bytes()).await.is_err() {
-                        return;
-                    }
-                    if model == "stream-break" {
-                        // Die after the first event: no terminating chunk.
-                        return;
-                    }
-                    if model == "stream-slow" {
-                        tokio::time::sleep(Duration::from_millis(400)).await;
-                    }
-                }
-                let done = "data: [DONE]\n\n";
-                log.lock()
-                    .unwrap()
-                    .push(("<stream completed>".to_owned(), model.clone()));
-                let _ = stream
-                    .write_all(format!("{:x}\r\n{done}\r\n0\r\n\r\n", done.len()).as_bytes())
-                    .await;
-                continue;
-            }
-            // Answers that are not answers (issue #18, leak 7): a proxy's HTML page, JSON cut
-            // short, and a gzip body nobody declared.
-            "garbage-html" => respond(
-                "200 OK",
-                "text/html",
-                "",
-                "<html><body>502 Bad Gateway</body></html>".to_owned(),
-            ),
-            "garbage-json" => respond(
-                "200 OK",
-                "application/json",
-                "",
-                r#"{"id": "chatcmpl-fake", "choices": [{"index": 0, "mess"#.to_owned(),
-            ),
-            "garbage-gzip" => {
-                let gzip: &[u8] = &[0x1f, 0x8b, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x03];
-                let head = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
-                    gzip.len()
-                );
-                if stream.write_all(head.as_bytes()).await.is_err()
-                    || stream.write_all(gzip).await.is_err()
-                {
-                    return;
-                }
-                continue;
-            }
-            _ => respond("200 OK", "application/json", "", completion(&model)),
-        };
-        if stream.write_all(reply.as_bytes()).await.is_err() {
-            return;
-        }
-    }
+    .await
 }
 
 fn fleet(upstream: SocketAddr) -> String {
@@ -340,7 +149,7 @@ spec: {{source: cli, cli: {{endpoint: "http://{upstream}", model: llama3}}}}
 struct Harness {
     running: Running,
     output: RenderOutput,
-    seen: Seen,
+    upstream: Fake,
     dir: tempfile::TempDir,
 }
 
@@ -350,7 +159,8 @@ impl Harness {
     }
 
     async fn with(extra: impl Fn(SocketAddr) -> String) -> Self {
-        let (upstream, seen) = fake_upstream().await;
+        let fake = fake_upstream().await;
+        let upstream = fake.address;
         let output = common::render_yaml(&format!("{}---\n{}", fleet(upstream), extra(upstream)));
         assert!(
             output.report.not_ready().is_empty(),
@@ -373,7 +183,7 @@ impl Harness {
         Self {
             running,
             output,
-            seen,
+            upstream: fake,
             dir,
         }
     }
@@ -418,33 +228,27 @@ impl Harness {
 
     /// The (model, authorization) of every request the fake upstream received.
     fn requests(&self) -> Vec<(String, String)> {
-        self.seen
-            .lock()
-            .unwrap()
+        self.seen()
             .iter()
-            .filter(|(m, _)| {
-                !m.starts_with("path:") && !m.starts_with("x-title:") && m != "<stream completed>"
+            .map(|seen| {
+                let model = seen.body["model"].as_str().unwrap_or_default().to_owned();
+                let authorization = seen.headers.get("authorization").cloned();
+                (model, authorization.unwrap_or_default())
             })
-            .cloned()
             .collect()
     }
 
+    /// Every request the fake upstream received, whole.
+    fn seen(&self) -> Vec<Seen> {
+        self.upstream.log.lock().unwrap().clone()
+    }
+
     fn completed_streams(&self) -> usize {
-        self.seen
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(m, _)| m == "<stream completed>")
-            .count()
+        self.upstream.completed_streams.load(Ordering::SeqCst)
     }
 
     fn calls_for(&self, model: &str) -> usize {
-        self.seen
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(m, _)| m == model)
-            .count()
+        self.requests().iter().filter(|(m, _)| m == model).count()
     }
 }
 
@@ -671,7 +475,7 @@ async fn hot_reload_swaps_good_configs_and_refuses_corrupt_ones() {
     let (status, _, _) = h.chat(user("mock-fast")).await;
     assert_eq!(status, 200);
     // A new tenant appears: its key works after the reload.
-    let (upstream, _) = fake_upstream().await;
+    let upstream = fake_upstream().await.address;
     let mut texts = fleet(upstream);
     texts.push_str("---\napiVersion: llm.dgidgi.io/v1alpha1\nkind: LlmTenant\nmetadata: {name: newcomer, namespace: team-new}\nspec: {}\n");
     let updated = common::render_yaml(&texts);
@@ -777,9 +581,7 @@ async fn tenant_keys_and_cli_endpoints_go_through_the_guarded_clients() {
     assert_eq!(headers["x-dgidgi-source"], "tenant");
     assert_eq!(headers["x-dgidgi-provider"], "own");
     assert!(
-        h.seen
-            .lock()
-            .unwrap()
+        h.requests()
             .iter()
             .any(|(_, auth)| auth == "Bearer sk-tenant-own-0002")
     );
@@ -810,9 +612,7 @@ async fn tenant_keys_and_cli_endpoints_go_through_the_guarded_clients() {
     assert_eq!(headers["x-dgidgi-source"], "cli");
     assert_eq!(headers["x-dgidgi-model"], "llama3");
     assert!(
-        h.seen
-            .lock()
-            .unwrap()
+        h.requests()
             .iter()
             .any(|(model, auth)| model == "llama3" && auth.is_empty()),
         "no key is sent to a cli endpoint"
@@ -917,17 +717,17 @@ async fn openrouter_requests_carry_its_attribution_headers() {
         .chat(user("router/meta-llama/llama-3.3-70b-instruct"))
         .await;
     assert_eq!(status, 200, "{body}");
-    let seen = h.seen.lock().unwrap().clone();
+    let seen = h.requests();
     assert!(
         seen.iter()
             .any(|(m, _)| m == "meta-llama/llama-3.3-70b-instruct"),
         "{seen:?}"
     );
-    assert!(
-        seen.iter()
-            .any(|(m, referer)| m == "x-title:dgidgi" && referer == "https://dgidgi.io"),
-        "{seen:?}"
-    );
+    let titled = |s: &Seen| {
+        s.headers.get("x-title").map(String::as_str) == Some("dgidgi")
+            && s.headers.get("http-referer").map(String::as_str) == Some("https://dgidgi.io")
+    };
+    assert!(h.seen().iter().any(titled), "{seen:?}");
     h.running.shutdown().await;
 }
 
@@ -962,11 +762,11 @@ async fn wrong_methods_are_405_and_the_client_leaving_cancels_the_upstream() {
     let n = stream.read(&mut first).await.unwrap();
     assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
     drop(stream);
-    let before = h.seen.lock().unwrap().len();
+    let before = h.seen().len();
     // The upstream needs ~1.2 s to finish; give the cancellation time to reach it.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     assert_eq!(
-        h.seen.lock().unwrap().len(),
+        h.seen().len(),
         before,
         "no retry or second request after the client left"
     );
@@ -980,7 +780,7 @@ async fn wrong_methods_are_405_and_the_client_leaving_cancels_the_upstream() {
 
 #[tokio::test]
 async fn sigterm_to_the_binary_drains_an_open_stream_and_exits_cleanly() {
-    let (upstream, _seen) = fake_upstream().await;
+    let upstream = fake_upstream().await.address;
     let output = common::render_yaml(&fleet(upstream));
     let dir = tempfile::tempdir().unwrap();
     write_config(dir.path(), &output);
@@ -1084,7 +884,7 @@ async fn timeouts_and_honest_final_errors() {
 
 #[tokio::test]
 async fn readyz_reports_draining_before_the_listeners_close() {
-    let (upstream, _) = fake_upstream().await;
+    let upstream = fake_upstream().await.address;
     let output = common::render_yaml(&fleet(upstream));
     let dir = tempfile::tempdir().unwrap();
     write_config(dir.path(), &output);
@@ -1151,10 +951,10 @@ async fn each_openai_format_provider_type_gets_its_path_key_and_stream_shape() {
             "{kind}"
         );
         assert!(body.ends_with("data: [DONE]\n\n"), "{kind}: {body}");
-        let seen = h.seen.lock().unwrap().clone();
+        let seen = h.seen();
         assert!(
             seen.iter()
-                .any(|(m, p)| *m == format!("path:{model}") && p == path),
+                .any(|s| s.body["model"] == *model && s.path == path),
             "{kind}: {seen:?}"
         );
         match model {

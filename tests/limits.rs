@@ -6,11 +6,11 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::fake_providers::{self, Answers, Fake};
 use common::gateway::{Start, start_in};
 use common::http::{self, Answer, header};
 use common::redis::RedisServer;
@@ -19,146 +19,29 @@ use dgidgi::gateway::{AdminToken, Settings};
 use dgidgi::metering::ledger::{LedgerOptions, read_all};
 use dgidgi::metering::{FailMode, MeterOptions};
 use dgidgi::render::RenderOutput;
-use http_body_util::channel::Channel;
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpListener;
+use hyper_util::rt::TokioExecutor;
 
 const UPSTREAM_KEY: &str = "sk-limits-upstream-key-7d1f";
 const PROMPT: &str = "the secret prompt text 93ab";
 const ADMIN_TOKEN: &str = "admin-token-for-limits-test-51c2";
 
-/// A fake OpenAI-format upstream: `slow` answers after a second, `stream-long` streams for a
-/// long time, anything else answers at once. Usage is always 11 in, 7 out. Tracks the most
-/// requests it ever had in flight.
-/// The body of each request an upstream received.
-type SeenBodies = Arc<std::sync::Mutex<Vec<serde_json::Value>>>;
-
-#[derive(Clone, Default)]
-struct Upstream {
-    in_flight: Arc<AtomicUsize>,
-    most_in_flight: Arc<AtomicUsize>,
-    /// Every request body received, in order.
-    bodies: SeenBodies,
-}
-
-fn completion(model: &str) -> String {
-    serde_json::json!({
-        "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
-    })
-    .to_string()
-}
-
-fn chunk(model: &str, delta: serde_json::Value, finish: Option<&str>) -> String {
-    let chunk = serde_json::json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": model,
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
-    format!("data: {chunk}\n\n")
-}
-
-impl Upstream {
-    /// Waits until `count` requests are at the upstream (a loaded machine may take a while to
-    /// get them there; a fixed sleep made the tests that count on them flaky).
-    async fn until_in_flight(&self, count: usize) {
-        for _ in 0..400 {
-            if self.in_flight.load(Ordering::SeqCst) >= count {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("{count} requests never reached the upstream");
-    }
-
-    async fn start(self) -> SocketAddr {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let upstream = self.clone();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                        let upstream = upstream.clone();
-                        async move { Ok::<_, std::convert::Infallible>(upstream.answer(request).await) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        address
-    }
-
-    async fn answer(&self, request: Request<Incoming>) -> Response<Channel<Bytes>> {
-        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-        self.most_in_flight.fetch_max(now, Ordering::SeqCst);
-        let body = request.into_body().collect().await.unwrap().to_bytes();
-        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        self.bodies.lock().unwrap().push(json.clone());
-        let model = json["model"].as_str().unwrap_or_default().to_owned();
-        let stream = json["stream"].as_bool().unwrap_or(false);
-        let wants_usage = json["stream_options"]["include_usage"]
-            .as_bool()
-            .unwrap_or(false);
-        if model == "slow" {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-        if model == "very-slow" {
-            tokio::time::sleep(Duration::from_secs(5)).await;
-        }
-        let (mut sender, receiver) = Channel::<Bytes>::new(4);
-        let in_flight = self.in_flight.clone();
-        let content_type = if stream {
-            "text/event-stream"
-        } else {
-            "application/json"
-        };
-        tokio::spawn(async move {
-            let mut frames = Vec::new();
-            if !stream {
-                frames.push(completion(&model));
-            } else {
-                let pieces = if model == "stream-long" { 200 } else { 2 };
-                frames.push(chunk(
-                    &model,
-                    serde_json::json!({"role": "assistant", "content": ""}),
-                    None,
-                ));
-                for _ in 0..pieces {
-                    frames.push(chunk(&model, serde_json::json!({"content": "ok"}), None));
-                }
-                frames.push(chunk(&model, serde_json::json!({}), Some("stop")));
-                if wants_usage {
-                    let usage = serde_json::json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": model,
-                        "choices": [], "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}});
-                    frames.push(format!("data: {usage}\n\n"));
-                }
-                frames.push("data: [DONE]\n\n".to_owned());
-            }
-            for frame in frames {
-                if sender.send_data(Bytes::from(frame)).await.is_err() {
-                    break;
-                }
-                if model == "stream-long" {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            }
-            in_flight.fetch_sub(1, Ordering::SeqCst);
-        });
-        Response::builder()
-            .header("content-type", content_type)
-            .body(receiver)
-            .unwrap()
-    }
-}
+/// How the shared fake upstream (`common::fake_providers`) answers this suite: "ok", 11 tokens
+/// in and 7 out, with the platform's key or none (the cli endpoint). Its scenarios by model
+/// (`common::fake_scenarios`): `slow` answers after a second, `very-slow` after five,
+/// `stream-long` streams 200 events 20 ms apart. It counts the requests at it.
+const ANSWERS: Answers = Answers {
+    text: Some("ok"),
+    prompt_tokens: 11,
+    completion_tokens: 7,
+    cached_tokens: 0,
+    keys: &[UPSTREAM_KEY],
+    keyless: true,
+};
 
 fn fleet(upstream: SocketAddr, namespace_annotations: &str, tenant_spec: &str) -> String {
     format!(
@@ -229,7 +112,7 @@ struct Shared {
 struct Fleet {
     gateways: Vec<Running>,
     output: RenderOutput,
-    upstream: Upstream,
+    upstream: Fake,
     _dir: tempfile::TempDir,
     states: Vec<tempfile::TempDir>,
 }
@@ -276,8 +159,8 @@ impl Fleet {
         drain: Duration,
         shared: Shared,
     ) -> Self {
-        let upstream = Upstream::default();
-        let address = upstream.clone().start().await;
+        let upstream = fake_providers::start_with(ANSWERS).await;
+        let address = upstream.address;
         // `UPSTREAM` in the tenant's spec is the fake upstream's address (a cli endpoint).
         let tenant_spec = tenant_spec.replace("UPSTREAM", &address.to_string());
         let output = common::render_yaml(&fleet(address, annotations, &tenant_spec));
@@ -531,9 +414,7 @@ async fn the_reserved_output_bound_is_what_the_provider_is_asked_for() {
     // asking for less keeps its own number.
     let seen: Vec<Option<u64>> = fleet
         .upstream
-        .bodies
-        .lock()
-        .unwrap()
+        .bodies()
         .iter()
         .map(|body| body["max_tokens"].as_u64())
         .collect();
@@ -548,9 +429,7 @@ async fn the_reserved_output_bound_is_what_the_provider_is_asked_for() {
 fn seen_output(fleet: &Fleet) -> Vec<(Option<u64>, Option<u64>, Option<u64>)> {
     fleet
         .upstream
-        .bodies
-        .lock()
-        .unwrap()
+        .bodies()
         .iter()
         .map(|b| {
             (
@@ -643,7 +522,7 @@ async fn every_output_field_and_n_are_covered_by_the_reservation() {
         let (status, _, body) = post(address, &key, &best_of).await;
         assert_eq!(status, 400, "{body}");
         assert!(body.contains("best_of"), "{body}");
-        assert_eq!(fleet.upstream.bodies.lock().unwrap().len(), 3);
+        assert_eq!(fleet.upstream.bodies().len(), 3);
         fleet.stop().await;
     }
 }

@@ -5,13 +5,19 @@
 //! (`/v2/chat`, `message-start` … `message-end`) and OpenAI (`/v1/chat/completions`).
 //!
 //! Behaviour is chosen by the model name: `*-midfail` fails mid-stream in the provider's own
-//! way, `*-reset` breaks the connection mid-stream, `*-overloaded` answers 529. A request with
-//! tools whose conversation has no tool result yet gets tool calls (two, in parallel), else a
-//! text answer echoing the last user text.
+//! way, `*-reset` breaks the connection mid-stream, `*-overloaded` answers 529, and the OpenAI
+//! path's failure and timing scenarios are in [`super::fake_scenarios`]. A request with tools
+//! whose conversation has no tool result yet gets tool calls (two, in parallel), else a text
+//! answer echoing the last user text (or the suite's own, see [`Answers`]).
+//!
+//! It is the one fake upstream of every suite: it logs what arrived (path, headers, the body as
+//! sent), counts the requests at it, and checks the key each format expects.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -36,19 +42,105 @@ pub struct Seen {
 /// Everything the fake saw, in order.
 pub type Log = Arc<Mutex<Vec<Seen>>>;
 
-/// Starts the fake; returns its address and its log.
+/// How a suite wants plain OpenAI-format chat answered, and which keys it accepts there.
+#[derive(Clone, Copy, Debug)]
+pub struct Answers {
+    /// The answer's text (`None`: it echoes the last user text).
+    pub text: Option<&'static str>,
+    /// The usage it reports.
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cached_tokens: u64,
+    /// Keys accepted as `Authorization: Bearer <key>`.
+    pub keys: &'static [&'static str],
+    /// Whether a request without a key is answered (an Ollama-style cli endpoint).
+    pub keyless: bool,
+}
+
+impl Default for Answers {
+    fn default() -> Self {
+        Self {
+            text: None,
+            prompt_tokens: 9,
+            completion_tokens: 4,
+            cached_tokens: 2,
+            keys: &[KEY],
+            keyless: false,
+        }
+    }
+}
+
+/// A running fake: its address, what it saw, and what is at it now.
+#[derive(Clone)]
+pub struct Fake {
+    pub address: SocketAddr,
+    pub log: Log,
+    /// Requests being answered now, and the most at once.
+    pub in_flight: Arc<AtomicUsize>,
+    pub most_in_flight: Arc<AtomicUsize>,
+    /// Streams written to their end (not cut, not reset).
+    pub completed_streams: Arc<AtomicUsize>,
+    answers: Answers,
+}
+
+impl Fake {
+    /// Waits until `count` requests are at the fake (a loaded machine may take a while to get
+    /// them there; a fixed sleep made the tests that count on them flaky).
+    pub async fn until_in_flight(&self, count: usize) {
+        for _ in 0..400 {
+            if self.in_flight.load(Ordering::SeqCst) >= count {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("{count} requests never reached the fake upstream");
+    }
+
+    /// The bodies of every request, in order.
+    pub fn bodies(&self) -> Vec<Value> {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|s| s.body.clone())
+            .collect()
+    }
+}
+
+/// Counts a request at the fake until it is answered (or the connection went).
+struct AtTheFake(Arc<AtomicUsize>);
+
+impl Drop for AtTheFake {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Starts the fake with the default answers; returns its address and its log.
 pub async fn start() -> (SocketAddr, Log) {
+    let fake = start_with(Answers::default()).await;
+    (fake.address, fake.log)
+}
+
+/// Starts the fake answering plain chat as `answers` says.
+pub async fn start_with(answers: Answers) -> Fake {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let log: Log = Arc::default();
-    let shared = log.clone();
+    let fake = Fake {
+        address: listener.local_addr().unwrap(),
+        log: Arc::default(),
+        in_flight: Arc::default(),
+        most_in_flight: Arc::default(),
+        completed_streams: Arc::default(),
+        answers,
+    };
+    let shared = fake.clone();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            let log = shared.clone();
-            tokio::spawn(async move { serve(stream, log).await });
+            let fake = shared.clone();
+            tokio::spawn(async move { serve(stream, fake).await });
         }
     });
-    (address, log)
+    fake
 }
 
 /// Reads one HTTP/1.1 request (headers and a JSON body of `content-length` bytes).
@@ -102,13 +194,40 @@ pub enum Reply {
         events: Vec<String>,
         reset: bool,
     },
+    /// Any status, content type and body (`extra`: more header lines, each ending `\r\n`).
+    Raw {
+        status: u16,
+        content_type: &'static str,
+        extra: &'static str,
+        body: Vec<u8>,
+    },
+    /// SSE events `pace` apart, then the end: clean, reset, or a stall (the connection held
+    /// open, silent, for ten seconds).
+    Paced {
+        events: Vec<String>,
+        pace: Duration,
+        end: StreamEnd,
+    },
+    /// The reply after a pause.
+    After(Duration, Box<Reply>),
 }
 
-async fn serve(mut stream: TcpStream, log: Log) {
+/// How a paced stream ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamEnd {
+    Clean,
+    Reset,
+    Stall,
+}
+
+async fn serve(mut stream: TcpStream, fake: Fake) {
     let Some(seen) = read_request(&mut stream).await else {
         return;
     };
-    log.lock().unwrap().push(seen.clone());
+    fake.log.lock().unwrap().push(seen.clone());
+    let now = fake.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    fake.most_in_flight.fetch_max(now, Ordering::SeqCst);
+    let _at = AtTheFake(fake.in_flight.clone());
     let reply = if seen.path.ends_with(":batchEmbedContents") {
         gemini_embed(&seen)
     } else if seen.path.starts_with("/v2/embed") {
@@ -124,43 +243,97 @@ async fn serve(mut stream: TcpStream, log: Log) {
     } else if seen.path.starts_with("/v2/chat") {
         cohere(&seen)
     } else {
-        openai(&seen)
+        openai(&seen, &fake.answers)
     };
-    let _ = match reply {
+    write_reply(&mut stream, reply, &fake).await;
+    let _ = stream.shutdown().await;
+}
+
+async fn write_reply(stream: &mut TcpStream, mut reply: Reply, fake: &Fake) {
+    while let Reply::After(pause, then) = reply {
+        tokio::time::sleep(pause).await;
+        reply = *then;
+    }
+    match reply {
         Reply::Json(status, body) => {
-            let body = body.to_string();
             // A request id and the provider's own limits, as Anthropic's and OpenAI's answers
             // carry them.
-            let head = format!(
-                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nrequest-id: req_fake_0001\r\nanthropic-ratelimit-requests-remaining: 49\r\nconnection: close\r\n\r\n",
-                body.len()
-            );
-            stream.write_all(format!("{head}{body}").as_bytes()).await
+            let extra =
+                "request-id: req_fake_0001\r\nanthropic-ratelimit-requests-remaining: 49\r\n";
+            let body = body.to_string().into_bytes();
+            write_whole(stream, status, "application/json", extra, &body).await;
         }
+        Reply::Raw {
+            status,
+            content_type,
+            extra,
+            body,
+        } => write_whole(stream, status, content_type, extra, &body).await,
         Reply::Stream { events, reset } => {
-            // A reset announces more than it sends, so the client sees a broken body.
-            let framing = if reset {
-                "content-length: 100000\r\n"
+            let end = if reset {
+                StreamEnd::Reset
             } else {
-                ""
+                StreamEnd::Clean
             };
-            let head = format!(
-                "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n{framing}connection: close\r\n\r\n"
-            );
-            if stream.write_all(head.as_bytes()).await.is_err() {
-                return;
-            }
-            for event in events {
-                if stream.write_all(event.as_bytes()).await.is_err() {
-                    return;
-                }
-                let _ = stream.flush().await;
-                tokio::task::yield_now().await;
-            }
-            Ok(())
+            write_stream(stream, events, Duration::ZERO, end, fake).await;
         }
+        Reply::Paced { events, pace, end } => write_stream(stream, events, pace, end, fake).await,
+        Reply::After(..) => unreachable!("unwrapped above"),
+    }
+}
+
+async fn write_whole(
+    stream: &mut TcpStream,
+    status: u16,
+    content_type: &str,
+    extra: &str,
+    body: &[u8],
+) {
+    let head = format!(
+        "HTTP/1.1 {status} X\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n{extra}connection: close\r\n\r\n",
+        body.len()
+    );
+    if stream.write_all(head.as_bytes()).await.is_ok() {
+        let _ = stream.write_all(body).await;
+    }
+}
+
+async fn write_stream(
+    stream: &mut TcpStream,
+    events: Vec<String>,
+    pace: Duration,
+    end: StreamEnd,
+    fake: &Fake,
+) {
+    // A reset announces more than it sends, so the client sees a broken body.
+    let framing = if end == StreamEnd::Reset {
+        "content-length: 100000\r\n"
+    } else {
+        ""
     };
-    let _ = stream.shutdown().await;
+    let head = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n{framing}connection: close\r\n\r\n"
+    );
+    if stream.write_all(head.as_bytes()).await.is_err() {
+        return;
+    }
+    for (index, event) in events.iter().enumerate() {
+        if index > 0 && !pace.is_zero() {
+            tokio::time::sleep(pace).await;
+        }
+        if stream.write_all(event.as_bytes()).await.is_err() {
+            return;
+        }
+        let _ = stream.flush().await;
+        tokio::task::yield_now().await;
+    }
+    match end {
+        StreamEnd::Clean => {
+            fake.completed_streams.fetch_add(1, Ordering::SeqCst);
+        }
+        StreamEnd::Reset => {}
+        StreamEnd::Stall => tokio::time::sleep(Duration::from_secs(10)).await,
+    }
 }
 
 fn model_of(seen: &Seen) -> String {
@@ -865,12 +1038,23 @@ fn cohere(seen: &Seen) -> Reply {
 
 // --- OpenAI -----------------------------------------------------------------------------------
 
-fn openai(seen: &Seen) -> Reply {
-    if seen.headers.get("authorization").map(String::as_str) != Some(&format!("Bearer {KEY}")) {
+fn openai(seen: &Seen, answers: &Answers) -> Reply {
+    let authorization = seen.headers.get("authorization");
+    let accepted = match authorization {
+        None => answers.keyless,
+        Some(value) => answers
+            .keys
+            .iter()
+            .any(|key| *value == format!("Bearer {key}")),
+    };
+    if !accepted {
         return Reply::Json(
             401,
             json!({"error": {"message": "bad key", "type": "invalid_request_error", "param": null, "code": "invalid_api_key"}}),
         );
+    }
+    if let Some(reply) = super::fake_scenarios::openai_scenario(seen, answers) {
+        return reply;
     }
     let model = model_of(seen);
     let messages = seen.body["messages"]
@@ -891,8 +1075,10 @@ fn openai(seen: &Seen) -> Reply {
             .join(" "),
         _ => String::new(),
     };
-    let usage = json!({"prompt_tokens": 9, "completion_tokens": 4, "total_tokens": 13,
-        "prompt_tokens_details": {"cached_tokens": 2}});
+    let (input, output) = (answers.prompt_tokens, answers.completion_tokens);
+    let usage = json!({"prompt_tokens": input, "completion_tokens": output,
+        "total_tokens": input + output,
+        "prompt_tokens_details": {"cached_tokens": answers.cached_tokens}});
     let forced = seen.body["tool_choice"]["function"]["name"]
         .as_str()
         .and_then(|name| {
@@ -933,7 +1119,9 @@ fn openai(seen: &Seen) -> Reply {
     }
     let reply = match structured {
         Some(format) => example_of(&format["schema"]).to_string(),
-        None => format!("echo: {text}"),
+        None => answers
+            .text
+            .map_or_else(|| format!("echo: {text}"), str::to_owned),
     };
     let finish = if calls.is_empty() {
         "stop"

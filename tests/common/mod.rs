@@ -153,3 +153,4 @@ pub mod capture;
 pub mod clients;
 pub mod fake_providers;
 pub mod fake_responses;
+pub mod fake_scenarios;
