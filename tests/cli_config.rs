@@ -1,10 +1,13 @@
 //! CLI mode: `dgidgi config set|get|list` and `dgidgi gateway` without `--config-dir`, serving
 //! the local settings as one cli-source tenant in front of an Ollama-compatible endpoint.
 
+mod common;
+
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
+
+use common::fake_providers;
 
 fn dgidgi(home: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_dgidgi"))
@@ -60,25 +63,15 @@ fn settings_are_validated_stored_and_listed() {
 
 #[test]
 fn the_gateway_without_a_config_dir_serves_the_local_endpoint() {
-    // A one-shot Ollama-compatible endpoint: answers one chat completion.
-    let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
-    let endpoint = format!("http://{}", upstream.local_addr().unwrap());
-    let seen = std::thread::spawn(move || {
-        let (mut stream, _) = upstream.accept().unwrap();
-        let mut request = Vec::new();
-        let mut buffer = [0u8; 4096];
-        while !String::from_utf8_lossy(&request).contains("\"messages\"") {
-            let n = stream.read(&mut buffer).unwrap();
-            request.extend_from_slice(&buffer[..n]);
-        }
-        let body = r#"{"id":"x","object":"chat.completion","created":1,"model":"qwen2.5","choices":[{"index":0,"message":{"role":"assistant","content":"local!"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#;
-        let reply = format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        stream.write_all(reply.as_bytes()).unwrap();
-        String::from_utf8_lossy(&request).into_owned()
-    });
+    // An Ollama-compatible endpoint (no key): the shared fake upstream, on a runtime of its own.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let upstream = runtime.block_on(fake_providers::start_with(fake_providers::Answers {
+        text: Some("local!"),
+        keys: &[],
+        keyless: true,
+        ..fake_providers::Answers::default()
+    }));
+    let endpoint = format!("http://{}", upstream.address);
     let home = tempfile::tempdir().unwrap();
     assert!(
         dgidgi(home.path(), &["config", "set", "llm.endpoint", &endpoint])
@@ -136,10 +129,8 @@ fn the_gateway_without_a_config_dir_serves_the_local_endpoint() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains("x-dgidgi-source: cli"), "{answer}");
     assert!(answer.contains("local!"), "{answer}");
-    let request = seen.join().unwrap();
-    assert!(
-        request.starts_with("POST /v1/chat/completions"),
-        "{request}"
-    );
-    assert!(request.contains("\"model\":\"qwen2.5\""), "{request}");
+    let seen = upstream.log.lock().unwrap().clone();
+    let request = &seen[0];
+    assert!(request.path == "/v1/chat/completions", "{request:?}");
+    assert!(request.body["model"] == "qwen2.5", "{request:?}");
 }

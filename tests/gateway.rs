@@ -784,10 +784,7 @@ async fn sigterm_to_the_binary_drains_an_open_stream_and_exits_cleanly() {
     let output = common::render_yaml(&fleet(upstream));
     let dir = tempfile::tempdir().unwrap();
     write_config(dir.path(), &output);
-    let port = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap().port()
-    };
+    let port = common::gateway::free_port();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_dgidgi"))
         .args([
             "gateway",
