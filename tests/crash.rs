@@ -5,11 +5,11 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::gateway::free_port;
+use common::gateway::{Process, spawn_gateway};
 use common::http;
 use dgidgi::metering::ledger::read_all;
 use dgidgi::render::manifests::config_dir_files;
@@ -35,56 +35,24 @@ metadata: {name: acme, namespace: team-acme}
 spec: {}
 "#;
 
-struct Gateway {
-    child: Child,
-    api: SocketAddr,
-    admin: SocketAddr,
-}
-
+/// Starts the binary on the config and state directories; its trace-level log goes to a
+/// file in the state directory the test scans for secrets afterwards.
 async fn launch(
     config: &std::path::Path,
     state: &std::path::Path,
     token: &std::path::Path,
-) -> Gateway {
-    let (api, admin) = (free_port(), free_port());
-    // Logs at trace level go to a file the test scans for secrets afterwards.
+) -> Process {
+    static LAUNCHES: AtomicUsize = AtomicUsize::new(0);
     std::fs::create_dir_all(state).unwrap();
-    let log = std::fs::File::create(state.join(format!("gateway-{api}.log"))).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_dgidgi"))
-        .args([
-            "--log",
-            "trace",
-            "gateway",
-            "--listen",
-            &format!("127.0.0.1:{api}"),
-            "--admin-listen",
-            &format!("127.0.0.1:{admin}"),
-        ])
-        .arg("--config-dir")
-        .arg(config)
-        .arg("--state-dir")
-        .arg(state)
-        .arg("--admin-token-file")
-        .arg(token)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let gateway = Gateway {
-        child,
-        api: format!("127.0.0.1:{api}").parse().unwrap(),
-        admin: format!("127.0.0.1:{admin}").parse().unwrap(),
-    };
-    for _ in 0..200 {
-        if get(gateway.admin, "/readyz")
-            .await
-            .is_some_and(|(status, _)| status == 200)
-        {
-            return gateway;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("the gateway did not become ready");
+    let launch = LAUNCHES.fetch_add(1, Ordering::SeqCst);
+    let log = std::fs::File::create(state.join(format!("gateway-{launch}.log"))).unwrap();
+    let extra = [
+        "--state-dir".as_ref(),
+        state.as_os_str(),
+        "--admin-token-file".as_ref(),
+        token.as_os_str(),
+    ];
+    spawn_gateway(config, &["--log", "trace"], &extra, log.into()).await
 }
 
 async fn get(address: SocketAddr, path: &str) -> Option<(u16, String)> {

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::fake_providers::{self, Answers, Fake, Seen};
-use common::gateway::{Start, start_in, write_config};
+use common::gateway::{Start, spawn_gateway, start_in, write_config};
 use dgidgi::gateway::Settings;
 use dgidgi::gateway::server::Running;
 use dgidgi::metrics::ResultLabels;
@@ -784,31 +784,8 @@ async fn sigterm_to_the_binary_drains_an_open_stream_and_exits_cleanly() {
     let output = common::render_yaml(&fleet(upstream));
     let dir = tempfile::tempdir().unwrap();
     write_config(dir.path(), &output);
-    let port = common::gateway::free_port();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_dgidgi"))
-        .args([
-            "gateway",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--config-dir",
-        ])
-        .arg(dir.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let address: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let mut ready = false;
-    for _ in 0..100 {
-        if TcpStream::connect(address).await.is_ok() {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(30)).await;
-    }
-    assert!(ready, "the gateway did not start");
+    let gateway = spawn_gateway(dir.path(), &[], &[], std::process::Stdio::null()).await;
+    let (mut child, address) = (gateway.child, gateway.api);
     let key = output.access_keys[0].value.to_string();
     let stream = spawn_slow_stream(address, key);
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -120,3 +120,46 @@ impl InProcess {
         self.output.access_keys[0].value.to_string()
     }
 }
+
+/// A gateway binary running as its own process (what a signal or `kill -9` reaches).
+pub struct Process {
+    pub child: std::process::Child,
+    pub api: std::net::SocketAddr,
+    pub admin: std::net::SocketAddr,
+}
+
+/// Starts `dgidgi [global…] gateway --listen … --admin-listen … --config-dir <config>
+/// [extra…]` on free ports, its stderr to `stderr`, and waits until `/readyz` answers 200.
+pub async fn spawn_gateway(
+    config: &std::path::Path,
+    global: &[&str],
+    extra: &[&std::ffi::OsStr],
+    stderr: std::process::Stdio,
+) -> Process {
+    let (api, admin) = (free_port(), free_port());
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_dgidgi"))
+        .args(global)
+        .arg("gateway")
+        .args(["--listen", &format!("127.0.0.1:{api}")])
+        .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+        .arg("--config-dir")
+        .arg(config)
+        .args(extra)
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let process = Process {
+        child,
+        api: ([127, 0, 0, 1], api).into(),
+        admin: ([127, 0, 0, 1], admin).into(),
+    };
+    for _ in 0..200 {
+        let ready = super::http::send(process.admin, "GET", "/readyz", None, None).await;
+        if ready.is_some_and(|(status, _, _)| status == 200) {
+            return process;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the gateway did not become ready");
+}
