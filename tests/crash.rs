@@ -9,14 +9,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::gateway::{Process, spawn_gateway};
+use common::gateway::{MOCK_AND_ONE_TENANT, Process, spawn_gateway};
 use common::http;
 use dgidgi::metering::ledger::read_all;
 use dgidgi::render::manifests::config_dir_files;
 
 const TOKEN: &str = "crash-test-admin-token-e4b9";
 
-const FLEET: &str = r#"
+/// The enterprise namespace limits lifted, in front of `MOCK_AND_ONE_TENANT`.
+const NAMESPACE: &str = r#"
 apiVersion: v1
 kind: Namespace
 metadata:
@@ -24,15 +25,6 @@ metadata:
   labels: {llm.dgidgi.io/tier: enterprise}
   annotations: {llm.dgidgi.io/requests-per-minute: "1000000", llm.dgidgi.io/tokens-per-day: "1000000000", llm.dgidgi.io/concurrent: "1000"}
 ---
-apiVersion: llm.dgidgi.io/v1alpha1
-kind: LlmProvider
-metadata: {name: mock, namespace: dgidgi-system}
-spec: {type: mock}
----
-apiVersion: llm.dgidgi.io/v1alpha1
-kind: LlmTenant
-metadata: {name: acme, namespace: team-acme}
-spec: {}
 "#;
 
 /// Starts the binary on the config and state directories; its trace-level log goes to a
@@ -81,7 +73,7 @@ async fn chat(address: SocketAddr, key: &str) -> Option<(String, u64)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_mid_burst_loses_no_completed_request() {
-    let output = common::render_yaml(FLEET);
+    let output = common::render_yaml(&format!("{NAMESPACE}{MOCK_AND_ONE_TENANT}"));
     let key = output.access_keys[0].value.to_string();
     let config = tempfile::tempdir().unwrap();
     for file in config_dir_files(&output).unwrap() {
