@@ -23,7 +23,7 @@ use super::error::ApiError;
 use super::forwarded::{ClientHeaders, copy_provider_headers};
 use super::metered;
 use super::serve::{
-    AttemptAnswer, MAX_ANSWER_BYTES, final_error, no_room, send_to_provider, with_retries,
+    AttemptAnswer, MAX_ANSWER_BYTES, Walk, final_error, no_room, send_to_provider, with_retries,
 };
 use super::stamp::stamp;
 use super::upstream::{Failure, Outcome, ReadError, read_bounded};
@@ -103,6 +103,12 @@ async fn walk(
         .unwrap_or(embeddings::DEFAULT_COHERE_INPUT_TYPE);
     let headers = ClientHeaders::from_request(&request.headers);
     let mut failures = Vec::new();
+    let walk = Walk {
+        gateway,
+        snapshot,
+        planned,
+        ticket,
+    };
     for (index, attempt) in planned.attempts.iter().enumerate() {
         let provider = attempt.provider;
         let endpoint = dialect(provider.kind.format()).embeddings();
@@ -150,17 +156,8 @@ async fn walk(
             };
             read_answer(gateway, attempt, endpoint, json, response, deadline).await
         };
-        let Some((read, quota)) = with_retries(
-            gateway,
-            snapshot,
-            planned,
-            attempt,
-            ticket,
-            &mut failures,
-            once,
-        )
-        .await?
-        else {
+        let retried = with_retries(&walk, attempt, &mut failures, once).await?;
+        let Some((read, quota)) = retried else {
             continue;
         };
         // An answer that cannot be relayed ends the walk; the key's quota settles as it drops.

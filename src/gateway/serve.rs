@@ -223,6 +223,12 @@ pub async fn serve(
         canonical: None,
     };
     let mut failures: Vec<Failure> = Vec::new();
+    let walk = Walk {
+        gateway,
+        snapshot,
+        planned,
+        ticket,
+    };
     for (index, attempt) in planned.attempts.iter().enumerate() {
         let format = upstream_format(attempt, prepared.client);
         // Platform-paid attempts never generate more than metering reserved for them: their
@@ -242,17 +248,8 @@ pub async fn serve(
         };
         let (prepared, body) = (&prepared, &body);
         let once = || try_once(gateway, snapshot, attempt, prepared, format, body);
-        let Some(((mut response, completion), quota)) = with_retries(
-            gateway,
-            snapshot,
-            planned,
-            attempt,
-            ticket,
-            &mut failures,
-            once,
-        )
-        .await?
-        else {
+        let retried = with_retries(&walk, attempt, &mut failures, once).await?;
+        let Some(((mut response, completion), quota)) = retried else {
             continue;
         };
         snapshot.health.record_success(&attempt.provider.id);
@@ -273,6 +270,16 @@ pub async fn serve(
     Err(final_error(&failures, &planned.requested_model))
 }
 
+/// What every attempt of one request's walk shares: the gateway, the config it started with,
+/// its plan and its admission.
+#[derive(Clone, Copy)]
+pub(super) struct Walk<'a, 'p> {
+    pub gateway: &'a Arc<Gateway>,
+    pub snapshot: &'a Active,
+    pub planned: &'a Plan<'p>,
+    pub ticket: &'a Ticket,
+}
+
 /// The provider key's quota held by an answered try, settled when the answer ends.
 pub(super) type KeyQuota = Option<SettleOnDrop<ProviderTicket>>;
 
@@ -284,17 +291,20 @@ pub(super) type KeyQuota = Option<SettleOnDrop<ProviderTicket>>;
 /// the answer is whole enough to relay (a body that breaks is not a healthy answer). An answer the gateway has no room to hold ends
 /// the walk: that provider answered (and bills), another would find no room either.
 pub(super) async fn with_retries<T, Try>(
-    gateway: &Arc<Gateway>,
-    snapshot: &Active,
-    planned: &Plan<'_>,
+    walk: &Walk<'_, '_>,
     attempt: &Attempt<'_>,
-    ticket: &Ticket,
     failures: &mut Vec<Failure>,
     mut once: impl FnMut() -> Try,
 ) -> Result<Option<(T, KeyQuota)>, ApiError>
 where
     Try: Future<Output = Result<T, Failure>>,
 {
+    let Walk {
+        gateway,
+        snapshot,
+        planned,
+        ticket,
+    } = *walk;
     for try_number in 0..=planned.retry.attempts {
         let quota = match key_quota(gateway, attempt.provider, ticket).await {
             Ok(quota) => quota,
@@ -349,7 +359,31 @@ async fn try_once(
     body: &Bytes,
 ) -> Result<(Response<ResponseBody>, oneshot::Receiver<Completion>), Failure> {
     let buffers = &gateway.answer_buffers;
-    match call(gateway, snapshot, attempt, prepared, format, body).await {
+    let provider = attempt.provider;
+    let outcome = match provider.kind {
+        ProviderKind::Mock => {
+            // The mock reads the canonical request the OpenAI-format body was made from.
+            let request = match serde_json::from_slice::<Map<String, Value>>(body) {
+                Ok(request) => request,
+                Err(_) => prepared.original.clone(),
+            };
+            let reply = mock::chat_completion(&request, &attempt.model);
+            Outcome::Local {
+                status: StatusCode::OK,
+                content_type: reply.content_type,
+                body: Bytes::from(reply.body),
+            }
+        }
+        _ => {
+            let url = chat_url(provider, format, &attempt.model, prepared.stream);
+            let Some(url) = url else {
+                return Err(Failure::Unsupported(provider.kind));
+            };
+            let (headers, model) = (&prepared.headers, &attempt.model);
+            send_to_provider(gateway, snapshot, provider, model, &url, headers, body).await
+        }
+    };
+    match outcome {
         Outcome::Relay(response) => {
             let (parts, incoming) = response.into_parts();
             let (status, headers) = (parts.status, &parts.headers);
@@ -615,41 +649,6 @@ pub(super) fn final_error(failures: &[Failure], model: &str) -> ApiError {
             "upstream_error",
             "no provider could be tried",
         ),
-    }
-}
-
-/// Makes one attempt.
-async fn call(
-    gateway: &Gateway,
-    snapshot: &Active,
-    attempt: &Attempt<'_>,
-    prepared: &Prepared,
-    format: Format,
-    body: &Bytes,
-) -> Outcome {
-    let provider = attempt.provider;
-    match provider.kind {
-        ProviderKind::Mock => {
-            // The mock reads the canonical request the OpenAI-format body was made from.
-            let request = match serde_json::from_slice::<Map<String, Value>>(body) {
-                Ok(request) => request,
-                Err(_) => prepared.original.clone(),
-            };
-            let reply = mock::chat_completion(&request, &attempt.model);
-            Outcome::Local {
-                status: StatusCode::OK,
-                content_type: reply.content_type,
-                body: Bytes::from(reply.body),
-            }
-        }
-        _ => {
-            let url = chat_url(provider, format, &attempt.model, prepared.stream);
-            let Some(url) = url else {
-                return Outcome::Failed(Failure::Unsupported(provider.kind));
-            };
-            let (headers, model) = (&prepared.headers, &attempt.model);
-            send_to_provider(gateway, snapshot, provider, model, &url, headers, body).await
-        }
     }
 }
 
