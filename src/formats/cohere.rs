@@ -112,7 +112,7 @@ pub fn request_from_openai(
             "a Cohere model cannot be limited to one tool call at a time",
         ));
     }
-    for (from, to) in [
+    let sampling = [
         ("temperature", "temperature"),
         ("top_p", "p"),
         ("top_k", "k"),
@@ -120,11 +120,8 @@ pub fn request_from_openai(
         ("presence_penalty", "presence_penalty"),
         ("frequency_penalty", "frequency_penalty"),
         ("stream", "stream"),
-    ] {
-        if let Some(value) = request.get(from).filter(|v| !v.is_null()) {
-            out.insert(to.into(), value.clone());
-        }
-    }
+    ];
+    super::copy_renamed(request, &mut out, &sampling);
     if let Some(max) = max_tokens(request) {
         out.insert("max_tokens".into(), json!(max));
     }

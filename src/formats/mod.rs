@@ -220,6 +220,20 @@ fn refuse_openai_only(request: &Map<String, Value>, target: &str) -> Result<(), 
 }
 
 /// The `stop` field of an OpenAI request as a list.
+/// Copies the sampling members a target format names otherwise (`(canonical, target)` pairs),
+/// skipping the absent and the null.
+fn copy_renamed(
+    request: &Map<String, Value>,
+    out: &mut Map<String, Value>,
+    names: &[(&str, &str)],
+) {
+    for (from, to) in names {
+        if let Some(value) = request.get(*from).filter(|v| !v.is_null()) {
+            out.insert((*to).into(), value.clone());
+        }
+    }
+}
+
 fn stop_list(request: &Map<String, Value>) -> Result<Option<Vec<Value>>, FormatError> {
     match request.get("stop") {
         None | Some(Value::Null) => Ok(None),

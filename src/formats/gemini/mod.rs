@@ -153,18 +153,15 @@ pub fn request_from_openai(
         }
     }
     let mut config = Map::new();
-    for (from, to) in [
+    let sampling = [
         ("temperature", "temperature"),
         ("top_p", "topP"),
         ("top_k", "topK"),
         ("seed", "seed"),
         ("presence_penalty", "presencePenalty"),
         ("frequency_penalty", "frequencyPenalty"),
-    ] {
-        if let Some(value) = request.get(from).filter(|v| !v.is_null()) {
-            config.insert(to.into(), value.clone());
-        }
-    }
+    ];
+    super::copy_renamed(request, &mut config, &sampling);
     if let Some(max) = max_tokens(request) {
         config.insert("maxOutputTokens".into(), json!(max));
     }
