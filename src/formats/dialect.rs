@@ -133,6 +133,23 @@ pub trait Dialect: Sync {
         edit.cap(request, self.format());
     }
 
+    /// One model as a client of this format reads it (`owner`: the provider serving it). The
+    /// gateway knows no release dates: OpenAI's `created` is 0.
+    fn model_object(&self, id: &str, owner: &str) -> Value {
+        serde_json::json!({"id": id, "object": "model", "created": 0, "owned_by": owner})
+    }
+
+    /// The model list a client of this format reads: `models` (id, owner) sorted by id, cut to
+    /// `page` where the format pages its list.
+    fn model_list(&self, models: &[(&str, &str)], page: &super::models::Page<'_>) -> Value {
+        let _ = page;
+        let data: Vec<Value> = models
+            .iter()
+            .map(|(id, owner)| self.model_object(id, owner))
+            .collect();
+        serde_json::json!({"object": "list", "data": data})
+    }
+
     /// Its embeddings endpoint; `None`: the format serves no embeddings.
     fn embeddings(&self) -> Option<&'static dyn super::embeddings::EmbeddingsDialect> {
         None

@@ -15,6 +15,7 @@ pub mod dialect;
 pub mod embeddings;
 pub mod estimate;
 pub mod gemini;
+pub mod models;
 pub mod openai;
 pub mod responses;
 pub mod stream;

@@ -74,6 +74,24 @@ pub fn error_body(status: u16, message: &str) -> String {
 pub struct Messages;
 
 impl super::dialect::Dialect for Messages {
+    /// Anthropic's `created_at` is the epoch: the gateway knows no release dates.
+    fn model_object(&self, id: &str, _owner: &str) -> Value {
+        json!({"type": "model", "id": id, "display_name": id, "created_at": "1970-01-01T00:00:00Z"})
+    }
+
+    /// Paged by `limit`, `after_id` and `before_id`.
+    fn model_list(&self, models: &[(&str, &str)], page: &super::models::Page<'_>) -> Value {
+        let ids: Vec<&str> = models.iter().map(|(id, _)| *id).collect();
+        let (shown, has_more) = page.of(&ids);
+        let data: Vec<Value> = shown.iter().map(|id| self.model_object(id, "")).collect();
+        json!({
+            "data": data,
+            "has_more": has_more,
+            "first_id": shown.first(),
+            "last_id": shown.last(),
+        })
+    }
+
     fn refuse_on_shared_key(
         &self,
         request: &Map<String, Value>,

@@ -466,6 +466,22 @@ pub fn method_url(base: &str, path: &str, model: &str, method: &str) -> String {
 pub struct GenerateContent;
 
 impl super::dialect::Dialect for GenerateContent {
+    fn model_object(&self, id: &str, _owner: &str) -> Value {
+        json!({
+            "name": format!("models/{id}"), "baseModelId": id, "displayName": id,
+            "supportedGenerationMethods": ["generateContent", "streamGenerateContent", "countTokens"],
+        })
+    }
+
+    /// Every model on one page: Google's pager stops where no `nextPageToken` is given.
+    fn model_list(&self, models: &[(&str, &str)], _page: &super::models::Page<'_>) -> Value {
+        let models: Vec<Value> = models
+            .iter()
+            .map(|(id, owner)| self.model_object(id, owner))
+            .collect();
+        json!({ "models": models })
+    }
+
     fn refuse_on_shared_key(
         &self,
         request: &Map<String, Value>,
