@@ -150,6 +150,12 @@ pub trait Dialect: Sync {
         serde_json::json!({"object": "list", "data": data})
     }
 
+    /// The client headers a provider of this format reads, passed on from the client's
+    /// request (the gateway's default where the format requires one).
+    fn client_headers(&self) -> &'static [ClientHeader] {
+        &[]
+    }
+
     /// Its embeddings endpoint; `None`: the format serves no embeddings.
     fn embeddings(&self) -> Option<&'static dyn super::embeddings::EmbeddingsDialect> {
         None
@@ -159,6 +165,17 @@ pub trait Dialect: Sync {
     fn auth(&self) -> Auth {
         Auth::Bearer
     }
+}
+
+/// A client header a provider's API reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientHeader {
+    /// Its name, lower-case.
+    pub name: &'static str,
+    /// What is sent when the client sent none (the format requires it).
+    pub default: Option<&'static str>,
+    /// It lists betas, which a provider's beta policy filters (`anthropic-beta`).
+    pub betas: bool,
 }
 
 /// What a request going to a provider of its own format is edited for.

@@ -432,7 +432,18 @@ pub fn tool_calls(message: &Value) -> impl Iterator<Item = &Value> {
     crate::formats::items(message.get("tool_calls"))
 }
 
+/// `OpenAI-Beta`: opts into beta APIs (the Assistants and Realtime versions).
+pub const CLIENT_HEADERS: [super::dialect::ClientHeader; 1] = [super::dialect::ClientHeader {
+    name: "openai-beta",
+    default: None,
+    betas: false,
+}];
+
 impl super::dialect::Dialect for Chat {
+    fn client_headers(&self) -> &'static [super::dialect::ClientHeader] {
+        &CLIENT_HEADERS
+    }
+
     fn refuse_on_shared_key(
         &self,
         request: &Map<String, Value>,

@@ -7,6 +7,7 @@ use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::config::{BetaFilterConfig, ProviderConfig, Scope};
 use crate::formats::Format;
+use crate::formats::dialect::dialect;
 
 const ANTHROPIC_VERSION: HeaderName = HeaderName::from_static("anthropic-version");
 const ANTHROPIC_BETA: HeaderName = HeaderName::from_static("anthropic-beta");
@@ -86,35 +87,33 @@ impl ClientHeaders {
         }
     }
 
-    /// The headers to send an upstream of `format` (the client's, else the gateway's default
-    /// where the format requires one), the betas as `policy` lets them through.
+    fn get(&self, name: &str) -> Option<&HeaderValue> {
+        match name {
+            "anthropic-version" => self.anthropic_version.as_ref(),
+            "anthropic-beta" => self.anthropic_beta.as_ref(),
+            "openai-beta" => self.openai_beta.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// The headers to send an upstream of `format`, as its dialect lists them (the client's,
+    /// else the format's default where it requires one), the betas as `policy` lets them
+    /// through.
     pub fn for_upstream(
         &self,
         format: Format,
         policy: BetaPolicy<'_>,
     ) -> Vec<(HeaderName, HeaderValue)> {
         let mut headers = Vec::new();
-        match format {
-            Format::Anthropic => {
-                let version = self
-                    .anthropic_version
-                    .clone()
-                    .unwrap_or(HeaderValue::from_static(crate::formats::anthropic::VERSION));
-                headers.push((ANTHROPIC_VERSION, version));
-                if let Some(beta) = self
-                    .anthropic_beta
-                    .as_ref()
-                    .and_then(|beta| betas(beta, &policy))
-                {
-                    headers.push((ANTHROPIC_BETA, beta));
-                }
+        for wanted in dialect(format).client_headers() {
+            let value = match (self.get(wanted.name), wanted.default) {
+                (Some(sent), _) if wanted.betas => betas(sent, &policy),
+                (Some(sent), _) => Some(sent.clone()),
+                (None, default) => default.map(HeaderValue::from_static),
+            };
+            if let Some(value) = value {
+                headers.push((HeaderName::from_static(wanted.name), value));
             }
-            Format::OpenAi | Format::Responses => {
-                if let Some(beta) = &self.openai_beta {
-                    headers.push((OPENAI_BETA, beta.clone()));
-                }
-            }
-            Format::Gemini | Format::Cohere => {}
         }
         headers
     }

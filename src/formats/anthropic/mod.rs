@@ -74,6 +74,24 @@ pub fn error_body(status: u16, message: &str) -> String {
 pub struct Messages;
 
 impl super::dialect::Dialect for Messages {
+    /// `anthropic-version` (required: the gateway's when the client sent none) and
+    /// `anthropic-beta`.
+    fn client_headers(&self) -> &'static [super::dialect::ClientHeader] {
+        use super::dialect::ClientHeader;
+        &[
+            ClientHeader {
+                name: "anthropic-version",
+                default: Some(VERSION),
+                betas: false,
+            },
+            ClientHeader {
+                name: "anthropic-beta",
+                default: None,
+                betas: true,
+            },
+        ]
+    }
+
     /// Anthropic's `created_at` is the epoch: the gateway knows no release dates.
     fn model_object(&self, id: &str, _owner: &str) -> Value {
         json!({"type": "model", "id": id, "display_name": id, "created_at": "1970-01-01T00:00:00Z"})

@@ -50,6 +50,10 @@ pub fn usage_from_value(usage: &Value) -> Option<Usage> {
 pub struct ResponsesApi;
 
 impl super::dialect::Dialect for ResponsesApi {
+    fn client_headers(&self) -> &'static [super::dialect::ClientHeader] {
+        &super::openai::CLIENT_HEADERS
+    }
+
     /// Beside the provider's chat endpoint (`…/chat/completions` → `…/responses`).
     fn chat_url(&self, base: &str, path: &str, _model: &str, _stream: bool) -> Option<String> {
         super::openai::beside_chat(base, path, "responses")
