@@ -27,18 +27,11 @@ use redis::RedisServer;
 
 fn tenant() -> TenantConfig {
     TenantConfig {
-        concurrency_ceiling: None,
         id: "team-a/acme".into(),
         namespace: "team-a".into(),
         name: "acme".into(),
         tier: "team".into(),
         source: Source::Platform,
-        preferred_provider: None,
-        preferred_model: None,
-        providers: Vec::new(),
-        allow_platform_fallback: false,
-        cli: None,
-        cli_provider: None,
         // Limits high enough that the benchmark never hits them.
         limits: Some(EffectiveLimits {
             requests_per_minute: u64::MAX / 2,
@@ -50,9 +43,7 @@ fn tenant() -> TenantConfig {
             alert_thresholds: vec![50, 80, 100],
             action: BudgetAction::Block,
         }),
-        access_keys: Vec::new(),
-        allowed_endpoints: Vec::new(),
-        allowed_models: Vec::new(),
+        ..TenantConfig::default()
     }
 }
 

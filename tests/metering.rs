@@ -23,23 +23,14 @@ fn tenant(limits: Option<EffectiveLimits>, budget: Option<BudgetConfig>) -> Tena
     // A namespace of its own: a limited tenant counts on its namespace's counters.
     let namespace = format!("team-{}", rand::random::<u32>());
     TenantConfig {
-        concurrency_ceiling: None,
         id: format!("{namespace}/acme"),
         namespace,
         name: "acme".into(),
         tier: "pro".into(),
         source: Source::Platform,
-        preferred_provider: None,
-        preferred_model: None,
-        providers: Vec::new(),
-        allow_platform_fallback: false,
-        cli: None,
-        cli_provider: None,
         limits,
         budget,
-        access_keys: Vec::new(),
-        allowed_endpoints: Vec::new(),
-        allowed_models: Vec::new(),
+        ..TenantConfig::default()
     }
 }
 

@@ -15,18 +15,11 @@ use serde_json::{Map, Value, json};
 
 fn budgeted() -> TenantConfig {
     TenantConfig {
-        concurrency_ceiling: None,
         id: "team-a/acme".into(),
         namespace: "team-a".into(),
         name: "acme".into(),
         tier: "free".into(),
         source: Source::Platform,
-        preferred_provider: None,
-        preferred_model: None,
-        providers: Vec::new(),
-        allow_platform_fallback: false,
-        cli: None,
-        cli_provider: None,
         limits: Some(EffectiveLimits {
             requests_per_minute: 10,
             tokens_per_day: 50_000,
@@ -37,9 +30,7 @@ fn budgeted() -> TenantConfig {
             alert_thresholds: Vec::new(),
             action: BudgetAction::Block,
         }),
-        access_keys: Vec::new(),
-        allowed_endpoints: Vec::new(),
-        allowed_models: Vec::new(),
+        ..TenantConfig::default()
     }
 }
 

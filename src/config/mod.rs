@@ -285,8 +285,8 @@ impl Default for TimeoutsConfig {
     }
 }
 
-/// A resolved tenant.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+/// A resolved tenant (`Default`: an empty one, for tests and benchmarks to fill).
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct TenantConfig {
     /// `<namespace>/<name>`.

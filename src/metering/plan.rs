@@ -524,23 +524,14 @@ mod tests {
 
     fn tenant(limits: Option<EffectiveLimits>, budget: Option<BudgetConfig>) -> TenantConfig {
         TenantConfig {
-            concurrency_ceiling: None,
             id: "team-a/acme".into(),
             namespace: "team-a".into(),
             name: "acme".into(),
             tier: "pro".into(),
             source: Source::Platform,
-            preferred_provider: None,
-            preferred_model: None,
-            providers: Vec::new(),
-            allow_platform_fallback: false,
-            cli: None,
             limits,
             budget,
-            access_keys: Vec::new(),
-            allowed_endpoints: Vec::new(),
-            allowed_models: Vec::new(),
-            cli_provider: None,
+            ..TenantConfig::default()
         }
     }
 
