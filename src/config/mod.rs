@@ -5,6 +5,8 @@
 pub mod load;
 mod shared;
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::providers::ProviderKind;
@@ -148,6 +150,45 @@ pub struct ProviderConfig {
     /// gateway against the resolved address at connect time.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_endpoints: Vec<String>,
+    /// Where a cloud-hosted provider's endpoints are (empty for every other type).
+    #[serde(default, skip_serializing_if = "CloudConfig::is_empty")]
+    pub cloud: CloudConfig,
+}
+
+impl ProviderConfig {
+    /// The name a model is called by at this provider: its Azure deployment, or its own name.
+    pub fn upstream_model<'a>(&'a self, model: &'a str) -> &'a str {
+        self.cloud
+            .deployments
+            .get(model)
+            .map_or(model, String::as_str)
+    }
+}
+
+/// Where a cloud-hosted provider's endpoints are: what `gateway::provider_urls` and the
+/// signer read besides the base URL.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct CloudConfig {
+    /// The cloud region (Bedrock: the region requests are signed for; Vertex AI: the location).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// The Google Cloud project (Vertex AI).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+    /// Azure OpenAI's deployment API version; `None`: Azure's v1 API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    /// Azure OpenAI's deployments: model → deployment.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub deployments: BTreeMap<String, String>,
+}
+
+impl CloudConfig {
+    /// Nothing set (every provider not in a cloud).
+    pub fn is_empty(&self) -> bool {
+        self == &Self::default()
+    }
 }
 
 /// The name of the model entry that stands for a provider's unlisted models (also the `model`
@@ -520,6 +561,7 @@ impl ProviderConfig {
             limits: None,
             timeouts: TimeoutsConfig::default(),
             allowed_endpoints: Vec::new(),
+            cloud: CloudConfig::default(),
         }
     }
 

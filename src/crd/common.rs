@@ -17,10 +17,20 @@ pub struct SecretKeyRef {
     #[schemars(length(max = 253))]
     #[x_kube(validation = Rule::new("self.size() > 0 && self.size() <= 253").message("name must be 1-253 characters"))]
     pub name: String,
-    /// Key inside the Secret's data that holds the value (default `apiKey`).
+    /// Key inside the Secret's data that holds the value (default `apiKey`). Not read when
+    /// `parts` is set.
     #[serde(default = "default_secret_key")]
     #[schemars(length(max = 253))]
     pub key: String,
+    /// A credential of several named parts, each read from a key of the same Secret: part name
+    /// → key (for example `accessKeyId: AWS_ACCESS_KEY_ID` and `secretAccessKey:
+    /// AWS_SECRET_ACCESS_KEY` for type bedrock). The parts are sealed together as one row of
+    /// the key store, so rotating any of them re-seals the row. Which parts a type takes:
+    /// docs/providers.md.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    #[schemars(length(max = 16))]
+    #[x_kube(validation = Rule::new("self.all(p, p.matches('^[A-Za-z0-9_.-]{1,64}$') && self[p].size() > 0 && self[p].size() <= 253)").message("part names are 1-64 characters of A-Z, a-z, 0-9, '_', '.', '-', each naming a Secret key of 1-253 characters"))]
+    pub parts: std::collections::BTreeMap<String, String>,
 }
 
 fn default_secret_key() -> String {

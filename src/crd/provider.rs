@@ -30,11 +30,18 @@ use crate::providers::ProviderKind;
 )]
 #[x_kube(validation = Rule::new("self.type in ['ollama', 'mock'] || has(self.credentialsRef)").message("credentialsRef is required for every provider type except ollama and mock"))]
 #[x_kube(validation = Rule::new("self.type != 'openai-compatible' || has(self.baseUrl)").message("baseUrl is required for type openai-compatible"))]
+#[x_kube(validation = Rule::new("self.type != 'azure-openai' || has(self.baseUrl)").message("baseUrl (the resource's endpoint, https://NAME.openai.azure.com) is required for type azure-openai"))]
+#[x_kube(validation = Rule::new("self.type != 'bedrock' || has(self.region)").message("region is required for type bedrock"))]
+#[x_kube(validation = Rule::new("self.type != 'vertex-ai' || (has(self.region) && has(self.project))").message("region and project are required for type vertex-ai"))]
+#[x_kube(validation = Rule::new("!has(self.azure) || self.type == 'azure-openai'").message("azure is only read for type azure-openai"))]
+#[x_kube(validation = Rule::new("!has(self.project) || self.type == 'vertex-ai'").message("project is only read for type vertex-ai"))]
+#[x_kube(validation = Rule::new("!has(self.credentialsRef) || !has(self.credentialsRef.parts) || (self.type == 'bedrock' && 'accessKeyId' in self.credentialsRef.parts && 'secretAccessKey' in self.credentialsRef.parts && self.credentialsRef.parts.all(p, p in ['accessKeyId', 'secretAccessKey', 'sessionToken'])) || (self.type == 'azure-openai' && 'tenantId' in self.credentialsRef.parts && 'clientId' in self.credentialsRef.parts && 'clientSecret' in self.credentialsRef.parts && self.credentialsRef.parts.all(p, p in ['tenantId', 'clientId', 'clientSecret']))").message("credentialsRef.parts is for type bedrock (accessKeyId, secretAccessKey, optional sessionToken) and azure-openai (tenantId, clientId, clientSecret); every other credential is one key"))]
 #[serde(rename_all = "camelCase")]
 pub struct LlmProviderSpec {
     /// Wire format and defaults of the upstream: openai, anthropic, gemini, groq, mistral, cohere,
-    /// perplexity, xai, deepseek, openrouter, together, ollama, openai-compatible, or mock (a built-in
-    /// offline provider for demos and load tests).
+    /// perplexity, xai, deepseek, openrouter, together, the clouds azure-openai, bedrock and
+    /// vertex-ai, ollama, openai-compatible, or mock (a built-in offline provider for demos and
+    /// load tests).
     #[serde(rename = "type")]
     pub kind: ProviderKind,
     /// Base URL of the API (http or https). Optional: each type has its default. In a tenant
@@ -44,9 +51,29 @@ pub struct LlmProviderSpec {
     #[schemars(length(max = 2048))]
     #[x_kube(validation = Rule::new("isURL(self) && self.matches('^https?://[^/?#@]+([/?#].*)?$')").message("baseUrl must be an absolute http or https URL without credentials"))]
     pub base_url: Option<String>,
-    /// The API key: a key of a Secret in the same namespace. Required except for ollama and mock.
+    /// The credential: a key of a Secret in the same namespace, or several (`parts`). Required
+    /// except for ollama and mock. An API key for most types; for azure-openai an `api-key`,
+    /// or the parts tenantId, clientId and clientSecret of a Microsoft Entra application; for
+    /// bedrock a Bedrock API key, or the parts accessKeyId, secretAccessKey and optional
+    /// sessionToken of an AWS access key (requests are signed with SigV4); for vertex-ai a
+    /// service account's JSON key (exchanged for short-lived access tokens).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_ref: Option<SecretKeyRef>,
+    /// The cloud region the provider's endpoint is in: an AWS region for bedrock (us-east-1),
+    /// a Google Cloud location for vertex-ai (us-east5, europe-west1, or global). Sets the
+    /// default baseUrl, and for bedrock the region requests are signed for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]+(-[a-z0-9]+)*$')").message("region must be lower-case letters, digits and dashes, such as us-east-1"))]
+    pub region: Option<String>,
+    /// The Google Cloud project id (type vertex-ai).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z][a-z0-9-]{4,61}[a-z0-9]$')").message("project must be a Google Cloud project id (6-30 lower-case letters, digits and dashes)"))]
+    pub project: Option<String>,
+    /// Azure OpenAI's deployments and API version (type azure-openai).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure: Option<AzureSpec>,
     /// Models this provider serves. Omitted: the built-in catalog for the type.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 128))]
@@ -76,6 +103,26 @@ pub struct LlmProviderSpec {
     /// for an OpenAI-compatible server that serves the API, such as vLLM).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub responses_api: Option<bool>,
+}
+
+/// How an Azure OpenAI resource is called.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AzureSpec {
+    /// The deployment API's version (`2024-10-21`, `2025-04-01-preview`): requests go to
+    /// `/openai/deployments/{deployment}/…?api-version=…`. Omitted: Azure's v1 API
+    /// (`/openai/v1/…`, no version), which also serves the Responses API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new("self.matches('^[0-9]{4}-[0-9]{2}-[0-9]{2}(-preview)?$')").message("apiVersion looks like 2024-10-21 or 2025-04-01-preview"))]
+    pub api_version: Option<String>,
+    /// The deployment serving each model: model name (as clients ask for it and the catalog
+    /// prices it) → deployment name. A model not listed is called by its own name, which is
+    /// how deployments are often named.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    #[schemars(length(max = 128))]
+    #[x_kube(validation = Rule::new("self.all(m, self[m].matches('^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$'))").message("deployment names are 1-64 characters of letters, digits, '_', '.', '-'"))]
+    pub deployments: std::collections::BTreeMap<String, String>,
 }
 
 /// The provider's policy for models it does not list.

@@ -23,9 +23,10 @@ use super::chat::{ParsedRequest, parse_request, route_request};
 use super::error::ApiError;
 use super::forwarded::{ClientHeaders, copy_provider_headers};
 use super::limits::refusal_error;
+use super::provider_urls::count_tokens_url;
 use super::serve::send_to_provider;
 use super::server::json_response;
-use super::upstream::{Outcome, chat_url, gemini_method_url, read_bounded};
+use super::upstream::{Outcome, read_bounded};
 use super::{Active, Gateway};
 use crate::config::Scope;
 use crate::formats::{Format, estimate};
@@ -72,27 +73,25 @@ pub async fn count(
     // Anthropic target of the plan may, and a target of another format ends the walk.
     for attempt in &planned.attempts {
         let provider = attempt.provider;
-        if provider.kind.format() != format {
+        if provider.kind.format_of(&attempt.model) != format {
             break;
         }
-        let (url, body) = if format == Format::Gemini {
+        let model = provider.upstream_model(&attempt.model);
+        let url = count_tokens_url(provider, format, model);
+        let body = if format == Format::Gemini {
             // The model is in the URL; the body goes as it came.
-            let url = gemini_method_url(provider, &attempt.model, "countTokens");
-            (url, request.sent.bytes().clone())
+            request.sent.bytes().clone()
         } else {
-            let url = chat_url(provider, format, &attempt.model, false)
-                .map(|u| format!("{u}/count_tokens"));
             let body = request
                 .sent
                 .write_edited(&request.json, &["model"], |json| {
-                    json.insert("model".into(), Value::String(attempt.model.clone()));
+                    json.insert("model".into(), Value::String(model.to_owned()));
                 });
-            (url, Bytes::from(body))
+            Bytes::from(body)
         };
         let Some(url) = url else {
             break;
         };
-        let model = &attempt.model;
         let limit = Duration::from_millis(provider.timeouts.total_ms).min(MAX_COUNT_TIME);
         let deadline = tokio::time::Instant::now() + limit;
         let sent = send_to_provider(gateway, snapshot, provider, model, &url, &headers, &body);

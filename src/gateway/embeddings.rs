@@ -22,6 +22,7 @@ use super::completion::Reporter;
 use super::error::ApiError;
 use super::forwarded::{ClientHeaders, copy_provider_headers};
 use super::metered;
+use super::provider_urls::embeddings_url;
 use super::serve::{
     AttemptAnswer, MAX_ANSWER_BYTES, Walk, final_error, no_room, send_to_provider, with_retries,
 };
@@ -111,15 +112,9 @@ async fn walk(
     };
     for (index, attempt) in planned.attempts.iter().enumerate() {
         let provider = attempt.provider;
-        let endpoint = dialect(provider.kind.format()).embeddings();
-        let chat_path = provider.kind.defaults().chat_path.unwrap_or_default();
-        let base = provider
-            .base_url
-            .as_deref()
-            .map(|b| b.trim_end_matches('/'));
-        let url = endpoint
-            .zip(base)
-            .and_then(|(endpoint, base)| endpoint.url(base, chat_path, &attempt.model));
+        let model = provider.upstream_model(&attempt.model);
+        let endpoint = dialect(provider.kind.format_of(model)).embeddings();
+        let url = embeddings_url(provider, model);
         let (Some(endpoint), Some(url)) = (endpoint, url) else {
             failures.push(Failure::Inexpressible(format!(
                 "{} models serve no embeddings",
@@ -127,10 +122,7 @@ async fn walk(
             )));
             continue;
         };
-        let target = EmbeddingsTarget {
-            model: &attempt.model,
-            input_type,
-        };
+        let target = EmbeddingsTarget { model, input_type };
         let body = match endpoint.request(&request.json, &request.sent, &target) {
             Ok(body) => Bytes::from(body),
             Err(FormatError::Invalid(message)) => return Err(ApiError::bad_request(message)),

@@ -22,12 +22,14 @@ pub mod limits;
 pub mod messages;
 pub mod metered;
 pub mod models;
+pub mod provider_urls;
 pub mod reload;
 pub mod response_items;
 pub mod responses;
 pub mod serve;
 pub mod server;
 pub mod stamp;
+pub mod tokens;
 pub mod upstream;
 
 use std::sync::Arc;
@@ -181,6 +183,8 @@ pub struct Gateway {
     pub access_log: access_log::AccessLog,
     /// Assistant messages the Responses front door returned, for `item_reference`s.
     pub response_items: response_items::ResponseItems,
+    /// Bearer tokens exchanged for the providers that take no static key.
+    pub tokens: tokens::Tokens,
 }
 
 impl Gateway {
@@ -204,6 +208,7 @@ impl Gateway {
             answer_buffers: answer_buffers::AnswerBuffers::new(answer_buffers::DEFAULT_TOTAL_BYTES),
             access_log,
             response_items: response_items::ResponseItems::default(),
+            tokens: tokens::Tokens::new(std::env::var("AZURE_AUTHORITY_HOST").ok()),
         }))
     }
 

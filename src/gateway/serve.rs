@@ -20,14 +20,18 @@ use super::completion::{Completion, Reporter};
 use super::error::ApiError;
 use super::forwarded::{BetaPolicy, ClientHeaders, copy_provider_headers};
 use super::metered::SettleOnDrop;
+use super::provider_urls::chat_url;
 use super::stamp::{said_rewritten, stamp};
-use super::upstream::{Failure, Outcome, Outgoing, ReadError, chat_url, read_bounded, send};
+use super::tokens;
+use super::upstream::{self, Failure, Outcome, Outgoing, ReadError, read_bounded, send};
 use super::{Active, Gateway};
 use crate::config::Source;
 use crate::config::{ProviderConfig, Scope};
 use crate::formats::dialect::{PassThrough, Target, dialect};
 use crate::formats::stream::{Context, ItemSink, reframer};
-use crate::formats::{Format, FormatError, SentBody, responses, write_with_edited_members};
+use crate::formats::{
+    Format, FormatError, SentBody, anthropic, responses, write_with_edited_members,
+};
 use crate::metering::Ticket;
 use crate::metering::meter::ProviderTicket;
 use crate::metrics::UpstreamErrorLabels;
@@ -123,7 +127,7 @@ impl Prepared {
     ) -> Result<Bytes, FormatError> {
         let provider = attempt.provider;
         let edit = PassThrough {
-            model: &attempt.model,
+            model: provider.upstream_model(&attempt.model),
             shared: paid_by_platform(attempt),
             stream: self.stream,
             cap: output_cap,
@@ -143,8 +147,15 @@ impl Prepared {
             }
             let mut members = dialect.pass_through_members(&edit).to_vec();
             members.extend(&self.rewritten);
+            let vertex = on_vertex(provider, upstream);
+            if vertex {
+                members.extend(anthropic::VERTEX_MEMBERS);
+            }
             let body = self.sent.write_edited(&self.original, &members, |json| {
                 dialect.pass_through_edit(json, &edit);
+                if vertex {
+                    anthropic::for_vertex(json);
+                }
             });
             return Ok(Bytes::from(body));
         }
@@ -174,14 +185,23 @@ impl Prepared {
             .and_then(|m| m.max_output_tokens)
             .map_or(DEFAULT_MAX_TOKENS, u64::from);
         let target = Target {
-            model: &attempt.model,
+            model: provider.upstream_model(&attempt.model),
             default_max_output_tokens,
         };
         let mut json = dialect.request_from_canonical(canonical, &target)?;
         edit.cap(&mut json, upstream);
+        if on_vertex(provider, upstream) {
+            anthropic::for_vertex(&mut json);
+        }
         // A map of JSON values always serializes (string keys, finite numbers).
         Ok(Bytes::from(serde_json::to_vec(&json).unwrap_or_default()))
     }
+}
+
+/// Whether a request in `format` goes to Claude on Vertex AI (whose body differs from
+/// Anthropic's own API: [`anthropic::for_vertex`]).
+fn on_vertex(provider: &ProviderConfig, format: Format) -> bool {
+    provider.kind == ProviderKind::VertexAi && format == Format::Anthropic
 }
 
 /// The format an attempt's upstream speaks for a client: a provider that serves OpenAI's
@@ -189,12 +209,42 @@ impl Prepared {
 /// type's own format.
 fn upstream_format(attempt: &Attempt<'_>, client: Format) -> Format {
     let provider = attempt.provider;
-    let format = provider.kind.format();
+    let format = provider.kind.format_of(&attempt.model);
     if client == Format::Responses && provider.responses_api && format == Format::OpenAi {
         Format::Responses
     } else {
         format
     }
+}
+
+/// Sends a request through `client`, with a bearer token exchanged for its credential first
+/// where the provider takes tokens, not keys (see [`super::tokens`]).
+async fn send_signed<C>(
+    gateway: &Gateway,
+    client: &hyper_util::client::legacy::Client<C, http_body_util::Full<Bytes>>,
+    provider: &ProviderConfig,
+    mut outgoing: Outgoing<'_>,
+) -> Outcome
+where
+    C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
+{
+    let token = match outgoing.credential {
+        Some(credential) if tokens::exchanges(provider.kind, credential) => {
+            match gateway.tokens.bearer(client, provider, credential).await {
+                Ok(token) => Some(token),
+                Err(error) => {
+                    tracing::warn!(provider = ?provider.id, "no token for the provider: {error}");
+                    return Outcome::Failed(Failure::Auth(StatusCode::UNAUTHORIZED));
+                }
+            }
+        }
+        _ => None,
+    };
+    if let Some(token) = &token {
+        outgoing.auth = crate::formats::auth::Auth::Bearer;
+        outgoing.credential = Some(token);
+    }
+    send(client, outgoing).await
 }
 
 /// Walks the plan for a parsed request and returns what served it.
@@ -375,7 +425,8 @@ async fn try_once(
             }
         }
         _ => {
-            let url = chat_url(provider, format, &attempt.model, prepared.stream);
+            let model = provider.upstream_model(&attempt.model);
+            let url = chat_url(provider, format, model, prepared.stream);
             let Some(url) = url else {
                 return Err(Failure::Unsupported(provider.kind));
             };
@@ -674,21 +725,23 @@ pub async fn send_to_provider(
             }
         },
     };
-    let policy = BetaPolicy::for_provider(provider, model);
+    let format = provider.kind.format_of(model);
     let outgoing = Outgoing {
+        auth: upstream::key_auth(provider.kind, format),
         kind: provider.kind,
         url,
         credential,
         body: body.clone(),
         first_byte: Duration::from_millis(provider.timeouts.first_byte_ms),
-        forwarded: headers.for_upstream(provider.kind.format(), policy),
+        forwarded: headers.for_upstream(format, BetaPolicy::for_provider(provider, model)),
     };
     if provider.scope == Scope::Platform {
-        return send(&gateway.client, outgoing).await;
+        return send_signed(gateway, &gateway.client, provider, outgoing).await;
     }
-    // Tenant endpoints go through the client whose resolver enforces the allow-list.
+    // Tenant endpoints (and their token endpoints) go through the client whose resolver
+    // enforces the allow-list.
     match snapshot.guarded.get(&provider.allowed_endpoints) {
-        Some(client) => send(client, outgoing).await,
+        Some(client) => send_signed(gateway, client, provider, outgoing).await,
         None => Outcome::Failed(Failure::Connect),
     }
 }

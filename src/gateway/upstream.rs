@@ -14,9 +14,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use crate::config::ProviderConfig;
 use crate::config::RetryOn;
 use crate::crypto::Credential;
+use crate::formats::auth::Auth;
 use crate::formats::dialect::dialect;
 use crate::providers::ProviderKind;
 
@@ -154,8 +154,19 @@ pub enum Outcome {
     Failed(Failure),
 }
 
+/// How a request to `kind` in `format` carries a key: the format's way, or the type's own
+/// (Azure OpenAI's `api-key` header).
+pub fn key_auth(kind: ProviderKind, format: crate::formats::Format) -> Auth {
+    match kind {
+        ProviderKind::AzureOpenai => Auth::Header("api-key"),
+        _ => dialect(format).auth(),
+    }
+}
+
 /// One request to a provider, before it is signed.
 pub struct Outgoing<'a> {
+    /// How the credential is written into it.
+    pub auth: Auth,
     /// The provider's type (its format's signer, its own headers).
     pub kind: ProviderKind,
     /// Where it goes.
@@ -177,6 +188,7 @@ where
     C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
 {
     let Outgoing {
+        auth,
         kind: provider_kind,
         url,
         credential,
@@ -200,12 +212,11 @@ where
     let Ok(mut request) = builder.body(body) else {
         return Outcome::Failed(Failure::Connect);
     };
-    if let Some(credential) = credential {
-        let auth = dialect(provider_kind.format()).auth();
-        if let Err(error) = auth.sign(&mut request, credential) {
-            tracing::error!(kind = provider_kind.as_str(), "{error}");
-            return Outcome::Failed(Failure::Auth(StatusCode::UNAUTHORIZED));
-        }
+    if let Some(credential) = credential
+        && let Err(error) = auth.sign(&mut request, credential)
+    {
+        tracing::error!(kind = provider_kind.as_str(), "{error}");
+        return Outcome::Failed(Failure::Auth(StatusCode::UNAUTHORIZED));
     }
     let request = request.map(Full::new);
     let response = match tokio::time::timeout(first_byte, client.request(request)).await {
@@ -292,29 +303,6 @@ pub async fn read_bounded(
         }
     }
     Ok((first.unwrap_or_else(|| Bytes::from(rest)), room))
-}
-
-/// The URL a request in `format` goes to on a provider: the catalog's `chat_path` under the
-/// base URL, as the format's dialect builds it (Gemini names the model and the streaming method
-/// in the path; the Responses API sits beside the chat endpoint).
-pub fn chat_url(
-    provider: &ProviderConfig,
-    format: crate::formats::Format,
-    model: &str,
-    stream: bool,
-) -> Option<String> {
-    let path = provider.kind.defaults().chat_path?;
-    let base = provider.base_url.as_deref()?.trim_end_matches('/');
-    dialect(format).chat_url(base, path, model, stream)
-}
-
-/// A Gemini provider's URL of one of a model's methods (`generateContent`, `countTokens`…).
-pub fn gemini_method_url(provider: &ProviderConfig, model: &str, method: &str) -> Option<String> {
-    let path = provider.kind.defaults().chat_path?;
-    let base = provider.base_url.as_deref()?.trim_end_matches('/');
-    Some(crate::formats::gemini::method_url(
-        base, path, model, method,
-    ))
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use super::ProviderKind;
 use crate::formats::Format;
 
 /// One catalog model.
-#[derive(Debug)]
+#[derive(Clone, Copy, Debug)]
 pub struct CatalogModel {
     /// The provider's model id.
     pub name: &'static str,
@@ -31,7 +31,7 @@ pub struct CatalogModel {
 }
 
 /// The rates of a request whose input exceeds `above_input_tokens`, for all its tokens.
-#[derive(Debug)]
+#[derive(Clone, Copy, Debug)]
 pub struct LongContext {
     /// Input tokens beyond which these rates apply.
     pub above_input_tokens: u64,
@@ -124,45 +124,113 @@ impl CatalogModel {
 /// (GPT-6.x, GPT-5.6).
 const OPENAI_LONG: u64 = 272_000;
 
+/// OpenAI's models, served by OpenAI and by Azure OpenAI.
+const OPENAI_MODELS: &[CatalogModel] = &[
+    model("gpt-6.2-sol", &[], 1_050_000, 128_000, true, 2.0, 10.0).long(OPENAI_LONG, 4.0, 15.0),
+    model("gpt-6.2-astra", &[], 1_050_000, 128_000, true, 8.0, 40.0).long(OPENAI_LONG, 16.0, 60.0),
+    model("gpt-6.1-sol", &[], 1_050_000, 128_000, true, 2.0, 10.0).long(OPENAI_LONG, 4.0, 15.0),
+    model("gpt-6-astra", &[], 1_050_000, 128_000, true, 10.0, 50.0).long(OPENAI_LONG, 20.0, 75.0),
+    model("gpt-6-sol", &[], 1_050_000, 128_000, true, 2.0, 10.0).long(OPENAI_LONG, 4.0, 15.0),
+    model("gpt-6-luna", &[], 1_050_000, 128_000, true, 0.1, 0.5).long(OPENAI_LONG, 0.2, 0.75),
+    model("gpt-5.6-luna", &[], 1_050_000, 128_000, true, 0.2, 1.2).long(OPENAI_LONG, 0.4, 1.8),
+    model("gpt-5", &[], 400_000, 128_000, true, 1.25, 10.0),
+    model("gpt-5-mini", &[], 400_000, 128_000, true, 0.25, 2.0),
+    model("gpt-4.1", &[], 1_047_576, 32_768, true, 2.0, 8.0),
+    model("gpt-4.1-mini", &[], 1_047_576, 32_768, true, 0.4, 1.6),
+    model("gpt-4.1-nano", &[], 1_047_576, 32_768, true, 0.1, 0.4),
+    model("gpt-4o", &[], 128_000, 16_384, true, 2.5, 10.0),
+    model("gpt-4o-mini", &[], 128_000, 16_384, true, 0.15, 0.6),
+    model("o3", &[], 200_000, 100_000, true, 2.0, 8.0),
+    model("o4-mini", &[], 200_000, 100_000, true, 1.1, 4.4),
+    embedding("text-embedding-3-small", 8_191, 0.02),
+    embedding("text-embedding-3-large", 8_191, 0.13),
+];
+
 static OPENAI: ProviderDefaults = ProviderDefaults {
     headers: &[],
     format: Format::OpenAi,
     base_url: Some("https://api.openai.com/v1"),
     open_catalog: false,
     chat_path: Some("/chat/completions"),
-    models: &[
-        model("gpt-6.2-sol", &[], 1_050_000, 128_000, true, 2.0, 10.0).long(OPENAI_LONG, 4.0, 15.0),
-        model("gpt-6.2-astra", &[], 1_050_000, 128_000, true, 8.0, 40.0).long(
-            OPENAI_LONG,
-            16.0,
-            60.0,
-        ),
-        model("gpt-6.1-sol", &[], 1_050_000, 128_000, true, 2.0, 10.0).long(OPENAI_LONG, 4.0, 15.0),
-        model("gpt-6-astra", &[], 1_050_000, 128_000, true, 10.0, 50.0).long(
-            OPENAI_LONG,
-            20.0,
-            75.0,
-        ),
-        model("gpt-6-sol", &[], 1_050_000, 128_000, true, 2.0, 10.0).long(OPENAI_LONG, 4.0, 15.0),
-        model("gpt-6-luna", &[], 1_050_000, 128_000, true, 0.1, 0.5).long(OPENAI_LONG, 0.2, 0.75),
-        model("gpt-5.6-luna", &[], 1_050_000, 128_000, true, 0.2, 1.2).long(OPENAI_LONG, 0.4, 1.8),
-        model("gpt-5", &[], 400_000, 128_000, true, 1.25, 10.0),
-        model("gpt-5-mini", &[], 400_000, 128_000, true, 0.25, 2.0),
-        model("gpt-4.1", &[], 1_047_576, 32_768, true, 2.0, 8.0),
-        model("gpt-4.1-mini", &[], 1_047_576, 32_768, true, 0.4, 1.6),
-        model("gpt-4.1-nano", &[], 1_047_576, 32_768, true, 0.1, 0.4),
-        model("gpt-4o", &[], 128_000, 16_384, true, 2.5, 10.0),
-        model("gpt-4o-mini", &[], 128_000, 16_384, true, 0.15, 0.6),
-        model("o3", &[], 200_000, 100_000, true, 2.0, 8.0),
-        model("o4-mini", &[], 200_000, 100_000, true, 1.1, 4.4),
-        embedding("text-embedding-3-small", 8_191, 0.02),
-        embedding("text-embedding-3-large", 8_191, 0.13),
-    ],
+    models: OPENAI_MODELS,
 };
 
 /// Anthropic's 1M-token context beta (`context-1m-2025-08-07`) on the 200K models that take
 /// it prices the whole request at 2× input and 1.5× output past 200K input tokens.
 const ANTHROPIC_LONG: u64 = 200_000;
+
+/// Claude models, served by Anthropic and (in Anthropic's format) by Vertex AI.
+const CLAUDE_MODELS: &[CatalogModel] = &[
+    // Claude Code's `opus`, `sonnet`, `haiku` and `fable` defaults (2.1.3xx).
+    model("claude-opus-5-5", &[], 1_000_000, 128_000, true, 4.0, 20.0),
+    model(
+        "claude-sonnet-5-5",
+        &[],
+        1_000_000,
+        128_000,
+        true,
+        2.0,
+        10.0,
+    ),
+    model("claude-haiku-5-5", &[], 1_000_000, 128_000, true, 0.1, 0.5).long(100_000, 0.5, 2.5),
+    model("claude-fable-5-2", &[], 1_000_000, 128_000, true, 8.0, 40.0),
+    model(
+        "claude-fable-5-1",
+        &[],
+        1_000_000,
+        128_000,
+        true,
+        10.0,
+        50.0,
+    ),
+    model("claude-opus-5", &[], 1_000_000, 128_000, true, 5.0, 25.0),
+    model("claude-sonnet-5", &[], 1_000_000, 128_000, true, 2.0, 10.0),
+    model("claude-opus-4-8", &[], 1_000_000, 128_000, true, 5.0, 25.0),
+    model("claude-opus-4-7", &[], 1_000_000, 128_000, true, 5.0, 25.0),
+    model("claude-opus-4-6", &[], 200_000, 128_000, true, 5.0, 25.0),
+    model("claude-sonnet-4-6", &[], 200_000, 128_000, true, 3.0, 15.0).long(
+        ANTHROPIC_LONG,
+        6.0,
+        22.5,
+    ),
+    model(
+        "claude-sonnet-4-5-20250929",
+        &["claude-sonnet-4-5"],
+        200_000,
+        64_000,
+        true,
+        3.0,
+        15.0,
+    )
+    .long(ANTHROPIC_LONG, 6.0, 22.5),
+    model(
+        "claude-opus-4-5-20251101",
+        &["claude-opus-4-5"],
+        200_000,
+        64_000,
+        true,
+        5.0,
+        25.0,
+    ),
+    model(
+        "claude-haiku-4-5-20251001",
+        &["claude-haiku-4-5"],
+        200_000,
+        64_000,
+        true,
+        1.0,
+        5.0,
+    ),
+    model(
+        "claude-opus-4-1-20250805",
+        &["claude-opus-4-1"],
+        200_000,
+        32_000,
+        true,
+        15.0,
+        75.0,
+    ),
+];
 
 static ANTHROPIC: ProviderDefaults = ProviderDefaults {
     headers: &[],
@@ -170,78 +238,40 @@ static ANTHROPIC: ProviderDefaults = ProviderDefaults {
     base_url: Some("https://api.anthropic.com"),
     open_catalog: false,
     chat_path: Some("/v1/messages"),
-    models: &[
-        // Claude Code's `opus`, `sonnet`, `haiku` and `fable` defaults (2.1.3xx).
-        model("claude-opus-5-5", &[], 1_000_000, 128_000, true, 4.0, 20.0),
-        model(
-            "claude-sonnet-5-5",
-            &[],
-            1_000_000,
-            128_000,
-            true,
-            2.0,
-            10.0,
-        ),
-        model("claude-haiku-5-5", &[], 1_000_000, 128_000, true, 0.1, 0.5).long(100_000, 0.5, 2.5),
-        model("claude-fable-5-2", &[], 1_000_000, 128_000, true, 8.0, 40.0),
-        model(
-            "claude-fable-5-1",
-            &[],
-            1_000_000,
-            128_000,
-            true,
-            10.0,
-            50.0,
-        ),
-        model("claude-opus-5", &[], 1_000_000, 128_000, true, 5.0, 25.0),
-        model("claude-sonnet-5", &[], 1_000_000, 128_000, true, 2.0, 10.0),
-        model("claude-opus-4-8", &[], 1_000_000, 128_000, true, 5.0, 25.0),
-        model("claude-opus-4-7", &[], 1_000_000, 128_000, true, 5.0, 25.0),
-        model("claude-opus-4-6", &[], 200_000, 128_000, true, 5.0, 25.0),
-        model("claude-sonnet-4-6", &[], 200_000, 128_000, true, 3.0, 15.0).long(
-            ANTHROPIC_LONG,
-            6.0,
-            22.5,
-        ),
-        model(
-            "claude-sonnet-4-5-20250929",
-            &["claude-sonnet-4-5"],
-            200_000,
-            64_000,
-            true,
-            3.0,
-            15.0,
-        )
-        .long(ANTHROPIC_LONG, 6.0, 22.5),
-        model(
-            "claude-opus-4-5-20251101",
-            &["claude-opus-4-5"],
-            200_000,
-            64_000,
-            true,
-            5.0,
-            25.0,
-        ),
-        model(
-            "claude-haiku-4-5-20251001",
-            &["claude-haiku-4-5"],
-            200_000,
-            64_000,
-            true,
-            1.0,
-            5.0,
-        ),
-        model(
-            "claude-opus-4-1-20250805",
-            &["claude-opus-4-1"],
-            200_000,
-            32_000,
-            true,
-            15.0,
-            75.0,
-        ),
-    ],
+    models: CLAUDE_MODELS,
 };
+
+/// Gemini's chat models, served by the Gemini API and by Vertex AI.
+const GEMINI_CHAT_MODELS: &[CatalogModel] = &[
+    model("gemini-4-carbon", &[], 1_048_576, 65_536, true, 4.0, 20.0),
+    model("gemini-4-argon", &[], 1_048_576, 65_536, true, 4.0, 20.0),
+    model("gemini-4-neon", &[], 1_048_576, 65_536, true, 3.0, 15.0),
+    model("gemini-4-hydrogen", &[], 1_048_576, 65_536, true, 1.5, 7.5),
+    model("gemini-3.8-flash", &[], 1_048_576, 65_536, true, 0.75, 3.75),
+    model(
+        "gemini-3.5-flash-lite",
+        &[],
+        1_048_576,
+        65_536,
+        true,
+        0.3,
+        2.5,
+    ),
+    model(
+        "gemini-3.1-pro-preview",
+        &[],
+        1_048_576,
+        65_536,
+        true,
+        2.0,
+        12.0,
+    ),
+];
+
+const GEMINI_MODELS: [CatalogModel; GEMINI_CHAT_MODELS.len() + 1] = concat(
+    GEMINI_CHAT_MODELS,
+    &[embedding("gemini-embedding-001", 2_048, 0.15)],
+);
 
 static GEMINI: ProviderDefaults = ProviderDefaults {
     headers: &[],
@@ -249,32 +279,7 @@ static GEMINI: ProviderDefaults = ProviderDefaults {
     base_url: Some("https://generativelanguage.googleapis.com/v1beta"),
     open_catalog: false,
     chat_path: Some("/models/{model}"),
-    models: &[
-        model("gemini-4-carbon", &[], 1_048_576, 65_536, true, 4.0, 20.0),
-        model("gemini-4-argon", &[], 1_048_576, 65_536, true, 4.0, 20.0),
-        model("gemini-4-neon", &[], 1_048_576, 65_536, true, 3.0, 15.0),
-        model("gemini-4-hydrogen", &[], 1_048_576, 65_536, true, 1.5, 7.5),
-        model("gemini-3.8-flash", &[], 1_048_576, 65_536, true, 0.75, 3.75),
-        model(
-            "gemini-3.5-flash-lite",
-            &[],
-            1_048_576,
-            65_536,
-            true,
-            0.3,
-            2.5,
-        ),
-        model(
-            "gemini-3.1-pro-preview",
-            &[],
-            1_048_576,
-            65_536,
-            true,
-            2.0,
-            12.0,
-        ),
-        embedding("gemini-embedding-001", 2_048, 0.15),
-    ],
+    models: &GEMINI_MODELS,
 };
 
 static GROQ: ProviderDefaults = ProviderDefaults {
@@ -521,6 +526,53 @@ static TOGETHER: ProviderDefaults = ProviderDefaults {
     ],
 };
 
+/// Azure OpenAI: OpenAI's catalog and prices (Azure's global deployments list the same
+/// prices); the resource's endpoint is the CR's `baseUrl`, and where each request goes (the
+/// v1 API, or a deployment with an `api-version`) is `gateway::provider_urls`'.
+static AZURE_OPENAI: ProviderDefaults = ProviderDefaults {
+    headers: &[],
+    format: Format::OpenAi,
+    base_url: None,
+    open_catalog: false,
+    chat_path: Some("/chat/completions"),
+    models: OPENAI_MODELS,
+};
+
+/// Vertex AI: Gemini's chat models and Anthropic's, at their makers' list prices (Vertex's
+/// global endpoint; its regional endpoints charge 10 % more for Claude: list the models with
+/// `pricing` to meter that). `{region}` is the CR's region; `global` has no regional host.
+static VERTEX_AI: ProviderDefaults = ProviderDefaults {
+    headers: &[],
+    format: Format::Gemini,
+    base_url: Some("https://{region}-aiplatform.googleapis.com"),
+    open_catalog: false,
+    chat_path: Some(
+        "/v1/projects/{project}/locations/{region}/publishers/{publisher}/models/{model}",
+    ),
+    models: &VERTEX_MODELS,
+};
+
+const VERTEX_MODELS: [CatalogModel; GEMINI_CHAT_MODELS.len() + CLAUDE_MODELS.len()] =
+    concat(GEMINI_CHAT_MODELS, CLAUDE_MODELS);
+
+/// Two catalogs as one (a cloud serving several makers' models), at compile time.
+const fn concat<const N: usize>(
+    first: &[CatalogModel],
+    second: &[CatalogModel],
+) -> [CatalogModel; N] {
+    let mut out = [first[0]; N];
+    let mut index = 0;
+    while index < N {
+        out[index] = if index < first.len() {
+            first[index]
+        } else {
+            second[index - first.len()]
+        };
+        index += 1;
+    }
+    out
+}
+
 static OLLAMA: ProviderDefaults = ProviderDefaults {
     headers: &[],
     format: Format::OpenAi,
@@ -565,6 +617,8 @@ pub fn defaults(kind: ProviderKind) -> &'static ProviderDefaults {
         ProviderKind::Deepseek => &DEEPSEEK,
         ProviderKind::Openrouter => &OPENROUTER,
         ProviderKind::Together => &TOGETHER,
+        ProviderKind::AzureOpenai => &AZURE_OPENAI,
+        ProviderKind::VertexAi => &VERTEX_AI,
         ProviderKind::Ollama => &OLLAMA,
         ProviderKind::OpenaiCompatible => &OPENAI_COMPATIBLE,
         ProviderKind::Mock => &MOCK,

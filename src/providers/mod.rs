@@ -3,6 +3,7 @@
 
 pub mod catalog;
 pub mod mock;
+pub mod oauth;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -35,6 +36,11 @@ pub enum ProviderKind {
     Openrouter,
     /// Together AI (OpenAI-compatible, open-weight models by organisation-prefixed id).
     Together,
+    /// Azure OpenAI: OpenAI's models in a customer's Azure resource, called by deployment.
+    AzureOpenai,
+    /// Google Vertex AI: Gemini models, and Anthropic's Claude models (`claude-*`) in their
+    /// own format, in a customer's Google Cloud project.
+    VertexAi,
     /// A local or self-hosted Ollama server.
     Ollama,
     /// Any other endpoint speaking the OpenAI format; needs a baseUrl.
@@ -51,6 +57,17 @@ impl ProviderKind {
         catalog::defaults(self).format
     }
 
+    /// The wire format a request for `model` takes at this type: its [`Self::format`], except
+    /// at a cloud that serves another maker's models in their maker's format (Claude on Vertex
+    /// AI speaks Anthropic's Messages API).
+    pub fn format_of(self, model: &str) -> crate::formats::Format {
+        if self == Self::VertexAi && model.starts_with("claude-") {
+            crate::formats::Format::Anthropic
+        } else {
+            self.format()
+        }
+    }
+
     /// The spelling used in CRs, config and the key store's `provider` column.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -65,6 +82,8 @@ impl ProviderKind {
             Self::Deepseek => "deepseek",
             Self::Openrouter => "openrouter",
             Self::Together => "together",
+            Self::AzureOpenai => "azure-openai",
+            Self::VertexAi => "vertex-ai",
             Self::Ollama => "ollama",
             Self::OpenaiCompatible => "openai-compatible",
             Self::Mock => "mock",
@@ -74,6 +93,18 @@ impl ProviderKind {
     /// Whether the type needs an API key (`credentialsRef`). Mirrors the CRD's CEL rule.
     pub fn requires_credentials(self) -> bool {
         !matches!(self, Self::Ollama | Self::Mock)
+    }
+
+    /// The named parts a credential of this type may have instead of one key (`None`: one key
+    /// only). Mirrors the CRD's CEL rule on `credentialsRef.parts`.
+    pub fn credential_parts(self) -> Option<CredentialParts> {
+        match self {
+            Self::AzureOpenai => Some(CredentialParts {
+                required: &["tenantId", "clientId", "clientSecret"],
+                optional: &[],
+            }),
+            _ => None,
+        }
     }
 
     /// The built-in defaults for this type.
@@ -91,6 +122,15 @@ impl ProviderKind {
     pub fn serves_responses_api(self) -> bool {
         self == Self::Openai
     }
+}
+
+/// The parts of a several-part credential.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CredentialParts {
+    /// Parts it must have.
+    pub required: &'static [&'static str],
+    /// Parts it may have.
+    pub optional: &'static [&'static str],
 }
 
 impl std::fmt::Display for ProviderKind {

@@ -8,7 +8,7 @@ use crate::crypto::Credential;
 use super::report::{READY, RenderReport, ReportEntry};
 use super::{ObjectKey, RenderContext, RenderInput, ResourceKind};
 use crate::config::{
-    BetaFilterConfig, LongContextPricing, ModelConfig, PricingConfig, ProviderConfig,
+    BetaFilterConfig, CloudConfig, LongContextPricing, ModelConfig, PricingConfig, ProviderConfig,
     ProviderLimitsConfig, Scope, TimeoutsConfig, UNLISTED_MODEL,
 };
 use crate::crd::common::{
@@ -17,6 +17,7 @@ use crate::crd::common::{
 use crate::crd::provider::{LlmProviderSpec, ModelSpec, PricingSpec, UnlistedAction};
 use crate::crd::{LlmProvider, LlmProviderStatus};
 use crate::endpoints::{AllowList, check_tenant_endpoint, reject_credentials};
+use crate::providers::ProviderKind;
 
 /// A provider key to be stored in the key store.
 pub struct CredentialRow {
@@ -169,7 +170,12 @@ fn resolve_one(
     let base_url = spec
         .base_url
         .as_deref()
-        .or(defaults.base_url)
+        .map(str::to_owned)
+        .or_else(|| {
+            defaults
+                .base_url
+                .map(|url| regional(url, spec.region.as_deref()))
+        })
         .map(|url| url.trim_end_matches('/').to_owned());
     if base_url.is_none() && spec.kind != crate::providers::ProviderKind::Mock {
         return Err(refuse(
@@ -223,9 +229,31 @@ fn resolve_one(
             limits,
             timeouts,
             allowed_endpoints,
+            cloud: cloud(spec),
         },
         credential,
     ))
+}
+
+/// A default base URL in the provider's region: `{region}` replaced, and Vertex AI's
+/// `global` location, which has no regional host, at the bare one.
+fn regional(url: &str, region: Option<&str>) -> String {
+    match region {
+        Some("global") => url.replace("{region}-", ""),
+        Some(region) => url.replace("{region}", region),
+        None => url.to_owned(),
+    }
+}
+
+/// Where a cloud-hosted provider's endpoints are.
+fn cloud(spec: &LlmProviderSpec) -> CloudConfig {
+    let azure = spec.azure.clone().unwrap_or_default();
+    CloudConfig {
+        region: spec.region.clone(),
+        project: spec.project.clone(),
+        api_version: azure.api_version,
+        deployments: azure.deployments,
+    }
 }
 
 /// The key store row of a provider's key, read from the Secret its `credentialsRef` names in
@@ -254,39 +282,88 @@ fn credential_row(
                     ),
                 )
             })?;
-            if secret.undecodable.contains(&reference.key) {
-                return Err(refuse(
-                    "SecretKeyInvalid",
-                    format!(
-                        "key {:?} of Secret {:?} is not valid base64",
-                        reference.key, reference.name
-                    ),
-                ));
-            }
-            let value = secret.data.get(&reference.key).ok_or_else(|| {
-                refuse(
-                    "SecretKeyNotFound",
-                    format!("Secret {:?} has no key {:?}", reference.name, reference.key),
-                )
-            })?;
-            let trimmed = trim_ascii_whitespace(value);
-            if trimmed.is_empty() {
-                return Err(refuse(
-                    "SecretValueEmpty",
-                    format!(
-                        "key {:?} of Secret {:?} is empty",
-                        reference.key, reference.name
-                    ),
-                ));
-            }
+            let value = if reference.parts.is_empty() {
+                Credential::key(secret_value(secret, &reference.name, &reference.key)?.to_vec())
+            } else {
+                let parts = reference
+                    .parts
+                    .iter()
+                    .map(|(part, secret_key)| {
+                        let value = secret_value(secret, &reference.name, secret_key)?;
+                        Ok((part.clone(), zeroize::Zeroizing::new(value.to_vec())))
+                    })
+                    .collect::<Result<Vec<_>, Refusal>>()?;
+                Credential::parts(parts)
+                    .map_err(|error| refuse("CredentialPartsInvalid", error.to_string()))?
+            };
+            check_credential_shape(spec.kind, &value)?;
             Some(CredentialRow {
                 id: key.to_string(),
                 tenant_id: key.namespace.clone(),
                 provider: spec.kind.as_str().to_owned(),
-                value: Credential::key(trimmed.to_vec()),
+                value,
             })
         }
     })
+}
+
+/// One key's value of a Secret, trimmed; missing, undecodable or empty is a refusal that names
+/// the key (never the value).
+fn secret_value<'a>(
+    secret: &'a super::SecretValues,
+    secret_name: &str,
+    secret_key: &str,
+) -> Result<&'a [u8], Refusal> {
+    if secret.undecodable.iter().any(|k| k == secret_key) {
+        return Err(refuse(
+            "SecretKeyInvalid",
+            format!("key {secret_key:?} of Secret {secret_name:?} is not valid base64"),
+        ));
+    }
+    let value = secret.data.get(secret_key).ok_or_else(|| {
+        refuse(
+            "SecretKeyNotFound",
+            format!("Secret {secret_name:?} has no key {secret_key:?}"),
+        )
+    })?;
+    let trimmed = trim_ascii_whitespace(value);
+    if trimmed.is_empty() {
+        return Err(refuse(
+            "SecretValueEmpty",
+            format!("key {secret_key:?} of Secret {secret_name:?} is empty"),
+        ));
+    }
+    Ok(trimmed)
+}
+
+/// Whether a credential has the parts its type signs with (the CRD's CEL rule says the same
+/// to `kubectl apply`; this covers the offline render and explains which part is missing).
+fn check_credential_shape(kind: ProviderKind, credential: &Credential) -> Result<(), Refusal> {
+    let Credential::Parts(parts) = credential else {
+        return Ok(());
+    };
+    let shape = kind.credential_parts().ok_or_else(|| {
+        refuse(
+            "CredentialPartsInvalid",
+            format!("type {kind} takes one key, not credentialsRef.parts"),
+        )
+    })?;
+    if let Some(missing) = shape.required.iter().find(|p| !parts.contains_key(**p)) {
+        return Err(refuse(
+            "CredentialPartsInvalid",
+            format!("type {kind} needs the credential part {missing:?}"),
+        ));
+    }
+    if let Some(unknown) = parts
+        .keys()
+        .find(|p| !shape.required.contains(&p.as_str()) && !shape.optional.contains(&p.as_str()))
+    {
+        return Err(refuse(
+            "CredentialPartsInvalid",
+            format!("type {kind} takes no credential part {unknown:?}"),
+        ));
+    }
+    Ok(())
 }
 
 /// The models a provider serves, sorted by name, and whether others are accepted: the CR's

@@ -19,6 +19,20 @@ pub use stream::*;
 /// The API version the gateway speaks to Anthropic.
 pub const VERSION: &str = "2023-06-01";
 
+/// The API version a request to Claude on Vertex AI names in its body.
+pub const VERTEX_VERSION: &str = "vertex-2023-10-16";
+
+/// The members a request to Claude on Vertex AI has edited: Vertex takes the model from the URL
+/// and the API version from the body.
+pub const VERTEX_MEMBERS: &[&str] = &["model", "anthropic_version"];
+
+/// A Messages request as Claude on Vertex AI takes it: no `model` (it is in the URL), and
+/// `anthropic_version` in the body where Anthropic's own API reads a header.
+pub fn for_vertex(request: &mut serde_json::Map<String, Value>) {
+    request.remove("model");
+    request.insert("anthropic_version".into(), Value::from(VERTEX_VERSION));
+}
+
 /// Reads an Anthropic `usage`. Its `input_tokens` excludes cache reads and writes; the internal
 /// type counts every prompt token, so the three are added.
 pub fn usage_from_value(usage: &Value) -> Option<Usage> {

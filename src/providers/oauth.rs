@@ -1,0 +1,304 @@
+//! The token grants of the clouds that take short-lived bearer tokens instead of a static key:
+//! a Google service account's signed JWT (RFC 7523) for Vertex AI, and a Microsoft Entra
+//! application's client credentials for Azure OpenAI. Pure: what to send and how to read the
+//! answer; the exchange itself and the token cache are `gateway::tokens`.
+//!
+//! The JWT is signed with `ring` (RS256, PKCS#1 v1.5 with SHA-256), which rustls already
+//! brings: a JWT crate would add a second RSA implementation (the `rsa` crate, with its timing
+//! advisory RUSTSEC-2023-0071) or aws-lc for the one signature the gateway makes.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ring::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
+use rustls_pki_types::PrivatePkcs8KeyDer;
+use rustls_pki_types::pem::PemObject as _;
+use serde::Deserialize;
+use zeroize::Zeroizing;
+
+/// The scope a Vertex AI token is asked for.
+pub const GOOGLE_CLOUD_SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
+/// The scope an Azure OpenAI token is asked for.
+pub const AZURE_COGNITIVE_SCOPE: &str = "https://cognitiveservices.azure.com/.default";
+/// Microsoft Entra's authority when `AZURE_AUTHORITY_HOST` names none.
+pub const AZURE_AUTHORITY: &str = "https://login.microsoftonline.com";
+/// How long a signed assertion is valid: Google's maximum.
+const ASSERTION_LIFETIME_SECS: u64 = 3600;
+
+/// Why a token could not be asked for or read. Never carries a secret.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum GrantError {
+    /// The service-account key is not a Google service account's JSON key.
+    #[error("the credential is not a service account JSON key: {0}")]
+    NotAServiceAccount(&'static str),
+    /// Its private key is not an RSA key in PKCS#8 PEM.
+    #[error("the service account's private_key is not an RSA private key in PKCS#8 PEM")]
+    BadPrivateKey,
+    /// The credential lacks a part the grant needs.
+    #[error("the credential has no {0:?} part")]
+    MissingPart(&'static str),
+    /// The token endpoint answered something that is not a token.
+    #[error("the token endpoint's answer is not a token: {0}")]
+    BadAnswer(String),
+}
+
+/// A Google service account's JSON key, the fields a token grant reads. Its `Debug` shows the
+/// account, never the key.
+#[derive(Deserialize)]
+pub struct ServiceAccount {
+    /// The account (`name@project.iam.gserviceaccount.com`): the assertion's issuer.
+    pub client_email: String,
+    /// The key's id, named in the assertion's header.
+    #[serde(default)]
+    pub private_key_id: Option<String>,
+    /// The RSA private key, PKCS#8 PEM.
+    private_key: Zeroizing<String>,
+    /// Where the assertion is exchanged.
+    pub token_uri: String,
+}
+
+impl std::fmt::Debug for ServiceAccount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceAccount")
+            .field("client_email", &self.client_email)
+            .field("token_uri", &self.token_uri)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServiceAccount {
+    /// Reads a JSON key. Only `type: service_account` keys are taken.
+    pub fn from_json(json: &[u8]) -> Result<Self, GrantError> {
+        #[derive(Deserialize)]
+        struct Kind<'a> {
+            #[serde(rename = "type", borrow)]
+            kind: Option<&'a str>,
+        }
+        let kind: Kind<'_> = serde_json::from_slice(json)
+            .map_err(|_| GrantError::NotAServiceAccount("not a JSON object"))?;
+        if kind.kind != Some("service_account") {
+            return Err(GrantError::NotAServiceAccount(
+                "its type is not service_account",
+            ));
+        }
+        serde_json::from_slice(json).map_err(|_| {
+            GrantError::NotAServiceAccount("client_email, private_key or token_uri is missing")
+        })
+    }
+
+    /// The token request: `token_uri` and its form body, a JWT signed with the account's key
+    /// asking for `scope`, issued at `now` (Unix seconds).
+    pub fn grant(&self, scope: &str, now: u64) -> Result<(String, String), GrantError> {
+        let header = serde_json::json!({
+            "alg": "RS256", "typ": "JWT", "kid": self.private_key_id,
+        });
+        let claims = serde_json::json!({
+            "iss": self.client_email, "scope": scope, "aud": self.token_uri,
+            "iat": now, "exp": now + ASSERTION_LIFETIME_SECS,
+        });
+        let signing_input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let signature = self.sign(signing_input.as_bytes())?;
+        let assertion = format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature));
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer")
+            .append_pair("assertion", &assertion)
+            .finish();
+        Ok((self.token_uri.clone(), body))
+    }
+
+    /// RS256 over `message` with the account's key.
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, GrantError> {
+        let der = PrivatePkcs8KeyDer::from_pem_slice(self.private_key.as_bytes())
+            .map_err(|_| GrantError::BadPrivateKey)?;
+        let key = RsaKeyPair::from_pkcs8(der.secret_pkcs8_der())
+            .map_err(|_| GrantError::BadPrivateKey)?;
+        let mut signature = vec![0; key.public().modulus_len()];
+        key.sign(
+            &RSA_PKCS1_SHA256,
+            &ring::rand::SystemRandom::new(),
+            message,
+            &mut signature,
+        )
+        .map_err(|_| GrantError::BadPrivateKey)?;
+        Ok(signature)
+    }
+}
+
+/// A Microsoft Entra application's client-credentials token request for Azure OpenAI: the
+/// token URL under `authority` and its form body.
+pub fn entra_grant(
+    authority: &str,
+    tenant_id: &str,
+    client_id: &str,
+    client_secret: &str,
+) -> (String, Zeroizing<String>) {
+    let tenant: String = url::form_urlencoded::byte_serialize(tenant_id.as_bytes()).collect();
+    let url = format!(
+        "{}/{tenant}/oauth2/v2.0/token",
+        authority.trim_end_matches('/')
+    );
+    let body = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("grant_type", "client_credentials")
+        .append_pair("client_id", client_id)
+        .append_pair("client_secret", client_secret)
+        .append_pair("scope", AZURE_COGNITIVE_SCOPE)
+        .finish();
+    (url, Zeroizing::new(body))
+}
+
+/// An access token and how long it lives.
+pub struct Token {
+    /// The bearer token.
+    pub access_token: Zeroizing<String>,
+    /// Seconds it is valid from when it was issued.
+    pub expires_in: u64,
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Token")
+            .field("expires_in", &self.expires_in)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Reads a token endpoint's answer (`{"access_token", "expires_in", "token_type"}`, the shape
+/// Google's and Entra's endpoints share). An error answer's `error` code is kept (it names no
+/// secret); its description is not, as it may echo what was sent.
+pub fn read_token(body: &[u8]) -> Result<Token, GrantError> {
+    #[derive(Deserialize)]
+    struct Answer {
+        access_token: Option<Zeroizing<String>>,
+        expires_in: Option<serde_json::Value>,
+        error: Option<String>,
+    }
+    let answer: Answer = serde_json::from_slice(body)
+        .map_err(|_| GrantError::BadAnswer("not a JSON object".into()))?;
+    if let Some(error) = answer.error {
+        let code: String = error
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .take(64)
+            .collect();
+        return Err(GrantError::BadAnswer(format!("error {code:?}")));
+    }
+    let access_token = answer
+        .access_token
+        .filter(|token| !token.is_empty())
+        .ok_or_else(|| GrantError::BadAnswer("no access_token".into()))?;
+    // Entra has sent `expires_in` as a string; Google as a number.
+    let expires_in = match answer.expires_in {
+        Some(serde_json::Value::Number(n)) => n.as_u64(),
+        Some(serde_json::Value::String(s)) => s.parse().ok(),
+        _ => None,
+    }
+    .ok_or_else(|| GrantError::BadAnswer("no expires_in".into()))?;
+    Ok(Token {
+        access_token,
+        expires_in,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = include_str!("../../tests/fixtures/clouds/test-service-account-key.pem");
+
+    fn account() -> ServiceAccount {
+        let json = serde_json::json!({
+            "type": "service_account", "project_id": "p", "private_key_id": "kid-1",
+            "private_key": KEY, "client_email": "gw@p.iam.gserviceaccount.com",
+            "token_uri": "https://oauth2.googleapis.com/token",
+        });
+        ServiceAccount::from_json(json.to_string().as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn the_assertion_is_a_jwt_the_accounts_public_key_verifies() {
+        let account = account();
+        let (url, body) = account.grant(GOOGLE_CLOUD_SCOPE, 1_700_000_000).unwrap();
+        assert_eq!(url, "https://oauth2.googleapis.com/token");
+        let form: std::collections::HashMap<String, String> =
+            url::form_urlencoded::parse(body.as_bytes())
+                .into_owned()
+                .collect();
+        assert_eq!(
+            form["grant_type"],
+            "urn:ietf:params:oauth:grant-type:jwt-bearer"
+        );
+        let jwt = &form["assertion"];
+        let (signed, signature) = jwt.rsplit_once('.').unwrap();
+        let (header, claims) = signed.split_once('.').unwrap();
+        let decode = |part: &str| -> serde_json::Value {
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
+        };
+        assert_eq!(
+            decode(header),
+            serde_json::json!({"alg": "RS256", "typ": "JWT", "kid": "kid-1"})
+        );
+        let claims = decode(claims);
+        assert_eq!(claims["iss"], "gw@p.iam.gserviceaccount.com");
+        assert_eq!(claims["aud"], "https://oauth2.googleapis.com/token");
+        assert_eq!(claims["scope"], GOOGLE_CLOUD_SCOPE);
+        assert_eq!(claims["exp"], 1_700_003_600);
+        let der = PrivatePkcs8KeyDer::from_pem_slice(KEY.as_bytes()).unwrap();
+        let pair = RsaKeyPair::from_pkcs8(der.secret_pkcs8_der()).unwrap();
+        let public = ring::signature::UnparsedPublicKey::new(
+            &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+            pair.public().as_ref(),
+        );
+        let signature = URL_SAFE_NO_PAD.decode(signature).unwrap();
+        public.verify(signed.as_bytes(), &signature).unwrap();
+        let mut tampered = signed.as_bytes().to_vec();
+        tampered[10] ^= 1;
+        assert!(public.verify(&tampered, &signature).is_err());
+    }
+
+    #[test]
+    fn what_is_not_a_service_account_key_is_refused_without_echoing_it() {
+        for json in [
+            r#"{"type":"authorized_user","client_secret":"s3cret"}"#,
+            "not json s3cret",
+            r#"{"type":"service_account","client_email":"a"}"#,
+        ] {
+            let error = ServiceAccount::from_json(json.as_bytes()).unwrap_err();
+            assert!(!error.to_string().contains("s3cret"), "{error}");
+        }
+        let mut bad = account();
+        bad.private_key =
+            Zeroizing::new("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n".into());
+        assert_eq!(
+            bad.grant(GOOGLE_CLOUD_SCOPE, 0).unwrap_err(),
+            GrantError::BadPrivateKey
+        );
+        assert!(!format!("{:?}", account()).contains("PRIVATE"));
+    }
+
+    #[test]
+    fn token_answers_and_errors() {
+        let token =
+            read_token(br#"{"access_token":"ya29.x","expires_in":3599,"token_type":"Bearer"}"#)
+                .unwrap();
+        assert_eq!(token.access_token.as_str(), "ya29.x");
+        assert_eq!(token.expires_in, 3599);
+        let entra = read_token(br#"{"access_token":"eyJ","expires_in":"3600"}"#).unwrap();
+        assert_eq!(entra.expires_in, 3600);
+        let error = read_token(
+            br#"{"error":"invalid_client","error_description":"secret abc123 is wrong"}"#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            error,
+            GrantError::BadAnswer("error \"invalid_client\"".into())
+        );
+        assert!(read_token(br#"{"access_token":""}"#).is_err());
+        let (url, body) = entra_grant("https://login.example/", "tenant-1", "app", "se&cret");
+        assert_eq!(url, "https://login.example/tenant-1/oauth2/v2.0/token");
+        assert!(body.contains("client_secret=se%26cret"));
+        assert!(body.contains("scope=https%3A%2F%2Fcognitiveservices.azure.com%2F.default"));
+    }
+}
