@@ -112,6 +112,11 @@ pub struct ServeArgs {
     /// model, status, latency, tokens; never content or keys), as `text`, `json` or `off`.
     #[arg(long, value_enum, default_value = "text")]
     pub access_log: AccessLogFormat,
+    /// Microsoft Entra's authority, where azure-openai providers with an Entra application's
+    /// credentials get their tokens (a sovereign cloud's, such as
+    /// https://login.microsoftonline.us). Default: https://login.microsoftonline.com.
+    #[arg(long, value_name = "URL", env = "AZURE_AUTHORITY_HOST")]
+    pub azure_authority_host: Option<String>,
 }
 
 impl ServeArgs {
@@ -149,6 +154,7 @@ impl ServeArgs {
                     .map_err(anyhow::Error::msg)
                     .context("--cors-allow-origin")?,
                 access_log: self.access_log,
+                azure_authority: self.azure_authority_host.clone(),
                 ..Settings::default()
             },
             reload_interval: duration("reload-interval", &self.reload_interval)?,

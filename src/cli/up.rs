@@ -86,6 +86,7 @@ pub fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
         admin_token_file: None,
         cors_allow_origins: Vec::new(),
         access_log: crate::gateway::access_log::AccessLogFormat::Text,
+        azure_authority_host: None,
     };
     let options = serve.options(config_dir.clone())?;
     serve_until_stopped(options, |running| {

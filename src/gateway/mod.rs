@@ -68,6 +68,8 @@ pub struct Settings {
     pub access_log: access_log::AccessLogFormat,
     /// Where the request log goes.
     pub access_log_sink: access_log::AccessLogSink,
+    /// Microsoft Entra's authority for Azure OpenAI tokens (`None`: the public cloud's).
+    pub azure_authority: Option<String>,
 }
 
 /// The admin token: compared in constant time, wiped on drop, never printed.
@@ -107,6 +109,7 @@ impl Default for Settings {
             // The binary writes it (`--access-log`); a gateway embedded elsewhere asks for it.
             access_log: access_log::AccessLogFormat::Off,
             access_log_sink: access_log::AccessLogSink::default(),
+            azure_authority: None,
         }
     }
 }
@@ -198,6 +201,7 @@ impl Gateway {
             settings.access_log_sink.clone(),
             metrics.access_log_dropped.clone(),
         );
+        let tokens = tokens::Tokens::new(settings.azure_authority.clone());
         Ok(Arc::new(Self {
             snapshot: ArcSwapOption::empty(),
             client: upstream::http_client(),
@@ -208,7 +212,7 @@ impl Gateway {
             answer_buffers: answer_buffers::AnswerBuffers::new(answer_buffers::DEFAULT_TOTAL_BYTES),
             access_log,
             response_items: response_items::ResponseItems::default(),
-            tokens: tokens::Tokens::new(std::env::var("AZURE_AUTHORITY_HOST").ok()),
+            tokens,
         }))
     }
 

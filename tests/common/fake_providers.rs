@@ -80,6 +80,8 @@ pub struct Fake {
     pub most_in_flight: Arc<AtomicUsize>,
     /// Streams written to their end (not cut, not reset).
     pub completed_streams: Arc<AtomicUsize>,
+    /// Tokens the fake's token endpoints issued (see [`super::fake_clouds`]).
+    pub tokens_issued: Arc<AtomicUsize>,
     answers: Answers,
 }
 
@@ -131,6 +133,7 @@ pub async fn start_with(answers: Answers) -> Fake {
         in_flight: Arc::default(),
         most_in_flight: Arc::default(),
         completed_streams: Arc::default(),
+        tokens_issued: Arc::default(),
         answers,
     };
     let shared = fake.clone();
@@ -177,7 +180,8 @@ pub async fn read_request(stream: &mut TcpStream) -> Option<Seen> {
         buffer.extend_from_slice(&chunk[..n]);
     }
     let raw = buffer[header_end..header_end + length].to_vec();
-    let body = serde_json::from_slice(&raw).ok()?;
+    // A token endpoint's form is no JSON: its body is `Null` and its bytes are in `raw`.
+    let body = serde_json::from_slice(&raw).unwrap_or(Value::Null);
     Some(Seen {
         path,
         headers,
@@ -228,6 +232,15 @@ async fn serve(mut stream: TcpStream, fake: Fake) {
     let now = fake.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     fake.most_in_flight.fetch_max(now, Ordering::SeqCst);
     let _at = AtTheFake(fake.in_flight.clone());
+    let (seen, then): (Seen, fn(Reply) -> Reply) = match super::fake_clouds::arrive(seen, &fake) {
+        super::fake_clouds::Arrival::Native(seen) => (seen, |reply| reply),
+        super::fake_clouds::Arrival::Through(seen, then) => (seen, then),
+        super::fake_clouds::Arrival::Answered(reply) => {
+            write_reply(&mut stream, reply, &fake).await;
+            let _ = stream.shutdown().await;
+            return;
+        }
+    };
     let reply = if seen.path.ends_with(":batchEmbedContents") {
         gemini_embed(&seen)
     } else if seen.path.starts_with("/v2/embed") {
@@ -245,7 +258,7 @@ async fn serve(mut stream: TcpStream, fake: Fake) {
     } else {
         openai(&seen, &fake.answers)
     };
-    write_reply(&mut stream, reply, &fake).await;
+    write_reply(&mut stream, then(reply), &fake).await;
     let _ = stream.shutdown().await;
 }
 

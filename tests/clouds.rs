@@ -1,0 +1,379 @@
+//! The clouds (Azure OpenAI, Vertex AI) in front of local fakes that check what arrived: the
+//! URL layout, the auth each takes (Azure's `api-key` and `api-version`, tokens exchanged for
+//! an Entra application's credentials or a Google service account's signed JWT), the body
+//! each expects, and their answers passed on in the caller's format.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+
+use common::fake_clouds::{self, AZURE_FILTERED_ANSWER, AZURE_FILTERED_PROMPT};
+use common::fake_providers::{self, Fake, KEY, Seen};
+use common::gateway::InProcess;
+use dgidgi::gateway::Settings;
+use dgidgi::sse;
+use serde_json::{Value, json};
+
+struct Clouds {
+    gateway: InProcess,
+    fake: Fake,
+}
+
+impl Clouds {
+    async fn new() -> Self {
+        let fake = fake_providers::start_with(fake_providers::Answers::default()).await;
+        let yaml = [
+            fake_providers::providers_yaml(fake.address),
+            "\n---\n".to_owned(),
+            fake_clouds::clouds_yaml(fake.address),
+        ]
+        .concat();
+        let settings = Settings {
+            azure_authority: Some(format!("http://{}", fake.address)),
+            ..Settings::default()
+        };
+        let gateway = InProcess::start(&yaml, settings).await;
+        let not_ready = gateway.output.report.not_ready();
+        assert!(not_ready.is_empty(), "{not_ready:?}");
+        Self { gateway, fake }
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> (u16, HashMap<String, String>, String) {
+        let key = self.gateway.output.access_keys[0].value.to_string();
+        let (status, headers, body) = common::http::send_with(
+            self.gateway.running.api,
+            "POST",
+            path,
+            &[("authorization", &format!("Bearer {key}"))],
+            Some(body.to_string()),
+        )
+        .await
+        .expect("the gateway answers");
+        (status, headers.into_iter().collect(), body)
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.fake.log.lock().unwrap().clone()
+    }
+
+    fn last_at(&self, prefix: &str) -> Seen {
+        self.seen()
+            .into_iter()
+            .rev()
+            .find(|s| s.path.starts_with(prefix))
+            .unwrap_or_else(|| panic!("nothing reached {prefix}"))
+    }
+}
+
+fn chat(model: &str, text: &str, stream: bool) -> Value {
+    json!({"model": model, "stream": stream, "messages": [{"role": "user", "content": text}]})
+}
+
+fn chunks(body: &str) -> Vec<Value> {
+    sse::parse_all(body.as_bytes())
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.data != "[DONE]")
+        .map(|e| serde_json::from_str(&e.data).unwrap())
+        .collect()
+}
+
+/// The text of an OpenAI-format stream.
+fn streamed_text(body: &str) -> String {
+    chunks(body)
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect()
+}
+
+#[tokio::test]
+async fn azure_v1_api_takes_the_deployment_in_the_body_and_the_key_in_api_key() {
+    let clouds = Clouds::new().await;
+    let (status, _, body) = clouds
+        .post(
+            "/v1/chat/completions",
+            &chat("azure/azure-gpt", "hello azure", false),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        answer["choices"][0]["message"]["content"],
+        "echo: hello azure"
+    );
+    let seen = clouds.last_at("/openai/");
+    assert_eq!(seen.path, "/openai/v1/chat/completions");
+    assert_eq!(seen.headers["api-key"], KEY);
+    assert!(!seen.headers.contains_key("authorization"));
+    assert_eq!(seen.body["model"], "prod-gpt");
+}
+
+#[tokio::test]
+async fn azure_deployment_api_names_the_deployment_and_version_in_the_url() {
+    let clouds = Clouds::new().await;
+    let (status, _, body) = clouds
+        .post(
+            "/v1/chat/completions",
+            &chat("azure-dated/azure-gpt", "dated", true),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // Azure's opening chunk (no choices, the prompt's filter results) is relayed as it came
+    // to an OpenAI client, and the answer's text follows.
+    assert_eq!(streamed_text(&body), "echo: dated");
+    let seen = clouds.last_at("/openai/");
+    assert_eq!(
+        seen.path,
+        "/openai/deployments/prod-gpt/chat/completions?api-version=2024-10-21"
+    );
+    assert_eq!(seen.headers["api-key"], KEY);
+    // Embeddings go to the embedding model's deployment.
+    let (status, _, body) = clouds
+        .post(
+            "/v1/embeddings",
+            &json!({"model": "azure-dated/azure-embed", "input": "vector me"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        clouds.last_at("/openai/").path,
+        "/openai/deployments/prod-embed/embeddings?api-version=2024-10-21"
+    );
+}
+
+#[tokio::test]
+async fn an_anthropic_client_in_front_of_azure_streams_with_usage() {
+    let clouds = Clouds::new().await;
+    let (status, _, body) = clouds
+        .post(
+            "/v1/messages",
+            &json!({"model": "azure/azure-gpt", "max_tokens": 64, "stream": true,
+                "messages": [{"role": "user", "content": "via messages"}]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let events = sse::parse_all(body.as_bytes()).unwrap();
+    let names: Vec<&str> = events
+        .iter()
+        .map(|e| e.event.as_deref().unwrap_or(""))
+        .collect();
+    assert_eq!(names.first(), Some(&"message_start"), "{names:?}");
+    assert_eq!(names.last(), Some(&"message_stop"), "{names:?}");
+    let delta = events
+        .iter()
+        .find(|e| e.event.as_deref() == Some("message_delta"))
+        .unwrap();
+    let delta: Value = serde_json::from_str(&delta.data).unwrap();
+    assert_eq!(delta["usage"]["output_tokens"], 4);
+}
+
+#[tokio::test]
+async fn azures_content_filter_reaches_each_client_in_its_own_format() {
+    let clouds = Clouds::new().await;
+    // A filtered prompt: an OpenAI client gets Azure's own 400, content_filter code and all.
+    let (status, _, body) = clouds
+        .post(
+            "/v1/chat/completions",
+            &chat("azure/azure-gpt", AZURE_FILTERED_PROMPT, false),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let error: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(error["error"]["code"], "content_filter");
+    assert_eq!(
+        error["error"]["innererror"]["code"],
+        "ResponsibleAIPolicyViolation"
+    );
+    // An Anthropic client gets an Anthropic error carrying Azure's message.
+    let (status, _, body) = clouds
+        .post(
+            "/v1/messages",
+            &json!({"model": "azure/azure-gpt", "max_tokens": 64,
+                "messages": [{"role": "user", "content": AZURE_FILTERED_PROMPT}]}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let error: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(error["type"], "error");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("content management policy"),
+        "{error}"
+    );
+    // A filtered answer: finish_reason content_filter, and Anthropic's `refusal` for its
+    // clients, whole or streamed.
+    let (status, _, body) = clouds
+        .post(
+            "/v1/chat/completions",
+            &chat("azure/azure-gpt", AZURE_FILTERED_ANSWER, false),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["choices"][0]["finish_reason"], "content_filter");
+    for stream in [false, true] {
+        let (status, _, body) = clouds
+            .post(
+                "/v1/messages",
+                &json!({"model": "azure/azure-gpt", "max_tokens": 64, "stream": stream,
+                    "messages": [{"role": "user", "content": AZURE_FILTERED_ANSWER}]}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains(r#""stop_reason":"refusal""#), "{body}");
+    }
+}
+
+#[tokio::test]
+async fn an_entra_application_token_is_exchanged_once_and_reused() {
+    let clouds = Clouds::new().await;
+    // A burst on a cold cache waits for one exchange.
+    let burst = (0..6).map(|n| {
+        let body = chat("azure-entra/azure-gpt", &format!("burst {n}"), false);
+        let clouds = &clouds;
+        async move { clouds.post("/v1/chat/completions", &body).await.0 }
+    });
+    let statuses = futures::future::join_all(burst).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    for round in 0..3 {
+        let (status, _, body) = clouds
+            .post(
+                "/v1/chat/completions",
+                &chat(
+                    "azure-entra/azure-gpt",
+                    &format!("entra {round}"),
+                    round == 1,
+                ),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(clouds.fake.tokens_issued.load(Ordering::SeqCst), 1);
+    let exchanges: Vec<Seen> = clouds
+        .seen()
+        .into_iter()
+        .filter(|s| s.path.ends_with("/oauth2/v2.0/token"))
+        .collect();
+    assert_eq!(exchanges.len(), 1);
+    let seen = clouds.last_at("/openai/");
+    assert_eq!(seen.headers["authorization"], "Bearer eyJ.fake-0");
+    assert!(!seen.headers.contains_key("api-key"));
+}
+
+#[tokio::test]
+async fn vertex_serves_gemini_and_claude_with_a_service_accounts_token() {
+    let clouds = Clouds::new().await;
+    // An OpenAI client in front of Gemini on Vertex, whole and streamed.
+    for stream in [false, true] {
+        let (status, _, body) = clouds
+            .post(
+                "/v1/chat/completions",
+                &chat("vertex/gemini-vertex", "hello gemini", stream),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let text = if stream {
+            streamed_text(&body)
+        } else {
+            serde_json::from_str::<Value>(&body).unwrap()["choices"][0]["message"]["content"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        };
+        assert_eq!(text, "echo: hello gemini");
+    }
+    let seen = clouds.last_at("/v1/projects/");
+    assert_eq!(
+        seen.path,
+        "/v1/projects/fake-project/locations/us-east5/publishers/google/models/gemini-vertex:streamGenerateContent?alt=sse"
+    );
+    assert_eq!(seen.headers["authorization"], "Bearer ya29.fake-0");
+    // An Anthropic client in front of Claude on Vertex: its body as sent, but for the model
+    // (in the URL) and the version (in the body).
+    let sent = r#"{"max_tokens":64,"model":"vertex/claude-vertex","messages":[{"role":"user","content":"hello claude"}],"metadata":{"user_id":"u-1"}}"#;
+    let key = clouds.gateway.output.access_keys[0].value.to_string();
+    let (status, _, body) = common::http::send_with(
+        clouds.gateway.running.api,
+        "POST",
+        "/v1/messages",
+        &[("x-api-key", &key), ("anthropic-version", "2023-06-01")],
+        Some(sent.to_owned()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["content"][0]["text"], "echo: hello claude");
+    let seen = clouds.last_at("/v1/projects/");
+    assert_eq!(
+        seen.path,
+        "/v1/projects/fake-project/locations/us-east5/publishers/anthropic/models/claude-vertex:rawPredict"
+    );
+    // The fake put the model back for its Anthropic handler; what arrived had none.
+    let arrived = String::from_utf8(seen.raw.clone()).unwrap();
+    assert!(
+        arrived.contains(r#""metadata":{"user_id":"u-1"}"#),
+        "{arrived}"
+    );
+    // An OpenAI client in front of Claude on Vertex, streamed.
+    let (status, _, body) = clouds
+        .post(
+            "/v1/chat/completions",
+            &chat("vertex/claude-vertex", "streamed claude", true),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(streamed_text(&body), "echo: streamed claude");
+    assert!(
+        clouds
+            .last_at("/v1/projects/")
+            .path
+            .ends_with("claude-vertex:streamRawPredict")
+    );
+    // One token served every request.
+    assert_eq!(clouds.fake.tokens_issued.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_bad_service_account_fails_the_attempt_without_leaking_it() {
+    let fake = fake_providers::start_with(fake_providers::Answers::default()).await;
+    let json = fake_clouds::service_account_json(&format!("http://{}/token", fake.address))
+        .replace(
+            fake_clouds::SERVICE_ACCOUNT,
+            "intruder@elsewhere.iam.gserviceaccount.com",
+        );
+    use base64::Engine as _;
+    let account = base64::engine::general_purpose::STANDARD.encode(json);
+    let yaml = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: sa, namespace: dgidgi-system}}\ndata: {{key.json: {account}}}\n---\napiVersion: llm.dgidgi.io/v1alpha1\nkind: LlmProvider\nmetadata: {{name: vertex, namespace: dgidgi-system}}\nspec: {{type: vertex-ai, baseUrl: \"http://{}\", region: us-east5, project: fake-project, credentialsRef: {{name: sa, key: key.json}}, models: [{{name: gemini-vertex}}]}}\n---\n{}",
+        fake.address,
+        common::gateway::MOCK_AND_ONE_TENANT
+    );
+    let gateway = InProcess::start(&yaml, Settings::default()).await;
+    let key = gateway.output.access_keys[0].value.to_string();
+    let (status, _, body) = common::http::send(
+        gateway.running.api,
+        "POST",
+        "/v1/chat/completions",
+        Some(&key),
+        Some(chat("vertex/gemini-vertex", "hi", false).to_string()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        !body.contains("PRIVATE KEY") && !body.contains("intruder"),
+        "{body}"
+    );
+    // Nothing reached Vertex without a token.
+    assert!(
+        fake.log
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|s| !s.path.starts_with("/v1/projects/"))
+    );
+}
