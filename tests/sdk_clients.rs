@@ -119,11 +119,24 @@ async fn the_official_sdks_work_against_every_native_format() {
         return;
     };
     let (upstream, _log) = common::fake_providers::start().await;
-    let output = common::render_yaml(&common::fake_providers::providers_yaml(upstream));
+    let yaml = [
+        common::fake_providers::providers_yaml(upstream),
+        "\n---\n".to_owned(),
+        common::fake_clouds::clouds_yaml(upstream),
+    ]
+    .concat();
+    let output = common::render_yaml(&yaml);
     assert!(output.report.not_ready().is_empty());
     let dir = tempfile::tempdir().unwrap();
     common::gateway::write_config(dir.path(), &output);
-    let running = common::gateway::start_in(dir.path(), common::gateway::Start::default()).await;
+    let start = common::gateway::Start {
+        settings: dgidgi::gateway::Settings {
+            azure_authority: Some(format!("http://{upstream}")),
+            ..dgidgi::gateway::Settings::default()
+        },
+        ..common::gateway::Start::default()
+    };
+    let running = common::gateway::start_in(dir.path(), start).await;
     let base_url = format!("http://{}", running.api);
     let key = output.access_keys[0].value.to_string();
     tokio::task::spawn_blocking(move || {

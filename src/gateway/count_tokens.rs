@@ -23,13 +23,15 @@ use super::chat::{ParsedRequest, parse_request, route_request};
 use super::error::ApiError;
 use super::forwarded::{ClientHeaders, copy_provider_headers};
 use super::limits::refusal_error;
-use super::provider_urls::count_tokens_url;
+use super::provider_urls::{count_tokens_url, vertex_claude_model};
 use super::serve::send_to_provider;
 use super::server::json_response;
 use super::upstream::{Outcome, read_bounded};
 use super::{Active, Gateway};
 use crate::config::Scope;
+use crate::formats::anthropic;
 use crate::formats::{Format, estimate};
+use crate::providers::ProviderKind;
 use crate::routing::plan::{plan, prefer_healthy};
 
 /// Header saying how the count was made: `provider` or `estimated`.
@@ -81,6 +83,21 @@ pub async fn count(
         let body = if format == Format::Gemini {
             // The model is in the URL; the body goes as it came.
             request.sent.bytes().clone()
+        } else if provider.kind == ProviderKind::VertexAi {
+            // Vertex counts at a pseudo-model: the model (Vertex's name for it) stays in the
+            // body, beside the version.
+            let model = vertex_claude_model(model);
+            let body =
+                request
+                    .sent
+                    .write_edited(&request.json, anthropic::VERTEX_MEMBERS, |json| {
+                        json.insert("model".into(), Value::String(model));
+                        json.insert(
+                            "anthropic_version".into(),
+                            Value::from(anthropic::VERTEX_VERSION),
+                        );
+                    });
+            Bytes::from(body)
         } else {
             let body = request
                 .sent

@@ -154,8 +154,9 @@ fn vertex_claude_url(root: &Root, model: &str, method: &str) -> String {
     root.finish(format!("{}{path}:{method}", root.base))
 }
 
-/// `claude-sonnet-4-5-20250929` → `claude-sonnet-4-5@20250929`.
-fn vertex_claude_model(model: &str) -> String {
+/// Vertex AI's name of a Claude model: `claude-sonnet-4-5-20250929` →
+/// `claude-sonnet-4-5@20250929`.
+pub fn vertex_claude_model(model: &str) -> String {
     match model.rsplit_once('-') {
         Some((name, date))
             if !model.contains('@')

@@ -1,5 +1,6 @@
 """The official `anthropic` and `openai` Python SDKs, unchanged, against dgidgi in front of
-local fakes of the Anthropic, Gemini, Cohere and OpenAI wire formats.
+local fakes of the Anthropic, Gemini, Cohere and OpenAI wire formats, and of the clouds
+(Azure OpenAI, Vertex AI) in front of them.
 
 Run by tests/sdk_clients.rs, which starts the fakes and the gateway and passes the base URL and
 an access key in DGIDGI_BASE_URL and DGIDGI_KEY.
@@ -44,11 +45,21 @@ WEATHER_ANTHROPIC = [
     }
 ]
 
-# The Messages front door in front of an Anthropic upstream (pass-through) and an
-# OpenAI-format upstream (translated).
-MESSAGES_MODELS = ["anthropic/claude-fake", "openai-fake/gpt-fake"]
-# OpenAI clients in front of the three native formats.
-CHAT_MODELS = ["anthropic/claude-fake", "gemini/gemini-fake", "cohere/command-fake"]
+# The clouds (tests/common/fake_clouds.rs): Azure OpenAI's v1 API, its deployment API with an
+# api-version, and with an Entra application's tokens; Vertex AI's Gemini and Claude with a
+# service account's tokens.
+CLOUD_MODELS = [
+    "azure/azure-gpt",
+    "azure-dated/azure-gpt",
+    "azure-entra/azure-gpt",
+    "vertex/gemini-vertex",
+    "vertex/claude-vertex",
+]
+# The Messages front door in front of an Anthropic upstream (pass-through), an OpenAI-format
+# upstream (translated), and the clouds.
+MESSAGES_MODELS = ["anthropic/claude-fake", "openai-fake/gpt-fake"] + CLOUD_MODELS
+# OpenAI clients in front of the three native formats, and the clouds.
+CHAT_MODELS = ["anthropic/claude-fake", "gemini/gemini-fake", "cohere/command-fake"] + CLOUD_MODELS
 
 
 @pytest.fixture()
@@ -239,7 +250,11 @@ def test_anthropic_structured_output_to_an_openai_upstream(claude):
 
 @pytest.mark.parametrize(
     "model, counted_by",
-    [("anthropic/claude-fake", "provider"), ("openai-fake/gpt-fake", "estimated")],
+    [
+        ("anthropic/claude-fake", "provider"),
+        ("openai-fake/gpt-fake", "estimated"),
+        ("vertex/claude-vertex", "provider"),
+    ],
 )
 def test_anthropic_count_tokens(claude, model, counted_by):
     raw = claude.messages.with_raw_response.count_tokens(
@@ -261,7 +276,13 @@ def test_anthropic_models_list_pages(claude):
 
 # --- Embeddings -------------------------------------------------------------------------
 
-EMBEDDING_MODELS = ["openai-fake/text-embed-fake", "gemini/gemini-embed-fake", "cohere/embed-fake"]
+EMBEDDING_MODELS = [
+    "openai-fake/text-embed-fake",
+    "gemini/gemini-embed-fake",
+    "cohere/embed-fake",
+    "azure/azure-embed",
+    "azure-dated/azure-embed",
+]
 
 
 def fake_vector(text, dimensions):
