@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 pub use super::auth::Auth;
 use super::stream::{Context, Decoder, Encoder, Framing, Reframe};
 use super::volume::OutputFields;
-use super::{Format, FormatError, anthropic, cohere, gemini, openai, responses};
+use super::{Format, FormatError, anthropic, bedrock, cohere, gemini, openai, responses};
 use crate::usage::Usage;
 
 /// What differs between wire formats. Every method has the one meaning for all formats; the
@@ -231,6 +231,7 @@ pub fn dialect(format: Format) -> &'static dyn Dialect {
         Format::Gemini => &gemini::GenerateContent,
         Format::Cohere => &cohere::Chat,
         Format::Responses => &responses::ResponsesApi,
+        Format::Bedrock => &bedrock::Converse,
     }
 }
 
@@ -284,6 +285,7 @@ mod tests {
             Format::Gemini,
             Format::Cohere,
             Format::Responses,
+            Format::Bedrock,
         ] {
             assert_eq!(dialect(format).format(), format);
         }
