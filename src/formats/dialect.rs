@@ -94,6 +94,12 @@ pub trait Dialect: Sync {
         Box::new(crate::sse::Parser::default())
     }
 
+    /// The media type of a streamed answer in this format, which a provider's stream is checked
+    /// for before it is read with [`Dialect::framing`] (anything else is the provider failing).
+    fn stream_media_type(&self) -> &'static str {
+        "text/event-stream"
+    }
+
     /// Reads a stream of this format into canonical chunks.
     fn stream_decoder(&self, context: &Context) -> Box<dyn Decoder>;
 
@@ -295,5 +301,13 @@ mod tests {
             Auth::Header("x-goog-api-key")
         );
         assert_eq!(dialect(Format::Cohere).auth(), Auth::Bearer);
+        assert_eq!(
+            dialect(Format::Bedrock).stream_media_type(),
+            "application/vnd.amazon.eventstream"
+        );
+        assert_eq!(
+            dialect(Format::OpenAi).stream_media_type(),
+            "text/event-stream"
+        );
     }
 }

@@ -11,6 +11,9 @@ use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
 use super::super::stream::{Framing, FramingError};
 use crate::sse::Event;
 
+/// The media type of an event-stream answer.
+pub const MEDIA_TYPE: &str = "application/vnd.amazon.eventstream";
+
 /// The largest message the framing holds before giving up, so a broken or hostile upstream (or
 /// a corrupted length in a prelude) cannot grow the gateway's memory without bound. AWS's own
 /// limit for one event-stream message is 16 MiB.
@@ -273,18 +276,19 @@ mod tests {
                 from = cut;
             }
             chunks.push(&bytes[from..]);
-            prop_assert_eq!(frame(&chunks).unwrap(), frame(&[bytes.as_slice()]).unwrap());
+            let events = frame(&chunks).unwrap();
+            prop_assert_eq!(events.len(), 3);
+            prop_assert_eq!(events, frame(&[bytes.as_slice()]).unwrap());
         }
 
+        /// CRC32 catches every error of up to 32 bits: a flipped byte anywhere (length,
+        /// headers, payload, either checksum) fails the stream, never frames another event.
         #[test]
-        fn flipping_any_byte_of_a_message_is_an_error(
+        fn flipping_any_byte_of_a_stream_is_an_error(
             at in any::<prop::sample::Index>(),
             mask in 1u8..=255,
         ) {
-            let mut bytes = encode_event(
-                "contentBlockDelta",
-                br#"{"contentBlockIndex":0,"delta":{"text":"hi"}}"#,
-            );
+            let mut bytes = sample();
             let at = at.index(bytes.len());
             bytes[at] ^= mask;
             prop_assert!(frame(&[bytes.as_slice()]).is_err(), "flipped byte {} by {:#x}", at, mask);

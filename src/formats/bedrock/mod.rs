@@ -164,6 +164,10 @@ impl Dialect for Converse {
         Box::new(eventstream::EventStream::default())
     }
 
+    fn stream_media_type(&self) -> &'static str {
+        eventstream::MEDIA_TYPE
+    }
+
     fn stream_decoder(&self, context: &Context) -> Box<dyn Decoder> {
         Box::new(EventDecoder::new(context))
     }
