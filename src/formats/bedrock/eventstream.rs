@@ -28,7 +28,8 @@ const MIN_MESSAGE_BYTES: usize = PRELUDE_BYTES + 4;
 /// The event-stream framing: bytes in whatever reads the network gives, one [`Event`] per
 /// message out. A message's event name is its `:event-type` header; an exception or error
 /// message (`:message-type` `exception` or `error`) is named after its `:exception-type` or
-/// `:error-code` header instead, so the decoder reports it as the upstream's failure. The data
+/// `:error-code` header instead (`UnknownException`, `UnknownError` without one), so the
+/// decoder reports it as the upstream's failure. The data
 /// is the payload (JSON); an error message without one gets `{"message": <:error-message>}`.
 #[derive(Debug, Default)]
 pub struct EventStream {
@@ -102,7 +103,7 @@ fn event_of(message: &Message) -> Result<Event, FramingError> {
         .map_err(|_| FramingError("an event-stream payload is not UTF-8".into()))?;
     let (name, data) = match header(message, ":message-type") {
         Some("exception") => (
-            header(message, ":exception-type").unwrap_or("exception"),
+            header(message, ":exception-type").unwrap_or("UnknownException"),
             data.to_owned(),
         ),
         Some("error") => {
@@ -112,7 +113,10 @@ fn event_of(message: &Message) -> Result<Event, FramingError> {
             } else {
                 data.to_owned()
             };
-            (header(message, ":error-code").unwrap_or("error"), data)
+            (
+                header(message, ":error-code").unwrap_or("UnknownError"),
+                data,
+            )
         }
         _ => (
             header(message, ":event-type").unwrap_or(""),

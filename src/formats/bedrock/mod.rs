@@ -273,6 +273,61 @@ mod tests {
     }
 
     #[test]
+    fn a_converse_answer_reaches_clients_of_other_formats() {
+        let answer = br#"{"output":{"message":{"role":"assistant","content":[{"text":"Hi"}]}},"stopReason":"end_turn","usage":{"inputTokens":3,"outputTokens":4,"totalTokens":7},"metrics":{"latencyMs":5}}"#;
+        let (body, usage) =
+            crate::formats::translate_response(Format::Bedrock, Format::Anthropic, answer, "m", 9)
+                .unwrap();
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["content"], json!([{"type": "text", "text": "Hi"}]));
+        assert_eq!(usage.map(|u| u.total_tokens()), Some(7));
+    }
+
+    #[test]
+    fn a_converse_stream_is_reframed_for_an_openai_client() {
+        use crate::formats::stream::{Flow, reframer};
+        let mut bytes = eventstream::encode_event("messageStart", br#"{"role":"assistant"}"#);
+        for (name, payload) in [
+            (
+                "contentBlockDelta",
+                r#"{"contentBlockIndex":0,"delta":{"text":"Hi"}}"#,
+            ),
+            ("contentBlockStop", r#"{"contentBlockIndex":0}"#),
+            ("messageStop", r#"{"stopReason":"max_tokens"}"#),
+            (
+                "metadata",
+                r#"{"usage":{"inputTokens":3,"outputTokens":4,"totalTokens":7},"metrics":{"latencyMs":5}}"#,
+            ),
+        ] {
+            bytes.extend(eventstream::encode_event(name, payload.as_bytes()));
+        }
+        let context = Context {
+            model: "m".into(),
+            created: 9,
+            client_wants_usage: true,
+            items: None,
+        };
+        let mut framing = Converse.framing();
+        let mut reframe = reframer(Format::Bedrock, Format::OpenAi, context);
+        let (mut events, mut out, mut flows) = (Vec::new(), Vec::new(), Vec::new());
+        // Bytes arrive in reads of five: messages split anywhere.
+        for read in bytes.chunks(5) {
+            framing.feed(read, &mut events).unwrap();
+            for event in events.drain(..) {
+                flows.push(reframe.event(&event, &mut out));
+            }
+        }
+        framing.finish(&mut events).unwrap();
+        assert!(events.is_empty());
+        assert_eq!(flows.last(), Some(&Flow::Complete));
+        let sse = String::from_utf8(out).unwrap();
+        assert!(sse.contains(r#""content":"Hi""#), "{sse}");
+        assert!(sse.contains(r#""finish_reason":"length""#), "{sse}");
+        assert!(sse.ends_with("data: [DONE]\n\n"), "{sse}");
+        assert_eq!(reframe.usage().map(|u| u.total_tokens()), Some(7));
+    }
+
+    #[test]
     fn the_model_stays_out_of_a_passed_through_body() {
         let mut request = object(json!({"messages": [], "inferenceConfig": {"maxTokens": 900}}));
         let edit = PassThrough {
