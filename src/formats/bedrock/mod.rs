@@ -7,7 +7,7 @@
 //! or stream written as Converse) are implemented anyway because they are small, and they let
 //! every fixture run through every dialect in the format tests.
 //!
-//! The model is not in a Converse body: it is a segment of the URL ([`Converse::chat_url`]).
+//! The model is not in a Converse body: it is a segment of the URL ([`converse_url`]).
 //! The output limit lives one level down, at `inferenceConfig.maxTokens`, which
 //! [`super::volume::OutputFields::within`] expresses, so the reservation reads it and a cap
 //! writes it there like Gemini's `generationConfig.maxOutputTokens`.
