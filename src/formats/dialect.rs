@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 pub use super::auth::Auth;
 use super::stream::{Context, Decoder, Encoder, Framing, Reframe};
 use super::volume::OutputFields;
-use super::{Format, FormatError, anthropic, cohere, gemini, openai, responses};
+use super::{Format, FormatError, anthropic, bedrock, cohere, gemini, openai, responses};
 use crate::usage::Usage;
 
 /// What differs between wire formats. Every method has the one meaning for all formats; the
@@ -92,6 +92,12 @@ pub trait Dialect: Sync {
     /// otherwise).
     fn framing(&self) -> Box<dyn Framing> {
         Box::new(crate::sse::Parser::default())
+    }
+
+    /// The media type of a streamed answer in this format, which a provider's stream is checked
+    /// for before it is read with [`Dialect::framing`] (anything else is the provider failing).
+    fn stream_media_type(&self) -> &'static str {
+        "text/event-stream"
     }
 
     /// Reads a stream of this format into canonical chunks.
@@ -231,6 +237,7 @@ pub fn dialect(format: Format) -> &'static dyn Dialect {
         Format::Gemini => &gemini::GenerateContent,
         Format::Cohere => &cohere::Chat,
         Format::Responses => &responses::ResponsesApi,
+        Format::Bedrock => &bedrock::Converse,
     }
 }
 
@@ -284,6 +291,7 @@ mod tests {
             Format::Gemini,
             Format::Cohere,
             Format::Responses,
+            Format::Bedrock,
         ] {
             assert_eq!(dialect(format).format(), format);
         }
@@ -293,5 +301,13 @@ mod tests {
             Auth::Header("x-goog-api-key")
         );
         assert_eq!(dialect(Format::Cohere).auth(), Auth::Bearer);
+        assert_eq!(
+            dialect(Format::Bedrock).stream_media_type(),
+            "application/vnd.amazon.eventstream"
+        );
+        assert_eq!(
+            dialect(Format::OpenAi).stream_media_type(),
+            "text/event-stream"
+        );
     }
 }

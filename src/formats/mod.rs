@@ -10,6 +10,7 @@
 pub mod anthropic;
 pub mod as_sent;
 pub mod auth;
+pub mod bedrock;
 pub mod cohere;
 pub mod dialect;
 pub mod embeddings;
@@ -40,6 +41,8 @@ pub enum Format {
     /// OpenAI's Responses API (`/v1/responses`): a front door, and the format of an OpenAI
     /// upstream that serves it when the client speaks it too.
     Responses,
+    /// AWS Bedrock Converse API: an upstream only (no client speaks it to the gateway).
+    Bedrock,
 }
 
 /// Why a translation failed.

@@ -13,9 +13,10 @@ use crate::usage::Usage;
 
 /// How a stream's bytes are cut into events, before a [`Decoder`] or a [`Reframe`] reads them:
 /// each dialect's [`super::dialect::Dialect::framing`]. Every format streams server-sent events
-/// today; a provider that frames otherwise (AWS's binary event-stream, JSON lines) maps each of
-/// its messages to an [`Event`] (its type as the event name, its payload as the data) and the
-/// rest of the stream path stays as it is.
+/// but Bedrock's Converse, whose AWS binary event-stream
+/// ([`super::bedrock::eventstream::EventStream`]) maps each of its messages to an [`Event`]
+/// (its type as the event name, its payload as the data), so the rest of the stream path stays
+/// as it is; another framing (JSON lines) would do the same.
 pub trait Framing: Send {
     /// Reads more bytes; complete events are appended to `out`.
     fn feed(&mut self, bytes: &[u8], out: &mut Vec<Event>) -> Result<(), FramingError>;

@@ -541,13 +541,14 @@ async fn answer(
     buffers: &AnswerBuffers,
 ) -> Result<(Response<ResponseBody>, oneshot::Receiver<Completion>), Failure> {
     let client = prepared.client;
-    let is_sse = headers
+    // Server-sent events for every format but Bedrock's (AWS binary event-stream).
+    let is_stream = headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/event-stream"));
+        .is_some_and(|v| v.starts_with(dialect(format).stream_media_type()));
     let (meter, completion) = Reporter::new(status.as_u16());
     let deadline = total_deadline(attempt);
-    if status.is_success() && prepared.stream && !is_sse {
+    if status.is_success() && prepared.stream && !is_stream {
         // A stream was asked for and something else came (an HTML error page, a proxy's
         // answer): the provider failed, and nothing has reached the client yet.
         let what = headers
@@ -558,7 +559,7 @@ async fn answer(
             "a stream was asked for and the provider answered {what:?}"
         )));
     }
-    if status.is_success() && (prepared.stream || is_sse) {
+    if status.is_success() && (prepared.stream || is_stream) {
         let context = Context {
             model: attempt.model.clone(),
             created: now(),
