@@ -53,7 +53,30 @@ fn check(provider: &str, name: &str, actual: &[u8]) {
 
 /// Runs a stream fixture through a re-framer, in reads of 7 bytes (events split across reads).
 fn reframe(path: &str, upstream: Format, client: Format, wants_usage: bool) -> Vec<u8> {
+    reframe_bytes(&stream_fixture(path), upstream, client, wants_usage)
+}
+
+/// A stream fixture's bytes: its file, or for AWS's binary event-stream a JSON list of
+/// `[event type, payload]` encoded as Bedrock frames it (`.events.json`).
+fn stream_fixture(path: &str) -> Vec<u8> {
     let bytes = std::fs::read(fixtures().join(path)).unwrap();
+    if !path.ends_with(".events.json") {
+        return bytes;
+    }
+    let events: Vec<(String, Value)> = serde_json::from_slice(&bytes).unwrap();
+    events
+        .iter()
+        .flat_map(|(kind, payload)| {
+            dgidgi::formats::bedrock::eventstream::encode_event(
+                kind,
+                payload.to_string().as_bytes(),
+            )
+        })
+        .collect()
+}
+
+/// Runs stream bytes through the upstream's framing and a re-framer, in reads of 7 bytes.
+fn reframe_bytes(bytes: &[u8], upstream: Format, client: Format, wants_usage: bool) -> Vec<u8> {
     let mut reframer = reframer(
         upstream,
         client,
@@ -64,7 +87,7 @@ fn reframe(path: &str, upstream: Format, client: Format, wants_usage: bool) -> V
             items: None,
         },
     );
-    let mut parser = sse::Parser::default();
+    let mut parser = dgidgi::formats::dialect::dialect(upstream).framing();
     let mut events = Vec::new();
     let mut out = Vec::new();
     let mut flow = Flow::Continue;
@@ -472,12 +495,13 @@ fn an_anthropic_stream_passes_through_byte_for_byte_when_the_client_speaks_anthr
 }
 
 /// Every format there is, in the order the matrix snapshots them.
-const FORMATS: [Format; 5] = [
+const FORMATS: [Format; 6] = [
     Format::OpenAi,
     Format::Anthropic,
     Format::Gemini,
     Format::Cohere,
     Format::Responses,
+    Format::Bedrock,
 ];
 
 /// The fixture directory of a format's own fixtures.
@@ -488,6 +512,7 @@ fn directory(format: Format) -> &'static str {
         Format::Gemini => "gemini",
         Format::Cohere => "cohere",
         Format::Responses => "responses",
+        Format::Bedrock => "bedrock",
     }
 }
 
@@ -544,10 +569,14 @@ fn the_matrix_every_fixture_through_every_dialect() {
             check("matrix", &name, &outcome(translated));
             pairs += 1;
         }
-        let stream = ["stream_tools.sse", "stream_text.sse"]
-            .into_iter()
-            .find(|name| fixtures().join(dir).join(name).exists())
-            .unwrap_or_else(|| panic!("{dir} has no stream fixture"));
+        let stream = [
+            "stream_tools.sse",
+            "stream_text.sse",
+            "stream_tools.events.json",
+        ]
+        .into_iter()
+        .find(|name| fixtures().join(dir).join(name).exists())
+        .unwrap_or_else(|| panic!("{dir} has no stream fixture"));
         for to in FORMATS {
             let out = reframe(&format!("{dir}/{stream}"), from, to, true);
             check(
@@ -558,6 +587,6 @@ fn the_matrix_every_fixture_through_every_dialect() {
             pairs += 1;
         }
     }
-    // Four front doors' requests, five answers and five streams, each to five formats.
-    assert_eq!(pairs, 4 * 5 + 5 * 5 + 5 * 5);
+    // Four front doors' requests, six answers and six streams, each to six formats.
+    assert_eq!(pairs, 4 * 6 + 6 * 6 + 6 * 6);
 }
