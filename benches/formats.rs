@@ -31,6 +31,10 @@ fn event(format: Format) -> Event {
         Format::Responses => (
             Some("response.output_text.delta"),
             r#"{"type":"response.output_text.delta","item_id":"msg_1","output_index":0,"content_index":0,"delta":" the quick brown","logprobs":[],"sequence_number":5}"#,
+        ), // Bedrock's event-stream message, as its framing hands it on (type and JSON payload).
+        Format::Bedrock => (
+            Some("contentBlockDelta"),
+            r#"{"contentBlockIndex":0,"delta":{"text":" the quick brown"},"p":"abcdefghijk"}"#,
         ),
     };
     Event {
@@ -86,6 +90,8 @@ fn reframing(c: &mut Criterion) {
         (Format::OpenAi, Format::Responses),
         (Format::Anthropic, Format::Responses),
         (Format::OpenAi, Format::Gemini),
+        (Format::Bedrock, Format::OpenAi),
+        (Format::Bedrock, Format::Anthropic),
     ];
     let mut group = c.benchmark_group("reframe one chunk");
     group.throughput(Throughput::Elements(1));

@@ -377,3 +377,140 @@ async fn a_bad_service_account_fails_the_attempt_without_leaking_it() {
             .all(|s| !s.path.starts_with("/v1/projects/"))
     );
 }
+
+const BEDROCK_CLAUDE: &str = "us.anthropic.claude-fake-v1:0";
+
+#[tokio::test]
+async fn bedrock_converse_signed_with_sigv4_for_every_client() {
+    let clouds = Clouds::new().await;
+    let model = format!("bedrock/{BEDROCK_CLAUDE}");
+    // An OpenAI client, whole and streamed (the stream is AWS's binary event-stream).
+    let (status, _, body) = clouds
+        .post(
+            "/v1/chat/completions",
+            &chat(&model, "hello bedrock", false),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        answer["choices"][0]["message"]["content"],
+        "echo: hello bedrock"
+    );
+    assert_eq!(answer["usage"]["completion_tokens"], 4);
+    let seen = clouds.last_at("/model/");
+    assert_eq!(seen.path, "/model/us.anthropic.claude-fake-v1%3A0/converse");
+    let authorization = &seen.headers["authorization"];
+    assert!(
+        authorization.starts_with(&format!(
+            "AWS4-HMAC-SHA256 Credential={}/",
+            common::fake_bedrock::ACCESS_KEY_ID
+        )) && authorization.contains("/us-east-1/bedrock/aws4_request"),
+        "{authorization}"
+    );
+    assert!(!seen.headers.contains_key("x-amz-security-token"));
+    let (status, _, body) = clouds
+        .post(
+            "/v1/chat/completions",
+            &chat(&model, "streamed bedrock", true),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(streamed_text(&body), "echo: streamed bedrock");
+    let seen = clouds.last_at("/model/");
+    assert_eq!(
+        seen.path,
+        "/model/us.anthropic.claude-fake-v1%3A0/converse-stream"
+    );
+    assert!(seen.headers["accept"].contains("application/vnd.amazon.eventstream"));
+    // An Anthropic client, streamed with tools.
+    let (status, _, body) = clouds
+        .post(
+            "/v1/messages",
+            &json!({"model": model, "max_tokens": 64, "stream": true,
+                "tools": [{"name": "get_weather", "input_schema": {"type": "object",
+                    "properties": {"city": {"type": "string"}}}}],
+                "messages": [{"role": "user", "content": "weather?"}]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#""stop_reason":"tool_use""#), "{body}");
+    assert!(
+        body.contains(r#"\"city\":\"Paris\""#) || body.contains("Paris"),
+        "{body}"
+    );
+    // The gateway bounded the answer: Converse's maxTokens is always written.
+    assert_eq!(
+        clouds.last_at("/model/").body["inferenceConfig"]["maxTokens"],
+        64
+    );
+}
+
+#[tokio::test]
+async fn bedrock_takes_temporary_credentials_and_api_keys() {
+    let clouds = Clouds::new().await;
+    let (status, _, body) = clouds
+        .post(
+            "/v1/chat/completions",
+            &chat(
+                &format!("bedrock-session/{BEDROCK_CLAUDE}"),
+                "with a session",
+                false,
+            ),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let seen = clouds.last_at("/model/");
+    assert_eq!(
+        seen.headers["x-amz-security-token"],
+        common::fake_bedrock::SESSION_TOKEN
+    );
+    assert!(seen.headers["authorization"].contains("x-amz-security-token"));
+    let (status, _, body) = clouds
+        .post(
+            "/v1/chat/completions",
+            &chat("bedrock-key/amazon.nova-fake-v1", "with an api key", false),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let seen = clouds.last_at("/model/");
+    assert_eq!(seen.headers["authorization"], format!("Bearer {KEY}"));
+    assert!(!seen.headers.contains_key("x-amz-date"));
+}
+
+#[tokio::test]
+async fn bedrocks_refusals_and_stream_failures_reach_the_client_in_its_format() {
+    let clouds = Clouds::new().await;
+    // A bare Claude id: Bedrock's ValidationException, as the client's own error.
+    let (status, _, body) = clouds
+        .post(
+            "/v1/messages",
+            &json!({"model": "bedrock/anthropic.claude-bare-v1:0", "max_tokens": 16,
+                "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let error: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(error["type"], "error");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("inference profile"),
+        "{error}"
+    );
+    // A stream that fails midway ends with the client's error event, not a clean stop.
+    let (status, _, body) = clouds
+        .post(
+            "/v1/chat/completions",
+            &chat(
+                &format!("bedrock/{BEDROCK_CLAUDE}"),
+                common::fake_bedrock::FAIL_MID_STREAM,
+                true,
+            ),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("failed mid-stream"), "{body}");
+    assert!(!body.contains("[DONE]"), "{body}");
+}

@@ -729,6 +729,7 @@ pub async fn send_to_provider(
     let format = provider.kind.format_of(model);
     let outgoing = Outgoing {
         auth: upstream::key_auth(provider.kind, format),
+        region: provider.cloud.region.as_deref(),
         kind: provider.kind,
         url,
         credential,

@@ -16,7 +16,7 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::config::RetryOn;
 use crate::crypto::Credential;
-use crate::formats::auth::Auth;
+use crate::formats::auth::{Auth, Scope};
 use crate::formats::dialect::dialect;
 use crate::providers::ProviderKind;
 
@@ -167,6 +167,8 @@ pub fn key_auth(kind: ProviderKind, format: crate::formats::Format) -> Auth {
 pub struct Outgoing<'a> {
     /// How the credential is written into it.
     pub auth: Auth,
+    /// The provider's region (what an AWS signature is scoped to).
+    pub region: Option<&'a str>,
     /// The provider's type (its format's signer, its own headers).
     pub kind: ProviderKind,
     /// Where it goes.
@@ -189,6 +191,7 @@ where
 {
     let Outgoing {
         auth,
+        region,
         kind: provider_kind,
         url,
         credential,
@@ -200,7 +203,7 @@ where
         .method(Method::POST)
         .uri(url)
         .header(CONTENT_TYPE, "application/json")
-        .header(ACCEPT, "application/json, text/event-stream");
+        .header(ACCEPT, accept(provider_kind));
     // The client's headers its provider reads (see `super::forwarded`), then the type's own
     // (OpenRouter's app attribution).
     for (name, value) in forwarded {
@@ -212,8 +215,12 @@ where
     let Ok(mut request) = builder.body(body) else {
         return Outcome::Failed(Failure::Connect);
     };
+    let scope = Scope {
+        region,
+        time: std::time::SystemTime::now(),
+    };
     if let Some(credential) = credential
-        && let Err(error) = auth.sign(&mut request, credential)
+        && let Err(error) = auth.sign(&mut request, credential, &scope)
     {
         tracing::error!(kind = provider_kind.as_str(), "{error}");
         return Outcome::Failed(Failure::Auth(StatusCode::UNAUTHORIZED));
@@ -244,6 +251,15 @@ where
         500..=599 => Outcome::Failed(Failure::ServerError(status)),
         // Other 4xx: the request itself is wrong; the provider's own error goes back.
         _ => Outcome::Relay(response),
+    }
+}
+
+/// The `Accept` of a request to `kind`: JSON, or its format's stream (AWS's event-stream for
+/// Bedrock, server-sent events for every other).
+fn accept(kind: ProviderKind) -> &'static str {
+    match dialect(kind.format()).stream_media_type() {
+        "text/event-stream" => "application/json, text/event-stream",
+        _ => "application/json, application/vnd.amazon.eventstream",
     }
 }
 

@@ -6,6 +6,8 @@ pub mod mock;
 pub mod oauth;
 
 use schemars::JsonSchema;
+
+use crate::formats::auth;
 use serde::{Deserialize, Serialize};
 
 /// The wire format and defaults family of an upstream LLM API.
@@ -38,6 +40,9 @@ pub enum ProviderKind {
     Together,
     /// Azure OpenAI: OpenAI's models in a customer's Azure resource, called by deployment.
     AzureOpenai,
+    /// AWS Bedrock: Anthropic's, Meta's, Mistral's and Amazon's models through the Converse
+    /// API, signed with an AWS access key (or a Bedrock API key).
+    Bedrock,
     /// Google Vertex AI: Gemini models, and Anthropic's Claude models (`claude-*`) in their
     /// own format, in a customer's Google Cloud project.
     VertexAi,
@@ -83,6 +88,7 @@ impl ProviderKind {
             Self::Openrouter => "openrouter",
             Self::Together => "together",
             Self::AzureOpenai => "azure-openai",
+            Self::Bedrock => "bedrock",
             Self::VertexAi => "vertex-ai",
             Self::Ollama => "ollama",
             Self::OpenaiCompatible => "openai-compatible",
@@ -102,6 +108,10 @@ impl ProviderKind {
             Self::AzureOpenai => Some(CredentialParts {
                 required: &["tenantId", "clientId", "clientSecret"],
                 optional: &[],
+            }),
+            Self::Bedrock => Some(CredentialParts {
+                required: &[auth::ACCESS_KEY_ID, auth::SECRET_ACCESS_KEY],
+                optional: &[auth::SESSION_TOKEN],
             }),
             _ => None,
         }

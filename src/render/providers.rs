@@ -188,6 +188,12 @@ fn resolve_one(
     }
 
     if let Some(url) = &base_url {
+        if url.contains("{region}") {
+            return Err(refuse(
+                "RegionMissing",
+                format!("type {} needs spec.region (or a spec.baseUrl)", spec.kind),
+            ));
+        }
         reject_credentials(url).map_err(|e| refuse("CredentialsInUrl", e.to_string()))?;
     }
     let mut allowed_endpoints = Vec::new();

@@ -24,6 +24,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 
+use super::fake_bedrock;
 use super::fake_providers::{Fake, KEY, Reply, Seen};
 
 /// The Google Cloud project the fake serves.
@@ -74,11 +75,23 @@ pub fn arrive(seen: Seen, fake: &Fake) -> Arrival {
     if seen.path.ends_with("/oauth2/v2.0/token") {
         return Arrival::Answered(entra_token(&seen, fake));
     }
-    if seen.path.starts_with("/openai/") {
+    // Groq's API lives under `/openai/v1/` too: Azure's requests are the ones with Azure's
+    // credentials (an `api-key`, an Entra token) or a deployment path.
+    let azure_credentials = seen.headers.contains_key("api-key")
+        || seen
+            .headers
+            .get("authorization")
+            .is_some_and(|a| a.starts_with("Bearer eyJ."));
+    if seen.path.starts_with("/openai/deployments/")
+        || (seen.path.starts_with("/openai/") && azure_credentials)
+    {
         return azure(seen, fake);
     }
     if seen.path.starts_with("/v1/projects/") {
         return vertex(seen, fake);
+    }
+    if let Some(reply) = super::fake_bedrock::bedrock(&seen) {
+        return Arrival::Answered(reply);
     }
     Arrival::Native(seen)
 }
@@ -420,7 +433,10 @@ fn vertex(mut seen: Seen, fake: &Fake) -> Arrival {
 /// `azure-dated` (the deployment API at version 2024-10-21), `azure-entra` (an Entra
 /// application's credentials; the gateway's Entra authority must be the fake), and `vertex`
 /// (`gemini-vertex`, and `claude-vertex` in Anthropic's format, with a service account
-/// whose token endpoint is the fake's).
+/// whose token endpoint is the fake's), and Bedrock signed with an access key (`bedrock`),
+/// temporary credentials (`bedrock-session`) or an API key (`bedrock-key`), each serving
+/// `us.anthropic.claude-fake-v1:0` (an inference profile), `amazon.nova-fake-v1`, and
+/// `anthropic.claude-bare-v1:0` (a bare Claude id, which Bedrock refuses).
 pub fn clouds_yaml(upstream: std::net::SocketAddr) -> String {
     use base64::engine::general_purpose::STANDARD;
     let account = STANDARD.encode(service_account_json(&format!("http://{upstream}/token")));
@@ -431,6 +447,7 @@ pub fn clouds_yaml(upstream: std::net::SocketAddr) -> String {
     };
     let azure_models = "models: [{name: azure-gpt}, {name: azure-embed, embedding: true}]";
     let deployments = "deployments: {azure-gpt: prod-gpt, azure-embed: prod-embed}";
+    let bedrock_models = "models: [{name: \"us.anthropic.claude-fake-v1:0\"}, {name: amazon.nova-fake-v1}, {name: \"anthropic.claude-bare-v1:0\"}]";
     [
         format!(
             "apiVersion: v1\nkind: Secret\nmetadata: {{name: entra-app, namespace: dgidgi-system}}\nstringData: {{tenant: {ENTRA_TENANT}, client: {ENTRA_CLIENT}, secret: {KEY}}}\n---\n"
@@ -449,6 +466,24 @@ pub fn clouds_yaml(upstream: std::net::SocketAddr) -> String {
         provider(
             "azure-entra",
             &format!("type: azure-openai, credentialsRef: {{name: entra-app, parts: {{tenantId: tenant, clientId: client, clientSecret: secret}}}}, azure: {{{deployments}}}, {azure_models}"),
+        ),
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: aws-key, namespace: dgidgi-system}}\nstringData: {{id: {}, secret: {}, token: {}}}\n---\n",
+            fake_bedrock::ACCESS_KEY_ID,
+            fake_bedrock::SECRET_ACCESS_KEY,
+            fake_bedrock::SESSION_TOKEN
+        ),
+        provider(
+            "bedrock",
+            &format!("type: bedrock, region: {}, credentialsRef: {{name: aws-key, parts: {{accessKeyId: id, secretAccessKey: secret}}}}, {bedrock_models}", fake_bedrock::REGION),
+        ),
+        provider(
+            "bedrock-session",
+            &format!("type: bedrock, region: {}, credentialsRef: {{name: aws-key, parts: {{accessKeyId: id, secretAccessKey: secret, sessionToken: token}}}}, {bedrock_models}", fake_bedrock::REGION),
+        ),
+        provider(
+            "bedrock-key",
+            &format!("type: bedrock, region: {}, credentialsRef: {{name: native-key}}, {bedrock_models}", fake_bedrock::REGION),
         ),
         provider(
             "vertex",

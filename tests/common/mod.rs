@@ -151,6 +151,7 @@ pub const PLATFORM_NS: &str = "apiVersion: v1\nkind: Namespace\nmetadata: {name:
 pub const MOCK_PROVIDER: &str = "apiVersion: llm.dgidgi.io/v1alpha1\nkind: LlmProvider\nmetadata: {name: mock, namespace: dgidgi-system}\nspec: {type: mock}\n";
 pub mod capture;
 pub mod clients;
+pub mod fake_bedrock;
 pub mod fake_clouds;
 pub mod fake_providers;
 pub mod fake_responses;

@@ -45,15 +45,19 @@ WEATHER_ANTHROPIC = [
     }
 ]
 
-# The clouds (tests/common/fake_clouds.rs): Azure OpenAI's v1 API, its deployment API with an
-# api-version, and with an Entra application's tokens; Vertex AI's Gemini and Claude with a
-# service account's tokens.
+# The clouds (tests/common/fake_clouds.rs, fake_bedrock.rs): Azure OpenAI's v1 API, its
+# deployment API with an api-version, and with an Entra application's tokens; Vertex AI's
+# Gemini and Claude with a service account's tokens; Bedrock's Converse API signed with an
+# access key (SigV4), temporary credentials, and a Bedrock API key.
 CLOUD_MODELS = [
     "azure/azure-gpt",
     "azure-dated/azure-gpt",
     "azure-entra/azure-gpt",
     "vertex/gemini-vertex",
     "vertex/claude-vertex",
+    "bedrock/us.anthropic.claude-fake-v1:0",
+    "bedrock-session/amazon.nova-fake-v1",
+    "bedrock-key/us.anthropic.claude-fake-v1:0",
 ]
 # The Messages front door in front of an Anthropic upstream (pass-through), an OpenAI-format
 # upstream (translated), and the clouds.

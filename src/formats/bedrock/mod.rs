@@ -168,6 +168,12 @@ impl Dialect for Converse {
         eventstream::MEDIA_TYPE
     }
 
+    /// Signed with an AWS access key (SigV4, signing name `bedrock`), or a Bedrock API key as a
+    /// bearer token.
+    fn auth(&self) -> super::auth::Auth {
+        super::auth::Auth::SigV4 { service: "bedrock" }
+    }
+
     fn stream_decoder(&self, context: &Context) -> Box<dyn Decoder> {
         Box::new(EventDecoder::new(context))
     }
