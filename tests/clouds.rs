@@ -514,3 +514,95 @@ async fn bedrocks_refusals_and_stream_failures_reach_the_client_in_its_format() 
     assert!(body.contains("failed mid-stream"), "{body}");
     assert!(!body.contains("[DONE]"), "{body}");
 }
+
+#[tokio::test]
+async fn no_cloud_credential_or_token_reaches_the_logs_metrics_or_answers() {
+    let fake = fake_providers::start_with(fake_providers::Answers::default()).await;
+    let yaml = [
+        fake_providers::providers_yaml(fake.address),
+        "\n---\n".to_owned(),
+        fake_clouds::clouds_yaml(fake.address),
+    ]
+    .concat();
+    let (output, dir) = common::gateway::config_dir(&yaml);
+    let logs = tempfile::tempdir().unwrap();
+    let (stdout, stderr) = (logs.path().join("stdout"), logs.path().join("stderr"));
+    let authority = format!("http://{}", fake.address);
+    let extra: Vec<&std::ffi::OsStr> = vec![
+        "--azure-authority-host".as_ref(),
+        authority.as_ref(),
+        "--access-log".as_ref(),
+        "json".as_ref(),
+    ];
+    let mut gateway = common::gateway::spawn_gateway_with_stdout(
+        dir.path(),
+        &["--log", "trace"],
+        &extra,
+        std::fs::File::create(&stdout).unwrap().into(),
+        std::fs::File::create(&stderr).unwrap().into(),
+    )
+    .await;
+    let key = output.access_keys[0].value.to_string();
+    let mut answers = String::new();
+    for model in [
+        "azure/azure-gpt",
+        "azure-entra/azure-gpt",
+        "vertex/gemini-vertex",
+        "vertex/claude-vertex",
+        &format!("bedrock/{BEDROCK_CLAUDE}"),
+        &format!("bedrock-session/{BEDROCK_CLAUDE}"),
+        "bedrock-key/amazon.nova-fake-v1",
+        "bedrock/anthropic.claude-bare-v1:0",
+    ] {
+        for stream in [false, true] {
+            let (_, _, body) = common::http::send(
+                gateway.api,
+                "POST",
+                "/v1/chat/completions",
+                Some(&key),
+                Some(chat(model, "scan me", stream).to_string()),
+            )
+            .await
+            .unwrap();
+            answers.push_str(&body);
+        }
+    }
+    let (_, _, metrics) = common::http::send(gateway.admin, "GET", "/metrics", None, None)
+        .await
+        .unwrap();
+    gateway.child.kill().unwrap();
+    gateway.child.wait().unwrap();
+    // Every request reached its cloud with the credential (so the logs had their chance).
+    let seen = fake.log.lock().unwrap().clone();
+    let signatures: Vec<String> = seen
+        .iter()
+        .filter_map(|s| s.headers.get("authorization"))
+        .filter_map(|a| a.split("Signature=").nth(1).map(str::to_owned))
+        .collect();
+    assert!(signatures.len() >= 4, "{signatures:?}");
+    let pem_line = fake_clouds::SERVICE_ACCOUNT_KEY.lines().nth(5).unwrap();
+    let mut secrets: Vec<String> = vec![
+        KEY.into(),
+        pem_line.into(),
+        common::fake_bedrock::SECRET_ACCESS_KEY.into(),
+        common::fake_bedrock::SESSION_TOKEN.into(),
+        "ya29.fake-0".into(),
+        "eyJ.fake-0".into(),
+    ];
+    secrets.extend(signatures);
+    let logged = [
+        std::fs::read_to_string(&stdout).unwrap(),
+        std::fs::read_to_string(&stderr).unwrap(),
+    ]
+    .concat();
+    assert!(logged.len() > 1000, "the logs were written: {logged}");
+    for (place, text) in [
+        ("logs", &logged),
+        ("metrics", &metrics),
+        ("answers", &answers),
+    ] {
+        for secret in &secrets {
+            assert!(!text.contains(secret.as_str()), "{place} leak {secret:?}");
+        }
+    }
+}

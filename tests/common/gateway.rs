@@ -136,6 +136,17 @@ pub async fn spawn_gateway(
     extra: &[&std::ffi::OsStr],
     stderr: std::process::Stdio,
 ) -> Process {
+    spawn_gateway_with_stdout(config, global, extra, std::process::Stdio::null(), stderr).await
+}
+
+/// [`spawn_gateway`] with its standard output (the request log) to `stdout`.
+pub async fn spawn_gateway_with_stdout(
+    config: &std::path::Path,
+    global: &[&str],
+    extra: &[&std::ffi::OsStr],
+    stdout: std::process::Stdio,
+    stderr: std::process::Stdio,
+) -> Process {
     let (api, admin) = (free_port(), free_port());
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_dgidgi"))
         .args(global)
@@ -145,7 +156,7 @@ pub async fn spawn_gateway(
         .arg("--config-dir")
         .arg(config)
         .args(extra)
-        .stdout(std::process::Stdio::null())
+        .stdout(stdout)
         .stderr(stderr)
         .spawn()
         .unwrap();
