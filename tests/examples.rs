@@ -80,7 +80,14 @@ fn the_examples_are_the_documented_ones() {
         .collect();
     assert_eq!(
         names,
-        ["byok", "cli-local", "multi-tenant", "quickstart", "routing"]
+        [
+            "byok",
+            "cli-local",
+            "clouds",
+            "multi-tenant",
+            "quickstart",
+            "routing"
+        ]
     );
     for tool in ["argocd", "flux"] {
         assert!(root().join("examples/gitops").join(tool).is_dir());

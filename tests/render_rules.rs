@@ -1328,3 +1328,153 @@ fn colliding_access_key_secrets_and_copied_keys_are_refused() {
         .collect();
     assert_eq!(hashes.len(), 1);
 }
+
+// ---- clouds -------------------------------------------------------------------------------
+
+#[test]
+fn cloud_providers_need_what_their_type_signs_with() {
+    let aws = "apiVersion: v1\nkind: Secret\nmetadata: {name: aws, namespace: dgidgi-system}\nstringData: {id: AKIA1, secret: s3cr3t-aws, token: t0k3n}\n---\n";
+    let cases = [
+        // CEL: a Bedrock provider names its region; parts are Bedrock's or Azure's Entra app's.
+        (
+            "no-region",
+            "{type: bedrock, credentialsRef: {name: aws, parts: {accessKeyId: id, secretAccessKey: secret}}}",
+            "InvalidSpec",
+            "region is required",
+        ),
+        (
+            "half-key",
+            "{type: bedrock, region: us-east-1, credentialsRef: {name: aws, parts: {accessKeyId: id}}}",
+            "InvalidSpec",
+            "credentialsRef.parts",
+        ),
+        (
+            "parts-on-openai",
+            "{type: openai, credentialsRef: {name: aws, parts: {accessKeyId: id, secretAccessKey: secret}}}",
+            "InvalidSpec",
+            "credentialsRef.parts",
+        ),
+        (
+            "bad-region",
+            "{type: bedrock, region: \"us-east-1.evil.example/\", credentialsRef: {name: aws}}",
+            "InvalidSpec",
+            "region must be",
+        ),
+        (
+            "azure-no-url",
+            "{type: azure-openai, credentialsRef: {name: aws}}",
+            "InvalidSpec",
+            "baseUrl",
+        ),
+        (
+            "vertex-no-project",
+            "{type: vertex-ai, region: us-east5, credentialsRef: {name: aws}}",
+            "InvalidSpec",
+            "project",
+        ),
+        // Render: a part naming a key the Secret lacks; a Vertex key that is no service account.
+        (
+            "missing-key",
+            "{type: bedrock, region: us-east-1, credentialsRef: {name: aws, parts: {accessKeyId: id, secretAccessKey: nope}}}",
+            "SecretKeyNotFound",
+            "nope",
+        ),
+        (
+            "not-an-account",
+            "{type: vertex-ai, region: us-east5, project: my-project-1, credentialsRef: {name: aws, key: secret}}",
+            "CredentialInvalid",
+            "not a service account",
+        ),
+    ];
+    let yaml: String = [base(), aws.to_owned()]
+        .into_iter()
+        .chain(
+            cases
+                .iter()
+                .map(|(name, spec, _, _)| provider("dgidgi-system", name, spec)),
+        )
+        .collect();
+    let output = render_yaml(&yaml);
+    for (name, _, reason, says) in cases {
+        let message = expect_condition(
+            &output,
+            ("LlmProvider", "dgidgi-system", name),
+            "Ready",
+            "False",
+            reason,
+        );
+        assert!(message.contains(says), "{name}: {message}");
+        for secret in ["s3cr3t-aws", "t0k3n"] {
+            assert!(!message.contains(secret), "{name}: {message}");
+        }
+    }
+}
+
+#[test]
+fn cloud_providers_resolve_their_regional_endpoints_and_sealed_parts() {
+    let aws = "apiVersion: v1\nkind: Secret\nmetadata: {name: aws, namespace: dgidgi-system}\nstringData: {id: AKIA1, secret: s3cr3t-aws, token: t0k3n}\n---\n";
+    let yaml = format!(
+        "{}{aws}{}{}",
+        base(),
+        provider(
+            "dgidgi-system",
+            "bedrock",
+            "{type: bedrock, region: eu-central-1, credentialsRef: {name: aws, parts: {accessKeyId: id, secretAccessKey: secret, sessionToken: token}}}"
+        ),
+        provider(
+            "dgidgi-system",
+            "azure",
+            "{type: azure-openai, baseUrl: \"https://res.openai.azure.com/\", credentialsRef: {name: aws, key: secret}, azure: {apiVersion: \"2024-10-21\", deployments: {gpt-4.1: prod}}}"
+        ),
+    );
+    let output = render_yaml(&yaml);
+    assert!(
+        output.report.not_ready().is_empty(),
+        "{:?}",
+        output.report.not_ready()
+    );
+    let provider = |name: &str| {
+        output
+            .config
+            .providers
+            .iter()
+            .find(|p| p.name == name)
+            .unwrap()
+            .clone()
+    };
+    let bedrock = provider("bedrock");
+    assert_eq!(
+        bedrock.base_url.as_deref(),
+        Some("https://bedrock-runtime.eu-central-1.amazonaws.com")
+    );
+    assert_eq!(bedrock.cloud.region.as_deref(), Some("eu-central-1"));
+    assert!(
+        bedrock
+            .models
+            .iter()
+            .any(|m| m.name == "global.anthropic.claude-sonnet-4-5-20250929-v1:0")
+    );
+    let azure = provider("azure");
+    assert_eq!(
+        azure.base_url.as_deref(),
+        Some("https://res.openai.azure.com")
+    );
+    assert_eq!(azure.upstream_model("gpt-4.1"), "prod");
+    assert_eq!(azure.upstream_model("gpt-4o"), "gpt-4o");
+    assert_eq!(azure.cloud.api_version.as_deref(), Some("2024-10-21"));
+    // The three parts are one sealed row; no part is in the config or the key store in clear.
+    let text = serde_yaml::to_string(&output.config).unwrap();
+    for secret in ["AKIA1", "s3cr3t-aws", "t0k3n"] {
+        assert!(!text.contains(secret));
+    }
+    let row = output.key_store.get("dgidgi-system/bedrock").unwrap();
+    assert!(
+        row.encrypted_value.starts_with("dgv2:"),
+        "{}",
+        row.encrypted_value
+    );
+    let store = serde_yaml::to_string(&output.key_store).unwrap();
+    for secret in ["AKIA1", "s3cr3t-aws", "t0k3n"] {
+        assert!(!store.contains(secret));
+    }
+}

@@ -346,6 +346,15 @@ fn secret_value<'a>(
 /// to `kubectl apply`; this covers the offline render and explains which part is missing).
 fn check_credential_shape(kind: ProviderKind, credential: &Credential) -> Result<(), Refusal> {
     let Credential::Parts(parts) = credential else {
+        // A Vertex AI credential is a service account's JSON key: read now, so a wrong file
+        // is reported on the resource rather than on its first request (the error names no
+        // value).
+        if kind == ProviderKind::VertexAi
+            && let Some(json) = credential.api_key()
+        {
+            crate::providers::oauth::ServiceAccount::from_json(json)
+                .map_err(|error| refuse("CredentialInvalid", error.to_string()))?;
+        }
         return Ok(());
     };
     let shape = kind.credential_parts().ok_or_else(|| {
