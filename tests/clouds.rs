@@ -606,3 +606,44 @@ async fn no_cloud_credential_or_token_reaches_the_logs_metrics_or_answers() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_responses_client_reaches_azures_v1_responses_api_as_sent() {
+    let clouds = Clouds::new().await;
+    let sent = r#"{"model":"azure/azure-gpt","input":"hello responses","store":false,"metadata":{"k":"v"}}"#;
+    let key = clouds.gateway.output.access_keys[0].value.to_string();
+    let (status, _, body) = common::http::send(
+        clouds.gateway.running.api,
+        "POST",
+        "/v1/responses",
+        Some(&key),
+        Some(sent.to_owned()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let seen = clouds.last_at("/openai/");
+    assert_eq!(seen.path, "/openai/v1/responses");
+    assert_eq!(seen.headers["api-key"], KEY);
+    // As sent, but for the deployment's name and the output cap the platform's key enforces.
+    assert_eq!(
+        String::from_utf8(seen.raw.clone()).unwrap(),
+        sent.replace("azure/azure-gpt", "prod-gpt")
+            .replace("}}", "},\"max_output_tokens\":4096}")
+    );
+    // The deployment API has no Responses endpoint: the same client is translated to chat.
+    let (status, _, body) = common::http::send(
+        clouds.gateway.running.api,
+        "POST",
+        "/v1/responses",
+        Some(&key),
+        Some(sent.replace("azure/", "azure-dated/")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        clouds.last_at("/openai/").path,
+        "/openai/deployments/prod-gpt/chat/completions?api-version=2024-10-21"
+    );
+}

@@ -99,7 +99,8 @@ pub struct LlmProviderSpec {
     /// Whether this provider serves OpenAI's Responses API (`responses` beside its
     /// `chat/completions` endpoint). When it does, a client of the gateway's `/v1/responses`
     /// is passed through to it as sent; otherwise the request is translated to the provider's
-    /// chat format. Defaults to true for type `openai`, false for every other type (set it
+    /// chat format. Defaults to true for type `openai` and for `azure-openai` on Azure's v1 API
+    /// (no `azure.apiVersion`), false for every other type (set it
     /// for an OpenAI-compatible server that serves the API, such as vLLM).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub responses_api: Option<bool>,

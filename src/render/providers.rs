@@ -229,9 +229,12 @@ fn resolve_one(
             models,
             unlisted: unlisted(spec)?,
             betas: beta_filter(spec),
-            responses_api: spec
-                .responses_api
-                .unwrap_or_else(|| spec.kind.serves_responses_api()),
+            responses_api: spec.responses_api.unwrap_or_else(|| {
+                // Azure serves the Responses API on its v1 API only.
+                spec.kind.serves_responses_api()
+                    || (spec.kind == ProviderKind::AzureOpenai
+                        && spec.azure.as_ref().is_none_or(|a| a.api_version.is_none()))
+            }),
             limits,
             timeouts,
             allowed_endpoints,
