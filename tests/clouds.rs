@@ -30,7 +30,10 @@ impl Clouds {
         ]
         .concat();
         let settings = Settings {
-            azure_authority: Some(format!("http://{}", fake.address)),
+            cloud_environment: dgidgi::gateway::tokens::CloudEnvironment {
+                azure_authority_host: Some(format!("http://{}", fake.address)),
+                ..Default::default()
+            },
             ..Settings::default()
         };
         let gateway = InProcess::start(&yaml, settings).await;

@@ -131,7 +131,10 @@ async fn the_official_sdks_work_against_every_native_format() {
     common::gateway::write_config(dir.path(), &output);
     let start = common::gateway::Start {
         settings: dgidgi::gateway::Settings {
-            azure_authority: Some(format!("http://{upstream}")),
+            cloud_environment: dgidgi::gateway::tokens::CloudEnvironment {
+                azure_authority_host: Some(format!("http://{upstream}")),
+                ..Default::default()
+            },
             ..dgidgi::gateway::Settings::default()
         },
         ..common::gateway::Start::default()

@@ -154,7 +154,10 @@ impl ServeArgs {
                     .map_err(anyhow::Error::msg)
                     .context("--cors-allow-origin")?,
                 access_log: self.access_log,
-                azure_authority: self.azure_authority_host.clone(),
+                cloud_environment: crate::gateway::tokens::CloudEnvironment {
+                    azure_authority_host: self.azure_authority_host.clone(),
+                    ..crate::gateway::tokens::CloudEnvironment::from_env()
+                },
                 ..Settings::default()
             },
             reload_interval: duration("reload-interval", &self.reload_interval)?,

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::providers::ProviderKind;
-pub use shared::{BudgetAction, EffectiveLimits, RetryOn, Source};
+pub use shared::{BudgetAction, EffectiveLimits, RetryOn, Source, WorkloadIdentity};
 
 /// File (and ConfigMap key) holding [`GatewayConfig`].
 pub const GATEWAY_CONFIG_FILE: &str = "gateway.yaml";
@@ -153,6 +153,9 @@ pub struct ProviderConfig {
     /// Where a cloud-hosted provider's endpoints are (empty for every other type).
     #[serde(default, skip_serializing_if = "CloudConfig::is_empty")]
     pub cloud: CloudConfig,
+    /// The gateway pod's own cloud identity, used instead of a stored credential.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<WorkloadIdentity>,
 }
 
 impl ProviderConfig {
@@ -562,6 +565,7 @@ impl ProviderConfig {
             timeouts: TimeoutsConfig::default(),
             allowed_endpoints: Vec::new(),
             cloud: CloudConfig::default(),
+            identity: None,
         }
     }
 

@@ -93,3 +93,38 @@ impl RetryOn {
         ]
     }
 }
+
+/// A cloud identity the gateway's own pod holds, used instead of a stored credential: the
+/// organisation's workload identity, for platforms that forbid static cloud keys. Platform
+/// providers only (a tenant never spends the platform's identity).
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum WorkloadIdentity {
+    /// AWS IAM Roles for Service Accounts (IRSA): the projected web identity token
+    /// (`AWS_WEB_IDENTITY_TOKEN_FILE`) exchanged at STS for the role `AWS_ROLE_ARN`'s temporary
+    /// credentials (type bedrock).
+    AwsWebIdentity,
+    /// EKS Pod Identity: temporary credentials from the EKS agent
+    /// (`AWS_CONTAINER_CREDENTIALS_FULL_URI`, `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE`) (type
+    /// bedrock).
+    EksPodIdentity,
+    /// GKE Workload Identity: access tokens of the pod's Google service account from the
+    /// metadata server (type vertex-ai).
+    GkeMetadata,
+    /// Azure Workload Identity: the projected federated token (`AZURE_FEDERATED_TOKEN_FILE`)
+    /// exchanged at Entra for the app `AZURE_CLIENT_ID`'s tokens in `AZURE_TENANT_ID` (type
+    /// azure-openai).
+    AzureWorkloadIdentity,
+}
+
+impl WorkloadIdentity {
+    /// The spelling used in CRs and config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AwsWebIdentity => "aws-web-identity",
+            Self::EksPodIdentity => "eks-pod-identity",
+            Self::GkeMetadata => "gke-metadata",
+            Self::AzureWorkloadIdentity => "azure-workload-identity",
+        }
+    }
+}

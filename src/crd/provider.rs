@@ -28,7 +28,9 @@ use crate::providers::ProviderKind;
     printcolumn = r#"{"name":"Models", "type":"integer", "jsonPath":".status.models", "description":"Number of models served"}"#,
     printcolumn = r#"{"name":"Age", "type":"date", "jsonPath":".metadata.creationTimestamp"}"#
 )]
-#[x_kube(validation = Rule::new("self.type in ['ollama', 'mock'] || has(self.credentialsRef)").message("credentialsRef is required for every provider type except ollama and mock"))]
+#[x_kube(validation = Rule::new("self.type in ['ollama', 'mock'] || has(self.credentialsRef) || has(self.identity)").message("credentialsRef (or, for a cloud, identity) is required for every provider type except ollama and mock"))]
+#[x_kube(validation = Rule::new("!has(self.identity) || !has(self.credentialsRef)").message("a provider uses either credentialsRef or identity, not both"))]
+#[x_kube(validation = Rule::new("!has(self.identity) || (self.type == 'bedrock' && self.identity in ['aws-web-identity', 'eks-pod-identity']) || (self.type == 'vertex-ai' && self.identity == 'gke-metadata') || (self.type == 'azure-openai' && self.identity == 'azure-workload-identity')").message("identity: aws-web-identity or eks-pod-identity for bedrock, gke-metadata for vertex-ai, azure-workload-identity for azure-openai"))]
 #[x_kube(validation = Rule::new("self.type != 'openai-compatible' || has(self.baseUrl)").message("baseUrl is required for type openai-compatible"))]
 #[x_kube(validation = Rule::new("self.type != 'azure-openai' || has(self.baseUrl)").message("baseUrl (the resource's endpoint, https://NAME.openai.azure.com) is required for type azure-openai"))]
 #[x_kube(validation = Rule::new("self.type != 'bedrock' || has(self.region)").message("region is required for type bedrock"))]
@@ -74,6 +76,14 @@ pub struct LlmProviderSpec {
     /// Azure OpenAI's deployments and API version (type azure-openai).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub azure: Option<AzureSpec>,
+    /// Use the gateway pod's own cloud identity instead of a stored credential (for
+    /// organisations that forbid static cloud keys): aws-web-identity (IRSA) or
+    /// eks-pod-identity for bedrock, gke-metadata (GKE Workload Identity) for vertex-ai,
+    /// azure-workload-identity for azure-openai. The identity is the gateway's, so only
+    /// providers in the platform namespace may use it; tokens are cached and refreshed before
+    /// they expire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<crate::config::WorkloadIdentity>,
     /// Models this provider serves. Omitted: the built-in catalog for the type.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 128))]

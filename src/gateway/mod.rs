@@ -68,8 +68,9 @@ pub struct Settings {
     pub access_log: access_log::AccessLogFormat,
     /// Where the request log goes.
     pub access_log_sink: access_log::AccessLogSink,
-    /// Microsoft Entra's authority for Azure OpenAI tokens (`None`: the public cloud's).
-    pub azure_authority: Option<String>,
+    /// Where the pod's cloud identities and token authorities are (Entra's authority, IRSA's,
+    /// EKS Pod Identity's, GKE's and Azure Workload Identity's variables).
+    pub cloud_environment: tokens::CloudEnvironment,
 }
 
 /// The admin token: compared in constant time, wiped on drop, never printed.
@@ -109,7 +110,7 @@ impl Default for Settings {
             // The binary writes it (`--access-log`); a gateway embedded elsewhere asks for it.
             access_log: access_log::AccessLogFormat::Off,
             access_log_sink: access_log::AccessLogSink::default(),
-            azure_authority: None,
+            cloud_environment: tokens::CloudEnvironment::default(),
         }
     }
 }
@@ -201,7 +202,7 @@ impl Gateway {
             settings.access_log_sink.clone(),
             metrics.access_log_dropped.clone(),
         );
-        let tokens = tokens::Tokens::new(settings.azure_authority.clone());
+        let tokens = tokens::Tokens::new(settings.cloud_environment.clone());
         Ok(Arc::new(Self {
             snapshot: ArcSwapOption::empty(),
             client: upstream::http_client(),
@@ -226,6 +227,14 @@ impl Gateway {
 
     /// Swaps in a new config.
     pub fn install(&self, snapshot: Snapshot) {
+        // Credentials fetched for providers the new config no longer has are dropped.
+        let providers = snapshot
+            .config
+            .providers
+            .iter()
+            .map(|p| p.id.as_str())
+            .collect();
+        self.tokens.retain(&providers);
         self.snapshot.store(Some(Arc::new(Active::new(snapshot))));
         self.metrics.config_loaded.set(1);
     }

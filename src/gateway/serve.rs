@@ -217,8 +217,9 @@ fn upstream_format(attempt: &Attempt<'_>, client: Format) -> Format {
     }
 }
 
-/// Sends a request through `client`, with a bearer token exchanged for its credential first
-/// where the provider takes tokens, not keys (see [`super::tokens`]).
+/// Sends a request through `client`, signed with a short-lived credential where the provider
+/// takes one (a token exchanged for its stored credential, or the pod's workload identity:
+/// [`super::tokens`]).
 async fn send_signed<C>(
     gateway: &Gateway,
     client: &hyper_util::client::legacy::Client<C, http_body_util::Full<Bytes>>,
@@ -228,21 +229,22 @@ async fn send_signed<C>(
 where
     C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
 {
-    let token = match outgoing.credential {
-        Some(credential) if tokens::exchanges(provider.kind, credential) => {
-            match gateway.tokens.bearer(client, provider, credential).await {
-                Ok(token) => Some(token),
-                Err(error) => {
-                    tracing::warn!(provider = ?provider.id, "no token for the provider: {error}");
-                    return Outcome::Failed(Failure::Auth(StatusCode::UNAUTHORIZED));
-                }
-            }
+    let fetched = match gateway
+        .tokens
+        .fetch(client, provider, outgoing.credential)
+        .await
+    {
+        Ok(fetched) => fetched,
+        Err(error) => {
+            tracing::warn!(provider = ?provider.id, "no credential for the provider: {error}");
+            return Outcome::Failed(Failure::Auth(StatusCode::UNAUTHORIZED));
         }
-        _ => None,
     };
-    if let Some(token) = &token {
-        outgoing.auth = crate::formats::auth::Auth::Bearer;
-        outgoing.credential = Some(token);
+    if let Some(fetched) = &fetched {
+        if let tokens::Fetched::Bearer(_) = fetched {
+            outgoing.auth = crate::formats::auth::Auth::Bearer;
+        }
+        outgoing.credential = Some(fetched.credential());
     }
     send(client, outgoing).await
 }

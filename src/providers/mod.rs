@@ -2,8 +2,8 @@
 //! here and one catalog entry in [`catalog`].
 
 pub mod catalog;
+pub mod grants;
 pub mod mock;
-pub mod oauth;
 
 use schemars::JsonSchema;
 

@@ -207,6 +207,12 @@ fn resolve_one(
         allowed_endpoints = allow.entries();
     }
 
+    if spec.identity.is_some() && scope == Scope::Tenant {
+        return Err(refuse(
+            "IdentityNotAllowed",
+            "identity is the gateway's own cloud identity: only providers in the platform namespace may use it; bring a credential in credentialsRef",
+        ));
+    }
     let credential = credential_row(input, key, spec)?;
     let (models, open_catalog) = catalog(spec)?;
 
@@ -239,6 +245,7 @@ fn resolve_one(
             timeouts,
             allowed_endpoints,
             cloud: cloud(spec),
+            identity: spec.identity,
         },
         credential,
     ))
@@ -273,7 +280,7 @@ fn credential_row(
     spec: &LlmProviderSpec,
 ) -> Result<Option<CredentialRow>, Refusal> {
     Ok(match &spec.credentials_ref {
-        None if spec.kind.requires_credentials() => {
+        None if spec.kind.requires_credentials() && spec.identity.is_none() => {
             return Err(refuse(
                 "CredentialsMissing",
                 format!("type {} needs spec.credentialsRef", spec.kind),
@@ -355,7 +362,7 @@ fn check_credential_shape(kind: ProviderKind, credential: &Credential) -> Result
         if kind == ProviderKind::VertexAi
             && let Some(json) = credential.api_key()
         {
-            crate::providers::oauth::ServiceAccount::from_json(json)
+            crate::providers::grants::ServiceAccount::from_json(json)
                 .map_err(|error| refuse("CredentialInvalid", error.to_string()))?;
         }
         return Ok(());

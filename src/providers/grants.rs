@@ -1,7 +1,8 @@
-//! The token grants of the clouds that take short-lived bearer tokens instead of a static key:
-//! a Google service account's signed JWT (RFC 7523) for Vertex AI, and a Microsoft Entra
-//! application's client credentials for Azure OpenAI. Pure: what to send and how to read the
-//! answer; the exchange itself and the token cache are `gateway::tokens`.
+//! The grants by which the clouds hand out short-lived credentials: a Google service account's
+//! signed JWT (RFC 7523) for Vertex AI, a Microsoft Entra application's client credentials (or
+//! a workload's federated token) for Azure OpenAI, a web identity token exchanged at AWS STS
+//! (IRSA), and the answers of EKS Pod Identity's agent and GKE's metadata server. Pure: what to
+//! send and how to read the answer; the exchange itself and the cache are `gateway::tokens`.
 //!
 //! The JWT is signed with `ring` (RS256, PKCS#1 v1.5 with SHA-256), which rustls already
 //! brings: a JWT crate would add a second RSA implementation (the `rsa` crate, with its timing
@@ -149,6 +150,144 @@ pub fn entra_grant(
     (url, Zeroizing::new(body))
 }
 
+/// A Microsoft Entra token request with a workload's federated token (Azure Workload
+/// Identity): the token URL under `authority` and its form body.
+pub fn entra_federated_grant(
+    authority: &str,
+    tenant_id: &str,
+    client_id: &str,
+    federated_token: &str,
+) -> (String, Zeroizing<String>) {
+    let tenant: String = url::form_urlencoded::byte_serialize(tenant_id.as_bytes()).collect();
+    let url = format!(
+        "{}/{tenant}/oauth2/v2.0/token",
+        authority.trim_end_matches('/')
+    );
+    let body = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("grant_type", "client_credentials")
+        .append_pair("client_id", client_id)
+        .append_pair(
+            "client_assertion_type",
+            "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        )
+        .append_pair("client_assertion", federated_token.trim())
+        .append_pair("scope", AZURE_COGNITIVE_SCOPE)
+        .finish();
+    (url, Zeroizing::new(body))
+}
+
+/// An AWS STS `AssumeRoleWithWebIdentity` request (IRSA; unsigned: the web identity token is
+/// the proof): its form body for `sts_url`.
+pub fn sts_web_identity_grant(
+    role_arn: &str,
+    session_name: &str,
+    web_identity_token: &str,
+) -> Zeroizing<String> {
+    Zeroizing::new(
+        url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("Action", "AssumeRoleWithWebIdentity")
+            .append_pair("Version", "2011-06-15")
+            .append_pair("RoleArn", role_arn)
+            .append_pair("RoleSessionName", session_name)
+            .append_pair("WebIdentityToken", web_identity_token.trim())
+            .append_pair("DurationSeconds", "3600")
+            .finish(),
+    )
+}
+
+/// Temporary AWS credentials and when they expire (`Debug` names the parts, never a value).
+#[derive(Debug)]
+pub struct AwsCredentials {
+    /// The access key id, its secret and the session token, as a credential's parts.
+    pub credential: crate::crypto::Credential,
+    /// When they expire.
+    pub expiration: k8s_openapi::jiff::Timestamp,
+}
+
+/// Reads STS's `AssumeRoleWithWebIdentity` answer (XML). An error answer's code is kept, never
+/// its message.
+pub fn read_sts_credentials(body: &[u8]) -> Result<AwsCredentials, GrantError> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Response {
+        assume_role_with_web_identity_result: Option<Result_>,
+        error: Option<StsError>,
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Result_ {
+        credentials: Keys,
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct StsError {
+        code: Option<String>,
+    }
+    let text = std::str::from_utf8(body).map_err(|_| GrantError::BadAnswer("not text".into()))?;
+    let answer: Response = quick_xml::de::from_str(text)
+        .map_err(|_| GrantError::BadAnswer("not an STS answer".into()))?;
+    if let Some(error) = answer.error {
+        return Err(GrantError::BadAnswer(format!(
+            "error {:?}",
+            safe_code(error.code.as_deref().unwrap_or("unknown"))
+        )));
+    }
+    let keys = answer
+        .assume_role_with_web_identity_result
+        .ok_or_else(|| GrantError::BadAnswer("no credentials".into()))?
+        .credentials;
+    keys.into_credentials()
+}
+
+/// Reads EKS Pod Identity's (the container credentials endpoint's) JSON answer.
+pub fn read_container_credentials(body: &[u8]) -> Result<AwsCredentials, GrantError> {
+    let keys: Keys = serde_json::from_slice(body)
+        .map_err(|_| GrantError::BadAnswer("not a credentials object".into()))?;
+    keys.into_credentials()
+}
+
+/// The fields STS and the container credentials endpoint share (the latter names the session
+/// token `Token`).
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Keys {
+    access_key_id: Zeroizing<String>,
+    secret_access_key: Zeroizing<String>,
+    #[serde(alias = "Token")]
+    session_token: Zeroizing<String>,
+    expiration: String,
+}
+
+impl Keys {
+    fn into_credentials(self) -> Result<AwsCredentials, GrantError> {
+        use crate::formats::auth::{ACCESS_KEY_ID, SECRET_ACCESS_KEY, SESSION_TOKEN};
+        let expiration = self
+            .expiration
+            .trim()
+            .parse()
+            .map_err(|_| GrantError::BadAnswer("an Expiration that is no time".into()))?;
+        let bytes = |value: Zeroizing<String>| Zeroizing::new(value.as_bytes().to_vec());
+        let credential = crate::crypto::Credential::parts([
+            (ACCESS_KEY_ID, bytes(self.access_key_id)),
+            (SECRET_ACCESS_KEY, bytes(self.secret_access_key)),
+            (SESSION_TOKEN, bytes(self.session_token)),
+        ])
+        .map_err(|_| GrantError::BadAnswer("credentials out of bounds".into()))?;
+        Ok(AwsCredentials {
+            credential,
+            expiration,
+        })
+    }
+}
+
+/// An error code as it may be logged: letters, digits and `_` only, bounded.
+fn safe_code(code: &str) -> String {
+    code.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .take(64)
+        .collect()
+}
+
 /// An access token and how long it lives.
 pub struct Token {
     /// The bearer token.
@@ -178,12 +317,10 @@ pub fn read_token(body: &[u8]) -> Result<Token, GrantError> {
     let answer: Answer = serde_json::from_slice(body)
         .map_err(|_| GrantError::BadAnswer("not a JSON object".into()))?;
     if let Some(error) = answer.error {
-        let code: String = error
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
-            .take(64)
-            .collect();
-        return Err(GrantError::BadAnswer(format!("error {code:?}")));
+        return Err(GrantError::BadAnswer(format!(
+            "error {:?}",
+            safe_code(&error)
+        )));
     }
     let access_token = answer
         .access_token
@@ -276,6 +413,63 @@ mod tests {
             GrantError::BadPrivateKey
         );
         assert!(!format!("{:?}", account()).contains("PRIVATE"));
+    }
+
+    #[test]
+    fn aws_temporary_credentials_from_sts_and_the_pod_identity_agent() {
+        let sts = br#"<AssumeRoleWithWebIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
+  <AssumeRoleWithWebIdentityResult>
+    <SubjectFromWebIdentityToken>system:serviceaccount:dgidgi-system:dgidgi</SubjectFromWebIdentityToken>
+    <Credentials>
+      <SessionToken>FwoGZX-session</SessionToken>
+      <SecretAccessKey>wJalr-secret</SecretAccessKey>
+      <Expiration>2026-12-07T13:34:41Z</Expiration>
+      <AccessKeyId>ASIAEXAMPLE</AccessKeyId>
+    </Credentials>
+    <AssumedRoleUser><Arn>arn:aws:sts::1:assumed-role/r/s</Arn><AssumedRoleId>A:s</AssumedRoleId></AssumedRoleUser>
+  </AssumeRoleWithWebIdentityResult>
+  <ResponseMetadata><RequestId>ad4156e9</RequestId></ResponseMetadata>
+</AssumeRoleWithWebIdentityResponse>"#;
+        let read = read_sts_credentials(sts).unwrap();
+        assert_eq!(
+            read.credential.part("accessKeyId"),
+            Some(b"ASIAEXAMPLE".as_slice())
+        );
+        assert_eq!(
+            read.credential.part("secretAccessKey"),
+            Some(b"wJalr-secret".as_slice())
+        );
+        assert_eq!(
+            read.credential.part("sessionToken"),
+            Some(b"FwoGZX-session".as_slice())
+        );
+        assert_eq!(read.expiration.to_string(), "2026-12-07T13:34:41Z");
+        let refused = br#"<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error><Type>Sender</Type><Code>InvalidIdentityToken</Code><Message>token eyJsecret is bad</Message></Error></ErrorResponse>"#;
+        let error = read_sts_credentials(refused).unwrap_err();
+        assert_eq!(
+            error,
+            GrantError::BadAnswer("error \"InvalidIdentityToken\"".into())
+        );
+        let agent = br#"{"AccessKeyId":"ASIAPOD","SecretAccessKey":"pod-secret","Token":"pod-token","AccountId":"1","Expiration":"2026-12-07T14:00:00Z"}"#;
+        let read = read_container_credentials(agent).unwrap();
+        assert_eq!(
+            read.credential.part("sessionToken"),
+            Some(b"pod-token".as_slice())
+        );
+        let body = sts_web_identity_grant("arn:aws:iam::1:role/r", "dgidgi", "eyJ.web\n");
+        assert!(
+            body.contains("Action=AssumeRoleWithWebIdentity")
+                && body.ends_with("WebIdentityToken=eyJ.web&DurationSeconds=3600"),
+            "{}",
+            body.as_str()
+        );
+        let (url, body) = entra_federated_grant("https://login.example", "t", "c", "eyJ.fed\n");
+        assert_eq!(url, "https://login.example/t/oauth2/v2.0/token");
+        assert!(
+            body.contains("client_assertion=eyJ.fed&"),
+            "{}",
+            body.as_str()
+        );
     }
 
     #[test]
