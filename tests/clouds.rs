@@ -650,3 +650,182 @@ async fn a_responses_client_reaches_azures_v1_responses_api_as_sent() {
         "/openai/deployments/prod-gpt/chat/completions?api-version=2024-10-21"
     );
 }
+
+#[tokio::test]
+async fn the_pods_workload_identities_sign_without_a_stored_key() {
+    let fake = fake_providers::start_with(fake_providers::Answers::default()).await;
+    let files = tempfile::tempdir().unwrap();
+    let file = |name: &str, token: &str| {
+        let path = files.path().join(name);
+        std::fs::write(&path, format!("{token}\n")).unwrap();
+        path
+    };
+    let environment = dgidgi::gateway::tokens::CloudEnvironment {
+        azure_authority_host: Some(format!("http://{}", fake.address)),
+        azure_client_id: Some(fake_clouds::ENTRA_CLIENT.into()),
+        azure_tenant_id: Some(fake_clouds::ENTRA_TENANT.into()),
+        azure_federated_token_file: Some(file("azure", fake_clouds::FEDERATED_TOKEN)),
+        aws_role_arn: Some(fake_clouds::ROLE_ARN.into()),
+        aws_web_identity_token_file: Some(file("aws", fake_clouds::WEB_IDENTITY_TOKEN)),
+        aws_sts_endpoint: Some(format!("http://{}/sts/", fake.address)),
+        aws_container_credentials_full_uri: Some(format!("http://{}/v1/credentials", fake.address)),
+        aws_container_authorization_token_file: Some(file("eks", fake_clouds::POD_IDENTITY_TOKEN)),
+        gce_metadata_host: Some(fake.address.to_string()),
+    };
+    let provider = |name: &str, spec: &str| {
+        format!(
+            "apiVersion: llm.dgidgi.io/v1alpha1\nkind: LlmProvider\nmetadata: {{name: {name}, namespace: dgidgi-system}}\nspec: {{baseUrl: \"http://{}\", {spec}}}\n---\n",
+            fake.address
+        )
+    };
+    let yaml = [
+        provider("irsa", "type: bedrock, region: us-east-1, identity: aws-web-identity, models: [{name: amazon.nova-fake-v1}]"),
+        provider("pod", "type: bedrock, region: us-east-1, identity: eks-pod-identity, models: [{name: amazon.nova-fake-v1}]"),
+        provider("gke", &format!("type: vertex-ai, region: us-east5, project: {}, identity: gke-metadata, models: [{{name: gemini-vertex}}, {{name: claude-vertex}}]", fake_clouds::PROJECT)),
+        provider("aks", "type: azure-openai, identity: azure-workload-identity, azure: {deployments: [{model: azure-gpt, deployment: prod-gpt}]}, models: [{name: azure-gpt}]"),
+        common::gateway::MOCK_AND_ONE_TENANT.to_owned(),
+    ]
+    .concat();
+    let settings = Settings {
+        cloud_environment: environment,
+        ..Settings::default()
+    };
+    let gateway = InProcess::start(&yaml, settings).await;
+    assert!(
+        gateway.output.report.not_ready().is_empty(),
+        "{:?}",
+        gateway.output.report.not_ready()
+    );
+    let key = gateway.key();
+    for model in [
+        "irsa/amazon.nova-fake-v1",
+        "pod/amazon.nova-fake-v1",
+        "gke/gemini-vertex",
+        "gke/claude-vertex",
+        "aks/azure-gpt",
+    ] {
+        for round in 0..2 {
+            let (status, _, body) = common::http::send(
+                gateway.running.api,
+                "POST",
+                "/v1/chat/completions",
+                Some(&key),
+                Some(chat(model, &format!("{model} {round}"), round == 1).to_string()),
+            )
+            .await
+            .unwrap();
+            assert_eq!(status, 200, "{model}: {body}");
+        }
+    }
+    let seen = fake.log.lock().unwrap().clone();
+    // One fetch per identity, reused: STS, the pod identity agent, the metadata server, Entra.
+    let fetches = |path: &str| seen.iter().filter(|s| s.path.ends_with(path)).count();
+    assert_eq!(fetches("/sts"), 1);
+    assert_eq!(fetches("/v1/credentials"), 1);
+    assert_eq!(fetches("/service-accounts/default/token"), 1);
+    assert_eq!(fetches("/oauth2/v2.0/token"), 1);
+    // Bedrock was signed with the temporary credentials, their session token included.
+    let signed: Vec<&Seen> = seen
+        .iter()
+        .filter(|s| s.path.starts_with("/model/"))
+        .collect();
+    assert_eq!(signed.len(), 4);
+    for request in signed {
+        assert_eq!(
+            request.headers["x-amz-security-token"],
+            common::fake_bedrock::SESSION_TOKEN
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_token_endpoint_that_is_down_is_the_providers_connection_failure_and_falls_back() {
+    // Vertex's service account points at a token endpoint nobody listens on; the policy falls
+    // back to the mock, and the failure is counted as the provider's connection failure.
+    let fake = fake_providers::start_with(fake_providers::Answers::default()).await;
+    let closed = common::gateway::free_port();
+    use base64::Engine as _;
+    let account = base64::engine::general_purpose::STANDARD.encode(
+        fake_clouds::service_account_json(&format!("http://127.0.0.1:{closed}/token")),
+    );
+    let yaml = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: sa, namespace: dgidgi-system}}\ndata: {{key.json: {account}}}\n---\napiVersion: llm.dgidgi.io/v1alpha1\nkind: LlmProvider\nmetadata: {{name: vertex, namespace: dgidgi-system}}\nspec: {{type: vertex-ai, baseUrl: \"http://{}\", region: us-east5, project: fake-project, credentialsRef: {{name: sa, key: key.json}}, models: [{{name: gemini-vertex}}]}}\n---\napiVersion: llm.dgidgi.io/v1alpha1\nkind: RoutingPolicy\nmetadata: {{name: p, namespace: dgidgi-system}}\nspec: {{rules: [{{match: {{model: g}}, targets: [{{provider: vertex, model: gemini-vertex}}], fallback: [{{provider: mock, model: mock-fast}}]}}]}}\n---\n{}",
+        fake.address,
+        common::gateway::MOCK_AND_ONE_TENANT
+    );
+    let gateway = InProcess::start(&yaml, Settings::default()).await;
+    let key = gateway.key();
+    for _ in 0..2 {
+        let (status, headers, body) = common::http::send(
+            gateway.running.api,
+            "POST",
+            "/v1/chat/completions",
+            Some(&key),
+            Some(chat("g", "hi", false).to_string()),
+        )
+        .await
+        .unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            common::http::header(&headers, "x-dgidgi-provider"),
+            Some("mock")
+        );
+    }
+    let metrics = common::http::send(gateway.running.admin, "GET", "/metrics", None, None)
+        .await
+        .unwrap()
+        .2;
+    // Counted as the provider's connection failure, not as a refused key.
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.contains("dgidgi_upstream_errors_total")
+                && l.contains("vertex")
+                && l.contains("connect")),
+        "{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("upstream_errors"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+#[tokio::test]
+async fn a_refused_token_request_is_remembered_so_a_burst_does_not_repeat_it() {
+    let fake = fake_providers::start_with(fake_providers::Answers::default()).await;
+    let json = fake_clouds::service_account_json(&format!("http://{}/token", fake.address))
+        .replace(
+            fake_clouds::SERVICE_ACCOUNT,
+            "intruder@elsewhere.iam.gserviceaccount.com",
+        );
+    use base64::Engine as _;
+    let account = base64::engine::general_purpose::STANDARD.encode(json);
+    let yaml = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: sa, namespace: dgidgi-system}}\ndata: {{key.json: {account}}}\n---\napiVersion: llm.dgidgi.io/v1alpha1\nkind: LlmProvider\nmetadata: {{name: vertex, namespace: dgidgi-system}}\nspec: {{type: vertex-ai, baseUrl: \"http://{}\", region: us-east5, project: fake-project, credentialsRef: {{name: sa, key: key.json}}, models: [{{name: gemini-vertex}}]}}\n---\n{}",
+        fake.address,
+        common::gateway::MOCK_AND_ONE_TENANT
+    );
+    let gateway = InProcess::start(&yaml, Settings::default()).await;
+    let key = gateway.key();
+    for _ in 0..4 {
+        let (status, _, body) = common::http::send(
+            gateway.running.api,
+            "POST",
+            "/v1/chat/completions",
+            Some(&key),
+            Some(chat("vertex/gemini-vertex", "hi", false).to_string()),
+        )
+        .await
+        .unwrap();
+        assert_eq!(status, 502, "{body}");
+    }
+    let asked = fake
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.path == "/token")
+        .count();
+    assert_eq!(asked, 1, "the refusal is remembered for a few seconds");
+}

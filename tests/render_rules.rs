@@ -1424,7 +1424,7 @@ fn cloud_providers_resolve_their_regional_endpoints_and_sealed_parts() {
         provider(
             "dgidgi-system",
             "azure",
-            "{type: azure-openai, baseUrl: \"https://res.openai.azure.com/\", credentialsRef: {name: aws, key: secret}, azure: {apiVersion: \"2024-10-21\", deployments: {gpt-4.1: prod}}}"
+            "{type: azure-openai, baseUrl: \"https://res.openai.azure.com/\", credentialsRef: {name: aws, key: secret}, azure: {apiVersion: \"2024-10-21\", deployments: [{model: gpt-4.1, deployment: prod}]}}"
         ),
     );
     let output = render_yaml(&yaml);
@@ -1477,4 +1477,71 @@ fn cloud_providers_resolve_their_regional_endpoints_and_sealed_parts() {
     for secret in ["AKIA1", "s3cr3t-aws", "t0k3n"] {
         assert!(!store.contains(secret));
     }
+}
+
+#[test]
+fn a_tenant_can_use_neither_the_gateways_identity_nor_an_internal_token_endpoint() {
+    let account = |token_uri: &str| {
+        use base64::Engine as _;
+        let json = serde_json::json!({
+            "type": "service_account", "client_email": "a@p.iam.gserviceaccount.com",
+            "private_key": "-----BEGIN PRIVATE KEY-----\nAA\n-----END PRIVATE KEY-----\n",
+            "token_uri": token_uri,
+        });
+        base64::engine::general_purpose::STANDARD.encode(json.to_string())
+    };
+    let secret = |name: &str, token_uri: &str| {
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: team-a}}\ndata: {{key.json: {}}}\n---\n",
+            account(token_uri)
+        )
+    };
+    let vertex = |name: &str| {
+        provider(
+            "team-a",
+            name,
+            &format!(
+                "{{type: vertex-ai, region: us-east5, project: my-project-1, credentialsRef: {{name: {name}, key: key.json}}}}"
+            ),
+        )
+    };
+    let yaml = [
+        base(),
+        ns("team-a", "", ""),
+        provider(
+            "team-a",
+            "borrowed",
+            "{type: bedrock, region: us-east-1, identity: aws-web-identity}",
+        ),
+        secret("metadata", "http://169.254.169.254/token"),
+        vertex("metadata"),
+        secret("private", "https://10.0.0.7/token"),
+        vertex("private"),
+        secret("plain", "http://oauth2.googleapis.com/token"),
+        vertex("plain"),
+        secret("google", "https://oauth2.googleapis.com/token"),
+        vertex("google"),
+    ]
+    .concat();
+    let output = render_yaml(&yaml);
+    let borrowed = expect_condition(
+        &output,
+        ("LlmProvider", "team-a", "borrowed"),
+        "Ready",
+        "False",
+        "IdentityNotAllowed",
+    );
+    assert!(borrowed.contains("platform namespace"), "{borrowed}");
+    for name in ["metadata", "private", "plain"] {
+        let message = expect_condition(
+            &output,
+            ("LlmProvider", "team-a", name),
+            "Ready",
+            "False",
+            "EndpointNotAllowed",
+        );
+        assert!(message.contains("token_uri"), "{name}: {message}");
+    }
+    let (status, _, message) = ready(&output, "LlmProvider", "team-a", "google");
+    assert_eq!(status, "True", "{message}");
 }

@@ -6,6 +6,10 @@ use k8s_openapi::jiff::Timestamp;
 use kube::KubeSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::crypto::credential::{
+    ACCESS_KEY_ID, CLIENT_ID, CLIENT_SECRET, SECRET_ACCESS_KEY, SESSION_TOKEN, TENANT_ID,
+};
+
 /// A key inside a Secret that lives in the *same namespace* as the resource naming it.
 ///
 /// There is deliberately no `namespace` field: a reference can never leave its namespace, so a
@@ -22,15 +26,57 @@ pub struct SecretKeyRef {
     #[serde(default = "default_secret_key")]
     #[schemars(length(max = 253))]
     pub key: String,
-    /// A credential of several named parts, each read from a key of the same Secret: part name
-    /// → key (for example `accessKeyId: AWS_ACCESS_KEY_ID` and `secretAccessKey:
-    /// AWS_SECRET_ACCESS_KEY` for type bedrock). The parts are sealed together as one row of
-    /// the key store, so rotating any of them re-seals the row. Which parts a type takes:
-    /// docs/providers.md.
-    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    #[schemars(length(max = 16))]
-    #[x_kube(validation = Rule::new("self.all(p, p.matches('^[A-Za-z0-9_.-]{1,64}$') && self[p].size() > 0 && self[p].size() <= 253)").message("part names are 1-64 characters of A-Z, a-z, 0-9, '_', '.', '-', each naming a Secret key of 1-253 characters"))]
-    pub parts: std::collections::BTreeMap<String, String>,
+    /// A credential of several parts, each read from a key of the same Secret (`key` is then
+    /// not read): the parts are sealed together as one row of the key store, so rotating any of
+    /// them re-seals the row. Which parts a type takes: docs/providers.md.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parts: Option<CredentialParts>,
+}
+
+/// The Secret keys holding each part of a several-part credential.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialParts {
+    /// AWS (type bedrock): the key holding the access key id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub access_key_id: Option<String>,
+    /// AWS: the key holding the secret access key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_access_key: Option<String>,
+    /// AWS: the key holding the session token of temporary credentials (optional).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub session_token: Option<String>,
+    /// Microsoft Entra (type azure-openai): the key holding the directory (tenant) id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub tenant_id: Option<String>,
+    /// Microsoft Entra: the key holding the application (client) id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub client_id: Option<String>,
+    /// Microsoft Entra: the key holding the application's client secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub client_secret: Option<String>,
+}
+
+impl CredentialParts {
+    /// Each part named, as (part name, Secret key).
+    pub fn named(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        [
+            (ACCESS_KEY_ID, &self.access_key_id),
+            (SECRET_ACCESS_KEY, &self.secret_access_key),
+            (SESSION_TOKEN, &self.session_token),
+            (TENANT_ID, &self.tenant_id),
+            (CLIENT_ID, &self.client_id),
+            (CLIENT_SECRET, &self.client_secret),
+        ]
+        .into_iter()
+        .filter_map(|(part, key)| Some((part, key.as_deref()?)))
+    }
 }
 
 fn default_secret_key() -> String {

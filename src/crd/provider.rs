@@ -28,7 +28,7 @@ use crate::providers::ProviderKind;
     printcolumn = r#"{"name":"Models", "type":"integer", "jsonPath":".status.models", "description":"Number of models served"}"#,
     printcolumn = r#"{"name":"Age", "type":"date", "jsonPath":".metadata.creationTimestamp"}"#
 )]
-#[x_kube(validation = Rule::new("self.type in ['ollama', 'mock'] || has(self.credentialsRef) || has(self.identity)").message("credentialsRef (or, for a cloud, identity) is required for every provider type except ollama and mock"))]
+#[x_kube(validation = Rule::new("self.type in ['ollama', 'mock'] || has(self.credentialsRef) || has(self.identity)").message("credentialsRef is required for every provider type except ollama and mock (a cloud provider in the platform namespace may use identity instead)"))]
 #[x_kube(validation = Rule::new("!has(self.identity) || !has(self.credentialsRef)").message("a provider uses either credentialsRef or identity, not both"))]
 #[x_kube(validation = Rule::new("!has(self.identity) || (self.type == 'bedrock' && self.identity in ['aws-web-identity', 'eks-pod-identity']) || (self.type == 'vertex-ai' && self.identity == 'gke-metadata') || (self.type == 'azure-openai' && self.identity == 'azure-workload-identity')").message("identity: aws-web-identity or eks-pod-identity for bedrock, gke-metadata for vertex-ai, azure-workload-identity for azure-openai"))]
 #[x_kube(validation = Rule::new("self.type != 'openai-compatible' || has(self.baseUrl)").message("baseUrl is required for type openai-compatible"))]
@@ -37,7 +37,7 @@ use crate::providers::ProviderKind;
 #[x_kube(validation = Rule::new("self.type != 'vertex-ai' || (has(self.region) && has(self.project))").message("region and project are required for type vertex-ai"))]
 #[x_kube(validation = Rule::new("!has(self.azure) || self.type == 'azure-openai'").message("azure is only read for type azure-openai"))]
 #[x_kube(validation = Rule::new("!has(self.project) || self.type == 'vertex-ai'").message("project is only read for type vertex-ai"))]
-#[x_kube(validation = Rule::new("!has(self.credentialsRef) || !has(self.credentialsRef.parts) || (self.type == 'bedrock' && 'accessKeyId' in self.credentialsRef.parts && 'secretAccessKey' in self.credentialsRef.parts && self.credentialsRef.parts.all(p, p in ['accessKeyId', 'secretAccessKey', 'sessionToken'])) || (self.type == 'azure-openai' && 'tenantId' in self.credentialsRef.parts && 'clientId' in self.credentialsRef.parts && 'clientSecret' in self.credentialsRef.parts && self.credentialsRef.parts.all(p, p in ['tenantId', 'clientId', 'clientSecret']))").message("credentialsRef.parts is for type bedrock (accessKeyId, secretAccessKey, optional sessionToken) and azure-openai (tenantId, clientId, clientSecret); every other credential is one key"))]
+#[x_kube(validation = Rule::new("!has(self.credentialsRef) || !has(self.credentialsRef.parts) || (self.type == 'bedrock' && has(self.credentialsRef.parts.accessKeyId) && has(self.credentialsRef.parts.secretAccessKey) && !has(self.credentialsRef.parts.tenantId) && !has(self.credentialsRef.parts.clientId) && !has(self.credentialsRef.parts.clientSecret)) || (self.type == 'azure-openai' && has(self.credentialsRef.parts.tenantId) && has(self.credentialsRef.parts.clientId) && has(self.credentialsRef.parts.clientSecret) && !has(self.credentialsRef.parts.accessKeyId) && !has(self.credentialsRef.parts.secretAccessKey) && !has(self.credentialsRef.parts.sessionToken))").message("credentialsRef.parts is for type bedrock (accessKeyId, secretAccessKey, optional sessionToken) and azure-openai (tenantId, clientId, clientSecret); every other credential is one key"))]
 #[serde(rename_all = "camelCase")]
 pub struct LlmProviderSpec {
     /// Wire format and defaults of the upstream: openai, anthropic, gemini, groq, mistral, cohere,
@@ -127,13 +127,27 @@ pub struct AzureSpec {
     #[schemars(length(max = 32))]
     #[x_kube(validation = Rule::new("self.matches('^[0-9]{4}-[0-9]{2}-[0-9]{2}(-preview)?$')").message("apiVersion looks like 2024-10-21 or 2025-04-01-preview"))]
     pub api_version: Option<String>,
-    /// The deployment serving each model: model name (as clients ask for it and the catalog
-    /// prices it) → deployment name. A model not listed is called by its own name, which is
-    /// how deployments are often named.
-    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    /// The deployment serving each model. A model not listed is called by its own name, which
+    /// is how deployments are often named.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 128))]
-    #[x_kube(validation = Rule::new("self.all(m, self[m].matches('^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$'))").message("deployment names are 1-64 characters of letters, digits, '_', '.', '-'"))]
-    pub deployments: std::collections::BTreeMap<String, String>,
+    #[x_kube(validation = Rule::new("self.all(d, self.exists_one(o, o.model == d.model))").message("each model has one deployment"))]
+    pub deployments: Vec<AzureDeployment>,
+}
+
+/// One model's Azure deployment.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AzureDeployment {
+    /// The model, as clients ask for it and the catalog (or `models`) prices it.
+    #[schemars(length(min = 1, max = 128))]
+    pub model: String,
+    /// The deployment's name in the Azure resource.
+    #[schemars(
+        length(min = 1, max = 64),
+        regex(pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    )]
+    pub deployment: String,
 }
 
 /// The provider's policy for models it does not list.

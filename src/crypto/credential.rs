@@ -15,6 +15,18 @@ use zeroize::Zeroizing;
 
 /// The part a single-secret credential stands for when a signer asks for parts by name.
 pub const API_KEY: &str = "apiKey";
+/// An AWS access key's id.
+pub const ACCESS_KEY_ID: &str = "accessKeyId";
+/// An AWS access key's secret.
+pub const SECRET_ACCESS_KEY: &str = "secretAccessKey";
+/// The session token of temporary AWS credentials.
+pub const SESSION_TOKEN: &str = "sessionToken";
+/// A Microsoft Entra directory (tenant) id.
+pub const TENANT_ID: &str = "tenantId";
+/// A Microsoft Entra application (client) id.
+pub const CLIENT_ID: &str = "clientId";
+/// A Microsoft Entra application's client secret.
+pub const CLIENT_SECRET: &str = "clientSecret";
 
 /// The most parts a credential may have, and the longest name: a row is a credential, not a
 /// store of its own.

@@ -30,12 +30,7 @@ pub enum Auth {
     },
 }
 
-/// The parts of an AWS access key.
-pub const ACCESS_KEY_ID: &str = "accessKeyId";
-/// The secret of an AWS access key.
-pub const SECRET_ACCESS_KEY: &str = "secretAccessKey";
-/// The session token of temporary AWS credentials.
-pub const SESSION_TOKEN: &str = "sessionToken";
+pub use crate::crypto::credential::{ACCESS_KEY_ID, SECRET_ACCESS_KEY, SESSION_TOKEN};
 
 /// What a signature is made for besides the request: the region it is scoped to and the time
 /// it is made at (a parameter, so signatures can be checked against published vectors).

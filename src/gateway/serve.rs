@@ -237,7 +237,7 @@ where
         Ok(fetched) => fetched,
         Err(error) => {
             tracing::warn!(provider = ?provider.id, "no credential for the provider: {error}");
-            return Outcome::Failed(Failure::Auth(StatusCode::UNAUTHORIZED));
+            return Outcome::Failed(token_failure(&error));
         }
     };
     if let Some(fetched) = &fetched {
@@ -246,7 +246,30 @@ where
         }
         outgoing.credential = Some(fetched.credential());
     }
-    send(client, outgoing).await
+    let outcome = send(client, outgoing).await;
+    if fetched.is_some() && matches!(outcome, Outcome::Failed(Failure::Auth(_))) {
+        // Refused with a fetched credential: revoked or expired early; the next request
+        // fetches a new one.
+        gateway.tokens.evict(&provider.id);
+    }
+    outcome
+}
+
+/// The failure a request meets when its provider's credential could not be fetched: the
+/// token endpoint's own trouble is retried and falls back as the provider's would be
+/// (unreachable, 5xx, 429); a refusal is an authentication failure.
+fn token_failure(error: &tokens::TokenError) -> Failure {
+    use tokens::TokenError;
+    match error {
+        TokenError::Unreachable => Failure::Connect,
+        TokenError::Refused(429) => Failure::RateLimited(None),
+        TokenError::Refused(status @ 500..=599) => {
+            Failure::ServerError(StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY))
+        }
+        TokenError::Refused(_) | TokenError::Grant(_) | TokenError::NoIdentity { .. } => {
+            Failure::Auth(StatusCode::UNAUTHORIZED)
+        }
+    }
 }
 
 /// Walks the plan for a parsed request and returns what served it.

@@ -29,6 +29,10 @@ use crate::providers::grants::{self, GrantError, ServiceAccount};
 const REFRESH_MARGIN: Duration = Duration::from_secs(300);
 /// How long a token endpoint may take.
 const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest life a fetched credential is trusted with.
+const MAX_LIFE: Duration = Duration::from_secs(24 * 3600);
+/// How long a failed fetch is remembered before the next request tries again.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
 /// The largest answer read from one.
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
 /// The session name the gateway's role sessions carry (AWS CloudTrail shows it).
@@ -37,7 +41,7 @@ const AWS_SESSION_NAME: &str = "dgidgi-gateway";
 const GCE_METADATA_HOST: &str = "metadata.google.internal";
 
 /// Why no credential could be had. Never carries a secret.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum TokenError {
     /// The credential cannot make a grant, or the answer was not one.
     #[error(transparent)]
@@ -140,12 +144,17 @@ pub struct Tokens {
 /// One provider's credential.
 struct Slot {
     fingerprint: [u8; 32],
-    fetched: tokio::sync::Mutex<Option<Cached>>,
+    fetched: tokio::sync::Mutex<Cached>,
 }
 
+/// What a slot knows.
+#[derive(Default)]
 struct Cached {
-    fetched: Fetched,
-    refresh_at: Instant,
+    /// The credential, when it will be fetched again, and when it expires.
+    fetched: Option<(Fetched, Instant, Instant)>,
+    /// The last fetch failed: requests until then fail at once rather than each waiting for a
+    /// token endpoint that is down.
+    failed: Option<(Instant, TokenError)>,
 }
 
 impl Tokens {
@@ -178,24 +187,54 @@ impl Tokens {
         };
         let slot = self.slot(&provider.id, &source);
         let mut cached = slot.fetched.lock().await;
-        if let Some(cached) = cached.as_ref().filter(|c| Instant::now() < c.refresh_at) {
-            return Ok(Some(cached.fetched.clone()));
-        }
-        let started = Instant::now();
-        let (fetched, life) = match source {
-            Source::Grant(credential) => {
-                let (url, body) = self.grant(provider.kind, credential)?;
-                bearer(client, Call::form(&url, body)).await?
+        let now = Instant::now();
+        match &cached.fetched {
+            Some((fetched, refresh_at, _)) if now < *refresh_at => {
+                return Ok(Some(fetched.clone()));
             }
-            Source::Identity(identity) => self.identity(client, provider, identity).await?,
+            _ => {}
+        }
+        if let Some((until, error)) = &cached.failed
+            && now < *until
+        {
+            return Err(error.clone());
+        }
+        let result = match source {
+            Source::Grant(credential) => match self.grant(provider.kind, credential) {
+                Ok((url, body)) => bearer(client, Call::form(&url, body)).await,
+                Err(error) => Err(error.into()),
+            },
+            Source::Identity(identity) => self.identity(client, provider, identity).await,
         };
-        let margin = REFRESH_MARGIN.min(life / 2);
-        *cached = Some(Cached {
-            fetched: fetched.clone(),
-            refresh_at: started + life.saturating_sub(margin),
-        });
-        tracing::debug!(provider = ?provider.id, life_secs = life.as_secs(), "fetched a provider credential");
-        Ok(Some(fetched))
+        match result {
+            Ok((fetched, life)) => {
+                // A life the endpoint claims beyond a day is not believed (nor is an overflow).
+                let life = life.min(MAX_LIFE);
+                let margin = REFRESH_MARGIN.min(life / 2);
+                cached.fetched = Some((fetched.clone(), now + (life - margin), now + life));
+                cached.failed = None;
+                tracing::debug!(provider = ?provider.id, life_secs = life.as_secs(), "fetched a provider credential");
+                Ok(Some(fetched))
+            }
+            Err(error) => {
+                cached.failed = Some((Instant::now() + RETRY_AFTER_FAILURE, error.clone()));
+                // A refresh that fails while the credential is still valid keeps it in use.
+                match &cached.fetched {
+                    Some((fetched, _, expires_at)) if Instant::now() < *expires_at => {
+                        tracing::warn!(provider = ?provider.id, "refreshing the provider's credential failed; the current one is used until it expires: {error}");
+                        Ok(Some(fetched.clone()))
+                    }
+                    _ => Err(error),
+                }
+            }
+        }
+    }
+
+    /// Forgets a provider's fetched credential (the provider refused it: revoked, or the
+    /// identity's permissions changed), so the next request fetches a new one.
+    pub fn evict(&self, provider: &str) {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        slots.remove(provider);
     }
 
     /// The provider's slot, new when its credential changed.
@@ -208,7 +247,7 @@ impl Tokens {
         let fresh = || {
             Arc::new(Slot {
                 fingerprint,
-                fetched: tokio::sync::Mutex::new(None),
+                fetched: tokio::sync::Mutex::new(Cached::default()),
             })
         };
         let slot = slots.entry(provider.to_owned()).or_insert_with(fresh);
@@ -238,6 +277,7 @@ impl Tokens {
             let (url, body) = account.grant(grants::GOOGLE_CLOUD_SCOPE, unix_now())?;
             return Ok((url, Zeroizing::new(body)));
         }
+        use crate::crypto::credential::{CLIENT_ID, CLIENT_SECRET, TENANT_ID};
         let part = |name: &'static str| -> Result<&str, GrantError> {
             credential
                 .part(name)
@@ -246,9 +286,9 @@ impl Tokens {
         };
         Ok(grants::entra_grant(
             self.azure_authority(),
-            part("tenantId")?,
-            part("clientId")?,
-            part("clientSecret")?,
+            part(TENANT_ID)?,
+            part(CLIENT_ID)?,
+            part(CLIENT_SECRET)?,
         ))
     }
 

@@ -7,7 +7,7 @@ pub mod mock;
 
 use schemars::JsonSchema;
 
-use crate::formats::auth;
+use crate::crypto::credential;
 use serde::{Deserialize, Serialize};
 
 /// The wire format and defaults family of an upstream LLM API.
@@ -106,12 +106,16 @@ impl ProviderKind {
     pub fn credential_parts(self) -> Option<CredentialParts> {
         match self {
             Self::AzureOpenai => Some(CredentialParts {
-                required: &["tenantId", "clientId", "clientSecret"],
+                required: &[
+                    credential::TENANT_ID,
+                    credential::CLIENT_ID,
+                    credential::CLIENT_SECRET,
+                ],
                 optional: &[],
             }),
             Self::Bedrock => Some(CredentialParts {
-                required: &[auth::ACCESS_KEY_ID, auth::SECRET_ACCESS_KEY],
-                optional: &[auth::SESSION_TOKEN],
+                required: &[credential::ACCESS_KEY_ID, credential::SECRET_ACCESS_KEY],
+                optional: &[credential::SESSION_TOKEN],
             }),
             _ => None,
         }

@@ -196,6 +196,13 @@ fn resolve_one(
         }
         reject_credentials(url).map_err(|e| refuse("CredentialsInUrl", e.to_string()))?;
     }
+    if spec.identity.is_some() && scope == Scope::Tenant {
+        return Err(refuse(
+            "IdentityNotAllowed",
+            "identity is the gateway's own cloud identity: only providers in the platform namespace may use it; bring a credential in credentialsRef",
+        ));
+    }
+    let credential = credential_row(input, key, spec)?;
     let mut allowed_endpoints = Vec::new();
     if scope == Scope::Tenant {
         let namespace = input.namespace(&key.namespace);
@@ -204,16 +211,27 @@ fn resolve_one(
             check_tenant_endpoint(url, &allow)
                 .map_err(|e| refuse("EndpointNotAllowed", e.to_string()))?;
         }
+        // A tenant's service account names the token endpoint the gateway posts to: it is
+        // checked as its API's URL is, and must be https (it receives a signed assertion).
+        if let Some(token_uri) = credential
+            .as_ref()
+            .and_then(|row| token_uri(spec.kind, &row.value))
+        {
+            if !token_uri.starts_with("https://") {
+                return Err(refuse(
+                    "EndpointNotAllowed",
+                    "the service account's token_uri must be an https URL",
+                ));
+            }
+            check_tenant_endpoint(&token_uri, &allow).map_err(|e| {
+                refuse(
+                    "EndpointNotAllowed",
+                    format!("the service account's token_uri: {e}"),
+                )
+            })?;
+        }
         allowed_endpoints = allow.entries();
     }
-
-    if spec.identity.is_some() && scope == Scope::Tenant {
-        return Err(refuse(
-            "IdentityNotAllowed",
-            "identity is the gateway's own cloud identity: only providers in the platform namespace may use it; bring a credential in credentialsRef",
-        ));
-    }
-    let credential = credential_row(input, key, spec)?;
     let (models, open_catalog) = catalog(spec)?;
 
     let timeouts = timeouts(spec)?;
@@ -268,7 +286,11 @@ fn cloud(spec: &LlmProviderSpec) -> CloudConfig {
         region: spec.region.clone(),
         project: spec.project.clone(),
         api_version: azure.api_version,
-        deployments: azure.deployments,
+        deployments: azure
+            .deployments
+            .into_iter()
+            .map(|d| (d.model, d.deployment))
+            .collect(),
     }
 }
 
@@ -298,19 +320,21 @@ fn credential_row(
                     ),
                 )
             })?;
-            let value = if reference.parts.is_empty() {
-                Credential::key(secret_value(secret, &reference.name, &reference.key)?.to_vec())
-            } else {
-                let parts = reference
-                    .parts
-                    .iter()
-                    .map(|(part, secret_key)| {
-                        let value = secret_value(secret, &reference.name, secret_key)?;
-                        Ok((part.clone(), zeroize::Zeroizing::new(value.to_vec())))
-                    })
-                    .collect::<Result<Vec<_>, Refusal>>()?;
-                Credential::parts(parts)
-                    .map_err(|error| refuse("CredentialPartsInvalid", error.to_string()))?
+            let value = match &reference.parts {
+                None => {
+                    Credential::key(secret_value(secret, &reference.name, &reference.key)?.to_vec())
+                }
+                Some(parts) => {
+                    let parts = parts
+                        .named()
+                        .map(|(part, secret_key)| {
+                            let value = secret_value(secret, &reference.name, secret_key)?;
+                            Ok((part, zeroize::Zeroizing::new(value.to_vec())))
+                        })
+                        .collect::<Result<Vec<_>, Refusal>>()?;
+                    Credential::parts(parts)
+                        .map_err(|error| refuse("CredentialPartsInvalid", error.to_string()))?
+                }
             };
             check_credential_shape(spec.kind, &value)?;
             Some(CredentialRow {
@@ -350,6 +374,16 @@ fn secret_value<'a>(
         ));
     }
     Ok(trimmed)
+}
+
+/// The token endpoint a credential names (a Vertex AI service account's `token_uri`).
+fn token_uri(kind: ProviderKind, credential: &Credential) -> Option<String> {
+    if kind != ProviderKind::VertexAi {
+        return None;
+    }
+    let account =
+        crate::providers::grants::ServiceAccount::from_json(credential.api_key()?).ok()?;
+    Some(account.token_uri)
 }
 
 /// Whether a credential has the parts its type signs with (the CRD's CEL rule says the same

@@ -37,6 +37,14 @@ pub const SERVICE_ACCOUNT_KEY: &str =
 /// The Entra tenant and application the fake accepts (the secret is [`KEY`]).
 pub const ENTRA_TENANT: &str = "fake-tenant";
 pub const ENTRA_CLIENT: &str = "fake-client";
+/// The pod's projected tokens the fake's identity endpoints accept: Azure Workload Identity's
+/// federated token, IRSA's web identity token, EKS Pod Identity's authorization token.
+pub const FEDERATED_TOKEN: &str = "eyJ.federated-service-account-token";
+pub const WEB_IDENTITY_TOKEN: &str = "eyJ.web-identity-service-account-token";
+pub const POD_IDENTITY_TOKEN: &str = "eks-pod-identity-agent-token";
+/// The role IRSA assumes at the fake's STS.
+pub const ROLE_ARN: &str = "arn:aws:iam::111122223333:role/dgidgi-gateway";
+
 /// Azure's deployments at the fake.
 pub const AZURE_DEPLOYMENTS: &[&str] = &["prod-gpt", "prod-embed"];
 /// Azure API versions the fake knows.
@@ -74,6 +82,9 @@ pub fn arrive(seen: Seen, fake: &Fake) -> Arrival {
     }
     if seen.path.ends_with("/oauth2/v2.0/token") {
         return Arrival::Answered(entra_token(&seen, fake));
+    }
+    if let Some(reply) = workload_identity(&seen, fake) {
+        return Arrival::Answered(reply);
     }
     // Groq's API lives under `/openai/v1/` too: Azure's requests are the ones with Azure's
     // credentials (an `api-key`, an Entra token) or a deployment path.
@@ -189,6 +200,78 @@ fn verify_rs256(message: &[u8], signature: &[u8]) -> bool {
     .is_ok()
 }
 
+/// The workload identities' endpoints: AWS STS's `AssumeRoleWithWebIdentity` (at `/sts`),
+/// EKS Pod Identity's agent (`/v1/credentials`), GKE's metadata server. Each hands out the
+/// credentials the other fakes accept (the Bedrock fake's temporary access key, a token the
+/// Vertex fake takes).
+fn workload_identity(seen: &Seen, fake: &Fake) -> Option<Reply> {
+    let expiration = || {
+        let at = std::time::SystemTime::now() + std::time::Duration::from_secs(3600);
+        k8s_openapi::jiff::Timestamp::try_from(at)
+            .unwrap()
+            .to_string()
+    };
+    match seen.path.as_str() {
+        "/sts" => {
+            let form = form(seen);
+            let get = |name: &str| form.get(name).map(String::as_str);
+            if get("Action") != Some("AssumeRoleWithWebIdentity")
+                || get("RoleArn") != Some(ROLE_ARN)
+                || get("WebIdentityToken") != Some(WEB_IDENTITY_TOKEN)
+                || seen.headers.contains_key("authorization")
+            {
+                let body = "<ErrorResponse><Error><Type>Sender</Type><Code>InvalidIdentityToken</Code><Message>refused by the fake</Message></Error></ErrorResponse>";
+                return Some(Reply::Raw {
+                    status: 400,
+                    content_type: "text/xml",
+                    extra: "",
+                    body: body.into(),
+                });
+            }
+            let body = format!(
+                "<AssumeRoleWithWebIdentityResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><AssumeRoleWithWebIdentityResult><Credentials><AccessKeyId>{}</AccessKeyId><SecretAccessKey>{}</SecretAccessKey><SessionToken>{}</SessionToken><Expiration>{}</Expiration></Credentials></AssumeRoleWithWebIdentityResult></AssumeRoleWithWebIdentityResponse>",
+                fake_bedrock::ACCESS_KEY_ID,
+                fake_bedrock::SECRET_ACCESS_KEY,
+                fake_bedrock::SESSION_TOKEN,
+                expiration()
+            );
+            fake.tokens_issued.fetch_add(1, Ordering::SeqCst);
+            Some(Reply::Raw {
+                status: 200,
+                content_type: "text/xml",
+                extra: "",
+                body: body.into_bytes(),
+            })
+        }
+        "/v1/credentials" => {
+            if seen.headers.get("authorization").map(String::as_str) != Some(POD_IDENTITY_TOKEN) {
+                return Some(Reply::Json(401, json!({"message": "invalid token"})));
+            }
+            fake.tokens_issued.fetch_add(1, Ordering::SeqCst);
+            Some(Reply::Json(
+                200,
+                json!({
+                    "AccessKeyId": fake_bedrock::ACCESS_KEY_ID,
+                    "SecretAccessKey": fake_bedrock::SECRET_ACCESS_KEY,
+                    "Token": fake_bedrock::SESSION_TOKEN,
+                    "AccountId": "111122223333",
+                    "Expiration": expiration(),
+                }),
+            ))
+        }
+        "/computeMetadata/v1/instance/service-accounts/default/token" => {
+            if seen.headers.get("metadata-flavor").map(String::as_str) != Some("Google") {
+                return Some(Reply::Json(
+                    403,
+                    json!({"error": "Missing Metadata-Flavor:Google header"}),
+                ));
+            }
+            Some(issue("ya29.fake-", fake))
+        }
+        _ => None,
+    }
+}
+
 /// Entra's token endpoint: the client-credentials grant of the fake application.
 fn entra_token(seen: &Seen, fake: &Fake) -> Reply {
     let form = form(seen);
@@ -201,7 +284,12 @@ fn entra_token(seen: &Seen, fake: &Fake) -> Reply {
     {
         return oauth_error(400, "invalid_request");
     }
-    if get("client_id") != Some(ENTRA_CLIENT) || get("client_secret") != Some(KEY) {
+    let secret = get("client_secret") == Some(KEY);
+    // Azure Workload Identity: the pod's federated token as the client assertion.
+    let federated = get("client_assertion_type")
+        == Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
+        && get("client_assertion") == Some(FEDERATED_TOKEN);
+    if get("client_id") != Some(ENTRA_CLIENT) || !(secret || federated) {
         return oauth_error(401, "invalid_client");
     }
     issue("eyJ.fake-", fake)
@@ -446,7 +534,7 @@ pub fn clouds_yaml(upstream: std::net::SocketAddr) -> String {
         )
     };
     let azure_models = "models: [{name: azure-gpt}, {name: azure-embed, embedding: true}]";
-    let deployments = "deployments: {azure-gpt: prod-gpt, azure-embed: prod-embed}";
+    let deployments = "deployments: [{model: azure-gpt, deployment: prod-gpt}, {model: azure-embed, deployment: prod-embed}]";
     let bedrock_models = "models: [{name: \"us.anthropic.claude-fake-v1:0\"}, {name: amazon.nova-fake-v1}, {name: \"anthropic.claude-bare-v1:0\"}]";
     [
         format!(
