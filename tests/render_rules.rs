@@ -1545,3 +1545,79 @@ fn a_tenant_can_use_neither_the_gateways_identity_nor_an_internal_token_endpoint
     let (status, _, message) = ready(&output, "LlmProvider", "team-a", "google");
     assert_eq!(status, "True", "{message}");
 }
+
+#[test]
+fn claude_on_a_regional_vertex_endpoint_is_priced_ten_percent_above_the_global_one() {
+    let sa = {
+        use base64::Engine as _;
+        let json = serde_json::json!({
+            "type": "service_account", "client_email": "a@p.iam.gserviceaccount.com",
+            "private_key": "-----BEGIN PRIVATE KEY-----\nAA\n-----END PRIVATE KEY-----\n",
+            "token_uri": "https://oauth2.googleapis.com/token",
+        });
+        base64::engine::general_purpose::STANDARD.encode(json.to_string())
+    };
+    let yaml = format!(
+        "{}apiVersion: v1\nkind: Secret\nmetadata: {{name: sa, namespace: dgidgi-system}}\ndata: {{key.json: {sa}}}\n---\n{}{}",
+        base(),
+        provider(
+            "dgidgi-system",
+            "regional",
+            "{type: vertex-ai, region: us-east5, project: my-project-1, credentialsRef: {name: sa, key: key.json}}"
+        ),
+        provider(
+            "dgidgi-system",
+            "global",
+            "{type: vertex-ai, region: global, project: my-project-1, credentialsRef: {name: sa, key: key.json}}"
+        ),
+    );
+    let output = render_yaml(&yaml);
+    let price = |provider: &str, model: &str| {
+        let provider = output
+            .config
+            .providers
+            .iter()
+            .find(|p| p.name == provider)
+            .unwrap();
+        let pricing = provider
+            .models
+            .iter()
+            .find(|m| m.name == model)
+            .unwrap()
+            .pricing
+            .unwrap();
+        (
+            pricing.input_micro_usd_per_million,
+            pricing.output_micro_usd_per_million,
+        )
+    };
+    assert_eq!(
+        price("global", "claude-sonnet-4-5-20250929"),
+        (3_000_000, 15_000_000)
+    );
+    assert_eq!(
+        price("regional", "claude-sonnet-4-5-20250929"),
+        (3_300_000, 16_500_000)
+    );
+    // Gemini is priced alike everywhere.
+    assert_eq!(
+        price("regional", "gemini-4-neon"),
+        price("global", "gemini-4-neon")
+    );
+    let base = |provider: &str| {
+        output
+            .config
+            .providers
+            .iter()
+            .find(|p| p.name == provider)
+            .unwrap()
+            .base_url
+            .clone()
+            .unwrap()
+    };
+    assert_eq!(base("global"), "https://aiplatform.googleapis.com");
+    assert_eq!(
+        base("regional"),
+        "https://us-east5-aiplatform.googleapis.com"
+    );
+}

@@ -267,6 +267,22 @@ pub struct PricingConfig {
     pub long_context: Option<LongContextPricing>,
 }
 
+impl PricingConfig {
+    /// The same rates 10 % dearer (a cloud's regional surcharge), rounded up to the micro-USD.
+    pub fn with_regional_surcharge(self) -> Self {
+        let up = |micros: u64| micros.saturating_mul(11).div_ceil(10);
+        Self {
+            input_micro_usd_per_million: up(self.input_micro_usd_per_million),
+            output_micro_usd_per_million: up(self.output_micro_usd_per_million),
+            long_context: self.long_context.map(|long| LongContextPricing {
+                input_micro_usd_per_million: up(long.input_micro_usd_per_million),
+                output_micro_usd_per_million: up(long.output_micro_usd_per_million),
+                ..long
+            }),
+        }
+    }
+}
+
 /// The dearer rates of a request whose input exceeds a threshold, applied to all its tokens.
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]

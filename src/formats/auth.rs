@@ -1,9 +1,9 @@
 //! How a request to a provider proves who sends it: the signer. A dialect names its format's
 //! default ([`super::dialect::Dialect::auth`]); signing is pure — the request as it will be sent
 //! (method, URL, headers, body) and the opened [`Credential`] in, the request's auth headers out
-//! — so a scheme that signs the whole request (AWS SigV4) has everything it reads, and a scheme
-//! that needs a token exchanged first gets its token as a credential part from whatever
-//! fetched it, not from here.
+//! — so a scheme that signs the whole request (AWS SigV4) has everything it reads. A credential
+//! fetched first (an exchanged token, the pod's temporary AWS credentials) comes from
+//! `gateway::tokens`, and is signed here like a stored one (a token as `Bearer`).
 //!
 //! Every value written is marked sensitive (hyper then keeps it out of its own debug output,
 //! and HPACK out of its dynamic table).

@@ -23,6 +23,24 @@ pub mod stream;
 pub mod volume;
 
 pub use as_sent::{SentBody, SentBodyError, write_with_edited_members};
+
+/// A value (a model id, a deployment name) as one URL path segment: RFC 3986's unreserved
+/// characters and `@` (Vertex AI's version separator, a valid path character) kept, everything
+/// else percent-encoded (the `:` of a Bedrock model id, a `/`, a space), and a segment of dots
+/// alone encoded too, so no value can climb the path (`..`). Every provider URL that names a
+/// model or deployment in its path goes through here, so the path sent is the path signed.
+pub fn path_segment(value: &str) -> String {
+    const KEPT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~')
+        .remove(b'@');
+    if !value.is_empty() && value.bytes().all(|b| b == b'.') {
+        return "%2E".repeat(value.len());
+    }
+    percent_encoding::utf8_percent_encode(value, KEPT).to_string()
+}
 use serde_json::{Map, Value};
 
 use crate::usage::Usage;
@@ -302,6 +320,25 @@ fn parse_arguments(arguments: &str) -> Result<Value, FormatError> {
     }
     serde_json::from_str(arguments)
         .map_err(|_| FormatError::invalid("a tool call's 'arguments' is not valid JSON"))
+}
+
+#[cfg(test)]
+mod path_segment_tests {
+    #[test]
+    fn a_segment_cannot_leave_its_place() {
+        assert_eq!(
+            super::path_segment("anthropic.claude-v1:0"),
+            "anthropic.claude-v1%3A0"
+        );
+        assert_eq!(
+            super::path_segment("claude-x@20250929"),
+            "claude-x@20250929"
+        );
+        assert_eq!(super::path_segment("a/b c?d#e"), "a%2Fb%20c%3Fd%23e");
+        assert_eq!(super::path_segment(".."), "%2E%2E");
+        assert_eq!(super::path_segment("."), "%2E");
+        assert_eq!(super::path_segment("v1.0"), "v1.0");
+    }
 }
 
 #[cfg(test)]

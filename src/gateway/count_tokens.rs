@@ -91,11 +91,8 @@ pub async fn count(
                 request
                     .sent
                     .write_edited(&request.json, anthropic::VERTEX_MEMBERS, |json| {
+                        anthropic::for_vertex(json);
                         json.insert("model".into(), Value::String(model));
-                        json.insert(
-                            "anthropic_version".into(),
-                            Value::from(anthropic::VERTEX_VERSION),
-                        );
                     });
             Bytes::from(body)
         } else {
@@ -111,7 +108,16 @@ pub async fn count(
         };
         let limit = Duration::from_millis(provider.timeouts.total_ms).min(MAX_COUNT_TIME);
         let deadline = tokio::time::Instant::now() + limit;
-        let sent = send_to_provider(gateway, snapshot, provider, model, &url, &headers, &body);
+        let catalog_model = &attempt.model;
+        let sent = send_to_provider(
+            gateway,
+            snapshot,
+            provider,
+            catalog_model,
+            &url,
+            &headers,
+            &body,
+        );
         let Ok(outcome) = tokio::time::timeout_at(deadline, sent).await else {
             tracing::info!(provider = ?provider.id, "token counting timed out at the provider");
             continue;

@@ -12,8 +12,8 @@
 //! A model is named here as the provider calls it ([`ProviderConfig::upstream_model`]).
 
 use crate::config::ProviderConfig;
-use crate::formats::Format;
 use crate::formats::dialect::dialect;
+use crate::formats::{Format, path_segment as segment};
 use crate::providers::ProviderKind;
 
 /// Vertex AI's publisher of Anthropic's models.
@@ -168,21 +168,6 @@ pub fn vertex_claude_model(model: &str) -> String {
         _ => model.to_owned(),
     }
 }
-
-/// One path segment or query value, percent-encoded (a deployment or model name is data, not
-/// URL syntax).
-fn segment(value: &str) -> String {
-    percent_encoding::utf8_percent_encode(value, SEGMENT).to_string()
-}
-
-/// What a path segment keeps unencoded: RFC 3986's unreserved characters, and `@` (Vertex's
-/// version separator, a valid path character).
-const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~')
-    .remove(b'@');
 
 #[cfg(test)]
 mod tests {

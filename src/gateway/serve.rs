@@ -731,7 +731,9 @@ pub(super) fn final_error(failures: &[Failure], model: &str) -> ApiError {
 
 /// Sends a body in the provider's own format to `url` on one of its endpoints: with its key
 /// (decrypted once per config), the client's headers its format reads, and through the
-/// egress-guarded client when the provider is a tenant's own.
+/// egress-guarded client when the provider is a tenant's own. `model` is the model as the
+/// catalog names it (its format and beta policy are looked up by it), not the name the
+/// provider calls it by.
 pub async fn send_to_provider(
     gateway: &Gateway,
     snapshot: &Active,

@@ -18,8 +18,24 @@ use zeroize::Zeroizing;
 
 /// The scope a Vertex AI token is asked for.
 pub const GOOGLE_CLOUD_SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
-/// The scope an Azure OpenAI token is asked for.
+/// The scope an Azure OpenAI token is asked for in Azure's public cloud.
 pub const AZURE_COGNITIVE_SCOPE: &str = "https://cognitiveservices.azure.com/.default";
+
+/// The scope of Azure OpenAI tokens at an Entra `authority`: the sovereign clouds (US
+/// Government, China) have their own.
+pub fn azure_scope(authority: &str) -> &'static str {
+    let host = url::Url::parse(authority)
+        .ok()
+        .and_then(|url| url.host_str().map(str::to_ascii_lowercase))
+        .unwrap_or_default();
+    if host.ends_with("microsoftonline.us") {
+        "https://cognitiveservices.azure.us/.default"
+    } else if host.ends_with("chinacloudapi.cn") {
+        "https://cognitiveservices.azure.cn/.default"
+    } else {
+        AZURE_COGNITIVE_SCOPE
+    }
+}
 /// Microsoft Entra's authority when `AZURE_AUTHORITY_HOST` names none.
 pub const AZURE_AUTHORITY: &str = "https://login.microsoftonline.com";
 /// How long a signed assertion is valid: Google's maximum.
@@ -145,7 +161,7 @@ pub fn entra_grant(
         .append_pair("grant_type", "client_credentials")
         .append_pair("client_id", client_id)
         .append_pair("client_secret", client_secret)
-        .append_pair("scope", AZURE_COGNITIVE_SCOPE)
+        .append_pair("scope", azure_scope(authority))
         .finish();
     (url, Zeroizing::new(body))
 }
@@ -171,7 +187,7 @@ pub fn entra_federated_grant(
             "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
         )
         .append_pair("client_assertion", federated_token.trim())
-        .append_pair("scope", AZURE_COGNITIVE_SCOPE)
+        .append_pair("scope", azure_scope(authority))
         .finish();
     (url, Zeroizing::new(body))
 }

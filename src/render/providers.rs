@@ -196,6 +196,22 @@ fn resolve_one(
         }
         reject_credentials(url).map_err(|e| refuse("CredentialsInUrl", e.to_string()))?;
     }
+    if spec.kind == ProviderKind::Bedrock && spec.region.as_deref() == Some("global") {
+        return Err(refuse(
+            "RegionInvalid",
+            "Bedrock has no global region: set the AWS region to call (global inference profiles are model ids, such as global.anthropic.claude-sonnet-4-5-20250929-v1:0)",
+        ));
+    }
+    let azure_deployment_api = spec.azure.as_ref().is_some_and(|a| a.api_version.is_some());
+    if spec.kind == ProviderKind::AzureOpenai
+        && azure_deployment_api
+        && spec.responses_api == Some(true)
+    {
+        return Err(refuse(
+            "InvalidSpec",
+            "Azure's deployment API (azure.apiVersion) serves no Responses API; leave out apiVersion to use Azure's v1 API, or responsesApi",
+        ));
+    }
     if spec.identity.is_some() && scope == Scope::Tenant {
         return Err(refuse(
             "IdentityNotAllowed",
@@ -232,7 +248,15 @@ fn resolve_one(
         }
         allowed_endpoints = allow.entries();
     }
-    let (models, open_catalog) = catalog(spec)?;
+    let (mut models, open_catalog) = catalog(spec)?;
+    if spec.models.is_none() && regional_claude_surcharge(spec) {
+        for model in models
+            .iter_mut()
+            .filter(|m| spec.kind.format_of(&m.name) != spec.kind.format())
+        {
+            model.pricing = model.pricing.map(PricingConfig::with_regional_surcharge);
+        }
+    }
 
     let timeouts = timeouts(spec)?;
     let limits = spec.limits.as_ref().map(|l| ProviderLimitsConfig {
@@ -267,6 +291,12 @@ fn resolve_one(
         },
         credential,
     ))
+}
+
+/// Whether the catalog's Claude prices (Anthropic's list prices, which Vertex AI charges on its
+/// global endpoint) are 10 % dearer here: Claude on a regional Vertex endpoint.
+fn regional_claude_surcharge(spec: &LlmProviderSpec) -> bool {
+    spec.kind == ProviderKind::VertexAi && spec.region.as_deref().is_some_and(|r| r != "global")
 }
 
 /// A default base URL in the provider's region: `{region}` replaced, and Vertex AI's

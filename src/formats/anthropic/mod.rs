@@ -23,13 +23,16 @@ pub const VERSION: &str = "2023-06-01";
 pub const VERTEX_VERSION: &str = "vertex-2023-10-16";
 
 /// The members a request to Claude on Vertex AI has edited: Vertex takes the model from the URL
-/// and the API version from the body.
-pub const VERTEX_MEMBERS: &[&str] = &["model", "anthropic_version"];
+/// and the API version from the body; betas go only by the `anthropic-beta` header, which the
+/// provider's beta policy filters (a body member would pass unfiltered where a cloud reads it).
+pub const VERTEX_MEMBERS: &[&str] = &["model", "anthropic_version", "anthropic_beta"];
 
-/// A Messages request as Claude on Vertex AI takes it: no `model` (it is in the URL), and
-/// `anthropic_version` in the body where Anthropic's own API reads a header.
+/// A Messages request as Claude on Vertex AI takes it: no `model` (it is in the URL),
+/// `anthropic_version` in the body where Anthropic's own API reads a header, no betas in the
+/// body.
 pub fn for_vertex(request: &mut serde_json::Map<String, Value>) {
     request.remove("model");
+    request.remove("anthropic_beta");
     request.insert("anthropic_version".into(), Value::from(VERTEX_VERSION));
 }
 

@@ -14,10 +14,12 @@ use crate::sse::Event;
 /// The media type of an event-stream answer.
 pub const MEDIA_TYPE: &str = "application/vnd.amazon.eventstream";
 
-/// The largest message the framing holds before giving up, so a broken or hostile upstream (or
-/// a corrupted length in a prelude) cannot grow the gateway's memory without bound. AWS's own
-/// limit for one event-stream message is 16 MiB.
-pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+/// The largest message the framing holds before giving up, so a broken or hostile upstream (a
+/// tenant's own endpoint) cannot grow the gateway's memory without bound. A ConverseStream
+/// message carries one delta (a few KiB); AWS's format allows 16 MiB, which no Converse event
+/// comes near, and which per stream would let one upstream pin far more than an SSE event may
+/// (8 MiB).
+pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 
 /// The prelude: total length, headers length, prelude CRC32 (four bytes each).
 const PRELUDE_BYTES: usize = 12;
@@ -37,8 +39,10 @@ pub struct EventStream {
     pending: Vec<u8>,
 }
 
-/// The total length a message's prelude announces, checked against the bounds; `None` while
-/// fewer than its four bytes are at hand.
+/// The total length a message's prelude announces, checked against the bounds, and once the
+/// whole prelude is at hand against its CRC (so a corrupted length fails at once rather than
+/// after the bytes it announces have been waited for and held); `None` while fewer than its
+/// four bytes are at hand.
 fn announced_length(bytes: &[u8]) -> Result<Option<usize>, FramingError> {
     let Some(length) = bytes.first_chunk::<4>() else {
         return Ok(None);
@@ -48,6 +52,14 @@ fn announced_length(bytes: &[u8]) -> Result<Option<usize>, FramingError> {
         return Err(FramingError(format!(
             "an event-stream message announced {length} bytes, outside {MIN_MESSAGE_BYTES}..={MAX_MESSAGE_BYTES}"
         )));
+    }
+    if let Some(prelude) = bytes.first_chunk::<PRELUDE_BYTES>() {
+        let (lengths, crc) = prelude.split_at(8);
+        if crc32fast::hash(lengths).to_be_bytes() != crc {
+            return Err(FramingError(
+                "an event-stream message's prelude fails its CRC".into(),
+            ));
+        }
     }
     Ok(Some(length))
 }
@@ -72,7 +84,7 @@ impl Framing for EventStream {
             start += length;
         }
         self.pending.drain(..start);
-        // A length checked as soon as it is buffered: a corrupted one fails now, not at the end.
+        // A prelude checked as soon as it is buffered: a corrupted one fails now, not at the end.
         announced_length(&self.pending).map(|_| ())
     }
 
@@ -179,6 +191,20 @@ pub fn encode_exception(exception_type: &str, message: &str) -> Vec<u8> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_prelude_that_fails_its_crc_fails_before_the_message_it_announces_arrives() {
+        // A plausible length (1,000 bytes) under a wrong prelude CRC: refused on its twelfth
+        // byte, not held while the rest trickles in.
+        let mut prelude = 1000u32.to_be_bytes().to_vec();
+        prelude.extend(100u32.to_be_bytes());
+        prelude.extend([0, 0, 0, 0]);
+        let mut framing = EventStream::default();
+        let mut out = Vec::new();
+        assert!(framing.feed(&prelude[..11], &mut out).is_ok());
+        assert!(framing.feed(&prelude[11..], &mut out).is_err());
+        assert!(out.is_empty());
+    }
 
     fn sample() -> Vec<u8> {
         let mut bytes = encode_event("messageStart", br#"{"role":"assistant"}"#);

@@ -12,7 +12,6 @@
 //! [`super::volume::OutputFields::within`] expresses, so the reservation reads it and a cap
 //! writes it there like Gemini's `generationConfig.maxOutputTokens`.
 
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::{Map, Value, json};
 
 use super::FormatError;
@@ -37,16 +36,6 @@ const OUTPUT_FIELDS: OutputFields = OutputFields {
     choices: &[],
     unbounded: &[],
 };
-
-/// What a model id keeps unencoded as a URL path segment: RFC 3986's unreserved characters,
-/// the set AWS's SigV4 canonical URI leaves alone. Everything else (the `:` of
-/// `anthropic.claude-3-5-sonnet-20240620-v1:0`, the `/` of an inference-profile ARN) is
-/// percent-encoded, so the path the request goes to is the path it is signed for.
-const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
 
 /// The path of a Converse call when the provider's chat path is not a template.
 const DEFAULT_PATH: &str = "/model/{model}/converse";
@@ -89,7 +78,9 @@ pub fn converse_url(base: &str, path: &str, model: &str, stream: bool) -> String
     } else {
         DEFAULT_PATH
     };
-    let model = utf8_percent_encode(model, PATH_SEGMENT).to_string();
+    // The `:` of a model id, the `/` of an inference-profile ARN: percent-encoded, so the path
+    // the request goes to is the path it is signed for.
+    let model = super::path_segment(model);
     let path = template.replace("{model}", &model);
     let suffix = if stream && !path.ends_with("-stream") {
         "-stream"

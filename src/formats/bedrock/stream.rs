@@ -159,7 +159,9 @@ impl Decoder for EventDecoder {
 
     /// Complete when the model stopped: a stream cut before `metadata` lost only the usage.
     fn end(&mut self, out: &mut Vec<Value>) -> bool {
-        if self.stopped {
+        // Stopped, but the usage (`metadata`) never came: no usage chunk rather than one of
+        // zeros a client would believe (metering settles on the reservation).
+        if self.stopped && self.usage.is_some() {
             out.push(self.usage_chunk());
         }
         self.stopped
@@ -444,7 +446,12 @@ mod tests {
         events.pop();
         let (chunks, complete, _, _) = decode(&wire(&events));
         assert!(complete);
-        assert!(chunks.last().unwrap().get("usage").is_some());
+        // No usage came, and none is made up.
+        assert!(
+            chunks
+                .iter()
+                .all(|c| c.get("usage").is_none_or(Value::is_null))
+        );
         // Cut before the stop: incomplete.
         events.truncate(5);
         let (_, complete, error, _) = decode(&wire(&events));

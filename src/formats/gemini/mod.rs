@@ -458,7 +458,7 @@ impl Decoder for ChunkDecoder {
 /// `base` URL and its type's `path` (which holds `{model}`): the model id percent-encoded into
 /// the path (ids such as `tunedModels/x` hold a slash).
 pub fn method_url(base: &str, path: &str, model: &str, method: &str) -> String {
-    let model = url::form_urlencoded::byte_serialize(model.as_bytes()).collect::<String>();
+    let model = super::path_segment(model);
     format!("{base}{}:{method}", path.replace("{model}", &model))
 }
 
