@@ -28,8 +28,11 @@ BASE_URL = os.environ["DGIDGI_BASE_URL"]
 KEY = os.environ["DGIDGI_KEY"]
 
 # The Gemini front door in front of a Gemini upstream and an OpenAI-format one.
-MODELS = ["gemini/gemini-fake", "openai-fake/gpt-fake"]
-BARE = [model.split("/")[1] for model in MODELS]
+NATIVE = ["gemini/gemini-fake", "openai-fake/gpt-fake"]
+BARE = [model.split("/")[1] for model in NATIVE]
+# And in front of the clouds (tests/common/fake_clouds.rs): Gemini on Vertex AI (as sent, with
+# the service account's token), Claude on Vertex AI, Azure OpenAI.
+MODELS = NATIVE + ["vertex/gemini-vertex", "vertex/claude-vertex", "azure/azure-gpt"]
 
 NO_AFC = types.AutomaticFunctionCallingConfig(disable=True)
 QUESTION = "weather in Paris and Berlin?"
