@@ -169,5 +169,57 @@ fn pass_through(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, framing, reframing, pass_through);
+/// What signing costs per upstream request: a bearer key, and AWS SigV4 (the canonical
+/// request, the body's SHA-256 and four HMACs) on a 4 KiB Converse body.
+fn signing(c: &mut Criterion) {
+    use dgidgi::crypto::Credential;
+    use dgidgi::formats::auth::{ACCESS_KEY_ID, Auth, SECRET_ACCESS_KEY, SESSION_TOKEN, Scope};
+    let body = bytes::Bytes::from(vec![b'x'; 4096]);
+    let request = || {
+        hyper::Request::post(
+            "https://bedrock-runtime.us-east-1.amazonaws.com/model/us.anthropic.claude-sonnet-4-5-20250929-v1%3A0/converse-stream",
+        )
+        .header("content-type", "application/json")
+        .header("accept", "application/json, application/vnd.amazon.eventstream")
+        .body(body.clone())
+        .unwrap()
+    };
+    let scope = Scope {
+        region: Some("us-east-1"),
+        time: std::time::SystemTime::now(),
+    };
+    let key = Credential::key(b"sk-bench-0000000000000000000000000000".to_vec());
+    let parts = Credential::parts(
+        [
+            (ACCESS_KEY_ID, "AKIABENCH0000000000"),
+            (
+                SECRET_ACCESS_KEY,
+                "bench/secret/access/key/0000000000000000",
+            ),
+            (SESSION_TOKEN, "FwoGZXIvYXdzEBench//session+token=="),
+        ]
+        .map(|(n, v)| (n, zeroize::Zeroizing::new(v.as_bytes().to_vec()))),
+    )
+    .unwrap();
+    let mut group = c.benchmark_group("sign a request");
+    group.bench_function("bearer key", |b| {
+        b.iter(|| {
+            let mut request = request();
+            Auth::Bearer.sign(&mut request, &key, &scope).unwrap();
+            black_box(request)
+        })
+    });
+    group.bench_function("aws sigv4, 4 KiB body, session token", |b| {
+        b.iter(|| {
+            let mut request = request();
+            Auth::SigV4 { service: "bedrock" }
+                .sign(&mut request, &parts, &scope)
+                .unwrap();
+            black_box(request)
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, framing, reframing, pass_through, signing);
 criterion_main!(benches);

@@ -599,6 +599,32 @@ async fn no_cloud_credential_or_token_reaches_the_logs_metrics_or_answers() {
     ]
     .concat();
     assert!(logged.len() > 1000, "the logs were written: {logged}");
+    // Every answered request was metered from its API's own usage fields (Converse's
+    // inputTokens/outputTokens: 9 and 4 at the fake), streamed or not.
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .filter(|line: &serde_json::Value| line["status"] == 200)
+        .collect();
+    assert_eq!(lines.len(), 14, "{lines:?}");
+    for line in &lines {
+        assert!(line["input_tokens"].as_u64() > Some(0), "{line}");
+        assert!(line["output_tokens"].as_u64() > Some(0), "{line}");
+        if line["provider"]
+            .as_str()
+            .is_some_and(|p| p.contains("bedrock"))
+        {
+            assert_eq!(
+                (
+                    line["input_tokens"].as_u64(),
+                    line["output_tokens"].as_u64()
+                ),
+                (Some(9), Some(4)),
+                "{line}"
+            );
+        }
+    }
     for (place, text) in [
         ("logs", &logged),
         ("metrics", &metrics),

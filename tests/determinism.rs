@@ -219,3 +219,37 @@ fn a_removed_provider_loses_its_row() {
     assert!(out.key_store.get("team-globex/my-openai").is_none());
     assert!(out.key_store.get("team-globex/renamed").is_some());
 }
+
+#[test]
+fn rotating_one_part_of_a_cloud_credential_re_seals_its_row_and_only_its_row() {
+    let mut inputs =
+        common::read_dir_texts(&Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/clouds"));
+    let first = render_with(&inputs, 1, common::now());
+    // Rendered again unchanged (from its own outputs): no row moves.
+    let mut unchanged = inputs.clone();
+    unchanged.extend(outputs_as_texts(&first));
+    let again = render_with(&unchanged, 2, later());
+    assert_eq!(first.key_store.rows, again.key_store.rows);
+    // Only the secret access key of the Bedrock credential changes.
+    replace_in(
+        &mut inputs,
+        "placeholder/secret/access/key/000000000000",
+        "rotated/secret/access/key/111111111111",
+    );
+    inputs.extend(outputs_as_texts(&first));
+    let second = render_with(&inputs, 3, later());
+    for (old, new) in first.key_store.rows.iter().zip(&second.key_store.rows) {
+        if old.id == "dgidgi-system/bedrock" {
+            assert_ne!(old.encrypted_value, new.encrypted_value);
+            assert_eq!(new.rotated_at.as_deref(), Some("2026-11-26T12:00:00Z"));
+            let plain = open(&second.key_ring, new.into(), &new.encrypted_value).unwrap();
+            assert_eq!(
+                plain.part("secretAccessKey").unwrap(),
+                b"rotated/secret/access/key/111111111111"
+            );
+            assert_eq!(plain.part("accessKeyId").unwrap(), b"AKIAPLACEHOLDER00000");
+        } else {
+            assert_eq!(old, new, "row {} must be untouched", old.id);
+        }
+    }
+}
