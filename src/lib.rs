@@ -19,4 +19,5 @@ pub mod redact;
 pub mod render;
 pub mod routing;
 pub mod sse;
+pub mod telemetry;
 pub mod usage;

@@ -117,6 +117,12 @@ pub struct ServeArgs {
     /// https://login.microsoftonline.us). Default: https://login.microsoftonline.com.
     #[arg(long, value_name = "URL", env = "AZURE_AUTHORITY_HOST")]
     pub azure_authority_host: Option<String>,
+    /// Where OpenTelemetry traces go: an OTLP/HTTP traces URL (http://collector:4318/v1/traces).
+    /// The standard variables are read as well (OTEL_EXPORTER_OTLP_ENDPOINT and
+    /// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT win, OTEL_SERVICE_NAME, OTEL_TRACES_SAMPLER and
+    /// OTEL_TRACES_SAMPLER_ARG, OTEL_BSP_*, OTEL_SDK_DISABLED). Neither set: no traces.
+    #[arg(long, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
 }
 
 impl ServeArgs {
@@ -154,6 +160,7 @@ impl ServeArgs {
                     .map_err(anyhow::Error::msg)
                     .context("--cors-allow-origin")?,
                 access_log: self.access_log,
+                traces: crate::telemetry::Traces::from_env(self.otlp_endpoint.as_deref())?,
                 cloud_environment: crate::gateway::tokens::CloudEnvironment {
                     azure_authority_host: self.azure_authority_host.clone(),
                     ..crate::gateway::tokens::CloudEnvironment::from_env()
@@ -249,7 +256,14 @@ pub fn serve_until_stopped(
         started(&running);
         stop_signal().await;
         tracing::info!("stopping: no new connections; draining open ones");
+        let traces = running.traces();
         running.shutdown().await;
+        // The spans still queued go out before the process ends (a bounded wait).
+        if let Some(traces) = traces {
+            tokio::task::spawn_blocking(move || traces.shutdown())
+                .await
+                .ok();
+        }
         Ok(ExitCode::SUCCESS)
     })
 }

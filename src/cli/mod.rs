@@ -32,12 +32,12 @@ enum Command {
     /// offline and deterministically.
     Render(render::RenderArgs),
     /// Serve a rendered config directory: the OpenAI-format LLM gateway.
-    Gateway(gateway::GatewayArgs),
+    Gateway(Box<gateway::GatewayArgs>),
     /// Reconcile the custom resources in a cluster into the gateway's config, key Secrets,
     /// access keys, statuses and Events.
     Operator(operator::OperatorArgs),
     /// Render a directory (default examples/quickstart) and serve it, in one process.
-    Up(up::UpArgs),
+    Up(Box<up::UpArgs>),
     /// Local CLI settings: llm.source, llm.endpoint, llm.model.
     Config(config::ConfigArgs),
 }

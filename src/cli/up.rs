@@ -87,6 +87,7 @@ pub fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
         cors_allow_origins: Vec::new(),
         access_log: crate::gateway::access_log::AccessLogFormat::Text,
         azure_authority_host: None,
+        otlp_endpoint: None,
     };
     let options = serve.options(config_dir.clone())?;
     serve_until_stopped(options, |running| {

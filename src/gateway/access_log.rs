@@ -103,6 +103,9 @@ pub struct Entry {
     pub output_tokens: Option<u64>,
     /// Fallbacks taken before the target that served (0: the first choice).
     pub fallbacks: u32,
+    /// The request's trace (W3C trace id), when traces are exported.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
     /// `complete`, `client_gone`, `upstream_failed` for served requests; `answered`,
     /// `rejected` (4xx) or `failed` (5xx) for the others.
     pub outcome: &'static str,
@@ -187,6 +190,9 @@ impl Entry {
             &self.output_tokens.map_or("-".into(), number),
         );
         field("fallbacks", &number(u64::from(self.fallbacks)));
+        if let Some(trace_id) = &self.trace_id {
+            field("trace_id", trace_id);
+        }
         field("outcome", self.outcome);
         line
     }

@@ -173,6 +173,7 @@ async fn walk(
             fallback: index,
             source: planned.source,
             quota,
+            trace: None,
         });
     }
     Err(final_error(&failures, &planned.requested_model))

@@ -274,6 +274,7 @@ pub async fn finish(
     let status = served.response.status();
     let completion = served.completion;
     let quota = served.quota.and_then(SettleOnDrop::disarm);
+    let trace = served.trace;
     let owner = gateway.clone();
     drop(gateway.meter.spawn_settlement(async move {
         let completion = completion.await.unwrap_or(Completion {
@@ -286,7 +287,7 @@ pub async fn finish(
         // is allocated once when the body ends instead of being copied into every request's
         // task when it is spawned.
         Box::pin(settle_served(
-            owner, ticket, quota, facts, completion, status, entry,
+            owner, ticket, quota, facts, completion, status, entry, trace,
         ))
         .await;
     }));
@@ -330,6 +331,7 @@ async fn charge_reservation(
 }
 
 /// Settles a served request and the provider key's reservation of the attempt that served.
+#[allow(clippy::too_many_arguments)]
 async fn settle_served(
     gateway: Arc<Gateway>,
     ticket: Ticket,
@@ -338,6 +340,7 @@ async fn settle_served(
     completion: Completion,
     status: StatusCode,
     entry: Option<super::access_log::Entry>,
+    trace: Option<opentelemetry::Context>,
 ) {
     // The provider key's own tokens per minute count what it served; without a usage report,
     // the reservation stands. Settled alongside the tenant's: with Redis both calls leave in
@@ -352,7 +355,7 @@ async fn settle_served(
     };
     tokio::join!(
         provider,
-        settle(&gateway, ticket, &facts, completion, status, entry)
+        settle(&gateway, ticket, &facts, completion, status, entry, trace)
     );
 }
 
@@ -363,6 +366,7 @@ async fn settle(
     completion: Completion,
     status: StatusCode,
     entry: Option<super::access_log::Entry>,
+    trace: Option<opentelemetry::Context>,
 ) {
     let outcome = match completion.end {
         End::Complete => metering::Outcome::Complete,
@@ -396,6 +400,26 @@ async fn settle(
         entry.output_tokens = served.usage.map(|usage| usage.output_tokens);
         entry.answered(served.status);
         gateway.access_log.write(&entry);
+    }
+    if let Some(context) = &trace {
+        // What the answer cost: its usage at the model's price, or the reservation when no
+        // usage was reported (what the meter charges then).
+        let cost_micro_usd = served
+            .usage
+            .map_or(ticket.reservation.cost_micro_usd, |usage| {
+                metering::plan::cost_micro_usd(
+                    facts.pricing.as_ref(),
+                    usage.input_tokens,
+                    usage.output_tokens,
+                )
+            });
+        let settled = crate::telemetry::genai::Settled {
+            usage: served.usage,
+            cost_micro_usd,
+            first_byte,
+            outcome: outcome.as_str(),
+        };
+        crate::telemetry::genai::settled(context, &settled);
     }
     gateway.meter.settle(ticket, Some(served)).await;
 }

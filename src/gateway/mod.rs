@@ -71,6 +71,8 @@ pub struct Settings {
     /// Where the pod's cloud identities and token authorities are (Entra's authority, IRSA's,
     /// EKS Pod Identity's, GKE's and Azure Workload Identity's variables).
     pub cloud_environment: tokens::CloudEnvironment,
+    /// Where traces go (`None`: none are made).
+    pub traces: Option<crate::telemetry::Traces>,
 }
 
 /// The admin token: compared in constant time, wiped on drop, never printed.
@@ -111,6 +113,7 @@ impl Default for Settings {
             access_log: access_log::AccessLogFormat::Off,
             access_log_sink: access_log::AccessLogSink::default(),
             cloud_environment: tokens::CloudEnvironment::default(),
+            traces: None,
         }
     }
 }

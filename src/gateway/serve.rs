@@ -82,6 +82,8 @@ pub struct AttemptAnswer {
     /// The provider key's reservation for the attempt that served (its own limits), settled
     /// with the tokens it used once the body ends.
     pub quota: Option<SettleOnDrop<ProviderTicket>>,
+    /// The inference's trace span, ended by the settlement with what the answer used.
+    pub trace: Option<opentelemetry::Context>,
 }
 
 /// The request in its canonical (OpenAI) form, made once per request.
@@ -272,8 +274,49 @@ fn token_failure(error: &tokens::TokenError) -> Failure {
     }
 }
 
-/// Walks the plan for a parsed request and returns what served it.
+/// Walks the plan for a parsed request and returns what served it, in the request's GenAI
+/// inference span when traces are exported (ended here if no provider answered, else by the
+/// settlement when the answer's body ends: [`AttemptAnswer::trace`]).
 pub async fn serve(
+    gateway: &Arc<Gateway>,
+    snapshot: &Active,
+    planned: &Plan<'_>,
+    request: ClientRequest,
+    ticket: &Ticket,
+) -> Result<AttemptAnswer, ApiError> {
+    use crate::telemetry::genai;
+    use opentelemetry::context::FutureExt as _;
+    let Some(traces) = &gateway.settings.traces else {
+        return walk_plan(gateway, snapshot, planned, request, ticket).await;
+    };
+    let inference = genai::Inference {
+        operation: genai::CHAT,
+        requested_model: &planned.requested_model,
+        max_tokens: ticket.size.max_output_tokens,
+        tenant: ticket.tenant(),
+        source: planned.source.as_str(),
+    };
+    let context = genai::inference_span(traces, &inference);
+    let result = walk_plan(gateway, snapshot, planned, request, ticket)
+        .with_context(context.clone())
+        .await;
+    match result {
+        Ok(mut answer) => {
+            if let Some(provider) = snapshot.provider(&answer.provider) {
+                genai::answered(&context, provider.kind, &answer.model, answer.fallback);
+            }
+            answer.trace = Some(context);
+            Ok(answer)
+        }
+        Err(error) => {
+            genai::failed(&context, error.code);
+            Err(error)
+        }
+    }
+}
+
+/// [`serve`]'s walk.
+async fn walk_plan(
     gateway: &Arc<Gateway>,
     snapshot: &Active,
     planned: &Plan<'_>,
@@ -340,6 +383,7 @@ pub async fn serve(
             fallback: index,
             source: planned.source,
             quota,
+            trace: None,
         });
     }
     Err(final_error(&failures, &planned.requested_model))
@@ -763,6 +807,7 @@ pub async fn send_to_provider(
         body: body.clone(),
         first_byte: Duration::from_millis(provider.timeouts.first_byte_ms),
         forwarded: headers.for_upstream(format, BetaPolicy::for_provider(provider, model)),
+        traces: gateway.settings.traces.as_ref(),
     };
     if provider.scope == Scope::Platform {
         return send_signed(gateway, &gateway.client, provider, outgoing).await;

@@ -108,17 +108,36 @@ pub async fn api(
     }
     let origin = request.headers().get(hyper::header::ORIGIN).cloned();
     let log = gateway.clone();
-    // With the request log off, no entry is made: notes outside a scope do nothing.
-    let (result, entry) = if log.access_log.is_on() {
-        let entry = access_log::Entry::arrived(request.method().as_str(), &path);
-        access_log::scope(entry, route(gateway, request, &path, format)).await
-    } else {
-        (route(gateway, request, &path, format).await, None)
+    // The request's SERVER span, a child of the client's trace (when traces are exported).
+    let trace = gateway
+        .settings
+        .traces
+        .as_ref()
+        .map(|traces| crate::telemetry::http::server_span(traces, &request, &path));
+    let handled = async {
+        // With the request log off, no entry is made: notes outside a scope do nothing.
+        if log.access_log.is_on() {
+            let mut entry = access_log::Entry::arrived(request.method().as_str(), &path);
+            entry.trace_id = trace.as_ref().map(crate::telemetry::http::trace_id);
+            access_log::scope(entry, route(gateway, request, &path, format)).await
+        } else {
+            (route(gateway, request, &path, format).await, None)
+        }
+    };
+    let (result, entry) = match &trace {
+        Some(context) => {
+            use opentelemetry::context::FutureExt as _;
+            handled.with_context(context.clone()).await
+        }
+        None => handled.await,
     };
     let mut response = result.unwrap_or_else(|error| error_response_in(&error, format));
     log.settings
         .cors
         .decorate(origin.as_ref(), response.headers_mut());
+    if let Some(context) = &trace {
+        crate::telemetry::http::end_server_span(context, response.status().as_u16());
+    }
     // A served request's line is written by its settlement, when its body ends.
     if let Some(mut entry) = entry {
         entry.answered(response.status().as_u16());
@@ -468,6 +487,11 @@ pub struct Running {
 }
 
 impl Running {
+    /// The trace pipeline, for the caller to flush once the gateway has stopped.
+    pub fn traces(&self) -> Option<crate::telemetry::Traces> {
+        self.gateway.settings.traces.clone()
+    }
+
     /// Reports not-ready (so load balancers stop sending), waits `unready_delay`, then stops
     /// accepting, drains open requests and streams, and waits for both listeners.
     pub async fn shutdown(self) {

@@ -115,6 +115,16 @@ impl Failure {
         }
     }
 
+    /// The provider's status, where the failure is one.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::RateLimited(_) => Some(429),
+            Self::ServerError(status) | Self::Auth(status) => Some(status.as_u16()),
+            Self::ModelNotFound => Some(404),
+            _ => None,
+        }
+    }
+
     /// Short description for logs and the final error message (no secrets, no bodies).
     pub fn describe(&self) -> String {
         match self {
@@ -181,6 +191,8 @@ pub struct Outgoing<'a> {
     pub first_byte: Duration,
     /// The client's headers the provider reads.
     pub forwarded: Vec<(hyper::header::HeaderName, HeaderValue)>,
+    /// Where the attempt's span goes (`None`: traces are off).
+    pub traces: Option<&'a crate::telemetry::Traces>,
 }
 
 /// Sends a request in the provider's own format and classifies the answer. The credential is
@@ -198,7 +210,51 @@ where
         body,
         first_byte,
         forwarded,
+        traces,
     } = outgoing;
+    let trace =
+        traces.map(|traces| crate::telemetry::genai::attempt_span(traces, url, provider_kind));
+    let outcome = send_traced(
+        client,
+        auth,
+        region,
+        provider_kind,
+        url,
+        credential,
+        body,
+        first_byte,
+        forwarded,
+        trace.as_ref(),
+    )
+    .await;
+    if let Some(context) = &trace {
+        let (status, error) = match &outcome {
+            Outcome::Relay(response) => (Some(response.status().as_u16()), None),
+            Outcome::Local { status, .. } => (Some(status.as_u16()), None),
+            Outcome::Failed(failure) => (failure.status(), Some(failure.class())),
+        };
+        crate::telemetry::genai::attempt_ended(context, status, error);
+    }
+    outcome
+}
+
+/// [`send`] within the attempt's span (`trace`), whose `traceparent` the request carries.
+#[allow(clippy::too_many_arguments)]
+async fn send_traced<C>(
+    client: &Client<C, Full<Bytes>>,
+    auth: Auth,
+    region: Option<&str>,
+    provider_kind: ProviderKind,
+    url: &str,
+    credential: Option<&Credential>,
+    body: Bytes,
+    first_byte: Duration,
+    forwarded: Vec<(hyper::header::HeaderName, HeaderValue)>,
+    trace: Option<&opentelemetry::Context>,
+) -> Outcome
+where
+    C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
+{
     let mut builder = Request::builder()
         .method(Method::POST)
         .uri(url)
@@ -215,6 +271,10 @@ where
     let Ok(mut request) = builder.body(body) else {
         return Outcome::Failed(Failure::Connect);
     };
+    // The attempt's trace context (signed with the rest: SigV4 covers it).
+    if let Some(context) = trace {
+        crate::telemetry::http::inject(context, request.headers_mut());
+    }
     let scope = Scope {
         region,
         time: std::time::SystemTime::now(),

@@ -143,6 +143,11 @@ pub struct Ticket {
 }
 
 impl Ticket {
+    /// The tenant (`namespace/name`).
+    pub fn tenant(&self) -> &str {
+        &self.tenant
+    }
+
     /// When the request arrived.
     pub fn started(&self) -> Instant {
         self.started

@@ -1,0 +1,344 @@
+//! OpenTelemetry traces, received by a local OTLP/HTTP receiver that decodes the protobuf with
+//! the `opentelemetry-proto` definitions: the spans of a plain request, a stream, a request
+//! that retried and fell back, and a refused one, with their attributes checked by name and
+//! value; the client's `traceparent` as the parent; the upstream fake receiving the
+//! `traceparent` of its attempt's span; and no content or key in any attribute.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::fake_providers::{self, Fake};
+use common::gateway::InProcess;
+use dgidgi::gateway::Settings;
+use dgidgi::telemetry::Traces;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
+use prost::Message as _;
+use serde_json::json;
+use tokio::io::AsyncWriteExt as _;
+
+/// One span as received.
+#[derive(Clone, Debug)]
+struct Received {
+    name: String,
+    kind: i32,
+    trace_id: String,
+    span_id: String,
+    parent: String,
+    attributes: HashMap<String, String>,
+    error: bool,
+}
+
+type Spans = Arc<Mutex<Vec<Received>>>;
+
+/// The OTLP/HTTP receiver: `POST /v1/traces`, protobuf.
+async fn receiver() -> (SocketAddr, Spans) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let spans: Spans = Arc::default();
+    let shared = spans.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let spans = shared.clone();
+            tokio::spawn(async move {
+                while let Some(seen) = fake_providers::read_request(&mut stream).await {
+                    assert_eq!(seen.path, "/v1/traces");
+                    assert_eq!(seen.headers["content-type"], "application/x-protobuf");
+                    let request = ExportTraceServiceRequest::decode(seen.raw.as_slice()).unwrap();
+                    let received = decoded(request);
+                    spans.lock().unwrap().extend(received);
+                    let reply = "HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n";
+                    if stream.write_all(reply.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (address, spans)
+}
+
+/// The spans of an export request.
+fn decoded(request: ExportTraceServiceRequest) -> Vec<Received> {
+    let mut out = Vec::new();
+    for resource in request.resource_spans {
+        for scope in resource.scope_spans {
+            for span in scope.spans {
+                let attributes = span
+                    .attributes
+                    .iter()
+                    .map(|kv| {
+                        let value = match kv.value.as_ref().and_then(|v| v.value.clone()) {
+                            Some(AnyValue::StringValue(s)) => s,
+                            Some(AnyValue::IntValue(i)) => i.to_string(),
+                            Some(AnyValue::BoolValue(b)) => b.to_string(),
+                            Some(AnyValue::DoubleValue(d)) => d.to_string(),
+                            other => format!("{other:?}"),
+                        };
+                        (kv.key.clone(), value)
+                    })
+                    .collect();
+                out.push(Received {
+                    name: span.name,
+                    kind: span.kind,
+                    trace_id: hex::encode(span.trace_id),
+                    span_id: hex::encode(span.span_id),
+                    parent: hex::encode(span.parent_span_id),
+                    attributes,
+                    error: span.status.is_some_and(|s| s.code == 2),
+                });
+            }
+        }
+    }
+    out
+}
+
+struct Traced {
+    gateway: InProcess,
+    fake: Fake,
+    traces: Traces,
+    spans: Spans,
+}
+
+const TRACE_ID: &str = "0af7651916cd43dd8448eb211c80319c";
+const CLIENT_SPAN: &str = "b7ad6b7169203331";
+
+impl Traced {
+    async fn new() -> Self {
+        let fake = fake_providers::start_with(fake_providers::Answers::default()).await;
+        let (address, spans) = receiver().await;
+        let traces = Traces::build(Some(&format!("http://{address}/v1/traces"))).unwrap();
+        let policy = format!(
+            "apiVersion: llm.dgidgi.io/v1alpha1\nkind: LlmProvider\nmetadata: {{name: failing, namespace: dgidgi-system}}\nspec: {{type: openai-compatible, baseUrl: \"http://{}/v1\", credentialsRef: {{name: native-key}}, models: [{{name: fail-500}}]}}\n---\napiVersion: llm.dgidgi.io/v1alpha1\nkind: RoutingPolicy\nmetadata: {{name: p, namespace: dgidgi-system}}\nspec: {{rules: [{{match: {{model: flaky}}, targets: [{{provider: failing, model: fail-500}}], fallback: [{{provider: anthropic, model: claude-fake}}], retry: {{attempts: 1, on: [server-error], backoff: 10ms}}}}]}}\n---\n",
+            fake.address
+        );
+        let yaml = [
+            fake_providers::providers_yaml(fake.address),
+            "\n---\n".into(),
+            policy,
+        ]
+        .concat();
+        let settings = Settings {
+            traces: Some(traces.clone()),
+            ..Settings::default()
+        };
+        let gateway = InProcess::start(&yaml, settings).await;
+        Self {
+            gateway,
+            fake,
+            traces,
+            spans,
+        }
+    }
+
+    async fn chat(&self, body: serde_json::Value) -> (u16, String) {
+        let key = self.gateway.key();
+        let traceparent = format!("00-{TRACE_ID}-{CLIENT_SPAN}-01");
+        let (status, _, body) = common::http::send_with(
+            self.gateway.running.api,
+            "POST",
+            "/v1/chat/completions",
+            &[
+                ("authorization", &format!("Bearer {key}")),
+                ("traceparent", &traceparent),
+            ],
+            Some(body.to_string()),
+        )
+        .await
+        .unwrap();
+        (status, body)
+    }
+
+    /// The spans received once `count` SERVER spans (one per request) and their inferences
+    /// are in.
+    async fn received(&self, servers: usize, inferences: usize) -> Vec<Received> {
+        for _ in 0..100 {
+            self.traces.flush();
+            let spans = self.spans.lock().unwrap().clone();
+            let count = |kind: i32, prefix: &str| {
+                spans
+                    .iter()
+                    .filter(|s| s.kind == kind && s.name.starts_with(prefix))
+                    .count()
+            };
+            if count(2, "POST /") >= servers && count(3, "chat ") >= inferences {
+                return spans;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the spans never arrived: {:?}", self.spans.lock().unwrap());
+    }
+}
+
+fn the<'a>(spans: &'a [Received], name: &str) -> Vec<&'a Received> {
+    spans.iter().filter(|s| s.name == name).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_is_a_server_span_an_inference_and_an_attempt_in_the_clients_trace() {
+    let traced = Traced::new().await;
+    let (status, body) = traced
+        .chat(json!({"model": "anthropic/claude-fake", "max_tokens": 50,
+            "messages": [{"role": "user", "content": "secret prompt text"}]}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let spans = traced.received(1, 1).await;
+    let server = the(&spans, "POST /v1/chat/completions")[0];
+    assert_eq!(server.kind, 2, "SERVER");
+    assert_eq!(server.trace_id, TRACE_ID);
+    assert_eq!(
+        server.parent, CLIENT_SPAN,
+        "the client's span is the parent"
+    );
+    assert_eq!(server.attributes["http.request.method"], "POST");
+    assert_eq!(server.attributes["http.route"], "/v1/chat/completions");
+    assert_eq!(server.attributes["http.response.status_code"], "200");
+    let inference = the(&spans, "chat claude-fake")[0];
+    assert_eq!(inference.kind, 3, "CLIENT");
+    assert_eq!(inference.parent, server.span_id);
+    let attributes = &inference.attributes;
+    assert_eq!(attributes["gen_ai.operation.name"], "chat");
+    assert_eq!(attributes["gen_ai.provider.name"], "anthropic");
+    assert_eq!(attributes["gen_ai.request.model"], "claude-fake");
+    assert_eq!(attributes["gen_ai.response.model"], "claude-fake");
+    assert_eq!(attributes["gen_ai.request.max_tokens"], "50");
+    assert!(
+        attributes["gen_ai.usage.input_tokens"]
+            .parse::<u64>()
+            .unwrap()
+            > 0
+    );
+    assert!(
+        attributes["gen_ai.usage.output_tokens"]
+            .parse::<u64>()
+            .unwrap()
+            > 0
+    );
+    assert_eq!(attributes["dgidgi.tenant"], "team-acme/acme");
+    assert_eq!(attributes["dgidgi.source"], "platform");
+    assert_eq!(attributes["dgidgi.fallback_count"], "0");
+    assert!(attributes.contains_key("dgidgi.cost_micro_usd"));
+    let attempt = spans
+        .iter()
+        .find(|s| s.name == "POST" && s.parent == inference.span_id)
+        .expect("an attempt span under the inference");
+    assert_eq!(attempt.kind, 3);
+    assert_eq!(attempt.attributes["http.response.status_code"], "200");
+    assert_eq!(attempt.attributes["url.path"], "/v1/messages");
+    // The provider was called with the attempt's own trace context.
+    let seen = traced.fake.log.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(
+        seen.headers["traceparent"],
+        format!("00-{TRACE_ID}-{}-01", attempt.span_id)
+    );
+    assert_no_content_or_secret(&spans, &traced);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_and_a_fallback_and_a_refusal_each_leave_their_spans() {
+    let traced = Traced::new().await;
+    let (status, body) = traced
+        .chat(json!({"model": "gemini/gemini-fake", "stream": true,
+            "messages": [{"role": "user", "content": "stream it"}]}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = traced
+        .chat(json!({"model": "flaky", "messages": [{"role": "user", "content": "retry me"}]}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = traced
+        .chat(json!({"model": "nobody/nothing", "messages": [{"role": "user", "content": "x"}]}))
+        .await;
+    assert_eq!(status, 404);
+    let spans = traced.received(3, 2).await;
+    // The stream: usage and time to first token, read when the stream ended.
+    let stream = the(&spans, "chat gemini-fake")[0];
+    assert_eq!(stream.attributes["gen_ai.provider.name"], "gcp.gemini");
+    assert!(stream.attributes.contains_key("gen_ai.usage.output_tokens"));
+    assert!(
+        stream
+            .attributes
+            .contains_key("dgidgi.time_to_first_token_ms")
+    );
+    assert_eq!(stream.attributes["dgidgi.outcome"], "complete");
+    // The fallback: two failed tries of fail-500 (a retry), then the fallback answered.
+    let flaky = the(&spans, "chat flaky")[0];
+    assert_eq!(flaky.attributes["dgidgi.fallback_count"], "1");
+    assert_eq!(flaky.attributes["gen_ai.response.model"], "claude-fake");
+    let attempts: Vec<&Received> = spans
+        .iter()
+        .filter(|s| s.name == "POST" && s.parent == flaky.span_id)
+        .collect();
+    assert_eq!(attempts.len(), 3, "{attempts:?}");
+    let failed: Vec<_> = attempts.iter().filter(|a| a.error).collect();
+    assert_eq!(failed.len(), 2);
+    for attempt in failed {
+        assert_eq!(attempt.attributes["error.type"], "server_error");
+        assert_eq!(attempt.attributes["http.response.status_code"], "500");
+    }
+    // The refusal: its SERVER span, with its status, and no inference.
+    let refused: Vec<&Received> = spans
+        .iter()
+        .filter(|s| {
+            s.kind == 2
+                && s.attributes
+                    .get("http.response.status_code")
+                    .map(String::as_str)
+                    == Some("404")
+        })
+        .collect();
+    assert_eq!(refused.len(), 1);
+    assert!(spans.iter().all(|s| s.parent != refused[0].span_id));
+    assert_no_content_or_secret(&spans, &traced);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_collector_down_requests_are_unaffected() {
+    let fake = fake_providers::start_with(fake_providers::Answers::default()).await;
+    let closed = common::gateway::free_port();
+    let traces = Traces::build(Some(&format!("http://127.0.0.1:{closed}/v1/traces"))).unwrap();
+    let settings = Settings {
+        traces: Some(traces.clone()),
+        ..Settings::default()
+    };
+    let gateway = InProcess::start(&fake_providers::providers_yaml(fake.address), settings).await;
+    let key = gateway.key();
+    for _ in 0..20 {
+        let (status, _, body) = common::http::send(
+            gateway.running.api,
+            "POST",
+            "/v1/chat/completions",
+            Some(&key),
+            Some(json!({"model": "anthropic/claude-fake", "messages": [{"role": "user", "content": "hi"}]}).to_string()),
+        )
+        .await
+        .unwrap();
+        assert_eq!(status, 200, "{body}");
+    }
+    // A flush toward nobody fails (logged), and returns.
+    tokio::task::spawn_blocking(move || traces.flush())
+        .await
+        .unwrap();
+}
+
+fn assert_no_content_or_secret(spans: &[Received], traced: &Traced) {
+    let key = traced.gateway.key();
+    for span in spans {
+        for (name, value) in &span.attributes {
+            for secret in [
+                key.as_str(),
+                fake_providers::KEY,
+                "secret prompt text",
+                "stream it",
+                "retry me",
+                "echo:",
+            ] {
+                assert!(!value.contains(secret), "{} {name}={value}", span.name);
+            }
+        }
+    }
+}
