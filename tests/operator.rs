@@ -654,6 +654,14 @@ async fn run_writer(
     cluster: &Cluster,
     calls: Vec<api::Expect>,
 ) -> dgidgi::operator::writer::WriteOutcome {
+    run_writer_traced(cluster, calls, None).await
+}
+
+async fn run_writer_traced(
+    cluster: &Cluster,
+    calls: Vec<api::Expect>,
+    traces: Option<&dgidgi::telemetry::Traces>,
+) -> dgidgi::operator::writer::WriteOutcome {
     use dgidgi::operator::observed::WriteOverlay;
     use dgidgi::operator::reconcile::reconcile_once;
     use dgidgi::operator::writer::Writer;
@@ -668,6 +676,7 @@ async fn run_writer(
         &ctx,
         &mut ChaCha20Rng::seed_from_u64(1),
         &mut overlay,
+        traces,
     )
     .await
     .unwrap();
@@ -784,7 +793,30 @@ fn small_cluster_calls() -> Vec<api::Expect> {
 async fn first_reconcile_applies_with_one_field_manager_then_statuses_then_events() {
     let mut cluster = Cluster::default();
     cluster.apply_yaml(SMALL);
-    let outcome = run_writer(&cluster, small_cluster_calls()).await;
+    // Traced: the render and the applies are spans, with what each did.
+    let (receiver, spans) = common::otlp::receiver().await;
+    let traces =
+        dgidgi::telemetry::Traces::build(Some(&format!("http://{receiver}/v1/traces"))).unwrap();
+    let outcome = run_writer_traced(&cluster, small_cluster_calls(), Some(&traces)).await;
+    let flushing = traces.clone();
+    tokio::task::spawn_blocking(move || flushing.flush())
+        .await
+        .unwrap();
+    let spans = spans.lock().unwrap().clone();
+    let span = |name: &str| {
+        spans
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("no {name} span in {spans:?}"))
+            .clone()
+    };
+    let (render, apply) = (span("dgidgi.render"), span("dgidgi.apply"));
+    assert_eq!(
+        render.attributes["dgidgi.writes_planned"],
+        apply.attributes["dgidgi.writes_done"]
+    );
+    assert_eq!(apply.attributes["dgidgi.writes_failed"], "0");
+    assert!(!apply.error);
     assert_eq!(outcome.done, 8);
     assert!(outcome.failed.is_empty());
 }

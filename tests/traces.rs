@@ -6,96 +6,14 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::fake_providers::{self, Fake};
 use common::gateway::InProcess;
+use common::otlp::{Received, Spans, receiver};
 use dgidgi::gateway::Settings;
 use dgidgi::telemetry::Traces;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
-use prost::Message as _;
 use serde_json::json;
-use tokio::io::AsyncWriteExt as _;
-
-/// One span as received.
-#[derive(Clone, Debug)]
-struct Received {
-    name: String,
-    kind: i32,
-    trace_id: String,
-    span_id: String,
-    parent: String,
-    attributes: HashMap<String, String>,
-    error: bool,
-}
-
-type Spans = Arc<Mutex<Vec<Received>>>;
-
-/// The OTLP/HTTP receiver: `POST /v1/traces`, protobuf.
-async fn receiver() -> (SocketAddr, Spans) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let spans: Spans = Arc::default();
-    let shared = spans.clone();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let spans = shared.clone();
-            tokio::spawn(async move {
-                while let Some(seen) = fake_providers::read_request(&mut stream).await {
-                    assert_eq!(seen.path, "/v1/traces");
-                    assert_eq!(seen.headers["content-type"], "application/x-protobuf");
-                    let request = ExportTraceServiceRequest::decode(seen.raw.as_slice()).unwrap();
-                    let received = decoded(request);
-                    spans.lock().unwrap().extend(received);
-                    let reply = "HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n";
-                    if stream.write_all(reply.as_bytes()).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    (address, spans)
-}
-
-/// The spans of an export request.
-fn decoded(request: ExportTraceServiceRequest) -> Vec<Received> {
-    let mut out = Vec::new();
-    for resource in request.resource_spans {
-        for scope in resource.scope_spans {
-            for span in scope.spans {
-                let attributes = span
-                    .attributes
-                    .iter()
-                    .map(|kv| {
-                        let value = match kv.value.as_ref().and_then(|v| v.value.clone()) {
-                            Some(AnyValue::StringValue(s)) => s,
-                            Some(AnyValue::IntValue(i)) => i.to_string(),
-                            Some(AnyValue::BoolValue(b)) => b.to_string(),
-                            Some(AnyValue::DoubleValue(d)) => d.to_string(),
-                            other => format!("{other:?}"),
-                        };
-                        (kv.key.clone(), value)
-                    })
-                    .collect();
-                out.push(Received {
-                    name: span.name,
-                    kind: span.kind,
-                    trace_id: hex::encode(span.trace_id),
-                    span_id: hex::encode(span.span_id),
-                    parent: hex::encode(span.parent_span_id),
-                    attributes,
-                    error: span.status.is_some_and(|s| s.code == 2),
-                });
-            }
-        }
-    }
-    out
-}
 
 struct Traced {
     gateway: InProcess,
@@ -294,6 +212,49 @@ async fn a_stream_and_a_fallback_and_a_refusal_each_leave_their_spans() {
     assert_eq!(refused.len(), 1);
     assert!(spans.iter().all(|s| s.parent != refused[0].span_id));
     assert_no_content_or_secret(&spans, &traced);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limit_that_refuses_a_request_is_an_event_of_its_span() {
+    let (address, spans) = receiver().await;
+    let traces = Traces::build(Some(&format!("http://{address}/v1/traces"))).unwrap();
+    let yaml = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: team-acme\n  labels: {llm.dgidgi.io/tier: enterprise}\n  annotations: {llm.dgidgi.io/requests-per-minute: \"1\"}\n---\napiVersion: llm.dgidgi.io/v1alpha1\nkind: LlmProvider\nmetadata: {name: mock, namespace: dgidgi-system}\nspec: {type: mock}\n---\napiVersion: llm.dgidgi.io/v1alpha1\nkind: LlmTenant\nmetadata: {name: acme, namespace: team-acme}\nspec: {}\n";
+    let settings = Settings {
+        traces: Some(traces.clone()),
+        ..Settings::default()
+    };
+    let gateway = InProcess::start(yaml, settings).await;
+    let key = gateway.key();
+    let mut statuses = Vec::new();
+    for _ in 0..2 {
+        let body = json!({"model": "mock-fast", "messages": [{"role": "user", "content": "hi"}]});
+        let answer = common::http::send(
+            gateway.running.api,
+            "POST",
+            "/v1/chat/completions",
+            Some(&key),
+            Some(body.to_string()),
+        )
+        .await
+        .unwrap();
+        statuses.push(answer.0);
+    }
+    assert_eq!(statuses, [200, 429]);
+    let flushing = traces.clone();
+    tokio::task::spawn_blocking(move || flushing.flush())
+        .await
+        .unwrap();
+    let spans = spans.lock().unwrap().clone();
+    let refused = spans
+        .iter()
+        .find(|s| {
+            s.attributes
+                .get("http.response.status_code")
+                .map(String::as_str)
+                == Some("429")
+        })
+        .expect("the refused request's span");
+    assert_eq!(refused.events, ["dgidgi.limit"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -94,6 +94,7 @@ pub fn run(args: &OperatorArgs) -> anyhow::Result<ExitCode> {
         identity,
         lease_duration: args.lease_duration,
         usage: usage_settings(args),
+        traces: crate::telemetry::Traces::from_env(None)?,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -24,7 +24,8 @@ use super::forwarded::{ClientHeaders, copy_provider_headers};
 use super::metered;
 use super::provider_urls::embeddings_url;
 use super::serve::{
-    AttemptAnswer, MAX_ANSWER_BYTES, Walk, final_error, no_room, send_to_provider, with_retries,
+    AttemptAnswer, MAX_ANSWER_BYTES, Walk, final_error, no_room, send_to_provider,
+    traced_inference, with_retries,
 };
 use super::stamp::stamp;
 use super::upstream::{Failure, Outcome, ReadError, read_bounded};
@@ -37,6 +38,7 @@ use crate::formats::{FormatError, embeddings};
 use crate::metering::Ticket;
 use crate::metering::plan::RequestSize;
 use crate::routing::plan::{Attempt, Plan, RouteRequest, plan, prefer_healthy};
+use crate::telemetry::genai::EMBEDDINGS;
 use crate::usage::Usage;
 
 /// Header choosing Cohere's `input_type` (`search_document`, `search_query`, `classification`,
@@ -75,6 +77,7 @@ pub async fn handle(
         return Err(ApiError::not_ready());
     };
     let walk = walk(&gateway, &snapshot, &planned, &request, ticket);
+    let walk = traced_inference(&gateway, &snapshot, &planned, ticket, EMBEDDINGS, walk);
     // The routing rule's timeout bounds the whole walk, as for chat.
     let result = match planned.timeout_ms.map(Duration::from_millis) {
         Some(limit) => tokio::time::timeout(limit, walk).await.unwrap_or_else(|_| {

@@ -23,6 +23,13 @@ fn reset_text(ms: u64) -> String {
 
 /// The client-facing error of a refused admission.
 pub fn refusal_error(refused: &Refused) -> ApiError {
+    let error = refusal_error_of(refused);
+    // The limit decision, as an event of the request's span (a no-op when traces are off).
+    crate::telemetry::http::limit_decision(error.code, error.message.as_str());
+    error
+}
+
+fn refusal_error_of(refused: &Refused) -> ApiError {
     match refused {
         Refused::Limit {
             kind,

@@ -275,8 +275,7 @@ fn token_failure(error: &tokens::TokenError) -> Failure {
 }
 
 /// Walks the plan for a parsed request and returns what served it, in the request's GenAI
-/// inference span when traces are exported (ended here if no provider answered, else by the
-/// settlement when the answer's body ends: [`AttemptAnswer::trace`]).
+/// inference span when traces are exported.
 pub async fn serve(
     gateway: &Arc<Gateway>,
     snapshot: &Active,
@@ -284,23 +283,46 @@ pub async fn serve(
     request: ClientRequest,
     ticket: &Ticket,
 ) -> Result<AttemptAnswer, ApiError> {
+    let walk = walk_plan(gateway, snapshot, planned, request, ticket);
+    traced_inference(
+        gateway,
+        snapshot,
+        planned,
+        ticket,
+        crate::telemetry::genai::CHAT,
+        walk,
+    )
+    .await
+}
+
+/// Runs a request's walk (`walk`) in its GenAI inference span when traces are exported: ended
+/// here if no provider answered, else by the settlement when the answer's body ends
+/// ([`AttemptAnswer::trace`]).
+pub(super) async fn traced_inference(
+    gateway: &Gateway,
+    snapshot: &Active,
+    planned: &Plan<'_>,
+    ticket: &Ticket,
+    operation: &'static str,
+    walk: impl Future<Output = Result<AttemptAnswer, ApiError>>,
+) -> Result<AttemptAnswer, ApiError> {
     use crate::telemetry::genai;
     use opentelemetry::context::FutureExt as _;
     let Some(traces) = &gateway.settings.traces else {
-        return walk_plan(gateway, snapshot, planned, request, ticket).await;
+        return walk.await;
     };
     let inference = genai::Inference {
-        operation: genai::CHAT,
+        operation,
         requested_model: &planned.requested_model,
-        max_tokens: ticket.size.max_output_tokens,
+        max_tokens: ticket
+            .size
+            .max_output_tokens
+            .filter(|_| operation == genai::CHAT),
         tenant: ticket.tenant(),
         source: planned.source.as_str(),
     };
     let context = genai::inference_span(traces, &inference);
-    let result = walk_plan(gateway, snapshot, planned, request, ticket)
-        .with_context(context.clone())
-        .await;
-    match result {
+    match walk.with_context(context.clone()).await {
         Ok(mut answer) => {
             if let Some(provider) = snapshot.provider(&answer.provider) {
                 genai::answered(&context, provider.kind, &answer.model, answer.fallback);

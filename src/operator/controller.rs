@@ -45,6 +45,8 @@ pub struct Settings {
     pub lease_duration: Duration,
     /// Usage polling; None when no admin token is configured.
     pub usage: Option<UsageSettings>,
+    /// Where the passes' spans go (`None`: none are made).
+    pub traces: Option<crate::telemetry::Traces>,
 }
 
 /// Where and how often to read the gateways' usage summaries.
@@ -476,10 +478,23 @@ impl Pass<'_> {
             return PassOutcome::Held;
         };
         ctx.tiers = tiers;
+        let pass = settings
+            .traces
+            .as_ref()
+            .map(|traces| crate::telemetry::operator::span(traces, "dgidgi.reconcile"));
         let result = {
+            use opentelemetry::context::FutureExt as _;
             let mut rng = rand::rngs::StdRng::from_os_rng();
-            reconcile_once(self.writer, &observed, &ctx, &mut rng, overlay).await
+            let traces = settings.traces.as_ref();
+            let once = reconcile_once(self.writer, &observed, &ctx, &mut rng, overlay, traces);
+            match &pass {
+                Some(context) => once.with_context(context.clone()).await,
+                None => once.await,
+            }
         };
+        if let Some(context) = &pass {
+            crate::telemetry::operator::end(context, &[], result.is_err());
+        }
         health
             .metrics
             .duration

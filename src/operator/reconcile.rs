@@ -56,14 +56,41 @@ pub async fn reconcile_once(
     ctx: &RenderContext,
     rng: &mut (dyn CryptoRng + Send),
     overlay: &mut WriteOverlay,
+    traces: Option<&crate::telemetry::Traces>,
 ) -> Result<(Decision, WriteOutcome), ReconcileError> {
-    let decision = decide(observed, ctx, rng)?;
+    use crate::telemetry::operator as trace;
+    use opentelemetry::context::FutureExt as _;
+    let render = traces.map(|traces| trace::span(traces, "dgidgi.render"));
+    let decided = decide(observed, ctx, rng);
+    if let Some(context) = &render {
+        let writes = decided.as_ref().map_or(0, |d| d.writes.len());
+        let not_ready = decided.as_ref().map_or(0, |d| d.not_ready);
+        trace::end(
+            context,
+            &[
+                ("dgidgi.writes_planned", writes),
+                ("dgidgi.not_ready", not_ready),
+            ],
+            decided.is_err(),
+        );
+    }
+    let decision = decided?;
     if decision.key_ring_generated {
         tracing::info!("no master key ring found; generating one");
     }
-    let outcome = writer
-        .write_all(&decision.writes, overlay, Instant::now())
-        .await;
+    let apply = traces.map(|traces| trace::span(traces, "dgidgi.apply"));
+    let writing = writer.write_all(&decision.writes, overlay, Instant::now());
+    let outcome = match &apply {
+        Some(context) => writing.with_context(context.clone()).await,
+        None => writing.await,
+    };
+    if let Some(context) = &apply {
+        let counts = [
+            ("dgidgi.writes_done", outcome.done),
+            ("dgidgi.writes_failed", outcome.failed.len()),
+        ];
+        trace::end(context, &counts, !outcome.failed.is_empty());
+    }
     tracing::info!(
         writes = decision.writes.len(),
         done = outcome.done,

@@ -74,3 +74,20 @@ pub fn route(path: &str) -> &str {
         path
     }
 }
+
+/// Records a limit decision that refused a request as an event (`dgidgi.limit`) of the current
+/// span: which limit (`rate_limit_exceeded`, `budget_exceeded`, …) and what the client was told
+/// (the numbers of the limit, never content).
+pub fn limit_decision(code: &'static str, message: &str) {
+    let context = Context::current();
+    let span = context.span();
+    if span.span_context().is_valid() {
+        span.add_event(
+            "dgidgi.limit",
+            vec![
+                KeyValue::new("dgidgi.limit.code", code),
+                KeyValue::new("dgidgi.limit.message", message.to_owned()),
+            ],
+        );
+    }
+}

@@ -7,10 +7,12 @@
 //!
 //! The spans follow the OpenTelemetry semantic conventions: HTTP's for the request
 //! ([`http`]), and the GenAI conventions ([`genai`], version pinned there) for the inference
-//! and each upstream attempt. Never content, never keys.
+//! and each upstream attempt; the operator's passes are spans too ([`operator`]). Never
+//! content, never keys.
 
 pub mod genai;
 pub mod http;
+pub mod operator;
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};

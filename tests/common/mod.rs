@@ -4,6 +4,7 @@
 
 pub mod gateway;
 pub mod http;
+pub mod otlp;
 pub mod redis;
 
 use dgidgi::render::{InputLoader, RenderContext, RenderOutput, render};
