@@ -722,3 +722,15 @@ def test_the_mounted_names_and_keys_are_what_render_writes():
             item["key"] for item in spec["items"]
         }
     assert mounted == written
+
+
+def test_traces_go_to_the_otlp_endpoint_when_one_is_set(default):
+    for kind, name in [("StatefulSet", "dgidgi-gateway"), ("Deployment", "dgidgi-operator")]:
+        assert "OTEL_EXPORTER_OTLP_ENDPOINT" not in env(container(default, kind, name))
+    traced = render({"tracing": {"otlpEndpoint": "http://otel-collector.observability:4318", "sampleRatio": 0.01}})
+    for kind, name in [("StatefulSet", "dgidgi-gateway"), ("Deployment", "dgidgi-operator")]:
+        variables = {k: v.get("value") for k, v in env(container(traced, kind, name)).items()}
+        assert variables["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector.observability:4318"
+        assert variables["OTEL_SERVICE_NAME"] == name
+        assert variables["OTEL_TRACES_SAMPLER"] == "parentbased_traceidratio"
+        assert variables["OTEL_TRACES_SAMPLER_ARG"] == "0.01"
