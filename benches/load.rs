@@ -191,17 +191,23 @@ enum Scenario {
     Metered,
     Redis,
     TenThousand,
+    /// `bare` with every request traced (OTLP export to a sink on the upstream's core).
+    Traced,
+    /// `bare` with 1 % of requests traced.
+    TracedSampled,
 }
 
 impl Scenario {
     /// The scenarios measured against the direct baseline, in order (the floor first: the
     /// others are also read against it).
-    const MEASURED: [Scenario; 5] = [
+    const MEASURED: [Scenario; 7] = [
         Scenario::Floor,
         Scenario::Bare,
         Scenario::Metered,
         Scenario::Redis,
         Scenario::TenThousand,
+        Scenario::Traced,
+        Scenario::TracedSampled,
     ];
 
     fn name(self) -> &'static str {
@@ -212,6 +218,8 @@ impl Scenario {
             Scenario::Metered => "metered",
             Scenario::Redis => "redis",
             Scenario::TenThousand => "10k-tenants",
+            Scenario::Traced => "traced",
+            Scenario::TracedSampled => "traced-1pct",
         }
     }
 }
@@ -265,6 +273,11 @@ fn start_upstream() -> SocketAddr {
 /// `chat.completion.chunk` events, a usage chunk when `stream_options.include_usage` asks for
 /// it, and `data: [DONE]`.
 async fn answer(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, hyper::Error> {
+    if request.uri().path() == "/v1/traces" {
+        // The traced scenarios' collector: the spans are read and dropped.
+        request.into_body().collect().await?;
+        return Ok(respond(StatusCode::OK, "application/x-protobuf", String::new()));
+    }
     let authorized = request
         .headers()
         .get("authorization")
@@ -474,6 +487,16 @@ impl Gateway {
 
         let port = free_port();
         let mut command = on_gateway_cpu(Path::new(binary), pinned);
+        if matches!(scenario, Scenario::Traced | Scenario::TracedSampled) {
+            // The fake upstream takes the OTLP posts too (answered 200, read and dropped).
+            command
+                .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{upstream}"))
+                .env("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+                .env(
+                    "OTEL_TRACES_SAMPLER_ARG",
+                    if scenario == Scenario::Traced { "1.0" } else { "0.01" },
+                );
+        }
         command
             .arg("gateway")
             .arg("--config-dir")
