@@ -276,7 +276,11 @@ async fn answer(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, hyp
     if request.uri().path() == "/v1/traces" {
         // The traced scenarios' collector: the spans are read and dropped.
         request.into_body().collect().await?;
-        return Ok(respond(StatusCode::OK, "application/x-protobuf", String::new()));
+        return Ok(respond(
+            StatusCode::OK,
+            "application/x-protobuf",
+            String::new(),
+        ));
     }
     let authorized = request
         .headers()
@@ -494,7 +498,11 @@ impl Gateway {
                 .env("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
                 .env(
                     "OTEL_TRACES_SAMPLER_ARG",
-                    if scenario == Scenario::Traced { "1.0" } else { "0.01" },
+                    if scenario == Scenario::Traced {
+                        "1.0"
+                    } else {
+                        "0.01"
+                    },
                 );
         }
         command

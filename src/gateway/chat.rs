@@ -15,12 +15,13 @@ use serde_json::{Map, Value};
 use super::body::ResponseBody;
 use super::error::ApiError;
 use super::metered;
-use super::serve::{ClientRequest, serve};
+use super::serve::{AttemptAnswer, ClientRequest, serve, traced_inference};
 use super::{Active, Gateway};
 use crate::config::TenantConfig;
 use crate::config::load::Snapshot;
 use crate::formats::{Format, SentBody};
 use crate::routing::plan::{RouteRequest, plan, prefer_healthy};
+use crate::telemetry::genai::CHAT;
 
 /// Header a request narrows its provider with.
 pub const PROVIDER_HEADER: &str = "x-dgidgi-provider";
@@ -277,8 +278,26 @@ pub async fn route_and_serve(
     let Some(ticket) = guard.get() else {
         return Err(ApiError::not_ready());
     };
-    let walk = serve(gateway, snapshot, &planned, request, ticket);
-    let result = match deadline {
+    let result = if gateway.settings.traces.is_some() {
+        let walk = Box::pin(serve(gateway, snapshot, &planned, request, ticket));
+        let traced = traced_inference(gateway, snapshot, &planned, ticket, CHAT, walk);
+        within(deadline, traced).await
+    } else {
+        within(
+            deadline,
+            serve(gateway, snapshot, &planned, request, ticket),
+        )
+        .await
+    };
+    metered::finish(gateway, snapshot, guard, result).await
+}
+
+/// A walk bounded by the routing rule's timeout, when it has one.
+pub(super) async fn within(
+    deadline: Option<std::time::Duration>,
+    walk: impl Future<Output = Result<AttemptAnswer, ApiError>>,
+) -> Result<AttemptAnswer, ApiError> {
+    match deadline {
         Some(limit) => tokio::time::timeout(limit, walk).await.unwrap_or_else(|_| {
             Err(ApiError::upstream(
                 StatusCode::GATEWAY_TIMEOUT,
@@ -287,8 +306,7 @@ pub async fn route_and_serve(
             ))
         }),
         None => walk.await,
-    };
-    metered::finish(gateway, snapshot, guard, result).await
+    }
 }
 
 /// Handles one chat completion request.

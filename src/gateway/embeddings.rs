@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 
 use super::answer_buffers::hold;
 use super::body::{ResponseBody, upstream_body};
-use super::chat::{ParsedRequest, model_and_provider, parse_request};
+use super::chat::{ParsedRequest, model_and_provider, parse_request, within};
 use super::completion::Reporter;
 use super::error::ApiError;
 use super::forwarded::{ClientHeaders, copy_provider_headers};
@@ -76,18 +76,19 @@ pub async fn handle(
     let Some(ticket) = guard.get() else {
         return Err(ApiError::not_ready());
     };
-    let walk = walk(&gateway, &snapshot, &planned, &request, ticket);
-    let walk = traced_inference(&gateway, &snapshot, &planned, ticket, EMBEDDINGS, walk);
-    // The routing rule's timeout bounds the whole walk, as for chat.
-    let result = match planned.timeout_ms.map(Duration::from_millis) {
-        Some(limit) => tokio::time::timeout(limit, walk).await.unwrap_or_else(|_| {
-            Err(ApiError::upstream(
-                hyper::StatusCode::GATEWAY_TIMEOUT,
-                "upstream_timeout",
-                "no provider answered within the routing rule's timeout",
-            ))
-        }),
-        None => walk.await,
+    // The routing rule's timeout bounds the whole walk, as for chat; traced, the walk is boxed
+    // into its inference span (see `serve::serve`).
+    let deadline = planned.timeout_ms.map(Duration::from_millis);
+    let result = if gateway.settings.traces.is_some() {
+        let walk = Box::pin(walk(&gateway, &snapshot, &planned, &request, ticket));
+        let traced = traced_inference(&gateway, &snapshot, &planned, ticket, EMBEDDINGS, walk);
+        within(deadline, traced).await
+    } else {
+        within(
+            deadline,
+            walk(&gateway, &snapshot, &planned, &request, ticket),
+        )
+        .await
     };
     metered::finish(&gateway, &snapshot, guard, result).await
 }

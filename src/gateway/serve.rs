@@ -231,11 +231,14 @@ async fn send_signed<C>(
 where
     C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
 {
-    let fetched = match gateway
-        .tokens
-        .fetch(client, provider, outgoing.credential)
-        .await
-    {
+    // Most providers sign with their stored key: the fetch (a large future, token grants and
+    // the workload identities' calls) is boxed and entered only by those that do not.
+    let fetching = tokens::fetches(provider, outgoing.credential);
+    let fetched = match fetching {
+        false => Ok(None),
+        true => Box::pin(gateway.tokens.fetch(client, provider, outgoing.credential)).await,
+    };
+    let fetched = match fetched {
         Ok(fetched) => fetched,
         Err(error) => {
             tracing::warn!(provider = ?provider.id, "no credential for the provider: {error}");
@@ -274,30 +277,9 @@ fn token_failure(error: &tokens::TokenError) -> Failure {
     }
 }
 
-/// Walks the plan for a parsed request and returns what served it, in the request's GenAI
-/// inference span when traces are exported.
-pub async fn serve(
-    gateway: &Arc<Gateway>,
-    snapshot: &Active,
-    planned: &Plan<'_>,
-    request: ClientRequest,
-    ticket: &Ticket,
-) -> Result<AttemptAnswer, ApiError> {
-    let walk = walk_plan(gateway, snapshot, planned, request, ticket);
-    traced_inference(
-        gateway,
-        snapshot,
-        planned,
-        ticket,
-        crate::telemetry::genai::CHAT,
-        walk,
-    )
-    .await
-}
-
-/// Runs a request's walk (`walk`) in its GenAI inference span when traces are exported: ended
-/// here if no provider answered, else by the settlement when the answer's body ends
-/// ([`AttemptAnswer::trace`]).
+/// Runs a request's walk (`walk`, boxed: see [`serve`]) in its GenAI inference span when traces
+/// are exported: ended here if no provider answered, else by the settlement when the answer's
+/// body ends ([`AttemptAnswer::trace`]).
 pub(super) async fn traced_inference(
     gateway: &Gateway,
     snapshot: &Active,
@@ -337,8 +319,10 @@ pub(super) async fn traced_inference(
     }
 }
 
-/// [`serve`]'s walk.
-async fn walk_plan(
+/// Walks the plan for a parsed request and returns what served it. (Traced by the caller with
+/// [`traced_inference`] when traces are exported; untraced, it is awaited where it is made:
+/// its future is the request's largest, and every layer around it would copy it.)
+pub async fn serve(
     gateway: &Arc<Gateway>,
     snapshot: &Active,
     planned: &Plan<'_>,

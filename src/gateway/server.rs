@@ -108,42 +108,86 @@ pub async fn api(
     }
     let origin = request.headers().get(hyper::header::ORIGIN).cloned();
     let log = gateway.clone();
-    // The request's SERVER span, a child of the client's trace (when traces are exported).
-    let trace = gateway
-        .settings
-        .traces
-        .as_ref()
-        .map(|traces| crate::telemetry::http::server_span(traces, &request, &path));
-    let handled = async {
-        // With the request log off, no entry is made: notes outside a scope do nothing.
-        if log.access_log.is_on() {
-            let mut entry = access_log::Entry::arrived(request.method().as_str(), &path);
-            entry.trace_id = trace.as_ref().map(crate::telemetry::http::trace_id);
-            access_log::scope(entry, route(gateway, request, &path, format)).await
-        } else {
-            (route(gateway, request, &path, format).await, None)
-        }
-    };
-    let (result, entry) = match &trace {
-        Some(context) => {
-            use opentelemetry::context::FutureExt as _;
-            handled.with_context(context.clone()).await
-        }
-        None => handled.await,
-    };
-    let mut response = result.unwrap_or_else(|error| error_response_in(&error, format));
-    log.settings
-        .cors
-        .decorate(origin.as_ref(), response.headers_mut());
-    if let Some(context) = &trace {
-        crate::telemetry::http::end_server_span(context, response.status().as_u16());
+    // Traced requests take a path of their own (boxed): the handler's future is the request's
+    // largest, and the untraced path awaits it where it is made, with no layer to copy it.
+    if let Some(traces) = &gateway.settings.traces {
+        let trace = crate::telemetry::http::server_span(traces, &request, &path);
+        let traced = Box::pin(traced_route(
+            gateway,
+            request,
+            path.clone(),
+            format,
+            trace.clone(),
+        ));
+        let (result, entry) = traced.await;
+        let response = finish_response(&log, result, entry, origin.as_ref(), format);
+        crate::telemetry::http::end_server_span(&trace, response.status().as_u16());
+        return Ok(response);
     }
+    // With the request log off, no entry is made: notes outside a scope do nothing.
+    let (result, entry) = if log.access_log.is_on() {
+        let entry = access_log::Entry::arrived(request.method().as_str(), &path);
+        access_log::scope(entry, route(gateway, request, &path, format)).await
+    } else {
+        (route(gateway, request, &path, format).await, None)
+    };
+    Ok(finish_response(
+        &log,
+        result,
+        entry,
+        origin.as_ref(),
+        format,
+    ))
+}
+
+/// A traced request's handling, in its SERVER span's context (`trace`).
+async fn traced_route(
+    gateway: Arc<Gateway>,
+    request: Request<Incoming>,
+    path: String,
+    format: Format,
+    trace: opentelemetry::Context,
+) -> (
+    Result<Response<ResponseBody>, ApiError>,
+    Option<access_log::Entry>,
+) {
+    use opentelemetry::context::FutureExt as _;
+    let log = gateway.clone();
+    if log.access_log.is_on() {
+        let mut entry = access_log::Entry::arrived(request.method().as_str(), &path);
+        entry.trace_id = Some(crate::telemetry::http::trace_id(&trace));
+        access_log::scope(
+            entry,
+            route(gateway, request, &path, format).with_context(trace),
+        )
+        .await
+    } else {
+        (
+            route(gateway, request, &path, format)
+                .with_context(trace)
+                .await,
+            None,
+        )
+    }
+}
+
+/// The response of a handled request: its error in the caller's format, CORS headers, and its
+/// request log line unless its settlement writes it.
+fn finish_response(
+    log: &Gateway,
+    result: Result<Response<ResponseBody>, ApiError>,
+    entry: Option<access_log::Entry>,
+    origin: Option<&hyper::header::HeaderValue>,
+    format: Format,
+) -> Response<ResponseBody> {
+    let mut response = result.unwrap_or_else(|error| error_response_in(&error, format));
+    log.settings.cors.decorate(origin, response.headers_mut());
     // A served request's line is written by its settlement, when its body ends.
     if let Some(mut entry) = entry {
         entry.answered(response.status().as_u16());
         log.access_log.write(&entry);
     }
-    Ok(response)
+    response
 }
 
 /// Sends a request to its handler.
@@ -153,14 +197,17 @@ async fn route(
     path: &str,
     format: Format,
 ) -> Result<Response<ResponseBody>, ApiError> {
+    // Each front door's future is boxed: they are the request's largest (the whole attempt
+    // loop), and unboxed, every layer above (the request log's scope, the connection) would
+    // copy the largest of them on every request, whichever door it came by.
     match (request.method(), path) {
-        (&Method::POST, "/v1/chat/completions") => chat::handle(gateway, request).await,
-        (&Method::POST, "/v1/messages") => messages::handle(gateway, request).await,
+        (&Method::POST, "/v1/chat/completions") => Box::pin(chat::handle(gateway, request)).await,
+        (&Method::POST, "/v1/messages") => Box::pin(messages::handle(gateway, request)).await,
         (&Method::POST, "/v1/messages/count_tokens") => {
-            count_tokens::handle(gateway, request).await
+            Box::pin(count_tokens::handle(gateway, request)).await
         }
-        (&Method::POST, "/v1/embeddings") => embeddings::handle(gateway, request).await,
-        (&Method::POST, "/v1/responses") => responses::handle(gateway, request).await,
+        (&Method::POST, "/v1/embeddings") => Box::pin(embeddings::handle(gateway, request)).await,
+        (&Method::POST, "/v1/responses") => Box::pin(responses::handle(gateway, request)).await,
         (&Method::GET | &Method::DELETE, path) if path.starts_with("/v1/responses/") => {
             responses::stored(&gateway, &request)
         }
@@ -170,7 +217,7 @@ async fn route(
             responses::stored(&gateway, &request)
         }
         (&Method::POST, path) if gemini::model_method(path).is_some() => {
-            gemini::handle(gateway, request, path).await
+            Box::pin(gemini::handle(gateway, request, path)).await
         }
         (&Method::GET, "/v1/models" | "/v1beta/models") => list_models(&gateway, &request, format),
         (&Method::GET, path) if path.starts_with("/v1/models/") => {

@@ -392,6 +392,12 @@ impl Tokens {
     }
 }
 
+/// Whether requests to `provider` (with its stored `credential`) are signed with a fetched
+/// credential: the pod's identity, or a token exchanged for the stored one.
+pub fn fetches(provider: &ProviderConfig, credential: Option<&Credential>) -> bool {
+    provider.identity.is_some() || credential.is_some_and(|c| exchanges(provider.kind, c))
+}
+
 /// Whether requests to `kind` with a stored `credential` carry an exchanged token rather than
 /// the credential itself.
 pub fn exchanges(kind: ProviderKind, credential: &Credential) -> bool {
