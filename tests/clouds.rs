@@ -340,6 +340,18 @@ async fn vertex_serves_gemini_and_claude_with_a_service_accounts_token() {
     assert_eq!(clouds.fake.tokens_issued.load(Ordering::SeqCst), 1);
 }
 
+/// A Vertex AI provider (`vertex`, model `gemini-vertex`) in front of `fake` with the service
+/// account `json`, the mock and one tenant, and `more` resources.
+fn vertex_alone(fake: &Fake, json: &str, more: &str) -> String {
+    use base64::Engine as _;
+    let account = base64::engine::general_purpose::STANDARD.encode(json);
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: sa, namespace: dgidgi-system}}\ndata: {{key.json: {account}}}\n---\napiVersion: llm.dgidgi.io/v1alpha1\nkind: LlmProvider\nmetadata: {{name: vertex, namespace: dgidgi-system}}\nspec: {{type: vertex-ai, baseUrl: \"http://{}\", region: us-east5, project: fake-project, credentialsRef: {{name: sa, key: key.json}}, models: [{{name: gemini-vertex}}]}}\n---\n{more}{}",
+        fake.address,
+        common::gateway::MOCK_AND_ONE_TENANT
+    )
+}
+
 #[tokio::test]
 async fn a_bad_service_account_fails_the_attempt_without_leaking_it() {
     let fake = fake_providers::start_with(fake_providers::Answers::default()).await;
@@ -348,13 +360,7 @@ async fn a_bad_service_account_fails_the_attempt_without_leaking_it() {
             fake_clouds::SERVICE_ACCOUNT,
             "intruder@elsewhere.iam.gserviceaccount.com",
         );
-    use base64::Engine as _;
-    let account = base64::engine::general_purpose::STANDARD.encode(json);
-    let yaml = format!(
-        "apiVersion: v1\nkind: Secret\nmetadata: {{name: sa, namespace: dgidgi-system}}\ndata: {{key.json: {account}}}\n---\napiVersion: llm.dgidgi.io/v1alpha1\nkind: LlmProvider\nmetadata: {{name: vertex, namespace: dgidgi-system}}\nspec: {{type: vertex-ai, baseUrl: \"http://{}\", region: us-east5, project: fake-project, credentialsRef: {{name: sa, key: key.json}}, models: [{{name: gemini-vertex}}]}}\n---\n{}",
-        fake.address,
-        common::gateway::MOCK_AND_ONE_TENANT
-    );
+    let yaml = vertex_alone(&fake, &json, "");
     let gateway = InProcess::start(&yaml, Settings::default()).await;
     let key = gateway.output.access_keys[0].value.to_string();
     let (status, _, body) = common::http::send(
@@ -770,15 +776,9 @@ async fn a_token_endpoint_that_is_down_is_the_providers_connection_failure_and_f
     // back to the mock, and the failure is counted as the provider's connection failure.
     let fake = fake_providers::start_with(fake_providers::Answers::default()).await;
     let closed = common::gateway::free_port();
-    use base64::Engine as _;
-    let account = base64::engine::general_purpose::STANDARD.encode(
-        fake_clouds::service_account_json(&format!("http://127.0.0.1:{closed}/token")),
-    );
-    let yaml = format!(
-        "apiVersion: v1\nkind: Secret\nmetadata: {{name: sa, namespace: dgidgi-system}}\ndata: {{key.json: {account}}}\n---\napiVersion: llm.dgidgi.io/v1alpha1\nkind: LlmProvider\nmetadata: {{name: vertex, namespace: dgidgi-system}}\nspec: {{type: vertex-ai, baseUrl: \"http://{}\", region: us-east5, project: fake-project, credentialsRef: {{name: sa, key: key.json}}, models: [{{name: gemini-vertex}}]}}\n---\napiVersion: llm.dgidgi.io/v1alpha1\nkind: RoutingPolicy\nmetadata: {{name: p, namespace: dgidgi-system}}\nspec: {{rules: [{{match: {{model: g}}, targets: [{{provider: vertex, model: gemini-vertex}}], fallback: [{{provider: mock, model: mock-fast}}]}}]}}\n---\n{}",
-        fake.address,
-        common::gateway::MOCK_AND_ONE_TENANT
-    );
+    let json = fake_clouds::service_account_json(&format!("http://127.0.0.1:{closed}/token"));
+    let fallback = "apiVersion: llm.dgidgi.io/v1alpha1\nkind: RoutingPolicy\nmetadata: {name: p, namespace: dgidgi-system}\nspec: {rules: [{match: {model: g}, targets: [{provider: vertex, model: gemini-vertex}], fallback: [{provider: mock, model: mock-fast}]}]}\n---\n";
+    let yaml = vertex_alone(&fake, &json, fallback);
     let gateway = InProcess::start(&yaml, Settings::default()).await;
     let key = gateway.key();
     for _ in 0..2 {
@@ -825,13 +825,7 @@ async fn a_refused_token_request_is_remembered_so_a_burst_does_not_repeat_it() {
             fake_clouds::SERVICE_ACCOUNT,
             "intruder@elsewhere.iam.gserviceaccount.com",
         );
-    use base64::Engine as _;
-    let account = base64::engine::general_purpose::STANDARD.encode(json);
-    let yaml = format!(
-        "apiVersion: v1\nkind: Secret\nmetadata: {{name: sa, namespace: dgidgi-system}}\ndata: {{key.json: {account}}}\n---\napiVersion: llm.dgidgi.io/v1alpha1\nkind: LlmProvider\nmetadata: {{name: vertex, namespace: dgidgi-system}}\nspec: {{type: vertex-ai, baseUrl: \"http://{}\", region: us-east5, project: fake-project, credentialsRef: {{name: sa, key: key.json}}, models: [{{name: gemini-vertex}}]}}\n---\n{}",
-        fake.address,
-        common::gateway::MOCK_AND_ONE_TENANT
-    );
+    let yaml = vertex_alone(&fake, &json, "");
     let gateway = InProcess::start(&yaml, Settings::default()).await;
     let key = gateway.key();
     for _ in 0..4 {

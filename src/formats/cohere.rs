@@ -216,14 +216,14 @@ pub fn response_to_openai(
         .get("usage")
         .and_then(usage_from_value)
         .unwrap_or_default();
-    Ok(json!({
-        "id": response.get("id").cloned().unwrap_or(Value::Null),
-        "object": "chat.completion",
-        "created": created,
-        "model": model,
-        "choices": [{"index": 0, "message": out, "finish_reason": finish_reason(reason)}],
-        "usage": super::openai_usage(&usage),
-    }))
+    Ok(super::openai::completion(
+        response.get("id").cloned().unwrap_or(Value::Null),
+        model.into(),
+        created,
+        out,
+        finish_reason(reason).into(),
+        &usage,
+    ))
 }
 
 /// Cohere stream events read into canonical chunks.

@@ -359,6 +359,23 @@ pub fn chunk(id: &str, model: &str, created: u64, delta: Value, finish: Option<&
     })
 }
 
+/// A canonical whole answer (a chat completion of one choice), as every format's answer is read
+/// into: `id` and `model` as the answer gave them (or what stands in for them).
+pub fn completion(
+    id: Value,
+    model: Value,
+    created: u64,
+    message: Value,
+    finish: Value,
+    usage: &Usage,
+) -> Value {
+    json!({
+        "id": id, "object": "chat.completion", "created": created, "model": model,
+        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+        "usage": super::openai_usage(usage),
+    })
+}
+
 /// The canonical usage-only chunk that ends a stream.
 pub fn usage_chunk(id: &str, model: &str, created: u64, usage: &Usage) -> Value {
     json!({

@@ -11,6 +11,8 @@
 //!
 //! A model is named here as the provider calls it ([`ProviderConfig::upstream_model`]).
 
+use std::borrow::Cow;
+
 use crate::config::ProviderConfig;
 use crate::formats::dialect::dialect;
 use crate::formats::{Format, path_segment as segment};
@@ -22,14 +24,15 @@ const VERTEX_ANTHROPIC: &str = "anthropic";
 const VERTEX_GOOGLE: &str = "google";
 
 /// The base URL and chat path a dialect places its endpoints under, and a query every one of
-/// them carries (Azure's `api-version`).
-struct Root {
-    base: String,
-    path: String,
+/// them carries (Azure's `api-version`). Borrowed from the provider's config for every type but
+/// the clouds, so a plain provider's URL costs no more than it did.
+struct Root<'a> {
+    base: Cow<'a, str>,
+    path: Cow<'a, str>,
     query: Option<String>,
 }
 
-impl Root {
+impl Root<'_> {
     /// `url` with the root's query added.
     fn finish(&self, url: String) -> String {
         match &self.query {
@@ -41,20 +44,20 @@ impl Root {
 }
 
 /// The root of a provider's endpoints for `model` in `format`.
-fn root(provider: &ProviderConfig, format: Format, model: &str) -> Option<Root> {
+fn root<'a>(provider: &'a ProviderConfig, format: Format, model: &str) -> Option<Root<'a>> {
     let path = provider.kind.defaults().chat_path?;
     let base = provider.base_url.as_deref()?.trim_end_matches('/');
     let cloud = &provider.cloud;
     Some(match provider.kind {
         ProviderKind::AzureOpenai => match &cloud.api_version {
             None => Root {
-                base: format!("{base}/openai/v1"),
-                path: path.to_owned(),
+                base: format!("{base}/openai/v1").into(),
+                path: path.into(),
                 query: None,
             },
             Some(version) => Root {
-                base: format!("{base}/openai/deployments/{}", segment(model)),
-                path: path.to_owned(),
+                base: format!("{base}/openai/deployments/{}", segment(model)).into(),
+                path: path.into(),
                 query: Some(format!("api-version={}", segment(version))),
             },
         },
@@ -65,17 +68,18 @@ fn root(provider: &ProviderConfig, format: Format, model: &str) -> Option<Root> 
                 VERTEX_GOOGLE
             };
             Root {
-                base: base.to_owned(),
+                base: base.into(),
                 path: path
                     .replace("{project}", &segment(cloud.project.as_deref()?))
                     .replace("{region}", &segment(cloud.region.as_deref()?))
-                    .replace("{publisher}", publisher),
+                    .replace("{publisher}", publisher)
+                    .into(),
                 query: None,
             }
         }
         _ => Root {
-            base: base.to_owned(),
-            path: path.to_owned(),
+            base: base.into(),
+            path: path.into(),
             query: None,
         },
     })

@@ -201,32 +201,10 @@ pub async fn send<C>(client: &Client<C, Full<Bytes>>, outgoing: Outgoing<'_>) ->
 where
     C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
 {
-    let Outgoing {
-        auth,
-        region,
-        kind: provider_kind,
-        url,
-        credential,
-        body,
-        first_byte,
-        forwarded,
-        traces,
-    } = outgoing;
-    let trace =
-        traces.map(|traces| crate::telemetry::genai::attempt_span(traces, url, provider_kind));
-    let outcome = send_traced(
-        client,
-        auth,
-        region,
-        provider_kind,
-        url,
-        credential,
-        body,
-        first_byte,
-        forwarded,
-        trace.as_ref(),
-    )
-    .await;
+    let trace = outgoing
+        .traces
+        .map(|traces| crate::telemetry::genai::attempt_span(traces, outgoing.url, outgoing.kind));
+    let outcome = send_traced(client, outgoing, trace.as_ref()).await;
     if let Some(context) = &trace {
         let (status, error) = match &outcome {
             Outcome::Relay(response) => (Some(response.status().as_u16()), None),
@@ -239,22 +217,25 @@ where
 }
 
 /// [`send`] within the attempt's span (`trace`), whose `traceparent` the request carries.
-#[allow(clippy::too_many_arguments)]
 async fn send_traced<C>(
     client: &Client<C, Full<Bytes>>,
-    auth: Auth,
-    region: Option<&str>,
-    provider_kind: ProviderKind,
-    url: &str,
-    credential: Option<&Credential>,
-    body: Bytes,
-    first_byte: Duration,
-    forwarded: Vec<(hyper::header::HeaderName, HeaderValue)>,
+    outgoing: Outgoing<'_>,
     trace: Option<&opentelemetry::Context>,
 ) -> Outcome
 where
     C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
 {
+    let Outgoing {
+        auth,
+        region,
+        kind: provider_kind,
+        url,
+        credential,
+        body,
+        first_byte,
+        forwarded,
+        traces: _,
+    } = outgoing;
     let mut builder = Request::builder()
         .method(Method::POST)
         .uri(url)

@@ -152,18 +152,12 @@ pub fn entra_grant(
     client_id: &str,
     client_secret: &str,
 ) -> (String, Zeroizing<String>) {
-    let tenant: String = url::form_urlencoded::byte_serialize(tenant_id.as_bytes()).collect();
-    let url = format!(
-        "{}/{tenant}/oauth2/v2.0/token",
-        authority.trim_end_matches('/')
-    );
-    let body = url::form_urlencoded::Serializer::new(String::new())
-        .append_pair("grant_type", "client_credentials")
-        .append_pair("client_id", client_id)
-        .append_pair("client_secret", client_secret)
-        .append_pair("scope", azure_scope(authority))
-        .finish();
-    (url, Zeroizing::new(body))
+    entra_request(
+        authority,
+        tenant_id,
+        client_id,
+        &[("client_secret", client_secret)],
+    )
 }
 
 /// A Microsoft Entra token request with a workload's federated token (Azure Workload
@@ -174,22 +168,35 @@ pub fn entra_federated_grant(
     client_id: &str,
     federated_token: &str,
 ) -> (String, Zeroizing<String>) {
+    let assertion = [
+        (
+            "client_assertion_type",
+            "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        ),
+        ("client_assertion", federated_token.trim()),
+    ];
+    entra_request(authority, tenant_id, client_id, &assertion)
+}
+
+/// Entra's client-credentials request for Azure OpenAI's scope, proving the client with
+/// `proof` (a secret, or an assertion).
+fn entra_request(
+    authority: &str,
+    tenant_id: &str,
+    client_id: &str,
+    proof: &[(&str, &str)],
+) -> (String, Zeroizing<String>) {
     let tenant: String = url::form_urlencoded::byte_serialize(tenant_id.as_bytes()).collect();
     let url = format!(
         "{}/{tenant}/oauth2/v2.0/token",
         authority.trim_end_matches('/')
     );
-    let body = url::form_urlencoded::Serializer::new(String::new())
-        .append_pair("grant_type", "client_credentials")
+    let mut form = url::form_urlencoded::Serializer::new(String::new());
+    form.append_pair("grant_type", "client_credentials")
         .append_pair("client_id", client_id)
-        .append_pair(
-            "client_assertion_type",
-            "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-        )
-        .append_pair("client_assertion", federated_token.trim())
-        .append_pair("scope", azure_scope(authority))
-        .finish();
-    (url, Zeroizing::new(body))
+        .extend_pairs(proof.iter().copied())
+        .append_pair("scope", azure_scope(authority));
+    (url, Zeroizing::new(form.finish()))
 }
 
 /// An AWS STS `AssumeRoleWithWebIdentity` request (IRSA; unsigned: the web identity token is

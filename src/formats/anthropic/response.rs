@@ -64,18 +64,15 @@ pub fn response_to_openai(response: &Value, created: u64) -> Result<Value, Forma
         .get("usage")
         .and_then(usage_from_value)
         .unwrap_or_default();
-    Ok(json!({
-        "id": response.get("id").cloned().unwrap_or(Value::Null),
-        "object": "chat.completion",
-        "created": created,
-        "model": response.get("model").cloned().unwrap_or(Value::Null),
-        "choices": [{
-            "index": 0,
-            "message": message,
-            "finish_reason": finish_from_stop(response.get("stop_reason").and_then(Value::as_str)),
-        }],
-        "usage": super::super::openai_usage(&usage),
-    }))
+    let finish = finish_from_stop(response.get("stop_reason").and_then(Value::as_str));
+    Ok(super::super::openai::completion(
+        response.get("id").cloned().unwrap_or(Value::Null),
+        response.get("model").cloned().unwrap_or(Value::Null),
+        created,
+        message,
+        finish.into(),
+        &usage,
+    ))
 }
 
 /// OpenAI response → Anthropic response (the `/v1/messages` front door).

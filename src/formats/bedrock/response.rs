@@ -86,18 +86,15 @@ pub fn response_to_openai(
         .get("usage")
         .and_then(usage_from_value)
         .unwrap_or_default();
-    Ok(json!({
-        "id": answer_id(created),
-        "object": "chat.completion",
-        "created": created,
-        "model": model,
-        "choices": [{
-            "index": 0,
-            "message": message,
-            "finish_reason": finish_from_stop(response.get("stopReason").and_then(Value::as_str)),
-        }],
-        "usage": super::super::openai_usage(&usage),
-    }))
+    let finish = finish_from_stop(response.get("stopReason").and_then(Value::as_str));
+    Ok(super::super::openai::completion(
+        answer_id(created).into(),
+        model.into(),
+        created,
+        message,
+        finish.into(),
+        &usage,
+    ))
 }
 
 /// OpenAI chat completion → Converse answer (what a Converse front door would need).

@@ -329,15 +329,19 @@ pub fn response_to_openai(
         .get("usageMetadata")
         .and_then(usage_from_value)
         .unwrap_or_default();
-    Ok(json!({
-        "id": id,
-        "object": "chat.completion",
-        "created": created,
-        "model": response.get("modelVersion").and_then(Value::as_str).unwrap_or(model),
-        "choices": [{"index": 0, "message": message,
-                     "finish_reason": finish_reason(reason, !calls.is_empty()).unwrap_or("stop")}],
-        "usage": super::openai_usage(&usage),
-    }))
+    let model = response
+        .get("modelVersion")
+        .and_then(Value::as_str)
+        .unwrap_or(model);
+    let finish = finish_reason(reason, !calls.is_empty()).unwrap_or("stop");
+    Ok(super::openai::completion(
+        Value::from(id),
+        model.into(),
+        created,
+        message,
+        finish.into(),
+        &usage,
+    ))
 }
 
 fn response_id(response: &Value, created: u64) -> String {

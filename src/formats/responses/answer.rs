@@ -163,13 +163,14 @@ pub fn response_to_openai(response: &Value, created: u64) -> Result<Value, Forma
         .get("usage")
         .and_then(usage_from_value)
         .unwrap_or_default();
-    Ok(
-        json!({"id": response.get("id").cloned().unwrap_or(json!("")),
-        "object": "chat.completion", "created": created,
-        "model": response.get("model").cloned().unwrap_or(json!("")),
-        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-        "usage": super::super::openai_usage(&usage)}),
-    )
+    Ok(super::super::openai::completion(
+        response.get("id").cloned().unwrap_or(json!("")),
+        response.get("model").cloned().unwrap_or(json!("")),
+        created,
+        message,
+        finish.into(),
+        &usage,
+    ))
 }
 
 /// A chat completion's `finish_reason` for a response's status.
