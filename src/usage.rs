@@ -41,9 +41,83 @@ impl Usage {
     }
 }
 
+/// Why a model stopped generating, in the canonical (OpenAI chat) names every dialect already
+/// maps its own to (Anthropic's `max_tokens` is `length`, Gemini's `SAFETY` is
+/// `content_filter`, …): what a trace's `gen_ai.response.finish_reasons` records, so one query
+/// finds every truncated answer whichever provider served it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FinishReason {
+    /// The model ended its answer (or reached a stop sequence).
+    Stop,
+    /// The output limit cut it.
+    Length,
+    /// It called tools.
+    ToolCalls,
+    /// A content filter stopped it.
+    ContentFilter,
+    /// A reason the canonical form has no name for (OpenAI's deprecated `function_call`, a
+    /// gateway's own `error`).
+    Other,
+}
+
+impl FinishReason {
+    /// The reason a canonical `finish_reason` names.
+    pub fn from_canonical(name: &str) -> Self {
+        match name {
+            "stop" => Self::Stop,
+            "length" => Self::Length,
+            "tool_calls" => Self::ToolCalls,
+            "content_filter" => Self::ContentFilter,
+            _ => Self::Other,
+        }
+    }
+
+    /// The reason a canonical chunk or answer (`choices[0].finish_reason`) names, if any.
+    pub fn of_canonical(value: &serde_json::Value) -> Option<Self> {
+        value
+            .pointer("/choices/0/finish_reason")
+            .and_then(serde_json::Value::as_str)
+            .map(Self::from_canonical)
+    }
+
+    /// Its canonical name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stop => "stop",
+            Self::Length => "length",
+            Self::ToolCalls => "tool_calls",
+            Self::ContentFilter => "content_filter",
+            Self::Other => "other",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finish_reasons_round_trip_their_canonical_names() {
+        for reason in [
+            FinishReason::Stop,
+            FinishReason::Length,
+            FinishReason::ToolCalls,
+            FinishReason::ContentFilter,
+        ] {
+            assert_eq!(FinishReason::from_canonical(reason.as_str()), reason);
+        }
+        assert_eq!(
+            FinishReason::from_canonical("function_call"),
+            FinishReason::Other
+        );
+        let chunk = serde_json::json!({"choices": [{"delta": {}, "finish_reason": "length"}]});
+        assert_eq!(
+            FinishReason::of_canonical(&chunk),
+            Some(FinishReason::Length)
+        );
+        let open = serde_json::json!({"choices": [{"delta": {}, "finish_reason": null}]});
+        assert_eq!(FinishReason::of_canonical(&open), None);
+    }
 
     #[test]
     fn merge_keeps_the_largest_of_each_field() {

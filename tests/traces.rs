@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::fake_providers::{self, Fake};
 use common::gateway::InProcess;
-use common::otlp::{Received, Spans, receiver};
+use common::otlp::{Received, Spans, gated_receiver, receiver};
 use dgidgi::gateway::Settings;
 use dgidgi::telemetry::Traces;
 use serde_json::json;
@@ -54,12 +54,16 @@ impl Traced {
     }
 
     async fn chat(&self, body: serde_json::Value) -> (u16, String) {
+        self.post("/v1/chat/completions", body).await
+    }
+
+    async fn post(&self, path: &str, body: serde_json::Value) -> (u16, String) {
         let key = self.gateway.key();
         let traceparent = format!("00-{TRACE_ID}-{CLIENT_SPAN}-01");
         let (status, _, body) = common::http::send_with(
             self.gateway.running.api,
             "POST",
-            "/v1/chat/completions",
+            path,
             &[
                 ("authorization", &format!("Bearer {key}")),
                 ("traceparent", &traceparent),
@@ -83,7 +87,14 @@ impl Traced {
                     .filter(|s| s.kind == kind && s.name.starts_with(prefix))
                     .count()
             };
-            if count(2, "POST /") >= servers && count(3, "chat ") >= inferences {
+            if count(2, "POST /") >= servers
+                && count(3, "chat ") >= inferences
+                && spans
+                    .iter()
+                    .filter(|s| s.attributes.contains_key("dgidgi.outcome"))
+                    .count()
+                    >= inferences
+            {
                 return spans;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -140,6 +151,7 @@ async fn a_request_is_a_server_span_an_inference_and_an_attempt_in_the_clients_t
     assert_eq!(attributes["dgidgi.source"], "platform");
     assert_eq!(attributes["dgidgi.fallback_count"], "0");
     assert!(attributes.contains_key("dgidgi.cost_micro_usd"));
+    assert_eq!(attributes["gen_ai.response.finish_reasons"], r#"["stop"]"#);
     let attempt = spans
         .iter()
         .find(|s| s.name == "POST" && s.parent == inference.span_id)
@@ -183,6 +195,10 @@ async fn a_stream_and_a_fallback_and_a_refusal_each_leave_their_spans() {
             .contains_key("dgidgi.time_to_first_token_ms")
     );
     assert_eq!(stream.attributes["dgidgi.outcome"], "complete");
+    assert_eq!(
+        stream.attributes["gen_ai.response.finish_reasons"],
+        r#"["stop"]"#
+    );
     // The fallback: two failed tries of fail-500 (a retry), then the fallback answered.
     let flaky = the(&spans, "chat flaky")[0];
     assert_eq!(flaky.attributes["dgidgi.fallback_count"], "1");
@@ -212,6 +228,47 @@ async fn a_stream_and_a_fallback_and_a_refusal_each_leave_their_spans() {
     assert_eq!(refused.len(), 1);
     assert!(spans.iter().all(|s| s.parent != refused[0].span_id));
     assert_no_content_or_secret(&spans, &traced);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finish_reasons_are_read_from_answers_relayed_as_sent_and_translated() {
+    let traced = Traced::new().await;
+    let tools = json!([{"type": "function", "function": {"name": "weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]);
+    let user = json!([{"role": "user", "content": "weather?"}]);
+    // A whole answer relayed as sent (re-read for its reason because the trace is recorded).
+    let (status, body) = traced
+        .chat(json!({"model": "openai-resp/gpt-fake", "messages": user}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // Streams relayed as sent: OpenAI's chunks and Anthropic's events, both calling tools.
+    let (status, body) = traced
+        .chat(
+            json!({"model": "openai-resp/gpt-fake", "stream": true, "tools": tools,
+            "messages": user}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = traced
+        .post(
+            "/v1/messages",
+            json!({"model": "anthropic/claude-fake", "max_tokens": 64, "stream": true,
+                "tools": [{"name": "weather", "input_schema": {"type": "object"}}],
+                "messages": user}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let spans = traced.received(3, 3).await;
+    let reasons = |name: &str| -> Vec<String> {
+        the(&spans, name)
+            .iter()
+            .map(|s| s.attributes["gen_ai.response.finish_reasons"].clone())
+            .collect()
+    };
+    let mut openai = reasons("chat gpt-fake");
+    openai.sort();
+    assert_eq!(openai, [r#"["stop"]"#, r#"["tool_calls"]"#]);
+    assert_eq!(reasons("chat claude-fake"), [r#"["tool_calls"]"#]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -284,6 +341,70 @@ async fn with_the_collector_down_requests_are_unaffected() {
     tokio::task::spawn_blocking(move || traces.flush())
         .await
         .unwrap();
+}
+
+/// A collector that hangs: requests are served as before while it does, and what waits for it
+/// is bounded by the export queue (`OTEL_BSP_MAX_QUEUE_SIZE`): spans past the bound are
+/// dropped, never kept, so memory stays bounded however long the collector hangs. The gateway
+/// runs as its own process, configured by the standard variables.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_collector_costs_dropped_spans_not_memory() {
+    const QUEUE: usize = 64;
+    const BATCH: usize = 16;
+    const REQUESTS: usize = 200;
+    let (open, gate) = tokio::sync::watch::channel(false);
+    let (address, spans) = gated_receiver(Some(gate)).await;
+    let yaml = format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: team-acme\n  labels: {{llm.dgidgi.io/tier: enterprise}}\n  annotations: {{llm.dgidgi.io/requests-per-minute: \"1000000\", llm.dgidgi.io/concurrent: \"1000\"}}\n---\n{}",
+        common::gateway::MOCK_AND_ONE_TENANT
+    );
+    let (output, dir) = common::gateway::config_dir(&yaml);
+    let key = output.access_keys[0].value.to_string();
+    let endpoint = format!("http://{address}/v1/traces");
+    let (queue, batch) = (QUEUE.to_string(), BATCH.to_string());
+    let env = [
+        ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", endpoint.as_str()),
+        ("OTEL_BSP_MAX_QUEUE_SIZE", queue.as_str()),
+        ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", batch.as_str()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "20"),
+    ];
+    let null = || std::process::Stdio::null();
+    let mut gateway =
+        common::gateway::spawn_gateway_in_env(dir.path(), &[], &[], &env, (null(), null())).await;
+    for _ in 0..REQUESTS {
+        let body = json!({"model": "mock-fast", "messages": [{"role": "user", "content": "hi"}]});
+        let (status, _, answer) = common::http::send(
+            gateway.api,
+            "POST",
+            "/v1/chat/completions",
+            Some(&key),
+            Some(body.to_string()),
+        )
+        .await
+        .unwrap();
+        assert_eq!(status, 200, "{answer}");
+    }
+    // The collector recovers: the spans still queued arrive, the rest were dropped.
+    open.send(true).unwrap();
+    let mut received = 0;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = spans.lock().unwrap().len();
+        if now > 0 && now == received {
+            break;
+        }
+        received = now;
+    }
+    gateway.child.kill().unwrap();
+    let _ = gateway.child.wait();
+    // Each request leaves two spans (server and inference; the built-in mock makes no upstream
+    // call): 400 were made (all 400 arrive with a queue that holds them); at most the queue and
+    // the batch the hung export held were kept.
+    assert!(received > 0, "the recovered collector got nothing");
+    assert!(
+        received <= QUEUE + BATCH,
+        "{received} spans were kept for a hung collector: more than its queue of {QUEUE} and a batch of {BATCH}"
+    );
 }
 
 fn assert_no_content_or_secret(spans: &[Received], traced: &Traced) {

@@ -3,12 +3,11 @@
 //! (`stream_options.include_usage`), and the stream pass-through, decoder and encoder.
 
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 use serde_json::{Map, Value, json};
 
 use super::stream::{Decoder, Encoder, Flow, Reframe, UpstreamError};
 use crate::sse::{Event, write_event};
-use crate::usage::Usage;
+use crate::usage::{FinishReason, Usage};
 
 /// What a client reads as the end of an OpenAI stream.
 const DONE: &str = "[DONE]";
@@ -216,10 +215,18 @@ pub fn stream_error(message: &str) -> String {
 
 /// The parts of a chunk the pass-through needs, read without building the whole tree.
 #[derive(Deserialize)]
-struct Probe {
-    choices: Option<Vec<IgnoredAny>>,
+struct Probe<'a> {
+    #[serde(borrow)]
+    choices: Option<Vec<ProbeChoice<'a>>>,
     usage: Option<Value>,
     error: Option<Value>,
+}
+
+/// A chunk's choice, read for its finish reason only.
+#[derive(Deserialize)]
+struct ProbeChoice<'a> {
+    #[serde(borrow)]
+    finish_reason: Option<std::borrow::Cow<'a, str>>,
 }
 
 /// OpenAI upstream, OpenAI client: every chunk is passed on as it came; usage is read on the
@@ -228,6 +235,7 @@ struct Probe {
 pub struct Passthrough {
     client_wants_usage: bool,
     usage: Option<Usage>,
+    finish: Option<FinishReason>,
 }
 
 impl Passthrough {
@@ -236,6 +244,7 @@ impl Passthrough {
         Self {
             client_wants_usage,
             usage: None,
+            finish: None,
         }
     }
 }
@@ -254,6 +263,14 @@ impl Reframe for Passthrough {
         if probe.error.is_some() {
             write_event(out, event.event.as_deref(), &event.data);
             return Flow::Failed;
+        }
+        if let Some(reason) = probe
+            .choices
+            .iter()
+            .flatten()
+            .find_map(|choice| choice.finish_reason.as_deref())
+        {
+            self.finish = Some(FinishReason::from_canonical(reason));
         }
         if let Some(usage) = probe.usage.as_ref().and_then(usage_from_value) {
             self.usage = Some(usage);
@@ -275,6 +292,10 @@ impl Reframe for Passthrough {
 
     fn usage(&self) -> Option<Usage> {
         self.usage
+    }
+
+    fn finish_reason(&self) -> Option<FinishReason> {
+        self.finish
     }
 }
 

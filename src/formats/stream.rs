@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::Format;
 use super::dialect::dialect;
 use crate::sse::Event;
-use crate::usage::Usage;
+use crate::usage::{FinishReason, Usage};
 
 /// How a stream's bytes are cut into events, before a [`Decoder`] or a [`Reframe`] reads them:
 /// each dialect's [`super::dialect::Dialect::framing`]. Every format streams server-sent events
@@ -94,6 +94,15 @@ pub trait Reframe: Send {
     fn fail(&mut self, message: &str, out: &mut Vec<u8>);
     /// The usage reported so far.
     fn usage(&self) -> Option<Usage>;
+    /// Why the model stopped, once the stream said so.
+    fn finish_reason(&self) -> Option<FinishReason>;
+}
+
+/// Keeps the last finish reason canonical `chunks` name.
+fn note_finish(chunks: &[Value], finish: &mut Option<FinishReason>) {
+    if let Some(reason) = chunks.iter().rev().find_map(FinishReason::of_canonical) {
+        *finish = Some(reason);
+    }
 }
 
 /// What a stream translation needs to know about the request.
@@ -141,6 +150,7 @@ pub fn reframer(upstream: Format, client: Format, context: Context) -> Box<dyn R
         decoder: from.stream_decoder(&context),
         encoder: dialect(client).stream_encoder(&context),
         chunks: Vec::new(),
+        finish: None,
     })
 }
 
@@ -152,6 +162,7 @@ pub struct Relay {
     scratch: Vec<Value>,
     /// The format's own error event, written when the stream breaks.
     fail: fn(&str) -> String,
+    finish: Option<FinishReason>,
 }
 
 impl Relay {
@@ -162,6 +173,7 @@ impl Relay {
             decoder,
             scratch: Vec::new(),
             fail,
+            finish: None,
         }
     }
 }
@@ -170,6 +182,7 @@ impl Reframe for Relay {
     fn event(&mut self, event: &Event, out: &mut Vec<u8>) -> Flow {
         crate::sse::write_event(out, event.event.as_deref(), &event.data);
         let result = self.decoder.event(event, &mut self.scratch);
+        note_finish(&self.scratch, &mut self.finish);
         self.scratch.clear();
         match result {
             Ok(false) => Flow::Continue,
@@ -180,6 +193,7 @@ impl Reframe for Relay {
 
     fn end(&mut self, out: &mut Vec<u8>) -> Flow {
         let complete = self.decoder.end(&mut self.scratch);
+        note_finish(&self.scratch, &mut self.finish);
         self.scratch.clear();
         if complete {
             return Flow::Complete;
@@ -195,6 +209,10 @@ impl Reframe for Relay {
     fn usage(&self) -> Option<Usage> {
         self.decoder.usage()
     }
+
+    fn finish_reason(&self) -> Option<FinishReason> {
+        self.finish
+    }
 }
 
 /// A decoder and an encoder composed through canonical chunks.
@@ -203,10 +221,12 @@ struct Translated {
     encoder: Box<dyn Encoder>,
     /// Reused between events.
     chunks: Vec<Value>,
+    finish: Option<FinishReason>,
 }
 
 impl Translated {
     fn flush(&mut self, out: &mut Vec<u8>) {
+        note_finish(&self.chunks, &mut self.finish);
         for chunk in self.chunks.drain(..) {
             self.encoder.chunk(&chunk, out);
         }
@@ -248,5 +268,8 @@ impl Reframe for Translated {
 
     fn usage(&self) -> Option<Usage> {
         self.decoder.usage()
+    }
+    fn finish_reason(&self) -> Option<FinishReason> {
+        self.finish
     }
 }

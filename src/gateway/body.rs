@@ -109,9 +109,11 @@ impl ResponseBody {
     }
 }
 
-fn finish(meter: &mut Option<Reporter>, usage: Option<crate::usage::Usage>, end: End) {
+/// Reports a stream's end with what its re-framer read of the answer.
+fn finish(meter: &mut Option<Reporter>, reframe: &dyn Reframe, end: End) {
     if let Some(meter) = meter {
-        meter.set_usage(usage);
+        meter.set_usage(reframe.usage());
+        meter.set_finish_reason(reframe.finish_reason());
         meter.finish(end);
     }
 }
@@ -122,7 +124,7 @@ impl Stream {
         tracing::warn!(error = ?message, "upstream stream failed");
         self.reframe.fail(message, out);
         self.done = true;
-        finish(meter, self.reframe.usage(), End::UpstreamFailed);
+        finish(meter, self.reframe.as_ref(), End::UpstreamFailed);
     }
 
     /// Runs the parsed events through the re-framer; stops at a completion or failure.
@@ -137,7 +139,7 @@ impl Stream {
                     } else {
                         End::UpstreamFailed
                     };
-                    finish(meter, self.reframe.usage(), end);
+                    finish(meter, self.reframe.as_ref(), end);
                     break;
                 }
             }
@@ -194,7 +196,7 @@ impl Stream {
                         } else {
                             End::UpstreamFailed
                         };
-                        finish(meter, self.reframe.usage(), end);
+                        finish(meter, self.reframe.as_ref(), end);
                     }
                     break;
                 }

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use tokio::sync::oneshot;
 
-use crate::usage::Usage;
+use crate::usage::{FinishReason, Usage};
 
 /// How a served body ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,6 +30,8 @@ pub struct Completion {
     pub first_byte: Option<Instant>,
     /// The HTTP status the client got.
     pub status: u16,
+    /// Why the model stopped, when the answer said.
+    pub finish_reason: Option<FinishReason>,
 }
 
 /// The sending half, carried by a response body. Dropping it unfinished reports
@@ -40,6 +42,7 @@ pub struct Reporter {
     usage: Option<Usage>,
     first_byte: Option<Instant>,
     status: u16,
+    finish_reason: Option<FinishReason>,
 }
 
 impl Reporter {
@@ -52,6 +55,7 @@ impl Reporter {
                 usage: None,
                 first_byte: None,
                 status,
+                finish_reason: None,
             },
             receiver,
         )
@@ -61,6 +65,13 @@ impl Reporter {
     pub fn set_usage(&mut self, usage: Option<Usage>) {
         if usage.is_some() {
             self.usage = usage;
+        }
+    }
+
+    /// Records why the model stopped (the latest report wins).
+    pub fn set_finish_reason(&mut self, reason: Option<FinishReason>) {
+        if reason.is_some() {
+            self.finish_reason = reason;
         }
     }
 
@@ -83,6 +94,7 @@ impl Reporter {
                 end,
                 first_byte: self.first_byte,
                 status: self.status,
+                finish_reason: self.finish_reason,
             });
         }
     }

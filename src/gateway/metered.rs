@@ -282,6 +282,7 @@ pub async fn finish(
             end: End::ClientGone,
             first_byte: None,
             status: status.as_u16(),
+            finish_reason: None,
         });
         // The settlement's own state (Redis calls, the ledger record) is kilobytes: boxed, it
         // is allocated once when the body ends instead of being copied into every request's
@@ -418,6 +419,7 @@ async fn settle(
             cost_micro_usd,
             first_byte,
             outcome: outcome.as_str(),
+            finish_reason: completion.finish_reason,
         };
         crate::telemetry::genai::settled(context, &settled);
     }

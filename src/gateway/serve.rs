@@ -675,6 +675,10 @@ async fn answer(
                 }
                 let mut meter = meter;
                 meter.set_usage(usage);
+                if crate::telemetry::recording() {
+                    meter
+                        .set_finish_reason(crate::formats::finish_reason_of_answer(format, &bytes));
+                }
                 (Bytes::from(out), meter)
             }
             Err(error) => return Err(Failure::BadAnswer(error.to_string())),

@@ -10,7 +10,7 @@ use opentelemetry::{Context, KeyValue};
 
 use super::Traces;
 use crate::providers::ProviderKind;
-use crate::usage::Usage;
+use crate::usage::{FinishReason, Usage};
 
 /// The schema the spans follow.
 pub const SCHEMA_URL: &str = "https://opentelemetry.io/schemas/1.37.0";
@@ -133,6 +133,8 @@ pub struct Settled {
     pub first_byte: Option<Duration>,
     /// How the answer ended (`complete`, `client_gone`, `upstream_failed`).
     pub outcome: &'static str,
+    /// Why the model stopped, when the answer said (canonical names).
+    pub finish_reason: Option<FinishReason>,
 }
 
 /// Ends an answered inference with its usage, cost and time to first token.
@@ -151,6 +153,16 @@ pub fn settled(context: &Context, settled: &Settled) {
         count(settled.cost_micro_usd),
     ));
     span.set_attribute(KeyValue::new("dgidgi.outcome", settled.outcome));
+    if let Some(reason) = settled.finish_reason {
+        // A string array, as the convention types it: the reason the answer reported last
+        // (with `n` > 1, the last choice to finish).
+        span.set_attribute(KeyValue::new(
+            RESPONSE_FINISH_REASONS,
+            opentelemetry::Value::Array(
+                vec![opentelemetry::StringValue::from(reason.as_str())].into(),
+            ),
+        ));
+    }
     if let Some(first_byte) = settled.first_byte {
         span.set_attribute(KeyValue::new(
             "dgidgi.time_to_first_token_ms",

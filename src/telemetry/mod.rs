@@ -17,6 +17,13 @@ pub mod operator;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 
+/// Whether the current context's span is recorded (sampled): what asks for work done only for
+/// a trace (reading an answer's finish reason again) checks this first.
+pub fn recording() -> bool {
+    use opentelemetry::trace::TraceContextExt as _;
+    opentelemetry::Context::map_current(|context| context.span().is_recording())
+}
+
 /// The service name when `OTEL_SERVICE_NAME` names none.
 const DEFAULT_SERVICE_NAME: &str = "dgidgi-gateway";
 

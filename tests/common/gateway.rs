@@ -147,6 +147,17 @@ pub async fn spawn_gateway_with_stdout(
     stdout: std::process::Stdio,
     stderr: std::process::Stdio,
 ) -> Process {
+    spawn_gateway_in_env(config, global, extra, &[], (stdout, stderr)).await
+}
+
+/// [`spawn_gateway_with_stdout`] with `env` added to the process's environment.
+pub async fn spawn_gateway_in_env(
+    config: &std::path::Path,
+    global: &[&str],
+    extra: &[&std::ffi::OsStr],
+    env: &[(&str, &str)],
+    (stdout, stderr): (std::process::Stdio, std::process::Stdio),
+) -> Process {
     let (api, admin) = (free_port(), free_port());
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_dgidgi"))
         .args(global)
@@ -156,6 +167,7 @@ pub async fn spawn_gateway_with_stdout(
         .arg("--config-dir")
         .arg(config)
         .args(extra)
+        .envs(env.iter().copied())
         .stdout(stdout)
         .stderr(stderr)
         .spawn()

@@ -28,6 +28,14 @@ pub type Spans = Arc<Mutex<Vec<Received>>>;
 
 /// The OTLP/HTTP receiver: `POST /v1/traces`, protobuf.
 pub async fn receiver() -> (SocketAddr, Spans) {
+    gated_receiver(None).await
+}
+
+/// A receiver that holds every export unanswered until `gate` opens (a collector that hangs),
+/// then takes them all.
+pub async fn gated_receiver(
+    gate: Option<tokio::sync::watch::Receiver<bool>>,
+) -> (SocketAddr, Spans) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let spans: Spans = Arc::default();
@@ -35,8 +43,12 @@ pub async fn receiver() -> (SocketAddr, Spans) {
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
             let spans = shared.clone();
+            let mut gate = gate.clone();
             tokio::spawn(async move {
                 while let Some(seen) = super::fake_providers::read_request(&mut stream).await {
+                    if let Some(gate) = &mut gate {
+                        let _ = gate.wait_for(|open| *open).await;
+                    }
                     assert_eq!(seen.path, "/v1/traces");
                     assert_eq!(seen.headers["content-type"], "application/x-protobuf");
                     let request = ExportTraceServiceRequest::decode(seen.raw.as_slice()).unwrap();
@@ -68,6 +80,18 @@ fn decoded(request: ExportTraceServiceRequest) -> Vec<Received> {
                             Some(AnyValue::IntValue(i)) => i.to_string(),
                             Some(AnyValue::BoolValue(b)) => b.to_string(),
                             Some(AnyValue::DoubleValue(d)) => d.to_string(),
+                            // A string array, written as JSON: `["stop"]`.
+                            Some(AnyValue::ArrayValue(array)) => {
+                                let strings: Vec<String> = array
+                                    .values
+                                    .iter()
+                                    .map(|v| match &v.value {
+                                        Some(AnyValue::StringValue(s)) => s.clone(),
+                                        other => format!("{other:?}"),
+                                    })
+                                    .collect();
+                                serde_json::to_string(&strings).unwrap()
+                            }
                             other => format!("{other:?}"),
                         };
                         (kv.key.clone(), value)

@@ -7,7 +7,7 @@ use super::super::openai;
 use super::super::stream::{Context, Decoder, Encoder, Flow, Reframe, UpstreamError};
 use super::*;
 use crate::sse::{Event, write_event};
-use crate::usage::Usage;
+use crate::usage::{FinishReason, Usage};
 
 // ---------------------------------------------------------------------------------------------
 // Streams
@@ -33,6 +33,7 @@ fn error_message(event: &Value) -> String {
 #[derive(Debug, Default)]
 pub struct Passthrough {
     usage: Option<Usage>,
+    finish: Option<FinishReason>,
 }
 
 impl Reframe for Passthrough {
@@ -43,6 +44,9 @@ impl Reframe for Passthrough {
         };
         if let Some(usage) = event_usage(&parsed) {
             self.usage.get_or_insert_default().merge(usage);
+        }
+        if let Some(stop) = parsed.pointer("/delta/stop_reason").and_then(Value::as_str) {
+            self.finish = Some(FinishReason::from_canonical(finish_from_stop(Some(stop))));
         }
         match parsed.get("type").and_then(Value::as_str) {
             Some("message_stop") => Flow::Complete,
@@ -57,6 +61,10 @@ impl Reframe for Passthrough {
 
     fn usage(&self) -> Option<Usage> {
         self.usage
+    }
+
+    fn finish_reason(&self) -> Option<FinishReason> {
+        self.finish
     }
 }
 

@@ -151,11 +151,7 @@ pub fn response_to_openai(response: &Value, created: u64) -> Result<Value, Forma
     if !reasoning.is_empty() {
         message["reasoning_content"] = Value::String(reasoning);
     }
-    let finish = if !calls.is_empty() {
-        "tool_calls"
-    } else {
-        finish_of(response)
-    };
+    let finish = finish_of_answer(response);
     if !calls.is_empty() {
         message["tool_calls"] = Value::Array(calls);
     }
@@ -171,6 +167,18 @@ pub fn response_to_openai(response: &Value, created: u64) -> Result<Value, Forma
         finish.into(),
         &usage,
     ))
+}
+
+/// A chat completion's `finish_reason` for a whole response: `tool_calls` when it called any,
+/// else its status's.
+pub(super) fn finish_of_answer(response: &Value) -> &'static str {
+    let called = crate::formats::items(response.get("output"))
+        .any(|item| item.get("type").and_then(Value::as_str) == Some("function_call"));
+    if called {
+        "tool_calls"
+    } else {
+        finish_of(response)
+    }
 }
 
 /// A chat completion's `finish_reason` for a response's status.

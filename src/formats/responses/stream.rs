@@ -7,7 +7,7 @@ use super::super::openai;
 use super::super::stream::{Context, Decoder, Encoder, Flow, ItemSink, Reframe, UpstreamError};
 use super::*;
 use crate::sse::{Event, write_event};
-use crate::usage::Usage;
+use crate::usage::{FinishReason, Usage};
 
 /// An error in a Responses stream (a `response.failed` would need the response's id, which
 /// a failure before the first chunk does not have; `error` events carry none).
@@ -22,6 +22,7 @@ fn error_event(out: &mut Vec<u8>, sequence: u64, message: &str) {
 /// finished assistant messages handed to the item sink.
 pub struct Passthrough {
     usage: Option<Usage>,
+    finish: Option<FinishReason>,
     /// The last `sequence_number` seen, so an error the gateway adds follows it.
     sequence: u64,
     items: Option<ItemSink>,
@@ -32,6 +33,7 @@ impl Passthrough {
     pub fn new(items: Option<ItemSink>) -> Self {
         Self {
             usage: None,
+            finish: None,
             sequence: 0,
             items,
         }
@@ -78,7 +80,11 @@ impl Reframe for Passthrough {
                 keep(&self.items, parsed.get("item").unwrap_or(&Value::Null));
                 Flow::Continue
             }
-            Some("response.completed" | "response.incomplete") => Flow::Complete,
+            Some("response.completed" | "response.incomplete") => {
+                let response = parsed.get("response").unwrap_or(&Value::Null);
+                self.finish = Some(FinishReason::from_canonical(finish_of_answer(response)));
+                Flow::Complete
+            }
             Some("response.failed" | "error") => Flow::Failed,
             _ => Flow::Continue,
         }
@@ -90,6 +96,10 @@ impl Reframe for Passthrough {
 
     fn usage(&self) -> Option<Usage> {
         self.usage
+    }
+
+    fn finish_reason(&self) -> Option<FinishReason> {
+        self.finish
     }
 }
 
