@@ -228,6 +228,10 @@ async fn a_stream_and_a_fallback_and_a_refusal_each_leave_their_spans() {
     assert_eq!(refused.len(), 1);
     assert!(spans.iter().all(|s| s.parent != refused[0].span_id));
     assert_no_content_or_secret(&spans, &traced);
+    // The picture in docs/observability.md: `DGIDGI_TRACE_PICTURE=docs/trace.svg`.
+    if let Ok(path) = std::env::var("DGIDGI_TRACE_PICTURE") {
+        std::fs::write(path, common::otlp::waterfall_svg(&spans, &flaky.parent)).unwrap();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

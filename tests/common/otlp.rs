@@ -22,6 +22,9 @@ pub struct Received {
     pub error: bool,
     /// Its events' names.
     pub events: Vec<String>,
+    /// Start and end, Unix nanoseconds.
+    pub start_ns: u64,
+    pub end_ns: u64,
 }
 
 pub type Spans = Arc<Mutex<Vec<Received>>>;
@@ -106,9 +109,133 @@ fn decoded(request: ExportTraceServiceRequest) -> Vec<Received> {
                     attributes,
                     error: span.status.is_some_and(|s| s.code == 2),
                     events: span.events.iter().map(|e| e.name.clone()).collect(),
+                    start_ns: span.start_time_unix_nano,
+                    end_ns: span.end_time_unix_nano,
                 });
             }
         }
     }
     out
+}
+
+/// The trace under the span `root` drawn as a waterfall (SVG): one row per span in tree order,
+/// its bar on the root's time axis, and the attributes a reader looks for under it. What
+/// docs/observability.md shows is drawn by this from a real request's spans.
+pub fn waterfall_svg(spans: &[Received], root: &str) -> String {
+    const SHOWN: &[&str] = &[
+        "http.route",
+        "http.response.status_code",
+        "gen_ai.provider.name",
+        "gen_ai.request.model",
+        "gen_ai.response.model",
+        "gen_ai.usage.input_tokens",
+        "gen_ai.usage.output_tokens",
+        "gen_ai.response.finish_reasons",
+        "dgidgi.tenant",
+        "dgidgi.fallback_count",
+        "dgidgi.cost_micro_usd",
+        "server.address",
+        "url.path",
+        "error.type",
+    ];
+    const LABEL: f64 = 330.0;
+    const BARS: f64 = 520.0;
+    const LINE: f64 = 13.0;
+    fn tree<'a>(
+        spans: &'a [Received],
+        id: &str,
+        depth: usize,
+        out: &mut Vec<(usize, &'a Received)>,
+    ) {
+        let Some(span) = spans.iter().find(|s| s.span_id == id) else {
+            return;
+        };
+        out.push((depth, span));
+        let mut children: Vec<&Received> = spans.iter().filter(|s| s.parent == id).collect();
+        children.sort_by_key(|s| s.start_ns);
+        for child in children {
+            tree(spans, &child.span_id, depth + 1, out);
+        }
+    }
+    /// A span's shown attributes, in lines of at most 110 characters.
+    fn attribute_lines(span: &Received) -> Vec<String> {
+        let mut lines = vec![String::new()];
+        for name in SHOWN {
+            let Some(value) = span.attributes.get(*name) else {
+                continue;
+            };
+            let item = format!("{name}={value}");
+            let last = lines.last_mut().unwrap();
+            if last.is_empty() {
+                *last = item;
+            } else if last.len() + 1 + item.len() > 110 {
+                lines.push(item);
+            } else {
+                last.push(' ');
+                last.push_str(&item);
+            }
+        }
+        lines
+    }
+    fn escape(text: &str) -> String {
+        text.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+    }
+    let mut ordered = Vec::new();
+    tree(spans, root, 0, &mut ordered);
+    let rows: Vec<(usize, &Received, Vec<String>)> = ordered
+        .into_iter()
+        .map(|(depth, span)| (depth, span, attribute_lines(span)))
+        .collect();
+    let start = rows.iter().map(|(_, s, _)| s.start_ns).min().unwrap_or(0);
+    let end = rows
+        .iter()
+        .map(|(_, s, _)| s.end_ns)
+        .max()
+        .unwrap_or(start + 1);
+    let total = (end - start).max(1) as f64;
+    let height = 40.0
+        + rows
+            .iter()
+            .map(|(_, _, lines)| 20.0 + LINE * lines.len() as f64 + 8.0)
+            .sum::<f64>();
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{height}\" font-family=\"monospace\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"8\" y=\"18\" font-weight=\"bold\">trace {} ({:.1} ms)</text>\n",
+        LABEL + BARS + 20.0,
+        rows.first().map_or("", |(_, s, _)| s.trace_id.as_str()),
+        total / 1e6
+    );
+    let mut y = 30.0;
+    for (depth, span, lines) in &rows {
+        let indent = 8.0 + 14.0 * *depth as f64;
+        let kind = match span.kind {
+            2 => "SERVER",
+            3 => "CLIENT",
+            _ => "INTERNAL",
+        };
+        let x = LABEL + BARS * (span.start_ns - start) as f64 / total;
+        let width = (BARS * (span.end_ns - span.start_ns) as f64 / total).max(2.0);
+        let fill = match (span.error, span.kind) {
+            (true, _) => "#d9534f",
+            (false, 2) => "#5b8def",
+            _ => "#49a078",
+        };
+        svg += &format!(
+            "<text x=\"{indent}\" y=\"{}\">{} <tspan fill=\"#888\">{kind} {:.1} ms</tspan></text>\n<rect x=\"{x:.1}\" y=\"{}\" width=\"{width:.1}\" height=\"14\" rx=\"2\" fill=\"{fill}\"/>\n",
+            y + 12.0,
+            escape(&span.name),
+            (span.end_ns - span.start_ns) as f64 / 1e6,
+            y + 1.0,
+        );
+        for (line, text) in lines.iter().enumerate() {
+            svg += &format!(
+                "<text x=\"{indent}\" y=\"{}\" font-size=\"10\" fill=\"#555\">{}</text>\n",
+                y + 30.0 + LINE * line as f64,
+                escape(text)
+            );
+        }
+        y += 20.0 + LINE * lines.len() as f64 + 8.0;
+    }
+    svg + "</svg>\n"
 }
