@@ -11,7 +11,8 @@
 //! this machine, the floor the others are read against), `bare` (a tenant without limits, no ledger), `metered` (RPM, tokens/day,
 //! concurrency and a blocking budget, the SQLite ledger on), `redis` (the same with the counters
 //! in a real `redis-server`, when one is installed) and `10k-tenants` (the bare proxy with 10,000
-//! tenants loaded, for memory). For each: non-streaming at concurrency 1, 16, 64 and streaming
+//! tenants loaded, for memory), `traced`, `traced-1pct` and `traced-down` (bare with OTLP traces:
+//! every request, 1 %, and every request toward a collector that is down). For each: non-streaming at concurrency 1, 16, 64 and streaming
 //! at 1 and 16, reporting requests/s, p50/p99, what the gateway adds to the direct call's
 //! p50/p99 (time to first byte for streams) and the gateway's peak RSS.
 //!
@@ -195,12 +196,15 @@ enum Scenario {
     Traced,
     /// `bare` with 1 % of requests traced.
     TracedSampled,
+    /// `bare` with every request traced toward a collector that is down (a closed port): the
+    /// memory the export queue may take, and what failing exports cost.
+    TracedCollectorDown,
 }
 
 impl Scenario {
     /// The scenarios measured against the direct baseline, in order (the floor first: the
     /// others are also read against it).
-    const MEASURED: [Scenario; 7] = [
+    const MEASURED: [Scenario; 8] = [
         Scenario::Floor,
         Scenario::Bare,
         Scenario::Metered,
@@ -208,6 +212,7 @@ impl Scenario {
         Scenario::TenThousand,
         Scenario::Traced,
         Scenario::TracedSampled,
+        Scenario::TracedCollectorDown,
     ];
 
     fn name(self) -> &'static str {
@@ -220,6 +225,7 @@ impl Scenario {
             Scenario::TenThousand => "10k-tenants",
             Scenario::Traced => "traced",
             Scenario::TracedSampled => "traced-1pct",
+            Scenario::TracedCollectorDown => "traced-down",
         }
     }
 }
@@ -491,17 +497,26 @@ impl Gateway {
 
         let port = free_port();
         let mut command = on_gateway_cpu(Path::new(binary), pinned);
-        if matches!(scenario, Scenario::Traced | Scenario::TracedSampled) {
-            // The fake upstream takes the OTLP posts too (answered 200, read and dropped).
+        if matches!(
+            scenario,
+            Scenario::Traced | Scenario::TracedSampled | Scenario::TracedCollectorDown
+        ) {
+            // The fake upstream takes the OTLP posts too (answered 200, read and dropped); the
+            // collector that is down is a port nobody listens on.
+            let collector = if scenario == Scenario::TracedCollectorDown {
+                format!("http://127.0.0.1:{}", free_port())
+            } else {
+                format!("http://{upstream}")
+            };
             command
-                .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{upstream}"))
+                .env("OTEL_EXPORTER_OTLP_ENDPOINT", collector)
                 .env("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
                 .env(
                     "OTEL_TRACES_SAMPLER_ARG",
-                    if scenario == Scenario::Traced {
-                        "1.0"
-                    } else {
+                    if scenario == Scenario::TracedSampled {
                         "0.01"
+                    } else {
+                        "1.0"
                     },
                 );
         }
