@@ -293,6 +293,20 @@ fn responses_translate_in_every_direction() {
         let body = std::fs::read(fixtures().join(format!("{provider}/{name}.json"))).unwrap();
         let (out, usage) =
             translate_response(upstream, client, &body, "fixture-model", 1_700_000_000).unwrap();
+        // The finish reason a trace records, read straight from the answer, is the one the
+        // canonical translation of it names.
+        let (canonical, _) =
+            translate_response(upstream, Format::OpenAi, &body, "fixture-model", 1).unwrap();
+        let canonical: Value = serde_json::from_slice(&canonical).unwrap();
+        assert_eq!(
+            dgidgi::formats::finish_reason_of_answer(upstream, &body),
+            dgidgi::usage::FinishReason::of_canonical(&canonical),
+            "{provider}/{name}"
+        );
+        assert!(
+            dgidgi::formats::finish_reason_of_answer(upstream, &body).is_some(),
+            "{provider}/{name}"
+        );
         let mut snapshot: Value = serde_json::from_slice(&out).unwrap();
         snapshot["//usage read"] = serde_json::to_value(usage).unwrap();
         check(

@@ -12,7 +12,7 @@ pub use super::auth::Auth;
 use super::stream::{Context, Decoder, Encoder, Framing, Reframe};
 use super::volume::OutputFields;
 use super::{Format, FormatError, anthropic, bedrock, cohere, gemini, openai, responses};
-use crate::usage::Usage;
+use crate::usage::{FinishReason, Usage};
 
 /// What differs between wire formats. Every method has the one meaning for all formats; the
 /// canonical form is OpenAI chat.
@@ -74,6 +74,15 @@ pub trait Dialect: Sync {
     /// The usage a whole answer of this format reports, read from its bytes (an answer relayed
     /// to a client of the same format as it came).
     fn usage_of_answer(&self, body: &[u8]) -> Option<Usage>;
+
+    /// Why the model stopped, as a whole answer of this format says (canonical names). By
+    /// default the answer is read into the canonical form again: a format whose answers are
+    /// often relayed as sent reads just its field instead.
+    fn finish_reason_of_answer(&self, body: &[u8]) -> Option<FinishReason> {
+        let parsed: Value = serde_json::from_slice(body).ok()?;
+        let canonical = self.response_to_canonical(parsed, "", 0).ok()?;
+        FinishReason::of_canonical(&canonical)
+    }
 
     /// A whole answer of this format in the canonical form; `model` and `created` fill what the
     /// format leaves out.

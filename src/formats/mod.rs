@@ -125,14 +125,10 @@ pub fn translate_response(
     Ok((out.to_string().into_bytes(), usage))
 }
 
-/// Why the model stopped, as a whole answer of `format` says (its canonical name). Parses the
-/// answer again: asked only for a request whose trace is recorded.
+/// Why the model stopped, as a whole answer of `format` says (its canonical name). Asked only
+/// for a request whose trace is recorded.
 pub fn finish_reason_of_answer(format: Format, body: &[u8]) -> Option<crate::usage::FinishReason> {
-    let parsed: Value = serde_json::from_slice(body).ok()?;
-    let canonical = dialect::dialect(format)
-        .response_to_canonical(parsed, "", 0)
-        .ok()?;
-    crate::usage::FinishReason::of_canonical(&canonical)
+    dialect::dialect(format).finish_reason_of_answer(body)
 }
 
 /// The message of an error body in any of the formats (`error.message`, or Cohere's top-level

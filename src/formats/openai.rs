@@ -559,6 +559,22 @@ impl super::dialect::Dialect for Chat {
         usage_from_response(body)
     }
 
+    fn finish_reason_of_answer(&self, body: &[u8]) -> Option<FinishReason> {
+        // The one field read, the rest skipped unbuilt: re-reading the answer as a `Value` cost
+        // ~39k instructions per traced request (callgrind).
+        #[derive(Deserialize)]
+        struct Answer<'a> {
+            #[serde(borrow)]
+            choices: Option<Vec<ProbeChoice<'a>>>,
+        }
+        let answer: Answer<'_> = serde_json::from_slice(body).ok()?;
+        answer
+            .choices?
+            .iter()
+            .find_map(|choice| choice.finish_reason.as_deref())
+            .map(FinishReason::from_canonical)
+    }
+
     fn response_to_canonical(
         &self,
         answer: Value,

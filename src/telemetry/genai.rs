@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use opentelemetry::trace::{SpanKind, Status, TraceContextExt as _, Tracer as _};
+use opentelemetry::trace::{SpanKind, Status, TraceContextExt as _};
 use opentelemetry::{Context, KeyValue};
 
 use super::Traces;
@@ -79,34 +79,30 @@ pub struct Inference<'a> {
 /// and fallbacks (each attempt is a child HTTP span), a child of the current context (the
 /// request's SERVER span), as the context its attempts run in.
 pub fn inference_span(traces: &Traces, inference: &Inference<'_>) -> Context {
-    let parent = Context::current();
-    let mut attributes = vec![
-        KeyValue::new(OPERATION_NAME, inference.operation),
-        KeyValue::new(REQUEST_MODEL, inference.requested_model.to_owned()),
-        KeyValue::new("dgidgi.tenant", inference.tenant.to_owned()),
-        KeyValue::new("dgidgi.source", inference.source),
-    ];
-    if let Some(max) = inference.max_tokens {
-        attributes.push(KeyValue::new(
-            REQUEST_MAX_TOKENS,
-            i64::try_from(max).unwrap_or(i64::MAX),
-        ));
-    }
-    let span = traces
-        .tracer()
-        .span_builder(format!(
-            "{} {}",
-            inference.operation, inference.requested_model
-        ))
-        .with_kind(SpanKind::Client)
-        .with_attributes(attributes)
-        .start_with_context(traces.tracer(), &parent);
-    parent.with_span(span)
+    super::start_span(traces, &Context::current(), SpanKind::Client, || {
+        let mut attributes = vec![
+            KeyValue::new(OPERATION_NAME, inference.operation),
+            KeyValue::new(REQUEST_MODEL, inference.requested_model.to_owned()),
+            KeyValue::new("dgidgi.tenant", inference.tenant.to_owned()),
+            KeyValue::new("dgidgi.source", inference.source),
+        ];
+        if let Some(max) = inference.max_tokens {
+            attributes.push(KeyValue::new(
+                REQUEST_MAX_TOKENS,
+                i64::try_from(max).unwrap_or(i64::MAX),
+            ));
+        }
+        let name = format!("{} {}", inference.operation, inference.requested_model);
+        (name, attributes)
+    })
 }
 
 /// Records which provider and model answered, after how many fallbacks.
 pub fn answered(context: &Context, provider: ProviderKind, model: &str, fallbacks: usize) {
     let span = context.span();
+    if !span.is_recording() {
+        return;
+    }
     span.set_attribute(KeyValue::new(PROVIDER_NAME, provider_name(provider)));
     span.set_attribute(KeyValue::new(RESPONSE_MODEL, model.to_owned()));
     span.set_attribute(KeyValue::new(
@@ -140,6 +136,10 @@ pub struct Settled {
 /// Ends an answered inference with its usage, cost and time to first token.
 pub fn settled(context: &Context, settled: &Settled) {
     let span = context.span();
+    if !span.is_recording() {
+        span.end();
+        return;
+    }
     let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
     if let Some(usage) = settled.usage {
         span.set_attribute(KeyValue::new(USAGE_INPUT_TOKENS, count(usage.input_tokens)));
@@ -179,33 +179,33 @@ pub fn settled(context: &Context, settled: &Settled) {
 /// An upstream attempt's HTTP CLIENT span (`POST`), a child of the current context (the
 /// inference), as the context whose `traceparent` the request to the provider carries.
 pub fn attempt_span(traces: &Traces, url: &str, provider: ProviderKind) -> Context {
-    let parent = Context::current();
-    let mut attributes = vec![
-        KeyValue::new("http.request.method", "POST"),
-        KeyValue::new(PROVIDER_NAME, provider_name(provider)),
-    ];
-    if let Ok(parsed) = url::Url::parse(url) {
-        if let Some(host) = parsed.host_str() {
-            attributes.push(KeyValue::new("server.address", host.to_owned()));
+    super::start_span(traces, &Context::current(), SpanKind::Client, || {
+        let mut attributes = vec![
+            KeyValue::new("http.request.method", "POST"),
+            KeyValue::new(PROVIDER_NAME, provider_name(provider)),
+        ];
+        if let Ok(parsed) = url::Url::parse(url) {
+            if let Some(host) = parsed.host_str() {
+                attributes.push(KeyValue::new("server.address", host.to_owned()));
+            }
+            if let Some(port) = parsed.port_or_known_default() {
+                attributes.push(KeyValue::new("server.port", i64::from(port)));
+            }
+            // The path only: a query is the provider's business (never a key: keys go in
+            // headers).
+            attributes.push(KeyValue::new("url.path", parsed.path().to_owned()));
         }
-        if let Some(port) = parsed.port_or_known_default() {
-            attributes.push(KeyValue::new("server.port", i64::from(port)));
-        }
-        // The path only: a query is the provider's business (never a key: keys go in headers).
-        attributes.push(KeyValue::new("url.path", parsed.path().to_owned()));
-    }
-    let span = traces
-        .tracer()
-        .span_builder("POST")
-        .with_kind(SpanKind::Client)
-        .with_attributes(attributes)
-        .start_with_context(traces.tracer(), &parent);
-    parent.with_span(span)
+        ("POST".to_owned(), attributes)
+    })
 }
 
 /// Ends an attempt's span with what came back: a status, or the failure's class.
 pub fn attempt_ended(context: &Context, status: Option<u16>, error_type: Option<&str>) {
     let span = context.span();
+    if !span.is_recording() {
+        span.end();
+        return;
+    }
     if let Some(status) = status {
         span.set_attribute(KeyValue::new(
             "http.response.status_code",

@@ -3,7 +3,7 @@
 //! the provider's own spans, where it records any, join the client's trace).
 
 use opentelemetry::propagation::TextMapPropagator as _;
-use opentelemetry::trace::{SpanKind, Status, TraceContextExt as _, Tracer as _};
+use opentelemetry::trace::{SpanKind, Status, TraceContextExt as _};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 
@@ -13,26 +13,29 @@ use super::Traces;
 /// `traceparent` names, as the context its handler runs in.
 pub fn server_span<B>(traces: &Traces, request: &hyper::Request<B>, path: &str) -> Context {
     let parent = extract(request.headers());
-    let method = request.method().as_str().to_owned();
-    let route = route(path).to_owned();
-    let span = traces
-        .tracer()
-        .span_builder(format!("{method} {route}"))
-        .with_kind(SpanKind::Server)
-        .with_attributes([
-            KeyValue::new("http.request.method", method),
-            KeyValue::new("url.path", path.to_owned()),
-            KeyValue::new("http.route", route),
-            KeyValue::new("url.scheme", "http"),
-        ])
-        .start_with_context(traces.tracer(), &parent);
-    parent.with_span(span)
+    super::start_span(traces, &parent, SpanKind::Server, || {
+        let method = request.method().as_str();
+        let route = route(path);
+        (
+            format!("{method} {route}"),
+            vec![
+                KeyValue::new("http.request.method", method.to_owned()),
+                KeyValue::new("url.path", path.to_owned()),
+                KeyValue::new("http.route", route.to_owned()),
+                KeyValue::new("url.scheme", "http"),
+            ],
+        )
+    })
 }
 
 /// Ends a request's SERVER span with the status it answered (its response headers: a stream's
 /// body goes on in the GenAI span, which ends with it).
 pub fn end_server_span(context: &Context, status: u16) {
     let span = context.span();
+    if !span.is_recording() {
+        span.end();
+        return;
+    }
     span.set_attribute(KeyValue::new(
         "http.response.status_code",
         i64::from(status),
@@ -81,7 +84,7 @@ pub fn route(path: &str) -> &str {
 pub fn limit_decision(code: &'static str, message: &str) {
     let context = Context::current();
     let span = context.span();
-    if span.span_context().is_valid() {
+    if span.is_recording() {
         span.add_event(
             "dgidgi.limit",
             vec![

@@ -24,6 +24,32 @@ pub fn recording() -> bool {
     opentelemetry::Context::map_current(|context| context.span().is_recording())
 }
 
+/// Starts a span of `kind` under `parent` and returns the context it runs in, named and
+/// described by `describe` only when it is recorded: an unsampled span (nearly all of them at a
+/// low sampling ratio) allocates no name and no attribute. The samplers the SDK reads from
+/// `OTEL_TRACES_SAMPLER` decide by the parent and the trace id, never by name or attributes.
+pub(crate) fn start_span(
+    traces: &Traces,
+    parent: &opentelemetry::Context,
+    kind: opentelemetry::trace::SpanKind,
+    describe: impl FnOnce() -> (String, Vec<opentelemetry::KeyValue>),
+) -> opentelemetry::Context {
+    use opentelemetry::trace::{TraceContextExt as _, Tracer as _};
+    let span = traces
+        .tracer()
+        .span_builder("")
+        .with_kind(kind)
+        .start_with_context(traces.tracer(), parent);
+    let context = parent.with_span(span);
+    let span = context.span();
+    if span.is_recording() {
+        let (name, attributes) = describe();
+        span.update_name(name);
+        span.set_attributes(attributes);
+    }
+    context
+}
+
 /// The service name when `OTEL_SERVICE_NAME` names none.
 const DEFAULT_SERVICE_NAME: &str = "dgidgi-gateway";
 

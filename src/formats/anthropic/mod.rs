@@ -181,6 +181,20 @@ impl super::dialect::Dialect for Messages {
         super::dialect::usage_member(body, super::dialect::UsageMember::Usage, usage_from_value)
     }
 
+    fn finish_reason_of_answer(&self, body: &[u8]) -> Option<crate::usage::FinishReason> {
+        // The one field read (Claude Code's answers are relayed as sent).
+        #[derive(serde::Deserialize)]
+        struct Answer<'a> {
+            #[serde(borrow)]
+            stop_reason: Option<std::borrow::Cow<'a, str>>,
+        }
+        let answer: Answer<'_> = serde_json::from_slice(body).ok()?;
+        let stop = answer.stop_reason?;
+        Some(crate::usage::FinishReason::from_canonical(
+            response::finish_from_stop(Some(&stop)),
+        ))
+    }
+
     fn response_to_canonical(
         &self,
         answer: Value,
