@@ -58,8 +58,13 @@ impl Traced {
     }
 
     async fn post(&self, path: &str, body: serde_json::Value) -> (u16, String) {
+        self.post_in(path, body, "01").await
+    }
+
+    /// Posts with the client's `traceparent`, its flags `flags` (`01` sampled, `00` not).
+    async fn post_in(&self, path: &str, body: serde_json::Value, flags: &str) -> (u16, String) {
         let key = self.gateway.key();
-        let traceparent = format!("00-{TRACE_ID}-{CLIENT_SPAN}-01");
+        let traceparent = format!("00-{TRACE_ID}-{CLIENT_SPAN}-{flags}");
         let (status, _, body) = common::http::send_with(
             self.gateway.running.api,
             "POST",
@@ -275,6 +280,49 @@ async fn finish_reasons_are_read_from_answers_relayed_as_sent_and_translated() {
     assert_eq!(reasons("chat claude-fake"), [r#"["tool_calls"]"#]);
 }
 
+/// A client's trace it did not sample is followed unsampled: nothing is exported, and the
+/// provider still receives the trace's id (its own span unsampled), so the trace stays one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsampled_client_trace_exports_nothing_and_still_propagates() {
+    let traced = Traced::new().await;
+    for (path, body) in [
+        (
+            "/v1/chat/completions",
+            json!({"model": "anthropic/claude-fake", "messages": [{"role": "user", "content": "hi"}]}),
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": "flaky", "messages": [{"role": "user", "content": "hi"}]}),
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": "nobody/nothing", "messages": [{"role": "user", "content": "x"}]}),
+        ),
+    ] {
+        traced.post_in(path, body, "00").await;
+    }
+    let seen = traced.fake.log.lock().unwrap().last().cloned().unwrap();
+    let traceparent = &seen.headers["traceparent"];
+    assert!(
+        traceparent.starts_with(&format!("00-{TRACE_ID}-")) && traceparent.ends_with("-00"),
+        "{traceparent}"
+    );
+    assert_ne!(
+        traceparent,
+        &format!("00-{TRACE_ID}-{CLIENT_SPAN}-00"),
+        "a span of its own"
+    );
+    let flushing = traced.traces.clone();
+    tokio::task::spawn_blocking(move || flushing.flush())
+        .await
+        .unwrap();
+    assert!(
+        traced.spans.lock().unwrap().is_empty(),
+        "{:?}",
+        traced.spans.lock().unwrap()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_limit_that_refuses_a_request_is_an_event_of_its_span() {
     let (address, spans) = receiver().await;
@@ -371,6 +419,9 @@ async fn a_hung_collector_costs_dropped_spans_not_memory() {
         ("OTEL_BSP_MAX_QUEUE_SIZE", queue.as_str()),
         ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", batch.as_str()),
         ("OTEL_BSP_SCHEDULE_DELAY", "20"),
+        // The hung export waits for the gate however slow this machine is (the default gives
+        // up after 10 s and sends the next batch into the hang too).
+        ("OTEL_EXPORTER_OTLP_TIMEOUT", "600000"),
     ];
     let null = || std::process::Stdio::null();
     let mut gateway =

@@ -215,18 +215,106 @@ pub fn stream_error(message: &str) -> String {
 
 /// The parts of a chunk the pass-through needs, read without building the whole tree.
 #[derive(Deserialize)]
-struct Probe<'a> {
-    #[serde(borrow)]
-    choices: Option<Vec<ProbeChoice<'a>>>,
+struct Probe {
+    choices: Option<Choices>,
     usage: Option<Value>,
     error: Option<Value>,
 }
 
-/// A chunk's choice, read for its finish reason only.
-#[derive(Deserialize)]
-struct ProbeChoice<'a> {
-    #[serde(borrow)]
-    finish_reason: Option<std::borrow::Cow<'a, str>>,
+/// A chunk's `choices`, read for whether there are any and the first finish reason among
+/// them, building nothing: whatever a choice holds besides a string `finish_reason` is skipped
+/// unread, as the whole list was before finish reasons were traced.
+struct Choices {
+    empty: bool,
+    finish: Option<FinishReason>,
+}
+
+impl<'de> Deserialize<'de> for Choices {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::SeqAccess;
+        struct ChoicesVisitor;
+        impl<'de> serde::de::Visitor<'de> for ChoicesVisitor {
+            type Value = Choices;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a list of choices")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Choices, A::Error> {
+                let mut choices = Choices {
+                    empty: true,
+                    finish: None,
+                };
+                while let Some(Reason(finish)) = seq.next_element()? {
+                    choices.empty = false;
+                    choices.finish = choices.finish.or(finish);
+                }
+                Ok(choices)
+            }
+        }
+        deserializer.deserialize_seq(ChoicesVisitor)
+    }
+}
+
+/// A choice read for its finish reason (an object's string `finish_reason`; the reason itself
+/// when read as that member's value); anything else is skipped unread and reads as none.
+struct Reason(Option<FinishReason>);
+
+impl<'de> Deserialize<'de> for Reason {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::{IgnoredAny, MapAccess, SeqAccess};
+        /// The one member name looked for; every other name is read without allocating.
+        #[derive(Deserialize)]
+        #[serde(field_identifier, rename_all = "snake_case")]
+        enum Member {
+            FinishReason,
+            #[serde(other)]
+            Other,
+        }
+        struct ReasonVisitor;
+        impl<'de> serde::de::Visitor<'de> for ReasonVisitor {
+            type Value = Reason;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a choice")
+            }
+            fn visit_str<E>(self, reason: &str) -> Result<Reason, E> {
+                Ok(Reason(Some(FinishReason::from_canonical(reason))))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Reason, A::Error> {
+                let mut finish = None;
+                while let Some(member) = map.next_key::<Member>()? {
+                    match member {
+                        Member::FinishReason => finish = map.next_value::<Reason>()?.0,
+                        Member::Other => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(Reason(finish))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Reason, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Reason(None))
+            }
+            fn visit_unit<E>(self) -> Result<Reason, E> {
+                Ok(Reason(None))
+            }
+            fn visit_none<E>(self) -> Result<Reason, E> {
+                Ok(Reason(None))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Reason, E> {
+                Ok(Reason(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Reason, E> {
+                Ok(Reason(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Reason, E> {
+                Ok(Reason(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Reason, E> {
+                Ok(Reason(None))
+            }
+        }
+        deserializer.deserialize_any(ReasonVisitor)
+    }
 }
 
 /// OpenAI upstream, OpenAI client: every chunk is passed on as it came; usage is read on the
@@ -264,17 +352,12 @@ impl Reframe for Passthrough {
             write_event(out, event.event.as_deref(), &event.data);
             return Flow::Failed;
         }
-        if let Some(reason) = probe
-            .choices
-            .iter()
-            .flatten()
-            .find_map(|choice| choice.finish_reason.as_deref())
-        {
-            self.finish = Some(FinishReason::from_canonical(reason));
+        if let Some(reason) = probe.choices.as_ref().and_then(|choices| choices.finish) {
+            self.finish = Some(reason);
         }
         if let Some(usage) = probe.usage.as_ref().and_then(usage_from_value) {
             self.usage = Some(usage);
-            let usage_only = probe.choices.as_ref().is_some_and(Vec::is_empty);
+            let usage_only = probe.choices.as_ref().is_some_and(|choices| choices.empty);
             if usage_only && !self.client_wants_usage {
                 return Flow::Continue;
             }
@@ -563,16 +646,11 @@ impl super::dialect::Dialect for Chat {
         // The one field read, the rest skipped unbuilt: re-reading the answer as a `Value` cost
         // ~39k instructions per traced request (callgrind).
         #[derive(Deserialize)]
-        struct Answer<'a> {
-            #[serde(borrow)]
-            choices: Option<Vec<ProbeChoice<'a>>>,
+        struct Answer {
+            choices: Option<Choices>,
         }
-        let answer: Answer<'_> = serde_json::from_slice(body).ok()?;
-        answer
-            .choices?
-            .iter()
-            .find_map(|choice| choice.finish_reason.as_deref())
-            .map(FinishReason::from_canonical)
+        let answer: Answer = serde_json::from_slice(body).ok()?;
+        answer.choices?.finish
     }
 
     fn response_to_canonical(
@@ -713,6 +791,44 @@ mod tests {
         let usage =
             json!({"prompt_tokens": 10, "completion_tokens": 2, "prompt_cache_hit_tokens": 8});
         assert_eq!(usage_from_value(&usage).unwrap().cached_input_tokens, 8);
+    }
+
+    #[test]
+    fn the_pass_through_reads_the_finish_reason_and_tolerates_odd_choices() {
+        let event = |data: &str| Event {
+            event: None,
+            data: data.to_owned(),
+            id: None,
+            retry: None,
+        };
+        let mut relay = Passthrough::new(false);
+        let mut out = Vec::new();
+        for data in [
+            r#"{"choices":[{"index":0,"delta":{"content":"a"},"finish_reason":null}]}"#,
+            // Not objects, or a reason that is not a string: read as no reason, still relayed.
+            r#"{"choices":[1,"x",null,[2],{"finish_reason":7}]}"#,
+            r#"{"choices":[{"index":0,"delta":{},"finish_reason":"length"}]}"#,
+            r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}"#,
+        ] {
+            assert_eq!(
+                relay.event(&event(data), &mut out),
+                Flow::Continue,
+                "{data}"
+            );
+        }
+        assert_eq!(relay.finish_reason(), Some(FinishReason::Length));
+        assert_eq!(relay.usage().unwrap().output_tokens, 2);
+        let relayed = String::from_utf8(out).unwrap();
+        assert!(relayed.contains(r#"[1,"x",null,[2],{"finish_reason":7}]"#));
+        // The usage-only chunk is still held back from a client that did not ask for it.
+        assert!(!relayed.contains("prompt_tokens"));
+        use super::super::dialect::Dialect as _;
+        assert_eq!(
+            Chat.finish_reason_of_answer(
+                br#"{"choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[]},"finish_reason":"tool_calls"}]}"#
+            ),
+            Some(FinishReason::ToolCalls)
+        );
     }
 
     #[test]

@@ -114,6 +114,10 @@ pub fn answered(context: &Context, provider: ProviderKind, model: &str, fallback
 /// Ends an inference no provider answered, with the class of its failure.
 pub fn failed(context: &Context, error_type: &str) {
     let span = context.span();
+    if !span.is_recording() {
+        span.end();
+        return;
+    }
     span.set_attribute(KeyValue::new(ERROR_TYPE, error_type.to_owned()));
     span.set_status(Status::error(""));
     span.end();
@@ -154,8 +158,8 @@ pub fn settled(context: &Context, settled: &Settled) {
     ));
     span.set_attribute(KeyValue::new("dgidgi.outcome", settled.outcome));
     if let Some(reason) = settled.finish_reason {
-        // A string array, as the convention types it: the reason the answer reported last
-        // (with `n` > 1, the last choice to finish).
+        // A string array, as the convention types it, of the one reason kept: the first
+        // choice's (with `n` > 1, a stream keeps the last chunk's).
         span.set_attribute(KeyValue::new(
             RESPONSE_FINISH_REASONS,
             opentelemetry::Value::Array(
