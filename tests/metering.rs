@@ -281,6 +281,7 @@ fn config_of(t: &TenantConfig) -> dgidgi::config::GatewayConfig {
         tenants: vec![t.clone()],
         routing: Vec::new(),
         unbounded_output_tokens: None,
+        shards: None,
     }
 }
 

@@ -3,6 +3,7 @@
 //! here: provider keys are referenced by key store row id, access keys by SHA-256 hash.
 
 pub mod load;
+pub mod shards;
 mod shared;
 
 use std::collections::BTreeMap;
@@ -54,6 +55,10 @@ pub struct GatewayConfig {
     /// gateway's `--unbounded-output-tokens`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unbounded_output_tokens: Option<u64>,
+    /// In a sharded layout's index: the shards, with their digests (the tenants, the tenant
+    /// namespaces' providers and rules are in them, not here). See [`shards`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shards: Option<shards::ShardIndex>,
 }
 
 impl GatewayConfig {
@@ -509,6 +514,17 @@ pub struct CompiledRule {
     /// Overall request timeout in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+}
+
+impl CompiledRule {
+    /// Match order: priority first; at equal priority a tenant's own rules before platform-wide
+    /// ones; then by id, for determinism.
+    pub fn match_order(a: &Self, b: &Self) -> std::cmp::Ordering {
+        b.priority
+            .cmp(&a.priority)
+            .then_with(|| b.scope.cmp(&a.scope))
+            .then_with(|| a.id.cmp(&b.id))
+    }
 }
 
 /// A resolved target.

@@ -168,15 +168,19 @@ pub struct RenderContext {
     /// The tiers in force when the input's platform configuration is invalid: the last good
     /// ones (the defaults until there was one). A valid configuration, or none, decides alone.
     pub tiers: TierTable,
+    /// How many shards the config and key store are written in (1: the single-file layout;
+    /// see [`crate::config::shards`]). The chart's `config.shards` sets it for the operator.
+    pub shards: u32,
 }
 
 impl RenderContext {
-    /// A context with default tiers.
+    /// A context with default tiers, writing the single-file layout.
     pub fn new(platform_namespace: impl Into<String>, now: Timestamp) -> Self {
         Self {
             platform_namespace: platform_namespace.into(),
             now,
             tiers: TierTable::default(),
+            shards: 1,
         }
     }
 }
@@ -226,6 +230,8 @@ pub struct RenderOutput {
     /// The tiers this render used (recorded with the config, see
     /// [`manifests::TIERS_ANNOTATION`]).
     pub tiers: TierTable,
+    /// How many shards the config and key store are written in (1: one file each).
+    pub shards: u32,
 }
 
 /// Why render could not produce outputs. Input problems are statuses, not errors; these are
@@ -288,6 +294,7 @@ pub fn render(
         tenants: tenant_out.configs,
         routing,
         unbounded_output_tokens: ctx.tiers.unbounded_output_tokens,
+        shards: None,
     };
     config.link();
     Ok(RenderOutput {
@@ -299,5 +306,6 @@ pub fn render(
         report,
         platform_problem,
         tiers: ctx.tiers.clone(),
+        shards: ctx.shards,
     })
 }

@@ -43,14 +43,7 @@ pub fn compile_all(
             },
         });
     }
-    // Match order: priority first; at equal priority a tenant's own rules before platform-wide
-    // ones; then by id for determinism.
-    rules.sort_by(|a, b| {
-        b.priority
-            .cmp(&a.priority)
-            .then_with(|| b.scope.cmp(&a.scope))
-            .then_with(|| a.id.cmp(&b.id))
-    });
+    rules.sort_by(crate::config::CompiledRule::match_order);
     rules
 }
 

@@ -1,0 +1,297 @@
+//! The config and the key store split into shards, so they fit Kubernetes at any number of
+//! tenants: a ConfigMap or Secret holds 1 MiB at most, and client-side `kubectl apply` (Argo
+//! CD's default) keeps a second copy of each object in its last-applied annotation, so every
+//! shard is kept well under 256 KiB.
+//!
+//! What belongs to a tenant namespace (its tenants, providers, routing rules and stored keys)
+//! goes to the shard its id hashes to (SHA-256, so every process and version agrees); what
+//! belongs to the platform stays in the index (`gateway.yaml`, `keys.yaml`), which also names
+//! every shard's SHA-256. A change to one tenant rewrites its shard and the index; the loader
+//! takes a directory only when every shard matches its digest, so a volume swap the kubelet has
+//! not finished (one ConfigMap newer than another) is refused and the last good config serves.
+//!
+//! Config shards are JSON (a subset of YAML), gzip-compressed (`binaryData`): tenants repeat the
+//! same field names, so they compress about tenfold, and JSON parses an order of magnitude
+//! faster than YAML. Key store shards are YAML like `keys.yaml`: their rows are ciphertext,
+//! which does not compress.
+
+use std::io::{Read as _, Write as _};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{CompiledRule, GatewayConfig, ProviderConfig, Scope, TenantConfig};
+use crate::crypto::KeyStore;
+
+/// The largest shard count (a projected volume lists every shard as a source).
+pub const MAX_SHARDS: u32 = 1024;
+
+/// The size every shard is kept under: client-side apply's last-applied annotation holds a
+/// second copy of the object, and the API server refuses an object over 1 MiB with both.
+pub const SHARD_LIMIT_BYTES: usize = 256 * 1024;
+
+/// The most a config shard may inflate to when decompressed (a corrupt or hostile file must not
+/// take the gateway's memory).
+const MAX_INFLATED_BYTES: u64 = 256 * 1024 * 1024;
+
+/// What the index (`gateway.yaml`) says of the shards: how many there are, and each one's
+/// SHA-256, in bucket order.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ShardIndex {
+    /// The number of buckets ids hash into.
+    pub count: u32,
+    /// SHA-256 (hex) of each config shard file, as stored (compressed).
+    pub config: Vec<String>,
+    /// SHA-256 (hex) of each key store shard file.
+    pub keys: Vec<String>,
+}
+
+/// One config shard: what of a bucket's tenant namespaces the gateway loads.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigShard {
+    /// Tenants whose id hashes here.
+    pub tenants: Vec<TenantConfig>,
+    /// Tenant-namespace providers whose id hashes here.
+    pub providers: Vec<ProviderConfig>,
+    /// Tenant-namespace routing rules whose id hashes here.
+    pub routing: Vec<CompiledRule>,
+}
+
+/// A config split: the index and the shards, in bucket order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Split {
+    /// The platform's part, with an empty tenant list (the digests are filled by [`encode`]).
+    pub index: GatewayConfig,
+    /// The platform's stored keys.
+    pub index_keys: KeyStore,
+    /// Each bucket's config.
+    pub config: Vec<ConfigShard>,
+    /// Each bucket's stored keys.
+    pub keys: Vec<KeyStore>,
+}
+
+/// The config and key store files of a sharded layout, as written and mounted.
+#[derive(Clone, Debug)]
+pub struct Encoded {
+    /// `gateway.yaml`: the index, naming every shard's digest.
+    pub index: String,
+    /// `keys.yaml`: the platform's rows.
+    pub index_keys: String,
+    /// `config-NNN.json.gz`, in bucket order.
+    pub config: Vec<Vec<u8>>,
+    /// `keys-NNN.yaml`, in bucket order.
+    pub keys: Vec<String>,
+}
+
+/// Why shards could not be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum ShardError {
+    /// The shard count is out of range.
+    #[error("a shard count must be 1 to {MAX_SHARDS}, not {0}")]
+    Count(u32),
+    /// A shard could not be serialized.
+    #[error("writing {what}: {message}")]
+    Write {
+        /// Which document.
+        what: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// A shard could not be read.
+    #[error("{file}: {message}")]
+    Read {
+        /// The shard file.
+        file: String,
+        /// What is wrong (values redacted).
+        message: String,
+    },
+}
+
+/// The bucket `id` belongs to among `count`: the first 8 bytes of its SHA-256, modulo `count`.
+pub fn bucket(id: &str, count: u32) -> usize {
+    let digest = Sha256::digest(id.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    (u64::from_be_bytes(first) % u64::from(count.max(1))) as usize
+}
+
+/// The file (and ConfigMap `binaryData` key) of config shard `index`.
+pub fn config_file(index: usize) -> String {
+    format!("config-{index:03}.json.gz")
+}
+
+/// The file (and Secret key) of key store shard `index`.
+pub fn keys_file(index: usize) -> String {
+    format!("keys-{index:03}.yaml")
+}
+
+/// Splits `config` and `key_store` into `count` buckets: the platform namespace's providers,
+/// rules and keys stay in the index, everything else goes to the bucket of its id.
+pub fn split(
+    config: &GatewayConfig,
+    key_store: &KeyStore,
+    count: u32,
+) -> Result<Split, ShardError> {
+    if count == 0 || count > MAX_SHARDS {
+        return Err(ShardError::Count(count));
+    }
+    let buckets = count as usize;
+    let mut shards = vec![ConfigShard::default(); buckets];
+    let mut keys = vec![KeyStore::default(); buckets];
+    let mut index = GatewayConfig {
+        tenants: Vec::new(),
+        providers: Vec::new(),
+        routing: Vec::new(),
+        shards: None,
+        ..config.clone()
+    };
+    for tenant in &config.tenants {
+        shards[bucket(&tenant.id, count)]
+            .tenants
+            .push(tenant.clone());
+    }
+    for provider in &config.providers {
+        if provider.scope == Scope::Platform {
+            index.providers.push(provider.clone());
+        } else {
+            shards[bucket(&provider.id, count)]
+                .providers
+                .push(provider.clone());
+        }
+    }
+    for rule in &config.routing {
+        if rule.scope == Scope::Platform {
+            index.routing.push(rule.clone());
+        } else {
+            shards[bucket(&rule.id, count)].routing.push(rule.clone());
+        }
+    }
+    let mut index_keys = KeyStore::default();
+    for row in &key_store.rows {
+        if row.tenant_id == config.platform_namespace {
+            index_keys.rows.push(row.clone());
+        } else {
+            keys[bucket(&row.id, count)].rows.push(row.clone());
+        }
+    }
+    Ok(Split {
+        index,
+        index_keys,
+        config: shards,
+        keys,
+    })
+}
+
+/// Writes a split's files: each shard serialized (config shards as gzip-compressed JSON), then
+/// the index naming their digests.
+pub fn encode(split: &Split) -> Result<Encoded, ShardError> {
+    let config = split
+        .config
+        .iter()
+        .enumerate()
+        .map(|(index, shard)| compress(shard, &config_file(index)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let keys = split
+        .keys
+        .iter()
+        .enumerate()
+        .map(|(index, store)| {
+            store.to_yaml().map_err(|error| ShardError::Write {
+                what: keys_file(index),
+                message: error.to_string(),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut index = split.index.clone();
+    index.shards = Some(ShardIndex {
+        count: split.config.len() as u32,
+        config: config.iter().map(|bytes| sha256_hex(bytes)).collect(),
+        keys: keys
+            .iter()
+            .map(|text| sha256_hex(text.as_bytes()))
+            .collect(),
+    });
+    let write = |what: &str, message: String| ShardError::Write {
+        what: what.to_owned(),
+        message,
+    };
+    Ok(Encoded {
+        index: serde_yaml::to_string(&index)
+            .map_err(|error| write(super::GATEWAY_CONFIG_FILE, error.to_string()))?,
+        index_keys: split
+            .index_keys
+            .to_yaml()
+            .map_err(|error| write(super::KEY_STORE_FILE, error.to_string()))?,
+        config,
+        keys,
+    })
+}
+
+fn compress(shard: &ConfigShard, file: &str) -> Result<Vec<u8>, ShardError> {
+    let failed = |message: String| ShardError::Write {
+        what: file.to_owned(),
+        message,
+    };
+    let json = serde_json::to_vec(shard).map_err(|error| failed(error.to_string()))?;
+    // The gzip header carries no time or name, so the same shard is always the same bytes
+    // (GitOps diffs and the operator's comparisons see only real changes).
+    let mut encoder = flate2::GzBuilder::new()
+        .mtime(0)
+        .write(Vec::new(), flate2::Compression::default());
+    encoder
+        .write_all(&json)
+        .map_err(|error| failed(error.to_string()))?;
+    encoder.finish().map_err(|error| failed(error.to_string()))
+}
+
+/// Reads a config shard file (gzip-compressed JSON), bounded in what it may inflate to.
+pub fn decode_config(file: &str, bytes: &[u8]) -> Result<ConfigShard, ShardError> {
+    let failed = |message: String| ShardError::Read {
+        file: file.to_owned(),
+        message,
+    };
+    let mut json = Vec::new();
+    flate2::read::GzDecoder::new(bytes)
+        .take(MAX_INFLATED_BYTES + 1)
+        .read_to_end(&mut json)
+        .map_err(|error| failed(format!("not gzip: {error}")))?;
+    if json.len() as u64 > MAX_INFLATED_BYTES {
+        return Err(failed(format!("inflates past {MAX_INFLATED_BYTES} bytes")));
+    }
+    serde_json::from_slice(&json)
+        .map_err(|error| failed(crate::redact::serde_message(&error.to_string())))
+}
+
+/// Puts a split back together, in the order the render writes: tenants by id, providers by
+/// namespace and name, rules in match order, key rows by id.
+pub fn join(
+    mut index: GatewayConfig,
+    shards: Vec<ConfigShard>,
+    key_shards: Vec<KeyStore>,
+    index_keys: KeyStore,
+) -> (GatewayConfig, KeyStore) {
+    index.shards = None;
+    let mut keys = index_keys;
+    for shard in shards {
+        index.tenants.extend(shard.tenants);
+        index.providers.extend(shard.providers);
+        index.routing.extend(shard.routing);
+    }
+    for store in key_shards {
+        keys.rows.extend(store.rows);
+    }
+    index.tenants.sort_by(|a, b| a.id.cmp(&b.id));
+    index
+        .providers
+        .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    index.routing.sort_by(CompiledRule::match_order);
+    keys.rows.sort_by(|a, b| a.id.cmp(&b.id));
+    (index, keys)
+}
+
+/// Lowercase hex SHA-256.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
