@@ -218,6 +218,7 @@ fn serve_local(serve: &ServeArgs) -> anyhow::Result<ExitCode> {
         None,
         Some(&config_dir),
         crate::render::DEFAULT_PLATFORM_NAMESPACE,
+        1,
     )?;
     if let Some(line) = output.report.not_ready().first() {
         anyhow::bail!("the local settings are not usable: {line}");

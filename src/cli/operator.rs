@@ -48,6 +48,12 @@ pub struct OperatorArgs {
     /// This replica's identity on the Lease and Events (default: $POD_NAME or the host name).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+    /// Write the gateway config and key store in this many shards (ConfigMaps
+    /// `dgidgi-gateway-config-NNN`, Secrets `dgidgi-gateway-keys-NNN`, each well under
+    /// Kubernetes' 1 MiB), for fleets past a few thousand tenants; 1: one of each. The gateway
+    /// pods must mount as many (the chart's `config.shards` sets both).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub config_shards: u32,
 }
 
 fn duration(text: &str) -> Result<Duration, String> {
@@ -86,6 +92,7 @@ pub fn run(args: &OperatorArgs) -> anyhow::Result<ExitCode> {
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| format!("dgidgi-operator-{}", std::process::id()));
     let settings = Settings {
+        config_shards: args.config_shards,
         platform_namespace: args.namespace.clone(),
         debounce: args.debounce,
         resync: args.resync,

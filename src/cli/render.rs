@@ -45,6 +45,12 @@ pub struct RenderArgs {
     /// key store Secret would exceed Kubernetes' 1 MiB limit (for CI pipelines).
     #[arg(long)]
     pub strict: bool,
+    /// Write the gateway config and key store in this many shards (`config-NNN.json.gz` and
+    /// `keys-NNN.yaml` beside an index; ConfigMaps and Secrets `-NNN` under `--out`), each
+    /// well under Kubernetes' 1 MiB, for fleets past a few thousand tenants. Use the count
+    /// the chart's `config.shards` mounts. 1: one file (and object) each.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub shards: u32,
 }
 
 /// Runs `dgidgi render`.
@@ -54,6 +60,7 @@ pub fn run(args: &RenderArgs) -> anyhow::Result<ExitCode> {
         args.out.as_deref(),
         args.config_dir.as_deref(),
         &args.namespace,
+        args.shards,
     )?;
 
     let not_ready = output.report.not_ready();
@@ -70,30 +77,55 @@ pub fn run(args: &RenderArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The rendered objects whose data Kubernetes would refuse (over 1 MiB), described.
+/// The rendered objects whose data Kubernetes would refuse (over 1 MiB), and the shards past
+/// the 256 KiB a shard is kept under (client-side apply's annotation doubles an object),
+/// described.
 pub fn oversized_objects(output: &RenderOutput) -> Vec<String> {
+    use crate::config::shards;
     let Ok(docs) = crate::render::manifests::documents(output) else {
         return Vec::new();
     };
-    [
+    let mut found: Vec<String> = [
         (
             "the gateway config (ConfigMap dgidgi-gateway-config)",
-            &docs.gateway_config,
+            docs.gateway_config.len(),
         ),
         (
             "the key store (Secret dgidgi-gateway-keys)",
-            &docs.key_store,
+            docs.key_store.len(),
         ),
     ]
     .into_iter()
-    .filter(|(_, text)| text.len() > OBJECT_LIMIT_BYTES)
-    .map(|(what, text)| {
-        format!(
-            "{what} is {} bytes; Kubernetes refuses more than {OBJECT_LIMIT_BYTES}",
-            text.len()
-        )
+    .filter(|(_, len)| *len > OBJECT_LIMIT_BYTES)
+    .map(|(what, len)| {
+        let advice = if docs.config_shards.is_empty() {
+            "; write it in shards (--shards, the chart's config.shards)"
+        } else {
+            ""
+        };
+        format!("{what} is {len} bytes; Kubernetes refuses more than {OBJECT_LIMIT_BYTES}{advice}")
     })
-    .collect()
+    .collect();
+    let shard_sizes = docs
+        .config_shards
+        .iter()
+        .enumerate()
+        .map(|(number, bytes)| (shards::config_map_name(number), bytes.len()))
+        .chain(
+            docs.key_shards
+                .iter()
+                .enumerate()
+                .map(|(number, text)| (shards::keys_secret_name(number), text.len())),
+        );
+    for (name, len) in shard_sizes {
+        if len > shards::SHARD_LIMIT_BYTES {
+            found.push(format!(
+                "shard {name} is {len} bytes, over the {} a shard is kept under; raise the shard count",
+                shards::SHARD_LIMIT_BYTES
+            ));
+        }
+    }
+    found
 }
 
 /// Reads `inputs` (and earlier outputs found in `out` and `config_dir`), renders, and writes
@@ -103,6 +135,7 @@ pub fn render_to(
     out: Option<&Path>,
     config_dir: Option<&Path>,
     namespace: &str,
+    shards: u32,
 ) -> anyhow::Result<RenderOutput> {
     let mut loader = InputLoader::new(namespace)?;
     if let Some(dir) = config_dir {
@@ -113,7 +146,8 @@ pub fn render_to(
     }
     load_paths(&mut loader, inputs)?;
 
-    let ctx = RenderContext::new(namespace, now()?);
+    let mut ctx = RenderContext::new(namespace, now()?);
+    ctx.shards = shards;
     let output = render(loader.finish(), &ctx, &mut rand::rng())?;
     // Offline there is no last good configuration to keep: refuse rather than render the
     // default tiers in its place.
@@ -161,6 +195,22 @@ fn load_config_dir(loader: &mut InputLoader, dir: &Path) -> anyhow::Result<()> {
     }
     if let Some(bytes) = read(KEY_STORE_FILE)? {
         loader.add_key_store_file(&dir.join(KEY_STORE_FILE).display().to_string(), &bytes)?;
+    }
+    // The key store's shards of an earlier sharded render, whatever the count was then.
+    if dir.is_dir() {
+        for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+            let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
+            let name = entry.file_name();
+            let Some(name) = name
+                .to_str()
+                .filter(|name| crate::config::shards::is_keys_file(name))
+            else {
+                continue;
+            };
+            if let Some(bytes) = read(name)? {
+                loader.add_key_store_shard(&dir.join(name).display().to_string(), &bytes)?;
+            }
+        }
     }
     if let Some(bytes) = read(ACCESS_KEYS_FILE)? {
         let path = dir.join(ACCESS_KEYS_FILE);

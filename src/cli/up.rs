@@ -62,6 +62,7 @@ pub fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
         Some(&out),
         Some(&config_dir),
         &args.namespace,
+        1,
     )?;
     for line in output.report.not_ready() {
         eprintln!("not ready: {line}");

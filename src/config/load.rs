@@ -3,14 +3,14 @@
 //! it hangs together, and index it for the request path. A directory that fails any check is
 //! refused as a whole, so a gateway keeps serving its last good config.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
 use super::{
     CONFIG_VERSION, GATEWAY_CONFIG_FILE, GatewayConfig, KEY_STORE_FILE, MASTER_KEY_FILE,
-    ProviderConfig, TenantConfig,
+    ProviderConfig, TenantConfig, shards,
 };
 use crate::crypto::{CryptoError, KeyRing, KeyStore};
 use crate::redact;
@@ -75,36 +75,80 @@ pub struct Snapshot {
 /// The raw bytes of a config directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigFiles {
-    /// `gateway.yaml`.
+    /// `gateway.yaml` (in a sharded layout, the index).
     pub gateway: Vec<u8>,
     /// `keys.yaml`.
     pub keys: Vec<u8>,
     /// `master-key.yaml`.
     pub master_key: Vec<u8>,
+    /// The shard files present (`config-NNN.json.gz`, `keys-NNN.yaml`), by name; which of
+    /// them count is the index's to say.
+    pub shards: BTreeMap<String, Vec<u8>>,
 }
 
 impl ConfigFiles {
-    /// Reads the three files of `dir` (following links, as Kubernetes volume mounts need).
+    /// Reads the files of `dir` (following links, as Kubernetes volume mounts need).
     pub fn read(dir: &Path) -> Result<Self, LoadError> {
         let read = |name: &str| {
             let path = dir.join(name);
             std::fs::read(&path).map_err(|source| LoadError::Read { path, source })
         };
+        let listing = std::fs::read_dir(dir).map_err(|source| LoadError::Read {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let mut shards = BTreeMap::new();
+        for entry in listing {
+            let entry = entry.map_err(|source| LoadError::Read {
+                path: dir.to_owned(),
+                source,
+            })?;
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            if shards::is_shard_file(&name) {
+                let bytes = read(&name)?;
+                shards.insert(name, bytes);
+            }
+        }
         Ok(Self {
             gateway: read(GATEWAY_CONFIG_FILE)?,
             keys: read(KEY_STORE_FILE)?,
             master_key: read(MASTER_KEY_FILE)?,
+            shards,
         })
     }
 
-    /// SHA-256 over the three files, each length-prefixed.
+    /// SHA-256 over every file, each named and length-prefixed.
     pub fn fingerprint(&self) -> [u8; 32] {
         let mut hasher = Sha256::new();
         for part in [&self.gateway, &self.keys, &self.master_key] {
             hasher.update((part.len() as u64).to_be_bytes());
             hasher.update(part);
         }
+        for (name, part) in &self.shards {
+            hasher.update((name.len() as u64).to_be_bytes());
+            hasher.update(name.as_bytes());
+            hasher.update((part.len() as u64).to_be_bytes());
+            hasher.update(part);
+        }
         hasher.finalize().into()
+    }
+
+    /// The shard file `name`, checked against the digest the index gives it.
+    fn shard(&self, dir: &Path, name: &str, sha256: &str) -> Result<&[u8], LoadError> {
+        let Some(bytes) = self.shards.get(name) else {
+            return Err(LoadError::Inconsistent(format!(
+                "the index names shard {name}, which is not in {} (is the volume still being updated?)",
+                dir.display()
+            )));
+        };
+        if shards::sha256_hex(bytes) != sha256 {
+            return Err(LoadError::Inconsistent(format!(
+                "shard {name} is not the one the index names (is the volume still being updated?)"
+            )));
+        }
+        Ok(bytes)
     }
 }
 
@@ -127,6 +171,13 @@ impl Snapshot {
             path: dir.join(KEY_STORE_FILE),
             source,
         })?;
+        let (config, key_store) = match config.shards.clone() {
+            None => (config, key_store),
+            Some(index) => {
+                let (shards, key_shards) = Self::read_shards(dir, files, &index)?;
+                shards::join(config, shards, key_shards, key_store)
+            }
+        };
         let key_ring = KeyRing::from_yaml(&files.master_key).map_err(|source| LoadError::Keys {
             path: dir.join(MASTER_KEY_FILE),
             source,
@@ -142,6 +193,79 @@ impl Snapshot {
         snapshot.config.link();
         snapshot.index()?;
         Ok(snapshot)
+    }
+
+    /// The shards the index names, each checked against its digest and parsed, the config
+    /// shards on as many threads as there are cores (at 100,000 tenants they are most of a
+    /// load).
+    fn read_shards(
+        dir: &Path,
+        files: &ConfigFiles,
+        index: &shards::ShardIndex,
+    ) -> Result<(Vec<shards::ConfigShard>, Vec<KeyStore>), LoadError> {
+        let count = index.count as usize;
+        if index.count == 0
+            || index.count > shards::MAX_SHARDS
+            || index.config.len() != count
+            || index.keys.len() != count
+        {
+            return Err(LoadError::Inconsistent(format!(
+                "the index names {} config and {} key shards for a count of {}",
+                index.config.len(),
+                index.keys.len(),
+                index.count
+            )));
+        }
+        let mut config = Vec::with_capacity(count);
+        for (number, sha256) in index.config.iter().enumerate() {
+            let name = shards::config_file(number);
+            config.push((name.clone(), files.shard(dir, &name, sha256)?));
+        }
+        let mut keys = Vec::with_capacity(count);
+        for (number, sha256) in index.keys.iter().enumerate() {
+            let name = shards::keys_file(number);
+            let bytes = files.shard(dir, &name, sha256)?;
+            keys.push(
+                KeyStore::from_yaml(bytes).map_err(|source| LoadError::Keys {
+                    path: dir.join(&name),
+                    source,
+                })?,
+            );
+        }
+        let threads = std::thread::available_parallelism()
+            .map_or(1, std::num::NonZero::get)
+            .min(count);
+        let per_thread = count.div_ceil(threads);
+        let parsed: Vec<Result<Vec<shards::ConfigShard>, shards::ShardError>> =
+            std::thread::scope(|scope| {
+                let workers: Vec<_> = config
+                    .chunks(per_thread)
+                    .map(|chunk| {
+                        scope.spawn(move || {
+                            chunk
+                                .iter()
+                                .map(|(name, bytes)| shards::decode_config(name, bytes))
+                                .collect()
+                        })
+                    })
+                    .collect();
+                workers
+                    .into_iter()
+                    .map(|worker| {
+                        worker
+                            .join()
+                            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                    })
+                    .collect()
+            });
+        let mut shards = Vec::with_capacity(count);
+        for chunk in parsed {
+            shards.extend(chunk.map_err(|error| LoadError::Parse {
+                path: dir.to_owned(),
+                message: error.to_string(),
+            })?);
+        }
+        Ok((shards, keys))
     }
 
     /// Reads and loads a config directory.

@@ -117,6 +117,44 @@ pub fn bucket(id: &str, count: u32) -> usize {
     (u64::from_be_bytes(first) % u64::from(count.max(1))) as usize
 }
 
+/// The ConfigMap holding config shard `index` (beside the index's `dgidgi-gateway-config`).
+pub fn config_map_name(index: usize) -> String {
+    format!("{}-{index:03}", super::CONFIG_MAP_NAME)
+}
+
+/// The Secret holding key store shard `index` (beside the index's `dgidgi-gateway-keys`).
+pub fn keys_secret_name(index: usize) -> String {
+    format!("{}-{index:03}", super::KEY_STORE_SECRET_NAME)
+}
+
+/// Whether `name` is a key store shard's Secret.
+pub fn is_keys_secret(name: &str) -> bool {
+    shard_number(name, &format!("{}-", super::KEY_STORE_SECRET_NAME), "").is_some()
+}
+
+/// Whether `name` is a config shard's ConfigMap.
+pub fn is_config_map(name: &str) -> bool {
+    shard_number(name, &format!("{}-", super::CONFIG_MAP_NAME), "").is_some()
+}
+
+/// Whether `name` is a shard file (`config-NNN.json.gz` or `keys-NNN.yaml`).
+pub fn is_shard_file(name: &str) -> bool {
+    shard_number(name, "config-", ".json.gz").is_some() || is_keys_file(name)
+}
+
+/// Whether `name` is a key store shard file (`keys-NNN.yaml`).
+pub fn is_keys_file(name: &str) -> bool {
+    shard_number(name, "keys-", ".yaml").is_some()
+}
+
+/// The three-digit number between `prefix` and `suffix` in `name`.
+fn shard_number(name: &str, prefix: &str, suffix: &str) -> Option<usize> {
+    let digits = name.strip_prefix(prefix)?.strip_suffix(suffix)?;
+    (digits.len() == 3 && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| digits.parse().ok())
+        .flatten()
+}
+
 /// The file (and ConfigMap `binaryData` key) of config shard `index`.
 pub fn config_file(index: usize) -> String {
     format!("config-{index:03}.json.gz")

@@ -47,6 +47,9 @@ pub struct Settings {
     pub usage: Option<UsageSettings>,
     /// Where the passes' spans go (`None`: none are made).
     pub traces: Option<crate::telemetry::Traces>,
+    /// How many shards the config and key store are written in (the chart's `config.shards`,
+    /// which also mounts that many; 1: one ConfigMap and one Secret).
+    pub config_shards: u32,
 }
 
 /// Where and how often to read the gateways' usage summaries.
@@ -450,6 +453,7 @@ impl Pass<'_> {
             &settings.platform_namespace,
             k8s_openapi::jiff::Timestamp::now(),
         );
+        ctx.shards = settings.config_shards;
         let namespace = &settings.platform_namespace;
         let (tiers, problem) = match platform.update_from(&observed, namespace) {
             TiersInForce::Configured(tiers) => (Some(tiers), None),

@@ -91,7 +91,9 @@ impl Observed {
     /// (service account tokens, Helm releases, ...) never reach render.
     fn is_render_input(&self, key: &ObjectKey, secret: &Secret, platform_namespace: &str) -> bool {
         if key.namespace == platform_namespace
-            && (key.name == MASTER_KEY_SECRET_NAME || key.name == KEY_STORE_SECRET_NAME)
+            && (key.name == MASTER_KEY_SECRET_NAME
+                || key.name == KEY_STORE_SECRET_NAME
+                || crate::config::shards::is_keys_secret(&key.name))
         {
             return true;
         }

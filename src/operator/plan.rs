@@ -13,7 +13,8 @@ use serde_json::Value;
 use super::observed::{Observed, is_access_key_secret, key_of};
 use crate::crd::LlmTenantStatus;
 use crate::render::manifests::{
-    access_key_secret, config_map, documents, key_ring_secret, key_store_secret,
+    access_key_secret, config_map, config_shard_maps, documents, key_ring_secret, key_store_secret,
+    key_store_shard_secrets,
 };
 use crate::render::report::{READY, ReportEntry};
 use crate::render::{ObjectKey, RenderError, RenderOutput, ResourceKind};
@@ -87,10 +88,9 @@ pub fn plan(output: &RenderOutput, observed: &Observed) -> Result<Vec<Write>, Re
     let docs = documents(output)?;
     let mut writes = Vec::new();
 
-    let mut secrets = vec![
-        key_ring_secret(output, &docs),
-        key_store_secret(output, &docs),
-    ];
+    let mut secrets = vec![key_ring_secret(output, &docs)];
+    secrets.extend(key_store_shard_secrets(output, &docs));
+    secrets.push(key_store_secret(output, &docs));
     secrets.extend(output.access_keys.iter().map(access_key_secret));
     for secret in &secrets {
         if !secret_matches(
@@ -101,12 +101,17 @@ pub fn plan(output: &RenderOutput, observed: &Observed) -> Result<Vec<Write>, Re
         }
     }
 
-    let cm = config_map(output, &docs);
-    if !config_map_matches(
-        &cm,
-        observed.config_maps.get(&key_of(&cm)).map(AsRef::as_ref),
-    ) {
-        writes.push(Write::ApplyConfigMap(cm));
+    // The shards before the index that names them: only the shards that changed are written
+    // (one tenant's change rewrites its shard and the index).
+    let mut maps = config_shard_maps(output, &docs);
+    maps.push(config_map(output, &docs));
+    for cm in maps {
+        if !config_map_matches(
+            &cm,
+            observed.config_maps.get(&key_of(&cm)).map(AsRef::as_ref),
+        ) {
+            writes.push(Write::ApplyConfigMap(cm));
+        }
     }
 
     for (key, secret) in &observed.secrets {
@@ -288,6 +293,7 @@ fn config_map_matches(desired: &ConfigMap, observed: Option<&ConfigMap>) -> bool
         return false;
     };
     observed.data == desired.data
+        && observed.binary_data == desired.binary_data
         && includes(&desired.metadata.labels, &observed.metadata.labels)
         && includes(
             &desired.metadata.annotations,

@@ -171,6 +171,8 @@ pub struct InputLoader {
     input: RenderInput,
     rules: SchemaRules,
     warnings: Vec<String>,
+    /// The rows of key store shards, joined to the index's store when loading finishes.
+    key_shard_rows: Vec<crate::crypto::KeyStoreRow>,
 }
 
 impl InputLoader {
@@ -181,6 +183,7 @@ impl InputLoader {
             input: RenderInput::default(),
             rules: SchemaRules::new()?,
             warnings: Vec::new(),
+            key_shard_rows: Vec::new(),
         })
     }
 
@@ -226,13 +229,33 @@ impl InputLoader {
         Ok(())
     }
 
+    /// Adds a key store shard (`keys-NNN.yaml`, or its Secret): its rows join the previous key
+    /// store's, whichever of the shards and the index come first.
+    pub fn add_key_store_shard(
+        &mut self,
+        source_name: &str,
+        bytes: &[u8],
+    ) -> Result<(), InputError> {
+        let shard = KeyStore::from_yaml(bytes).map_err(|error| InputError::KeyStore {
+            source_name: source_name.to_owned(),
+            error,
+        })?;
+        self.key_shard_rows.extend(shard.rows);
+        Ok(())
+    }
+
     /// Warnings collected so far (skipped documents, overridden duplicates).
     pub fn warnings(&self) -> &[String] {
         &self.warnings
     }
 
     /// The accumulated inputs.
-    pub fn finish(self) -> RenderInput {
+    pub fn finish(mut self) -> RenderInput {
+        if !self.key_shard_rows.is_empty() {
+            let store = self.input.previous.key_store.get_or_insert_default();
+            store.rows.append(&mut self.key_shard_rows);
+            store.sort();
+        }
         self.input
     }
 
@@ -386,6 +409,16 @@ impl InputLoader {
                 .map(|v| v.as_slice())
                 .unwrap_or_default();
             return self.add_key_store_file(source_name, bytes);
+        }
+        if key.namespace == self.platform_namespace
+            && crate::config::shards::is_keys_secret(&key.name)
+        {
+            for (name, bytes) in &secret.data {
+                if crate::config::shards::is_keys_file(name) {
+                    self.add_key_store_shard(source_name, bytes)?;
+                }
+            }
+            return Ok(());
         }
         for bad in &secret.undecodable {
             let message =

@@ -58,7 +58,9 @@ pub fn reconcile(
             }
         })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(KeyStore { rows })
+    let mut store = KeyStore { rows };
+    store.sort();
+    Ok(store)
 }
 
 fn new_row(

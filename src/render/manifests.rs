@@ -9,6 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use sha2::{Digest, Sha256};
 
 use super::{AccessKeySecret, RenderError, RenderOutput};
+use crate::config::shards;
 use crate::config::{
     ACCESS_KEY_DATA_KEY, ACCESS_KEYS_FILE, CONFIG_MAP_NAME, GATEWAY_CONFIG_FILE, KEY_STORE_FILE,
     KEY_STORE_SECRET_NAME, MASTER_KEY_FILE, MASTER_KEY_SECRET_NAME,
@@ -59,16 +60,31 @@ impl std::fmt::Debug for OutputFile {
 
 /// The serialized documents every output form shares.
 pub struct Documents {
-    /// gateway.yaml.
+    /// gateway.yaml (in a sharded layout, the index naming the shards).
     pub gateway_config: String,
-    /// keys.yaml.
+    /// keys.yaml (in a sharded layout, the platform's rows).
     pub key_store: String,
     /// master-key.yaml.
     pub key_ring: String,
+    /// The shards, in bucket order (empty in the single-file layout).
+    pub config_shards: Vec<Vec<u8>>,
+    /// The key store shards, in bucket order (empty in the single-file layout).
+    pub key_shards: Vec<String>,
 }
 
-/// Serializes the config, key store and key ring.
+/// Serializes the config, key store and key ring, split into the render's shard count.
 pub fn documents(output: &RenderOutput) -> Result<Documents, RenderError> {
+    if output.shards > 1 {
+        let split = shards::split(&output.config, &output.key_store, output.shards)?;
+        let encoded = shards::encode(&split)?;
+        return Ok(Documents {
+            gateway_config: encoded.index,
+            key_store: encoded.index_keys,
+            key_ring: output.key_ring.to_yaml()?,
+            config_shards: encoded.config,
+            key_shards: encoded.keys,
+        });
+    }
     Ok(Documents {
         gateway_config: serde_yaml::to_string(&output.config).map_err(|source| {
             RenderError::Serialize {
@@ -78,6 +94,8 @@ pub fn documents(output: &RenderOutput) -> Result<Documents, RenderError> {
         })?,
         key_store: output.key_store.to_yaml()?,
         key_ring: output.key_ring.to_yaml()?,
+        config_shards: Vec::new(),
+        key_shards: Vec::new(),
     })
 }
 
@@ -149,6 +167,45 @@ pub fn config_map(output: &RenderOutput, docs: &Documents) -> ConfigMap {
         )])),
         ..ConfigMap::default()
     }
+}
+
+/// The ConfigMaps of the config shards (`binaryData`, compressed), in bucket order.
+pub fn config_shard_maps(output: &RenderOutput, docs: &Documents) -> Vec<ConfigMap> {
+    docs.config_shards
+        .iter()
+        .enumerate()
+        .map(|(number, bytes)| ConfigMap {
+            metadata: meta(
+                &output.config.platform_namespace,
+                &shards::config_map_name(number),
+                labels(&[("app.kubernetes.io/component", "gateway-config")]),
+            ),
+            binary_data: Some(BTreeMap::from([(
+                shards::config_file(number),
+                ByteString(bytes.clone()),
+            )])),
+            ..ConfigMap::default()
+        })
+        .collect()
+}
+
+/// The Secrets of the key store shards, in bucket order.
+pub fn key_store_shard_secrets(output: &RenderOutput, docs: &Documents) -> Vec<Secret> {
+    docs.key_shards
+        .iter()
+        .enumerate()
+        .map(|(number, text)| {
+            secret(
+                meta(
+                    &output.config.platform_namespace,
+                    &shards::keys_secret_name(number),
+                    labels(&[("app.kubernetes.io/component", "key-store")]),
+                ),
+                &shards::keys_file(number),
+                text.as_bytes(),
+            )
+        })
+        .collect()
 }
 
 /// The key store Secret.
@@ -229,6 +286,22 @@ pub fn manifest_files(output: &RenderOutput) -> Result<Vec<OutputFile>, RenderEr
             private: true,
         },
     ];
+    for map in config_shard_maps(output, &docs) {
+        let name = map.metadata.name.clone().unwrap_or_default();
+        files.push(OutputFile {
+            path: format!("{MANIFESTS_DIR}/{platform}/configmap-{name}.yaml"),
+            bytes: yaml(&map, "a config shard's ConfigMap")?,
+            private: false,
+        });
+    }
+    for shard in key_store_shard_secrets(output, &docs) {
+        let name = shard.metadata.name.clone().unwrap_or_default();
+        files.push(OutputFile {
+            path: format!("{MANIFESTS_DIR}/{platform}/secret-{name}.yaml"),
+            bytes: yaml(&shard, "a key store shard's Secret")?,
+            private: true,
+        });
+    }
     for access in &output.access_keys {
         files.push(OutputFile {
             path: format!(
@@ -276,8 +349,29 @@ pub fn config_dir_files(output: &RenderOutput) -> Result<Vec<OutputFile>, Render
     });
     let docs = docs?;
     // Order matters for a gateway watching the directory: key material first, config last, so
-    // the config never refers to a row that is not there yet.
-    Ok(vec![
+    // the config never refers to a row that is not there yet; the shards before the index that
+    // names them.
+    let mut files: Vec<OutputFile> = docs
+        .key_shards
+        .iter()
+        .enumerate()
+        .map(|(number, text)| OutputFile {
+            path: shards::keys_file(number),
+            bytes: text.clone().into_bytes(),
+            private: true,
+        })
+        .chain(
+            docs.config_shards
+                .iter()
+                .enumerate()
+                .map(|(number, bytes)| OutputFile {
+                    path: shards::config_file(number),
+                    bytes: bytes.clone(),
+                    private: false,
+                }),
+        )
+        .collect();
+    files.extend([
         OutputFile {
             path: MASTER_KEY_FILE.to_owned(),
             bytes: docs.key_ring.into_bytes(),
@@ -298,5 +392,6 @@ pub fn config_dir_files(output: &RenderOutput) -> Result<Vec<OutputFile>, Render
             bytes: docs.gateway_config.into_bytes(),
             private: false,
         },
-    ])
+    ]);
+    Ok(files)
 }

@@ -249,6 +249,9 @@ pub enum RenderError {
         /// The serializer's error.
         source: serde_yaml::Error,
     },
+    /// Splitting or writing the shards failed.
+    #[error(transparent)]
+    Shards(#[from] crate::config::shards::ShardError),
 }
 
 /// Renders the whole gateway configuration. Takes the previous key ring out of `input` (it is
