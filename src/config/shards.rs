@@ -15,6 +15,7 @@
 //! faster than YAML. Key store shards are YAML like `keys.yaml`: their rows are ciphertext,
 //! which does not compress.
 
+use std::collections::BTreeMap;
 use std::io::{Read as _, Write as _};
 
 use serde::{Deserialize, Serialize};
@@ -57,6 +58,11 @@ pub struct ConfigShard {
     pub providers: Vec<ProviderConfig>,
     /// Tenant-namespace routing rules whose id hashes here.
     pub routing: Vec<CompiledRule>,
+    /// Of each platform rule that applies to selected namespaces (a `tenantSelector`), the
+    /// selected namespaces that hash here: a selector matching half of 100,000 namespaces
+    /// would otherwise put 50,000 names in the index.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rule_namespaces: BTreeMap<String, Vec<String>>,
 }
 
 /// A config split: the index and the shards, in bucket order.
@@ -201,7 +207,17 @@ pub fn split(
     }
     for rule in &config.routing {
         if rule.scope == Scope::Platform {
-            index.routing.push(rule.clone());
+            let mut rule = rule.clone();
+            if let Some(namespaces) = &mut rule.namespaces {
+                for namespace in namespaces.drain(..) {
+                    shards[bucket(&namespace, count)]
+                        .rule_namespaces
+                        .entry(rule.id.clone())
+                        .or_default()
+                        .push(namespace);
+                }
+            }
+            index.routing.push(rule);
         } else {
             shards[bucket(&rule.id, count)].routing.push(rule.clone());
         }
@@ -312,10 +328,20 @@ pub fn join(
 ) -> (GatewayConfig, KeyStore) {
     index.shards = None;
     let mut keys = index_keys;
+    let mut selected: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for shard in shards {
         index.tenants.extend(shard.tenants);
         index.providers.extend(shard.providers);
         index.routing.extend(shard.routing);
+        for (rule, namespaces) in shard.rule_namespaces {
+            selected.entry(rule).or_default().extend(namespaces);
+        }
+    }
+    for rule in &mut index.routing {
+        if let (Some(namespaces), Some(more)) = (&mut rule.namespaces, selected.remove(&rule.id)) {
+            namespaces.extend(more);
+            namespaces.sort();
+        }
     }
     for store in key_shards {
         keys.rows.extend(store.rows);
@@ -332,4 +358,41 @@ pub fn join(
 /// Lowercase hex SHA-256.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_the_ones_the_chart_mounts() {
+        assert_eq!(config_map_name(3), "dgidgi-gateway-config-003");
+        assert_eq!(keys_secret_name(12), "dgidgi-gateway-keys-012");
+        assert_eq!(config_file(7), "config-007.json.gz");
+        assert_eq!(keys_file(7), "keys-007.yaml");
+        assert!(is_keys_secret("dgidgi-gateway-keys-012"));
+        assert!(!is_keys_secret("dgidgi-gateway-keys"));
+        assert!(is_config_map("dgidgi-gateway-config-000"));
+        assert!(is_shard_file("config-123.json.gz") && is_shard_file("keys-001.yaml"));
+        assert!(!is_shard_file("config-12.json.gz") && !is_shard_file("keys-abc.yaml"));
+    }
+
+    #[test]
+    fn a_bucket_is_a_fixed_function_of_the_id() {
+        // Part of the layout's contract: every process and version puts an id in one place.
+        assert_eq!(bucket("team-acme/acme", 1), 0);
+        let first = bucket("team-acme/acme", 64);
+        assert_eq!(first, bucket("team-acme/acme", 64));
+        assert!(first < 64);
+    }
+
+    #[test]
+    fn a_shard_that_inflates_past_the_bound_or_is_not_gzip_is_refused() {
+        assert!(decode_config("config-000.json.gz", b"not gzip").is_err());
+        let shard = ConfigShard::default();
+        let bytes = compress(&shard, "config-000.json.gz").unwrap();
+        assert_eq!(decode_config("config-000.json.gz", &bytes).unwrap(), shard);
+        // The same shard is the same bytes (no time in the gzip header).
+        assert_eq!(bytes, compress(&shard, "config-000.json.gz").unwrap());
+    }
 }

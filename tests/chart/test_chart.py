@@ -734,3 +734,26 @@ def test_traces_go_to_the_otlp_endpoint_when_one_is_set(default):
         assert variables["OTEL_SERVICE_NAME"] == name
         assert variables["OTEL_TRACES_SAMPLER"] == "parentbased_traceidratio"
         assert variables["OTEL_TRACES_SAMPLER_ARG"] == "0.01"
+
+
+def test_config_shards_are_written_and_mounted_alike():
+    """With configShards, the operator writes that many shards and every gateway pod mounts
+    exactly those (ConfigMaps `dgidgi-gateway-config-NNN` holding `config-NNN.json.gz`, Secrets
+    `dgidgi-gateway-keys-NNN` holding `keys-NNN.yaml`: the names `config::shards` gives them),
+    in the one projected volume, all optional until the operator has written them."""
+    objects = render({"configShards": 4})
+    args = one(objects, "Deployment", "dgidgi-operator")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--config-shards=4" in args
+    pod = one(objects, "StatefulSet", "dgidgi-gateway")["spec"]["template"]["spec"]
+    sources = next(v for v in pod["volumes"] if v["name"] == "config")["projected"]["sources"]
+    assert len(sources) == 3 + 2 * 4
+    for n in range(4):
+        number = f"{n:03d}"
+        assert {"configMap": {"name": f"dgidgi-gateway-config-{number}", "optional": True,
+                              "items": [{"key": f"config-{number}.json.gz",
+                                         "path": f"config-{number}.json.gz"}]}} in sources
+        assert {"secret": {"name": f"dgidgi-gateway-keys-{number}", "optional": True,
+                           "items": [{"key": f"keys-{number}.yaml",
+                                      "path": f"keys-{number}.yaml"}]}} in sources
+    default_args = one(render(), "Deployment", "dgidgi-operator")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--config-shards=1" in default_args
