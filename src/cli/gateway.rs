@@ -213,7 +213,7 @@ fn serve_local(serve: &ServeArgs) -> anyhow::Result<ExitCode> {
     let inputs = state.join("inputs.yaml");
     super::files::write_atomic(&inputs, super::config::local_inputs()?.as_bytes(), false)?;
     let config_dir = state.join("config");
-    let output = super::render::render_to(
+    let (output, _) = super::render::render_to(
         std::slice::from_ref(&inputs),
         None,
         Some(&config_dir),

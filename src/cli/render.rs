@@ -11,8 +11,8 @@ use k8s_openapi::jiff::Timestamp;
 use super::files::write_atomic;
 use crate::config::{ACCESS_KEYS_FILE, KEY_STORE_FILE, MASTER_KEY_FILE};
 use crate::render::manifests::{
-    MANAGED_BY, MANAGED_BY_LABEL, MANIFESTS_DIR, OutputFile, STATUS_FILE, config_dir_files,
-    manifest_files,
+    Documents, MANAGED_BY, MANAGED_BY_LABEL, MANIFESTS_DIR, OutputFile, STATUS_FILE,
+    access_keys_yaml, config_dir_files_of, documents, manifest_files_of,
 };
 use crate::render::{DEFAULT_PLATFORM_NAMESPACE, InputLoader, RenderContext, RenderOutput, render};
 
@@ -55,7 +55,7 @@ pub struct RenderArgs {
 
 /// Runs `dgidgi render`.
 pub fn run(args: &RenderArgs) -> anyhow::Result<ExitCode> {
-    let output = render_to(
+    let (output, oversized) = render_to(
         &args.inputs,
         args.out.as_deref(),
         args.config_dir.as_deref(),
@@ -64,7 +64,6 @@ pub fn run(args: &RenderArgs) -> anyhow::Result<ExitCode> {
     )?;
 
     let not_ready = output.report.not_ready();
-    let oversized = oversized_objects(&output);
     if args.strict && !(not_ready.is_empty() && oversized.is_empty()) {
         for line in &not_ready {
             eprintln!("not ready: {line}");
@@ -80,11 +79,8 @@ pub fn run(args: &RenderArgs) -> anyhow::Result<ExitCode> {
 /// The rendered objects whose data Kubernetes would refuse (over 1 MiB), and the shards past
 /// the 256 KiB a shard is kept under (client-side apply's annotation doubles an object),
 /// described.
-pub fn oversized_objects(output: &RenderOutput) -> Vec<String> {
+pub fn oversized_objects(docs: &Documents) -> Vec<String> {
     use crate::config::shards;
-    let Ok(docs) = crate::render::manifests::documents(output) else {
-        return Vec::new();
-    };
     let mut found: Vec<String> = [
         (
             "the gateway config (ConfigMap dgidgi-gateway-config)",
@@ -129,14 +125,15 @@ pub fn oversized_objects(output: &RenderOutput) -> Vec<String> {
 }
 
 /// Reads `inputs` (and earlier outputs found in `out` and `config_dir`), renders, and writes
-/// whichever outputs were asked for. Shared by `render` and `up`.
+/// whichever outputs were asked for. Shared by `render` and `up`. Returns the output and the
+/// objects too large for Kubernetes ([`oversized_objects`]), already logged.
 pub fn render_to(
     inputs: &[PathBuf],
     out: Option<&Path>,
     config_dir: Option<&Path>,
     namespace: &str,
     shards: u32,
-) -> anyhow::Result<RenderOutput> {
+) -> anyhow::Result<(RenderOutput, Vec<String>)> {
     let mut loader = InputLoader::new(namespace)?;
     if let Some(dir) = config_dir {
         load_config_dir(&mut loader, dir)?;
@@ -155,16 +152,30 @@ pub fn render_to(
         anyhow::bail!("{problem}");
     }
 
-    if let Some(dir) = config_dir {
-        write_files(dir, &config_dir_files(&output)?)?;
+    // Serialized once for every output and check: at 100,000 tenants the compressed shards
+    // alone take seconds.
+    let (docs, access_keys) = std::thread::scope(|scope| {
+        let access_keys = config_dir.map(|_| scope.spawn(|| access_keys_yaml(&output)));
+        let docs = documents(&output);
+        let access_keys = access_keys.map(|handle| {
+            handle
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        });
+        (docs, access_keys)
+    });
+    let docs = docs?;
+    if let (Some(dir), Some(access_keys)) = (config_dir, access_keys) {
+        write_files(dir, &config_dir_files_of(&docs, access_keys?)?)?;
     }
     if let Some(dir) = out {
-        let files = manifest_files(&output)?;
+        let files = manifest_files_of(&output, &docs)?;
         write_files(dir, &files)?;
         prune_stale(&dir.join(MANIFESTS_DIR), dir, &files)?;
     }
-    summarize(&output);
-    Ok(output)
+    let oversized = oversized_objects(&docs);
+    summarize(&output, &docs, &oversized);
+    Ok((output, oversized))
 }
 
 /// "Now", or `SOURCE_DATE_EPOCH` for reproducible pipelines.
@@ -340,7 +351,7 @@ fn prune_stale(manifests: &Path, out: &Path, written: &[OutputFile]) -> anyhow::
     Ok(())
 }
 
-fn summarize(output: &RenderOutput) {
+fn summarize(output: &RenderOutput, docs: &Documents, oversized: &[String]) {
     let report = &output.report;
     let not_ready = report.not_ready().len();
     tracing::info!(
@@ -351,12 +362,10 @@ fn summarize(output: &RenderOutput) {
         not_ready,
         "rendered"
     );
-    for problem in oversized_objects(output) {
+    for problem in oversized {
         tracing::error!(problem = ?problem, "a rendered object is too large for Kubernetes");
     }
-    if let Ok(docs) = crate::render::manifests::documents(output)
-        && (OBJECT_WARN_BYTES..=OBJECT_LIMIT_BYTES).contains(&docs.gateway_config.len())
-    {
+    if (OBJECT_WARN_BYTES..=OBJECT_LIMIT_BYTES).contains(&docs.gateway_config.len()) {
         tracing::warn!(
             bytes = docs.gateway_config.len(),
             "the gateway config is close to the 1 MiB ConfigMap limit"

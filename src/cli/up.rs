@@ -57,7 +57,7 @@ pub fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
     };
     let out = state.join("out");
     let config_dir = state.join("config");
-    let output = super::render::render_to(
+    let (output, _) = super::render::render_to(
         std::slice::from_ref(&source),
         Some(&out),
         Some(&config_dir),

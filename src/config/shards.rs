@@ -290,10 +290,12 @@ fn compress(shard: &ConfigShard, file: &str) -> Result<Vec<u8>, ShardError> {
     };
     let json = serde_json::to_vec(shard).map_err(|error| failed(error.to_string()))?;
     // The gzip header carries no time or name, so the same shard is always the same bytes
-    // (GitOps diffs and the operator's comparisons see only real changes).
+    // (GitOps diffs and the operator's comparisons see only real changes). The fastest level:
+    // the default one took a tenth of a 100,000-tenant `dgidgi render` for shards a fifth
+    // smaller.
     let mut encoder = flate2::GzBuilder::new()
         .mtime(0)
-        .write(Vec::new(), flate2::Compression::default());
+        .write(Vec::new(), flate2::Compression::fast());
     encoder
         .write_all(&json)
         .map_err(|error| failed(error.to_string()))?;

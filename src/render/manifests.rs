@@ -267,26 +267,34 @@ fn yaml<T: serde::Serialize>(object: &T, what: &'static str) -> Result<Vec<u8>, 
 /// Manifests for `--out`: `manifests/<namespace>/<kind>-<name>.yaml` per object, plus
 /// `status.yaml`.
 pub fn manifest_files(output: &RenderOutput) -> Result<Vec<OutputFile>, RenderError> {
-    let docs = documents(output)?;
+    manifest_files_of(output, &documents(output)?)
+}
+
+/// [`manifest_files`] of documents already serialized (the CLI serializes them once for every
+/// output and check).
+pub fn manifest_files_of(
+    output: &RenderOutput,
+    docs: &Documents,
+) -> Result<Vec<OutputFile>, RenderError> {
     let platform = &output.config.platform_namespace;
     let mut files = vec![
         OutputFile {
             path: format!("{MANIFESTS_DIR}/{platform}/configmap-{CONFIG_MAP_NAME}.yaml"),
-            bytes: yaml(&config_map(output, &docs), "the ConfigMap")?,
+            bytes: yaml(&config_map(output, docs), "the ConfigMap")?,
             private: false,
         },
         OutputFile {
             path: format!("{MANIFESTS_DIR}/{platform}/secret-{KEY_STORE_SECRET_NAME}.yaml"),
-            bytes: yaml(&key_store_secret(output, &docs), "the key store Secret")?,
+            bytes: yaml(&key_store_secret(output, docs), "the key store Secret")?,
             private: true,
         },
         OutputFile {
             path: format!("{MANIFESTS_DIR}/{platform}/secret-{MASTER_KEY_SECRET_NAME}.yaml"),
-            bytes: yaml(&key_ring_secret(output, &docs), "the master key Secret")?,
+            bytes: yaml(&key_ring_secret(output, docs), "the master key Secret")?,
             private: true,
         },
     ];
-    for map in config_shard_maps(output, &docs) {
+    for map in config_shard_maps(output, docs) {
         let name = map.metadata.name.clone().unwrap_or_default();
         files.push(OutputFile {
             path: format!("{MANIFESTS_DIR}/{platform}/configmap-{name}.yaml"),
@@ -294,7 +302,7 @@ pub fn manifest_files(output: &RenderOutput) -> Result<Vec<OutputFile>, RenderEr
             private: false,
         });
     }
-    for shard in key_store_shard_secrets(output, &docs) {
+    for shard in key_store_shard_secrets(output, docs) {
         let name = shard.metadata.name.clone().unwrap_or_default();
         files.push(OutputFile {
             path: format!("{MANIFESTS_DIR}/{platform}/secret-{name}.yaml"),
@@ -325,29 +333,38 @@ pub fn manifest_files(output: &RenderOutput) -> Result<Vec<OutputFile>, RenderEr
 pub fn config_dir_files(output: &RenderOutput) -> Result<Vec<OutputFile>, RenderError> {
     // The two large texts (the config and the access key Secrets, each linear in tenants) are
     // written on two threads: at 10,000 tenants YAML output is a third of `dgidgi render`.
-    let access_keys_yaml = || {
-        let list = serde_json::json!({
-            "apiVersion": "v1",
-            "kind": "List",
-            "items": output.access_keys.iter().map(access_key_secret).collect::<Vec<_>>(),
-        });
-        yaml(&list, "the access keys")
-    };
     let (docs, access_keys) = std::thread::scope(|scope| {
         // No thread to be had (a process at its limit): the same work, one after the other.
         let access_keys = std::thread::Builder::new()
             .name("render-access-keys".into())
-            .spawn_scoped(scope, access_keys_yaml);
+            .spawn_scoped(scope, || access_keys_yaml(output));
         let docs = documents(output);
         let access_keys = match access_keys {
             Ok(handle) => handle
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-            Err(_) => access_keys_yaml(),
+            Err(_) => access_keys_yaml(output),
         };
         (docs, access_keys)
     });
-    let docs = docs?;
+    config_dir_files_of(&docs?, access_keys?)
+}
+
+/// The access key Secrets as one YAML `List` (what a config directory keeps of them).
+pub fn access_keys_yaml(output: &RenderOutput) -> Result<Vec<u8>, RenderError> {
+    let list = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "List",
+        "items": output.access_keys.iter().map(access_key_secret).collect::<Vec<_>>(),
+    });
+    yaml(&list, "the access keys")
+}
+
+/// [`config_dir_files`] of documents and access keys already serialized.
+pub fn config_dir_files_of(
+    docs: &Documents,
+    access_keys: Vec<u8>,
+) -> Result<Vec<OutputFile>, RenderError> {
     // Order matters for a gateway watching the directory: key material first, config last, so
     // the config never refers to a row that is not there yet; the shards before the index that
     // names them.
@@ -374,22 +391,22 @@ pub fn config_dir_files(output: &RenderOutput) -> Result<Vec<OutputFile>, Render
     files.extend([
         OutputFile {
             path: MASTER_KEY_FILE.to_owned(),
-            bytes: docs.key_ring.into_bytes(),
+            bytes: docs.key_ring.clone().into_bytes(),
             private: true,
         },
         OutputFile {
             path: KEY_STORE_FILE.to_owned(),
-            bytes: docs.key_store.into_bytes(),
+            bytes: docs.key_store.clone().into_bytes(),
             private: true,
         },
         OutputFile {
             path: ACCESS_KEYS_FILE.to_owned(),
-            bytes: access_keys?,
+            bytes: access_keys,
             private: true,
         },
         OutputFile {
             path: GATEWAY_CONFIG_FILE.to_owned(),
-            bytes: docs.gateway_config.into_bytes(),
+            bytes: docs.gateway_config.clone().into_bytes(),
             private: false,
         },
     ]);

@@ -34,7 +34,7 @@ pub struct CredentialRow {
 /// Every provider's outcome.
 #[derive(Default)]
 pub struct ResolvedProviders {
-    /// Ready providers' configs, sorted by id.
+    /// Ready providers' configs, in (namespace, name) order.
     pub configs: Vec<ProviderConfig>,
     /// Index into `configs` by namespace/name.
     pub ready: BTreeMap<ObjectKey, usize>,
@@ -57,9 +57,15 @@ impl ResolvedProviders {
         &'a self,
         namespace: &'a str,
     ) -> impl Iterator<Item = &'a ProviderConfig> + 'a {
-        self.configs
+        // `configs` is in (namespace, name) order (the inputs' order), so a namespace's
+        // providers are one contiguous run: found by halves, not by a scan of every provider for
+        // every tenant (10,000 providers × 100,000 tenants).
+        let start = self
+            .configs
+            .partition_point(|p| p.namespace.as_str() < namespace);
+        self.configs[start..]
             .iter()
-            .filter(move |p| p.namespace == namespace)
+            .take_while(move |p| p.namespace == namespace)
     }
 }
 
