@@ -32,6 +32,8 @@ struct Cluster {
     seed: u64,
     /// The tiers in force across passes, as the controller keeps them.
     platform: PlatformTiers,
+    /// The operator's `--config-shards` (0 here: the default, 1).
+    shards: u32,
 }
 
 fn to_json(yaml: &str) -> Vec<Value> {
@@ -132,6 +134,7 @@ impl Cluster {
     fn pass(&mut self) -> Decision {
         self.seed += 1;
         let mut ctx = RenderContext::new(PLATFORM, common::now());
+        ctx.shards = self.shards.max(1);
         ctx.tiers = match self.platform.update_from(&self.observed, PLATFORM) {
             TiersInForce::Configured(tiers) | TiersInForce::LastGood(tiers, _) => tiers,
             TiersInForce::Hold(problem) => panic!("no last good configuration: {problem}"),
@@ -250,6 +253,78 @@ fn first_pass_writes_key_material_then_config_then_statuses_then_events() {
     let ready = cluster.condition(ResourceKind::LlmTenant, "team-acme", "acme", "Ready");
     assert_eq!(ready["status"], "True");
     assert_eq!(ready["observedGeneration"], 1);
+}
+
+/// With `--config-shards`, a change to one tenant writes its shard and the index, a rotated
+/// tenant key its key shard and the index, and an unchanged cluster nothing.
+#[test]
+fn with_shards_one_tenants_change_writes_its_shard_and_the_index() {
+    use dgidgi::config::shards;
+    let mut cluster =
+        Cluster::from_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/quickstart"));
+    cluster.shards = 4;
+    let first = kinds(&cluster.pass().writes);
+    for number in 0..4 {
+        assert!(first.contains(&format!(
+            "ApplyConfigMap({PLATFORM}/{})",
+            shards::config_map_name(number)
+        )));
+        assert!(first.contains(&format!(
+            "ApplySecret({PLATFORM}/{})",
+            shards::keys_secret_name(number)
+        )));
+    }
+    // The shards go before the index that names them.
+    let index = first
+        .iter()
+        .position(|w| w == &format!("ApplyConfigMap({PLATFORM}/dgidgi-gateway-config)"))
+        .unwrap();
+    assert!(
+        first[..index]
+            .iter()
+            .filter(|w| w.starts_with("ApplyConfigMap"))
+            .count()
+            == 4
+    );
+    assert!(
+        cluster.pass().writes.is_empty(),
+        "an unchanged cluster writes nothing"
+    );
+
+    cluster.apply_yaml(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: late-comer}\n---\n\
+         apiVersion: llm.dgidgi.io/v1alpha1\nkind: LlmTenant\nmetadata: {name: t, namespace: late-comer}\nspec: {}\n",
+    );
+    let writes: Vec<String> = kinds(&cluster.pass().writes)
+        .into_iter()
+        .filter(|w| w.starts_with("ApplyConfigMap") || w.starts_with("ApplySecret(dgidgi-system"))
+        .collect();
+    assert_eq!(
+        writes,
+        [
+            format!(
+                "ApplyConfigMap({PLATFORM}/{})",
+                shards::config_map_name(shards::bucket("late-comer/t", 4))
+            ),
+            format!("ApplyConfigMap({PLATFORM}/dgidgi-gateway-config)"),
+        ]
+    );
+
+    cluster.apply_yaml(
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: globex-openai, namespace: team-globex}\n\
+         stringData: {apiKey: sk-globex-rotated-key}\n",
+    );
+    assert_eq!(
+        kinds(&cluster.pass().writes),
+        [
+            format!(
+                "ApplySecret({PLATFORM}/{})",
+                shards::keys_secret_name(shards::bucket("team-globex/my-openai", 4))
+            ),
+            format!("ApplyConfigMap({PLATFORM}/dgidgi-gateway-config)"),
+        ],
+        "a rotated tenant key rewrites its key shard, and the index naming its digest"
+    );
 }
 
 #[test]
