@@ -226,3 +226,30 @@ fn shards_stay_under_256_kib_and_the_layout_is_stable_across_processes() {
         .collect();
     assert_eq!(spread.len(), 16, "ids spread over every bucket");
 }
+
+#[test]
+fn manifests_of_a_sharded_render_read_back_as_earlier_outputs() {
+    // `dgidgi render --out` reads its earlier manifests back: the shard ConfigMaps are known
+    // outputs (no warning), and the key shard Secrets give back every stored key.
+    let yaml = fleet::fleet(120);
+    let mut loader = InputLoader::new("dgidgi-system").unwrap();
+    loader.add_yaml("fleet.yaml", &yaml).unwrap();
+    let mut ctx = RenderContext::new("dgidgi-system", common::now());
+    ctx.shards = 4;
+    let output = render(loader.finish(), &ctx, &mut ChaCha20Rng::seed_from_u64(7)).unwrap();
+    let mut again = InputLoader::new("dgidgi-system").unwrap();
+    for file in dgidgi::render::manifests::manifest_files(&output).unwrap() {
+        if file.path.ends_with(".yaml") && file.path.starts_with("manifests/dgidgi-system/") {
+            again
+                .add_yaml(&file.path, std::str::from_utf8(&file.bytes).unwrap())
+                .unwrap();
+        }
+    }
+    assert_eq!(again.warnings(), &[] as &[String]);
+    let previous = again
+        .finish()
+        .previous
+        .key_store
+        .expect("the key store is read back");
+    assert_eq!(previous, output.key_store);
+}

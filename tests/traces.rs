@@ -336,17 +336,7 @@ async fn a_limit_that_refuses_a_request_is_an_event_of_its_span() {
     let key = gateway.key();
     let mut statuses = Vec::new();
     for _ in 0..2 {
-        let body = json!({"model": "mock-fast", "messages": [{"role": "user", "content": "hi"}]});
-        let answer = common::http::send(
-            gateway.running.api,
-            "POST",
-            "/v1/chat/completions",
-            Some(&key),
-            Some(body.to_string()),
-        )
-        .await
-        .unwrap();
-        statuses.push(answer.0);
+        statuses.push(common::http::chat_hi(gateway.running.api, &key).await.0);
     }
     assert_eq!(statuses, [200, 429]);
     let flushing = traces.clone();
@@ -427,16 +417,7 @@ async fn a_hung_collector_costs_dropped_spans_not_memory() {
     let mut gateway =
         common::gateway::spawn_gateway_in_env(dir.path(), &[], &[], &env, (null(), null())).await;
     for _ in 0..REQUESTS {
-        let body = json!({"model": "mock-fast", "messages": [{"role": "user", "content": "hi"}]});
-        let (status, _, answer) = common::http::send(
-            gateway.api,
-            "POST",
-            "/v1/chat/completions",
-            Some(&key),
-            Some(body.to_string()),
-        )
-        .await
-        .unwrap();
+        let (status, answer) = common::http::chat_hi(gateway.api, &key).await;
         assert_eq!(status, 200, "{answer}");
     }
     // The collector recovers: the spans still queued arrive, the rest were dropped.

@@ -343,9 +343,12 @@ impl InputLoader {
             }
             ("v1", "Secret") => self.add_secret(source_name, key, &value)?,
             ("v1", "ConfigMap")
-                if key.namespace == self.platform_namespace && key.name == CONFIG_MAP_NAME =>
+                if key.namespace == self.platform_namespace
+                    && (key.name == CONFIG_MAP_NAME
+                        || crate::config::shards::is_config_map(&key.name)) =>
             {
-                // An earlier render's output: derived entirely from the other inputs.
+                // An earlier render's output (the config, or one of its shards): derived
+                // entirely from the other inputs.
             }
             ("v1", "ConfigMap")
                 if key.namespace == self.platform_namespace

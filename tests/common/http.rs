@@ -33,6 +33,23 @@ pub async fn send(
     send_with(address, method, path, &headers, body).await
 }
 
+/// A chat completion for the built-in mock's `mock-fast` saying "hi", with `key`: its status
+/// and body.
+pub async fn chat_hi(address: SocketAddr, key: &str) -> (u16, String) {
+    let body = serde_json::json!({"model": "mock-fast",
+        "messages": [{"role": "user", "content": "hi"}]});
+    let (status, _, answer) = send(
+        address,
+        "POST",
+        "/v1/chat/completions",
+        Some(key),
+        Some(body.to_string()),
+    )
+    .await
+    .expect("the gateway answers");
+    (status, answer)
+}
+
 /// Sends `method path` with the given headers (and `content-type: application/json` with a
 /// body); `None` if the connection failed. A body that breaks mid-way reads as
 /// `<body error: …>`, so a test can see what arrived before.
