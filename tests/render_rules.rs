@@ -1621,3 +1621,46 @@ fn claude_on_a_regional_vertex_endpoint_is_priced_ten_percent_above_the_global_o
         "https://us-east5-aiplatform.googleapis.com"
     );
 }
+
+/// A large input is checked on every core in batches; what it yields is exactly what the same
+/// documents yield one by one: the same resources, the same invalid ones with the same
+/// messages, in the same order.
+#[test]
+fn a_large_input_checked_in_parallel_yields_what_one_by_one_does() {
+    let mut yaml = String::new();
+    for i in 0..600 {
+        let spec = match i % 50 {
+            7 => "{budget: {monthlyUsd: -3}}".to_owned(),
+            13 => "{limits: {requestsPerMinute: 10}, sourcee: tenant}".to_owned(),
+            21 => "{source: cli}".to_owned(),
+            _ => format!("{{limits: {{requestsPerMinute: {}}}}}", 10 + i),
+        };
+        yaml.push_str(&format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: ns-{i}}}\n---\napiVersion: llm.dgidgi.io/v1alpha1\nkind: LlmTenant\nmetadata: {{name: t, namespace: ns-{i}}}\nspec: {spec}\n---\n"
+        ));
+    }
+    let mut together = dgidgi::render::InputLoader::new("dgidgi-system").unwrap();
+    together.add_yaml("fleet.yaml", &yaml).unwrap();
+    let mut one_by_one = dgidgi::render::InputLoader::new("dgidgi-system").unwrap();
+    for document in yaml.split("---\n").filter(|d| !d.trim().is_empty()) {
+        one_by_one.add_yaml("fleet.yaml", document).unwrap();
+    }
+    let (together, one_by_one) = (together.finish(), one_by_one.finish());
+    assert_eq!(together.tenants.len(), one_by_one.tenants.len());
+    assert!(together.tenants.len() > 500, "the valid ones are in");
+    let invalid = |input: &dgidgi::render::RenderInput| {
+        input
+            .invalid
+            .iter()
+            .map(|r| format!("{} {}", r.key, r.message))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(invalid(&together), invalid(&one_by_one));
+    assert!(invalid(&together).len() >= 24, "{:?}", invalid(&together));
+    for (key, tenant) in &together.tenants {
+        assert_eq!(
+            serde_json::to_value(tenant).unwrap(),
+            serde_json::to_value(&one_by_one.tenants[key]).unwrap()
+        );
+    }
+}

@@ -72,6 +72,20 @@ struct KindRules {
 }
 
 /// The three CRDs' rules, compiled once.
+/// How many documents are parsed before their custom resources are checked together.
+const CHECK_BATCH: usize = 4096;
+
+/// Below this many documents a batch is checked one by one (threads cost more than they save).
+const MIN_PARALLEL_CHECKS: usize = 256;
+
+/// A custom resource checked ahead of being added: its typed form, or why it is invalid
+/// (boxed: the typed forms differ in size by hundreds of bytes).
+enum Checked {
+    Provider(Box<Result<LlmProvider, String>>),
+    Tenant(Box<Result<LlmTenant, String>>),
+    Policy(Box<Result<RoutingPolicy, String>>),
+}
+
 struct SchemaRules {
     validator: Validator,
     provider: KindRules,
@@ -111,6 +125,84 @@ impl SchemaRules {
             provider: compiled_rules::<LlmProvider>("LlmProvider")?,
             tenant: compiled_rules::<LlmTenant>("LlmTenant")?,
             policy: compiled_rules::<RoutingPolicy>("RoutingPolicy")?,
+        })
+    }
+
+    /// A custom resource's typed form as the API server would accept it: typed parse, no
+    /// unknown fields, the schema's checks and its CEL rules; else why not.
+    fn resource<K>(&self, kind: ResourceKind, value: &Value) -> Result<K, String>
+    where
+        K: DeserializeOwned + serde::Serialize,
+    {
+        let resource = serde_path_to_error::deserialize::<_, K>(value.clone()).map_err(|e| {
+            let path = e.path().to_string();
+            let message = redact::serde_message(&e.into_inner().to_string());
+            if path == "." {
+                message
+            } else {
+                format!("{path}: {message}")
+            }
+        })?;
+        let json =
+            serde_json::to_value(&resource).map_err(|e| redact::serde_message(&e.to_string()))?;
+        let given =
+            serde_json::to_value(value).map_err(|e| redact::serde_message(&e.to_string()))?;
+        let mut unknown = Vec::new();
+        unknown_fields(given.get("spec"), json.get("spec"), "spec", &mut unknown);
+        if !unknown.is_empty() {
+            return Err(format!("unknown field(s) {}", unknown.join(", ")));
+        }
+        self.check(kind, &json)?;
+        Ok(resource)
+    }
+
+    /// The custom resources of a batch of documents checked on every core (`None` for every
+    /// other document, and for all of a batch too small to be worth the threads).
+    fn check_all(&self, batch: &[(usize, Value)]) -> Vec<Option<Checked>> {
+        let check_one = |value: &Value| -> Option<Checked> {
+            if value.get("apiVersion").and_then(Value::as_str) != Some(API_VERSION) {
+                return None;
+            }
+            Some(match value.get("kind").and_then(Value::as_str)? {
+                "LlmProvider" => {
+                    Checked::Provider(Box::new(self.resource(ResourceKind::LlmProvider, value)))
+                }
+                "LlmTenant" => {
+                    Checked::Tenant(Box::new(self.resource(ResourceKind::LlmTenant, value)))
+                }
+                "RoutingPolicy" => {
+                    Checked::Policy(Box::new(self.resource(ResourceKind::RoutingPolicy, value)))
+                }
+                _ => return None,
+            })
+        };
+        let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        if threads < 2 || batch.len() < MIN_PARALLEL_CHECKS {
+            return batch.iter().map(|_| None).collect();
+        }
+        let per_thread = batch.len().div_ceil(threads);
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = batch
+                .chunks(per_thread)
+                .map(|chunk| {
+                    std::thread::Builder::new()
+                        .name("render-check".into())
+                        .spawn_scoped(scope, move || {
+                            chunk.iter().map(|(_, value)| check_one(value)).collect()
+                        })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .zip(batch.chunks(per_thread))
+                .flat_map(|(worker, chunk)| match worker {
+                    Ok(handle) => handle
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                    // No thread to be had: checked one by one when added.
+                    Err(_) => chunk.iter().map(|_| None).collect::<Vec<_>>(),
+                })
+                .collect()
         })
     }
 
@@ -190,9 +282,26 @@ impl InputLoader {
     /// Adds every document of a (multi-document) YAML text. `source_name` labels errors.
     pub fn add_yaml(&mut self, source_name: &str, text: &str) -> Result<(), InputError> {
         use serde::Deserialize as _;
-        for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
-            let value = Value::deserialize(document).map_err(|e| yaml_error(source_name, &e))?;
-            self.add_value(source_name, index, value)?;
+        // Parsed in batches whose custom resources are checked (typed parse, schema, CEL) on
+        // every core before they are added in order: the checks are most of reading a large
+        // fleet, and a batch bounds what is held at once.
+        let mut documents = serde_yaml::Deserializer::from_str(text)
+            .enumerate()
+            .peekable();
+        while documents.peek().is_some() {
+            let batch = documents
+                .by_ref()
+                .take(CHECK_BATCH)
+                .map(|(index, document)| {
+                    Value::deserialize(document)
+                        .map(|value| (index, value))
+                        .map_err(|e| yaml_error(source_name, &e))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let checked = self.rules.check_all(&batch);
+            for ((index, value), checked) in batch.into_iter().zip(checked) {
+                self.add_value(source_name, index, value, checked)?;
+            }
         }
         Ok(())
     }
@@ -269,6 +378,7 @@ impl InputLoader {
         source_name: &str,
         index: usize,
         value: Value,
+        checked: Option<Checked>,
     ) -> Result<(), InputError> {
         if value.is_null() {
             return Ok(());
@@ -286,7 +396,7 @@ impl InputLoader {
         if kind == "List" || kind.ends_with("List") && value.get("items").is_some() {
             if let Some(Value::Sequence(items)) = value.get("items").cloned() {
                 for item in items {
-                    self.add_value(source_name, index, item)?;
+                    self.add_value(source_name, index, item, None)?;
                 }
             }
             return Ok(());
@@ -362,22 +472,31 @@ impl InputLoader {
                 self.input.platform_config = Some(text.unwrap_or_default().to_owned());
             }
             (API_VERSION, "LlmProvider") => {
-                self.add_resource::<LlmProvider>(ResourceKind::LlmProvider, key, value, |input| {
+                let checked = match checked {
+                    Some(Checked::Provider(checked)) => Some(*checked),
+                    _ => None,
+                };
+                self.add_resource(ResourceKind::LlmProvider, key, value, checked, |input| {
                     &mut input.providers
                 });
             }
             (API_VERSION, "LlmTenant") => {
-                self.add_resource::<LlmTenant>(ResourceKind::LlmTenant, key, value, |input| {
+                let checked = match checked {
+                    Some(Checked::Tenant(checked)) => Some(*checked),
+                    _ => None,
+                };
+                self.add_resource(ResourceKind::LlmTenant, key, value, checked, |input| {
                     &mut input.tenants
                 });
             }
             (API_VERSION, "RoutingPolicy") => {
-                self.add_resource::<RoutingPolicy>(
-                    ResourceKind::RoutingPolicy,
-                    key,
-                    value,
-                    |input| &mut input.policies,
-                );
+                let checked = match checked {
+                    Some(Checked::Policy(checked)) => Some(*checked),
+                    _ => None,
+                };
+                self.add_resource(ResourceKind::RoutingPolicy, key, value, checked, |input| {
+                    &mut input.policies
+                });
             }
             _ => {
                 let message = format!(
@@ -432,11 +551,14 @@ impl InputLoader {
         Ok(())
     }
 
+    /// Adds a custom resource: its check (`checked`, when done ahead on a worker thread, else
+    /// done here) decides whether it is stored or reported invalid.
     fn add_resource<K>(
         &mut self,
         kind: ResourceKind,
         key: ObjectKey,
         value: Value,
+        checked: Option<Result<K, String>>,
         store: impl FnOnce(&mut RenderInput) -> &mut BTreeMap<ObjectKey, K>,
     ) where
         K: DeserializeOwned + serde::Serialize + kube::Resource,
@@ -448,29 +570,7 @@ impl InputLoader {
         self.input
             .invalid
             .retain(|r| !(r.kind == kind && r.key == key));
-        let parsed = serde_path_to_error::deserialize::<_, K>(value.clone())
-            .map_err(|e| {
-                let path = e.path().to_string();
-                let message = redact::serde_message(&e.into_inner().to_string());
-                if path == "." {
-                    message
-                } else {
-                    format!("{path}: {message}")
-                }
-            })
-            .and_then(|resource| {
-                let json = serde_json::to_value(&resource)
-                    .map_err(|e| redact::serde_message(&e.to_string()))?;
-                let given = serde_json::to_value(&value)
-                    .map_err(|e| redact::serde_message(&e.to_string()))?;
-                let mut unknown = Vec::new();
-                unknown_fields(given.get("spec"), json.get("spec"), "spec", &mut unknown);
-                if !unknown.is_empty() {
-                    return Err(format!("unknown field(s) {}", unknown.join(", ")));
-                }
-                self.rules.check(kind, &json)?;
-                Ok(resource)
-            });
+        let parsed = checked.unwrap_or_else(|| self.rules.resource(kind, &value));
         match parsed {
             Ok(mut resource) => {
                 let meta = resource.meta_mut();
