@@ -115,6 +115,9 @@ impl Observed {
     /// current statuses as the previous report (so unchanged conditions keep their times).
     pub fn render_input(&self, platform_namespace: &str) -> Result<RenderInput, ObserveError> {
         let mut loader = InputLoader::new(platform_namespace)?;
+        // Every object as a document, in one batch the loader checks on every core (no YAML
+        // text in between: writing and reading it back was most of a large fleet's pass).
+        let mut documents = Vec::new();
         for (key, namespace) in &self.namespaces {
             let slim = Namespace {
                 metadata: kube::api::ObjectMeta {
@@ -125,7 +128,7 @@ impl Observed {
                 },
                 ..Default::default()
             };
-            add(&mut loader, "Namespace", key, &slim)?;
+            documents.push(document("Namespace", key, &slim)?);
         }
         // Key material first: the loader wants the ring before anything that may use it.
         for (key, secret) in &self.secrets {
@@ -141,7 +144,7 @@ impl Observed {
                     type_: secret.type_.clone(),
                     ..Default::default()
                 };
-                add(&mut loader, "Secret", key, &slim)?;
+                documents.push(document("Secret", key, &slim)?);
             }
         }
         for kind in [
@@ -150,14 +153,14 @@ impl Observed {
             ResourceKind::RoutingPolicy,
         ] {
             for (key, object) in self.resources(kind) {
-                add(
-                    &mut loader,
+                documents.push(document(
                     kind.as_str(),
                     key,
                     &resource_document(kind, object),
-                )?;
+                )?);
             }
         }
+        loader.add_values("the cluster", documents)?;
         let mut input = loader.finish();
         input.platform_config = self.platform_config(platform_namespace).map(str::to_owned);
         input.previous.report = Some(self.current_report());
@@ -287,19 +290,17 @@ fn resource_document(kind: ResourceKind, object: &DynamicObject) -> Value {
     Value::Object(document)
 }
 
-fn add<T: serde::Serialize>(
-    loader: &mut InputLoader,
+/// An object as a document of render's input.
+fn document<T: serde::Serialize>(
     kind: &'static str,
     key: &ObjectKey,
     object: &T,
-) -> Result<(), ObserveError> {
-    let text = serde_yaml::to_string(object).map_err(|e| ObserveError::Serialize {
+) -> Result<serde_yaml::Value, ObserveError> {
+    serde_yaml::to_value(object).map_err(|e| ObserveError::Serialize {
         kind,
         key: key.clone(),
         message: crate::redact::serde_message(&e.to_string()),
-    })?;
-    loader.add_yaml(&format!("cluster {kind} {key}"), &text)?;
-    Ok(())
+    })
 }
 
 /// Secrets this operator just wrote, remembered until the watch shows them. Render generates

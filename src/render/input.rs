@@ -298,10 +298,31 @@ impl InputLoader {
                         .map_err(|e| yaml_error(source_name, &e))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            let checked = self.rules.check_all(&batch);
-            for ((index, value), checked) in batch.into_iter().zip(checked) {
-                self.add_value(source_name, index, value, checked)?;
-            }
+            self.add_batch(source_name, batch)?;
+        }
+        Ok(())
+    }
+
+    /// Adds documents already parsed (the operator's stores: no YAML text in between), as
+    /// [`InputLoader::add_yaml`] adds a file's.
+    pub fn add_values(&mut self, source_name: &str, values: Vec<Value>) -> Result<(), InputError> {
+        let mut values = values.into_iter().enumerate().peekable();
+        while values.peek().is_some() {
+            let batch: Vec<(usize, Value)> = values.by_ref().take(CHECK_BATCH).collect();
+            self.add_batch(source_name, batch)?;
+        }
+        Ok(())
+    }
+
+    /// Checks a batch's custom resources on every core, then adds its documents in order.
+    fn add_batch(
+        &mut self,
+        source_name: &str,
+        batch: Vec<(usize, Value)>,
+    ) -> Result<(), InputError> {
+        let checked = self.rules.check_all(&batch);
+        for ((index, value), checked) in batch.into_iter().zip(checked) {
+            self.add_value(source_name, index, value, checked)?;
         }
         Ok(())
     }
