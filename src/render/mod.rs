@@ -249,6 +249,14 @@ pub enum RenderError {
         /// The serializer's error.
         source: serde_yaml::Error,
     },
+    /// Serializing an output as JSON failed.
+    #[error("could not serialize {what}: {message}")]
+    Json {
+        /// Which output.
+        what: &'static str,
+        /// The serializer's error.
+        message: String,
+    },
     /// Splitting or writing the shards failed.
     #[error(transparent)]
     Shards(#[from] crate::config::shards::ShardError),
