@@ -330,6 +330,19 @@ pub fn join(
 ) -> (GatewayConfig, KeyStore) {
     index.shards = None;
     let mut keys = index_keys;
+    // Room for everything at once: growing by doubling would hold up to twice the fleet while
+    // the shards are moved in (the gateway's peak memory at 100,000 tenants).
+    index
+        .tenants
+        .reserve_exact(shards.iter().map(|s| s.tenants.len()).sum());
+    index
+        .providers
+        .reserve_exact(shards.iter().map(|s| s.providers.len()).sum());
+    index
+        .routing
+        .reserve_exact(shards.iter().map(|s| s.routing.len()).sum());
+    keys.rows
+        .reserve_exact(key_shards.iter().map(|s| s.rows.len()).sum());
     let mut selected: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for shard in shards {
         index.tenants.extend(shard.tenants);
