@@ -113,6 +113,14 @@ fn compiled_rules<K: CustomResourceExt>(kind: &'static str) -> Result<KindRules,
 /// Puts `value` in `slot`; true if the slot held a different one. Two copies of the same keys
 /// (`dgidgi up` and `render --out --config-dir` read them back from the config directory and
 /// from the rendered Secrets) are one, not a conflict to warn about.
+/// A key store document (or shard) read from `source_name`.
+fn key_store(source_name: &str, bytes: &[u8]) -> Result<KeyStore, InputError> {
+    KeyStore::from_yaml(bytes).map_err(|error| InputError::KeyStore {
+        source_name: source_name.to_owned(),
+        error,
+    })
+}
+
 fn replaced_by_another<T: PartialEq>(slot: &mut Option<T>, value: T) -> bool {
     slot.replace(value)
         .is_some_and(|earlier| Some(&earlier) != slot.as_ref())
@@ -347,10 +355,7 @@ impl InputLoader {
         source_name: &str,
         bytes: &[u8],
     ) -> Result<(), InputError> {
-        let store = KeyStore::from_yaml(bytes).map_err(|error| InputError::KeyStore {
-            source_name: source_name.to_owned(),
-            error,
-        })?;
+        let store = key_store(source_name, bytes)?;
         if replaced_by_another(&mut self.input.previous.key_store, store) {
             self.warn(format!(
                 "key store given more than once; using the one from {source_name}"
@@ -366,11 +371,8 @@ impl InputLoader {
         source_name: &str,
         bytes: &[u8],
     ) -> Result<(), InputError> {
-        let shard = KeyStore::from_yaml(bytes).map_err(|error| InputError::KeyStore {
-            source_name: source_name.to_owned(),
-            error,
-        })?;
-        self.key_shard_rows.extend(shard.rows);
+        self.key_shard_rows
+            .extend(key_store(source_name, bytes)?.rows);
         Ok(())
     }
 
