@@ -14,6 +14,7 @@ pub mod gateway;
 pub mod metering;
 pub mod metrics;
 pub mod operator;
+pub mod parallel;
 pub mod providers;
 pub mod redact;
 pub mod render;

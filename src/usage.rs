@@ -74,9 +74,13 @@ impl FinishReason {
 
     /// The reason a canonical chunk or answer (`choices[0].finish_reason`) names, if any.
     pub fn of_canonical(value: &serde_json::Value) -> Option<Self> {
+        // Looked up member by member: a JSON pointer is parsed again on every call, and this
+        // runs on every chunk of every stream.
         value
-            .pointer("/choices/0/finish_reason")
-            .and_then(serde_json::Value::as_str)
+            .get("choices")?
+            .get(0)?
+            .get("finish_reason")?
+            .as_str()
             .map(Self::from_canonical)
     }
 

@@ -314,15 +314,7 @@ async fn open_long_stream(address: SocketAddr, key: &str) -> (String, Response<I
 }
 
 async fn post(address: SocketAddr, key: &str, body: &serde_json::Value) -> Answer {
-    http::send(
-        address,
-        "POST",
-        "/v1/chat/completions",
-        Some(key),
-        Some(body.to_string()),
-    )
-    .await
-    .expect("the gateway answers")
+    http::post_chat(address, key, body).await
 }
 
 fn ask(model: &str) -> serde_json::Value {

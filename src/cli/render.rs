@@ -12,7 +12,7 @@ use super::files::write_atomic;
 use crate::config::{ACCESS_KEYS_FILE, KEY_STORE_FILE, MASTER_KEY_FILE};
 use crate::render::manifests::{
     Documents, MANAGED_BY, MANAGED_BY_LABEL, MANIFESTS_DIR, OutputFile, STATUS_FILE,
-    access_keys_yaml, config_dir_files_of, documents, manifest_files_of,
+    config_dir_files_of, documents, documents_and_access_keys, manifest_files_of,
 };
 use crate::render::{DEFAULT_PLATFORM_NAMESPACE, InputLoader, RenderContext, RenderOutput, render};
 
@@ -154,20 +154,14 @@ pub fn render_to(
 
     // Serialized once for every output and check: at 100,000 tenants the compressed shards
     // alone take seconds.
-    let (docs, access_keys) = std::thread::scope(|scope| {
-        let access_keys = config_dir.map(|_| scope.spawn(|| access_keys_yaml(&output)));
-        let docs = documents(&output);
-        let access_keys = access_keys.map(|handle| {
-            handle
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-        });
-        (docs, access_keys)
-    });
-    let docs = docs?;
-    if let (Some(dir), Some(access_keys)) = (config_dir, access_keys) {
-        write_files(dir, &config_dir_files_of(&docs, access_keys?)?)?;
-    }
+    let docs = match config_dir {
+        Some(dir) => {
+            let (docs, access_keys) = documents_and_access_keys(&output)?;
+            write_files(dir, &config_dir_files_of(&docs, access_keys)?)?;
+            docs
+        }
+        None => documents(&output)?,
+    };
     if let Some(dir) = out {
         let files = manifest_files_of(&output, &docs)?;
         write_files(dir, &files)?;

@@ -196,7 +196,7 @@ impl Snapshot {
     }
 
     /// The shards the index names, each checked against its digest and parsed, the config
-    /// shards on as many threads as there are cores (at 100,000 tenants they are most of a
+    /// shards on every core (at 100,000 tenants they are most of a
     /// load).
     fn read_shards(
         dir: &Path,
@@ -232,39 +232,16 @@ impl Snapshot {
                 })?,
             );
         }
-        let threads = std::thread::available_parallelism()
-            .map_or(1, std::num::NonZero::get)
-            .min(count);
-        let per_thread = count.div_ceil(threads);
-        let parsed: Vec<Result<Vec<shards::ConfigShard>, shards::ShardError>> =
-            std::thread::scope(|scope| {
-                let workers: Vec<_> = config
-                    .chunks(per_thread)
-                    .map(|chunk| {
-                        scope.spawn(move || {
-                            chunk
-                                .iter()
-                                .map(|(name, bytes)| shards::decode_config(name, bytes))
-                                .collect()
-                        })
-                    })
-                    .collect();
-                workers
-                    .into_iter()
-                    .map(|worker| {
-                        worker
-                            .join()
-                            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-                    })
-                    .collect()
-            });
-        let mut shards = Vec::with_capacity(count);
-        for chunk in parsed {
-            shards.extend(chunk.map_err(|error| LoadError::Parse {
+        let parsed = crate::parallel::map(&config, "config-shards", |(name, bytes)| {
+            shards::decode_config(name, bytes)
+        });
+        let shards = parsed
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| LoadError::Parse {
                 path: dir.to_owned(),
                 message: error.to_string(),
-            })?);
-        }
+            })?;
         Ok((shards, keys))
     }
 

@@ -184,34 +184,11 @@ impl SchemaRules {
                 _ => return None,
             })
         };
-        let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-        if threads < 2 || batch.len() < MIN_PARALLEL_CHECKS {
+        if batch.len() < MIN_PARALLEL_CHECKS {
+            // Checked one by one as they are added.
             return batch.iter().map(|_| None).collect();
         }
-        let per_thread = batch.len().div_ceil(threads);
-        std::thread::scope(|scope| {
-            let workers: Vec<_> = batch
-                .chunks(per_thread)
-                .map(|chunk| {
-                    std::thread::Builder::new()
-                        .name("render-check".into())
-                        .spawn_scoped(scope, move || {
-                            chunk.iter().map(|(_, value)| check_one(value)).collect()
-                        })
-                })
-                .collect();
-            workers
-                .into_iter()
-                .zip(batch.chunks(per_thread))
-                .flat_map(|(worker, chunk)| match worker {
-                    Ok(handle) => handle
-                        .join()
-                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-                    // No thread to be had: checked one by one when added.
-                    Err(_) => chunk.iter().map(|_| None).collect::<Vec<_>>(),
-                })
-                .collect()
-        })
+        crate::parallel::map(batch, "render-check", |(_, value)| check_one(value))
     }
 
     fn check(&self, kind: ResourceKind, object: &serde_json::Value) -> Result<(), String> {

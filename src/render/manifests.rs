@@ -295,17 +295,23 @@ pub fn manifest_files_of(
         },
     ];
     for map in config_shard_maps(output, docs) {
-        let name = map.metadata.name.clone().unwrap_or_default();
+        let path = format!(
+            "{MANIFESTS_DIR}/{platform}/configmap-{}.yaml",
+            map.metadata.name.as_deref().unwrap_or_default()
+        );
         files.push(OutputFile {
-            path: format!("{MANIFESTS_DIR}/{platform}/configmap-{name}.yaml"),
+            path,
             bytes: yaml(&map, "a config shard's ConfigMap")?,
             private: false,
         });
     }
     for shard in key_store_shard_secrets(output, docs) {
-        let name = shard.metadata.name.clone().unwrap_or_default();
+        let path = format!(
+            "{MANIFESTS_DIR}/{platform}/secret-{}.yaml",
+            shard.metadata.name.as_deref().unwrap_or_default()
+        );
         files.push(OutputFile {
-            path: format!("{MANIFESTS_DIR}/{platform}/secret-{name}.yaml"),
+            path,
             bytes: yaml(&shard, "a key store shard's Secret")?,
             private: true,
         });
@@ -331,10 +337,16 @@ pub fn manifest_files_of(
 /// Files for `--config-dir`: what the gateway loads (the same bytes as the ConfigMap and Secret
 /// data), plus the access key Secrets so the next offline render keeps them.
 pub fn config_dir_files(output: &RenderOutput) -> Result<Vec<OutputFile>, RenderError> {
-    // The two large texts (the config and the access key Secrets, each linear in tenants) are
-    // written on two threads: at 10,000 tenants YAML output is a third of `dgidgi render`.
+    let (docs, access_keys) = documents_and_access_keys(output)?;
+    config_dir_files_of(&docs, access_keys)
+}
+
+/// The documents and the access keys file, serialized on two threads: the two large texts of a
+/// config directory, each linear in tenants.
+pub fn documents_and_access_keys(
+    output: &RenderOutput,
+) -> Result<(Documents, Vec<u8>), RenderError> {
     let (docs, access_keys) = std::thread::scope(|scope| {
-        // No thread to be had (a process at its limit): the same work, one after the other.
         let access_keys = std::thread::Builder::new()
             .name("render-access-keys".into())
             .spawn_scoped(scope, || access_keys_yaml(output));
@@ -343,11 +355,12 @@ pub fn config_dir_files(output: &RenderOutput) -> Result<Vec<OutputFile>, Render
             Ok(handle) => handle
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            // No thread to be had (a process at its limit): the same work, one after the other.
             Err(_) => access_keys_yaml(output),
         };
         (docs, access_keys)
     });
-    config_dir_files_of(&docs?, access_keys?)
+    Ok((docs?, access_keys?))
 }
 
 /// The access key Secrets as one `List` (what a config directory keeps of them), written as

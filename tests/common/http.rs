@@ -33,12 +33,9 @@ pub async fn send(
     send_with(address, method, path, &headers, body).await
 }
 
-/// A chat completion for the built-in mock's `mock-fast` saying "hi", with `key`: its status
-/// and body.
-pub async fn chat_hi(address: SocketAddr, key: &str) -> (u16, String) {
-    let body = serde_json::json!({"model": "mock-fast",
-        "messages": [{"role": "user", "content": "hi"}]});
-    let (status, _, answer) = send(
+/// `POST /v1/chat/completions` of `body` with `key`.
+pub async fn post_chat(address: SocketAddr, key: &str, body: &serde_json::Value) -> Answer {
+    send(
         address,
         "POST",
         "/v1/chat/completions",
@@ -46,7 +43,15 @@ pub async fn chat_hi(address: SocketAddr, key: &str) -> (u16, String) {
         Some(body.to_string()),
     )
     .await
-    .expect("the gateway answers");
+    .expect("the gateway answers")
+}
+
+/// A chat completion for the built-in mock's `mock-fast` saying "hi", with `key`: its status
+/// and body.
+pub async fn chat_hi(address: SocketAddr, key: &str) -> (u16, String) {
+    let body = serde_json::json!({"model": "mock-fast",
+        "messages": [{"role": "user", "content": "hi"}]});
+    let (status, _, answer) = post_chat(address, key, &body).await;
     (status, answer)
 }
 
