@@ -294,26 +294,34 @@ pub fn manifest_files_of(
             private: true,
         },
     ];
-    for map in config_shard_maps(output, docs) {
-        let path = format!(
-            "{MANIFESTS_DIR}/{platform}/configmap-{}.yaml",
-            map.metadata.name.as_deref().unwrap_or_default()
-        );
-        files.push(OutputFile {
-            path,
-            bytes: yaml(&map, "a config shard's ConfigMap")?,
-            private: false,
+    // The shards: ConfigMaps, then the key store's Secrets.
+    let maps = config_shard_maps(output, docs).into_iter().map(|map| {
+        Ok::<_, RenderError>((
+            "configmap",
+            map.metadata.name.clone(),
+            yaml(&map, "a config shard")?,
+            false,
+        ))
+    });
+    let secrets = key_store_shard_secrets(output, docs)
+        .into_iter()
+        .map(|shard| {
+            Ok((
+                "secret",
+                shard.metadata.name.clone(),
+                yaml(&shard, "a key store shard")?,
+                true,
+            ))
         });
-    }
-    for shard in key_store_shard_secrets(output, docs) {
-        let path = format!(
-            "{MANIFESTS_DIR}/{platform}/secret-{}.yaml",
-            shard.metadata.name.as_deref().unwrap_or_default()
-        );
+    for shard in maps.chain(secrets) {
+        let (kind, name, bytes, private) = shard?;
         files.push(OutputFile {
-            path,
-            bytes: yaml(&shard, "a key store shard's Secret")?,
-            private: true,
+            path: format!(
+                "{MANIFESTS_DIR}/{platform}/{kind}-{}.yaml",
+                name.unwrap_or_default()
+            ),
+            bytes,
+            private,
         });
     }
     for access in &output.access_keys {
