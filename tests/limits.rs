@@ -13,7 +13,7 @@ use bytes::Bytes;
 use common::fake_providers::{self, Answers, Fake};
 use common::gateway::{Start, start_in};
 use common::http::{self, Answer, header};
-use common::redis::RedisServer;
+use common::redis::{RedisCluster, RedisServer, SharedCounters};
 use dgidgi::gateway::server::Running;
 use dgidgi::gateway::{AdminToken, Settings};
 use dgidgi::metering::ledger::{LedgerOptions, read_all};
@@ -120,7 +120,7 @@ struct Fleet {
 impl Fleet {
     async fn start(
         count: usize,
-        redis: Option<&RedisServer>,
+        redis: Option<&dyn SharedCounters>,
         annotations: &str,
         tenant_spec: &str,
     ) -> Self {
@@ -137,7 +137,7 @@ impl Fleet {
     /// A fleet whose gateways give open requests `drain` to finish when they stop.
     async fn start_draining(
         count: usize,
-        redis: Option<&RedisServer>,
+        redis: Option<&dyn SharedCounters>,
         annotations: &str,
         tenant_spec: &str,
         drain: Duration,
@@ -153,7 +153,7 @@ impl Fleet {
     /// A fleet whose gateways decide Redis calls as `shared` says.
     async fn start_with(
         count: usize,
-        redis: Option<&RedisServer>,
+        redis: Option<&dyn SharedCounters>,
         annotations: &str,
         tenant_spec: &str,
         drain: Duration,
@@ -183,7 +183,8 @@ impl Fleet {
                         json_lines: None,
                         max_bytes: None,
                     }),
-                    redis_url: shared.url.clone().or_else(|| redis.map(RedisServer::url)),
+                    redis_url: shared.url.clone().or_else(|| redis.map(|r| r.url())),
+                    redis_cluster: redis.is_some_and(|r| r.cluster()),
                     fail_mode: shared.fail_mode,
                     redis_timeout: shared.timeout,
                     ..MeterOptions::default()
@@ -321,7 +322,7 @@ fn ask(model: &str) -> serde_json::Value {
     serde_json::json!({"model": model, "max_tokens": 100, "messages": [{"role": "user", "content": PROMPT}]})
 }
 
-async fn rpm_holds_across(count: usize, redis: Option<&RedisServer>) {
+async fn rpm_holds_across(count: usize, redis: Option<&dyn SharedCounters>) {
     let fleet = Fleet::start(
         count,
         redis,
@@ -342,7 +343,7 @@ async fn rpm_holds_across(count: usize, redis: Option<&RedisServer>) {
     fleet.stop().await;
 }
 
-async fn concurrency_holds_across(count: usize, redis: Option<&RedisServer>) {
+async fn concurrency_holds_across(count: usize, redis: Option<&dyn SharedCounters>) {
     let fleet = Fleet::start(
         count,
         redis,
@@ -364,7 +365,7 @@ async fn concurrency_holds_across(count: usize, redis: Option<&RedisServer>) {
     fleet.stop().await;
 }
 
-async fn budget_holds_across(count: usize, redis: Option<&RedisServer>) {
+async fn budget_holds_across(count: usize, redis: Option<&dyn SharedCounters>) {
     // Body bytes / 4 prompt tokens + 100 output tokens, at 1 USD/M each: micro-USD = tokens.
     let body = ask("fake/slow");
     let prompt = (body.to_string().len() as u64).div_ceil(4);
@@ -435,6 +436,24 @@ fn seen_output(fleet: &Fleet) -> Vec<(Option<u64>, Option<u64>, Option<u64>)> {
 
 /// Waits until every gateway of the fleet has settled what it served (settlements run after
 /// the answer is sent).
+/// Waits until every gateway has heard the whole fleet's heartbeats. A Redis that loses its data
+/// is rebuilt from the ledgers of the replicas heard before the loss (docs/scaling.md): one that
+/// started after another's last heartbeat is not waited for by it.
+async fn all_heard(fleet: &Fleet) {
+    let count = fleet.gateways.len() as u64;
+    for _ in 0..1000 {
+        if fleet
+            .gateways
+            .iter()
+            .all(|g| g.gateway.meter.replicas() >= count)
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the gateways did not hear each other");
+}
+
 async fn settled(fleet: &Fleet) {
     for _ in 0..500 {
         if fleet
@@ -462,7 +481,7 @@ const TOKENS_PER_DAY_10K: &str = r#""llm.dgidgi.io/requests-per-minute": "1000",
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_output_field_and_n_are_covered_by_the_reservation() {
     for redis in [None, Some(RedisServer::start())] {
-        let fleet = Fleet::start(1, redis.as_ref(), TOKENS_PER_DAY_10K, "{}").await;
+        let fleet = Fleet::start(1, redis.as_ref().map(|r| r as &dyn SharedCounters), TOKENS_PER_DAY_10K, "{}").await;
         let (address, key) = (fleet.gateways[0].api, fleet.key());
         // A model without a known maximum: the request's largest field is its ask.
         let mut both = ask("fake/open-ended");
@@ -527,7 +546,7 @@ async fn the_output_limit_is_lowered_only_by_what_the_tenant_has_left() {
     for redis in [None, Some(RedisServer::start())] {
         let fleet = Fleet::start(
             1,
-            redis.as_ref(),
+            redis.as_ref().map(|r| r as &dyn SharedCounters),
             r#""llm.dgidgi.io/requests-per-minute": "1000", "llm.dgidgi.io/tokens-per-day": "100000", "llm.dgidgi.io/concurrent": "100""#,
             "{}",
         )
@@ -571,7 +590,7 @@ async fn the_output_limit_is_lowered_only_by_what_the_tenant_has_left() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_provider_keys_tokens_per_minute_count_what_was_used() {
     let redis = RedisServer::start();
-    for shared in [None, Some(&redis)] {
+    for shared in [None, Some(&redis as &dyn SharedCounters)] {
         let fleet = Fleet::start(1, shared, "", "{}").await;
         let (address, key) = (fleet.gateways[0].api, fleet.key());
         for request in 0..30 {
@@ -1112,6 +1131,46 @@ async fn replicas_failing_open_take_their_share_of_a_limit() {
     fleet.stop().await;
 }
 
+// Spends until refused, one request at a time, round the replicas; how many were served.
+// Each answer's settlement lands before the next request (as the bound below assumes: at
+// most the refused request's own reservation is left as room); on a loaded machine it
+// could otherwise still be on its way, leaving that reservation's room too.
+async fn spend_until_refused(fleet: &Fleet) -> usize {
+    let key = fleet.key();
+    let mut served = 0;
+    for i in 0..600 {
+        let address = fleet.gateways[i % 3].api;
+        let (status, _, body) = post(address, &key, &ask("fake/fast")).await;
+        match status {
+            200 => {
+                served += 1;
+                settled(fleet).await;
+            }
+            402 => break,
+            // Redis lost its data and this replica has not rebuilt it yet: decided by the
+            // fail mode (closed here).
+            503 => tokio::time::sleep(Duration::from_millis(50)).await,
+            _ => panic!("{status}: {body}"),
+        }
+    }
+    served
+}
+
+/// What the ledgers in `states` hold as `tenant`'s spend this month.
+fn ledgers_month_spend(states: &[std::path::PathBuf], tenant: &str) -> u64 {
+    let today = dgidgi::metering::clock::Day::of(dgidgi::metering::clock::now_ms());
+    states
+        .iter()
+        .map(|state| {
+            dgidgi::metering::ledger::current_totals(state, &today.key(), &today.month_key())
+                .unwrap()
+                .month
+                .get(tenant)
+                .map_or(0, |t| t.micro_usd)
+        })
+        .sum()
+}
+
 /// Issue #18, leak 3: a Redis that lost its data (FLUSHALL, then a restart without
 /// persistence) mid-month does not let a tenant spend its budget again. The replicas add their
 /// ledgers' usage to the new epoch before they reserve in it, so the counters equal the
@@ -1126,32 +1185,9 @@ async fn a_redis_that_lost_its_data_is_rebuilt_from_the_ledgers() {
         "{budget: {monthlyUsd: 0.002, alertThresholds: [50], action: block}}",
     )
     .await;
-    // Spends until refused, one request at a time, round the replicas; how many were served.
-    // Each answer's settlement lands before the next request (as the bound below assumes: at
-    // most the refused request's own reservation is left as room); on a loaded machine it
-    // could otherwise still be on its way, leaving that reservation's room too.
-    async fn spend(fleet: &Fleet) -> usize {
-        let key = fleet.key();
-        let mut served = 0;
-        for i in 0..600 {
-            let address = fleet.gateways[i % 3].api;
-            let (status, _, body) = post(address, &key, &ask("fake/fast")).await;
-            match status {
-                200 => {
-                    served += 1;
-                    settled(fleet).await;
-                }
-                402 => break,
-                // Redis lost its data and this replica has not rebuilt it yet: decided by the
-                // fail mode (closed here).
-                503 => tokio::time::sleep(Duration::from_millis(50)).await,
-                _ => panic!("{status}: {body}"),
-            }
-        }
-        served
-    }
-    let first = spend(&fleet).await;
+    let first = spend_until_refused(&fleet).await;
     assert!(first > 5, "{first} served before the budget ran out");
+    all_heard(&fleet).await;
     let client = redis::Client::open(redis.url()).unwrap();
     let mut connection = client.get_multiplexed_async_connection().await.unwrap();
     let _: () = redis::cmd("FLUSHALL")
@@ -1164,13 +1200,14 @@ async fn a_redis_that_lost_its_data_is_rebuilt_from_the_ledgers() {
     // it cost, so the rebuilt counter may leave room for the few requests that reservation
     // covered. What must not happen is the budget starting again from zero (it did before),
     // and the ledgers' sum, checked below, must stay within the budget.
-    let again = spend(&fleet).await;
+    let again = spend_until_refused(&fleet).await;
     assert!(
         again <= 5,
         "served {again} again after FLUSHALL ({first} before)"
     );
+    all_heard(&fleet).await;
     redis.restart();
-    let after_restart = spend(&fleet).await;
+    let after_restart = spend_until_refused(&fleet).await;
     assert!(
         again + after_restart <= 5,
         "served {after_restart} again after a restart ({again} after FLUSHALL)"
@@ -1181,17 +1218,7 @@ async fn a_redis_that_lost_its_data_is_rebuilt_from_the_ledgers() {
     let kept = std::mem::take(&mut fleet.states);
     let states: Vec<std::path::PathBuf> = kept.iter().map(|s| s.path().to_owned()).collect();
     fleet.stop().await;
-    let today = dgidgi::metering::clock::Day::of(dgidgi::metering::clock::now_ms());
-    let ledgers: u64 = states
-        .iter()
-        .map(|state| {
-            dgidgi::metering::ledger::current_totals(state, &today.key(), &month)
-                .unwrap()
-                .month
-                .get("team-acme")
-                .map_or(0, |t| t.micro_usd)
-        })
-        .sum();
+    let ledgers = ledgers_month_spend(&states, "team-acme");
     assert!(
         ledgers <= 2_000,
         "spent {ledgers} of a 2,000 micro-USD budget"
@@ -1203,4 +1230,69 @@ async fn a_redis_that_lost_its_data_is_rebuilt_from_the_ledgers() {
         .await
         .unwrap();
     assert_eq!(counted, Some(ledgers), "Redis holds the ledgers' sum");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_gateways_sharing_a_redis_cluster_enforce_one_tenants_limits_as_one() {
+    // Each case starts from an empty cluster (the tenant's counters would carry over).
+    let cluster = RedisCluster::start();
+    rpm_holds_across(3, Some(&cluster)).await;
+    cluster.flush_all();
+    concurrency_holds_across(3, Some(&cluster)).await;
+    cluster.flush_all();
+    budget_holds_across(3, Some(&cluster)).await;
+}
+
+/// A cluster loses data one master at a time. The master holding a tenant's bucket restarted
+/// empty: its counters are rebuilt from the ledgers, as a single Redis' are. Another master
+/// restarted empty: the tenant's counters, which kept their data, are not added to again
+/// (each bucket has its own epoch; a replica adds its ledger only to the buckets whose epoch
+/// changed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cluster_master_that_lost_its_data_is_rebuilt_and_the_others_are_not_added_to() {
+    let mut cluster = RedisCluster::start();
+    let mut fleet = Fleet::start(
+        3,
+        Some(&cluster),
+        "",
+        "{budget: {monthlyUsd: 0.002, alertThresholds: [50], action: block}}",
+    )
+    .await;
+    let first = spend_until_refused(&fleet).await;
+    assert!(first > 5, "{first} served before the budget ran out");
+    let month = dgidgi::metering::clock::Day::of(dgidgi::metering::clock::now_ms()).month_key();
+    let spend_key = dgidgi::metering::redis::Layout::CLUSTER
+        .counter(&format!("t:team-acme:spend:{month}"));
+    let owner = cluster.owner_of(&spend_key).await;
+    let before = cluster.get(&spend_key).await.expect("the spend counter");
+    assert!(before <= 2_000, "{before}");
+
+    all_heard(&fleet).await;
+    cluster.restart_empty((owner + 1) % 3);
+    let after_other = spend_until_refused(&fleet).await;
+    assert!(after_other <= 5, "served {after_other} after another master's loss");
+    let kept = cluster.get(&spend_key).await.expect("kept");
+    assert!(
+        (before..=2_000).contains(&kept),
+        "the counter that kept its data was added to again: {before} → {kept}"
+    );
+
+    all_heard(&fleet).await;
+    cluster.restart_empty(owner);
+    let again = spend_until_refused(&fleet).await;
+    assert!(
+        after_other + again <= 5,
+        "served {again} again after its master's loss ({first} before)"
+    );
+    let states: Vec<std::path::PathBuf> = fleet.states.iter().map(|s| s.path().to_owned()).collect();
+    let kept_states = std::mem::take(&mut fleet.states);
+    fleet.stop().await;
+    let ledgers = ledgers_month_spend(&states, "team-acme");
+    drop(kept_states);
+    assert!(ledgers <= 2_000, "spent {ledgers} of a 2,000 micro-USD budget");
+    assert_eq!(
+        cluster.get(&spend_key).await,
+        Some(ledgers),
+        "the rebuilt master holds the ledgers' sum"
+    );
 }

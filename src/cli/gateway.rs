@@ -78,6 +78,12 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub redis_url: Option<String>,
+    /// --redis-url names a Redis (or Valkey) Cluster, 7.0 or later: one or more of its nodes,
+    /// separated by commas (`redis://a:6379,redis://b:6379`). Every key then carries a hash tag
+    /// (its bucket: a namespace's counters share one slot), so the key names differ from a
+    /// single Redis'; see docs/scaling.md for moving from one to the other.
+    #[arg(long, env = "DGIDGI_REDIS_CLUSTER", requires = "redis_url")]
+    pub redis_cluster: bool,
     /// When Redis does not answer within --redis-timeout: `open` admits (enforcing this
     /// replica's own counters meanwhile), `closed` refuses with 503.
     #[arg(long, value_enum, default_value = "open")]
@@ -152,6 +158,7 @@ impl ServeArgs {
                         json_lines: self.ledger_json_lines.clone(),
                     }),
                     redis_url: self.redis_url.clone(),
+                    redis_cluster: self.redis_cluster,
                     redis_timeout: duration("redis-timeout", &self.redis_timeout)?,
                     fail_mode: self.redis_fail_mode,
                 },

@@ -81,6 +81,7 @@ pub fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
         ledger_max_bytes: None,
         ledger_json_lines: None,
         redis_url: None,
+        redis_cluster: false,
         redis_fail_mode: crate::metering::FailMode::Open,
         redis_timeout: "50ms".to_owned(),
         unbounded_output_tokens: 4096,

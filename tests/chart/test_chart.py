@@ -238,6 +238,14 @@ def test_external_redis_replaces_the_bundled_valkey():
     gw = env(container(objects, "StatefulSet", "dgidgi-gateway"))
     assert gw["DGIDGI_REDIS_URL"]["valueFrom"]["secretKeyRef"] == {"name": "my-redis", "key": "url"}
     assert "VALKEY_PASSWORD" not in gw
+    assert "DGIDGI_REDIS_CLUSTER" not in gw
+
+
+def test_an_external_redis_cluster_is_named_so():
+    objects = render({"gateway": {"redis": {
+        "enabled": True, "existingSecret": "my-redis", "cluster": True}}})
+    gw = env(container(objects, "StatefulSet", "dgidgi-gateway"))
+    assert gw["DGIDGI_REDIS_CLUSTER"]["value"] == "true"
 
 
 def test_a_valkey_password_secret_of_your_own():

@@ -1,10 +1,27 @@
-//! A real `redis-server` on a free loopback port for the tests that share counters. CI installs
-//! it (`.ci/run`); a machine without it fails these tests with a message saying so.
+//! A real `redis-server` on a free loopback port for the tests that share counters, and a real
+//! three-master Redis Cluster of them. CI installs it (`.ci/run`); a machine without it fails
+//! these tests with a message saying so.
 
 use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// Where the gateways of a test share their counters: a Redis, or a cluster.
+pub trait SharedCounters: Sync {
+    /// What to give `--redis-url`.
+    fn url(&self) -> String;
+    /// Whether it is a cluster (`--redis-cluster`).
+    fn cluster(&self) -> bool {
+        false
+    }
+}
+
+impl SharedCounters for RedisServer {
+    fn url(&self) -> String {
+        RedisServer::url(self)
+    }
+}
 
 /// A running redis-server, killed on drop.
 pub struct RedisServer {
@@ -12,11 +29,17 @@ pub struct RedisServer {
     /// Its port.
     pub port: u16,
     dir: tempfile::TempDir,
+    /// Started as a cluster node.
+    cluster: bool,
 }
 
 impl RedisServer {
     /// Starts one on a free port and waits until it answers PING.
     pub fn start() -> Self {
+        Self::start_as(false)
+    }
+
+    fn start_as(cluster: bool) -> Self {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
@@ -26,13 +49,27 @@ impl RedisServer {
             child: None,
             port,
             dir,
+            cluster,
         };
         server.spawn();
         server
     }
 
     fn spawn(&mut self) {
-        let child = Command::new("redis-server")
+        let mut command = Command::new("redis-server");
+        if self.cluster {
+            // The node's view of the cluster (its slots) is kept in its directory: a restart
+            // comes back owning its slots, empty (nothing else is persisted).
+            command.args([
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "5000",
+            ]);
+        }
+        let child = command
             .args([
                 "--port",
                 &self.port.to_string(),
@@ -96,6 +133,115 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// A three-master Redis Cluster (no replicas), its nodes on free loopback ports.
+pub struct RedisCluster {
+    /// Its masters.
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts three nodes, joins them (`redis-cli --cluster create`) and waits until every
+    /// node reports the cluster ok.
+    pub fn start() -> Self {
+        let nodes: Vec<RedisServer> = (0..3).map(|_| RedisServer::start_as(true)).collect();
+        let addresses: Vec<String> = nodes
+            .iter()
+            .map(|node| format!("127.0.0.1:{}", node.port))
+            .collect();
+        let created = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("redis-cli must be installed beside redis-server");
+        assert!(created.success(), "redis-cli --cluster create failed");
+        let cluster = Self { nodes };
+        cluster.wait_until_ok();
+        cluster
+    }
+
+    /// Waits until every node says `cluster_state:ok` (the slots are assigned and known).
+    pub fn wait_until_ok(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for node in &self.nodes {
+            loop {
+                let info = Command::new("redis-cli")
+                    .args(["-p", &node.port.to_string(), "cluster", "info"])
+                    .output()
+                    .expect("redis-cli");
+                if String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok") {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "the cluster did not become ok");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+
+    /// Empties every master (`FLUSHALL` on each).
+    pub fn flush_all(&self) {
+        for node in &self.nodes {
+            let flushed = Command::new("redis-cli")
+                .args(["-p", &node.port.to_string(), "flushall"])
+                .stdout(Stdio::null())
+                .status()
+                .expect("redis-cli");
+            assert!(flushed.success());
+        }
+    }
+
+    /// Which master holds `key`'s slot (the others answer MOVED).
+    pub async fn owner_of(&self, key: &str) -> usize {
+        for (index, node) in self.nodes.iter().enumerate() {
+            let client = redis::Client::open(node.url()).unwrap();
+            let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+            let answer: redis::RedisResult<i64> = redis::cmd("EXISTS")
+                .arg(key)
+                .query_async(&mut connection)
+                .await;
+            if answer.is_ok() {
+                return index;
+            }
+        }
+        panic!("no master holds {key}");
+    }
+
+    /// `key`'s integer value, read from the master holding it.
+    pub async fn get(&self, key: &str) -> Option<u64> {
+        let node = &self.nodes[self.owner_of(key).await];
+        let client = redis::Client::open(node.url()).unwrap();
+        let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+        redis::cmd("GET")
+            .arg(key)
+            .query_async(&mut connection)
+            .await
+            .unwrap()
+    }
+
+    /// Restarts master `index` empty: it comes back owning its slots without their data (a
+    /// master restarted without persistence), the others keep theirs.
+    pub fn restart_empty(&mut self, index: usize) {
+        self.nodes[index].restart();
+        self.wait_until_ok();
+    }
+}
+
+impl SharedCounters for RedisCluster {
+    fn url(&self) -> String {
+        self.nodes
+            .iter()
+            .map(RedisServer::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn cluster(&self) -> bool {
+        true
     }
 }
 

@@ -17,7 +17,7 @@ use super::ledger::{Ledger, LedgerError, LedgerOptions, Record, Reserved};
 use super::plan::{
     self, Candidate, RequestSize, Reservation, ReservePolicy, Settlement, crossed_thresholds, keys,
 };
-use super::redis::{RedisCounters, RedisError};
+use super::redis::{Epochs, Layout, RedisCounters, RedisError};
 use super::request_id;
 use crate::config::BudgetAction;
 use crate::config::{GatewayConfig, PricingConfig, ProviderLimitsConfig, TenantConfig};
@@ -49,6 +49,10 @@ pub struct MeterOptions {
     pub ledger: Option<LedgerOptions>,
     /// Shared counters.
     pub redis_url: Option<String>,
+    /// Whether `redis_url` names a Redis (or Valkey) Cluster: one or more of its nodes,
+    /// separated by commas; the counters' keys then carry hash tags (see
+    /// [`crate::metering::redis::Layout`]).
+    pub redis_cluster: bool,
     /// Bound of every Redis call.
     pub redis_timeout: Duration,
     /// What to do when Redis does not answer.
@@ -62,6 +66,7 @@ impl std::fmt::Debug for MeterOptions {
             .field("policy", &self.policy)
             .field("ledger", &self.ledger)
             .field("redis_url", &self.redis_url.as_ref().map(|_| "<set>"))
+            .field("redis_cluster", &self.redis_cluster)
             .field("redis_timeout", &self.redis_timeout)
             .field("fail_mode", &self.fail_mode)
             .finish()
@@ -74,6 +79,7 @@ impl Default for MeterOptions {
             policy: ReservePolicy::default(),
             ledger: None,
             redis_url: None,
+            redis_cluster: false,
             redis_timeout: Duration::from_millis(50),
             fail_mode: FailMode::Open,
         }
@@ -274,11 +280,14 @@ pub struct Meter {
     state_dir: Option<std::path::PathBuf>,
     /// Wakes the heartbeat at once when a reservation finds Redis lost its data.
     resync: tokio::sync::Notify,
-    /// The epoch this replica's usage is in (see [`super::rebuild`]).
-    added_to: Mutex<Option<String>>,
+    /// The epochs this replica's usage is in (see [`super::rebuild`]).
+    added_to: Mutex<Option<Epochs>>,
     /// After an epoch change: how many replicas were heard before it, until when they are
     /// waited for.
     expected: Mutex<Option<(u64, Instant)>>,
+    /// The most replicas a heartbeat heard lately, and until when that stands (see
+    /// `most_heard_lately`).
+    peak: Mutex<(u64, Instant)>,
     /// How many replicas shared Redis at the last heartbeat (1 until one is heard): a replica
     /// admitting on its own while Redis is unreachable takes this share of each limit.
     replicas: std::sync::atomic::AtomicU64,
@@ -379,7 +388,12 @@ impl Meter {
         let redis = match &options.redis_url {
             None => None,
             Some(url) => {
-                let counters = RedisCounters::new(url, options.redis_timeout)?
+                let layout = if options.redis_cluster {
+                    Layout::CLUSTER
+                } else {
+                    Layout::SINGLE
+                };
+                let counters = RedisCounters::new(url, layout, options.redis_timeout)?
                     .report_redeliveries_to(metrics.redis_redeliveries.clone());
                 // Nothing is reserved in Redis before this replica has synced with its epoch.
                 counters.await_epoch();
@@ -402,6 +416,7 @@ impl Meter {
             resync: tokio::sync::Notify::new(),
             added_to: Mutex::default(),
             expected: Mutex::default(),
+            peak: Mutex::new((0, Instant::now())),
             replicas: std::sync::atomic::AtomicU64::new(1),
         })
     }

@@ -87,7 +87,7 @@ impl Meter {
                 &self.replica_id,
                 HEARTBEAT_LIFE,
                 &candidate,
-                added_to.as_deref(),
+                added_to.as_ref(),
             )
             .await
         {
@@ -100,7 +100,8 @@ impl Meter {
         };
         let count = heard.replicas.max(1);
         let now = Instant::now();
-        let new_epoch = added_to.as_deref() != Some(heard.epoch.as_str());
+        let new_epoch = added_to.as_ref().map(Epochs::name) != Some(heard.epochs.name());
+        let lately = self.most_heard_lately(count, now);
         // After Redis lost its data (and with it the replica set), the replicas heard before
         // are expected back until their entries' life has passed: they are waited for, and
         // counted in the share each takes of a limit while failing open.
@@ -110,7 +111,7 @@ impl Meter {
                 *expected = None;
             }
             if new_epoch {
-                let before = self.replicas();
+                let before = self.replicas().max(lately);
                 let waited = expected.map_or(0, |(replicas, _)| replicas);
                 *expected = Some((before.max(waited), now + HEARTBEAT_LIFE));
             }
@@ -127,7 +128,7 @@ impl Meter {
             // in first, and the next beat says so to the others.
             redis.await_epoch();
             return match self
-                .add_usage(redis, &heard.epoch, added_to.is_none())
+                .add_usage(redis, &heard.epochs, added_to.as_ref())
                 .await
             {
                 Ok(()) => Beat::WaitingForOthers,
@@ -145,37 +146,57 @@ impl Meter {
             redis.await_epoch();
             return Beat::WaitingForOthers;
         }
-        if *redis.epoch() != crate::metering::redis::Epoch::Synced(heard.epoch.clone()) {
-            redis.sync_epoch(heard.epoch);
+        if *redis.epoch() != crate::metering::redis::Epoch::Synced(heard.epochs.clone()) {
+            redis.sync_epoch(heard.epochs);
         }
         Beat::Complete
     }
 
-    /// The epoch this replica's usage is in: remembered, or, at start, recorded beside the
+    /// The most replicas the earlier heartbeats of the last [`HEARTBEAT_LIFE`] heard (0 if
+    /// none); `count` (this one's) is remembered for the next. On a cluster the replica set and
+    /// the buckets' epochs live on different masters: a beat can find the set lost with its
+    /// master's data (only this replica in it) while the epochs it read were still the old
+    /// ones, and the next beat, which finds the new epochs, must still wait for every replica
+    /// heard before (it waited for one, synced on its own usage alone and let a tenant past its
+    /// budget). This beat's own count is not taken: a replica meeting Redis for the first time
+    /// waits for nobody.
+    fn most_heard_lately(&self, count: u64, now: Instant) -> u64 {
+        let mut peak = self.peak.lock().unwrap_or_else(PoisonError::into_inner);
+        let earlier = if now < peak.1 { peak.0 } else { 0 };
+        if count >= earlier {
+            *peak = (count, now + HEARTBEAT_LIFE);
+        }
+        earlier
+    }
+
+    /// The epochs this replica's usage is in: remembered, or, at start, recorded beside the
     /// ledger by an earlier run.
-    fn added_to(&self) -> Option<String> {
+    fn added_to(&self) -> Option<Epochs> {
         let mut added = self.added_to.lock().unwrap_or_else(PoisonError::into_inner);
         if added.is_none() {
             *added = self
                 .state_dir
                 .as_deref()
-                .and_then(crate::metering::rebuild::synced_epoch);
+                .and_then(crate::metering::rebuild::synced_epoch)
+                .and_then(|text| Epochs::from_text(&text));
         }
         added.clone()
     }
 
-    /// Adds this replica's ledger usage to `epoch` (once: guards in Redis), then records that
-    /// it is there. A ledger that never took part in an epoch (`first`: no epoch recorded beside
-    /// it) adopts the current one instead: it is a new ledger (nothing to add) or one written
-    /// before epochs existed, whose usage the counters of the Redis it used already hold.
+    /// Adds this replica's ledger usage to the buckets whose epoch changed since `before` (all
+    /// of one Redis; on a cluster, the buckets of the masters that lost their data), once
+    /// (guards in Redis), then records that it is there. A ledger that never took part in an
+    /// epoch (no `before`: none recorded beside it) adopts the current ones instead: it is a
+    /// new ledger (nothing to add) or one written before epochs existed, whose usage the
+    /// counters of the Redis it used already hold.
     async fn add_usage(
         &self,
         redis: &RedisCounters,
-        epoch: &str,
-        first: bool,
+        epochs: &Epochs,
+        before: Option<&Epochs>,
     ) -> anyhow::Result<()> {
         use crate::metering::rebuild;
-        if let (Some(dir), false) = (&self.state_dir, first) {
+        if let (Some(dir), Some(before)) = (&self.state_dir, before) {
             // Everything admitted so far is in the totals read next.
             self.flush().await;
             let (read_from, now) = (dir.clone(), now_ms());
@@ -183,21 +204,35 @@ impl Meter {
                 tokio::task::spawn_blocking(move || rebuild::ledger_counters(&read_from, now))
                     .await??;
             let ledger_id = rebuild::ledger_id(dir, || request_id::text(request_id::new(now)))?;
-            let mut added = 0;
-            for (guard, chunk) in rebuild::chunks(&counters, epoch, &ledger_id) {
-                if redis.rebuild(&guard, epoch, chunk).await? {
-                    added += chunk.len();
+            let layout = redis.layout();
+            let mut by_bucket = std::collections::BTreeMap::<u32, Vec<rebuild::Counter>>::new();
+            for counter in counters {
+                by_bucket
+                    .entry(layout.bucket_of(&counter.0))
+                    .or_default()
+                    .push(counter);
+            }
+            let (mut added, changed) = (0, epochs.changed_since(before));
+            for bucket in &changed {
+                let (Some(counters), epoch) = (by_bucket.get(bucket), epochs.of(*bucket)) else {
+                    continue;
+                };
+                for (guard, chunk) in rebuild::chunks(counters, epoch, &ledger_id) {
+                    if redis.rebuild(*bucket, &guard, epoch, chunk).await? {
+                        added += chunk.len();
+                    }
                 }
             }
             tracing::warn!(
-                epoch = ?epoch,
+                epoch = %epochs.name(),
+                buckets = changed.len(),
                 counters = added,
                 "Redis lost its data: added this ledger's day and month totals to its new epoch"
             );
         }
-        *self.added_to.lock().unwrap_or_else(PoisonError::into_inner) = Some(epoch.to_owned());
+        *self.added_to.lock().unwrap_or_else(PoisonError::into_inner) = Some(epochs.clone());
         if let Some(dir) = &self.state_dir
-            && let Err(error) = rebuild::record_synced(dir, epoch)
+            && let Err(error) = rebuild::record_synced(dir, &epochs.to_text())
         {
             // Remembered in memory; the guards keep a restart from adding twice.
             tracing::warn!("recording Redis' epoch beside the ledger failed: {error}");
@@ -205,8 +240,9 @@ impl Meter {
         Ok(())
     }
 
-    /// Replicas sharing Redis at the last heartbeat.
-    pub(super) fn replicas(&self) -> u64 {
+    /// Replicas sharing Redis at the last heartbeat (with those still waited for after a
+    /// loss): the share each takes of a limit while Redis is unreachable.
+    pub fn replicas(&self) -> u64 {
         self.replicas.load(std::sync::atomic::Ordering::Relaxed)
     }
 }

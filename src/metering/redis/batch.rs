@@ -8,9 +8,10 @@
 
 use std::sync::Arc;
 
-use redis::aio::ConnectionManager;
 use redis::{Cmd, ErrorKind, Pipeline, RedisResult, ServerErrorKind, Value};
 use tokio::sync::{mpsc, oneshot};
+
+use super::connection::Connection;
 
 /// The most calls in one pipeline: enough to cover every request a busy replica has in flight
 /// at once, small enough that one pipeline's reply stays a few tens of KiB.
@@ -35,7 +36,7 @@ impl Batcher {
     /// Starts the batching task on `runtime`.
     pub(super) fn start(
         runtime: &tokio::runtime::Handle,
-        connection: ConnectionManager,
+        connection: Connection,
         sources: Sources,
     ) -> Self {
         let (calls, queued) = mpsc::unbounded_channel();
@@ -61,7 +62,7 @@ impl Batcher {
 /// Sends one command by itself (where no batching task can run), with the same handling of
 /// forgotten scripts.
 pub(super) async fn call_alone(
-    mut connection: ConnectionManager,
+    mut connection: Connection,
     command: Cmd,
     sources: &[String],
 ) -> RedisResult<Value> {
@@ -77,7 +78,7 @@ fn gone() -> redis::RedisError {
 /// Collects the calls queued meanwhile and sends them on their own task, so the next batch is
 /// collected while this one waits for its reply.
 async fn run(
-    connection: ConnectionManager,
+    connection: Connection,
     mut queued: mpsc::UnboundedReceiver<Call>,
     sources: Sources,
 ) {
@@ -103,7 +104,7 @@ async fn run(
 /// Sends one batch and hands every caller its own reply (a call's error is its own; a
 /// connection error is everyone's). The calls that found their script missing did not run:
 /// the scripts are loaded and those calls sent once more, after the others have their answers.
-async fn send(connection: &mut ConnectionManager, batch: Vec<Call>, sources: &[String]) {
+async fn send(connection: &mut Connection, batch: Vec<Call>, sources: &[String]) {
     let mut replies = Vec::with_capacity(batch.len());
     let mut pipeline = Pipeline::with_capacity(batch.len());
     pipeline.ignore_errors();
@@ -154,13 +155,17 @@ async fn send(connection: &mut ConnectionManager, batch: Vec<Call>, sources: &[S
     }
 }
 
-/// Loads every script, in one pipeline.
-async fn load(connection: &mut ConnectionManager, sources: &[String]) -> RedisResult<()> {
-    let mut loads = Pipeline::with_capacity(sources.len());
+/// Loads every script, one command each: a cluster sends a `SCRIPT LOAD` to every node, but
+/// not from inside a pipeline.
+pub(super) async fn load(connection: &mut Connection, sources: &[String]) -> RedisResult<()> {
     for source in sources {
-        loads.cmd("SCRIPT").arg("LOAD").arg(source);
+        let _: String = redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(source)
+            .query_async(connection)
+            .await?;
     }
-    loads.query_async::<Vec<String>>(connection).await.map(drop)
+    Ok(())
 }
 
 fn is_noscript(error: &redis::RedisError) -> bool {

@@ -6,6 +6,8 @@
 //! background ([`redeliver`]). The connection manager reconnects by itself.
 
 mod batch;
+mod connection;
+mod layout;
 mod redeliver;
 mod scripts;
 
@@ -14,7 +16,6 @@ use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Cmd, FromRedisValue as _, Script, Value};
 use tokio::runtime::{Handle, RuntimeFlavor};
 
@@ -22,17 +23,13 @@ use super::charge::{Admitted, Charge, Refusal, Release};
 use super::request_id;
 use crate::metrics::ResultLabels;
 use batch::{Batcher, Sources};
+use connection::Connection;
+pub use layout::{CLUSTER_BUCKETS, Epochs, Layout};
 use redeliver::Redeliveries;
 use scripts::{APPLY_RELEASES, CANCEL, HEARTBEAT, REBUILD, RESERVE, SETTLE};
 
-/// Prefix of every key this gateway writes.
-const PREFIX: &str = "dgidgi:";
-
 /// How long a rebuild's guard stays: longer than any counter it rebuilt (a month and a grace).
 const REBUILD_GUARD_MS: u64 = 40 * 86_400_000;
-
-/// The key naming Redis' epoch.
-const EPOCH_KEY: &str = "dgidgi:epoch";
 
 /// The life of a reservation's marker: longer than any request lasts (and than its lease, 15
 /// minutes, or its window, one), since a settlement applies only while its marker is there
@@ -72,9 +69,9 @@ impl ServerSettings {
 pub struct Heartbeat {
     /// Live replicas.
     pub replicas: u64,
-    /// Redis' epoch.
-    pub epoch: String,
-    /// Live replicas whose usage is in that epoch.
+    /// Redis' epochs, one per bucket.
+    pub epochs: Epochs,
+    /// Live replicas whose usage is in those epochs.
     pub added: u64,
 }
 
@@ -118,10 +115,12 @@ impl RedisError {
 /// The shared counter store.
 #[derive(Clone)]
 pub struct RedisCounters {
-    connection: ConnectionManager,
+    connection: Connection,
     /// A second connection for calls sent again, which nobody waits on: its answers may take
     /// up to `redeliver::PATIENCE` (the first one's are bounded by the fail-mode timeout).
-    patient: ConnectionManager,
+    patient: Connection,
+    /// How keys are named (one Redis, or a cluster's buckets).
+    layout: Layout,
     reserve: Script,
     settle: Script,
     cancel: Script,
@@ -145,8 +144,8 @@ pub struct RedisCounters {
 pub enum Epoch {
     /// Not checked (a counter store used on its own: tests, tools).
     Unchecked,
-    /// Reservations are made in this epoch.
-    Synced(String),
+    /// Reservations are made in these epochs.
+    Synced(Epochs),
     /// Redis' epoch changed under this replica: nothing is reserved until it syncs again.
     Lost,
 }
@@ -161,19 +160,13 @@ impl std::fmt::Debug for RedisCounters {
 }
 
 impl RedisCounters {
-    /// A lazily connecting, self-reconnecting client; `timeout` bounds every call.
-    pub fn new(url: &str, timeout: Duration) -> Result<Self, RedisError> {
-        let client = redis::Client::open(url)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout.max(Duration::from_millis(200))))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_secs(2));
-        let connection = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())?;
-        let patient = ConnectionManager::new_lazy_with_config(
-            client,
-            config.set_response_timeout(Some(redeliver::PATIENCE)),
-        )?;
+    /// A lazily connecting, self-reconnecting client of one Redis, or of a cluster (`url`
+    /// then names one or more of its nodes, separated by commas); `timeout` bounds every call.
+    pub fn new(url: &str, layout: Layout, timeout: Duration) -> Result<Self, RedisError> {
+        let connect = timeout.max(Duration::from_millis(200));
+        let cluster = layout.is_cluster();
+        let connection = Connection::open(url, cluster, connect, timeout)?;
+        let patient = Connection::open(url, cluster, connect, redeliver::PATIENCE)?;
         let sources = [
             RESERVE.to_owned(),
             format!("{APPLY_RELEASES}{SETTLE}"),
@@ -182,6 +175,7 @@ impl RedisCounters {
         Ok(Self {
             connection,
             patient,
+            layout,
             reserve: Script::new(&sources[0]),
             settle: Script::new(&sources[1]),
             cancel: Script::new(&sources[2]),
@@ -213,7 +207,12 @@ impl RedisCounters {
     }
 
     /// The running batching task, started on this multi-threaded runtime if there is none.
+    /// None on a cluster, whose pipelines may not mix slots: there each call goes alone (the
+    /// cluster connection still writes the calls queued at once together, node by node).
     fn batcher(&self) -> Option<Batcher> {
+        if !self.connection.pipelines_any_keys() {
+            return None;
+        }
         let runtime = Handle::try_current()
             .ok()
             .filter(|handle| handle.runtime_flavor() == RuntimeFlavor::MultiThread)?;
@@ -235,12 +234,27 @@ impl RedisCounters {
         call
     }
 
+    /// The bucket of a reservation's counters (all of one group, see [`layout`]).
+    fn bucket(&self, charges: &[Charge]) -> u32 {
+        let bucket = charges
+            .first()
+            .map_or(0, |charge| self.layout.bucket_of(charge.key()));
+        debug_assert!(
+            charges
+                .iter()
+                .all(|charge| self.layout.bucket_of(charge.key()) == bucket),
+            "one reservation's counters share a bucket"
+        );
+        bucket
+    }
+
     /// The key marking one reservation of `member`: a request's tenant reservation has its
     /// request id, each of its provider attempts a member of its own, so no two reservations
     /// share a marker (a settlement sent again must never take another's).
-    fn marker(charges: &[Charge], member: u128) -> String {
+    fn marker(&self, bucket: u32, charges: &[Charge], member: u128) -> String {
         let first = charges.first().map_or("", Charge::key);
-        format!("{PREFIX}r:{}:{first}", request_id::text(member))
+        self.layout
+            .key(bucket, &format!("r:{}:{first}", request_id::text(member)))
     }
 
     /// Check-and-reserve, one round trip.
@@ -249,20 +263,20 @@ impl RedisCounters {
         charges: &[Charge],
         member: u128,
     ) -> Result<Result<Admitted, Refusal>, RedisError> {
-        let expected = match &**self.epoch.load() {
-            Epoch::Unchecked => String::new(),
-            Epoch::Synced(epoch) => epoch.clone(),
-            Epoch::Lost => return Err(RedisError::EpochLost),
-        };
+        let bucket = self.bucket(charges);
         let mut call = Self::script_call(&self.reserve, charges.len() + 2);
         for charge in charges {
-            call.arg(format!("{PREFIX}{}", charge.key()));
+            call.arg(self.layout.key(bucket, charge.key()));
         }
-        call.arg(Self::marker(charges, member))
-            .arg(EPOCH_KEY)
+        call.arg(self.marker(bucket, charges, member))
+            .arg(self.layout.epoch(bucket))
             .arg(MARKER_TTL_MS)
-            .arg(request_id::text(member))
-            .arg(expected);
+            .arg(request_id::text(member));
+        match &**self.epoch.load() {
+            Epoch::Unchecked => call.arg(""),
+            Epoch::Synced(epochs) => call.arg(epochs.of(bucket)),
+            Epoch::Lost => return Err(RedisError::EpochLost),
+        };
         let mut flexible = Vec::new();
         for charge in charges {
             let (kind, limit, x, ttl) = match charge {
@@ -357,14 +371,14 @@ impl RedisCounters {
         releases: &[Release],
         member: u128,
     ) -> Result<Vec<u64>, RedisError> {
-        let call = Self::release_call(script, charges, releases, member);
+        let call = self.release_call(script, charges, releases, member);
         match self.bounded(self.evaluate(call)).await {
             Ok(reply) => Ok(reply.into_iter().map(|v| v.max(0) as u64).collect()),
             Err(error) => {
                 // Built again only now, off the common path: both scripts apply once, so a
                 // copy sent after an attempt that did reach Redis changes nothing.
                 if redeliver::worth_resending(&error) {
-                    self.send_again(Self::release_call(script, charges, releases, member));
+                    self.send_again(self.release_call(script, charges, releases, member));
                 }
                 Err(error)
             }
@@ -373,18 +387,20 @@ impl RedisCounters {
 
     /// The `EVALSHA` of a settling or cancelling `script` for the reservation of `charges`.
     fn release_call(
+        &self,
         script: &Script,
         charges: &[Charge],
         releases: &[Release],
         member: u128,
     ) -> Cmd {
+        let bucket = self.bucket(charges);
         let mut call = Self::script_call(script, releases.len() + 1);
         for release in releases {
             let (Release::Window { key } | Release::Lease { key } | Release::Adjust { key, .. }) =
                 release;
-            call.arg(format!("{PREFIX}{key}"));
+            call.arg(self.layout.key(bucket, key));
         }
-        call.arg(Self::marker(charges, member))
+        call.arg(self.marker(bucket, charges, member))
             .arg(request_id::text(member))
             .arg(MARKER_TTL_MS);
         for release in releases {
@@ -451,13 +467,7 @@ impl RedisCounters {
     pub async fn warm_up(&self, patience: Duration) -> Result<ServerSettings, RedisError> {
         let mut connection = self.connection.clone();
         let load = async {
-            for source in self.sources.iter() {
-                let _: String = redis::cmd("SCRIPT")
-                    .arg("LOAD")
-                    .arg(source)
-                    .query_async(&mut connection)
-                    .await?;
-            }
+            batch::load(&mut connection, &self.sources).await?;
             // Managed Redis services may refuse CONFIG: then the policy is unknown.
             let policy: Option<Vec<String>> = redis::cmd("CONFIG")
                 .arg("GET")
@@ -475,58 +485,96 @@ impl RedisCounters {
         Ok(settings)
     }
 
+    /// How keys are named (one Redis, or a cluster's buckets).
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+
     /// Records that replica `id` is alive for `life` and that its usage is in `added_to` (if
-    /// any); returns how many replicas are alive, Redis' epoch (`candidate` becomes it if Redis
-    /// has none), and how many live replicas have added their usage to that epoch.
+    /// any); returns how many replicas are alive, Redis' epochs (`candidate` becomes a
+    /// bucket's epoch where it has none), and how many live replicas have added their usage to
+    /// those epochs.
     pub async fn heartbeat(
         &self,
         id: &str,
         life: Duration,
         candidate: &str,
-        added_to: Option<&str>,
+        added_to: Option<&Epochs>,
     ) -> Result<Heartbeat, RedisError> {
+        // A cluster's buckets each keep their epoch, read (and started where gone) first; the
+        // fleet's keys then compare the list by its name. A single Redis' one epoch is read by
+        // the heartbeat script itself, as earlier releases do.
+        let buckets = if self.layout.is_cluster() {
+            Some(self.bucket_epochs(candidate).await?)
+        } else {
+            None
+        };
         let mut connection = self.patient.clone();
         let (replicas, epoch, added): (u64, String, u64) = within(
             redeliver::PATIENCE,
             Script::new(HEARTBEAT)
-                .key(format!("{PREFIX}replicas"))
-                .key(EPOCH_KEY)
-                .key(format!("{PREFIX}replica-epochs"))
+                .key(self.layout.fleet("replicas"))
+                .key(self.layout.fleet("epoch"))
+                .key(self.layout.fleet("replica-epochs"))
                 .arg(id)
                 .arg(life.as_millis() as u64)
                 .arg(candidate)
-                .arg(added_to.unwrap_or(""))
+                .arg(added_to.map(Epochs::name).unwrap_or_default())
+                .arg(buckets.as_ref().map(Epochs::name).unwrap_or_default())
                 .invoke_async(&mut connection),
         )
         .await?;
         Ok(Heartbeat {
             replicas,
-            epoch,
+            epochs: buckets.unwrap_or_else(|| Epochs::new(vec![epoch])),
             added,
         })
     }
 
-    /// The epoch reservations are made in.
+    /// Every bucket's epoch, `candidate` set where a bucket has none (it lost its data, or is
+    /// new). One `SET NX GET` per bucket (Redis 7.0 or later), sent at once.
+    async fn bucket_epochs(&self, candidate: &str) -> Result<Epochs, RedisError> {
+        let reads = (0..self.layout.buckets()).map(|bucket| {
+            let mut connection = self.patient.clone();
+            let key = self.layout.epoch(bucket);
+            async move {
+                let before: Option<String> = redis::cmd("SET")
+                    .arg(key)
+                    .arg(candidate)
+                    .arg("NX")
+                    .arg("GET")
+                    .query_async(&mut connection)
+                    .await?;
+                Ok(before.unwrap_or_else(|| candidate.to_owned()))
+            }
+        });
+        let epochs = within(redeliver::PATIENCE, futures::future::try_join_all(reads)).await?;
+        Ok(Epochs::new(epochs))
+    }
+
+    /// The epochs reservations are made in.
     pub fn epoch(&self) -> Arc<Epoch> {
         self.epoch.load_full()
     }
 
-    /// Reserves nothing until [`RedisCounters::sync_epoch`] names the epoch (a gateway's
+    /// Reserves nothing until [`RedisCounters::sync_epoch`] names the epochs (a gateway's
     /// counters start so; used alone, a store does not check epochs).
     pub fn await_epoch(&self) {
         self.epoch.store(Arc::new(Epoch::Lost));
     }
 
-    /// Makes reservations in `epoch` from now on.
-    pub fn sync_epoch(&self, epoch: String) {
-        self.epoch.store(Arc::new(Epoch::Synced(epoch)));
+    /// Makes reservations in `epochs` from now on.
+    pub fn sync_epoch(&self, epochs: Epochs) {
+        self.epoch.store(Arc::new(Epoch::Synced(epochs)));
     }
 
-    /// Adds a replica's usage to the counters of `epoch`, once per `guard` (named by the epoch,
-    /// the ledger and the chunk), and only while Redis' epoch is `epoch`; `counters` are (key,
-    /// amount, TTL ms). True if this call added them, false if an earlier one had.
+    /// Adds a replica's usage to `bucket`'s counters of `epoch`, once per `guard` (named by the
+    /// epoch, the ledger and the chunk), and only while the bucket's epoch is `epoch`;
+    /// `counters` are (key, amount, TTL ms), all of `bucket`. True if this call added them,
+    /// false if an earlier one had.
     pub async fn rebuild(
         &self,
+        bucket: u32,
         guard: &str,
         epoch: &str,
         counters: &[(String, u64, u64)],
@@ -535,19 +583,20 @@ impl RedisCounters {
         let rebuild = Script::new(REBUILD);
         let mut script = rebuild.prepare_invoke();
         script
-            .key(format!("{PREFIX}{guard}"))
-            .key(EPOCH_KEY)
+            .key(self.layout.key(bucket, guard))
+            .key(self.layout.epoch(bucket))
             .arg(REBUILD_GUARD_MS)
             .arg(epoch);
         for (key, amount, ttl) in counters {
+            debug_assert_eq!(self.layout.bucket_of(key), bucket, "{key}");
             script
-                .key(format!("{PREFIX}{key}"))
+                .key(self.layout.key(bucket, key))
                 .arg(exact(*amount))
                 .arg(*ttl);
         }
         let added: i64 = within(redeliver::PATIENCE, script.invoke_async(&mut connection)).await?;
         match added {
-            // Redis lost its data again meanwhile: nothing was added.
+            // The bucket lost its data again meanwhile: nothing was added.
             -1 => Err(RedisError::EpochLost),
             added => Ok(added == 1),
         }
@@ -558,7 +607,7 @@ impl RedisCounters {
         let mut connection = self.connection.clone();
         let mut command = redis::cmd("SET");
         command
-            .arg(format!("{PREFIX}{mark}"))
+            .arg(self.layout.counter(mark))
             .arg(1)
             .arg("NX")
             .arg("PX")
@@ -575,7 +624,7 @@ impl RedisCounters {
         let mut connection = self.connection.clone();
         let mut command = redis::cmd("MGET");
         for key in keys {
-            command.arg(format!("{PREFIX}{key}"));
+            command.arg(self.layout.counter(key));
         }
         let reply: Vec<Option<i64>> = self.bounded(command.query_async(&mut connection)).await?;
         Ok(reply

@@ -245,9 +245,10 @@ return {}
 /// A replica says it is alive and learns how many are, Redis' epoch, and how many of the live
 /// replicas have added their usage to it (KEYS: the replica set, the epoch, the epochs each
 /// replica's usage is in; ARGV: this replica's id, the entry's life in ms, a new epoch should
-/// Redis have none, the epoch this replica's usage is in or ''). The replica set holds each live
-/// replica scored by when its entry expires, on Redis' clock; entries of replicas gone are
-/// dropped from the epochs too.
+/// Redis have none, the epoch this replica's usage is in or '', and on a cluster the name of
+/// its buckets' epochs, read before, which then stands for the epoch). The replica set holds
+/// each live replica scored by when its entry expires, on Redis' clock; entries of replicas
+/// gone are dropped from the epochs too.
 pub(super) const HEARTBEAT: &str = r#"
 local clock = redis.call('TIME')
 local now = clock[1] * 1000 + math.floor(clock[2] / 1000)
@@ -256,10 +257,13 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 -- The epoch names this Redis' data; one that lost it finds none, and the first replica to
 -- look starts a new one.
-local epoch = redis.call('GET', KEYS[2])
-if not epoch then
-  redis.call('SET', KEYS[2], ARGV[3])
-  epoch = ARGV[3]
+local epoch = ARGV[5]
+if not epoch or epoch == '' then
+  epoch = redis.call('GET', KEYS[2])
+  if not epoch then
+    redis.call('SET', KEYS[2], ARGV[3])
+    epoch = ARGV[3]
+  end
 end
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[3], ARGV[1], ARGV[4]) end
 local live = redis.call('ZRANGE', KEYS[1], 0, -1)
