@@ -23,7 +23,7 @@ use dgidgi::usage::Usage;
     reason = "the tests' helper; the benchmark only starts and drops"
 )]
 mod redis;
-use redis::RedisServer;
+use redis::{RedisCluster, RedisServer, SharedCounters};
 
 fn tenant() -> TenantConfig {
     TenantConfig {
@@ -199,6 +199,76 @@ fn meters(c: &mut Criterion) {
             ..MeterOptions::default()
         },
         false,
+    );
+    drop(server);
+    redis_cpu_per_request();
+}
+
+/// What Redis spends per request (its CPU time, all masters of a cluster summed), so how many
+/// requests one Redis core carries: 20,000 admit + settle round trips, 64 at a time, against one
+/// Redis and against a three-master cluster. Printed, not a criterion figure (Redis' CPU, not
+/// this process' time, is the measure).
+fn redis_cpu_per_request() {
+    let single = RedisServer::start();
+    redis_cost("one Redis", &single, || single.cpu_ticks());
+    drop(single);
+    let cluster = RedisCluster::start();
+    redis_cost("three-master cluster", &cluster, || cluster.cpu_ticks());
+}
+
+fn redis_cost(name: &str, store: &dyn SharedCounters, cpu_ticks: impl Fn() -> u64) {
+    const REQUESTS: usize = 20_000;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let options = MeterOptions {
+        redis_url: Some(store.url()),
+        redis_cluster: store.cluster(),
+        redis_timeout: Duration::from_secs(1),
+        fail_mode: FailMode::Closed,
+        ..MeterOptions::default()
+    };
+    let meter = {
+        let _guard = runtime.enter();
+        Arc::new(Meter::open(&options, Arc::new(Metrics::default())).expect("meter"))
+    };
+    runtime.block_on(meter.warm_up());
+    let (t, m) = (Arc::new(tenant()), Arc::new(model()));
+    let run = |count: usize| {
+        use futures::StreamExt as _;
+        runtime.block_on(
+            futures::stream::iter(0..count).for_each_concurrent(64, |_| {
+                let (meter, t, m) = (meter.clone(), t.clone(), m.clone());
+                async move {
+                    let candidates = [Candidate {
+                        model: Some(&m),
+                        platform: true,
+                    }];
+                    let ticket = meter
+                        .admit(&t, &candidates, SIZE, "platform", "gpt-4o", None)
+                        .await
+                        .expect("admitted");
+                    meter.settle(ticket, Some(served(&m))).await;
+                }
+            }),
+        );
+        runtime.block_on(async {
+            while meter.settlements_in_flight() > 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
+    };
+    run(2_000);
+    let (before, started) = (cpu_ticks(), std::time::Instant::now());
+    run(REQUESTS);
+    let (ticks, elapsed) = (cpu_ticks() - before, started.elapsed());
+    let micros = ticks as f64 * 10_000.0 / REQUESTS as f64;
+    eprintln!(
+        "metering/redis_cpu ({name}): {micros:.1} µs of Redis CPU per request, so ~{:.0} requests/s per Redis core; {:.0} requests/s from one client process",
+        1e6 / micros,
+        REQUESTS as f64 / elapsed.as_secs_f64()
     );
 }
 

@@ -481,7 +481,13 @@ const TOKENS_PER_DAY_10K: &str = r#""llm.dgidgi.io/requests-per-minute": "1000",
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_output_field_and_n_are_covered_by_the_reservation() {
     for redis in [None, Some(RedisServer::start())] {
-        let fleet = Fleet::start(1, redis.as_ref().map(|r| r as &dyn SharedCounters), TOKENS_PER_DAY_10K, "{}").await;
+        let fleet = Fleet::start(
+            1,
+            redis.as_ref().map(|r| r as &dyn SharedCounters),
+            TOKENS_PER_DAY_10K,
+            "{}",
+        )
+        .await;
         let (address, key) = (fleet.gateways[0].api, fleet.key());
         // A model without a known maximum: the request's largest field is its ask.
         let mut both = ask("fake/open-ended");
@@ -1261,8 +1267,8 @@ async fn a_cluster_master_that_lost_its_data_is_rebuilt_and_the_others_are_not_a
     let first = spend_until_refused(&fleet).await;
     assert!(first > 5, "{first} served before the budget ran out");
     let month = dgidgi::metering::clock::Day::of(dgidgi::metering::clock::now_ms()).month_key();
-    let spend_key = dgidgi::metering::redis::Layout::CLUSTER
-        .counter(&format!("t:team-acme:spend:{month}"));
+    let spend_key =
+        dgidgi::metering::redis::Layout::CLUSTER.counter(&format!("t:team-acme:spend:{month}"));
     let owner = cluster.owner_of(&spend_key).await;
     let before = cluster.get(&spend_key).await.expect("the spend counter");
     assert!(before <= 2_000, "{before}");
@@ -1270,7 +1276,10 @@ async fn a_cluster_master_that_lost_its_data_is_rebuilt_and_the_others_are_not_a
     all_heard(&fleet).await;
     cluster.restart_empty((owner + 1) % 3);
     let after_other = spend_until_refused(&fleet).await;
-    assert!(after_other <= 5, "served {after_other} after another master's loss");
+    assert!(
+        after_other <= 5,
+        "served {after_other} after another master's loss"
+    );
     let kept = cluster.get(&spend_key).await.expect("kept");
     assert!(
         (before..=2_000).contains(&kept),
@@ -1284,12 +1293,16 @@ async fn a_cluster_master_that_lost_its_data_is_rebuilt_and_the_others_are_not_a
         after_other + again <= 5,
         "served {again} again after its master's loss ({first} before)"
     );
-    let states: Vec<std::path::PathBuf> = fleet.states.iter().map(|s| s.path().to_owned()).collect();
+    let states: Vec<std::path::PathBuf> =
+        fleet.states.iter().map(|s| s.path().to_owned()).collect();
     let kept_states = std::mem::take(&mut fleet.states);
     fleet.stop().await;
     let ledgers = ledgers_month_spend(&states, "team-acme");
     drop(kept_states);
-    assert!(ledgers <= 2_000, "spent {ledgers} of a 2,000 micro-USD budget");
+    assert!(
+        ledgers <= 2_000,
+        "spent {ledgers} of a 2,000 micro-USD budget"
+    );
     assert_eq!(
         cluster.get(&spend_key).await,
         Some(ledgers),

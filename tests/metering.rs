@@ -480,7 +480,12 @@ fn one_slot_and_600_tokens(t: &str) -> Vec<dgidgi::metering::charge::Charge> {
 async fn a_reservation_whose_answer_was_lost_is_cancelled_exactly_once() {
     use dgidgi::metering::redis::RedisCounters;
     let redis = RedisServer::start();
-    let counters = RedisCounters::new(&redis.url(), dgidgi::metering::redis::Layout::SINGLE, Duration::from_secs(2)).expect("client");
+    let counters = RedisCounters::new(
+        &redis.url(),
+        dgidgi::metering::redis::Layout::SINGLE,
+        Duration::from_secs(2),
+    )
+    .expect("client");
     let charges = one_slot_and_600_tokens("x");
     // Made, then its answer "lost": the cancellation gives everything back.
     assert!(counters.reserve(&charges, 1).await.unwrap().is_ok());
@@ -563,9 +568,13 @@ async fn a_settlement_redis_did_not_take_is_sent_again_until_it_is() {
 
     let redis = RedisServer::start();
     let outcomes = Family::<ResultLabels, Counter>::default();
-    let counters = RedisCounters::new(&redis.url(), dgidgi::metering::redis::Layout::SINGLE, Duration::from_millis(200))
-        .expect("client")
-        .report_redeliveries_to(outcomes.clone());
+    let counters = RedisCounters::new(
+        &redis.url(),
+        dgidgi::metering::redis::Layout::SINGLE,
+        Duration::from_millis(200),
+    )
+    .expect("client")
+    .report_redeliveries_to(outcomes.clone());
     let charges = one_slot_and_600_tokens("y");
     assert!(counters.reserve(&charges, 1).await.unwrap().is_ok());
     assert!(
@@ -650,7 +659,12 @@ async fn redis_and_the_embedded_book_agree_on_every_outcome() {
     use rand_chacha::rand_core::{RngCore as _, SeedableRng as _};
 
     let redis = RedisServer::start();
-    let counters = RedisCounters::new(&redis.url(), dgidgi::metering::redis::Layout::SINGLE, Duration::from_secs(2)).expect("client");
+    let counters = RedisCounters::new(
+        &redis.url(),
+        dgidgi::metering::redis::Layout::SINGLE,
+        Duration::from_secs(2),
+    )
+    .expect("client");
     let mut book = Book::default();
     let mut rng = ChaCha8Rng::seed_from_u64(7);
     // Four tenants, each held back by a different one of its limits (the others are wide), so
@@ -878,8 +892,14 @@ async fn batched_calls_answer_one_by_one_and_survive_forgotten_scripts() {
     use dgidgi::metering::redis::RedisCounters;
 
     let redis = RedisServer::start();
-    let counters =
-        Arc::new(RedisCounters::new(&redis.url(), dgidgi::metering::redis::Layout::SINGLE, Duration::from_secs(2)).expect("client"));
+    let counters = Arc::new(
+        RedisCounters::new(
+            &redis.url(),
+            dgidgi::metering::redis::Layout::SINGLE,
+            Duration::from_secs(2),
+        )
+        .expect("client"),
+    );
     let amount = |key: &str, amount: u64| {
         vec![Charge::Amount {
             key: key.into(),

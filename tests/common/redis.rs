@@ -110,6 +110,27 @@ impl RedisServer {
             && &reply == b"+PONG\r\n"
     }
 
+    /// The CPU time (user + system, in clock ticks of 1/100 s) the server has used so far.
+    pub fn cpu_ticks(&self) -> u64 {
+        let Some(child) = &self.child else { return 0 };
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap_or_default();
+        // After the command name (in parentheses): utime and stime are fields 14 and 15.
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        let field = |n: usize| {
+            fields
+                .get(n - 3)
+                .and_then(|f| f.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        field(14) + field(15)
+    }
+
     /// The URL to give `--redis-url`.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
@@ -193,6 +214,11 @@ impl RedisCluster {
                 .expect("redis-cli");
             assert!(flushed.success());
         }
+    }
+
+    /// The CPU time all masters have used so far (clock ticks of 1/100 s).
+    pub fn cpu_ticks(&self) -> u64 {
+        self.nodes.iter().map(RedisServer::cpu_ticks).sum()
     }
 
     /// Which master holds `key`'s slot (the others answer MOVED).

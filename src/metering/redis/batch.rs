@@ -77,11 +77,7 @@ fn gone() -> redis::RedisError {
 
 /// Collects the calls queued meanwhile and sends them on their own task, so the next batch is
 /// collected while this one waits for its reply.
-async fn run(
-    connection: Connection,
-    mut queued: mpsc::UnboundedReceiver<Call>,
-    sources: Sources,
-) {
+async fn run(connection: Connection, mut queued: mpsc::UnboundedReceiver<Call>, sources: Sources) {
     while let Some(first) = queued.recv().await {
         // One turn for the requests already runnable: the ones about to call Redis queue their
         // calls meanwhile. With nothing else to run this returns at once.

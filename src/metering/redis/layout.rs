@@ -141,7 +141,9 @@ impl Epochs {
     /// The buckets whose epoch differs from `before`'s (all of them when the layouts differ).
     pub fn changed_since(&self, before: &Epochs) -> Vec<u32> {
         (0..self.0.len() as u32)
-            .filter(|bucket| before.0.len() != self.0.len() || before.of(*bucket) != self.of(*bucket))
+            .filter(|bucket| {
+                before.0.len() != self.0.len() || before.of(*bucket) != self.of(*bucket)
+            })
             .collect()
     }
 
@@ -170,8 +172,14 @@ mod tests {
     #[test]
     fn a_single_redis_keeps_the_key_names_of_earlier_releases() {
         let single = Layout::SINGLE;
-        assert_eq!(single.counter("t:team-a:spend:2026-12"), "dgidgi:t:team-a:spend:2026-12");
-        assert_eq!(single.counter("p:openai-main:rpm"), "dgidgi:p:openai-main:rpm");
+        assert_eq!(
+            single.counter("t:team-a:spend:2026-12"),
+            "dgidgi:t:team-a:spend:2026-12"
+        );
+        assert_eq!(
+            single.counter("p:openai-main:rpm"),
+            "dgidgi:p:openai-main:rpm"
+        );
         assert_eq!(single.epoch(0), "dgidgi:epoch");
         assert_eq!(single.fleet("replicas"), "dgidgi:replicas");
         assert_eq!(single.key(0, "rebuilt:e:l:0"), "dgidgi:rebuilt:e:l:0");
@@ -195,7 +203,10 @@ mod tests {
         );
         let tagged = cluster.counter("t:team-a:rpm");
         assert_eq!(tagged, format!("dgidgi:{{b{bucket:03}}}:t:team-a:rpm"));
-        assert_eq!(cluster.epoch(bucket), format!("dgidgi:{{b{bucket:03}}}:epoch"));
+        assert_eq!(
+            cluster.epoch(bucket),
+            format!("dgidgi:{{b{bucket:03}}}:epoch")
+        );
         assert_eq!(cluster.fleet("replicas"), "dgidgi:{fleet}:replicas");
     }
 
@@ -207,7 +218,10 @@ mod tests {
             seen[cluster.bucket_of(&format!("t:team-{i}:rpm")) as usize] += 1;
         }
         // 78 expected per bucket: none empty, none more than twice that.
-        assert!(seen.iter().all(|count| (20..160).contains(count)), "{seen:?}");
+        assert!(
+            seen.iter().all(|count| (20..160).contains(count)),
+            "{seen:?}"
+        );
     }
 
     #[test]
