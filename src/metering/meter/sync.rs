@@ -214,7 +214,8 @@ impl Meter {
             }
             let (mut added, changed) = (0, epochs.changed_since(before));
             for bucket in &changed {
-                let (Some(counters), epoch) = (by_bucket.get(bucket), epochs.of(*bucket)) else {
+                let (Some(counters), Some(epoch)) = (by_bucket.get(bucket), epochs.of(*bucket))
+                else {
                     continue;
                 };
                 for (guard, chunk) in rebuild::chunks(counters, epoch, &ledger_id) {

@@ -121,9 +121,10 @@ impl Epochs {
         Self(Arc::from(epochs))
     }
 
-    /// `bucket`'s epoch ("" past the end: never the one Redis holds).
-    pub fn of(&self, bucket: u32) -> &str {
-        self.0.get(bucket as usize).map_or("", String::as_str)
+    /// `bucket`'s epoch (None past the end: a layout these epochs were not read for, which
+    /// reserves nothing — an empty epoch would skip the scripts' check).
+    pub fn of(&self, bucket: u32) -> Option<&str> {
+        self.0.get(bucket as usize).map(String::as_str)
     }
 
     /// One name for the whole list, which the replicas compare: the epoch itself on a single

@@ -274,7 +274,10 @@ impl RedisCounters {
             .arg(request_id::text(member));
         match &**self.epoch.load() {
             Epoch::Unchecked => call.arg(""),
-            Epoch::Synced(epochs) => call.arg(epochs.of(bucket)),
+            Epoch::Synced(epochs) => match epochs.of(bucket) {
+                Some(epoch) => call.arg(epoch),
+                None => return Err(RedisError::EpochLost),
+            },
             Epoch::Lost => return Err(RedisError::EpochLost),
         };
         let mut flexible = Vec::new();
