@@ -114,6 +114,23 @@ fn corrupt_or_inconsistent_directories_are_refused() {
         "{unknown_provider}"
     );
 
+    // A tenant whose id names another namespace would keep its shared counters apart from its
+    // namespace's (another hash slot on a Redis Cluster).
+    let elsewhere = load_after(|d| {
+        rewrite(
+            d,
+            "gateway.yaml",
+            "id: team-acme/acme",
+            "id: team-globex/acme",
+        )
+    });
+    assert!(
+        elsewhere
+            .to_string()
+            .contains("tenant team-globex/acme is not named <namespace>/<name>"),
+        "{elsewhere}"
+    );
+
     let ring = load_after(|d| rewrite(d, "master-key.yaml", "active: k1", "active: k9"));
     assert!(ring.to_string().contains("master-key.yaml"), "{ring}");
 }

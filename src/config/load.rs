@@ -286,6 +286,17 @@ impl Snapshot {
             }
         }
         for (index, tenant) in self.config.tenants.iter().enumerate() {
+            // The shared counters group a tenant's keys by the namespace its id starts with (one
+            // hash slot on a Redis Cluster, beside the namespace's own counters): an id naming
+            // another namespace would put them apart.
+            if tenant.id.split_once('/').map(|(namespace, _)| namespace)
+                != Some(tenant.namespace.as_str())
+            {
+                return inconsistent(format!(
+                    "tenant {} is not named <namespace>/<name> in its namespace {}",
+                    tenant.id, tenant.namespace
+                ));
+            }
             for provider in tenant.providers.iter().chain(&tenant.preferred_provider) {
                 if !self.providers_by_id.contains_key(provider) {
                     return inconsistent(format!(
