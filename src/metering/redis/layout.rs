@@ -66,11 +66,23 @@ impl Layout {
 
     /// The full name of `name` in `bucket`.
     pub fn key(self, bucket: u32, name: &str) -> String {
+        self.key_of_parts(bucket, &[name])
+    }
+
+    /// The full name, in `bucket`, of the name `parts` make together: built in one allocation
+    /// (a reservation's marker is named on every reserve and settle).
+    pub fn key_of_parts(self, bucket: u32, parts: &[&str]) -> String {
+        let length = parts.iter().map(|part| part.len()).sum::<usize>();
+        let mut key = String::with_capacity(PREFIX.len() + 7 + length);
+        key.push_str(PREFIX);
         if self.is_cluster() {
-            format!("{PREFIX}{{b{bucket:03}}}:{name}")
-        } else {
-            [PREFIX, name].concat()
+            use std::fmt::Write as _;
+            let _ = write!(key, "{{b{bucket:03}}}:");
         }
+        for part in parts {
+            key.push_str(part);
+        }
+        key
     }
 
     /// The full name of counter `key`, in its own bucket.

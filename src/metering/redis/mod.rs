@@ -253,8 +253,9 @@ impl RedisCounters {
     /// share a marker (a settlement sent again must never take another's).
     fn marker(&self, bucket: u32, charges: &[Charge], member: u128) -> String {
         let first = charges.first().map_or("", Charge::key);
+        let member = request_id::text(member);
         self.layout
-            .key(bucket, &format!("r:{}:{first}", request_id::text(member)))
+            .key_of_parts(bucket, &["r:", &member, ":", first])
     }
 
     /// Check-and-reserve, one round trip.
