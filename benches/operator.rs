@@ -8,9 +8,10 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use criterion::{Criterion, criterion_group, criterion_main};
+use dgidgi::operator::incremental::{PassKind, decide_incrementally};
 use dgidgi::operator::observed::{Observed, key_of};
 use dgidgi::operator::reconcile::decide;
-use dgidgi::render::RenderContext;
+use dgidgi::render::{ObjectKey, RenderContext};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::DynamicObject;
@@ -18,7 +19,13 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use serde_json::json;
 
-const TENANTS: usize = 1_000;
+/// Tenants in the fleet (`DGIDGI_BENCH_TENANTS` overrides the 1,000 default).
+fn tenants() -> usize {
+    std::env::var("DGIDGI_BENCH_TENANTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000)
+}
 
 fn resource(
     kind: &str,
@@ -29,7 +36,7 @@ fn resource(
     let object: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "llm.dgidgi.io/v1alpha1", "kind": kind,
         "metadata": {"name": name, "namespace": namespace, "uid": format!("uid-{namespace}-{name}"),
-                     "generation": 1},
+                     "generation": 1, "resourceVersion": "1"},
         "spec": spec,
     }))
     .unwrap();
@@ -41,7 +48,7 @@ fn fleet() -> Observed {
     let add_ns = |observed: &mut Observed, name: &str, tier: &str| {
         let ns: Namespace = serde_json::from_value(json!({
             "apiVersion": "v1", "kind": "Namespace",
-            "metadata": {"name": name, "labels": {"llm.dgidgi.io/tier": tier}},
+            "metadata": {"name": name, "labels": {"llm.dgidgi.io/tier": tier}, "resourceVersion": "1"},
         }))
         .unwrap();
         observed.namespaces.insert(key_of(&ns), Arc::new(ns));
@@ -66,14 +73,14 @@ fn fleet() -> Observed {
     );
     observed.policies.insert(key_of(policy.as_ref()), policy);
     let tiers = ["free", "pro", "team", "enterprise"];
-    for i in 0..TENANTS {
+    for i in 0..tenants() {
         let ns = format!("tenant-{i:05}");
         add_ns(&mut observed, &ns, tiers[i % tiers.len()]);
         let own = i % 10 == 0;
         if own {
             let secret: Secret = serde_json::from_value(json!({
                 "apiVersion": "v1", "kind": "Secret",
-                "metadata": {"name": "openai", "namespace": ns},
+                "metadata": {"name": "openai", "namespace": ns, "resourceVersion": "1"},
                 "data": {"apiKey": base64::engine::general_purpose::STANDARD.encode(format!("sk-bench-{i}"))},
             }))
             .unwrap();
@@ -110,10 +117,12 @@ fn rss_kib() -> u64 {
 }
 
 fn bench(c: &mut Criterion) {
-    let ctx = RenderContext::new(
+    let mut ctx = RenderContext::new(
         "dgidgi-system",
         Timestamp::from_second(1_795_608_000).unwrap(),
     );
+    // The chart's advice: one shard fits about 2,000 tenants, 64 about 120,000.
+    ctx.shards = if tenants() <= 2_000 { 1 } else { 64 };
     let before = rss_kib();
     let mut observed = fleet();
     let first_started = std::time::Instant::now();
@@ -121,9 +130,27 @@ fn bench(c: &mut Criterion) {
     let first_time = first_started.elapsed();
     observed.apply_writes(&first.writes);
     let after = rss_kib();
+    {
+        use dgidgi::operator::plan::plan;
+        use dgidgi::render::render;
+        let t = std::time::Instant::now();
+        let input = observed.render_input("dgidgi-system").unwrap();
+        let t_input = t.elapsed();
+        let t = std::time::Instant::now();
+        let output = render(input, &ctx, &mut ChaCha20Rng::seed_from_u64(2)).unwrap();
+        let t_render = t.elapsed();
+        let t = std::time::Instant::now();
+        let writes = plan(&output, &observed).unwrap();
+        let t_plan = t.elapsed();
+        eprintln!(
+            "phases: input {t_input:?} render {t_render:?} plan {t_plan:?} ({} writes)",
+            writes.len()
+        );
+    }
     let steady = decide(&observed, &ctx, &mut ChaCha20Rng::seed_from_u64(2)).unwrap();
+    let tenants = tenants();
     eprintln!(
-        "operator, {TENANTS} tenants: first pass {} writes in {first_time:?}; steady-state pass {} writes; \
+        "operator, {tenants} tenants: first pass {} writes in {first_time:?}; steady-state pass {} writes; \
          stores + one pass resident: {} KiB ({} KiB before)",
         first.writes.len(),
         steady.writes.len(),
@@ -134,11 +161,72 @@ fn bench(c: &mut Criterion) {
         steady.writes.is_empty(),
         "a steady-state pass writes nothing"
     );
-    c.bench_function("operator steady-state pass, 1000 tenants", |b| {
-        b.iter(|| {
-            black_box(decide(&observed, &ctx, &mut ChaCha20Rng::seed_from_u64(3)).unwrap());
-        });
-    });
+    c.bench_function(
+        &format!("operator steady-state pass, {tenants} tenants"),
+        |b| {
+            b.iter(|| {
+                black_box(decide(&observed, &ctx, &mut ChaCha20Rng::seed_from_u64(3)).unwrap());
+            });
+        },
+    );
+
+    // The incremental pass: one tenant's spec changes (a new resourceVersion, as the API server
+    // gives it), against the output kept from the pass before.
+    let resync = std::time::Duration::MAX;
+    let mut memo = None;
+    let (_, kind) = decide_incrementally(
+        &observed,
+        &ctx,
+        &mut ChaCha20Rng::seed_from_u64(4),
+        &mut memo,
+        resync,
+    )
+    .unwrap();
+    assert_eq!(kind, PassKind::Full);
+    let changed = ObjectKey::new("tenant-00001", "app");
+    let mut version = 1;
+    let mut change_one = |observed: &mut Observed| {
+        version += 1;
+        let mut tenant = (*observed.tenants[&changed]).clone();
+        tenant.data["spec"]["limits"]["requestsPerMinute"] = json!(version % 50 + 1);
+        tenant.metadata.resource_version = Some(version.to_string());
+        tenant.metadata.generation = Some(version);
+        observed.tenants.insert(changed.clone(), Arc::new(tenant));
+    };
+    change_one(&mut observed);
+    let started = std::time::Instant::now();
+    let (decision, kind) = decide_incrementally(
+        &observed,
+        &ctx,
+        &mut ChaCha20Rng::seed_from_u64(5),
+        &mut memo,
+        resync,
+    )
+    .unwrap();
+    eprintln!(
+        "operator, {tenants} tenants: one tenant changed: {kind:?} pass in {:?}, writes {:?}",
+        started.elapsed(),
+        decision.writes
+    );
+    assert_eq!(kind, PassKind::Incremental(1));
+    c.bench_function(
+        &format!("operator one-tenant change, {tenants} tenants"),
+        |b| {
+            b.iter(|| {
+                change_one(&mut observed);
+                let (decision, kind) = decide_incrementally(
+                    &observed,
+                    &ctx,
+                    &mut ChaCha20Rng::seed_from_u64(6),
+                    &mut memo,
+                    resync,
+                )
+                .unwrap();
+                assert_eq!(kind, PassKind::Incremental(1));
+                black_box(decision);
+            });
+        },
+    );
 }
 
 criterion_group! {

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use base64::Engine as _;
 use dgidgi::config::{KEY_STORE_FILE, KEY_STORE_SECRET_NAME};
 use dgidgi::crypto::KeyStore;
+use dgidgi::operator::incremental::{Memo, PassKind, decide_incrementally};
 use dgidgi::operator::observed::{Observed, key_of};
 use dgidgi::operator::plan::Write;
 use dgidgi::operator::platform::{PlatformTiers, TiersInForce};
@@ -34,6 +35,10 @@ struct Cluster {
     platform: PlatformTiers,
     /// The operator's `--config-shards` (0 here: the default, 1).
     shards: u32,
+    /// What the incremental pass kept from the last one.
+    memo: Option<Memo>,
+    /// Which kind of pass the last incremental one was.
+    last_pass: Option<PassKind>,
 }
 
 fn to_json(yaml: &str) -> Vec<Value> {
@@ -145,6 +150,27 @@ impl Cluster {
             &mut ChaCha20Rng::seed_from_u64(self.seed),
         )
         .expect("a pass decides");
+        // Every pass of every test also checks the incremental pass against the full one:
+        // the same writes, in the same order, from the output kept since the last pass.
+        let (incremental, kind) = decide_incrementally(
+            &self.observed,
+            &ctx,
+            &mut ChaCha20Rng::seed_from_u64(self.seed),
+            &mut self.memo,
+            std::time::Duration::MAX,
+        )
+        .expect("an incremental pass decides");
+        assert_eq!(
+            kinds(&incremental.writes),
+            kinds(&decision.writes),
+            "the {kind:?} pass writes what the full pass writes"
+        );
+        assert!(
+            incremental.writes == decision.writes,
+            "the {kind:?} pass writes the same content as the full pass"
+        );
+        assert_eq!(incremental.not_ready, decision.not_ready);
+        self.last_pass = Some(kind);
         self.apply(&decision.writes);
         decision
     }
@@ -191,6 +217,145 @@ fn quickstart() -> Cluster {
         Cluster::from_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/quickstart"));
     cluster.pass();
     cluster
+}
+
+/// Random changes to many namespaces, one or a few at a time: every pass is checked against a
+/// full one (in [`Cluster::pass`]); this checks that most of them were incremental, and covers
+/// what crosses namespaces: tier labels the platform rules select on, an access key copied from
+/// another namespace, a namespace deleted whole.
+#[test]
+fn random_changes_render_incrementally_as_a_full_pass_would() {
+    use rand::Rng as _;
+    let mut cluster = quickstart();
+    // Sharded, so the shards kept between passes are exercised too.
+    cluster.shards = 4;
+    let tiers = ["free", "pro", "team", "enterprise"];
+    let namespace = |i: usize| format!("fleet-{i:02}");
+    let tenant_yaml = |ns: &str, name: &str, rpm: u32| {
+        format!(
+            "apiVersion: llm.dgidgi.io/v1alpha1\nkind: LlmTenant\nmetadata: {{name: {name}, namespace: {ns}}}\n\
+             spec: {{source: platform, limits: {{requestsPerMinute: {rpm}}}, accessKeys: [{{name: default}}]}}\n"
+        )
+    };
+    let own_yaml = |ns: &str, key: &str| {
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: own, namespace: {ns}}}\nstringData: {{apiKey: {key}}}\n---\n\
+             apiVersion: llm.dgidgi.io/v1alpha1\nkind: LlmProvider\nmetadata: {{name: own, namespace: {ns}}}\n\
+             spec: {{type: openai, credentialsRef: {{name: own}}}}\n---\n\
+             apiVersion: llm.dgidgi.io/v1alpha1\nkind: LlmTenant\nmetadata: {{name: byok, namespace: {ns}}}\n\
+             spec: {{source: tenant, providers: [{{name: own}}]}}\n---\n\
+             apiVersion: llm.dgidgi.io/v1alpha1\nkind: RoutingPolicy\nmetadata: {{name: mine, namespace: {ns}}}\n\
+             spec: {{rules: [{{match: {{model: fast}}, targets: [{{provider: own, model: gpt-4o-mini}}]}}]}}\n"
+        )
+    };
+    let namespace_yaml = |ns: &str, tier: &str| {
+        format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}, labels: {{llm.dgidgi.io/tier: {tier}}}}}\n"
+        )
+    };
+    for i in 0..24 {
+        let ns = namespace(i);
+        cluster.apply_yaml(&namespace_yaml(&ns, tiers[i % 4]));
+        cluster.apply_yaml(&tenant_yaml(&ns, "app", 10));
+        if i % 3 == 0 {
+            cluster.apply_yaml(&own_yaml(&ns, &format!("sk-own-{i}-0123456789")));
+        }
+    }
+    cluster.pass();
+    cluster.pass();
+    let mut rng = ChaCha20Rng::seed_from_u64(7);
+    let mut incremental = 0;
+    for step in 0..40 {
+        let ns = namespace(rng.random_range(0..24));
+        match rng.random_range(0..9) {
+            0 => cluster.apply_yaml(&tenant_yaml(&ns, "app", rng.random_range(1..100))),
+            1 => cluster.apply_yaml(&namespace_yaml(&ns, tiers[rng.random_range(0..4)])),
+            2 => {
+                cluster.observed.tenants.remove(&ObjectKey::new(&ns, "app"));
+            }
+            3 => cluster.apply_yaml(&tenant_yaml(&ns, &format!("extra-{step}"), 5)),
+            4 => cluster.apply_yaml(&own_yaml(&ns, &format!("sk-rotated-{step}-0123456789"))),
+            5 => {
+                // A tenant copies another namespace's access key into its own Secret.
+                let other = namespace(rng.random_range(0..24));
+                let from = ObjectKey::new(&other, "app-llm-access-default");
+                if let Some(secret) = cluster.observed.secrets.get(&from).cloned() {
+                    let mut copy = (*secret).clone();
+                    copy.metadata.namespace = Some(ns.clone());
+                    cluster
+                        .observed
+                        .secrets
+                        .insert(ObjectKey::new(&ns, "app-llm-access-default"), Arc::new(copy));
+                }
+            }
+            6 => {
+                cluster
+                    .observed
+                    .secrets
+                    .remove(&ObjectKey::new(&ns, "app-llm-access-default"));
+            }
+            7 => {
+                // The namespace deleted with everything in it.
+                let gone = |key: &ObjectKey| key.namespace == ns;
+                cluster.observed.namespaces.remove(&ObjectKey::new("", &ns));
+                cluster.observed.tenants.retain(|k, _| !gone(k));
+                cluster.observed.providers.retain(|k, _| !gone(k));
+                cluster.observed.policies.retain(|k, _| !gone(k));
+                cluster.observed.secrets.retain(|k, _| !gone(k));
+            }
+            _ => cluster.apply_yaml(&format!(
+                "apiVersion: llm.dgidgi.io/v1alpha1\nkind: LlmTenant\nmetadata: {{name: app, namespace: {ns}}}\n\
+                 spec: {{source: platform, limits: {{requestsPerMinute: -{step}}}}}\n"
+            )),
+        }
+        if rng.random_bool(0.1) {
+            cluster.apply_yaml(&namespace_yaml(
+                &namespace(rng.random_range(0..24)),
+                tiers[rng.random_range(0..4)],
+            ));
+        }
+        // The change, then the pass that sees the statuses and Secrets it wrote.
+        for _ in 0..2 {
+            cluster.pass();
+            incremental += usize::from(matches!(cluster.last_pass, Some(PassKind::Incremental(_))));
+        }
+    }
+    assert!(
+        incremental >= 60,
+        "most passes were incremental: {incremental} of 80"
+    );
+
+    // A tenant copies another namespace's key into its own Secret, and comes first in render
+    // order: render gives the key to the first claimant, which only a full pass can decide.
+    let (holder, copier) = ("shared-b", "shared-a");
+    for ns in [holder, copier] {
+        cluster.apply_yaml(&namespace_yaml(ns, "pro"));
+        cluster.apply_yaml(&tenant_yaml(ns, "app", 10));
+    }
+    cluster.pass();
+    cluster.pass();
+    let held = cluster.observed.secrets[&ObjectKey::new(holder, "app-llm-access-default")].clone();
+    let mut copy = (*held).clone();
+    copy.metadata.namespace = Some(copier.to_owned());
+    cluster.observed.secrets.insert(
+        ObjectKey::new(copier, "app-llm-access-default"),
+        Arc::new(copy),
+    );
+    cluster.pass();
+    assert_eq!(cluster.last_pass, Some(PassKind::Full));
+    assert_eq!(
+        cluster.condition(ResourceKind::LlmTenant, holder, "app", "Ready")["reason"],
+        "AccessKeyRejected"
+    );
+    // The refused Secret was deleted; the next pass generates a new key for it, rendering
+    // both sides of the collision together.
+    cluster.pass();
+    assert_eq!(cluster.last_pass, Some(PassKind::Incremental(2)));
+    cluster.pass();
+    assert_eq!(
+        cluster.condition(ResourceKind::LlmTenant, holder, "app", "Ready")["status"],
+        "True"
+    );
 }
 
 fn kinds(writes: &[Write]) -> Vec<String> {
@@ -738,7 +903,7 @@ async fn run_writer_traced(
     traces: Option<&dgidgi::telemetry::Traces>,
 ) -> dgidgi::operator::writer::WriteOutcome {
     use dgidgi::operator::observed::WriteOverlay;
-    use dgidgi::operator::reconcile::reconcile_once;
+    use dgidgi::operator::reconcile::{Passes, reconcile_once};
     use dgidgi::operator::writer::Writer;
     let (client, handle) = mock_client();
     let verifier = tokio::spawn(api::verify(handle, calls));
@@ -751,6 +916,7 @@ async fn run_writer_traced(
         &ctx,
         &mut ChaCha20Rng::seed_from_u64(1),
         &mut overlay,
+        &mut Passes::new(std::time::Duration::from_secs(300)),
         traces,
     )
     .await

@@ -68,7 +68,7 @@ pub struct ConfigShard {
 /// A config split: the index and the shards, in bucket order.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Split {
-    /// The platform's part, with an empty tenant list (the digests are filled by [`encode`]).
+    /// The platform's part, with an empty tenant list (the digests are filled by [`encode_reusing`]).
     pub index: GatewayConfig,
     /// The platform's stored keys.
     pub index_keys: KeyStore,
@@ -238,25 +238,59 @@ pub fn split(
     })
 }
 
+/// A split with its files, kept by the operator between passes: [`encode_reusing`] serializes
+/// again only the shards whose content changed (one tenant's change: one shard of 64).
+#[derive(Clone, Debug)]
+pub struct Written {
+    /// What was split.
+    pub split: Split,
+    /// Its files.
+    pub encoded: Encoded,
+}
+
 /// Writes a split's files: each shard serialized (config shards as gzip-compressed JSON), then
-/// the index naming their digests.
-pub fn encode(split: &Split) -> Result<Encoded, ShardError> {
+/// the index naming their digests. A shard equal to `previous`'s keeps the file it had.
+pub fn encode_reusing(split: Split, previous: Option<&Written>) -> Result<Written, ShardError> {
+    let encoded = encode_with(&split, previous)?;
+    Ok(Written { split, encoded })
+}
+
+fn encode_with(split: &Split, previous: Option<&Written>) -> Result<Encoded, ShardError> {
+    // The file of shard `index` as `previous` wrote it, if its content is the same.
+    fn unchanged<'a, T: PartialEq, F>(
+        previous: Option<(&'a [T], &'a [F])>,
+        index: usize,
+        shard: &T,
+    ) -> Option<&'a F> {
+        let (shards, files) = previous?;
+        (shards.get(index)? == shard).then_some(files.get(index)?)
+    }
+    let previous_config = previous.map(|p| (&p.split.config[..], &p.encoded.config[..]));
+    let previous_keys = previous.map(|p| (&p.split.keys[..], &p.encoded.keys[..]));
     let config = split
         .config
         .iter()
         .enumerate()
-        .map(|(index, shard)| compress(shard, &config_file(index)))
+        .map(
+            |(index, shard)| match unchanged(previous_config, index, shard) {
+                Some(bytes) => Ok(bytes.clone()),
+                None => compress(shard, &config_file(index)),
+            },
+        )
         .collect::<Result<Vec<_>, _>>()?;
     let keys = split
         .keys
         .iter()
         .enumerate()
-        .map(|(index, store)| {
-            store.to_yaml().map_err(|error| ShardError::Write {
-                what: keys_file(index),
-                message: error.to_string(),
-            })
-        })
+        .map(
+            |(index, store)| match unchanged(previous_keys, index, store) {
+                Some(text) => Ok(text.clone()),
+                None => store.to_yaml().map_err(|error| ShardError::Write {
+                    what: keys_file(index),
+                    message: error.to_string(),
+                }),
+            },
+        )
         .collect::<Result<Vec<_>, _>>()?;
     let mut index = split.index.clone();
     index.shards = Some(ShardIndex {

@@ -20,7 +20,7 @@ use super::leader::LeaseLock;
 use super::metrics::ResultLabel;
 use super::observed::{Observed, WriteOverlay, index};
 use super::plan::Write;
-use super::reconcile::reconcile_once;
+use super::reconcile::{Passes, reconcile_once};
 use super::server::Health;
 use super::writer::{Writer, api_resource};
 use crate::render::{RenderContext, ResourceKind};
@@ -294,6 +294,7 @@ pub async fn run(
     let writer = Writer::new(client.clone(), Some(settings.identity.clone()));
     let mut platform = PlatformTiers::default();
     let mut overlay = WriteOverlay::default();
+    let mut passes = Passes::new(settings.resync);
     let mut pacing = Pacing::new(settings.min_backoff, settings.max_backoff);
     let mut usage_timer = settings.usage.as_ref().map(|u| {
         let mut timer = tokio::time::interval(u.interval);
@@ -328,6 +329,8 @@ pub async fn run(
         health.metrics.leader.set(i64::from(is_leader));
         if !is_leader {
             pacing.lost_leadership();
+            // Another leader may have written meanwhile: the next pass starts from scratch.
+            passes.forget();
             continue;
         }
         if usage_due {
@@ -351,7 +354,7 @@ pub async fn run(
             writer: &writer,
             health: &health,
         };
-        let outcome = pass.render(&mut platform, &mut overlay).await;
+        let outcome = pass.render(&mut platform, &mut overlay, &mut passes).await;
         if let Some(retry_in) = pacing.after(outcome) {
             tracing::info!(?retry_in, "will retry");
         }
@@ -444,6 +447,7 @@ impl Pass<'_> {
         &self,
         platform: &mut PlatformTiers,
         overlay: &mut WriteOverlay,
+        passes: &mut Passes,
     ) -> PassOutcome {
         let (settings, health) = (self.settings, self.health);
         let started = Instant::now();
@@ -490,7 +494,15 @@ impl Pass<'_> {
             use opentelemetry::context::FutureExt as _;
             let mut rng = rand::rngs::StdRng::from_os_rng();
             let traces = settings.traces.as_ref();
-            let once = reconcile_once(self.writer, &observed, &ctx, &mut rng, overlay, traces);
+            let once = reconcile_once(
+                self.writer,
+                &observed,
+                &ctx,
+                &mut rng,
+                overlay,
+                passes,
+                traces,
+            );
             match &pass {
                 Some(context) => once.with_context(context.clone()).await,
                 None => once.await,

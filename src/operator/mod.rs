@@ -9,6 +9,7 @@
 //! pass.
 
 pub mod controller;
+pub mod incremental;
 pub mod leader;
 pub mod metrics;
 pub mod observed;

@@ -1,7 +1,7 @@
 //! What the operator sees: a snapshot of its reflector stores, and the pure step from that
 //! snapshot to render's input. The snapshot is plain data, so tests build it by hand.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,7 +16,8 @@ use crate::render::manifests::{MANAGED_BY, MANAGED_BY_LABEL, TIERS_ANNOTATION};
 use crate::render::platform::{PLATFORM_CONFIG_MAP, PLATFORM_FILE};
 use crate::render::report::ReportEntry;
 use crate::render::{
-    InputError, InputLoader, ObjectKey, RenderInput, RenderReport, ResourceKind, TierTable,
+    InputError, InputLoader, NamespaceMeta, ObjectKey, RenderInput, RenderReport, ResourceKind,
+    TierTable,
 };
 
 /// Label value marking an access key Secret (`app.kubernetes.io/component`).
@@ -86,10 +87,29 @@ impl Observed {
         }
     }
 
+    /// The Secrets LlmProviders name (`spec.credentialsRef.name`, in their own namespace), as
+    /// (namespace, name): gathered once per pass, not searched per Secret (100,000 Secrets
+    /// against 10,000 providers was a billion comparisons).
+    fn credential_refs(&self) -> BTreeSet<(&str, &str)> {
+        self.providers
+            .iter()
+            .filter_map(|(key, object)| {
+                let name = object.data.pointer("/spec/credentialsRef/name")?.as_str()?;
+                Some((key.namespace.as_str(), name))
+            })
+            .collect()
+    }
+
     /// Whether render needs this Secret: the platform's key material, an access key Secret of
-    /// an earlier pass, or a Secret some LlmProvider names in its own namespace. Other Secrets
-    /// (service account tokens, Helm releases, ...) never reach render.
-    fn is_render_input(&self, key: &ObjectKey, secret: &Secret, platform_namespace: &str) -> bool {
+    /// an earlier pass, or a Secret some LlmProvider names in its own namespace
+    /// (`credential_refs`). Other Secrets (service account tokens, Helm releases, ...) never
+    /// reach render.
+    fn is_render_input(
+        key: &ObjectKey,
+        secret: &Secret,
+        platform_namespace: &str,
+        credential_refs: &BTreeSet<(&str, &str)>,
+    ) -> bool {
         if key.namespace == platform_namespace
             && (key.name == MASTER_KEY_SECRET_NAME
                 || key.name == KEY_STORE_SECRET_NAME
@@ -97,28 +117,47 @@ impl Observed {
         {
             return true;
         }
-        if is_access_key_secret(secret) {
-            return true;
-        }
-        self.providers.iter().any(|(provider, object)| {
-            provider.namespace == key.namespace
-                && object
-                    .data
-                    .pointer("/spec/credentialsRef/name")
-                    .and_then(Value::as_str)
-                    == Some(key.name.as_str())
-        })
+        is_access_key_secret(secret)
+            || credential_refs.contains(&(key.namespace.as_str(), key.name.as_str()))
     }
 
     /// Render's input: every object through the same loader `dgidgi render` uses (so the API
     /// server's checks are repeated and one bad object is reported on itself), plus the
     /// current statuses as the previous report (so unchanged conditions keep their times).
     pub fn render_input(&self, platform_namespace: &str) -> Result<RenderInput, ObserveError> {
+        self.render_input_of(platform_namespace, None)
+    }
+
+    /// [`Self::render_input`] of the platform namespace's objects and those of `only`'s
+    /// namespaces (all when `None`), with every namespace's labels and annotations: what
+    /// [`crate::render::splice`] needs to render a few namespaces for a whole output.
+    pub fn render_input_of(
+        &self,
+        platform_namespace: &str,
+        only: Option<&BTreeSet<String>>,
+    ) -> Result<RenderInput, ObserveError> {
+        let scope = Scope {
+            platform: platform_namespace,
+            only,
+        };
         let mut loader = InputLoader::new(platform_namespace)?;
         // Every object as a document, in one batch the loader checks on every core (no YAML
         // text in between: writing and reading it back was most of a large fleet's pass).
         let mut documents = Vec::new();
+        // Out of scope, a namespace is only its labels and annotations (the platform rules'
+        // selectors read every namespace's), taken as they are rather than checked again.
+        let mut labels_only = BTreeMap::new();
         for (key, namespace) in &self.namespaces {
+            if !scope.includes(&key.name) {
+                labels_only.insert(
+                    key.name.clone(),
+                    NamespaceMeta {
+                        labels: namespace.labels().clone(),
+                        annotations: namespace.annotations().clone(),
+                    },
+                );
+                continue;
+            }
             let slim = Namespace {
                 metadata: kube::api::ObjectMeta {
                     name: namespace.metadata.name.clone(),
@@ -131,8 +170,9 @@ impl Observed {
             documents.push(document("Namespace", key, &slim)?);
         }
         // Key material first: the loader wants the ring before anything that may use it.
-        for (key, secret) in &self.secrets {
-            if self.is_render_input(key, secret, platform_namespace) {
+        let credential_refs = self.credential_refs();
+        for (key, secret) in scope.of(&self.secrets) {
+            if Self::is_render_input(key, secret, platform_namespace, &credential_refs) {
                 let slim = Secret {
                     metadata: kube::api::ObjectMeta {
                         name: secret.metadata.name.clone(),
@@ -152,7 +192,7 @@ impl Observed {
             ResourceKind::LlmTenant,
             ResourceKind::RoutingPolicy,
         ] {
-            for (key, object) in self.resources(kind) {
+            for (key, object) in scope.of(self.resources(kind)) {
                 documents.push(document(
                     kind.as_str(),
                     key,
@@ -162,8 +202,20 @@ impl Observed {
         }
         loader.add_values("the cluster", documents)?;
         let mut input = loader.finish();
+        if only.is_some() {
+            // A namespace left out still counts among the tenant namespaces when it holds
+            // tenants without a Namespace object (as a full render would count it).
+            for key in self.tenants.keys() {
+                labels_only.entry(key.namespace.clone()).or_default();
+            }
+            for (name, meta) in labels_only {
+                if !scope.includes(&name) {
+                    input.namespaces.entry(name).or_insert(meta);
+                }
+            }
+        }
         input.platform_config = self.platform_config(platform_namespace).map(str::to_owned);
-        input.previous.report = Some(self.current_report());
+        input.previous.report = Some(self.current_report_of(&scope));
         Ok(input)
     }
 
@@ -198,11 +250,17 @@ impl Observed {
     /// The statuses the custom resources carry now, in render's report shape. A status that
     /// does not parse is treated as absent (render writes a fresh one).
     pub fn current_report(&self) -> RenderReport {
-        fn entries<S: serde::de::DeserializeOwned>(
-            objects: &BTreeMap<ObjectKey, Arc<DynamicObject>>,
+        self.current_report_of(&Scope {
+            platform: "",
+            only: None,
+        })
+    }
+
+    fn current_report_of(&self, scope: &Scope<'_>) -> RenderReport {
+        fn entries<'a, S: serde::de::DeserializeOwned>(
+            objects: impl Iterator<Item = (&'a ObjectKey, &'a Arc<DynamicObject>)>,
         ) -> Vec<ReportEntry<S>> {
             objects
-                .iter()
                 .filter_map(|(key, object)| {
                     let status = object.data.get("status")?;
                     let status = serde_json::from_value(status.clone()).ok()?;
@@ -215,28 +273,65 @@ impl Observed {
                 .collect()
         }
         RenderReport {
-            providers: entries::<LlmProviderStatus>(&self.providers),
-            tenants: entries::<LlmTenantStatus>(&self.tenants),
-            policies: entries::<RoutingPolicyStatus>(&self.policies),
+            providers: entries::<LlmProviderStatus>(scope.of(&self.providers)),
+            tenants: entries::<LlmTenantStatus>(scope.of(&self.tenants)),
+            policies: entries::<RoutingPolicyStatus>(scope.of(&self.policies)),
             ..RenderReport::default()
         }
     }
 }
 
+/// The namespaces a pass renders: the platform's and `only`'s, or every one.
+struct Scope<'a> {
+    platform: &'a str,
+    only: Option<&'a BTreeSet<String>>,
+}
+
+impl<'a> Scope<'a> {
+    fn includes(&self, namespace: &str) -> bool {
+        self.only
+            .is_none_or(|only| namespace == self.platform || only.contains(namespace))
+    }
+
+    /// The entries of `map` (keyed namespace first) in scope, in key order: each namespace's
+    /// run found by halves, so a pass over a few namespaces does not walk 100,000 objects.
+    fn of<V>(
+        &self,
+        map: &'a BTreeMap<ObjectKey, V>,
+    ) -> Box<dyn Iterator<Item = (&'a ObjectKey, &'a V)> + 'a> {
+        let Some(only) = self.only else {
+            return Box::new(map.iter());
+        };
+        let mut namespaces: BTreeSet<&'a str> = only.iter().map(String::as_str).collect();
+        namespaces.insert(self.platform);
+        Box::new(namespaces.into_iter().flat_map(move |namespace| {
+            map.range(ObjectKey::new(namespace, "")..)
+                .take_while(move |(key, _)| key.namespace == namespace)
+        }))
+    }
+}
+
 impl Observed {
     /// Applies writes to the snapshot the way the API server and the watches would (apply
-    /// replaces, status lands on the object, Events are dropped): how tests and benchmarks
-    /// reach the state after a pass without a cluster.
+    /// replaces, status lands on the object, Events are dropped, and what is written gets a new
+    /// `resourceVersion`): how tests and benchmarks reach the state after a pass without a
+    /// cluster.
     pub fn apply_writes(&mut self, writes: &[super::plan::Write]) {
         use super::plan::Write;
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static RESOURCE_VERSION: AtomicU64 = AtomicU64::new(1_000_000);
+        let next_version = || Some(RESOURCE_VERSION.fetch_add(1, Ordering::Relaxed).to_string());
         for write in writes {
             match write {
                 Write::ApplyConfigMap(cm) => {
-                    self.config_maps.insert(key_of(cm), Arc::new(cm.clone()));
+                    let mut cm = cm.clone();
+                    cm.metadata.resource_version = next_version();
+                    self.config_maps.insert(key_of(&cm), Arc::new(cm));
                 }
                 Write::ApplySecret(secret) => {
-                    self.secrets
-                        .insert(key_of(secret), Arc::new(secret.clone()));
+                    let mut secret = secret.clone();
+                    secret.metadata.resource_version = next_version();
+                    self.secrets.insert(key_of(&secret), Arc::new(secret));
                 }
                 Write::DeleteSecret(key) => {
                     self.secrets.remove(key);
@@ -251,6 +346,9 @@ impl Observed {
                         let mut updated = (**object).clone();
                         if let Value::Object(fields) = &mut updated.data {
                             fields.insert("status".to_owned(), status.clone());
+                        }
+                        if updated.metadata.resource_version.is_some() {
+                            updated.metadata.resource_version = next_version();
                         }
                         *object = Arc::new(updated);
                     }

@@ -1,7 +1,7 @@
 //! Deciding: desired state (render's output) against observed state (the stores) gives the
 //! list of writes. Pure and deterministic, so a pass over unchanged stores yields nothing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
@@ -13,8 +13,8 @@ use serde_json::Value;
 use super::observed::{Observed, is_access_key_secret, key_of};
 use crate::crd::LlmTenantStatus;
 use crate::render::manifests::{
-    access_key_secret, config_map, config_shard_maps, documents, key_ring_secret, key_store_secret,
-    key_store_shard_secrets,
+    Documents, access_key_secret, config_map, config_shard_maps, documents, key_ring_secret,
+    key_store_secret, key_store_shard_secrets,
 };
 use crate::render::report::{READY, ReportEntry};
 use crate::render::{ObjectKey, RenderError, RenderOutput, ResourceKind};
@@ -85,13 +85,34 @@ pub struct EventWrite {
 /// in a safe order: key material before the config that refers to it, then deletions, then
 /// statuses, then Events.
 pub fn plan(output: &RenderOutput, observed: &Observed) -> Result<Vec<Write>, RenderError> {
-    let docs = documents(output)?;
+    Ok(plan_of(output, &documents(output)?, observed, None))
+}
+
+/// [`plan`] of documents already serialized, looking only at the access keys and statuses of
+/// the platform namespace and `only`'s namespaces (all when `None`): an incremental pass knows
+/// the others are as they were. The config and key material are compared whole (a comparison
+/// of bytes), so a shard someone else changed or deleted is put back by the next pass.
+pub fn plan_of(
+    output: &RenderOutput,
+    docs: &Documents,
+    observed: &Observed,
+    only: Option<&BTreeSet<String>>,
+) -> Vec<Write> {
+    let platform = output.config.platform_namespace.as_str();
+    let in_scope =
+        |namespace: &str| only.is_none_or(|only| namespace == platform || only.contains(namespace));
     let mut writes = Vec::new();
 
-    let mut secrets = vec![key_ring_secret(output, &docs)];
-    secrets.extend(key_store_shard_secrets(output, &docs));
-    secrets.push(key_store_secret(output, &docs));
-    secrets.extend(output.access_keys.iter().map(access_key_secret));
+    let mut secrets = vec![key_ring_secret(output, docs)];
+    secrets.extend(key_store_shard_secrets(output, docs));
+    secrets.push(key_store_secret(output, docs));
+    secrets.extend(
+        output
+            .access_keys
+            .iter()
+            .filter(|access| in_scope(&access.key.namespace))
+            .map(access_key_secret),
+    );
     for secret in &secrets {
         if !secret_matches(
             secret,
@@ -103,8 +124,8 @@ pub fn plan(output: &RenderOutput, observed: &Observed) -> Result<Vec<Write>, Re
 
     // The shards before the index that names them: only the shards that changed are written
     // (one tenant's change rewrites its shard and the index).
-    let mut maps = config_shard_maps(output, &docs);
-    maps.push(config_map(output, &docs));
+    let mut maps = config_shard_maps(output, docs);
+    maps.push(config_map(output, docs));
     for cm in maps {
         if !config_map_matches(
             &cm,
@@ -115,7 +136,14 @@ pub fn plan(output: &RenderOutput, observed: &Observed) -> Result<Vec<Write>, Re
     }
 
     for (key, secret) in &observed.secrets {
-        let wanted = output.access_keys.iter().any(|a| &a.key == key);
+        if !in_scope(&key.namespace) {
+            continue;
+        }
+        // By halves (render sorts them): a scan per Secret was quadratic in tenants.
+        let wanted = output
+            .access_keys
+            .binary_search_by(|a| a.key.cmp(key))
+            .is_ok();
         if !wanted && is_access_key_secret(secret) {
             writes.push(Write::DeleteSecret(key.clone()));
         }
@@ -126,6 +154,7 @@ pub fn plan(output: &RenderOutput, observed: &Observed) -> Result<Vec<Write>, Re
         ResourceKind::LlmProvider,
         &output.report.providers,
         observed,
+        &in_scope,
         |_, s| s,
         &mut writes,
         &mut events,
@@ -134,6 +163,7 @@ pub fn plan(output: &RenderOutput, observed: &Observed) -> Result<Vec<Write>, Re
         ResourceKind::LlmTenant,
         &output.report.tenants,
         observed,
+        &in_scope,
         keep_usage,
         &mut writes,
         &mut events,
@@ -142,12 +172,13 @@ pub fn plan(output: &RenderOutput, observed: &Observed) -> Result<Vec<Write>, Re
         ResourceKind::RoutingPolicy,
         &output.report.policies,
         observed,
+        &in_scope,
         |_, s| s,
         &mut writes,
         &mut events,
     );
     writes.extend(events.into_iter().map(Write::Event));
-    Ok(writes)
+    writes
 }
 
 /// Keeps what the usage poller wrote: `usage` and its conditions.
@@ -168,13 +199,14 @@ fn statuses<S>(
     kind: ResourceKind,
     entries: &[ReportEntry<S>],
     observed: &Observed,
+    in_scope: &dyn Fn(&str) -> bool,
     merge: impl Fn(Option<&S>, S) -> S,
     writes: &mut Vec<Write>,
     events: &mut Vec<EventWrite>,
 ) where
     S: Clone + PartialEq + Serialize + DeserializeOwned + HasConditions,
 {
-    for entry in entries {
+    for entry in entries.iter().filter(|entry| in_scope(&entry.namespace)) {
         let key = ObjectKey::new(&entry.namespace, &entry.name);
         let Some(object) = observed.resources(kind).get(&key) else {
             continue;

@@ -2,10 +2,11 @@
 //! cluster state, so there is one pass for everything rather than one per object; a bad object
 //! shows up in its own status and never fails the pass.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rand::CryptoRng;
 
+use super::incremental::{Memo, decide_incrementally};
 use super::observed::{ObserveError, Observed, WriteOverlay};
 use super::plan::{Write, plan};
 use super::writer::{WriteOutcome, Writer};
@@ -49,22 +50,48 @@ pub fn decide(
     })
 }
 
-/// Decides and writes.
+/// What a pass keeps for the next: the last output ([`Memo`]) and how long it may serve
+/// before a full pass (the resync).
+#[derive(Debug)]
+pub struct Passes {
+    memo: Option<Memo>,
+    resync: Duration,
+}
+
+impl Passes {
+    /// Nothing kept yet: the first pass is full, and one in every `resync` after it.
+    pub fn new(resync: Duration) -> Self {
+        Self { memo: None, resync }
+    }
+
+    /// Drops what was kept, so the next pass is full (after leadership changed hands).
+    pub fn forget(&mut self) {
+        self.memo = None;
+    }
+}
+
+/// Decides (incrementally when it can, see [`super::incremental`]) and writes. A pass whose
+/// writes failed is forgotten: the next one is full.
 pub async fn reconcile_once(
     writer: &Writer,
     observed: &Observed,
     ctx: &RenderContext,
     rng: &mut (dyn CryptoRng + Send),
     overlay: &mut WriteOverlay,
+    passes: &mut Passes,
     traces: Option<&crate::telemetry::Traces>,
 ) -> Result<(Decision, WriteOutcome), ReconcileError> {
     use crate::telemetry::operator as trace;
     use opentelemetry::context::FutureExt as _;
     let render = traces.map(|traces| trace::span(traces, "dgidgi.render"));
-    let decided = decide(observed, ctx, rng);
+    let decided = decide_incrementally(observed, ctx, rng, &mut passes.memo, passes.resync);
+    if decided.is_err() {
+        passes.forget();
+    }
+
     if let Some(context) = &render {
-        let writes = decided.as_ref().map_or(0, |d| d.writes.len());
-        let not_ready = decided.as_ref().map_or(0, |d| d.not_ready);
+        let writes = decided.as_ref().map_or(0, |(d, _)| d.writes.len());
+        let not_ready = decided.as_ref().map_or(0, |(d, _)| d.not_ready);
         trace::end(
             context,
             &[
@@ -74,7 +101,7 @@ pub async fn reconcile_once(
             decided.is_err(),
         );
     }
-    let decision = decided?;
+    let (decision, kind) = decided?;
     if decision.key_ring_generated {
         tracing::info!("no master key ring found; generating one");
     }
@@ -91,11 +118,15 @@ pub async fn reconcile_once(
         ];
         trace::end(context, &counts, !outcome.failed.is_empty());
     }
+    if !outcome.failed.is_empty() {
+        passes.forget();
+    }
     tracing::info!(
         writes = decision.writes.len(),
         done = outcome.done,
         failed = outcome.failed.len(),
         not_ready = decision.not_ready,
+        pass = ?kind,
         "reconciled"
     );
     Ok((decision, outcome))

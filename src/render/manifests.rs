@@ -74,17 +74,31 @@ pub struct Documents {
 
 /// Serializes the config, key store and key ring, split into the render's shard count.
 pub fn documents(output: &RenderOutput) -> Result<Documents, RenderError> {
-    if output.shards > 1 {
-        let split = shards::split(&output.config, &output.key_store, output.shards)?;
-        let encoded = shards::encode(&split)?;
-        return Ok(Documents {
-            gateway_config: encoded.index,
-            key_store: encoded.index_keys,
-            key_ring: output.key_ring.to_yaml()?,
-            config_shards: encoded.config,
-            key_shards: encoded.keys,
-        });
+    Ok(documents_reusing(output, None)?.0)
+}
+
+/// [`documents`], serializing again only the shards that differ from `previous` (the
+/// operator's last pass); also returns what to give the next call.
+pub fn documents_reusing(
+    output: &RenderOutput,
+    previous: Option<&shards::Written>,
+) -> Result<(Documents, Option<shards::Written>), RenderError> {
+    if output.shards <= 1 {
+        return Ok((single_file_documents(output)?, None));
     }
+    let split = shards::split(&output.config, &output.key_store, output.shards)?;
+    let written = shards::encode_reusing(split, previous)?;
+    let docs = Documents {
+        gateway_config: written.encoded.index.clone(),
+        key_store: written.encoded.index_keys.clone(),
+        key_ring: output.key_ring.to_yaml()?,
+        config_shards: written.encoded.config.clone(),
+        key_shards: written.encoded.keys.clone(),
+    };
+    Ok((docs, Some(written)))
+}
+
+fn single_file_documents(output: &RenderOutput) -> Result<Documents, RenderError> {
     Ok(Documents {
         gateway_config: serde_yaml::to_string(&output.config).map_err(|source| {
             RenderError::Serialize {

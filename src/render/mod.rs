@@ -10,6 +10,7 @@ pub mod platform;
 pub mod policies;
 pub mod providers;
 pub mod report;
+pub mod splice;
 pub mod structural;
 pub mod tenants;
 pub mod tiers;
@@ -232,6 +233,10 @@ pub struct RenderOutput {
     pub tiers: TierTable,
     /// How many shards the config and key store are written in (1: one file each).
     pub shards: u32,
+    /// Namespaces whose tenants claimed an access key another tenant claimed too (both sides):
+    /// the one render result that crosses namespaces, so the operator's incremental pass
+    /// renders them together ([`splice`]).
+    pub access_key_conflicts: std::collections::BTreeSet<String>,
 }
 
 /// Why render could not produce outputs. Input problems are statuses, not errors; these are
@@ -273,7 +278,9 @@ pub fn render(
         Some(ring) => (ring, false),
         None => (KeyRing::generate(rng), true),
     };
-    let previous_report = input.previous.report.take().unwrap_or_default();
+    let mut previous_report = input.previous.report.take().unwrap_or_default();
+    // Looked up by halves for every resource; sorting what is already sorted is one scan.
+    previous_report.sort();
     let mut report = RenderReport::default();
     let (tiers, platform_problem) = match platform::tiers(input.platform_config.as_deref()) {
         Ok(tiers) => (tiers, None),
@@ -318,5 +325,6 @@ pub fn render(
         platform_problem,
         tiers: ctx.tiers.clone(),
         shards: ctx.shards,
+        access_key_conflicts: tenant_out.key_conflicts,
     })
 }

@@ -1,6 +1,6 @@
 //! Tenant resolution: tier and limits, source and providers, CLI endpoint, budget, access keys.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use rand::CryptoRng;
 use zeroize::Zeroizing;
@@ -28,6 +28,9 @@ pub struct TenantOutput {
     pub configs: Vec<TenantConfig>,
     /// Access key Secrets, sorted by namespace/name.
     pub access_keys: Vec<AccessKeySecret>,
+    /// Namespaces of both tenants of every access key claimed twice (see
+    /// [`super::RenderOutput::access_key_conflicts`]).
+    pub key_conflicts: BTreeSet<String>,
 }
 
 /// Name of the Secret holding a tenant's access key.
@@ -67,6 +70,7 @@ pub fn resolve_all(
         });
     }
     out.access_keys.sort_by(|a, b| a.key.cmp(&b.key));
+    out.key_conflicts = claimed.conflicts;
     out
 }
 
@@ -518,7 +522,10 @@ struct AccessKeys {
 #[derive(Default)]
 struct ClaimedKeys {
     secrets: BTreeSet<ObjectKey>,
-    hashes: BTreeSet<String>,
+    /// Each claimed key hash, with the namespace of the tenant holding it.
+    hashes: BTreeMap<String, String>,
+    /// Namespaces of both sides of every refused second claim.
+    conflicts: BTreeSet<String>,
 }
 
 fn access_keys(
@@ -572,12 +579,15 @@ fn access_keys(
             },
         };
         let sha256 = access_key::hash(value.as_bytes());
-        if !claimed.hashes.insert(sha256.clone()) {
+        if let Some(holder) = claimed.hashes.get(&sha256) {
+            claimed.conflicts.insert(holder.clone());
+            claimed.conflicts.insert(key.namespace.clone());
             out.problems.push(format!(
                 "Secret {secret_name:?} holds an access key that is already in use; delete it to get a generated one"
             ));
             continue;
         }
+        claimed.hashes.insert(sha256.clone(), key.namespace.clone());
         out.hashes.push(AccessKeyHash {
             name: name.clone(),
             sha256,

@@ -1,0 +1,302 @@
+//! The incremental pass: a change to one tenant among 100,000 re-renders its namespace, not the
+//! fleet. The operator keeps what its last pass rendered ([`Memo`]); the next pass finds which
+//! namespaces' objects changed since (a digest of each namespace's object versions), renders the
+//! platform and those namespaces alone, and splices that into the output it kept
+//! ([`crate::render::splice`]); only the shards whose content changed are serialized again, and
+//! only those namespaces' access keys and statuses are compared with the cluster.
+//!
+//! A full pass stays for what touches everyone: the first pass, a change in the platform
+//! namespace or its configuration, other tiers or shard count, a change to more than a quarter
+//! of the namespaces, an access key claimed in two namespaces, the periodic resync, and any pass
+//! after one whose writes failed (the kept output would then be ahead of the cluster).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::time::{Duration, Instant};
+
+use kube::Resource;
+use rand::CryptoRng;
+
+use super::observed::Observed;
+use super::plan::plan_of;
+use super::reconcile::{Decision, ReconcileError};
+use crate::config::KEY_STORE_SECRET_NAME;
+use crate::config::shards::Written;
+use crate::render::manifests::documents_reusing;
+use crate::render::platform::PLATFORM_CONFIG_MAP;
+use crate::render::splice::splice;
+use crate::render::{RenderContext, RenderOutput, TierTable, render};
+
+/// When a change reaches more than this share of the namespaces (1/N), a full pass is cheaper
+/// than gathering the pieces.
+const FULL_PASS_SHARE: usize = 4;
+
+/// What the inputs looked like, by namespace: a digest of every object's kind, name and
+/// version (`resourceVersion`; the content where there is none, as in hand-built tests).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Fingerprints {
+    /// The platform namespace's inputs and the platform configuration. The operator's own
+    /// outputs there (the config ConfigMaps, the key store Secrets) are left out: the kept
+    /// output is what they hold, and the plan compares them whole on every pass.
+    platform: u64,
+    /// Every other namespace's objects: its Namespace, Secrets and custom resources.
+    namespaces: BTreeMap<String, u64>,
+}
+
+impl Fingerprints {
+    /// The digests of `observed`.
+    pub fn of(observed: &Observed, platform_namespace: &str) -> Self {
+        let mut platform = 0u64;
+        let mut namespaces: BTreeMap<String, u64> = BTreeMap::new();
+        let mut add = |namespace: &str, kind: &str, name: &str, version: u64| {
+            let mut hasher = DefaultHasher::new();
+            (kind, name, version).hash(&mut hasher);
+            let digest = hasher.finish();
+            // A sum: the same whatever order the objects come in.
+            let sum = if namespace == platform_namespace {
+                &mut platform
+            } else if let Some(sum) = namespaces.get_mut(namespace) {
+                sum
+            } else {
+                namespaces.entry(namespace.to_owned()).or_default()
+            };
+            *sum = sum.wrapping_add(digest);
+        };
+        for (key, object) in &observed.namespaces {
+            add(&key.name, "Namespace", "", version(object.as_ref()));
+        }
+        for (key, object) in &observed.secrets {
+            let ours = key.namespace == platform_namespace
+                && (key.name == KEY_STORE_SECRET_NAME
+                    || crate::config::shards::is_keys_secret(&key.name));
+            if !ours {
+                add(
+                    &key.namespace,
+                    "Secret",
+                    &key.name,
+                    version(object.as_ref()),
+                );
+            }
+        }
+        for (key, object) in &observed.config_maps {
+            if key.namespace == platform_namespace && key.name == PLATFORM_CONFIG_MAP {
+                add(
+                    &key.namespace,
+                    "ConfigMap",
+                    &key.name,
+                    version(object.as_ref()),
+                );
+            }
+        }
+        for (kind, objects) in [
+            ("LlmProvider", &observed.providers),
+            ("LlmTenant", &observed.tenants),
+            ("RoutingPolicy", &observed.policies),
+        ] {
+            for (key, object) in objects {
+                add(&key.namespace, kind, &key.name, version(object.as_ref()));
+            }
+        }
+        Self {
+            platform,
+            namespaces,
+        }
+    }
+
+    /// Namespaces whose objects differ between `self` and `other` (added and removed ones too).
+    fn changed(&self, other: &Self) -> BTreeSet<String> {
+        let mut changed: BTreeSet<String> = self
+            .namespaces
+            .iter()
+            .filter(|(namespace, digest)| other.namespaces.get(*namespace) != Some(digest))
+            .map(|(namespace, _)| namespace.clone())
+            .collect();
+        changed.extend(
+            other
+                .namespaces
+                .keys()
+                .filter(|namespace| !self.namespaces.contains_key(*namespace))
+                .cloned(),
+        );
+        changed
+    }
+}
+
+/// An object's version: its `resourceVersion` (the API server changes it on every write), or a
+/// digest of its content when it has none.
+fn version<K: Resource + serde::Serialize>(object: &K) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    match &object.meta().resource_version {
+        Some(resource_version) => {
+            (object.meta().uid.as_deref(), resource_version).hash(&mut hasher)
+        }
+        None => serde_json::to_vec(object)
+            .unwrap_or_default()
+            .hash(&mut hasher),
+    }
+    hasher.finish()
+}
+
+/// What the render context decided that is not in the cluster's objects: a change to any of it
+/// changes every namespace's output.
+#[derive(Clone, Debug, PartialEq)]
+struct Basis {
+    platform_namespace: String,
+    tiers: TierTable,
+    shards: u32,
+}
+
+impl Basis {
+    fn of(ctx: &RenderContext) -> Self {
+        Self {
+            platform_namespace: ctx.platform_namespace.clone(),
+            tiers: ctx.tiers.clone(),
+            shards: ctx.shards,
+        }
+    }
+}
+
+/// What the last pass rendered, kept for the next one.
+pub struct Memo {
+    basis: Basis,
+    fingerprints: Fingerprints,
+    output: RenderOutput,
+    /// The shards as last serialized.
+    written: Option<Written>,
+    /// Every claimed access key's hash, with the namespace of the tenant holding it.
+    key_holders: HashMap<String, String>,
+    /// When the last full pass ran.
+    full_at: Instant,
+}
+
+impl std::fmt::Debug for Memo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Memo")
+            .field("namespaces", &self.fingerprints.namespaces.len())
+            .field("full_at", &self.full_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Which kind of pass ran (for logs and metrics).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PassKind {
+    /// Everything rendered.
+    Full,
+    /// The platform and this many changed namespaces rendered.
+    Incremental(usize),
+}
+
+/// Decides like [`super::reconcile::decide`], from `memo` when it can: see the module's
+/// documentation. `memo` holds this pass's output afterwards; `resync` is how long a memo
+/// serves before a full pass.
+pub fn decide_incrementally(
+    observed: &Observed,
+    ctx: &RenderContext,
+    rng: &mut dyn CryptoRng,
+    memo: &mut Option<Memo>,
+    resync: Duration,
+) -> Result<(Decision, PassKind), ReconcileError> {
+    let fingerprints = Fingerprints::of(observed, &ctx.platform_namespace);
+    let basis = Basis::of(ctx);
+    if let Some(kept) = memo.as_mut()
+        && let Some(namespaces) = kept.scope(&basis, &fingerprints, resync)
+    {
+        let input = observed.render_input_of(&ctx.platform_namespace, Some(&namespaces))?;
+        let part = render(input, ctx, rng)?;
+        if !kept.claims_collide(&part, &namespaces) {
+            kept.splice(part, &namespaces, fingerprints);
+            let decision = kept.decide(observed, Some(&namespaces))?;
+            return Ok((decision, PassKind::Incremental(namespaces.len())));
+        }
+        tracing::info!("an access key is claimed in two namespaces; rendering everything");
+    }
+    // The shards as last written stay: most of them are the same after a full render too.
+    let written = memo.take().and_then(|kept| kept.written);
+    let input = observed.render_input(&ctx.platform_namespace)?;
+    let output = render(input, ctx, rng)?;
+    let kept = memo.insert(Memo {
+        basis,
+        fingerprints,
+        key_holders: key_holders(&output),
+        output,
+        written,
+        full_at: Instant::now(),
+    });
+    Ok((kept.decide(observed, None)?, PassKind::Full))
+}
+
+impl Memo {
+    /// The namespaces to render, or `None` for a full pass.
+    fn scope(
+        &self,
+        basis: &Basis,
+        fingerprints: &Fingerprints,
+        resync: Duration,
+    ) -> Option<BTreeSet<String>> {
+        if self.full_at.elapsed() >= resync
+            || self.basis != *basis
+            || self.fingerprints.platform != fingerprints.platform
+        {
+            return None;
+        }
+        let mut namespaces = self.fingerprints.changed(fingerprints);
+        if namespaces.len() > fingerprints.namespaces.len() / FULL_PASS_SHARE + 1 {
+            return None;
+        }
+        namespaces.extend(self.output.access_key_conflicts.iter().cloned());
+        Some(namespaces)
+    }
+
+    /// Whether `part` claims an access key a tenant of a namespace it left out holds (render
+    /// gives the key to the first claimant in its order, so only a full render decides).
+    fn claims_collide(&self, part: &RenderOutput, namespaces: &BTreeSet<String>) -> bool {
+        part.config
+            .tenants
+            .iter()
+            .flat_map(|tenant| &tenant.access_keys)
+            .any(|key| {
+                self.key_holders
+                    .get(&key.sha256)
+                    .is_some_and(|holder| !namespaces.contains(holder))
+            })
+    }
+
+    fn splice(&mut self, part: RenderOutput, namespaces: &BTreeSet<String>, prints: Fingerprints) {
+        self.key_holders
+            .retain(|_, holder| !namespaces.contains(holder));
+        self.key_holders.extend(key_holders(&part));
+        splice(&mut self.output, part, namespaces);
+        self.fingerprints = prints;
+    }
+
+    /// The writes that make the cluster match the kept output.
+    fn decide(
+        &mut self,
+        observed: &Observed,
+        only: Option<&BTreeSet<String>>,
+    ) -> Result<Decision, ReconcileError> {
+        let (docs, written) = documents_reusing(&self.output, self.written.as_ref())?;
+        self.written = written;
+        Ok(Decision {
+            writes: plan_of(&self.output, &docs, observed, only),
+            not_ready: self.output.report.not_ready().len(),
+            key_ring_generated: self.output.key_ring_generated,
+        })
+    }
+}
+
+/// Each claimed access key's hash, with its tenant's namespace.
+fn key_holders(output: &RenderOutput) -> HashMap<String, String> {
+    output
+        .config
+        .tenants
+        .iter()
+        .flat_map(|tenant| {
+            tenant
+                .access_keys
+                .iter()
+                .map(|key| (key.sha256.clone(), tenant.namespace.clone()))
+        })
+        .collect()
+}
