@@ -517,6 +517,14 @@ pub struct CompiledRule {
 }
 
 impl CompiledRule {
+    /// The namespace of the RoutingPolicy the rule came from (its id is
+    /// `<namespace>/<policy>#<index>`).
+    pub fn policy_namespace(&self) -> &str {
+        self.id
+            .split_once('/')
+            .map_or(self.id.as_str(), |(namespace, _)| namespace)
+    }
+
     /// Match order: priority first; at equal priority a tenant's own rules before platform-wide
     /// ones; then by id, for determinism.
     pub fn match_order(a: &Self, b: &Self) -> std::cmp::Ordering {

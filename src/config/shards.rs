@@ -15,7 +15,7 @@
 //! faster than YAML. Key store shards are YAML like `keys.yaml`: their rows are ciphertext,
 //! which does not compress.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read as _, Write as _};
 
 use serde::{Deserialize, Serialize};
@@ -68,7 +68,7 @@ pub struct ConfigShard {
 /// A config split: the index and the shards, in bucket order.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Split {
-    /// The platform's part, with an empty tenant list (the digests are filled by [`encode_reusing`]).
+    /// The platform's part, with an empty tenant list (the digests are filled by [`encode`]).
     pub index: GatewayConfig,
     /// The platform's stored keys.
     pub index_keys: KeyStore,
@@ -178,31 +178,48 @@ pub fn split(
     key_store: &KeyStore,
     count: u32,
 ) -> Result<Split, ShardError> {
+    split_buckets(config, key_store, count, None)
+}
+
+/// [`split`], filling only the buckets in `only` (all when `None`); the others are left empty,
+/// for [`encode`] to take from the previous files. Every id is still hashed to find its
+/// bucket, but only what a wanted bucket holds is copied.
+pub fn split_buckets(
+    config: &GatewayConfig,
+    key_store: &KeyStore,
+    count: u32,
+    only: Option<&BTreeSet<usize>>,
+) -> Result<Split, ShardError> {
     if count == 0 || count > MAX_SHARDS {
         return Err(ShardError::Count(count));
     }
     let buckets = count as usize;
+    let wanted = |id: &str| {
+        let index = bucket(id, count);
+        only.is_none_or(|only| only.contains(&index))
+            .then_some(index)
+    };
     let mut shards = vec![ConfigShard::default(); buckets];
     let mut keys = vec![KeyStore::default(); buckets];
     let mut index = GatewayConfig {
-        tenants: Vec::new(),
+        version: config.version,
+        platform_namespace: config.platform_namespace.clone(),
         providers: Vec::new(),
+        tenants: Vec::new(),
         routing: Vec::new(),
+        unbounded_output_tokens: config.unbounded_output_tokens,
         shards: None,
-        ..config.clone()
     };
     for tenant in &config.tenants {
-        shards[bucket(&tenant.id, count)]
-            .tenants
-            .push(tenant.clone());
+        if let Some(at) = wanted(&tenant.id) {
+            shards[at].tenants.push(tenant.clone());
+        }
     }
     for provider in &config.providers {
         if provider.scope == Scope::Platform {
             index.providers.push(provider.clone());
-        } else {
-            shards[bucket(&provider.id, count)]
-                .providers
-                .push(provider.clone());
+        } else if let Some(at) = wanted(&provider.id) {
+            shards[at].providers.push(provider.clone());
         }
     }
     for rule in &config.routing {
@@ -210,24 +227,26 @@ pub fn split(
             let mut rule = rule.clone();
             if let Some(namespaces) = &mut rule.namespaces {
                 for namespace in namespaces.drain(..) {
-                    shards[bucket(&namespace, count)]
-                        .rule_namespaces
-                        .entry(rule.id.clone())
-                        .or_default()
-                        .push(namespace);
+                    if let Some(at) = wanted(&namespace) {
+                        shards[at]
+                            .rule_namespaces
+                            .entry(rule.id.clone())
+                            .or_default()
+                            .push(namespace);
+                    }
                 }
             }
             index.routing.push(rule);
-        } else {
-            shards[bucket(&rule.id, count)].routing.push(rule.clone());
+        } else if let Some(at) = wanted(&rule.id) {
+            shards[at].routing.push(rule.clone());
         }
     }
     let mut index_keys = KeyStore::default();
     for row in &key_store.rows {
         if row.tenant_id == config.platform_namespace {
             index_keys.rows.push(row.clone());
-        } else {
-            keys[bucket(&row.id, count)].rows.push(row.clone());
+        } else if let Some(at) = wanted(&row.id) {
+            keys[at].rows.push(row.clone());
         }
     }
     Ok(Split {
@@ -238,59 +257,44 @@ pub fn split(
     })
 }
 
-/// A split with its files, kept by the operator between passes: [`encode_reusing`] serializes
-/// again only the shards whose content changed (one tenant's change: one shard of 64).
-#[derive(Clone, Debug)]
-pub struct Written {
-    /// What was split.
-    pub split: Split,
-    /// Its files.
-    pub encoded: Encoded,
-}
-
 /// Writes a split's files: each shard serialized (config shards as gzip-compressed JSON), then
-/// the index naming their digests. A shard equal to `previous`'s keeps the file it had.
-pub fn encode_reusing(split: Split, previous: Option<&Written>) -> Result<Written, ShardError> {
-    let encoded = encode_with(&split, previous)?;
-    Ok(Written { split, encoded })
-}
-
-fn encode_with(split: &Split, previous: Option<&Written>) -> Result<Encoded, ShardError> {
-    // The file of shard `index` as `previous` wrote it, if its content is the same.
-    fn unchanged<'a, T: PartialEq, F>(
-        previous: Option<(&'a [T], &'a [F])>,
-        index: usize,
-        shard: &T,
-    ) -> Option<&'a F> {
-        let (shards, files) = previous?;
-        (shards.get(index)? == shard).then_some(files.get(index)?)
+/// the index naming their digests. With `reuse` (the previous files, and the buckets that
+/// changed since; the split filled only those, see [`split_buckets`]), the other shards keep
+/// their previous files: one tenant's change serializes one shard of 64.
+pub fn encode(
+    split: &Split,
+    reuse: Option<(&Encoded, &BTreeSet<usize>)>,
+) -> Result<Encoded, ShardError> {
+    if let Some((previous, _)) = reuse
+        && (previous.config.len() != split.config.len() || previous.keys.len() != split.keys.len())
+    {
+        return Err(ShardError::Write {
+            what: "the shards".to_owned(),
+            message: "the previous files are of another shard count".to_owned(),
+        });
     }
-    let previous_config = previous.map(|p| (&p.split.config[..], &p.encoded.config[..]));
-    let previous_keys = previous.map(|p| (&p.split.keys[..], &p.encoded.keys[..]));
+    // The previous file of shard `index`, if it did not change.
+    let kept = |index: usize| reuse.filter(|(_, changed)| !changed.contains(&index));
     let config = split
         .config
         .iter()
         .enumerate()
-        .map(
-            |(index, shard)| match unchanged(previous_config, index, shard) {
-                Some(bytes) => Ok(bytes.clone()),
-                None => compress(shard, &config_file(index)),
-            },
-        )
+        .map(|(index, shard)| match kept(index) {
+            Some((previous, _)) => Ok(previous.config[index].clone()),
+            None => compress(shard, &config_file(index)),
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let keys = split
         .keys
         .iter()
         .enumerate()
-        .map(
-            |(index, store)| match unchanged(previous_keys, index, store) {
-                Some(text) => Ok(text.clone()),
-                None => store.to_yaml().map_err(|error| ShardError::Write {
-                    what: keys_file(index),
-                    message: error.to_string(),
-                }),
-            },
-        )
+        .map(|(index, store)| match kept(index) {
+            Some((previous, _)) => Ok(previous.keys[index].clone()),
+            None => store.to_yaml().map_err(|error| ShardError::Write {
+                what: keys_file(index),
+                message: error.to_string(),
+            }),
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let mut index = split.index.clone();
     index.shards = Some(ShardIndex {

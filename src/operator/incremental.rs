@@ -10,7 +10,7 @@
 //! of the namespaces, an access key claimed in two namespaces, the periodic resync, and any pass
 //! after one whose writes failed (the kept output would then be ahead of the cluster).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::time::{Duration, Instant};
 
@@ -21,7 +21,7 @@ use super::observed::Observed;
 use super::plan::plan_of;
 use super::reconcile::{Decision, ReconcileError};
 use crate::config::KEY_STORE_SECRET_NAME;
-use crate::config::shards::Written;
+use crate::config::shards::{Encoded, bucket};
 use crate::render::manifests::documents_reusing;
 use crate::render::platform::PLATFORM_CONFIG_MAP;
 use crate::render::splice::splice;
@@ -39,62 +39,76 @@ pub struct Fingerprints {
     /// outputs there (the config ConfigMaps, the key store Secrets) are left out: the kept
     /// output is what they hold, and the plan compares them whole on every pass.
     platform: u64,
-    /// Every other namespace's objects: its Namespace, Secrets and custom resources.
-    namespaces: BTreeMap<String, u64>,
+    /// Every other namespace's objects (its Namespace, Secrets and custom resources), sorted
+    /// by namespace.
+    namespaces: Vec<(String, u64)>,
 }
 
 impl Fingerprints {
     /// The digests of `observed`.
     pub fn of(observed: &Observed, platform_namespace: &str) -> Self {
+        // Each store is walked in key order (namespace first), so a namespace's objects are one
+        // run, summed without a lookup each; the stores are walked on every core, then their
+        // runs merged. A sum, so the digest does not depend on the order objects come in.
+        const STORES: [&str; 6] = [
+            "Namespace",
+            "Secret",
+            "ConfigMap",
+            "LlmProvider",
+            "LlmTenant",
+            "RoutingPolicy",
+        ];
+        let per_store = crate::parallel::map(&STORES, "fingerprints", |&kind| {
+            let mut runs = Runs::default();
+            match kind {
+                "Namespace" => {
+                    for (key, object) in &observed.namespaces {
+                        runs.add(&key.name, kind, "", object.as_ref());
+                    }
+                }
+                "Secret" => {
+                    for (key, object) in &observed.secrets {
+                        let ours = key.namespace == platform_namespace
+                            && (key.name == KEY_STORE_SECRET_NAME
+                                || crate::config::shards::is_keys_secret(&key.name));
+                        if !ours {
+                            runs.add(&key.namespace, kind, &key.name, object.as_ref());
+                        }
+                    }
+                }
+                "ConfigMap" => {
+                    for (key, object) in &observed.config_maps {
+                        if key.namespace == platform_namespace && key.name == PLATFORM_CONFIG_MAP {
+                            runs.add(&key.namespace, kind, &key.name, object.as_ref());
+                        }
+                    }
+                }
+                _ => {
+                    let objects = match kind {
+                        "LlmProvider" => &observed.providers,
+                        "LlmTenant" => &observed.tenants,
+                        _ => &observed.policies,
+                    };
+                    for (key, object) in objects {
+                        runs.add(&key.namespace, kind, &key.name, object.as_ref());
+                    }
+                }
+            }
+            runs.0
+        });
+        let mut runs: Vec<(&str, u64)> = per_store.into_iter().flatten().collect();
+        // Six sorted runs of runs: the stable sort finds and merges them.
+        runs.sort_by(|a, b| a.0.cmp(b.0));
         let mut platform = 0u64;
-        let mut namespaces: BTreeMap<String, u64> = BTreeMap::new();
-        let mut add = |namespace: &str, kind: &str, name: &str, version: u64| {
-            let mut hasher = DefaultHasher::new();
-            (kind, name, version).hash(&mut hasher);
-            let digest = hasher.finish();
-            // A sum: the same whatever order the objects come in.
-            let sum = if namespace == platform_namespace {
-                &mut platform
-            } else if let Some(sum) = namespaces.get_mut(namespace) {
-                sum
+        let mut namespaces: Vec<(String, u64)> = Vec::with_capacity(observed.namespaces.len());
+        for (namespace, digest) in runs {
+            if namespace == platform_namespace {
+                platform = platform.wrapping_add(digest);
             } else {
-                namespaces.entry(namespace.to_owned()).or_default()
-            };
-            *sum = sum.wrapping_add(digest);
-        };
-        for (key, object) in &observed.namespaces {
-            add(&key.name, "Namespace", "", version(object.as_ref()));
-        }
-        for (key, object) in &observed.secrets {
-            let ours = key.namespace == platform_namespace
-                && (key.name == KEY_STORE_SECRET_NAME
-                    || crate::config::shards::is_keys_secret(&key.name));
-            if !ours {
-                add(
-                    &key.namespace,
-                    "Secret",
-                    &key.name,
-                    version(object.as_ref()),
-                );
-            }
-        }
-        for (key, object) in &observed.config_maps {
-            if key.namespace == platform_namespace && key.name == PLATFORM_CONFIG_MAP {
-                add(
-                    &key.namespace,
-                    "ConfigMap",
-                    &key.name,
-                    version(object.as_ref()),
-                );
-            }
-        }
-        for (kind, objects) in [
-            ("LlmProvider", &observed.providers),
-            ("LlmTenant", &observed.tenants),
-            ("RoutingPolicy", &observed.policies),
-        ] {
-            for (key, object) in objects {
-                add(&key.namespace, kind, &key.name, version(object.as_ref()));
+                match namespaces.last_mut() {
+                    Some((last, sum)) if last == namespace => *sum = sum.wrapping_add(digest),
+                    _ => namespaces.push((namespace.to_owned(), digest)),
+                }
             }
         }
         Self {
@@ -105,36 +119,64 @@ impl Fingerprints {
 
     /// Namespaces whose objects differ between `self` and `other` (added and removed ones too).
     fn changed(&self, other: &Self) -> BTreeSet<String> {
-        let mut changed: BTreeSet<String> = self
-            .namespaces
-            .iter()
-            .filter(|(namespace, digest)| other.namespaces.get(*namespace) != Some(digest))
-            .map(|(namespace, _)| namespace.clone())
-            .collect();
-        changed.extend(
-            other
-                .namespaces
-                .keys()
-                .filter(|namespace| !self.namespaces.contains_key(*namespace))
-                .cloned(),
+        // Both sorted by namespace: one walk side by side.
+        let (mut mine, mut theirs) = (
+            self.namespaces.iter().peekable(),
+            other.namespaces.iter().peekable(),
         );
+        let mut changed = BTreeSet::new();
+        loop {
+            let order = match (mine.peek(), theirs.peek()) {
+                (None, None) => break,
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (Some(a), Some(b)) => a.0.cmp(&b.0),
+            };
+            match order {
+                std::cmp::Ordering::Less => changed.extend(mine.next().map(|a| a.0.clone())),
+                std::cmp::Ordering::Greater => changed.extend(theirs.next().map(|b| b.0.clone())),
+                std::cmp::Ordering::Equal => {
+                    if let (Some(a), Some(b)) = (mine.next(), theirs.next())
+                        && a.1 != b.1
+                    {
+                        changed.insert(a.0.clone());
+                    }
+                }
+            }
+        }
         changed
     }
 }
 
-/// An object's version: its `resourceVersion` (the API server changes it on every write), or a
-/// digest of its content when it has none.
-fn version<K: Resource + serde::Serialize>(object: &K) -> u64 {
-    let mut hasher = DefaultHasher::new();
-    match &object.meta().resource_version {
-        Some(resource_version) => {
-            (object.meta().uid.as_deref(), resource_version).hash(&mut hasher)
+/// One store's objects summed by namespace, in the store's (namespace-first) order.
+#[derive(Default)]
+struct Runs<'a>(Vec<(&'a str, u64)>);
+
+impl<'a> Runs<'a> {
+    /// Adds an object's digest (kind, name and version: its `resourceVersion`, which the API
+    /// server changes on every write and never reuses; its content when it has none, as in
+    /// hand-built tests) to its namespace's run.
+    fn add<K: Resource + serde::Serialize>(
+        &mut self,
+        namespace: &'a str,
+        kind: &str,
+        name: &str,
+        object: &K,
+    ) {
+        let mut hasher = DefaultHasher::new();
+        (kind, name).hash(&mut hasher);
+        match &object.meta().resource_version {
+            Some(version) => version.hash(&mut hasher),
+            None => serde_json::to_vec(object)
+                .unwrap_or_default()
+                .hash(&mut hasher),
         }
-        None => serde_json::to_vec(object)
-            .unwrap_or_default()
-            .hash(&mut hasher),
+        let digest = hasher.finish();
+        match self.0.last_mut() {
+            Some((last, sum)) if *last == namespace => *sum = sum.wrapping_add(digest),
+            _ => self.0.push((namespace, digest)),
+        }
     }
-    hasher.finish()
 }
 
 /// What the render context decided that is not in the cluster's objects: a change to any of it
@@ -162,7 +204,9 @@ pub struct Memo {
     fingerprints: Fingerprints,
     output: RenderOutput,
     /// The shards as last serialized.
-    written: Option<Written>,
+    written: Option<Encoded>,
+    /// The shard buckets the last splice changed (to serialize again).
+    changed_buckets: BTreeSet<usize>,
     /// Every claimed access key's hash, with the namespace of the tenant holding it.
     key_holders: HashMap<String, String>,
     /// When the last full pass ran.
@@ -211,8 +255,7 @@ pub fn decide_incrementally(
         }
         tracing::info!("an access key is claimed in two namespaces; rendering everything");
     }
-    // The shards as last written stay: most of them are the same after a full render too.
-    let written = memo.take().and_then(|kept| kept.written);
+    *memo = None;
     let input = observed.render_input(&ctx.platform_namespace)?;
     let output = render(input, ctx, rng)?;
     let kept = memo.insert(Memo {
@@ -220,7 +263,8 @@ pub fn decide_incrementally(
         fingerprints,
         key_holders: key_holders(&output),
         output,
-        written,
+        written: None,
+        changed_buckets: BTreeSet::new(),
         full_at: Instant::now(),
     });
     Ok((kept.decide(observed, None)?, PassKind::Full))
@@ -266,7 +310,11 @@ impl Memo {
         self.key_holders
             .retain(|_, holder| !namespaces.contains(holder));
         self.key_holders.extend(key_holders(&part));
+        // The buckets of what the namespaces held before and hold now.
+        let mut changed = buckets_of(&self.output, namespaces);
         splice(&mut self.output, part, namespaces);
+        changed.extend(buckets_of(&self.output, namespaces));
+        self.changed_buckets = changed;
         self.fingerprints = prints;
     }
 
@@ -276,7 +324,10 @@ impl Memo {
         observed: &Observed,
         only: Option<&BTreeSet<String>>,
     ) -> Result<Decision, ReconcileError> {
-        let (docs, written) = documents_reusing(&self.output, self.written.as_ref())?;
+        let reuse = only
+            .and(self.written.as_ref())
+            .map(|w| (w, &self.changed_buckets));
+        let (docs, written) = documents_reusing(&self.output, reuse)?;
         self.written = written;
         Ok(Decision {
             writes: plan_of(&self.output, &docs, observed, only),
@@ -284,6 +335,46 @@ impl Memo {
             key_ring_generated: self.output.key_ring_generated,
         })
     }
+}
+
+/// The shard buckets of what `namespaces` contribute to `output`: their tenants, providers,
+/// rules and stored keys, and the namespaces themselves (a shard lists the namespaces of its
+/// bucket that platform rules select). The platform's own part is in the index, written on
+/// every pass.
+fn buckets_of(output: &RenderOutput, namespaces: &BTreeSet<String>) -> BTreeSet<usize> {
+    let count = output.shards;
+    let config = &output.config;
+    let mut ids: Vec<&str> = namespaces.iter().map(String::as_str).collect();
+    ids.extend(
+        config
+            .tenants
+            .iter()
+            .filter(|t| namespaces.contains(&t.namespace))
+            .map(|t| t.id.as_str()),
+    );
+    ids.extend(
+        config
+            .providers
+            .iter()
+            .filter(|p| namespaces.contains(&p.namespace))
+            .map(|p| p.id.as_str()),
+    );
+    ids.extend(
+        config
+            .routing
+            .iter()
+            .filter(|r| namespaces.contains(r.policy_namespace()))
+            .map(|r| r.id.as_str()),
+    );
+    ids.extend(
+        output
+            .key_store
+            .rows
+            .iter()
+            .filter(|row| namespaces.contains(&row.tenant_id))
+            .map(|row| row.id.as_str()),
+    );
+    ids.into_iter().map(|id| bucket(id, count)).collect()
 }
 
 /// Each claimed access key's hash, with its tenant's namespace.

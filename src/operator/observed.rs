@@ -146,16 +146,24 @@ impl Observed {
         let mut documents = Vec::new();
         // Out of scope, a namespace is only its labels and annotations (the platform rules'
         // selectors read every namespace's), taken as they are rather than checked again.
-        let mut labels_only = BTreeMap::new();
-        for (key, namespace) in &self.namespaces {
-            if !scope.includes(&key.name) {
-                labels_only.insert(
-                    key.name.clone(),
-                    NamespaceMeta {
+        let mut labels_only: BTreeMap<String, NamespaceMeta> = BTreeMap::new();
+        if only.is_some() {
+            // Collected in key order: built in one go, not by 100,000 inserts.
+            labels_only = self
+                .namespaces
+                .iter()
+                .filter(|(key, _)| !scope.includes(&key.name))
+                .map(|(key, namespace)| {
+                    let meta = NamespaceMeta {
                         labels: namespace.labels().clone(),
                         annotations: namespace.annotations().clone(),
-                    },
-                );
+                    };
+                    (key.name.clone(), meta)
+                })
+                .collect();
+        }
+        for (key, namespace) in &self.namespaces {
+            if !scope.includes(&key.name) {
                 continue;
             }
             let slim = Namespace {
@@ -206,13 +214,15 @@ impl Observed {
             // A namespace left out still counts among the tenant namespaces when it holds
             // tenants without a Namespace object (as a full render would count it).
             for key in self.tenants.keys() {
-                labels_only.entry(key.namespace.clone()).or_default();
-            }
-            for (name, meta) in labels_only {
-                if !scope.includes(&name) {
-                    input.namespaces.entry(name).or_insert(meta);
+                if !labels_only.contains_key(&key.namespace) && !scope.includes(&key.namespace) {
+                    labels_only.insert(key.namespace.clone(), NamespaceMeta::default());
                 }
             }
+            // The few namespaces in scope join the many left out (not the other way round).
+            for (name, meta) in std::mem::take(&mut input.namespaces) {
+                labels_only.insert(name, meta);
+            }
+            input.namespaces = labels_only;
         }
         input.platform_config = self.platform_config(platform_namespace).map(str::to_owned);
         input.previous.report = Some(self.current_report_of(&scope));

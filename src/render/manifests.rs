@@ -77,25 +77,27 @@ pub fn documents(output: &RenderOutput) -> Result<Documents, RenderError> {
     Ok(documents_reusing(output, None)?.0)
 }
 
-/// [`documents`], serializing again only the shards that differ from `previous` (the
-/// operator's last pass); also returns what to give the next call.
+/// [`documents`], serializing again only the shards in `reuse`'s set of changed buckets and
+/// taking the others from its previous files (the operator's last pass); also returns the
+/// files, for the next call.
 pub fn documents_reusing(
     output: &RenderOutput,
-    previous: Option<&shards::Written>,
-) -> Result<(Documents, Option<shards::Written>), RenderError> {
+    reuse: Option<(&shards::Encoded, &std::collections::BTreeSet<usize>)>,
+) -> Result<(Documents, Option<shards::Encoded>), RenderError> {
     if output.shards <= 1 {
         return Ok((single_file_documents(output)?, None));
     }
-    let split = shards::split(&output.config, &output.key_store, output.shards)?;
-    let written = shards::encode_reusing(split, previous)?;
+    let only = reuse.map(|(_, changed)| changed);
+    let split = shards::split_buckets(&output.config, &output.key_store, output.shards, only)?;
+    let encoded = shards::encode(&split, reuse)?;
     let docs = Documents {
-        gateway_config: written.encoded.index.clone(),
-        key_store: written.encoded.index_keys.clone(),
+        gateway_config: encoded.index.clone(),
+        key_store: encoded.index_keys.clone(),
         key_ring: output.key_ring.to_yaml()?,
-        config_shards: written.encoded.config.clone(),
-        key_shards: written.encoded.keys.clone(),
+        config_shards: encoded.config.clone(),
+        key_shards: encoded.keys.clone(),
     };
-    Ok((docs, Some(written)))
+    Ok((docs, Some(encoded)))
 }
 
 fn single_file_documents(output: &RenderOutput) -> Result<Documents, RenderError> {

@@ -48,12 +48,12 @@ pub fn compile_all(
 }
 
 /// Every namespace that is not the platform's: declared ones and those holding tenants.
-fn tenant_namespaces(input: &RenderInput, ctx: &RenderContext) -> BTreeSet<String> {
+fn tenant_namespaces<'a>(input: &'a RenderInput, ctx: &RenderContext) -> BTreeSet<&'a str> {
     input
         .namespaces
         .keys()
-        .cloned()
-        .chain(input.tenants.keys().map(|k| k.namespace.clone()))
+        .map(String::as_str)
+        .chain(input.tenants.keys().map(|k| k.namespace.as_str()))
         .filter(|ns| *ns != ctx.platform_namespace)
         .collect()
 }
@@ -67,7 +67,7 @@ fn compile_one(
     input: &RenderInput,
     ctx: &RenderContext,
     providers: &ResolvedProviders,
-    tenant_namespaces: &BTreeSet<String>,
+    tenant_namespaces: &BTreeSet<&str>,
     key: &ObjectKey,
     policy: &RoutingPolicy,
 ) -> Compiled {
@@ -279,15 +279,19 @@ fn selector_is_empty(selector: &LabelSelector) -> bool {
 fn select_namespaces(
     selector: &LabelSelector,
     input: &RenderInput,
-    tenant_namespaces: &BTreeSet<String>,
+    tenant_namespaces: &BTreeSet<&str>,
 ) -> Result<Vec<String>, String> {
     // Validate even when there is no namespace to match yet.
     selector_matches(selector, &BTreeMap::new())?;
     let mut selected = Vec::new();
-    for namespace in tenant_namespaces {
-        let labels = input.namespace(namespace).labels;
-        if selector_matches(selector, &labels)? {
-            selected.push(namespace.clone());
+    let none = BTreeMap::new();
+    for &namespace in tenant_namespaces {
+        let labels = input
+            .namespaces
+            .get(namespace)
+            .map_or(&none, |meta| &meta.labels);
+        if selector_matches(selector, labels)? {
+            selected.push(namespace.to_owned());
         }
     }
     Ok(selected)
