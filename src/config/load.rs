@@ -256,7 +256,7 @@ impl Snapshot {
         // the render writes both sorted, a hand-edited file may not be.
         self.config
             .providers
-            .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+            .sort_unstable_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         for rule in &mut self.config.routing {
             if let Some(namespaces) = &mut rule.namespaces {
                 namespaces.sort();

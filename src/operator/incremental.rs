@@ -15,9 +15,10 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::time::{Duration, Instant};
 
 use kube::Resource;
+use kube::api::DynamicObject;
 use rand::CryptoRng;
 
-use super::observed::Observed;
+use super::observed::{Observed, Partial};
 use super::plan::plan_of;
 use super::reconcile::{Decision, ReconcileError};
 use crate::config::KEY_STORE_SECRET_NAME;
@@ -90,7 +91,15 @@ impl Fingerprints {
                         _ => &observed.policies,
                     };
                     for (key, object) in objects {
-                        runs.add(&key.namespace, kind, &key.name, object.as_ref());
+                        if key.namespace == platform_namespace {
+                            // Without its status: a platform resource's status is this
+                            // operator's output (a rule's "applies to N namespaces" changes
+                            // with every new namespace), and a change to it must not make the
+                            // next pass a full one. The platform is rendered on every pass.
+                            runs.push(&key.namespace, (kind, &key.name, without_status(object)));
+                        } else {
+                            runs.add(&key.namespace, kind, &key.name, object.as_ref());
+                        }
                     }
                 }
             }
@@ -171,12 +180,40 @@ impl<'a> Runs<'a> {
                 .unwrap_or_default()
                 .hash(&mut hasher),
         }
-        let digest = hasher.finish();
+        self.sum(namespace, hasher.finish());
+    }
+
+    /// Adds the digest of `parts` to `namespace`'s run.
+    fn push(&mut self, namespace: &'a str, parts: impl Hash) {
+        let mut hasher = DefaultHasher::new();
+        parts.hash(&mut hasher);
+        self.sum(namespace, hasher.finish());
+    }
+
+    fn sum(&mut self, namespace: &'a str, digest: u64) {
         match self.0.last_mut() {
             Some((last, sum)) if *last == namespace => *sum = sum.wrapping_add(digest),
             _ => self.0.push((namespace, digest)),
         }
     }
+}
+
+/// A custom resource as render reads it, without its status (serialized: the platform
+/// namespace holds a few).
+fn without_status(object: &DynamicObject) -> Vec<u8> {
+    let mut data = object.data.clone();
+    if let serde_json::Value::Object(fields) = &mut data {
+        fields.remove("status");
+    }
+    let meta = &object.metadata;
+    serde_json::to_vec(&(
+        &meta.uid,
+        meta.generation,
+        &meta.labels,
+        &meta.annotations,
+        data,
+    ))
+    .unwrap_or_default()
 }
 
 /// What the render context decided that is not in the cluster's objects: a change to any of it
@@ -244,16 +281,29 @@ pub fn decide_incrementally(
     let fingerprints = Fingerprints::of(observed, &ctx.platform_namespace);
     let basis = Basis::of(ctx);
     if let Some(kept) = memo.as_mut()
-        && let Some(namespaces) = kept.scope(&basis, &fingerprints, resync)
+        && let Some(mut namespaces) = kept.scope(&basis, &fingerprints, resync)
     {
-        let input = observed.render_input_of(&ctx.platform_namespace, Some(&namespaces))?;
-        let part = render(input, ctx, rng)?;
-        if !kept.claims_collide(&part, &namespaces) {
-            kept.splice(part, &namespaces, fingerprints);
-            let decision = kept.decide(observed, Some(&namespaces))?;
-            return Ok((decision, PassKind::Incremental(namespaces.len())));
+        // An access key claimed by a namespace left out: render again with the holder's
+        // namespace too (render gives a key to its first claimant in render order, which it can
+        // only decide seeing both). The holders of a key are one namespace each, so a second
+        // try settles it; a full pass if it did not.
+        for _ in 0..2 {
+            let with_tenants = kept.namespaces_with_tenants();
+            let partial = Partial {
+                namespaces: &namespaces,
+                with_tenants: &with_tenants,
+            };
+            let input = observed.render_input_of(&ctx.platform_namespace, Some(partial))?;
+            let part = render(input, ctx, rng)?;
+            let holders = kept.holders_left_out(&part, &namespaces);
+            if holders.is_empty() {
+                kept.splice(part, &namespaces, fingerprints);
+                let decision = kept.decide(observed, Some(&namespaces))?;
+                return Ok((decision, PassKind::Incremental(namespaces.len())));
+            }
+            namespaces.extend(holders);
         }
-        tracing::info!("an access key is claimed in two namespaces; rendering everything");
+        tracing::info!("an access key is claimed in several namespaces; rendering everything");
     }
     *memo = None;
     let input = observed.render_input(&ctx.platform_namespace)?;
@@ -271,6 +321,18 @@ pub fn decide_incrementally(
 }
 
 impl Memo {
+    /// Makes the next pass decide `namespaces` again, as if they had changed. False when one
+    /// of them is the platform namespace: only a full pass will do then.
+    pub fn forget_namespaces(&mut self, namespaces: &BTreeSet<String>) -> bool {
+        if namespaces.contains(&self.basis.platform_namespace) {
+            return false;
+        }
+        self.fingerprints
+            .namespaces
+            .retain(|(namespace, _)| !namespaces.contains(namespace));
+        true
+    }
+
     /// The namespaces to render, or `None` for a full pass.
     fn scope(
         &self,
@@ -292,18 +354,33 @@ impl Memo {
         Some(namespaces)
     }
 
-    /// Whether `part` claims an access key a tenant of a namespace it left out holds (render
-    /// gives the key to the first claimant in its order, so only a full render decides).
-    fn claims_collide(&self, part: &RenderOutput, namespaces: &BTreeSet<String>) -> bool {
+    /// The namespaces left out of `namespaces` whose tenants hold an access key `part` claims.
+    fn holders_left_out(
+        &self,
+        part: &RenderOutput,
+        namespaces: &BTreeSet<String>,
+    ) -> BTreeSet<String> {
         part.config
             .tenants
             .iter()
             .flat_map(|tenant| &tenant.access_keys)
-            .any(|key| {
-                self.key_holders
-                    .get(&key.sha256)
-                    .is_some_and(|holder| !namespaces.contains(holder))
-            })
+            .filter_map(|key| self.key_holders.get(&key.sha256))
+            .filter(|holder| !namespaces.contains(*holder))
+            .cloned()
+            .collect()
+    }
+
+    /// The namespaces the kept output has tenants in, in order.
+    fn namespaces_with_tenants(&self) -> Vec<&str> {
+        let mut namespaces: Vec<&str> = self
+            .output
+            .config
+            .tenants
+            .iter()
+            .map(|tenant| tenant.namespace.as_str())
+            .collect();
+        namespaces.dedup();
+        namespaces
     }
 
     fn splice(&mut self, part: RenderOutput, namespaces: &BTreeSet<String>, prints: Fingerprints) {

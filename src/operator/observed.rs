@@ -128,14 +128,15 @@ impl Observed {
         self.render_input_of(platform_namespace, None)
     }
 
-    /// [`Self::render_input`] of the platform namespace's objects and those of `only`'s
+    /// [`Self::render_input`] of the platform namespace's objects and those of `partial`'s
     /// namespaces (all when `None`), with every namespace's labels and annotations: what
     /// [`crate::render::splice`] needs to render a few namespaces for a whole output.
     pub fn render_input_of(
         &self,
         platform_namespace: &str,
-        only: Option<&BTreeSet<String>>,
+        partial: Option<Partial<'_>>,
     ) -> Result<RenderInput, ObserveError> {
+        let only = partial.as_ref().map(|p| p.namespaces);
         let scope = Scope {
             platform: platform_namespace,
             only,
@@ -210,12 +211,12 @@ impl Observed {
         }
         loader.add_values("the cluster", documents)?;
         let mut input = loader.finish();
-        if only.is_some() {
+        if let Some(partial) = &partial {
             // A namespace left out still counts among the tenant namespaces when it holds
-            // tenants without a Namespace object (as a full render would count it).
-            for key in self.tenants.keys() {
-                if !labels_only.contains_key(&key.namespace) && !scope.includes(&key.namespace) {
-                    labels_only.insert(key.namespace.clone(), NamespaceMeta::default());
+            // valid tenants without a Namespace object, as a full render would count it.
+            for &namespace in partial.with_tenants {
+                if !labels_only.contains_key(namespace) && !scope.includes(namespace) {
+                    labels_only.insert(namespace.to_owned(), NamespaceMeta::default());
                 }
             }
             // The few namespaces in scope join the many left out (not the other way round).
@@ -289,6 +290,18 @@ impl Observed {
             ..RenderReport::default()
         }
     }
+}
+
+/// What a partial render takes: the namespaces whose objects it renders, and what it cannot
+/// see of the others.
+#[derive(Clone, Copy, Debug)]
+pub struct Partial<'a> {
+    /// The namespaces rendered (with the platform's).
+    pub namespaces: &'a BTreeSet<String>,
+    /// The namespaces holding valid tenants, from the last whole output: one without a
+    /// Namespace object still counts among the tenant namespaces the platform rules select
+    /// from, and whether its tenants are valid is known without checking them again.
+    pub with_tenants: &'a [&'a str],
 }
 
 /// The namespaces a pass renders: the platform's and `only`'s, or every one.

@@ -64,6 +64,18 @@ impl std::fmt::Debug for Write {
     }
 }
 
+impl Write {
+    /// The namespace the write lands in.
+    pub fn namespace(&self) -> &str {
+        match self {
+            Self::ApplyConfigMap(cm) => cm.metadata.namespace.as_deref().unwrap_or_default(),
+            Self::ApplySecret(secret) => secret.metadata.namespace.as_deref().unwrap_or_default(),
+            Self::DeleteSecret(key) | Self::Status { key, .. } => &key.namespace,
+            Self::Event(event) => &event.key.namespace,
+        }
+    }
+}
+
 /// An Event to publish, regarding one custom resource.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EventWrite {

@@ -68,6 +68,16 @@ impl Passes {
     pub fn forget(&mut self) {
         self.memo = None;
     }
+
+    /// Marks `namespaces` (where writes were refused) as changed, so the next pass decides
+    /// them again.
+    pub fn refused(&mut self, namespaces: &std::collections::BTreeSet<String>) {
+        if let Some(memo) = &mut self.memo
+            && !memo.forget_namespaces(namespaces)
+        {
+            self.memo = None;
+        }
+    }
 }
 
 /// Decides (incrementally when it can, see [`super::incremental`]) and writes. A pass whose
@@ -119,7 +129,10 @@ pub async fn reconcile_once(
         trace::end(context, &counts, !outcome.failed.is_empty());
     }
     if !outcome.failed.is_empty() {
-        passes.forget();
+        // What was refused is decided again by the next pass (its namespaces count as changed;
+        // a refusal in the platform namespace makes it a full pass). Forgetting everything
+        // would let one tenant whose writes are always refused make every pass a full one.
+        passes.refused(&outcome.failed_namespaces);
     }
     tracing::info!(
         writes = decision.writes.len(),

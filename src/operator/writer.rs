@@ -32,6 +32,8 @@ pub struct WriteOutcome {
     pub done: usize,
     /// Writes it refused.
     pub failed: Vec<WriteError>,
+    /// The namespaces of the refused writes.
+    pub failed_namespaces: std::collections::BTreeSet<String>,
 }
 
 /// Performs writes with one client, one field manager and one Event recorder.
@@ -93,6 +95,9 @@ impl Writer {
                 Err(error) => {
                     tracing::warn!(%error, "write refused");
                     outcome.failed.push(error);
+                    outcome
+                        .failed_namespaces
+                        .insert(write.namespace().to_owned());
                 }
             }
         }

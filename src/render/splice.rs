@@ -133,10 +133,11 @@ fn replace<T>(
     locate: impl Fn(&T, &str) -> Ordering,
     order: impl Fn(&T, &T) -> Ordering,
 ) {
+    // Groups are in the list's order, so an item's group is found by halves.
     let in_a_group = |item: &T| {
         groups
-            .iter()
-            .any(|g| locate(item, g.as_ref()) == Ordering::Equal)
+            .binary_search_by(|group| locate(item, group.as_ref()).reverse())
+            .is_ok()
     };
     if groups.len() > MANY_GROUPS {
         list.retain(|item| !in_a_group(item));
