@@ -11,7 +11,10 @@
 //! this machine, the floor the others are read against), `bare` (a tenant without limits, no ledger), `metered` (RPM, tokens/day,
 //! concurrency and a blocking budget, the SQLite ledger on), `redis` (the same with the counters
 //! in a real `redis-server`, when one is installed) and `10k-tenants` (the bare proxy with 10,000
-//! tenants loaded, for memory), `traced`, `traced-1pct` and `traced-down` (bare with OTLP traces:
+//! tenants loaded, for memory), `100k-reload` (the bare proxy with 100,000 tenants in 64 shards:
+//! JSON at concurrency 16 measured steady, then again while the config directory flips between
+//! two renders every second, so the gateway reloads 100,000 tenants under load; its p99 against
+//! the steady one), `traced`, `traced-1pct` and `traced-down` (bare with OTLP traces:
 //! every request, 1 %, and every request toward a collector that is down). For each: non-streaming at concurrency 1, 16, 64 and streaming
 //! at 1 and 16, reporting requests/s, p50/p99, what the gateway adds to the direct call's
 //! p50/p99 (time to first byte for streams) and the gateway's peak RSS.
@@ -69,7 +72,7 @@ fn main() {
     let options = Options::from_env();
     for unknown in options.unknown_scenarios() {
         eprintln!(
-            "load: LOAD_SCENARIOS names no scenario {unknown:?} (floor, bare, metered, redis, 10k-tenants)"
+            "load: LOAD_SCENARIOS names no scenario {unknown:?} (floor, bare, metered, redis, 10k-tenants, 100k-reload, traced, traced-1pct, traced-down)"
         );
     }
     let pinned = options.pin && pin_self_to_cpu1();
@@ -117,6 +120,11 @@ fn main() {
             gateway.rss_kib() / 1024
         ));
         let url = format!("http://{}/v1/chat/completions", gateway.address);
+        if scenario == Scenario::Reload {
+            report.measure_reloads(&options, &bodies, &url, &gateway);
+            gateway.stop();
+            continue;
+        }
         let runs = report.measure_all(
             scenario.name(),
             &options,
@@ -192,6 +200,8 @@ enum Scenario {
     Metered,
     Redis,
     TenThousand,
+    /// `bare` with 100,000 tenants, measured while the gateway reloads them.
+    Reload,
     /// `bare` with every request traced (OTLP export to a sink on the upstream's core).
     Traced,
     /// `bare` with 1 % of requests traced.
@@ -204,12 +214,13 @@ enum Scenario {
 impl Scenario {
     /// The scenarios measured against the direct baseline, in order (the floor first: the
     /// others are also read against it).
-    const MEASURED: [Scenario; 8] = [
+    const MEASURED: [Scenario; 9] = [
         Scenario::Floor,
         Scenario::Bare,
         Scenario::Metered,
         Scenario::Redis,
         Scenario::TenThousand,
+        Scenario::Reload,
         Scenario::Traced,
         Scenario::TracedSampled,
         Scenario::TracedCollectorDown,
@@ -223,6 +234,7 @@ impl Scenario {
             Scenario::Metered => "metered",
             Scenario::Redis => "redis",
             Scenario::TenThousand => "10k-tenants",
+            Scenario::Reload => "100k-reload",
             Scenario::Traced => "traced",
             Scenario::TracedSampled => "traced-1pct",
             Scenario::TracedCollectorDown => "traced-down",
@@ -447,6 +459,10 @@ struct Gateway {
     redis: Option<RedisServer>,
     address: SocketAddr,
     render_ms: f64,
+    /// `100k-reload`: the link the gateway's `--config-dir` names, to flip between renders.
+    reload_link: Option<PathBuf>,
+    /// The gateway's admin port (its `/metrics`).
+    admin_port: Option<u16>,
 }
 
 impl Gateway {
@@ -480,22 +496,32 @@ impl Gateway {
             redis = Some(server);
         }
         let inputs = dir.join("inputs.yaml");
-        std::fs::write(&inputs, fleet_yaml(scenario, upstream)).expect("inputs");
+        let yaml = fleet_yaml(scenario, upstream);
+        std::fs::write(&inputs, &yaml).expect("inputs");
         let binary = env!("CARGO_BIN_EXE_dgidgi");
-        let config = dir.join("config");
+        let mut config = dir.join("config");
+        let shards = if scenario == Scenario::Reload { 64 } else { 1 };
         let started = Instant::now();
-        let status = Command::new(binary)
-            .args(["render", "-f"])
-            .arg(&inputs)
-            .arg("--config-dir")
-            .arg(&config)
-            .args(["--log", "warn"])
-            .status()
-            .expect("dgidgi render");
-        assert!(status.success(), "dgidgi render failed");
+        render_config(&inputs, &config, shards, None);
         let render_ms = started.elapsed().as_secs_f64() * 1e3;
+        if scenario == Scenario::Reload {
+            // A second render with one more tenant (the first's directory given back, so every
+            // key is kept): flipping `current` between the two makes the gateway reload.
+            let more = dir.join("inputs-more.yaml");
+            std::fs::write(
+                &more,
+                format!("{yaml}---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: one-more}}\n---\napiVersion: llm.dgidgi.io/v1alpha1\nkind: LlmTenant\nmetadata: {{name: one-more, namespace: one-more}}\nspec: {{}}\n"),
+            )
+            .expect("inputs");
+            render_config(&more, &dir.join("config-b"), shards, Some(&config));
+            let current = dir.join("current");
+            std::os::unix::fs::symlink("config", &current).expect("symlink");
+            config = current;
+        }
+        let reload_link = (scenario == Scenario::Reload).then(|| config.clone());
 
         let port = free_port();
+        let admin_port = free_port();
         let mut command = on_gateway_cpu(Path::new(binary), pinned);
         if matches!(
             scenario,
@@ -525,9 +551,13 @@ impl Gateway {
             .arg("--config-dir")
             .arg(&config)
             .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--admin-listen", "127.0.0.1:0", "--log", "warn"])
+            .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
+            .args(["--log", "warn"])
             .args(&extra);
-        Some(Self::launch(command, port, redis, render_ms))
+        let mut gateway = Self::launch(command, port, redis, render_ms);
+        gateway.reload_link = reload_link;
+        gateway.admin_port = Some(admin_port);
+        Some(gateway)
     }
 
     /// Starts this binary as the floor proxy, pinned like the gateway.
@@ -556,6 +586,8 @@ impl Gateway {
             redis,
             address: format!("127.0.0.1:{port}").parse().expect("address"),
             render_ms,
+            reload_link: None,
+            admin_port: None,
         };
         gateway.preflight();
         gateway
@@ -576,6 +608,27 @@ impl Gateway {
         assert!(text.contains("tok15") && text.contains("data: [DONE]"));
         let (status, _) = post(self.address, "dgk_wrong_key", body);
         assert_eq!(status, 401, "a wrong key must be refused");
+    }
+
+    /// Reloads the gateway has made (`dgidgi_config_reloads_total{result="ok"}`).
+    fn reloads(&self) -> u64 {
+        let Some(port) = self.admin_port else {
+            return 0;
+        };
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+            return 0;
+        };
+        let request = "GET /metrics HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n";
+        let mut text = String::new();
+        if stream.write_all(request.as_bytes()).is_err()
+            || stream.read_to_string(&mut text).is_err()
+        {
+            return 0;
+        }
+        text.lines()
+            .find(|line| line.starts_with("dgidgi_config_reloads_total{result=\"ok\"}"))
+            .and_then(|line| line.split_whitespace().last()?.parse().ok())
+            .unwrap_or(0)
     }
 
     fn rss_kib(&self) -> u64 {
@@ -627,8 +680,13 @@ fn fleet_yaml(scenario: Scenario, upstream: SocketAddr) -> String {
         .replace("@UPSTREAM_KEY@", UPSTREAM_KEY)
         .replace("@UPSTREAM_BASE@", &format!("http://{upstream}/v1"))
         .replace("@TENANT@", tenant);
-    if scenario == Scenario::TenThousand {
-        for i in 1..10_000 {
+    let more = match scenario {
+        Scenario::TenThousand => 10_000,
+        Scenario::Reload => 100_000,
+        _ => 0,
+    };
+    if more > 0 {
+        for i in 1..more {
             let _ = write!(
                 yaml,
                 "---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: t{i}, labels: {{llm.dgidgi.io/tier: team}}}}\n---\napiVersion: llm.dgidgi.io/v1alpha1\nkind: LlmTenant\nmetadata: {{name: t{i}, namespace: t{i}}}\nspec: {{budget: {{monthlyUsd: 100, alertThresholds: [80, 100], action: block}}}}\n"
@@ -636,6 +694,30 @@ fn fleet_yaml(scenario: Scenario, upstream: SocketAddr) -> String {
         }
     }
     yaml
+}
+
+/// `dgidgi render` of `inputs` into `config` in `shards` shards (`previous`: an earlier
+/// directory whose keys are kept).
+fn render_config(inputs: &Path, config: &Path, shards: u32, previous: Option<&Path>) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_dgidgi"));
+    command
+        .args(["render", "-f"])
+        .arg(inputs)
+        .arg("--config-dir")
+        .arg(config)
+        .arg(format!("--shards={shards}"))
+        .args(["--log", "warn"]);
+    if let Some(previous) = previous {
+        // Its key material and access keys, so both directories accept the same key.
+        for file in std::fs::read_dir(previous).expect("the first render") {
+            let file = file.expect("a file").path();
+            let name = file.file_name().expect("a name").to_owned();
+            std::fs::create_dir_all(config).expect("directory");
+            std::fs::copy(&file, config.join(name)).expect("copy");
+        }
+    }
+    let status = command.status().expect("dgidgi render");
+    assert!(status.success(), "dgidgi render failed");
 }
 
 /// `program` on CPU 0 (the gateway's core) when pinning, as is otherwise.
@@ -870,6 +952,108 @@ impl Report {
             runs.push(run);
         }
         runs
+    }
+
+    /// JSON at concurrency 16, steady and then while `current` flips between the two renders
+    /// every second (the gateway polls every second: about one reload of 100,000 tenants a
+    /// second); notes both p99s and their ratio.
+    fn measure_reloads(
+        &mut self,
+        options: &Options,
+        bodies: &Bodies,
+        url: &str,
+        gateway: &Gateway,
+    ) {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        oha(url, ACCESS_KEY, &bodies.json, options.warmup, 8);
+        // For a time, not a count: long enough for about ten reloads.
+        let seconds = if options.requests < 10_000 { 5 } else { 10 };
+        let run = |report: &mut Report, name: &str| {
+            let output = Command::new("oha")
+                .args([
+                    "--no-tui",
+                    "--output-format",
+                    "json",
+                    "--worker-threads",
+                    "1",
+                ])
+                .args(["-z", &format!("{seconds}s"), "-c", "16"])
+                .args(["-m", "POST", "-T", "application/json", "-t", "60s"])
+                .args(["-H", &format!("authorization: Bearer {ACCESS_KEY}")])
+                .arg("-D")
+                .arg(&bodies.json)
+                .arg(url)
+                .stderr(Stdio::inherit())
+                .output()
+                .expect("oha");
+            assert!(output.status.success(), "oha failed");
+            let out: Value = serde_json::from_slice(&output.stdout).expect("oha's JSON output");
+            // Requests cut by the deadline are oha's, not the gateway's; any other status is.
+            let statuses = out["statusCodeDistribution"]
+                .as_object()
+                .cloned()
+                .unwrap_or_default();
+            let failed: u64 = statuses
+                .iter()
+                .filter(|(status, _)| status.as_str() != "200")
+                .map(|(_, count)| count.as_u64().unwrap_or(0))
+                .sum();
+            let (p50, p99) = (
+                micros(&out["latencyPercentiles"]["p50"]),
+                micros(&out["latencyPercentiles"]["p99"]),
+            );
+            let rps = out["summary"]["requestsPerSec"].as_f64().unwrap_or(0.0);
+            let _ = writeln!(
+                report.text,
+                "| {name} | JSON | 16 | {rps:.0} | {p50:.0} µs | {p99:.0} µs | – | – | {failed} | {:.1} MiB | – |",
+                gateway.rss_kib() as f64 / 1024.0
+            );
+            eprintln!("{}", report.text.lines().last().unwrap_or_default());
+            assert_eq!(
+                failed, 0,
+                "{name}: every request answered 200: {statuses:?}"
+            );
+            p99
+        };
+        let steady = run(self, "100k-reload (steady)");
+        let reloads_before = gateway.reloads();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flips = Arc::new(AtomicUsize::new(0));
+        let link = gateway
+            .reload_link
+            .clone()
+            .expect("the scenario's config link");
+        let flipper = {
+            let (stop, flips) = (stop.clone(), flips.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_secs(1));
+                    let next = if flips.load(Ordering::Relaxed) % 2 == 0 {
+                        "config-b"
+                    } else {
+                        "config"
+                    };
+                    // A new link renamed over the old one: the swap is atomic, as the kubelet's.
+                    let staged = link.with_extension("next");
+                    std::fs::remove_file(&staged).ok();
+                    std::os::unix::fs::symlink(next, &staged).expect("symlink");
+                    std::fs::rename(&staged, &link).expect("rename");
+                    flips.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        };
+        let reloading = run(self, "100k-reload (reloading)");
+        stop.store(true, Ordering::Relaxed);
+        flipper.join().ok();
+        // The last flip's reload may still be running: wait for it to count.
+        std::thread::sleep(Duration::from_secs(2));
+        self.note(format!(
+            "100k-reload: JSON c=16 p99 {steady:.0} µs steady, {reloading:.0} µs while the config flipped {} times ({:.2}× steady); {} reloads of 100,000 tenants done",
+            flips.load(Ordering::Relaxed),
+            reloading / steady,
+            gateway.reloads() - reloads_before
+        ));
     }
 
     /// Notes what `runs` add to the `baseline` runs (the direct call, or the floor proxy).

@@ -229,7 +229,9 @@ impl Gateway {
     }
 
     /// Swaps in a new config.
-    pub fn install(&self, snapshot: Snapshot) {
+    /// Returns the config it replaced, for the caller to drop where a large one's teardown
+    /// does not hold up requests.
+    pub fn install(&self, snapshot: Snapshot) -> Option<Arc<Active>> {
         // Credentials fetched for providers the new config no longer has are dropped.
         let providers = snapshot
             .config
@@ -238,7 +240,8 @@ impl Gateway {
             .map(|p| p.id.as_str())
             .collect();
         self.tokens.retain(&providers);
-        self.snapshot.store(Some(Arc::new(Active::new(snapshot))));
+        let previous = self.snapshot.swap(Some(Arc::new(Active::new(snapshot))));
         self.metrics.config_loaded.set(1);
+        previous
     }
 }
