@@ -818,7 +818,20 @@ struct Run {
 
 const SHAPES: [(bool, usize); 5] = [(false, 1), (false, 16), (false, 64), (true, 1), (true, 16)];
 
-fn oha(url: &str, key: &str, body: &Path, requests: usize, concurrency: usize) -> Value {
+/// How long an oha run lasts.
+#[derive(Clone, Copy)]
+enum Limit {
+    /// This many requests.
+    Requests(usize),
+    /// This many seconds.
+    Seconds(u64),
+}
+
+fn oha(url: &str, key: &str, body: &Path, limit: Limit, concurrency: usize) -> Value {
+    let limit = match limit {
+        Limit::Requests(requests) => ["-n".to_owned(), requests.to_string()],
+        Limit::Seconds(seconds) => ["-z".to_owned(), format!("{seconds}s")],
+    };
     let output = Command::new("oha")
         .args([
             "--no-tui",
@@ -827,7 +840,8 @@ fn oha(url: &str, key: &str, body: &Path, requests: usize, concurrency: usize) -
             "--worker-threads",
             "1",
         ])
-        .args(["-n", &requests.to_string(), "-c", &concurrency.to_string()])
+        .args(limit)
+        .args(["-c", &concurrency.to_string()])
         .args(["-m", "POST", "-T", "application/json", "-t", "60s"])
         .args(["-H", &format!("authorization: Bearer {key}")])
         .arg("-D")
@@ -891,8 +905,14 @@ impl Report {
         scenario: Scenario,
     ) -> Vec<Run> {
         // Warm-up: connections, allocator, caches; not recorded.
-        oha(url, key, &bodies.json, options.warmup, 8);
-        oha(url, key, &bodies.stream, options.warmup / 4, 4);
+        oha(url, key, &bodies.json, Limit::Requests(options.warmup), 8);
+        oha(
+            url,
+            key,
+            &bodies.stream,
+            Limit::Requests(options.warmup / 4),
+            4,
+        );
         let shapes: &[(bool, usize)] = if scenario == Scenario::TenThousand {
             &SHAPES[..3]
         } else {
@@ -906,7 +926,7 @@ impl Report {
                 (&bodies.json, options.requests)
             };
             let cpu_before = gateway.map_or(0, Gateway::cpu_ticks);
-            let out = oha(url, key, body, requests, concurrency);
+            let out = oha(url, key, body, Limit::Requests(requests), concurrency);
             let cpu_ticks = gateway.map_or(0, Gateway::cpu_ticks) - cpu_before;
             let summary = &out["summary"];
             let total = requests as u64;
@@ -966,29 +986,17 @@ impl Report {
     ) {
         use std::sync::Arc;
         use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-        oha(url, ACCESS_KEY, &bodies.json, options.warmup, 8);
+        oha(
+            url,
+            ACCESS_KEY,
+            &bodies.json,
+            Limit::Requests(options.warmup),
+            8,
+        );
         // For a time, not a count: long enough for about ten reloads.
         let seconds = if options.requests < 10_000 { 5 } else { 10 };
         let run = |report: &mut Report, name: &str| {
-            let output = Command::new("oha")
-                .args([
-                    "--no-tui",
-                    "--output-format",
-                    "json",
-                    "--worker-threads",
-                    "1",
-                ])
-                .args(["-z", &format!("{seconds}s"), "-c", "16"])
-                .args(["-m", "POST", "-T", "application/json", "-t", "60s"])
-                .args(["-H", &format!("authorization: Bearer {ACCESS_KEY}")])
-                .arg("-D")
-                .arg(&bodies.json)
-                .arg(url)
-                .stderr(Stdio::inherit())
-                .output()
-                .expect("oha");
-            assert!(output.status.success(), "oha failed");
-            let out: Value = serde_json::from_slice(&output.stdout).expect("oha's JSON output");
+            let out = oha(url, ACCESS_KEY, &bodies.json, Limit::Seconds(seconds), 16);
             // Requests cut by the deadline are oha's, not the gateway's; any other status is.
             let statuses = out["statusCodeDistribution"]
                 .as_object()
