@@ -133,6 +133,12 @@ pub fn keys_secret_name(index: usize) -> String {
     format!("{}-{index:03}", super::KEY_STORE_SECRET_NAME)
 }
 
+/// Whether `name` is one of the key store's Secrets: the index's (`dgidgi-gateway-keys`) or a
+/// shard's.
+pub fn is_key_store_secret(name: &str) -> bool {
+    name == super::KEY_STORE_SECRET_NAME || is_keys_secret(name)
+}
+
 /// Whether `name` is a key store shard's Secret.
 pub fn is_keys_secret(name: &str) -> bool {
     shard_number(name, &format!("{}-", super::KEY_STORE_SECRET_NAME), "").is_some()

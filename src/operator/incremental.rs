@@ -21,7 +21,6 @@ use rand::CryptoRng;
 use super::observed::{Observed, Partial};
 use super::plan::plan_of;
 use super::reconcile::{Decision, ReconcileError};
-use crate::config::KEY_STORE_SECRET_NAME;
 use crate::config::shards::{Encoded, bucket};
 use crate::render::manifests::documents_reusing;
 use crate::render::platform::PLATFORM_CONFIG_MAP;
@@ -51,54 +50,60 @@ impl Fingerprints {
         // Each store is walked in key order (namespace first), so a namespace's objects are one
         // run, summed without a lookup each; the stores are walked on every core, then their
         // runs merged. A sum, so the digest does not depend on the order objects come in.
-        const STORES: [&str; 6] = [
-            "Namespace",
-            "Secret",
-            "ConfigMap",
-            "LlmProvider",
-            "LlmTenant",
-            "RoutingPolicy",
+        use crate::render::ResourceKind;
+        #[derive(Clone, Copy)]
+        enum Store {
+            Namespaces,
+            Secrets,
+            ConfigMaps,
+            Resources(ResourceKind),
+        }
+        const STORES: [Store; 6] = [
+            Store::Namespaces,
+            Store::Secrets,
+            Store::ConfigMaps,
+            Store::Resources(ResourceKind::LlmProvider),
+            Store::Resources(ResourceKind::LlmTenant),
+            Store::Resources(ResourceKind::RoutingPolicy),
         ];
-        let per_store = crate::parallel::map(&STORES, "fingerprints", |&kind| {
+        let per_store = crate::parallel::map(&STORES, "fingerprints", |&store| {
             let mut runs = Runs::default();
-            match kind {
-                "Namespace" => {
+            match store {
+                Store::Namespaces => {
                     for (key, object) in &observed.namespaces {
-                        runs.add(&key.name, kind, "", object.as_ref());
+                        runs.add(&key.name, "Namespace", "", object.as_ref());
                     }
                 }
-                "Secret" => {
+                Store::Secrets => {
                     for (key, object) in &observed.secrets {
                         let ours = key.namespace == platform_namespace
-                            && (key.name == KEY_STORE_SECRET_NAME
-                                || crate::config::shards::is_keys_secret(&key.name));
+                            && crate::config::shards::is_key_store_secret(&key.name);
                         if !ours {
-                            runs.add(&key.namespace, kind, &key.name, object.as_ref());
+                            runs.add(&key.namespace, "Secret", &key.name, object.as_ref());
                         }
                     }
                 }
-                "ConfigMap" => {
+                Store::ConfigMaps => {
                     for (key, object) in &observed.config_maps {
                         if key.namespace == platform_namespace && key.name == PLATFORM_CONFIG_MAP {
-                            runs.add(&key.namespace, kind, &key.name, object.as_ref());
+                            runs.add(&key.namespace, "ConfigMap", &key.name, object.as_ref());
                         }
                     }
                 }
-                _ => {
-                    let objects = match kind {
-                        "LlmProvider" => &observed.providers,
-                        "LlmTenant" => &observed.tenants,
-                        _ => &observed.policies,
-                    };
-                    for (key, object) in objects {
+                Store::Resources(kind) => {
+                    let kind_name = kind.as_str();
+                    for (key, object) in observed.resources(kind) {
                         if key.namespace == platform_namespace {
                             // Without its status: a platform resource's status is this
                             // operator's output (a rule's "applies to N namespaces" changes
                             // with every new namespace), and a change to it must not make the
                             // next pass a full one. The platform is rendered on every pass.
-                            runs.push(&key.namespace, (kind, &key.name, without_status(object)));
+                            runs.push(
+                                &key.namespace,
+                                (kind_name, &key.name, without_status(object)),
+                            );
                         } else {
-                            runs.add(&key.namespace, kind, &key.name, object.as_ref());
+                            runs.add(&key.namespace, kind_name, &key.name, object.as_ref());
                         }
                     }
                 }

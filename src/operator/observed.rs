@@ -10,7 +10,7 @@ use kube::api::DynamicObject;
 use kube::{Resource, ResourceExt};
 use serde_json::Value;
 
-use crate::config::{CONFIG_MAP_NAME, KEY_STORE_SECRET_NAME, MASTER_KEY_SECRET_NAME};
+use crate::config::{CONFIG_MAP_NAME, MASTER_KEY_SECRET_NAME};
 use crate::crd::{API_VERSION, LlmProviderStatus, LlmTenantStatus, RoutingPolicyStatus};
 use crate::render::manifests::{MANAGED_BY, MANAGED_BY_LABEL, TIERS_ANNOTATION};
 use crate::render::platform::{PLATFORM_CONFIG_MAP, PLATFORM_FILE};
@@ -112,8 +112,7 @@ impl Observed {
     ) -> bool {
         if key.namespace == platform_namespace
             && (key.name == MASTER_KEY_SECRET_NAME
-                || key.name == KEY_STORE_SECRET_NAME
-                || crate::config::shards::is_keys_secret(&key.name))
+                || crate::config::shards::is_key_store_secret(&key.name))
         {
             return true;
         }
@@ -304,14 +303,18 @@ pub struct Partial<'a> {
     pub with_tenants: &'a [&'a str],
 }
 
-/// The namespaces a pass renders: the platform's and `only`'s, or every one.
-struct Scope<'a> {
-    platform: &'a str,
-    only: Option<&'a BTreeSet<String>>,
+/// The namespaces a pass renders (and its plan looks at): the platform's and `only`'s, or
+/// every one.
+pub(super) struct Scope<'a> {
+    /// The platform namespace, always in scope.
+    pub(super) platform: &'a str,
+    /// The others in scope (`None`: all).
+    pub(super) only: Option<&'a BTreeSet<String>>,
 }
 
 impl<'a> Scope<'a> {
-    fn includes(&self, namespace: &str) -> bool {
+    /// Whether `namespace` is in scope.
+    pub(super) fn includes(&self, namespace: &str) -> bool {
         self.only
             .is_none_or(|only| namespace == self.platform || only.contains(namespace))
     }

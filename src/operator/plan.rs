@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::observed::{Observed, is_access_key_secret, key_of};
+use super::observed::{Observed, Scope, is_access_key_secret, key_of};
 use crate::crd::LlmTenantStatus;
 use crate::render::manifests::{
     Documents, access_key_secret, config_map, config_shard_maps, documents, key_ring_secret,
@@ -110,9 +110,11 @@ pub fn plan_of(
     observed: &Observed,
     only: Option<&BTreeSet<String>>,
 ) -> Vec<Write> {
-    let platform = output.config.platform_namespace.as_str();
-    let in_scope =
-        |namespace: &str| only.is_none_or(|only| namespace == platform || only.contains(namespace));
+    let scope = Scope {
+        platform: &output.config.platform_namespace,
+        only,
+    };
+    let in_scope = |namespace: &str| scope.includes(namespace);
     let mut writes = Vec::new();
 
     let mut secrets = vec![key_ring_secret(output, docs)];
