@@ -4,6 +4,7 @@
 //! ```sh
 //! cargo bench --bench scale                      # 100,000 tenants, 64 shards (~1 min)
 //! SCALE_TENANTS=20000 SCALE_SHARDS=16 cargo bench --bench scale
+//! SCALE_KEEP=/tmp/scale cargo bench --bench scale  # keep the fleet and its config directory
 //! ```
 //!
 //! Reports: parsing and validating the inputs and the pure render (in process); `dgidgi render
@@ -39,9 +40,17 @@ fn main() {
     }
     let tenants = env_number("SCALE_TENANTS", 100_000) as usize;
     let shards = env_number("SCALE_SHARDS", 64);
-    let dir = tempfile::tempdir().expect("a temporary directory");
+    // SCALE_KEEP keeps the fleet and its rendered directory there, to profile a load by hand.
+    let temporary = tempfile::tempdir().expect("a temporary directory");
+    let dir = match std::env::var_os("SCALE_KEEP") {
+        Some(keep) => {
+            std::fs::create_dir_all(&keep).expect("SCALE_KEEP is a directory");
+            std::path::PathBuf::from(keep)
+        }
+        None => temporary.path().to_owned(),
+    };
     let yaml = fleet::fleet(tenants);
-    let inputs = dir.path().join("fleet.yaml");
+    let inputs = dir.join("fleet.yaml");
     std::fs::write(&inputs, &yaml).expect("the fleet is written");
     println!(
         "scale: {tenants} tenants, {shards} shards, {} MB of YAML",
@@ -68,7 +77,7 @@ fn main() {
     );
     drop(output);
 
-    let config = dir.path().join("config");
+    let config = dir.join("config");
     let end_to_end = render_process(&inputs, &config, shards);
     let sizes = sizes(&config);
     println!(

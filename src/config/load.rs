@@ -173,10 +173,7 @@ impl Snapshot {
         })?;
         let (config, key_store) = match config.shards.clone() {
             None => (config, key_store),
-            Some(index) => {
-                let (shards, key_shards) = Self::read_shards(dir, files, &index)?;
-                shards::join(config, shards, key_shards, key_store)
-            }
+            Some(index) => Self::join_shards(dir, files, &index, config, key_store)?,
         };
         let key_ring = KeyRing::from_yaml(&files.master_key).map_err(|source| LoadError::Keys {
             path: dir.join(MASTER_KEY_FILE),
@@ -195,14 +192,15 @@ impl Snapshot {
         Ok(snapshot)
     }
 
-    /// The shards the index names, each checked against its digest and parsed, the config
-    /// shards on every core (at 100,000 tenants they are most of a
-    /// load).
-    fn read_shards(
+    /// The shards the index names, each checked against its digest and parsed, joined with
+    /// the index's own config and key store.
+    fn join_shards(
         dir: &Path,
         files: &ConfigFiles,
         index: &shards::ShardIndex,
-    ) -> Result<(Vec<shards::ConfigShard>, Vec<KeyStore>), LoadError> {
+        config: GatewayConfig,
+        key_store: KeyStore,
+    ) -> Result<(GatewayConfig, KeyStore), LoadError> {
         let count = index.count as usize;
         if index.count == 0
             || index.count > shards::MAX_SHARDS
@@ -216,10 +214,10 @@ impl Snapshot {
                 index.count
             )));
         }
-        let mut config = Vec::with_capacity(count);
+        let mut config_files = Vec::with_capacity(count);
         for (number, sha256) in index.config.iter().enumerate() {
             let name = shards::config_file(number);
-            config.push((name.clone(), files.shard(dir, &name, sha256)?));
+            config_files.push((name.clone(), files.shard(dir, &name, sha256)?));
         }
         let mut keys = Vec::with_capacity(count);
         for (number, sha256) in index.keys.iter().enumerate() {
@@ -232,17 +230,25 @@ impl Snapshot {
                 })?,
             );
         }
-        let parsed = crate::parallel::map(&config, "config-shards", |(name, bytes)| {
-            shards::decode_config(name, bytes)
-        });
-        let shards = parsed
-            .into_iter()
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|error| LoadError::Parse {
-                path: dir.to_owned(),
-                message: error.to_string(),
-            })?;
-        Ok((shards, keys))
+        // One shard after another, every shard's tenants into one list (see decode_config).
+        // Reserved from the first shard's count with room to spare: room never written is
+        // never resident, and a shard's share of an id hash varies by a few percent.
+        let mut tenants = Vec::new();
+        let mut shards = Vec::with_capacity(count);
+        for (name, bytes) in &config_files {
+            shards.push(
+                shards::decode_config(name, bytes, &mut tenants).map_err(|error| {
+                    LoadError::Parse {
+                        path: dir.to_owned(),
+                        message: error.to_string(),
+                    }
+                })?,
+            );
+            if shards.len() == 1 {
+                tenants.reserve(tenants.len() * (count + count / 4 + 1));
+            }
+        }
+        Ok(shards::join(config, tenants, shards, keys, key_store))
     }
 
     /// Reads and loads a config directory.

@@ -15,9 +15,10 @@
 //! faster than YAML. Key store shards are YAML like `keys.yaml`: their rows are ciphertext,
 //! which does not compress.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io::{Read as _, Write as _};
 
+use serde::de::DeserializeSeed as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -346,8 +347,16 @@ fn compress(shard: &ConfigShard, file: &str) -> Result<Vec<u8>, ShardError> {
     encoder.finish().map_err(|error| failed(error.to_string()))
 }
 
-/// Reads a config shard file (gzip-compressed JSON), bounded in what it may inflate to.
-pub fn decode_config(file: &str, bytes: &[u8]) -> Result<ConfigShard, ShardError> {
+/// Reads a config shard file (gzip-compressed JSON), bounded in what it may inflate to. Its
+/// tenants are appended to `tenants` as they are parsed, not returned in the shard: the
+/// loader gathers every shard's tenants into one list reserved once, with no list per shard
+/// grown by doubling beside it (those lists, and the copy into the joined one, were a third
+/// of the gateway's peak memory while loading 100,000 tenants).
+pub fn decode_config(
+    file: &str,
+    bytes: &[u8],
+    tenants: &mut Vec<TenantConfig>,
+) -> Result<ConfigShard, ShardError> {
     let failed = |message: String| ShardError::Read {
         file: file.to_owned(),
         message,
@@ -360,25 +369,117 @@ pub fn decode_config(file: &str, bytes: &[u8]) -> Result<ConfigShard, ShardError
     if json.len() as u64 > MAX_INFLATED_BYTES {
         return Err(failed(format!("inflates past {MAX_INFLATED_BYTES} bytes")));
     }
-    serde_json::from_slice(&json)
-        .map_err(|error| failed(crate::redact::serde_message(&error.to_string())))
+    let mut parser = serde_json::Deserializer::from_slice(&json);
+    let mut shard = ShardInto { tenants }
+        .deserialize(&mut parser)
+        .and_then(|shard| parser.end().map(|()| shard))
+        .map_err(|error| failed(crate::redact::serde_message(&error.to_string())))?;
+    // Shared as parsed, so a shard's copies are freed before the next shard's are made.
+    super::share_models(&mut shard.providers, &mut HashSet::new());
+    Ok(shard)
+}
+
+/// A [`ConfigShard`]'s parse with its tenants sent to a list of the caller's.
+struct ShardInto<'a> {
+    tenants: &'a mut Vec<TenantConfig>,
+}
+
+/// A shard's members, as [`ConfigShard`] names them (others are ignored, as there).
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "camelCase")]
+enum ShardField {
+    Tenants,
+    Providers,
+    Routing,
+    RuleNamespaces,
+    #[serde(other)]
+    Other,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for ShardInto<'_> {
+    type Value = ConfigShard;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, parser: D) -> Result<ConfigShard, D::Error> {
+        parser.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for ShardInto<'_> {
+    type Value = ConfigShard;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("a config shard")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<ConfigShard, A::Error> {
+        let mut shard = ConfigShard::default();
+        let (mut tenants, mut providers, mut routing) = (false, None, None);
+        while let Some(field) = map.next_key()? {
+            match field {
+                ShardField::Tenants => {
+                    map.next_value_seed(AppendTo(&mut *self.tenants))?;
+                    tenants = true;
+                }
+                ShardField::Providers => providers = Some(map.next_value()?),
+                ShardField::Routing => routing = Some(map.next_value()?),
+                ShardField::RuleNamespaces => shard.rule_namespaces = map.next_value()?,
+                ShardField::Other => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        if !tenants {
+            return Err(serde::de::Error::missing_field("tenants"));
+        }
+        shard.providers = providers.ok_or_else(|| serde::de::Error::missing_field("providers"))?;
+        shard.routing = routing.ok_or_else(|| serde::de::Error::missing_field("routing"))?;
+        Ok(shard)
+    }
+}
+
+/// A JSON array's elements pushed onto a list.
+struct AppendTo<'a, T>(&'a mut Vec<T>);
+
+impl<'de, T: Deserialize<'de>> serde::de::DeserializeSeed<'de> for AppendTo<'_, T> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, parser: D) -> Result<(), D::Error> {
+        parser.deserialize_seq(self)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for AppendTo<'_, T> {
+    type Value = ();
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("a list")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(element) = seq.next_element()? {
+            self.0.push(element);
+        }
+        Ok(())
+    }
 }
 
 /// Puts a split back together, in the order the render writes: tenants by id, providers by
 /// namespace and name, rules in match order, key rows by id.
 pub fn join(
     mut index: GatewayConfig,
+    tenants: Vec<TenantConfig>,
     shards: Vec<ConfigShard>,
     key_shards: Vec<KeyStore>,
     index_keys: KeyStore,
 ) -> (GatewayConfig, KeyStore) {
     index.shards = None;
     let mut keys = index_keys;
-    // Room for everything at once: growing by doubling would hold up to twice the fleet while
-    // the shards are moved in (the gateway's peak memory at 100,000 tenants).
-    index
-        .tenants
-        .reserve_exact(shards.iter().map(|s| s.tenants.len()).sum());
+    // The shards' tenants, gathered as they were parsed (decode_config), and the index's.
+    let mut tenants = tenants;
+    tenants.append(&mut index.tenants);
+    index.tenants = tenants;
+    // Room for the rest at once: growing by doubling would hold up to twice each list while
+    // the shards are moved in.
     index
         .providers
         .reserve_exact(shards.iter().map(|s| s.providers.len()).sum());
@@ -388,7 +489,10 @@ pub fn join(
     keys.rows
         .reserve_exact(key_shards.iter().map(|s| s.rows.len()).sum());
     let mut selected: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for shard in shards {
+    let mut models = HashSet::new();
+    super::share_models(&mut index.providers, &mut models);
+    for mut shard in shards {
+        super::share_models(&mut shard.providers, &mut models);
         index.tenants.extend(shard.tenants);
         index.providers.extend(shard.providers);
         index.routing.extend(shard.routing);
@@ -447,12 +551,40 @@ mod tests {
         assert!(first < 64);
     }
 
+    fn compress_json(json: &[u8]) -> Vec<u8> {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        encoder.write_all(json).unwrap();
+        encoder.finish().unwrap()
+    }
+
     #[test]
     fn a_shard_that_inflates_past_the_bound_or_is_not_gzip_is_refused() {
-        assert!(decode_config("config-000.json.gz", b"not gzip").is_err());
+        let mut tenants = Vec::new();
+        assert!(decode_config("config-000.json.gz", b"not gzip", &mut tenants).is_err());
         let shard = ConfigShard::default();
         let bytes = compress(&shard, "config-000.json.gz").unwrap();
-        assert_eq!(decode_config("config-000.json.gz", &bytes).unwrap(), shard);
+        assert_eq!(
+            decode_config("config-000.json.gz", &bytes, &mut tenants).unwrap(),
+            shard
+        );
+        // A shard's tenants go to the caller's list, after those already there; a shard
+        // without its tenants is refused as a shard without providers would be.
+        let tenant = |id: &str| TenantConfig {
+            id: id.into(),
+            ..TenantConfig::default()
+        };
+        let with_tenants = ConfigShard {
+            tenants: vec![tenant("a/t"), tenant("b/t")],
+            ..ConfigShard::default()
+        };
+        let bytes_with = compress(&with_tenants, "config-001.json.gz").unwrap();
+        let rest = decode_config("config-001.json.gz", &bytes_with, &mut tenants).unwrap();
+        assert!(rest.tenants.is_empty());
+        let ids: Vec<&str> = tenants.iter().map(|t| t.id.as_str()).collect();
+        assert_eq!(ids, ["a/t", "b/t"]);
+        let without = compress_json(br#"{"providers":[],"routing":[]}"#);
+        let refused = decode_config("config-002.json.gz", &without, &mut tenants).unwrap_err();
+        assert!(refused.to_string().contains("missing field `tenants`"), "{refused}");
         // The same shard is the same bytes (no time in the gzip header).
         assert_eq!(bytes, compress(&shard, "config-000.json.gz").unwrap());
     }

@@ -48,7 +48,7 @@ fn reachable<'a>(snapshot: &'a Snapshot, tenant: &'a TenantConfig) -> BTreeMap<&
     }
     for (_, pool) in pools(&snapshot.config, tenant) {
         for provider in pool {
-            for model in &provider.models {
+            for model in provider.models.iter() {
                 // What the tenant's tier may not use is not offered: each name as routing
                 // checks it (the name a request sends).
                 let names = std::iter::once(&model.name).chain(&model.aliases);

@@ -280,7 +280,7 @@ fn resolve_one(
             base_url,
             credential: credential.as_ref().map(|c| c.id.clone()),
             open_catalog,
-            models,
+            models: models.into(),
             unlisted: unlisted(spec)?,
             betas: beta_filter(spec),
             responses_api: spec.responses_api.unwrap_or_else(|| {
