@@ -584,7 +584,10 @@ mod tests {
         assert_eq!(ids, ["a/t", "b/t"]);
         let without = compress_json(br#"{"providers":[],"routing":[]}"#);
         let refused = decode_config("config-002.json.gz", &without, &mut tenants).unwrap_err();
-        assert!(refused.to_string().contains("missing field `tenants`"), "{refused}");
+        assert!(
+            refused.to_string().contains("missing field `tenants`"),
+            "{refused}"
+        );
         // The same shard is the same bytes (no time in the gzip header).
         assert_eq!(bytes, compress(&shard, "config-000.json.gz").unwrap());
     }
