@@ -559,6 +559,9 @@ impl Running {
         // Settlements of the drained requests reach Redis and the ledger before the process
         // exits.
         self.gateway.meter.stop(crate::metering::STOP_GRACE).await;
+        // Their request log lines too (the settlements write the served requests' lines).
+        let gateway = self.gateway.clone();
+        let _ = tokio::task::spawn_blocking(move || gateway.access_log.close()).await;
     }
 }
 
