@@ -19,6 +19,14 @@ use super::completion::{End, Reporter};
 use crate::formats::stream::{Flow, Framing, Reframe};
 use crate::sse::Event;
 
+/// Bytes of re-framed events gathered into one frame for the client at most, from upstream
+/// frames that are already read.
+const COALESCE_UP_TO: usize = 32 * 1024;
+
+/// Turns of the scheduler in a row that bring no more of the upstream's body before what was
+/// read goes out (see `Stream::poll`).
+const IDLE_TURNS: u8 = 1;
+
 /// A boxed error for failed transfers.
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -55,6 +63,10 @@ struct Stream {
     /// Reused between reads.
     events: Vec<Event>,
     done: bool,
+    /// Re-framed bytes held back for a turn of the scheduler (see `poll`), and how many turns
+    /// in a row brought nothing more.
+    held: Vec<u8>,
+    idle_turns: u8,
     /// When the provider's `timeouts.total` runs out: the stream ends like a failure.
     deadline: Pin<Box<tokio::time::Sleep>>,
 }
@@ -102,6 +114,8 @@ impl ResponseBody {
                 reframe,
                 events: Vec::new(),
                 done: false,
+                held: Vec::new(),
+                idle_turns: 0,
                 deadline: Box::pin(tokio::time::sleep_until(deadline)),
             })),
             meter: Some(meter),
@@ -125,6 +139,17 @@ impl Stream {
         self.reframe.fail(message, out);
         self.done = true;
         finish(meter, self.reframe.as_ref(), End::UpstreamFailed);
+    }
+
+    /// Whether `out` (of which `held_before` bytes were held over from the last turn) is held
+    /// for one more turn: while turns bring more, and for up to [`IDLE_TURNS`] that do not.
+    fn hold_for_a_turn(&mut self, out: &[u8], held_before: usize) -> bool {
+        if out.len() > held_before {
+            self.idle_turns = 0;
+            return true;
+        }
+        self.idle_turns += 1;
+        self.idle_turns <= IDLE_TURNS
     }
 
     /// Runs the parsed events through the re-framer; stops at a completion or failure.
@@ -152,9 +177,10 @@ impl Stream {
         cx: &mut Context<'_>,
         meter: &mut Option<Reporter>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        let mut out = Vec::new();
+        let mut out = std::mem::take(&mut self.held);
+        let held_before = out.len();
         loop {
-            if self.done {
+            if self.done && out.is_empty() {
                 return Poll::Ready(None);
             }
             if self.deadline.as_mut().poll(cx).is_ready() {
@@ -162,7 +188,26 @@ impl Stream {
                 break;
             }
             match Pin::new(&mut self.inner).poll_frame(cx) {
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending if out.is_empty() => return Poll::Pending,
+                // Events are relayed together when they come together. hyper hands an
+                // upstream's body over one chunk at a time (its connection's task decodes the
+                // next only once this one is taken, and that takes it two turns of the
+                // scheduler), and most upstreams send each event in a chunk of its own: relayed
+                // as they came, each cost a write to the client and a wake of the client. So
+                // what is read is held while the connection's task reads on, up to
+                // IDLE_TURNS turns without anything more; a token is never held for the
+                // upstream's next one, only for what has already arrived.
+                Poll::Pending
+                    if out.len() < COALESCE_UP_TO && self.hold_for_a_turn(&out, held_before) =>
+                {
+                    self.held = out;
+                    let mut turn = Box::pin(tokio::task::yield_now());
+                    if turn.as_mut().poll(cx).is_ready() {
+                        cx.waker().wake_by_ref();
+                    }
+                    return Poll::Pending;
+                }
+                Poll::Pending => break,
                 Poll::Ready(Some(Ok(frame))) => {
                     let Ok(data) = frame.into_data() else {
                         continue; // trailers
@@ -175,7 +220,10 @@ impl Stream {
                     if let Some(meter) = meter {
                         meter.set_usage(self.reframe.usage());
                     }
-                    if !out.is_empty() || self.done {
+                    // Frames already read are relayed together: an upstream that sends each
+                    // event in a chunk of its own (most do) would otherwise cost a write to the
+                    // client, and a wake of the client, per event. Nothing waits for more.
+                    if out.len() >= COALESCE_UP_TO || self.done {
                         break;
                     }
                 }
@@ -202,6 +250,7 @@ impl Stream {
                 }
             }
         }
+        self.idle_turns = 0;
         if out.is_empty() {
             return Poll::Ready(None);
         }
@@ -348,6 +397,35 @@ mod tests {
         let completion = completion.await.unwrap();
         assert_eq!(completion.end, End::Complete);
         assert_eq!(completion.usage.unwrap().total_tokens(), 7);
+    }
+
+    #[tokio::test]
+    async fn events_already_read_go_out_in_one_frame_and_none_waits_for_more() {
+        let (mut body, feed, _completion) = streamed(Format::OpenAi, Format::OpenAi);
+        // Three chunks read before the body is polled: one frame to the client.
+        for text in ["a", "b", "c"] {
+            feed.send(Ok(chunk(text))).unwrap();
+        }
+        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        let text = String::from_utf8_lossy(&first);
+        assert_eq!(text.matches("data: ").count(), 3, "{text}");
+        // One more, with nothing after it yet: it goes out alone, at once.
+        feed.send(Ok(chunk("d"))).unwrap();
+        let second = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert!(String::from_utf8_lossy(&second).contains("\"d\""));
+        // A flood is cut into frames of a bounded size (Tokio's cooperative budget may cut
+        // them sooner: the channel then answers not ready).
+        let event = chunk("x");
+        let flood = 2 * COALESCE_UP_TO / event.len() + 1;
+        for _ in 0..flood {
+            feed.send(Ok(event.clone())).unwrap();
+        }
+        let mut relayed = 0;
+        while relayed < flood * event.len() {
+            let frame = body.frame().await.unwrap().unwrap().into_data().unwrap();
+            assert!(frame.len() > event.len() && frame.len() < COALESCE_UP_TO + event.len());
+            relayed += frame.len();
+        }
     }
 
     #[tokio::test]
