@@ -579,6 +579,19 @@ async fn no_cloud_credential_or_token_reaches_the_logs_metrics_or_answers() {
     let (_, _, metrics) = common::http::send(gateway.admin, "GET", "/metrics", None, None)
         .await
         .unwrap();
+    // The request log writes in batches (every 50 ms): wait for the answered requests' lines
+    // before the gateway is killed (a kill -9 loses what is not written yet).
+    let written = || {
+        std::fs::read_to_string(&stdout)
+            .unwrap_or_default()
+            .lines()
+            .filter(|line| line.contains("\"status\":200"))
+            .count()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while written() < 14 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     gateway.child.kill().unwrap();
     gateway.child.wait().unwrap();
     // Every request reached its cloud with the credential (so the logs had their chance).
