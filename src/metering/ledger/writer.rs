@@ -80,6 +80,9 @@ impl Acks {
     }
 }
 
+/// Turns given to the request threads before a commit, while each brings more records.
+const GATHER_TURNS: usize = 4;
+
 pub(super) fn writer(
     conn: Connection,
     ops: mpsc::Receiver<Op>,
@@ -110,12 +113,18 @@ pub(super) fn writer(
         // Give the request threads one turn before committing: on a busy core they queue more
         // records meanwhile and one commit covers them all (a commit costs the same for one
         // record as for fifty). With nothing else runnable this returns at once.
-        std::thread::yield_now();
         let mut batch: Vec<Op> = first.into_iter().collect();
-        while !batch.is_empty() && batch.len() < 512 {
-            match ops.try_recv() {
-                Ok(op) => batch.push(op),
-                Err(_) => break,
+        for _ in 0..GATHER_TURNS {
+            std::thread::yield_now();
+            let before = batch.len();
+            while !batch.is_empty() && batch.len() < 512 {
+                match ops.try_recv() {
+                    Ok(op) => batch.push(op),
+                    Err(_) => break,
+                }
+            }
+            if batch.len() == before || batch.len() >= 512 {
+                break;
             }
         }
         for op in &batch {
