@@ -172,7 +172,11 @@ impl Snapshot {
             source,
         })?;
         let (config, key_store) = match config.shards.clone() {
-            None => (config, key_store),
+            None => {
+                let mut config = config;
+                super::share_models(&mut config.providers, &mut std::collections::HashSet::new());
+                (config, key_store)
+            }
             Some(index) => Self::join_shards(dir, files, &index, config, key_store)?,
         };
         let key_ring = KeyRing::from_yaml(&files.master_key).map_err(|source| LoadError::Keys {

@@ -19,14 +19,16 @@
 
 use std::cell::RefCell;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 /// How long a line waits in the buffer at most before the writer writes it.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(50);
+
+/// How long a closing log waits for its writer's last batch at most.
+pub const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
 /// A buffer this full wakes the writer before its period is up.
 const FLUSH_AT: usize = 256 * 1024;
@@ -255,20 +257,20 @@ pub struct AccessLog {
 /// The buffer requests append to, and the thread that writes it out.
 struct Writer {
     shared: Arc<Shared>,
-    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    thread: Option<std::thread::Thread>,
 }
 
 struct Shared {
-    buffer: Mutex<Vec<u8>>,
-    /// Set once: the writer writes what is left and ends.
-    closed: AtomicBool,
+    buffered: Mutex<Buffered>,
+    /// Set by the writer when it has written the last of the buffer and ends.
+    finished: (Mutex<bool>, Condvar),
 }
 
-impl Shared {
-    fn take(&self) -> Vec<u8> {
-        let mut buffer = self.buffer.lock().unwrap_or_else(PoisonError::into_inner);
-        std::mem::take(&mut *buffer)
-    }
+struct Buffered {
+    bytes: Vec<u8>,
+    /// Set once, under the same lock as every append: lines after it are dropped and counted,
+    /// and the writer's last batch has every line before it.
+    closed: bool,
 }
 
 impl AccessLog {
@@ -280,28 +282,37 @@ impl AccessLog {
     ) -> Self {
         let writer = (format != AccessLogFormat::Off).then(|| {
             let shared = Arc::new(Shared {
-                buffer: Mutex::new(Vec::new()),
-                closed: AtomicBool::new(false),
+                buffered: Mutex::new(Buffered {
+                    bytes: Vec::new(),
+                    closed: false,
+                }),
+                finished: (Mutex::new(false), Condvar::new()),
             });
             let for_thread = shared.clone();
             // A thread of its own: writes to a pipe may block, requests must not.
             let spawned = std::thread::Builder::new()
                 .name("dgidgi-access-log".into())
-                .spawn(move || match sink {
-                    AccessLogSink::Stdout => write_batches(&for_thread, &mut std::io::stdout()),
-                    AccessLogSink::Memory(lines) => write_batches(&for_thread, &mut Lines(lines)),
+                .spawn(move || {
+                    match sink {
+                        AccessLogSink::Stdout => {
+                            write_batches(&for_thread, &mut std::io::stdout());
+                        }
+                        AccessLogSink::Memory(lines) => {
+                            write_batches(&for_thread, &mut Lines(lines));
+                        }
+                    }
+                    let (finished, ended) = &for_thread.finished;
+                    *finished.lock().unwrap_or_else(PoisonError::into_inner) = true;
+                    ended.notify_all();
                 });
             let thread = match spawned {
-                Ok(thread) => Some(thread),
+                Ok(thread) => Some(thread.thread().clone()),
                 Err(error) => {
                     tracing::error!("the request log could not start: {error}");
                     None
                 }
             };
-            Writer {
-                shared,
-                thread: Mutex::new(thread),
-            }
+            Writer { shared, thread }
         });
         Self {
             format,
@@ -326,63 +337,81 @@ impl AccessLog {
             AccessLogFormat::Text => entry.text(),
             AccessLogFormat::Json => serde_json::to_string(entry).unwrap_or_default(),
         };
-        if writer.shared.closed.load(Ordering::Acquire) {
-            self.dropped.inc();
-            return;
-        }
         let wake = {
-            let mut buffer = writer
-                .shared
-                .buffer
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            if buffer.len() + line.len() >= MAX_BUFFERED {
+            let mut buffered = writer.shared.lock();
+            if buffered.closed || buffered.bytes.len() + line.len() >= MAX_BUFFERED {
                 self.dropped.inc();
                 return;
             }
-            let before = buffer.len();
-            buffer.extend_from_slice(line.as_bytes());
-            buffer.push(b'\n');
-            before < FLUSH_AT && buffer.len() >= FLUSH_AT
+            let before = buffered.bytes.len();
+            buffered.bytes.extend_from_slice(line.as_bytes());
+            buffered.bytes.push(b'\n');
+            before < FLUSH_AT && buffered.bytes.len() >= FLUSH_AT
         };
-        if wake && let Some(thread) = writer.thread() {
+        if wake && let Some(thread) = &writer.thread {
             thread.unpark();
         }
     }
 
     /// Writes out what is buffered and stops the writer (at shutdown; lines written after
-    /// are dropped and counted). Waits for the write.
+    /// are dropped and counted). Waits for the write, at most [`CLOSE_WAIT`]: a stdout nobody
+    /// reads must not keep the process from exiting.
     pub fn close(&self) {
         let Some(writer) = &self.writer else {
             return;
         };
-        writer.shared.closed.store(true, Ordering::Release);
-        let thread = writer
-            .thread
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(thread) = thread {
-            thread.thread().unpark();
-            let _ = thread.join();
+        writer.close();
+        let (finished, ended) = &writer.shared.finished;
+        let finished = finished.lock().unwrap_or_else(PoisonError::into_inner);
+        let (finished, _) = ended
+            .wait_timeout_while(finished, CLOSE_WAIT, |finished| !*finished)
+            .unwrap_or_else(PoisonError::into_inner);
+        if !*finished {
+            tracing::warn!("the request log's last lines were not written in {CLOSE_WAIT:?}");
+        }
+    }
+}
+
+impl Drop for AccessLog {
+    /// A log dropped without `close` still ends its writer (after its last batch).
+    fn drop(&mut self) {
+        if let Some(writer) = &self.writer {
+            writer.close();
         }
     }
 }
 
 impl Writer {
-    fn thread(&self) -> Option<std::thread::Thread> {
-        let thread = self.thread.lock().unwrap_or_else(PoisonError::into_inner);
-        thread.as_ref().map(|t| t.thread().clone())
+    /// Marks the log closed and wakes the writer for its last batch.
+    fn close(&self) {
+        self.shared.lock().closed = true;
+        if let Some(thread) = &self.thread {
+            thread.unpark();
+        }
     }
 }
 
-/// Writes the buffer out every [`FLUSH_EVERY`], or when woken, until closed.
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Buffered> {
+        self.buffered.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Writes the buffer out every [`FLUSH_EVERY`], or when woken, until closed. Two buffers take
+/// turns, so requests append to one that has kept its room from an earlier batch.
 fn write_batches(shared: &Shared, out: &mut impl std::io::Write) {
+    let mut batch = Vec::new();
     loop {
-        let closed = shared.closed.load(Ordering::Acquire);
-        let batch = shared.take();
+        let closed = {
+            let mut buffered = shared.lock();
+            std::mem::swap(&mut buffered.bytes, &mut batch);
+            buffered.closed
+        };
         if !batch.is_empty() {
             let _ = out.write_all(&batch).and_then(|()| out.flush());
+            batch.clear();
+            // A burst's room is not kept for good.
+            batch.shrink_to(2 * FLUSH_AT);
         }
         if closed {
             return;

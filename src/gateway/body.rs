@@ -27,6 +27,11 @@ const COALESCE_UP_TO: usize = 32 * 1024;
 /// read goes out (see `Stream::poll`).
 const IDLE_TURNS: u8 = 1;
 
+/// How long what was read is held at most while more keeps arriving (see `Stream::poll`): a
+/// busy runtime's turns are long, and an upstream that sends something every turn must not
+/// keep its client waiting for a frame's worth.
+const HOLD_AT_MOST: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// A boxed error for failed transfers.
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -67,6 +72,7 @@ struct Stream {
     /// in a row brought nothing more.
     held: Vec<u8>,
     idle_turns: u8,
+    held_since: Option<std::time::Instant>,
     /// When the provider's `timeouts.total` runs out: the stream ends like a failure.
     deadline: Pin<Box<tokio::time::Sleep>>,
 }
@@ -116,6 +122,7 @@ impl ResponseBody {
                 done: false,
                 held: Vec::new(),
                 idle_turns: 0,
+                held_since: None,
                 deadline: Box::pin(tokio::time::sleep_until(deadline)),
             })),
             meter: Some(meter),
@@ -124,8 +131,14 @@ impl ResponseBody {
 }
 
 /// Reports a stream's end with what its re-framer read of the answer.
-fn finish(meter: &mut Option<Reporter>, reframe: &dyn Reframe, end: End) {
+/// `out` is what this poll sends with it: its first byte counts as sent now, since the report
+/// carries the time of the first byte (a stream read whole in one turn ends before its one
+/// frame is handed over).
+fn finish(meter: &mut Option<Reporter>, reframe: &dyn Reframe, end: End, out: &[u8]) {
     if let Some(meter) = meter {
+        if !out.is_empty() {
+            meter.bytes_sent();
+        }
         meter.set_usage(reframe.usage());
         meter.set_finish_reason(reframe.finish_reason());
         meter.finish(end);
@@ -138,12 +151,17 @@ impl Stream {
         tracing::warn!(error = ?message, "upstream stream failed");
         self.reframe.fail(message, out);
         self.done = true;
-        finish(meter, self.reframe.as_ref(), End::UpstreamFailed);
+        finish(meter, self.reframe.as_ref(), End::UpstreamFailed, out);
     }
 
     /// Whether `out` (of which `held_before` bytes were held over from the last turn) is held
-    /// for one more turn: while turns bring more, and for up to [`IDLE_TURNS`] that do not.
+    /// for one more turn: while turns bring more, and for up to [`IDLE_TURNS`] that do not,
+    /// for [`HOLD_AT_MOST`] in all.
     fn hold_for_a_turn(&mut self, out: &[u8], held_before: usize) -> bool {
+        let since = *self.held_since.get_or_insert_with(std::time::Instant::now);
+        if since.elapsed() >= HOLD_AT_MOST {
+            return false;
+        }
         if out.len() > held_before {
             self.idle_turns = 0;
             return true;
@@ -164,7 +182,7 @@ impl Stream {
                     } else {
                         End::UpstreamFailed
                     };
-                    finish(meter, self.reframe.as_ref(), end);
+                    finish(meter, self.reframe.as_ref(), end, out);
                     break;
                 }
             }
@@ -194,17 +212,16 @@ impl Stream {
                 // next only once this one is taken, and that takes it two turns of the
                 // scheduler), and most upstreams send each event in a chunk of its own: relayed
                 // as they came, each cost a write to the client and a wake of the client. So
-                // what is read is held while the connection's task reads on, up to
-                // IDLE_TURNS turns without anything more; a token is never held for the
-                // upstream's next one, only for what has already arrived.
+                // what is read is held while the connection's task reads on: a turn at a time
+                // while turns bring more, IDLE_TURNS turns without anything more, and
+                // HOLD_AT_MOST in all, up to COALESCE_UP_TO bytes. The wait is for what the
+                // upstream has already sent, never for a token it has not.
                 Poll::Pending
                     if out.len() < COALESCE_UP_TO && self.hold_for_a_turn(&out, held_before) =>
                 {
                     self.held = out;
-                    let mut turn = Box::pin(tokio::task::yield_now());
-                    if turn.as_mut().poll(cx).is_ready() {
-                        cx.waker().wake_by_ref();
-                    }
+                    // Woken after the runtime's other ready tasks (the connection's) ran.
+                    let _ = std::pin::pin!(tokio::task::yield_now()).poll(cx);
                     return Poll::Pending;
                 }
                 Poll::Pending => break,
@@ -244,13 +261,14 @@ impl Stream {
                         } else {
                             End::UpstreamFailed
                         };
-                        finish(meter, self.reframe.as_ref(), end);
+                        finish(meter, self.reframe.as_ref(), end, &out);
                     }
                     break;
                 }
             }
         }
         self.idle_turns = 0;
+        self.held_since = None;
         if out.is_empty() {
             return Poll::Ready(None);
         }
@@ -397,6 +415,9 @@ mod tests {
         let completion = completion.await.unwrap();
         assert_eq!(completion.end, End::Complete);
         assert_eq!(completion.usage.unwrap().total_tokens(), 7);
+        // Read whole in one turn, the stream went out as one frame and ended in the same poll:
+        // its first byte still counts (the time to first token of traces and metrics).
+        assert!(completion.first_byte.is_some());
     }
 
     #[tokio::test]
@@ -409,7 +430,7 @@ mod tests {
         let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
         let text = String::from_utf8_lossy(&first);
         assert_eq!(text.matches("data: ").count(), 3, "{text}");
-        // One more, with nothing after it yet: it goes out alone, at once.
+        // One more, with nothing after it yet: it goes out alone, after a turn or two.
         feed.send(Ok(chunk("d"))).unwrap();
         let second = body.frame().await.unwrap().unwrap().into_data().unwrap();
         assert!(String::from_utf8_lossy(&second).contains("\"d\""));

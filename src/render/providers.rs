@@ -662,3 +662,38 @@ fn timeouts(spec: &LlmProviderSpec) -> Result<TimeoutsConfig, Refusal> {
         total_ms: parse("total", &t.total, defaults.total_ms)?,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_type_catalog_has_unique_names_and_is_built_once() {
+        // Every type, from the schema the CRD publishes (a type added later is checked too).
+        let schema = serde_json::to_value(schemars::schema_for!(ProviderKind)).unwrap();
+        // One variant each, with its doc comment: `{"const": "openai", …}` or `{"enum": […]}`.
+        let kinds: Vec<ProviderKind> = schema["oneOf"]
+            .as_array()
+            .expect("ProviderKind's schema lists its values")
+            .iter()
+            .flat_map(|variant| match &variant["enum"] {
+                serde_json::Value::Array(names) => names.clone(),
+                _ => vec![variant["const"].clone()],
+            })
+            .map(|name| serde_json::from_value(name).unwrap())
+            .collect();
+        assert!(kinds.len() >= 15, "{kinds:?}");
+        for kind in kinds {
+            for surcharge in [false, true] {
+                let models = type_catalog(kind, surcharge);
+                // What every CR's own list must pass, the catalogs pass too.
+                assert!(check_unique_model_names(&models).is_ok(), "{kind:?}");
+                assert!(
+                    models.windows(2).all(|w| w[0].name <= w[1].name),
+                    "{kind:?}"
+                );
+                assert!(Arc::ptr_eq(&models, &type_catalog(kind, surcharge)));
+            }
+        }
+    }
+}

@@ -110,9 +110,10 @@ pub(super) fn writer(
         if statements.is_err() {
             statements = Statements::prepare(&conn);
         }
-        // Give the request threads one turn before committing: on a busy core they queue more
-        // records meanwhile and one commit covers them all (a commit costs the same for one
-        // record as for fifty). With nothing else runnable this returns at once.
+        // Give the request threads turns before committing, while each brings more records
+        // (up to GATHER_TURNS): on a busy core they queue more meanwhile and one commit covers
+        // them all (a commit costs the same for one record as for fifty). With nothing else
+        // runnable the first turn returns at once and brings nothing.
         let mut batch: Vec<Op> = first.into_iter().collect();
         for _ in 0..GATHER_TURNS {
             std::thread::yield_now();
