@@ -237,9 +237,7 @@ impl Stream {
                     if let Some(meter) = meter {
                         meter.set_usage(self.reframe.usage());
                     }
-                    // Frames already read are relayed together: an upstream that sends each
-                    // event in a chunk of its own (most do) would otherwise cost a write to the
-                    // client, and a wake of the client, per event. Nothing waits for more.
+                    // Frames already read are relayed together (see the holding above).
                     if out.len() >= COALESCE_UP_TO || self.done {
                         break;
                     }
