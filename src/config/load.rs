@@ -3,7 +3,7 @@
 //! it hangs together, and index it for the request path. A directory that fails any check is
 //! refused as a whole, so a gateway keeps serving its last good config.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -171,13 +171,14 @@ impl Snapshot {
             path: dir.join(KEY_STORE_FILE),
             source,
         })?;
+        // Equal model lists shared, the index's or the whole config's and each shard's as it
+        // is parsed (so a shard's copies are freed before the next shard's are made).
+        let mut models = HashSet::new();
+        let mut config = config;
+        super::share_models(&mut config.providers, &mut models);
         let (config, key_store) = match config.shards.clone() {
-            None => {
-                let mut config = config;
-                super::share_models(&mut config.providers, &mut std::collections::HashSet::new());
-                (config, key_store)
-            }
-            Some(index) => Self::join_shards(dir, files, &index, config, key_store)?,
+            None => (config, key_store),
+            Some(index) => Self::join_shards(dir, files, &index, config, key_store, &mut models)?,
         };
         let key_ring = KeyRing::from_yaml(&files.master_key).map_err(|source| LoadError::Keys {
             path: dir.join(MASTER_KEY_FILE),
@@ -204,6 +205,7 @@ impl Snapshot {
         index: &shards::ShardIndex,
         config: GatewayConfig,
         key_store: KeyStore,
+        models: &mut HashSet<std::sync::Arc<[super::ModelConfig]>>,
     ) -> Result<(GatewayConfig, KeyStore), LoadError> {
         let count = index.count as usize;
         if index.count == 0
@@ -240,14 +242,14 @@ impl Snapshot {
         let mut tenants = Vec::new();
         let mut shards = Vec::with_capacity(count);
         for (name, bytes) in &config_files {
-            shards.push(
-                shards::decode_config(name, bytes, &mut tenants).map_err(|error| {
-                    LoadError::Parse {
-                        path: dir.to_owned(),
-                        message: error.to_string(),
-                    }
-                })?,
-            );
+            let mut shard = shards::decode_config(name, bytes, &mut tenants).map_err(|error| {
+                LoadError::Parse {
+                    path: dir.to_owned(),
+                    message: error.to_string(),
+                }
+            })?;
+            super::share_models(&mut shard.providers, models);
+            shards.push(shard);
             if shards.len() == 1 {
                 // An estimate only: a first shard far larger than its share (a hand-edited
                 // directory) must not abort the process on a room it cannot have, so the

@@ -15,7 +15,7 @@
 //! faster than YAML. Key store shards are YAML like `keys.yaml`: their rows are ciphertext,
 //! which does not compress.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read as _, Write as _};
 
 use serde::de::DeserializeSeed as _;
@@ -372,13 +372,10 @@ pub fn decode_config(
         return Err(failed(format!("inflates past {MAX_INFLATED_BYTES} bytes")));
     }
     let mut parser = serde_json::Deserializer::from_slice(&json);
-    let mut shard = ShardInto { tenants }
+    ShardInto { tenants }
         .deserialize(&mut parser)
         .and_then(|shard| parser.end().map(|()| shard))
-        .map_err(|error| failed(crate::redact::serde_message(&error.to_string())))?;
-    // Shared as parsed, so a shard's copies are freed before the next shard's are made.
-    super::share_models(&mut shard.providers, &mut HashSet::new());
-    Ok(shard)
+        .map_err(|error| failed(crate::redact::serde_message(&error.to_string())))
 }
 
 /// A [`ConfigShard`]'s parse with its tenants sent to a list of the caller's.
@@ -501,10 +498,7 @@ pub fn join(
     keys.rows
         .reserve_exact(key_shards.iter().map(|s| s.rows.len()).sum());
     let mut selected: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let mut models = HashSet::new();
-    super::share_models(&mut index.providers, &mut models);
-    for mut shard in shards {
-        super::share_models(&mut shard.providers, &mut models);
+    for shard in shards {
         index.tenants.extend(shard.tenants);
         index.providers.extend(shard.providers);
         index.routing.extend(shard.routing);
