@@ -7,7 +7,10 @@
 #              through), what any proxy costs on this machine; needs `cargo bench --bench load --no-run`
 #     bare     the tenant's own key: no platform limits, no budget, no ledger (the proxy alone)
 #     metered  a platform tenant with every limit and a blocking budget, the SQLite ledger on
-#     redis    metered, with the counters in a redis-server this script starts (and stops)
+#     redis    metered, with the counters in a redis-server this script starts (and stops), on
+#              the CPUs this script is not pinned to (the harness's load CPUs): in production
+#              Redis runs on a host of its own, and its CPU is not the gateway's. REDIS_CPUS
+#              (a taskset list) puts it elsewhere; REDIS_CPUS=same keeps it on the gateway's.
 #
 #   ./compare.sh \
 #     --target 'dgidgi=http://127.0.0.1:18080/v1,Authorization: Bearer dgk_load_0123456789abcdef0123456789' \
@@ -43,7 +46,12 @@ if [[ $MODE == redis ]]; then
   RPORT=$((PORT + 1000))
   # Daemonized, so it is not part of the gateway's process tree (whose RSS the harness sums);
   # a watcher outside the tree stops it when the gateway goes.
-  redis-server --port "$RPORT" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
+  # The CPUs outside this script's affinity (compare.sh pins it to the gateway's), if any.
+  MINE=$(taskset -pc $$ | awk -F': ' '{print $2}')
+  [[ -n ${REDIS_CPUS:-} ]] || REDIS_CPUS=$(python3 -c 'import os
+print(",".join(str(c) for c in range(os.cpu_count()) if c not in os.sched_getaffinity(0)))')
+  [[ -n $REDIS_CPUS && $REDIS_CPUS != same ]] || REDIS_CPUS=$MINE
+  taskset -c "$REDIS_CPUS" redis-server --port "$RPORT" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
     --pidfile "$STATE/redis.pid" --logfile "$STATE/redis.log"
   for _ in $(seq 100); do redis-cli -p "$RPORT" ping >/dev/null 2>&1 && break; sleep 0.05; done
   redis-cli -p "$RPORT" ping >/dev/null || { echo "harness-target.sh: redis-server did not start" >&2; exit 1; }

@@ -352,6 +352,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_member_is_found_by_name_in_small_and_large_objects_alike() {
+        for size in [0, 1, 2, SCAN_AT_MOST, SCAN_AT_MOST + 1, 40] {
+            let object: Map<String, Value> = (0..size)
+                .map(|i| (format!("m{i}"), Value::from(i)))
+                .collect();
+            for i in 0..size + 2 {
+                let name = format!("m{i}");
+                assert_eq!(
+                    member(&object, &name),
+                    object.get(&name),
+                    "{name} of {size}"
+                );
+            }
+            // Names that differ only past their length's check, or by case.
+            assert_eq!(member(&object, "M0"), None);
+            assert_eq!(member(&object, ""), None);
+        }
+    }
+
+    #[test]
     fn data_urls_are_split_and_other_urls_are_not() {
         assert_eq!(
             data_url("data:image/png;base64,iVBOR"),
@@ -423,6 +443,25 @@ pub fn cap_output_tokens(
         );
     }
     dialect.fit_to_cap(json, cap);
+}
+
+/// Objects of up to this many members are searched name by name (see [`member`]).
+const SCAN_AT_MOST: usize = 16;
+
+/// A member of a JSON object, by name. The request path reads a body's few members a few dozen
+/// times per request, and serde_json's map (an `IndexMap` under `preserve_order`) hashes the
+/// name with SipHash on every lookup, ~200 instructions (callgrind: 8 % of a bare request). A
+/// body's objects hold a handful of members, and comparing a handful of names, most of them
+/// told apart by their length, costs a fraction of one hash; larger objects are looked up by
+/// hash. The same answer either way: a map holds each name once.
+pub(crate) fn member<'a>(object: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
+    if object.len() <= SCAN_AT_MOST {
+        object
+            .iter()
+            .find_map(|(key, value)| (key == name).then_some(value))
+    } else {
+        object.get(name)
+    }
 }
 
 /// The items of a member that should be an array; none when it is absent or not one.

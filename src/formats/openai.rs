@@ -159,7 +159,7 @@ pub fn refuse_on_shared_key(
         if member == "web_search_options" && searches_anyway {
             continue;
         }
-        let set = request.get(member).is_some_and(|v| match v {
+        let set = super::member(request, member).is_some_and(|v| match v {
             Value::Null => false,
             Value::Array(items) => !items.is_empty(),
             _ => true,
@@ -170,7 +170,7 @@ pub fn refuse_on_shared_key(
             ));
         }
     }
-    for tool in crate::formats::items(request.get("tools")) {
+    for tool in crate::formats::items(super::member(request, "tools")) {
         let kind = tool
             .get("type")
             .and_then(Value::as_str)

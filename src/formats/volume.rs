@@ -50,7 +50,7 @@ pub fn limit_fields(format: Format) -> &'static [&'static str] {
 /// A positive integer field, or a 400 naming it. Zero is refused too: several servers read an
 /// output limit of 0 as "no limit" (Ollama's `num_predict`), which nothing could reserve.
 fn count(map: &Map<String, Value>, name: &str) -> Result<Option<u64>, FormatError> {
-    match map.get(name) {
+    match super::member(map, name) {
         None | Some(Value::Null) => Ok(None),
         Some(value) => value
             .as_u64()
@@ -70,7 +70,9 @@ pub fn containers(format: Format) -> &'static [&'static str] {
 /// client used, else the one the gateway writes), or `None` when they sit at the top level.
 pub fn container_name(format: Format, request: &Map<String, Value>) -> Option<&'static str> {
     let within = fields(format).within;
-    let used = within.iter().find(|name| request.contains_key(**name));
+    let used = within
+        .iter()
+        .find(|name| super::member(request, name).is_some());
     used.or(within.first()).copied()
 }
 
@@ -86,7 +88,7 @@ fn container<'a>(
     let mut given = fields
         .within
         .iter()
-        .filter(|name| request.contains_key(**name));
+        .filter(|name| super::member(request, name).is_some());
     let (Some(name), second) = (given.next(), given.next()) else {
         return Ok(None);
     };
@@ -127,8 +129,7 @@ pub fn output_ask(format: Format, request: &Map<String, Value>) -> Result<Output
         }
     }
     let unbounded = fields.unbounded.iter().copied().find(|name| {
-        map.get(*name)
-            .is_some_and(|v| !v.is_null() && v.as_u64() != Some(1))
+        super::member(map, name).is_some_and(|v| !v.is_null() && v.as_u64() != Some(1))
     });
     Ok(OutputAsk {
         max_output_tokens,

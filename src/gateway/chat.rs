@@ -92,14 +92,14 @@ pub(super) fn route_request<'a>(
     headers: &'a HeaderMap,
 ) -> Result<RouteRequest<'a>, ApiError> {
     let (model, provider) = model_and_provider(json, headers)?;
-    let stream = match json.get("stream") {
+    let stream = match crate::formats::member(json, "stream") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(stream)) => *stream,
         Some(_) => return Err(ApiError::bad_request("'stream' must be a boolean")),
     };
     let conversation = crate::formats::dialect::dialect(format).conversation();
     let member = conversation.member;
-    match json.get(member) {
+    match crate::formats::member(json, member) {
         Some(Value::Array(items)) if !items.is_empty() => {}
         Some(Value::String(text)) if conversation.text_allowed && !text.is_empty() => {}
         _ if conversation.text_allowed => {
@@ -113,8 +113,7 @@ pub(super) fn route_request<'a>(
             )));
         }
     }
-    let tools = json
-        .get("tools")
+    let tools = crate::formats::member(json, "tools")
         .and_then(Value::as_array)
         .is_some_and(|t| !t.is_empty());
     Ok(RouteRequest {
@@ -132,7 +131,7 @@ pub(super) fn model_and_provider<'a>(
     json: &'a Map<String, Value>,
     headers: &'a HeaderMap,
 ) -> Result<(Option<&'a str>, Option<&'a str>), ApiError> {
-    let model = match json.get("model") {
+    let model = match crate::formats::member(json, "model") {
         None | Some(Value::Null) => None,
         Some(Value::String(model)) if model.len() > MAX_MODEL_NAME_BYTES => {
             return Err(ApiError::bad_request(format!(
@@ -293,19 +292,30 @@ pub async fn route_and_serve(
 }
 
 /// A walk bounded by the routing rule's timeout, when it has one.
-pub(super) async fn within(
+///
+/// A plain function returning a future, not an `async fn`: an `async fn` keeps its argument
+/// (the walk, kilobytes) in its state beside the copy it awaits, which doubled every front
+/// door's future and the bytes moved when it is boxed (measured with `-Zprint-type-sizes`:
+/// 9,040 bytes for 4,448 of walk).
+pub(super) fn within<F>(
     deadline: Option<std::time::Duration>,
-    walk: impl Future<Output = Result<AttemptAnswer, ApiError>>,
-) -> Result<AttemptAnswer, ApiError> {
+    walk: F,
+) -> impl Future<Output = Result<AttemptAnswer, ApiError>>
+where
+    F: Future<Output = Result<AttemptAnswer, ApiError>>,
+{
+    use futures::future::{Either, FutureExt as _};
     match deadline {
-        Some(limit) => tokio::time::timeout(limit, walk).await.unwrap_or_else(|_| {
-            Err(ApiError::upstream(
-                StatusCode::GATEWAY_TIMEOUT,
-                "upstream_timeout",
-                "no provider answered within the routing rule's timeout",
-            ))
-        }),
-        None => walk.await,
+        Some(limit) => Either::Left(tokio::time::timeout(limit, walk).map(|timed| {
+            timed.unwrap_or_else(|_| {
+                Err(ApiError::upstream(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "upstream_timeout",
+                    "no provider answered within the routing rule's timeout",
+                ))
+            })
+        })),
+        None => Either::Right(walk),
     }
 }
 

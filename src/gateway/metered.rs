@@ -60,7 +60,7 @@ pub fn request_size(
 /// (`inference_geo` other than `global`, at a premium). A metered tenant's request with one is
 /// refused rather than metered below its cost (a tenant's own keys pay for it themselves).
 fn unpriced_service(json: &Map<String, Value>) -> Option<String> {
-    let set = |name: &str| json.get(name).filter(|v| !v.is_null());
+    let set = |name: &str| crate::formats::member(json, name).filter(|v| !v.is_null());
     if let Some(speed) = set("speed").filter(|v| v.as_str() != Some("standard")) {
         return Some(format!("'speed: {speed}'"));
     }

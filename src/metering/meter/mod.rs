@@ -470,7 +470,9 @@ impl Meter {
                 member,
                 armed: true,
             };
-            let reserved = redis.reserve(charges, member).await;
+            // Boxed here (as in `give_back`): the Redis call's state is kilobytes, and inline it
+            // would sit in every request's future, Redis or not, and be copied with it.
+            let reserved = Box::pin(redis.reserve(charges, member)).await;
             in_flight.armed = false;
             match reserved {
                 Ok(result) => {
@@ -553,7 +555,7 @@ impl Meter {
         shared: bool,
     ) -> Vec<u64> {
         if shared && let Some(redis) = &self.redis {
-            let settled = redis.settle(charges, releases, member).await;
+            let settled = Box::pin(redis.settle(charges, releases, member)).await;
             // The mirror settles too (see `Meter::mirror`), with the fleet's figures when Redis
             // gave them.
             let fleet = settled.as_deref().unwrap_or_default();
