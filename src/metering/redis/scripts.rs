@@ -58,7 +58,16 @@ local function undo(upto)
 end
 -- A flexible amount at `o` output tokens: ceil((fixed + per * o) / scale), in integers (every
 -- figure stays below 2^53, where Lua's doubles are exact).
+-- A flexible amount's fixed, per and scale, read when first needed (see the loop below).
+local function params(f)
+  if not f[1] then
+    local at = f[5]
+    f[1], f[2], f[3] = ARGV[at + 1] + 0, ARGV[at + 2] + 0, ARGV[at + 3] + 0
+  end
+  return f
+end
 local function amount(f, o)
+  params(f)
   local total = f[1] + f[2] * o
   local q = math.floor(total / f[3])
   local r = total - q * f[3]
@@ -80,7 +89,10 @@ for i = 1, n do
     local add = ARGV[b + 3]
     local f
     if kind == 'f' then
-      f = {ARGV[flex_at + 1] + 0, ARGV[flex_at + 2] + 0, ARGV[flex_at + 3] + 0, ARGV[flex_at + 4] + 0}
+      -- Only the ask is read now: at the ask (the common case) the amount is the caller's
+      -- text, and the other three (three text-to-number parses) are read by `params` when a
+      -- smaller grant or a refusal needs them.
+      f = {nil, nil, nil, ARGV[flex_at + 4] + 0, flex_at}
       flex_at = flex_at + 4
       flex[i] = f
       if not output then output = f[4] end
@@ -104,7 +116,7 @@ for i = 1, n do
       local before = value - x
       local room = limit - before
       local most = -1
-      if f and f[2] > 0 then
+      if f and params(f)[2] > 0 then
         -- The most output whose amount fits what is left, never more than granted so far.
         most = math.floor((room * f[3] - f[1]) / f[2])
         if most > output then most = output end
@@ -156,16 +168,21 @@ end
 if output then
   -- A grant below the ask is written into the marker (what each flexible amount took, by
   -- position), so a cancellation whose caller never learned it gives back what was taken.
-  local shrunk, marks = false, {}
-  for j = 1, n do
-    marks[j] = ''
-    if flex[j] then
-      -- Printed whole: Lua's own number-to-text keeps 14 digits.
-      marks[j] = string.format('%.0f', taken[j])
-      if output < flex[j][4] then shrunk = true end
-    end
+  -- At the ask (the common case) nothing is written, and nothing printed: each '%.0f' is a
+  -- float print of ~2,500 instructions.
+  local shrunk = false
+  for j, f in pairs(flex) do
+    if output < f[4] then shrunk = true end
   end
-  if shrunk then redis.call('SET', marker, 'g' .. table.concat(marks, ','), 'KEEPTTL') end
+  if shrunk then
+    local marks = {}
+    for j = 1, n do
+      marks[j] = ''
+      -- Printed whole: Lua's own number-to-text keeps 14 digits.
+      if flex[j] then marks[j] = string.format('%.0f', taken[j]) end
+    end
+    redis.call('SET', marker, 'g' .. table.concat(marks, ','), 'KEEPTTL')
+  end
   -- The grant closes the answer when the list had flexible amounts.
   result[n + 2] = output
 end
