@@ -163,48 +163,59 @@ impl Entry {
         self.latency_ms = self.started.map_or(0, |at| millis(at.elapsed()));
     }
 
-    /// The text form: `key=value` pairs, values quoted and escaped unless plain.
+    /// The text form: `key=value` pairs, values quoted and escaped unless plain. Written with
+    /// `push_str` and `itoa`, not `write!`: the formatting machinery was most of the line's cost
+    /// (callgrind: ~4,000 instructions a request).
     fn text(&self) -> String {
-        let mut line = String::with_capacity(256);
-        let mut field = |name: &str, value: &str| {
+        fn field(line: &mut String, name: &str, value: &str) {
             if !line.is_empty() {
                 line.push(' ');
             }
+            line.push_str(name);
+            line.push('=');
             let plain = !value.is_empty()
                 && value
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"-_./:@+".contains(&b));
-            let _ = if plain {
-                write!(line, "{name}={value}")
+            if plain {
+                line.push_str(value);
             } else {
-                write!(line, "{name}={value:?}")
-            };
-        };
-        let number = |n: u64| n.to_string();
-        field("request_id", self.request_id.as_deref().unwrap_or("-"));
-        field("method", &self.method);
-        field("path", &self.path);
-        field("door", self.door);
-        field("tenant", self.tenant.as_deref().unwrap_or("-"));
-        field("source", self.source.unwrap_or("-"));
-        field("provider", self.provider.as_deref().unwrap_or("-"));
-        field("model", self.model.as_deref().unwrap_or("-"));
-        field("status", &number(u64::from(self.status)));
-        field("latency_ms", &number(self.latency_ms));
-        field("ttfb_ms", &self.ttfb_ms.map_or("-".into(), number));
-        field(
-            "input_tokens",
-            &self.input_tokens.map_or("-".into(), number),
-        );
-        field(
-            "output_tokens",
-            &self.output_tokens.map_or("-".into(), number),
-        );
-        field("fallbacks", &number(u64::from(self.fallbacks)));
-        if let Some(trace_id) = &self.trace_id {
-            field("trace_id", trace_id);
+                let _ = write!(line, "{value:?}");
+            }
         }
-        field("outcome", self.outcome);
+        fn number(line: &mut String, name: &str, value: Option<u64>) {
+            match value {
+                Some(n) => field(line, name, itoa::Buffer::new().format(n)),
+                None => field(line, name, "-"),
+            }
+        }
+        let mut line = String::with_capacity(256);
+        field(
+            &mut line,
+            "request_id",
+            self.request_id.as_deref().unwrap_or("-"),
+        );
+        field(&mut line, "method", &self.method);
+        field(&mut line, "path", &self.path);
+        field(&mut line, "door", self.door);
+        field(&mut line, "tenant", self.tenant.as_deref().unwrap_or("-"));
+        field(&mut line, "source", self.source.unwrap_or("-"));
+        field(
+            &mut line,
+            "provider",
+            self.provider.as_deref().unwrap_or("-"),
+        );
+        field(&mut line, "model", self.model.as_deref().unwrap_or("-"));
+        number(&mut line, "status", Some(u64::from(self.status)));
+        number(&mut line, "latency_ms", Some(self.latency_ms));
+        number(&mut line, "ttfb_ms", self.ttfb_ms);
+        number(&mut line, "input_tokens", self.input_tokens);
+        number(&mut line, "output_tokens", self.output_tokens);
+        number(&mut line, "fallbacks", Some(u64::from(self.fallbacks)));
+        if let Some(trace_id) = &self.trace_id {
+            field(&mut line, "trace_id", trace_id);
+        }
+        field(&mut line, "outcome", self.outcome);
         line
     }
 }
