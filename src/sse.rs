@@ -270,6 +270,15 @@ mod tests {
     }
 
     #[test]
+    fn invalid_utf8_is_replaced_and_valid_text_kept_whole() {
+        let events = parse_all(b"event: e\xff\ndata: caf\xc3\xa9 \xc3\ndata: ok\n\n").unwrap();
+        assert_eq!(
+            events,
+            vec![ev(Some("e\u{FFFD}"), "caf\u{e9} \u{FFFD}\nok")]
+        );
+    }
+
+    #[test]
     fn handles_crlf_cr_and_mixed_line_ends() {
         let events = parse_all(b"data: a\r\n\r\ndata: b\r\rdata: c\n\r\n").unwrap();
         assert_eq!(events, vec![ev(None, "a"), ev(None, "b"), ev(None, "c")]);
