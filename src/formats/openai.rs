@@ -343,6 +343,10 @@ impl Reframe for Passthrough {
             write_event(out, event.event.as_deref(), DONE);
             return Flow::Complete;
         }
+        if !worth_reading(&event.data) {
+            write_event(out, event.event.as_deref(), &event.data);
+            return Flow::Continue;
+        }
         let Ok(probe) = serde_json::from_str::<Probe>(&event.data) else {
             // Not JSON: not ours to judge; the client sees what the provider sent.
             write_event(out, event.event.as_deref(), &event.data);
@@ -380,6 +384,37 @@ impl Reframe for Passthrough {
     fn finish_reason(&self) -> Option<FinishReason> {
         self.finish
     }
+}
+
+/// Whether a chunk may carry what the relay reads from it: a usage report, an error, a finish
+/// reason. A content delta, nearly every event of a stream, carries none (its `finish_reason`
+/// and, with `include_usage`, its `usage` are `null`) and is relayed without being parsed:
+/// parsing was a quarter of a relayed stream's instructions (callgrind). The names are looked
+/// for as JSON writes them; inside a string a quote is escaped, so text that merely mentions
+/// them is at worst read for nothing. A server that spelled a member's name with `\u` escapes
+/// would have it missed: its usage then reads as unreported, and the request is charged its
+/// reservation (the safe side).
+fn worth_reading(data: &str) -> bool {
+    static NAMES: std::sync::LazyLock<[memchr::memmem::Finder<'static>; 3]> =
+        std::sync::LazyLock::new(|| {
+            [b"\"usage\"".as_slice(), b"\"error\"", b"\"finish_reason\""]
+                .map(memchr::memmem::Finder::new)
+        });
+    let bytes = data.as_bytes();
+    NAMES.iter().any(|name| {
+        let mut rest = bytes;
+        while let Some(at) = name.find(rest) {
+            rest = &rest[at + name.needle().len()..];
+            let value = rest
+                .trim_ascii_start()
+                .strip_prefix(b":")
+                .map(<[u8]>::trim_ascii_start);
+            if !value.is_some_and(|value| value.starts_with(b"null")) {
+                return true;
+            }
+        }
+        false
+    })
 }
 
 /// OpenAI-format upstream read into canonical chunks (for a client of another format).
@@ -686,6 +721,38 @@ impl super::dialect::Dialect for Chat {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_chunks_that_may_carry_usage_errors_or_a_finish_are_read() {
+        let delta =
+            r#"{"id":"c","choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}]}"#;
+        assert!(!worth_reading(delta));
+        assert!(!worth_reading(r#"{"choices":[{"finish_reason" : null}]}"#));
+        // With include_usage, every chunk but the last says `"usage":null`.
+        assert!(!worth_reading(
+            r#"{"choices":[{"finish_reason":null}],"usage":null}"#
+        ));
+        // Text that mentions a name, its quotes escaped, is not one.
+        assert!(!worth_reading(
+            r#"{"choices":[{"delta":{"content":"\"usage\" \"error\""},"finish_reason":null}]}"#
+        ));
+        assert!(worth_reading(
+            r#"{"choices":[{"delta":{},"finish_reason":"stop"}]}"#
+        ));
+        assert!(worth_reading(
+            r#"{"choices":[{"finish_reason": "length"}]}"#
+        ));
+        // The second of two choices finishing.
+        assert!(worth_reading(
+            r#"{"choices":[{"finish_reason":null},{"finish_reason":"stop"}]}"#
+        ));
+        assert!(worth_reading(
+            r#"{"choices":[],"usage":{"prompt_tokens":1}}"#
+        ));
+        assert!(worth_reading(r#"{"error":{"message":"overloaded"}}"#));
+        // A finish_reason with no value after it (not JSON) is read, and judged there.
+        assert!(worth_reading(r#"{"finish_reason""#));
+    }
     use serde_json::json;
 
     #[test]
