@@ -44,14 +44,19 @@ ARGS=(gateway --config-dir "$STATE/config" --listen "127.0.0.1:$PORT" --admin-li
 [[ $MODE == bare ]] || ARGS+=(--state-dir "$STATE/state")
 if [[ $MODE == redis ]]; then
   RPORT=$((PORT + 1000))
+  # The CPUs outside this script's affinity (compare.sh pins it to the gateway's), if any; no
+  # pinning where taskset is missing or refuses the list (a container's cpuset).
+  PIN=()
+  if command -v taskset >/dev/null; then
+    MINE=$(taskset -pc $$ | awk -F': ' '{print $2}')
+    [[ -n ${REDIS_CPUS:-} ]] || REDIS_CPUS=$(python3 -c 'import os
+print(",".join(str(c) for c in range(os.cpu_count()) if c not in os.sched_getaffinity(0)))' 2>/dev/null || true)
+    [[ -n $REDIS_CPUS && $REDIS_CPUS != same ]] || REDIS_CPUS=$MINE
+    taskset -c "$REDIS_CPUS" true 2>/dev/null && PIN=(taskset -c "$REDIS_CPUS")
+  fi
   # Daemonized, so it is not part of the gateway's process tree (whose RSS the harness sums);
   # a watcher outside the tree stops it when the gateway goes.
-  # The CPUs outside this script's affinity (compare.sh pins it to the gateway's), if any.
-  MINE=$(taskset -pc $$ | awk -F': ' '{print $2}')
-  [[ -n ${REDIS_CPUS:-} ]] || REDIS_CPUS=$(python3 -c 'import os
-print(",".join(str(c) for c in range(os.cpu_count()) if c not in os.sched_getaffinity(0)))')
-  [[ -n $REDIS_CPUS && $REDIS_CPUS != same ]] || REDIS_CPUS=$MINE
-  taskset -c "$REDIS_CPUS" redis-server --port "$RPORT" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
+  "${PIN[@]}" redis-server --port "$RPORT" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
     --pidfile "$STATE/redis.pid" --logfile "$STATE/redis.log"
   for _ in $(seq 100); do redis-cli -p "$RPORT" ping >/dev/null 2>&1 && break; sleep 0.05; done
   redis-cli -p "$RPORT" ping >/dev/null || { echo "harness-target.sh: redis-server did not start" >&2; exit 1; }
