@@ -68,6 +68,10 @@ struct Stream {
     /// Reused between reads.
     events: Vec<Event>,
     done: bool,
+    /// How the stream ended, until the poll that ends it reports it (after counting the bytes
+    /// it sends: a stream read whole in one turn ends before its one frame is handed over, and
+    /// the report carries the time of the first byte).
+    ended: Option<End>,
     /// Re-framed bytes held back for a turn of the scheduler (see `poll`), and how many turns
     /// in a row brought nothing more.
     held: Vec<u8>,
@@ -120,6 +124,7 @@ impl ResponseBody {
                 reframe,
                 events: Vec::new(),
                 done: false,
+                ended: None,
                 held: Vec::new(),
                 idle_turns: 0,
                 held_since: None,
@@ -130,28 +135,27 @@ impl ResponseBody {
     }
 }
 
-/// Reports a stream's end with what its re-framer read of the answer.
-/// `out` is what this poll sends with it: its first byte counts as sent now, since the report
-/// carries the time of the first byte (a stream read whole in one turn ends before its one
-/// frame is handed over).
-fn finish(meter: &mut Option<Reporter>, reframe: &dyn Reframe, end: End, out: &[u8]) {
-    if let Some(meter) = meter {
-        if !out.is_empty() {
-            meter.bytes_sent();
-        }
-        meter.set_usage(reframe.usage());
-        meter.set_finish_reason(reframe.finish_reason());
-        meter.finish(end);
+/// How a stream whose re-framer says `flow` ends.
+fn end_of(flow: Flow) -> End {
+    if flow == Flow::Complete {
+        End::Complete
+    } else {
+        End::UpstreamFailed
     }
 }
 
 impl Stream {
+    /// Ends the stream; the poll that ends it reports it (see `ended`).
+    fn end(&mut self, end: End) {
+        self.done = true;
+        self.ended = Some(end);
+    }
+
     /// Ends the stream after a failure: the client-format error goes out.
-    fn fail(&mut self, message: &str, out: &mut Vec<u8>, meter: &mut Option<Reporter>) {
+    fn fail(&mut self, message: &str, out: &mut Vec<u8>) {
         tracing::warn!(error = ?message, "upstream stream failed");
         self.reframe.fail(message, out);
-        self.done = true;
-        finish(meter, self.reframe.as_ref(), End::UpstreamFailed, out);
+        self.end(End::UpstreamFailed);
     }
 
     /// Whether `out` (of which `held_before` bytes were held over from the last turn) is held
@@ -171,18 +175,13 @@ impl Stream {
     }
 
     /// Runs the parsed events through the re-framer; stops at a completion or failure.
-    fn drain_events(&mut self, out: &mut Vec<u8>, meter: &mut Option<Reporter>) {
+    fn drain_events(&mut self, out: &mut Vec<u8>) {
         for event in self.events.drain(..) {
             match self.reframe.event(&event, out) {
                 Flow::Continue => {}
                 flow => {
                     self.done = true;
-                    let end = if flow == Flow::Complete {
-                        End::Complete
-                    } else {
-                        End::UpstreamFailed
-                    };
-                    finish(meter, self.reframe.as_ref(), end, out);
+                    self.ended = Some(end_of(flow));
                     break;
                 }
             }
@@ -202,7 +201,7 @@ impl Stream {
                 return Poll::Ready(None);
             }
             if self.deadline.as_mut().poll(cx).is_ready() {
-                self.fail("the provider's total timeout ran out", &mut out, meter);
+                self.fail("the provider's total timeout ran out", &mut out);
                 break;
             }
             match Pin::new(&mut self.inner).poll_frame(cx) {
@@ -230,10 +229,10 @@ impl Stream {
                         continue; // trailers
                     };
                     if let Err(error) = self.framing.feed(&data, &mut self.events) {
-                        self.fail(&error.to_string(), &mut out, meter);
+                        self.fail(&error.to_string(), &mut out);
                         break;
                     }
-                    self.drain_events(&mut out, meter);
+                    self.drain_events(&mut out);
                     if let Some(meter) = meter {
                         meter.set_usage(self.reframe.usage());
                     }
@@ -244,22 +243,16 @@ impl Stream {
                 }
                 Poll::Ready(Some(Err(error))) => {
                     let message = format!("the provider's connection failed mid-stream ({error})");
-                    self.fail(&message, &mut out, meter);
+                    self.fail(&message, &mut out);
                     break;
                 }
                 Poll::Ready(None) => {
                     // The framing fails only on what `feed` already reported (an oversize event).
                     let _ = self.framing.finish(&mut self.events);
-                    self.drain_events(&mut out, meter);
+                    self.drain_events(&mut out);
                     if !self.done {
                         let flow = self.reframe.end(&mut out);
-                        self.done = true;
-                        let end = if flow == Flow::Complete {
-                            End::Complete
-                        } else {
-                            End::UpstreamFailed
-                        };
-                        finish(meter, self.reframe.as_ref(), end, &out);
+                        self.end(end_of(flow));
                     }
                     break;
                 }
@@ -267,6 +260,16 @@ impl Stream {
         }
         self.idle_turns = 0;
         self.held_since = None;
+        if let Some(meter) = meter {
+            if !out.is_empty() {
+                meter.bytes_sent();
+            }
+            if let Some(end) = self.ended.take() {
+                meter.set_usage(self.reframe.usage());
+                meter.set_finish_reason(self.reframe.finish_reason());
+                meter.finish(end);
+            }
+        }
         if out.is_empty() {
             return Poll::Ready(None);
         }
@@ -283,7 +286,7 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
-        let polled = match &mut this.kind {
+        match &mut this.kind {
             Kind::Full(bytes) => {
                 let bytes = bytes.take();
                 if let Some(meter) = &mut this.meter {
@@ -292,14 +295,10 @@ impl Body for ResponseBody {
                     }
                     meter.finish(End::Complete);
                 }
-                return Poll::Ready(bytes.filter(|b| !b.is_empty()).map(|b| Ok(Frame::data(b))));
+                Poll::Ready(bytes.filter(|b| !b.is_empty()).map(|b| Ok(Frame::data(b))))
             }
             Kind::Stream(stream) => stream.poll(cx, &mut this.meter),
-        };
-        if let (Poll::Ready(Some(Ok(_))), Some(meter)) = (&polled, &mut this.meter) {
-            meter.bytes_sent();
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {

@@ -83,6 +83,9 @@ impl Acks {
 /// Turns given to the request threads before a commit, while each brings more records.
 const GATHER_TURNS: usize = 4;
 
+/// The most records in one commit.
+const MAX_BATCH: usize = 512;
+
 pub(super) fn writer(
     conn: Connection,
     ops: mpsc::Receiver<Op>,
@@ -116,15 +119,13 @@ pub(super) fn writer(
         // runnable the first turn returns at once and brings nothing.
         let mut batch: Vec<Op> = first.into_iter().collect();
         for _ in 0..GATHER_TURNS {
+            if batch.is_empty() || batch.len() >= MAX_BATCH {
+                break;
+            }
             std::thread::yield_now();
             let before = batch.len();
-            while !batch.is_empty() && batch.len() < 512 {
-                match ops.try_recv() {
-                    Ok(op) => batch.push(op),
-                    Err(_) => break,
-                }
-            }
-            if batch.len() == before || batch.len() >= 512 {
+            batch.extend(ops.try_iter().take(MAX_BATCH - before));
+            if batch.len() == before {
                 break;
             }
         }
