@@ -787,3 +787,96 @@ async fn an_earlier_answer_referred_to_by_id_is_sent_whole_and_unknown_ids_are_r
     assert_eq!(log.lock().unwrap().len(), before, "no provider was called");
     gateway.running.shutdown().await;
 }
+
+/// The chat and Messages front doors leave the conversation and the tools unparsed (a
+/// pass-through forwards them as they came): what they hold is still judged as before, a
+/// translation still reads them whole, and a broken body gets the same answers.
+#[tokio::test]
+async fn what_a_pass_through_leaves_unparsed_is_judged_and_translated_as_before() {
+    let (gateway, log) = with_fakes().await;
+    let auth = bearer(&gateway);
+    let openai = [("authorization", auth.as_str())];
+    for (body, status, said) in [
+        (
+            r#"{"model": "openai-resp/gpt-fake", "messages": "#,
+            400,
+            "not valid JSON (line 1, column 46)",
+        ),
+        (
+            r#"[{"model": "openai-resp/gpt-fake"}]"#,
+            400,
+            "must be a JSON object",
+        ),
+        (
+            r#"{"model": "openai-resp/gpt-fake", "messages": [ ]}"#,
+            400,
+            "'messages' must be a non-empty array",
+        ),
+        (
+            r#"{"model": "openai-resp/gpt-fake", "messages": "hi"}"#,
+            400,
+            "'messages' must be a non-empty array",
+        ),
+        (
+            r#"{"model": "openai-resp/gpt-fake"}"#,
+            400,
+            "'messages' must be a non-empty array",
+        ),
+        // Empty tools are no tools; a bad escape deep in a left-out member is still bad JSON.
+        (
+            r#"{"model": "openai-resp/gpt-fake", "tools": [], "messages": [{"role": "user", "content": "hi"}]}"#,
+            200,
+            "chat.completion",
+        ),
+        (
+            r#"{"model": "openai-resp/gpt-fake", "messages": [{"role": "user", "content": "\x"}]}"#,
+            400,
+            "not valid JSON",
+        ),
+    ] {
+        let (got, _, answer) = post_raw(&gateway, "/v1/chat/completions", &openai, body).await;
+        assert_eq!(got, status, "{body}: {answer}");
+        assert!(answer.contains(said), "{body}: {answer}");
+    }
+    // As sent to an upstream of the client's format, byte for byte past the model.
+    let sent = r#"{"messages":[{"role":"user","content":"hi \u00e9"}],"model":"openai-resp/gpt-fake","tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object","properties":{"z":{"type":"number"},"a":{"type":"number"}}}}}]}"#;
+    let (got, _, answer) = post_raw(&gateway, "/v1/chat/completions", &openai, sent).await;
+    assert_eq!(got, 200, "{answer}");
+    let raw = String::from_utf8(last_seen(&log).raw).unwrap();
+    assert!(
+        raw.starts_with(r#"{"messages":[{"role":"user","content":"hi \u00e9"}],"model":"gpt-fake","tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object","properties":{"z":{"type":"number"},"a":{"type":"number"}}}}}]"#),
+        "{raw}"
+    );
+    // Translated for an upstream of another format: the conversation and tools read whole.
+    let translated = sent.replace("openai-resp/gpt-fake", "anthropic/claude-fake");
+    let (got, _, answer) = post_raw(&gateway, "/v1/chat/completions", &openai, &translated).await;
+    assert_eq!(got, 200, "{answer}");
+    let seen = last_seen(&log);
+    assert_eq!(
+        seen.body["messages"][0]["content"][0]["text"], "hi é",
+        "{}",
+        seen.body
+    );
+    assert_eq!(seen.body["tools"][0]["name"], "f", "{}", seen.body);
+    // A lone surrogate is JSON's grammar but no text: a translation must read it, and cannot.
+    let lone = translated.replace(r"\u00e9", r"\ud800");
+    let (got, _, answer) = post_raw(&gateway, "/v1/chat/completions", &openai, &lone).await;
+    assert_eq!(got, 400, "{answer}");
+    assert!(answer.contains("'messages' is not valid JSON"), "{answer}");
+    // The Messages front door leaves its system prompt too; a translation reads it.
+    let key = gateway.key();
+    let anthropic = [
+        ("x-api-key", key.as_str()),
+        ("anthropic-version", "2023-06-01"),
+    ];
+    let body = r#"{"model": "openai-resp/gpt-fake", "max_tokens": 50, "system": [{"type": "text", "text": "be brief"}], "messages": [{"role": "user", "content": "hi"}]}"#;
+    let (got, _, answer) = post_raw(&gateway, "/v1/messages", &anthropic, body).await;
+    assert_eq!(got, 200, "{answer}");
+    let seen = last_seen(&log);
+    assert_eq!(
+        seen.body["messages"][0]["content"], "be brief",
+        "{}",
+        seen.body
+    );
+    gateway.running.shutdown().await;
+}

@@ -25,6 +25,8 @@ use serde::de::{self, Deserializer as _, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use super::pruned::Keep;
+
 /// Why a body cannot be kept as sent.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SentBodyError {
@@ -77,6 +79,58 @@ impl SentBody {
     /// The body as it arrived.
     pub fn bytes(&self) -> &Bytes {
         &self.bytes
+    }
+
+    /// The value of the top-level member `name` as it arrived (no whitespace around it).
+    pub fn member(&self, name: &str) -> Option<&[u8]> {
+        let member = self.members.iter().find(|m| &*m.name == name)?;
+        Some(&self.bytes[member.value.clone()])
+    }
+
+    /// The body's members parsed, in the order sent, all but those `left_out` names, which
+    /// stay only as their bytes until [`Self::parse_into`] reads them. Each member is parsed
+    /// from the range [`Self::parse`] found for it, so a body is scanned once for its layout
+    /// and once for its values, as a whole-body parse beside that scan did; a member left out
+    /// is never built (a pass-through's conversation and tools: most of a real request's bytes,
+    /// which the gateway only forwards).
+    pub fn parsed(&self, left_out: &[&str]) -> serde_json::Result<Map<String, Value>> {
+        let mut parsed = Map::with_capacity(self.members.len());
+        for member in &self.members {
+            if left_out.contains(&&*member.name) {
+                continue;
+            }
+            let value = serde_json::from_slice(&self.bytes[member.value.clone()])?;
+            parsed.insert(member.name.to_string(), value);
+        }
+        Ok(parsed)
+    }
+
+    /// Parses the member `name` left out of `parsed` (see [`Self::parsed`]) and puts it where
+    /// it was sent among the members `parsed` holds. Nothing to do when the body has no such
+    /// member.
+    pub fn parse_into(
+        &self,
+        parsed: &mut Map<String, Value>,
+        name: &str,
+    ) -> serde_json::Result<()> {
+        let Some(at) = self.members.iter().position(|m| &*m.name == name) else {
+            return Ok(());
+        };
+        let value = serde_json::from_slice(&self.bytes[self.members[at].value.clone()])?;
+        let before = self.members[..at]
+            .iter()
+            .filter(|m| parsed.contains_key(&*m.name))
+            .count();
+        parsed.shift_insert(before, name.to_owned(), value);
+        Ok(())
+    }
+
+    /// The member `name` parsed only as deep as `keep` says (see [`super::pruned`]), if the
+    /// body has it.
+    pub fn parse_kept(&self, name: &str, keep: &Keep) -> serde_json::Result<Option<Value>> {
+        self.member(name)
+            .map(|raw| super::pruned::parse_kept(raw, keep))
+            .transpose()
     }
 
     /// A name given twice within the object the top-level member `name` holds (exactly: the
@@ -240,6 +294,25 @@ impl<'de> Visitor<'de> for MembersVisitor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn members_left_out_and_parsed_later_give_the_whole_body_in_its_order() {
+        let text = r#"{"a":1,"messages":[{"x":[1,2]}],"b":{"c":"d"},"tools":[],"e":null}"#;
+        let sent = SentBody::parse(Bytes::copy_from_slice(text.as_bytes())).unwrap();
+        let whole: Map<String, Value> = serde_json::from_str(text).unwrap();
+        let mut parsed = sent.parsed(&["messages", "tools"]).unwrap();
+        assert_eq!(parsed.keys().collect::<Vec<_>>(), ["a", "b", "e"]);
+        assert_eq!(sent.member("messages"), Some(&br#"[{"x":[1,2]}]"#[..]));
+        // In either order, each lands where it was sent.
+        sent.parse_into(&mut parsed, "tools").unwrap();
+        sent.parse_into(&mut parsed, "messages").unwrap();
+        sent.parse_into(&mut parsed, "absent").unwrap();
+        assert_eq!(
+            parsed.iter().collect::<Vec<_>>(),
+            whole.iter().collect::<Vec<_>>()
+        );
+        assert_eq!(sent.parsed(&[]).unwrap(), whole);
+    }
 
     #[test]
     fn a_name_given_twice_within_a_member_is_found() {

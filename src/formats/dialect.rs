@@ -9,6 +9,7 @@
 use serde_json::{Map, Value};
 
 pub use super::auth::Auth;
+use super::pruned::Keep;
 use super::stream::{Context, Decoder, Encoder, Framing, Reframe};
 use super::volume::OutputFields;
 use super::{Format, FormatError, anthropic, bedrock, cohere, gemini, openai, responses};
@@ -135,6 +136,24 @@ pub trait Dialect: Sync {
     ) -> Result<(), FormatError> {
         let _ = (request, edit);
         Ok(())
+    }
+
+    /// What [`Self::refuse_on_shared_key`] reads of the members a front door may leave
+    /// unparsed ([`Self::forwarded_unread`]): each member it reads, with the paths it reads in
+    /// it; those are parsed for the check, and nothing else of them. `None`, the default: it
+    /// may read anything, and the whole body is parsed first. A test holds each dialect's
+    /// answer to its check (`checks_read_only_what_they_declare`).
+    fn shared_key_check_reads(&self) -> Option<&'static [(&'static str, Keep)]> {
+        None
+    }
+
+    /// The members a pass-through of this format forwards without reading (the conversation,
+    /// tools, a system prompt: most of a real request's bytes), which its front door leaves
+    /// as the bytes that arrived; they are parsed only when something reads the whole body (a
+    /// translation) or a check reads them. Empty, the default, for a front door that reads or
+    /// rewrites its body.
+    fn forwarded_unread(&self) -> &'static [&'static str] {
+        &[]
     }
 
     /// The members a request in this format may have rewritten on its way to a provider of the
@@ -291,6 +310,80 @@ pub(super) fn usage_member(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A dialect's check of the platform's key gives the same verdict on a body whose
+    /// forwarded-unread members are left out but for what it declares it reads, pruned to the
+    /// declared paths, as on the whole body: what `Prepared::shared_key_view` hands it.
+    #[test]
+    fn checks_read_only_what_they_declare() {
+        use serde_json::json;
+        // Fragments that trip (or nearly trip) each check, in every member a front door may
+        // leave unparsed; each body is a base plus one or two of them.
+        let fragments = [
+            json!({}),
+            json!({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "web_search"}}}]}),
+            json!({"tools": [{"type": "web_search_20250305", "name": "web_search"}]}),
+            json!({"tools": [{"type": "bash_20250124", "name": "bash"}, {"type": "browser_search"}]}),
+            json!({"tools": [{"name": "untyped"}, "text", {"type": {"odd": true}}]}),
+            json!({"tools": {"type": "web_search"}}),
+            json!({"tools": [{"type": "custom", "name": "c"}]}),
+            json!({"messages": [{"role": "user", "content": [{"type": "document", "source": {"type": "file", "file_id": "f"}}]}]}),
+            json!({"messages": [{"role": "user", "content": [{"type": "container_upload", "file_id": "f"}]}]}),
+            json!({"messages": [{"role": "user", "content": [{"type": "text", "text": "source type file", "source": "file"}]}]}),
+            json!({"messages": [{"role": "user", "content": "container_upload"}, {"content": [{"type": "image", "source": {"type": "base64"}}]}]}),
+            json!({"messages": {"content": [{"type": "container_upload"}]}}),
+            json!({"system": [{"type": "container_upload"}], "mcp_servers": null}),
+            json!({"mcp_servers": [{"type": "url", "url": "https://example.com"}]}),
+            json!({"container": "c_1"}),
+            json!({"plugins": [{"id": "web"}]}),
+            json!({"web_search_options": {}}),
+        ];
+        for format in [Format::OpenAi, Format::Anthropic] {
+            let dialect = dialect(format);
+            let reads = dialect
+                .shared_key_check_reads()
+                .expect("the pass-through formats say what their checks read");
+            let edit = PassThrough {
+                model: "m",
+                shared: true,
+                stream: false,
+                cap: None,
+                newer_cap_name: false,
+                searches_anyway: false,
+            };
+            for first in &fragments {
+                for second in &fragments {
+                    let mut whole = json!({"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]});
+                    for fragment in [first, second] {
+                        for (name, value) in fragment.as_object().unwrap() {
+                            whole[name] = value.clone();
+                        }
+                    }
+                    let whole = whole.as_object().unwrap().clone();
+                    let mut view: Map<String, Value> = whole
+                        .iter()
+                        .filter(|(name, _)| !dialect.forwarded_unread().contains(&name.as_str()))
+                        .map(|(name, value)| (name.clone(), value.clone()))
+                        .collect();
+                    for (name, keep) in reads {
+                        if let Some(value) = whole.get(*name) {
+                            let raw = serde_json::to_vec(value).unwrap();
+                            view.insert(
+                                (*name).to_owned(),
+                                super::super::pruned::parse_kept(&raw, keep).unwrap(),
+                            );
+                        }
+                    }
+                    assert_eq!(
+                        dialect.refuse_on_shared_key(&view, &edit),
+                        dialect.refuse_on_shared_key(&whole, &edit),
+                        "{format:?}: {}",
+                        Value::Object(whole.clone())
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn every_format_has_its_own_dialect() {

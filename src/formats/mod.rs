@@ -18,6 +18,7 @@ pub mod estimate;
 pub mod gemini;
 pub mod models;
 pub mod openai;
+pub mod pruned;
 pub mod responses;
 pub mod stream;
 pub mod volume;

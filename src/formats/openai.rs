@@ -5,6 +5,7 @@
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use super::pruned::{Keep, TYPES_OF_ITEMS};
 use super::stream::{Decoder, Encoder, Flow, Reframe, UpstreamError};
 use crate::sse::{Event, write_event};
 use crate::usage::{FinishReason, Usage};
@@ -606,6 +607,15 @@ impl super::dialect::Dialect for Chat {
         edit: &super::dialect::PassThrough<'_>,
     ) -> Result<(), super::FormatError> {
         refuse_on_shared_key(request, edit.model, edit.searches_anyway)
+    }
+
+    /// Besides the members [`SPENT_APART`] names and the model: each tool's type.
+    fn shared_key_check_reads(&self) -> Option<&'static [(&'static str, Keep)]> {
+        Some(&[("tools", TYPES_OF_ITEMS)])
+    }
+
+    fn forwarded_unread(&self) -> &'static [&'static str] {
+        &["messages", "tools"]
     }
 
     fn pass_through_members(

@@ -19,7 +19,7 @@ use super::serve::{AttemptAnswer, ClientRequest, serve, traced_inference};
 use super::{Active, Gateway};
 use crate::config::TenantConfig;
 use crate::config::load::Snapshot;
-use crate::formats::{Format, SentBody};
+use crate::formats::{Format, SentBody, SentBodyError};
 use crate::routing::plan::{RouteRequest, plan, prefer_healthy};
 use crate::telemetry::genai::CHAT;
 
@@ -88,10 +88,10 @@ const MAX_MODEL_NAME_BYTES: usize = 256;
 /// conversation its format requires is a 400 before anything is reserved.
 pub(super) fn route_request<'a>(
     format: Format,
-    json: &'a Map<String, Value>,
-    headers: &'a HeaderMap,
+    request: &'a ParsedRequest<'_>,
 ) -> Result<RouteRequest<'a>, ApiError> {
-    let (model, provider) = model_and_provider(json, headers)?;
+    let json = &request.json;
+    let (model, provider) = model_and_provider(json, &request.headers)?;
     let stream = match crate::formats::member(json, "stream") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(stream)) => *stream,
@@ -99,9 +99,9 @@ pub(super) fn route_request<'a>(
     };
     let conversation = crate::formats::dialect::dialect(format).conversation();
     let member = conversation.member;
-    match crate::formats::member(json, member) {
-        Some(Value::Array(items)) if !items.is_empty() => {}
-        Some(Value::String(text)) if conversation.text_allowed && !text.is_empty() => {}
+    match Given::in_request(request, member) {
+        Given::Items => {}
+        Given::Text if conversation.text_allowed => {}
         _ if conversation.text_allowed => {
             return Err(ApiError::bad_request(format!(
                 "'{member}' must be a non-empty string or array"
@@ -113,9 +113,7 @@ pub(super) fn route_request<'a>(
             )));
         }
     }
-    let tools = crate::formats::member(json, "tools")
-        .and_then(Value::as_array)
-        .is_some_and(|t| !t.is_empty());
+    let tools = Given::in_request(request, "tools") == Given::Items;
     Ok(RouteRequest {
         model,
         provider,
@@ -123,6 +121,53 @@ pub(super) fn route_request<'a>(
         tools,
         embeddings: false,
     })
+}
+
+/// What a request's conversation member holds, as far as routing checks it.
+#[derive(Debug, PartialEq, Eq)]
+enum Given {
+    /// A non-empty array.
+    Items,
+    /// A non-empty string.
+    Text,
+    /// Nothing, or anything else.
+    Other,
+}
+
+impl Given {
+    /// What the member `name` of a request holds, read from its bytes when it was left out.
+    fn in_request(request: &ParsedRequest<'_>, name: &str) -> Self {
+        if request.left_out.contains(&name) {
+            Self::of_raw(request.sent.member(name))
+        } else {
+            Self::of(crate::formats::member(&request.json, name))
+        }
+    }
+
+    fn of(value: Option<&Value>) -> Self {
+        match value {
+            Some(Value::Array(items)) if !items.is_empty() => Self::Items,
+            Some(Value::String(text)) if !text.is_empty() => Self::Text,
+            _ => Self::Other,
+        }
+    }
+
+    /// The same judgement on a member's value as it arrived, valid JSON (a member left out of
+    /// the parse): an array is empty when `]` follows its `[`, and `""` is the only empty
+    /// string.
+    fn of_raw(raw: Option<&[u8]>) -> Self {
+        let Some(raw) = raw.map(<[u8]>::trim_ascii) else {
+            return Self::Other;
+        };
+        match raw.first() {
+            Some(b'[') => match raw[1..].trim_ascii_start().first() {
+                Some(b']') | None => Self::Other,
+                Some(_) => Self::Items,
+            },
+            Some(b'"') if raw != b"\"\"" => Self::Text,
+            _ => Self::Other,
+        }
+    }
 }
 
 /// The model a body names and the provider the `x-dgidgi-provider` header narrows to, as every
@@ -162,10 +207,14 @@ pub struct ParsedRequest<'a> {
     pub tenant: &'a TenantConfig,
     /// Its headers (routing reads `x-dgidgi-provider`).
     pub headers: HeaderMap,
-    /// Its body.
+    /// Its body, but for the members [`Self::left_out`] names.
     pub json: Map<String, Value>,
     /// The body as it arrived, for a pass-through to an upstream of the client's format.
     pub sent: SentBody,
+    /// The members left out of `json` ([`crate::formats::dialect::Dialect::forwarded_unread`]),
+    /// parsed from `sent` only if something reads them: a translation, or a check of the
+    /// platform's key (see [`super::serve`]'s `Prepared`).
+    pub left_out: &'static [&'static str],
     /// Members of `json` the front door changed from what arrived (a pass-through writes
     /// them anew).
     pub rewritten: Vec<&'static str>,
@@ -176,13 +225,15 @@ pub struct ParsedRequest<'a> {
     pub added_bytes: usize,
 }
 
-/// Authenticates, reads and parses a request of either front door: the tenant from its key
-/// (once, before the body is read), the body bounded and within the body timeout, parsed as a
-/// JSON object.
+/// Authenticates, reads and parses a request of any front door: the tenant from its key (once,
+/// before the body is read), the body bounded and within the body timeout, checked for shape,
+/// indexed as sent and parsed, all but the members `left_out` names (a front door that only
+/// forwards them, unless a plan translates, leaves them as bytes).
 pub async fn parse_request<'a>(
     gateway: &Gateway,
     snapshot: &'a Snapshot,
     request: Request<Incoming>,
+    left_out: &'static [&'static str],
 ) -> Result<ParsedRequest<'a>, ApiError> {
     let (parts, body) = request.into_parts();
     // Before the body is read: an unknown key costs the gateway nothing more, and neither does
@@ -204,31 +255,37 @@ pub async fn parse_request<'a>(
             super::body_shape::MAX_VALUES
         )));
     }
-    let json = match serde_json::from_slice::<Value>(&body) {
-        Ok(Value::Object(json)) => json,
-        Ok(_) => {
-            return Err(ApiError::bad_request(
-                "the request body must be a JSON object",
-            ));
-        }
-        Err(error) => {
-            return Err(ApiError::bad_request(format!(
-                "the request body is not valid JSON (line {}, column {})",
-                error.line(),
-                error.column()
-            )));
-        }
+    let sent = match SentBody::parse(body.clone()) {
+        Ok(sent) => sent,
+        Err(SentBodyError::NotAnObject) => return Err(not_a_json_object(&body)),
+        Err(error) => return Err(ApiError::bad_request(error.to_string())),
     };
-    let sent = SentBody::parse(body).map_err(|error| ApiError::bad_request(error.to_string()))?;
+    let json = sent
+        .parsed(left_out)
+        .map_err(|_| not_a_json_object(&body))?;
     Ok(ParsedRequest {
         tenant,
         headers: parts.headers,
         json,
         sent,
+        left_out,
         rewritten: Vec::new(),
         items: None,
         added_bytes: 0,
     })
+}
+
+/// The 400 for a body that is not a JSON object, saying where it stops being JSON. Parsed again
+/// whole only on this error path, for the line and column a client can look up.
+fn not_a_json_object(body: &[u8]) -> ApiError {
+    match serde_json::from_slice::<Value>(body) {
+        Err(error) => ApiError::bad_request(format!(
+            "the request body is not valid JSON (line {}, column {})",
+            error.line(),
+            error.column()
+        )),
+        Ok(_) => ApiError::bad_request("the request body must be a JSON object"),
+    }
 }
 
 /// Plans a parsed request and walks the plan within the rule's timeout.
@@ -238,18 +295,19 @@ pub async fn route_and_serve(
     request: ParsedRequest<'_>,
     format: Format,
 ) -> Result<Response<ResponseBody>, ApiError> {
+    let routing = route_request(format, &request)?;
+    let stream = routing.stream;
+    let mut planned = plan(&snapshot.config, request.tenant, &routing, rand::random())?;
     let ParsedRequest {
         tenant,
         headers,
         json,
         sent,
+        left_out,
         rewritten,
         items,
         added_bytes,
     } = request;
-    let routing = route_request(format, &json, &headers)?;
-    let stream = routing.stream;
-    let mut planned = plan(&snapshot.config, tenant, &routing, rand::random())?;
     prefer_healthy(&mut planned.attempts, |id| snapshot.health.is_unhealthy(id));
     // Top-level names are checked once when the body arrives (`SentBody::parse`); the output
     // fields held one level down are checked here.
@@ -268,6 +326,7 @@ pub async fn route_and_serve(
         format,
         json,
         sent,
+        left_out,
         rewritten,
         items,
         stream,
@@ -325,6 +384,43 @@ pub async fn handle(
     request: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, ApiError> {
     let snapshot = gateway.active()?;
-    let request = parse_request(&gateway, &snapshot, request).await?;
+    let unread = crate::formats::dialect::dialect(Format::OpenAi).forwarded_unread();
+    let request = parse_request(&gateway, &snapshot, request, unread).await?;
     route_and_serve(&gateway, &snapshot, request, Format::OpenAi).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_member_left_as_bytes_is_judged_as_its_parsed_value_is() {
+        for raw in [
+            "[]",
+            "[ ]",
+            "[\n\t]",
+            "[0]",
+            "[ [] ]",
+            "[{}]",
+            r#""""#,
+            r#""a""#,
+            r#""\u0000""#,
+            r#""\"""#,
+            "null",
+            "{}",
+            r#"{"a":[1]}"#,
+            "0",
+            "true",
+            "false",
+            "-1",
+        ] {
+            let value: Value = serde_json::from_str(raw).unwrap();
+            assert_eq!(
+                Given::of_raw(Some(raw.as_bytes())),
+                Given::of(Some(&value)),
+                "{raw}"
+            );
+        }
+        assert_eq!(Given::of_raw(None), Given::Other);
+    }
 }

@@ -51,7 +51,7 @@ pub async fn handle(
     request: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, ApiError> {
     let snapshot = gateway.active()?;
-    let request = parse_request(&gateway, &snapshot, request).await?;
+    let request = parse_request(&gateway, &snapshot, request, &[]).await?;
     count(&gateway, &snapshot, request, Format::Anthropic).await
 }
 
@@ -62,7 +62,7 @@ pub async fn count(
     request: ParsedRequest<'_>,
     format: Format,
 ) -> Result<Response<ResponseBody>, ApiError> {
-    let routing = route_request(format, &request.json, &request.headers)?;
+    let routing = route_request(format, &request)?;
     let mut planned = plan(&snapshot.config, request.tenant, &routing, rand::random())?;
     prefer_healthy(&mut planned.attempts, |id| snapshot.health.is_unhealthy(id));
     gateway

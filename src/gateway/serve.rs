@@ -5,6 +5,7 @@
 //! answered, so every failure before that point can still fall back; non-streamed answers are
 //! read whole inside the attempt, so even a body that breaks falls back.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,7 +28,7 @@ use super::upstream::{self, Failure, Outcome, Outgoing, ReadError, read_bounded,
 use super::{Active, Gateway};
 use crate::config::Source;
 use crate::config::{ProviderConfig, Scope};
-use crate::formats::dialect::{PassThrough, Target, dialect};
+use crate::formats::dialect::{Dialect, PassThrough, Target, dialect};
 use crate::formats::stream::{Context, ItemSink, reframer};
 use crate::formats::{
     Format, FormatError, SentBody, anthropic, responses, write_with_edited_members,
@@ -53,6 +54,8 @@ pub struct ClientRequest {
     pub json: Map<String, Value>,
     /// Its body as it arrived.
     pub sent: SentBody,
+    /// The members left out of `json`, parsed from `sent` when something reads them.
+    pub left_out: &'static [&'static str],
     /// Members the front door changed from what arrived.
     pub rewritten: Vec<&'static str>,
     /// Where a Responses answer's messages are kept.
@@ -98,6 +101,8 @@ struct Prepared {
     original: Map<String, Value>,
     /// The client's body as it arrived (a pass-through to the same format keeps its bytes).
     sent: SentBody,
+    /// The members of `sent` not yet parsed into `original` (see [`Self::whole`]).
+    left_out: Vec<&'static str>,
     /// Members the front door changed from what arrived.
     rewritten: Vec<&'static str>,
     /// Where a Responses answer's messages are kept.
@@ -108,7 +113,50 @@ struct Prepared {
 }
 
 impl Prepared {
+    /// The client's whole body: the members a front door left out are parsed into `original`
+    /// the first time something reads the body whole (a translation). A pass-through reads
+    /// only the members it edits, and never needs them.
+    fn whole(&mut self) -> Result<&Map<String, Value>, FormatError> {
+        while let Some(&name) = self.left_out.first() {
+            self.sent
+                .parse_into(&mut self.original, name)
+                .map_err(|error| {
+                    FormatError::Invalid(format!("'{name}' is not valid JSON: {error}"))
+                })?;
+            self.left_out.remove(0);
+        }
+        Ok(&self.original)
+    }
+
+    /// The body as `dialect`'s check of the platform's key reads it: the members left out
+    /// that the check reads, parsed as deep as it reads them (a tool's type, not its schema),
+    /// beside the members parsed already; the whole body when the dialect does not say what
+    /// its check reads.
+    fn shared_key_view(
+        &mut self,
+        dialect: &dyn Dialect,
+    ) -> Result<Cow<'_, Map<String, Value>>, FormatError> {
+        let Some(reads) = dialect.shared_key_check_reads() else {
+            return self.whole().map(Cow::Borrowed);
+        };
+        let unread = |name: &&str| self.left_out.contains(name);
+        if !reads.iter().any(|(name, _)| unread(name)) {
+            return Ok(Cow::Borrowed(&self.original));
+        }
+        let mut view = self.original.clone();
+        for (name, keep) in reads.iter().filter(|(name, _)| unread(name)) {
+            let kept = self.sent.parse_kept(name, keep).map_err(|error| {
+                FormatError::Invalid(format!("'{name}' is not valid JSON: {error}"))
+            })?;
+            if let Some(kept) = kept {
+                view.insert((*name).to_owned(), kept);
+            }
+        }
+        Ok(Cow::Owned(view))
+    }
+
     fn canonical(&mut self) -> Result<&Map<String, Value>, FormatError> {
+        self.whole()?;
         // Made once, on the first target that needs it (`None` stays: the client is canonical).
         if self.canonical.is_none() {
             self.canonical = dialect(self.client).request_to_canonical(&self.original);
@@ -145,7 +193,8 @@ impl Prepared {
         // key is shared by every tenant: what may not be asked of it is refused first.
         if upstream == self.client {
             if edit.shared {
-                dialect.refuse_on_shared_key(&self.original, &edit)?;
+                let request = self.shared_key_view(dialect)?;
+                dialect.refuse_on_shared_key(&request, &edit)?;
             }
             let mut members = dialect.pass_through_members(&edit).to_vec();
             members.extend(&self.rewritten);
@@ -342,6 +391,7 @@ pub async fn serve(
         client_wants_usage,
         original: request.json,
         sent: request.sent,
+        left_out: request.left_out.to_vec(),
         rewritten: request.rewritten,
         items: request.items,
         canonical: None,

@@ -5,6 +5,7 @@
 use serde_json::{Map, Value, json};
 
 use super::FormatError;
+use super::pruned::{Keep, TYPES_OF_ITEMS};
 use super::stream::{Context, Decoder, Encoder, Reframe};
 use crate::usage::Usage;
 
@@ -133,6 +134,24 @@ impl super::dialect::Dialect for Messages {
         _edit: &super::dialect::PassThrough<'_>,
     ) -> Result<(), FormatError> {
         refuse_on_shared_key(request)
+    }
+
+    /// Besides `mcp_servers` and `container`: each tool's type, and the type and source type
+    /// of each content part of each message.
+    fn shared_key_check_reads(&self) -> Option<&'static [(&'static str, Keep)]> {
+        const PART: Keep = Keep::Members(&[
+            ("type", Keep::Whole),
+            ("source", Keep::Members(&[("type", Keep::Whole)])),
+        ]);
+        const MESSAGE: Keep = Keep::Members(&[("content", Keep::Items(&PART))]);
+        Some(&[
+            ("tools", TYPES_OF_ITEMS),
+            ("messages", Keep::Items(&MESSAGE)),
+        ])
+    }
+
+    fn forwarded_unread(&self) -> &'static [&'static str] {
+        &["messages", "tools", "system"]
     }
 
     /// `thinking`: a cap may lower its budget below `max_tokens`.

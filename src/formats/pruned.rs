@@ -1,0 +1,150 @@
+//! A member parsed only as deep as a check reads it.
+//!
+//! The checks made before a request goes out on the platform's shared key look at a few fields
+//! deep inside members that are most of a real request's bytes: the `type` of each tool (a
+//! tool's JSON Schema is most of it), the kind of each content part of each message. Building
+//! those members whole to read a word of each was most of a pass-through's time with a coding
+//! agent's request (tens of KB of history and schemas). A [`Keep`] names the paths a check
+//! reads; [`parse_kept`] builds only those and skips the rest as it scans, leaving a value in
+//! which every path the check reads holds what the whole member holds.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess};
+use serde_json::{Map, Value};
+
+/// What of a value is kept.
+#[derive(Debug)]
+pub enum Keep {
+    /// All of it.
+    Whole,
+    /// Each item of an array, kept as the inner `Keep` says. Anything but an array becomes
+    /// `null` (a check that iterates items finds none either way).
+    Items(&'static Keep),
+    /// The named members of an object, each kept as its `Keep` says; the others are left
+    /// out. Anything but an object becomes `null` (a check that looks a member up finds none
+    /// either way).
+    Members(&'static [(&'static str, Keep)]),
+}
+
+/// The `type` of each item of an array (a request's tools, as the shared key's checks read
+/// them).
+pub const TYPES_OF_ITEMS: Keep = Keep::Items(&Keep::Members(&[("type", Keep::Whole)]));
+
+/// Parses a value keeping only what `keep` names.
+pub fn parse_kept(raw: &[u8], keep: &Keep) -> serde_json::Result<Value> {
+    let mut deserializer = serde_json::Deserializer::from_slice(raw);
+    let value = Kept(keep).deserialize(&mut deserializer)?;
+    deserializer.end()?;
+    Ok(value)
+}
+
+/// The seed that parses one value as its `Keep` says.
+struct Kept<'k>(&'k Keep);
+
+impl<'de> DeserializeSeed<'de> for Kept<'_> {
+    type Value = Value;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        match self.0 {
+            Keep::Whole => serde::Deserialize::deserialize(deserializer),
+            keep => deserializer.deserialize_any(KeptVisitor(keep)),
+        }
+    }
+}
+
+/// Visits an array or an object that is pruned; anything else is `null`.
+struct KeptVisitor<'k>(&'k Keep);
+
+impl<'de> de::Visitor<'de> for KeptVisitor<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let Keep::Items(item) = self.0 else {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            return Ok(Value::Null);
+        };
+        let mut items = Vec::new();
+        while let Some(kept) = seq.next_element_seed(Kept(item))? {
+            items.push(kept);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let Keep::Members(members) = self.0 else {
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            return Ok(Value::Null);
+        };
+        let mut kept = Map::new();
+        while let Some(name) = map.next_key::<Cow<'de, str>>()? {
+            match members.iter().find(|(wanted, _)| *wanted == name) {
+                Some((_, keep)) => {
+                    let value = map.next_value_seed(Kept(keep))?;
+                    kept.insert(name.into_owned(), value);
+                }
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Value::Object(kept))
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn only_the_kept_paths_are_built_and_they_hold_what_the_whole_value_does() {
+        let raw = br#"[{"type":"function","function":{"name":"f","parameters":{"type":"object"}}},
+            {"type":{"odd":1}}, "text", 3, null, [1], {"name":"untyped"}, {"type":"web_search"}]"#;
+        assert_eq!(
+            parse_kept(raw, &TYPES_OF_ITEMS).unwrap(),
+            json!([{"type": "function"}, {"type": {"odd": 1}}, null, null, null, null, {}, {"type": "web_search"}])
+        );
+        // Not an array: nothing to iterate, as before.
+        assert_eq!(
+            parse_kept(br#"{"type":"x"}"#, &TYPES_OF_ITEMS).unwrap(),
+            Value::Null
+        );
+        assert_eq!(
+            parse_kept(br#""tools""#, &TYPES_OF_ITEMS).unwrap(),
+            Value::Null
+        );
+        // What is skipped is still read as JSON.
+        assert!(parse_kept(br#"[{"type":"f","x":[1,}]"#, &TYPES_OF_ITEMS).is_err());
+        assert!(parse_kept(br#"[{"type":"f"}] x"#, &TYPES_OF_ITEMS).is_err());
+    }
+}
