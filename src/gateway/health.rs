@@ -54,18 +54,24 @@ impl HealthBook {
         }
     }
 
-    /// Records a failure that says something about the provider's health.
+    /// Records a failure that says something about the provider's health. Each failure past
+    /// the trip extends the cool-down; only the one that starts it is logged: during an outage
+    /// every request fails, and a line per failure was thousands of lines a second (and the
+    /// largest cost of a failed request).
     pub fn record_failure(&self, provider_id: &str) {
         if let Some(health) = self.providers.get(provider_id) {
             let failures = health.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
             if failures >= FAILURES_TO_TRIP {
-                let until = now_ms() + COOL_DOWN.as_millis() as u64;
-                health.unhealthy_until_ms.store(until, Ordering::Relaxed);
-                tracing::warn!(
-                    provider = ?provider_id,
-                    failures,
-                    "provider marked unhealthy for {COOL_DOWN:?}"
-                );
+                let now = now_ms();
+                let until = now + COOL_DOWN.as_millis() as u64;
+                let before = health.unhealthy_until_ms.swap(until, Ordering::Relaxed);
+                if before <= now {
+                    tracing::warn!(
+                        provider = ?provider_id,
+                        failures,
+                        "provider marked unhealthy for {COOL_DOWN:?}"
+                    );
+                }
             }
         }
     }
@@ -81,6 +87,40 @@ mod tests {
             providers: vec![ProviderConfig::mock_for_tests("ns/p", Scope::Platform)],
             ..GatewayConfig::default()
         }
+    }
+
+    /// Collects what is logged.
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn an_outage_is_logged_once_not_per_failed_request() {
+        let book = HealthBook::for_config(&config());
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            for _ in 0..50 {
+                book.record_failure("ns/p");
+            }
+        });
+        assert!(book.is_unhealthy("ns/p"));
+        let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(log.matches("marked unhealthy").count(), 1, "{log}");
+        assert!(log.contains("failures=3"), "{log}");
     }
 
     #[test]
