@@ -147,6 +147,20 @@ async fn spending_the_reservation_cannot_price_is_refused_on_the_platforms_key()
             chat(json!({"web_search_options": {}})),
             "'web_search_options'",
         ),
+        // serde_json's `Value` read this object as `null` (its private raw-value token), which
+        // the check let through while the provider got an object and searched.
+        (
+            "/v1/chat/completions",
+            &openai_headers[..],
+            chat(json!({"web_search_options": {"$serde_json::private::RawValue": "null"}})),
+            "'web_search_options'",
+        ),
+        (
+            "/v1/messages",
+            &anthropic_headers[..],
+            messages(json!({"mcp_servers": {"$serde_json::private::RawValue": "null"}})),
+            "'mcp_servers'",
+        ),
         (
             "/v1/messages",
             &anthropic_headers[..],
@@ -858,11 +872,24 @@ async fn what_a_pass_through_leaves_unparsed_is_judged_and_translated_as_before(
         seen.body
     );
     assert_eq!(seen.body["tools"][0]["name"], "f", "{}", seen.body);
-    // A lone surrogate is JSON's grammar but no text: a translation must read it, and cannot.
-    let lone = translated.replace(r"\u00e9", r"\ud800");
-    let (got, _, answer) = post_raw(&gateway, "/v1/chat/completions", &openai, &lone).await;
-    assert_eq!(got, 400, "{answer}");
-    assert!(answer.contains("'messages' is not valid JSON"), "{answer}");
+    // What a parse refuses is refused in a member left unparsed too, before any provider: a
+    // lone surrogate (JSON's grammar, but no text), a number beyond f64, nesting past 128.
+    let before = log.lock().unwrap().len();
+    let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+    for body in [
+        sent.replace(r"\u00e9", r"\ud800"),
+        translated.replace(r"\u00e9", r"\ud800"),
+        sent.replace(r#""type":"number"}}"#, r#""type":"number","max":1e400}}"#),
+        sent.replace(r#""content":"hi \u00e9""#, &format!(r#""content":{deep}"#)),
+    ] {
+        let (got, _, answer) = post_raw(&gateway, "/v1/chat/completions", &openai, &body).await;
+        assert_eq!(got, 400, "{body}: {answer}");
+        assert!(
+            answer.contains("not valid JSON (line 1, column"),
+            "{answer}"
+        );
+    }
+    assert_eq!(log.lock().unwrap().len(), before, "no provider was called");
     // The Messages front door leaves its system prompt too; a translation reads it.
     let key = gateway.key();
     let anthropic = [

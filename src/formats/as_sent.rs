@@ -56,15 +56,67 @@ pub struct SentBody {
 }
 
 impl SentBody {
-    /// Indexes the top-level members of a JSON object body (one scan; values are skipped, not
-    /// built).
+    /// Indexes the top-level members of a JSON object body, every value parsed.
     pub fn parse(bytes: Bytes) -> Result<Self, SentBodyError> {
-        let base = bytes.as_ptr() as usize;
-        let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
-        let members = deserializer
-            .deserialize_map(MembersVisitor { base })
-            .map_err(|_| SentBodyError::NotAnObject)?;
-        deserializer.end().map_err(|_| SentBodyError::NotAnObject)?;
+        Self::read(bytes, &[]).map(|(sent, _)| sent)
+    }
+
+    /// Reads a JSON object body in one pass: where each top-level member's value is, and each
+    /// value parsed ([`super::strict::value`]), but for the members `left_out` names, which
+    /// are checked as strictly ([`super::strict::check`]: what a parse refuses, they may not
+    /// hold either) and stay as their bytes until [`Self::parse_into`] reads them: a
+    /// pass-through's conversation and tools, most of a real request's bytes, which the
+    /// gateway only forwards.
+    ///
+    /// The object's own punctuation is read here; each name and value is read by serde_json,
+    /// which says where it ended.
+    pub fn read(
+        bytes: Bytes,
+        left_out: &[&str],
+    ) -> Result<(Self, Map<String, Value>), SentBodyError> {
+        let text: &[u8] = &bytes;
+        let mut members = Vec::new();
+        let mut parsed = Map::new();
+        let mut at = after_whitespace(text, 0);
+        if text.get(at) != Some(&b'{') {
+            return Err(SentBodyError::NotAnObject);
+        }
+        at = after_whitespace(text, at + 1);
+        if text.get(at) == Some(&b'}') {
+            at += 1;
+        } else {
+            loop {
+                let (name, end) = one::<String>(text, at)?;
+                at = after_whitespace(text, end);
+                if text.get(at) != Some(&b':') {
+                    return Err(SentBodyError::NotAnObject);
+                }
+                let start = after_whitespace(text, at + 1);
+                let end = if left_out.contains(&name.as_str()) {
+                    one::<super::strict::Checked>(text, start)?.1
+                } else {
+                    let (super::strict::Built(value), end) = one(text, start)?;
+                    parsed.insert(name.clone(), value);
+                    end
+                };
+                members.push(Member {
+                    name: name.into(),
+                    value: start..end,
+                });
+                at = after_whitespace(text, end);
+                match text.get(at) {
+                    Some(b',') => at = after_whitespace(text, at + 1),
+                    Some(b'}') => {
+                        at += 1;
+                        break;
+                    }
+                    _ => return Err(SentBodyError::NotAnObject),
+                }
+            }
+        }
+        if after_whitespace(text, at) != text.len() {
+            return Err(SentBodyError::NotAnObject);
+        }
         if let Some(member) = members.iter().find(|m| !m.name.is_ascii()) {
             let shown: String = member.name.chars().take(64).collect();
             return Err(SentBodyError::NonAsciiName(shown));
@@ -73,7 +125,7 @@ impl SentBody {
             let shown: String = duplicate.chars().take(64).collect();
             return Err(SentBodyError::Duplicate(shown));
         }
-        Ok(Self { bytes, members })
+        Ok((Self { bytes, members }, parsed))
     }
 
     /// The body as it arrived.
@@ -87,25 +139,7 @@ impl SentBody {
         Some(&self.bytes[member.value.clone()])
     }
 
-    /// The body's members parsed, in the order sent, all but those `left_out` names, which
-    /// stay only as their bytes until [`Self::parse_into`] reads them. Each member is parsed
-    /// from the range [`Self::parse`] found for it, so a body is scanned once for its layout
-    /// and once for its values, as a whole-body parse beside that scan did; a member left out
-    /// is never built (a pass-through's conversation and tools: most of a real request's bytes,
-    /// which the gateway only forwards).
-    pub fn parsed(&self, left_out: &[&str]) -> serde_json::Result<Map<String, Value>> {
-        let mut parsed = Map::with_capacity(self.members.len());
-        for member in &self.members {
-            if left_out.contains(&&*member.name) {
-                continue;
-            }
-            let value = serde_json::from_slice(&self.bytes[member.value.clone()])?;
-            parsed.insert(member.name.to_string(), value);
-        }
-        Ok(parsed)
-    }
-
-    /// Parses the member `name` left out of `parsed` (see [`Self::parsed`]) and puts it where
+    /// Parses the member `name` left out of `parsed` (see [`Self::read`]) and puts it where
     /// it was sent among the members `parsed` holds. Nothing to do when the body has no such
     /// member.
     pub fn parse_into(
@@ -116,7 +150,7 @@ impl SentBody {
         let Some(at) = self.members.iter().position(|m| &*m.name == name) else {
             return Ok(());
         };
-        let value = serde_json::from_slice(&self.bytes[self.members[at].value.clone()])?;
+        let value = super::strict::value(&self.bytes[self.members[at].value.clone()])?;
         let before = self.members[..at]
             .iter()
             .filter(|m| parsed.contains_key(&*m.name))
@@ -125,12 +159,26 @@ impl SentBody {
         Ok(())
     }
 
-    /// The member `name` parsed only as deep as `keep` says (see [`super::pruned`]), if the
-    /// body has it.
-    pub fn parse_kept(&self, name: &str, keep: &Keep) -> serde_json::Result<Option<Value>> {
-        self.member(name)
-            .map(|raw| super::pruned::parse_kept(raw, keep))
-            .transpose()
+    /// `parsed` as a check that reads only the paths `reads` names sees the body: the members
+    /// of `reads` still `left_out` added, each parsed only as deep as its [`Keep`] says (see
+    /// [`super::pruned`]); `parsed` itself when none is.
+    pub fn with_kept<'p>(
+        &self,
+        parsed: &'p Map<String, Value>,
+        left_out: &[&str],
+        reads: &[(&str, Keep)],
+    ) -> serde_json::Result<Cow<'p, Map<String, Value>>> {
+        let unread = |name: &&str| left_out.contains(name);
+        if !reads.iter().any(|(name, _)| unread(name)) {
+            return Ok(Cow::Borrowed(parsed));
+        }
+        let mut view = parsed.clone();
+        for (name, keep) in reads.iter().filter(|(name, _)| unread(name)) {
+            if let Some(raw) = self.member(name) {
+                view.insert((*name).to_owned(), super::pruned::parse_kept(raw, keep)?);
+            }
+        }
+        Ok(Cow::Owned(view))
     }
 
     /// A name given twice within the object the top-level member `name` holds (exactly: the
@@ -202,6 +250,28 @@ fn edited_members(
         "an edit touched a member it did not name"
     );
     edited
+}
+
+/// The position of the first byte at or after `at` that is not JSON whitespace.
+fn after_whitespace(text: &[u8], mut at: usize) -> usize {
+    while let Some(b' ' | b'\t' | b'\n' | b'\r') = text.get(at) {
+        at += 1;
+    }
+    at
+}
+
+/// Reads one JSON value of `text` starting at `at` (a name or a member's value, followed by
+/// the object's punctuation), and where it ended.
+fn one<'de, T: serde::Deserialize<'de>>(
+    text: &'de [u8],
+    at: usize,
+) -> Result<(T, usize), SentBodyError> {
+    let mut values =
+        serde_json::Deserializer::from_slice(text.get(at..).unwrap_or_default()).into_iter::<T>();
+    match values.next() {
+        Some(Ok(value)) => Ok((value, at + values.byte_offset())),
+        _ => Err(SentBodyError::NotAnObject),
+    }
 }
 
 /// The first name given to two members (ASCII letter case aside), if any.
@@ -296,11 +366,65 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_body_is_read_as_a_whole_parse_reads_it() {
+        for text in [
+            "{}",
+            " {\n} \r\n",
+            r#"{"a":1}"#,
+            r#"{ "a" : 1e5 , "b":-0.5,"c":"x\"y","d":[ {"e":null} ],"f":true,"g":false }"#,
+            r#"{"\u0061b":1,"a\\b":"\ud83d\ude00"}"#,
+            "{\"a\":{\"b\":[1,[2,[3]]]}}\t",
+            // Not JSON objects, or not JSON at all.
+            "",
+            " ",
+            "[]",
+            "1",
+            r#""a""#,
+            "{",
+            r#"{"a"}"#,
+            r#"{"a":}"#,
+            r#"{"a":1,}"#,
+            r#"{"a":1 "b":2}"#,
+            r#"{"a":1}}"#,
+            r#"{"a":1} x"#,
+            r#"{"a":1}{}"#,
+            r#"{1:2}"#,
+            r#"{"a":-}"#,
+            r#"{"a":01}"#,
+            r#"{"a":"\ud800"}"#,
+            r#"{"a":1e400}"#,
+            "{\"a\":\"\u{1}\"}",
+            "\u{feff}{}",
+        ] {
+            let whole = serde_json::from_str::<Map<String, Value>>(text);
+            for left_out in [&[][..], &["a", "d"][..]] {
+                let read = SentBody::read(Bytes::copy_from_slice(text.as_bytes()), left_out);
+                assert_eq!(read.is_ok(), whole.is_ok(), "{text:?}");
+                let (Ok((sent, parsed)), Ok(whole)) = (read, &whole) else {
+                    continue;
+                };
+                for (name, value) in whole {
+                    let raw = sent.member(name).expect("every member is indexed");
+                    assert_eq!(&serde_json::from_slice::<Value>(raw).unwrap(), value);
+                    assert_eq!(
+                        parsed.get(name),
+                        (!left_out.contains(&name.as_str())).then_some(value)
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
     fn members_left_out_and_parsed_later_give_the_whole_body_in_its_order() {
         let text = r#"{"a":1,"messages":[{"x":[1,2]}],"b":{"c":"d"},"tools":[],"e":null}"#;
         let sent = SentBody::parse(Bytes::copy_from_slice(text.as_bytes())).unwrap();
         let whole: Map<String, Value> = serde_json::from_str(text).unwrap();
-        let mut parsed = sent.parsed(&["messages", "tools"]).unwrap();
+        let (_, mut parsed) = SentBody::read(
+            Bytes::copy_from_slice(text.as_bytes()),
+            &["messages", "tools"],
+        )
+        .unwrap();
         assert_eq!(parsed.keys().collect::<Vec<_>>(), ["a", "b", "e"]);
         assert_eq!(sent.member("messages"), Some(&br#"[{"x":[1,2]}]"#[..]));
         // In either order, each lands where it was sent.
@@ -311,7 +435,8 @@ mod tests {
             parsed.iter().collect::<Vec<_>>(),
             whole.iter().collect::<Vec<_>>()
         );
-        assert_eq!(sent.parsed(&[]).unwrap(), whole);
+        let (_, all) = SentBody::read(Bytes::copy_from_slice(text.as_bytes()), &[]).unwrap();
+        assert_eq!(all, whole);
     }
 
     #[test]

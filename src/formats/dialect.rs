@@ -311,33 +311,43 @@ pub(super) fn usage_member(
 mod tests {
     use super::*;
 
-    /// A dialect's check of the platform's key gives the same verdict on a body whose
-    /// forwarded-unread members are left out but for what it declares it reads, pruned to the
-    /// declared paths, as on the whole body: what `Prepared::shared_key_view` hands it.
+    /// A dialect's check of the platform's key gives the same verdict on the view a
+    /// pass-through hands it (the members a front door leaves unparsed left out, but for what
+    /// the dialect declares its check reads, pruned to those paths: `SentBody::with_kept`) as
+    /// on the whole body, for bodies written as clients may write them (escaped names, names
+    /// given twice, items of every type).
     #[test]
     fn checks_read_only_what_they_declare() {
-        use serde_json::json;
-        // Fragments that trip (or nearly trip) each check, in every member a front door may
-        // leave unparsed; each body is a base plus one or two of them.
+        use super::super::SentBody;
+        // Members that trip (or nearly trip) each check, written as raw JSON; a body is a base
+        // plus one or two of them.
         let fragments = [
-            json!({}),
-            json!({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "web_search"}}}]}),
-            json!({"tools": [{"type": "web_search_20250305", "name": "web_search"}]}),
-            json!({"tools": [{"type": "bash_20250124", "name": "bash"}, {"type": "browser_search"}]}),
-            json!({"tools": [{"name": "untyped"}, "text", {"type": {"odd": true}}]}),
-            json!({"tools": {"type": "web_search"}}),
-            json!({"tools": [{"type": "custom", "name": "c"}]}),
-            json!({"messages": [{"role": "user", "content": [{"type": "document", "source": {"type": "file", "file_id": "f"}}]}]}),
-            json!({"messages": [{"role": "user", "content": [{"type": "container_upload", "file_id": "f"}]}]}),
-            json!({"messages": [{"role": "user", "content": [{"type": "text", "text": "source type file", "source": "file"}]}]}),
-            json!({"messages": [{"role": "user", "content": "container_upload"}, {"content": [{"type": "image", "source": {"type": "base64"}}]}]}),
-            json!({"messages": {"content": [{"type": "container_upload"}]}}),
-            json!({"system": [{"type": "container_upload"}], "mcp_servers": null}),
-            json!({"mcp_servers": [{"type": "url", "url": "https://example.com"}]}),
-            json!({"container": "c_1"}),
-            json!({"plugins": [{"id": "web"}]}),
-            json!({"web_search_options": {}}),
+            "",
+            r#""tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "web_search"}}}]"#,
+            r#""tools": [{"type": "web_search_20250305", "name": "web_search"}]"#,
+            r#""tools": [{"type": "bash_20250124", "name": "bash"}, {"type": "browser_search"}]"#,
+            r#""tools": [{"name": "untyped"}, "text", {"type": {"odd": true}}, null, [1]]"#,
+            r#""tools": [{"\u0074ype": "web_search"}]"#,
+            r#""tools": [{"type": "function", "type": "web_search"}]"#,
+            r#""tools": [{"type": "web_search", "type": "function"}]"#,
+            r#""tools": [{"$serde_json::private::RawValue": "{\"type\":\"web_search\"}"}]"#,
+            r#""tools": {"type": "web_search"}"#,
+            r#""tools": [{"type": "custom", "name": "c"}]"#,
+            r#""messages": [{"role": "user", "content": [{"type": "document", "source": {"type": "file", "file_id": "f"}}]}]"#,
+            r#""messages": [{"role": "user", "content": [{"type": "container_upload", "file_id": "f"}]}]"#,
+            r#""messages": [{"content": [{"type": "text", "source": {"\u0074ype": "file"}}]}]"#,
+            r#""messages": [{"content": [{"source": {"type": "base64"}, "source": {"type": "file"}}]}]"#,
+            r#""messages": [{"role": "user", "content": [{"type": "text", "text": "source type file", "source": "file"}]}]"#,
+            r#""messages": [{"content": "container_upload"}, {"content": [{"type": "image", "source": {"type": "base64"}}]}]"#,
+            r#""messages": {"content": [{"type": "container_upload"}]}"#,
+            r#""system": [{"type": "container_upload"}], "mcp_servers": null"#,
+            r#""mcp_servers": [{"type": "url", "url": "https://example.com"}]"#,
+            r#""mcp_servers": {"$serde_json::private::RawValue": "null"}"#,
+            r#""web_search_options": {"$serde_json::private::RawValue": "null"}"#,
+            r#""container": "c_1""#,
+            r#""plugins": [{"id": "web"}]"#,
         ];
+        let name_of = |fragment: &str| fragment.split('"').nth(1).unwrap_or("").to_owned();
         for format in [Format::OpenAi, Format::Anthropic] {
             let dialect = dialect(format);
             let reads = dialect
@@ -351,36 +361,70 @@ mod tests {
                 newer_cap_name: false,
                 searches_anyway: false,
             };
-            for first in &fragments {
-                for second in &fragments {
-                    let mut whole = json!({"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]});
-                    for fragment in [first, second] {
-                        for (name, value) in fragment.as_object().unwrap() {
-                            whole[name] = value.clone();
-                        }
+            for first in fragments {
+                for second in fragments {
+                    if !first.is_empty() && name_of(first) == name_of(second) {
+                        continue;
                     }
-                    let whole = whole.as_object().unwrap().clone();
-                    let mut view: Map<String, Value> = whole
-                        .iter()
-                        .filter(|(name, _)| !dialect.forwarded_unread().contains(&name.as_str()))
-                        .map(|(name, value)| (name.clone(), value.clone()))
-                        .collect();
-                    for (name, keep) in reads {
-                        if let Some(value) = whole.get(*name) {
-                            let raw = serde_json::to_vec(value).unwrap();
-                            view.insert(
-                                (*name).to_owned(),
-                                super::super::pruned::parse_kept(&raw, keep).unwrap(),
-                            );
-                        }
+                    let mut body = String::from(r#"{"model": "m", "max_tokens": 10"#);
+                    for fragment in [first, second].into_iter().filter(|f| !f.is_empty()) {
+                        body.push_str(", ");
+                        body.push_str(fragment);
                     }
+                    if !body.contains(r#""messages""#) {
+                        body.push_str(r#", "messages": [{"role": "user", "content": "hi"}]"#);
+                    }
+                    body.push('}');
+                    let unread = dialect.forwarded_unread();
+                    let (sent, parsed) = match SentBody::read(body.clone().into(), unread) {
+                        Ok(read) => read,
+                        // Refused at the front door before any check.
+                        Err(super::super::SentBodyError::Duplicate(_)) => continue,
+                        Err(error) => panic!("{body}: {error}"),
+                    };
+                    let (_, whole) = SentBody::read(body.clone().into(), &[]).unwrap();
+                    let view = sent.with_kept(&parsed, unread, reads).unwrap();
                     assert_eq!(
                         dialect.refuse_on_shared_key(&view, &edit),
                         dialect.refuse_on_shared_key(&whole, &edit),
-                        "{format:?}: {}",
-                        Value::Object(whole.clone())
+                        "{format:?}: {body}"
                     );
                 }
+            }
+        }
+    }
+
+    /// A member a pass-through rewrites is taken from the parsed body: one left unparsed
+    /// there would be dropped from what is forwarded.
+    #[test]
+    fn what_a_pass_through_rewrites_is_never_left_unparsed() {
+        for format in [
+            Format::OpenAi,
+            Format::Anthropic,
+            Format::Gemini,
+            Format::Cohere,
+            Format::Responses,
+            Format::Bedrock,
+        ] {
+            let dialect = dialect(format);
+            let edit = PassThrough {
+                model: "m",
+                shared: true,
+                stream: true,
+                cap: Some(1),
+                newer_cap_name: true,
+                searches_anyway: true,
+            };
+            let rewritten = dialect
+                .pass_through_members(&edit)
+                .iter()
+                .chain(super::super::anthropic::VERTEX_MEMBERS)
+                .chain(&["model", "stream"]);
+            for name in rewritten {
+                assert!(
+                    !dialect.forwarded_unread().contains(name),
+                    "{format:?} rewrites '{name}'"
+                );
             }
         }
     }

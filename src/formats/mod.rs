@@ -21,6 +21,7 @@ pub mod openai;
 pub mod pruned;
 pub mod responses;
 pub mod stream;
+pub mod strict;
 pub mod volume;
 
 pub use as_sent::{SentBody, SentBodyError, write_with_edited_members};

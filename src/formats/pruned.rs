@@ -6,9 +6,9 @@
 //! those members whole to read a word of each was most of a pass-through's time with a coding
 //! agent's request (tens of KB of history and schemas). A [`Keep`] names the paths a check
 //! reads; [`parse_kept`] builds only those and skips the rest as it scans, leaving a value in
-//! which every path the check reads holds what the whole member holds.
+//! which every path the check reads holds what the whole member holds (a kept leaf is read as
+//! [`super::strict`] reads it, like the rest of the body).
 
-use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess};
@@ -48,9 +48,36 @@ impl<'de> DeserializeSeed<'de> for Kept<'_> {
 
     fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
         match self.0 {
-            Keep::Whole => serde::Deserialize::deserialize(deserializer),
+            Keep::Whole => super::strict::ClientValue.deserialize(deserializer),
             keep => deserializer.deserialize_any(KeptVisitor(keep)),
         }
+    }
+}
+
+/// Reads a member's name (unescaped, as any reader compares it) and finds it among those
+/// kept, without keeping the name itself.
+struct Wanted<'k>(&'k [(&'static str, Keep)]);
+
+impl<'de, 'k> DeserializeSeed<'de> for Wanted<'k> {
+    type Value = Option<&'k (&'static str, Keep)>;
+
+    fn deserialize<D: de::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de, 'k> de::Visitor<'de> for Wanted<'k> {
+    type Value = Option<&'k (&'static str, Keep)>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a member name")
+    }
+
+    fn visit_str<E>(self, name: &str) -> Result<Self::Value, E> {
+        Ok(self.0.iter().find(|(wanted, _)| *wanted == name))
     }
 }
 
@@ -82,11 +109,11 @@ impl<'de> de::Visitor<'de> for KeptVisitor<'_> {
             return Ok(Value::Null);
         };
         let mut kept = Map::new();
-        while let Some(name) = map.next_key::<Cow<'de, str>>()? {
-            match members.iter().find(|(wanted, _)| *wanted == name) {
-                Some((_, keep)) => {
+        while let Some(wanted) = map.next_key_seed(Wanted(members))? {
+            match wanted {
+                Some((name, keep)) => {
                     let value = map.next_value_seed(Kept(keep))?;
-                    kept.insert(name.into_owned(), value);
+                    kept.insert((*name).to_owned(), value);
                 }
                 None => {
                     map.next_value::<IgnoredAny>()?;
@@ -143,7 +170,8 @@ mod tests {
             parse_kept(br#""tools""#, &TYPES_OF_ITEMS).unwrap(),
             Value::Null
         );
-        // What is skipped is still read as JSON.
+        // What is skipped is still read as JSON syntax (its values are held to a parse's
+        // rules at the front door: `strict::check`).
         assert!(parse_kept(br#"[{"type":"f","x":[1,}]"#, &TYPES_OF_ITEMS).is_err());
         assert!(parse_kept(br#"[{"type":"f"}] x"#, &TYPES_OF_ITEMS).is_err());
     }

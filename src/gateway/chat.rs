@@ -255,14 +255,11 @@ pub async fn parse_request<'a>(
             super::body_shape::MAX_VALUES
         )));
     }
-    let sent = match SentBody::parse(body.clone()) {
-        Ok(sent) => sent,
+    let (sent, json) = match SentBody::read(body.clone(), left_out) {
+        Ok(read) => read,
         Err(SentBodyError::NotAnObject) => return Err(not_a_json_object(&body)),
         Err(error) => return Err(ApiError::bad_request(error.to_string())),
     };
-    let json = sent
-        .parsed(left_out)
-        .map_err(|_| not_a_json_object(&body))?;
     Ok(ParsedRequest {
         tenant,
         headers: parts.headers,
@@ -275,10 +272,10 @@ pub async fn parse_request<'a>(
     })
 }
 
-/// The 400 for a body that is not a JSON object, saying where it stops being JSON. Parsed again
+/// The 400 for a body that is not a JSON object, saying where it stops being JSON. Read again
 /// whole only on this error path, for the line and column a client can look up.
 fn not_a_json_object(body: &[u8]) -> ApiError {
-    match serde_json::from_slice::<Value>(body) {
+    match crate::formats::strict::check(body) {
         Err(error) => ApiError::bad_request(format!(
             "the request body is not valid JSON (line {}, column {})",
             error.line(),
@@ -309,7 +306,7 @@ pub async fn route_and_serve(
         added_bytes,
     } = request;
     prefer_healthy(&mut planned.attempts, |id| snapshot.health.is_unhealthy(id));
-    // Top-level names are checked once when the body arrives (`SentBody::parse`); the output
+    // Top-level names are checked once when the body arrives (`SentBody::read`); the output
     // fields held one level down are checked here.
     for container in crate::formats::volume::containers(format) {
         if let Some(name) = sent.duplicate_within(container) {

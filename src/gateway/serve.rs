@@ -50,7 +50,7 @@ const DEFAULT_MAX_TOKENS: u64 = 4096;
 pub struct ClientRequest {
     /// The format the client speaks.
     pub format: Format,
-    /// Its body.
+    /// Its body, but for the members `left_out` names.
     pub json: Map<String, Value>,
     /// Its body as it arrived.
     pub sent: SentBody,
@@ -97,7 +97,7 @@ struct Prepared {
     stream: bool,
     /// The OpenAI client asked for the usage chunk itself.
     client_wants_usage: bool,
-    /// The client's body, parsed.
+    /// The client's body, parsed, but for the members still `left_out`.
     original: Map<String, Value>,
     /// The client's body as it arrived (a pass-through to the same format keeps its bytes).
     sent: SentBody,
@@ -139,20 +139,9 @@ impl Prepared {
         let Some(reads) = dialect.shared_key_check_reads() else {
             return self.whole().map(Cow::Borrowed);
         };
-        let unread = |name: &&str| self.left_out.contains(name);
-        if !reads.iter().any(|(name, _)| unread(name)) {
-            return Ok(Cow::Borrowed(&self.original));
-        }
-        let mut view = self.original.clone();
-        for (name, keep) in reads.iter().filter(|(name, _)| unread(name)) {
-            let kept = self.sent.parse_kept(name, keep).map_err(|error| {
-                FormatError::Invalid(format!("'{name}' is not valid JSON: {error}"))
-            })?;
-            if let Some(kept) = kept {
-                view.insert((*name).to_owned(), kept);
-            }
-        }
-        Ok(Cow::Owned(view))
+        self.sent
+            .with_kept(&self.original, &self.left_out, reads)
+            .map_err(|error| FormatError::Invalid(format!("the request body: {error}")))
     }
 
     fn canonical(&mut self) -> Result<&Map<String, Value>, FormatError> {
