@@ -22,7 +22,9 @@
 //! With two or more CPUs and `taskset` installed, the gateway is pinned to CPU 0 and this
 //! process (the fake upstream) and `oha` to CPU 1, so the gateway gets exactly one core of its
 //! own (`LOAD_NO_PIN=1` turns that off). `LOAD_SCENARIOS=bare,metered` runs only the named
-//! scenarios (the direct baseline always runs). The report is printed and written to
+//! scenarios (the direct baseline always runs); `LOAD_BODY=agent` sends a coding agent's size of
+//! request (about 20 KB of history and tool schemas) instead of two short messages. The report
+//! is printed and written to
 //! `target/load-bench/report.md`. Needs `oha` on `PATH` (`cargo install oha`).
 
 use std::fmt::Write as _;
@@ -781,24 +783,74 @@ struct Bodies {
 }
 
 impl Bodies {
+    /// The request bodies: two short messages, or with `LOAD_BODY=agent` a coding agent's size
+    /// of request (about 20 KB: a long system prompt, six turns of history, eight tools with
+    /// JSON Schemas), where what the gateway does with the body it only forwards shows.
     fn write(dir: &Path) -> Bodies {
-        let messages = r#"[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Say hello in one short sentence."}]"#;
+        let agent = std::env::var("LOAD_BODY").is_ok_and(|body| body == "agent");
+        let (messages, tools) = if agent {
+            agent_sized()
+        } else {
+            let short = r#"[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Say hello in one short sentence."}]"#;
+            (short.to_owned(), String::new())
+        };
         let json = dir.join("body.json");
         let stream = dir.join("body-stream.json");
         std::fs::write(
             &json,
-            format!(r#"{{"model":"gpt-4o-mini","messages":{messages}}}"#),
+            format!(r#"{{"model":"gpt-4o-mini","messages":{messages}{tools}}}"#),
         )
         .expect("body");
         std::fs::write(
             &stream,
             format!(
-                r#"{{"model":"gpt-4o-mini","messages":{messages},"stream":true,"stream_options":{{"include_usage":true}}}}"#
+                r#"{{"model":"gpt-4o-mini","messages":{messages}{tools},"stream":true,"stream_options":{{"include_usage":true}}}}"#
             ),
         )
         .expect("body");
         Bodies { json, stream }
     }
+}
+
+/// The messages and the `,"tools":[…]` of an agent-sized request, the same on every run.
+fn agent_sized() -> (String, String) {
+    const WORDS: [&str; 12] = [
+        "the", "function", "returns", "an", "error", "when", "the", "file", "path", "is", "empty;",
+        "build",
+    ];
+    let text = |words: usize, seed: usize| -> String {
+        (0..words)
+            .map(|i| WORDS[(i * 7 + seed) % WORDS.len()])
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let mut messages = vec![serde_json::json!({"role": "system", "content": text(900, 1)})];
+    for turn in 0..6 {
+        messages.push(serde_json::json!({"role": "user", "content": text(120, turn)}));
+        messages.push(serde_json::json!({"role": "assistant", "content": text(150, turn + 3)}));
+    }
+    messages
+        .push(serde_json::json!({"role": "user", "content": "Say hello in one short sentence."}));
+    let tools: Vec<Value> = (0..8)
+        .map(|tool| {
+            let properties: serde_json::Map<String, Value> = (0..4)
+                .map(|arg| {
+                    let schema =
+                        serde_json::json!({"type": "string", "description": text(12, arg)});
+                    (format!("arg{arg}"), schema)
+                })
+                .collect();
+            serde_json::json!({"type": "function", "function": {
+                "name": format!("tool_{tool}"),
+                "description": text(40, tool),
+                "parameters": {"type": "object", "properties": properties, "required": ["arg0"]},
+            }})
+        })
+        .collect();
+    (
+        Value::Array(messages).to_string(),
+        format!(r#","tools":{}"#, Value::Array(tools)),
+    )
 }
 
 /// One oha run's numbers.
