@@ -18,11 +18,11 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::marker::PhantomData;
 use std::ops::Range;
 
 use bytes::Bytes;
-use serde::de::{self, Deserializer as _, MapAccess, Visitor};
-use serde_json::value::RawValue;
+use serde::de::{self, DeserializeSeed, Deserializer as _, MapAccess, Visitor};
 use serde_json::{Map, Value};
 
 use super::pruned::Keep;
@@ -53,30 +53,37 @@ struct Member {
 pub struct SentBody {
     bytes: Bytes,
     members: Vec<Member>,
+    /// Members left unparsed, read as deep as a [`Keep`] says when the body was read (see
+    /// [`Self::with_kept`]), each with the `Keep` it was read by.
+    kept: Vec<(&'static str, &'static Keep, Value)>,
 }
 
 impl SentBody {
     /// Indexes the top-level members of a JSON object body, every value parsed.
     pub fn parse(bytes: Bytes) -> Result<Self, SentBodyError> {
-        Self::read(bytes, &[]).map(|(sent, _)| sent)
+        Self::read(bytes, &[], &[]).map(|(sent, _)| sent)
     }
 
     /// Reads a JSON object body in one pass: where each top-level member's value is, and each
-    /// value parsed ([`super::strict::value`]), but for the members `left_out` names, which
-    /// are checked as strictly ([`super::strict::check`]: what a parse refuses, they may not
-    /// hold either) and stay as their bytes until [`Self::parse_into`] reads them: a
+    /// value parsed as [`super::strict::value`] parses it, but for the members `left_out` names,
+    /// which are checked as strictly (as [`super::strict::check`] does: what a parse refuses,
+    /// they may not hold either; each member may nest 127 levels, one more than inside a
+    /// whole-body parse, as each is read on its own) and stay as their bytes until [`Self::parse_into`] reads them: a
     /// pass-through's conversation and tools, most of a real request's bytes, which the
-    /// gateway only forwards.
+    /// gateway only forwards. Those `kept` names are read as deep as their [`Keep`] says in
+    /// the same pass (what a check of the platform's key reads of them: [`Self::with_kept`]).
     ///
     /// The object's own punctuation is read here; each name and value is read by serde_json,
     /// which says where it ended.
     pub fn read(
         bytes: Bytes,
         left_out: &[&str],
+        kept: &'static [(&'static str, Keep)],
     ) -> Result<(Self, Map<String, Value>), SentBodyError> {
         let text: &[u8] = &bytes;
         let mut members = Vec::new();
         let mut parsed = Map::new();
+        let mut kept_values = Vec::new();
         let mut at = after_whitespace(text, 0);
         if text.get(at) != Some(&b'{') {
             return Err(SentBodyError::NotAnObject);
@@ -86,18 +93,22 @@ impl SentBody {
             at += 1;
         } else {
             loop {
-                let (name, end) = one::<String>(text, at)?;
+                let (name, end) = one(text, at, PhantomData::<String>)?;
                 at = after_whitespace(text, end);
                 if text.get(at) != Some(&b':') {
                     return Err(SentBodyError::NotAnObject);
                 }
                 let start = after_whitespace(text, at + 1);
-                let end = if left_out.contains(&name.as_str()) {
-                    one::<super::strict::Checked>(text, start)?.1
-                } else {
-                    let (super::strict::Built(value), end) = one(text, start)?;
+                let end = if !left_out.contains(&name.as_str()) {
+                    let (value, end) = one(text, start, super::strict::ClientValue)?;
                     parsed.insert(name.clone(), value);
                     end
+                } else if let Some((kept_name, keep)) = kept.iter().find(|(n, _)| *n == name) {
+                    let (value, end) = one(text, start, super::pruned::Kept(keep))?;
+                    kept_values.push((*kept_name, keep, value));
+                    end
+                } else {
+                    one(text, start, PhantomData::<super::strict::Checked>)?.1
                 };
                 members.push(Member {
                     name: name.into(),
@@ -125,7 +136,12 @@ impl SentBody {
             let shown: String = duplicate.chars().take(64).collect();
             return Err(SentBodyError::Duplicate(shown));
         }
-        Ok((Self { bytes, members }, parsed))
+        let sent = Self {
+            bytes,
+            members,
+            kept: kept_values,
+        };
+        Ok((sent, parsed))
     }
 
     /// The body as it arrived.
@@ -161,12 +177,13 @@ impl SentBody {
 
     /// `parsed` as a check that reads only the paths `reads` names sees the body: the members
     /// of `reads` still `left_out` added, each parsed only as deep as its [`Keep`] says (see
-    /// [`super::pruned`]); `parsed` itself when none is.
+    /// [`super::pruned`]; read with the body when [`Self::read`] was given the same `Keep`,
+    /// else now); `parsed` itself when none is.
     pub fn with_kept<'p>(
         &self,
         parsed: &'p Map<String, Value>,
         left_out: &[&str],
-        reads: &[(&str, Keep)],
+        reads: &'static [(&'static str, Keep)],
     ) -> serde_json::Result<Cow<'p, Map<String, Value>>> {
         let unread = |name: &&str| left_out.contains(name);
         if !reads.iter().any(|(name, _)| unread(name)) {
@@ -174,9 +191,16 @@ impl SentBody {
         }
         let mut view = parsed.clone();
         for (name, keep) in reads.iter().filter(|(name, _)| unread(name)) {
-            if let Some(raw) = self.member(name) {
-                view.insert((*name).to_owned(), super::pruned::parse_kept(raw, keep)?);
-            }
+            let read_already = self
+                .kept
+                .iter()
+                .find(|(kept, by, _)| kept == name && *by == keep);
+            let value = match (read_already, self.member(name)) {
+                (Some((_, _, value)), _) => value.clone(),
+                (None, Some(raw)) => super::pruned::parse_kept(raw, keep)?,
+                (None, None) => continue,
+            };
+            view.insert((*name).to_owned(), value);
         }
         Ok(Cow::Owned(view))
     }
@@ -188,12 +212,12 @@ impl SentBody {
     pub fn duplicate_within(&self, name: &str) -> Option<String> {
         let member = self.members.iter().find(|m| &*m.name == name)?;
         let raw = &self.bytes[member.value.clone()];
-        let mut deserializer = serde_json::Deserializer::from_slice(raw);
-        let base = raw.as_ptr() as usize;
-        let members = deserializer.deserialize_map(MembersVisitor { base }).ok()?;
-        let mut seen = hashbrown::HashSet::with_capacity(members.len());
-        let twice = members.iter().find(|m| !seen.insert(&*m.name))?;
-        Some(twice.name.chars().take(64).collect())
+        let names = serde_json::Deserializer::from_slice(raw)
+            .deserialize_map(NamesVisitor)
+            .ok()?;
+        let mut seen = hashbrown::HashSet::with_capacity(names.len());
+        let twice = names.iter().find(|name| !seen.insert(&**name))?;
+        Some(twice.chars().take(64).collect())
     }
 
     /// Writes the body with the members named in `names` edited in place: `parsed` is the same
@@ -261,17 +285,20 @@ fn after_whitespace(text: &[u8], mut at: usize) -> usize {
 }
 
 /// Reads one JSON value of `text` starting at `at` (a name or a member's value, followed by
-/// the object's punctuation), and where it ended.
-fn one<'de, T: serde::Deserialize<'de>>(
+/// the object's punctuation) as `seed` says, and where it ended: the offset a stream over the
+/// rest would start from (serde_json tells a reader's position no other way; what follows is
+/// the caller's to judge).
+fn one<'de, S: DeserializeSeed<'de>>(
     text: &'de [u8],
     at: usize,
-) -> Result<(T, usize), SentBodyError> {
-    let mut values =
-        serde_json::Deserializer::from_slice(text.get(at..).unwrap_or_default()).into_iter::<T>();
-    match values.next() {
-        Some(Ok(value)) => Ok((value, at + values.byte_offset())),
-        _ => Err(SentBodyError::NotAnObject),
-    }
+    seed: S,
+) -> Result<(S::Value, usize), SentBodyError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(text.get(at..).unwrap_or_default());
+    let value = seed
+        .deserialize(&mut deserializer)
+        .map_err(|_| SentBodyError::NotAnObject)?;
+    let end = at + deserializer.into_iter::<de::IgnoredAny>().byte_offset();
+    Ok((value, end))
 }
 
 /// The first name given to two members (ASCII letter case aside), if any.
@@ -333,31 +360,23 @@ fn write_json(out: &mut Vec<u8>, value: &(impl serde::Serialize + ?Sized)) {
     let _ = serde_json::to_writer(out, value);
 }
 
-/// Reads an object's members as names and byte ranges of their raw values.
-struct MembersVisitor {
-    base: usize,
-}
+/// Reads an object's member names (its values skipped: the body was checked when it was read).
+struct NamesVisitor;
 
-impl<'de> Visitor<'de> for MembersVisitor {
-    type Value = Vec<Member>;
+impl<'de> Visitor<'de> for NamesVisitor {
+    type Value = Vec<Box<str>>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON object")
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut members = Vec::new();
+        let mut names = Vec::new();
         while let Some(name) = map.next_key::<Cow<'de, str>>()? {
-            let raw: &'de RawValue = map.next_value()?;
-            let start = (raw.get().as_ptr() as usize)
-                .checked_sub(self.base)
-                .ok_or_else(|| de::Error::custom("a member outside the body"))?;
-            members.push(Member {
-                name: name.into(),
-                value: start..start + raw.get().len(),
-            });
+            map.next_value::<de::IgnoredAny>()?;
+            names.push(name.into());
         }
-        Ok(members)
+        Ok(names)
     }
 }
 
@@ -396,9 +415,17 @@ mod tests {
             "{\"a\":\"\u{1}\"}",
             "\u{feff}{}",
         ] {
+            const KEPT: &[(&str, Keep)] = &[
+                ("a", Keep::Items(&Keep::Whole)),
+                ("d", super::super::pruned::TYPES_OF_ITEMS),
+            ];
             let whole = serde_json::from_str::<Map<String, Value>>(text);
-            for left_out in [&[][..], &["a", "d"][..]] {
-                let read = SentBody::read(Bytes::copy_from_slice(text.as_bytes()), left_out);
+            for (left_out, kept) in [
+                (&[][..], &[][..]),
+                (&["a", "d"][..], &[][..]),
+                (&["a", "d"][..], KEPT),
+            ] {
+                let read = SentBody::read(Bytes::copy_from_slice(text.as_bytes()), left_out, kept);
                 assert_eq!(read.is_ok(), whole.is_ok(), "{text:?}");
                 let (Ok((sent, parsed)), Ok(whole)) = (read, &whole) else {
                     continue;
@@ -423,6 +450,7 @@ mod tests {
         let (_, mut parsed) = SentBody::read(
             Bytes::copy_from_slice(text.as_bytes()),
             &["messages", "tools"],
+            &[],
         )
         .unwrap();
         assert_eq!(parsed.keys().collect::<Vec<_>>(), ["a", "b", "e"]);
@@ -435,7 +463,7 @@ mod tests {
             parsed.iter().collect::<Vec<_>>(),
             whole.iter().collect::<Vec<_>>()
         );
-        let (_, all) = SentBody::read(Bytes::copy_from_slice(text.as_bytes()), &[]).unwrap();
+        let (_, all) = SentBody::read(Bytes::copy_from_slice(text.as_bytes()), &[], &[]).unwrap();
         assert_eq!(all, whole);
     }
 

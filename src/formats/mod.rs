@@ -326,7 +326,7 @@ fn parse_arguments(arguments: &str) -> Result<Value, FormatError> {
     if arguments.trim().is_empty() {
         return Ok(Value::Object(Map::new()));
     }
-    serde_json::from_str(arguments)
+    strict::value(arguments.as_bytes())
         .map_err(|_| FormatError::invalid("a tool call's 'arguments' is not valid JSON"))
 }
 

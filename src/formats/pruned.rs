@@ -11,11 +11,13 @@
 
 use std::fmt;
 
-use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess};
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess};
 use serde_json::{Map, Value};
 
+use super::strict::Checked;
+
 /// What of a value is kept.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub enum Keep {
     /// All of it.
     Whole,
@@ -40,8 +42,9 @@ pub fn parse_kept(raw: &[u8], keep: &Keep) -> serde_json::Result<Value> {
     Ok(value)
 }
 
-/// The seed that parses one value as its `Keep` says.
-struct Kept<'k>(&'k Keep);
+/// The seed that parses one value as its `Keep` says; what it leaves out is checked as a parse
+/// would check it ([`super::strict`]), and dropped.
+pub(super) struct Kept<'k>(pub(super) &'k Keep);
 
 impl<'de> DeserializeSeed<'de> for Kept<'_> {
     type Value = Value;
@@ -93,7 +96,7 @@ impl<'de> de::Visitor<'de> for KeptVisitor<'_> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         let Keep::Items(item) = self.0 else {
-            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            while seq.next_element::<Checked>()?.is_some() {}
             return Ok(Value::Null);
         };
         let mut items = Vec::new();
@@ -105,7 +108,7 @@ impl<'de> de::Visitor<'de> for KeptVisitor<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let Keep::Members(members) = self.0 else {
-            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            while map.next_entry::<Checked, Checked>()?.is_some() {}
             return Ok(Value::Null);
         };
         let mut kept = Map::new();
@@ -116,7 +119,7 @@ impl<'de> de::Visitor<'de> for KeptVisitor<'_> {
                     kept.insert((*name).to_owned(), value);
                 }
                 None => {
-                    map.next_value::<IgnoredAny>()?;
+                    map.next_value::<Checked>()?;
                 }
             }
         }
@@ -170,9 +173,11 @@ mod tests {
             parse_kept(br#""tools""#, &TYPES_OF_ITEMS).unwrap(),
             Value::Null
         );
-        // What is skipped is still read as JSON syntax (its values are held to a parse's
-        // rules at the front door: `strict::check`).
+        // What is skipped is still read as strictly as a parse reads it.
         assert!(parse_kept(br#"[{"type":"f","x":[1,}]"#, &TYPES_OF_ITEMS).is_err());
+        assert!(parse_kept(br#"[{"type":"f","x":"\ud800"}]"#, &TYPES_OF_ITEMS).is_err());
+        assert!(parse_kept(br#"[{"type":"f"}, 1e400]"#, &TYPES_OF_ITEMS).is_err());
+        assert!(parse_kept(br#"[{"\ud800":1}]"#, &TYPES_OF_ITEMS).is_err());
         assert!(parse_kept(br#"[{"type":"f"}] x"#, &TYPES_OF_ITEMS).is_err());
     }
 }

@@ -79,7 +79,7 @@ impl<'de> Visitor<'de> for ClientValue {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        let mut items = Vec::new();
         while let Some(item) = seq.next_element_seed(ClientValue)? {
             items.push(item);
         }
@@ -93,15 +93,6 @@ impl<'de> Visitor<'de> for ClientValue {
             members.insert(name, value);
         }
         Ok(Value::Object(members))
-    }
-}
-
-/// A value read as [`ClientValue`] reads it (as a type, for readers that take one).
-pub(super) struct Built(pub(super) Value);
-
-impl<'de> Deserialize<'de> for Built {
-    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        ClientValue.deserialize(deserializer).map(Built)
     }
 }
 

@@ -19,6 +19,7 @@ use super::serve::{AttemptAnswer, ClientRequest, serve, traced_inference};
 use super::{Active, Gateway};
 use crate::config::TenantConfig;
 use crate::config::load::Snapshot;
+use crate::formats::pruned::Keep;
 use crate::formats::{Format, SentBody, SentBodyError};
 use crate::routing::plan::{RouteRequest, plan, prefer_healthy};
 use crate::telemetry::genai::CHAT;
@@ -228,12 +229,14 @@ pub struct ParsedRequest<'a> {
 /// Authenticates, reads and parses a request of any front door: the tenant from its key (once,
 /// before the body is read), the body bounded and within the body timeout, checked for shape,
 /// indexed as sent and parsed, all but the members `left_out` names (a front door that only
-/// forwards them, unless a plan translates, leaves them as bytes).
+/// forwards them, unless a plan translates, leaves them as bytes), and of those the `kept` ones
+/// read as deep as the platform key's check reads them.
 pub async fn parse_request<'a>(
     gateway: &Gateway,
     snapshot: &'a Snapshot,
     request: Request<Incoming>,
     left_out: &'static [&'static str],
+    kept: &'static [(&'static str, Keep)],
 ) -> Result<ParsedRequest<'a>, ApiError> {
     let (parts, body) = request.into_parts();
     // Before the body is read: an unknown key costs the gateway nothing more, and neither does
@@ -255,7 +258,17 @@ pub async fn parse_request<'a>(
             super::body_shape::MAX_VALUES
         )));
     }
-    let (sent, json) = match SentBody::read(body.clone(), left_out) {
+    // Read with the body only for a tenant the platform's key may serve: its check is never
+    // run on a tenant's own key.
+    let kept = if tenant
+        .source
+        .reaches_platform(tenant.allow_platform_fallback)
+    {
+        kept
+    } else {
+        &[]
+    };
+    let (sent, json) = match SentBody::read(body.clone(), left_out, kept) {
         Ok(read) => read,
         Err(SentBodyError::NotAnObject) => return Err(not_a_json_object(&body)),
         Err(error) => return Err(ApiError::bad_request(error.to_string())),
@@ -381,8 +394,9 @@ pub async fn handle(
     request: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, ApiError> {
     let snapshot = gateway.active()?;
-    let unread = crate::formats::dialect::dialect(Format::OpenAi).forwarded_unread();
-    let request = parse_request(&gateway, &snapshot, request, unread).await?;
+    let dialect = crate::formats::dialect::dialect(Format::OpenAi);
+    let (unread, kept) = (dialect.forwarded_unread(), dialect.shared_key_check_reads());
+    let request = parse_request(&gateway, &snapshot, request, unread, kept.unwrap_or(&[])).await?;
     route_and_serve(&gateway, &snapshot, request, Format::OpenAi).await
 }
 

@@ -610,7 +610,7 @@ pub(super) async fn try_again(
         .inc();
     let class = failure.retry_class();
     if class.is_some() {
-        snapshot.health.record_failure(&attempt.provider.id);
+        let _ = snapshot.health.record_failure(&attempt.provider.id);
     }
     // Request-controlled text (the model name) as escaped fields: a newline in it cannot
     // start a forged log line.

@@ -499,7 +499,7 @@ fn usage_metadata(usage: &Usage) -> Value {
 
 /// A function call part, its arguments parsed back into an object.
 fn call_part(id: &Value, name: &Value, arguments: &str) -> Value {
-    let args = serde_json::from_str::<Value>(arguments)
+    let args = crate::formats::strict::value(arguments.as_bytes())
         .ok()
         .filter(Value::is_object)
         .unwrap_or_else(|| json!({}));
