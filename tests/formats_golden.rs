@@ -509,14 +509,7 @@ fn an_anthropic_stream_passes_through_byte_for_byte_when_the_client_speaks_anthr
 }
 
 /// Every format there is, in the order the matrix snapshots them.
-const FORMATS: [Format; 6] = [
-    Format::OpenAi,
-    Format::Anthropic,
-    Format::Gemini,
-    Format::Cohere,
-    Format::Responses,
-    Format::Bedrock,
-];
+const FORMATS: [Format; 6] = Format::ALL;
 
 /// The fixture directory of a format's own fixtures.
 fn directory(format: Format) -> &'static str {

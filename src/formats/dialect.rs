@@ -403,14 +403,7 @@ mod tests {
     /// there would be dropped from what is forwarded.
     #[test]
     fn what_a_pass_through_rewrites_is_never_left_unparsed() {
-        for format in [
-            Format::OpenAi,
-            Format::Anthropic,
-            Format::Gemini,
-            Format::Cohere,
-            Format::Responses,
-            Format::Bedrock,
-        ] {
+        for format in Format::ALL {
             let dialect = dialect(format);
             let edit = PassThrough {
                 model: "m",
@@ -436,14 +429,7 @@ mod tests {
 
     #[test]
     fn every_format_has_its_own_dialect() {
-        for format in [
-            Format::OpenAi,
-            Format::Anthropic,
-            Format::Gemini,
-            Format::Cohere,
-            Format::Responses,
-            Format::Bedrock,
-        ] {
+        for format in Format::ALL {
             assert_eq!(dialect(format).format(), format);
         }
         assert_eq!(dialect(Format::Anthropic).auth(), Auth::Header("x-api-key"));

@@ -65,6 +65,18 @@ pub enum Format {
     Bedrock,
 }
 
+impl Format {
+    /// Every format there is.
+    pub const ALL: [Format; 6] = [
+        Format::OpenAi,
+        Format::Anthropic,
+        Format::Gemini,
+        Format::Cohere,
+        Format::Responses,
+        Format::Bedrock,
+    ];
+}
+
 /// Why a translation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FormatError {
