@@ -442,6 +442,95 @@ mod tests {
         }
     }
 
+    mod against_serde_json {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// JSON text of objects, arrays and scalars a few levels deep, with whitespace between
+        /// every token.
+        fn json_text() -> impl Strategy<Value = String> {
+            let ws = prop_oneof![Just(""), Just(" "), Just("\n\t"), Just("\r\n ")];
+            let scalar = prop_oneof![
+                Just("null".to_owned()),
+                Just("true".to_owned()),
+                Just("-0".to_owned()),
+                Just("1.5e3".to_owned()),
+                Just("18446744073709551616".to_owned()),
+                "[a-z]{0,4}".prop_map(|text| format!("\"{text}\"")),
+                Just(r#""\"\\\u00e9""#.to_owned()),
+            ];
+            scalar.prop_recursive(3, 24, 4, move |inner| {
+                let ws = ws.clone();
+                prop_oneof![
+                    (proptest::collection::vec(inner.clone(), 0..4), ws.clone()).prop_map(
+                        |(items, ws)| format!("[{ws}{}{ws}]", items.join(&format!("{ws},{ws}")))
+                    ),
+                    (proptest::collection::vec(("[a-e]{1,2}", inner), 0..4), ws).prop_map(
+                        |(members, ws)| {
+                            let members: Vec<String> = members
+                                .iter()
+                                .map(|(name, value)| format!("\"{name}\"{ws}:{ws}{value}"))
+                                .collect();
+                            format!("{{{ws}{}{ws}}}", members.join(&format!("{ws},{ws}")))
+                        }
+                    ),
+                ]
+            })
+        }
+
+        /// A body: an object of such values, perhaps broken by one edit.
+        fn body() -> impl Strategy<Value = Vec<u8>> {
+            let members = proptest::collection::vec(("[a-f]{1,3}", json_text()), 0..5);
+            let edit = proptest::option::of((
+                any::<prop::sample::Index>(),
+                prop_oneof![
+                    Just(None),
+                    proptest::sample::select(b"{}[],:\" 1e-.\\atu\x01".to_vec()).prop_map(Some),
+                ],
+            ));
+            (members, edit).prop_map(|(members, edit)| {
+                let members: Vec<String> = members
+                    .iter()
+                    .map(|(name, value)| format!("\"{name}\": {value}"))
+                    .collect();
+                let mut bytes = format!(" {{{}}} ", members.join(", ")).into_bytes();
+                if let Some((at, replacement)) = edit {
+                    let at = at.index(bytes.len());
+                    match replacement {
+                        None => {
+                            bytes.remove(at);
+                        }
+                        Some(byte) => bytes.insert(at, byte),
+                    }
+                }
+                bytes
+            })
+        }
+
+        proptest! {
+            /// `read` refuses as not JSON exactly what serde_json refuses, and a member's
+            /// bytes are its value as serde_json reads it (names given twice aside: refused
+            /// here, the last kept there).
+            #[test]
+            fn read_agrees_with_a_whole_parse(bytes in body()) {
+                let whole = serde_json::from_slice::<Map<String, Value>>(&bytes);
+                let read = SentBody::read(Bytes::from(bytes.clone()), &["a"], &[]);
+                prop_assert_eq!(
+                    whole.is_ok(),
+                    !matches!(read, Err(SentBodyError::NotAnObject)),
+                    "{}", String::from_utf8_lossy(&bytes)
+                );
+                if let (Ok(whole), Ok((sent, parsed))) = (whole, read) {
+                    for (name, value) in &whole {
+                        let raw = sent.member(name).unwrap();
+                        prop_assert_eq!(&serde_json::from_slice::<Value>(raw).unwrap(), value);
+                        prop_assert_eq!(parsed.get(name), (name != "a").then_some(value));
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn members_left_out_and_parsed_later_give_the_whole_body_in_its_order() {
         let text = r#"{"a":1,"messages":[{"x":[1,2]}],"b":{"c":"d"},"tools":[],"e":null}"#;
