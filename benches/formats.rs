@@ -157,10 +157,13 @@ fn pass_through(c: &mut Criterion) {
     };
     let mut group = c.benchmark_group("pass-through");
     group.throughput(Throughput::Bytes(bytes.len() as u64));
-    group.bench_function("index as sent + write edited", |b| {
+    // As the chat front door reads a body: the conversation and tools left as they came.
+    let unread =
+        dgidgi::formats::dialect::dialect(dgidgi::formats::Format::OpenAi).forwarded_unread();
+    group.bench_function("read as sent (conversation unparsed) + write edited", |b| {
         b.iter(|| {
-            let sent = SentBody::parse(bytes.clone()).unwrap();
-            sent.write_edited(&parsed, &names, edit)
+            let (sent, shallow) = SentBody::read(bytes.clone(), unread, &[]).unwrap();
+            sent.write_edited(&shallow, &names, edit)
         });
     });
     group.bench_function("serialize parsed + edit", |b| {

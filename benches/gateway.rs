@@ -130,16 +130,20 @@ fn request_path(c: &mut Criterion) {
     );
 
     // The same conversation passed through as sent (the pass-through's real path since bodies
-    // are kept as they arrived): its members indexed, then written with the same edit.
+    // are kept as they arrived): read as the chat front door reads it (the conversation and
+    // tools left unparsed), then written with the same edit.
+    let unread =
+        dgidgi::formats::dialect::dialect(dgidgi::formats::Format::OpenAi).forwarded_unread();
     let sent_bytes = bytes::Bytes::from(serde_json::to_vec(&conversation).expect("serializes"));
     c.bench_function(
         "gateway/re-address a 40-message body as sent (index + write)",
         |b| {
             b.iter(|| {
-                let sent = dgidgi::formats::SentBody::parse(black_box(sent_bytes.clone()))
-                    .expect("an object");
+                let (sent, shallow) =
+                    dgidgi::formats::SentBody::read(black_box(sent_bytes.clone()), unread, &[])
+                        .expect("an object");
                 black_box(sent.write_edited(
-                    &conversation,
+                    &shallow,
                     &[
                         "model",
                         "stream_options",
