@@ -196,6 +196,14 @@ async fn spending_the_reservation_cannot_price_is_refused_on_the_platforms_key()
             {"type": "document", "source": {"type": "file", "file_id": "file_of_tenant_a"}}]}]})),
             "file id",
         ),
+        (
+            "/v1/messages",
+            &anthropic_headers[..],
+            messages(json!({"messages": [{"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": "t1", "content": [
+                {"type": "image", "source": {"type": "file", "file_id": "file_of_tenant_a"}}]}]}]})),
+            "file id",
+        ),
     ] {
         let before = log.lock().unwrap().len();
         let (status, _, answer) = post_raw(&gateway, path, headers, &body.to_string()).await;

@@ -16,8 +16,9 @@ use serde_json::{Map, Value};
 
 use super::strict::Checked;
 
-/// What of a value is kept.
-#[derive(Debug, PartialEq, Eq)]
+/// What of a value is kept. A `Keep` may hold itself (parts within parts, as a `static`):
+/// equality stops where both sides are the same `Keep`, and `Debug` shows one level.
+#[derive(Eq)]
 pub enum Keep {
     /// All of it.
     Whole,
@@ -28,6 +29,31 @@ pub enum Keep {
     /// out. Anything but an object becomes `null` (a check that looks a member up finds none
     /// either way).
     Members(&'static [(&'static str, Keep)]),
+}
+
+impl fmt::Debug for Keep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Keep::Whole => f.write_str("Whole"),
+            Keep::Items(_) => f.write_str("Items(..)"),
+            Keep::Members(members) => f
+                .debug_list()
+                .entries(members.iter().map(|(name, _)| name))
+                .finish(),
+        }
+    }
+}
+
+impl PartialEq for Keep {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::eq(self, other)
+            || match (self, other) {
+                (Keep::Whole, Keep::Whole) => true,
+                (Keep::Items(a), Keep::Items(b)) => a == b,
+                (Keep::Members(a), Keep::Members(b)) => a == b,
+                _ => false,
+            }
+    }
 }
 
 /// The `type` of each item of an array (a request's tools, as the shared key's checks read

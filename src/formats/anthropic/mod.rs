@@ -137,11 +137,16 @@ impl super::dialect::Dialect for Messages {
     }
 
     /// Besides `mcp_servers` and `container`: each tool's type, and the type and source type
-    /// of each content part of each message.
+    /// of each content part of each message, and of the parts within them.
     fn shared_key_check_reads(&self) -> Option<&'static [(&'static str, Keep)]> {
-        const PART: Keep = Keep::Members(&[
+        /// A content part as the check reads it, and the parts within it.
+        static PART: Keep = Keep::Members(&[
             ("type", Keep::Whole),
-            ("source", Keep::Members(&[("type", Keep::Whole)])),
+            (
+                "source",
+                Keep::Members(&[("type", Keep::Whole), ("content", Keep::Items(&PART))]),
+            ),
+            ("content", Keep::Items(&PART)),
         ]);
         const MESSAGE: Keep = Keep::Members(&[("content", Keep::Items(&PART))]);
         Some(&[

@@ -66,19 +66,26 @@ pub fn refuse_on_shared_key(request: &Map<String, Value>) -> Result<(), FormatEr
             )));
         }
     }
-    let parts = crate::formats::items(request.get("messages"))
-        .filter_map(|message| message.get("content").and_then(Value::as_array))
-        .flatten();
-    for part in parts {
-        let by_id = part.pointer("/source/type").and_then(Value::as_str) == Some("file")
-            || part.get("type").and_then(Value::as_str) == Some("container_upload");
-        if by_id {
-            return Err(FormatError::unsupported(
-                "content by file id refers to a file stored under the platform's shared key; send it inline (base64 or text), or use your own key",
-            ));
-        }
+    let mut parts = crate::formats::items(request.get("messages"))
+        .flat_map(|message| crate::formats::items(message.get("content")));
+    if parts.any(by_file_id) {
+        return Err(FormatError::unsupported(
+            "content by file id refers to a file stored under the platform's shared key; send it inline (base64 or text), or use your own key",
+        ));
     }
     Ok(())
+}
+
+/// Whether a content part, or a part within it, names a file by id: a `source` of type `file`
+/// or a `container_upload`, at the top of a message or inside a `tool_result`'s content or a
+/// document's content source (which hold parts of their own).
+fn by_file_id(part: &Value) -> bool {
+    let source = part.get("source");
+    source.and_then(|s| s.get("type")).and_then(Value::as_str) == Some("file")
+        || part.get("type").and_then(Value::as_str) == Some("container_upload")
+        || crate::formats::items(part.get("content"))
+            .chain(crate::formats::items(source.and_then(|s| s.get("content"))))
+            .any(by_file_id)
 }
 
 /// Anthropic refuses a `thinking.budget_tokens` at or above `max_tokens`: when a cap lowers
