@@ -184,6 +184,13 @@ async fn spending_the_reservation_cannot_price_is_refused_on_the_platforms_key()
             "browser_search",
         ),
         (
+            "/v1/chat/completions",
+            &openai_headers[..],
+            chat(json!({"messages": [{"role": "user", "content": [
+                {"type": "file", "file": {"file_id": "file-of-tenant-a"}}]}]})),
+            "'file_id'",
+        ),
+        (
             "/v1/messages",
             &anthropic_headers[..],
             messages(json!({"tools": [{"type": "web_fetch_20250910", "name": "web_fetch"}]})),

@@ -146,7 +146,9 @@ const SPENT_APART: [(&str, &str); 5] = [
 /// Refuses what a chat request to `model` may not do through the platform's key, which every
 /// tenant shares and the gateway meters: spend on anything it cannot reserve and price
 /// ([`SPENT_APART`], tools other than functions — a provider's built-in tools are billed per
-/// call —, and OpenRouter's model ids that add web search or choose the model themselves).
+/// call —, and OpenRouter's model ids that add web search or choose the model themselves), and
+/// reach state kept under that key (a `file` part naming an uploaded file by `file_id`: the
+/// platform's account holds it, not the tenant).
 /// Dearer service options (`service_tier: priority`) are refused for every metered tenant
 /// before this (`gateway::metered::request_size`). `searches_anyway`: the provider searches the web on
 /// every request whatever it is asked (Perplexity), so its search options change nothing.
@@ -181,6 +183,21 @@ pub fn refuse_on_shared_key(
                 "tools of type {kind:?} are run and billed by the provider apart from tokens, which the platform's key cannot meter; use function tools, or your own key"
             ));
         }
+    }
+    let by_file_id = crate::formats::items(super::member(request, "messages"))
+        .flat_map(|message| crate::formats::items(message.get("content")))
+        .any(|part| {
+            part.get("type").and_then(Value::as_str) == Some("file")
+                && part
+                    .get("file")
+                    .and_then(|file| file.get("file_id"))
+                    .is_some_and(|id| !id.is_null())
+        });
+    if by_file_id {
+        return refuse(
+            "a file part by 'file_id' refers to a file stored under the platform's shared key; send it inline ('file_data'), or use your own key"
+                .to_owned(),
+        );
     }
     if model.ends_with(":online") || model == "openrouter/auto" || model.starts_with("@preset/") {
         return refuse(format!(
@@ -609,9 +626,18 @@ impl super::dialect::Dialect for Chat {
         refuse_on_shared_key(request, edit.model, edit.searches_anyway)
     }
 
-    /// Besides the members [`SPENT_APART`] names and the model: each tool's type.
+    /// Besides the members [`SPENT_APART`] names and the model: each tool's type, and the type
+    /// and `file.file_id` of each content part of each message.
     fn shared_key_check_reads(&self) -> Option<&'static [(&'static str, Keep)]> {
-        Some(&[("tools", TYPES_OF_ITEMS)])
+        const PART: Keep = Keep::Members(&[
+            ("type", Keep::Whole),
+            ("file", Keep::Members(&[("file_id", Keep::Whole)])),
+        ]);
+        const MESSAGE: Keep = Keep::Members(&[("content", Keep::Items(&PART))]);
+        Some(&[
+            ("tools", TYPES_OF_ITEMS),
+            ("messages", Keep::Items(&MESSAGE)),
+        ])
     }
 
     fn forwarded_unread(&self) -> &'static [&'static str] {
