@@ -65,12 +65,11 @@ impl SentBody {
     }
 
     /// Reads a JSON object body in one pass: where each top-level member's value is, and each
-    /// value parsed as [`super::strict::value`] parses it, but for the members `left_out` names,
-    /// which are checked as strictly (as [`super::strict::check`] does: what a parse refuses,
-    /// they may not hold either; each member may nest 127 levels, one more than inside a
-    /// whole-body parse, as each is read on its own) and stay as their bytes until [`Self::parse_into`] reads them: a
-    /// pass-through's conversation and tools, most of a real request's bytes, which the
-    /// gateway only forwards. Those `kept` names are read as deep as their [`Keep`] says in
+    /// value parsed as [`super::strict::value`] parses it, but for the members `left_out`
+    /// names, which are checked as strictly (as [`super::strict::check`] does) and stay as
+    /// their bytes until [`Self::parse_into`] reads them: a pass-through's conversation and
+    /// tools, most of a real request's bytes, which the gateway only forwards. Each member is
+    /// read on its own, so it may nest 127 levels, one more than inside a whole-body parse. Those `kept` names are read as deep as their [`Keep`] says in
     /// the same pass (what a check of the platform's key reads of them: [`Self::with_kept`]).
     ///
     /// The object's own punctuation is read here; each name and value is read by serde_json,

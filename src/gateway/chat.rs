@@ -19,7 +19,6 @@ use super::serve::{AttemptAnswer, ClientRequest, serve, traced_inference};
 use super::{Active, Gateway};
 use crate::config::TenantConfig;
 use crate::config::load::Snapshot;
-use crate::formats::pruned::Keep;
 use crate::formats::{Format, SentBody, SentBodyError};
 use crate::routing::plan::{RouteRequest, plan, prefer_healthy};
 use crate::telemetry::genai::CHAT;
@@ -228,15 +227,15 @@ pub struct ParsedRequest<'a> {
 
 /// Authenticates, reads and parses a request of any front door: the tenant from its key (once,
 /// before the body is read), the body bounded and within the body timeout, checked for shape,
-/// indexed as sent and parsed, all but the members `left_out` names (a front door that only
-/// forwards them, unless a plan translates, leaves them as bytes), and of those the `kept` ones
-/// read as deep as the platform key's check reads them.
+/// indexed as sent and parsed. A front door that only forwards its body when the plan allows
+/// (`passes_through`: its format) leaves the members its dialect forwards unread as bytes
+/// ([`crate::formats::dialect::Dialect::forwarded_unread`]), and reads of them what the
+/// platform key's check reads.
 pub async fn parse_request<'a>(
     gateway: &Gateway,
     snapshot: &'a Snapshot,
     request: Request<Incoming>,
-    left_out: &'static [&'static str],
-    kept: &'static [(&'static str, Keep)],
+    passes_through: Option<Format>,
 ) -> Result<ParsedRequest<'a>, ApiError> {
     let (parts, body) = request.into_parts();
     // Before the body is read: an unknown key costs the gateway nothing more, and neither does
@@ -258,16 +257,18 @@ pub async fn parse_request<'a>(
             super::body_shape::MAX_VALUES
         )));
     }
+    let dialect = passes_through.map(crate::formats::dialect::dialect);
+    let left_out = dialect.map_or(&[][..], |dialect| dialect.forwarded_unread());
     // Read with the body only for a tenant the platform's key may serve: its check is never
     // run on a tenant's own key.
-    let kept = if tenant
-        .source
-        .reaches_platform(tenant.allow_platform_fallback)
-    {
-        kept
-    } else {
-        &[]
-    };
+    let kept = dialect
+        .filter(|_| {
+            tenant
+                .source
+                .reaches_platform(tenant.allow_platform_fallback)
+        })
+        .and_then(|dialect| dialect.shared_key_check_reads())
+        .unwrap_or(&[]);
     let (sent, json) = match SentBody::read(body.clone(), left_out, kept) {
         Ok(read) => read,
         Err(SentBodyError::NotAnObject) => return Err(not_a_json_object(&body)),
@@ -394,9 +395,7 @@ pub async fn handle(
     request: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, ApiError> {
     let snapshot = gateway.active()?;
-    let dialect = crate::formats::dialect::dialect(Format::OpenAi);
-    let (unread, kept) = (dialect.forwarded_unread(), dialect.shared_key_check_reads());
-    let request = parse_request(&gateway, &snapshot, request, unread, kept.unwrap_or(&[])).await?;
+    let request = parse_request(&gateway, &snapshot, request, Some(Format::OpenAi)).await?;
     route_and_serve(&gateway, &snapshot, request, Format::OpenAi).await
 }
 

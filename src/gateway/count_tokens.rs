@@ -51,7 +51,7 @@ pub async fn handle(
     request: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, ApiError> {
     let snapshot = gateway.active()?;
-    let request = parse_request(&gateway, &snapshot, request, &[], &[]).await?;
+    let request = parse_request(&gateway, &snapshot, request, None).await?;
     count(&gateway, &snapshot, request, Format::Anthropic).await
 }
 

@@ -51,7 +51,7 @@ pub async fn handle(
     request: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, ApiError> {
     let snapshot = gateway.active()?;
-    let request = parse_request(&gateway, &snapshot, request, &[], &[]).await?;
+    let request = parse_request(&gateway, &snapshot, request, None).await?;
     let (model, provider) = model_and_provider(&request.json, &request.headers)?;
     embeddings::check(&request.json).map_err(|error| ApiError::bad_request(error.to_string()))?;
     let routing = RouteRequest {

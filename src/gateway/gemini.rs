@@ -85,7 +85,7 @@ pub async fn handle(
         _ => return Err(ApiError::not_found(path)),
     };
     let snapshot = gateway.active()?;
-    let mut parsed = parse_request(&gateway, &snapshot, request, &[], &[]).await?;
+    let mut parsed = parse_request(&gateway, &snapshot, request, None).await?;
     if method == "countTokens"
         && let Some(Value::Object(inner)) = parsed.json.remove("generateContentRequest")
     {

@@ -22,9 +22,7 @@ pub async fn handle(
     request: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, ApiError> {
     let snapshot = gateway.active()?;
-    let dialect = crate::formats::dialect::dialect(Format::Anthropic);
-    let (unread, kept) = (dialect.forwarded_unread(), dialect.shared_key_check_reads());
-    let request = parse_request(&gateway, &snapshot, request, unread, kept.unwrap_or(&[])).await?;
+    let request = parse_request(&gateway, &snapshot, request, Some(Format::Anthropic)).await?;
     // Anthropic requires max_tokens; checking it here gives the same answer whatever serves.
     match request.json.get("max_tokens") {
         Some(Value::Number(n)) if n.as_u64().is_some_and(|n| n > 0) => {}

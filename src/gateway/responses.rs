@@ -34,7 +34,7 @@ pub async fn handle(
     request: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, ApiError> {
     let snapshot = gateway.active()?;
-    let mut request = parse_request(&gateway, &snapshot, request, &[], &[]).await?;
+    let mut request = parse_request(&gateway, &snapshot, request, None).await?;
     let tenant = &request.tenant.id;
     // What the references stand for counts as if it had been sent: within the body limit, and
     // in the request's size for the reservation.

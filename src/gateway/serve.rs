@@ -102,7 +102,7 @@ struct Prepared {
     /// The client's body as it arrived (a pass-through to the same format keeps its bytes).
     sent: SentBody,
     /// The members of `sent` not yet parsed into `original` (see [`Self::whole`]).
-    left_out: Vec<&'static str>,
+    left_out: &'static [&'static str],
     /// Members the front door changed from what arrived.
     rewritten: Vec<&'static str>,
     /// Where a Responses answer's messages are kept.
@@ -117,14 +117,14 @@ impl Prepared {
     /// the first time something reads the body whole (a translation). A pass-through reads
     /// only the members it edits, and never needs them.
     fn whole(&mut self) -> Result<&Map<String, Value>, FormatError> {
-        while let Some(&name) = self.left_out.first() {
+        for name in self.left_out {
             self.sent
                 .parse_into(&mut self.original, name)
                 .map_err(|error| {
                     FormatError::Invalid(format!("'{name}' is not valid JSON: {error}"))
                 })?;
-            self.left_out.remove(0);
         }
+        self.left_out = &[];
         Ok(&self.original)
     }
 
@@ -140,7 +140,7 @@ impl Prepared {
             return self.whole().map(Cow::Borrowed);
         };
         self.sent
-            .with_kept(&self.original, &self.left_out, reads)
+            .with_kept(&self.original, self.left_out, reads)
             .map_err(|error| FormatError::Invalid(format!("the request body: {error}")))
     }
 
@@ -380,7 +380,7 @@ pub async fn serve(
         client_wants_usage,
         original: request.json,
         sent: request.sent,
-        left_out: request.left_out.to_vec(),
+        left_out: request.left_out,
         rewritten: request.rewritten,
         items: request.items,
         canonical: None,
