@@ -1253,3 +1253,44 @@ async fn a_threshold_crossed_by_a_neighbours_spend_is_announced_at_the_next_sett
         assert_eq!(announced(), 1, "announced once (shared: {shared})");
     }
 }
+
+/// A window's expired entries are counted out at once and removed now and then (by one
+/// request in sixteen, chosen by the last hex digit of its random id): a busy tenant's set holds
+/// its live entries and a few more, never every request it ever made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_windows_expired_entries_are_counted_out_and_removed() {
+    use dgidgi::metering::charge::Charge;
+    use dgidgi::metering::redis::{Layout, RedisCounters};
+    let redis = RedisServer::start();
+    let counters =
+        RedisCounters::new(&redis.url(), Layout::SINGLE, Duration::from_secs(2)).expect("client");
+    let charges = vec![Charge::Window {
+        key: "t:w:rpm".into(),
+        limit: 5,
+        window_ms: 20,
+        kind: LimitKind::Rpm,
+    }];
+    // Members 1 to 100 spell their last hex digit as `member % 16`: 16, 32, … 96 remove.
+    for member in 1..=100u128 {
+        // At least 6 ms apart, at most four of them are in any 20 ms: each is admitted if only
+        // the live entries count, and the sixth is refused if the expired ones did too.
+        tokio::time::sleep(Duration::from_millis(6)).await;
+        assert!(
+            counters.reserve(&charges, member).await.unwrap().is_ok(),
+            "request {member} is admitted"
+        );
+    }
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let held: u64 = redis::cmd("ZCARD")
+        .arg("dgidgi:t:w:rpm")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    // 96 removed what had expired before it: 96 to 100 are held, and at most the three
+    // before 96 that were live then.
+    assert!(
+        (5..=8).contains(&held),
+        "{held} entries held after 100 requests"
+    );
+}
