@@ -26,7 +26,7 @@ use batch::{Batcher, Sources};
 use connection::Connection;
 pub use layout::{CLUSTER_BUCKETS, Epochs, Layout};
 use redeliver::Redeliveries;
-use scripts::{APPLY_RELEASES, CANCEL, HEARTBEAT, REBUILD, RESERVE, SETTLE};
+use scripts::{HEARTBEAT, REBUILD};
 
 /// How long a rebuild's guard stays: longer than any counter it rebuilt (a month and a grace).
 const REBUILD_GUARD_MS: u64 = 40 * 86_400_000;
@@ -167,11 +167,7 @@ impl RedisCounters {
         let cluster = layout.is_cluster();
         let connection = Connection::open(url, cluster, connect, timeout)?;
         let patient = Connection::open(url, cluster, connect, redeliver::PATIENCE)?;
-        let sources = [
-            RESERVE.to_owned(),
-            format!("{APPLY_RELEASES}{SETTLE}"),
-            format!("{APPLY_RELEASES}{CANCEL}"),
-        ];
+        let sources = scripts::sources(MARKER_TTL_MS);
         Ok(Self {
             connection,
             patient,
@@ -271,7 +267,6 @@ impl RedisCounters {
         }
         call.arg(self.marker(bucket, charges, member))
             .arg(self.layout.epoch(bucket))
-            .arg(MARKER_TTL_MS)
             .arg(request_id::text(member));
         match &**self.epoch.load() {
             Epoch::Unchecked => call.arg(""),
@@ -281,15 +276,16 @@ impl RedisCounters {
             },
             Epoch::Lost => return Err(RedisError::EpochLost),
         };
-        let mut flexible = Vec::new();
+        // Each charge's arguments, as wide as its kind (see `scripts::RESERVE`).
+        let mut flexible = false;
         for charge in charges {
-            let (kind, limit, x, ttl) = match charge {
+            match charge {
                 Charge::Window {
                     limit, window_ms, ..
-                } => ("w", exact(*limit), exact(*window_ms), 0),
+                } => call.arg("w").arg(exact(*limit)).arg(exact(*window_ms)),
                 Charge::Lease {
                     limit, lease_ms, ..
-                } => ("l", exact(*limit), exact(*lease_ms), 0),
+                } => call.arg("l").arg(exact(*limit)).arg(exact(*lease_ms)),
                 Charge::Amount {
                     limit,
                     amount,
@@ -297,29 +293,30 @@ impl RedisCounters {
                     flex,
                     ..
                 } => {
-                    let kind = match flex {
-                        Some(flex) => {
-                            flexible.push(flex);
-                            "f"
-                        }
-                        None => "a",
-                    };
-                    (kind, limit.map_or(-1, exact), exact(*amount), *ttl_ms)
+                    call.arg(if flex.is_some() { "f" } else { "a" })
+                        .arg(limit.map_or(-1, exact))
+                        .arg(exact(*amount))
+                        .arg(*ttl_ms);
+                    if let Some(flex) = flex {
+                        flexible = true;
+                        call.arg(format!(
+                            "{} {} {}",
+                            exact(flex.fixed),
+                            exact(flex.per_output),
+                            exact(flex.scale)
+                        ))
+                        .arg(exact(flex.ask))
+                    } else {
+                        &mut call
+                    }
                 }
             };
-            call.arg(kind).arg(limit).arg(x).arg(ttl);
-        }
-        for flex in &flexible {
-            call.arg(exact(flex.fixed))
-                .arg(exact(flex.per_output))
-                .arg(exact(flex.scale))
-                .arg(exact(flex.ask));
         }
         let reply = self.bounded(self.evaluate(call)).await?;
         match reply.as_slice() {
             [0, after @ ..] => {
                 let (after, output) = match after.split_last() {
-                    Some((output, after)) if !flexible.is_empty() => {
+                    Some((output, after)) if flexible => {
                         (after, Some((*output).max(0) as u64))
                     }
                     _ => (after, None),
@@ -405,18 +402,17 @@ impl RedisCounters {
             call.arg(self.layout.key(bucket, key));
         }
         call.arg(self.marker(bucket, charges, member))
-            .arg(request_id::text(member))
-            .arg(MARKER_TTL_MS);
+            .arg(request_id::text(member));
+        // Each release's arguments, as wide as its kind (see `scripts::APPLY_RELEASES`).
         for release in releases {
-            let (kind, delta, ttl) = match release {
-                Release::Window { .. } => ("w", 0, 0),
-                Release::Lease { .. } => ("l", 0, 0),
+            match release {
+                Release::Window { .. } => call.arg("w"),
+                Release::Lease { .. } => call.arg("l"),
                 Release::Adjust { delta, ttl_ms, .. } => {
                     let delta = (*delta).clamp(-(MAX_EXACT as i64), MAX_EXACT as i64);
-                    ("a", delta, *ttl_ms)
+                    call.arg("a").arg(delta).arg(*ttl_ms)
                 }
             };
-            call.arg(kind).arg(delta).arg(ttl);
         }
         call
     }

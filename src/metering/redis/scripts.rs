@@ -2,8 +2,10 @@
 //! settle, cancel, heartbeat, rebuild.
 
 /// Check-and-reserve over every charge: all are applied or none (KEYS: the counters, the
-/// reservation's marker, the epoch; ARGV: marker TTL, member, the epoch expected,
-/// type/limit/x/ttl per counter, then fixed/per/scale/ask per flexible amount). Returns {0,
+/// reservation's marker, the epoch; ARGV: member, the epoch expected, then per counter its
+/// kind, limit and x, an amount's TTL, and a flexible amount's "fixed per scale" and ask: each
+/// argument costs Redis ~1,000 instructions to read and hand to Lua, so none is sent that the
+/// common path does not read, and what only a smaller grant reads is one text). Returns {0,
 /// after..., granted output} on success (the grant only when the list has flexible amounts),
 /// {index, limit, current, retry_ms} when refused, {-2} when Redis' epoch is not the one
 /// expected.
@@ -29,26 +31,36 @@
 /// timestamp, which a check on each call finds; a 32-bit build gets the number and its float
 /// print. Globals (`KEYS`, `ARGV`, `redis.call`) are read once into locals: each use of a global
 /// is a lookup in Redis' globals table (together −3.7 % of Redis' instructions a request).
+///
+/// The marker's TTL is `@MARKER_TTL_MS@`, written into the text by [`sources`] (an argument
+/// read on every call for a constant).
 pub(super) const RESERVE: &str = r#"
 -- Globals read once: each use of a global is a lookup in Redis' globals table.
 local KEYS, ARGV, call, protected_call = KEYS, ARGV, redis.call, redis.pcall
 local floor, format, byte = math.floor, string.format, string.byte
 local n = #KEYS - 2
 local marker = KEYS[n + 1]
-local member = ARGV[2]
+local member = ARGV[1]
 -- A Redis that lost its data (restarted empty, failed over to a replica without it) has lost
 -- its epoch too: nothing is reserved until this replica has added its ledger's usage to the
 -- new one (an empty expected epoch skips the check).
-if ARGV[3] ~= '' and call('GET', KEYS[n + 2]) ~= ARGV[3] then return {-2} end
+if ARGV[2] ~= '' and call('GET', KEYS[n + 2]) ~= ARGV[2] then return {-2} end
 -- The marker records this reservation (so a lost answer is cancelled exactly once); a
 -- cancellation that arrived first left it set, and this reservation is not made.
-if not call('SET', marker, '1', 'PX', ARGV[1], 'NX') then return {-1} end
+if not call('SET', marker, '1', 'PX', '@MARKER_TTL_MS@', 'NX') then return {-1} end
 -- What each flexible amount ('f') has taken, by position.
 local taken = {}
+-- How many arguments a charge takes after the member and the epoch: a window or a lease its
+-- kind, limit and length; an amount also its TTL; a flexible amount also its fixed, per and
+-- scale (one text, read only when a smaller grant or a refusal needs them) and its ask.
+local function width(kind)
+  if kind == 'a' then return 4 elseif kind == 'f' then return 6 end
+  return 3
+end
 -- Takes back charges 1..upto and the marker: a later charge was refused.
 local function undo(upto)
+  local b = 2
   for j = 1, upto do
-    local b = 3 + (j - 1) * 4
     local kind = ARGV[b + 1]
     if kind == 'a' then
       call('DECRBY', KEYS[j], ARGV[b + 3])
@@ -57,6 +69,7 @@ local function undo(upto)
     else
       call('ZREM', KEYS[j], member)
     end
+    b = b + width(kind)
   end
   call('DEL', marker)
 end
@@ -65,8 +78,8 @@ end
 -- A flexible amount's fixed, per and scale, read when first needed (see the loop below).
 local function params(f)
   if not f[1] then
-    local at = f[5]
-    f[1], f[2], f[3] = ARGV[at + 1] + 0, ARGV[at + 2] + 0, ARGV[at + 3] + 0
+    local fixed, per, scale = string.match(ARGV[f[5]], '^(%d+) (%d+) (%d+)$')
+    f[1], f[2], f[3] = fixed + 0, per + 0, scale + 0
   end
   return f
 end
@@ -79,8 +92,6 @@ local function amount(f, o)
   if r > 0 then q = q + 1 end
   return q
 end
--- The flexible amounts' parameters follow the charges: fixed, per, scale, ask each.
-local flex_at = 3 + n * 4
 local flex = {}
 local output
 local now, now_text, wide
@@ -95,8 +106,8 @@ end
 -- Sized once for up to seven counters and the grant (grown one slot at a time it was
 -- reallocated thrice).
 local result = {0, nil, nil, nil, nil, nil, nil, nil}
+local b = 2
 for i = 1, n do
-  local b = 3 + (i - 1) * 4
   local kind, limit, x = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3] + 0
   -- No limit is '-1', read without a text-to-number parse (~500 instructions each).
   if limit == '-1' then limit = -1 else limit = limit + 0 end
@@ -108,8 +119,7 @@ for i = 1, n do
       -- Only the ask is read now: at the ask (the common case) the amount is the caller's
       -- text, and the other three (three text-to-number parses) are read by `params` when a
       -- smaller grant or a refusal needs them.
-      f = {nil, nil, nil, ARGV[flex_at + 4] + 0, flex_at}
-      flex_at = flex_at + 4
+      f = {nil, nil, nil, ARGV[b + 6] + 0, b + 5}
       flex[i] = f
       if not output then output = f[4] end
       -- The caller's text (and `x`, its number) is the amount at the ask; a smaller grant is
@@ -178,7 +188,7 @@ for i = 1, n do
       score, horizon = now_text, whole(now - x)
     end
     -- Only the live entries are counted. The expired ones are removed by one request in
-    -- sixteen (the last hex digit of its random id is 0), and on a refusal: a removal on every
+    -- sixteen (the last hex digit of its random id is 0): a removal on every
     -- request was one more call each time, and a set holds, besides its live entries, those of
     -- the last few requests (as many as sixteen on average; a set untouched for its TTL goes).
     local count = call('ZCOUNT', key, '(' .. horizon, '+inf')
@@ -196,6 +206,7 @@ for i = 1, n do
     call('PEXPIRE', key, ARGV[b + 3])
     result[i + 1] = count + 1
   end
+  b = b + width(kind)
 end
 if output then
   -- A grant below the ask is written into the marker (what each flexible amount took, by
@@ -221,16 +232,16 @@ end
 return result
 "#;
 
-/// Applies releases (KEYS: the counters, then the marker; ARGV: member, marker TTL, then
-/// type/delta/ttl per counter) into `result`; shared by settling and cancelling. An adjustment
-/// of 0 (an answer that used exactly its reservation; the request counter of a served request,
-/// which only replicas from before 2026-12-01 still send) only reads.
+/// Applies releases (KEYS: the counters, then the marker; ARGV: the member, then per counter
+/// its kind, and an amount's delta and TTL) into `result`; shared by settling and cancelling.
+/// An adjustment of 0 (an answer that used exactly its reservation; the request counter of a
+/// served request, which only replicas from before 2026-12-01 still send) only reads.
 pub(super) const APPLY_RELEASES: &str = r#"
 local function apply_releases(result, taken)
   local KEYS, ARGV, call = KEYS, ARGV, redis.call
   local member = ARGV[1]
+  local b = 1
   for i = 1, #KEYS - 1 do
-    local b = 2 + (i - 1) * 3
     local kind, key = ARGV[b + 1], KEYS[i]
     if kind == 'a' then
       local arg = ARGV[b + 2]
@@ -250,9 +261,11 @@ local function apply_releases(result, taken)
         end
       end
       result[i] = value
+      b = b + 3
     else
       call('ZREM', key, member)
       result[i] = 0
+      b = b + 1
     end
   end
   return result
@@ -288,9 +301,20 @@ if mark and string.sub(mark, 1, 1) == 'g' then
   redis.call('DEL', KEYS[#KEYS])
   return apply_releases({}, taken)
 end
-redis.call('SET', KEYS[#KEYS], 'cancelled', 'PX', ARGV[2], 'NX')
+redis.call('SET', KEYS[#KEYS], 'cancelled', 'PX', '@MARKER_TTL_MS@', 'NX')
 return {}
 "#;
+
+/// The scripts a [`super::RedisCounters`] runs, in its order (reserve, settle, cancel), with
+/// the marker's TTL written in.
+pub(super) fn sources(marker_ttl_ms: u64) -> [String; 3] {
+    let ttl = marker_ttl_ms.to_string();
+    [
+        RESERVE.replace("@MARKER_TTL_MS@", &ttl),
+        format!("{APPLY_RELEASES}{SETTLE}"),
+        format!("{APPLY_RELEASES}{CANCEL}").replace("@MARKER_TTL_MS@", &ttl),
+    ]
+}
 
 /// A replica says it is alive and learns how many are, Redis' epoch, and how many of the live
 /// replicas have added their usage to it (KEYS: the replica set, the epoch, the epochs each
