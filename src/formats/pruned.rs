@@ -26,8 +26,10 @@ pub enum Keep {
     /// `null` (a check that iterates items finds none either way).
     Items(&'static Keep),
     /// The named members of an object, each kept as its `Keep` says; the others are left
-    /// out. Anything but an object becomes `null` (a check that looks a member up finds none
-    /// either way).
+    /// out, and so is a named member kept `Items` or `Members` that came out `null` (a check
+    /// reads into it, and finds nothing in a `null` or a missing member alike: a message whose
+    /// content is text costs no map entry). Anything but an object becomes `null` (a check that
+    /// looks a member up finds none either way).
     Members(&'static [(&'static str, Keep)]),
 }
 
@@ -142,7 +144,13 @@ impl<'de> de::Visitor<'de> for KeptVisitor<'_> {
             match wanted {
                 Some((name, keep)) => {
                     let value = map.next_value_seed(Kept(keep))?;
-                    kept.insert((*name).to_owned(), value);
+                    // A name given twice: the last wins, as in a whole parse, even when it
+                    // holds nothing a check reads.
+                    if value.is_null() && *keep != Keep::Whole {
+                        kept.remove(*name);
+                    } else {
+                        kept.insert((*name).to_owned(), value);
+                    }
                 }
                 None => {
                     map.next_value::<Checked>()?;
@@ -198,6 +206,24 @@ mod tests {
         assert_eq!(
             parse_kept(br#""tools""#, &TYPES_OF_ITEMS).unwrap(),
             Value::Null
+        );
+        // A member kept for what is inside it, holding nothing of that, is left out; a name
+        // given twice keeps the last, as a whole parse does.
+        const CONTENT_TYPES: Keep = Keep::Items(&Keep::Members(&[("content", TYPES_OF_ITEMS)]));
+        assert_eq!(
+            parse_kept(
+                br#"[{"role":"user","content":"text"}, {"content":[{"type":"file"}]},
+                    {"content":[{"type":"file"}],"content":"text"},
+                    {"content":"text","content":[{"type":"file"}]}, {"content":null}]"#,
+                &CONTENT_TYPES
+            )
+            .unwrap(),
+            json!([{}, {"content": [{"type": "file"}]}, {}, {"content": [{"type": "file"}]}, {}])
+        );
+        // A leaf kept whole stays, `null` or not.
+        assert_eq!(
+            parse_kept(br#"[{"type":null}]"#, &TYPES_OF_ITEMS).unwrap(),
+            json!([{"type": null}])
         );
         // What is skipped is still read as strictly as a parse reads it.
         assert!(parse_kept(br#"[{"type":"f","x":[1,}]"#, &TYPES_OF_ITEMS).is_err());
