@@ -249,9 +249,10 @@ pub(super) const INSERT_REQUEST: &str = "INSERT OR REPLACE INTO requests (reques
         fallback_count, estimated)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)";
 /// Binds only what a settlement changes (see `write_settlement`): the admission's fixed facts
-/// (time, tenant, source, day, month: five texts) are not bound again (~1,000 instructions a
-/// settlement when they were, bound and ignored).
-const SETTLE_REQUEST: &str = "UPDATE requests SET provider = ?2, model = ?3, tokens_input = ?4, tokens_output = ?5,
+/// (its time, tenant, source, day and month) are not bound again to be ignored, as they were
+/// when both statements took the same nineteen parameters.
+const SETTLE_REQUEST: &str =
+    "UPDATE requests SET provider = ?2, model = ?3, tokens_input = ?4, tokens_output = ?5,
         cached_input_tokens = ?6, tokens = ?7, cost_micro_usd = ?8, latency_ms = ?9, status = ?10,
         outcome = ?11, fallback_count = ?12, estimated = ?13
      WHERE request_id = ?1 AND outcome IN ('reserved', 'interrupted')";

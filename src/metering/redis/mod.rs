@@ -316,9 +316,7 @@ impl RedisCounters {
         match reply.as_slice() {
             [0, after @ ..] => {
                 let (after, output) = match after.split_last() {
-                    Some((output, after)) if flexible => {
-                        (after, Some((*output).max(0) as u64))
-                    }
+                    Some((output, after)) if flexible => (after, Some((*output).max(0) as u64)),
                     _ => (after, None),
                 };
                 Ok(Ok(Admitted {
