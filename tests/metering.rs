@@ -1264,33 +1264,31 @@ async fn a_windows_expired_entries_are_counted_out_and_removed() {
     let redis = RedisServer::start();
     let counters =
         RedisCounters::new(&redis.url(), Layout::SINGLE, Duration::from_secs(2)).expect("client");
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
     let charges = vec![Charge::Window {
         key: "t:w:rpm".into(),
         limit: 5,
-        window_ms: 20,
+        window_ms: 50,
         kind: LimitKind::Rpm,
     }];
     // Members 1 to 100 spell their last hex digit as `member % 16`: 16, 32, … 96 remove.
     for member in 1..=100u128 {
-        // At least 6 ms apart, at most four of them are in any 20 ms: each is admitted if only
+        // At least 15 ms apart, at most four of them are in any 50 ms: each is admitted if only
         // the live entries count, and the sixth is refused if the expired ones did too.
-        tokio::time::sleep(Duration::from_millis(6)).await;
+        tokio::time::sleep(Duration::from_millis(15)).await;
         assert!(
             counters.reserve(&charges, member).await.unwrap().is_ok(),
             "request {member} is admitted"
         );
     }
-    let client = redis::Client::open(redis.url()).unwrap();
-    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
     let held: u64 = redis::cmd("ZCARD")
         .arg("dgidgi:t:w:rpm")
         .query_async(&mut connection)
         .await
         .unwrap();
-    // 96 removed what had expired before it: 96 to 100 are held, and at most the three
-    // before 96 that were live then.
-    assert!(
-        (5..=8).contains(&held),
-        "{held} entries held after 100 requests"
-    );
+    // 96 removed what had expired before it: 96 to 100 are held, and at most the three before
+    // 96 that were live then (fewer if the machine stalled long enough for the set's TTL, the
+    // window, to end it: hence no lower bound). Without the removal, all 100.
+    assert!(held <= 8, "{held} entries held after 100 requests");
 }

@@ -6,8 +6,10 @@
 //! those members whole to read a word of each was most of a pass-through's time with a coding
 //! agent's request (tens of KB of history and schemas). A [`Keep`] names the paths a check
 //! reads; [`parse_kept`] builds only those and skips the rest as it scans, leaving a value in
-//! which every path the check reads holds what the whole member holds (a kept leaf is read as
-//! [`super::strict`] reads it, like the rest of the body).
+//! which every path the check reads holds what the whole member holds, or nothing where the
+//! whole member holds nothing a check could read there (a `null`, a scalar where items or
+//! members were named: see [`Keep`]). A kept leaf is read as [`super::strict`] reads it, like the
+//! rest of the body.
 
 use std::fmt;
 

@@ -117,8 +117,8 @@ for i = 1, n do
     local f
     if kind == 'f' then
       -- Only the ask is read now: at the ask (the common case) the amount is the caller's
-      -- text, and the other three (three text-to-number parses) are read by `params` when a
-      -- smaller grant or a refusal needs them.
+      -- text, and "fixed per scale" (one text, three parses) is read by `params` when a
+      -- smaller grant or a refusal needs it.
       f = {nil, nil, nil, ARGV[b + 6] + 0, b + 5}
       flex[i] = f
       if not output then output = f[4] end
@@ -188,9 +188,10 @@ for i = 1, n do
       score, horizon = now_text, whole(now - x)
     end
     -- Only the live entries are counted. The expired ones are removed by one request in
-    -- sixteen (the last hex digit of its random id is 0): a removal on every
-    -- request was one more call each time, and a set holds, besides its live entries, those of
-    -- the last few requests (as many as sixteen on average; a set untouched for its TTL goes).
+    -- sixteen (the last hex digit of its random id is 0): a removal on every request was one
+    -- more call each time. Besides its live entries a set holds those added since the last
+    -- removal: about sixteen under steady traffic, up to a window's worth after a burst and
+    -- then slow traffic; a set untouched for its TTL expires whole.
     local count = call('ZCOUNT', key, '(' .. horizon, '+inf')
     if byte(member, -1) == 48 then call('ZREMRANGEBYSCORE', key, '-inf', horizon) end
     if limit >= 0 and count >= limit then
@@ -274,7 +275,7 @@ end
 
 /// Settles, once: the settlement takes the reservation's marker, and a retry whose first attempt
 /// reached Redis (its answer was lost) finds none and changes nothing. So does a settlement
-/// after its marker expired ([`MARKER_TTL_MS`]): the counters keep the reservation, the
+/// after its marker expired ([`super::MARKER_TTL_MS`]): the counters keep the reservation, the
 /// safe side for limits and budgets (the ledger still records what was used).
 pub(super) const SETTLE: &str = r#"
 if redis.call('DEL', KEYS[#KEYS]) == 0 then return {} end
