@@ -37,7 +37,7 @@
 pub(super) const RESERVE: &str = r#"
 -- Globals read once: each use of a global is a lookup in Redis' globals table.
 local KEYS, ARGV, call, protected_call = KEYS, ARGV, redis.call, redis.pcall
-local floor, format, byte = math.floor, string.format, string.byte
+local floor, format, byte, type, pairs = math.floor, string.format, string.byte, type, pairs
 local n = #KEYS - 2
 local marker = KEYS[n + 1]
 local member = ARGV[1]
@@ -48,8 +48,11 @@ if ARGV[2] ~= '' and call('GET', KEYS[n + 2]) ~= ARGV[2] then return {-2} end
 -- The marker records this reservation (so a lost answer is cancelled exactly once); a
 -- cancellation that arrived first left it set, and this reservation is not made.
 if not call('SET', marker, '1', 'PX', '@MARKER_TTL_MS@', 'NX') then return {-1} end
--- What each flexible amount ('f') has taken, by position.
-local taken = {}
+-- Each flexible amount ('f') by position: {fixed, per, scale (read when first needed: see
+-- `params`), ask, where "fixed per scale" is in ARGV, what it has taken}.
+local flex = {}
+-- Whether a flexible amount was granted less than its ask (see the marker below).
+local shrunk = false
 -- How many arguments a charge takes after the member and the epoch: a window or a lease its
 -- kind, limit and length; an amount also its TTL; a flexible amount also its fixed, per and
 -- scale (one text, read only when a smaller grant or a refusal needs them) and its ask.
@@ -65,7 +68,7 @@ local function undo(upto)
     if kind == 'a' then
       call('DECRBY', KEYS[j], ARGV[b + 3])
     elseif kind == 'f' then
-      call('DECRBY', KEYS[j], taken[j])
+      call('DECRBY', KEYS[j], flex[j][6])
     else
       call('ZREM', KEYS[j], member)
     end
@@ -92,7 +95,6 @@ local function amount(f, o)
   if r > 0 then q = q + 1 end
   return q
 end
-local flex = {}
 local output
 local now, now_text, wide
 -- A score computed here, as text for Redis: `%d` where Lua's `%d` holds every millisecond
@@ -119,7 +121,7 @@ for i = 1, n do
       -- Only the ask is read now: at the ask (the common case) the amount is the caller's
       -- text, and "fixed per scale" (one text, three parses) is read by `params` when a
       -- smaller grant or a refusal needs it.
-      f = {nil, nil, nil, ARGV[b + 6] + 0, b + 5}
+      f = {nil, nil, nil, ARGV[b + 6] + 0, b + 5, nil}
       flex[i] = f
       if not output then output = f[4] end
       -- The caller's text (and `x`, its number) is the amount at the ask; a smaller grant is
@@ -127,14 +129,14 @@ for i = 1, n do
       if output < f[4] then
         add = amount(f, output)
         x = add
+        shrunk = true
       end
-      taken[i] = x
+      f[6] = x
     end
     local value = protected_call('INCRBY', key, add)
     if type(value) == 'table' then
       -- Another type under the key, or out of range: nothing of this reservation stays, and
       -- the caller gets the error (a script does not roll back by itself).
-      taken[i] = nil
       undo(i - 1)
       return value
     end
@@ -159,13 +161,14 @@ for i = 1, n do
       -- Granted less: this and every flexible amount before it shrink to the new grant.
       output = most
       for j, g in pairs(flex) do
-        local less = taken[j] - amount(g, most)
+        if most < g[4] then shrunk = true end
+        local less = g[6] - amount(g, most)
         if less > 0 then
           result[j + 1] = call('DECRBY', KEYS[j], less)
-          taken[j] = taken[j] - less
+          g[6] = g[6] - less
         end
       end
-      value = before + taken[i]
+      value = before + f[6]
     end
     result[i + 1] = value
   else
@@ -175,7 +178,8 @@ for i = 1, n do
       -- digits), handed to Redis as it is; see `whole` for the scores computed from it.
       local clock = call('TIME')
       local micros = clock[2]
-      now_text = clock[1] .. string.sub(string.rep('0', 6 - #micros) .. micros, 1, 3)
+      if #micros < 6 then micros = string.rep('0', 6 - #micros) .. micros end
+      now_text = clock[1] .. string.sub(micros, 1, 3)
       now = now_text + 0
       wide = format('%d', 2^53) == '9007199254740992'
     end
@@ -214,16 +218,12 @@ if output then
   -- position), so a cancellation whose caller never learned it gives back what was taken.
   -- At the ask (the common case) nothing is written, and nothing printed: each '%.0f' is a
   -- float print of ~2,500 instructions.
-  local shrunk = false
-  for j, f in pairs(flex) do
-    if output < f[4] then shrunk = true end
-  end
   if shrunk then
     local marks = {}
     for j = 1, n do
       marks[j] = ''
       -- Printed whole: Lua's own number-to-text keeps 14 digits.
-      if flex[j] then marks[j] = format('%.0f', taken[j]) end
+      if flex[j] then marks[j] = format('%.0f', flex[j][6]) end
     end
     call('SET', marker, 'g' .. table.concat(marks, ','), 'KEEPTTL')
   end
@@ -279,7 +279,8 @@ end
 /// safe side for limits and budgets (the ledger still records what was used).
 pub(super) const SETTLE: &str = r#"
 if redis.call('DEL', KEYS[#KEYS]) == 0 then return {} end
-return apply_releases({})
+-- Sized once for up to seven counters (grown one slot at a time it was reallocated twice).
+return apply_releases({nil, nil, nil, nil, nil, nil, nil})
 "#;
 
 /// Cancels a reservation whose answer was lost (a timeout, or its caller went away): released if
