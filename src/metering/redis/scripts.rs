@@ -38,6 +38,7 @@ pub(super) const RESERVE: &str = r#"
 -- Globals read once: each use of a global is a lookup in Redis' globals table.
 local KEYS, ARGV, call, protected_call = KEYS, ARGV, redis.call, redis.pcall
 local floor, format, byte, type, pairs = math.floor, string.format, string.byte, type, pairs
+local sub, rep = string.sub, string.rep
 local n = #KEYS - 2
 local marker = KEYS[n + 1]
 local member = ARGV[1]
@@ -59,22 +60,6 @@ local shrunk = false
 local function width(kind)
   if kind == 'a' then return 4 elseif kind == 'f' then return 6 end
   return 3
-end
--- Takes back charges 1..upto and the marker: a later charge was refused.
-local function undo(upto)
-  local b = 2
-  for j = 1, upto do
-    local kind = ARGV[b + 1]
-    if kind == 'a' then
-      call('DECRBY', KEYS[j], ARGV[b + 3])
-    elseif kind == 'f' then
-      call('DECRBY', KEYS[j], flex[j][6])
-    else
-      call('ZREM', KEYS[j], member)
-    end
-    b = b + width(kind)
-  end
-  call('DEL', marker)
 end
 -- A flexible amount at `o` output tokens: ceil((fixed + per * o) / scale), in integers (every
 -- figure stays below 2^53, where Lua's doubles are exact).
@@ -108,6 +93,8 @@ end
 -- Sized once for up to seven counters and the grant (grown one slot at a time it was
 -- reallocated thrice).
 local result = {0, nil, nil, nil, nil, nil, nil, nil}
+-- A refusal (or an error) leaves the loop with how many charges were applied and the answer.
+local applied, refusal
 local b = 2
 for i = 1, n do
   local kind, limit, x = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3] + 0
@@ -137,8 +124,8 @@ for i = 1, n do
     if type(value) == 'table' then
       -- Another type under the key, or out of range: nothing of this reservation stays, and
       -- the caller gets the error (a script does not roll back by itself).
-      undo(i - 1)
-      return value
+      applied, refusal = i - 1, value
+      break
     end
     -- A new counter (or one at 0) gets its TTL: the TTLs given end with the counter's day,
     -- month or minute, so the first write's expiry is every later write's too.
@@ -155,8 +142,8 @@ for i = 1, n do
         if most < math.min(1, f[4]) then most = -1 end
       end
       if most < 0 then
-        undo(i)
-        return {i, limit, before, 0}
+        applied, refusal = i, {i, limit, before, 0}
+        break
       end
       -- Granted less: this and every flexible amount before it shrink to the new grant.
       output = most
@@ -178,8 +165,8 @@ for i = 1, n do
       -- digits), handed to Redis as it is; see `whole` for the scores computed from it.
       local clock = call('TIME')
       local micros = clock[2]
-      if #micros < 6 then micros = string.rep('0', 6 - #micros) .. micros end
-      now_text = clock[1] .. string.sub(micros, 1, 3)
+      if #micros < 6 then micros = rep('0', 6 - #micros) .. micros end
+      now_text = clock[1] .. sub(micros, 1, 3)
       now = now_text + 0
       wide = format('%d', 2^53) == '9007199254740992'
     end
@@ -204,14 +191,32 @@ for i = 1, n do
         local oldest = call('ZRANGEBYSCORE', key, '(' .. horizon, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
         if oldest[2] then retry = tonumber(oldest[2]) + x - now end
       end
-      undo(i - 1)
-      return {i, limit, count, retry}
+      applied, refusal = i - 1, {i, limit, count, retry}
+      break
     end
     call('ZADD', key, score, member)
     call('PEXPIRE', key, ARGV[b + 3])
     result[i + 1] = count + 1
   end
   b = b + width(kind)
+end
+if refusal then
+  -- The charges applied before one was refused (or failed) are taken back, and the marker
+  -- (the script is atomic: nobody saw them).
+  b = 2
+  for j = 1, applied do
+    local kind = ARGV[b + 1]
+    if kind == 'a' then
+      call('DECRBY', KEYS[j], ARGV[b + 3])
+    elseif kind == 'f' then
+      call('DECRBY', KEYS[j], flex[j][6])
+    else
+      call('ZREM', KEYS[j], member)
+    end
+    b = b + width(kind)
+  end
+  call('DEL', marker)
+  return refusal
 end
 if output then
   -- A grant below the ask is written into the marker (what each flexible amount took, by
