@@ -17,7 +17,7 @@
 /// it is.
 ///
 /// Each charge is applied as it is checked, and a refusal (or a counter that cannot be counted,
-/// caught with `pcall`: a script does not roll back by itself) undoes the ones before it.
+/// caught with `pcall`: a script does not roll back by itself) takes back the ones applied.
 /// Admitting, the common case, then costs an amount counter one write instead of a read and a
 /// write; a refusal costs a few writes more than before. The script is atomic, so nobody sees
 /// the undone state. Redis' CPU per request is what bounds how many requests one Redis can meter
@@ -37,8 +37,7 @@
 pub(super) const RESERVE: &str = r#"
 -- Globals read once: each use of a global is a lookup in Redis' globals table.
 local KEYS, ARGV, call, protected_call = KEYS, ARGV, redis.call, redis.pcall
-local floor, format, byte, type, pairs = math.floor, string.format, string.byte, type, pairs
-local sub, rep = string.sub, string.rep
+local floor, format, byte, type = math.floor, string.format, string.byte, type
 local n = #KEYS - 2
 local marker = KEYS[n + 1]
 local member = ARGV[1]
@@ -90,8 +89,8 @@ local function whole(v)
   if wide then return format('%d', v) end
   return v
 end
--- Sized once for up to seven counters and the grant (grown one slot at a time it was
--- reallocated thrice).
+-- Sized once for the status, up to six counters and the grant (grown one slot at a time it
+-- was rehashed up to four times).
 local result = {0, nil, nil, nil, nil, nil, nil, nil}
 -- A refusal (or an error) leaves the loop with how many charges were applied and the answer.
 local applied, refusal
@@ -165,8 +164,8 @@ for i = 1, n do
       -- digits), handed to Redis as it is; see `whole` for the scores computed from it.
       local clock = call('TIME')
       local micros = clock[2]
-      if #micros < 6 then micros = rep('0', 6 - #micros) .. micros end
-      now_text = clock[1] .. sub(micros, 1, 3)
+      if #micros < 6 then micros = string.rep('0', 6 - #micros) .. micros end
+      now_text = clock[1] .. string.sub(micros, 1, 3)
       now = now_text + 0
       wide = format('%d', 2^53) == '9007199254740992'
     end
@@ -284,7 +283,8 @@ end
 /// safe side for limits and budgets (the ledger still records what was used).
 pub(super) const SETTLE: &str = r#"
 if redis.call('DEL', KEYS[#KEYS]) == 0 then return {} end
--- Sized once for up to seven counters (grown one slot at a time it was reallocated twice).
+-- Sized once for up to seven counters (grown one slot at a time it was rehashed up to four
+-- times).
 return apply_releases({nil, nil, nil, nil, nil, nil, nil})
 "#;
 
