@@ -244,9 +244,9 @@ pub(super) fn write_json_line(file: &mut std::fs::File, record: &impl Serialize)
 
 /// Statements of the commit path, parsed once per connection (SQLite's parser was a third of
 /// the writer's time when each statement was prepared per call).
-pub(super) const INSERT_REQUEST: &str = "INSERT OR REPLACE INTO requests (request_id, timestamp, ts_ms, tenant_id, provider, model, source, day, month,
-        tokens_input, tokens_output, cached_input_tokens, tokens, cost_micro_usd, latency_ms, status, outcome,
-        fallback_count, estimated)
+pub(super) const INSERT_REQUEST: &str = "INSERT OR REPLACE INTO requests (request_id, provider, model, tokens_input, tokens_output,
+        cached_input_tokens, tokens, cost_micro_usd, latency_ms, status, outcome, fallback_count, estimated,
+        timestamp, ts_ms, tenant_id, source, day, month)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)";
 /// Binds only what a settlement changes (see `write_settlement`): the admission's fixed facts
 /// (its time, tenant, source, day and month) are not bound again to be ignored, as they were
@@ -394,49 +394,42 @@ pub(super) fn write_batch(
     }
 }
 
-/// Runs `INSERT_REQUEST` with a record's fields as parameters ?1 to ?19, in the `requests`
-/// columns' order; the number of rows changed.
+/// Runs `INSERT_REQUEST`: a record's figures (as a settlement writes them), then the facts fixed
+/// at its admission; the number of rows changed.
 pub(super) fn write_row(statement: &mut Statement<'_>, r: &Record) -> rusqlite::Result<usize> {
-    statement.execute(params![
-        r.request_id,
-        r.timestamp,
-        sql_int(r.ts_ms),
-        r.tenant_id,
-        r.provider,
-        r.model,
-        r.source,
-        r.day,
-        r.month,
-        sql_int(r.tokens_input),
-        sql_int(r.tokens_output),
-        sql_int(r.cached_input_tokens),
-        sql_int(r.tokens),
-        sql_int(r.cost_micro_usd),
-        sql_int(r.latency_ms),
-        r.status,
-        r.outcome,
-        r.fallback_count,
-        r.estimated,
-    ])
+    bind_figures(statement, r)?;
+    statement.raw_bind_parameter(14, &r.timestamp)?;
+    statement.raw_bind_parameter(15, sql_int(r.ts_ms))?;
+    statement.raw_bind_parameter(16, &r.tenant_id)?;
+    statement.raw_bind_parameter(17, &r.source)?;
+    statement.raw_bind_parameter(18, &r.day)?;
+    statement.raw_bind_parameter(19, &r.month)?;
+    statement.raw_execute()
 }
 
 /// Runs `SETTLE_REQUEST` with a settled record's figures; the number of rows changed (0 or 1).
 fn write_settlement(statement: &mut Statement<'_>, r: &Record) -> rusqlite::Result<usize> {
-    statement.execute(params![
-        r.request_id,
-        r.provider,
-        r.model,
-        sql_int(r.tokens_input),
-        sql_int(r.tokens_output),
-        sql_int(r.cached_input_tokens),
-        sql_int(r.tokens),
-        sql_int(r.cost_micro_usd),
-        sql_int(r.latency_ms),
-        r.status,
-        r.outcome,
-        r.fallback_count,
-        r.estimated,
-    ])
+    bind_figures(statement, r)?;
+    statement.raw_execute()
+}
+
+/// Binds what a settlement writes of a record as parameters ?1 to ?13 of both statements: the
+/// request id it is found by, then what served it and what it used. Bound one by one (as
+/// `params!` would): an array of values to bind cost ~1,500 instructions a request more.
+fn bind_figures(statement: &mut Statement<'_>, r: &Record) -> rusqlite::Result<()> {
+    statement.raw_bind_parameter(1, &r.request_id)?;
+    statement.raw_bind_parameter(2, &r.provider)?;
+    statement.raw_bind_parameter(3, &r.model)?;
+    statement.raw_bind_parameter(4, sql_int(r.tokens_input))?;
+    statement.raw_bind_parameter(5, sql_int(r.tokens_output))?;
+    statement.raw_bind_parameter(6, sql_int(r.cached_input_tokens))?;
+    statement.raw_bind_parameter(7, sql_int(r.tokens))?;
+    statement.raw_bind_parameter(8, sql_int(r.cost_micro_usd))?;
+    statement.raw_bind_parameter(9, sql_int(r.latency_ms))?;
+    statement.raw_bind_parameter(10, r.status)?;
+    statement.raw_bind_parameter(11, &r.outcome)?;
+    statement.raw_bind_parameter(12, r.fallback_count)?;
+    statement.raw_bind_parameter(13, r.estimated)
 }
 
 /// Adds a record's change to its tenant's day and month totals of the batch.
