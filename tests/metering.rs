@@ -1292,3 +1292,48 @@ async fn a_windows_expired_entries_are_counted_out_and_removed() {
     // window, to end it: hence no lower bound). Without the removal, all 100.
     assert!(held <= 8, "{held} entries held after 100 requests");
 }
+
+/// A counter that cannot be counted (another type under its key) fails the reservation, and
+/// what the script had applied before it is taken back: the lease and the marker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_counter_that_cannot_be_counted_leaves_nothing_reserved() {
+    use dgidgi::metering::redis::{Layout, RedisCounters};
+    let redis = RedisServer::start();
+    let counters =
+        RedisCounters::new(&redis.url(), Layout::SINGLE, Duration::from_secs(2)).expect("client");
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    // The lease comes first and is applied; the tokens' key holds a list.
+    let _: () = redis::cmd("RPUSH")
+        .arg(&["dgidgi:t:y:tokens", "not a counter"])
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let charges = one_slot_and_600_tokens("y");
+    assert!(
+        counters.reserve(&charges, 7).await.is_err(),
+        "the reservation fails"
+    );
+    let leases: u64 = redis::cmd("ZCARD")
+        .arg("dgidgi:t:y:inflight")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(
+        leases, 0,
+        "the lease applied before the failure is taken back"
+    );
+    let markers: Vec<String> = redis::cmd("KEYS")
+        .arg("dgidgi:r:*")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert!(markers.is_empty(), "no marker stays: {markers:?}");
+    // With the key fixed, the same request is reserved.
+    let _: () = redis::cmd("DEL")
+        .arg("dgidgi:t:y:tokens")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert!(counters.reserve(&charges, 7).await.unwrap().is_ok());
+}
