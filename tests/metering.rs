@@ -1254,18 +1254,32 @@ async fn a_threshold_crossed_by_a_neighbours_spend_is_announced_at_the_next_sett
     }
 }
 
+/// The counters of one Redis, and a connection of its own to look at what the scripts left.
+async fn counters_and_a_look_inside(
+    redis: &RedisServer,
+) -> (
+    dgidgi::metering::redis::RedisCounters,
+    redis::aio::MultiplexedConnection,
+) {
+    use dgidgi::metering::redis::{Layout, RedisCounters};
+    let counters =
+        RedisCounters::new(&redis.url(), Layout::SINGLE, Duration::from_secs(2)).expect("client");
+    let connection = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    (counters, connection)
+}
+
 /// A window's expired entries are counted out at once and removed now and then (by one
 /// request in sixteen, chosen by the last hex digit of its random id): a busy tenant's set holds
 /// its live entries and a few more, never every request it ever made.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_windows_expired_entries_are_counted_out_and_removed() {
     use dgidgi::metering::charge::Charge;
-    use dgidgi::metering::redis::{Layout, RedisCounters};
     let redis = RedisServer::start();
-    let counters =
-        RedisCounters::new(&redis.url(), Layout::SINGLE, Duration::from_secs(2)).expect("client");
-    let client = redis::Client::open(redis.url()).unwrap();
-    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let (counters, mut connection) = counters_and_a_look_inside(&redis).await;
     let charges = vec![Charge::Window {
         key: "t:w:rpm".into(),
         limit: 5,
@@ -1297,12 +1311,8 @@ async fn a_windows_expired_entries_are_counted_out_and_removed() {
 /// what the script had applied before it is taken back: the lease and the marker.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_counter_that_cannot_be_counted_leaves_nothing_reserved() {
-    use dgidgi::metering::redis::{Layout, RedisCounters};
     let redis = RedisServer::start();
-    let counters =
-        RedisCounters::new(&redis.url(), Layout::SINGLE, Duration::from_secs(2)).expect("client");
-    let client = redis::Client::open(redis.url()).unwrap();
-    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let (counters, mut connection) = counters_and_a_look_inside(&redis).await;
     // The lease comes first and is applied; the tokens' key holds a list.
     let _: () = redis::cmd("RPUSH")
         .arg(&["dgidgi:t:y:tokens", "not a counter"])
