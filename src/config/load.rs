@@ -3,7 +3,7 @@
 //! it hangs together, and index it for the request path. A directory that fails any check is
 //! refused as a whole, so a gateway keeps serving its last good config.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -68,8 +68,10 @@ pub struct Snapshot {
     pub key_ring: KeyRing,
     /// SHA-256 over the three files, to tell a changed directory from an unchanged one.
     pub fingerprint: [u8; 32],
-    tenants_by_key: HashMap<[u8; 32], usize>,
-    providers_by_id: HashMap<String, usize>,
+    // Looked up on every request: foldhash, several times cheaper than the standard SipHash,
+    // and seeded per process (the keys are the config's, or SHA-256 digests no client steers).
+    tenants_by_key: foldhash::HashMap<[u8; 32], usize>,
+    providers_by_id: foldhash::HashMap<String, usize>,
 }
 
 /// The raw bytes of a config directory.
@@ -189,8 +191,8 @@ impl Snapshot {
             key_store,
             key_ring,
             fingerprint: files.fingerprint(),
-            tenants_by_key: HashMap::new(),
-            providers_by_id: HashMap::new(),
+            tenants_by_key: foldhash::HashMap::default(),
+            providers_by_id: foldhash::HashMap::default(),
         };
         snapshot.config.link();
         snapshot.index()?;

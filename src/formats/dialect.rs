@@ -63,7 +63,7 @@ pub trait Dialect: Sync {
     /// type's chat `path`; `None`: the provider serves no such endpoint.
     fn chat_url(&self, base: &str, path: &str, model: &str, stream: bool) -> Option<String> {
         let _ = (model, stream);
-        Some(format!("{base}{path}"))
+        Some([base, path].concat())
     }
 
     /// A request of this format in the canonical form; `None` when it is canonical already.

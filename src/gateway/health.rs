@@ -3,7 +3,6 @@
 //! stay in the plan as a last resort, so a provider that recovers is found again. Lock-free:
 //! one pair of atomics per provider, built with each config.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -24,7 +23,8 @@ struct ProviderHealth {
 /// Health of every provider of one config.
 #[derive(Debug, Default)]
 pub struct HealthBook {
-    providers: HashMap<String, ProviderHealth>,
+    /// Looked up on every request: foldhash (see `config::load::Snapshot`).
+    providers: foldhash::HashMap<String, ProviderHealth>,
 }
 
 impl HealthBook {

@@ -34,7 +34,6 @@ pub mod upstream;
 
 use std::sync::Arc;
 
-use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use arc_swap::ArcSwapOption;
@@ -128,7 +127,8 @@ pub struct Active {
     pub health: health::HealthBook,
     /// Provider credentials, opened the first time a request needs each one and kept (wiped
     /// on drop) for the life of this config, so AES-GCM is not on every request's path.
-    keys: HashMap<String, OnceLock<Option<Credential>>>,
+    /// Looked up on every request: foldhash (see `config::load::Snapshot`).
+    keys: foldhash::HashMap<String, OnceLock<Option<Credential>>>,
 }
 
 impl Active {

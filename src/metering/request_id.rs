@@ -18,9 +18,11 @@ pub fn new(now_ms: u64) -> u128 {
     time_part(now_ms) | (rand::random::<u128>() & ((1u128 << RANDOM_BITS) - 1))
 }
 
-/// The id's text (fixed width, so text order is number order).
+/// The id's text (fixed width, so text order is number order): its 16 bytes, most significant
+/// first, in lowercase hex. The same digits as `format!("{id:032x}")`, which, made several
+/// times a request, cost ~800 instructions each (`core::fmt`'s `u128` path; callgrind).
 pub fn text(id: u128) -> String {
-    format!("{id:032x}")
+    hex::encode(id.to_be_bytes())
 }
 
 /// The text of the smallest id admitted at `ms`: every id admitted at or after `ms` is at
@@ -44,5 +46,8 @@ mod tests {
             assert!(text(new(ms - 1)) < id);
         }
         assert_eq!(first_at(ms), format!("{ms:012x}{}", "0".repeat(20)));
+        for id in [0, 1, u128::MAX, new(ms), rand::random()] {
+            assert_eq!(text(id), format!("{id:032x}"));
+        }
     }
 }

@@ -294,7 +294,10 @@ impl<'c> Statements<'c> {
 /// What one batch adds to one tenant's totals of one period: keyed by (tenant, period kind,
 /// period key) borrowed from the batch's records; the `day:…`/`month:…` text is made once per
 /// key when written, not per record.
-type TotalsDelta<'b> = HashMap<(&'b str, &'static str, &'b str), (i64, i64, i64)>;
+///
+/// Hashed with foldhash: SipHash over the three texts of four keys a request was ~1,700 of the
+/// writer's instructions per request (callgrind); the keys are the config's tenants and periods.
+type TotalsDelta<'b> = foldhash::HashMap<(&'b str, &'static str, &'b str), (i64, i64, i64)>;
 
 /// Writes a batch (and the refusal counts, when due) in one transaction; all of it or, on an
 /// error, none of it.
@@ -326,7 +329,7 @@ pub(super) fn write_batch(
 ) -> rusqlite::Result<()> {
     // A batch's changes to the totals are summed first and written once per tenant and period:
     // under load one batch holds many requests of few tenants.
-    let mut totals = TotalsDelta::new();
+    let mut totals = TotalsDelta::default();
     for op in batch {
         match op {
             Op::Admit(record, _) => {

@@ -247,11 +247,10 @@ impl RedisCounters {
     /// The key marking one reservation of `member`: a request's tenant reservation has its
     /// request id, each of its provider attempts a member of its own, so no two reservations
     /// share a marker (a settlement sent again must never take another's).
-    fn marker(&self, bucket: u32, charges: &[Charge], member: u128) -> String {
+    fn marker(&self, bucket: u32, charges: &[Charge], member: &str) -> String {
         let first = charges.first().map_or("", Charge::key);
-        let member = request_id::text(member);
         self.layout
-            .key_of_parts(bucket, &["r:", &member, ":", first])
+            .key_of_parts(bucket, &["r:", member, ":", first])
     }
 
     /// Check-and-reserve, one round trip.
@@ -265,9 +264,10 @@ impl RedisCounters {
         for charge in charges {
             call.arg(self.layout.key(bucket, charge.key()));
         }
-        call.arg(self.marker(bucket, charges, member))
+        let member = request_id::text(member);
+        call.arg(self.marker(bucket, charges, &member))
             .arg(self.layout.epoch(bucket))
-            .arg(request_id::text(member));
+            .arg(member);
         match &**self.epoch.load() {
             Epoch::Unchecked => call.arg(""),
             Epoch::Synced(epochs) => match epochs.of(bucket) {
@@ -399,8 +399,8 @@ impl RedisCounters {
                 release;
             call.arg(self.layout.key(bucket, key));
         }
-        call.arg(self.marker(bucket, charges, member))
-            .arg(request_id::text(member));
+        let member = request_id::text(member);
+        call.arg(self.marker(bucket, charges, &member)).arg(member);
         // Each release's arguments, as wide as its kind (see `scripts::APPLY_RELEASES`).
         for release in releases {
             match release {
