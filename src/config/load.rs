@@ -68,10 +68,11 @@ pub struct Snapshot {
     pub key_ring: KeyRing,
     /// SHA-256 over the three files, to tell a changed directory from an unchanged one.
     pub fingerprint: [u8; 32],
-    // Looked up on every request: foldhash, several times cheaper than the standard SipHash,
-    // and seeded per process (the keys are the config's, or SHA-256 digests no client steers).
-    tenants_by_key: foldhash::HashMap<[u8; 32], usize>,
-    providers_by_id: foldhash::HashMap<String, usize>,
+    /// Looked up on every request: hashbrown's map hashes with foldhash, several times cheaper
+    /// than the standard SipHash and seeded per process (the keys are SHA-256 digests no
+    /// client steers and the config's provider ids; see `metering::book`).
+    tenants_by_key: hashbrown::HashMap<[u8; 32], usize>,
+    providers_by_id: hashbrown::HashMap<String, usize>,
 }
 
 /// The raw bytes of a config directory.
@@ -191,8 +192,8 @@ impl Snapshot {
             key_store,
             key_ring,
             fingerprint: files.fingerprint(),
-            tenants_by_key: foldhash::HashMap::default(),
-            providers_by_id: foldhash::HashMap::default(),
+            tenants_by_key: hashbrown::HashMap::new(),
+            providers_by_id: hashbrown::HashMap::new(),
         };
         snapshot.config.link();
         snapshot.index()?;

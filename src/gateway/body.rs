@@ -24,17 +24,29 @@ use crate::sse::Event;
 const COALESCE_UP_TO: usize = 32 * 1024;
 
 /// Turns of the scheduler in a row that bring no more of the upstream's body before what was
-/// read goes out (see `Stream::poll`). hyper's connection task hands over the next chunk it has
-/// already read two turns after the last was taken: with one turn, the end of a stream read
-/// whole (`data: [DONE]` and the chunked body's end) went out in a write of its own (strace:
-/// 4.4 writes a streamed request at concurrency 1, 3.0 with three turns: the upstream's, the
-/// head's and the events'; the gateway's CPU a streamed request at concurrency 16 −10–15 %).
-const IDLE_TURNS: u8 = 3;
+/// read goes out (see `Stream::poll`).
+const IDLE_TURNS: u8 = 1;
+
+/// The same once what is held came in more than one chunk: the upstream is ahead of the relay
+/// (an answer it sent whole, a fast local model), and hyper's connection task hands the chunks
+/// it has already read over a turn or two apart, the body's end later still. With
+/// [`IDLE_TURNS`] alone the end of a stream read whole (`data: [DONE]` and the chunked body's
+/// end) went out in a write of its own: strace counted 4.4 writes a streamed request at
+/// concurrency 1, 3.0 with three turns (the upstream's, the head's, the events'), and the
+/// gateway's CPU a streamed request at concurrency 16 fell 10–15 %. The end was seen two idle
+/// turns late; the third is margin for a busier runtime. Only for bursts: held after every
+/// event of a stream whose events come apart (a model generating), two more turns each were
+/// ~1.6 µs of CPU an event for nothing.
+const IDLE_TURNS_IN_A_BURST: u8 = 3;
 
 /// How long what was read is held at most while more keeps arriving (see `Stream::poll`): a
 /// busy runtime's turns are long, and an upstream that sends something every turn must not
-/// keep its client waiting for a frame's worth.
+/// keep its client waiting for a frame's worth. The tests count turns, not time: theirs is long
+/// enough that a test thread preempted mid-hold does not end it early.
+#[cfg(not(test))]
 const HOLD_AT_MOST: std::time::Duration = std::time::Duration::from_millis(1);
+#[cfg(test)]
+const HOLD_AT_MOST: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A boxed error for failed transfers.
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
@@ -80,6 +92,8 @@ struct Stream {
     /// in a row brought nothing more.
     held: Vec<u8>,
     idle_turns: u8,
+    /// Upstream chunks in what is held (see [`IDLE_TURNS_IN_A_BURST`]).
+    held_chunks: u8,
     held_since: Option<std::time::Instant>,
     /// When the provider's `timeouts.total` runs out: the stream ends like a failure.
     deadline: Pin<Box<tokio::time::Sleep>>,
@@ -131,6 +145,7 @@ impl ResponseBody {
                 ended: None,
                 held: Vec::new(),
                 idle_turns: 0,
+                held_chunks: 0,
                 held_since: None,
                 deadline: Box::pin(tokio::time::sleep_until(deadline)),
             })),
@@ -163,8 +178,9 @@ impl Stream {
     }
 
     /// Whether `out` (of which `held_before` bytes were held over from the last turn) is held
-    /// for one more turn: while turns bring more, and for up to [`IDLE_TURNS`] that do not,
-    /// for [`HOLD_AT_MOST`] in all.
+    /// for one more turn: while turns bring more, and for up to [`IDLE_TURNS`] that do not
+    /// ([`IDLE_TURNS_IN_A_BURST`] once it came in more than one chunk), for [`HOLD_AT_MOST`]
+    /// in all.
     fn hold_for_a_turn(&mut self, out: &[u8], held_before: usize) -> bool {
         let since = *self.held_since.get_or_insert_with(std::time::Instant::now);
         if since.elapsed() >= HOLD_AT_MOST {
@@ -175,7 +191,12 @@ impl Stream {
             return true;
         }
         self.idle_turns += 1;
-        self.idle_turns <= IDLE_TURNS
+        let idle_turns = if self.held_chunks > 1 {
+            IDLE_TURNS_IN_A_BURST
+        } else {
+            IDLE_TURNS
+        };
+        self.idle_turns <= idle_turns
     }
 
     /// Runs the parsed events through the re-framer; stops at a completion or failure.
@@ -216,8 +237,8 @@ impl Stream {
                 // scheduler), and most upstreams send each event in a chunk of its own: relayed
                 // as they came, each cost a write to the client and a wake of the client. So
                 // what is read is held while the connection's task reads on: a turn at a time
-                // while turns bring more, IDLE_TURNS turns without anything more, and
-                // HOLD_AT_MOST in all, up to COALESCE_UP_TO bytes. The wait is for what the
+                // while turns bring more, IDLE_TURNS turns without anything more (more in a
+                // burst), and HOLD_AT_MOST in all, up to COALESCE_UP_TO bytes. The wait is for what the
                 // upstream has already sent, never for a token it has not.
                 Poll::Pending
                     if out.len() < COALESCE_UP_TO && self.hold_for_a_turn(&out, held_before) =>
@@ -232,6 +253,7 @@ impl Stream {
                     let Ok(data) = frame.into_data() else {
                         continue; // trailers
                     };
+                    self.held_chunks = self.held_chunks.saturating_add(1);
                     if let Err(error) = self.framing.feed(&data, &mut self.events) {
                         self.fail(&error.to_string(), &mut out);
                         break;
@@ -263,6 +285,7 @@ impl Stream {
             }
         }
         self.idle_turns = 0;
+        self.held_chunks = 0;
         self.held_since = None;
         if let Some(meter) = meter {
             if !out.is_empty() {
@@ -431,7 +454,7 @@ mod tests {
         let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
         let text = String::from_utf8_lossy(&first);
         assert_eq!(text.matches("data: ").count(), 3, "{text}");
-        // One more, with nothing after it yet: it goes out alone, after a turn or two.
+        // One more, with nothing after it yet: it goes out alone, after IDLE_TURNS idle turns.
         feed.send(Ok(chunk("d"))).unwrap();
         let second = body.frame().await.unwrap().unwrap().into_data().unwrap();
         assert!(String::from_utf8_lossy(&second).contains("\"d\""));
@@ -450,36 +473,37 @@ mod tests {
         }
     }
 
-    /// An upstream body that has read every chunk but hands each over only after three polls
-    /// that find nothing, as hyper's connection task was seen to (strace: with one idle turn
-    /// the stream's end left in a write of its own).
-    struct TurnsEach {
-        chunks: std::collections::VecDeque<Bytes>,
+    /// An upstream body that has read every chunk and hands each over after the given number
+    /// of polls that find nothing, as hyper's connection task was seen to: the events a poll or
+    /// so apart, the stream's last event and its end later (strace: with one idle turn the end
+    /// left in a write of its own).
+    struct HandedOver {
+        chunks: std::collections::VecDeque<(u8, Option<Bytes>)>,
         polls_without: u8,
     }
 
-    impl Body for TurnsEach {
+    impl Body for HandedOver {
         type Data = Bytes;
         type Error = BodyError;
         fn poll_frame(
             mut self: Pin<&mut Self>,
             cx: &mut Context<'_>,
         ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-            if self.polls_without < 3 {
+            let Some(&(after, _)) = self.chunks.front() else {
+                return Poll::Ready(None);
+            };
+            if self.polls_without < after {
                 self.polls_without += 1;
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
             self.polls_without = 0;
-            Poll::Ready(self.chunks.pop_front().map(|chunk| Ok(Frame::data(chunk))))
+            let chunk = self.chunks.pop_front().and_then(|(_, chunk)| chunk);
+            Poll::Ready(chunk.map(|chunk| Ok(Frame::data(chunk))))
         }
     }
 
-    #[tokio::test]
-    async fn a_stream_read_whole_leaves_in_one_frame_though_each_chunk_takes_turns() {
-        let mut chunks: std::collections::VecDeque<Bytes> =
-            ["a", "b", "c"].into_iter().map(chunk).collect();
-        chunks.push_back(Bytes::from_static(b"data: [DONE]\n\n"));
+    fn handed_over(chunks: Vec<(u8, Option<Bytes>)>) -> ResponseBody {
         let (meter, _completion) = Reporter::new(200);
         let context = stream::Context {
             model: "m".into(),
@@ -487,21 +511,47 @@ mod tests {
             client_wants_usage: false,
             items: None,
         };
-        let mut body = ResponseBody::stream(
-            BoxBody::new(TurnsEach {
-                chunks,
+        ResponseBody::stream(
+            BoxBody::new(HandedOver {
+                chunks: chunks.into(),
                 polls_without: 0,
             }),
             crate::formats::dialect::dialect(Format::OpenAi).framing(),
             reframer(Format::OpenAi, Format::OpenAi, context),
             tokio::time::Instant::now() + std::time::Duration::from_secs(60),
             meter,
-        );
+        )
+    }
+
+    #[tokio::test]
+    async fn a_stream_read_whole_leaves_in_one_frame_with_its_end() {
+        // Three events a poll or so apart, then `[DONE]` and the body's end three polls later
+        // each: two idle turns of the relay's, more than IDLE_TURNS (fails with
+        // IDLE_TURNS_IN_A_BURST = 1: checked).
+        let mut body = handed_over(vec![
+            (0, Some(chunk("a"))),
+            (1, Some(chunk("b"))),
+            (1, Some(chunk("c"))),
+            (3, Some(Bytes::from_static(b"data: [DONE]\n\n"))),
+            (3, None),
+        ]);
         let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
         let text = String::from_utf8_lossy(&first);
         assert_eq!(text.matches("data: ").count(), 4, "{text}");
         assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
         assert!(body.frame().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn events_that_come_apart_are_not_held_for_a_burst() {
+        // One event, then the next three polls later: a stream whose events come apart goes
+        // out event by event after IDLE_TURNS idle turns, not held for a burst's.
+        let mut body = handed_over(vec![(0, Some(chunk("a"))), (3, Some(chunk("b")))]);
+        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        let text = String::from_utf8_lossy(&first);
+        assert_eq!(text.matches("data: ").count(), 1, "{text}");
+        let second = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert!(String::from_utf8_lossy(&second).contains("\"b\""));
     }
 
     #[tokio::test]

@@ -23,8 +23,8 @@ struct ProviderHealth {
 /// Health of every provider of one config.
 #[derive(Debug, Default)]
 pub struct HealthBook {
-    /// Looked up on every request: foldhash (see `config::load::Snapshot`).
-    providers: foldhash::HashMap<String, ProviderHealth>,
+    /// Looked up on every request: hashbrown's map (foldhash; see `config::load::Snapshot`).
+    providers: hashbrown::HashMap<String, ProviderHealth>,
 }
 
 impl HealthBook {

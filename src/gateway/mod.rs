@@ -32,9 +32,7 @@ pub mod stamp;
 pub mod tokens;
 pub mod upstream;
 
-use std::sync::Arc;
-
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwapOption;
 use zeroize::Zeroizing;
@@ -127,8 +125,8 @@ pub struct Active {
     pub health: health::HealthBook,
     /// Provider credentials, opened the first time a request needs each one and kept (wiped
     /// on drop) for the life of this config, so AES-GCM is not on every request's path.
-    /// Looked up on every request: foldhash (see `config::load::Snapshot`).
-    keys: foldhash::HashMap<String, OnceLock<Option<Credential>>>,
+    /// Looked up on every request: hashbrown's map (foldhash; see `config::load::Snapshot`).
+    keys: hashbrown::HashMap<String, OnceLock<Option<Credential>>>,
 }
 
 impl Active {
