@@ -369,11 +369,12 @@ mod tests {
 
     type Feed = mpsc::UnboundedSender<Result<Bytes, BodyError>>;
 
-    fn streamed(
+    /// A stream body over `inner`, re-framed from `upstream` to `client`.
+    fn stream_over(
+        inner: UpstreamBody,
         upstream: Format,
         client: Format,
-    ) -> (ResponseBody, Feed, oneshot::Receiver<Completion>) {
-        let (feed, receiver) = mpsc::unbounded_channel();
+    ) -> (ResponseBody, oneshot::Receiver<Completion>) {
         let (meter, completion) = Reporter::new(200);
         let context = stream::Context {
             model: "m".into(),
@@ -382,12 +383,21 @@ mod tests {
             items: None,
         };
         let body = ResponseBody::stream(
-            BoxBody::new(Channel(receiver)),
+            inner,
             crate::formats::dialect::dialect(upstream).framing(),
             reframer(upstream, client, context),
             tokio::time::Instant::now() + std::time::Duration::from_secs(60),
             meter,
         );
+        (body, completion)
+    }
+
+    fn streamed(
+        upstream: Format,
+        client: Format,
+    ) -> (ResponseBody, Feed, oneshot::Receiver<Completion>) {
+        let (feed, receiver) = mpsc::unbounded_channel();
+        let (body, completion) = stream_over(BoxBody::new(Channel(receiver)), upstream, client);
         (body, feed, completion)
     }
 
@@ -504,23 +514,11 @@ mod tests {
     }
 
     fn handed_over(chunks: Vec<(u8, Option<Bytes>)>) -> ResponseBody {
-        let (meter, _completion) = Reporter::new(200);
-        let context = stream::Context {
-            model: "m".into(),
-            created: 1,
-            client_wants_usage: false,
-            items: None,
-        };
-        ResponseBody::stream(
-            BoxBody::new(HandedOver {
-                chunks: chunks.into(),
-                polls_without: 0,
-            }),
-            crate::formats::dialect::dialect(Format::OpenAi).framing(),
-            reframer(Format::OpenAi, Format::OpenAi, context),
-            tokio::time::Instant::now() + std::time::Duration::from_secs(60),
-            meter,
-        )
+        let upstream = BoxBody::new(HandedOver {
+            chunks: chunks.into(),
+            polls_without: 0,
+        });
+        stream_over(upstream, Format::OpenAi, Format::OpenAi).0
     }
 
     #[tokio::test]
