@@ -230,7 +230,12 @@ impl Stream {
                 break;
             }
             match Pin::new(&mut self.inner).poll_frame(cx) {
-                Poll::Pending if out.is_empty() => return Poll::Pending,
+                Poll::Pending if out.is_empty() => {
+                    // Nothing held (the chunks read were stripped: a usage chunk, a comment):
+                    // the next event is not part of a burst.
+                    self.held_chunks = 0;
+                    return Poll::Pending;
+                }
                 // Events are relayed together when they come together. hyper hands an
                 // upstream's body over one chunk at a time (its connection's task decodes the
                 // next only once this one is taken, and that takes it two turns of the
@@ -238,8 +243,8 @@ impl Stream {
                 // as they came, each cost a write to the client and a wake of the client. So
                 // what is read is held while the connection's task reads on: a turn at a time
                 // while turns bring more, IDLE_TURNS turns without anything more (more in a
-                // burst), and HOLD_AT_MOST in all, up to COALESCE_UP_TO bytes. The wait is for what the
-                // upstream has already sent, never for a token it has not.
+                // burst), and HOLD_AT_MOST in all, up to COALESCE_UP_TO bytes. The wait is for
+                // what the upstream has already sent, never for a token it has not.
                 Poll::Pending
                     if out.len() < COALESCE_UP_TO && self.hold_for_a_turn(&out, held_before) =>
                 {
@@ -550,6 +555,17 @@ mod tests {
         assert_eq!(text.matches("data: ").count(), 1, "{text}");
         let second = body.frame().await.unwrap().unwrap().into_data().unwrap();
         assert!(String::from_utf8_lossy(&second).contains("\"b\""));
+        // Nor after a chunk that was read and stripped (the usage chunk nobody asked for):
+        // nothing of it is held, so the event after it starts no burst.
+        let stripped = Bytes::from_static(USAGE.as_bytes());
+        let mut body = handed_over(vec![
+            (0, Some(stripped)),
+            (3, Some(chunk("a"))),
+            (3, Some(chunk("b"))),
+        ]);
+        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        let text = String::from_utf8_lossy(&first);
+        assert_eq!(text.matches("data: ").count(), 1, "{text}");
     }
 
     #[tokio::test]
