@@ -92,7 +92,7 @@ struct Stream {
     /// in a row brought nothing more.
     held: Vec<u8>,
     idle_turns: u8,
-    /// Upstream chunks in what is held (see [`IDLE_TURNS_IN_A_BURST`]).
+    /// Upstream chunks that put something in what is held (see [`IDLE_TURNS_IN_A_BURST`]).
     held_chunks: u8,
     held_since: Option<std::time::Instant>,
     /// When the provider's `timeouts.total` runs out: the stream ends like a failure.
@@ -230,12 +230,7 @@ impl Stream {
                 break;
             }
             match Pin::new(&mut self.inner).poll_frame(cx) {
-                Poll::Pending if out.is_empty() => {
-                    // Nothing held (the chunks read were stripped: a usage chunk, a comment):
-                    // the next event is not part of a burst.
-                    self.held_chunks = 0;
-                    return Poll::Pending;
-                }
+                Poll::Pending if out.is_empty() => return Poll::Pending,
                 // Events are relayed together when they come together. hyper hands an
                 // upstream's body over one chunk at a time (its connection's task decodes the
                 // next only once this one is taken, and that takes it two turns of the
@@ -258,12 +253,17 @@ impl Stream {
                     let Ok(data) = frame.into_data() else {
                         continue; // trailers
                     };
-                    self.held_chunks = self.held_chunks.saturating_add(1);
                     if let Err(error) = self.framing.feed(&data, &mut self.events) {
                         self.fail(&error.to_string(), &mut out);
                         break;
                     }
+                    let before = out.len();
                     self.drain_events(&mut out);
+                    // Only a chunk that put something in what is held counts toward a burst
+                    // (not one stripped whole: a usage chunk nobody asked for, a comment).
+                    if out.len() > before {
+                        self.held_chunks = self.held_chunks.saturating_add(1);
+                    }
                     if let Some(meter) = meter {
                         meter.set_usage(self.reframe.usage());
                     }
